@@ -1,0 +1,562 @@
+//! The configuration file format: Nomad's agent HCL keys (HCL1 map blocks included) or the same keys
+//! as JSON. Parsing is pure: callers read the file and hand the text in.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::CoreError;
+
+/// One configuration source (a file, the command line, or dev-mode defaults), every key optional.
+///
+/// The field names are the HCL keys; unknown keys are errors that name their path.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// `name`: the node name.
+    pub name: Option<String>,
+    /// `region`.
+    pub region: Option<String>,
+    /// `datacenter`.
+    pub datacenter: Option<String>,
+    /// `data_dir`.
+    pub data_dir: Option<String>,
+    /// `bind_addr`.
+    pub bind_addr: Option<String>,
+    /// `log_level`.
+    pub log_level: Option<String>,
+    /// `log_json`.
+    pub log_json: Option<bool>,
+    /// `enable_debug`.
+    pub enable_debug: Option<bool>,
+    /// `http_api_response_headers { "X-Name" = "value" }`.
+    pub http_api_response_headers: Option<BTreeMap<String, String>>,
+    /// `ports { http rpc serf }`.
+    pub ports: Option<PortsFile>,
+    /// `addresses { http rpc serf }`.
+    pub addresses: Option<AddressesFile>,
+    /// `advertise { http rpc serf }`.
+    pub advertise: Option<AddressesFile>,
+    /// `server { ... }`.
+    pub server: Option<ServerFile>,
+    /// `client { ... }`.
+    pub client: Option<ClientFile>,
+    /// `acl { enabled }`.
+    pub acl: Option<AclFile>,
+    /// `tls { ... }`.
+    pub tls: Option<TlsFile>,
+    /// `limits { ... }`.
+    pub limits: Option<LimitsFile>,
+}
+
+/// `ports { http = 4646 rpc = 4647 serf = 4648 }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortsFile {
+    /// HTTP API port.
+    pub http: Option<u16>,
+    /// Agent RPC port.
+    pub rpc: Option<u16>,
+    /// Gossip port.
+    pub serf: Option<u16>,
+}
+
+/// `addresses { ... }` and `advertise { ... }`: one address per listener.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddressesFile {
+    /// HTTP API address.
+    pub http: Option<String>,
+    /// Agent RPC address.
+    pub rpc: Option<String>,
+    /// Gossip address.
+    pub serf: Option<String>,
+}
+
+/// `server { ... }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    /// Run a server.
+    pub enabled: Option<bool>,
+    /// Servers expected before a leader is elected.
+    pub bootstrap_expect: Option<u32>,
+    /// Scheduler worker count (default: CPU count).
+    pub num_schedulers: Option<i64>,
+    /// Scheduler types the workers handle.
+    pub enabled_schedulers: Option<Vec<String>>,
+    /// Base64 gossip encryption key.
+    pub encrypt: Option<String>,
+    /// Age after which down nodes are garbage collected (Go duration).
+    pub node_gc_threshold: Option<String>,
+    /// Gossip addresses joined once at start.
+    pub start_join: Option<Vec<String>>,
+    /// `server_join { ... }`.
+    pub server_join: Option<ServerJoinFile>,
+}
+
+/// `server_join { retry_join retry_interval retry_max }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerJoinFile {
+    /// Gossip addresses joined (and retried) at start.
+    pub retry_join: Option<Vec<String>>,
+    /// Wait between join attempts (Go duration).
+    pub retry_interval: Option<String>,
+    /// Attempts before giving up; 0 means forever.
+    pub retry_max: Option<u32>,
+}
+
+/// `client { ... }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientFile {
+    /// Run a client.
+    pub enabled: Option<bool>,
+    /// Server RPC addresses.
+    pub servers: Option<Vec<String>>,
+    /// Free-form node metadata.
+    pub meta: Option<BTreeMap<String, String>>,
+    /// Node class.
+    pub node_class: Option<String>,
+}
+
+/// `acl { enabled }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclFile {
+    /// Enforce ACLs.
+    pub enabled: Option<bool>,
+}
+
+/// `tls { ... }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// Serve the HTTP API over TLS.
+    pub http: Option<bool>,
+    /// Use TLS between agents.
+    pub rpc: Option<bool>,
+    /// CA bundle path.
+    pub ca_file: Option<String>,
+    /// Certificate path.
+    pub cert_file: Option<String>,
+    /// Private key path.
+    pub key_file: Option<String>,
+    /// Require client certificates on the HTTP API.
+    pub verify_https_client: Option<bool>,
+}
+
+/// `limits { ... }`: protection against connection exhaustion.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Concurrent HTTP connections per client IP (0 = unlimited).
+    pub http_max_conns_per_client: Option<u32>,
+    /// Concurrent RPC connections per client IP (0 = unlimited).
+    pub rpc_max_conns_per_client: Option<u32>,
+    /// Time allowed for a TLS handshake and for request headers (Go duration).
+    pub https_handshake_timeout: Option<String>,
+    /// Time allowed for an RPC connection's first request (Go duration).
+    pub rpc_handshake_timeout: Option<String>,
+}
+
+/// The format of a configuration text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Nomad's HCL agent configuration.
+    Hcl,
+    /// The same keys as JSON.
+    Json,
+}
+
+impl Format {
+    /// Picks the format from a file name: `.json` is JSON, anything else HCL.
+    pub fn from_path(path: &str) -> Format {
+        if path.ends_with(".json") {
+            Format::Json
+        } else {
+            Format::Hcl
+        }
+    }
+}
+
+/// A parsed, checked configuration source as a tree of keys, ready to merge with others.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    /// The tree of keys, as JSON values.
+    pub tree: Value,
+}
+
+/// Parses and checks a configuration text; `origin` names it in errors (usually its path).
+pub fn parse_config(origin: &str, text: &str, format: Format) -> Result<ConfigSource, CoreError> {
+    let tree: Value = match format {
+        Format::Json => serde_json::from_str(text).map_err(|e| CoreError::Config {
+            origin: origin.to_string(),
+            line: Some(e.line()),
+            message: e.to_string(),
+        })?,
+        Format::Hcl => {
+            let text = hcl1_map_blocks_to_objects(text);
+            hcl::from_str(&text).map_err(|e| CoreError::Config {
+                origin: origin.to_string(),
+                line: hcl_error_line(&e),
+                message: hcl_error_message(&e),
+            })?
+        }
+    };
+    let tree = merge_repeated_blocks(tree);
+    check_tree(origin, text, &tree)?;
+    Ok(ConfigSource { tree })
+}
+
+/// Validates a tree against [`ConfigFile`], naming the key path of the first problem.
+fn check_tree(origin: &str, text: &str, tree: &Value) -> Result<ConfigFile, CoreError> {
+    serde_path_to_error::deserialize::<_, ConfigFile>(tree).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let (key, message) = match unknown_field(&inner) {
+            Some(field) if path == "." => (field.to_string(), format!("unknown key {field}")),
+            Some(field) => {
+                let key = format!("{path}.{field}");
+                (key.clone(), format!("unknown key {key}"))
+            }
+            None => (path.clone(), format!("{path}: {inner}")),
+        };
+        CoreError::Config {
+            origin: origin.to_string(),
+            line: line_of_key(text, &key),
+            message,
+        }
+    })
+}
+
+/// Extracts the field name from serde's "unknown field `x`, expected ..." message.
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+/// Best-effort line number of the last segment of a dotted key path in the source text.
+fn line_of_key(text: &str, path: &str) -> Option<usize> {
+    let key = path.rsplit('.').next()?;
+    if key.is_empty() {
+        return None;
+    }
+    let quoted = format!("\"{key}\"");
+    text.lines()
+        .position(|line| {
+            let line = line.trim_start();
+            let rest = line
+                .strip_prefix(quoted.as_str())
+                .or_else(|| line.strip_prefix(key));
+            rest.is_some_and(|r| {
+                let r = r.trim_start();
+                r.starts_with('=') || r.starts_with('{') || r.starts_with(':')
+            })
+        })
+        .map(|i| i + 1)
+}
+
+fn hcl_error_line(e: &hcl::Error) -> Option<usize> {
+    match e {
+        hcl::Error::Parse(p) => Some(p.location().line()),
+        _ => None,
+    }
+}
+
+fn hcl_error_message(e: &hcl::Error) -> String {
+    match e {
+        hcl::Error::Parse(p) => p.message().to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Two `server { }` blocks in one file arrive as an array of objects: merge them into one object.
+fn merge_repeated_blocks(mut tree: Value) -> Value {
+    if let Value::Object(map) = &mut tree {
+        for value in map.values_mut() {
+            if let Value::Array(items) = value
+                && !items.is_empty()
+                && items.iter().all(Value::is_object)
+            {
+                let mut merged = Value::Object(Default::default());
+                for item in items.drain(..) {
+                    merge_trees(&mut merged, item);
+                }
+                *value = merged;
+            }
+        }
+    }
+    tree
+}
+
+/// Key paths whose lists accumulate across sources instead of being replaced (as in Nomad).
+const APPENDING_LISTS: &[&str] = &[
+    "client.servers",
+    "server.start_join",
+    "server.server_join.retry_join",
+];
+
+/// Deep-merges `over` onto `base`: objects merge key by key, the join and server lists append,
+/// and every other value in `over` replaces the one in `base`.
+pub fn merge_trees(base: &mut Value, over: Value) {
+    merge_at(base, over, "");
+}
+
+fn merge_at(base: &mut Value, over: Value, path: &str) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (key, value) in o {
+                let child = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match b.get_mut(&key) {
+                    Some(existing) => merge_at(existing, value, &child),
+                    None => {
+                        b.insert(key, value);
+                    }
+                }
+            }
+        }
+        (Value::Array(b), Value::Array(o)) if APPENDING_LISTS.contains(&path) => b.extend(o),
+        (b, o) => *b = o,
+    }
+}
+
+/// Turns a (merged) tree into the typed form.
+pub fn tree_to_file(tree: &Value) -> Result<ConfigFile, CoreError> {
+    if tree.is_null() {
+        return Ok(ConfigFile::default());
+    }
+    check_tree("merged configuration", "", tree)
+}
+
+/// Rewrites HCL1 map blocks with quoted keys (`meta { "rack" = "r1" }`) into HCL2 object
+/// expressions (`meta = { "rack" = "r1" }`), which hcl-rs parses. Strings and comments are skipped;
+/// every other byte is kept, so line numbers stay true.
+pub fn hcl1_map_blocks_to_objects(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut i = 0;
+    let mut after_ident = false;
+    while i < bytes.len() {
+        let c = bytes[i];
+        let end = match c {
+            b'"' => {
+                after_ident = false;
+                skip_string(bytes, i)
+            }
+            b'#' => skip_line(bytes, i),
+            b'/' if bytes.get(i + 1) == Some(&b'/') => skip_line(bytes, i),
+            b'/' if bytes.get(i + 1) == Some(&b'*') => text[i + 2..]
+                .find("*/")
+                .map_or(bytes.len(), |p| i + 2 + p + 2),
+            b'{' => {
+                if after_ident && body_starts_with_quoted_key(bytes, i + 1) {
+                    out.push_str("= ");
+                }
+                after_ident = false;
+                i + 1
+            }
+            c if is_ident_byte(c) => {
+                after_ident = true;
+                i + bytes[i..].iter().take_while(|&&b| is_ident_byte(b)).count()
+            }
+            b' ' | b'\t' => i + 1,
+            _ => {
+                after_ident = false;
+                i + utf8_len(c)
+            }
+        };
+        let end = end.min(bytes.len());
+        out.push_str(&text[i..end]);
+        i = end;
+    }
+    out
+}
+
+fn is_ident_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+}
+
+fn utf8_len(first: u8) -> usize {
+    match first {
+        0x00..=0x7f => 1,
+        0xc0..=0xdf => 2,
+        0xe0..=0xef => 3,
+        _ => 4,
+    }
+}
+
+fn skip_string(bytes: &[u8], start: usize) -> usize {
+    let mut i = start + 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'"' => return i + 1,
+            b'\n' => return i,
+            _ => i += 1,
+        }
+    }
+    bytes.len()
+}
+
+fn skip_line(bytes: &[u8], start: usize) -> usize {
+    bytes[start..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(bytes.len(), |p| start + p)
+}
+
+/// Whether the first token of a block body is a quoted string followed by `=` or `:`.
+fn body_starts_with_quoted_key(bytes: &[u8], from: usize) -> bool {
+    let mut i = from;
+    while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    if bytes.get(i) != Some(&b'"') {
+        return false;
+    }
+    let mut j = skip_string(bytes, i);
+    while j < bytes.len() && (bytes[j] == b' ' || bytes[j] == b'\t') {
+        j += 1;
+    }
+    matches!(bytes.get(j), Some(b'=') | Some(b':'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ConfigFile, CoreError> {
+        let src = parse_config("test.hcl", text, Format::Hcl)?;
+        tree_to_file(&src.tree)
+    }
+
+    #[test]
+    fn reads_nomad_documented_forms() {
+        let file = parse(
+            r#"
+name = "server1"
+data_dir = "/tmp/x"
+http_api_response_headers {
+  "Access-Control-Allow-Origin" = "*"
+}
+ports { http = 5646 }
+server {
+  enabled = true
+  server_join {
+    retry_join = ["127.0.0.1:4648"]
+    retry_interval = "15s"
+  }
+}
+client {
+  enabled = true
+  meta { "rack" = "r1" }
+}
+"#,
+        )
+        .unwrap();
+        assert_eq!(file.name.as_deref(), Some("server1"));
+        assert_eq!(
+            file.http_api_response_headers.unwrap()["Access-Control-Allow-Origin"],
+            "*"
+        );
+        assert_eq!(file.ports.unwrap().http, Some(5646));
+        let client = file.client.unwrap();
+        assert_eq!(client.meta.unwrap()["rack"], "r1");
+        let join = file.server.unwrap().server_join.unwrap();
+        assert_eq!(join.retry_join.unwrap(), vec!["127.0.0.1:4648"]);
+    }
+
+    #[test]
+    fn reads_hcl2_map_forms() {
+        let file = parse("client {\n meta { rack = \"r1\" }\n}\n").unwrap();
+        assert_eq!(file.client.unwrap().meta.unwrap()["rack"], "r1");
+        let file = parse("client {\n meta = { \"a.b/c\" = \"x\" }\n}\n").unwrap();
+        assert_eq!(file.client.unwrap().meta.unwrap()["a.b/c"], "x");
+    }
+
+    #[test]
+    fn unknown_key_names_path_and_line() {
+        let err = parse("server {\n  enabled = true\n  bogus_key = 1\n}\n").unwrap_err();
+        assert_eq!(err.to_string(), "test.hcl:3: unknown key server.bogus_key");
+        let err = parse("nope = 1\n").unwrap_err();
+        assert_eq!(err.to_string(), "test.hcl:1: unknown key nope");
+    }
+
+    #[test]
+    fn type_error_names_path() {
+        let err = parse("ports {\n  http = \"x\"\n}\n").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("test.hcl:2: ports.http: invalid type"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn syntax_error_has_line() {
+        let err = parse("name = \"a\"\nserver {\n  enabled = = true\n}\n").unwrap_err();
+        assert!(err.to_string().starts_with("test.hcl:3: "), "{err}");
+    }
+
+    #[test]
+    fn json_files_use_the_same_keys() {
+        let src = parse_config(
+            "a.json",
+            r#"{"region": "eu", "client": {"enabled": true, "meta": {"k": "v"}}}"#,
+            Format::Json,
+        )
+        .unwrap();
+        let file = tree_to_file(&src.tree).unwrap();
+        assert_eq!(file.region.as_deref(), Some("eu"));
+        let err = parse_config("a.json", r#"{"regio": "eu"}"#, Format::Json).unwrap_err();
+        assert_eq!(err.to_string(), "a.json:1: unknown key regio");
+        let err = parse_config("a.json", "{\n\"region\": }", Format::Json).unwrap_err();
+        assert!(err.to_string().starts_with("a.json:2: "), "{err}");
+    }
+
+    #[test]
+    fn later_sources_merge_over_earlier() {
+        let mut a = parse_config(
+            "a",
+            "region = \"a\"\nclient {\n servers = [\"1.1.1.1:4647\"]\n meta { x = \"1\" }\n}\n",
+            Format::Hcl,
+        )
+        .unwrap()
+        .tree;
+        let b = parse_config(
+            "b",
+            "region = \"b\"\nclient {\n servers = [\"2.2.2.2:4647\"]\n meta { y = \"2\" }\n}\n",
+            Format::Hcl,
+        )
+        .unwrap()
+        .tree;
+        merge_trees(&mut a, b);
+        let file = tree_to_file(&a).unwrap();
+        assert_eq!(file.region.as_deref(), Some("b"));
+        let client = file.client.unwrap();
+        assert_eq!(client.servers.unwrap().len(), 2);
+        assert_eq!(client.meta.unwrap().len(), 2);
+    }
+
+    #[test]
+    fn repeated_blocks_merge() {
+        let file =
+            parse("server {\n enabled = true\n}\nserver {\n bootstrap_expect = 3\n}\n").unwrap();
+        let server = file.server.unwrap();
+        assert_eq!(server.enabled, Some(true));
+        assert_eq!(server.bootstrap_expect, Some(3));
+    }
+
+    #[test]
+    fn rewrite_keeps_strings_and_comments() {
+        let text = "# meta { \"a\" = \"b\" }\nname = \"x { \\\"y\\\" = 1 }\"\n";
+        assert_eq!(hcl1_map_blocks_to_objects(text), text);
+    }
+}

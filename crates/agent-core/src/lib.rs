@@ -1,0 +1,49 @@
+//! Caravan's domain model: pure types and rules, no I/O, no async runtime, no clock reads.
+//!
+//! - [`config`]: the agent configuration file format (Nomad's HCL keys), merging of several
+//!   sources, defaults, `-dev` and validation.
+//! - [`duration`]: Go-syntax durations.
+//! - [`member`]: gossip members and their status, as `/v1/agent/members` reports them.
+//! - [`server_list`]: a client's list of server RPC addresses.
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod duration;
+pub mod member;
+pub mod server_list;
+
+/// Every error this crate returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoreError {
+    /// A configuration source could not be parsed or has an unknown or mistyped key.
+    Config {
+        /// Where the text came from (a file path).
+        origin: String,
+        /// The line the problem is on, when known.
+        line: Option<usize>,
+        /// What is wrong, naming the key path.
+        message: String,
+    },
+    /// A configuration value is out of range or a combination is impossible.
+    Invalid(String),
+    /// A Go-syntax duration did not parse.
+    Duration(String),
+}
+
+impl std::fmt::Display for CoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CoreError::Config {
+                origin,
+                line: Some(line),
+                message,
+            } => write!(f, "{origin}:{line}: {message}"),
+            CoreError::Config {
+                origin, message, ..
+            } => write!(f, "{origin}: {message}"),
+            CoreError::Invalid(message) | CoreError::Duration(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for CoreError {}

@@ -1,0 +1,334 @@
+//! The running agent: configuration, identities, the client's server list, and the [`AgentApi`]
+//! the HTTP layer calls.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use caravan_agent_core::config::{AgentConfig, parse_host_port};
+use caravan_agent_core::member::{self, BuildInfo, Member, MemberStatus};
+use caravan_agent_core::server_list::ServerList;
+use caravan_http::api::{AgentApi, Stats};
+use caravan_http::dto::{HostData, VersionDto};
+use parking_lot::RwLock;
+
+use crate::rpc;
+
+/// Default RPC port for server addresses given without one.
+pub const DEFAULT_RPC_PORT: u16 = 4647;
+
+/// How long one server ping may take.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The agent's state shared by every subsystem.
+pub struct Agent {
+    config: AgentConfig,
+    server_id: Option<String>,
+    node_id: Option<String>,
+    servers: RwLock<ServerList>,
+    build: BuildInfo,
+    runtime: tokio::runtime::Handle,
+}
+
+/// This build's version facts.
+pub fn build_info() -> BuildInfo {
+    BuildInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        revision: env!("CARAVAN_REVISION").to_string(),
+    }
+}
+
+impl Agent {
+    /// Sets up identities (persisted under `data_dir` outside dev mode) and the server list.
+    pub async fn new(config: AgentConfig) -> Result<Agent, String> {
+        let dir = config.data_dir.clone();
+        let id = |kind: &str, file: &str| match &dir {
+            Some(dir) => load_or_create_id(&Path::new(dir).join(kind).join(file)),
+            None => Ok(uuid::Uuid::new_v4().to_string()),
+        };
+        let server_id = if config.server.enabled {
+            Some(id("server", "node-id")?)
+        } else {
+            None
+        };
+        let node_id = if config.client.enabled {
+            Some(id("client", "client-id")?)
+        } else {
+            None
+        };
+        let mut initial = Vec::new();
+        for text in &config.client.servers {
+            match resolve(text).await {
+                Ok(addrs) => initial.extend(addrs),
+                Err(e) => {
+                    tracing::warn!(target: "client", server = %text, error = %e, "ignoring server address")
+                }
+            }
+        }
+        if config.client.enabled && config.server.enabled {
+            initial.push(config.advertise.rpc);
+        }
+        Ok(Agent {
+            config,
+            server_id,
+            node_id,
+            servers: RwLock::new(ServerList::new(initial)),
+            build: build_info(),
+            runtime: tokio::runtime::Handle::current(),
+        })
+    }
+
+    fn runtime_stats(&self) -> BTreeMap<String, String> {
+        let metrics = self.runtime.metrics();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        BTreeMap::from([
+            ("arch".into(), std::env::consts::ARCH.into()),
+            ("cpu_count".into(), cpus.to_string()),
+            ("goroutines".into(), metrics.num_alive_tasks().to_string()),
+            ("kernel.name".into(), std::env::consts::OS.into()),
+            ("max_procs".into(), metrics.num_workers().to_string()),
+            ("version".into(), env!("CARAVAN_RUSTC_VERSION").into()),
+        ])
+    }
+
+    fn client_stats(&self, node_id: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("node_id".into(), node_id.to_string()),
+            ("known_servers".into(), self.servers().join(",")),
+            ("num_allocations".into(), "0".into()),
+        ])
+    }
+
+    fn nomad_stats(&self) -> BTreeMap<String, String> {
+        let leader = self.is_leader();
+        BTreeMap::from([
+            ("server".into(), "true".into()),
+            ("leader".into(), leader.to_string()),
+            (
+                "leader_addr".into(),
+                if leader {
+                    self.config.advertise.rpc.to_string()
+                } else {
+                    String::new()
+                },
+            ),
+            (
+                "bootstrap".into(),
+                (self.config.server.bootstrap_expect == 1).to_string(),
+            ),
+            ("known_regions".into(), self.config.region.clone()),
+        ])
+    }
+}
+
+impl AgentApi for Agent {
+    fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    fn version(&self) -> VersionDto {
+        VersionDto {
+            build_date: String::new(),
+            revision: self.build.revision.clone(),
+            version: self.build.version.clone(),
+            version_prerelease: String::new(),
+            version_metadata: String::new(),
+        }
+    }
+
+    fn member(&self) -> Member {
+        let Some(server_id) = &self.server_id else {
+            return Member::none();
+        };
+        Member {
+            name: self.config.member_name(),
+            addr: Some(self.config.advertise.serf.ip()),
+            port: self.config.advertise.serf.port(),
+            tags: Some(member::server_tags(&self.config, server_id, &self.build)),
+            status: MemberStatus::Alive,
+            versions: member::NOMAD_VERSIONS,
+        }
+    }
+
+    fn stats(&self) -> Stats {
+        let mut stats = Stats::new();
+        stats.insert("runtime".into(), self.runtime_stats());
+        if let Some(node_id) = &self.node_id {
+            stats.insert("client".into(), self.client_stats(node_id));
+        }
+        if self.config.server.enabled {
+            stats.insert("nomad".into(), self.nomad_stats());
+        }
+        stats
+    }
+
+    fn server_health(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn client_health(&self) -> Result<(), String> {
+        if self.servers.read().is_empty() {
+            Err("no known servers".into())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn node_id(&self) -> Option<String> {
+        self.node_id.clone()
+    }
+
+    fn server_id(&self) -> Option<String> {
+        self.server_id.clone()
+    }
+
+    fn is_leader(&self) -> bool {
+        self.config.server.enabled && self.config.server.bootstrap_expect == 1
+    }
+
+    async fn host_data(&self) -> Result<HostData, String> {
+        tokio::task::spawn_blocking(crate::host::gather)
+            .await
+            .map_err(|e| format!("failed to gather host data: {e}"))
+    }
+
+    fn servers(&self) -> Vec<String> {
+        self.servers.read().addresses()
+    }
+
+    async fn set_servers(&self, addresses: Vec<String>) -> Result<(), String> {
+        let checks = addresses.into_iter().map(|text| async move {
+            let addrs = resolve(&text)
+                .await
+                .map_err(|e| format!("Server at address {text} failed ping: {e}"))?;
+            let mut last_err = String::new();
+            for addr in addrs {
+                match rpc::ping(addr, PING_TIMEOUT).await {
+                    Ok(()) => return Ok(addr),
+                    Err(e) => last_err = e,
+                }
+            }
+            Err(format!("Server at address {text} failed ping: {last_err}"))
+        });
+        let results = futures_join_all(checks).await;
+        let mut good = Vec::new();
+        let mut errors = Vec::new();
+        for result in results {
+            match result {
+                Ok(addr) => good.push(addr),
+                Err(e) => errors.push(e),
+            }
+        }
+        for e in &errors {
+            tracing::warn!(target: "client", error = %e, "dropping unreachable server");
+        }
+        if good.is_empty() {
+            return Err(multi_error(&errors));
+        }
+        self.servers.write().replace(good);
+        Ok(())
+    }
+}
+
+/// Runs futures concurrently and returns their outputs in order.
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F: Send + 'static,
+    F::Output: Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    let mut count = 0;
+    for (i, f) in futures.enumerate() {
+        set.spawn(async move { (i, f.await) });
+        count += 1;
+    }
+    let mut out: Vec<Option<F::Output>> = (0..count).map(|_| None).collect();
+    while let Some(joined) = set.join_next().await {
+        if let Ok((i, value)) = joined {
+            out[i] = Some(value);
+        }
+    }
+    out.into_iter().flatten().collect()
+}
+
+/// go-multierror's text: `N errors occurred:\n\t* a\n\t* b\n\n`.
+pub fn multi_error(errors: &[String]) -> String {
+    let noun = if errors.len() == 1 { "error" } else { "errors" };
+    let lines: Vec<String> = errors.iter().map(|e| format!("* {e}")).collect();
+    format!(
+        "{} {noun} occurred:\n\t{}\n\n",
+        errors.len(),
+        lines.join("\n\t")
+    )
+}
+
+/// Resolves `host[:port]` (port defaulting to 4647; bare IPv6 accepted).
+pub async fn resolve(text: &str) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(addr) = parse_host_port(text, DEFAULT_RPC_PORT) {
+        return Ok(vec![addr]);
+    }
+    let with_port = if text.contains(':') {
+        text.to_string()
+    } else {
+        format!("{text}:{DEFAULT_RPC_PORT}")
+    };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(with_port)
+        .await
+        .map_err(|e| format!("failed to resolve {text:?}: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("failed to resolve {text:?}: no addresses"));
+    }
+    Ok(addrs)
+}
+
+/// Reads an ID file, or creates it with a new UUID (written atomically).
+fn load_or_create_id(path: &Path) -> Result<String, String> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let id = text.trim().to_string();
+        if uuid::Uuid::parse_str(&id).is_ok() {
+            return Ok(id);
+        }
+        return Err(format!("{}: not a valid UUID: {id:?}", path.display()));
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, &id).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multierror_format() {
+        assert_eq!(multi_error(&["a".into()]), "1 error occurred:\n\t* a\n\n");
+        assert_eq!(
+            multi_error(&["a".into(), "b".into()]),
+            "2 errors occurred:\n\t* a\n\t* b\n\n"
+        );
+    }
+
+    #[test]
+    fn ids_persist() {
+        let dir = std::env::temp_dir().join(format!("caravan-id-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("server").join("node-id");
+        let a = load_or_create_id(&path).unwrap();
+        let b = load_or_create_id(&path).unwrap();
+        assert_eq!(a, b);
+        std::fs::write(&path, "garbage").unwrap();
+        assert!(
+            load_or_create_id(&path)
+                .unwrap_err()
+                .contains("not a valid UUID")
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,215 @@
+//! The command line: Go-style flags (`-dev`, `-config=x`) over clap.
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Map, Value, json};
+
+/// `caravan`: a Nomad-compatible agent.
+#[derive(Debug, Parser)]
+#[command(
+    name = "caravan",
+    version,
+    about = "A Nomad-compatible agent",
+    disable_version_flag = true
+)]
+pub struct Cli {
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run an agent.
+    Agent(AgentArgs),
+    /// Print the version.
+    Version,
+    /// Show the running agent's statistics (GET /v1/agent/self).
+    #[command(name = "agent-info")]
+    AgentInfo(ClientArgs),
+}
+
+/// Flags that reach a running agent's HTTP API.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The agent's address (default: $NOMAD_ADDR, $CARAVAN_ADDR or http://127.0.0.1:4646).
+    #[arg(long)]
+    pub address: Option<String>,
+    /// The ACL token (default: $NOMAD_TOKEN or $CARAVAN_TOKEN).
+    #[arg(long)]
+    pub token: Option<String>,
+}
+
+/// `caravan agent` flags (see `shared/spec/agent-cli-config.md` §1).
+#[derive(Debug, Args, Default)]
+pub struct AgentArgs {
+    /// Dev mode: server and client in one process, state in memory.
+    #[arg(long)]
+    pub dev: bool,
+    /// A config file or directory; repeatable, later ones merge over earlier ones.
+    #[arg(long)]
+    pub config: Vec<String>,
+    /// Enable the server role.
+    #[arg(long)]
+    pub server: bool,
+    /// Enable the client role.
+    #[arg(long)]
+    pub client: bool,
+    /// Address every listener binds to.
+    #[arg(long)]
+    pub bind: Option<String>,
+    /// Node name.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Region.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Datacenter.
+    #[arg(long)]
+    pub dc: Option<String>,
+    /// State directory.
+    #[arg(long = "data-dir")]
+    pub data_dir: Option<String>,
+    /// Servers expected before a leader is elected.
+    #[arg(long = "bootstrap-expect")]
+    pub bootstrap_expect: Option<u32>,
+    /// Gossip address to join at start; repeatable.
+    #[arg(long)]
+    pub join: Vec<String>,
+    /// Gossip address to join at start, retried; repeatable.
+    #[arg(long = "retry-join")]
+    pub retry_join: Vec<String>,
+    /// Server RPC address for the client; repeatable.
+    #[arg(long)]
+    pub servers: Vec<String>,
+    /// Base64 gossip encryption key.
+    #[arg(long)]
+    pub encrypt: Option<String>,
+    /// Enforce ACLs.
+    #[arg(long = "acl-enabled")]
+    pub acl_enabled: bool,
+    /// Log level: trace, debug, info, warn, error.
+    #[arg(long = "log-level")]
+    pub log_level: Option<String>,
+    /// JSON log lines.
+    #[arg(long = "log-json")]
+    pub log_json: bool,
+}
+
+impl AgentArgs {
+    /// The flags as a configuration tree, merged over files (only flags given appear).
+    pub fn to_tree(&self) -> Value {
+        let mut top = Map::new();
+        let mut server = Map::new();
+        let mut client = Map::new();
+        let put = |map: &mut Map<String, Value>, key: &str, value: Option<Value>| {
+            if let Some(v) = value {
+                map.insert(key.to_string(), v);
+            }
+        };
+        let s = |v: &Option<String>| v.as_ref().map(|x| json!(x));
+        let list = |v: &Vec<String>| (!v.is_empty()).then(|| json!(v));
+        let flag = |b: bool| b.then_some(json!(true));
+        put(&mut top, "bind_addr", s(&self.bind));
+        put(&mut top, "name", s(&self.node));
+        put(&mut top, "region", s(&self.region));
+        put(&mut top, "datacenter", s(&self.dc));
+        put(&mut top, "data_dir", s(&self.data_dir));
+        put(&mut top, "log_level", s(&self.log_level));
+        put(&mut top, "log_json", flag(self.log_json));
+        if self.acl_enabled {
+            top.insert("acl".into(), json!({"enabled": true}));
+        }
+        put(&mut server, "enabled", flag(self.server));
+        put(
+            &mut server,
+            "bootstrap_expect",
+            self.bootstrap_expect.map(|n| json!(n)),
+        );
+        put(&mut server, "start_join", list(&self.join));
+        put(&mut server, "encrypt", s(&self.encrypt));
+        if let Some(retry) = list(&self.retry_join) {
+            server.insert("server_join".into(), json!({ "retry_join": retry }));
+        }
+        put(&mut client, "enabled", flag(self.client));
+        put(&mut client, "servers", list(&self.servers));
+        if !server.is_empty() {
+            top.insert("server".into(), Value::Object(server));
+        }
+        if !client.is_empty() {
+            top.insert("client".into(), Value::Object(client));
+        }
+        Value::Object(top)
+    }
+}
+
+/// Rewrites Go-style single-dash long flags (`-dev`, `-config=x`) to clap's `--dev`. Stops after
+/// `--`; leaves `-h`, `-` and negative numbers alone.
+pub fn go_style(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut pass = false;
+    for arg in args {
+        let rewrite = !pass
+            && arg.len() > 2
+            && arg.starts_with('-')
+            && !arg.starts_with("--")
+            && arg[1..].starts_with(|c: char| c.is_ascii_alphabetic());
+        if arg == "--" {
+            pass = true;
+        }
+        out.push(if rewrite { format!("-{arg}") } else { arg });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(go_style(args.iter().map(|s| s.to_string())))
+    }
+
+    #[test]
+    fn go_style_flags_parse() {
+        let cli = parse(&[
+            "caravan",
+            "agent",
+            "-dev",
+            "-config=/a.hcl",
+            "-config",
+            "/b",
+            "-bind=0.0.0.0",
+            "-data-dir",
+            "/d",
+            "-servers=1.2.3.4",
+            "-servers=5.6.7.8",
+            "--acl-enabled",
+        ])
+        .unwrap();
+        let Command::Agent(a) = cli.command else {
+            panic!("not agent")
+        };
+        assert!(a.dev && a.acl_enabled);
+        assert_eq!(a.config, vec!["/a.hcl", "/b"]);
+        assert_eq!(a.servers.len(), 2);
+        let tree = a.to_tree();
+        assert_eq!(tree["bind_addr"], "0.0.0.0");
+        assert_eq!(tree["client"]["servers"][1], "5.6.7.8");
+        assert_eq!(tree["acl"]["enabled"], true);
+        assert!(tree.get("server").is_none());
+    }
+
+    #[test]
+    fn bad_flags_fail() {
+        assert!(parse(&["caravan", "agent", "-nope"]).is_err());
+        assert!(parse(&["caravan", "agent", "-bootstrap-expect=x"]).is_err());
+        assert!(parse(&["caravan", "bogus"]).is_err());
+    }
+
+    #[test]
+    fn rewrite_rules() {
+        let out = go_style(["-h", "-", "-1", "-dev", "--", "-x"].map(String::from));
+        assert_eq!(out, vec!["-h", "-", "-1", "--dev", "--", "-x"]);
+    }
+}

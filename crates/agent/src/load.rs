@@ -1,0 +1,86 @@
+//! Reading configuration: files and directories (lexical order), dev defaults, flags, merged in
+//! that order and resolved against this machine's facts.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use caravan_agent_core::CoreError;
+use caravan_agent_core::config::{
+    self, AgentConfig, Format, HostFacts, merge_trees, parse_config, tree_to_file,
+};
+use serde_json::Value;
+
+use crate::cli::AgentArgs;
+
+/// Loads and resolves the agent configuration the flags describe.
+pub fn load(args: &AgentArgs) -> Result<AgentConfig, String> {
+    let mut tree = if args.dev {
+        config::dev_defaults().tree
+    } else {
+        Value::Object(Default::default())
+    };
+    let mut files = Vec::new();
+    for path in &args.config {
+        for file in config_files(path)? {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| format!("failed to read config file {file}: {e}"))?;
+            let source =
+                parse_config(&file, &text, Format::from_path(&file)).map_err(|e| e.to_string())?;
+            merge_trees(&mut tree, source.tree);
+            files.push(file);
+        }
+    }
+    merge_trees(&mut tree, args.to_tree());
+    let file = tree_to_file(&tree).map_err(|e| e.to_string())?;
+    AgentConfig::resolve(file, args.dev, &host_facts(), files).map_err(|e: CoreError| e.to_string())
+}
+
+/// A file, or the `.hcl` and `.json` files of a directory in lexical order.
+fn config_files(path: &str) -> Result<Vec<String>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("failed to read config {path}: {e}"))?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_string()]);
+    }
+    let mut files: Vec<String> = std::fs::read_dir(path)
+        .map_err(|e| format!("failed to read config directory {path}: {e}"))?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|p| p.is_file())
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("hcl") | Some("json")
+            )
+        })
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// The machine facts defaults depend on.
+pub fn host_facts() -> HostFacts {
+    HostFacts {
+        hostname: sysinfo::System::host_name().unwrap_or_else(|_| "localhost".into()),
+        num_cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        private_ip: private_ip(),
+    }
+}
+
+/// The first private IPv4 address of an interface, else loopback.
+fn private_ip() -> IpAddr {
+    let Ok(networks) = sysinfo::Networks::new_with_refreshed_list() else {
+        return IpAddr::V4(Ipv4Addr::LOCALHOST);
+    };
+    let mut candidates: Vec<Ipv4Addr> = networks
+        .iter()
+        .flat_map(|(_, data)| data.ip_networks().iter().map(|n| n.addr))
+        .filter_map(|addr| match addr {
+            IpAddr::V4(v4) if v4.is_private() => Some(v4),
+            _ => None,
+        })
+        .collect();
+    candidates.sort();
+    candidates
+        .first()
+        .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |ip| IpAddr::V4(*ip))
+}

@@ -1,0 +1,54 @@
+//! `caravan`: a Nomad-compatible agent. `caravan agent -dev` runs one; the other subcommands talk
+//! to a running agent's HTTP API.
+
+mod agent;
+mod cli;
+mod client;
+mod host;
+mod load;
+mod logging;
+mod rpc;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let args = cli::go_style(std::env::args());
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => return report_clap_error(e),
+    };
+    match cli.command {
+        Command::Version => {
+            println!(
+                "Caravan v{} ({})",
+                env!("CARGO_PKG_VERSION"),
+                env!("CARAVAN_REVISION")
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Agent(args) => run::agent(&args),
+        Command::AgentInfo(args) => client::agent_info(&args),
+    }
+}
+
+/// Help and version go to stdout in full; a usage error is one line on stderr.
+fn report_clap_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        _ => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("caravan: {}", first.trim_start_matches("error: "));
+            ExitCode::from(1)
+        }
+    }
+}

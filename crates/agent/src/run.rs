@@ -1,0 +1,135 @@
+//! `caravan agent`: load the configuration, start the listeners, wait for a signal, shut down.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use caravan_agent_core::config::AgentConfig;
+use caravan_http::App;
+use caravan_http::serve::{self, ServeOptions};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::agent::Agent;
+use crate::cli::AgentArgs;
+
+/// How long shutdown may take in all before the process exits anyway.
+const SHUTDOWN_BUDGET: Duration = Duration::from_secs(4);
+
+/// Runs an agent until SIGINT or SIGTERM.
+pub fn agent(args: &AgentArgs) -> ExitCode {
+    let config = match crate::load::load(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("caravan: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    crate::logging::init(config.log_level, config.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("caravan: failed to start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(run(config));
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    code
+}
+
+async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("failed to bind the {what} listener on {addr}: {e}"))
+}
+
+async fn run(config: AgentConfig) -> ExitCode {
+    match start_and_wait(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(target: "agent", error = %e, "agent failed");
+            eprintln!("caravan: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn start_and_wait(config: AgentConfig) -> Result<(), String> {
+    let http_addr = SocketAddr::new(config.addresses.http, config.ports.http);
+    let rpc_addr = SocketAddr::new(config.addresses.rpc, config.ports.rpc);
+    let http_listener = bind("HTTP", http_addr).await?;
+    let rpc_listener = bind("RPC", rpc_addr).await?;
+    let limits = config.limits;
+    let agent = Arc::new(Agent::new(config).await?);
+    let app = App::from_arc(agent.clone()).map_err(|e| e.message)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let http_opts = ServeOptions {
+        max_conns_per_ip: limits.http_max_conns_per_client,
+        ..ServeOptions::default()
+    };
+    let rpc_opts = ServeOptions {
+        max_conns_per_ip: limits.rpc_max_conns_per_client,
+        header_read_timeout: limits.rpc_handshake_timeout,
+        ..ServeOptions::default()
+    };
+    let http_task = tokio::spawn(serve::serve_http1(
+        http_listener,
+        app,
+        http_opts,
+        stop_rx.clone(),
+    ));
+    let rpc_task = tokio::spawn(serve::serve_http2(
+        rpc_listener,
+        crate::rpc::handle,
+        rpc_opts,
+        stop_rx,
+    ));
+    log_started(&agent, http_addr, rpc_addr);
+    let signal = wait_for_signal().await?;
+    tracing::info!(target: "agent", signal, "caught signal, shutting down");
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_BUDGET, async {
+        let _ = http_task.await;
+        let _ = rpc_task.await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(target: "agent", "shutdown budget spent; exiting with connections open");
+    }
+    tracing::info!(target: "agent", "shutdown complete");
+    Ok(())
+}
+
+fn log_started(agent: &Agent, http: SocketAddr, rpc: SocketAddr) {
+    use caravan_http::AgentApi;
+    let c = agent.config();
+    tracing::info!(
+        target: "agent",
+        node = %c.node_name,
+        region = %c.region,
+        dc = %c.datacenter,
+        server = c.server.enabled,
+        client = c.client.enabled,
+        dev = c.dev_mode,
+        http = %http,
+        rpc = %rpc,
+        "agent started"
+    );
+}
+
+async fn wait_for_signal() -> Result<&'static str, String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| format!("failed to watch SIGTERM: {e}"))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|e| format!("failed to watch SIGINT: {e}"))?;
+    tokio::select! {
+        _ = term.recv() => Ok("terminated"),
+        _ = int.recv() => Ok("interrupt"),
+    }
+}

@@ -1,0 +1,56 @@
+//! The agent facade the handlers call. The `caravan` binary implements it over the real subsystems;
+//! tests implement it with fakes.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use caravan_agent_core::config::AgentConfig;
+use caravan_agent_core::member::Member;
+
+use crate::dto::{HostData, VersionDto};
+
+/// Statistics by subsystem (`runtime`, `client`, `nomad`, …), every value a string.
+pub type Stats = BTreeMap<String, BTreeMap<String, String>>;
+
+/// What the HTTP layer needs from an agent.
+pub trait AgentApi: Send + Sync + 'static {
+    /// The running configuration.
+    fn config(&self) -> &AgentConfig;
+
+    /// Build version facts.
+    fn version(&self) -> VersionDto;
+
+    /// This agent's gossip member; [`Member::none`] on a client-only agent.
+    fn member(&self) -> Member;
+
+    /// Subsystem statistics for `/v1/agent/self`.
+    fn stats(&self) -> Stats;
+
+    /// The server subsystem's health: `Err(message)` when unhealthy. Called only on servers.
+    fn server_health(&self) -> Result<(), String>;
+
+    /// The client subsystem's health: `Err(message)` when unhealthy. Called only on clients.
+    fn client_health(&self) -> Result<(), String>;
+
+    /// The client's node ID, when this agent runs a client.
+    fn node_id(&self) -> Option<String>;
+
+    /// The server's ID (its `id` tag), when this agent runs a server.
+    fn server_id(&self) -> Option<String>;
+
+    /// Whether this agent is the cluster leader as far as it knows.
+    fn is_leader(&self) -> bool;
+
+    /// Host data of this machine.
+    fn host_data(&self) -> impl Future<Output = Result<HostData, String>> + Send;
+
+    /// The client's current server RPC addresses, sorted as strings.
+    fn servers(&self) -> Vec<String>;
+
+    /// Pings every address over RPC and replaces the server list with the reachable ones.
+    /// `Err` (with every reason) when none answers; the old list is then kept.
+    fn set_servers(
+        &self,
+        addresses: Vec<String>,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+}

@@ -1,0 +1,388 @@
+//! Wire types with Nomad's exact field names and casing. Domain types stay in agent-core; these
+//! exist only to be encoded.
+
+use std::collections::BTreeMap;
+
+use caravan_agent_core::config::AgentConfig;
+use caravan_agent_core::duration::format_go_duration;
+use caravan_agent_core::member::Member;
+use serde::Serialize;
+
+/// `GET /v1/agent/self`: lowercase top-level keys.
+#[derive(Debug, Serialize)]
+pub struct SelfResponse {
+    /// The running configuration.
+    pub config: ConfigDto,
+    /// This agent's gossip member (a zero member on client-only agents).
+    pub member: MemberDto,
+    /// Subsystem statistics, all values strings.
+    pub stats: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// A gossip member as Serf encodes it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MemberDto {
+    /// `<node>.<region>`.
+    pub name: String,
+    /// IP text, or `null`.
+    pub addr: Option<String>,
+    /// Gossip port.
+    pub port: u16,
+    /// Tags, or `null`.
+    pub tags: Option<BTreeMap<String, String>>,
+    /// `alive`, `leaving`, `left`, `failed` or `none`.
+    pub status: &'static str,
+    /// Lowest protocol version.
+    pub protocol_min: u8,
+    /// Highest protocol version.
+    pub protocol_max: u8,
+    /// Current protocol version.
+    pub protocol_cur: u8,
+    /// Lowest delegate version.
+    pub delegate_min: u8,
+    /// Highest delegate version.
+    pub delegate_max: u8,
+    /// Current delegate version.
+    pub delegate_cur: u8,
+}
+
+impl From<&Member> for MemberDto {
+    fn from(m: &Member) -> MemberDto {
+        let [protocol_min, protocol_max, protocol_cur] = m.versions.protocol;
+        let [delegate_min, delegate_max, delegate_cur] = m.versions.delegate;
+        MemberDto {
+            name: m.name.clone(),
+            addr: m.addr.map(|a| a.to_string()),
+            port: m.port,
+            tags: m.tags.clone(),
+            status: m.status.as_str(),
+            protocol_min,
+            protocol_max,
+            protocol_cur,
+            delegate_min,
+            delegate_max,
+            delegate_cur,
+        }
+    }
+}
+
+/// Build version facts (`config.Version`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct VersionDto {
+    /// Build date (RFC 3339), empty when unknown.
+    pub build_date: String,
+    /// Source revision.
+    pub revision: String,
+    /// Version.
+    pub version: String,
+    /// Pre-release tag.
+    pub version_prerelease: String,
+    /// Build metadata.
+    pub version_metadata: String,
+}
+
+/// Per-listener values (`Ports`, `Addresses`, `AdvertiseAddrs`).
+#[derive(Debug, Serialize)]
+pub struct PerListener<T> {
+    /// HTTP API.
+    #[serde(rename = "HTTP")]
+    pub http: T,
+    /// RPC.
+    #[serde(rename = "RPC")]
+    pub rpc: T,
+    /// Gossip.
+    #[serde(rename = "Serf")]
+    pub serf: T,
+}
+
+/// `config.Server`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServerDto {
+    /// Whether the server runs.
+    pub enabled: bool,
+    /// Expected servers.
+    pub bootstrap_expect: u32,
+    /// Worker count.
+    pub num_schedulers: u32,
+    /// Scheduler types.
+    pub enabled_schedulers: Vec<String>,
+    /// Go duration string.
+    #[serde(rename = "NodeGCThreshold")]
+    pub node_gc_threshold: String,
+    /// Join settings.
+    pub server_join: ServerJoinDto,
+}
+
+/// `config.Server.ServerJoin`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServerJoinDto {
+    /// Addresses joined at start.
+    pub start_join: Vec<String>,
+    /// Addresses retried at start.
+    pub retry_join: Vec<String>,
+    /// Retry interval in nanoseconds.
+    pub retry_interval: u64,
+    /// Attempts; 0 = forever.
+    pub retry_max_attempts: u32,
+}
+
+/// `config.Client`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ClientDto {
+    /// Whether the client runs.
+    pub enabled: bool,
+    /// Configured servers.
+    pub servers: Vec<String>,
+    /// Node class.
+    pub node_class: String,
+    /// Node metadata.
+    pub meta: BTreeMap<String, String>,
+}
+
+/// `config.ACL`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AclDto {
+    /// Enforcement on.
+    pub enabled: bool,
+    /// Replication token, `<redacted>` when set.
+    pub replication_token: String,
+}
+
+/// `config.TLSConfig`.
+#[derive(Debug, Serialize)]
+pub struct TlsDto {
+    /// TLS on HTTP.
+    #[serde(rename = "EnableHTTP")]
+    pub enable_http: bool,
+    /// TLS on RPC.
+    #[serde(rename = "EnableRPC")]
+    pub enable_rpc: bool,
+    /// CA bundle.
+    #[serde(rename = "CAFile")]
+    pub ca_file: String,
+    /// Certificate.
+    #[serde(rename = "CertFile")]
+    pub cert_file: String,
+    /// Key.
+    #[serde(rename = "KeyFile")]
+    pub key_file: String,
+    /// Client certificates required.
+    #[serde(rename = "VerifyHTTPSClient")]
+    pub verify_https_client: bool,
+}
+
+/// `config.Limits`.
+#[derive(Debug, Serialize)]
+pub struct LimitsDto {
+    /// Per-IP HTTP connections.
+    #[serde(rename = "HTTPMaxConnsPerClient")]
+    pub http_max_conns_per_client: u32,
+    /// Per-IP RPC connections.
+    #[serde(rename = "RPCMaxConnsPerClient")]
+    pub rpc_max_conns_per_client: u32,
+    /// Go duration string.
+    #[serde(rename = "HTTPSHandshakeTimeout")]
+    pub https_handshake_timeout: String,
+    /// Go duration string.
+    #[serde(rename = "RPCHandshakeTimeout")]
+    pub rpc_handshake_timeout: String,
+}
+
+/// `config`: the running configuration in Nomad's field names. Secrets are redacted; the gossip
+/// key is never shown.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ConfigDto {
+    /// Region.
+    pub region: String,
+    /// Datacenter.
+    pub datacenter: String,
+    /// Node name.
+    pub node_name: String,
+    /// State directory (empty in dev mode).
+    pub data_dir: String,
+    /// Log level.
+    pub log_level: String,
+    /// JSON logs.
+    pub log_json: bool,
+    /// Bind address.
+    pub bind_addr: String,
+    /// Debug endpoints without ACLs.
+    pub enable_debug: bool,
+    /// Ports.
+    pub ports: PerListener<u16>,
+    /// Bind addresses.
+    pub addresses: PerListener<String>,
+    /// Advertised addresses.
+    pub advertise_addrs: PerListener<String>,
+    /// Client settings.
+    pub client: ClientDto,
+    /// Server settings.
+    pub server: ServerDto,
+    /// ACL settings.
+    #[serde(rename = "ACL")]
+    pub acl: AclDto,
+    /// Consul integrations (none in Caravan).
+    pub consuls: Vec<()>,
+    /// Vault integrations (none in Caravan).
+    pub vaults: Vec<()>,
+    /// Dev mode.
+    pub dev_mode: bool,
+    /// Build version.
+    pub version: VersionDto,
+    /// Configuration files read.
+    pub files: Vec<String>,
+    /// TLS settings.
+    #[serde(rename = "TLSConfig")]
+    pub tls_config: TlsDto,
+    /// Extra response headers.
+    #[serde(rename = "HTTPAPIResponseHeaders")]
+    pub http_api_response_headers: BTreeMap<String, String>,
+    /// Connection limits.
+    pub limits: LimitsDto,
+}
+
+impl ConfigDto {
+    /// The wire form of a configuration.
+    pub fn new(c: &AgentConfig, version: VersionDto) -> ConfigDto {
+        ConfigDto {
+            region: c.region.clone(),
+            datacenter: c.datacenter.clone(),
+            node_name: c.node_name.clone(),
+            data_dir: c.data_dir.clone().unwrap_or_default(),
+            log_level: c.log_level.as_str().to_string(),
+            log_json: c.log_json,
+            bind_addr: c.bind_addr.to_string(),
+            enable_debug: c.enable_debug,
+            ports: PerListener {
+                http: c.ports.http,
+                rpc: c.ports.rpc,
+                serf: c.ports.serf,
+            },
+            addresses: PerListener {
+                http: c.addresses.http.to_string(),
+                rpc: c.addresses.rpc.to_string(),
+                serf: c.addresses.serf.to_string(),
+            },
+            advertise_addrs: PerListener {
+                http: c.advertise.http.to_string(),
+                rpc: c.advertise.rpc.to_string(),
+                serf: c.advertise.serf.to_string(),
+            },
+            client: ClientDto {
+                enabled: c.client.enabled,
+                servers: c.client.servers.clone(),
+                node_class: c.client.node_class.clone(),
+                meta: c.client.meta.clone(),
+            },
+            server: ServerDto {
+                enabled: c.server.enabled,
+                bootstrap_expect: c.server.bootstrap_expect,
+                num_schedulers: c.server.num_schedulers,
+                enabled_schedulers: c.server.enabled_schedulers.clone(),
+                node_gc_threshold: format_go_duration(c.server.node_gc_threshold),
+                server_join: ServerJoinDto {
+                    start_join: c.server.start_join.clone(),
+                    retry_join: c.server.server_join.retry_join.clone(),
+                    retry_interval: c.server.server_join.retry_interval.as_nanos() as u64,
+                    retry_max_attempts: c.server.server_join.retry_max,
+                },
+            },
+            acl: AclDto {
+                enabled: c.acl_enabled,
+                replication_token: String::new(),
+            },
+            consuls: Vec::new(),
+            vaults: Vec::new(),
+            dev_mode: c.dev_mode,
+            version,
+            files: c.files.clone(),
+            tls_config: TlsDto {
+                enable_http: c.tls.http,
+                enable_rpc: c.tls.rpc,
+                ca_file: c.tls.ca_file.clone(),
+                cert_file: c.tls.cert_file.clone(),
+                key_file: c.tls.key_file.clone(),
+                verify_https_client: c.tls.verify_https_client,
+            },
+            http_api_response_headers: c.http_api_response_headers.clone(),
+            limits: LimitsDto {
+                http_max_conns_per_client: c.limits.http_max_conns_per_client,
+                rpc_max_conns_per_client: c.limits.rpc_max_conns_per_client,
+                https_handshake_timeout: format_go_duration(c.limits.https_handshake_timeout),
+                rpc_handshake_timeout: format_go_duration(c.limits.rpc_handshake_timeout),
+            },
+        }
+    }
+}
+
+/// One subsystem's health (`{"ok": bool, "message": string}`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Healthy.
+    pub ok: bool,
+    /// `ok`, or why not.
+    pub message: String,
+}
+
+/// `GET /v1/agent/health`: a kind that was not checked is omitted.
+#[derive(Debug, Default, Serialize)]
+pub struct HealthResponse {
+    /// The client's check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<HealthCheck>,
+    /// The server's check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<HealthCheck>,
+}
+
+/// Disk usage of one mount point, in MiB.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskUsage {
+    /// Total size.
+    #[serde(rename = "DiskMB")]
+    pub disk_mb: i64,
+    /// Used (total − free).
+    #[serde(rename = "UsedMB")]
+    pub used_mb: i64,
+}
+
+/// `GET /v1/agent/host`: the host data object.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostData {
+    /// `uname` fields: machine nodename release sysname version.
+    #[serde(rename = "OS")]
+    pub os: String,
+    /// One map per interface address (go-sockaddr keys).
+    #[serde(rename = "Network")]
+    pub network: Vec<BTreeMap<String, String>>,
+    /// `/etc/resolv.conf`, or the error reading it.
+    #[serde(rename = "ResolvConf")]
+    pub resolv_conf: String,
+    /// `/etc/hosts`, or the error reading it.
+    #[serde(rename = "Hosts")]
+    pub hosts: String,
+    /// The process environment, secrets redacted.
+    #[serde(rename = "Environment")]
+    pub environment: BTreeMap<String, String>,
+    /// Disk usage per mount point.
+    #[serde(rename = "Disk")]
+    pub disk: BTreeMap<String, DiskUsage>,
+}
+
+/// `GET /v1/agent/host?server_id=…|node_id=…`: the wrapped form.
+#[derive(Debug, Serialize)]
+pub struct HostDataResponse<'a> {
+    /// The server's member name or the client's node ID.
+    #[serde(rename = "AgentID")]
+    pub agent_id: String,
+    /// The host data.
+    #[serde(rename = "HostData")]
+    pub host_data: &'a HostData,
+}

@@ -1,0 +1,209 @@
+//! One function per endpoint, each following the spec's check order.
+
+use http::{Method, Response, StatusCode};
+
+use crate::api::AgentApi;
+use crate::dto::{
+    ConfigDto, HealthCheck, HealthResponse, HostDataResponse, MemberDto, SelfResponse,
+};
+use crate::response::{self, Body, TEXT_UTF8};
+use crate::{ApiError, Ctx};
+
+type Reply = Result<Response<Body>, ApiError>;
+
+fn only(method: &Method, allowed: &[Method]) -> Result<(), ApiError> {
+    if allowed.contains(method) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_method())
+    }
+}
+
+/// `GET /v1/agent/self` (spec §1).
+pub fn agent_self<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
+    only(&ctx.method, &[Method::GET])?;
+    let body = SelfResponse {
+        config: ConfigDto::new(agent.config(), agent.version()),
+        member: MemberDto::from(&agent.member()),
+        stats: agent.stats(),
+    };
+    Ok(response::json(&body, ctx.query.pretty()))
+}
+
+/// `GET /v1/agent/health` (spec §6).
+pub fn health<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
+    only(&ctx.method, &[Method::GET])?;
+    ctx.query.check_generic()?;
+    let config = agent.config();
+    let (check_client, check_server) = if ctx.query.has("type") {
+        let types = ctx.query.all("type");
+        (types.contains(&"client"), types.contains(&"server"))
+    } else {
+        (config.client.enabled, config.server.enabled)
+    };
+    let check = |enabled: bool, name: &str, run: &dyn Fn() -> Result<(), String>| {
+        let result = if enabled {
+            run()
+        } else {
+            Err(format!("{name} not enabled"))
+        };
+        HealthCheck {
+            ok: result.is_ok(),
+            message: result.err().unwrap_or_else(|| "ok".into()),
+        }
+    };
+    let body = HealthResponse {
+        client: check_client
+            .then(|| check(config.client.enabled, "client", &|| agent.client_health())),
+        server: check_server
+            .then(|| check(config.server.enabled, "server", &|| agent.server_health())),
+    };
+    let healthy = [&body.client, &body.server]
+        .into_iter()
+        .flatten()
+        .all(|c| c.ok);
+    if healthy {
+        Ok(response::json(&body, ctx.query.pretty()))
+    } else {
+        Ok(response::with_type(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            TEXT_UTF8,
+            response::encode_json_html_safe(&body),
+        ))
+    }
+}
+
+/// The "debug" check (spec §0.7) with ACLs off: `enable_debug` decides.
+fn debug_allowed<A: AgentApi>(agent: &A) -> Result<(), ApiError> {
+    let config = agent.config();
+    if !config.acl_enabled && config.enable_debug {
+        Ok(())
+    } else {
+        Err(ApiError::permission_denied())
+    }
+}
+
+/// `GET /v1/agent/host` (spec §7).
+pub async fn host<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
+    only(&ctx.method, &[Method::GET])?;
+    debug_allowed(agent)?;
+    let server_id = ctx.query.get("server_id").unwrap_or("");
+    let node_id = ctx.query.get("node_id").unwrap_or("");
+    if !server_id.is_empty() && !node_id.is_empty() {
+        return Err(ApiError::bad_request(
+            "Can only forward to either client node or server",
+        ));
+    }
+    let agent_id = match (server_id, node_id) {
+        ("", "") => None,
+        (id, "") => Some(local_server_target(agent, id)?),
+        ("", id) => Some(local_node_target(agent, id)?),
+        _ => None,
+    };
+    let data = agent.host_data().await.map_err(ApiError::from_message)?;
+    let pretty = ctx.query.pretty();
+    Ok(match agent_id {
+        None => response::json(&data, pretty),
+        Some(agent_id) => response::json(
+            &HostDataResponse {
+                agent_id,
+                host_data: &data,
+            },
+            pretty,
+        ),
+    })
+}
+
+/// Resolves `server_id` to this agent's server, or the spec's error (forwarding to other servers
+/// arrives with consensus).
+pub fn local_server_target<A: AgentApi>(agent: &A, id: &str) -> Result<String, ApiError> {
+    let config = agent.config();
+    let name = config.member_name();
+    if config.server.enabled {
+        if id == "leader" {
+            return if agent.is_leader() {
+                Ok(name)
+            } else {
+                Err(ApiError::from_message("No cluster leader"))
+            };
+        }
+        if id == name || agent.server_id().as_deref() == Some(id) {
+            return Ok(name);
+        }
+    }
+    Err(ApiError::from_message(format!("unknown Nomad server {id}")))
+}
+
+/// Resolves `node_id` to this agent's client node, or `404 Unknown node`.
+pub fn local_node_target<A: AgentApi>(agent: &A, id: &str) -> Result<String, ApiError> {
+    match agent.node_id() {
+        Some(local) if local == id => Ok(local),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("Unknown node \"{id}\""),
+        )),
+    }
+}
+
+/// `GET|PUT|POST /v1/agent/servers` (spec §5).
+pub async fn servers<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
+    only(&ctx.method, &[Method::GET, Method::PUT, Method::POST])?;
+    if !agent.config().client.enabled {
+        return Err(ApiError::wrong_agent_kind());
+    }
+    if ctx.method == Method::GET {
+        return Ok(response::json(&agent.servers(), ctx.query.pretty()));
+    }
+    let addresses: Vec<String> = ctx
+        .query
+        .all("address")
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    if addresses.is_empty() {
+        return Err(ApiError::bad_request("missing server address"));
+    }
+    agent
+        .set_servers(addresses)
+        .await
+        .map_err(ApiError::bad_request)?;
+    Ok(response::empty())
+}
+
+/// An endpoint whose subsystem this Caravan version does not have yet.
+pub fn not_implemented(ctx: &Ctx) -> Reply {
+    Err(ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        format!("{} is not implemented by this Caravan version", ctx.path),
+    ))
+}
+
+/// Go's `301` for a prefix route asked for without its slash.
+pub fn redirect(ctx: &Ctx, location: &str) -> Reply {
+    let mut target = location.to_string();
+    if let Some(q) = &ctx.raw_query {
+        target.push('?');
+        target.push_str(q);
+    }
+    let body = if ctx.method == Method::GET || ctx.method == Method::HEAD {
+        format!("<a href=\"{target}\">Moved Permanently</a>.\n\n").into_bytes()
+    } else {
+        Vec::new()
+    };
+    let mut resp = response::with_type(
+        StatusCode::MOVED_PERMANENTLY,
+        "text/html; charset=utf-8",
+        body,
+    );
+    if let Ok(value) = target.parse() {
+        resp.headers_mut().insert(http::header::LOCATION, value);
+    }
+    Ok(resp)
+}
+
+/// The root handler's `404`: empty body, no `Content-Type`.
+pub fn not_found() -> Reply {
+    let mut resp = response::empty();
+    *resp.status_mut() = StatusCode::NOT_FOUND;
+    Ok(resp)
+}

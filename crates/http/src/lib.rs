@@ -1,0 +1,172 @@
+//! Caravan's HTTP API: a thin hyper server that speaks Nomad's `/v1/agent/*` wire format.
+//!
+//! The crate owns routing ([`router`]), request conventions ([`request`]: query parameters,
+//! `?pretty`, tokens), response conventions ([`response`]: JSON, plain-text errors, gzip/deflate,
+//! `Vary` and operator headers), the wire types ([`dto`]) and connection handling ([`serve`]:
+//! per-IP limits, header timeouts, graceful shutdown). Everything an endpoint needs from the agent
+//! comes through the [`AgentApi`] trait, so the crate can be embedded and tested with a fake.
+//!
+//! ```no_run
+//! # async fn run<A: caravan_http::AgentApi>(agent: A) -> std::io::Result<()> {
+//! let app = caravan_http::App::new(agent).expect("valid response headers");
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:4646").await?;
+//! let (_stop, stopped) = tokio::sync::watch::channel(false);
+//! caravan_http::serve::serve_http1(listener, app, Default::default(), stopped).await;
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod dto;
+mod error;
+pub mod handlers;
+pub mod request;
+pub mod response;
+pub mod router;
+pub mod serve;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{HeaderName, HeaderValue};
+use http::{Method, Request, Response};
+
+pub use api::AgentApi;
+pub use error::ApiError;
+use request::Query;
+use response::{Body, Encoding};
+use router::Route;
+
+/// What a handler knows about the request it serves.
+#[derive(Debug)]
+pub struct Ctx {
+    /// The method.
+    pub method: Method,
+    /// The path, without the query.
+    pub path: String,
+    /// The raw query string.
+    pub raw_query: Option<String>,
+    /// The decoded query.
+    pub query: Query,
+    /// The ACL token, if one was sent.
+    pub token: Option<String>,
+}
+
+/// The HTTP application: an agent plus the response headers the operator configured.
+pub struct App<A> {
+    agent: Arc<A>,
+    extra_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl<A> Clone for App<A> {
+    fn clone(&self) -> Self {
+        App {
+            agent: self.agent.clone(),
+            extra_headers: self.extra_headers.clone(),
+        }
+    }
+}
+
+impl<A: AgentApi> App<A> {
+    /// Wraps an agent. Fails when an `http_api_response_headers` entry is not a valid header.
+    pub fn new(agent: A) -> Result<App<A>, ApiError> {
+        App::from_arc(Arc::new(agent))
+    }
+
+    /// Wraps a shared agent.
+    pub fn from_arc(agent: Arc<A>) -> Result<App<A>, ApiError> {
+        let mut extra_headers = Vec::new();
+        for (name, value) in &agent.config().http_api_response_headers {
+            let bad = || {
+                ApiError::bad_request(format!(
+                    "http_api_response_headers: invalid header {name:?} = {value:?}"
+                ))
+            };
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
+            let value = HeaderValue::from_str(value).map_err(|_| bad())?;
+            extra_headers.push((name, value));
+        }
+        Ok(App {
+            agent,
+            extra_headers,
+        })
+    }
+
+    /// The agent behind the API.
+    pub fn agent(&self) -> &A {
+        &self.agent
+    }
+
+    /// Serves one request: route, handle, map errors, add headers, compress, log.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
+        let started = Instant::now();
+        let encoding = Encoding::negotiate(req.headers());
+        let ctx = Ctx {
+            method: req.method().clone(),
+            path: req.uri().path().to_string(),
+            raw_query: req.uri().query().map(str::to_string),
+            query: Query::parse(req.uri().query()),
+            token: request::extract_token(req.headers()),
+        };
+        let result = self.dispatch(&ctx).await;
+        let mut resp = match result {
+            Ok(resp) => resp,
+            Err(e) => {
+                log_failure(&ctx, &e);
+                response::error(&e)
+            }
+        };
+        response::add_common_headers(resp.headers_mut(), &self.extra_headers);
+        if let Some(encoding) = encoding {
+            resp = response::compress_response(resp, encoding).await;
+        }
+        tracing::debug!(
+            target: "http",
+            method = %ctx.method,
+            path = %request_uri(&ctx),
+            duration = ?started.elapsed(),
+            "request complete"
+        );
+        resp
+    }
+
+    async fn dispatch(&self, ctx: &Ctx) -> Result<Response<Body>, ApiError> {
+        let agent = &*self.agent;
+        match Route::of(&ctx.path) {
+            Route::AgentSelf => handlers::agent_self(agent, ctx),
+            Route::Health => handlers::health(agent, ctx),
+            Route::Host => handlers::host(agent, ctx).await,
+            Route::Servers => handlers::servers(agent, ctx).await,
+            Route::Redirect(location) => handlers::redirect(ctx, location),
+            Route::NotFound => handlers::not_found(),
+            Route::Join
+            | Route::Members
+            | Route::ForceLeave
+            | Route::Schedulers
+            | Route::SchedulersConfig
+            | Route::Reload
+            | Route::Monitor
+            | Route::MonitorExport
+            | Route::Pprof(_)
+            | Route::Keyring(_) => handlers::not_implemented(ctx),
+        }
+    }
+}
+
+fn request_uri(ctx: &Ctx) -> String {
+    match &ctx.raw_query {
+        Some(q) => format!("{}?{q}", ctx.path),
+        None => ctx.path.clone(),
+    }
+}
+
+/// Nomad's trail: every failed request with its error text, 5xx at ERROR and the rest at DEBUG.
+fn log_failure(ctx: &Ctx, e: &ApiError) {
+    let path = request_uri(ctx);
+    let code = e.status.as_u16();
+    if e.status.is_server_error() {
+        tracing::error!(target: "http", method = %ctx.method, path = %path, error = %e.message, code, "request failed");
+    } else {
+        tracing::debug!(target: "http", method = %ctx.method, path = %path, error = %e.message, code, "request failed");
+    }
+}

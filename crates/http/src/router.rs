@@ -1,0 +1,96 @@
+//! Path matching (spec §0.1): exact routes, the `pprof/` and `keyring/` prefixes with Go's
+//! redirect for the slash-less form, and a 404 fall-through for everything else.
+
+/// Where a path leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `/v1/agent/self`.
+    AgentSelf,
+    /// `/v1/agent/join`.
+    Join,
+    /// `/v1/agent/members`.
+    Members,
+    /// `/v1/agent/force-leave`.
+    ForceLeave,
+    /// `/v1/agent/servers`.
+    Servers,
+    /// `/v1/agent/schedulers`.
+    Schedulers,
+    /// `/v1/agent/schedulers/config`.
+    SchedulersConfig,
+    /// `/v1/agent/health`.
+    Health,
+    /// `/v1/agent/host`.
+    Host,
+    /// `/v1/agent/reload`.
+    Reload,
+    /// `/v1/agent/monitor`.
+    Monitor,
+    /// `/v1/agent/monitor/export`.
+    MonitorExport,
+    /// `/v1/agent/pprof/<name>`; the name may be empty.
+    Pprof(String),
+    /// `/v1/agent/keyring/<op>`.
+    Keyring(String),
+    /// A prefix route asked for without its trailing slash: Go's `301` to this location.
+    Redirect(&'static str),
+    /// No route: `404` with an empty body.
+    NotFound,
+}
+
+impl Route {
+    /// Matches a request path (without the query).
+    pub fn of(path: &str) -> Route {
+        match path {
+            "/v1/agent/self" => Route::AgentSelf,
+            "/v1/agent/join" => Route::Join,
+            "/v1/agent/members" => Route::Members,
+            "/v1/agent/force-leave" => Route::ForceLeave,
+            "/v1/agent/servers" => Route::Servers,
+            "/v1/agent/schedulers" => Route::Schedulers,
+            "/v1/agent/schedulers/config" => Route::SchedulersConfig,
+            "/v1/agent/health" => Route::Health,
+            "/v1/agent/host" => Route::Host,
+            "/v1/agent/reload" => Route::Reload,
+            "/v1/agent/monitor" => Route::Monitor,
+            "/v1/agent/monitor/export" => Route::MonitorExport,
+            "/v1/agent/pprof" => Route::Redirect("/v1/agent/pprof/"),
+            "/v1/agent/keyring" => Route::Redirect("/v1/agent/keyring/"),
+            _ => {
+                if let Some(name) = path.strip_prefix("/v1/agent/pprof/") {
+                    Route::Pprof(name.to_string())
+                } else if let Some(op) = path.strip_prefix("/v1/agent/keyring/") {
+                    Route::Keyring(op.to_string())
+                } else {
+                    Route::NotFound
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_prefix_and_fallthrough() {
+        assert_eq!(Route::of("/v1/agent/self"), Route::AgentSelf);
+        assert_eq!(Route::of("/v1/agent/self/"), Route::NotFound);
+        assert_eq!(Route::of("/v1/agent/foo"), Route::NotFound);
+        assert_eq!(
+            Route::of("/v1/agent/pprof/heap"),
+            Route::Pprof("heap".into())
+        );
+        assert_eq!(Route::of("/v1/agent/pprof/"), Route::Pprof(String::new()));
+        assert_eq!(
+            Route::of("/v1/agent/pprof"),
+            Route::Redirect("/v1/agent/pprof/")
+        );
+        assert_eq!(
+            Route::of("/v1/agent/keyring/list"),
+            Route::Keyring("list".into())
+        );
+        assert_eq!(Route::of("/"), Route::NotFound);
+    }
+}
