@@ -1,1 +1,7 @@
+//! End-to-end tests: real `caravan` processes on free 127.0.0.1 ports. Every wait is bounded.
 
+mod cli;
+mod config_errors;
+mod endpoints;
+mod lifecycle;
+mod support;

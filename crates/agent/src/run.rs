@@ -70,6 +70,7 @@ async fn start_and_wait(config: AgentConfig) -> Result<(), String> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let http_opts = ServeOptions {
         max_conns_per_ip: limits.http_max_conns_per_client,
+        header_read_timeout: limits.https_handshake_timeout,
         ..ServeOptions::default()
     };
     let rpc_opts = ServeOptions {

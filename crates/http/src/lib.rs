@@ -170,3 +170,6 @@ fn log_failure(ctx: &Ctx, e: &ApiError) {
         tracing::debug!(target: "http", method = %ctx.method, path = %path, error = %e.message, code, "request failed");
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -217,11 +217,9 @@ fn check_tree(origin: &str, text: &str, tree: &Value) -> Result<ConfigFile, Core
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
         let (key, message) = match unknown_field(&inner) {
+            // The path already ends with the unknown key.
             Some(field) if path == "." => (field.to_string(), format!("unknown key {field}")),
-            Some(field) => {
-                let key = format!("{path}.{field}");
-                (key.clone(), format!("unknown key {key}"))
-            }
+            Some(_) => (path.clone(), format!("unknown key {path}")),
             None => (path.clone(), format!("{path}: {inner}")),
         };
         CoreError::Config {
@@ -245,16 +243,17 @@ fn line_of_key(text: &str, path: &str) -> Option<usize> {
         return None;
     }
     let quoted = format!("\"{key}\"");
+    let assigns = |rest: &str| {
+        let r = rest.trim_start();
+        r.starts_with('=') || r.starts_with('{') || r.starts_with(':')
+    };
     text.lines()
         .position(|line| {
-            let line = line.trim_start();
-            let rest = line
-                .strip_prefix(quoted.as_str())
-                .or_else(|| line.strip_prefix(key));
-            rest.is_some_and(|r| {
-                let r = r.trim_start();
-                r.starts_with('=') || r.starts_with('{') || r.starts_with(':')
-            })
+            let bare = line.trim_start().strip_prefix(key).is_some_and(assigns);
+            let quoted = line
+                .match_indices(quoted.as_str())
+                .any(|(at, q)| assigns(&line[at + q.len()..]));
+            bare || quoted
         })
         .map(|i| i + 1)
 }

@@ -1,0 +1,261 @@
+//! Handler tests against a fake agent: every rule that depends on the kind of agent.
+
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use caravan_agent_core::config::{
+    AgentConfig, Format, HostFacts, dev_defaults, merge_trees, parse_config, tree_to_file,
+};
+use caravan_agent_core::member::Member;
+use http::{HeaderMap, Request};
+use http_body_util::{BodyExt, Full};
+
+use crate::App;
+use crate::api::{AgentApi, Stats};
+use crate::dto::{HostData, VersionDto};
+
+struct Fake {
+    config: AgentConfig,
+    servers: Mutex<Vec<String>>,
+}
+
+fn config(hcl: &str) -> AgentConfig {
+    let mut tree = dev_defaults().tree;
+    merge_trees(&mut tree, parse_config("t", hcl, Format::Hcl).unwrap().tree);
+    let host = HostFacts {
+        hostname: "h".into(),
+        num_cpus: 2,
+        private_ip: "127.0.0.1".parse().unwrap(),
+    };
+    AgentConfig::resolve(tree_to_file(&tree).unwrap(), true, &host, vec![]).unwrap()
+}
+
+impl AgentApi for Fake {
+    fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+    fn version(&self) -> VersionDto {
+        VersionDto {
+            build_date: String::new(),
+            revision: String::new(),
+            version: "0.1.0".into(),
+            version_prerelease: String::new(),
+            version_metadata: String::new(),
+        }
+    }
+    fn member(&self) -> Member {
+        Member::none()
+    }
+    fn stats(&self) -> Stats {
+        Stats::new()
+    }
+    fn server_health(&self) -> Result<(), String> {
+        Ok(())
+    }
+    fn client_health(&self) -> Result<(), String> {
+        if self.servers.lock().unwrap().is_empty() {
+            Err("no known servers".into())
+        } else {
+            Ok(())
+        }
+    }
+    fn node_id(&self) -> Option<String> {
+        Some("node-1".into())
+    }
+    fn server_id(&self) -> Option<String> {
+        Some("server-1".into())
+    }
+    fn is_leader(&self) -> bool {
+        true
+    }
+    async fn host_data(&self) -> Result<HostData, String> {
+        Ok(HostData {
+            os: "x".into(),
+            network: vec![],
+            resolv_conf: String::new(),
+            hosts: String::new(),
+            environment: Default::default(),
+            disk: Default::default(),
+        })
+    }
+    fn servers(&self) -> Vec<String> {
+        self.servers.lock().unwrap().clone()
+    }
+    async fn set_servers(&self, addresses: Vec<String>) -> Result<(), String> {
+        *self.servers.lock().unwrap() = addresses;
+        Ok(())
+    }
+}
+
+fn app(hcl: &str, servers: &[&str]) -> App<Fake> {
+    App::new(Fake {
+        config: config(hcl),
+        servers: Mutex::new(servers.iter().map(|s| s.to_string()).collect()),
+    })
+    .unwrap()
+}
+
+async fn call(app: &App<Fake>, method: &str, uri: &str) -> (u16, HeaderMap, String) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = app.handle(req).await;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+const CLIENT_ONLY: &str = "server {\n enabled = false\n}\n";
+const SERVER_ONLY: &str = "client {\n enabled = false\n}\n";
+
+#[tokio::test]
+async fn health_rules() {
+    let both = app("", &["1.2.3.4:4647"]);
+    let (s, h, b) = call(&both, "GET", "/v1/agent/health").await;
+    assert_eq!(
+        (s, b.as_str()),
+        (
+            200,
+            r#"{"client":{"ok":true,"message":"ok"},"server":{"ok":true,"message":"ok"}}"#
+        )
+    );
+    assert_eq!(h["content-type"], "application/json");
+    let (s, _, b) = call(&both, "GET", "/v1/agent/health?type=").await;
+    assert_eq!((s, b.as_str()), (200, "{}"));
+    let (s, _, b) = call(&both, "GET", "/v1/agent/health?type=foo").await;
+    assert_eq!((s, b.as_str()), (200, "{}"));
+
+    let server_only = app(SERVER_ONLY, &[]);
+    let (s, h, b) = call(&server_only, "GET", "/v1/agent/health?type=client").await;
+    assert_eq!(
+        (s, b.as_str()),
+        (
+            500,
+            r#"{"client":{"ok":false,"message":"client not enabled"}}"#
+        )
+    );
+    assert_eq!(h["content-type"], "text/plain; charset=utf-8");
+    let (s, _, b) = call(&server_only, "GET", "/v1/agent/health").await;
+    assert_eq!(
+        (s, b.as_str()),
+        (200, r#"{"server":{"ok":true,"message":"ok"}}"#)
+    );
+
+    let lonely_client = app(CLIENT_ONLY, &[]);
+    let (s, _, b) = call(&lonely_client, "GET", "/v1/agent/health").await;
+    assert_eq!(
+        (s, b.as_str()),
+        (
+            500,
+            r#"{"client":{"ok":false,"message":"no known servers"}}"#
+        )
+    );
+    let (s, _, b) = call(
+        &lonely_client,
+        "GET",
+        "/v1/agent/health?type=server&type=client",
+    )
+    .await;
+    assert_eq!(
+        (s, b.as_str()),
+        (
+            500,
+            r#"{"client":{"ok":false,"message":"no known servers"},"server":{"ok":false,"message":"server not enabled"}}"#
+        )
+    );
+    let (s, _, b) = call(&lonely_client, "GET", "/v1/agent/health?stale=x").await;
+    assert_eq!(
+        (s, b.as_str()),
+        (
+            400,
+            "Expect `true` or `false` for `stale` query string parameter"
+        )
+    );
+    let (s, _, b) = call(&lonely_client, "HEAD", "/v1/agent/health").await;
+    assert_eq!((s, b.as_str()), (405, "Invalid method"));
+}
+
+#[tokio::test]
+async fn servers_rules() {
+    let server_only = app(SERVER_ONLY, &[]);
+    assert_eq!(call(&server_only, "GET", "/v1/agent/servers").await.0, 501);
+    assert_eq!(
+        call(&server_only, "PUT", "/v1/agent/servers?address=x")
+            .await
+            .2,
+        "Invalid method"
+    );
+    assert_eq!(
+        call(&server_only, "DELETE", "/v1/agent/servers").await.0,
+        405
+    );
+    let client = app(CLIENT_ONLY, &[]);
+    assert_eq!(call(&client, "GET", "/v1/agent/servers").await.2, "[]");
+    let (s, _, b) = call(&client, "POST", "/v1/agent/servers").await;
+    assert_eq!((s, b.as_str()), (400, "missing server address"));
+    let (s, h, b) = call(&client, "POST", "/v1/agent/servers?address=a&address=b").await;
+    assert_eq!((s, b.as_str()), (200, ""));
+    assert!(!h.contains_key("content-type"));
+    assert_eq!(
+        call(&client, "GET", "/v1/agent/servers").await.2,
+        r#"["a","b"]"#
+    );
+}
+
+#[tokio::test]
+async fn host_targets() {
+    let both = app("", &[]);
+    let (s, _, b) = call(&both, "GET", "/v1/agent/host?server_id=h.global").await;
+    assert_eq!(s, 200);
+    assert!(
+        b.starts_with(r#"{"AgentID":"h.global","HostData":{"OS":"x""#),
+        "{b}"
+    );
+    let (s, _, b) = call(&both, "GET", "/v1/agent/host?server_id=server-1").await;
+    assert_eq!((s, b.starts_with(r#"{"AgentID":"h.global""#)), (200, true));
+    let (s, _, b) = call(&both, "GET", "/v1/agent/host?server_id=leader").await;
+    assert_eq!((s, b.starts_with(r#"{"AgentID":"h.global""#)), (200, true));
+    let (s, _, b) = call(&both, "GET", "/v1/agent/host?node_id=node-1").await;
+    assert_eq!((s, b.starts_with(r#"{"AgentID":"node-1""#)), (200, true));
+    let (s, _, b) = call(&both, "GET", "/v1/agent/host?node_id=zzz").await;
+    assert_eq!((s, b.as_str()), (404, "Unknown node \"zzz\""));
+    let (s, _, b) = call(&both, "GET", "/v1/agent/host?server_id=zzz").await;
+    assert_eq!((s, b.as_str()), (500, "unknown Nomad server zzz"));
+    let (s, _, b) = call(&both, "GET", "/v1/agent/host").await;
+    assert_eq!((s, b.starts_with(r#"{"OS":"x""#)), (200, true));
+    let no_debug = app("enable_debug = false\n", &[]);
+    let (s, _, b) = call(&no_debug, "GET", "/v1/agent/host").await;
+    assert_eq!((s, b.as_str()), (403, "Permission denied"));
+    assert_eq!(call(&no_debug, "POST", "/v1/agent/host").await.0, 405);
+}
+
+#[tokio::test]
+async fn self_on_client_only_has_zero_member() {
+    let client = app(CLIENT_ONLY, &[]);
+    let (s, _, b) = call(&client, "GET", "/v1/agent/self").await;
+    assert_eq!(s, 200);
+    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(v["member"]["Status"], "none");
+    assert!(v["member"]["Addr"].is_null() && v["member"]["Tags"].is_null());
+    assert_eq!(call(&client, "PUT", "/v1/agent/self").await.0, 405);
+}
+
+#[tokio::test]
+async fn operator_headers_on_every_response() {
+    let a = app(
+        "http_api_response_headers {\n \"X-Extra\" = \"v\"\n}\n",
+        &[],
+    );
+    for (method, uri) in [
+        ("GET", "/v1/agent/self"),
+        ("GET", "/nope"),
+        ("PUT", "/v1/agent/self"),
+    ] {
+        let (_, h, _) = call(&a, method, uri).await;
+        assert_eq!(h["x-extra"], "v", "{method} {uri}");
+        assert_eq!(h["vary"], "Accept-Encoding");
+    }
+}

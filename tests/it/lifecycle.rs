@@ -1,0 +1,117 @@
+//! Start, shutdown, connection protection.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::Agent;
+
+#[tokio::test]
+async fn sigterm_with_open_connections_exits_within_5s() {
+    let mut agent = Agent::dev("").await;
+    // An idle keep-alive connection and a half-sent request stay open during shutdown.
+    let _idle = TcpStream::connect(agent.http).await.unwrap();
+    let mut half = TcpStream::connect(agent.http).await.unwrap();
+    half.write_all(b"GET /v1/agent/self HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let pid = agent.child.id().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let exit = loop {
+        if let Some(exit) = agent.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agent still running 8 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "{exit}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn connection_limit_per_client_ip() {
+    let agent = Agent::dev("limits {\n  http_max_conns_per_client = 3\n}\n").await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(agent.http).await.unwrap());
+    }
+    // Give the agent a moment to account for the held connections.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut extra = TcpStream::connect(agent.http).await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), extra.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "over-limit connection was not closed");
+    assert!(
+        String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 429 Too Many Requests"),
+        "{:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    drop(held);
+    // Slots free up once connections close.
+    let mut ok = false;
+    for _ in 0..100 {
+        if let Ok(r) = crate::support::get(agent.http, "/v1/agent/health").await
+            && r.status == 200
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        ok,
+        "agent did not accept connections after the held ones closed"
+    );
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    let agent = Agent::dev("limits {\n  https_handshake_timeout = \"300ms\"\n}\n").await;
+    let mut slow = TcpStream::connect(agent.http).await.unwrap();
+    slow.write_all(b"GET /v1/agent/self HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "a connection that never finishes its headers stayed open"
+    );
+    // The agent still serves others.
+    assert_eq!(agent.get("/v1/agent/health").await.status, 200);
+}
+
+#[tokio::test]
+async fn port_in_use_is_a_clear_error() {
+    let agent = Agent::dev("").await;
+    let s = crate::support::Scratch::new();
+    let f = s.write(
+        "a.hcl",
+        &format!(
+            "ports {{\n  http = {}\n  rpc = {}\n}}\n",
+            agent.http.port(),
+            crate::support::free_port()
+        ),
+    );
+    let out = crate::support::run_caravan(&["agent", "-dev", &format!("-config={f}")], &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("failed to bind the HTTP listener"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,244 @@
+//! Starting agents and talking HTTP to them.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+/// The `caravan` binary next to this test binary (`target/<profile>/caravan`).
+pub fn caravan_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let bin = dir.join("caravan");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build -p caravan-agent)",
+        bin.display()
+    );
+    bin
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A unique scratch directory, removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        let dir = std::env::temp_dir().join(format!(
+            "caravan-it-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch(dir)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write file");
+        path.to_string_lossy().into_owned()
+    }
+}
+
+static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running agent, killed on drop.
+pub struct Agent {
+    pub child: Child,
+    pub http: SocketAddr,
+    pub rpc: SocketAddr,
+    pub scratch: Scratch,
+}
+
+/// The ports block for a fresh agent plus the addresses it will listen on.
+pub fn ports_hcl() -> (String, SocketAddr, SocketAddr) {
+    let (http, rpc, serf) = (free_port(), free_port(), free_port());
+    let hcl = format!("ports {{\n  http = {http}\n  rpc = {rpc}\n  serf = {serf}\n}}\n");
+    (
+        hcl,
+        SocketAddr::from(([127, 0, 0, 1], http)),
+        SocketAddr::from(([127, 0, 0, 1], rpc)),
+    )
+}
+
+impl Agent {
+    /// `caravan agent -dev` with `extra_hcl` merged over free ports.
+    pub async fn dev(extra_hcl: &str) -> Agent {
+        Agent::start(&["-dev"], extra_hcl).await
+    }
+
+    /// `caravan agent <args> -config=<ports + extra_hcl>`, waiting until HTTP answers.
+    pub async fn start(args: &[&str], extra_hcl: &str) -> Agent {
+        let scratch = Scratch::new();
+        let (ports, http, rpc) = ports_hcl();
+        let config = scratch.write("agent.hcl", &format!("{ports}{extra_hcl}"));
+        let child = Command::new(caravan_bin())
+            .arg("agent")
+            .args(args)
+            .arg(format!("-config={config}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn caravan");
+        let mut agent = Agent {
+            child,
+            http,
+            rpc,
+            scratch,
+        };
+        agent.wait_ready().await;
+        agent
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("caravan exited early: {status}");
+            }
+            if get(self.http, "/v1/agent/health").await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("caravan did not answer on {} within 15 s", self.http);
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        get(self.http, path).await.expect("request")
+    }
+
+    pub async fn call(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+        call(self.http, method, path, headers, Bytes::new())
+            .await
+            .expect("request")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap_or_default().to_string())
+    }
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> Result<Resp, String> {
+    call(addr, "GET", path, &[], Bytes::new()).await
+}
+
+/// One HTTP/1.1 request on a new connection, bounded to 10 s.
+pub async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Result<Resp, String> {
+    let work = async {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", addr.to_string());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes()
+            .to_vec();
+        Ok(Resp {
+            status,
+            headers,
+            body,
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(10), work)
+        .await
+        .map_err(|_| "timed out".to_string())?
+}
+
+/// Runs `caravan <args>` to completion (bounded to 20 s) and returns its output.
+pub fn run_caravan(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut child = Command::new(caravan_bin())
+        .args(args)
+        .env_remove("NOMAD_ADDR")
+        .env_remove("NOMAD_TOKEN")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn caravan");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("caravan {args:?} did not finish within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
