@@ -1,1 +1,169 @@
-fn main() {}
+//! Project automation, run as `cargo xtask <task>`:
+//!
+//! - `ci`: format check, clippy with `-D warnings`, every test (nextest or cargo test), doctests,
+//!   and the python-nomad client tests in a venv under `target/`.
+//! - `bench http`: load figures for the HTTP API against a bare hyper server in the same run.
+
+mod bench;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["ci"] => ci(),
+        ["bench", "http"] => bench::http(),
+        ["bench-run"] => bench::bench_run(),
+        ["bare-server", port] => bench::bare_server(port),
+        _ => Err("usage: cargo xtask ci | bench http".to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The cargo target directory.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+/// Runs a command in the workspace root, failing with its name when it fails.
+pub fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    eprintln!("$ {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{program} {}` failed: {status}", args.join(" ")))
+    }
+}
+
+fn has_nextest() -> bool {
+    Command::new("cargo")
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn ci() -> Result<(), String> {
+    run("cargo", &["fmt", "--all", "--", "--check"])?;
+    run(
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    run("cargo", &["build", "--workspace", "--bins"])?;
+    if has_nextest() {
+        run(
+            "cargo",
+            &["nextest", "run", "--workspace", "--no-fail-fast"],
+        )?;
+    } else {
+        run(
+            "cargo",
+            &["test", "--workspace", "--lib", "--bins", "--tests"],
+        )?;
+    }
+    run("cargo", &["test", "--workspace", "--doc"])?;
+    run_examples()?;
+    python_tests()
+}
+
+/// Every library crate's embedding example must run to completion.
+fn run_examples() -> Result<(), String> {
+    run(
+        "cargo",
+        &[
+            "run",
+            "--quiet",
+            "-p",
+            "caravan-agent-core",
+            "--example",
+            "load_config",
+        ],
+    )?;
+    run(
+        "cargo",
+        &[
+            "run",
+            "--quiet",
+            "-p",
+            "caravan-http",
+            "--example",
+            "embedded_api",
+        ],
+    )
+}
+
+/// Creates `target/py-venv` with python-nomad, pytest and requests when missing, then runs the
+/// client-compatibility tests against the debug binary.
+fn python_tests() -> Result<(), String> {
+    let venv = target_dir().join("py-venv");
+    let python = venv.join("bin").join("python");
+    let python_s = python.to_string_lossy().into_owned();
+    let ready = Command::new(&python)
+        .args(["-c", "import nomad, pytest, requests"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ready {
+        run("python3", &["-m", "venv", &venv.to_string_lossy()])?;
+        run(
+            &python_s,
+            &[
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "python-nomad==2.1.0",
+                "pytest",
+                "requests",
+            ],
+        )?;
+    }
+    let bin = target_dir().join("debug").join("caravan");
+    eprintln!(
+        "$ CARAVAN_BIN={} {python_s} -m pytest tests/python",
+        bin.display()
+    );
+    let status = Command::new(&python)
+        .args(["-m", "pytest", "-q", "tests/python"])
+        .env("CARAVAN_BIN", &bin)
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("pytest: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("python-nomad tests failed: {status}"))
+    }
+}

@@ -265,6 +265,13 @@ impl AgentConfig {
                 "log_level: invalid log level {log_level_text:?} (want trace, debug, info, warn or error)"
             ))
         })?;
+        let acl_enabled = file.acl.and_then(|a| a.enabled).unwrap_or(false);
+        if acl_enabled {
+            // Refuse rather than run open while the operator believes ACLs protect the agent.
+            return Err(invalid(
+                "acl.enabled: ACL enforcement is not available in this Caravan build yet".into(),
+            ));
+        }
         if !server.enabled && !client.enabled {
             return Err(invalid(
                 "must specify either server, client or dev mode for the agent".into(),
@@ -290,7 +297,7 @@ impl AgentConfig {
             advertise,
             server,
             client,
-            acl_enabled: file.acl.and_then(|a| a.enabled).unwrap_or(false),
+            acl_enabled,
             tls: resolve_tls(file.tls.unwrap_or_default())?,
             limits: resolve_limits(file.limits.unwrap_or_default())?,
             dev_mode,
@@ -601,6 +608,10 @@ mod tests {
             (
                 "data_dir = \"/d\"\ntls {\n http = true\n}\nclient {\n enabled = true\n}\n",
                 "tls:",
+            ),
+            (
+                "data_dir = \"/d\"\nacl {\n enabled = true\n}\nclient {\n enabled = true\n}\n",
+                "acl.enabled:",
             ),
         ];
         for (text, want) in cases {

@@ -1,0 +1,88 @@
+//! Serving Nomad's `/v1/agent/*` wire format from another service: implement [`AgentApi`] over
+//! your own state, wrap it in an [`App`], and serve it. This example answers one request on a free
+//! port and shuts down.
+
+use caravan_agent_core::config::{AgentConfig, HostFacts, dev_defaults, tree_to_file};
+use caravan_agent_core::member::Member;
+use caravan_http::App;
+use caravan_http::api::{AgentApi, Stats};
+use caravan_http::dto::{HostData, VersionDto};
+use caravan_http::serve::{ServeOptions, serve_http1};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct MyService {
+    config: AgentConfig,
+}
+
+impl AgentApi for MyService {
+    fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+    fn version(&self) -> VersionDto {
+        VersionDto {
+            build_date: String::new(),
+            revision: String::new(),
+            version: "1.0.0".into(),
+            version_prerelease: String::new(),
+            version_metadata: String::new(),
+        }
+    }
+    fn member(&self) -> Member {
+        Member::none()
+    }
+    fn stats(&self) -> Stats {
+        Stats::new()
+    }
+    fn server_health(&self) -> Result<(), String> {
+        Ok(())
+    }
+    fn client_health(&self) -> Result<(), String> {
+        Err("no known servers".into())
+    }
+    fn node_id(&self) -> Option<String> {
+        None
+    }
+    fn server_id(&self) -> Option<String> {
+        None
+    }
+    fn is_leader(&self) -> bool {
+        true
+    }
+    async fn host_data(&self) -> Result<HostData, String> {
+        Err("host data is not shared by this service".into())
+    }
+    fn servers(&self) -> Vec<String> {
+        Vec::new()
+    }
+    async fn set_servers(&self, _addresses: Vec<String>) -> Result<(), String> {
+        Err("this service keeps no server list".into())
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let host = HostFacts {
+        hostname: "embedded".into(),
+        num_cpus: 1,
+        private_ip: "127.0.0.1".parse()?,
+    };
+    let config = AgentConfig::resolve(tree_to_file(&dev_defaults().tree)?, true, &host, vec![])?;
+    let app = App::new(MyService { config }).map_err(|e| e.message)?;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(serve_http1(listener, app, ServeOptions::default(), stopped));
+
+    let mut conn = tokio::net::TcpStream::connect(addr).await?;
+    conn.write_all(b"GET /v1/agent/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).await?;
+    println!("{}", reply.lines().next().unwrap_or_default());
+    println!("{}", reply.lines().last().unwrap_or_default());
+
+    stop.send(true)?;
+    server.await?;
+    Ok(())
+}

@@ -1,0 +1,81 @@
+"""python-nomad, unchanged, against a real caravan agent.
+
+Run by `cargo xtask ci` with CARAVAN_BIN pointing at the built binary.
+"""
+
+import os
+import socket
+import subprocess
+import tempfile
+import time
+
+import nomad
+import pytest
+import requests
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def agent():
+    os.environ.pop("NOMAD_ADDR", None)
+    os.environ.pop("NOMAD_TOKEN", None)
+    http, rpc, serf = free_port(), free_port(), free_port()
+    with tempfile.TemporaryDirectory() as d:
+        cfg = os.path.join(d, "agent.hcl")
+        with open(cfg, "w") as f:
+            f.write(f"ports {{\n  http = {http}\n  rpc = {rpc}\n  serf = {serf}\n}}\n")
+        proc = subprocess.Popen(
+            [os.environ["CARAVAN_BIN"], "agent", "-dev", f"-config={cfg}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    requests.get(f"http://127.0.0.1:{http}/v1/agent/health", timeout=1)
+                    break
+                except requests.ConnectionError:
+                    assert time.monotonic() < deadline, "agent did not start"
+                    assert proc.poll() is None, "agent exited"
+                    time.sleep(0.02)
+            yield {"http": http, "rpc": rpc}
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def client(agent):
+    return nomad.Nomad(host="127.0.0.1", port=agent["http"], timeout=10)
+
+
+def test_get_agent(agent):
+    info = client(agent).agent.get_agent()
+    assert info["config"]["Ports"]["HTTP"] == agent["http"]
+    assert info["member"]["Status"] == "alive"
+    assert info["stats"]["nomad"]["leader"] == "true"
+
+
+def test_get_servers(agent):
+    assert client(agent).agent.get_servers() == [f"127.0.0.1:{agent['rpc']}"]
+
+
+def test_update_servers(agent):
+    n = client(agent)
+    status = n.agent.update_servers([f"127.0.0.1:{agent['rpc']}"])
+    assert status == 200
+    assert n.agent.get_servers() == [f"127.0.0.1:{agent['rpc']}"]
+
+
+def test_update_servers_unreachable(agent):
+    n = client(agent)
+    dead = f"127.0.0.1:{free_port()}"
+    with pytest.raises(nomad.api.exceptions.BadRequestNomadException) as err:
+        n.agent.update_servers([dead])
+    assert "failed ping" in err.value.nomad_resp.text
+    assert n.agent.get_servers() == [f"127.0.0.1:{agent['rpc']}"]

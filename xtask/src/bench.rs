@@ -1,0 +1,295 @@
+//! `cargo xtask bench http`: throughput and latency of `GET /v1/agent/health` and `/self` against
+//! a bare hyper server answering a fixed 20-byte JSON body, measured in the same run; idle RSS of
+//! `agent -dev`; exec → first 200 from `/health`.
+//!
+//! Everything runs from release builds: `cargo xtask` (a debug build) builds them and hands over to
+//! `target/release/xtask bench-run`.
+
+use std::convert::Infallible;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+use crate::{run, target_dir};
+
+const CONNECTIONS: usize = 64;
+const ROUND: Duration = Duration::from_secs(3);
+const ROUNDS: usize = 3;
+const STARTUP_RUNS: usize = 10;
+
+/// Builds release binaries and runs the measurement from them.
+pub fn http() -> Result<(), String> {
+    run(
+        "cargo",
+        &["build", "--release", "-p", "caravan-agent", "-p", "xtask"],
+    )?;
+    let xtask = target_dir().join("release").join("xtask");
+    let status = Command::new(&xtask)
+        .arg("bench-run")
+        .status()
+        .map_err(|e| format!("{}: {e}", xtask.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("bench-run failed: {status}"))
+    }
+}
+
+/// `xtask bare-server PORT`: the baseline, hyper answering `{"ok":true,"n":1234}`.
+pub fn bare_server(port: &str) -> Result<(), String> {
+    let port: u16 = port.parse().map_err(|_| format!("bad port {port}"))?;
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .map_err(|e| e.to_string())?;
+        loop {
+            let (stream, _) = listener.accept().await.map_err(|e| e.to_string())?;
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let svc = service_fn(|_req: Request<hyper::body::Incoming>| async {
+                    let mut resp = Response::new(Full::new(Bytes::from_static(BARE_BODY)));
+                    resp.headers_mut().insert(
+                        "content-type",
+                        "application/json"
+                            .parse()
+                            .unwrap_or_else(|_| unreachable!()),
+                    );
+                    Ok::<_, Infallible>(resp)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    })
+}
+
+const BARE_BODY: &[u8; 20] = br#"{"ok":true,"n":1234}"#;
+
+fn free_port() -> Result<u16, String> {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn scratch_config(http: u16) -> Result<PathBuf, String> {
+    let path =
+        std::env::temp_dir().join(format!("caravan-bench-{}-{http}.hcl", std::process::id()));
+    let text = format!(
+        "ports {{\n  http = {http}\n  rpc = {}\n  serf = {}\n}}\n",
+        free_port()?,
+        free_port()?
+    );
+    std::fs::write(&path, text).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+fn start_caravan(bin: &Path, http: u16) -> Result<Proc, String> {
+    let cfg = scratch_config(http)?;
+    Command::new(bin)
+        .args(["agent", "-dev", "-log-level=INFO"])
+        .arg(format!("-config={}", cfg.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(Proc)
+        .map_err(|e| format!("{}: {e}", bin.display()))
+}
+
+async fn get_once(addr: SocketAddr, path: &str) -> Result<u16, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = Request::get(path)
+        .header("host", "bench")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let _ = resp.into_body().collect().await;
+    Ok(status)
+}
+
+async fn wait_ready(addr: SocketAddr, path: &str, limit: Duration) -> Result<Duration, String> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if get_once(addr, path).await == Ok(200) {
+            return Ok(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Err(format!("{addr}{path} did not answer 200 within {limit:?}"))
+}
+
+/// Figures of one load round.
+struct Round {
+    rps: f64,
+    p50_us: u32,
+    p99_us: u32,
+}
+
+async fn load(addr: SocketAddr, path: &'static str, duration: Duration) -> Result<Round, String> {
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..CONNECTIONS {
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = stream.set_nodelay(true);
+            let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            let mut lat = Vec::with_capacity(100_000);
+            while Instant::now() < deadline {
+                let req = Request::get(path)
+                    .header("host", "bench")
+                    .body(Empty::<Bytes>::new())
+                    .map_err(|e| e.to_string())?;
+                let t = Instant::now();
+                let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
+                if resp.status() != 200 {
+                    return Err(format!("{path}: status {}", resp.status()));
+                }
+                resp.into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                lat.push(t.elapsed().as_micros() as u32);
+            }
+            Ok::<_, String>(lat)
+        }));
+    }
+    let started = Instant::now();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.map_err(|e| e.to_string())??);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pick = |q: f64| {
+        all.get(((all.len() as f64 - 1.0) * q) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    Ok(Round {
+        rps: all.len() as f64 / secs,
+        p50_us: pick(0.50),
+        p99_us: pick(0.99),
+    })
+}
+
+fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[v.len() / 2]
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// `xtask bench-run`: the measurement itself (release build).
+pub fn bench_run() -> Result<(), String> {
+    let release = target_dir().join("release");
+    let caravan = release.join("caravan");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let bare_port = free_port()?;
+        let _bare = Command::new(release.join("xtask"))
+            .args(["bare-server", &bare_port.to_string()])
+            .spawn()
+            .map(Proc)
+            .map_err(|e| e.to_string())?;
+        let bare = SocketAddr::from(([127, 0, 0, 1], bare_port));
+        wait_ready(bare, "/", Duration::from_secs(10)).await?;
+
+        let http_port = free_port()?;
+        let agent = start_caravan(&caravan, http_port)?;
+        let api = SocketAddr::from(([127, 0, 0, 1], http_port));
+        wait_ready(api, "/v1/agent/health", Duration::from_secs(10)).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let idle_rss = rss_kib(agent.0.id()).unwrap_or(0);
+
+        println!("load: {CONNECTIONS} keep-alive connections, {ROUNDS} rounds of {ROUND:?}, one-thread client; medians");
+        println!("{:<26} {:>12} {:>9} {:>9}", "target", "req/s", "p50 µs", "p99 µs");
+        let mut results = Vec::new();
+        for (name, addr, path) in [
+            ("bare hyper (20 B JSON)", bare, "/"),
+            ("GET /v1/agent/health", api, "/v1/agent/health"),
+            ("GET /v1/agent/self", api, "/v1/agent/self"),
+        ] {
+            let _ = load(addr, path, Duration::from_millis(500)).await?;
+            let mut rounds = Vec::new();
+            for _ in 0..ROUNDS {
+                rounds.push(load(addr, path, ROUND).await?);
+            }
+            let rps = median(rounds.iter().map(|r| r.rps).collect());
+            let p50 = median(rounds.iter().map(|r| r.p50_us).collect());
+            let p99 = median(rounds.iter().map(|r| r.p99_us).collect());
+            println!("{name:<26} {rps:>12.0} {p50:>9} {p99:>9}");
+            results.push(rps);
+        }
+        let loaded_rss = rss_kib(agent.0.id()).unwrap_or(0);
+        println!(
+            "ratio /health ÷ bare: {:.2} (target ≥ 0.80); /self ÷ bare: {:.2}",
+            results[1] / results[0],
+            results[2] / results[0]
+        );
+        println!(
+            "agent -dev RSS: idle {:.1} MiB (target ≤ 20 MiB), after load {:.1} MiB",
+            idle_rss as f64 / 1024.0,
+            loaded_rss as f64 / 1024.0
+        );
+        drop(agent);
+
+        let mut startups = Vec::new();
+        for _ in 0..STARTUP_RUNS {
+            let port = free_port()?;
+            let cfg_started = Instant::now();
+            let proc = start_caravan(&caravan, port)?;
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            wait_ready(addr, "/v1/agent/health", Duration::from_secs(10)).await?;
+            startups.push(cfg_started.elapsed());
+            drop(proc);
+        }
+        let med = median(startups.clone());
+        let max = startups.iter().max().copied().unwrap_or_default();
+        println!(
+            "exec → first 200 from /health: median {:.1} ms, max {:.1} ms over {STARTUP_RUNS} runs (target ≤ 150 ms)",
+            med.as_secs_f64() * 1e3,
+            max.as_secs_f64() * 1e3
+        );
+        Ok(())
+    })
+}
