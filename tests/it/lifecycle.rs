@@ -45,12 +45,26 @@ async fn sigterm_with_open_connections_exits_within_5s() {
 #[tokio::test]
 async fn connection_limit_per_client_ip() {
     let agent = Agent::dev("limits {\n  http_max_conns_per_client = 3\n}\n").await;
+    // Hold three connections, each proven admitted by a served request (connections from the
+    // readiness probe may still be counted for a moment, so retry until three are in).
     let mut held = Vec::new();
-    for _ in 0..3 {
-        held.push(TcpStream::connect(agent.http).await.unwrap());
+    for _ in 0..200 {
+        if held.len() == 3 {
+            break;
+        }
+        let mut conn = TcpStream::connect(agent.http).await.unwrap();
+        conn.write_all(b"GET /v1/agent/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = [0u8; 12];
+        let got = tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut head)).await;
+        if matches!(got, Ok(Ok(_))) && &head == b"HTTP/1.1 200" {
+            held.push(conn);
+        } else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
-    // Give the agent a moment to account for the held connections.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(held.len(), 3, "could not hold three connections");
     let mut extra = TcpStream::connect(agent.http).await.unwrap();
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), extra.read_to_end(&mut buf)).await;

@@ -68,7 +68,8 @@ pub struct Agent {
     pub child: Child,
     pub http: SocketAddr,
     pub rpc: SocketAddr,
-    pub scratch: Scratch,
+    /// Holds the config file for the agent's lifetime.
+    _scratch: Scratch,
 }
 
 /// The ports block for a fresh agent plus the addresses it will listen on.
@@ -106,7 +107,7 @@ impl Agent {
             child,
             http,
             rpc,
-            scratch,
+            _scratch: scratch,
         };
         agent.wait_ready().await;
         agent

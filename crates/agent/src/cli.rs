@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run an agent.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Print the version.
     Version,
     /// Show the running agent's statistics (GET /v1/agent/self).

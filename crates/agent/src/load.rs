@@ -72,8 +72,8 @@ fn private_ip() -> IpAddr {
         return IpAddr::V4(Ipv4Addr::LOCALHOST);
     };
     let mut candidates: Vec<Ipv4Addr> = networks
-        .iter()
-        .flat_map(|(_, data)| data.ip_networks().iter().map(|n| n.addr))
+        .values()
+        .flat_map(|data| data.ip_networks().iter().map(|n| n.addr))
         .filter_map(|addr| match addr {
             IpAddr::V4(v4) if v4.is_private() => Some(v4),
             _ => None,
