@@ -39,13 +39,7 @@ fn encode_self(c: &mut Criterion) {
         status: MemberStatus::Alive,
         versions: member::NOMAD_VERSIONS,
     };
-    let version = VersionDto {
-        build_date: String::new(),
-        revision: "abc".into(),
-        version: "0.1.0".into(),
-        version_prerelease: String::new(),
-        version_metadata: String::new(),
-    };
+    let version = VersionDto::release("0.1.0", "abc");
     let stats: caravan_http::api::Stats = [("runtime", 6), ("client", 3), ("nomad", 5)]
         .into_iter()
         .map(|(k, n)| {
@@ -55,26 +49,18 @@ fn encode_self(c: &mut Criterion) {
             (k.to_string(), m)
         })
         .collect();
-    c.bench_function("self: build DTO + compact JSON", |b| {
-        b.iter(|| {
-            let body = SelfResponse {
-                config: ConfigDto::new(black_box(&config), version.clone()),
-                member: MemberDto::from(black_box(&member)),
-                stats: stats.clone(),
-            };
-            black_box(encode_json(&body, false))
-        })
-    });
-    c.bench_function("self: build DTO + pretty JSON", |b| {
-        b.iter(|| {
-            let body = SelfResponse {
-                config: ConfigDto::new(black_box(&config), version.clone()),
-                member: MemberDto::from(black_box(&member)),
-                stats: stats.clone(),
-            };
-            black_box(encode_json(&body, true))
-        })
-    });
+    for (name, pretty) in [("compact", false), ("pretty", true)] {
+        c.bench_function(&format!("self: build DTO + {name} JSON"), |b| {
+            b.iter(|| {
+                let body = SelfResponse {
+                    config: ConfigDto::new(black_box(&config), version.clone()),
+                    member: MemberDto::from(black_box(&member)),
+                    stats: stats.clone(),
+                };
+                black_box(encode_json(&body, pretty))
+            })
+        });
+    }
 }
 
 fn route_and_token(c: &mut Criterion) {

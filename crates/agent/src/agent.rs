@@ -128,13 +128,7 @@ impl AgentApi for Agent {
     }
 
     fn version(&self) -> VersionDto {
-        VersionDto {
-            build_date: String::new(),
-            revision: self.build.revision.clone(),
-            version: self.build.version.clone(),
-            version_prerelease: String::new(),
-            version_metadata: String::new(),
-        }
+        VersionDto::release(&self.build.version, &self.build.revision)
     }
 
     fn member(&self) -> Member {

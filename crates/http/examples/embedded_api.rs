@@ -19,13 +19,7 @@ impl AgentApi for MyService {
         &self.config
     }
     fn version(&self) -> VersionDto {
-        VersionDto {
-            build_date: String::new(),
-            revision: String::new(),
-            version: "1.0.0".into(),
-            version_prerelease: String::new(),
-            version_metadata: String::new(),
-        }
+        VersionDto::release("1.0.0", "")
     }
     fn member(&self) -> Member {
         Member::none()

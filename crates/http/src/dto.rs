@@ -83,6 +83,19 @@ pub struct VersionDto {
     pub version_metadata: String,
 }
 
+impl VersionDto {
+    /// A release version with its source revision and no pre-release or metadata.
+    pub fn release(version: &str, revision: &str) -> VersionDto {
+        VersionDto {
+            build_date: String::new(),
+            revision: revision.to_string(),
+            version: version.to_string(),
+            version_prerelease: String::new(),
+            version_metadata: String::new(),
+        }
+    }
+}
+
 /// Per-listener values (`Ports`, `Addresses`, `AdvertiseAddrs`).
 #[derive(Debug, Serialize)]
 pub struct PerListener<T> {

@@ -35,13 +35,7 @@ impl AgentApi for Fake {
         &self.config
     }
     fn version(&self) -> VersionDto {
-        VersionDto {
-            build_date: String::new(),
-            revision: String::new(),
-            version: "0.1.0".into(),
-            version_prerelease: String::new(),
-            version_metadata: String::new(),
-        }
+        VersionDto::release("0.1.0", "")
     }
     fn member(&self) -> Member {
         Member::none()
