@@ -1,4 +1,70 @@
-//! SWIM gossip membership for Caravan, on the `foca` crate.
+//! SWIM gossip membership for Caravan, on the [`foca`] crate, with Serf's member model on top.
 //!
-//! This crate is reserved in the workspace layout; the gossip issue fills it in. It exports
-//! nothing yet, on purpose: no placeholder API that callers could come to depend on.
+//! - [`Node`] is sans-I/O: foca plus a member table (`alive`, `leaving`, `left`, `failed`), tags
+//!   disseminated as versioned broadcasts, leave intents, force-leave and reaping. Feed it packets
+//!   and timers with the current time; it returns packets, timers and member events.
+//! - [`udp`] drives one `Node` on a UDP socket from a single owner task; others send commands
+//!   through a [`udp::Gossip`] handle and read a published snapshot.
+//! - [`sim`] runs many nodes in one process on virtual time with per-link loss and latency.
+//!
+//! Packets carry a one-byte envelope kind and, with a key, are sealed with AES-GCM.
+#![deny(missing_docs)]
+
+mod identity;
+mod knowledge;
+mod node;
+pub mod sim;
+pub mod table;
+pub mod udp;
+pub mod wire;
+
+pub use identity::NodeId;
+pub use node::{
+    Counters, MAX_DATAGRAM, MemberEvent, Node, NodeConfig, NodeTimer, Output, swim_config,
+};
+
+/// Every error this crate returns.
+#[derive(Debug)]
+pub enum GossipError {
+    /// A gossip key is not 16, 24 or 32 bytes long.
+    BadKey(usize),
+    /// A packet did not decrypt with our key (or failed to seal).
+    Crypto,
+    /// Something could not be encoded.
+    Encode(String),
+    /// A packet or broadcast could not be decoded.
+    Decode(String),
+    /// Encoded tags exceed 512 bytes.
+    TagsTooLarge(usize),
+    /// foca refused a packet or call.
+    Swim(String),
+    /// The gossip task has stopped.
+    Stopped,
+    /// Socket I/O failed.
+    Io(String),
+}
+
+impl std::fmt::Display for GossipError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GossipError::BadKey(n) => write!(f, "key size must be 16, 24 or 32 bytes, got {n}"),
+            GossipError::Crypto => f.write_str("packet did not decrypt with the gossip key"),
+            GossipError::Encode(e) => write!(f, "encode: {e}"),
+            GossipError::Decode(e) => write!(f, "decode: {e}"),
+            GossipError::TagsTooLarge(n) => {
+                write!(f, "encoded tags are {n} bytes; the limit is 512")
+            }
+            GossipError::Swim(e) => write!(f, "swim: {e}"),
+            GossipError::Stopped => f.write_str("gossip has stopped"),
+            GossipError::Io(e) => write!(f, "io: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for GossipError {}
+
+impl From<foca::Error> for GossipError {
+    fn from(e: foca::Error) -> Self {
+        GossipError::Swim(e.to_string())
+    }
+}

@@ -1,0 +1,585 @@
+//! The sans-I/O gossip node: foca plus Caravan's member table and tags. Feed it packets and timer
+//! events with the current time; take the packets to send, the timers to set and the member events
+//! from [`Node::drain`]. The same node runs on UDP ([`crate::udp`]) and in the simulator
+//! ([`crate::sim`]).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::Arc;
+use std::time::Duration;
+
+use caravan_agent_core::member::{Member, MemberStatus, NOMAD_VERSIONS};
+use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, Timer};
+use parking_lot::Mutex;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+
+use crate::GossipError;
+use crate::identity::NodeId;
+use crate::knowledge::{Handler, Knowledge};
+use crate::table::{IntentEffect, MemberTable};
+use crate::wire::{
+    Broadcast, Cipher, ENCRYPTION_OVERHEAD, IntentKind, IntentMsg, KIND_FOCA, KIND_TAGS_PULL,
+    KIND_TAGS_PUSH, MAX_TAGS_BYTES, TagsMsg,
+};
+
+/// Largest datagram a node sends.
+pub const MAX_DATAGRAM: usize = 1400;
+
+/// How a node behaves.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Member name (`node.region`).
+    pub name: String,
+    /// Advertised gossip address.
+    pub addr: SocketAddr,
+    /// Generation; use something that grows across restarts (e.g. start time in ms).
+    pub generation: u64,
+    /// This member's tags; `None` disseminates no tags at all (the simulator's scale runs).
+    pub tags: Option<BTreeMap<String, String>>,
+    /// Gossip encryption key (16, 24 or 32 bytes).
+    pub key: Option<Vec<u8>>,
+    /// How long a failed member stays listed (Nomad: 72 h).
+    pub reconnect_timeout: Duration,
+    /// How long a left member stays listed (Serf: 24 h).
+    pub tombstone_timeout: Duration,
+    /// How often expired members are reaped (Serf: 15 s).
+    pub reap_interval: Duration,
+    /// How often a member re-broadcasts its tags.
+    pub tags_interval: Duration,
+    /// SWIM timing.
+    pub swim: foca::Config,
+}
+
+impl NodeConfig {
+    /// Defaults for a member in a cluster of about `cluster_size`.
+    pub fn new(name: impl Into<String>, addr: SocketAddr, cluster_size: u32) -> NodeConfig {
+        NodeConfig {
+            name: name.into(),
+            addr,
+            generation: 0,
+            tags: Some(BTreeMap::new()),
+            key: None,
+            reconnect_timeout: Duration::from_secs(72 * 3600),
+            tombstone_timeout: Duration::from_secs(24 * 3600),
+            reap_interval: Duration::from_secs(15),
+            tags_interval: Duration::from_secs(30),
+            swim: swim_config(cluster_size),
+        }
+    }
+}
+
+/// Caravan's SWIM timing: LAN probing (1 s period, 500 ms round trip, 3 indirect probes) with a
+/// shorter suspicion than memberlist's, `max(2 s, log10(n) s)`, so a crash is known everywhere in
+/// seconds rather than Nomad's 35–40 s, while suspicion still outlasts refutation at scale.
+pub fn swim_config(cluster_size: u32) -> foca::Config {
+    let n = NonZeroU32::new(cluster_size.max(1)).unwrap_or(NonZeroU32::MIN);
+    let mut c = foca::Config::new_lan(n);
+    let log = f64::from(n.get()).log10();
+    c.suspect_to_down_after = Duration::from_secs_f64(log.max(2.0));
+    c
+}
+
+/// A timer a node asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeTimer {
+    /// foca's own timer.
+    Foca(Timer<NodeId>),
+    /// Reap expired failed/left members.
+    Reap,
+    /// Re-broadcast this member's tags.
+    Tags,
+}
+
+/// A change in the member list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberEvent {
+    /// The member's name.
+    pub name: String,
+    /// Its new status; `None` when it was removed (reaped or pruned).
+    pub status: Option<MemberStatus>,
+}
+
+/// What a node wants done after a call.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Datagrams to send.
+    pub packets: Vec<(SocketAddr, Vec<u8>)>,
+    /// Timers to set: fire `NodeTimer` after the delay.
+    pub timers: Vec<(Duration, NodeTimer)>,
+    /// Member changes.
+    pub events: Vec<MemberEvent>,
+}
+
+/// Packet counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Datagrams received.
+    pub packets_in: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Datagrams sent.
+    pub packets_out: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Datagrams dropped because they did not decrypt with our key.
+    pub decrypt_failures: u64,
+    /// Datagrams dropped as malformed.
+    pub malformed: u64,
+}
+
+type Swim = Foca<NodeId, PostcardCodec, SmallRng, Handler>;
+
+/// One gossip member, without I/O.
+pub struct Node {
+    swim: Swim,
+    rt: AccumulatingRuntime<NodeId>,
+    knowledge: Arc<Mutex<Knowledge>>,
+    table: MemberTable,
+    cfg: NodeConfig,
+    cipher: Option<Cipher>,
+    tags_version: u64,
+    leaving: bool,
+    out: Output,
+    counters: Counters,
+}
+
+impl Node {
+    /// A node that knows only itself. `seed` makes its random choices reproducible.
+    pub fn new(mut cfg: NodeConfig, seed: u64, now: Duration) -> Result<Node, GossipError> {
+        let cipher = cfg.key.as_deref().map(Cipher::new).transpose()?;
+        let overhead = 1 + if cipher.is_some() {
+            ENCRYPTION_OVERHEAD
+        } else {
+            0
+        };
+        cfg.swim.max_packet_size =
+            NonZeroUsize::new(MAX_DATAGRAM - overhead).unwrap_or(NonZeroUsize::MIN);
+        cfg.swim.remove_down_after = Some(cfg.reconnect_timeout.max(cfg.tombstone_timeout));
+        let id = NodeId {
+            addr: cfg.addr,
+            name: cfg.name.clone(),
+            generation: cfg.generation,
+        };
+        let knowledge = Arc::new(Mutex::new(Knowledge::default()));
+        let handler = Handler {
+            shared: knowledge.clone(),
+        };
+        let swim = Foca::with_custom_broadcast(
+            id.clone(),
+            cfg.swim.clone(),
+            SmallRng::seed_from_u64(seed),
+            PostcardCodec,
+            handler,
+        );
+        let mut table = MemberTable::default();
+        table.up(id, now);
+        let mut node = Node {
+            swim,
+            rt: AccumulatingRuntime::new(),
+            knowledge,
+            table,
+            cipher,
+            tags_version: 0,
+            leaving: false,
+            out: Output::default(),
+            counters: Counters::default(),
+            cfg,
+        };
+        node.out
+            .timers
+            .push((node.cfg.reap_interval, NodeTimer::Reap));
+        if let Some(tags) = node.cfg.tags.clone() {
+            node.set_tags(tags, now)?;
+            node.out
+                .timers
+                .push((node.cfg.tags_interval, NodeTimer::Tags));
+        }
+        Ok(node)
+    }
+
+    /// This node's identity.
+    pub fn identity(&self) -> &NodeId {
+        self.swim.identity()
+    }
+
+    /// Starts joining the cluster `addr` belongs to (an announce; foca does not retry it).
+    pub fn join(&mut self, addr: SocketAddr, now: Duration) -> Result<(), GossipError> {
+        let result = self.swim.announce(NodeId::placeholder(addr), &mut self.rt);
+        self.after_swim(now);
+        result.map_err(GossipError::from)
+    }
+
+    /// Handles one received datagram.
+    pub fn handle_packet(
+        &mut self,
+        from: SocketAddr,
+        data: &[u8],
+        now: Duration,
+    ) -> Result<(), GossipError> {
+        self.counters.packets_in += 1;
+        self.counters.bytes_in += data.len() as u64;
+        let opened;
+        let plain: &[u8] = match &self.cipher {
+            Some(c) => match c.open(data) {
+                Some(p) => {
+                    opened = p;
+                    &opened
+                }
+                None => {
+                    self.counters.decrypt_failures += 1;
+                    return Err(GossipError::Crypto);
+                }
+            },
+            None => data,
+        };
+        let result = match plain.split_first() {
+            Some((&KIND_FOCA, rest)) => {
+                let r = self.swim.handle_data(rest, &mut self.rt);
+                self.after_swim(now);
+                r.map_err(GossipError::from)
+            }
+            Some((&KIND_TAGS_PUSH, rest)) => self.receive_tags(rest),
+            Some((&KIND_TAGS_PULL, _)) => self.push_tags(from),
+            _ => Err(GossipError::Decode("unknown envelope".into())),
+        };
+        if result.is_err() {
+            self.counters.malformed += 1;
+        }
+        result
+    }
+
+    /// Handles a timer this node asked for.
+    pub fn handle_timer(&mut self, timer: NodeTimer, now: Duration) {
+        match timer {
+            NodeTimer::Foca(t) => {
+                if let Err(e) = self.swim.handle_timer(t, &mut self.rt) {
+                    tracing::debug!(target: "gossip", error = %e, "timer");
+                }
+                self.after_swim(now);
+            }
+            NodeTimer::Reap => {
+                self.reap(now);
+                self.out
+                    .timers
+                    .push((self.cfg.reap_interval, NodeTimer::Reap));
+            }
+            NodeTimer::Tags => {
+                if !self.leaving {
+                    self.announce_tags();
+                }
+                self.out
+                    .timers
+                    .push((self.cfg.tags_interval, NodeTimer::Tags));
+            }
+        }
+    }
+
+    /// Replaces this member's tags and broadcasts them (at most 512 bytes encoded).
+    pub fn set_tags(
+        &mut self,
+        tags: BTreeMap<String, String>,
+        now: Duration,
+    ) -> Result<(), GossipError> {
+        let size = postcard::to_stdvec(&tags)
+            .map_err(|e| GossipError::Encode(e.to_string()))?
+            .len();
+        if size > MAX_TAGS_BYTES {
+            return Err(GossipError::TagsTooLarge(size));
+        }
+        self.tags_version += 1;
+        self.cfg.tags = Some(tags);
+        self.announce_tags();
+        self.after_swim(now);
+        Ok(())
+    }
+
+    fn own_tags(&self) -> Option<TagsMsg> {
+        Some(TagsMsg {
+            name: self.cfg.name.clone(),
+            generation: self.identity().generation,
+            version: self.tags_version,
+            tags: self.cfg.tags.clone()?,
+        })
+    }
+
+    fn announce_tags(&mut self) {
+        let Some(msg) = self.own_tags() else { return };
+        match Broadcast::Tags(msg).encode() {
+            Ok(bytes) => {
+                if let Err(e) = self.swim.add_broadcast(&bytes) {
+                    tracing::debug!(target: "gossip", error = %e, "tag broadcast");
+                }
+            }
+            Err(e) => tracing::debug!(target: "gossip", error = %e, "tag encode"),
+        }
+    }
+
+    fn push_tags(&mut self, to: SocketAddr) -> Result<(), GossipError> {
+        let Some(msg) = self.own_tags() else {
+            return Ok(());
+        };
+        let bytes = postcard::to_stdvec(&msg).map_err(|e| GossipError::Encode(e.to_string()))?;
+        self.send(to, KIND_TAGS_PUSH, &bytes);
+        Ok(())
+    }
+
+    fn receive_tags(&mut self, bytes: &[u8]) -> Result<(), GossipError> {
+        let msg: TagsMsg =
+            postcard::from_bytes(bytes).map_err(|e| GossipError::Decode(e.to_string()))?;
+        self.knowledge.lock().learn_tags(msg);
+        Ok(())
+    }
+
+    /// Leaves gracefully: a leave intent, then foca's leave. Keep delivering packets and timers
+    /// for about a second afterwards so the news spreads.
+    pub fn leave(&mut self, now: Duration) {
+        self.leaving = true;
+        let name = self.cfg.name.clone();
+        self.broadcast_intent(name, IntentKind::Leave, false);
+        if let Err(e) = self.swim.leave_cluster(&mut self.rt) {
+            tracing::debug!(target: "gossip", error = %e, "leave");
+        }
+        self.after_swim(now);
+    }
+
+    /// Serf's force-leave: a failed member becomes `left`, an alive one `leaving` (it refutes if
+    /// healthy); with `prune` the member is removed everywhere at once. Returns whether the
+    /// member was known; an unknown name is not an error (the intent is still broadcast).
+    pub fn force_leave(&mut self, name: &str, prune: bool, now: Duration) -> bool {
+        let known = self.table.get(name).is_some();
+        self.broadcast_intent(name.to_string(), IntentKind::Leave, prune);
+        self.after_swim(now);
+        known
+    }
+
+    fn broadcast_intent(&mut self, name: String, kind: IntentKind, prune: bool) {
+        let ltime = self.knowledge.lock().ltime + 1;
+        let msg = IntentMsg {
+            name,
+            ltime,
+            kind,
+            prune,
+        };
+        match Broadcast::Intent(msg).encode() {
+            Ok(bytes) => {
+                if let Err(e) = self.swim.add_broadcast(&bytes) {
+                    tracing::debug!(target: "gossip", error = %e, "intent broadcast");
+                }
+            }
+            Err(e) => tracing::debug!(target: "gossip", error = %e, "intent encode"),
+        }
+    }
+
+    /// Takes everything the node produced since the last call.
+    pub fn drain(&mut self) -> Output {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Drains foca's runtime, applies notifications and fresh intents.
+    fn after_swim(&mut self, now: Duration) {
+        while let Some((to, data)) = self.rt.to_send() {
+            self.send(to.addr, KIND_FOCA, &data);
+        }
+        while let Some((delay, timer)) = self.rt.to_schedule() {
+            self.out.timers.push((delay, NodeTimer::Foca(timer)));
+        }
+        while let Some(note) = self.rt.to_notify() {
+            self.notify(note, now);
+        }
+        let fresh = std::mem::take(&mut self.knowledge.lock().fresh_intents);
+        for intent in fresh {
+            self.apply_intent(&intent, now);
+        }
+    }
+
+    fn notify(&mut self, note: OwnedNotification<NodeId>, now: Duration) {
+        match note {
+            OwnedNotification::MemberUp(id) => self.member_up(id, now),
+            OwnedNotification::Rename(old, new) => {
+                if old.name != new.name && self.table.remove(&old.name).is_some() {
+                    self.event(&old.name, None);
+                }
+                self.member_up(new, now);
+            }
+            OwnedNotification::MemberDown(id) => {
+                if let Some(status) = self.table.down(&id, now) {
+                    self.event(&id.name, Some(status));
+                }
+            }
+            OwnedNotification::Rejoin(id) => {
+                tracing::debug!(target: "gossip", generation = id.generation, "rejoined with a new identity");
+            }
+            _ => {}
+        }
+    }
+
+    fn member_up(&mut self, id: NodeId, now: Duration) {
+        let addr = id.addr;
+        let name = id.name.clone();
+        self.table.up(id, now);
+        self.event(&name, Some(MemberStatus::Alive));
+        if self.cfg.tags.is_some() {
+            let _ = self.push_tags(addr);
+            if !self.knowledge.lock().tags.contains_key(&name) {
+                self.send(addr, KIND_TAGS_PULL, &[]);
+            }
+        }
+    }
+
+    fn apply_intent(&mut self, intent: &IntentMsg, now: Duration) {
+        if intent.name == self.cfg.name {
+            if intent.kind == IntentKind::Leave && !self.leaving {
+                // Someone says we are leaving; we are not: refute with a newer join.
+                self.broadcast_intent(self.cfg.name.clone(), IntentKind::Join, false);
+            }
+            return;
+        }
+        match self.table.intent(intent, now) {
+            IntentEffect::Changed => {
+                let status = self.table.get(&intent.name).map(|e| e.status);
+                self.event(&intent.name, status);
+            }
+            IntentEffect::Pruned(id) => {
+                self.forget(id);
+                self.event(&intent.name, None);
+            }
+            IntentEffect::Unknown if intent.kind == IntentKind::Join => {
+                let found = self
+                    .swim
+                    .iter_members()
+                    .find(|m| m.id().name == intent.name)
+                    .map(|m| m.id().clone());
+                if let Some(id) = found {
+                    self.member_up(id, now);
+                }
+            }
+            IntentEffect::None | IntentEffect::Unknown => {}
+        }
+    }
+
+    /// Makes foca forget a down identity now (prune, reap).
+    fn forget(&mut self, id: NodeId) {
+        let is_down = self
+            .swim
+            .iter_membership_state()
+            .any(|m| m.id() == &id && m.state() == foca::State::Down);
+        if is_down && let Err(e) = self.swim.handle_timer(Timer::RemoveDown(id), &mut self.rt) {
+            tracing::debug!(target: "gossip", error = %e, "forget");
+        }
+    }
+
+    fn reap(&mut self, now: Duration) {
+        let gone = self
+            .table
+            .reap(now, self.cfg.reconnect_timeout, self.cfg.tombstone_timeout);
+        for id in gone {
+            let name = id.name.clone();
+            self.forget(id);
+            self.event(&name, None);
+        }
+        self.after_swim(now);
+    }
+
+    fn event(&mut self, name: &str, status: Option<MemberStatus>) {
+        self.out.events.push(MemberEvent {
+            name: name.to_string(),
+            status,
+        });
+    }
+
+    fn send(&mut self, to: SocketAddr, kind: u8, payload: &[u8]) {
+        let mut plain = Vec::with_capacity(payload.len() + 1);
+        plain.push(kind);
+        plain.extend_from_slice(payload);
+        let packet = match &self.cipher {
+            Some(c) => match c.seal(&plain) {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            None => plain,
+        };
+        self.counters.packets_out += 1;
+        self.counters.bytes_out += packet.len() as u64;
+        self.out.packets.push((to, packet));
+    }
+
+    /// The member list as Serf reports it, sorted by name; this node included.
+    pub fn members(&self) -> Vec<Member> {
+        let knowledge = self.knowledge.lock();
+        let mut members: Vec<Member> = self
+            .table
+            .iter()
+            .map(|e| {
+                let mut status = e.status;
+                if e.id.name == self.cfg.name && self.leaving {
+                    status = MemberStatus::Leaving;
+                }
+                Member {
+                    name: e.id.name.clone(),
+                    addr: Some(e.id.addr.ip()),
+                    port: e.id.addr.port(),
+                    tags: Some(
+                        knowledge
+                            .tags
+                            .get(&e.id.name)
+                            .map(|t| t.tags.clone())
+                            .unwrap_or_default(),
+                    ),
+                    status,
+                    versions: NOMAD_VERSIONS,
+                }
+            })
+            .collect();
+        members.sort_by(|a, b| a.name.cmp(&b.name));
+        members
+    }
+
+    /// The status of one member.
+    pub fn status_of(&self, name: &str) -> Option<MemberStatus> {
+        self.table.get(name).map(|e| e.status)
+    }
+
+    /// Members foca considers active (alive or suspect), this node excluded.
+    pub fn num_active(&self) -> usize {
+        self.swim.iter_members().count()
+    }
+
+    /// Packet counters.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Serf-style statistics for `/v1/agent/self` (`stats.serf`).
+    pub fn stats(&self) -> BTreeMap<String, String> {
+        let k = self.knowledge.lock();
+        let c = self.counters;
+        BTreeMap::from([
+            ("members".into(), self.table.len().to_string()),
+            (
+                "failed".into(),
+                self.table.count(MemberStatus::Failed).to_string(),
+            ),
+            (
+                "left".into(),
+                self.table.count(MemberStatus::Left).to_string(),
+            ),
+            ("health_score".into(), "0".into()),
+            ("member_time".into(), k.ltime.to_string()),
+            ("event_time".into(), "1".into()),
+            ("query_time".into(), "1".into()),
+            (
+                "intent_queue".into(),
+                self.swim.custom_broadcast_backlog().to_string(),
+            ),
+            ("event_queue".into(), "0".into()),
+            ("query_queue".into(), "0".into()),
+            ("encrypted".into(), self.cipher.is_some().to_string()),
+            ("decrypt_failures".into(), c.decrypt_failures.to_string()),
+            ("malformed_packets".into(), c.malformed.to_string()),
+            ("packets_in".into(), c.packets_in.to_string()),
+            ("packets_out".into(), c.packets_out.to_string()),
+        ])
+    }
+}

@@ -1,0 +1,590 @@
+//! A deterministic simulator: many [`Node`]s in one process on virtual time, with per-link loss,
+//! latency and partitions, and no sockets. What passes here runs the same code as on UDP.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use caravan_agent_core::member::MemberStatus;
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::node::{MemberEvent, Node, NodeConfig, NodeTimer, Output};
+
+/// How a simulation is set up.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Number of nodes.
+    pub members: usize,
+    /// Probability that any datagram is lost.
+    pub loss: f64,
+    /// Base one-way latency.
+    pub latency: Duration,
+    /// Extra random latency, uniform in `0..jitter`.
+    pub jitter: Duration,
+    /// Seed for every random choice.
+    pub seed: u64,
+    /// Disseminate (small) tags too.
+    pub tags: bool,
+    /// Gossip key for every node.
+    pub key: Option<Vec<u8>>,
+}
+
+impl SimConfig {
+    /// `members` nodes, no loss, 1 ms ± 1 ms latency.
+    pub fn new(members: usize, seed: u64) -> SimConfig {
+        SimConfig {
+            members,
+            loss: 0.0,
+            latency: Duration::from_millis(1),
+            jitter: Duration::from_millis(1),
+            seed,
+            tags: true,
+            key: None,
+        }
+    }
+}
+
+enum Ev {
+    Deliver {
+        to: usize,
+        from: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    Timer {
+        node: usize,
+        life: u32,
+        timer: NodeTimer,
+    },
+}
+
+struct Queued {
+    at: Duration,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+/// Per-node traffic totals.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Traffic {
+    /// Datagrams sent.
+    pub packets: u64,
+    /// Bytes sent.
+    pub bytes: u64,
+}
+
+/// The simulated cluster.
+pub struct Sim {
+    cfg: SimConfig,
+    nodes: Vec<Option<Node>>,
+    lives: Vec<u32>,
+    addrs: Vec<SocketAddr>,
+    index: HashMap<SocketAddr, usize>,
+    queue: BinaryHeap<Reverse<Queued>>,
+    seq: u64,
+    now: Duration,
+    rng: SmallRng,
+    link_loss: HashMap<(usize, usize), f64>,
+    traffic: Vec<Traffic>,
+    /// Every member event, with the time and the node that saw it.
+    pub events: Vec<(Duration, usize, MemberEvent)>,
+}
+
+/// The simulated address of node `i`.
+pub fn sim_addr(i: usize) -> SocketAddr {
+    let ip = Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8);
+    SocketAddr::new(IpAddr::V4(ip), 4648)
+}
+
+/// The name of node `i`.
+pub fn sim_name(i: usize) -> String {
+    format!("node{i}.global")
+}
+
+impl Sim {
+    /// Creates the nodes; none knows another yet.
+    pub fn new(cfg: SimConfig) -> Sim {
+        let addrs: Vec<SocketAddr> = (0..cfg.members).map(sim_addr).collect();
+        let index = addrs.iter().enumerate().map(|(i, a)| (*a, i)).collect();
+        let mut sim = Sim {
+            nodes: (0..cfg.members).map(|_| None).collect(),
+            lives: vec![0; cfg.members],
+            addrs,
+            index,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            now: Duration::ZERO,
+            rng: SmallRng::seed_from_u64(cfg.seed ^ 0x5eed),
+            link_loss: HashMap::new(),
+            traffic: vec![Traffic::default(); cfg.members],
+            events: Vec::new(),
+            cfg,
+        };
+        for i in 0..sim.cfg.members {
+            sim.boot(i);
+        }
+        sim
+    }
+
+    fn node_config(&self, i: usize) -> NodeConfig {
+        let mut c = NodeConfig::new(sim_name(i), self.addrs[i], self.cfg.members as u32);
+        c.generation = u64::from(self.lives[i]);
+        c.key = self.cfg.key.clone();
+        c.tags = self.cfg.tags.then(|| {
+            BTreeMap::from([
+                ("role".to_string(), "nomad".to_string()),
+                ("dc".to_string(), "dc1".to_string()),
+            ])
+        });
+        c
+    }
+
+    fn boot(&mut self, i: usize) {
+        let cfg = self.node_config(i);
+        let seed = self
+            .cfg
+            .seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add(i as u64 * 7919 + u64::from(self.lives[i]));
+        match Node::new(cfg, seed, self.now) {
+            Ok(mut node) => {
+                let out = node.drain();
+                self.nodes[i] = Some(node);
+                self.absorb(i, out);
+            }
+            Err(e) => panic!("sim node {i} failed to start: {e}"),
+        }
+    }
+
+    /// Virtual time now.
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    /// Node `i`, unless crashed.
+    pub fn node(&self, i: usize) -> Option<&Node> {
+        self.nodes[i].as_ref()
+    }
+
+    /// Node `i` starts joining through node `via`.
+    pub fn join(&mut self, i: usize, via: usize) {
+        let addr = self.addrs[via];
+        let now = self.now;
+        if let Some(node) = self.nodes[i].as_mut() {
+            let _ = node.join(addr, now);
+            let out = node.drain();
+            self.absorb(i, out);
+        }
+    }
+
+    /// Node `i` stops at once (no leave): a crash.
+    pub fn crash(&mut self, i: usize) {
+        self.nodes[i] = None;
+        self.lives[i] += 1;
+    }
+
+    /// Node `i` starts again with a new generation (after a crash) and joins through `via`.
+    pub fn restart(&mut self, i: usize, via: usize) {
+        self.crash(i);
+        self.boot(i);
+        self.join(i, via);
+    }
+
+    /// Node `i` leaves gracefully.
+    pub fn leave(&mut self, i: usize) {
+        let now = self.now;
+        if let Some(node) = self.nodes[i].as_mut() {
+            node.leave(now);
+            let out = node.drain();
+            self.absorb(i, out);
+        }
+    }
+
+    /// Node `i` force-leaves the member named `name`.
+    pub fn force_leave(&mut self, i: usize, name: &str, prune: bool) {
+        let now = self.now;
+        if let Some(node) = self.nodes[i].as_mut() {
+            node.force_leave(name, prune, now);
+            let out = node.drain();
+            self.absorb(i, out);
+        }
+    }
+
+    /// Sets the loss on the one-way link `from → to` (1.0 cuts it).
+    pub fn set_link_loss(&mut self, from: usize, to: usize, loss: f64) {
+        self.link_loss.insert((from, to), loss);
+    }
+
+    /// Cuts every link between the two groups, both ways.
+    pub fn partition(&mut self, a: &[usize], b: &[usize]) {
+        for &x in a {
+            for &y in b {
+                self.set_link_loss(x, y, 1.0);
+                self.set_link_loss(y, x, 1.0);
+            }
+        }
+    }
+
+    /// Restores every link to the global loss.
+    pub fn heal(&mut self) {
+        self.link_loss.clear();
+    }
+
+    /// Sets the global loss.
+    pub fn set_loss(&mut self, loss: f64) {
+        self.cfg.loss = loss;
+    }
+
+    fn push(&mut self, at: Duration, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse(Queued {
+            at,
+            seq: self.seq,
+            ev,
+        }));
+    }
+
+    fn absorb(&mut self, i: usize, out: Output) {
+        let now = self.now;
+        for ev in out.events {
+            self.events.push((now, i, ev));
+        }
+        for (delay, timer) in out.timers {
+            let life = self.lives[i];
+            self.push(
+                now + delay,
+                Ev::Timer {
+                    node: i,
+                    life,
+                    timer,
+                },
+            );
+        }
+        for (to, bytes) in out.packets {
+            self.traffic[i].packets += 1;
+            self.traffic[i].bytes += bytes.len() as u64;
+            let Some(&dst) = self.index.get(&to) else {
+                continue;
+            };
+            let loss = self
+                .link_loss
+                .get(&(i, dst))
+                .copied()
+                .unwrap_or(self.cfg.loss);
+            if loss > 0.0 && self.rng.random::<f64>() < loss {
+                continue;
+            }
+            let jitter = if self.cfg.jitter.is_zero() {
+                Duration::ZERO
+            } else {
+                self.cfg.jitter.mul_f64(self.rng.random::<f64>())
+            };
+            let at = now + self.cfg.latency + jitter;
+            let from = self.addrs[i];
+            self.push(
+                at,
+                Ev::Deliver {
+                    to: dst,
+                    from,
+                    bytes,
+                },
+            );
+        }
+    }
+
+    /// Processes events until virtual time `until`.
+    pub fn run_until(&mut self, until: Duration) {
+        while let Some(Reverse(next)) = self.queue.peek() {
+            if next.at > until {
+                break;
+            }
+            let Some(Reverse(q)) = self.queue.pop() else {
+                break;
+            };
+            self.now = q.at;
+            self.deliver(q.ev);
+        }
+        self.now = until;
+    }
+
+    /// Runs for `d` more virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        self.run_until(until);
+    }
+
+    /// Runs in `step`s until `done` holds or `limit` passes; returns the time it took.
+    pub fn run_until_true(
+        &mut self,
+        step: Duration,
+        limit: Duration,
+        mut done: impl FnMut(&Sim) -> bool,
+    ) -> Option<Duration> {
+        let start = self.now;
+        while self.now - start <= limit {
+            if done(self) {
+                return Some(self.now - start);
+            }
+            self.run_for(step);
+        }
+        None
+    }
+
+    fn deliver(&mut self, ev: Ev) {
+        let now = self.now;
+        match ev {
+            Ev::Deliver { to, from, bytes } => {
+                if let Some(node) = self.nodes[to].as_mut() {
+                    let _ = node.handle_packet(from, &bytes, now);
+                    let out = node.drain();
+                    self.absorb(to, out);
+                }
+            }
+            Ev::Timer { node, life, timer } => {
+                if self.lives[node] != life {
+                    return;
+                }
+                if let Some(n) = self.nodes[node].as_mut() {
+                    n.handle_timer(timer, now);
+                    let out = n.drain();
+                    self.absorb(node, out);
+                }
+            }
+        }
+    }
+
+    /// Whether every running node other than `subject` sees member `name` with `status`.
+    pub fn all_see(&self, name: &str, status: Option<MemberStatus>, subject: usize) -> bool {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != subject)
+            .filter_map(|(_, n)| n.as_ref())
+            .all(|n| n.status_of(name) == status)
+    }
+
+    /// Whether every running node sees every running node alive.
+    pub fn converged(&self) -> bool {
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_some())
+            .collect();
+        running.iter().all(|&i| {
+            let node = self.nodes[i].as_ref();
+            running.iter().all(|&j| {
+                node.is_some_and(|n| n.status_of(&sim_name(j)) == Some(MemberStatus::Alive))
+            })
+        })
+    }
+
+    /// Traffic each node has sent so far.
+    pub fn traffic(&self) -> &[Traffic] {
+        &self.traffic
+    }
+
+    /// How many times a running node marked another running (never crashed) node `failed`.
+    pub fn false_failures(&self, since: Duration, crashed: &[usize]) -> usize {
+        let crashed_names: Vec<String> = crashed.iter().map(|&i| sim_name(i)).collect();
+        self.events
+            .iter()
+            .filter(|(t, _, e)| {
+                *t >= since
+                    && e.status == Some(MemberStatus::Failed)
+                    && !crashed_names.contains(&e.name)
+            })
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn cluster(n: usize, seed: u64) -> Sim {
+        let mut sim = Sim::new(SimConfig::new(n, seed));
+        for i in 1..n {
+            sim.join(i, 0);
+        }
+        let took = sim.run_until_true(S / 10, S * 30, Sim::converged);
+        assert!(took.is_some(), "{n} nodes did not converge in 30 s");
+        sim
+    }
+
+    #[test]
+    fn joins_converge_and_tags_spread() {
+        let sim = cluster(8, 1);
+        let node = sim.node(3).unwrap();
+        let members = node.members();
+        assert_eq!(members.len(), 8);
+        assert!(
+            members
+                .iter()
+                .all(|m| m.tags.as_ref().unwrap()["role"] == "nomad")
+        );
+    }
+
+    #[test]
+    fn crash_is_failed_everywhere_then_restart_is_alive() {
+        let mut sim = cluster(5, 2);
+        sim.crash(4);
+        let name = sim_name(4);
+        let took = sim.run_until_true(S / 10, S * 20, |s| {
+            s.all_see(&name, Some(MemberStatus::Failed), 4)
+        });
+        assert!(took.is_some_and(|t| t <= S * 8), "{took:?}");
+        assert_eq!(sim.false_failures(Duration::ZERO, &[4]), 0);
+        sim.restart(4, 0);
+        let took = sim.run_until_true(S / 10, S * 20, |s| {
+            s.all_see(&name, Some(MemberStatus::Alive), 4)
+        });
+        assert!(took.is_some(), "restart not seen alive");
+    }
+
+    #[test]
+    fn graceful_leave_is_left() {
+        let mut sim = cluster(4, 3);
+        sim.leave(2);
+        sim.run_for(S);
+        sim.crash(2);
+        let name = sim_name(2);
+        let took = sim.run_until_true(S / 10, S * 20, |s| {
+            s.all_see(&name, Some(MemberStatus::Left), 2)
+        });
+        assert!(took.is_some(), "leave not seen as left");
+    }
+
+    #[test]
+    fn force_leave_and_prune() {
+        let mut sim = cluster(4, 4);
+        sim.crash(3);
+        let name = sim_name(3);
+        assert!(
+            sim.run_until_true(S / 10, S * 20, |s| s.all_see(
+                &name,
+                Some(MemberStatus::Failed),
+                3
+            ))
+            .is_some()
+        );
+        sim.force_leave(0, &name, false);
+        assert!(
+            sim.run_until_true(S / 10, S * 10, |s| s.all_see(
+                &name,
+                Some(MemberStatus::Left),
+                3
+            ))
+            .is_some()
+        );
+        sim.force_leave(1, &name, true);
+        assert!(
+            sim.run_until_true(S / 10, S * 10, |s| s.all_see(&name, None, 3))
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn force_leave_of_a_healthy_member_is_refuted() {
+        let mut sim = cluster(4, 5);
+        let name = sim_name(2);
+        sim.force_leave(0, &name, false);
+        sim.run_for(S * 5);
+        assert!(sim.all_see(&name, Some(MemberStatus::Alive), 2));
+    }
+
+    #[test]
+    fn partition_then_heal() {
+        let mut sim = cluster(6, 6);
+        sim.partition(&[0, 1, 2], &[3, 4, 5]);
+        let far = sim_name(5);
+        assert!(
+            sim.run_until_true(S / 10, S * 20, |s| {
+                [0, 1, 2]
+                    .iter()
+                    .all(|&i| s.node(i).unwrap().status_of(&far) == Some(MemberStatus::Failed))
+            })
+            .is_some()
+        );
+        sim.heal();
+        // foca re-announces to down members periodically; rejoin with the other side.
+        for i in 3..6 {
+            sim.restart(i, 0);
+        }
+        assert!(sim.run_until_true(S / 10, S * 30, Sim::converged).is_some());
+    }
+
+    #[test]
+    fn loss_does_not_cause_false_failures() {
+        let mut sim = cluster(20, 7);
+        sim.set_loss(0.05);
+        let since = sim.now();
+        sim.run_for(S * 60);
+        assert_eq!(sim.false_failures(since, &[]), 0);
+        assert!(sim.converged());
+    }
+
+    #[test]
+    fn one_way_partition_is_detected() {
+        let mut sim = cluster(5, 8);
+        // Node 4 can send but hears nothing.
+        for i in 0..4 {
+            sim.set_link_loss(i, 4, 1.0);
+        }
+        let name = sim_name(4);
+        assert!(
+            sim.run_until_true(S / 10, S * 20, |s| {
+                (0..4).all(|i| s.node(i).unwrap().status_of(&name) != Some(MemberStatus::Alive))
+            })
+            .is_some()
+        );
+    }
+
+    #[test]
+    fn mismatched_keys_never_merge() {
+        let mut cfg = SimConfig::new(2, 9);
+        cfg.key = Some(vec![1; 32]);
+        let mut sim = Sim::new(cfg);
+        // Swap node 1 for one with another key.
+        let mut other = sim.node_config(1);
+        other.key = Some(vec![2; 32]);
+        let mut node = Node::new(other, 99, sim.now()).unwrap();
+        let out = node.drain();
+        sim.nodes[1] = Some(node);
+        sim.absorb(1, out);
+        sim.join(1, 0);
+        sim.run_for(S * 10);
+        assert_eq!(sim.node(0).unwrap().members().len(), 1);
+        assert_eq!(sim.node(1).unwrap().members().len(), 1);
+        assert!(sim.node(0).unwrap().counters().decrypt_failures > 0);
+    }
+
+    #[test]
+    fn same_seed_same_run() {
+        let run = |seed| {
+            let mut sim = cluster(6, seed);
+            sim.set_loss(0.1);
+            sim.crash(5);
+            sim.run_for(S * 10);
+            sim.traffic().iter().map(|t| t.packets).collect::<Vec<_>>()
+        };
+        assert_eq!(run(11), run(11));
+    }
+}

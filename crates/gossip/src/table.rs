@@ -1,0 +1,230 @@
+//! Serf's member model on top of foca's Alive/Suspect/Down: `alive`, `leaving`, `left`, `failed`,
+//! driven by foca's notifications, intents and an explicit clock.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use caravan_agent_core::member::MemberStatus;
+
+use crate::identity::NodeId;
+use crate::wire::{IntentKind, IntentMsg};
+
+/// One member as the table knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Its identity.
+    pub id: NodeId,
+    /// Its Serf status.
+    pub status: MemberStatus,
+    /// When the status last changed (node clock).
+    pub since: Duration,
+    /// Lamport time of the last intent applied.
+    pub ltime: u64,
+}
+
+/// What applying an intent did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum IntentEffect {
+    /// Nothing (stale, or a state it does not change).
+    None,
+    /// The status changed.
+    Changed,
+    /// The member was removed (prune); foca should forget this identity too.
+    Pruned(NodeId),
+    /// The intent is about a member the table does not know.
+    Unknown,
+}
+
+/// Members by name.
+#[derive(Debug, Default)]
+pub struct MemberTable {
+    entries: HashMap<String, Entry>,
+}
+
+impl MemberTable {
+    /// A member is up (new, back, or restarted with a new identity).
+    pub fn up(&mut self, id: NodeId, now: Duration) {
+        let ltime = self.entries.get(&id.name).map_or(0, |e| e.ltime);
+        self.entries.insert(
+            id.name.clone(),
+            Entry {
+                id,
+                status: MemberStatus::Alive,
+                since: now,
+                ltime,
+            },
+        );
+    }
+
+    /// foca declared an identity down: `left` if it announced a leave, else `failed`. A stale
+    /// identity (replaced by a restart) changes nothing.
+    pub fn down(&mut self, id: &NodeId, now: Duration) -> Option<MemberStatus> {
+        let entry = self.entries.get_mut(&id.name)?;
+        if entry.id != *id {
+            return None;
+        }
+        let status = match entry.status {
+            MemberStatus::Leaving | MemberStatus::Left => MemberStatus::Left,
+            _ => MemberStatus::Failed,
+        };
+        if entry.status != status {
+            entry.status = status;
+            entry.since = now;
+        }
+        Some(status)
+    }
+
+    /// Applies a join or leave intent.
+    pub fn intent(&mut self, msg: &IntentMsg, now: Duration) -> IntentEffect {
+        let Some(entry) = self.entries.get_mut(&msg.name) else {
+            return IntentEffect::Unknown;
+        };
+        if msg.ltime <= entry.ltime {
+            return IntentEffect::None;
+        }
+        entry.ltime = msg.ltime;
+        let next = match (msg.kind, entry.status) {
+            (IntentKind::Leave, _) if msg.prune => {
+                let gone = self.entries.remove(&msg.name).map(|e| e.id);
+                return gone.map_or(IntentEffect::None, IntentEffect::Pruned);
+            }
+            (IntentKind::Leave, MemberStatus::Alive) => MemberStatus::Leaving,
+            (IntentKind::Leave, MemberStatus::Failed) => MemberStatus::Left,
+            (IntentKind::Join, MemberStatus::Leaving) => MemberStatus::Alive,
+            _ => return IntentEffect::None,
+        };
+        entry.status = next;
+        entry.since = now;
+        IntentEffect::Changed
+    }
+
+    /// Removes failed members older than `reconnect` and left ones older than `tombstone`.
+    pub fn reap(&mut self, now: Duration, reconnect: Duration, tombstone: Duration) -> Vec<NodeId> {
+        let expired = |e: &Entry| {
+            let age = now.saturating_sub(e.since);
+            match e.status {
+                MemberStatus::Failed => age >= reconnect,
+                MemberStatus::Left => age >= tombstone,
+                _ => false,
+            }
+        };
+        let names: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| expired(e))
+            .map(|(n, _)| n.clone())
+            .collect();
+        names
+            .into_iter()
+            .filter_map(|n| self.entries.remove(&n).map(|e| e.id))
+            .collect()
+    }
+
+    /// Removes a member at once.
+    pub fn remove(&mut self, name: &str) -> Option<Entry> {
+        self.entries.remove(name)
+    }
+
+    /// Looks a member up by name.
+    pub fn get(&self, name: &str) -> Option<&Entry> {
+        self.entries.get(name)
+    }
+
+    /// Every member.
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
+    /// How many members have `status`.
+    pub fn count(&self, status: MemberStatus) -> usize {
+        self.entries.values().filter(|e| e.status == status).count()
+    }
+
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(name: &str, generation: u64) -> NodeId {
+        NodeId {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            name: name.into(),
+            generation,
+        }
+    }
+
+    fn leave(name: &str, ltime: u64, prune: bool) -> IntentMsg {
+        IntentMsg {
+            name: name.into(),
+            ltime,
+            kind: IntentKind::Leave,
+            prune,
+        }
+    }
+
+    const T: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn failure_then_force_leave_then_reap() {
+        let mut t = MemberTable::default();
+        t.up(id("a", 1), T);
+        assert_eq!(t.down(&id("a", 1), T), Some(MemberStatus::Failed));
+        assert_eq!(t.intent(&leave("a", 1, false), T), IntentEffect::Changed);
+        assert_eq!(t.get("a").unwrap().status, MemberStatus::Left);
+        assert!(t.reap(T * 10, T * 100, T * 100).is_empty());
+        assert_eq!(t.reap(T * 200, T * 100, T * 100), vec![id("a", 1)]);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn graceful_leave_is_left_not_failed() {
+        let mut t = MemberTable::default();
+        t.up(id("a", 1), T);
+        assert_eq!(t.intent(&leave("a", 5, false), T), IntentEffect::Changed);
+        assert_eq!(t.get("a").unwrap().status, MemberStatus::Leaving);
+        assert_eq!(t.down(&id("a", 1), T), Some(MemberStatus::Left));
+        // Stale intents change nothing.
+        assert_eq!(t.intent(&leave("a", 4, false), T), IntentEffect::None);
+    }
+
+    #[test]
+    fn refutation_and_restart() {
+        let mut t = MemberTable::default();
+        t.up(id("a", 1), T);
+        t.intent(&leave("a", 2, false), T);
+        let join = IntentMsg {
+            kind: IntentKind::Join,
+            ..leave("a", 3, false)
+        };
+        assert_eq!(t.intent(&join, T), IntentEffect::Changed);
+        assert_eq!(t.get("a").unwrap().status, MemberStatus::Alive);
+        t.down(&id("a", 1), T);
+        // A stale identity's down does not touch the restarted member.
+        t.up(id("a", 2), T);
+        assert_eq!(t.down(&id("a", 1), T), None);
+        assert_eq!(t.get("a").unwrap().status, MemberStatus::Alive);
+    }
+
+    #[test]
+    fn prune_removes_and_unknown_is_reported() {
+        let mut t = MemberTable::default();
+        t.up(id("a", 1), T);
+        t.down(&id("a", 1), T);
+        assert_eq!(
+            t.intent(&leave("a", 1, true), T),
+            IntentEffect::Pruned(id("a", 1))
+        );
+        assert!(t.get("a").is_none());
+        assert_eq!(t.intent(&leave("zz", 1, false), T), IntentEffect::Unknown);
+    }
+}

@@ -1,0 +1,211 @@
+//! What travels besides foca's own messages: the packet envelope, tag and intent broadcasts, and
+//! AES-GCM encryption of whole packets.
+
+use std::collections::BTreeMap;
+
+use aes_gcm::aead::generic_array::typenum::U12;
+use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng};
+use aes_gcm::aes::Aes192;
+use aes_gcm::{Aes128Gcm, Aes256Gcm, AesGcm, Nonce};
+use serde::{Deserialize, Serialize};
+
+use crate::GossipError;
+
+/// Envelope kind: a foca packet follows.
+pub const KIND_FOCA: u8 = 0;
+/// Envelope kind: a [`TagsMsg`] pushed to one member.
+pub const KIND_TAGS_PUSH: u8 = 1;
+/// Envelope kind: a request for the receiver's tags (answered with a push).
+pub const KIND_TAGS_PULL: u8 = 2;
+
+/// Largest encoded tag set, as Serf's `MetaMaxSize`.
+pub const MAX_TAGS_BYTES: usize = 512;
+
+/// Bytes encryption adds to a packet: version, nonce and tag.
+pub const ENCRYPTION_OVERHEAD: usize = 1 + 12 + 16;
+
+/// A member's tags, versioned by the member itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagsMsg {
+    /// The member.
+    pub name: String,
+    /// The member's generation when it set these tags.
+    pub generation: u64,
+    /// Bumped on every change.
+    pub version: u64,
+    /// The tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+impl TagsMsg {
+    /// Whether this is newer than `other` (same member assumed).
+    pub fn newer_than(&self, other: &TagsMsg) -> bool {
+        (self.generation, self.version) > (other.generation, other.version)
+    }
+}
+
+/// Serf's join/leave intents, ordered by a Lamport time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IntentKind {
+    /// The member is (still) here: refutes an older leave.
+    Join,
+    /// The member is leaving, or an operator force-left it.
+    Leave,
+}
+
+/// An intent about a member.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntentMsg {
+    /// The member.
+    pub name: String,
+    /// Lamport time of the intent.
+    pub ltime: u64,
+    /// Join or leave.
+    pub kind: IntentKind,
+    /// With a leave: remove the member from every list at once.
+    pub prune: bool,
+}
+
+/// A custom foca broadcast.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Broadcast {
+    /// A member's tags.
+    Tags(TagsMsg),
+    /// A join or leave intent.
+    Intent(IntentMsg),
+}
+
+impl Broadcast {
+    /// Encodes with postcard.
+    pub fn encode(&self) -> Result<Vec<u8>, GossipError> {
+        postcard::to_stdvec(self).map_err(|e| GossipError::Encode(e.to_string()))
+    }
+
+    /// Decodes with postcard.
+    pub fn decode(bytes: &[u8]) -> Result<Broadcast, GossipError> {
+        postcard::from_bytes(bytes).map_err(|e| GossipError::Decode(e.to_string()))
+    }
+}
+
+/// Identifies a broadcast in foca's backlog, so a newer one replaces an older one still in flight.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BroadcastKey {
+    /// Tags of `name` at `(generation, version)`.
+    Tags(String, u64, u64),
+    /// Intent about `name` at `ltime`.
+    Intent(String, u64),
+}
+
+impl foca::Invalidates for BroadcastKey {
+    fn invalidates(&self, other: &Self) -> bool {
+        match (self, other) {
+            (BroadcastKey::Tags(a, ga, va), BroadcastKey::Tags(b, gb, vb)) => {
+                a == b && (ga, va) > (gb, vb)
+            }
+            (BroadcastKey::Intent(a, la), BroadcastKey::Intent(b, lb)) => a == b && la > lb,
+            _ => false,
+        }
+    }
+}
+
+enum Aead3 {
+    A128(Box<Aes128Gcm>),
+    A192(Box<AesGcm<Aes192, U12>>),
+    A256(Box<Aes256Gcm>),
+}
+
+/// AES-GCM over whole packets: `[version 1][nonce 12][ciphertext][tag 16]`, a random nonce per
+/// packet, the key length choosing AES-128, -192 or -256.
+pub struct Cipher(Aead3);
+
+impl Cipher {
+    /// A cipher for a 16, 24 or 32-byte key.
+    pub fn new(key: &[u8]) -> Result<Cipher, GossipError> {
+        let bad = |_| GossipError::BadKey(key.len());
+        Ok(Cipher(match key.len() {
+            16 => Aead3::A128(Box::new(Aes128Gcm::new_from_slice(key).map_err(bad)?)),
+            24 => Aead3::A192(Box::new(AesGcm::new_from_slice(key).map_err(bad)?)),
+            32 => Aead3::A256(Box::new(Aes256Gcm::new_from_slice(key).map_err(bad)?)),
+            n => return Err(GossipError::BadKey(n)),
+        }))
+    }
+
+    /// Encrypts a packet.
+    pub fn seal(&self, plain: &[u8]) -> Result<Vec<u8>, GossipError> {
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let sealed = match &self.0 {
+            Aead3::A128(c) => c.encrypt(&nonce, plain),
+            Aead3::A192(c) => c.encrypt(&nonce, plain),
+            Aead3::A256(c) => c.encrypt(&nonce, plain),
+        }
+        .map_err(|_| GossipError::Crypto)?;
+        let mut out = Vec::with_capacity(ENCRYPTION_OVERHEAD + plain.len());
+        out.push(1);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// Decrypts a packet; `None` when it was not sealed with this key (or was altered).
+    pub fn open(&self, packet: &[u8]) -> Option<Vec<u8>> {
+        if packet.len() < ENCRYPTION_OVERHEAD || packet[0] != 1 {
+            return None;
+        }
+        let nonce = Nonce::from_slice(&packet[1..13]);
+        let body = &packet[13..];
+        match &self.0 {
+            Aead3::A128(c) => c.decrypt(nonce, body),
+            Aead3::A192(c) => c.decrypt(nonce, body),
+            Aead3::A256(c) => c.decrypt(nonce, body),
+        }
+        .ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use foca::Invalidates;
+
+    #[test]
+    fn seal_open_every_key_size() {
+        for len in [16, 24, 32] {
+            let c = Cipher::new(&vec![7u8; len]).unwrap();
+            let sealed = c.seal(b"hello").unwrap();
+            assert_eq!(sealed.len(), 5 + ENCRYPTION_OVERHEAD);
+            assert_eq!(c.open(&sealed).unwrap(), b"hello");
+            let mut flipped = sealed.clone();
+            flipped[20] ^= 1;
+            assert!(c.open(&flipped).is_none());
+            let other = Cipher::new(&vec![8u8; len]).unwrap();
+            assert!(other.open(&sealed).is_none());
+        }
+        assert!(matches!(Cipher::new(&[0; 5]), Err(GossipError::BadKey(5))));
+        let c = Cipher::new(&[1; 16]).unwrap();
+        assert!(c.open(b"short").is_none());
+    }
+
+    #[test]
+    fn newer_keys_invalidate_older() {
+        let t = |g, v| BroadcastKey::Tags("a".into(), g, v);
+        assert!(t(1, 2).invalidates(&t(1, 1)));
+        assert!(t(2, 0).invalidates(&t(1, 9)));
+        assert!(!t(1, 1).invalidates(&t(1, 1)));
+        assert!(!BroadcastKey::Tags("b".into(), 9, 9).invalidates(&t(1, 1)));
+        let i = |l| BroadcastKey::Intent("a".into(), l);
+        assert!(i(3).invalidates(&i(2)));
+        assert!(!i(3).invalidates(&t(0, 0)));
+    }
+
+    #[test]
+    fn broadcasts_round_trip() {
+        let b = Broadcast::Intent(IntentMsg {
+            name: "n".into(),
+            ltime: 9,
+            kind: IntentKind::Leave,
+            prune: true,
+        });
+        assert_eq!(Broadcast::decode(&b.encode().unwrap()).unwrap(), b);
+        assert!(Broadcast::decode(&[0xff, 0xff]).is_err());
+    }
+}
