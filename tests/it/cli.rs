@@ -40,3 +40,68 @@ fn version() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("Caravan v0.1.0"));
 }
+
+#[tokio::test]
+async fn server_members_join_force_leave() {
+    let a = Agent::dev("name = \"ca\"\n").await;
+    let b = Agent::dev("name = \"cb\"\n").await;
+    let addr_a = format!("http://{}", a.http);
+    let addr_b = format!("http://{}", b.http);
+    let serf_a = a.serf.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        run_caravan(&["server", "join", &serf_a], &[("NOMAD_ADDR", &addr_b)])
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Joined 1 servers successfully\n"
+    );
+    let mut table = String::new();
+    for _ in 0..100 {
+        let addr = addr_a.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            run_caravan(&["server", "members"], &[("NOMAD_ADDR", &addr)])
+        })
+        .await
+        .unwrap();
+        table = String::from_utf8_lossy(&out.stdout).into_owned();
+        if table.contains("cb.global") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(table.starts_with("Name "), "{table}");
+    assert!(table.contains("Raft Version"), "{table}");
+    let line = table.lines().find(|l| l.starts_with("ca.global")).unwrap();
+    assert!(line.contains("alive") && line.contains("true"), "{line}");
+    let addr = addr_a.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        run_caravan(
+            &["server", "force-leave", "-prune", "nobody.global"],
+            &[("NOMAD_ADDR", &addr)],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        run_caravan(
+            &["server", "join", "127.0.0.1:1"],
+            &[("NOMAD_ADDR", &addr_a)],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("Error joining: "));
+}

@@ -387,7 +387,6 @@ async fn servers() {
 async fn unbuilt_endpoints_say_so() {
     let agent = Agent::dev("").await;
     for path in [
-        "/v1/agent/members",
         "/v1/agent/schedulers",
         "/v1/agent/monitor",
         "/v1/agent/pprof/heap",

@@ -3,5 +3,6 @@
 mod cli;
 mod config_errors;
 mod endpoints;
+mod gossip;
 mod lifecycle;
 mod support;

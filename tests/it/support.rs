@@ -63,11 +63,38 @@ impl Drop for Scratch {
     }
 }
 
+/// The three ports of an agent.
+#[derive(Clone, Copy, Debug)]
+pub struct Ports {
+    pub http: u16,
+    pub rpc: u16,
+    pub serf: u16,
+}
+
+impl Ports {
+    pub fn free() -> Ports {
+        Ports {
+            http: free_port(),
+            rpc: free_port(),
+            serf: free_port(),
+        }
+    }
+
+    pub fn hcl(&self) -> String {
+        format!(
+            "ports {{\n  http = {}\n  rpc = {}\n  serf = {}\n}}\n",
+            self.http, self.rpc, self.serf
+        )
+    }
+}
+
 /// A running agent, killed on drop.
 pub struct Agent {
     pub child: Child,
     pub http: SocketAddr,
     pub rpc: SocketAddr,
+    pub serf: SocketAddr,
+    pub ports: Ports,
     /// Holds the config file for the agent's lifetime.
     _scratch: Scratch,
 }
@@ -91,9 +118,15 @@ impl Agent {
 
     /// `caravan agent <args> -config=<ports + extra_hcl>`, waiting until HTTP answers.
     pub async fn start(args: &[&str], extra_hcl: &str) -> Agent {
+        Agent::start_at(Ports::free(), args, extra_hcl).await
+    }
+
+    /// Like [`Agent::start`] on the given ports (to restart an agent where it was).
+    pub async fn start_at(ports: Ports, args: &[&str], extra_hcl: &str) -> Agent {
         let scratch = Scratch::new();
-        let (ports, http, rpc) = ports_hcl();
-        let config = scratch.write("agent.hcl", &format!("{ports}{extra_hcl}"));
+        let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        let (http, rpc, serf) = (local(ports.http), local(ports.rpc), local(ports.serf));
+        let config = scratch.write("agent.hcl", &format!("{}{extra_hcl}", ports.hcl()));
         let child = Command::new(caravan_bin())
             .arg("agent")
             .args(args)
@@ -107,6 +140,8 @@ impl Agent {
             child,
             http,
             rpc,
+            serf,
+            ports,
             _scratch: scratch,
         };
         agent.wait_ready().await;

@@ -9,8 +9,11 @@ use std::time::Duration;
 use caravan_agent_core::config::{AgentConfig, parse_host_port};
 use caravan_agent_core::member::{self, BuildInfo, Member, MemberStatus};
 use caravan_agent_core::server_list::ServerList;
-use caravan_http::api::{AgentApi, Stats};
-use caravan_http::dto::{HostData, VersionDto};
+use caravan_gossip::NodeConfig;
+use caravan_gossip::udp::Gossip;
+use caravan_http::api::{AgentApi, JoinResult, Stats};
+use caravan_http::dto::{HostData, MemberDto, MembersResponse, VersionDto};
+use caravan_http::multi_error;
 use parking_lot::RwLock;
 
 use crate::rpc;
@@ -29,6 +32,7 @@ pub struct Agent {
     servers: RwLock<ServerList>,
     build: BuildInfo,
     runtime: tokio::runtime::Handle,
+    gossip: Option<Gossip>,
 }
 
 /// This build's version facts.
@@ -69,14 +73,80 @@ impl Agent {
         if config.client.enabled && config.server.enabled {
             initial.push(config.advertise.rpc);
         }
+        let build = build_info();
+        let gossip = match &server_id {
+            Some(id) => Some(start_gossip(&config, id, &build).await?),
+            None => None,
+        };
         Ok(Agent {
             config,
             server_id,
             node_id,
             servers: RwLock::new(ServerList::new(initial)),
-            build: build_info(),
+            build,
             runtime: tokio::runtime::Handle::current(),
+            gossip,
         })
+    }
+
+    /// The member list this server knows, in the wire form.
+    pub fn local_members(&self) -> Option<MembersResponse> {
+        let gossip = self.gossip.as_ref()?;
+        Some(MembersResponse {
+            server_name: self.config.node_name.clone(),
+            server_region: self.config.region.clone(),
+            server_dc: self.config.datacenter.clone(),
+            members: gossip
+                .snapshot()
+                .members
+                .iter()
+                .map(MemberDto::from)
+                .collect(),
+        })
+    }
+
+    /// Joins `start_join` once and keeps retrying `retry_join` (per `server_join`) in the
+    /// background, as Nomad does at start.
+    pub fn spawn_start_joins(&self) {
+        let Some(gossip) = self.gossip.clone() else {
+            return;
+        };
+        let start = self.config.server.start_join.clone();
+        if !start.is_empty() {
+            let g = gossip.clone();
+            tokio::spawn(async move {
+                let outcome = g.join(start).await;
+                tracing::info!(target: "agent", joined = outcome.joined, errors = ?outcome.errors, "start join");
+            });
+        }
+        let retry = self.config.server.server_join.clone();
+        if retry.retry_join.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            let mut attempt = 0u32;
+            loop {
+                attempt += 1;
+                let outcome = gossip.join(retry.retry_join.clone()).await;
+                if outcome.joined > 0 {
+                    tracing::info!(target: "agent", joined = outcome.joined, "retry join succeeded");
+                    return;
+                }
+                tracing::warn!(target: "agent", attempt, errors = ?outcome.errors, "retry join failed");
+                if retry.retry_max != 0 && attempt >= retry.retry_max {
+                    tracing::error!(target: "agent", attempts = attempt, "retry join gave up");
+                    return;
+                }
+                tokio::time::sleep(retry.retry_interval).await;
+            }
+        });
+    }
+
+    /// Leaves the gossip pool gracefully (on shutdown).
+    pub async fn leave(&self) {
+        if let Some(g) = &self.gossip {
+            g.leave().await;
+        }
     }
 
     fn runtime_stats(&self) -> BTreeMap<String, String> {
@@ -135,6 +205,12 @@ impl AgentApi for Agent {
         let Some(server_id) = &self.server_id else {
             return Member::none();
         };
+        let name = self.config.member_name();
+        if let Some(g) = &self.gossip
+            && let Some(me) = g.snapshot().members.iter().find(|m| m.name == name)
+        {
+            return me.clone();
+        }
         Member {
             name: self.config.member_name(),
             addr: Some(self.config.advertise.serf.ip()),
@@ -153,6 +229,9 @@ impl AgentApi for Agent {
         }
         if self.config.server.enabled {
             stats.insert("nomad".into(), self.nomad_stats());
+        }
+        if let Some(g) = &self.gossip {
+            stats.insert("serf".into(), g.snapshot().stats.clone());
         }
         stats
     }
@@ -189,6 +268,45 @@ impl AgentApi for Agent {
 
     fn servers(&self) -> Vec<String> {
         self.servers.read().addresses()
+    }
+
+    async fn members(&self) -> Result<MembersResponse, String> {
+        if let Some(members) = self.local_members() {
+            return Ok(members);
+        }
+        // A client-only agent asks one of its servers.
+        let servers = self.servers.read().servers().to_vec();
+        let mut last = "No known servers".to_string();
+        for server in servers {
+            match rpc::call::<MembersResponse>(server, rpc::MEMBERS_PATH, PING_TIMEOUT).await {
+                Ok(m) => return Ok(m),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    async fn join(&self, addresses: Vec<String>) -> JoinResult {
+        match &self.gossip {
+            Some(g) => {
+                let o = g.join(addresses).await;
+                JoinResult {
+                    joined: o.joined,
+                    errors: o.errors,
+                }
+            }
+            None => JoinResult {
+                joined: 0,
+                errors: vec!["this agent runs no server".into()],
+            },
+        }
+    }
+
+    async fn force_leave(&self, name: String, prune: bool) -> Result<(), String> {
+        match &self.gossip {
+            Some(g) => g.force_leave(&name, prune).await.map_err(|e| e.to_string()),
+            None => Err("this agent runs no server".into()),
+        }
     }
 
     async fn set_servers(&self, addresses: Vec<String>) -> Result<(), String> {
@@ -246,17 +364,6 @@ where
     out.into_iter().flatten().collect()
 }
 
-/// go-multierror's text: `N errors occurred:\n\t* a\n\t* b\n\n`.
-pub fn multi_error(errors: &[String]) -> String {
-    let noun = if errors.len() == 1 { "error" } else { "errors" };
-    let lines: Vec<String> = errors.iter().map(|e| format!("* {e}")).collect();
-    format!(
-        "{} {noun} occurred:\n\t{}\n\n",
-        errors.len(),
-        lines.join("\n\t")
-    )
-}
-
 /// Resolves `host[:port]` (port defaulting to 4647; bare IPv6 accepted).
 pub async fn resolve(text: &str) -> Result<Vec<SocketAddr>, String> {
     if let Ok(addr) = parse_host_port(text, DEFAULT_RPC_PORT) {
@@ -275,6 +382,23 @@ pub async fn resolve(text: &str) -> Result<Vec<SocketAddr>, String> {
         return Err(format!("failed to resolve {text:?}: no addresses"));
     }
     Ok(addrs)
+}
+
+/// Starts the gossip pool on the serf listener with Nomad's server tags.
+async fn start_gossip(
+    config: &AgentConfig,
+    server_id: &str,
+    build: &BuildInfo,
+) -> Result<Gossip, String> {
+    let expect = config.server.bootstrap_expect.max(3);
+    let mut node = NodeConfig::new(config.member_name(), config.advertise.serf, expect);
+    node.generation = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    node.tags = Some(member::server_tags(config, server_id, build));
+    node.key = config.server.encrypt_key.clone();
+    let bind = SocketAddr::new(config.addresses.serf, config.ports.serf);
+    Gossip::start(node, bind).await.map_err(|e| e.to_string())
 }
 
 /// Reads an ID file, or creates it with a new UUID (written atomically).
@@ -298,15 +422,6 @@ fn load_or_create_id(path: &Path) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn multierror_format() {
-        assert_eq!(multi_error(&["a".into()]), "1 error occurred:\n\t* a\n\n");
-        assert_eq!(
-            multi_error(&["a".into(), "b".into()]),
-            "2 errors occurred:\n\t* a\n\t* b\n\n"
-        );
-    }
 
     #[test]
     fn ids_persist() {

@@ -27,6 +27,37 @@ pub enum Command {
     /// Show the running agent's statistics (GET /v1/agent/self).
     #[command(name = "agent-info")]
     AgentInfo(ClientArgs),
+    /// Server gossip membership commands.
+    #[command(subcommand)]
+    Server(ServerCommand),
+}
+
+/// `caravan server ...`.
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
+    /// List the gossip members.
+    Members(ClientArgs),
+    /// Join the agent to other servers' gossip addresses.
+    Join {
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Gossip addresses (`host[:port]`).
+        #[arg(required = true)]
+        addresses: Vec<String>,
+    },
+    /// Force a member into the `left` state.
+    #[command(name = "force-leave")]
+    ForceLeave {
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Remove the member from the list at once.
+        #[arg(long)]
+        prune: bool,
+        /// The member name.
+        node: String,
+    },
 }
 
 /// Flags that reach a running agent's HTTP API.

@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::cli::ClientArgs;
+use crate::cli::{ClientArgs, ServerCommand};
 
 /// The default agent address.
 pub const DEFAULT_ADDR: &str = "http://127.0.0.1:4646";
@@ -30,6 +30,15 @@ pub fn address(args: &ClientArgs) -> String {
 
 /// Sends one GET and returns the status and body.
 pub async fn get(args: &ClientArgs, path: &str) -> Result<(u16, Vec<u8>), String> {
+    request(args, "GET", path).await
+}
+
+/// Sends one request and returns the status and body.
+pub async fn request(
+    args: &ClientArgs,
+    method: &str,
+    path: &str,
+) -> Result<(u16, Vec<u8>), String> {
     let base = address(args);
     let uri: hyper::Uri = format!("{}{path}", base.trim_end_matches('/'))
         .parse()
@@ -39,7 +48,7 @@ pub async fn get(args: &ClientArgs, path: &str) -> Result<(u16, Vec<u8>), String
             "invalid address {base:?}: only http:// addresses are supported"
         ));
     }
-    let mut req = hyper::Request::get(uri);
+    let mut req = hyper::Request::builder().method(method).uri(uri);
     if let Some(token) = args
         .token
         .clone()
@@ -104,6 +113,150 @@ pub fn agent_info(args: &ClientArgs) -> ExitCode {
     };
     print!("{}", render_stats(&value["stats"]));
     ExitCode::SUCCESS
+}
+
+/// Runs a request to completion and returns the body of a 200, or prints `what: error` and fails.
+fn call_ok(args: &ClientArgs, method: &str, path: &str, what: &str) -> Result<Vec<u8>, ExitCode> {
+    match block_on(request(args, method, path)).and_then(|r| r) {
+        Ok((200, body)) => Ok(body),
+        Ok((status, body)) => {
+            eprintln!(
+                "{what}: Unexpected response code: {status} ({})",
+                String::from_utf8_lossy(&body)
+            );
+            Err(ExitCode::from(1))
+        }
+        Err(e) => {
+            eprintln!("{what}: {e}");
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `caravan server members | join | force-leave`.
+pub fn server(cmd: ServerCommand) -> ExitCode {
+    match cmd {
+        ServerCommand::Members(args) => server_members(&args),
+        ServerCommand::Join { client, addresses } => {
+            let query: Vec<String> = addresses
+                .iter()
+                .map(|a| format!("address={}", encode(a)))
+                .collect();
+            let path = format!("/v1/agent/join?{}", query.join("&"));
+            let body = match call_ok(&client, "PUT", &path, "Error joining") {
+                Ok(b) => b,
+                Err(code) => return code,
+            };
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let joined = v["num_joined"].as_u64().unwrap_or(0);
+            let error = v["error"].as_str().unwrap_or_default();
+            if joined == 0 {
+                eprintln!("Error joining: {}", error.trim_end());
+                return ExitCode::from(1);
+            }
+            println!("Joined {joined} servers successfully");
+            ExitCode::SUCCESS
+        }
+        ServerCommand::ForceLeave {
+            client,
+            prune,
+            node,
+        } => {
+            let mut path = format!("/v1/agent/force-leave?node={}", encode(&node));
+            if prune {
+                path.push_str("&prune=1");
+            }
+            match call_ok(&client, "PUT", &path, "Error force-leaving server") {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(code) => code,
+            }
+        }
+    }
+}
+
+fn server_members(args: &ClientArgs) -> ExitCode {
+    let body = match call_ok(args, "GET", "/v1/agent/members", "Error querying servers") {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    let v: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("Error querying servers: invalid JSON: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let leader_addr = block_on(get(args, "/v1/agent/self"))
+        .and_then(|r| r)
+        .ok()
+        .and_then(|(_, b)| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|s| {
+            s["stats"]["nomad"]["leader_addr"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    print!("{}", render_members(&v["Members"], &leader_addr));
+    ExitCode::SUCCESS
+}
+
+/// Nomad's `server members` table.
+pub fn render_members(members: &serde_json::Value, leader_addr: &str) -> String {
+    let mut rows = vec![
+        [
+            "Name",
+            "Address",
+            "Port",
+            "Status",
+            "Leader",
+            "Raft Version",
+            "Build",
+            "Datacenter",
+            "Region",
+        ]
+        .map(str::to_string),
+    ];
+    for m in members.as_array().into_iter().flatten() {
+        let tag = |k: &str| m["Tags"][k].as_str().unwrap_or_default().to_string();
+        let rpc = format!("{}:{}", tag("rpc_addr"), tag("port"));
+        rows.push([
+            m["Name"].as_str().unwrap_or_default().to_string(),
+            m["Addr"].as_str().unwrap_or_default().to_string(),
+            m["Port"].to_string(),
+            m["Status"].as_str().unwrap_or_default().to_string(),
+            (!leader_addr.is_empty() && rpc == leader_addr).to_string(),
+            tag("raft_vsn"),
+            tag("build"),
+            tag("dc"),
+            tag("region"),
+        ]);
+    }
+    let widths: Vec<usize> = (0..9)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 /// `section\n  key = value\n` for every stats section, sorted.

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         }
         Command::Agent(args) => run::agent(&args),
         Command::AgentInfo(args) => client::agent_info(&args),
+        Command::Server(cmd) => client::server(cmd),
     }
 }
 

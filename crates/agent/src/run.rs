@@ -84,15 +84,24 @@ async fn start_and_wait(config: AgentConfig) -> Result<(), String> {
         http_opts,
         stop_rx.clone(),
     ));
+    let rpc_agent = agent.clone();
     let rpc_task = tokio::spawn(serve::serve_http2(
         rpc_listener,
-        crate::rpc::handle,
+        move |req| crate::rpc::handle(rpc_agent.clone(), req),
         rpc_opts,
         stop_rx,
     ));
     log_started(&agent, http_addr, rpc_addr);
+    agent.spawn_start_joins();
     let signal = wait_for_signal().await?;
     tracing::info!(target: "agent", signal, "caught signal, shutting down");
+    // Leave the gossip pool first (about a second), so peers see `left`, not `failed`.
+    if tokio::time::timeout(Duration::from_secs(2), agent.leave())
+        .await
+        .is_err()
+    {
+        tracing::warn!(target: "agent", "gossip leave took too long");
+    }
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(SHUTDOWN_BUDGET, async {
         let _ = http_task.await;

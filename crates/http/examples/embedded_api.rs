@@ -5,8 +5,8 @@
 use caravan_agent_core::config::{AgentConfig, HostFacts, dev_defaults, tree_to_file};
 use caravan_agent_core::member::Member;
 use caravan_http::App;
-use caravan_http::api::{AgentApi, Stats};
-use caravan_http::dto::{HostData, VersionDto};
+use caravan_http::api::{AgentApi, JoinResult, Stats};
+use caravan_http::dto::{HostData, MembersResponse, VersionDto};
 use caravan_http::serve::{ServeOptions, serve_http1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -50,6 +50,27 @@ impl AgentApi for MyService {
     }
     async fn set_servers(&self, _addresses: Vec<String>) -> Result<(), String> {
         Err("this service keeps no server list".into())
+    }
+
+    async fn members(&self) -> Result<MembersResponse, String> {
+        Ok(MembersResponse {
+            server_name: "h".into(),
+            server_region: "global".into(),
+            server_dc: "dc1".into(),
+            members: vec![],
+        })
+    }
+    async fn join(&self, addresses: Vec<String>) -> JoinResult {
+        JoinResult {
+            joined: 0,
+            errors: addresses
+                .iter()
+                .map(|a| format!("Failed to join {a}"))
+                .collect(),
+        }
+    }
+    async fn force_leave(&self, _name: String, _prune: bool) -> Result<(), String> {
+        Ok(())
     }
 }
 

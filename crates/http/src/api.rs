@@ -7,7 +7,16 @@ use std::future::Future;
 use caravan_agent_core::config::AgentConfig;
 use caravan_agent_core::member::Member;
 
-use crate::dto::{HostData, VersionDto};
+use crate::dto::{HostData, MembersResponse, VersionDto};
+
+/// The result of a gossip join.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JoinResult {
+    /// Addresses contacted.
+    pub joined: usize,
+    /// One message per address that failed.
+    pub errors: Vec<String>,
+}
 
 /// Statistics by subsystem (`runtime`, `client`, `nomad`, …), every value a string.
 pub type Stats = BTreeMap<String, BTreeMap<String, String>>;
@@ -52,5 +61,18 @@ pub trait AgentApi: Send + Sync + 'static {
     fn set_servers(
         &self,
         addresses: Vec<String>,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// The gossip member list as a server sees it (a client-only agent asks a server).
+    fn members(&self) -> impl Future<Output = Result<MembersResponse, String>> + Send;
+
+    /// Joins the gossip pool through `addresses` (servers only).
+    fn join(&self, addresses: Vec<String>) -> impl Future<Output = JoinResult> + Send;
+
+    /// Force-leaves a member by name, optionally pruning it (servers only).
+    fn force_leave(
+        &self,
+        name: String,
+        prune: bool,
     ) -> impl Future<Output = Result<(), String>> + Send;
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use caravan_agent_core::config::AgentConfig;
 use caravan_agent_core::duration::format_go_duration;
 use caravan_agent_core::member::Member;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// `GET /v1/agent/self`: lowercase top-level keys.
 #[derive(Debug, Serialize)]
@@ -20,7 +20,7 @@ pub struct SelfResponse {
 }
 
 /// A gossip member as Serf encodes it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "PascalCase")]
 pub struct MemberDto {
     /// `<node>.<region>`.
@@ -32,7 +32,7 @@ pub struct MemberDto {
     /// Tags, or `null`.
     pub tags: Option<BTreeMap<String, String>>,
     /// `alive`, `leaving`, `left`, `failed` or `none`.
-    pub status: &'static str,
+    pub status: String,
     /// Lowest protocol version.
     pub protocol_min: u8,
     /// Highest protocol version.
@@ -56,7 +56,7 @@ impl From<&Member> for MemberDto {
             addr: m.addr.map(|a| a.to_string()),
             port: m.port,
             tags: m.tags.clone(),
-            status: m.status.as_str(),
+            status: m.status.as_str().to_string(),
             protocol_min,
             protocol_max,
             protocol_cur,
@@ -333,6 +333,32 @@ impl ConfigDto {
             },
         }
     }
+}
+
+/// `GET /v1/agent/members`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct MembersResponse {
+    /// The serving server's node name.
+    pub server_name: String,
+    /// Its region.
+    pub server_region: String,
+    /// Its datacenter.
+    #[serde(rename = "ServerDC")]
+    pub server_dc: String,
+    /// Every member the serving server knows.
+    pub members: Vec<MemberDto>,
+}
+
+/// `PUT /v1/agent/join`: snake_case, all three keys always present.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct JoinResponse {
+    /// Addresses contacted.
+    pub num_joined: usize,
+    /// Why some failed, or empty.
+    pub error: String,
+    /// A deprecation warning, or empty.
+    pub warning: String,
 }
 
 /// One subsystem's health (`{"ok": bool, "message": string}`).

@@ -72,9 +72,29 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+/// go-multierror's text for several errors: `N errors occurred:\n\t* a\n\t* b\n\n`.
+pub fn multi_error(errors: &[String]) -> String {
+    let noun = if errors.len() == 1 { "error" } else { "errors" };
+    let lines: Vec<String> = errors.iter().map(|e| format!("* {e}")).collect();
+    format!(
+        "{} {noun} occurred:\n\t{}\n\n",
+        errors.len(),
+        lines.join("\n\t")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multierror_format() {
+        assert_eq!(multi_error(&["a".into()]), "1 error occurred:\n\t* a\n\n");
+        assert_eq!(
+            multi_error(&["a".into(), "b".into()]),
+            "2 errors occurred:\n\t* a\n\t* b\n\n"
+        );
+    }
 
     #[test]
     fn classifies_like_nomad() {

@@ -4,8 +4,9 @@ use http::{Method, Response, StatusCode};
 
 use crate::api::AgentApi;
 use crate::dto::{
-    ConfigDto, HealthCheck, HealthResponse, HostDataResponse, MemberDto, SelfResponse,
+    ConfigDto, HealthCheck, HealthResponse, HostDataResponse, JoinResponse, MemberDto, SelfResponse,
 };
+use crate::request::parse_bool;
 use crate::response::{self, Body, TEXT_UTF8};
 use crate::{ApiError, Ctx};
 
@@ -167,6 +168,63 @@ pub async fn servers<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
         .set_servers(addresses)
         .await
         .map_err(ApiError::bad_request)?;
+    Ok(response::empty())
+}
+
+/// `GET /v1/agent/members` (spec §2).
+pub async fn members<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
+    only(&ctx.method, &[Method::GET])?;
+    ctx.query.check_generic()?;
+    let members = agent.members().await.map_err(ApiError::from_message)?;
+    Ok(response::json(&members, ctx.query.pretty()))
+}
+
+/// `PUT|POST /v1/agent/join` (spec §3): a failed join is still a 200, with `error` set.
+pub async fn join<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
+    only(&ctx.method, &[Method::PUT, Method::POST])?;
+    if !agent.config().server.enabled {
+        return Err(ApiError::wrong_agent_kind());
+    }
+    let addresses: Vec<String> = ctx
+        .query
+        .all("address")
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    if addresses.is_empty() {
+        return Err(ApiError::bad_request("missing address to join"));
+    }
+    let result = agent.join(addresses).await;
+    let body = JoinResponse {
+        num_joined: result.joined,
+        error: if result.errors.is_empty() {
+            String::new()
+        } else {
+            crate::multi_error(&result.errors)
+        },
+        warning: String::new(),
+    };
+    Ok(response::json(&body, ctx.query.pretty()))
+}
+
+/// `PUT|POST /v1/agent/force-leave` (spec §4): unknown nodes are not an error.
+pub async fn force_leave<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
+    only(&ctx.method, &[Method::PUT, Method::POST])?;
+    if !agent.config().server.enabled {
+        return Err(ApiError::wrong_agent_kind());
+    }
+    let node = ctx.query.get("node").unwrap_or("");
+    if node.is_empty() {
+        return Err(ApiError::bad_request("missing node to force leave"));
+    }
+    let prune = match ctx.query.get("prune") {
+        None | Some("") => false,
+        Some(v) => parse_bool(v).ok_or_else(|| ApiError::bad_request("invalid prune value"))?,
+    };
+    agent
+        .force_leave(node.to_string(), prune)
+        .await
+        .map_err(ApiError::from_message)?;
     Ok(response::empty())
 }
 

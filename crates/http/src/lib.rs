@@ -32,7 +32,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Response};
 
 pub use api::AgentApi;
-pub use error::ApiError;
+pub use error::{ApiError, multi_error};
 use request::Query;
 use response::{Body, Encoding};
 use router::Route;
@@ -139,10 +139,10 @@ impl<A: AgentApi> App<A> {
             Route::Servers => handlers::servers(agent, ctx).await,
             Route::Redirect(location) => handlers::redirect(ctx, location),
             Route::NotFound => handlers::not_found(),
-            Route::Join
-            | Route::Members
-            | Route::ForceLeave
-            | Route::Schedulers
+            Route::Members => handlers::members(agent, ctx).await,
+            Route::Join => handlers::join(agent, ctx).await,
+            Route::ForceLeave => handlers::force_leave(agent, ctx).await,
+            Route::Schedulers
             | Route::SchedulersConfig
             | Route::Reload
             | Route::Monitor

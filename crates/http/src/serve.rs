@@ -38,7 +38,7 @@ impl Default for ServeOptions {
         ServeOptions {
             max_conns_per_ip: 100,
             header_read_timeout: Duration::from_secs(10),
-            shutdown_grace: Duration::from_secs(3),
+            shutdown_grace: Duration::from_secs(2),
         }
     }
 }

@@ -11,8 +11,8 @@ use http::{HeaderMap, Request};
 use http_body_util::{BodyExt, Full};
 
 use crate::App;
-use crate::api::{AgentApi, Stats};
-use crate::dto::{HostData, VersionDto};
+use crate::api::{AgentApi, JoinResult, Stats};
+use crate::dto::{HostData, MembersResponse, VersionDto};
 
 struct Fake {
     config: AgentConfig,
@@ -77,6 +77,27 @@ impl AgentApi for Fake {
     }
     async fn set_servers(&self, addresses: Vec<String>) -> Result<(), String> {
         *self.servers.lock().unwrap() = addresses;
+        Ok(())
+    }
+
+    async fn members(&self) -> Result<MembersResponse, String> {
+        Ok(MembersResponse {
+            server_name: "h".into(),
+            server_region: "global".into(),
+            server_dc: "dc1".into(),
+            members: vec![],
+        })
+    }
+    async fn join(&self, addresses: Vec<String>) -> JoinResult {
+        JoinResult {
+            joined: 0,
+            errors: addresses
+                .iter()
+                .map(|a| format!("Failed to join {a}"))
+                .collect(),
+        }
+    }
+    async fn force_leave(&self, _name: String, _prune: bool) -> Result<(), String> {
         Ok(())
     }
 }
@@ -252,4 +273,84 @@ async fn operator_headers_on_every_response() {
         assert_eq!(h["x-extra"], "v", "{method} {uri}");
         assert_eq!(h["vary"], "Accept-Encoding");
     }
+}
+
+#[tokio::test]
+async fn join_and_force_leave_rules() {
+    let server_only = app(SERVER_ONLY, &[]);
+    let client = app(CLIENT_ONLY, &[]);
+    assert_eq!(
+        call(&server_only, "GET", "/v1/agent/join?address=a")
+            .await
+            .0,
+        405
+    );
+    assert_eq!(
+        call(&client, "PUT", "/v1/agent/join?address=a").await.0,
+        501
+    );
+    assert_eq!(
+        call(&client, "GET", "/v1/agent/join").await.0,
+        405,
+        "method before kind"
+    );
+    let (s, _, b) = call(&server_only, "PUT", "/v1/agent/join").await;
+    assert_eq!((s, b.as_str()), (400, "missing address to join"));
+    let (s, h, b) = call(&server_only, "POST", "/v1/agent/join?address=x&address=x").await;
+    assert_eq!(s, 200);
+    assert_eq!(h["content-type"], "application/json");
+    assert_eq!(
+        b,
+        r#"{"num_joined":0,"error":"2 errors occurred:\n\t* Failed to join x\n\t* Failed to join x\n\n","warning":""}"#
+    );
+
+    assert_eq!(
+        call(&client, "PUT", "/v1/agent/force-leave?node=a").await.0,
+        501
+    );
+    assert_eq!(
+        call(&server_only, "GET", "/v1/agent/force-leave?node=a")
+            .await
+            .0,
+        405
+    );
+    let (s, _, b) = call(&server_only, "PUT", "/v1/agent/force-leave").await;
+    assert_eq!((s, b.as_str()), (400, "missing node to force leave"));
+    let (s, _, b) = call(&server_only, "PUT", "/v1/agent/force-leave?node=").await;
+    assert_eq!((s, b.as_str()), (400, "missing node to force leave"));
+    let (s, _, b) = call(
+        &server_only,
+        "PUT",
+        "/v1/agent/force-leave?node=a&prune=maybe",
+    )
+    .await;
+    assert_eq!((s, b.as_str()), (400, "invalid prune value"));
+    for q in [
+        "node=a",
+        "node=a&prune=1",
+        "node=a&prune=false",
+        "node=a&prune",
+    ] {
+        let (s, h, b) = call(&server_only, "PUT", &format!("/v1/agent/force-leave?{q}")).await;
+        assert_eq!((s, b.as_str()), (200, ""), "{q}");
+        assert!(!h.contains_key("content-type"));
+    }
+
+    let (s, _, b) = call(&client, "GET", "/v1/agent/members?stale=x").await;
+    assert_eq!(
+        (s, b.as_str()),
+        (
+            400,
+            "Expect `true` or `false` for `stale` query string parameter"
+        )
+    );
+    let (s, _, b) = call(&client, "GET", "/v1/agent/members").await;
+    assert_eq!(
+        (s, b.as_str()),
+        (
+            200,
+            r#"{"ServerName":"h","ServerRegion":"global","ServerDC":"dc1","Members":[]}"#
+        )
+    );
+    assert_eq!(call(&client, "DELETE", "/v1/agent/members").await.0, 405);
 }
