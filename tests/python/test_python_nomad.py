@@ -79,3 +79,17 @@ def test_update_servers_unreachable(agent):
         n.agent.update_servers([dead])
     assert "failed ping" in err.value.nomad_resp.text
     assert n.agent.get_servers() == [f"127.0.0.1:{agent['rpc']}"]
+
+
+def test_members_join_force_leave(agent):
+    n = client(agent)
+    members = n.agent.get_members()
+    assert members["ServerRegion"] == "global"
+    assert [m["Status"] for m in members["Members"]] == ["alive"]
+    name = members["Members"][0]["Name"]
+    dead = f"127.0.0.1:{free_port()}"
+    joined = n.agent.join_agent([dead])
+    assert joined["num_joined"] == 0
+    assert joined["error"].startswith("1 error occurred:")
+    assert n.agent.force_leave("nobody.global") == 200
+    assert n.agent.get_members()["Members"][0]["Name"] == name

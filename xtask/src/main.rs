@@ -5,23 +5,22 @@
 //! - `bench http`: load figures for the HTTP API against a bare hyper server in the same run.
 
 mod bench;
+mod sim;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match words.as_slice() {
+        ["sim", ..] => sim::sim(&args[1..]),
+        ["sim-run", ..] => sim::sim_run(&args[1..]),
         ["ci"] => ci(),
         ["bench", "http"] => bench::http(),
         ["bench-run"] => bench::bench_run(),
         ["bare-server", port] => bench::bare_server(port),
-        _ => Err("usage: cargo xtask ci | bench http".to_string()),
+        _ => Err("usage: cargo xtask ci | bench http | sim [--members N] [--loss P] [--seed S] [--window SECS]".to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

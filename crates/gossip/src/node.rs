@@ -211,6 +211,16 @@ impl Node {
         result.map_err(GossipError::from)
     }
 
+    /// Teaches the node members known from elsewhere (a previous run, a seed list), as alive,
+    /// without broadcasting them.
+    pub fn learn(&mut self, members: impl IntoIterator<Item = NodeId>, now: Duration) {
+        let updates = members.into_iter().map(foca::Member::alive);
+        if let Err(e) = self.swim.apply_many(updates, false, &mut self.rt) {
+            tracing::debug!(target: "gossip", error = %e, "learn");
+        }
+        self.after_swim(now);
+    }
+
     /// Handles one received datagram.
     pub fn handle_packet(
         &mut self,

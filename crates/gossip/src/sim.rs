@@ -588,3 +588,116 @@ mod tests {
         assert_eq!(run(11), run(11));
     }
 }
+
+/// Figures of one measurement run (see [`measure`]).
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// Members in the cluster, the joiner included.
+    pub members: usize,
+    /// Time for the initial cluster to converge (virtual).
+    pub converge: Option<Duration>,
+    /// From a new member's join to every member seeing it alive.
+    pub join_known_by_all: Option<Duration>,
+    /// From a crash to every member seeing it failed.
+    pub crash_known_by_all: Option<Duration>,
+    /// `failed` events about members that never crashed.
+    pub false_failures: usize,
+    /// Steady-state bytes sent per member per second.
+    pub bytes_per_member_sec: f64,
+    /// Steady-state datagrams sent per member per second.
+    pub packets_per_member_sec: f64,
+}
+
+/// Runs the standard measurement: converge `members - 1` nodes, measure steady-state traffic for
+/// `window`, then a join and a crash, each bounded by `limit` of virtual time.
+pub fn measure(mut cfg: SimConfig, window: Duration, limit: Duration) -> Report {
+    let n = cfg.members.max(3);
+    cfg.members = n;
+    let mut sim = Sim::new(cfg.clone());
+    let joiner = n - 1;
+    let mut rng = SmallRng::seed_from_u64(cfg.seed);
+    let start = sim.now();
+    // Everyone joins through a well-known seed, as servers do with retry_join.
+    for i in 1..joiner {
+        sim.join(i, 0);
+        sim.run_for(Duration::from_micros(200));
+    }
+    let check = if n > 2000 {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_secs(1)
+    };
+    let converged = |s: &Sim| {
+        (0..joiner).all(|i| {
+            s.node(i).is_some_and(|node| {
+                (0..joiner).all(|j| node.status_of(&sim_name(j)) == Some(MemberStatus::Alive))
+            })
+        })
+    };
+    // A lost announce or reply leaves a node alone; retry those, as retry_join would.
+    let deadline = sim.now() + limit;
+    let mut converge = None;
+    while sim.now() <= deadline {
+        if converged(&sim) {
+            converge = Some(sim.now() - start);
+            break;
+        }
+        for i in 1..joiner {
+            if sim.node(i).is_some_and(|node| node.num_active() == 0) {
+                sim.join(i, 0);
+            }
+        }
+        sim.run_for(check);
+    }
+
+    let before: Vec<Traffic> = sim.traffic().to_vec();
+    let steady_since = sim.now();
+    sim.run_for(window);
+    let secs = window.as_secs_f64().max(1e-9);
+    let (mut bytes, mut packets) = (0u64, 0u64);
+    for (now, then) in sim.traffic().iter().zip(&before).take(joiner) {
+        bytes += now.bytes - then.bytes;
+        packets += now.packets - then.packets;
+    }
+    let per = (joiner as f64) * secs;
+
+    let via = rng.random_range(0..joiner);
+    sim.join(joiner, via);
+    let joiner_name = sim_name(joiner);
+    let join_known_by_all = sim.run_until_true(Duration::from_millis(100), limit, |s| {
+        s.all_see(&joiner_name, Some(MemberStatus::Alive), joiner)
+    });
+
+    let victim = rng.random_range(1..joiner);
+    sim.crash(victim);
+    let victim_name = sim_name(victim);
+    let crash_known_by_all = sim.run_until_true(Duration::from_millis(100), limit, |s| {
+        s.all_see(&victim_name, Some(MemberStatus::Failed), victim)
+    });
+    Report {
+        members: n,
+        converge,
+        join_known_by_all,
+        crash_known_by_all,
+        false_failures: sim.false_failures(steady_since, &[victim]),
+        bytes_per_member_sec: bytes as f64 / per,
+        packets_per_member_sec: packets as f64 / per,
+    }
+}
+
+#[cfg(test)]
+mod measure_tests {
+    use super::*;
+
+    #[test]
+    fn measurement_at_small_scale() {
+        let mut cfg = SimConfig::new(30, 42);
+        cfg.loss = 0.05;
+        let r = measure(cfg, Duration::from_secs(10), Duration::from_secs(60));
+        assert!(r.converge.is_some(), "{r:?}");
+        assert!(r.join_known_by_all.is_some(), "{r:?}");
+        assert!(r.crash_known_by_all.is_some(), "{r:?}");
+        assert_eq!(r.false_failures, 0, "{r:?}");
+        assert!(r.bytes_per_member_sec > 0.0);
+    }
+}

@@ -1,0 +1,88 @@
+//! `cargo xtask sim --members N --loss P --seed S`: the gossip simulator's figures, from a release
+//! build.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use caravan_gossip::sim::{SimConfig, measure};
+
+use crate::{run, target_dir};
+
+/// Builds release xtask and hands over to `xtask sim-run` with the same arguments.
+pub fn sim(args: &[String]) -> Result<(), String> {
+    run("cargo", &["build", "--release", "-p", "xtask"])?;
+    let xtask = target_dir().join("release").join("xtask");
+    let status = Command::new(&xtask)
+        .arg("sim-run")
+        .args(args)
+        .status()
+        .map_err(|e| format!("{}: {e}", xtask.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("sim-run failed: {status}"))
+    }
+}
+
+fn flag<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T, String> {
+    match args.iter().position(|a| a == name) {
+        None => Ok(default),
+        Some(i) => args
+            .get(i + 1)
+            .ok_or_else(|| format!("{name} needs a value"))?
+            .parse()
+            .map_err(|_| format!("{name}: bad value")),
+    }
+}
+
+/// `xtask sim-run`: one measurement, printed.
+pub fn sim_run(args: &[String]) -> Result<(), String> {
+    let members: usize = flag(args, "--members", 1000)?;
+    let loss: f64 = flag(args, "--loss", 0.05)?;
+    let seed: u64 = flag(args, "--seed", 1)?;
+    let window: u64 = flag(args, "--window", 20)?;
+    if !(0.0..1.0).contains(&loss) {
+        return Err("--loss must be in [0, 1)".into());
+    }
+    if members < 3 {
+        return Err("--members must be at least 3".into());
+    }
+    let mut cfg = SimConfig::new(members, seed);
+    cfg.loss = loss;
+    cfg.tags = members <= 2000;
+    let started = Instant::now();
+    let r = measure(cfg, Duration::from_secs(window), Duration::from_secs(180));
+    let fmt = |d: Option<Duration>| {
+        d.map_or("never (limit 180 s)".to_string(), |d| {
+            format!("{:.2} s", d.as_secs_f64())
+        })
+    };
+    println!(
+        "members {} · loss {:.1} % · seed {seed} · tags {}",
+        r.members,
+        loss * 100.0,
+        members <= 2000
+    );
+    println!("initial convergence:        {}", fmt(r.converge));
+    println!(
+        "join known by all:          {}   (target ≤ 2 s at N=1000, 5 % loss)",
+        fmt(r.join_known_by_all)
+    );
+    println!(
+        "crash known by all:         {}   (target ≤ 8 s)",
+        fmt(r.crash_known_by_all)
+    );
+    println!(
+        "false-positive failed:      {}   (target 0)",
+        r.false_failures
+    );
+    println!(
+        "traffic per member:         {:.0} B/s, {:.1} packets/s over {window} s steady state   (target ≤ 1024 B/s)",
+        r.bytes_per_member_sec, r.packets_per_member_sec
+    );
+    println!(
+        "wall time:                  {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
