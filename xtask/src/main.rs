@@ -121,6 +121,17 @@ fn run_examples() -> Result<(), String> {
             "--example",
             "embedded_api",
         ],
+    )?;
+    run(
+        "cargo",
+        &[
+            "run",
+            "--quiet",
+            "-p",
+            "caravan-gossip",
+            "--example",
+            "pool",
+        ],
     )
 }
 

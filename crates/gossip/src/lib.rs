@@ -21,6 +21,7 @@ pub mod wire;
 pub use identity::NodeId;
 pub use node::{
     Counters, MAX_DATAGRAM, MemberEvent, Node, NodeConfig, NodeTimer, Output, swim_config,
+    sync_interval,
 };
 
 /// Every error this crate returns.

@@ -20,8 +20,8 @@ use crate::identity::NodeId;
 use crate::knowledge::{Handler, Knowledge};
 use crate::table::{IntentEffect, MemberTable};
 use crate::wire::{
-    Broadcast, Cipher, ENCRYPTION_OVERHEAD, IntentKind, IntentMsg, KIND_FOCA, KIND_TAGS_PULL,
-    KIND_TAGS_PUSH, MAX_TAGS_BYTES, TagsMsg,
+    Broadcast, Cipher, ENCRYPTION_OVERHEAD, IntentKind, IntentMsg, KIND_FOCA, KIND_SYNC,
+    KIND_TAGS_PULL, KIND_TAGS_PUSH, MAX_TAGS_BYTES, TagsMsg,
 };
 
 /// Largest datagram a node sends.
@@ -48,6 +48,8 @@ pub struct NodeConfig {
     pub reap_interval: Duration,
     /// How often a member re-broadcasts its tags.
     pub tags_interval: Duration,
+    /// How often a member exchanges its whole member list with a random member (anti-entropy).
+    pub sync_interval: Duration,
     /// SWIM timing.
     pub swim: foca::Config,
 }
@@ -65,12 +67,13 @@ impl NodeConfig {
             tombstone_timeout: Duration::from_secs(24 * 3600),
             reap_interval: Duration::from_secs(15),
             tags_interval: Duration::from_secs(30),
+            sync_interval: sync_interval(cluster_size),
             swim: swim_config(cluster_size),
         }
     }
 }
 
-/// Caravan's SWIM timing: LAN probing (1 s period, 500 ms round trip, 3 indirect probes) with a
+/// Caravan's SWIM timing: LAN probing (1 s period, 500 ms round trip, 5 indirect probes) with a
 /// shorter suspicion than memberlist's, `max(2 s, log10(n) s)`, so a crash is known everywhere in
 /// seconds rather than Nomad's 35–40 s, while suspicion still outlasts refutation at scale.
 pub fn swim_config(cluster_size: u32) -> foca::Config {
@@ -78,7 +81,17 @@ pub fn swim_config(cluster_size: u32) -> foca::Config {
     let mut c = foca::Config::new_lan(n);
     let log = f64::from(n.get()).log10();
     c.suspect_to_down_after = Duration::from_secs_f64(log.max(2.0));
+    // Five indirect probes instead of three: under 5 % loss a false suspicion needs every one of
+    // them to fail, which cuts suspicions (and the refutation traffic they cause) about 30-fold.
+    c.num_indirect_probes = NonZeroUsize::new(5).unwrap_or(c.num_indirect_probes);
     c
+}
+
+/// memberlist's push/pull scaling: 30 s up to 32 members, one more 30 s step per doubling beyond.
+pub fn sync_interval(cluster_size: u32) -> Duration {
+    let n = f64::from(cluster_size.max(1));
+    let steps = (n.log2() - 32f64.log2()).ceil().max(0.0) + 1.0;
+    Duration::from_secs(30).mul_f64(steps)
 }
 
 /// A timer a node asked for.
@@ -90,6 +103,8 @@ pub enum NodeTimer {
     Reap,
     /// Re-broadcast this member's tags.
     Tags,
+    /// Exchange member lists with a random member.
+    Sync,
 }
 
 /// A change in the member list.
@@ -143,6 +158,7 @@ pub struct Node {
     leaving: bool,
     out: Output,
     counters: Counters,
+    pick: u64,
 }
 
 impl Node {
@@ -185,11 +201,15 @@ impl Node {
             leaving: false,
             out: Output::default(),
             counters: Counters::default(),
+            pick: seed | 1,
             cfg,
         };
         node.out
             .timers
             .push((node.cfg.reap_interval, NodeTimer::Reap));
+        node.out
+            .timers
+            .push((node.cfg.sync_interval, NodeTimer::Sync));
         if let Some(tags) = node.cfg.tags.clone() {
             node.set_tags(tags, now)?;
             node.out
@@ -252,6 +272,7 @@ impl Node {
             }
             Some((&KIND_TAGS_PUSH, rest)) => self.receive_tags(rest),
             Some((&KIND_TAGS_PULL, _)) => self.push_tags(from),
+            Some((&KIND_SYNC, rest)) => self.receive_sync(from, rest, now),
             _ => Err(GossipError::Decode("unknown envelope".into())),
         };
         if result.is_err() {
@@ -274,6 +295,14 @@ impl Node {
                 self.out
                     .timers
                     .push((self.cfg.reap_interval, NodeTimer::Reap));
+            }
+            NodeTimer::Sync => {
+                if !self.leaving {
+                    self.start_sync();
+                }
+                self.out
+                    .timers
+                    .push((self.cfg.sync_interval, NodeTimer::Sync));
             }
             NodeTimer::Tags => {
                 if !self.leaving {
@@ -339,6 +368,87 @@ impl Node {
         let msg: TagsMsg =
             postcard::from_bytes(bytes).map_err(|e| GossipError::Decode(e.to_string()))?;
         self.knowledge.lock().learn_tags(msg);
+        Ok(())
+    }
+
+    /// Sends this node's member list to one random active member, asking for its list back.
+    fn start_sync(&mut self) {
+        let active: Vec<SocketAddr> = self.swim.iter_members().map(|m| m.id().addr).collect();
+        if active.is_empty() {
+            return;
+        }
+        // xorshift: a cheap, seeded choice, so simulations stay reproducible.
+        self.pick ^= self.pick << 13;
+        self.pick ^= self.pick >> 7;
+        self.pick ^= self.pick << 17;
+        let to = active[(self.pick % active.len() as u64) as usize];
+        self.send_member_list(to, true);
+    }
+
+    /// Sends the active members (and this node) in as many datagrams as needed.
+    fn send_member_list(&mut self, to: SocketAddr, want_reply: bool) {
+        let me = (self.identity().clone(), 0u16);
+        let mut entries: Vec<(NodeId, u16)> = self
+            .swim
+            .iter_members()
+            .map(|m| (m.id().clone(), m.incarnation()))
+            .collect();
+        entries.push(me);
+        let budget = self.cfg.swim.max_packet_size.get().saturating_sub(16);
+        let mut chunk: Vec<(NodeId, u16)> = Vec::new();
+        let mut size = 0;
+        let mut first = true;
+        for entry in entries {
+            let len = postcard::to_stdvec(&entry).map_or(64, |v| v.len());
+            if size + len > budget && !chunk.is_empty() {
+                self.send_sync_chunk(to, want_reply && first, &chunk);
+                first = false;
+                chunk.clear();
+                size = 0;
+            }
+            size += len;
+            chunk.push(entry);
+        }
+        if !chunk.is_empty() {
+            self.send_sync_chunk(to, want_reply && first, &chunk);
+        }
+    }
+
+    fn send_sync_chunk(&mut self, to: SocketAddr, want_reply: bool, chunk: &[(NodeId, u16)]) {
+        match postcard::to_stdvec(chunk) {
+            Ok(bytes) => {
+                let mut payload = Vec::with_capacity(bytes.len() + 1);
+                payload.push(u8::from(want_reply));
+                payload.extend_from_slice(&bytes);
+                self.send(to, KIND_SYNC, &payload);
+            }
+            Err(e) => tracing::debug!(target: "gossip", error = %e, "sync encode"),
+        }
+    }
+
+    fn receive_sync(
+        &mut self,
+        from: SocketAddr,
+        payload: &[u8],
+        now: Duration,
+    ) -> Result<(), GossipError> {
+        let Some((&want_reply, rest)) = payload.split_first() else {
+            return Err(GossipError::Decode("empty sync".into()));
+        };
+        let entries: Vec<(NodeId, u16)> =
+            postcard::from_bytes(rest).map_err(|e| GossipError::Decode(e.to_string()))?;
+        let me = self.identity().clone();
+        let updates = entries
+            .into_iter()
+            .filter(|(id, _)| id.addr != me.addr)
+            .map(|(id, inc)| foca::Member::new(id, inc, foca::State::Alive));
+        if let Err(e) = self.swim.apply_many(updates, false, &mut self.rt) {
+            tracing::debug!(target: "gossip", error = %e, "sync apply");
+        }
+        self.after_swim(now);
+        if want_reply == 1 && !self.leaving {
+            self.send_member_list(from, false);
+        }
         Ok(())
     }
 

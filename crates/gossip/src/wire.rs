@@ -18,6 +18,10 @@ pub const KIND_TAGS_PUSH: u8 = 1;
 /// Envelope kind: a request for the receiver's tags (answered with a push).
 pub const KIND_TAGS_PULL: u8 = 2;
 
+/// Envelope kind: part of a member list (anti-entropy push/pull); first payload byte is 1 when
+/// the sender wants the receiver's list back.
+pub const KIND_SYNC: u8 = 3;
+
 /// Largest encoded tag set, as Serf's `MetaMaxSize`.
 pub const MAX_TAGS_BYTES: usize = 512;
 
