@@ -198,10 +198,11 @@ pub fn parse_config(origin: &str, text: &str, format: Format) -> Result<ConfigSo
             message: e.to_string(),
         })?,
         Format::Hcl => {
-            let text = hcl1_map_blocks_to_objects(text);
+            let (spread, lines) = super::oneline::spread_single_line_blocks(text);
+            let text = hcl1_map_blocks_to_objects(&spread);
             hcl::from_str(&text).map_err(|e| CoreError::Config {
                 origin: origin.to_string(),
-                line: hcl_error_line(&e),
+                line: hcl_error_line(&e).map(|l| lines.get(l - 1).copied().unwrap_or(l)),
                 message: hcl_error_message(&e),
             })?
         }
@@ -470,6 +471,50 @@ client {
         assert_eq!(client.meta.unwrap()["rack"], "r1");
         let join = file.server.unwrap().server_join.unwrap();
         assert_eq!(join.retry_join.unwrap(), vec!["127.0.0.1:4648"]);
+    }
+
+    #[test]
+    fn reads_the_spec_example_verbatim() {
+        let file = parse(
+            r#"
+name       = "server1"
+ports     { http = 4646  rpc = 4647  serf = 4648 }
+addresses { http = "127.0.0.1"  rpc = "127.0.0.1"  serf = "127.0.0.1" }
+advertise { http = "10.0.0.1:4646"  rpc = "10.0.0.1:4647"  serf = "10.0.0.1:4648" }
+http_api_response_headers { "X-Extra" = "value" }
+server {
+  enabled            = true
+  enabled_schedulers = ["service", "batch", "system", "sysbatch", "_core"]
+  server_join { retry_join = ["127.0.0.1:4648"]  retry_interval = "30s"  retry_max = 0 }
+}
+client {
+  enabled = true
+  meta    { "rack" = "r1" }
+}
+"#,
+        )
+        .unwrap();
+        let ports = file.ports.unwrap();
+        assert_eq!(
+            (ports.http, ports.rpc, ports.serf),
+            (Some(4646), Some(4647), Some(4648))
+        );
+        assert_eq!(
+            file.advertise.unwrap().serf.as_deref(),
+            Some("10.0.0.1:4648")
+        );
+        assert_eq!(file.http_api_response_headers.unwrap()["X-Extra"], "value");
+        let join = file.server.unwrap().server_join.unwrap();
+        assert_eq!(join.retry_max, Some(0));
+        assert_eq!(file.client.unwrap().meta.unwrap()["rack"], "r1");
+        // Errors after a spread line still name the original line.
+        let err = parse(
+            "ports { http = 1  rpc = 2 }
+x = = 1
+",
+        )
+        .unwrap_err();
+        assert!(err.to_string().starts_with("test.hcl:2: "), "{err}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! validation into a resolved [`AgentConfig`].
 
 pub mod file;
+mod oneline;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
