@@ -6,3 +6,4 @@ mod endpoints;
 mod gossip;
 mod lifecycle;
 mod support;
+mod tls;

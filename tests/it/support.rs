@@ -148,6 +148,52 @@ impl Agent {
         agent
     }
 
+    /// `caravan agent -dev` with TLS settings; readiness is the process staying up while its
+    /// HTTPS port accepts TCP connections.
+    pub async fn start_tls(extra_hcl: &str, _keep: &Scratch) -> Agent {
+        let scratch = Scratch::new();
+        let ports = Ports::free();
+        let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        let config = scratch.write("agent.hcl", &format!("{}{extra_hcl}", ports.hcl()));
+        let mut child = Command::new(caravan_bin())
+            .args(["agent", "-dev", &format!("-config={config}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn caravan");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("caravan exited early: {status}: {err}");
+            }
+            if tokio::net::TcpStream::connect(local(ports.http))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "caravan did not listen within 15 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Agent {
+            child,
+            http: local(ports.http),
+            rpc: local(ports.rpc),
+            serf: local(ports.serf),
+            ports,
+            _scratch: scratch,
+        }
+    }
+
     async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {

@@ -33,6 +33,7 @@ pub struct Agent {
     build: BuildInfo,
     runtime: tokio::runtime::Handle,
     gossip: Option<Gossip>,
+    rpc_tls: Option<crate::tls::RpcClientTls>,
 }
 
 /// This build's version facts.
@@ -74,6 +75,11 @@ impl Agent {
             initial.push(config.advertise.rpc);
         }
         let build = build_info();
+        let rpc_tls = if config.tls.rpc {
+            Some(crate::tls::rpc_client(&config.tls, &config.region)?)
+        } else {
+            None
+        };
         let gossip = match &server_id {
             Some(id) => Some(start_gossip(&config, id, &build).await?),
             None => None,
@@ -86,6 +92,7 @@ impl Agent {
             build,
             runtime: tokio::runtime::Handle::current(),
             gossip,
+            rpc_tls,
         })
     }
 
@@ -278,7 +285,14 @@ impl AgentApi for Agent {
         let servers = self.servers.read().servers().to_vec();
         let mut last = "No known servers".to_string();
         for server in servers {
-            match rpc::call::<MembersResponse>(server, rpc::MEMBERS_PATH, PING_TIMEOUT).await {
+            match rpc::call::<MembersResponse>(
+                server,
+                rpc::MEMBERS_PATH,
+                PING_TIMEOUT,
+                self.rpc_tls.as_ref(),
+            )
+            .await
+            {
                 Ok(m) => return Ok(m),
                 Err(e) => last = e,
             }
@@ -310,18 +324,22 @@ impl AgentApi for Agent {
     }
 
     async fn set_servers(&self, addresses: Vec<String>) -> Result<(), String> {
-        let checks = addresses.into_iter().map(|text| async move {
-            let addrs = resolve(&text)
-                .await
-                .map_err(|e| format!("Server at address {text} failed ping: {e}"))?;
-            let mut last_err = String::new();
-            for addr in addrs {
-                match rpc::ping(addr, PING_TIMEOUT).await {
-                    Ok(()) => return Ok(addr),
-                    Err(e) => last_err = e,
+        let tls = self.rpc_tls.clone();
+        let checks = addresses.into_iter().map(|text| {
+            let tls = tls.clone();
+            async move {
+                let addrs = resolve(&text)
+                    .await
+                    .map_err(|e| format!("Server at address {text} failed ping: {e}"))?;
+                let mut last_err = String::new();
+                for addr in addrs {
+                    match rpc::ping(addr, PING_TIMEOUT, tls.as_ref()).await {
+                        Ok(()) => return Ok(addr),
+                        Err(e) => last_err = e,
+                    }
                 }
+                Err(format!("Server at address {text} failed ping: {last_err}"))
             }
-            Err(format!("Server at address {text} failed ping: {last_err}"))
         });
         let results = futures_join_all(checks).await;
         let mut good = Vec::new();

@@ -9,6 +9,7 @@ mod load;
 mod logging;
 mod rpc;
 mod run;
+mod tls;
 
 use std::process::ExitCode;
 

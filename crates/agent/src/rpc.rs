@@ -19,6 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::de::DeserializeOwned;
 
 use crate::agent::Agent;
+use crate::tls::RpcClientTls;
 
 /// The path of the ping call.
 pub const PING_PATH: &str = "/rpc/Status.Ping";
@@ -52,8 +53,12 @@ fn error(status: StatusCode, text: String) -> Response<Body> {
 }
 
 /// Pings the agent RPC listener at `addr`, bounded by `timeout` overall.
-pub async fn ping(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
-    call::<serde_json::Value>(addr, PING_PATH, timeout)
+pub async fn ping(
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<&RpcClientTls>,
+) -> Result<(), String> {
+    call::<serde_json::Value>(addr, PING_PATH, timeout, tls)
         .await
         .map(|_| ())
 }
@@ -63,8 +68,9 @@ pub async fn call<T: DeserializeOwned>(
     addr: SocketAddr,
     path: &str,
     timeout: Duration,
+    tls: Option<&RpcClientTls>,
 ) -> Result<T, String> {
-    match tokio::time::timeout(timeout, call_inner(addr, path)).await {
+    match tokio::time::timeout(timeout, call_inner(addr, path, tls)).await {
         Ok(result) => {
             let body = result?;
             serde_json::from_slice(&body).map_err(|e| format!("rpc error: bad reply: {e}"))
@@ -73,11 +79,24 @@ pub async fn call<T: DeserializeOwned>(
     }
 }
 
-async fn call_inner(addr: SocketAddr, path: &str) -> Result<Bytes, String> {
+async fn call_inner(
+    addr: SocketAddr,
+    path: &str,
+    tls: Option<&RpcClientTls>,
+) -> Result<Bytes, String> {
     let rpc_err = |e: &dyn std::fmt::Display| format!("rpc error: {e}");
-    let stream = tokio::net::TcpStream::connect(addr)
+    let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| rpc_err(&e))?;
+    let stream: Box<dyn caravan_http::serve::Stream> = match tls {
+        None => Box::new(tcp),
+        Some(tls) => Box::new(
+            tokio_rustls::TlsConnector::from(tls.config.clone())
+                .connect(tls.server_name.clone(), tcp)
+                .await
+                .map_err(|e| rpc_err(&e))?,
+        ),
+    };
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await

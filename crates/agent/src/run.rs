@@ -65,17 +65,33 @@ async fn start_and_wait(config: AgentConfig) -> Result<(), String> {
     let http_listener = bind("HTTP", http_addr).await?;
     let rpc_listener = bind("RPC", rpc_addr).await?;
     let limits = config.limits;
+    let http_tls = if config.tls.http {
+        Some(crate::tls::server_config(
+            &config.tls,
+            &[b"http/1.1"],
+            config.tls.verify_https_client,
+        )?)
+    } else {
+        None
+    };
+    let rpc_tls = if config.tls.rpc {
+        Some(crate::tls::server_config(&config.tls, &[b"h2"], true)?)
+    } else {
+        None
+    };
     let agent = Arc::new(Agent::new(config).await?);
     let app = App::from_arc(agent.clone()).map_err(|e| e.message)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let http_opts = ServeOptions {
         max_conns_per_ip: limits.http_max_conns_per_client,
         header_read_timeout: limits.https_handshake_timeout,
+        tls: http_tls,
         ..ServeOptions::default()
     };
     let rpc_opts = ServeOptions {
         max_conns_per_ip: limits.rpc_max_conns_per_client,
         header_read_timeout: limits.rpc_handshake_timeout,
+        tls: rpc_tls,
         ..ServeOptions::default()
     };
     let http_task = tokio::spawn(serve::serve_http1(

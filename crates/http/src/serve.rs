@@ -1,10 +1,12 @@
-//! Accepting connections: a per-client-IP connection limit, a header-read timeout, and graceful
-//! shutdown bounded in time. Used for the HTTP API (HTTP/1.1) and the agent RPC port (HTTP/2).
+//! Accepting connections: optional TLS (the handshake bounded in time and done off the accept
+//! loop), a per-client-IP connection limit, a header-read timeout, and graceful shutdown bounded
+//! in time. Used for the HTTP API (HTTP/1.1) and the agent RPC port (HTTP/2).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,24 +15,29 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use parking_lot::Mutex;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
 
 use crate::response::Body;
 use crate::{AgentApi, App};
 
 /// Connection handling settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct ServeOptions {
     /// Concurrent connections allowed per client IP; 0 means unlimited.
     pub max_conns_per_ip: u32,
-    /// Time a connection may take to send a request's headers (also bounds idle keep-alive).
+    /// Time a connection may take to send a request's headers (also bounds idle keep-alive),
+    /// and to complete a TLS handshake.
     pub header_read_timeout: Duration,
     /// How long shutdown waits for open connections before dropping them.
     pub shutdown_grace: Duration,
+    /// Serve TLS with this configuration.
+    pub tls: Option<Arc<ServerConfig>>,
 }
 
 impl Default for ServeOptions {
@@ -39,6 +46,7 @@ impl Default for ServeOptions {
             max_conns_per_ip: 100,
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(2),
+            tls: None,
         }
     }
 }
@@ -98,6 +106,15 @@ impl Drop for ConnGuard {
     }
 }
 
+/// A plain or TLS stream.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+/// A connection's I/O, whatever the transport.
+pub type Io = TokioIo<Box<dyn Stream>>;
+
+type ConnFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Serves the HTTP API over HTTP/1.1 until `shutdown` turns true. A client over its connection
 /// limit gets `429 Too Many Requests` and is closed, as Nomad does.
 pub async fn serve_http1<A: AgentApi>(
@@ -110,20 +127,31 @@ pub async fn serve_http1<A: AgentApi>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(opts.header_read_timeout);
-    accept_loop(listener, opts, shutdown, true, move |io, graceful| {
+    let builder = Arc::new(builder);
+    accept_loop(listener, opts, shutdown, true, move |io, mut stop| {
         let app = app.clone();
-        let svc = service_fn(move |req: Request<Incoming>| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(app.handle(req).await) }
-        });
-        let conn = builder.serve_connection(io, svc);
-        Box::pin(graceful.watch(conn))
+        let builder = builder.clone();
+        Box::pin(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(app.handle(req).await) }
+            });
+            let conn = builder.serve_connection(io, svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stopped(&mut stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        })
     })
     .await;
 }
 
-/// Serves an HTTP/2 (prior knowledge, no TLS) service until `shutdown` turns true: the agent RPC
-/// listener. A client over its connection limit is closed at once.
+/// Serves an HTTP/2 service (prior knowledge, or ALPN `h2` under TLS) until `shutdown` turns
+/// true: the agent RPC listener. A client over its connection limit is closed at once.
 pub async fn serve_http2<S, F>(
     listener: TcpListener,
     service: S,
@@ -135,31 +163,47 @@ pub async fn serve_http2<S, F>(
 {
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder.timer(TokioTimer::new());
-    accept_loop(listener, opts, shutdown, false, move |io, graceful| {
+    let builder = Arc::new(builder);
+    accept_loop(listener, opts, shutdown, false, move |io, mut stop| {
         let service = service.clone();
-        let svc = service_fn(move |req: Request<Incoming>| {
-            let fut = service(req);
-            async move { Ok::<_, Infallible>(fut.await) }
-        });
-        let conn = builder.serve_connection(io, svc);
-        Box::pin(graceful.watch(conn))
+        let builder = builder.clone();
+        Box::pin(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let fut = service(req);
+                async move { Ok::<_, Infallible>(fut.await) }
+            });
+            let conn = builder.serve_connection(io, svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stopped(&mut stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        })
     })
     .await;
 }
 
-type ConnFuture = std::pin::Pin<Box<dyn Future<Output = Result<(), hyper::Error>> + Send>>;
+/// Resolves once the shutdown flag is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
 
 async fn accept_loop<M>(
     listener: TcpListener,
     opts: ServeOptions,
     mut shutdown: watch::Receiver<bool>,
     answer_429: bool,
-    mut make_conn: M,
+    make_conn: M,
 ) where
-    M: FnMut(TokioIo<TcpStream>, &GracefulShutdown) -> ConnFuture,
+    M: Fn(Io, watch::Receiver<bool>) -> ConnFuture + Send + Sync + 'static,
 {
     let limiter = ConnLimiter::new(opts.max_conns_per_ip);
-    let graceful = GracefulShutdown::new();
+    let acceptor = opts.tls.clone().map(TlsAcceptor::from);
+    let make_conn = Arc::new(make_conn);
+    let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -176,14 +220,32 @@ async fn accept_loop<M>(
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let conn = make_conn(TokioIo::new(stream), &graceful);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::trace!(target: "http", error = %e, %peer, "connection ended with error");
-                    }
+                let make_conn = make_conn.clone();
+                let acceptor = acceptor.clone();
+                let stop = shutdown.clone();
+                let handshake = opts.header_read_timeout;
+                conns.spawn(async move {
+                    let io: Box<dyn Stream> = match acceptor {
+                        None => Box::new(stream),
+                        Some(acceptor) => {
+                            match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                                Ok(Ok(tls)) => Box::new(tls),
+                                Ok(Err(e)) => {
+                                    tracing::debug!(target: "http", %peer, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(target: "http", %peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            }
+                        }
+                    };
+                    make_conn(TokioIo::new(io), stop).await;
                     drop(guard);
                 });
             }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
                     break;
@@ -192,11 +254,13 @@ async fn accept_loop<M>(
         }
     }
     drop(listener);
-    if tokio::time::timeout(opts.shutdown_grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let drained = tokio::time::timeout(opts.shutdown_grace, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
         tracing::debug!(target: "http", "shutdown grace period over; dropping open connections");
+        conns.abort_all();
     }
 }
 

@@ -147,7 +147,7 @@ pub struct ClientConfig {
     pub node_class: String,
 }
 
-/// TLS settings. Caravan reads them but serves plain text only (see `docs/compat.md`).
+/// TLS settings for the HTTP API and the RPC listener.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsConfig {
     /// TLS on the HTTP API.
@@ -493,10 +493,19 @@ fn resolve_tls(t: file::TlsFile) -> Result<TlsConfig, CoreError> {
         key_file: t.key_file.unwrap_or_default(),
         verify_https_client: t.verify_https_client.unwrap_or(false),
     };
-    if tls.http || tls.rpc {
+    if (tls.http || tls.rpc) && (tls.cert_file.is_empty() || tls.key_file.is_empty()) {
         return Err(invalid(
-            "tls: TLS listeners are not supported by this Caravan build yet (set tls.http and tls.rpc to false)"
-                .into(),
+            "tls: cert_file and key_file are required when tls.http or tls.rpc is true".into(),
+        ));
+    }
+    if tls.rpc && tls.ca_file.is_empty() {
+        return Err(invalid(
+            "tls.ca_file: required when tls.rpc is true (agents verify each other)".into(),
+        ));
+    }
+    if tls.verify_https_client && tls.ca_file.is_empty() {
+        return Err(invalid(
+            "tls.ca_file: required when tls.verify_https_client is true".into(),
         ));
     }
     Ok(tls)
@@ -608,7 +617,11 @@ mod tests {
             ),
             (
                 "data_dir = \"/d\"\ntls {\n http = true\n}\nclient {\n enabled = true\n}\n",
-                "tls:",
+                "tls: cert_file and key_file are required",
+            ),
+            (
+                "data_dir = \"/d\"\ntls {\n rpc = true\n cert_file = \"c\"\n key_file = \"k\"\n}\nclient {\n enabled = true\n}\n",
+                "tls.ca_file: required when tls.rpc",
             ),
             (
                 "data_dir = \"/d\"\nacl {\n enabled = true\n}\nclient {\n enabled = true\n}\n",

@@ -1,0 +1,100 @@
+//! TLS for the HTTP API and the RPC listener, on rustls (ring provider): certificates and keys
+//! from PEM files, optional client-certificate verification against `ca_file`.
+
+use std::sync::Arc;
+
+use caravan_agent_core::config::TlsConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::rustls::crypto::ring::default_provider;
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+/// The name an agent's RPC certificate must carry (Nomad's convention).
+pub fn rpc_server_name(region: &str) -> String {
+    format!("server.{region}.nomad")
+}
+
+fn certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("tls.cert_file {path}: {e}"))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("tls.cert_file {path}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("tls.cert_file {path}: no certificate found"));
+    }
+    Ok(certs)
+}
+
+fn key(path: &str) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| format!("tls.key_file {path}: {e}"))
+}
+
+fn roots(path: &str) -> Result<RootCertStore, String> {
+    let mut store = RootCertStore::empty();
+    for cert in
+        CertificateDer::pem_file_iter(path).map_err(|e| format!("tls.ca_file {path}: {e}"))?
+    {
+        let cert = cert.map_err(|e| format!("tls.ca_file {path}: {e}"))?;
+        store
+            .add(cert)
+            .map_err(|e| format!("tls.ca_file {path}: {e}"))?;
+    }
+    if store.is_empty() {
+        return Err(format!("tls.ca_file {path}: no certificate found"));
+    }
+    Ok(store)
+}
+
+/// A server configuration: `alpn` protocols offered, client certificates required when
+/// `verify_clients`.
+pub fn server_config(
+    tls: &TlsConfig,
+    alpn: &[&[u8]],
+    verify_clients: bool,
+) -> Result<Arc<ServerConfig>, String> {
+    let provider = Arc::new(default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?;
+    let builder = if verify_clients {
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots(&tls.ca_file)?), provider)
+                .build()
+                .map_err(|e| format!("tls.ca_file: {e}"))?;
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let mut config = builder
+        .with_single_cert(certs(&tls.cert_file)?, key(&tls.key_file)?)
+        .map_err(|e| format!("tls: {e}"))?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// What an agent needs to call another agent's RPC listener over TLS.
+#[derive(Clone)]
+pub struct RpcClientTls {
+    /// The client configuration (our certificate, the CA to trust).
+    pub config: Arc<ClientConfig>,
+    /// The name the server's certificate must carry.
+    pub server_name: ServerName<'static>,
+}
+
+/// The RPC client configuration: trust `ca_file`, present our certificate.
+pub fn rpc_client(tls: &TlsConfig, region: &str) -> Result<RpcClientTls, String> {
+    let mut config = ClientConfig::builder_with_provider(Arc::new(default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?
+        .with_root_certificates(roots(&tls.ca_file)?)
+        .with_client_auth_cert(certs(&tls.cert_file)?, key(&tls.key_file)?)
+        .map_err(|e| format!("tls: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let server_name = ServerName::try_from(rpc_server_name(region))
+        .map_err(|e| format!("tls: bad server name: {e}"))?;
+    Ok(RpcClientTls {
+        config: Arc::new(config),
+        server_name,
+    })
+}
