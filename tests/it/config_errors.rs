@@ -107,8 +107,3 @@ fn directories_merge_in_lexical_order() {
         &["log_level"],
     );
 }
-
-#[test]
-fn acl_enabled_is_refused_until_enforced() {
-    fails_with(&["agent", "-dev", "-acl-enabled"], &["acl.enabled"]);
-}

@@ -1,5 +1,6 @@
 //! End-to-end tests: real `caravan` processes on free 127.0.0.1 ports. Every wait is bounded.
 
+mod acl;
 mod cli;
 mod config_errors;
 mod endpoints;

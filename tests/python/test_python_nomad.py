@@ -93,3 +93,52 @@ def test_members_join_force_leave(agent):
     assert joined["error"].startswith("1 error occurred:")
     assert n.agent.force_leave("nobody.global") == 200
     assert n.agent.get_members()["Members"][0]["Name"] == name
+
+
+@pytest.fixture
+def acl_agent():
+    os.environ.pop("NOMAD_ADDR", None)
+    os.environ.pop("NOMAD_TOKEN", None)
+    http, rpc, serf = free_port(), free_port(), free_port()
+    with tempfile.TemporaryDirectory() as d:
+        cfg = os.path.join(d, "agent.hcl")
+        with open(cfg, "w") as f:
+            f.write(f"ports {{\n  http = {http}\n  rpc = {rpc}\n  serf = {serf}\n}}\n")
+        proc = subprocess.Popen(
+            [os.environ["CARAVAN_BIN"], "agent", "-dev", "-acl-enabled", f"-config={cfg}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    requests.get(f"http://127.0.0.1:{http}/v1/agent/health", timeout=1)
+                    break
+                except requests.ConnectionError:
+                    assert time.monotonic() < deadline, "agent did not start"
+                    time.sleep(0.02)
+            yield {"http": http, "rpc": rpc}
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def test_acl_bootstrap_policy_token(acl_agent):
+    anon = nomad.Nomad(host="127.0.0.1", port=acl_agent["http"], timeout=10)
+    with pytest.raises(nomad.api.exceptions.URLNotAuthorizedNomadException):
+        anon.agent.get_agent()
+    boot = anon.acl.generate_bootstrap()
+    assert boot["Type"] == "management"
+    admin = nomad.Nomad(host="127.0.0.1", port=acl_agent["http"], token=boot["SecretID"], timeout=10)
+    resp = admin.acl.create_policy(
+        "readers", {"Name": "readers", "Description": "", "Rules": 'agent {\n  policy = "read"\n}'}
+    )
+    assert resp.status_code == 200
+    tok = admin.acl.create_token({"Name": "r", "Type": "client", "Policies": ["readers"]})
+    reader = nomad.Nomad(host="127.0.0.1", port=acl_agent["http"], token=tok["SecretID"], timeout=10)
+    assert reader.agent.get_agent()["config"]["ACL"]["Enabled"] is True
+    assert reader.acl.get_self_token()["Policies"] == ["readers"]
+    with pytest.raises(nomad.api.exceptions.URLNotAuthorizedNomadException):
+        reader.agent.get_members()
+    assert [p["Name"] for p in admin.acl.get_policies()] == ["readers"]

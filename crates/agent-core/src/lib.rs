@@ -1,5 +1,6 @@
 //! Caravan's domain model: pure types and rules, no I/O, no async runtime, no clock reads.
 //!
+//! - [`acl`]: ACL policy rules, capability evaluation, and the token/policy store.
 //! - [`config`]: the agent configuration file format (Nomad's HCL keys), merging of several
 //!   sources, defaults, `-dev` and validation.
 //! - [`duration`]: Go-syntax durations.
@@ -7,6 +8,7 @@
 //! - [`server_list`]: a client's list of server RPC addresses.
 #![deny(missing_docs)]
 
+pub mod acl;
 pub mod config;
 pub mod duration;
 pub mod member;

@@ -3,15 +3,17 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use caravan_agent_core::CoreError;
+use caravan_agent_core::acl::{Acl, AclState};
 use caravan_agent_core::config::{AgentConfig, parse_host_port};
 use caravan_agent_core::member::{self, BuildInfo, Member, MemberStatus};
 use caravan_agent_core::server_list::ServerList;
 use caravan_gossip::NodeConfig;
 use caravan_gossip::udp::Gossip;
-use caravan_http::api::{AgentApi, JoinResult, Stats};
+use caravan_http::api::{AclWriteError, AgentApi, JoinResult, Stats};
 use caravan_http::dto::{HostData, MemberDto, MembersResponse, VersionDto};
 use caravan_http::multi_error;
 use parking_lot::RwLock;
@@ -34,6 +36,8 @@ pub struct Agent {
     runtime: tokio::runtime::Handle,
     gossip: Option<Gossip>,
     rpc_tls: Option<crate::tls::RpcClientTls>,
+    acl: RwLock<AclState>,
+    acl_path: Option<PathBuf>,
 }
 
 /// This build's version facts.
@@ -80,6 +84,14 @@ impl Agent {
         } else {
             None
         };
+        let acl_path = config
+            .data_dir
+            .as_ref()
+            .map(|d| Path::new(d).join("server").join("acl.json"));
+        let acl = match &acl_path {
+            Some(path) => crate::store::load_acl(path)?,
+            None => AclState::default(),
+        };
         let gossip = match &server_id {
             Some(id) => Some(start_gossip(&config, id, &build).await?),
             None => None,
@@ -93,6 +105,8 @@ impl Agent {
             runtime: tokio::runtime::Handle::current(),
             gossip,
             rpc_tls,
+            acl: RwLock::new(acl),
+            acl_path,
         })
     }
 
@@ -298,6 +312,45 @@ impl AgentApi for Agent {
             }
         }
         Err(last)
+    }
+
+    fn resolve_token(&self, token: Option<&str>) -> Result<Acl, String> {
+        let state = self.acl.read();
+        let Some(secret) = token else {
+            return Ok(state.anonymous_acl());
+        };
+        if uuid::Uuid::parse_str(secret).is_err() {
+            return Err("failed to parse signed token: token is neither an ACL secret ID nor a signed workload identity".into());
+        }
+        // Compare against every token in constant time, so timing says nothing about the secret.
+        let mut found = None;
+        for t in state.tokens.values() {
+            if caravan_http::acl::secrets_equal(&t.secret_id, secret) {
+                found = Some(t);
+            }
+        }
+        match found {
+            Some(t) => Ok(state.acl_for(t)),
+            None => Err("Permission denied".into()),
+        }
+    }
+
+    fn acl_read<R>(&self, read: impl FnOnce(&AclState) -> R) -> R {
+        read(&self.acl.read())
+    }
+
+    fn acl_write<R>(
+        &self,
+        change: impl FnOnce(&mut AclState) -> Result<R, CoreError>,
+    ) -> Result<R, AclWriteError> {
+        let mut guard = self.acl.write();
+        let mut next = guard.clone();
+        let out = change(&mut next).map_err(|e| AclWriteError::Invalid(e.to_string()))?;
+        if let Some(path) = &self.acl_path {
+            crate::store::save_acl(path, &next).map_err(AclWriteError::Storage)?;
+        }
+        *guard = next;
+        Ok(out)
     }
 
     async fn join(&self, addresses: Vec<String>) -> JoinResult {

@@ -30,6 +30,63 @@ pub enum Command {
     /// Server gossip membership commands.
     #[command(subcommand)]
     Server(ServerCommand),
+    /// ACL bootstrap, policies and tokens.
+    #[command(subcommand)]
+    Acl(AclCommand),
+}
+
+/// `caravan acl ...`.
+#[derive(Debug, Subcommand)]
+pub enum AclCommand {
+    /// Create the initial management token (once per cluster).
+    Bootstrap(ClientArgs),
+    /// Policy commands.
+    #[command(subcommand)]
+    Policy(AclPolicyCommand),
+    /// Token commands.
+    #[command(subcommand)]
+    Token(AclTokenCommand),
+}
+
+/// `caravan acl policy ...`.
+#[derive(Debug, Subcommand)]
+pub enum AclPolicyCommand {
+    /// Create or replace a policy from an HCL rules file.
+    Apply {
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Description.
+        #[arg(long)]
+        description: Option<String>,
+        /// Policy name.
+        name: String,
+        /// Rules file (HCL).
+        file: String,
+    },
+}
+
+/// `caravan acl token ...`.
+#[derive(Debug, Subcommand)]
+pub enum AclTokenCommand {
+    /// Create a token.
+    Create {
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Token name.
+        #[arg(long)]
+        name: Option<String>,
+        /// `client` (default) or `management`.
+        #[arg(long = "type")]
+        token_type: Option<String>,
+        /// Policy to attach; repeatable.
+        #[arg(long)]
+        policy: Vec<String>,
+        /// Replicate to every region.
+        #[arg(long)]
+        global: bool,
+    },
 }
 
 /// `caravan server ...`.

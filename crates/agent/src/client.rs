@@ -5,11 +5,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::cli::{ClientArgs, ServerCommand};
+use crate::cli::{AclCommand, AclPolicyCommand, AclTokenCommand, ClientArgs, ServerCommand};
 
 /// The default agent address.
 pub const DEFAULT_ADDR: &str = "http://127.0.0.1:4646";
@@ -30,7 +30,7 @@ pub fn address(args: &ClientArgs) -> String {
 
 /// Sends one GET and returns the status and body.
 pub async fn get(args: &ClientArgs, path: &str) -> Result<(u16, Vec<u8>), String> {
-    request(args, "GET", path).await
+    request(args, "GET", path, Vec::new()).await
 }
 
 /// Sends one request and returns the status and body.
@@ -38,6 +38,7 @@ pub async fn request(
     args: &ClientArgs,
     method: &str,
     path: &str,
+    body: Vec<u8>,
 ) -> Result<(u16, Vec<u8>), String> {
     let base = address(args);
     let uri: hyper::Uri = format!("{}{path}", base.trim_end_matches('/'))
@@ -57,7 +58,7 @@ pub async fn request(
         req = req.header("X-Nomad-Token", token);
     }
     let req = req
-        .body(Empty::<Bytes>::new())
+        .body(Full::new(Bytes::from(body)))
         .map_err(|e| format!("invalid request: {e}"))?;
     let client = Client::builder(TokioExecutor::new()).build_http();
     let call = async {
@@ -117,7 +118,17 @@ pub fn agent_info(args: &ClientArgs) -> ExitCode {
 
 /// Runs a request to completion and returns the body of a 200, or prints `what: error` and fails.
 fn call_ok(args: &ClientArgs, method: &str, path: &str, what: &str) -> Result<Vec<u8>, ExitCode> {
-    match block_on(request(args, method, path)).and_then(|r| r) {
+    call_ok_with(args, method, path, Vec::new(), what)
+}
+
+fn call_ok_with(
+    args: &ClientArgs,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+    what: &str,
+) -> Result<Vec<u8>, ExitCode> {
+    match block_on(request(args, method, path, body)).and_then(|r| r) {
         Ok((200, body)) => Ok(body),
         Ok((status, body)) => {
             eprintln!(
@@ -210,6 +221,101 @@ fn server_members(args: &ClientArgs) -> ExitCode {
         .unwrap_or_default();
     print!("{}", render_members(&v["Members"], &leader_addr));
     ExitCode::SUCCESS
+}
+
+/// `caravan acl bootstrap | policy apply | token create`.
+pub fn acl(cmd: AclCommand) -> ExitCode {
+    let (result, what) = match cmd {
+        AclCommand::Bootstrap(client) => (
+            call_ok(&client, "POST", "/v1/acl/bootstrap", "Error bootstrapping"),
+            "token",
+        ),
+        AclCommand::Policy(AclPolicyCommand::Apply {
+            client,
+            description,
+            name,
+            file,
+        }) => {
+            let rules = match std::fs::read_to_string(&file) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("Error reading policy file {file}: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let body = serde_json::json!({
+                "Name": name,
+                "Description": description.unwrap_or_default(),
+                "Rules": rules,
+            });
+            let path = format!("/v1/acl/policy/{}", encode(&name));
+            let r = call_ok_with(
+                &client,
+                "POST",
+                &path,
+                body.to_string().into_bytes(),
+                "Error writing ACL policy",
+            );
+            if r.is_ok() {
+                println!("Successfully wrote \"{name}\" ACL policy!");
+                return ExitCode::SUCCESS;
+            }
+            (r, "policy")
+        }
+        AclCommand::Token(AclTokenCommand::Create {
+            client,
+            name,
+            token_type,
+            policy,
+            global,
+        }) => {
+            let body = serde_json::json!({
+                "Name": name.unwrap_or_default(),
+                "Type": token_type.unwrap_or_else(|| "client".into()),
+                "Policies": policy,
+                "Global": global,
+            });
+            (
+                call_ok_with(
+                    &client,
+                    "POST",
+                    "/v1/acl/token",
+                    body.to_string().into_bytes(),
+                    "Error creating token",
+                ),
+                "token",
+            )
+        }
+    };
+    match result {
+        Ok(body) if what == "token" => {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let field = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+            println!("Accessor ID  = {}", field("AccessorID"));
+            println!("Secret ID    = {}", field("SecretID"));
+            println!("Name         = {}", field("Name"));
+            println!("Type         = {}", field("Type"));
+            println!("Global       = {}", v["Global"].as_bool().unwrap_or(false));
+            let policies: Vec<String> = v["Policies"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect();
+            println!(
+                "Policies     = {}",
+                if policies.is_empty() {
+                    "n/a".into()
+                } else {
+                    format!("[{}]", policies.join(" "))
+                }
+            );
+            println!("Create Time  = {}", field("CreateTime"));
+            ExitCode::SUCCESS
+        }
+        Ok(_) => ExitCode::SUCCESS,
+        Err(code) => code,
+    }
 }
 
 /// Nomad's `server members` table.

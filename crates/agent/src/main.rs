@@ -9,6 +9,7 @@ mod load;
 mod logging;
 mod rpc;
 mod run;
+mod store;
 mod tls;
 
 use std::process::ExitCode;
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
         Command::Agent(args) => run::agent(&args),
         Command::AgentInfo(args) => client::agent_info(&args),
         Command::Server(cmd) => client::server(cmd),
+        Command::Acl(cmd) => client::acl(cmd),
     }
 }
 

@@ -2,10 +2,12 @@
 //! your own state, wrap it in an [`App`], and serve it. This example answers one request on a free
 //! port and shuts down.
 
+use caravan_agent_core::CoreError;
+use caravan_agent_core::acl::{Acl, AclState};
 use caravan_agent_core::config::{AgentConfig, HostFacts, dev_defaults, tree_to_file};
 use caravan_agent_core::member::Member;
 use caravan_http::App;
-use caravan_http::api::{AgentApi, JoinResult, Stats};
+use caravan_http::api::{AclWriteError, AgentApi, JoinResult, Stats};
 use caravan_http::dto::{HostData, MembersResponse, VersionDto};
 use caravan_http::serve::{ServeOptions, serve_http1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -71,6 +73,19 @@ impl AgentApi for MyService {
     }
     async fn force_leave(&self, _name: String, _prune: bool) -> Result<(), String> {
         Ok(())
+    }
+
+    fn resolve_token(&self, _token: Option<&str>) -> Result<Acl, String> {
+        Err("Permission denied".into())
+    }
+    fn acl_read<R>(&self, read: impl FnOnce(&AclState) -> R) -> R {
+        read(&AclState::default())
+    }
+    fn acl_write<R>(
+        &self,
+        change: impl FnOnce(&mut AclState) -> Result<R, CoreError>,
+    ) -> Result<R, AclWriteError> {
+        change(&mut AclState::default()).map_err(|e| AclWriteError::Invalid(e.to_string()))
     }
 }
 

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
+use caravan_agent_core::CoreError;
+use caravan_agent_core::acl::{Acl, AclState};
 use caravan_agent_core::config::AgentConfig;
 use caravan_agent_core::member::Member;
 
@@ -75,4 +77,27 @@ pub trait AgentApi: Send + Sync + 'static {
         name: String,
         prune: bool,
     ) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// Resolves a request's token (`None`: no token) to its permissions. Only called with ACLs
+    /// enabled. `Err` carries the authentication failure text (`Permission denied`, …).
+    fn resolve_token(&self, token: Option<&str>) -> Result<Acl, String>;
+
+    /// Reads the ACL state.
+    fn acl_read<R>(&self, read: impl FnOnce(&AclState) -> R) -> R;
+
+    /// Changes the ACL state: `change` runs on a copy, which is persisted and then published;
+    /// nothing changes when it fails or cannot be persisted (`Err` with the text).
+    fn acl_write<R>(
+        &self,
+        change: impl FnOnce(&mut AclState) -> Result<R, CoreError>,
+    ) -> Result<R, AclWriteError>;
+}
+
+/// Why an ACL change failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AclWriteError {
+    /// The change was refused (bad input).
+    Invalid(String),
+    /// The new state could not be stored.
+    Storage(String),
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use caravan_agent_core::acl::{Policy, Token};
 use caravan_agent_core::config::AgentConfig;
 use caravan_agent_core::duration::format_go_duration;
 use caravan_agent_core::member::Member;
@@ -424,4 +425,117 @@ pub struct HostDataResponse<'a> {
     /// The host data.
     #[serde(rename = "HostData")]
     pub host_data: &'a HostData,
+}
+
+/// An ACL token on the wire.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenDto {
+    /// Public ID.
+    #[serde(rename = "AccessorID")]
+    pub accessor_id: String,
+    /// Secret (absent in list stubs).
+    #[serde(rename = "SecretID", skip_serializing_if = "Option::is_none")]
+    pub secret_id: Option<String>,
+    /// Name.
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// `client` or `management`.
+    #[serde(rename = "Type")]
+    pub token_type: &'static str,
+    /// Policy names; `null` when none.
+    #[serde(rename = "Policies")]
+    pub policies: Option<Vec<String>>,
+    /// Replicated to every region.
+    #[serde(rename = "Global")]
+    pub global: bool,
+    /// RFC 3339.
+    #[serde(rename = "CreateTime")]
+    pub create_time: String,
+    /// Creation index.
+    #[serde(rename = "CreateIndex")]
+    pub create_index: u64,
+    /// Last change index.
+    #[serde(rename = "ModifyIndex")]
+    pub modify_index: u64,
+}
+
+impl TokenDto {
+    /// The full token (with its secret) or the list stub (without).
+    pub fn new(t: &Token, with_secret: bool) -> TokenDto {
+        TokenDto {
+            accessor_id: t.accessor_id.clone(),
+            secret_id: with_secret.then(|| t.secret_id.clone()),
+            name: t.name.clone(),
+            token_type: t.token_type.as_str(),
+            policies: (!t.policies.is_empty()).then(|| t.policies.clone()),
+            global: t.global,
+            create_time: t.create_time.clone(),
+            create_index: t.create_index,
+            modify_index: t.modify_index,
+        }
+    }
+}
+
+/// An ACL policy on the wire (`Rules` absent in list stubs).
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyDto {
+    /// Name.
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// Description.
+    #[serde(rename = "Description")]
+    pub description: String,
+    /// HCL rules.
+    #[serde(rename = "Rules", skip_serializing_if = "Option::is_none")]
+    pub rules: Option<String>,
+    /// Creation index.
+    #[serde(rename = "CreateIndex")]
+    pub create_index: u64,
+    /// Last change index.
+    #[serde(rename = "ModifyIndex")]
+    pub modify_index: u64,
+}
+
+impl PolicyDto {
+    /// The full policy or its list stub.
+    pub fn new(p: &Policy, with_rules: bool) -> PolicyDto {
+        PolicyDto {
+            name: p.name.clone(),
+            description: p.description.clone(),
+            rules: with_rules.then(|| p.rules.clone()),
+            create_index: p.create_index,
+            modify_index: p.modify_index,
+        }
+    }
+}
+
+/// `POST /v1/acl/policy/:name` body.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PolicyRequest {
+    /// Name (must match the path when given).
+    #[serde(rename = "Name", default)]
+    pub name: String,
+    /// Description.
+    #[serde(rename = "Description", default)]
+    pub description: String,
+    /// HCL rules.
+    #[serde(rename = "Rules", default)]
+    pub rules: String,
+}
+
+/// `POST /v1/acl/token` body.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TokenRequest {
+    /// Name.
+    #[serde(rename = "Name", default)]
+    pub name: String,
+    /// `client` (default) or `management`.
+    #[serde(rename = "Type", default)]
+    pub token_type: String,
+    /// Policy names.
+    #[serde(rename = "Policies", default)]
+    pub policies: Option<Vec<String>>,
+    /// Global.
+    #[serde(rename = "Global", default)]
+    pub global: bool,
 }

@@ -2,6 +2,7 @@
 
 use http::{Method, Response, StatusCode};
 
+use crate::acl::{authorize, require, require_debug};
 use crate::api::AgentApi;
 use crate::dto::{
     ConfigDto, HealthCheck, HealthResponse, HostDataResponse, JoinResponse, MemberDto, SelfResponse,
@@ -9,6 +10,7 @@ use crate::dto::{
 use crate::request::parse_bool;
 use crate::response::{self, Body, TEXT_UTF8};
 use crate::{ApiError, Ctx};
+use caravan_agent_core::acl::Acl;
 
 type Reply = Result<Response<Body>, ApiError>;
 
@@ -23,6 +25,7 @@ fn only(method: &Method, allowed: &[Method]) -> Result<(), ApiError> {
 /// `GET /v1/agent/self` (spec §1).
 pub fn agent_self<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
     only(&ctx.method, &[Method::GET])?;
+    require(agent, ctx, Acl::allow_agent_read)?;
     let body = SelfResponse {
         config: ConfigDto::new(agent.config(), agent.version()),
         member: MemberDto::from(&agent.member()),
@@ -74,20 +77,10 @@ pub fn health<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
     }
 }
 
-/// The "debug" check (spec §0.7) with ACLs off: `enable_debug` decides.
-fn debug_allowed<A: AgentApi>(agent: &A) -> Result<(), ApiError> {
-    let config = agent.config();
-    if !config.acl_enabled && config.enable_debug {
-        Ok(())
-    } else {
-        Err(ApiError::permission_denied())
-    }
-}
-
 /// `GET /v1/agent/host` (spec §7).
 pub async fn host<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
     only(&ctx.method, &[Method::GET])?;
-    debug_allowed(agent)?;
+    require_debug(agent, ctx)?;
     let server_id = ctx.query.get("server_id").unwrap_or("");
     let node_id = ctx.query.get("node_id").unwrap_or("");
     if !server_id.is_empty() && !node_id.is_empty() {
@@ -153,6 +146,7 @@ pub async fn servers<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
         return Err(ApiError::wrong_agent_kind());
     }
     if ctx.method == Method::GET {
+        require(agent, ctx, Acl::allow_agent_read)?;
         return Ok(response::json(&agent.servers(), ctx.query.pretty()));
     }
     let addresses: Vec<String> = ctx
@@ -164,6 +158,7 @@ pub async fn servers<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
     if addresses.is_empty() {
         return Err(ApiError::bad_request("missing server address"));
     }
+    require(agent, ctx, Acl::allow_agent_write)?;
     agent
         .set_servers(addresses)
         .await
@@ -175,6 +170,7 @@ pub async fn servers<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
 pub async fn members<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
     only(&ctx.method, &[Method::GET])?;
     ctx.query.check_generic()?;
+    require(agent, ctx, Acl::allow_node_read)?;
     let members = agent.members().await.map_err(ApiError::from_message)?;
     Ok(response::json(&members, ctx.query.pretty()))
 }
@@ -185,6 +181,12 @@ pub async fn join<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
     if !agent.config().server.enabled {
         return Err(ApiError::wrong_agent_kind());
     }
+    // Checked but not enforced (spec §3): only a deprecation warning.
+    let warning = match authorize(agent, ctx) {
+        Ok(acl) if acl.allow_agent_write() => String::new(),
+        _ => "anonymous server join is deprecated and will be removed in a future version of Nomad"
+            .to_string(),
+    };
     let addresses: Vec<String> = ctx
         .query
         .all("address")
@@ -202,7 +204,7 @@ pub async fn join<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
         } else {
             crate::multi_error(&result.errors)
         },
-        warning: String::new(),
+        warning,
     };
     Ok(response::json(&body, ctx.query.pretty()))
 }
@@ -213,6 +215,7 @@ pub async fn force_leave<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
     if !agent.config().server.enabled {
         return Err(ApiError::wrong_agent_kind());
     }
+    require(agent, ctx, Acl::allow_agent_write)?;
     let node = ctx.query.get("node").unwrap_or("");
     if node.is_empty() {
         return Err(ApiError::bad_request("missing node to force leave"));

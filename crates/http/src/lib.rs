@@ -16,6 +16,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod acl;
 pub mod api;
 pub mod dto;
 mod error;
@@ -50,7 +51,12 @@ pub struct Ctx {
     pub query: Query,
     /// The ACL token, if one was sent.
     pub token: Option<String>,
+    /// The request body (at most [`MAX_BODY`] bytes).
+    pub body: bytes::Bytes,
 }
+
+/// Largest request body read.
+pub const MAX_BODY: usize = 1 << 20;
 
 /// The HTTP application: an agent plus the response headers the operator configured.
 pub struct App<A> {
@@ -98,17 +104,34 @@ impl<A: AgentApi> App<A> {
     }
 
     /// Serves one request: route, handle, map errors, add headers, compress, log.
-    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        use http_body_util::BodyExt;
         let started = Instant::now();
         let encoding = Encoding::negotiate(req.headers());
-        let ctx = Ctx {
-            method: req.method().clone(),
-            path: req.uri().path().to_string(),
-            raw_query: req.uri().query().map(str::to_string),
-            query: Query::parse(req.uri().query()),
-            token: request::extract_token(req.headers()),
+        let (parts, body) = req.into_parts();
+        let body = http_body_util::Limited::new(body, MAX_BODY).collect().await;
+        let mut ctx = Ctx {
+            method: parts.method.clone(),
+            path: parts.uri.path().to_string(),
+            raw_query: parts.uri.query().map(str::to_string),
+            query: Query::parse(parts.uri.query()),
+            token: request::extract_token(&parts.headers),
+            body: bytes::Bytes::new(),
         };
-        let result = self.dispatch(&ctx).await;
+        let result = match body {
+            Ok(collected) => {
+                ctx.body = collected.to_bytes();
+                self.dispatch(&ctx).await
+            }
+            Err(e) => Err(ApiError::new(
+                http::StatusCode::PAYLOAD_TOO_LARGE,
+                format!("failed to read request body: {e}"),
+            )),
+        };
         let mut resp = match result {
             Ok(resp) => resp,
             Err(e) => {
@@ -137,6 +160,7 @@ impl<A: AgentApi> App<A> {
             Route::Health => handlers::health(agent, ctx),
             Route::Host => handlers::host(agent, ctx).await,
             Route::Servers => handlers::servers(agent, ctx).await,
+            Route::Acl(rest) => acl::route(agent, ctx, &rest).await,
             Route::Redirect(location) => handlers::redirect(ctx, location),
             Route::NotFound => handlers::not_found(),
             Route::Members => handlers::members(agent, ctx).await,

@@ -32,6 +32,8 @@ pub enum Route {
     Pprof(String),
     /// `/v1/agent/keyring/<op>`.
     Keyring(String),
+    /// `/v1/acl/<rest>`: the ACL API.
+    Acl(String),
     /// A prefix route asked for without its trailing slash: Go's `301` to this location.
     Redirect(&'static str),
     /// No route: `404` with an empty body.
@@ -61,6 +63,8 @@ impl Route {
                     Route::Pprof(name.to_string())
                 } else if let Some(op) = path.strip_prefix("/v1/agent/keyring/") {
                     Route::Keyring(op.to_string())
+                } else if let Some(rest) = path.strip_prefix("/v1/acl/") {
+                    Route::Acl(rest.to_string())
                 } else {
                     Route::NotFound
                 }

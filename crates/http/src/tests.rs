@@ -11,8 +11,10 @@ use http::{HeaderMap, Request};
 use http_body_util::{BodyExt, Full};
 
 use crate::App;
-use crate::api::{AgentApi, JoinResult, Stats};
+use crate::api::{AclWriteError, AgentApi, JoinResult, Stats};
 use crate::dto::{HostData, MembersResponse, VersionDto};
+use caravan_agent_core::CoreError;
+use caravan_agent_core::acl::{Acl, AclState};
 
 struct Fake {
     config: AgentConfig,
@@ -99,6 +101,19 @@ impl AgentApi for Fake {
     }
     async fn force_leave(&self, _name: String, _prune: bool) -> Result<(), String> {
         Ok(())
+    }
+
+    fn resolve_token(&self, _token: Option<&str>) -> Result<Acl, String> {
+        Err("Permission denied".into())
+    }
+    fn acl_read<R>(&self, read: impl FnOnce(&AclState) -> R) -> R {
+        read(&AclState::default())
+    }
+    fn acl_write<R>(
+        &self,
+        change: impl FnOnce(&mut AclState) -> Result<R, CoreError>,
+    ) -> Result<R, AclWriteError> {
+        change(&mut AclState::default()).map_err(|e| AclWriteError::Invalid(e.to_string()))
     }
 }
 

@@ -2,7 +2,7 @@
 //! validation into a resolved [`AgentConfig`].
 
 pub mod file;
-mod oneline;
+pub(crate) mod oneline;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -267,12 +267,6 @@ impl AgentConfig {
             ))
         })?;
         let acl_enabled = file.acl.and_then(|a| a.enabled).unwrap_or(false);
-        if acl_enabled {
-            // Refuse rather than run open while the operator believes ACLs protect the agent.
-            return Err(invalid(
-                "acl.enabled: ACL enforcement is not available in this Caravan build yet".into(),
-            ));
-        }
         if !server.enabled && !client.enabled {
             return Err(invalid(
                 "must specify either server, client or dev mode for the agent".into(),
@@ -622,10 +616,6 @@ mod tests {
             (
                 "data_dir = \"/d\"\ntls {\n rpc = true\n cert_file = \"c\"\n key_file = \"k\"\n}\nclient {\n enabled = true\n}\n",
                 "tls.ca_file: required when tls.rpc",
-            ),
-            (
-                "data_dir = \"/d\"\nacl {\n enabled = true\n}\nclient {\n enabled = true\n}\n",
-                "acl.enabled:",
             ),
         ];
         for (text, want) in cases {

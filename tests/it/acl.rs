@@ -1,0 +1,375 @@
+//! ACLs against the real binary: the ACL API and enforcement on every agent endpoint.
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::support::{Agent, Resp, Scratch, call};
+
+async fn api(agent: &Agent, method: &str, path: &str, token: Option<&str>, body: Value) -> Resp {
+    let headers: Vec<(&str, &str)> = token
+        .map(|t| vec![("X-Nomad-Token", t)])
+        .unwrap_or_default();
+    let body = if body.is_null() {
+        Bytes::new()
+    } else {
+        Bytes::from(body.to_string())
+    };
+    call(agent.http, method, path, &headers, body)
+        .await
+        .expect("request")
+}
+
+async fn bootstrap(agent: &Agent) -> String {
+    let r = api(agent, "POST", "/v1/acl/bootstrap", None, Value::Null).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["Name"], "Bootstrap Token");
+    assert_eq!(v["Type"], "management");
+    assert!(v["Policies"].is_null());
+    assert_eq!(v["Global"], true);
+    v["SecretID"].as_str().unwrap().to_string()
+}
+
+async fn policy(agent: &Agent, mgmt: &str, name: &str, rules: &str) {
+    let body = json!({"Name": name, "Description": "", "Rules": rules});
+    let r = api(
+        agent,
+        "POST",
+        &format!("/v1/acl/policy/{name}"),
+        Some(mgmt),
+        body,
+    )
+    .await;
+    assert_eq!((r.status, r.body.len()), (200, 0), "{}", r.text());
+}
+
+async fn token(agent: &Agent, mgmt: &str, policies: &[&str]) -> String {
+    let body = json!({"Name": "t", "Type": "client", "Policies": policies});
+    let r = api(agent, "POST", "/v1/acl/token", Some(mgmt), body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["SecretID"].as_str().unwrap().to_string()
+}
+
+const WARNING: &str =
+    "anonymous server join is deprecated and will be removed in a future version of Nomad";
+
+/// Expected outcome per endpoint: self, members, join-warns, force-leave, servers GET,
+/// servers PUT, host. `true` = allowed.
+type Row = [bool; 7];
+
+async fn check(agent: &Agent, who: &str, token: Option<&str>, want: Row, denied_text: &str) {
+    let calls: [(&str, String); 7] = [
+        ("GET", "/v1/agent/self".into()),
+        ("GET", "/v1/agent/members".into()),
+        ("PUT", format!("/v1/agent/join?address={}", agent.serf)),
+        ("PUT", "/v1/agent/force-leave?node=nobody.global".into()),
+        ("GET", "/v1/agent/servers".into()),
+        ("PUT", format!("/v1/agent/servers?address={}", agent.rpc)),
+        ("GET", "/v1/agent/host".into()),
+    ];
+    for (i, (method, path)) in calls.iter().enumerate() {
+        let r = api(agent, method, path, token, Value::Null).await;
+        if path.starts_with("/v1/agent/join") {
+            assert_eq!(r.status, 200, "{who} {path}");
+            let warning = r.json()["warning"].as_str().unwrap().to_string();
+            let expected = if want[i] { "" } else { WARNING };
+            assert_eq!(warning, expected, "{who} join warning");
+            continue;
+        }
+        if want[i] {
+            assert_eq!(r.status, 200, "{who} {method} {path}: {}", r.text());
+        } else {
+            assert_eq!(
+                (r.status, r.text().as_str()),
+                (403, denied_text),
+                "{who} {method} {path}"
+            );
+        }
+    }
+    let r = api(agent, "GET", "/v1/agent/health", token, Value::Null).await;
+    assert_eq!(r.status, 200, "{who}: health never checks tokens");
+}
+
+#[tokio::test]
+async fn enforcement_table() {
+    let agent = Agent::start(&["-dev", "-acl-enabled"], "").await;
+    let mgmt = bootstrap(&agent).await;
+    for (name, rules) in [
+        ("agent-read", "agent {\n  policy = \"read\"\n}"),
+        ("agent-write", "agent {\n  policy = \"write\"\n}"),
+        ("node-read", "node {\n  policy = \"read\"\n}"),
+        ("node-write", "node {\n  policy = \"write\"\n}"),
+        ("node-deny", "node {\n  policy = \"deny\"\n}"),
+        (
+            "ns-only",
+            "namespace \"default\" {\n  policy = \"write\"\n}",
+        ),
+    ] {
+        policy(&agent, &mgmt, name, rules).await;
+    }
+    let t = |p: &'static [&'static str]| token(&agent, &mgmt, p);
+    let agent_read = t(&["agent-read"]).await;
+    let agent_write = t(&["agent-write"]).await;
+    let node_read = t(&["node-read"]).await;
+    let node_write = t(&["node-write"]).await;
+    let node_deny = t(&["node-deny", "node-write", "agent-read"]).await;
+    let ns_only = t(&["ns-only"]).await;
+    let pd = "Permission denied";
+    let unknown = "8d5a6c3e-0000-4000-8000-000000000000";
+    let none: Row = [false; 7];
+    check(&agent, "no token", None, none, pd).await;
+    check(&agent, "unknown", Some(unknown), none, pd).await;
+    let malformed_text = "failed to parse signed token: token is neither an ACL secret ID nor a signed workload identity";
+    check(
+        &agent,
+        "malformed",
+        Some("not-a-token"),
+        none,
+        malformed_text,
+    )
+    .await;
+    //                                        self  members join  fl    sGET  sPUT  host
+    check(
+        &agent,
+        "agent:read",
+        Some(&agent_read),
+        [true, false, false, false, true, false, true],
+        pd,
+    )
+    .await;
+    check(
+        &agent,
+        "agent:write",
+        Some(&agent_write),
+        [true, false, true, true, true, true, true],
+        pd,
+    )
+    .await;
+    check(
+        &agent,
+        "node:read",
+        Some(&node_read),
+        [false, true, false, false, false, false, false],
+        pd,
+    )
+    .await;
+    check(
+        &agent,
+        "node:write",
+        Some(&node_write),
+        [false, true, false, false, false, false, false],
+        pd,
+    )
+    .await;
+    check(
+        &agent,
+        "node deny",
+        Some(&node_deny),
+        [true, false, false, false, true, false, true],
+        pd,
+    )
+    .await;
+    check(&agent, "namespace only", Some(&ns_only), none, pd).await;
+    check(&agent, "management", Some(&mgmt), [true; 7], pd).await;
+    // Authorization: Bearer works the same as X-Nomad-Token.
+    let bearer = format!("Bearer {agent_read}");
+    let r = call(
+        agent.http,
+        "GET",
+        "/v1/agent/self",
+        &[("Authorization", &bearer)],
+        Bytes::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+
+    // An anonymous policy applies to requests with no token.
+    policy(
+        &agent,
+        &mgmt,
+        "anonymous",
+        "agent {\n  policy = \"read\"\n}",
+    )
+    .await;
+    check(
+        &agent,
+        "anonymous policy",
+        None,
+        [true, false, false, false, true, false, true],
+        pd,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn acl_api_errors() {
+    let agent = Agent::start(&["-dev", "-acl-enabled"], "").await;
+    let mgmt = bootstrap(&agent).await;
+    let r = api(&agent, "POST", "/v1/acl/bootstrap", None, Value::Null).await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (400, "ACL bootstrap already done")
+    );
+    let bad = json!({"Name": "p", "Rules": "agent {\n  policy = \"super\"\n}"});
+    let r = api(&agent, "POST", "/v1/acl/policy/p", Some(&mgmt), bad).await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.text().contains("Invalid agent policy: \"super\""),
+        "{}",
+        r.text()
+    );
+    let r = api(
+        &agent,
+        "POST",
+        "/v1/acl/policy/p",
+        Some(&mgmt),
+        json!({"Name": "q", "Rules": ""}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (400, "Policy name does not match request path")
+    );
+    let r = api(&agent, "POST", "/v1/acl/policy/p", Some(&mgmt), Value::Null).await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (400, "Request body is empty")
+    );
+    let r = call(
+        agent.http,
+        "POST",
+        "/v1/acl/policy/p",
+        &[("X-Nomad-Token", &mgmt)],
+        Bytes::from("{nope"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.text().starts_with("Invalid request: "));
+    policy(&agent, &mgmt, "p", "agent {\n  policy = \"read\"\n}").await;
+    let reader = token(&agent, &mgmt, &["p"]).await;
+    // Non-management tokens cannot manage ACLs.
+    for (method, path) in [
+        ("GET", "/v1/acl/policies"),
+        ("GET", "/v1/acl/tokens"),
+        ("GET", "/v1/acl/policy/p"),
+        ("DELETE", "/v1/acl/policy/p"),
+    ] {
+        let r = api(&agent, method, path, Some(&reader), Value::Null).await;
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (403, "Permission denied"),
+            "{method} {path}"
+        );
+    }
+    let r = api(
+        &agent,
+        "GET",
+        "/v1/acl/token/self",
+        Some(&reader),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(r.json()["Policies"], json!(["p"]));
+    let r = api(&agent, "GET", "/v1/acl/token/self", None, Value::Null).await;
+    assert_eq!((r.status, r.text().as_str()), (403, "ACL token not found"));
+    let r = api(
+        &agent,
+        "POST",
+        "/v1/acl/token",
+        Some(&mgmt),
+        json!({"Type": "client"}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (400, "client token missing policies")
+    );
+    let r = api(
+        &agent,
+        "POST",
+        "/v1/acl/token",
+        Some(&mgmt),
+        json!({"Type": "root"}),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let r = api(
+        &agent,
+        "GET",
+        "/v1/acl/policy/missing",
+        Some(&mgmt),
+        Value::Null,
+    )
+    .await;
+    assert_eq!((r.status, r.text().as_str()), (404, "ACL policy not found"));
+    let r = api(
+        &agent,
+        "GET",
+        "/v1/acl/token/8d5a6c3e-0000-4000-8000-000000000000",
+        Some(&mgmt),
+        Value::Null,
+    )
+    .await;
+    assert_eq!((r.status, r.text().as_str()), (404, "ACL token not found"));
+    let list = api(&agent, "GET", "/v1/acl/tokens", Some(&mgmt), Value::Null)
+        .await
+        .json();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert!(
+        list[0].get("SecretID").is_none(),
+        "list stubs carry no secrets"
+    );
+    let policies = api(&agent, "GET", "/v1/acl/policies", Some(&mgmt), Value::Null)
+        .await
+        .json();
+    assert_eq!(policies[0]["Name"], "p");
+    assert!(policies[0].get("Rules").is_none());
+    let r = api(
+        &agent,
+        "DELETE",
+        "/v1/acl/policy/p",
+        Some(&mgmt),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    // A token whose policy is gone grants nothing.
+    let r = api(&agent, "GET", "/v1/agent/self", Some(&reader), Value::Null).await;
+    assert_eq!(r.status, 403);
+
+    let open = Agent::dev("").await;
+    let r = api(&open, "POST", "/v1/acl/bootstrap", None, Value::Null).await;
+    assert_eq!((r.status, r.text().as_str()), (400, "ACL support disabled"));
+}
+
+#[tokio::test]
+async fn state_survives_kill_9() {
+    let dir = Scratch::new();
+    let data = format!("-data-dir={}", dir.0.display());
+    let args = ["-server", "-client", "-acl-enabled", &data];
+    let hcl = "bind_addr = \"127.0.0.1\"\nserver {\n  bootstrap_expect = 1\n}\n";
+    let ports = crate::support::Ports::free();
+    let mut agent = Agent::start_at(ports, &args, hcl).await;
+    let mgmt = bootstrap(&agent).await;
+    policy(&agent, &mgmt, "keep", "agent {\n  policy = \"read\"\n}").await;
+    let reader = token(&agent, &mgmt, &["keep"]).await;
+    let _ = agent.child.kill();
+    let _ = agent.child.wait();
+    drop(agent);
+    let agent = Agent::start_at(ports, &args, hcl).await;
+    let r = api(&agent, "GET", "/v1/agent/self", Some(&reader), Value::Null).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = api(
+        &agent,
+        "GET",
+        "/v1/acl/policy/keep",
+        Some(&mgmt),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(r.json()["Rules"], "agent {\n  policy = \"read\"\n}");
+    let r = api(&agent, "POST", "/v1/acl/bootstrap", None, Value::Null).await;
+    assert_eq!(r.status, 400, "bootstrap stays done after restart");
+}
