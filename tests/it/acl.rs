@@ -373,3 +373,114 @@ async fn state_survives_kill_9() {
     let r = api(&agent, "POST", "/v1/acl/bootstrap", None, Value::Null).await;
     assert_eq!(r.status, 400, "bootstrap stays done after restart");
 }
+
+#[tokio::test]
+async fn client_only_agent_resolves_tokens_from_a_server_and_cli_works() {
+    let server = Agent::start(
+        &["-dev", "-acl-enabled"],
+        "client {\n  enabled = false\n}\n",
+    )
+    .await;
+    let addr = format!("http://{}", server.http);
+    let run = |args: Vec<String>, env: Vec<(String, String)>| async move {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            crate::support::run_caravan(&args, &env)
+        })
+        .await
+        .unwrap()
+    };
+    let env = vec![("NOMAD_ADDR".to_string(), addr.clone())];
+    let out = run(vec!["acl".into(), "bootstrap".into()], env.clone()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let secret = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Secret ID    = "))
+        .expect("secret printed")
+        .to_string();
+    let scratch = Scratch::new();
+    let rules = scratch.write("r.hcl", "agent {\n  policy = \"read\"\n}\n");
+    let mut env_m = env.clone();
+    env_m.push(("NOMAD_TOKEN".into(), secret.clone()));
+    let out = run(
+        vec![
+            "acl".into(),
+            "policy".into(),
+            "apply".into(),
+            "readers".into(),
+            rules,
+        ],
+        env_m.clone(),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Successfully wrote \"readers\" ACL policy!\n"
+    );
+    let out = run(
+        vec![
+            "acl".into(),
+            "token".into(),
+            "create".into(),
+            "-name=r".into(),
+            "-policy=readers".into(),
+        ],
+        env_m,
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("Policies     = [readers]"), "{text}");
+    let reader = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Secret ID    = "))
+        .unwrap()
+        .to_string();
+
+    let dir = Scratch::new();
+    let data = format!("-data-dir={}", dir.0.display());
+    let servers = format!("-servers={}", server.rpc);
+    let client = Agent::start(
+        &["-client", "-acl-enabled", &data, &servers],
+        "bind_addr = \"127.0.0.1\"\n",
+    )
+    .await;
+    let mut status = 0;
+    for _ in 0..100 {
+        status = api(&client, "GET", "/v1/agent/self", Some(&reader), Value::Null)
+            .await
+            .status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 200, "client-only agent did not resolve the token");
+    let r = api(&client, "GET", "/v1/agent/self", None, Value::Null).await;
+    assert_eq!(r.status, 403);
+    let r = api(
+        &client,
+        "PUT",
+        &format!("/v1/agent/servers?address={}", server.rpc),
+        Some(&reader),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(r.status, 403, "agent:read cannot change servers");
+}

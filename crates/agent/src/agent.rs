@@ -23,6 +23,9 @@ use crate::rpc;
 /// Default RPC port for server addresses given without one.
 pub const DEFAULT_RPC_PORT: u16 = 4647;
 
+/// How often a client-only agent refreshes its copy of the ACL state.
+pub const ACL_REFRESH: Duration = Duration::from_secs(10);
+
 /// How long one server ping may take.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -159,6 +162,44 @@ impl Agent {
                     return;
                 }
                 tokio::time::sleep(retry.retry_interval).await;
+            }
+        });
+    }
+
+    /// The ACL state, when this agent is a server (the source of truth clients copy).
+    pub fn acl_snapshot(&self) -> Option<AclState> {
+        self.config.server.enabled.then(|| self.acl.read().clone())
+    }
+
+    /// On a client-only agent with ACLs on: copy the ACL state from a server now and every
+    /// [`ACL_REFRESH`], so tokens resolve locally (Nomad clients cache resolutions ~30 s).
+    pub fn spawn_acl_refresh(self: &std::sync::Arc<Self>) {
+        if self.config.server.enabled || !self.config.acl_enabled {
+            return;
+        }
+        let agent = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let servers = agent.servers.read().servers().to_vec();
+                for server in servers {
+                    match rpc::call::<AclState>(
+                        server,
+                        rpc::ACL_STATE_PATH,
+                        PING_TIMEOUT,
+                        agent.rpc_tls.as_ref(),
+                    )
+                    .await
+                    {
+                        Ok(state) => {
+                            *agent.acl.write() = state;
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(target: "client", %server, error = %e, "failed to refresh ACL state")
+                        }
+                    }
+                }
+                tokio::time::sleep(ACL_REFRESH).await;
             }
         });
     }

@@ -5,6 +5,7 @@
 //! Calls are `POST /rpc/<Service.Method>` with a JSON body and a JSON reply:
 //! - `Status.Ping`: a client checks a server before adding it to its list.
 //! - `Agent.Members`: a client-only agent asks a server for `/v1/agent/members`.
+//! - `ACL.State`: a client-only agent with ACLs on refreshes its copy of the ACL state.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +26,8 @@ use crate::tls::RpcClientTls;
 pub const PING_PATH: &str = "/rpc/Status.Ping";
 /// The path of the member-list call.
 pub const MEMBERS_PATH: &str = "/rpc/Agent.Members";
+/// The path of the ACL state call (client-only agents cache it to resolve tokens).
+pub const ACL_STATE_PATH: &str = "/rpc/ACL.State";
 
 /// Answers one RPC request.
 pub async fn handle(agent: Arc<Agent>, req: Request<Incoming>) -> Response<Body> {
@@ -34,6 +37,13 @@ pub async fn handle(agent: Arc<Agent>, req: Request<Incoming>) -> Response<Body>
     }
     match path.as_str() {
         PING_PATH => response::json(&serde_json::json!({}), false),
+        ACL_STATE_PATH => match agent.acl_snapshot() {
+            Some(state) => response::json(&state, false),
+            None => error(
+                StatusCode::BAD_REQUEST,
+                "rpc: this agent runs no server".into(),
+            ),
+        },
         MEMBERS_PATH => match agent.local_members() {
             Some(m) => response::json(&m, false),
             None => error(
