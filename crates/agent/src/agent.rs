@@ -41,6 +41,7 @@ pub struct Agent {
     rpc_tls: Option<crate::tls::RpcClientTls>,
     acl: RwLock<AclState>,
     acl_path: Option<PathBuf>,
+    hub: caravan_http::monitor::MonitorHub,
 }
 
 /// This build's version facts.
@@ -53,7 +54,10 @@ pub fn build_info() -> BuildInfo {
 
 impl Agent {
     /// Sets up identities (persisted under `data_dir` outside dev mode) and the server list.
-    pub async fn new(config: AgentConfig) -> Result<Agent, String> {
+    pub async fn new(
+        config: AgentConfig,
+        hub: caravan_http::monitor::MonitorHub,
+    ) -> Result<Agent, String> {
         let dir = config.data_dir.clone();
         let id = |kind: &str, file: &str| match &dir {
             Some(dir) => load_or_create_id(&Path::new(dir).join(kind).join(file)),
@@ -110,6 +114,7 @@ impl Agent {
             rpc_tls,
             acl: RwLock::new(acl),
             acl_path,
+            hub,
         })
     }
 
@@ -353,6 +358,10 @@ impl AgentApi for Agent {
             }
         }
         Err(last)
+    }
+
+    fn monitor_hub(&self) -> &caravan_http::monitor::MonitorHub {
+        &self.hub
     }
 
     fn resolve_token(&self, token: Option<&str>) -> Result<Acl, String> {

@@ -33,6 +33,24 @@ pub enum Command {
     /// ACL bootstrap, policies and tokens.
     #[command(subcommand)]
     Acl(AclCommand),
+    /// Stream the agent's logs.
+    Monitor {
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Level: trace, debug, info, warn, error.
+        #[arg(long = "log-level", default_value = "info")]
+        log_level: String,
+        /// JSON lines.
+        #[arg(long)]
+        json: bool,
+        /// Stream a client node's logs (this agent's node ID).
+        #[arg(long = "node-id")]
+        node_id: Option<String>,
+        /// Stream a server's logs (this agent's server name or ID).
+        #[arg(long = "server-id")]
+        server_id: Option<String>,
+    },
 }
 
 /// `caravan acl ...`.

@@ -318,6 +318,95 @@ pub fn acl(cmd: AclCommand) -> ExitCode {
     }
 }
 
+/// `caravan monitor`: streams log frames and prints their decoded data until the stream ends.
+pub fn monitor(
+    args: &ClientArgs,
+    log_level: &str,
+    json: bool,
+    node_id: Option<String>,
+    server_id: Option<String>,
+) -> ExitCode {
+    let mut path = format!("/v1/agent/monitor?log_level={}", encode(log_level));
+    if json {
+        path.push_str("&log_json=true");
+    }
+    if let Some(id) = node_id {
+        path.push_str(&format!("&node_id={}", encode(&id)));
+    }
+    if let Some(id) = server_id {
+        path.push_str(&format!("&server_id={}", encode(&id)));
+    }
+    match block_on(stream_monitor(args, &path)).and_then(|r| r) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error starting monitor: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn stream_monitor(args: &ClientArgs, path: &str) -> Result<(), String> {
+    use base64::Engine;
+    use std::io::Write as _;
+    let base = address(args);
+    let uri: hyper::Uri = format!("{}{path}", base.trim_end_matches('/'))
+        .parse()
+        .map_err(|e| format!("invalid address {base:?}: {e}"))?;
+    let mut req = hyper::Request::get(uri);
+    if let Some(token) = args
+        .token
+        .clone()
+        .or_else(|| env_first(&["NOMAD_TOKEN", "CARAVAN_TOKEN"]))
+    {
+        req = req.header("X-Nomad-Token", token);
+    }
+    let req = req
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| format!("invalid request: {e}"))?;
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let resp = client
+        .request(req)
+        .await
+        .map_err(|e| format!("error querying agent at {base}: {e}"))?;
+    let status = resp.status().as_u16();
+    let mut body = resp.into_body();
+    if status != 200 {
+        let bytes = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        return Err(format!(
+            "Unexpected response code: {status} ({})",
+            String::from_utf8_lossy(&bytes)
+        ));
+    }
+    let mut pending: Vec<u8> = Vec::new();
+    let engine = base64::engine::general_purpose::STANDARD;
+    let mut stdout = std::io::stdout();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("stream error: {e}"))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        pending.extend_from_slice(&data);
+        let mut consumed = 0;
+        let mut frames =
+            serde_json::Deserializer::from_slice(&pending).into_iter::<serde_json::Value>();
+        while let Some(Ok(v)) = frames.next() {
+            consumed = frames.byte_offset();
+            if let Some(d) = v["Data"].as_str()
+                && let Ok(bytes) = engine.decode(d)
+            {
+                let _ = stdout.write_all(&bytes);
+                let _ = stdout.flush();
+            }
+        }
+        pending.drain(..consumed);
+    }
+    Ok(())
+}
+
 /// Nomad's `server members` table.
 pub fn render_members(members: &serde_json::Value, leader_addr: &str) -> String {
     let mut rows = vec![

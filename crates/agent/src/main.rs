@@ -37,6 +37,13 @@ fn main() -> ExitCode {
         Command::AgentInfo(args) => client::agent_info(&args),
         Command::Server(cmd) => client::server(cmd),
         Command::Acl(cmd) => client::acl(cmd),
+        Command::Monitor {
+            client,
+            log_level,
+            json,
+            node_id,
+            server_id,
+        } => client::monitor(&client, &log_level, json, node_id, server_id),
     }
 }
 

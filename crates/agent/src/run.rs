@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::agent::Agent;
 use crate::cli::AgentArgs;
+use caravan_http::AgentApi;
 
 /// How long shutdown may take in all before the process exits anyway.
 const SHUTDOWN_BUDGET: Duration = Duration::from_secs(4);
@@ -26,7 +27,8 @@ pub fn agent(args: &AgentArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    crate::logging::init(config.log_level, config.log_json);
+    let hub = caravan_http::monitor::MonitorHub::new();
+    crate::logging::init(config.log_level, config.log_json, &hub);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -37,7 +39,7 @@ pub fn agent(args: &AgentArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let code = runtime.block_on(run(config));
+    let code = runtime.block_on(run(config, hub));
     runtime.shutdown_timeout(Duration::from_millis(200));
     code
 }
@@ -48,8 +50,8 @@ async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, String> {
         .map_err(|e| format!("failed to bind the {what} listener on {addr}: {e}"))
 }
 
-async fn run(config: AgentConfig) -> ExitCode {
-    match start_and_wait(config).await {
+async fn run(config: AgentConfig, hub: caravan_http::monitor::MonitorHub) -> ExitCode {
+    match start_and_wait(config, hub).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(target: "agent", error = %e, "agent failed");
@@ -59,7 +61,10 @@ async fn run(config: AgentConfig) -> ExitCode {
     }
 }
 
-async fn start_and_wait(config: AgentConfig) -> Result<(), String> {
+async fn start_and_wait(
+    config: AgentConfig,
+    hub: caravan_http::monitor::MonitorHub,
+) -> Result<(), String> {
     let http_addr = SocketAddr::new(config.addresses.http, config.ports.http);
     let rpc_addr = SocketAddr::new(config.addresses.rpc, config.ports.rpc);
     let http_listener = bind("HTTP", http_addr).await?;
@@ -79,7 +84,7 @@ async fn start_and_wait(config: AgentConfig) -> Result<(), String> {
     } else {
         None
     };
-    let agent = Arc::new(Agent::new(config).await?);
+    let agent = Arc::new(Agent::new(config, hub).await?);
     let app = App::from_arc(agent.clone()).map_err(|e| e.message)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let http_opts = ServeOptions {
@@ -119,6 +124,8 @@ async fn start_and_wait(config: AgentConfig) -> Result<(), String> {
     {
         tracing::warn!(target: "agent", "gossip leave took too long");
     }
+    // End log streams so open monitor requests finish instead of holding shutdown.
+    agent.monitor_hub().close_all();
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(SHUTDOWN_BUDGET, async {
         let _ = http_task.await;
@@ -133,7 +140,6 @@ async fn start_and_wait(config: AgentConfig) -> Result<(), String> {
 }
 
 fn log_started(agent: &Agent, http: SocketAddr, rpc: SocketAddr) {
-    use caravan_http::AgentApi;
     let c = agent.config();
     tracing::info!(
         target: "agent",

@@ -9,11 +9,13 @@ use caravan_agent_core::member::Member;
 use caravan_http::App;
 use caravan_http::api::{AclWriteError, AgentApi, JoinResult, Stats};
 use caravan_http::dto::{HostData, MembersResponse, VersionDto};
+use caravan_http::monitor::MonitorHub;
 use caravan_http::serve::{ServeOptions, serve_http1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct MyService {
     config: AgentConfig,
+    hub: MonitorHub,
 }
 
 impl AgentApi for MyService {
@@ -75,6 +77,9 @@ impl AgentApi for MyService {
         Ok(())
     }
 
+    fn monitor_hub(&self) -> &MonitorHub {
+        &self.hub
+    }
     fn resolve_token(&self, _token: Option<&str>) -> Result<Acl, String> {
         Err("Permission denied".into())
     }
@@ -97,7 +102,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         private_ip: "127.0.0.1".parse()?,
     };
     let config = AgentConfig::resolve(tree_to_file(&dev_defaults().tree)?, true, &host, vec![])?;
-    let app = App::new(MyService { config }).map_err(|e| e.message)?;
+    let app = App::new(MyService {
+        config,
+        hub: MonitorHub::new(),
+    })
+    .map_err(|e| e.message)?;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

@@ -78,6 +78,9 @@ pub trait AgentApi: Send + Sync + 'static {
         prune: bool,
     ) -> impl Future<Output = Result<(), String>> + Send;
 
+    /// The log fan-out `/v1/agent/monitor` subscribes to.
+    fn monitor_hub(&self) -> &crate::monitor::MonitorHub;
+
     /// Resolves a request's token (`None`: no token) to its permissions. Only called with ACLs
     /// enabled. `Err` carries the authentication failure text (`Permission denied`, …).
     fn resolve_token(&self, token: Option<&str>) -> Result<Acl, String>;

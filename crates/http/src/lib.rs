@@ -21,6 +21,8 @@ pub mod api;
 pub mod dto;
 mod error;
 pub mod handlers;
+pub mod logs;
+pub mod monitor;
 pub mod request;
 pub mod response;
 pub mod router;
@@ -140,7 +142,11 @@ impl<A: AgentApi> App<A> {
             }
         };
         response::add_common_headers(resp.headers_mut(), &self.extra_headers);
-        if let Some(encoding) = encoding {
+        let streaming = resp
+            .extensions()
+            .get::<monitor::endpoint::Streaming>()
+            .is_some();
+        if let Some(encoding) = encoding.filter(|_| !streaming) {
             resp = response::compress_response(resp, encoding).await;
         }
         tracing::debug!(
@@ -160,6 +166,7 @@ impl<A: AgentApi> App<A> {
             Route::Health => handlers::health(agent, ctx),
             Route::Host => handlers::host(agent, ctx).await,
             Route::Servers => handlers::servers(agent, ctx).await,
+            Route::Monitor => monitor::endpoint::monitor(agent, ctx),
             Route::Acl(rest) => acl::route(agent, ctx, &rest).await,
             Route::Redirect(location) => handlers::redirect(ctx, location),
             Route::NotFound => handlers::not_found(),
@@ -169,7 +176,6 @@ impl<A: AgentApi> App<A> {
             Route::Schedulers
             | Route::SchedulersConfig
             | Route::Reload
-            | Route::Monitor
             | Route::MonitorExport
             | Route::Pprof(_)
             | Route::Keyring(_) => handlers::not_implemented(ctx),

@@ -13,12 +13,14 @@ use http_body_util::{BodyExt, Full};
 use crate::App;
 use crate::api::{AclWriteError, AgentApi, JoinResult, Stats};
 use crate::dto::{HostData, MembersResponse, VersionDto};
+use crate::monitor::MonitorHub;
 use caravan_agent_core::CoreError;
 use caravan_agent_core::acl::{Acl, AclState};
 
 struct Fake {
     config: AgentConfig,
     servers: Mutex<Vec<String>>,
+    hub: MonitorHub,
 }
 
 fn config(hcl: &str) -> AgentConfig {
@@ -103,6 +105,9 @@ impl AgentApi for Fake {
         Ok(())
     }
 
+    fn monitor_hub(&self) -> &MonitorHub {
+        &self.hub
+    }
     fn resolve_token(&self, _token: Option<&str>) -> Result<Acl, String> {
         Err("Permission denied".into())
     }
@@ -121,6 +126,7 @@ fn app(hcl: &str, servers: &[&str]) -> App<Fake> {
     App::new(Fake {
         config: config(hcl),
         servers: Mutex::new(servers.iter().map(|s| s.to_string()).collect()),
+        hub: MonitorHub::new(),
     })
     .unwrap()
 }

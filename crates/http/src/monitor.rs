@@ -1,0 +1,472 @@
+//! Log fan-out for `/v1/agent/monitor`: a `tracing` layer that hands every event to each
+//! subscriber at the subscriber's own level and format, independent of the agent's own level.
+//! Each subscriber has a bounded buffer (512 lines); a full buffer drops lines and counts them,
+//! so no reader can slow the agent. With no subscriber the cost is one level comparison.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+use tokio::sync::mpsc;
+use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_core::LevelFilter;
+use tracing_core::subscriber::Interest;
+use tracing_subscriber::layer::{Context, Filter, Layer};
+
+use crate::logs::{Fields, Line, format_line, module_of};
+
+/// Lines buffered per subscriber before dropping.
+pub const BUFFER_LINES: usize = 512;
+
+/// What a subscriber wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// Most verbose level delivered (`None`: nothing, `off`).
+    pub level: Option<Level>,
+    /// JSON lines.
+    pub json: bool,
+    /// Add the caller's `file:line`.
+    pub include_location: bool,
+}
+
+struct Sub {
+    id: u64,
+    opts: SubscribeOptions,
+    tx: mpsc::Sender<Bytes>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// A subscription: log lines and the count of lines dropped because the buffer was full.
+/// Dropping it unsubscribes.
+pub struct Subscription {
+    /// Formatted lines (each ends with `\n`).
+    pub lines: mpsc::Receiver<Bytes>,
+    /// Lines dropped so far.
+    pub dropped: Arc<AtomicU64>,
+    hub: MonitorHub,
+    id: u64,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.unsubscribe(self.id);
+    }
+}
+
+#[derive(Default)]
+struct HubInner {
+    subs: RwLock<Vec<Sub>>,
+    /// The most verbose level any subscriber wants, as a `LevelFilter` index (0 = off).
+    max: AtomicUsize,
+    next_id: AtomicU64,
+}
+
+/// The set of log subscribers; cheap to clone.
+#[derive(Clone, Default)]
+pub struct MonitorHub(Arc<HubInner>);
+
+fn rank(level: Option<Level>) -> usize {
+    match level {
+        None => 0,
+        Some(Level::ERROR) => 1,
+        Some(Level::WARN) => 2,
+        Some(Level::INFO) => 3,
+        Some(Level::DEBUG) => 4,
+        Some(Level::TRACE) => 5,
+    }
+}
+
+fn filter_of(rank: usize) -> LevelFilter {
+    match rank {
+        0 => LevelFilter::OFF,
+        1 => LevelFilter::ERROR,
+        2 => LevelFilter::WARN,
+        3 => LevelFilter::INFO,
+        4 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    }
+}
+
+impl MonitorHub {
+    /// An empty hub.
+    pub fn new() -> MonitorHub {
+        MonitorHub::default()
+    }
+
+    /// Adds a subscriber.
+    pub fn subscribe(&self, opts: SubscribeOptions) -> Subscription {
+        let (tx, rx) = mpsc::channel(BUFFER_LINES);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let id = self.0.next_id.fetch_add(1, Ordering::Relaxed);
+        self.0.subs.write().push(Sub {
+            id,
+            opts,
+            tx,
+            dropped: dropped.clone(),
+        });
+        self.recompute();
+        Subscription {
+            lines: rx,
+            dropped,
+            hub: self.clone(),
+            id,
+        }
+    }
+
+    fn unsubscribe(&self, id: u64) {
+        self.0.subs.write().retain(|s| s.id != id);
+        self.recompute();
+    }
+
+    /// Ends every subscription (their streams see the end), e.g. on shutdown.
+    pub fn close_all(&self) {
+        self.0.subs.write().clear();
+        self.recompute();
+    }
+
+    /// Number of subscribers.
+    pub fn len(&self) -> usize {
+        self.0.subs.read().len()
+    }
+
+    /// Whether there is no subscriber.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn recompute(&self) {
+        let max = self
+            .0
+            .subs
+            .read()
+            .iter()
+            .map(|s| rank(s.opts.level))
+            .max()
+            .unwrap_or(0);
+        if self.0.max.swap(max, Ordering::Relaxed) != max {
+            // Callsites cache whether they are enabled; a new, more verbose subscriber must see
+            // events the agent's own level would skip.
+            tracing_core::callsite::rebuild_interest_cache();
+        }
+    }
+
+    /// The layer to install in the subscriber stack (already filtered by the hub's level).
+    pub fn layer<S>(&self) -> tracing_subscriber::filter::Filtered<MonitorLayer, MonitorFilter, S>
+    where
+        S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        MonitorLayer(self.clone()).with_filter(MonitorFilter(self.clone()))
+    }
+
+    fn dispatch(&self, event: &Event<'_>) {
+        let subs = self.0.subs.read();
+        if subs.is_empty() {
+            return;
+        }
+        let meta = event.metadata();
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let module = module_of(meta.target());
+        let caller = meta
+            .file()
+            .map(|f| format!("{f}:{}", meta.line().unwrap_or(0)));
+        let now = SystemTime::now();
+        // Formatted at most once per variant (json × location) in use.
+        let mut cache: [Option<Bytes>; 4] = Default::default();
+        for sub in subs.iter() {
+            if rank(Some(*meta.level())) > rank(sub.opts.level) {
+                continue;
+            }
+            let slot = usize::from(sub.opts.json) * 2 + usize::from(sub.opts.include_location);
+            let bytes = cache[slot]
+                .get_or_insert_with(|| {
+                    let line = Line {
+                        time: now,
+                        level: meta.level(),
+                        module: &module,
+                        fields: &fields,
+                        caller: sub.opts.include_location.then(|| caller.clone()).flatten(),
+                    };
+                    Bytes::from(format_line(&line, sub.opts.json))
+                })
+                .clone();
+            if sub.tx.try_send(bytes).is_err() {
+                sub.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The fan-out layer.
+pub struct MonitorLayer(MonitorHub);
+
+impl<S: Subscriber> Layer<S> for MonitorLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        self.0.dispatch(event);
+    }
+}
+
+/// The per-layer filter: the most verbose level any subscriber wants.
+pub struct MonitorFilter(MonitorHub);
+
+impl<S> Filter<S> for MonitorFilter {
+    fn enabled(&self, meta: &Metadata<'_>, _cx: &Context<'_, S>) -> bool {
+        rank(Some(*meta.level())) <= (self.0).0.max.load(Ordering::Relaxed)
+    }
+
+    fn callsite_enabled(&self, _meta: &'static Metadata<'static>) -> Interest {
+        Interest::sometimes()
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(filter_of((self.0).0.max.load(Ordering::Relaxed)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    fn opts(level: Level, json: bool) -> SubscribeOptions {
+        SubscribeOptions {
+            level: Some(level),
+            json,
+            include_location: false,
+        }
+    }
+
+    #[test]
+    fn each_subscriber_gets_its_level_and_format() {
+        let hub = MonitorHub::new();
+        let subscriber = tracing_subscriber::registry()
+            .with(hub.layer())
+            .with(tracing_subscriber::fmt::layer().with_filter(LevelFilter::ERROR));
+        tracing::subscriber::with_default(subscriber, || {
+            let mut debug = hub.subscribe(opts(Level::DEBUG, false));
+            let mut warn = hub.subscribe(opts(Level::WARN, true));
+            tracing::debug!(target: "t", "a debug line");
+            tracing::warn!(target: "t", "a warning <script>");
+            let d1 = debug.lines.try_recv().unwrap();
+            assert!(String::from_utf8_lossy(&d1).contains("[DEBUG] t: a debug line"));
+            let d2 = debug.lines.try_recv().unwrap();
+            assert!(String::from_utf8_lossy(&d2).contains("[WARN]  t: a warning <script>"));
+            let w = warn.lines.try_recv().unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&w).unwrap();
+            assert_eq!(v["@message"], "a warning <script>");
+            assert!(
+                warn.lines.try_recv().is_err(),
+                "the warn stream gets no debug line"
+            );
+            drop(debug);
+            assert_eq!(hub.len(), 1);
+        });
+    }
+
+    #[test]
+    fn full_buffers_drop_and_count() {
+        let hub = MonitorHub::new();
+        let subscriber = tracing_subscriber::registry().with(hub.layer());
+        tracing::subscriber::with_default(subscriber, || {
+            let sub = hub.subscribe(opts(Level::INFO, false));
+            for i in 0..(BUFFER_LINES + 10) {
+                tracing::info!(target: "t", i, "line");
+            }
+            assert_eq!(sub.dropped.load(Ordering::Relaxed), 10);
+            hub.close_all();
+            assert!(hub.is_empty());
+        });
+    }
+}
+
+/// Streaming `/v1/agent/monitor` (spec §8).
+pub mod endpoint {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use base64::Engine;
+    use bytes::{Bytes, BytesMut};
+    use http::header::{CONTENT_TYPE, HeaderValue};
+    use http::{Response, StatusCode};
+    use http_body_util::BodyExt;
+    use serde::Serialize;
+    use tracing::Level;
+
+    use super::{SubscribeOptions, Subscription};
+    use crate::acl::require;
+    use crate::api::AgentApi;
+    use crate::handlers::{local_node_target, local_server_target};
+    use crate::request::parse_bool;
+    use crate::response::Body;
+    use crate::{ApiError, Ctx};
+    use caravan_agent_core::acl::Acl;
+
+    /// Largest `Data` per frame.
+    pub const FRAME_BYTES: usize = 1024;
+    /// Batching window.
+    pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
+    /// Heartbeat period.
+    pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+    /// How often drops are reported.
+    pub const DROP_CHECK_EVERY: Duration = Duration::from_secs(3);
+
+    /// Marks a streaming response (never buffered for compression).
+    #[derive(Clone, Copy, Debug)]
+    pub struct Streaming;
+
+    #[derive(Serialize)]
+    struct Frame<'a> {
+        #[serde(rename = "Offset", skip_serializing_if = "is_zero")]
+        offset: i64,
+        #[serde(rename = "Data")]
+        data: &'a str,
+        #[serde(rename = "FileEvent")]
+        file_event: &'a str,
+    }
+
+    fn is_zero(v: &i64) -> bool {
+        *v == 0
+    }
+
+    fn parse_level(raw: Option<&str>) -> Result<Option<Level>, ApiError> {
+        let Some(raw) = raw.filter(|r| !r.is_empty()) else {
+            return Ok(Some(Level::INFO));
+        };
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "trace" => Ok(Some(Level::TRACE)),
+            "debug" => Ok(Some(Level::DEBUG)),
+            "info" => Ok(Some(Level::INFO)),
+            "warn" => Ok(Some(Level::WARN)),
+            "error" => Ok(Some(Level::ERROR)),
+            "off" => Ok(None),
+            _ => Err(ApiError::bad_request(format!("Unknown log level: {raw}"))),
+        }
+    }
+
+    fn parse_flag(ctx: &Ctx, key: &str, what: &str) -> Result<bool, ApiError> {
+        match ctx.query.get(key) {
+            None | Some("") => Ok(false),
+            Some(v) => parse_bool(v).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "Unknown option for {what}: strconv.ParseBool: parsing {v:?}: invalid syntax"
+                ))
+            }),
+        }
+    }
+
+    /// Validates the request in the spec's order, then starts the stream.
+    pub fn monitor<A: AgentApi>(agent: &A, ctx: &Ctx) -> Result<Response<Body>, ApiError> {
+        let level = parse_level(ctx.query.get("log_level"))?;
+        let json = parse_flag(ctx, "log_json", "log json")?;
+        let plain = parse_flag(ctx, "plain", "plain")?;
+        let include_location = parse_flag(ctx, "log_include_location", "log_include_location")?;
+        let node_id = ctx.query.get("node_id").unwrap_or("");
+        let server_id = ctx.query.get("server_id").unwrap_or("");
+        if !node_id.is_empty() && !server_id.is_empty() {
+            return Err(ApiError::bad_request(
+                "Cannot target node and server simultaneously",
+            ));
+        }
+        if !node_id.is_empty() {
+            local_node_target(agent, node_id)?;
+        } else if !server_id.is_empty() && agent.config().server.enabled {
+            local_server_target(agent, server_id).map_err(|e| ApiError::bad_request(e.message))?;
+        }
+        require(agent, ctx, Acl::allow_agent_read)?;
+        let sub = agent.monitor_hub().subscribe(SubscribeOptions {
+            level,
+            json,
+            include_location,
+        });
+        Ok(stream(sub, plain))
+    }
+
+    /// Turns a subscription into a streaming response.
+    pub fn stream(sub: Subscription, plain: bool) -> Response<Body> {
+        let (tx, body) =
+            http_body_util::channel::Channel::<Bytes, std::convert::Infallible>::new(16);
+        tokio::spawn(pump(sub, plain, tx));
+        let mut resp = Response::new(body.boxed());
+        *resp.status_mut() = StatusCode::OK;
+        let content_type = if plain {
+            "text/plain"
+        } else {
+            "application/json"
+        };
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        resp.extensions_mut().insert(Streaming);
+        resp
+    }
+
+    fn frames(batch: &[u8]) -> Vec<Bytes> {
+        let engine = base64::engine::general_purpose::STANDARD;
+        batch
+            .chunks(FRAME_BYTES)
+            .enumerate()
+            .map(|(i, chunk)| {
+                let data = engine.encode(chunk);
+                let frame = Frame {
+                    offset: (i * FRAME_BYTES) as i64,
+                    data: &data,
+                    file_event: "log",
+                };
+                Bytes::from(serde_json::to_vec(&frame).unwrap_or_default())
+            })
+            .collect()
+    }
+
+    async fn pump(
+        mut sub: Subscription,
+        plain: bool,
+        mut tx: http_body_util::channel::Sender<Bytes, std::convert::Infallible>,
+    ) {
+        let mut buf = BytesMut::new();
+        let mut flush = tokio::time::interval(FLUSH_EVERY);
+        let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
+        let mut drops = tokio::time::interval(DROP_CHECK_EVERY);
+        let mut sent_since_heartbeat = false;
+        loop {
+            let mut ended = false;
+            let mut tick = false;
+            tokio::select! {
+                line = sub.lines.recv() => match line {
+                    Some(line) => buf.extend_from_slice(&line),
+                    None => ended = true,
+                },
+                _ = flush.tick() => tick = true,
+                _ = heartbeat.tick() => {
+                    if !plain && !sent_since_heartbeat && tx.send_data(Bytes::from_static(b"{}")).await.is_err() {
+                        return;
+                    }
+                    sent_since_heartbeat = false;
+                    continue;
+                }
+                _ = drops.tick() => {
+                    let n = sub.dropped.swap(0, Ordering::Relaxed);
+                    if n > 0 {
+                        buf.extend_from_slice(
+                            format!("[WARN] Monitor dropped {n} logs during monitor request\n").as_bytes(),
+                        );
+                    }
+                }
+            }
+            let due = buf.len() >= FRAME_BYTES || ended || tick;
+            if due && !buf.is_empty() {
+                let batch = buf.split().freeze();
+                let out = if plain { vec![batch] } else { frames(&batch) };
+                for piece in out {
+                    if tx.send_data(piece).await.is_err() {
+                        return;
+                    }
+                }
+                sent_since_heartbeat = true;
+            }
+            if ended {
+                return;
+            }
+        }
+    }
+}
