@@ -16,6 +16,12 @@ async fn sigterm_with_open_connections_exits_within_5s() {
     half.write_all(b"GET /v1/agent/self HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
+    // And an open log stream.
+    let mut stream = TcpStream::connect(agent.http).await.unwrap();
+    stream
+        .write_all(b"GET /v1/agent/monitor?log_level=debug HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let started = Instant::now();
     let pid = agent.child.id().to_string();
     let status = std::process::Command::new("kill")

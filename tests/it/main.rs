@@ -6,5 +6,6 @@ mod config_errors;
 mod endpoints;
 mod gossip;
 mod lifecycle;
+mod monitor;
 mod support;
 mod tls;
