@@ -7,5 +7,6 @@ mod endpoints;
 mod gossip;
 mod lifecycle;
 mod monitor;
+mod pprof;
 mod support;
 mod tls;

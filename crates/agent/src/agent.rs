@@ -360,6 +360,13 @@ impl AgentApi for Agent {
         Err(last)
     }
 
+    async fn profile(
+        &self,
+        request: caravan_http::api::ProfileRequest,
+    ) -> Result<Vec<u8>, caravan_http::ApiError> {
+        crate::profiles::collect(request, &self.hub).await
+    }
+
     fn monitor_hub(&self) -> &caravan_http::monitor::MonitorHub {
         &self.hub
     }

@@ -7,6 +7,7 @@ mod client;
 mod host;
 mod load;
 mod logging;
+mod profiles;
 mod rpc;
 mod run;
 mod store;
@@ -17,6 +18,18 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use cli::{Cli, Command};
+
+/// jemalloc as the allocator, with sampled heap profiling on (one sample per 512 KiB allocated),
+/// so `/v1/agent/pprof/heap` has data from the start.
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[cfg(target_os = "linux")]
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "malloc_conf")]
+/// jemalloc's start-up options.
+pub static malloc_conf: &[u8] = b"prof:true,prof_active:true,lg_prof_sample:19\0";
 
 fn main() -> ExitCode {
     let args = cli::go_style(std::env::args());

@@ -80,6 +80,12 @@ impl AgentApi for MyService {
     fn monitor_hub(&self) -> &MonitorHub {
         &self.hub
     }
+    async fn profile(
+        &self,
+        request: caravan_http::api::ProfileRequest,
+    ) -> Result<Vec<u8>, caravan_http::ApiError> {
+        Ok(request.name.into_bytes())
+    }
     fn resolve_token(&self, _token: Option<&str>) -> Result<Acl, String> {
         Err("Permission denied".into())
     }

@@ -78,6 +78,12 @@ pub trait AgentApi: Send + Sync + 'static {
         prune: bool,
     ) -> impl Future<Output = Result<(), String>> + Send;
 
+    /// Collects a profile (`cmdline`, `profile`, `trace` or a named one) as the body to send.
+    fn profile(
+        &self,
+        request: ProfileRequest,
+    ) -> impl Future<Output = Result<Vec<u8>, crate::ApiError>> + Send;
+
     /// The log fan-out `/v1/agent/monitor` subscribes to.
     fn monitor_hub(&self) -> &crate::monitor::MonitorHub;
 
@@ -94,6 +100,19 @@ pub trait AgentApi: Send + Sync + 'static {
         &self,
         change: impl FnOnce(&mut AclState) -> Result<R, CoreError>,
     ) -> Result<R, AclWriteError>;
+}
+
+/// A profile request after the HTTP rules have been applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileRequest {
+    /// `cmdline`, `profile`, `trace`, or a named profile.
+    pub name: String,
+    /// Duration for `profile` and `trace` (at least 1).
+    pub seconds: u64,
+    /// Non-zero: text output for named profiles (`2`: more detail).
+    pub debug: i64,
+    /// Positive: collect garbage first (`heap`).
+    pub gc: i64,
 }
 
 /// Why an ACL change failed.

@@ -23,6 +23,7 @@ mod error;
 pub mod handlers;
 pub mod logs;
 pub mod monitor;
+pub mod pprof;
 pub mod request;
 pub mod response;
 pub mod router;
@@ -166,6 +167,7 @@ impl<A: AgentApi> App<A> {
             Route::Health => handlers::health(agent, ctx),
             Route::Host => handlers::host(agent, ctx).await,
             Route::Servers => handlers::servers(agent, ctx).await,
+            Route::Pprof(name) => pprof::pprof(agent, ctx, &name).await,
             Route::Monitor => monitor::endpoint::monitor(agent, ctx),
             Route::Acl(rest) => acl::route(agent, ctx, &rest).await,
             Route::Redirect(location) => handlers::redirect(ctx, location),
@@ -177,7 +179,6 @@ impl<A: AgentApi> App<A> {
             | Route::SchedulersConfig
             | Route::Reload
             | Route::MonitorExport
-            | Route::Pprof(_)
             | Route::Keyring(_) => handlers::not_implemented(ctx),
         }
     }

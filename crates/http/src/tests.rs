@@ -108,6 +108,12 @@ impl AgentApi for Fake {
     fn monitor_hub(&self) -> &MonitorHub {
         &self.hub
     }
+    async fn profile(
+        &self,
+        request: crate::api::ProfileRequest,
+    ) -> Result<Vec<u8>, crate::ApiError> {
+        Ok(request.name.into_bytes())
+    }
     fn resolve_token(&self, _token: Option<&str>) -> Result<Acl, String> {
         Err("Permission denied".into())
     }

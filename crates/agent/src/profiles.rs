@@ -1,0 +1,306 @@
+//! Profiles for `/v1/agent/pprof/*`, with Rust's closest equivalents of Go's:
+//! - `cmdline`: argv joined with NUL bytes.
+//! - `profile`: a CPU profile (pprof-rs, SIGPROF sampling at 99 Hz), gzipped pprof protobuf.
+//! - `heap`, `allocs`: jemalloc's sampled heap profile in pprof form (`debug≠0`: allocator stats).
+//! - `goroutine`, `threadcreate`: every OS thread of the process (name, state, wait channel) as a
+//!   pprof profile with one sample per thread, or text with `debug≠0`. Rust has no runtime that
+//!   can walk other threads' stacks on demand; see `docs/compat.md`.
+//! - `trace`: every `tracing` event during `seconds`, as Chrome trace JSON.
+//! - `block`, `mutex`: no Rust equivalent: `501`.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use caravan_http::ApiError;
+use caravan_http::api::ProfileRequest;
+use caravan_http::monitor::{MonitorHub, SubscribeOptions};
+use http::StatusCode;
+use pprof::protos::{Function, Line, Location, Message, Profile, Sample, ValueType};
+
+static CPU_PROFILE_RUNNING: AtomicBool = AtomicBool::new(false);
+
+fn internal(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+}
+
+fn gzip(bytes: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let mut w = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    w.write_all(bytes)
+        .and_then(|_| w.finish())
+        .map_err(|e| internal(format!("gzip: {e}")))
+}
+
+/// Collects one profile.
+pub async fn collect(req: ProfileRequest, hub: &MonitorHub) -> Result<Vec<u8>, ApiError> {
+    match req.name.as_str() {
+        "cmdline" => Ok(cmdline()),
+        "profile" => cpu(req.seconds).await,
+        "trace" => trace(req.seconds, hub).await,
+        "heap" | "allocs" => heap(req.debug).await,
+        "goroutine" | "threadcreate" => threads(&req.name, req.debug),
+        other => Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!(
+                "{other} profiles have no equivalent in Caravan (Rust has no runtime {other} profiler)"
+            ),
+        )),
+    }
+}
+
+fn cmdline() -> Vec<u8> {
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    args.join("\0").into_bytes()
+}
+
+async fn cpu(seconds: u64) -> Result<Vec<u8>, ApiError> {
+    if CPU_PROFILE_RUNNING.swap(true, Ordering::AcqRel) {
+        return Err(internal("cpu profiling already in use"));
+    }
+    // jemalloc's sampled backtraces and SIGPROF unwinding must not overlap (pprof-rs #36).
+    let heap_was_active = set_heap_profiling(false).await;
+    let result = tokio::task::spawn_blocking(move || {
+        let guard = pprof::ProfilerGuardBuilder::default()
+            .frequency(99)
+            .blocklist(&["libc", "libgcc", "pthread", "vdso"])
+            .build()
+            .map_err(|e| internal(format!("cpu profile: {e}")))?;
+        std::thread::sleep(Duration::from_secs(seconds));
+        let report = guard
+            .report()
+            .build()
+            .map_err(|e| internal(format!("cpu profile: {e}")))?;
+        let profile = report
+            .pprof()
+            .map_err(|e| internal(format!("cpu profile: {e}")))?;
+        let mut bytes = Vec::new();
+        profile
+            .encode(&mut bytes)
+            .map_err(|e| internal(format!("cpu profile: {e}")))?;
+        gzip(&bytes)
+    })
+    .await
+    .map_err(|e| internal(format!("cpu profile: {e}")));
+    if heap_was_active {
+        set_heap_profiling(true).await;
+    }
+    CPU_PROFILE_RUNNING.store(false, Ordering::Release);
+    result?
+}
+
+#[cfg(target_os = "linux")]
+async fn set_heap_profiling(on: bool) -> bool {
+    let Some(ctl) = jemalloc_pprof::PROF_CTL.as_ref() else {
+        return false;
+    };
+    let mut ctl = ctl.lock().await;
+    let was = ctl.activated();
+    let _ = if on { ctl.activate() } else { ctl.deactivate() };
+    was
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn set_heap_profiling(_on: bool) -> bool {
+    false
+}
+
+#[cfg(target_os = "linux")]
+async fn heap(debug: i64) -> Result<Vec<u8>, ApiError> {
+    if debug != 0 {
+        return heap_stats();
+    }
+    let ctl = jemalloc_pprof::PROF_CTL
+        .as_ref()
+        .ok_or_else(|| internal("heap profiling is not enabled in this build"))?
+        .clone();
+    tokio::task::spawn_blocking(move || {
+        let mut ctl = ctl.blocking_lock();
+        if !ctl.activated() {
+            return Err(internal("heap profiling is not active"));
+        }
+        ctl.dump_pprof()
+            .map_err(|e| internal(format!("heap profile: {e}")))
+    })
+    .await
+    .map_err(|e| internal(format!("heap profile: {e}")))?
+}
+
+#[cfg(target_os = "linux")]
+fn heap_stats() -> Result<Vec<u8>, ApiError> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    let e = |err: tikv_jemalloc_ctl::Error| internal(format!("heap stats: {err}"));
+    epoch::advance().map_err(e)?;
+    let text = format!(
+        "# jemalloc statistics (bytes)\n# allocated = {}\n# active = {}\n# resident = {}\n# mapped = {}\n# retained = {}\n# metadata = {}\n",
+        stats::allocated::read().map_err(e)?,
+        stats::active::read().map_err(e)?,
+        stats::resident::read().map_err(e)?,
+        stats::mapped::read().map_err(e)?,
+        stats::retained::read().map_err(e)?,
+        stats::metadata::read().map_err(e)?,
+    );
+    Ok(text.into_bytes())
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn heap(_debug: i64) -> Result<Vec<u8>, ApiError> {
+    Err(ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "heap profiles need Linux (jemalloc)",
+    ))
+}
+
+/// One OS thread of this process.
+struct ThreadInfo {
+    tid: String,
+    name: String,
+    state: String,
+    wchan: String,
+}
+
+fn thread_list() -> Vec<ThreadInfo> {
+    let read = |p: String| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+        for entry in dir.flatten() {
+            let tid = entry.file_name().to_string_lossy().into_owned();
+            let stat = read(format!("/proc/self/task/{tid}/stat"));
+            let state = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .unwrap_or("?")
+                .to_string();
+            out.push(ThreadInfo {
+                name: read(format!("/proc/self/task/{tid}/comm")),
+                wchan: read(format!("/proc/self/task/{tid}/wchan")),
+                tid,
+                state,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.tid.cmp(&b.tid));
+    out
+}
+
+fn threads(name: &str, debug: i64) -> Result<Vec<u8>, ApiError> {
+    let list = thread_list();
+    if debug != 0 {
+        let mut text = format!("{name} profile: total {}\n", list.len());
+        for t in &list {
+            text.push_str(&format!(
+                "\nthread {} [{}] state={}",
+                t.tid, t.name, t.state
+            ));
+            if debug >= 2 {
+                text.push_str(&format!(
+                    " wchan={}",
+                    if t.wchan.is_empty() { "0" } else { &t.wchan }
+                ));
+            }
+            text.push('\n');
+        }
+        return Ok(text.into_bytes());
+    }
+    // pprof: one sample per thread, its "stack" the thread name under the process.
+    let mut strings = vec![String::new(), name.to_string(), "count".into()];
+    let mut intern = |s: String| {
+        strings.push(s);
+        (strings.len() - 1) as i64
+    };
+    let root = intern("caravan".into());
+    let mut functions = vec![Function {
+        id: 1,
+        name: root,
+        system_name: root,
+        ..Default::default()
+    }];
+    let mut locations = vec![Location {
+        id: 1,
+        line: vec![Line {
+            function_id: 1,
+            line: 0,
+        }],
+        ..Default::default()
+    }];
+    let mut samples = Vec::new();
+    for (i, t) in list.iter().enumerate() {
+        let id = (i + 2) as u64;
+        let label = intern(format!("{} [{}] {}", t.name, t.tid, t.state));
+        functions.push(Function {
+            id,
+            name: label,
+            system_name: label,
+            ..Default::default()
+        });
+        locations.push(Location {
+            id,
+            line: vec![Line {
+                function_id: id,
+                line: 0,
+            }],
+            ..Default::default()
+        });
+        samples.push(Sample {
+            location_id: vec![id, 1],
+            value: vec![1],
+            ..Default::default()
+        });
+    }
+    let profile = Profile {
+        sample_type: vec![ValueType { ty: 1, unit: 2 }],
+        sample: samples,
+        location: locations,
+        function: functions,
+        string_table: strings,
+        time_nanos: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64),
+        period_type: Some(ValueType { ty: 1, unit: 2 }),
+        period: 1,
+        ..Default::default()
+    };
+    let mut bytes = Vec::new();
+    profile
+        .encode(&mut bytes)
+        .map_err(|e| internal(format!("{name} profile: {e}")))?;
+    gzip(&bytes)
+}
+
+async fn trace(seconds: u64, hub: &MonitorHub) -> Result<Vec<u8>, ApiError> {
+    let mut sub = hub.subscribe(SubscribeOptions {
+        level: Some(tracing::Level::TRACE),
+        json: true,
+        include_location: true,
+    });
+    let start = SystemTime::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    let mut events = Vec::new();
+    while let Ok(Some(line)) = tokio::time::timeout_at(deadline, sub.lines.recv()).await {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) else {
+            continue;
+        };
+        let ts = v["@timestamp"]
+            .as_str()
+            .and_then(|t| humantime::parse_rfc3339(t).ok())
+            .and_then(|t| t.duration_since(start).ok())
+            .map_or(0, |d| d.as_micros() as u64);
+        events.push(serde_json::json!({
+            "name": v["@message"],
+            "cat": v["@module"],
+            "ph": "i",
+            "s": "p",
+            "ts": ts,
+            "pid": std::process::id(),
+            "tid": 0,
+            "args": v,
+        }));
+    }
+    let doc = serde_json::json!({ "traceEvents": events, "displayTimeUnit": "ms" });
+    Ok(doc.to_string().into_bytes())
+}

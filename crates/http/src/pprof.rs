@@ -1,0 +1,103 @@
+//! `/v1/agent/pprof/<name>` (spec §9): parameter rules, availability, and the headers per
+//! profile. Collecting profiles is the agent's job ([`AgentApi::profile`]).
+
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+
+use crate::acl::{authorize, require_debug};
+use crate::api::{AgentApi, ProfileRequest};
+use crate::handlers::{local_node_target, local_server_target};
+use crate::response::{self, Body};
+use crate::{ApiError, Ctx};
+
+/// Profiles Go's runtime names; the ones without a Rust equivalent answer `501`.
+pub const NAMED_PROFILES: [&str; 6] = [
+    "goroutine",
+    "threadcreate",
+    "heap",
+    "allocs",
+    "block",
+    "mutex",
+];
+
+fn int_param(ctx: &Ctx, key: &str) -> i64 {
+    ctx.query.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Serves one profile request.
+pub async fn pprof<A: AgentApi>(
+    agent: &A,
+    ctx: &Ctx,
+    name: &str,
+) -> Result<Response<Body>, ApiError> {
+    if name.is_empty() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "Invalid method"));
+    }
+    let node_id = ctx.query.get("node_id").unwrap_or("");
+    let server_id = ctx.query.get("server_id").unwrap_or("");
+    if !node_id.is_empty() && !server_id.is_empty() {
+        return Err(ApiError::bad_request(
+            "Cannot target node and server simultaneously",
+        ));
+    }
+    if !node_id.is_empty() {
+        local_node_target(agent, node_id)?;
+    } else if !server_id.is_empty() {
+        local_server_target(agent, server_id)?;
+    }
+    // agent:write first (ACLs off counts as holding it), then the debug check at the target.
+    if !authorize(agent, ctx)
+        .map_err(|_| ApiError::permission_denied())?
+        .allow_agent_write()
+    {
+        return Err(ApiError::permission_denied());
+    }
+    require_debug(agent, ctx)?;
+    let seconds = match int_param(ctx, "seconds") {
+        n if n <= 0 => 1,
+        n => n as u64,
+    };
+    let debug = int_param(ctx, "debug");
+    let gc = int_param(ctx, "gc");
+    let effective = match name {
+        "cmdline" | "profile" | "trace" => name.to_string(),
+        _ => ctx.query.get("profile").unwrap_or(name).to_string(),
+    };
+    let known = matches!(effective.as_str(), "cmdline" | "profile" | "trace")
+        || NAMED_PROFILES.contains(&effective.as_str());
+    if !known {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("Pprof profile not found profile: {effective}"),
+        ));
+    }
+    let body = agent
+        .profile(ProfileRequest {
+            name: effective.clone(),
+            seconds,
+            debug,
+            gc,
+        })
+        .await?;
+    Ok(with_headers(&effective, debug, body))
+}
+
+fn with_headers(name: &str, debug: i64, body: Vec<u8>) -> Response<Body> {
+    let text = name == "cmdline" || (debug != 0 && !matches!(name, "profile" | "trace"));
+    let content_type = if text {
+        "text/plain; charset=utf-8"
+    } else {
+        "application/octet-stream"
+    };
+    let mut resp = Response::new(response::full(body));
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        HeaderName::from_static("x-content-type-options"),
+        HeaderValue::from_static("nosniff"),
+    );
+    if !text && let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        headers.insert(http::header::CONTENT_DISPOSITION, v);
+    }
+    resp
+}

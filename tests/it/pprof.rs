@@ -1,0 +1,233 @@
+//! `/v1/agent/pprof/*` against a real agent.
+
+use std::io::Read;
+use std::time::Duration;
+
+use pprof::protos::{Message, Profile};
+
+use crate::support::Agent;
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .expect("gzip");
+    out
+}
+
+#[tokio::test]
+async fn parameters_and_headers() {
+    let agent = Agent::dev("").await;
+    let r = agent.get("/v1/agent/pprof/").await;
+    assert_eq!((r.status, r.text().as_str()), (404, "Invalid method"));
+    for name in ["symbol", "latency", "heap/x"] {
+        let r = agent.get(&format!("/v1/agent/pprof/{name}")).await;
+        assert_eq!(
+            (r.status, r.text()),
+            (404, format!("Pprof profile not found profile: {name}"))
+        );
+    }
+    let r = agent
+        .get("/v1/agent/pprof/heap?node_id=a&server_id=b")
+        .await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (400, "Cannot target node and server simultaneously")
+    );
+    let r = agent.get("/v1/agent/pprof/heap?server_id=zz").await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (500, "unknown Nomad server zz")
+    );
+    let r = agent.get("/v1/agent/pprof/heap?node_id=zz").await;
+    assert_eq!((r.status, r.text().as_str()), (404, "Unknown node \"zz\""));
+
+    let r = agent.get("/v1/agent/pprof/cmdline").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(
+        r.header("x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
+    let argv: Vec<&[u8]> = r.body.split(|b| *b == 0).collect();
+    assert!(argv[0].ends_with(b"caravan"), "{:?}", r.text());
+    assert_eq!(argv[1], b"agent");
+    assert_eq!(argv[2], b"-dev");
+
+    let r = agent.get("/v1/agent/pprof/goroutine").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/octet-stream")
+    );
+    assert_eq!(
+        r.header("content-disposition").as_deref(),
+        Some("attachment; filename=\"goroutine\"")
+    );
+    let p = Profile::decode(&gunzip(&r.body)[..]).unwrap();
+    assert!(p.sample.len() >= 2, "one sample per thread");
+    assert!(
+        p.string_table.iter().any(|s| s.contains("tokio-rt-worker")),
+        "{:?}",
+        p.string_table
+    );
+    for debug in ["1", "2"] {
+        let r = agent
+            .get(&format!("/v1/agent/pprof/goroutine?debug={debug}"))
+            .await;
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("text/plain; charset=utf-8")
+        );
+        assert!(r.header("content-disposition").is_none());
+        assert!(
+            r.text().starts_with("goroutine profile: total "),
+            "{}",
+            r.text()
+        );
+    }
+    // A caller-supplied ?profile= wins over the path (Nomad's quirk).
+    let r = agent
+        .get("/v1/agent/pprof/heap?profile=threadcreate&debug=1")
+        .await;
+    assert!(
+        r.text().starts_with("threadcreate profile: total "),
+        "{}",
+        r.text()
+    );
+    let r = agent.get("/v1/agent/pprof/mutex").await;
+    assert_eq!(r.status, 501);
+}
+
+#[tokio::test]
+async fn cpu_and_heap_profiles_decode() {
+    let agent = Agent::dev("").await;
+    // Keep the agent busy while it profiles itself.
+    let busy = agent.http;
+    let load = tokio::spawn(async move {
+        let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+        while tokio::time::Instant::now() < until {
+            let _ = crate::support::get(busy, "/v1/agent/self?pretty").await;
+        }
+    });
+    let r = agent.get("/v1/agent/pprof/profile?seconds=1").await;
+    let _ = load.await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("content-disposition").as_deref(),
+        Some("attachment; filename=\"profile\"")
+    );
+    let p = Profile::decode(&gunzip(&r.body)[..]).unwrap();
+    assert!(!p.sample.is_empty(), "a busy second has samples");
+    assert!(
+        p.string_table.iter().any(|s| s.contains("caravan")),
+        "function names of this program are in the profile"
+    );
+
+    let r = agent.get("/v1/agent/pprof/heap").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let p = Profile::decode(&gunzip(&r.body)[..]).unwrap();
+    assert!(
+        p.string_table.iter().any(|s| s.contains("space")),
+        "{:?}",
+        &p.string_table[..4.min(p.string_table.len())]
+    );
+    let r = agent.get("/v1/agent/pprof/heap?debug=1").await;
+    assert!(r.text().contains("# allocated = "), "{}", r.text());
+
+    let r = agent.get("/v1/agent/pprof/trace?seconds=1").await;
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(v["traceEvents"].is_array());
+}
+
+#[tokio::test]
+async fn concurrent_cpu_profiles_are_refused() {
+    let agent = Agent::dev("").await;
+    let addr = agent.http;
+    let first = tokio::spawn(async move {
+        crate::support::get(addr, "/v1/agent/pprof/profile?seconds=2").await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = agent.get("/v1/agent/pprof/profile?seconds=1").await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (500, "cpu profiling already in use")
+    );
+    assert_eq!(first.await.unwrap().unwrap().status, 200);
+}
+
+#[tokio::test]
+async fn availability_table() {
+    // enable_debug unset, ACLs off: no.
+    let off = Agent::dev("enable_debug = false\n").await;
+    let r = off.get("/v1/agent/pprof/cmdline").await;
+    assert_eq!((r.status, r.text().as_str()), (403, "Permission denied"));
+    // enable_debug true, ACLs off: yes.
+    let on = Agent::dev("").await;
+    assert_eq!(on.get("/v1/agent/pprof/cmdline").await.status, 200);
+    // ACLs on: agent:write or management yes (even with enable_debug false); agent:read, none: no.
+    let acl = Agent::start(&["-dev", "-acl-enabled"], "enable_debug = false\n").await;
+    let boot = acl.call("POST", "/v1/acl/bootstrap", &[]).await.json();
+    let mgmt = boot["SecretID"].as_str().unwrap().to_string();
+    let r = acl
+        .call(
+            "GET",
+            "/v1/agent/pprof/cmdline",
+            &[("X-Nomad-Token", &mgmt)],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    for (name, rules) in [
+        ("w", "agent {\n  policy = \"write\"\n}"),
+        ("r", "agent {\n  policy = \"read\"\n}"),
+    ] {
+        let body = serde_json::json!({"Name": name, "Rules": rules}).to_string();
+        let r = crate::support::call(
+            acl.http,
+            "POST",
+            &format!("/v1/acl/policy/{name}"),
+            &[("X-Nomad-Token", &mgmt)],
+            body.into(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 200);
+    }
+    let mut secrets = Vec::new();
+    for p in ["w", "r"] {
+        let body = serde_json::json!({"Type": "client", "Policies": [p]}).to_string();
+        let r = crate::support::call(
+            acl.http,
+            "POST",
+            "/v1/acl/token",
+            &[("X-Nomad-Token", &mgmt)],
+            body.into(),
+        )
+        .await
+        .unwrap();
+        secrets.push(r.json()["SecretID"].as_str().unwrap().to_string());
+    }
+    let (writer, reader) = (secrets[0].clone(), secrets[1].clone());
+    let r = acl
+        .call(
+            "GET",
+            "/v1/agent/pprof/cmdline",
+            &[("X-Nomad-Token", &writer)],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = acl
+        .call(
+            "GET",
+            "/v1/agent/pprof/cmdline",
+            &[("X-Nomad-Token", &reader)],
+        )
+        .await;
+    assert_eq!((r.status, r.text().as_str()), (403, "Permission denied"));
+    let r = acl.call("GET", "/v1/agent/pprof/cmdline", &[]).await;
+    assert_eq!((r.status, r.text().as_str()), (403, "Permission denied"));
+}
