@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         ["bench", "http"] => bench::http(),
         ["bench-run"] => bench::bench_run(),
         ["bare-server", port] => bench::bare_server(port),
-        _ => Err("usage: cargo xtask ci | bench http | sim [--members N] [--loss P] [--seed S] [--window SECS]".to_string()),
+        _ => Err("usage: cargo xtask ci | bench http | sim [--members N] [--loss P] [--seed S] [--window SECS] [--converge-limit SECS]".to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

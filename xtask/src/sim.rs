@@ -41,6 +41,7 @@ pub fn sim_run(args: &[String]) -> Result<(), String> {
     let loss: f64 = flag(args, "--loss", 0.05)?;
     let seed: u64 = flag(args, "--seed", 1)?;
     let window: u64 = flag(args, "--window", 20)?;
+    let converge: u64 = flag(args, "--converge-limit", 0)?;
     if !(0.0..1.0).contains(&loss) {
         return Err("--loss must be in [0, 1)".into());
     }
@@ -51,7 +52,13 @@ pub fn sim_run(args: &[String]) -> Result<(), String> {
     cfg.loss = loss;
     cfg.tags = members <= 2000;
     let started = Instant::now();
-    let r = measure(cfg, Duration::from_secs(window), Duration::from_secs(180));
+    let converge_limit = (converge > 0).then(|| Duration::from_secs(converge));
+    let r = measure(
+        cfg,
+        Duration::from_secs(window),
+        Duration::from_secs(180),
+        converge_limit,
+    );
     let fmt = |d: Option<Duration>| {
         d.map_or("never (limit 180 s)".to_string(), |d| {
             format!("{:.2} s", d.as_secs_f64())

@@ -622,10 +622,15 @@ pub struct Report {
     pub packets_per_member_sec: f64,
 }
 
-/// Runs the standard measurement: converge `members - 1` nodes (bounded by `limit` or 2.5
-/// anti-entropy intervals, whichever is longer), measure steady-state traffic for `window`, then
-/// a join and a crash, each bounded by `limit` of virtual time.
-pub fn measure(mut cfg: SimConfig, window: Duration, limit: Duration) -> Report {
+/// Runs the standard measurement: converge `members - 1` nodes (bounded by `converge_limit`,
+/// by default `limit` or 2.5 anti-entropy intervals, whichever is longer), measure steady-state
+/// traffic for `window`, then a join and a crash, each bounded by `limit` of virtual time.
+pub fn measure(
+    mut cfg: SimConfig,
+    window: Duration,
+    limit: Duration,
+    converge_limit: Option<Duration>,
+) -> Report {
     let n = cfg.members.max(3);
     cfg.members = n;
     let mut sim = Sim::new(cfg.clone());
@@ -651,7 +656,9 @@ pub fn measure(mut cfg: SimConfig, window: Duration, limit: Duration) -> Report 
         })
     };
     // A lost announce or reply leaves a node alone; retry those, as retry_join would.
-    let deadline = sim.now() + limit.max(crate::sync_interval(n as u32).mul_f64(2.5));
+    let converge_limit =
+        converge_limit.unwrap_or_else(|| limit.max(crate::sync_interval(n as u32).mul_f64(2.5)));
+    let deadline = sim.now() + converge_limit;
     let mut converge = None;
     while sim.now() <= deadline {
         if converged(&sim) {
@@ -709,7 +716,7 @@ mod measure_tests {
     fn measurement_at_small_scale() {
         let mut cfg = SimConfig::new(30, 42);
         cfg.loss = 0.05;
-        let r = measure(cfg, Duration::from_secs(10), Duration::from_secs(60));
+        let r = measure(cfg, Duration::from_secs(10), Duration::from_secs(60), None);
         assert!(r.converge.is_some(), "{r:?}");
         assert!(r.join_known_by_all.is_some(), "{r:?}");
         assert!(r.crash_known_by_all.is_some(), "{r:?}");
