@@ -5,6 +5,7 @@
 //!   sources, defaults, `-dev` and validation.
 //! - [`duration`]: Go-syntax durations.
 //! - [`member`]: gossip members and their status, as `/v1/agent/members` reports them.
+//! - [`sched`]: scheduler worker states and the pool configuration.
 //! - [`server_list`]: a client's list of server RPC addresses.
 #![deny(missing_docs)]
 
@@ -12,6 +13,7 @@ pub mod acl;
 pub mod config;
 pub mod duration;
 pub mod member;
+pub mod sched;
 pub mod server_list;
 
 /// Every error this crate returns.
