@@ -386,7 +386,7 @@ async fn servers() {
 #[tokio::test]
 async fn unbuilt_endpoints_say_so() {
     let agent = Agent::dev("").await;
-    for path in ["/v1/agent/schedulers", "/v1/agent/monitor/export"] {
+    for path in ["/v1/agent/monitor/export", "/v1/agent/reload"] {
         let r = agent.get(path).await;
         assert_eq!(r.status, 501, "{path}");
         assert!(r.text().contains("not implemented"), "{path}");

@@ -8,5 +8,6 @@ mod gossip;
 mod lifecycle;
 mod monitor;
 mod pprof;
+mod schedulers;
 mod support;
 mod tls;

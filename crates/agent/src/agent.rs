@@ -10,6 +10,7 @@ use caravan_agent_core::CoreError;
 use caravan_agent_core::acl::{Acl, AclState};
 use caravan_agent_core::config::{AgentConfig, parse_host_port};
 use caravan_agent_core::member::{self, BuildInfo, Member, MemberStatus};
+use caravan_agent_core::sched::{SchedulerConfig, WorkerInfo};
 use caravan_agent_core::server_list::ServerList;
 use caravan_gossip::NodeConfig;
 use caravan_gossip::udp::Gossip;
@@ -22,6 +23,9 @@ use crate::rpc;
 
 /// Default RPC port for server addresses given without one.
 pub const DEFAULT_RPC_PORT: u16 = 4647;
+
+/// How often the leader enqueues a `_core` GC evaluation.
+pub const CORE_GC_INTERVAL: Duration = Duration::from_secs(300);
 
 /// How often a client-only agent refreshes its copy of the ACL state.
 pub const ACL_REFRESH: Duration = Duration::from_secs(10);
@@ -42,6 +46,13 @@ pub struct Agent {
     acl: RwLock<AclState>,
     acl_path: Option<PathBuf>,
     hub: caravan_http::monitor::MonitorHub,
+    scheduling: Option<Scheduling>,
+}
+
+/// The server's eval broker and worker pool with its configuration.
+struct Scheduling {
+    broker: std::sync::Arc<caravan_sched::broker::EvalBroker>,
+    pool: parking_lot::Mutex<(caravan_sched::workers::WorkerPool, SchedulerConfig)>,
 }
 
 /// This build's version facts.
@@ -103,7 +114,9 @@ impl Agent {
             Some(id) => Some(start_gossip(&config, id, &build).await?),
             None => None,
         };
+        let scheduling = config.server.enabled.then(|| start_scheduling(&config));
         Ok(Agent {
+            scheduling,
             config,
             server_id,
             node_id,
@@ -205,6 +218,31 @@ impl Agent {
                     }
                 }
                 tokio::time::sleep(ACL_REFRESH).await;
+            }
+        });
+    }
+
+    /// On the leader: enqueue a `_core` garbage-collection evaluation every five minutes, as
+    /// Nomad's leader does; the workers that serve `_core` pick them up.
+    pub fn spawn_core_gc(&self) {
+        let Some(s) = &self.scheduling else { return };
+        if !self.is_leader() {
+            return;
+        }
+        let broker = s.broker.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CORE_GC_INTERVAL);
+            let mut index = 0u64;
+            loop {
+                tick.tick().await;
+                index += 1;
+                broker.enqueue(caravan_sched::broker::Eval {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    job_id: "core-gc".into(),
+                    priority: 200,
+                    scheduler: "_core".into(),
+                    create_index: index,
+                });
             }
         });
     }
@@ -360,6 +398,33 @@ impl AgentApi for Agent {
         Err(last)
     }
 
+    fn schedulers(&self) -> Option<Vec<WorkerInfo>> {
+        self.scheduling.as_ref().map(|s| s.pool.lock().0.info())
+    }
+
+    fn scheduler_config(&self) -> Option<SchedulerConfig> {
+        self.scheduling.as_ref().map(|s| s.pool.lock().1.clone())
+    }
+
+    fn set_scheduler_config(&self, wanted: SchedulerConfig) -> SchedulerConfig {
+        let Some(s) = &self.scheduling else {
+            return wanted;
+        };
+        let mut guard = s.pool.lock();
+        if guard.1.differs_from(&wanted) {
+            let n = usize::try_from(wanted.num_schedulers).unwrap_or(0);
+            guard.0.rebuild(n, &wanted.enabled_schedulers);
+            guard.0.set_leader(self.is_leader());
+            tracing::info!(target: "agent", num_schedulers = n, enabled = ?wanted.enabled_schedulers, "scheduler pool rebuilt");
+            guard.1 = wanted;
+        }
+        guard.1.clone()
+    }
+
+    fn num_cpus(&self) -> u32 {
+        std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+    }
+
     async fn profile(
         &self,
         request: caravan_http::api::ProfileRequest,
@@ -510,6 +575,32 @@ pub async fn resolve(text: &str) -> Result<Vec<SocketAddr>, String> {
         return Err(format!("failed to resolve {text:?}: no addresses"));
     }
     Ok(addrs)
+}
+
+/// Starts the eval broker and the worker pool; a leader pauses ⌊3n/4⌋ of its workers.
+fn start_scheduling(config: &AgentConfig) -> Scheduling {
+    let broker = std::sync::Arc::new(caravan_sched::broker::EvalBroker::new(Default::default()));
+    let wanted = SchedulerConfig {
+        num_schedulers: i64::from(config.server.num_schedulers),
+        enabled_schedulers: config.server.enabled_schedulers.clone(),
+    };
+    // No job API yet: every evaluation type is acknowledged as scheduled (nothing to place).
+    let scheduler: caravan_sched::workers::Scheduler = std::sync::Arc::new(|eval| {
+        tracing::debug!(target: "sched", eval = %eval.id, scheduler = %eval.scheduler, "evaluation processed");
+        Ok(())
+    });
+    let pool = caravan_sched::workers::WorkerPool::new(
+        config.server.num_schedulers as usize,
+        &wanted.enabled_schedulers,
+        broker.clone(),
+        scheduler,
+    );
+    let leader = config.server.bootstrap_expect == 1;
+    pool.set_leader(leader);
+    Scheduling {
+        broker,
+        pool: parking_lot::Mutex::new((pool, wanted)),
+    }
 }
 
 /// Starts the gossip pool on the serf listener with Nomad's server tags.

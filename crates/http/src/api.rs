@@ -84,6 +84,22 @@ pub trait AgentApi: Send + Sync + 'static {
         request: ProfileRequest,
     ) -> impl Future<Output = Result<Vec<u8>, crate::ApiError>> + Send;
 
+    /// The scheduler workers, on servers.
+    fn schedulers(&self) -> Option<Vec<caravan_agent_core::sched::WorkerInfo>>;
+
+    /// The scheduler pool configuration, on servers.
+    fn scheduler_config(&self) -> Option<caravan_agent_core::sched::SchedulerConfig>;
+
+    /// Applies a validated configuration if it differs (rebuilding the pool); returns the
+    /// configuration in force afterwards.
+    fn set_scheduler_config(
+        &self,
+        config: caravan_agent_core::sched::SchedulerConfig,
+    ) -> caravan_agent_core::sched::SchedulerConfig;
+
+    /// CPUs of this machine (the upper bound of `num_schedulers`).
+    fn num_cpus(&self) -> u32;
+
     /// The log fan-out `/v1/agent/monitor` subscribes to.
     fn monitor_hub(&self) -> &crate::monitor::MonitorHub;
 

@@ -27,6 +27,7 @@ pub mod pprof;
 pub mod request;
 pub mod response;
 pub mod router;
+pub mod schedulers;
 pub mod serve;
 
 use std::sync::Arc;
@@ -175,11 +176,11 @@ impl<A: AgentApi> App<A> {
             Route::Members => handlers::members(agent, ctx).await,
             Route::Join => handlers::join(agent, ctx).await,
             Route::ForceLeave => handlers::force_leave(agent, ctx).await,
-            Route::Schedulers
-            | Route::SchedulersConfig
-            | Route::Reload
-            | Route::MonitorExport
-            | Route::Keyring(_) => handlers::not_implemented(ctx),
+            Route::Schedulers => schedulers::workers(agent, ctx),
+            Route::SchedulersConfig => schedulers::config(agent, ctx),
+            Route::Reload | Route::MonitorExport | Route::Keyring(_) => {
+                handlers::not_implemented(ctx)
+            }
         }
     }
 }

@@ -105,6 +105,21 @@ impl AgentApi for Fake {
         Ok(())
     }
 
+    fn schedulers(&self) -> Option<Vec<caravan_agent_core::sched::WorkerInfo>> {
+        None
+    }
+    fn scheduler_config(&self) -> Option<caravan_agent_core::sched::SchedulerConfig> {
+        None
+    }
+    fn set_scheduler_config(
+        &self,
+        config: caravan_agent_core::sched::SchedulerConfig,
+    ) -> caravan_agent_core::sched::SchedulerConfig {
+        config
+    }
+    fn num_cpus(&self) -> u32 {
+        2
+    }
     fn monitor_hub(&self) -> &MonitorHub {
         &self.hub
     }

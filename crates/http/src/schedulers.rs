@@ -1,0 +1,207 @@
+//! `/v1/agent/schedulers` and `/v1/agent/schedulers/config` (spec §10–11).
+
+use caravan_agent_core::acl::Acl;
+use caravan_agent_core::sched::{SchedulerConfig, WorkerInfo};
+use http::{Method, Response};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::acl::require;
+use crate::api::AgentApi;
+use crate::response::{self, Body};
+use crate::{ApiError, Ctx};
+
+type Reply = Result<Response<Body>, ApiError>;
+
+#[derive(Serialize)]
+struct WorkerDto {
+    id: String,
+    enabled_schedulers: Vec<String>,
+    started: String,
+    status: &'static str,
+    workload_status: &'static str,
+}
+
+impl From<&WorkerInfo> for WorkerDto {
+    fn from(w: &WorkerInfo) -> WorkerDto {
+        WorkerDto {
+            id: w.id.clone(),
+            enabled_schedulers: w.enabled_schedulers.clone(),
+            started: humantime::format_rfc3339_nanos(w.started).to_string(),
+            status: w.status.as_str(),
+            workload_status: w.workload_status.as_str(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct WorkersResponse {
+    server_id: String,
+    schedulers: Vec<WorkerDto>,
+}
+
+#[derive(Serialize)]
+struct ConfigResponse {
+    server_id: String,
+    num_schedulers: i64,
+    enabled_schedulers: Vec<String>,
+}
+
+fn server_only<A: AgentApi>(agent: &A) -> Result<(), ApiError> {
+    if agent.config().server.enabled {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request("Server only endpoint"))
+    }
+}
+
+/// `GET /v1/agent/schedulers`: kind, method, ACL.
+pub fn workers<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
+    server_only(agent)?;
+    if ctx.method != Method::GET {
+        return Err(ApiError::invalid_method());
+    }
+    require(agent, ctx, Acl::allow_agent_read)?;
+    let list = agent.schedulers().unwrap_or_default();
+    let body = WorkersResponse {
+        server_id: agent.config().member_name(),
+        schedulers: list.iter().map(WorkerDto::from).collect(),
+    };
+    Ok(response::json(&body, ctx.query.pretty()))
+}
+
+/// `/v1/agent/schedulers/config`: kind, method, ACL, body, validation.
+pub fn config<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
+    server_only(agent)?;
+    let write = match ctx.method {
+        Method::GET => false,
+        Method::PUT | Method::POST => true,
+        _ => return Err(ApiError::invalid_method()),
+    };
+    if write {
+        require(agent, ctx, Acl::allow_agent_write)?;
+        let wanted = decode(&ctx.body)?;
+        if !wanted.is_valid(agent.num_cpus()) {
+            return Err(ApiError::bad_request("Invalid request"));
+        }
+        let now = agent.set_scheduler_config(wanted);
+        return Ok(config_response(agent, now, ctx));
+    }
+    require(agent, ctx, Acl::allow_agent_read)?;
+    let now = agent.scheduler_config().unwrap_or(SchedulerConfig {
+        num_schedulers: 0,
+        enabled_schedulers: Vec::new(),
+    });
+    Ok(config_response(agent, now, ctx))
+}
+
+fn config_response<A: AgentApi>(agent: &A, c: SchedulerConfig, ctx: &Ctx) -> Response<Body> {
+    let body = ConfigResponse {
+        server_id: agent.config().member_name(),
+        num_schedulers: c.num_schedulers,
+        enabled_schedulers: c.enabled_schedulers,
+    };
+    response::json(&body, ctx.query.pretty())
+}
+
+/// Go `encoding/json` semantics for `{"num_schedulers": int, "enabled_schedulers": [string]}`:
+/// only the first value is read, keys match exactly or case-insensitively, unknown keys are
+/// ignored, `null` leaves zero values.
+fn decode(body: &[u8]) -> Result<SchedulerConfig, ApiError> {
+    let invalid = |m: String| ApiError::bad_request(format!("Invalid request: {m}"));
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "Invalid request: Request body is empty",
+        ));
+    }
+    let first = serde_json::Deserializer::from_slice(body)
+        .into_iter::<Value>()
+        .next()
+        .unwrap_or(Ok(Value::Null))
+        .map_err(|e| invalid(e.to_string()))?;
+    let mut config = SchedulerConfig {
+        num_schedulers: 0,
+        enabled_schedulers: Vec::new(),
+    };
+    let obj = match first {
+        Value::Null => return Ok(config),
+        Value::Object(o) => o,
+        other => {
+            return Err(invalid(format!(
+                "json: cannot unmarshal {} into Go value of type structs.SchedulerWorkerPoolArgs",
+                go_kind(&other)
+            )));
+        }
+    };
+    let field = |name: &str| {
+        obj.get(name).or_else(|| {
+            obj.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v)
+        })
+    };
+    let type_error = |v: &Value, field: &str, go_type: &str| {
+        invalid(format!(
+            "json: cannot unmarshal {} into Go struct field SchedulerWorkerPoolArgs.{field} of type {go_type}",
+            go_kind(v)
+        ))
+    };
+    match field("num_schedulers") {
+        None | Some(Value::Null) => {}
+        Some(v) => {
+            config.num_schedulers = v
+                .as_i64()
+                .ok_or_else(|| type_error(v, "num_schedulers", "int"))?;
+        }
+    }
+    match field("enabled_schedulers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for item in items {
+                let s = item
+                    .as_str()
+                    .ok_or_else(|| type_error(item, "enabled_schedulers", "string"))?;
+                config.enabled_schedulers.push(s.to_string());
+            }
+        }
+        Some(v) => return Err(type_error(v, "enabled_schedulers", "[]string")),
+    }
+    Ok(config)
+}
+
+fn go_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_json_rules() {
+        let ok = decode(
+            br#"{"num_schedulers": 1, "enabled_schedulers": ["_core"], "server_id": "x"} trailing"#,
+        )
+        .unwrap();
+        assert_eq!(ok.num_schedulers, 1);
+        let ci = decode(br#"{"NUM_SCHEDULERS": 2, "Enabled_Schedulers": ["_core"]}"#).unwrap();
+        assert_eq!((ci.num_schedulers, ci.enabled_schedulers.len()), (2, 1));
+        let pascal = decode(br#"{"NumSchedulers": 2}"#).unwrap();
+        assert_eq!(pascal.num_schedulers, 0, "no underscore, no match");
+        assert_eq!(decode(b"null").unwrap().num_schedulers, 0);
+        let e = |b: &[u8]| decode(b).unwrap_err().message;
+        assert_eq!(e(b""), "Invalid request: Request body is empty");
+        assert!(e(b"{nope").starts_with("Invalid request: "));
+        assert!(e(br#"{"num_schedulers": "2"}"#).contains("cannot unmarshal string into Go struct field SchedulerWorkerPoolArgs.num_schedulers of type int"));
+        assert!(e(br#"{"num_schedulers": 1.5}"#).contains("of type int"));
+        assert!(e(br#"{"enabled_schedulers": "x"}"#).contains("of type []string"));
+        assert!(e(b"[1]").contains("cannot unmarshal array"));
+    }
+}
