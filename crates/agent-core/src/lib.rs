@@ -3,6 +3,7 @@
 //! - [`acl`]: ACL policy rules, capability evaluation, and the token/policy store.
 //! - [`config`]: the agent configuration file format (Nomad's HCL keys), merging of several
 //!   sources, defaults, `-dev` and validation.
+//! - [`jobs`]: jobs, evaluations, allocations and nodes.
 //! - [`duration`]: Go-syntax durations.
 //! - [`member`]: gossip members and their status, as `/v1/agent/members` reports them.
 //! - [`sched`]: scheduler worker states and the pool configuration.
@@ -12,6 +13,7 @@
 pub mod acl;
 pub mod config;
 pub mod duration;
+pub mod jobs;
 pub mod member;
 pub mod sched;
 pub mod server_list;

@@ -14,7 +14,7 @@ use caravan_agent_core::sched::{SchedulerConfig, WorkerInfo};
 use caravan_agent_core::server_list::ServerList;
 use caravan_gossip::NodeConfig;
 use caravan_gossip::udp::Gossip;
-use caravan_http::api::{AclWriteError, AgentApi, JoinResult, Stats};
+use caravan_http::api::{AclWriteError, AgentApi, JobWriteResult, JoinResult, Stats};
 use caravan_http::dto::{HostData, MemberDto, MembersResponse, VersionDto};
 use caravan_http::multi_error;
 use parking_lot::RwLock;
@@ -52,6 +52,7 @@ pub struct Agent {
 /// The server's eval broker and worker pool with its configuration.
 struct Scheduling {
     broker: std::sync::Arc<caravan_sched::broker::EvalBroker>,
+    store: std::sync::Arc<caravan_sched::state::Store>,
     pool: parking_lot::Mutex<(caravan_sched::workers::WorkerPool, SchedulerConfig)>,
 }
 
@@ -115,6 +116,10 @@ impl Agent {
             None => None,
         };
         let scheduling = config.server.enabled.then(|| start_scheduling(&config));
+        if let (Some(s), Some(id)) = (&scheduling, &node_id) {
+            // The local client registers its node with the local server.
+            s.store.upsert_node(local_node(&config, id));
+        }
         Ok(Agent {
             scheduling,
             config,
@@ -421,6 +426,49 @@ impl AgentApi for Agent {
         guard.1.clone()
     }
 
+    fn register_job(&self, job: caravan_agent_core::jobs::Job) -> Result<JobWriteResult, String> {
+        let s = self.scheduling.as_ref().ok_or("this agent runs no server")?;
+        let w = s.store.register(job);
+        s.broker.enqueue(caravan_sched::state::broker_eval(&w.eval));
+        Ok(JobWriteResult {
+            eval_id: w.eval.id,
+            eval_create_index: w.eval.create_index,
+            job_modify_index: w.job_modify_index,
+        })
+    }
+
+    fn deregister_job(&self, id: &str) -> Result<Option<JobWriteResult>, String> {
+        let s = self.scheduling.as_ref().ok_or("this agent runs no server")?;
+        Ok(s.store.deregister(id).map(|w| {
+            s.broker.enqueue(caravan_sched::state::broker_eval(&w.eval));
+            JobWriteResult {
+                eval_id: w.eval.id,
+                eval_create_index: w.eval.create_index,
+                job_modify_index: w.job_modify_index,
+            }
+        }))
+    }
+
+    fn jobs(&self) -> Vec<caravan_agent_core::jobs::Job> {
+        self.scheduling.as_ref().map(|s| s.store.jobs()).unwrap_or_default()
+    }
+
+    fn job(&self, id: &str) -> Option<caravan_agent_core::jobs::Job> {
+        self.scheduling.as_ref()?.store.job(id)
+    }
+
+    fn job_allocations(&self, id: &str) -> Option<Vec<caravan_agent_core::jobs::Allocation>> {
+        self.scheduling.as_ref()?.store.job_allocations(id)
+    }
+
+    fn evaluation(&self, id: &str) -> Option<caravan_agent_core::jobs::Evaluation> {
+        self.scheduling.as_ref()?.store.evaluation(id)
+    }
+
+    fn nodes(&self) -> Vec<caravan_agent_core::jobs::Node> {
+        self.scheduling.as_ref().map(|s| s.store.nodes()).unwrap_or_default()
+    }
+
     fn num_cpus(&self) -> u32 {
         std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
     }
@@ -577,6 +625,37 @@ pub async fn resolve(text: &str) -> Result<Vec<SocketAddr>, String> {
     Ok(addrs)
 }
 
+/// This machine as a client node: CPU in MHz (cores × frequency) and memory from sysinfo.
+fn local_node(config: &AgentConfig, id: &str) -> caravan_agent_core::jobs::Node {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    let (mhz, memory_bytes) = match sysinfo::System::new() {
+        Ok(mut sys) => {
+            sys.refresh_cpu_all();
+            sys.refresh_memory();
+            let mhz: u64 = sys.cpus().iter().map(|c| c.frequency()).sum();
+            (mhz, sys.total_memory())
+        }
+        Err(e) => {
+            tracing::warn!(target: "client", error = %e, "cannot read CPU and memory; assuming 1 GiB");
+            (0, 1 << 30)
+        }
+    };
+    let cpu = if mhz == 0 { cores * 2000 } else { mhz };
+    caravan_agent_core::jobs::Node {
+        id: id.to_string(),
+        name: config.node_name.clone(),
+        datacenter: config.datacenter.clone(),
+        node_class: config.client.node_class.clone(),
+        meta: config.client.meta.clone(),
+        cpu,
+        memory_mb: memory_bytes >> 20,
+        status: "ready".into(),
+        down_since: None,
+        create_index: 0,
+        modify_index: 0,
+    }
+}
+
 /// Starts the eval broker and the worker pool; a leader pauses ⌊3n/4⌋ of its workers.
 fn start_scheduling(config: &AgentConfig) -> Scheduling {
     let broker = std::sync::Arc::new(caravan_sched::broker::EvalBroker::new(Default::default()));
@@ -584,11 +663,21 @@ fn start_scheduling(config: &AgentConfig) -> Scheduling {
         num_schedulers: i64::from(config.server.num_schedulers),
         enabled_schedulers: config.server.enabled_schedulers.clone(),
     };
-    // No job API yet: every evaluation type is acknowledged as scheduled (nothing to place).
-    let scheduler: caravan_sched::workers::Scheduler = std::sync::Arc::new(|eval| {
-        tracing::debug!(target: "sched", eval = %eval.id, scheduler = %eval.scheduler, "evaluation processed");
-        Ok(())
-    });
+    let store = std::sync::Arc::new(caravan_sched::state::Store::default());
+    let scheduler: caravan_sched::workers::Scheduler = {
+        let store = store.clone();
+        let broker = broker.clone();
+        let gc_threshold = config.server.node_gc_threshold.as_secs();
+        let started = std::time::Instant::now();
+        std::sync::Arc::new(move |eval| {
+            let unblocked = store.process(&eval.id, gc_threshold, started.elapsed().as_secs())?;
+            tracing::debug!(target: "sched", eval = %eval.id, scheduler = %eval.scheduler, "evaluation processed");
+            for e in unblocked {
+                broker.enqueue(caravan_sched::state::broker_eval(&e));
+            }
+            Ok(())
+        })
+    };
     let pool = caravan_sched::workers::WorkerPool::new(
         config.server.num_schedulers as usize,
         &wanted.enabled_schedulers,
@@ -599,6 +688,7 @@ fn start_scheduling(config: &AgentConfig) -> Scheduling {
     pool.set_leader(leader);
     Scheduling {
         broker,
+        store,
         pool: parking_lot::Mutex::new((pool, wanted)),
     }
 }

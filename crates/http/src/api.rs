@@ -100,6 +100,28 @@ pub trait AgentApi: Send + Sync + 'static {
     /// CPUs of this machine (the upper bound of `num_schedulers`).
     fn num_cpus(&self) -> u32;
 
+    /// Registers a job (servers): its evaluation ID and indexes. `Err` when this agent runs no
+    /// server.
+    fn register_job(&self, job: caravan_agent_core::jobs::Job) -> Result<JobWriteResult, String>;
+
+    /// Deregisters a job; `Ok(None)` when it is unknown.
+    fn deregister_job(&self, id: &str) -> Result<Option<JobWriteResult>, String>;
+
+    /// Every job.
+    fn jobs(&self) -> Vec<caravan_agent_core::jobs::Job>;
+
+    /// One job.
+    fn job(&self, id: &str) -> Option<caravan_agent_core::jobs::Job>;
+
+    /// A job's allocations; `None` when the job is unknown.
+    fn job_allocations(&self, id: &str) -> Option<Vec<caravan_agent_core::jobs::Allocation>>;
+
+    /// One evaluation.
+    fn evaluation(&self, id: &str) -> Option<caravan_agent_core::jobs::Evaluation>;
+
+    /// Every client node.
+    fn nodes(&self) -> Vec<caravan_agent_core::jobs::Node>;
+
     /// The log fan-out `/v1/agent/monitor` subscribes to.
     fn monitor_hub(&self) -> &crate::monitor::MonitorHub;
 
@@ -116,6 +138,17 @@ pub trait AgentApi: Send + Sync + 'static {
         &self,
         change: impl FnOnce(&mut AclState) -> Result<R, CoreError>,
     ) -> Result<R, AclWriteError>;
+}
+
+/// What a job registration or deregistration created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobWriteResult {
+    /// The evaluation.
+    pub eval_id: String,
+    /// Its creation index.
+    pub eval_create_index: u64,
+    /// The job's modify index.
+    pub job_modify_index: u64,
 }
 
 /// A profile request after the HTTP rules have been applied.

@@ -21,6 +21,7 @@ pub mod api;
 pub mod dto;
 mod error;
 pub mod handlers;
+pub mod jobs;
 pub mod logs;
 pub mod monitor;
 pub mod pprof;
@@ -176,6 +177,10 @@ impl<A: AgentApi> App<A> {
             Route::Members => handlers::members(agent, ctx).await,
             Route::Join => handlers::join(agent, ctx).await,
             Route::ForceLeave => handlers::force_leave(agent, ctx).await,
+            Route::Jobs => jobs::jobs(agent, ctx),
+            Route::Job(rest) => jobs::job(agent, ctx, &rest),
+            Route::Evaluation(id) => jobs::evaluation(agent, ctx, &id),
+            Route::Nodes => jobs::nodes(agent, ctx),
             Route::Schedulers => schedulers::workers(agent, ctx),
             Route::SchedulersConfig => schedulers::config(agent, ctx),
             Route::Reload | Route::MonitorExport | Route::Keyring(_) => {

@@ -32,6 +32,14 @@ pub enum Route {
     Pprof(String),
     /// `/v1/agent/keyring/<op>`.
     Keyring(String),
+    /// `/v1/jobs`.
+    Jobs,
+    /// `/v1/job/<rest>`.
+    Job(String),
+    /// `/v1/evaluation/<id>`.
+    Evaluation(String),
+    /// `/v1/nodes`.
+    Nodes,
     /// `/v1/acl/<rest>`: the ACL API.
     Acl(String),
     /// A prefix route asked for without its trailing slash: Go's `301` to this location.
@@ -57,12 +65,18 @@ impl Route {
             "/v1/agent/monitor" => Route::Monitor,
             "/v1/agent/monitor/export" => Route::MonitorExport,
             "/v1/agent/pprof" => Route::Redirect("/v1/agent/pprof/"),
+            "/v1/jobs" => Route::Jobs,
+            "/v1/nodes" => Route::Nodes,
             "/v1/agent/keyring" => Route::Redirect("/v1/agent/keyring/"),
             _ => {
                 if let Some(name) = path.strip_prefix("/v1/agent/pprof/") {
                     Route::Pprof(name.to_string())
                 } else if let Some(op) = path.strip_prefix("/v1/agent/keyring/") {
                     Route::Keyring(op.to_string())
+                } else if let Some(rest) = path.strip_prefix("/v1/job/") {
+                    Route::Job(rest.to_string())
+                } else if let Some(id) = path.strip_prefix("/v1/evaluation/") {
+                    Route::Evaluation(id.to_string())
                 } else if let Some(rest) = path.strip_prefix("/v1/acl/") {
                     Route::Acl(rest.to_string())
                 } else {

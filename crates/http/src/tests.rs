@@ -117,6 +117,30 @@ impl AgentApi for Fake {
     ) -> caravan_agent_core::sched::SchedulerConfig {
         config
     }
+    fn register_job(
+        &self,
+        _job: caravan_agent_core::jobs::Job,
+    ) -> Result<crate::api::JobWriteResult, String> {
+        Err("no server".into())
+    }
+    fn deregister_job(&self, _id: &str) -> Result<Option<crate::api::JobWriteResult>, String> {
+        Ok(None)
+    }
+    fn jobs(&self) -> Vec<caravan_agent_core::jobs::Job> {
+        Vec::new()
+    }
+    fn job(&self, _id: &str) -> Option<caravan_agent_core::jobs::Job> {
+        None
+    }
+    fn job_allocations(&self, _id: &str) -> Option<Vec<caravan_agent_core::jobs::Allocation>> {
+        None
+    }
+    fn evaluation(&self, _id: &str) -> Option<caravan_agent_core::jobs::Evaluation> {
+        None
+    }
+    fn nodes(&self) -> Vec<caravan_agent_core::jobs::Node> {
+        Vec::new()
+    }
     fn num_cpus(&self) -> u32 {
         2
     }

@@ -25,6 +25,8 @@
 #![deny(missing_docs)]
 
 pub mod broker;
+pub mod placement;
+pub mod state;
 pub mod workers;
 
 /// Every error this crate returns.
