@@ -5,6 +5,7 @@ mod cli;
 mod config_errors;
 mod endpoints;
 mod gossip;
+mod jobs;
 mod lifecycle;
 mod monitor;
 mod pprof;

@@ -142,3 +142,34 @@ def test_acl_bootstrap_policy_token(acl_agent):
     with pytest.raises(nomad.api.exceptions.URLNotAuthorizedNomadException):
         reader.agent.get_members()
     assert [p["Name"] for p in admin.acl.get_policies()] == ["readers"]
+
+
+def test_register_job_and_see_allocations(agent):
+    n = client(agent)
+    job = {
+        "Job": {
+            "ID": "web",
+            "Name": "web",
+            "Type": "service",
+            "Datacenters": ["dc1"],
+            "TaskGroups": [
+                {
+                    "Name": "g",
+                    "Count": 2,
+                    "Tasks": [{"Name": "t", "Driver": "docker", "Resources": {"CPU": 100, "MemoryMB": 64}}],
+                }
+            ],
+        }
+    }
+    reply = n.job.register_job("web", job)
+    assert reply["EvalID"]
+    deadline = time.monotonic() + 10
+    while n.evaluation.get_evaluation(reply["EvalID"])["Status"] == "pending":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    allocs = n.job.get_allocations("web")
+    assert len(allocs) == 2
+    assert {a["DesiredStatus"] for a in allocs} == {"run"}
+    assert [j["ID"] for j in n.jobs.get_jobs()] == ["web"]
+    workers = requests.get(f"http://127.0.0.1:{agent['http']}/v1/agent/schedulers", timeout=5).json()
+    assert {w["status"] for w in workers["schedulers"]} <= {"Started", "Paused"}

@@ -293,3 +293,73 @@ pub fn bench_run() -> Result<(), String> {
         Ok(())
     })
 }
+
+/// `cargo xtask bench sched`: runs the criterion scheduling benches and prints their medians as
+/// rates next to the targets.
+pub fn sched() -> Result<(), String> {
+    run(
+        "cargo",
+        &["bench", "-p", "caravan-benches", "--bench", "sched"],
+    )?;
+    let root = target_dir().join("criterion");
+    let median_ns = |dir: &str| -> Option<f64> {
+        let path = root.join(dir).join("new").join("estimates.json");
+        let text = std::fs::read_to_string(path).ok()?;
+        let key = "\"median\":{\"confidence_interval\":";
+        let at = text.find(key)?;
+        let rest = &text[at..];
+        let pe = rest.find("\"point_estimate\":")? + "\"point_estimate\":".len();
+        rest[pe..]
+            .split([',', '}'])
+            .next()?
+            .parse()
+            .ok()
+    };
+    let rows = [
+        (
+            "broker round trip/1 thread",
+            "broker round trips/s, 1 thread",
+            1.0,
+            "≥ 1,000,000/s",
+        ),
+        (
+            "broker round trip/2 threads",
+            "broker round trips/s, 2 threads",
+            1.0,
+            "–",
+        ),
+        (
+            "placement/service_ 10,000 allocs over 5,000 nodes",
+            "placements/s, 10,000 allocs over 5,000 nodes",
+            10_000.0,
+            "≥ 100,000/s",
+        ),
+        (
+            "placement/system_ one per node over 10,000 nodes",
+            "placements/s, system job over 10,000 nodes",
+            10_000.0,
+            "≥ 100,000/s",
+        ),
+    ];
+    println!(
+        "{:<48} {:>16} {:>16}",
+        "benchmark (criterion median)", "rate", "target"
+    );
+    for (dir, label, per_iter, target) in rows {
+        match median_ns(dir) {
+            Some(ns) => println!("{label:<48} {:>14.0}/s {target:>16}", per_iter * 1e9 / ns),
+            None => println!("{label:<48} {:>16} {target:>16}", "missing"),
+        }
+    }
+    let pause = median_ns("pause → Paused (worker waiting to dequeue)");
+    match pause {
+        Some(ns) => println!(
+            "{:<48} {:>14.1}µs {:>16}",
+            "pause → Paused",
+            ns / 1e3,
+            "≤ 10 ms"
+        ),
+        None => println!("{:<48} {:>16}", "pause → Paused", "missing"),
+    }
+    Ok(())
+}

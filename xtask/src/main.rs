@@ -18,9 +18,10 @@ fn main() -> ExitCode {
         ["sim-run", ..] => sim::sim_run(&args[1..]),
         ["ci"] => ci(),
         ["bench", "http"] => bench::http(),
+        ["bench", "sched"] => bench::sched(),
         ["bench-run"] => bench::bench_run(),
         ["bare-server", port] => bench::bare_server(port),
-        _ => Err("usage: cargo xtask ci | bench http | sim [--members N] [--loss P] [--seed S] [--window SECS] [--converge-limit SECS]".to_string()),
+        _ => Err("usage: cargo xtask ci | bench http | bench sched | sim [--members N] [--loss P] [--seed S] [--window SECS] [--converge-limit SECS]".to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -306,7 +306,8 @@ mod tests {
     #[test]
     fn validation_names_the_field() {
         assert!(job().validate().is_ok());
-        let cases: Vec<(Box<dyn Fn(&mut Job)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut Job)>;
+        let cases: Vec<(Change, &str)> = vec![
             (Box::new(|j| j.id.clear()), "Job.ID"),
             (Box::new(|j| j.priority = 0), "Job.Priority"),
             (Box::new(|j| j.datacenters.clear()), "Job.Datacenters"),

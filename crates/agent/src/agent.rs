@@ -427,7 +427,10 @@ impl AgentApi for Agent {
     }
 
     fn register_job(&self, job: caravan_agent_core::jobs::Job) -> Result<JobWriteResult, String> {
-        let s = self.scheduling.as_ref().ok_or("this agent runs no server")?;
+        let s = self
+            .scheduling
+            .as_ref()
+            .ok_or("this agent runs no server")?;
         let w = s.store.register(job);
         s.broker.enqueue(caravan_sched::state::broker_eval(&w.eval));
         Ok(JobWriteResult {
@@ -438,7 +441,10 @@ impl AgentApi for Agent {
     }
 
     fn deregister_job(&self, id: &str) -> Result<Option<JobWriteResult>, String> {
-        let s = self.scheduling.as_ref().ok_or("this agent runs no server")?;
+        let s = self
+            .scheduling
+            .as_ref()
+            .ok_or("this agent runs no server")?;
         Ok(s.store.deregister(id).map(|w| {
             s.broker.enqueue(caravan_sched::state::broker_eval(&w.eval));
             JobWriteResult {
@@ -450,7 +456,10 @@ impl AgentApi for Agent {
     }
 
     fn jobs(&self) -> Vec<caravan_agent_core::jobs::Job> {
-        self.scheduling.as_ref().map(|s| s.store.jobs()).unwrap_or_default()
+        self.scheduling
+            .as_ref()
+            .map(|s| s.store.jobs())
+            .unwrap_or_default()
     }
 
     fn job(&self, id: &str) -> Option<caravan_agent_core::jobs::Job> {
@@ -466,7 +475,10 @@ impl AgentApi for Agent {
     }
 
     fn nodes(&self) -> Vec<caravan_agent_core::jobs::Node> {
-        self.scheduling.as_ref().map(|s| s.store.nodes()).unwrap_or_default()
+        self.scheduling
+            .as_ref()
+            .map(|s| s.store.nodes())
+            .unwrap_or_default()
     }
 
     fn num_cpus(&self) -> u32 {

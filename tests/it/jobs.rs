@@ -1,0 +1,167 @@
+//! The job API and real scheduler workers on `agent -dev`.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::support::{Agent, call};
+
+fn job(id: &str, ty: &str, count: u32, cpu: u64) -> Value {
+    json!({"Job": {"ID": id, "Type": ty, "Datacenters": ["dc1"], "TaskGroups": [
+        {"Name": "g", "Count": count, "Tasks": [
+            {"Name": "t", "Driver": "docker", "Resources": {"CPU": cpu, "MemoryMB": 64}}]}]}})
+}
+
+async fn post(agent: &Agent, path: &str, body: Value) -> crate::support::Resp {
+    call(agent.http, "POST", path, &[], Bytes::from(body.to_string()))
+        .await
+        .unwrap()
+}
+
+async fn wait_eval(agent: &Agent, id: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let e = agent.get(&format!("/v1/evaluation/{id}")).await.json();
+        if e["Status"] != "pending" {
+            return e;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "evaluation stayed pending"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn register_place_block_deregister() {
+    let agent = Agent::dev("").await;
+    let nodes = agent.get("/v1/nodes").await.json();
+    assert_eq!(nodes.as_array().unwrap().len(), 1);
+    let node_cpu = nodes[0]["NodeResources"]["Cpu"]["CpuShares"]
+        .as_u64()
+        .unwrap();
+
+    let r = post(&agent, "/v1/jobs", job("web", "service", 3, 100)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let w = r.json();
+    assert!(w["EvalCreateIndex"].as_u64().unwrap() > 0);
+    let e = wait_eval(&agent, w["EvalID"].as_str().unwrap()).await;
+    assert_eq!(e["Status"], "complete");
+    let allocs = agent.get("/v1/job/web/allocations").await.json();
+    assert_eq!(allocs.as_array().unwrap().len(), 3);
+    assert!(
+        allocs
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["DesiredStatus"] == "run")
+    );
+    let j = agent.get("/v1/job/web").await.json();
+    assert_eq!(j["Status"], "running");
+    assert_eq!(j["TaskGroups"][0]["Count"], 3);
+    assert_eq!(
+        agent.get("/v1/jobs").await.json().as_array().unwrap().len(),
+        1
+    );
+
+    // A job larger than the node blocks, naming why.
+    let r = post(
+        &agent,
+        "/v1/job/huge",
+        job("huge", "batch", 1, node_cpu + 1),
+    )
+    .await;
+    let e = wait_eval(&agent, r.json()["EvalID"].as_str().unwrap()).await;
+    assert_eq!(e["QueuedAllocations"]["g"], 1);
+    assert!(
+        e["StatusDescription"]
+            .as_str()
+            .unwrap()
+            .contains("resources exhausted")
+    );
+    let blocked = agent
+        .get(&format!(
+            "/v1/evaluation/{}",
+            e["BlockedEval"].as_str().unwrap()
+        ))
+        .await
+        .json();
+    assert_eq!(blocked["Status"], "blocked");
+
+    // System job: one per node.
+    let r = post(&agent, "/v1/jobs", job("sys", "system", 0, 10)).await;
+    wait_eval(&agent, r.json()["EvalID"].as_str().unwrap()).await;
+    assert_eq!(
+        agent
+            .get("/v1/job/sys/allocations")
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Deregister stops the allocations.
+    let r = agent.call("DELETE", "/v1/job/web", &[]).await;
+    assert_eq!(r.status, 200);
+    wait_eval(&agent, r.json()["EvalID"].as_str().unwrap()).await;
+    let allocs = agent.get("/v1/job/web/allocations").await.json();
+    assert!(
+        allocs
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["DesiredStatus"] == "stop")
+    );
+
+    // Workers did the work: every evaluation left pending was picked up.
+    let workers = agent.get("/v1/agent/schedulers").await.json();
+    assert!(
+        workers["schedulers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["status"] == "Started")
+    );
+}
+
+#[tokio::test]
+async fn bad_jobs_name_the_field() {
+    let agent = Agent::dev("").await;
+    let cases = [
+        (json!({"Job": {"ID": "", "Datacenters": ["dc1"]}}), "Job.ID"),
+        (
+            json!({"Job": {"ID": "x", "Type": "cron", "Datacenters": ["dc1"]}}),
+            "Job.Type",
+        ),
+        (
+            json!({"Job": {"ID": "x", "TaskGroups": [{"Count": "two"}]}}),
+            "Job.TaskGroups[0].Count",
+        ),
+        (
+            json!({"Job": {"ID": "x", "Datacenters": ["dc1"], "TaskGroups": [{"Name": "g", "Tasks": [{"Name": "t", "Driver": "d", "Resources": {"CPU": 0}}]}]}}),
+            "Job.TaskGroups[0].Tasks[0].Resources.CPU",
+        ),
+        (json!({"NotAJob": {}}), "missing field `Job`"),
+    ];
+    for (body, want) in cases {
+        let r = post(&agent, "/v1/jobs", body).await;
+        assert_eq!(r.status, 400, "{want}");
+        assert!(r.text().contains(want), "{}: {want}", r.text());
+    }
+    let r = post(&agent, "/v1/job/other", job("web", "service", 1, 10)).await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (400, "Job ID does not match name")
+    );
+    assert_eq!(agent.get("/v1/job/missing").await.status, 404);
+    assert_eq!(
+        agent.call("DELETE", "/v1/job/missing", &[]).await.status,
+        404
+    );
+    assert_eq!(agent.get("/v1/evaluation/missing").await.status, 404);
+    assert_eq!(agent.call("DELETE", "/v1/jobs", &[]).await.status, 405);
+}
