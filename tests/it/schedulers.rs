@@ -188,3 +188,48 @@ async fn token_is_checked_before_the_body() {
     .unwrap();
     assert_eq!(r.status, 200);
 }
+
+#[tokio::test]
+async fn operator_scheduler_cli() {
+    let agent = Agent::dev("").await;
+    let addr = format!("http://{}", agent.http);
+    let run = move |args: Vec<&'static str>| {
+        let addr = addr.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::support::run_caravan(&args, &[("NOMAD_ADDR", &addr)])
+        })
+    };
+    let out = run(vec![
+        "operator",
+        "scheduler",
+        "set-config",
+        "-num-schedulers=1",
+        "-enabled-schedulers=service,_core",
+    ])
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(vec!["operator", "scheduler", "get-config"])
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("Number of Schedulers = 1"), "{text}");
+    assert!(
+        text.contains("Enabled Schedulers   = service, _core"),
+        "{text}"
+    );
+    let out = run(vec![
+        "operator",
+        "scheduler",
+        "set-config",
+        "-enabled-schedulers=service",
+    ])
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("400 (Invalid request)"));
+}

@@ -309,11 +309,7 @@ pub fn sched() -> Result<(), String> {
         let at = text.find(key)?;
         let rest = &text[at..];
         let pe = rest.find("\"point_estimate\":")? + "\"point_estimate\":".len();
-        rest[pe..]
-            .split([',', '}'])
-            .next()?
-            .parse()
-            .ok()
+        rest[pe..].split([',', '}']).next()?.parse().ok()
     };
     let rows = [
         (

@@ -33,6 +33,9 @@ pub enum Command {
     /// ACL bootstrap, policies and tokens.
     #[command(subcommand)]
     Acl(AclCommand),
+    /// Operator commands.
+    #[command(subcommand)]
+    Operator(OperatorCommand),
     /// Stream the agent's logs.
     Monitor {
         /// Connection flags.
@@ -50,6 +53,35 @@ pub enum Command {
         /// Stream a server's logs (this agent's server name or ID).
         #[arg(long = "server-id")]
         server_id: Option<String>,
+    },
+}
+
+/// `caravan operator ...`.
+#[derive(Debug, Subcommand)]
+pub enum OperatorCommand {
+    /// Scheduler worker configuration.
+    #[command(subcommand)]
+    Scheduler(SchedulerCommand),
+}
+
+/// `caravan operator scheduler ...`.
+#[derive(Debug, Subcommand)]
+pub enum SchedulerCommand {
+    /// Show the scheduler worker configuration.
+    #[command(name = "get-config")]
+    GetConfig(ClientArgs),
+    /// Change the scheduler worker configuration.
+    #[command(name = "set-config")]
+    SetConfig {
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Worker count.
+        #[arg(long = "num-schedulers")]
+        num_schedulers: Option<i64>,
+        /// Comma-separated scheduler types (`_core` required).
+        #[arg(long = "enabled-schedulers")]
+        enabled_schedulers: Option<String>,
     },
 }
 

@@ -9,7 +9,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::cli::{AclCommand, AclPolicyCommand, AclTokenCommand, ClientArgs, ServerCommand};
+use crate::cli::{
+    AclCommand, AclPolicyCommand, AclTokenCommand, ClientArgs, SchedulerCommand, ServerCommand,
+};
 
 /// The default agent address.
 pub const DEFAULT_ADDR: &str = "http://127.0.0.1:4646";
@@ -405,6 +407,80 @@ async fn stream_monitor(args: &ClientArgs, path: &str) -> Result<(), String> {
         pending.drain(..consumed);
     }
     Ok(())
+}
+
+/// `caravan operator scheduler get-config | set-config`.
+pub fn scheduler(cmd: SchedulerCommand) -> ExitCode {
+    const PATH: &str = "/v1/agent/schedulers/config";
+    let (client, body) = match cmd {
+        SchedulerCommand::GetConfig(client) => (client, None),
+        SchedulerCommand::SetConfig {
+            client,
+            num_schedulers,
+            enabled_schedulers,
+        } => {
+            let current = match call_ok(
+                &client,
+                "GET",
+                PATH,
+                "Error querying scheduler configuration",
+            ) {
+                Ok(b) => serde_json::from_slice::<serde_json::Value>(&b).unwrap_or_default(),
+                Err(code) => return code,
+            };
+            let num =
+                num_schedulers.unwrap_or_else(|| current["num_schedulers"].as_i64().unwrap_or(0));
+            let enabled: Vec<String> = match enabled_schedulers {
+                Some(list) => list
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+                None => current["enabled_schedulers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect(),
+            };
+            let body = serde_json::json!({"num_schedulers": num, "enabled_schedulers": enabled});
+            (client, Some(body.to_string().into_bytes()))
+        }
+    };
+    let result = match body {
+        None => call_ok(
+            &client,
+            "GET",
+            PATH,
+            "Error querying scheduler configuration",
+        ),
+        Some(b) => call_ok_with(
+            &client,
+            "PUT",
+            PATH,
+            b,
+            "Error setting scheduler configuration",
+        ),
+    };
+    match result {
+        Ok(bytes) => {
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let enabled: Vec<&str> = v["enabled_schedulers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str())
+                .collect();
+            println!(
+                "Server ID            = {}",
+                v["server_id"].as_str().unwrap_or_default()
+            );
+            println!("Number of Schedulers = {}", v["num_schedulers"]);
+            println!("Enabled Schedulers   = {}", enabled.join(", "));
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
 }
 
 /// Nomad's `server members` table.

@@ -50,6 +50,7 @@ fn main() -> ExitCode {
         Command::AgentInfo(args) => client::agent_info(&args),
         Command::Server(cmd) => client::server(cmd),
         Command::Acl(cmd) => client::acl(cmd),
+        Command::Operator(cli::OperatorCommand::Scheduler(cmd)) => client::scheduler(cmd),
         Command::Monitor {
             client,
             log_level,
