@@ -20,8 +20,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def agent():
+def start_agent(*extra):
+    """Runs `caravan agent -dev` on free ports; yields its ports; always stops it."""
     os.environ.pop("NOMAD_ADDR", None)
     os.environ.pop("NOMAD_TOKEN", None)
     http, rpc, serf = free_port(), free_port(), free_port()
@@ -30,7 +30,7 @@ def agent():
         with open(cfg, "w") as f:
             f.write(f"ports {{\n  http = {http}\n  rpc = {rpc}\n  serf = {serf}\n}}\n")
         proc = subprocess.Popen(
-            [os.environ["CARAVAN_BIN"], "agent", "-dev", f"-config={cfg}"],
+            [os.environ["CARAVAN_BIN"], "agent", "-dev", *extra, f"-config={cfg}"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -48,6 +48,11 @@ def agent():
         finally:
             proc.terminate()
             proc.wait(timeout=10)
+
+
+@pytest.fixture
+def agent():
+    yield from start_agent()
 
 
 def client(agent):
@@ -97,31 +102,7 @@ def test_members_join_force_leave(agent):
 
 @pytest.fixture
 def acl_agent():
-    os.environ.pop("NOMAD_ADDR", None)
-    os.environ.pop("NOMAD_TOKEN", None)
-    http, rpc, serf = free_port(), free_port(), free_port()
-    with tempfile.TemporaryDirectory() as d:
-        cfg = os.path.join(d, "agent.hcl")
-        with open(cfg, "w") as f:
-            f.write(f"ports {{\n  http = {http}\n  rpc = {rpc}\n  serf = {serf}\n}}\n")
-        proc = subprocess.Popen(
-            [os.environ["CARAVAN_BIN"], "agent", "-dev", "-acl-enabled", f"-config={cfg}"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 15
-            while True:
-                try:
-                    requests.get(f"http://127.0.0.1:{http}/v1/agent/health", timeout=1)
-                    break
-                except requests.ConnectionError:
-                    assert time.monotonic() < deadline, "agent did not start"
-                    time.sleep(0.02)
-            yield {"http": http, "rpc": rpc}
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+    yield from start_agent("-acl-enabled")
 
 
 def test_acl_bootstrap_policy_token(acl_agent):

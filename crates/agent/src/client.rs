@@ -35,13 +35,13 @@ pub async fn get(args: &ClientArgs, path: &str) -> Result<(u16, Vec<u8>), String
     request(args, "GET", path, Vec::new()).await
 }
 
-/// Sends one request and returns the status and body.
-pub async fn request(
+/// A request to the agent at [`address`], with the token from the flag or the environment.
+fn build_request(
     args: &ClientArgs,
     method: &str,
     path: &str,
     body: Vec<u8>,
-) -> Result<(u16, Vec<u8>), String> {
+) -> Result<hyper::Request<Full<Bytes>>, String> {
     let base = address(args);
     let uri: hyper::Uri = format!("{}{path}", base.trim_end_matches('/'))
         .parse()
@@ -59,9 +59,19 @@ pub async fn request(
     {
         req = req.header("X-Nomad-Token", token);
     }
-    let req = req
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| format!("invalid request: {e}"))?;
+    req.body(Full::new(Bytes::from(body)))
+        .map_err(|e| format!("invalid request: {e}"))
+}
+
+/// Sends one request and returns the status and body.
+pub async fn request(
+    args: &ClientArgs,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<(u16, Vec<u8>), String> {
+    let base = address(args);
+    let req = build_request(args, method, path, body)?;
     let client = Client::builder(TokioExecutor::new()).build_http();
     let call = async {
         let resp = client
@@ -351,20 +361,7 @@ async fn stream_monitor(args: &ClientArgs, path: &str) -> Result<(), String> {
     use base64::Engine;
     use std::io::Write as _;
     let base = address(args);
-    let uri: hyper::Uri = format!("{}{path}", base.trim_end_matches('/'))
-        .parse()
-        .map_err(|e| format!("invalid address {base:?}: {e}"))?;
-    let mut req = hyper::Request::get(uri);
-    if let Some(token) = args
-        .token
-        .clone()
-        .or_else(|| env_first(&["NOMAD_TOKEN", "CARAVAN_TOKEN"]))
-    {
-        req = req.header("X-Nomad-Token", token);
-    }
-    let req = req
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| format!("invalid request: {e}"))?;
+    let req = build_request(args, "GET", path, Vec::new())?;
     let client = Client::builder(TokioExecutor::new()).build_http();
     let resp = client
         .request(req)

@@ -81,19 +81,12 @@ pub fn health<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
 pub async fn host<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
     only(&ctx.method, &[Method::GET])?;
     require_debug(agent, ctx)?;
-    let server_id = ctx.query.get("server_id").unwrap_or("");
-    let node_id = ctx.query.get("node_id").unwrap_or("");
-    if !server_id.is_empty() && !node_id.is_empty() {
-        return Err(ApiError::bad_request(
-            "Can only forward to either client node or server",
-        ));
-    }
-    let agent_id = match (server_id, node_id) {
-        ("", "") => None,
-        (id, "") => Some(local_server_target(agent, id)?),
-        ("", id) => Some(local_node_target(agent, id)?),
-        _ => None,
-    };
+    let agent_id = local_target(
+        agent,
+        ctx,
+        "Can only forward to either client node or server",
+        StatusCode::INTERNAL_SERVER_ERROR,
+    )?;
     let data = agent.host_data().await.map_err(ApiError::from_message)?;
     let pretty = ctx.query.pretty();
     Ok(match agent_id {
@@ -106,6 +99,27 @@ pub async fn host<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
             pretty,
         ),
     })
+}
+
+/// Reads `node_id` and `server_id` (spec §0.8): both set is a 400 with `both`; an ID naming this
+/// agent resolves to its member name (server) or node ID; other IDs get the spec's errors, an
+/// unknown server with `unknown_server` as the status. `None` when neither is given.
+pub fn local_target<A: AgentApi>(
+    agent: &A,
+    ctx: &Ctx,
+    both: &str,
+    unknown_server: StatusCode,
+) -> Result<Option<String>, ApiError> {
+    let node_id = ctx.query.get("node_id").unwrap_or("");
+    let server_id = ctx.query.get("server_id").unwrap_or("");
+    match (node_id, server_id) {
+        ("", "") => Ok(None),
+        (id, "") => local_node_target(agent, id).map(Some),
+        ("", id) => local_server_target(agent, id)
+            .map(Some)
+            .map_err(|e| ApiError::new(unknown_server, e.message)),
+        _ => Err(ApiError::bad_request(both)),
+    }
 }
 
 /// Resolves `server_id` to this agent's server, or the spec's error (forwarding to other servers
@@ -175,12 +189,19 @@ pub async fn members<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
     Ok(response::json(&members, ctx.query.pretty()))
 }
 
+/// The method and agent-kind checks of the gossip write endpoints (join, force-leave).
+fn server_write(agent: &impl AgentApi, ctx: &Ctx) -> Result<(), ApiError> {
+    only(&ctx.method, &[Method::PUT, Method::POST])?;
+    if agent.config().server.enabled {
+        Ok(())
+    } else {
+        Err(ApiError::wrong_agent_kind())
+    }
+}
+
 /// `PUT|POST /v1/agent/join` (spec §3): a failed join is still a 200, with `error` set.
 pub async fn join<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
-    only(&ctx.method, &[Method::PUT, Method::POST])?;
-    if !agent.config().server.enabled {
-        return Err(ApiError::wrong_agent_kind());
-    }
+    server_write(agent, ctx)?;
     // Checked but not enforced (spec §3): only a deprecation warning.
     let warning = match authorize(agent, ctx) {
         Ok(acl) if acl.allow_agent_write() => String::new(),
@@ -211,10 +232,7 @@ pub async fn join<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
 
 /// `PUT|POST /v1/agent/force-leave` (spec §4): unknown nodes are not an error.
 pub async fn force_leave<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
-    only(&ctx.method, &[Method::PUT, Method::POST])?;
-    if !agent.config().server.enabled {
-        return Err(ApiError::wrong_agent_kind());
-    }
+    server_write(agent, ctx)?;
     require(agent, ctx, Acl::allow_agent_write)?;
     let node = ctx.query.get("node").unwrap_or("");
     if node.is_empty() {

@@ -297,7 +297,7 @@ pub mod endpoint {
     use super::{SubscribeOptions, Subscription};
     use crate::acl::require;
     use crate::api::AgentApi;
-    use crate::handlers::{local_node_target, local_server_target};
+    use crate::handlers::local_target;
     use crate::request::parse_bool;
     use crate::response::Body;
     use crate::{ApiError, Ctx};
@@ -362,17 +362,15 @@ pub mod endpoint {
         let json = parse_flag(ctx, "log_json", "log json")?;
         let plain = parse_flag(ctx, "plain", "plain")?;
         let include_location = parse_flag(ctx, "log_include_location", "log_include_location")?;
-        let node_id = ctx.query.get("node_id").unwrap_or("");
-        let server_id = ctx.query.get("server_id").unwrap_or("");
-        if !node_id.is_empty() && !server_id.is_empty() {
-            return Err(ApiError::bad_request(
+        // A client-only agent ignores server_id and streams its own logs (spec §8).
+        let client_only = !agent.config().server.enabled;
+        if !(client_only && ctx.query.get("node_id").unwrap_or("").is_empty()) {
+            local_target(
+                agent,
+                ctx,
                 "Cannot target node and server simultaneously",
-            ));
-        }
-        if !node_id.is_empty() {
-            local_node_target(agent, node_id)?;
-        } else if !server_id.is_empty() && agent.config().server.enabled {
-            local_server_target(agent, server_id).map_err(|e| ApiError::bad_request(e.message))?;
+                StatusCode::BAD_REQUEST,
+            )?;
         }
         require(agent, ctx, Acl::allow_agent_read)?;
         let sub = agent.monitor_hub().subscribe(SubscribeOptions {

@@ -6,7 +6,7 @@ use http::{Response, StatusCode};
 
 use crate::acl::{authorize, require_debug};
 use crate::api::{AgentApi, ProfileRequest};
-use crate::handlers::{local_node_target, local_server_target};
+use crate::handlers::local_target;
 use crate::response::{self, Body};
 use crate::{ApiError, Ctx};
 
@@ -33,18 +33,12 @@ pub async fn pprof<A: AgentApi>(
     if name.is_empty() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "Invalid method"));
     }
-    let node_id = ctx.query.get("node_id").unwrap_or("");
-    let server_id = ctx.query.get("server_id").unwrap_or("");
-    if !node_id.is_empty() && !server_id.is_empty() {
-        return Err(ApiError::bad_request(
-            "Cannot target node and server simultaneously",
-        ));
-    }
-    if !node_id.is_empty() {
-        local_node_target(agent, node_id)?;
-    } else if !server_id.is_empty() {
-        local_server_target(agent, server_id)?;
-    }
+    local_target(
+        agent,
+        ctx,
+        "Cannot target node and server simultaneously",
+        StatusCode::INTERNAL_SERVER_ERROR,
+    )?;
     // agent:write first (ACLs off counts as holding it), then the debug check at the target.
     if !authorize(agent, ctx)
         .map_err(|_| ApiError::permission_denied())?
