@@ -93,8 +93,9 @@ impl Drop for Proc {
 fn scratch_config(http: u16) -> Result<PathBuf, String> {
     let path =
         std::env::temp_dir().join(format!("caravan-bench-{}-{http}.hcl", std::process::id()));
+    // One load generator opens many connections from one IP: lift the per-client limit.
     let text = format!(
-        "ports {{\n  http = {http}\n  rpc = {}\n  serf = {}\n}}\n",
+        "ports {{\n  http = {http}\n  rpc = {}\n  serf = {}\n}}\nlimits {{\n  http_max_conns_per_client = 0\n}}\n",
         free_port()?,
         free_port()?
     );
