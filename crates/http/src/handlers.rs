@@ -163,12 +163,7 @@ pub async fn servers<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
         require(agent, ctx, Acl::allow_agent_read)?;
         return Ok(response::json(&agent.servers(), ctx.query.pretty()));
     }
-    let addresses: Vec<String> = ctx
-        .query
-        .all("address")
-        .into_iter()
-        .map(str::to_string)
-        .collect();
+    let addresses = ctx.query.owned("address");
     if addresses.is_empty() {
         return Err(ApiError::bad_request("missing server address"));
     }
@@ -208,12 +203,7 @@ pub async fn join<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
         _ => "anonymous server join is deprecated and will be removed in a future version of Nomad"
             .to_string(),
     };
-    let addresses: Vec<String> = ctx
-        .query
-        .all("address")
-        .into_iter()
-        .map(str::to_string)
-        .collect();
+    let addresses = ctx.query.owned("address");
     if addresses.is_empty() {
         return Err(ApiError::bad_request("missing address to join"));
     }

@@ -41,6 +41,11 @@ impl Query {
             .collect()
     }
 
+    /// Every value of a key, owned.
+    pub fn owned(&self, key: &str) -> Vec<String> {
+        self.all(key).into_iter().map(str::to_string).collect()
+    }
+
     /// Nomad's `?pretty` rule: on when present with an empty value or any value but `0`.
     pub fn pretty(&self) -> bool {
         self.get("pretty").is_some_and(|v| v != "0")
