@@ -6,6 +6,12 @@ use std::collections::BTreeMap;
 
 use crate::CoreError;
 
+/// The most allocations one task group may ask for (a guard against runaway submissions).
+pub const MAX_COUNT: u32 = 100_000;
+
+/// The largest CPU (MHz) or memory (MiB) a task may ask for.
+pub const MAX_RESOURCE: u64 = 1 << 40;
+
 /// Scheduler types a job can have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobType {
@@ -74,9 +80,9 @@ pub struct TaskGroup {
 impl TaskGroup {
     /// CPU and memory one allocation of this group needs.
     pub fn ask(&self) -> (u64, u64) {
-        self.tasks
-            .iter()
-            .fold((0, 0), |(c, m), t| (c + t.cpu, m + t.memory_mb))
+        self.tasks.iter().fold((0u64, 0u64), |(c, m), t| {
+            (c.saturating_add(t.cpu), m.saturating_add(t.memory_mb))
+        })
     }
 }
 
@@ -143,6 +149,9 @@ impl Job {
             if group.tasks.is_empty() {
                 return bad(format!("Job.TaskGroups[{g}].Tasks: missing tasks"));
             }
+            if group.count > MAX_COUNT {
+                return bad(format!("Job.TaskGroups[{g}].Count: at most {MAX_COUNT}"));
+            }
             for (t, task) in group.tasks.iter().enumerate() {
                 let at = format!("Job.TaskGroups[{g}].Tasks[{t}]");
                 if task.name.is_empty() {
@@ -156,6 +165,11 @@ impl Job {
                 }
                 if task.memory_mb == 0 {
                     return bad(format!("{at}.Resources.MemoryMB: must be at least 1"));
+                }
+                if task.cpu > MAX_RESOURCE || task.memory_mb > MAX_RESOURCE {
+                    return bad(format!(
+                        "{at}.Resources: CPU and MemoryMB must be at most {MAX_RESOURCE}"
+                    ));
                 }
             }
         }

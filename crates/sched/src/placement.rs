@@ -52,8 +52,8 @@ impl Nodes {
     }
 
     fn fits(&self, i: usize, ask: Ask) -> bool {
-        self.cpu_used[i] + ask.cpu <= self.cpu_total[i]
-            && self.mem_used[i] + ask.memory_mb <= self.mem_total[i]
+        self.cpu_used[i].saturating_add(ask.cpu) <= self.cpu_total[i]
+            && self.mem_used[i].saturating_add(ask.memory_mb) <= self.mem_total[i]
     }
 
     /// Nomad's bin-pack score of node `i` after taking `ask` (higher is a tighter fit).
@@ -65,14 +65,17 @@ impl Nodes {
                 1.0 - (used as f64 / total as f64)
             }
         };
-        let cpu = free(self.cpu_used[i] + ask.cpu, self.cpu_total[i]);
-        let mem = free(self.mem_used[i] + ask.memory_mb, self.mem_total[i]);
+        let cpu = free(self.cpu_used[i].saturating_add(ask.cpu), self.cpu_total[i]);
+        let mem = free(
+            self.mem_used[i].saturating_add(ask.memory_mb),
+            self.mem_total[i],
+        );
         (20.0 - (10f64.powf(cpu) + 10f64.powf(mem))).clamp(0.0, 18.0)
     }
 
     fn take(&mut self, i: usize, ask: Ask) {
-        self.cpu_used[i] += ask.cpu;
-        self.mem_used[i] += ask.memory_mb;
+        self.cpu_used[i] = self.cpu_used[i].saturating_add(ask.cpu);
+        self.mem_used[i] = self.mem_used[i].saturating_add(ask.memory_mb);
     }
 }
 

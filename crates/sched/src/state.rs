@@ -54,8 +54,8 @@ impl Tables {
         }
         for a in self.allocs.values().filter(|a| a.desired_status == "run") {
             if let Some(i) = ids.iter().position(|id| id == &a.node_id) {
-                nodes.cpu_used[i] += a.cpu;
-                nodes.mem_used[i] += a.memory_mb;
+                nodes.cpu_used[i] = nodes.cpu_used[i].saturating_add(a.cpu);
+                nodes.mem_used[i] = nodes.mem_used[i].saturating_add(a.memory_mb);
             }
         }
         (nodes, ids)

@@ -185,7 +185,10 @@ fn run(shared: Arc<Shared>, broker: Arc<EvalBroker>, enabled: Vec<String>, sched
         // State is local until consensus arrives: nothing to wait for, but the status is real.
         set_workload(&shared, WorkloadStatus::WaitingForRaft);
         set_workload(&shared, WorkloadStatus::Scheduling);
-        match scheduler(&eval) {
+        // A panicking scheduler must not take the worker with it: treat it as a failure.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scheduler(&eval)))
+            .unwrap_or_else(|_| Err("scheduler panicked".to_string()));
+        match outcome {
             Ok(()) => {
                 backoff = Duration::from_millis(20);
                 if let Err(e) = broker.ack(&eval.id, token) {
