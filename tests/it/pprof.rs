@@ -100,6 +100,11 @@ async fn parameters_and_headers() {
     );
     let r = agent.get("/v1/agent/pprof/mutex").await;
     assert_eq!(r.status, 501);
+    let r = agent.get("/v1/agent/pprof/profile?seconds=100000").await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (400, "seconds must be at most 3600")
+    );
 }
 
 #[tokio::test]

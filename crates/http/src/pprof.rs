@@ -10,6 +10,9 @@ use crate::handlers::local_target;
 use crate::response::{self, Body};
 use crate::{ApiError, Ctx};
 
+/// The longest CPU profile or trace one request may ask for (an hour).
+pub const MAX_SECONDS: i64 = 3600;
+
 /// Profiles Go's runtime names; the ones without a Rust equivalent answer `501`.
 pub const NAMED_PROFILES: [&str; 6] = [
     "goroutine",
@@ -49,6 +52,11 @@ pub async fn pprof<A: AgentApi>(
     require_debug(agent, ctx)?;
     let seconds = match int_param(ctx, "seconds") {
         n if n <= 0 => 1,
+        n if n > MAX_SECONDS => {
+            return Err(ApiError::bad_request(format!(
+                "seconds must be at most {MAX_SECONDS}"
+            )));
+        }
         n => n as u64,
     };
     let debug = int_param(ctx, "debug");
