@@ -165,3 +165,22 @@ async fn bad_jobs_name_the_field() {
     assert_eq!(agent.get("/v1/evaluation/missing").await.status, 404);
     assert_eq!(agent.call("DELETE", "/v1/jobs", &[]).await.status, 405);
 }
+
+#[tokio::test]
+async fn the_dev_node_carries_class_and_meta() {
+    let agent =
+        Agent::dev("client {\n  node_class = \"gpu\"\n  meta { \"rack\" = \"r1\" }\n}\n").await;
+    let nodes = agent.get("/v1/nodes").await.json();
+    let node = &nodes[0];
+    assert_eq!(node["NodeClass"], "gpu");
+    assert_eq!(node["Meta"]["rack"], "r1");
+    assert_eq!(node["Datacenter"], "dc1");
+    assert!(node["NodeResources"]["Cpu"]["CpuShares"].as_u64().unwrap() > 0);
+    assert!(
+        node["NodeResources"]["Memory"]["MemoryMB"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert_eq!(agent.call("POST", "/v1/nodes", &[]).await.status, 405);
+}
