@@ -70,6 +70,14 @@ async fn parameters_and_headers() {
     let p = Profile::decode(&gunzip(&r.body)[..]).unwrap();
     assert!(p.sample.len() >= 2, "one sample per thread");
     assert!(
+        p.sample.iter().any(|s| s.location_id.len() > 5),
+        "samples carry each thread's stack"
+    );
+    assert!(
+        p.string_table.iter().any(|s| s.contains("tokio::runtime")),
+        "stack frames are symbolized"
+    );
+    assert!(
         p.string_table.iter().any(|s| s.contains("tokio-rt-worker")),
         "{:?}",
         p.string_table

@@ -10,6 +10,7 @@ mod logging;
 mod profiles;
 mod rpc;
 mod run;
+mod stacks;
 mod store;
 mod tls;
 

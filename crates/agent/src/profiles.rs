@@ -2,9 +2,9 @@
 //! - `cmdline`: argv joined with NUL bytes.
 //! - `profile`: a CPU profile (pprof-rs, SIGPROF sampling at 99 Hz), gzipped pprof protobuf.
 //! - `heap`, `allocs`: jemalloc's sampled heap profile in pprof form (`debug≠0`: allocator stats).
-//! - `goroutine`, `threadcreate`: every OS thread of the process (name, state, wait channel) as a
-//!   pprof profile with one sample per thread, or text with `debug≠0`. Rust has no runtime that
-//!   can walk other threads' stacks on demand; see `docs/compat.md`.
+//! - `goroutine`: every OS thread with its stack (a signal-directed unwind per thread, see
+//!   [`crate::stacks`]), as a pprof profile with one sample per thread or as text with `debug≠0`.
+//! - `threadcreate`: every OS thread (name, state, wait channel), without stacks.
 //! - `trace`: every `tracing` event during `seconds`, as Chrome trace JSON.
 //! - `block`, `mutex`: no Rust equivalent: `501`.
 
@@ -38,7 +38,8 @@ pub async fn collect(req: ProfileRequest, hub: &MonitorHub) -> Result<Vec<u8>, A
         "profile" => cpu(req.seconds).await,
         "trace" => trace(req.seconds, hub).await,
         "heap" | "allocs" => heap(req.debug).await,
-        "goroutine" | "threadcreate" => threads(&req.name, req.debug),
+        "goroutine" => goroutine(req.debug).await,
+        "threadcreate" => threads(&req.name, req.debug, &thread_list(), &[]),
         other => Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             format!(
@@ -188,22 +189,73 @@ fn thread_list() -> Vec<ThreadInfo> {
     out
 }
 
-fn threads(name: &str, debug: i64) -> Result<Vec<u8>, ApiError> {
-    let list = thread_list();
+/// Every thread with its stack. jemalloc's sampling is paused meanwhile so the signal never
+/// lands inside its unwinder.
+async fn goroutine(debug: i64) -> Result<Vec<u8>, ApiError> {
+    // Stack capture and the CPU profiler unwind in signal handlers: never both at once. While a
+    // CPU profile runs, threads are listed without stacks.
+    if CPU_PROFILE_RUNNING.swap(true, Ordering::AcqRel) {
+        return threads("goroutine", debug, &thread_list(), &[]);
+    }
+    let heap_was_active = set_heap_profiling(false).await;
+    let result = tokio::task::spawn_blocking(move || {
+        let list = thread_list();
+        let me = crate::stacks::current_tid().to_string();
+        let stacks: Vec<Option<Vec<usize>>> = list
+            .iter()
+            .map(|t| {
+                if t.tid == me {
+                    Some(crate::stacks::capture_self())
+                } else {
+                    t.tid.parse().ok().and_then(crate::stacks::capture)
+                }
+            })
+            .collect();
+        threads("goroutine", debug, &list, &stacks)
+    })
+    .await
+    .map_err(|e| internal(format!("goroutine profile: {e}")));
+    if heap_was_active {
+        set_heap_profiling(true).await;
+    }
+    CPU_PROFILE_RUNNING.store(false, Ordering::Release);
+    result?
+}
+
+/// A thread list as text or pprof; `stacks[i]` is thread i's stack when captured.
+fn threads(
+    name: &str,
+    debug: i64,
+    list: &[ThreadInfo],
+    stacks: &[Option<Vec<usize>>],
+) -> Result<Vec<u8>, ApiError> {
     if debug != 0 {
         let mut text = format!("{name} profile: total {}\n", list.len());
-        for t in &list {
+        for (i, t) in list.iter().enumerate() {
             text.push_str(&format!(
                 "\nthread {} [{}] state={}",
                 t.tid, t.name, t.state
             ));
             if debug >= 2 {
-                text.push_str(&format!(
-                    " wchan={}",
-                    if t.wchan.is_empty() { "0" } else { &t.wchan }
-                ));
+                let wchan = if t.wchan.is_empty() { "0" } else { &t.wchan };
+                text.push_str(&format!(" wchan={wchan}"));
             }
             text.push('\n');
+            match stacks.get(i) {
+                Some(Some(ips)) => {
+                    for &ip in ips {
+                        let (func, location) = crate::stacks::symbolize(ip);
+                        text.push_str(&format!("#\t{ip:#x}\t{func}\n"));
+                        if debug >= 2 && !location.is_empty() {
+                            text.push_str(&format!("#\t\t{location}\n"));
+                        }
+                    }
+                }
+                Some(None) => {
+                    text.push_str("#\t(no stack: the thread did not answer in time)\n");
+                }
+                None => {}
+            }
         }
         return Ok(text.into_bytes());
     }
@@ -229,8 +281,10 @@ fn threads(name: &str, debug: i64) -> Result<Vec<u8>, ApiError> {
         ..Default::default()
     }];
     let mut samples = Vec::new();
+    let mut ip_locations: std::collections::HashMap<usize, u64> = std::collections::HashMap::new();
+    // Every location has one function with the same ID, so the next ID is the count plus one.
     for (i, t) in list.iter().enumerate() {
-        let id = (i + 2) as u64;
+        let id = locations.len() as u64 + 1;
         let label = intern(format!("{} [{}] {}", t.name, t.tid, t.state));
         functions.push(Function {
             id,
@@ -246,8 +300,40 @@ fn threads(name: &str, debug: i64) -> Result<Vec<u8>, ApiError> {
             }],
             ..Default::default()
         });
+        // Leaf first: the thread's frames, then the thread, then the process.
+        let mut location_id = Vec::new();
+        for &ip in stacks
+            .get(i)
+            .and_then(Option::as_ref)
+            .map_or(&[][..], |v| v.as_slice())
+        {
+            let loc = *ip_locations.entry(ip).or_insert_with(|| {
+                let loc = locations.len() as u64 + 1;
+                let (func, _) = crate::stacks::symbolize(ip);
+                let fname = intern(func);
+                functions.push(Function {
+                    id: loc,
+                    name: fname,
+                    system_name: fname,
+                    ..Default::default()
+                });
+                locations.push(Location {
+                    id: loc,
+                    address: ip as u64,
+                    line: vec![Line {
+                        function_id: loc,
+                        line: 0,
+                    }],
+                    ..Default::default()
+                });
+                loc
+            });
+            location_id.push(loc);
+        }
+        location_id.push(id);
+        location_id.push(1);
         samples.push(Sample {
-            location_id: vec![id, 1],
+            location_id,
             value: vec![1],
             ..Default::default()
         });
