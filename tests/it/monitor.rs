@@ -44,6 +44,16 @@ async fn read_for(s: &mut TcpStream, window: Duration) -> Vec<u8> {
     out
 }
 
+/// Reads until `done` holds for what arrived (or 5 s pass), then returns it all.
+async fn read_until(s: &mut TcpStream, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    let mut all = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && !done(&all) {
+        all.extend(read_for(s, Duration::from_millis(100)).await);
+    }
+    all
+}
+
 /// The log text inside a chunked JSON frame stream.
 fn decode_frames(raw: &[u8]) -> String {
     let text = String::from_utf8_lossy(raw);
@@ -111,21 +121,32 @@ async fn levels_are_per_subscriber_and_formats_decode() {
         .get("/v1/agent/host?node_id=%3Cscript%3Ealert(1)%3C/script%3E")
         .await;
     assert_eq!(r.status, 404);
-    let debug_text = decode_frames(&read_for(&mut debug, Duration::from_millis(700)).await);
+    let debug_text = decode_frames(
+        &read_until(&mut debug, |b| {
+            decode_frames(b).contains("[DEBUG] http: request complete")
+        })
+        .await,
+    );
     assert!(
         debug_text.contains("[DEBUG] http: request complete"),
         "{debug_text}"
     );
     let warn_text = decode_frames(&read_for(&mut warn, Duration::from_millis(300)).await);
     assert!(!warn_text.contains("[DEBUG]"), "{warn_text}");
-    let plain_raw =
-        String::from_utf8_lossy(&read_for(&mut plain, Duration::from_millis(300)).await)
-            .into_owned();
+    let plain_raw = String::from_utf8_lossy(
+        &read_until(&mut plain, |b| {
+            String::from_utf8_lossy(b).contains("</script>")
+        })
+        .await,
+    )
+    .into_owned();
     assert!(
         plain_raw.contains("<script>alert(1)</script>"),
         "verbatim in plain mode: {plain_raw}"
     );
-    let json_text = decode_frames(&read_for(&mut json, Duration::from_millis(300)).await);
+    let json_text = decode_frames(
+        &read_until(&mut json, |b| decode_frames(b).contains("request complete")).await,
+    );
     let line = json_text
         .lines()
         .find(|l| l.contains("request complete"))
