@@ -15,6 +15,7 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulConnection;
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -128,7 +129,7 @@ pub async fn serve_http1<A: AgentApi>(
         .timer(TokioTimer::new())
         .header_read_timeout(opts.header_read_timeout);
     let builder = Arc::new(builder);
-    accept_loop(listener, opts, shutdown, true, move |io, mut stop| {
+    accept_loop(listener, opts, shutdown, true, move |io, stop| {
         let app = app.clone();
         let builder = builder.clone();
         Box::pin(async move {
@@ -136,15 +137,7 @@ pub async fn serve_http1<A: AgentApi>(
                 let app = app.clone();
                 async move { Ok::<_, Infallible>(app.handle(req).await) }
             });
-            let conn = builder.serve_connection(io, svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stopped(&mut stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
+            drive(builder.serve_connection(io, svc), stop).await;
         })
     })
     .await;
@@ -164,7 +157,7 @@ pub async fn serve_http2<S, F>(
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder.timer(TokioTimer::new());
     let builder = Arc::new(builder);
-    accept_loop(listener, opts, shutdown, false, move |io, mut stop| {
+    accept_loop(listener, opts, shutdown, false, move |io, stop| {
         let service = service.clone();
         let builder = builder.clone();
         Box::pin(async move {
@@ -172,23 +165,39 @@ pub async fn serve_http2<S, F>(
                 let fut = service(req);
                 async move { Ok::<_, Infallible>(fut.await) }
             });
-            let conn = builder.serve_connection(io, svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stopped(&mut stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
+            drive(builder.serve_connection(io, svc), stop).await;
         })
     })
     .await;
 }
 
-/// Resolves once the shutdown flag is true (or its sender is gone).
+/// Resolves once the shutdown flag is true (or its sender is gone). Its own function so the
+/// watch guard is dropped before anything else is awaited (the guard is not `Send`).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Drives a connection until it ends, or shuts it down gracefully (in-flight requests finish)
+/// once `stop` turns true.
+// Written as `impl Future + Send` rather than `async fn`: with `async fn` the compiler cannot
+// prove the callers' boxed connection futures `Send` ("implementation of `Send` is not general
+// enough").
+#[allow(clippy::manual_async_fn)]
+fn drive<C>(conn: C, mut stop: watch::Receiver<bool>) -> impl Future<Output = ()> + Send
+where
+    C: GracefulConnection + Send,
+    C::Error: Send,
+{
+    async move {
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = stopped(&mut stop) => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
+    }
 }
 
 async fn accept_loop<M>(
