@@ -56,7 +56,10 @@ fn acl_enabled<A: AgentApi>(agent: &A) -> Result<(), ApiError> {
     }
 }
 
-fn management<A: AgentApi>(agent: &A, ctx: &Ctx) -> Result<(), ApiError> {
+/// The prologue of a management call: method, ACLs enabled, management token.
+fn admin<A: AgentApi>(agent: &A, ctx: &Ctx, methods: &[Method]) -> Result<(), ApiError> {
+    only(ctx, methods)?;
+    acl_enabled(agent)?;
     require(agent, ctx, Acl::is_management)
 }
 
@@ -128,9 +131,7 @@ fn bootstrap<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
 }
 
 fn policies<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
-    only(ctx, &[Method::GET])?;
-    acl_enabled(agent)?;
-    management(agent, ctx)?;
+    admin(agent, ctx, &[Method::GET])?;
     let list: Vec<PolicyDto> = agent.acl_read(|s| {
         s.policies
             .values()
@@ -141,12 +142,11 @@ fn policies<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
 }
 
 fn policy<A: AgentApi>(agent: &A, ctx: &Ctx, name: &str) -> Reply {
-    only(
+    admin(
+        agent,
         ctx,
         &[Method::GET, Method::PUT, Method::POST, Method::DELETE],
     )?;
-    acl_enabled(agent)?;
-    management(agent, ctx)?;
     match ctx.method {
         Method::GET => {
             let found = agent.acl_read(|s| s.policies.get(name).map(|p| PolicyDto::new(p, true)));
@@ -179,18 +179,14 @@ fn policy<A: AgentApi>(agent: &A, ctx: &Ctx, name: &str) -> Reply {
 }
 
 fn tokens<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
-    only(ctx, &[Method::GET])?;
-    acl_enabled(agent)?;
-    management(agent, ctx)?;
+    admin(agent, ctx, &[Method::GET])?;
     let list: Vec<TokenDto> =
         agent.acl_read(|s| s.tokens.values().map(|t| TokenDto::new(t, false)).collect());
     Ok(response::json(&list, ctx.query.pretty()))
 }
 
 fn create_token<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
-    only(ctx, &[Method::PUT, Method::POST])?;
-    acl_enabled(agent)?;
-    management(agent, ctx)?;
+    admin(agent, ctx, &[Method::PUT, Method::POST])?;
     let req: TokenRequest = decode(ctx)?;
     let token_type = match req.token_type.as_str() {
         "" => TokenType::Client,
@@ -257,12 +253,11 @@ fn token_self<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
 }
 
 fn token<A: AgentApi>(agent: &A, ctx: &Ctx, accessor: &str) -> Reply {
-    only(
+    admin(
+        agent,
         ctx,
         &[Method::GET, Method::DELETE, Method::PUT, Method::POST],
     )?;
-    acl_enabled(agent)?;
-    management(agent, ctx)?;
     if ctx.method == Method::PUT || ctx.method == Method::POST {
         let changes = token_from_request(decode(ctx)?)?;
         let token = agent
