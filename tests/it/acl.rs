@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::support::{Agent, Resp, Scratch, call};
+use crate::support::{Agent, Resp, Scratch, call, cli, stdout_ok};
 
 async fn api(agent: &Agent, method: &str, path: &str, token: Option<&str>, body: Value) -> Resp {
     let headers: Vec<(&str, &str)> = token
@@ -381,25 +381,7 @@ async fn client_only_agent_resolves_tokens_from_a_server_and_cli_works() {
         "client {\n  enabled = false\n}\n",
     )
     .await;
-    let addr = format!("http://{}", server.http);
-    let run = |args: Vec<String>, env: Vec<(String, String)>| async move {
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let env: Vec<(&str, &str)> =
-                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            crate::support::run_caravan(&args, &env)
-        })
-        .await
-        .unwrap()
-    };
-    let env = vec![("NOMAD_ADDR".to_string(), addr.clone())];
-    let out = run(vec!["acl".into(), "bootstrap".into()], env.clone()).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let text = stdout_ok(&cli(server.http, &["acl", "bootstrap"], &[]).await);
     let secret = text
         .lines()
         .find_map(|l| l.strip_prefix("Secret ID    = "))
@@ -407,45 +389,19 @@ async fn client_only_agent_resolves_tokens_from_a_server_and_cli_works() {
         .to_string();
     let scratch = Scratch::new();
     let rules = scratch.write("r.hcl", "agent {\n  policy = \"read\"\n}\n");
-    let mut env_m = env.clone();
-    env_m.push(("NOMAD_TOKEN".into(), secret.clone()));
-    let out = run(
-        vec![
-            "acl".into(),
-            "policy".into(),
-            "apply".into(),
-            "readers".into(),
-            rules,
-        ],
-        env_m.clone(),
+    let token_env = [("NOMAD_TOKEN", secret.as_str())];
+    let out = cli(
+        server.http,
+        &["acl", "policy", "apply", "readers", &rules],
+        &token_env,
     )
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
+        stdout_ok(&out),
         "Successfully wrote \"readers\" ACL policy!\n"
     );
-    let out = run(
-        vec![
-            "acl".into(),
-            "token".into(),
-            "create".into(),
-            "-name=r".into(),
-            "-policy=readers".into(),
-        ],
-        env_m,
-    )
-    .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let create = ["acl", "token", "create", "-name=r", "-policy=readers"];
+    let text = stdout_ok(&cli(server.http, &create, &token_env).await);
     assert!(text.contains("Policies     = [readers]"), "{text}");
     let reader = text
         .lines()

@@ -1,21 +1,11 @@
 //! Operator subcommands against a running agent.
 
-use crate::support::{Agent, run_caravan};
+use crate::support::{Agent, cli, run_caravan, stdout_ok};
 
 #[tokio::test]
 async fn agent_info_reads_self() {
     let agent = Agent::dev("").await;
-    let addr = format!("http://{}", agent.http);
-    let out =
-        tokio::task::spawn_blocking(move || run_caravan(&["agent-info"], &[("NOMAD_ADDR", &addr)]))
-            .await
-            .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = stdout_ok(&cli(agent.http, &["agent-info"], &[]).await);
     assert!(text.contains("runtime\n"), "{text}");
     assert!(text.contains("  known_servers = "), "{text}");
     assert!(text.contains("nomad\n  bootstrap = true\n"), "{text}");
@@ -45,32 +35,12 @@ fn version() {
 async fn server_members_join_force_leave() {
     let a = Agent::dev("name = \"ca\"\n").await;
     let b = Agent::dev("name = \"cb\"\n").await;
-    let addr_a = format!("http://{}", a.http);
-    let addr_b = format!("http://{}", b.http);
     let serf_a = a.serf.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        run_caravan(&["server", "join", &serf_a], &[("NOMAD_ADDR", &addr_b)])
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "Joined 1 servers successfully\n"
-    );
+    let out = cli(b.http, &["server", "join", &serf_a], &[]).await;
+    assert_eq!(stdout_ok(&out), "Joined 1 servers successfully\n");
     let mut table = String::new();
     for _ in 0..100 {
-        let addr = addr_a.clone();
-        let out = tokio::task::spawn_blocking(move || {
-            run_caravan(&["server", "members"], &[("NOMAD_ADDR", &addr)])
-        })
-        .await
-        .unwrap();
-        table = String::from_utf8_lossy(&out.stdout).into_owned();
+        table = stdout_ok(&cli(a.http, &["server", "members"], &[]).await);
         if table.contains("cb.global") {
             break;
         }
@@ -80,28 +50,14 @@ async fn server_members_join_force_leave() {
     assert!(table.contains("Raft Version"), "{table}");
     let line = table.lines().find(|l| l.starts_with("ca.global")).unwrap();
     assert!(line.contains("alive") && line.contains("true"), "{line}");
-    let addr = addr_a.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        run_caravan(
-            &["server", "force-leave", "-prune", "nobody.global"],
-            &[("NOMAD_ADDR", &addr)],
-        )
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = tokio::task::spawn_blocking(move || {
-        run_caravan(
-            &["server", "join", "127.0.0.1:1"],
-            &[("NOMAD_ADDR", &addr_a)],
-        )
-    })
-    .await
-    .unwrap();
+    let out = cli(
+        a.http,
+        &["server", "force-leave", "-prune", "nobody.global"],
+        &[],
+    )
+    .await;
+    stdout_ok(&out);
+    let out = cli(a.http, &["server", "join", "127.0.0.1:1"], &[]).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("Error joining: "));
 }

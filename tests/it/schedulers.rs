@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::support::{Agent, Scratch, call};
+use crate::support::{Agent, Scratch, call, cli, stdout_ok};
 
 async fn put(agent: &Agent, body: &str, token: Option<&str>) -> crate::support::Resp {
     let headers: Vec<(&str, &str)> = token
@@ -192,44 +192,30 @@ async fn token_is_checked_before_the_body() {
 #[tokio::test]
 async fn operator_scheduler_cli() {
     let agent = Agent::dev("").await;
-    let addr = format!("http://{}", agent.http);
-    let run = move |args: Vec<&'static str>| {
-        let addr = addr.clone();
-        tokio::task::spawn_blocking(move || {
-            crate::support::run_caravan(&args, &[("NOMAD_ADDR", &addr)])
-        })
-    };
-    let out = run(vec![
-        "operator",
-        "scheduler",
-        "set-config",
-        "-num-schedulers=1",
-        "-enabled-schedulers=service,_core",
-    ])
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = run(vec!["operator", "scheduler", "get-config"])
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let set = ["operator", "scheduler", "set-config"];
+    let out = cli(
+        agent.http,
+        &[
+            &set[..],
+            &["-num-schedulers=1", "-enabled-schedulers=service,_core"],
+        ]
+        .concat(),
+        &[],
+    )
+    .await;
+    stdout_ok(&out);
+    let text = stdout_ok(&cli(agent.http, &["operator", "scheduler", "get-config"], &[]).await);
     assert!(text.contains("Number of Schedulers = 1"), "{text}");
     assert!(
         text.contains("Enabled Schedulers   = service, _core"),
         "{text}"
     );
-    let out = run(vec![
-        "operator",
-        "scheduler",
-        "set-config",
-        "-enabled-schedulers=service",
-    ])
-    .await
-    .unwrap();
+    let out = cli(
+        agent.http,
+        &[&set[..], &["-enabled-schedulers=service"]].concat(),
+        &[],
+    )
+    .await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("400 (Invalid request)"));
 }

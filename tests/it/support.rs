@@ -324,3 +324,31 @@ pub fn run_caravan(args: &[&str], env: &[(&str, &str)]) -> Output {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Runs `caravan <args>` against the agent at `http` (as `NOMAD_ADDR`, plus `env`), off the
+/// async workers.
+pub async fn cli(http: SocketAddr, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let mut env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env.push(("NOMAD_ADDR".into(), format!("http://{http}")));
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run_caravan(&args, &env)
+    })
+    .await
+    .expect("caravan subcommand")
+}
+
+/// Asserts a subcommand succeeded and returns its stdout.
+pub fn stdout_ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
