@@ -1,0 +1,509 @@
+//! Raft consensus for Caravan servers, on [`openraft`] 0.9.
+//!
+//! A [`RaftNode`] replicates opaque JSON commands to a [`StateMachine`] the embedder supplies,
+//! talks to its peers through a [`Transport`] the embedder supplies (Caravan uses its RPC
+//! listener), and keeps its log, vote and snapshots in a redb file under a directory (or in
+//! memory). Writes made on a follower are forwarded to the leader; a node that cannot reach a
+//! quorum refuses writes with [`RaftError::NoLeader`] instead of hanging.
+//!
+//! Invariants:
+//! - The state machine sees each committed command exactly once per process lifetime, in log
+//!   order, on every node; it must be deterministic (same commands → same state).
+//! - A snapshot is taken under the same lock as `apply`, so it is exactly the state at its index.
+//! - Nothing is acknowledged to openraft before it is fsynced (durable mode).
+#![deny(missing_docs)]
+
+mod disk;
+mod network;
+mod storage;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, InitializeError};
+use openraft::{ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+pub use openraft::BasicNode;
+
+openraft::declare_raft_types!(
+    /// Caravan's openraft types: commands and responses are JSON text, nodes are RPC addresses.
+    pub TypeConfig:
+        D = String,
+        R = String,
+        NodeId = u64,
+        Node = BasicNode,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+/// A server's Raft ID.
+pub type NodeId = u64;
+
+/// The RPC method names a [`Transport`] carries and [`RaftNode::handle`] serves.
+pub mod method {
+    /// openraft's AppendEntries.
+    pub const APPEND_ENTRIES: &str = "Raft.AppendEntries";
+    /// openraft's RequestVote.
+    pub const VOTE: &str = "Raft.Vote";
+    /// openraft's InstallSnapshot (chunked).
+    pub const INSTALL_SNAPSHOT: &str = "Raft.InstallSnapshot";
+    /// A follower forwarding a write to the leader.
+    pub const APPLY: &str = "Raft.Apply";
+
+    /// Every method [`crate::RaftNode::handle`] serves.
+    pub const ALL: [&str; 4] = [APPEND_ENTRIES, VOTE, INSTALL_SNAPSHOT, APPLY];
+}
+
+/// A boxed future, as [`Transport`] returns.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// The replicated application state.
+pub trait StateMachine: Send + Sync + 'static {
+    /// Applies one committed command (at log `index`) and returns its response.
+    fn apply(&self, index: u64, command: &str) -> String;
+    /// The whole state, as text [`StateMachine::restore`] reads back.
+    fn snapshot(&self) -> String;
+    /// Replaces the state with a snapshot.
+    fn restore(&self, snapshot: &str) -> Result<(), String>;
+}
+
+/// How nodes reach each other: one request, one answer.
+pub trait Transport: Send + Sync + 'static {
+    /// Sends `body` to the node at `addr` for `method` and returns the answer body, or a
+    /// description of why it could not be delivered, within `timeout`.
+    fn call(
+        &self,
+        addr: &str,
+        method: &'static str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<Result<Vec<u8>, String>>;
+}
+
+/// Every error this crate returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RaftError {
+    /// No leader is known, or this leader has lost its quorum.
+    NoLeader,
+    /// The write was sent but not known to be committed within the write timeout.
+    Timeout,
+    /// The log store failed.
+    Storage(String),
+    /// A membership change was refused.
+    Membership(String),
+    /// A request to another node failed.
+    Transport(String),
+    /// A request body could not be decoded.
+    BadRequest(String),
+    /// The node is shutting down.
+    Shutdown,
+}
+
+impl std::fmt::Display for RaftError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RaftError::NoLeader => f.write_str("No cluster leader"),
+            RaftError::Timeout => f.write_str("timed out waiting for the write to be committed"),
+            RaftError::Storage(e) => write!(f, "raft storage: {e}"),
+            RaftError::Membership(e) => write!(f, "raft membership change: {e}"),
+            RaftError::Transport(e) => write!(f, "raft transport: {e}"),
+            RaftError::BadRequest(e) => write!(f, "bad raft request: {e}"),
+            RaftError::Shutdown => f.write_str("raft is shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for RaftError {}
+
+/// Settings for one node.
+#[derive(Debug, Clone)]
+pub struct RaftConfig {
+    /// This node's ID.
+    pub id: NodeId,
+    /// Where peers reach this node (its [`Transport`] address).
+    pub addr: String,
+    /// Where the log and snapshots live; `None` keeps them in memory.
+    pub dir: Option<PathBuf>,
+    /// How often the leader sends heartbeats.
+    pub heartbeat: Duration,
+    /// The election timeout range.
+    pub election_timeout: (Duration, Duration),
+    /// Take a snapshot (and compact the log) after this many applied entries.
+    pub snapshot_every: u64,
+    /// How long a write may take, forwarding and leader changes included.
+    pub write_timeout: Duration,
+}
+
+impl RaftConfig {
+    /// Defaults for servers on one LAN: 200 ms heartbeats, 1–2 s election timeout (failover
+    /// within a few seconds), a snapshot every 4,096 entries, 5 s writes.
+    pub fn new(id: NodeId, addr: impl Into<String>) -> RaftConfig {
+        RaftConfig {
+            id,
+            addr: addr.into(),
+            dir: None,
+            heartbeat: Duration::from_millis(200),
+            election_timeout: (Duration::from_millis(1000), Duration::from_millis(2000)),
+            snapshot_every: 4096,
+            write_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A committed write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// Its log index.
+    pub index: u64,
+    /// The state machine's response.
+    pub response: String,
+}
+
+/// A snapshot of the node's Raft state, for status pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftStatus {
+    /// This node's ID.
+    pub id: NodeId,
+    /// `Leader`, `Follower`, `Candidate`, `Learner` or `Shutdown`.
+    pub state: &'static str,
+    /// The current term.
+    pub term: u64,
+    /// The last log index (0 when empty).
+    pub last_log_index: u64,
+    /// The term of the last log entry.
+    pub last_log_term: u64,
+    /// The highest index known to be committed.
+    pub commit_index: u64,
+    /// The highest index applied to the state machine.
+    pub applied_index: u64,
+    /// The index and term of the last snapshot.
+    pub last_snapshot: (u64, u64),
+    /// The leader's ID and address, when one is known.
+    pub leader: Option<(NodeId, String)>,
+    /// The voters (ID → address) of the latest configuration.
+    pub voters: BTreeMap<NodeId, String>,
+    /// The index of the latest configuration.
+    pub configuration_index: u64,
+    /// Time since the leader was last heard from (zero on the leader; `None` if never).
+    pub last_contact: Option<Duration>,
+}
+
+/// One Raft node: openraft plus storage, network, forwarding and status.
+pub struct RaftNode {
+    raft: Raft<TypeConfig>,
+    config: RaftConfig,
+    storage: Arc<storage::Storage>,
+    transport: Arc<dyn Transport>,
+    last_contact: Mutex<Option<Instant>>,
+}
+
+fn storage_err(e: impl std::fmt::Display) -> RaftError {
+    RaftError::Storage(e.to_string())
+}
+
+impl RaftNode {
+    /// Opens the storage (restoring the state machine from the last snapshot) and starts the
+    /// node. It does nothing until it is initialized or contacted by a leader.
+    pub async fn start(
+        config: RaftConfig,
+        state_machine: Arc<dyn StateMachine>,
+        transport: Arc<dyn Transport>,
+    ) -> Result<RaftNode, RaftError> {
+        let disk = config
+            .dir
+            .as_deref()
+            .map(disk::Disk::open)
+            .transpose()
+            .map_err(RaftError::Storage)?;
+        let storage =
+            Arc::new(storage::Storage::open(disk, state_machine).map_err(RaftError::Storage)?);
+        let ms = |d: Duration| d.as_millis() as u64;
+        let raft_config = Config {
+            cluster_name: "caravan".into(),
+            heartbeat_interval: ms(config.heartbeat),
+            election_timeout_min: ms(config.election_timeout.0),
+            election_timeout_max: ms(config.election_timeout.1),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: 256,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| RaftError::Storage(format!("raft config: {e}")))?;
+        let (log_store, state) = openraft::storage::Adaptor::new(storage.clone());
+        let network = network::Network {
+            transport: transport.clone(),
+        };
+        let raft = Raft::new(config.id, Arc::new(raft_config), network, log_store, state)
+            .await
+            .map_err(storage_err)?;
+        Ok(RaftNode {
+            raft,
+            config,
+            storage,
+            transport,
+            last_contact: Mutex::new(None),
+        })
+    }
+
+    /// This node's ID.
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    /// Forms a new cluster of `voters` (ID → address). Only a node with an empty log may do it;
+    /// on one that already has state it is a no-op.
+    pub async fn initialize(&self, voters: BTreeMap<NodeId, String>) -> Result<(), RaftError> {
+        let nodes: BTreeMap<NodeId, BasicNode> = voters
+            .into_iter()
+            .map(|(id, addr)| (id, BasicNode { addr }))
+            .collect();
+        match self.raft.initialize(nodes).await {
+            Ok(()) => Ok(()),
+            Err(openraft::error::RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(RaftError::Membership(e.to_string())),
+        }
+    }
+
+    /// Whether this node has a log or a vote (it was initialized or has joined).
+    pub async fn is_initialized(&self) -> bool {
+        self.raft.is_initialized().await.unwrap_or(false)
+    }
+
+    /// Whether this node is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// The leader's ID and address, when one is known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let id = m.current_leader?;
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())?;
+        Some((id, addr))
+    }
+
+    /// A receiver that changes whenever leadership may have changed; read [`Self::is_leader`].
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>> {
+        self.raft.metrics()
+    }
+
+    /// The index applied to the local state machine.
+    pub fn applied_index(&self) -> u64 {
+        self.storage.applied_index()
+    }
+
+    /// Waits (at most `timeout`) until the local state machine has applied `index`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = self.raft.metrics();
+        loop {
+            if self.storage.applied_index() >= index {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return self.storage.applied_index() >= index;
+            }
+        }
+    }
+
+    /// Replicates a command: on the leader directly, elsewhere forwarded to it, retrying across
+    /// leader changes until the write timeout. Returns once the command is committed and applied
+    /// on the node that took it.
+    pub async fn apply(&self, command: String) -> Result<Applied, RaftError> {
+        let deadline = Instant::now() + self.config.write_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let attempt = match self.apply_local(command.clone(), left).await {
+                Err(Redirect::To(addr)) => self.forward(&addr, &command, left).await,
+                Err(Redirect::Unknown) => Err(RaftError::NoLeader),
+                Err(Redirect::Failed(e)) => return Err(e),
+                Ok(a) => return Ok(a),
+            };
+            match attempt {
+                Ok(a) => return Ok(a),
+                Err(
+                    e @ (RaftError::Timeout | RaftError::Storage(_) | RaftError::BadRequest(_)),
+                ) => {
+                    return Err(e);
+                }
+                Err(e) if Instant::now() + Duration::from_millis(100) >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        addr: &str,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<Applied, RaftError> {
+        let body = self
+            .transport
+            .call(addr, method::APPLY, command.as_bytes().to_vec(), timeout)
+            .await
+            .map_err(RaftError::Transport)?;
+        let answer: Result<Applied, RaftError> =
+            serde_json::from_slice(&body).map_err(|e| RaftError::Transport(e.to_string()))?;
+        answer
+    }
+
+    /// Writes on this node if it is a leader with a live quorum.
+    async fn apply_local(&self, command: String, timeout: Duration) -> Result<Applied, Redirect> {
+        let quorum_limit = self.config.election_timeout.1.as_millis() as u64;
+        {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            if m.state == ServerState::Leader
+                && m.millis_since_quorum_ack
+                    .is_some_and(|ms| ms > quorum_limit)
+            {
+                return Err(Redirect::Unknown);
+            }
+        }
+        match tokio::time::timeout(timeout, self.raft.client_write(command)).await {
+            Err(_) => Err(Redirect::Failed(RaftError::Timeout)),
+            Ok(Ok(r)) => Ok(Applied {
+                index: r.log_id.index,
+                response: r.data,
+            }),
+            Ok(Err(openraft::error::RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                match (f.leader_id, f.leader_node) {
+                    (Some(id), Some(node)) if id != self.config.id => Err(Redirect::To(node.addr)),
+                    _ => Err(Redirect::Unknown),
+                }
+            }
+            Ok(Err(e)) => Err(Redirect::Failed(RaftError::Storage(e.to_string()))),
+        }
+    }
+
+    /// Adds a server as a voter (first as a learner that catches up). Leader only.
+    pub async fn add_voter(&self, id: NodeId, addr: String) -> Result<(), RaftError> {
+        self.raft
+            .add_learner(id, BasicNode { addr }, true)
+            .await
+            .map_err(|e| RaftError::Membership(e.to_string()))?;
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(|e| RaftError::Membership(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Removes a server from the configuration. Leader only.
+    pub async fn remove_server(&self, id: NodeId) -> Result<(), RaftError> {
+        self.raft
+            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+            .await
+            .map_err(|e| RaftError::Membership(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Serves one request from a peer's [`Transport`]; the answer is the JSON the calling
+    /// node's network expects.
+    pub async fn handle(&self, method: &str, body: &[u8]) -> Result<Vec<u8>, RaftError> {
+        fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, RaftError> {
+            serde_json::from_slice(body).map_err(|e| RaftError::BadRequest(e.to_string()))
+        }
+        fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, RaftError> {
+            serde_json::to_vec(value).map_err(|e| RaftError::BadRequest(e.to_string()))
+        }
+        match method {
+            method::APPEND_ENTRIES => {
+                *self.last_contact.lock() = Some(Instant::now());
+                encode(&self.raft.append_entries(decode(body)?).await)
+            }
+            method::VOTE => encode(&self.raft.vote(decode(body)?).await),
+            method::INSTALL_SNAPSHOT => {
+                *self.last_contact.lock() = Some(Instant::now());
+                encode(&self.raft.install_snapshot(decode(body)?).await)
+            }
+            method::APPLY => {
+                let command = String::from_utf8(body.to_vec())
+                    .map_err(|e| RaftError::BadRequest(e.to_string()))?;
+                let answer = match self.apply_local(command, self.config.write_timeout).await {
+                    Ok(a) => Ok(a),
+                    Err(Redirect::Failed(e)) => Err(e),
+                    Err(_) => Err(RaftError::NoLeader),
+                };
+                encode(&answer)
+            }
+            other => Err(RaftError::BadRequest(format!(
+                "unknown raft method {other:?}"
+            ))),
+        }
+    }
+
+    /// The node's Raft state.
+    pub fn status(&self) -> RaftStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeMap<NodeId, String> = membership
+            .voter_ids()
+            .map(|id| {
+                let addr = membership
+                    .get_node(&id)
+                    .map(|n| n.addr.clone())
+                    .unwrap_or_default();
+                (id, addr)
+            })
+            .collect();
+        let leader = m
+            .current_leader
+            .and_then(|id| membership.get_node(&id).map(|n| (id, n.addr.clone())));
+        let state = match m.state {
+            ServerState::Leader => "Leader",
+            ServerState::Follower => "Follower",
+            ServerState::Candidate => "Candidate",
+            ServerState::Learner => "Learner",
+            ServerState::Shutdown => "Shutdown",
+        };
+        let last_contact = if m.state == ServerState::Leader {
+            Some(Duration::ZERO)
+        } else {
+            self.last_contact.lock().map(|t| t.elapsed())
+        };
+        let (last_log_term, commit_index) = self.storage.log_facts(m.last_log_index);
+        let snapshot = self.storage.snapshot_log_id();
+        RaftStatus {
+            id: self.config.id,
+            state,
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            last_log_term,
+            commit_index,
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            last_snapshot: snapshot.map_or((0, 0), |l| (l.index, l.leader_id.term)),
+            leader,
+            voters,
+            configuration_index: m.membership_config.log_id().map_or(0, |l| l.index),
+            last_contact,
+        }
+    }
+
+    /// Stops the node.
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+}
+
+/// Why a local write did not happen.
+enum Redirect {
+    To(String),
+    Unknown,
+    Failed(RaftError),
+}

@@ -1,0 +1,318 @@
+//! In-process clusters over a fault-injecting router: election, forwarding, failover, durable
+//! restart, snapshots, and a cut-off minority that refuses writes.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use caravan_raft::{BoxFuture, RaftConfig, RaftError, RaftNode, StateMachine, Transport};
+use parking_lot::Mutex;
+
+#[derive(Default)]
+struct Log(Mutex<Vec<String>>);
+
+impl StateMachine for Log {
+    fn apply(&self, _index: u64, command: &str) -> String {
+        let mut l = self.0.lock();
+        l.push(command.to_string());
+        l.len().to_string()
+    }
+    fn snapshot(&self) -> String {
+        serde_json::to_string(&*self.0.lock()).unwrap()
+    }
+    fn restore(&self, snapshot: &str) -> Result<(), String> {
+        *self.0.lock() = serde_json::from_str(snapshot).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+#[derive(Default, Clone)]
+struct Router {
+    nodes: Arc<Mutex<HashMap<String, Arc<RaftNode>>>>,
+    /// Cut links (from, to), both directions listed.
+    cut: Arc<Mutex<HashSet<(String, String)>>>,
+}
+
+struct Link {
+    from: String,
+    router: Router,
+}
+
+impl Transport for Link {
+    fn call(
+        &self,
+        addr: &str,
+        method: &'static str,
+        body: Vec<u8>,
+        t: Duration,
+    ) -> BoxFuture<Result<Vec<u8>, String>> {
+        let cut = self
+            .router
+            .cut
+            .lock()
+            .contains(&(self.from.clone(), addr.to_string()));
+        let node = self.router.nodes.lock().get(addr).cloned();
+        Box::pin(async move {
+            if cut {
+                return Err("link cut".into());
+            }
+            let node = node.ok_or("connection refused")?;
+            tokio::time::timeout(t, node.handle(method, &body))
+                .await
+                .map_err(|_| "timeout".to_string())?
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+struct Cluster {
+    router: Router,
+    nodes: BTreeMap<u64, (Arc<RaftNode>, Arc<Log>)>,
+    dir: PathBuf,
+}
+
+fn addr(id: u64) -> String {
+    format!("n{id}")
+}
+
+impl Cluster {
+    async fn new(n: u64) -> Cluster {
+        let dir = std::env::temp_dir().join(format!(
+            "caravan-raft-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        let mut c = Cluster {
+            router: Router::default(),
+            nodes: BTreeMap::new(),
+            dir,
+        };
+        for id in 1..=n {
+            c.start(id).await;
+        }
+        let voters = (1..=n).map(|id| (id, addr(id))).collect();
+        c.nodes[&1].0.initialize(voters).await.unwrap();
+        c
+    }
+
+    async fn start(&mut self, id: u64) {
+        let mut cfg = RaftConfig::new(id, addr(id));
+        cfg.dir = Some(self.dir.join(id.to_string()));
+        cfg.heartbeat = Duration::from_millis(50);
+        cfg.election_timeout = (Duration::from_millis(300), Duration::from_millis(600));
+        cfg.snapshot_every = 20;
+        cfg.write_timeout = Duration::from_secs(3);
+        let log = Arc::new(Log::default());
+        let link = Link {
+            from: addr(id),
+            router: self.router.clone(),
+        };
+        let node = Arc::new(
+            RaftNode::start(cfg, log.clone(), Arc::new(link))
+                .await
+                .unwrap(),
+        );
+        self.router.nodes.lock().insert(addr(id), node.clone());
+        self.nodes.insert(id, (node, log));
+    }
+
+    async fn stop(&mut self, id: u64) {
+        self.router.nodes.lock().remove(&addr(id));
+        if let Some((node, _)) = self.nodes.remove(&id) {
+            node.shutdown().await;
+        }
+    }
+
+    /// The leader all running nodes agree on, within 10 s.
+    async fn leader(&self) -> u64 {
+        for _ in 0..200 {
+            let leaders: HashSet<Option<u64>> = self
+                .nodes
+                .values()
+                .map(|(n, _)| n.leader().map(|l| l.0))
+                .collect();
+            if leaders.len() == 1
+                && let Some(Some(l)) = leaders.into_iter().next()
+                && self.nodes.get(&l).is_some_and(|(n, _)| n.is_leader())
+            {
+                return l;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no agreed leader");
+    }
+
+    fn cut(&self, a: &[u64], b: &[u64]) {
+        let mut cut = self.router.cut.lock();
+        for x in a {
+            for y in b {
+                cut.insert((addr(*x), addr(*y)));
+                cut.insert((addr(*y), addr(*x)));
+            }
+        }
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_keeps_every_acknowledged_write_and_restart_catches_up() {
+    let mut c = Cluster::new(3).await;
+    let leader = c.leader().await;
+    let follower = *c.nodes.keys().find(|&&id| id != leader).unwrap();
+    // Writes through a follower are forwarded.
+    let mut acked = Vec::new();
+    for i in 0..30 {
+        let cmd = format!("w{i}");
+        c.nodes[&follower].0.apply(cmd.clone()).await.unwrap();
+        acked.push(cmd);
+    }
+    // Kill the leader; a new one is elected and takes writes.
+    c.stop(leader).await;
+    let second = c.leader().await;
+    assert_ne!(second, leader);
+    for i in 30..40 {
+        let cmd = format!("w{i}");
+        c.nodes[&second].0.apply(cmd.clone()).await.unwrap();
+        acked.push(cmd);
+    }
+    // The old leader restarts from disk (snapshot + log) and catches up.
+    c.start(leader).await;
+    let last = c.nodes[&second].0.applied_index();
+    for (id, (node, log)) in &c.nodes {
+        assert!(
+            node.wait_applied(last, Duration::from_secs(10)).await,
+            "node {id} did not catch up"
+        );
+        assert_eq!(*log.0.lock(), acked, "node {id}");
+    }
+    let status = c.nodes[&leader].0.status();
+    assert!(
+        status.last_snapshot.0 > 0,
+        "snapshots were taken: {status:?}"
+    );
+    assert_eq!(status.voters.len(), 3);
+    for id in c.nodes.keys().copied().collect::<Vec<_>>() {
+        c.stop(id).await;
+    }
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minority_refuses_writes_majority_accepts() {
+    let mut c = Cluster::new(5).await;
+    let leader = c.leader().await;
+    c.nodes[&leader].0.apply("before".into()).await.unwrap();
+    // Cut the leader and one follower off from the other three.
+    let other = *c.nodes.keys().find(|&&id| id != leader).unwrap();
+    let minority = [leader, other];
+    let majority: Vec<u64> = c
+        .nodes
+        .keys()
+        .copied()
+        .filter(|id| !minority.contains(id))
+        .collect();
+    c.cut(&minority, &majority);
+    // The majority elects a new leader and accepts writes.
+    let mut new_leader = None;
+    for _ in 0..200 {
+        if let Some(&id) = majority.iter().find(|id| c.nodes[id].0.is_leader()) {
+            new_leader = Some(id);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let new_leader = new_leader.expect("majority elected a leader");
+    c.nodes[&majority[0]]
+        .0
+        .apply("during".into())
+        .await
+        .unwrap();
+    // The minority refuses with a clear error, on both of its nodes.
+    for id in minority {
+        let err = c.nodes[&id].0.apply("lost".into()).await.unwrap_err();
+        assert!(
+            matches!(err, RaftError::NoLeader | RaftError::Transport(_)),
+            "{err:?}"
+        );
+    }
+    // Heal: everyone converges on the majority's log; the refused write is nowhere.
+    c.router.cut.lock().clear();
+    let last = c.nodes[&new_leader].0.applied_index();
+    for (id, (node, log)) in &c.nodes {
+        assert!(
+            node.wait_applied(last, Duration::from_secs(10)).await,
+            "node {id}"
+        );
+        assert_eq!(*log.0.lock(), ["before", "during"], "node {id}");
+    }
+    for id in c.nodes.keys().copied().collect::<Vec<_>>() {
+        c.stop(id).await;
+    }
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_add_and_remove() {
+    let mut c = Cluster::new(3).await;
+    let leader = c.leader().await;
+    c.start(4).await;
+    c.nodes[&leader].0.add_voter(4, addr(4)).await.unwrap();
+    c.nodes[&leader].0.apply("x".into()).await.unwrap();
+    assert_eq!(c.nodes[&4].0.status().voters.len(), 4);
+    let victim = *c.nodes.keys().find(|&&id| id != leader && id != 4).unwrap();
+    c.stop(victim).await;
+    c.nodes[&leader].0.remove_server(victim).await.unwrap();
+    let voters = c.nodes[&leader].0.status().voters;
+    assert_eq!(voters.len(), 3);
+    assert!(!voters.contains_key(&victim));
+    for id in c.nodes.keys().copied().collect::<Vec<_>>() {
+        c.stop(id).await;
+    }
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
+
+#[tokio::test]
+async fn bad_requests_are_errors() {
+    let log = Arc::new(Log::default());
+    let link = Link {
+        from: "n1".into(),
+        router: Router::default(),
+    };
+    let node = RaftNode::start(RaftConfig::new(1, "n1"), log, Arc::new(link))
+        .await
+        .unwrap();
+    assert!(matches!(
+        node.handle("Raft.Vote", b"{not json").await,
+        Err(RaftError::BadRequest(_))
+    ));
+    assert!(matches!(
+        node.handle("Raft.Nope", b"{}").await,
+        Err(RaftError::BadRequest(_))
+    ));
+    // Not initialized: no leader, a clear error within the write timeout.
+    let mut cfg = RaftConfig::new(2, "n2");
+    cfg.write_timeout = Duration::from_millis(300);
+    let lonely = RaftNode::start(
+        cfg,
+        Arc::new(Log::default()),
+        Arc::new(Link {
+            from: "n2".into(),
+            router: Router::default(),
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        lonely.apply("x".into()).await.unwrap_err().to_string(),
+        "No cluster leader"
+    );
+    node.shutdown().await;
+    lonely.shutdown().await;
+}
