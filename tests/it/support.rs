@@ -113,7 +113,25 @@ pub fn ports_hcl() -> (String, SocketAddr, SocketAddr) {
 impl Agent {
     /// `caravan agent -dev` with `extra_hcl` merged over free ports.
     pub async fn dev(extra_hcl: &str) -> Agent {
-        Agent::start(&["-dev"], extra_hcl).await
+        let agent = Agent::start(&["-dev"], extra_hcl).await;
+        agent.wait_leader().await;
+        agent
+    }
+
+    /// Waits (bounded) until this server knows a Raft leader and its workers have settled.
+    pub async fn wait_leader(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            let leader = get(self.http, "/v1/status/leader").await;
+            let settled = get(self.http, "/v1/agent/schedulers")
+                .await
+                .is_ok_and(|r| !r.text().contains("Pausing") && !r.text().contains("Resuming"));
+            if settled && leader.is_ok_and(|r| r.status == 200 && r.text().len() > 2) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no Raft leader on {} within 15 s", self.http);
     }
 
     /// `caravan agent <args> -config=<ports + extra_hcl>`, waiting until HTTP answers.

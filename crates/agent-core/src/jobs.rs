@@ -13,7 +13,7 @@ pub const MAX_COUNT: u32 = 100_000;
 pub const MAX_RESOURCE: u64 = 1 << 40;
 
 /// Scheduler types a job can have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum JobType {
     /// Long-running, bin-packed.
     Service,
@@ -54,7 +54,7 @@ impl JobType {
 }
 
 /// A task: what it asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Task {
     /// Name.
     pub name: String,
@@ -67,7 +67,7 @@ pub struct Task {
 }
 
 /// A group of tasks placed together.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TaskGroup {
     /// Name.
     pub name: String,
@@ -87,7 +87,7 @@ impl TaskGroup {
 }
 
 /// A job.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Job {
     /// ID.
     pub id: String,
@@ -178,7 +178,7 @@ impl Job {
 }
 
 /// Evaluation states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EvalStatus {
     /// Waiting for a worker.
     Pending,
@@ -206,7 +206,7 @@ impl EvalStatus {
 }
 
 /// An evaluation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Evaluation {
     /// ID.
     pub id: String,
@@ -233,7 +233,7 @@ pub struct Evaluation {
 }
 
 /// A placement.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Allocation {
     /// ID.
     pub id: String,
@@ -262,7 +262,7 @@ pub struct Allocation {
 }
 
 /// A client node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Node {
     /// ID.
     pub id: String,

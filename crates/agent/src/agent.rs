@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use caravan_agent_core::CoreError;
@@ -14,12 +15,15 @@ use caravan_agent_core::sched::{SchedulerConfig, WorkerInfo};
 use caravan_agent_core::server_list::ServerList;
 use caravan_gossip::NodeConfig;
 use caravan_gossip::udp::Gossip;
-use caravan_http::api::{AclWriteError, AgentApi, JobWriteResult, JoinResult, Stats};
+use caravan_http::api::{
+    AclWriteError, AgentApi, JobWriteError, JobWriteResult, JoinResult, Stats,
+};
 use caravan_http::dto::{HostData, MemberDto, MembersResponse, VersionDto};
 use caravan_http::multi_error;
 use parking_lot::RwLock;
 
-use crate::rpc;
+use crate::cluster::{Cluster, Command, LeaderSource};
+use crate::rpc::{self, RpcClient};
 
 /// Default RPC port for server addresses given without one.
 pub const DEFAULT_RPC_PORT: u16 = 4647;
@@ -42,18 +46,12 @@ pub struct Agent {
     build: BuildInfo,
     runtime: tokio::runtime::Handle,
     gossip: Option<Gossip>,
-    rpc_tls: Option<crate::tls::RpcClientTls>,
+    rpc: Arc<RpcClient>,
+    /// A client-only agent's copy of the servers' ACL state (servers read the replicated one).
     acl: RwLock<AclState>,
-    acl_path: Option<PathBuf>,
     hub: caravan_http::monitor::MonitorHub,
-    scheduling: Option<Scheduling>,
-}
-
-/// The server's eval broker and worker pool with its configuration.
-struct Scheduling {
-    broker: std::sync::Arc<caravan_sched::broker::EvalBroker>,
-    store: std::sync::Arc<caravan_sched::state::Store>,
-    pool: parking_lot::Mutex<(caravan_sched::workers::WorkerPool, SchedulerConfig)>,
+    cluster: Option<Arc<Cluster>>,
+    pool: Option<parking_lot::Mutex<(caravan_sched::workers::WorkerPool, SchedulerConfig)>>,
 }
 
 /// This build's version facts.
@@ -103,25 +101,28 @@ impl Agent {
         } else {
             None
         };
-        let acl_path = config
-            .data_dir
-            .as_ref()
-            .map(|d| Path::new(d).join("server").join("acl.json"));
-        let acl = match &acl_path {
-            Some(path) => crate::store::load_acl(path)?,
-            None => AclState::default(),
-        };
+        let rpc = Arc::new(RpcClient::new(rpc_tls));
         let gossip = match &server_id {
             Some(id) => Some(start_gossip(&config, id, &build).await?),
             None => None,
         };
-        let scheduling = config.server.enabled.then(|| start_scheduling(&config));
-        if let (Some(s), Some(id)) = (&scheduling, &node_id) {
-            // The local client registers its node with the local server.
-            s.store.upsert_node(local_node(&config, id));
-        }
+        let cluster = match &server_id {
+            Some(id) => {
+                let dir = config
+                    .data_dir
+                    .as_ref()
+                    .map(|d| Path::new(d).join("server").join("raft"));
+                let c = Cluster::start(id, config.advertise.rpc, dir, rpc.clone()).await?;
+                Some(Arc::new(c))
+            }
+            None => None,
+        };
+        let pool = cluster
+            .as_ref()
+            .map(|c| parking_lot::Mutex::new(start_workers(&config, c)));
         Ok(Agent {
-            scheduling,
+            cluster,
+            pool,
             config,
             server_id,
             node_id,
@@ -129,11 +130,74 @@ impl Agent {
             build,
             runtime: tokio::runtime::Handle::current(),
             gossip,
-            rpc_tls,
-            acl: RwLock::new(acl),
-            acl_path,
+            rpc,
+            acl: RwLock::new(AclState::default()),
             hub,
         })
+    }
+
+    /// The cluster (servers only).
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// Every gossip member (empty on a client-only agent).
+    pub fn gossip_members(&self) -> Vec<Member> {
+        self.gossip
+            .as_ref()
+            .map(|g| g.snapshot().members.clone())
+            .unwrap_or_default()
+    }
+
+    /// The leader's RPC address as `/v1/status/leader` shows it (`""` when unknown).
+    pub fn local_leader(&self) -> Option<String> {
+        let c = self.cluster.as_ref()?;
+        Some(c.raft.leader().map(|(_, a)| a).unwrap_or_default())
+    }
+
+    /// The voters' RPC addresses (empty before the cluster forms).
+    pub fn local_peers(&self) -> Option<Vec<String>> {
+        let c = self.cluster.as_ref()?;
+        Some(c.raft.status().voters.into_values().collect())
+    }
+
+    /// Leadership changed: a leader pauses ⌊3n/4⌋ of its workers.
+    pub fn set_leader_workers(&self, leader: bool) {
+        if let Some(pool) = &self.pool {
+            pool.lock().0.set_leader(leader);
+        }
+    }
+
+    /// Starts the cluster's background work: bootstrap, reconciliation, leadership duties, GC,
+    /// and registering the local client node.
+    pub fn spawn_cluster(self: &Arc<Self>) {
+        let Some(c) = self.cluster.clone() else {
+            return;
+        };
+        let expect = self.config.server.bootstrap_expect;
+        tokio::spawn(c.clone().bootstrap(self.clone(), expect));
+        tokio::spawn(c.clone().reconcile(self.clone()));
+        tokio::spawn(c.clone().follow_leadership(self.clone()));
+        tokio::spawn(c.clone().core_gc(CORE_GC_INTERVAL));
+        if let Some(id) = &self.node_id {
+            let node = local_node(&self.config, id);
+            tokio::spawn(async move {
+                // Retry until a leader takes it (the cluster may still be forming).
+                loop {
+                    let cmd = Command::NodeUpsert {
+                        node: node.clone(),
+                        seed: crate::cluster::seed(),
+                    };
+                    match c.write(cmd).await {
+                        Ok(_) => return,
+                        Err(e) => {
+                            tracing::debug!(target: "client", error = %e, "node registration waits for a leader")
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            });
+        }
     }
 
     /// The member list this server knows, in the wire form.
@@ -191,7 +255,21 @@ impl Agent {
 
     /// The ACL state, when this agent is a server (the source of truth clients copy).
     pub fn acl_snapshot(&self) -> Option<AclState> {
-        self.config.server.enabled.then(|| self.acl.read().clone())
+        Some(self.cluster.as_ref()?.state.acl.read().clone())
+    }
+
+    /// Reads the ACL state this agent enforces: the replicated one on a server, the cached copy
+    /// on a client-only agent.
+    fn with_acl<R>(&self, read: impl FnOnce(&AclState) -> R) -> R {
+        match &self.cluster {
+            Some(c) => read(&c.state.acl.read()),
+            None => read(&self.acl.read()),
+        }
+    }
+
+    /// The store of jobs, evaluations, allocations and nodes (servers only).
+    fn store(&self) -> Option<&caravan_sched::state::Store> {
+        self.cluster.as_ref().map(|c| &*c.state.store)
     }
 
     /// On a client-only agent with ACLs on: copy the ACL state from a server now and every
@@ -205,13 +283,10 @@ impl Agent {
             loop {
                 let servers = agent.servers.read().servers().to_vec();
                 for server in servers {
-                    match rpc::call::<AclState>(
-                        server,
-                        rpc::ACL_STATE_PATH,
-                        PING_TIMEOUT,
-                        agent.rpc_tls.as_ref(),
-                    )
-                    .await
+                    match agent
+                        .rpc
+                        .call::<AclState>(server, rpc::ACL_STATE_PATH, PING_TIMEOUT)
+                        .await
                     {
                         Ok(state) => {
                             *agent.acl.write() = state;
@@ -227,29 +302,41 @@ impl Agent {
         });
     }
 
-    /// On the leader: enqueue a `_core` garbage-collection evaluation every five minutes, as
-    /// Nomad's leader does; the workers that serve `_core` pick them up.
-    pub fn spawn_core_gc(&self) {
-        let Some(s) = &self.scheduling else { return };
-        if !self.is_leader() {
-            return;
-        }
-        let broker = s.broker.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(CORE_GC_INTERVAL);
-            let mut index = 0u64;
-            loop {
-                tick.tick().await;
-                index += 1;
-                broker.enqueue(caravan_sched::broker::Eval {
-                    id: uuid::Uuid::new_v4().to_string(),
-                    job_id: "core-gc".into(),
-                    priority: 200,
-                    scheduler: "_core".into(),
-                    create_index: index,
-                });
+    /// Serves a Raft RPC (`Raft.*`).
+    pub async fn raft_rpc(
+        &self,
+        method: &str,
+        body: &[u8],
+    ) -> Result<Vec<u8>, (hyper::StatusCode, String)> {
+        let c = self.cluster.as_ref().ok_or((
+            hyper::StatusCode::BAD_REQUEST,
+            "rpc: this agent runs no server".to_string(),
+        ))?;
+        c.raft
+            .handle(method, body)
+            .await
+            .map_err(|e| (hyper::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    }
+
+    /// Server IDs (UUIDs) by Raft ID, from gossip tags.
+    fn server_ids_by_raft_id(&self) -> BTreeMap<u64, String> {
+        crate::cluster::servers_in(&self.gossip_members(), &self.config.region)
+            .into_iter()
+            .map(|s| (s.raft_id, s.id))
+            .collect()
+    }
+
+    /// Asks the first server that answers (client-only agents).
+    async fn ask_a_server<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, String> {
+        let servers = self.servers.read().servers().to_vec();
+        let mut last = "No known servers".to_string();
+        for server in servers {
+            match self.rpc.call::<T>(server, path, PING_TIMEOUT).await {
+                Ok(v) => return Ok(v),
+                Err(e) => last = e,
             }
-        });
+        }
+        Err(last)
     }
 
     /// Leaves the gossip pool gracefully (on shutdown).
@@ -287,11 +374,7 @@ impl Agent {
             ("leader".into(), leader.to_string()),
             (
                 "leader_addr".into(),
-                if leader {
-                    self.config.advertise.rpc.to_string()
-                } else {
-                    String::new()
-                },
+                self.local_leader().unwrap_or_default(),
             ),
             (
                 "bootstrap".into(),
@@ -340,6 +423,13 @@ impl AgentApi for Agent {
         if self.config.server.enabled {
             stats.insert("nomad".into(), self.nomad_stats());
         }
+        if let Some(c) = &self.cluster {
+            let ids = self.server_ids_by_raft_id();
+            stats.insert(
+                "raft".into(),
+                crate::raftstats::raft_stats(&c.raft.status(), &ids),
+            );
+        }
         if let Some(g) = &self.gossip {
             stats.insert("serf".into(), g.snapshot().stats.clone());
         }
@@ -347,7 +437,10 @@ impl AgentApi for Agent {
     }
 
     fn server_health(&self) -> Result<(), String> {
-        Ok(())
+        match self.local_leader() {
+            Some(leader) if !leader.is_empty() => Ok(()),
+            _ => Err("no leader".into()),
+        }
     }
 
     fn client_health(&self) -> Result<(), String> {
@@ -367,7 +460,7 @@ impl AgentApi for Agent {
     }
 
     fn is_leader(&self) -> bool {
-        self.config.server.enabled && self.config.server.bootstrap_expect == 1
+        self.cluster.as_ref().is_some_and(|c| c.raft.is_leader())
     }
 
     async fn host_data(&self) -> Result<HostData, String> {
@@ -388,13 +481,10 @@ impl AgentApi for Agent {
         let servers = self.servers.read().servers().to_vec();
         let mut last = "No known servers".to_string();
         for server in servers {
-            match rpc::call::<MembersResponse>(
-                server,
-                rpc::MEMBERS_PATH,
-                PING_TIMEOUT,
-                self.rpc_tls.as_ref(),
-            )
-            .await
+            match self
+                .rpc
+                .call::<MembersResponse>(server, rpc::MEMBERS_PATH, PING_TIMEOUT)
+                .await
             {
                 Ok(m) => return Ok(m),
                 Err(e) => last = e,
@@ -404,18 +494,18 @@ impl AgentApi for Agent {
     }
 
     fn schedulers(&self) -> Option<Vec<WorkerInfo>> {
-        self.scheduling.as_ref().map(|s| s.pool.lock().0.info())
+        self.pool.as_ref().map(|p| p.lock().0.info())
     }
 
     fn scheduler_config(&self) -> Option<SchedulerConfig> {
-        self.scheduling.as_ref().map(|s| s.pool.lock().1.clone())
+        self.pool.as_ref().map(|p| p.lock().1.clone())
     }
 
     fn set_scheduler_config(&self, wanted: SchedulerConfig) -> SchedulerConfig {
-        let Some(s) = &self.scheduling else {
+        let Some(pool) = &self.pool else {
             return wanted;
         };
-        let mut guard = s.pool.lock();
+        let mut guard = pool.lock();
         if guard.1.differs_from(&wanted) {
             let n = usize::try_from(wanted.num_schedulers).unwrap_or(0);
             guard.0.rebuild(n, &wanted.enabled_schedulers);
@@ -426,59 +516,77 @@ impl AgentApi for Agent {
         guard.1.clone()
     }
 
-    fn register_job(&self, job: caravan_agent_core::jobs::Job) -> Result<JobWriteResult, String> {
-        let s = self
-            .scheduling
-            .as_ref()
-            .ok_or("this agent runs no server")?;
-        let w = s.store.register(job);
-        s.broker.enqueue(caravan_sched::state::broker_eval(&w.eval));
+    async fn register_job(
+        &self,
+        job: caravan_agent_core::jobs::Job,
+    ) -> Result<JobWriteResult, JobWriteError> {
+        let c = self.cluster.as_ref().ok_or(JobWriteError::NoServer)?;
+        let cmd = Command::JobRegister {
+            job,
+            seed: crate::cluster::seed(),
+        };
+        let outcome = c.write(cmd).await.map_err(JobWriteError::Unavailable)?;
+        let (eval, job_modify_index) = outcome.write.ok_or_else(|| {
+            JobWriteError::Unavailable("registration created no evaluation".into())
+        })?;
         Ok(JobWriteResult {
-            eval_id: w.eval.id,
-            eval_create_index: w.eval.create_index,
-            job_modify_index: w.job_modify_index,
+            eval_id: eval.id,
+            eval_create_index: eval.create_index,
+            job_modify_index,
         })
     }
 
-    fn deregister_job(&self, id: &str) -> Result<Option<JobWriteResult>, String> {
-        let s = self
-            .scheduling
-            .as_ref()
-            .ok_or("this agent runs no server")?;
-        Ok(s.store.deregister(id).map(|w| {
-            s.broker.enqueue(caravan_sched::state::broker_eval(&w.eval));
-            JobWriteResult {
-                eval_id: w.eval.id,
-                eval_create_index: w.eval.create_index,
-                job_modify_index: w.job_modify_index,
-            }
-        }))
+    async fn deregister_job(&self, id: &str) -> Result<Option<JobWriteResult>, JobWriteError> {
+        let c = self.cluster.as_ref().ok_or(JobWriteError::NoServer)?;
+        if self.job(id).is_none() {
+            return Ok(None);
+        }
+        let cmd = Command::JobDeregister {
+            id: id.to_string(),
+            seed: crate::cluster::seed(),
+        };
+        let outcome = c.write(cmd).await.map_err(JobWriteError::Unavailable)?;
+        Ok(outcome
+            .write
+            .map(|(eval, job_modify_index)| JobWriteResult {
+                eval_id: eval.id,
+                eval_create_index: eval.create_index,
+                job_modify_index,
+            }))
+    }
+
+    async fn status_leader(&self) -> Result<String, String> {
+        if let Some(leader) = self.local_leader() {
+            return Ok(leader);
+        }
+        self.ask_a_server(rpc::LEADER_PATH).await
+    }
+
+    async fn status_peers(&self) -> Result<Vec<String>, String> {
+        if let Some(peers) = self.local_peers() {
+            return Ok(peers);
+        }
+        self.ask_a_server(rpc::PEERS_PATH).await
     }
 
     fn jobs(&self) -> Vec<caravan_agent_core::jobs::Job> {
-        self.scheduling
-            .as_ref()
-            .map(|s| s.store.jobs())
-            .unwrap_or_default()
+        self.store().map(|s| s.jobs()).unwrap_or_default()
     }
 
     fn job(&self, id: &str) -> Option<caravan_agent_core::jobs::Job> {
-        self.scheduling.as_ref()?.store.job(id)
+        self.store()?.job(id)
     }
 
     fn job_allocations(&self, id: &str) -> Option<Vec<caravan_agent_core::jobs::Allocation>> {
-        self.scheduling.as_ref()?.store.job_allocations(id)
+        self.store()?.job_allocations(id)
     }
 
     fn evaluation(&self, id: &str) -> Option<caravan_agent_core::jobs::Evaluation> {
-        self.scheduling.as_ref()?.store.evaluation(id)
+        self.store()?.evaluation(id)
     }
 
     fn nodes(&self) -> Vec<caravan_agent_core::jobs::Node> {
-        self.scheduling
-            .as_ref()
-            .map(|s| s.store.nodes())
-            .unwrap_or_default()
+        self.store().map(|s| s.nodes()).unwrap_or_default()
     }
 
     fn num_cpus(&self) -> u32 {
@@ -497,42 +605,23 @@ impl AgentApi for Agent {
     }
 
     fn resolve_token(&self, token: Option<&str>) -> Result<Acl, String> {
-        let state = self.acl.read();
-        let Some(secret) = token else {
-            return Ok(state.anonymous_acl());
-        };
-        if uuid::Uuid::parse_str(secret).is_err() {
-            return Err("failed to parse signed token: token is neither an ACL secret ID nor a signed workload identity".into());
-        }
-        // Compare against every token in constant time, so timing says nothing about the secret.
-        let mut found = None;
-        for t in state.tokens.values() {
-            if caravan_http::acl::secrets_equal(&t.secret_id, secret) {
-                found = Some(t);
-            }
-        }
-        match found {
-            Some(t) => Ok(state.acl_for(t)),
-            None => Err("Permission denied".into()),
-        }
+        self.with_acl(|state| resolve_in(state, token))
     }
 
     fn acl_read<R>(&self, read: impl FnOnce(&AclState) -> R) -> R {
-        read(&self.acl.read())
+        self.with_acl(read)
     }
 
-    fn acl_write<R>(
+    async fn acl_write<R: Send>(
         &self,
-        change: impl FnOnce(&mut AclState) -> Result<R, CoreError>,
+        change: impl Fn(&mut AclState) -> Result<R, CoreError> + Send + Sync,
     ) -> Result<R, AclWriteError> {
-        let mut guard = self.acl.write();
-        let mut next = guard.clone();
-        let out = change(&mut next).map_err(|e| AclWriteError::Invalid(e.to_string()))?;
-        if let Some(path) = &self.acl_path {
-            crate::store::save_acl(path, &next).map_err(AclWriteError::Storage)?;
+        match &self.cluster {
+            Some(c) => c.acl_write(change).await,
+            None => Err(AclWriteError::Unavailable(
+                "ACL writes go to a server; this agent runs none".into(),
+            )),
         }
-        *guard = next;
-        Ok(out)
     }
 
     async fn join(&self, addresses: Vec<String>) -> JoinResult {
@@ -559,16 +648,15 @@ impl AgentApi for Agent {
     }
 
     async fn set_servers(&self, addresses: Vec<String>) -> Result<(), String> {
-        let tls = self.rpc_tls.clone();
         let checks = addresses.into_iter().map(|text| {
-            let tls = tls.clone();
+            let client = self.rpc.clone();
             async move {
                 let addrs = resolve(&text)
                     .await
                     .map_err(|e| format!("Server at address {text} failed ping: {e}"))?;
                 let mut last_err = String::new();
                 for addr in addrs {
-                    match rpc::ping(addr, PING_TIMEOUT, tls.as_ref()).await {
+                    match client.ping(addr, PING_TIMEOUT).await {
                         Ok(()) => return Ok(addr),
                         Err(e) => last_err = e,
                     }
@@ -594,6 +682,32 @@ impl AgentApi for Agent {
         self.servers.write().replace(good);
         Ok(())
     }
+}
+
+/// Resolves a secret against an ACL state (anonymous without one).
+fn resolve_in(state: &AclState, token: Option<&str>) -> Result<Acl, String> {
+    let Some(secret) = token else {
+        return Ok(state.anonymous_acl());
+    };
+    if uuid::Uuid::parse_str(secret).is_err() {
+        return Err("failed to parse signed token: token is neither an ACL secret ID nor a signed workload identity".into());
+    }
+    // Compare against every token in constant time, so timing says nothing about the secret.
+    let mut found = None;
+    for t in state.tokens.values() {
+        if caravan_http::acl::secrets_equal(&t.secret_id, secret) {
+            found = Some(t);
+        }
+    }
+    match found {
+        Some(t) => Ok(state.acl_for(t)),
+        None => Err("Permission denied".into()),
+    }
+}
+
+/// Parses a `host:port` RPC address from gossip tags.
+pub fn parse_rpc_addr(text: &str) -> Option<SocketAddr> {
+    parse_host_port(text, DEFAULT_RPC_PORT).ok()
 }
 
 /// Runs futures concurrently and returns their outputs in order.
@@ -668,41 +782,40 @@ fn local_node(config: &AgentConfig, id: &str) -> caravan_agent_core::jobs::Node 
     }
 }
 
-/// Starts the eval broker and the worker pool; a leader pauses ⌊3n/4⌋ of its workers.
-fn start_scheduling(config: &AgentConfig) -> Scheduling {
-    let broker = std::sync::Arc::new(caravan_sched::broker::EvalBroker::new(Default::default()));
+/// Starts the worker pool. Workers take evaluations from the leader's broker and submit each
+/// one to the cluster, whose state machine places it on every server alike.
+fn start_workers(
+    config: &AgentConfig,
+    cluster: &Arc<Cluster>,
+) -> (caravan_sched::workers::WorkerPool, SchedulerConfig) {
     let wanted = SchedulerConfig {
         num_schedulers: i64::from(config.server.num_schedulers),
         enabled_schedulers: config.server.enabled_schedulers.clone(),
     };
-    let store = std::sync::Arc::new(caravan_sched::state::Store::default());
     let scheduler: caravan_sched::workers::Scheduler = {
-        let store = store.clone();
-        let broker = broker.clone();
-        let gc_threshold = config.server.node_gc_threshold.as_secs();
-        let started = std::time::Instant::now();
-        std::sync::Arc::new(move |eval| {
-            let unblocked = store.process(&eval.id, gc_threshold, started.elapsed().as_secs())?;
+        let cluster = cluster.clone();
+        let gc_threshold_secs = config.server.node_gc_threshold.as_secs();
+        Arc::new(move |eval| {
+            let now_secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            cluster.write_blocking(Command::EvalProcess {
+                eval_id: eval.id.clone(),
+                gc_threshold_secs,
+                now_secs,
+                seed: crate::cluster::seed(),
+            })?;
             tracing::debug!(target: "sched", eval = %eval.id, scheduler = %eval.scheduler, "evaluation processed");
-            for e in unblocked {
-                broker.enqueue(caravan_sched::state::broker_eval(&e));
-            }
             Ok(())
         })
     };
     let pool = caravan_sched::workers::WorkerPool::new(
         config.server.num_schedulers as usize,
         &wanted.enabled_schedulers,
-        broker.clone(),
+        Arc::new(LeaderSource(cluster.clone())),
         scheduler,
     );
-    let leader = config.server.bootstrap_expect == 1;
-    pool.set_leader(leader);
-    Scheduling {
-        broker,
-        store,
-        pool: parking_lot::Mutex::new((pool, wanted)),
-    }
+    (pool, wanted)
 }
 
 /// Starts the gossip pool on the serf listener with Nomad's server tags.

@@ -22,7 +22,13 @@ pub fn init(level: LogLevel, json: bool, hub: &MonitorHub) {
         .event_format(HclogFormat { json })
         .with_writer(std::io::stdout)
         .with_filter(filter);
+    // openraft narrates every heartbeat at DEBUG; Caravan logs the Raft events that matter
+    // itself (target `raft`), so openraft is kept to warnings, for stdout and monitors alike.
+    let quiet = tracing_subscriber::filter::Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_target("openraft", LevelFilter::WARN);
     let _ = tracing_subscriber::registry()
+        .with(quiet)
         .with(stdout)
         .with(hub.layer())
         .try_init();

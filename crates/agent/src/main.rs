@@ -4,14 +4,15 @@
 mod agent;
 mod cli;
 mod client;
+mod cluster;
 mod host;
 mod load;
 mod logging;
 mod profiles;
+mod raftstats;
 mod rpc;
 mod run;
 mod stacks;
-mod store;
 mod tls;
 
 use std::process::ExitCode;

@@ -115,7 +115,7 @@ async fn start_and_wait(
     log_started(&agent, http_addr, rpc_addr);
     agent.spawn_start_joins();
     agent.spawn_acl_refresh();
-    agent.spawn_core_gc();
+    agent.spawn_cluster();
     let signal = wait_for_signal().await?;
     tracing::info!(target: "agent", signal, "caught signal, shutting down");
     // Leave the gossip pool first (about a second), so peers see `left`, not `failed`.

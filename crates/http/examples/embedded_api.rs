@@ -89,17 +89,23 @@ impl AgentApi for MyService {
     ) -> caravan_agent_core::sched::SchedulerConfig {
         config
     }
-    fn register_job(
+    async fn register_job(
         &self,
         _job: caravan_agent_core::jobs::Job,
-    ) -> Result<caravan_http::api::JobWriteResult, String> {
-        Err("no server".into())
+    ) -> Result<caravan_http::api::JobWriteResult, caravan_http::api::JobWriteError> {
+        Err(caravan_http::api::JobWriteError::NoServer)
     }
-    fn deregister_job(
+    async fn deregister_job(
         &self,
         _id: &str,
-    ) -> Result<Option<caravan_http::api::JobWriteResult>, String> {
+    ) -> Result<Option<caravan_http::api::JobWriteResult>, caravan_http::api::JobWriteError> {
         Ok(None)
+    }
+    async fn status_leader(&self) -> Result<String, String> {
+        Ok(String::new())
+    }
+    async fn status_peers(&self) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
     }
     fn jobs(&self) -> Vec<caravan_agent_core::jobs::Job> {
         Vec::new()
@@ -134,9 +140,9 @@ impl AgentApi for MyService {
     fn acl_read<R>(&self, read: impl FnOnce(&AclState) -> R) -> R {
         read(&AclState::default())
     }
-    fn acl_write<R>(
+    async fn acl_write<R: Send>(
         &self,
-        change: impl FnOnce(&mut AclState) -> Result<R, CoreError>,
+        change: impl Fn(&mut AclState) -> Result<R, CoreError> + Send + Sync,
     ) -> Result<R, AclWriteError> {
         change(&mut AclState::default()).map_err(|e| AclWriteError::Invalid(e.to_string()))
     }

@@ -70,6 +70,7 @@ fn write_error(e: AclWriteError) -> ApiError {
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("failed to store ACL state: {m}"),
         ),
+        AclWriteError::Unavailable(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m),
     }
 }
 
@@ -92,16 +93,16 @@ fn new_id() -> String {
 /// Routes `/v1/acl/<rest>`.
 pub async fn route<A: AgentApi>(agent: &A, ctx: &Ctx, rest: &str) -> Reply {
     match rest {
-        "bootstrap" => bootstrap(agent, ctx),
+        "bootstrap" => bootstrap(agent, ctx).await,
         "policies" => policies(agent, ctx),
         "tokens" => tokens(agent, ctx),
-        "token" => create_token(agent, ctx),
+        "token" => create_token(agent, ctx).await,
         "token/self" => token_self(agent, ctx),
         _ => {
             if let Some(name) = rest.strip_prefix("policy/").filter(|n| !n.is_empty()) {
-                policy(agent, ctx, name)
+                policy(agent, ctx, name).await
             } else if let Some(id) = rest.strip_prefix("token/").filter(|n| !n.is_empty()) {
-                token(agent, ctx, id)
+                token(agent, ctx, id).await
             } else {
                 crate::handlers::not_found()
             }
@@ -117,11 +118,12 @@ fn only(ctx: &Ctx, allowed: &[Method]) -> Result<(), ApiError> {
     }
 }
 
-fn bootstrap<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
+async fn bootstrap<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
     only(ctx, &[Method::PUT, Method::POST])?;
     acl_enabled(agent)?;
     let token = agent
         .acl_write(|s| s.bootstrap(new_id(), new_id(), now_rfc3339()))
+        .await
         .map_err(write_error)?;
     tracing::info!(target: "http", accessor = %token.accessor_id, "ACL bootstrap complete");
     Ok(response::json(
@@ -141,7 +143,7 @@ fn policies<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
     Ok(response::json(&list, ctx.query.pretty()))
 }
 
-fn policy<A: AgentApi>(agent: &A, ctx: &Ctx, name: &str) -> Reply {
+async fn policy<A: AgentApi>(agent: &A, ctx: &Ctx, name: &str) -> Reply {
     admin(
         agent,
         ctx,
@@ -160,6 +162,7 @@ fn policy<A: AgentApi>(agent: &A, ctx: &Ctx, name: &str) -> Reply {
                     s.delete_policy(name);
                     Ok(())
                 })
+                .await
                 .map_err(write_error)?;
             Ok(response::empty())
         }
@@ -171,7 +174,8 @@ fn policy<A: AgentApi>(agent: &A, ctx: &Ctx, name: &str) -> Reply {
                 ));
             }
             agent
-                .acl_write(|s| s.upsert_policy(name, req.description, req.rules))
+                .acl_write(|s| s.upsert_policy(name, req.description.clone(), req.rules.clone()))
+                .await
                 .map_err(write_error)?;
             Ok(response::empty())
         }
@@ -185,7 +189,7 @@ fn tokens<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
     Ok(response::json(&list, ctx.query.pretty()))
 }
 
-fn create_token<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
+async fn create_token<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
     admin(agent, ctx, &[Method::PUT, Method::POST])?;
     let req: TokenRequest = decode(ctx)?;
     let token_type = match req.token_type.as_str() {
@@ -208,7 +212,8 @@ fn create_token<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
         modify_index: 0,
     };
     let token = agent
-        .acl_write(|s| s.create_token(token))
+        .acl_write(|s| s.create_token(token.clone()))
+        .await
         .map_err(write_error)?;
     Ok(response::json(
         &TokenDto::new(&token, true),
@@ -252,7 +257,7 @@ fn token_self<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
     Ok(response::json(&t, ctx.query.pretty()))
 }
 
-fn token<A: AgentApi>(agent: &A, ctx: &Ctx, accessor: &str) -> Reply {
+async fn token<A: AgentApi>(agent: &A, ctx: &Ctx, accessor: &str) -> Reply {
     admin(
         agent,
         ctx,
@@ -261,7 +266,8 @@ fn token<A: AgentApi>(agent: &A, ctx: &Ctx, accessor: &str) -> Reply {
     if ctx.method == Method::PUT || ctx.method == Method::POST {
         let changes = token_from_request(decode(ctx)?)?;
         let token = agent
-            .acl_write(|s| s.update_token(accessor, changes))
+            .acl_write(|s| s.update_token(accessor, changes.clone()))
+            .await
             .map_err(write_error)?;
         return Ok(response::json(
             &TokenDto::new(&token, true),
@@ -274,6 +280,7 @@ fn token<A: AgentApi>(agent: &A, ctx: &Ctx, accessor: &str) -> Reply {
                 s.delete_token(accessor);
                 Ok(())
             })
+            .await
             .map_err(write_error)?;
         return Ok(response::empty());
     }

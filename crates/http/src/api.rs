@@ -102,10 +102,22 @@ pub trait AgentApi: Send + Sync + 'static {
 
     /// Registers a job (servers): its evaluation ID and indexes. `Err` when this agent runs no
     /// server.
-    fn register_job(&self, job: caravan_agent_core::jobs::Job) -> Result<JobWriteResult, String>;
+    fn register_job(
+        &self,
+        job: caravan_agent_core::jobs::Job,
+    ) -> impl Future<Output = Result<JobWriteResult, JobWriteError>> + Send;
 
     /// Deregisters a job; `Ok(None)` when it is unknown.
-    fn deregister_job(&self, id: &str) -> Result<Option<JobWriteResult>, String>;
+    fn deregister_job(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<JobWriteResult>, JobWriteError>> + Send;
+
+    /// `/v1/status/leader`: the RPC address of the Raft leader, empty when none is known.
+    fn status_leader(&self) -> impl Future<Output = Result<String, String>> + Send;
+
+    /// `/v1/status/peers`: the RPC addresses of the Raft voters.
+    fn status_peers(&self) -> impl Future<Output = Result<Vec<String>, String>> + Send;
 
     /// Every job.
     fn jobs(&self) -> Vec<caravan_agent_core::jobs::Job>;
@@ -132,12 +144,13 @@ pub trait AgentApi: Send + Sync + 'static {
     /// Reads the ACL state.
     fn acl_read<R>(&self, read: impl FnOnce(&AclState) -> R) -> R;
 
-    /// Changes the ACL state: `change` runs on a copy, which is persisted and then published;
-    /// nothing changes when it fails or cannot be persisted (`Err` with the text).
-    fn acl_write<R>(
+    /// Changes the ACL state: `change` runs on a copy, which is persisted (replicated, on a
+    /// cluster) and then published; nothing changes when it fails or cannot be stored (`Err`
+    /// with the text). `change` may run more than once when concurrent writes race.
+    fn acl_write<R: Send>(
         &self,
-        change: impl FnOnce(&mut AclState) -> Result<R, CoreError>,
-    ) -> Result<R, AclWriteError>;
+        change: impl Fn(&mut AclState) -> Result<R, CoreError> + Send + Sync,
+    ) -> impl Future<Output = Result<R, AclWriteError>> + Send;
 }
 
 /// What a job registration or deregistration created.
@@ -171,4 +184,15 @@ pub enum AclWriteError {
     Invalid(String),
     /// The new state could not be stored.
     Storage(String),
+    /// The cluster could not take the write (no leader, no quorum).
+    Unavailable(String),
+}
+
+/// Why a job write failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobWriteError {
+    /// This agent runs no server.
+    NoServer,
+    /// The cluster could not take the write (no leader, no quorum, storage).
+    Unavailable(String),
 }

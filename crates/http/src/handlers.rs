@@ -276,3 +276,22 @@ pub fn not_found() -> Reply {
     *resp.status_mut() = StatusCode::NOT_FOUND;
     Ok(resp)
 }
+
+/// `GET /v1/status/leader`: the leader's RPC address as a JSON string (`""` when none).
+pub async fn status_leader<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
+    only(&ctx.method, &[Method::GET])?;
+    ctx.query.check_generic()?;
+    let leader = agent
+        .status_leader()
+        .await
+        .map_err(ApiError::from_message)?;
+    Ok(response::json(&leader, ctx.query.pretty()))
+}
+
+/// `GET /v1/status/peers`: the RPC addresses of the Raft voters.
+pub async fn status_peers<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
+    only(&ctx.method, &[Method::GET])?;
+    ctx.query.check_generic()?;
+    let peers = agent.status_peers().await.map_err(ApiError::from_message)?;
+    Ok(response::json(&peers, ctx.query.pretty()))
+}

@@ -7,7 +7,7 @@ use http::{Method, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::acl::require;
-use crate::api::{AgentApi, JobWriteResult};
+use crate::api::{AgentApi, JobWriteError, JobWriteResult};
 use crate::response::{self, Body};
 use crate::{ApiError, Ctx};
 
@@ -202,7 +202,7 @@ fn authorize_jobs<A: AgentApi>(agent: &A, ctx: &Ctx) -> Result<(), ApiError> {
     require(agent, ctx, Acl::is_management)
 }
 
-fn register<A: AgentApi>(agent: &A, ctx: &Ctx, path_id: Option<&str>) -> Reply {
+async fn register<A: AgentApi>(agent: &A, ctx: &Ctx, path_id: Option<&str>) -> Reply {
     authorize_jobs(agent, ctx)?;
     let job = parse_job(&ctx.body)?;
     if let Some(id) = path_id
@@ -210,27 +210,25 @@ fn register<A: AgentApi>(agent: &A, ctx: &Ctx, path_id: Option<&str>) -> Reply {
     {
         return Err(ApiError::bad_request("Job ID does not match name"));
     }
-    let w = agent
-        .register_job(job)
-        .map_err(|e| ApiError::new(StatusCode::NOT_IMPLEMENTED, e))?;
+    let w = agent.register_job(job).await.map_err(job_write_error)?;
     Ok(response::json(&WriteOut::from(w), ctx.query.pretty()))
 }
 
 /// `/v1/jobs`.
-pub fn jobs<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
+pub async fn jobs<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
     match ctx.method {
         Method::GET => {
             authorize_jobs(agent, ctx)?;
             let list: Vec<_> = agent.jobs().iter().map(|j| job_json(j, false)).collect();
             Ok(response::json(&list, ctx.query.pretty()))
         }
-        Method::PUT | Method::POST => register(agent, ctx, None),
+        Method::PUT | Method::POST => register(agent, ctx, None).await,
         _ => Err(ApiError::invalid_method()),
     }
 }
 
 /// `/v1/job/<rest>`.
-pub fn job<A: AgentApi>(agent: &A, ctx: &Ctx, rest: &str) -> Reply {
+pub async fn job<A: AgentApi>(agent: &A, ctx: &Ctx, rest: &str) -> Reply {
     let (id, sub) = match rest.split_once('/') {
         Some((id, sub)) => (id, Some(sub)),
         None => (rest, None),
@@ -251,16 +249,26 @@ pub fn job<A: AgentApi>(agent: &A, ctx: &Ctx, rest: &str) -> Reply {
             let job = agent.job(id).ok_or_else(job_not_found)?;
             Ok(response::json(&job_json(&job, true), ctx.query.pretty()))
         }
-        (None, &Method::PUT) | (None, &Method::POST) => register(agent, ctx, Some(id)),
+        (None, &Method::PUT) | (None, &Method::POST) => register(agent, ctx, Some(id)).await,
         (None, &Method::DELETE) => {
             authorize_jobs(agent, ctx)?;
             let w = agent
                 .deregister_job(id)
-                .map_err(|e| ApiError::new(StatusCode::NOT_IMPLEMENTED, e))?
+                .await
+                .map_err(job_write_error)?
                 .ok_or_else(job_not_found)?;
             Ok(response::json(&WriteOut::from(w), ctx.query.pretty()))
         }
         _ => Err(ApiError::invalid_method()),
+    }
+}
+
+fn job_write_error(e: JobWriteError) -> ApiError {
+    match e {
+        JobWriteError::NoServer => {
+            ApiError::new(StatusCode::NOT_IMPLEMENTED, "this agent runs no server")
+        }
+        JobWriteError::Unavailable(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m),
     }
 }
 

@@ -40,6 +40,10 @@ pub enum Route {
     Evaluation(String),
     /// `/v1/nodes`.
     Nodes,
+    /// `/v1/status/leader`.
+    StatusLeader,
+    /// `/v1/status/peers`.
+    StatusPeers,
     /// `/v1/acl/<rest>`: the ACL API.
     Acl(String),
     /// A prefix route asked for without its trailing slash: Go's `301` to this location.
@@ -67,6 +71,8 @@ impl Route {
             "/v1/agent/pprof" => Route::Redirect("/v1/agent/pprof/"),
             "/v1/jobs" => Route::Jobs,
             "/v1/nodes" => Route::Nodes,
+            "/v1/status/leader" => Route::StatusLeader,
+            "/v1/status/peers" => Route::StatusPeers,
             "/v1/agent/keyring" => Route::Redirect("/v1/agent/keyring/"),
             _ => {
                 if let Some(name) = path.strip_prefix("/v1/agent/pprof/") {

@@ -11,7 +11,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::SchedError;
 
 /// An evaluation as the broker sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Eval {
     /// Evaluation ID.
     pub id: String,
@@ -274,6 +274,25 @@ impl EvalBroker {
     /// Evaluations past the delivery limit.
     pub fn failed(&self) -> Vec<Eval> {
         self.state.lock().failed.clone()
+    }
+
+    /// Removes and returns the evaluations past the delivery limit (to record them as failed).
+    pub fn take_failed(&self) -> Vec<Eval> {
+        std::mem::take(&mut self.state.lock().failed)
+    }
+
+    /// Forgets everything (a leader stepping down); outstanding deliveries become invalid.
+    pub fn flush(&self) {
+        let mut s = self.state.lock();
+        let next_token = s.next_token;
+        let wake_generation = s.wake_generation + 1;
+        *s = State {
+            next_token,
+            wake_generation,
+            ..State::default()
+        };
+        drop(s);
+        self.ready_cond.notify_all();
     }
 
     /// Counters.

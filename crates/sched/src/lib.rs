@@ -36,6 +36,8 @@ pub enum SchedError {
     NotOutstanding(String),
     /// The delivery token is not the current one for this evaluation.
     TokenMismatch(String),
+    /// A remote broker could not be reached or refused the call.
+    Remote(String),
 }
 
 impl std::fmt::Display for SchedError {
@@ -43,6 +45,7 @@ impl std::fmt::Display for SchedError {
         match self {
             SchedError::NotOutstanding(id) => write!(f, "evaluation {id} is not outstanding"),
             SchedError::TokenMismatch(id) => write!(f, "evaluation {id}: token does not match"),
+            SchedError::Remote(e) => write!(f, "eval broker: {e}"),
         }
     }
 }

@@ -10,13 +10,18 @@ use parking_lot::Mutex;
 use crate::broker::Eval;
 use crate::placement::{Ask, Nodes, Picker, bin_pack, one_per_node};
 
-#[derive(Default)]
-struct Tables {
+/// Every table, as one value: what a snapshot holds.
+#[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Tables {
     jobs: BTreeMap<String, Job>,
     evals: BTreeMap<String, Evaluation>,
     allocs: BTreeMap<String, Allocation>,
     nodes: BTreeMap<String, Node>,
     index: u64,
+    /// The ID generator's state (SplitMix64): IDs depend only on the seed and the writes, so
+    /// replicas applying the same writes after the same seed agree on every ID.
+    #[serde(skip)]
+    ids: u64,
 }
 
 impl Tables {
@@ -25,10 +30,24 @@ impl Tables {
         self.index
     }
 
+    fn new_id(&mut self) -> String {
+        let mut bytes = [0u8; 16];
+        for half in bytes.chunks_mut(8) {
+            self.ids = self.ids.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.ids;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            half.copy_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+        }
+        uuid::Builder::from_random_bytes(bytes)
+            .into_uuid()
+            .to_string()
+    }
+
     fn new_eval(&mut self, job: &Job, triggered_by: &str, status: EvalStatus) -> Evaluation {
         let index = self.next();
         let eval = Evaluation {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: self.new_id(),
             job_id: job.id.clone(),
             priority: job.priority,
             scheduler: job.job_type.as_str().to_string(),
@@ -74,9 +93,21 @@ pub fn broker_eval(e: &Evaluation) -> Eval {
 }
 
 /// The store.
-#[derive(Default)]
 pub struct Store {
     tables: Mutex<Tables>,
+}
+
+impl Default for Store {
+    /// An empty store whose IDs are seeded at random.
+    fn default() -> Store {
+        let tables = Tables {
+            ids: uuid::Uuid::new_v4().as_u64_pair().0,
+            ..Tables::default()
+        };
+        Store {
+            tables: Mutex::new(tables),
+        }
+    }
 }
 
 /// What a registration or deregistration created.
@@ -89,6 +120,59 @@ pub struct JobWrite {
 }
 
 impl Store {
+    /// Seeds the ID generator. A replicated store calls it with the same seed before the same
+    /// write on every replica.
+    pub fn reseed(&self, seed: u64) {
+        self.tables.lock().ids = seed;
+    }
+
+    /// A copy of every table.
+    pub fn export(&self) -> Tables {
+        self.tables.lock().clone()
+    }
+
+    /// Replaces every table.
+    pub fn import(&self, tables: Tables) {
+        let mut t = self.tables.lock();
+        let ids = t.ids;
+        *t = tables;
+        t.ids = ids;
+    }
+
+    /// Evaluations waiting for a worker (what a new leader's broker starts with).
+    pub fn pending_evals(&self) -> Vec<Evaluation> {
+        let t = self.tables.lock();
+        let mut out: Vec<Evaluation> = t
+            .evals
+            .values()
+            .filter(|e| e.status == EvalStatus::Pending)
+            .cloned()
+            .collect();
+        out.sort_by_key(|e| e.create_index);
+        out
+    }
+
+    /// Creates a pending `_core` (garbage collection) evaluation.
+    pub fn core_eval(&self) -> Evaluation {
+        let mut t = self.tables.lock();
+        let index = t.next();
+        let eval = Evaluation {
+            id: t.new_id(),
+            job_id: "core-gc".into(),
+            priority: 200,
+            scheduler: "_core".into(),
+            triggered_by: "scheduled".into(),
+            status: EvalStatus::Pending,
+            status_description: String::new(),
+            blocked_eval: String::new(),
+            queued: BTreeMap::new(),
+            create_index: index,
+            modify_index: index,
+        };
+        t.evals.insert(eval.id.clone(), eval.clone());
+        eval
+    }
+
     /// Adds or updates a node; blocked evaluations become pending again (returned to enqueue).
     pub fn upsert_node(&self, mut node: Node) -> Vec<Evaluation> {
         let mut t = self.tables.lock();
@@ -176,6 +260,10 @@ impl Store {
         let Some(eval) = t.evals.get(eval_id).cloned() else {
             return Err(format!("evaluation {eval_id} not found"));
         };
+        if eval.status != EvalStatus::Pending {
+            // Delivered again (a leader change): it was already processed.
+            return Ok(Vec::new());
+        }
         if eval.scheduler == "_core" {
             Self::collect_garbage(&mut t, gc_threshold_secs, now_secs);
             Self::finish(
@@ -291,7 +379,7 @@ impl Store {
             let start = running.len();
             for (k, &node) in placement.nodes.iter().enumerate() {
                 let alloc = Allocation {
-                    id: uuid::Uuid::new_v4().to_string(),
+                    id: t.new_id(),
                     name: format!("{}.{}[{}]", job.id, group.name, start + k),
                     job_id: job.id.clone(),
                     task_group: group.name.clone(),

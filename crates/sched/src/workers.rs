@@ -10,7 +10,47 @@ use std::time::{Duration, SystemTime};
 use caravan_agent_core::sched::{WorkerInfo, WorkerStatus, WorkloadStatus};
 use parking_lot::{Condvar, Mutex};
 
+use crate::SchedError;
 use crate::broker::{Eval, EvalBroker};
+
+/// Where workers take evaluations from: the local [`EvalBroker`], or (on a server that is not
+/// the leader) the leader's broker over RPC.
+pub trait EvalSource: Send + Sync + 'static {
+    /// Takes the best ready evaluation among `types` within `timeout`; `None` on timeout or as
+    /// soon as `cancel()` is true after [`EvalSource::wake_all`].
+    fn dequeue(
+        &self,
+        types: &[String],
+        timeout: Duration,
+        cancel: &dyn Fn() -> bool,
+    ) -> Option<(Eval, u64)>;
+    /// Acknowledges a delivery.
+    fn ack(&self, eval_id: &str, token: u64) -> Result<(), SchedError>;
+    /// Negatively acknowledges a delivery.
+    fn nack(&self, eval_id: &str, token: u64) -> Result<(), SchedError>;
+    /// Wakes waiting dequeues so they re-check `cancel`.
+    fn wake_all(&self);
+}
+
+impl EvalSource for EvalBroker {
+    fn dequeue(
+        &self,
+        types: &[String],
+        timeout: Duration,
+        cancel: &dyn Fn() -> bool,
+    ) -> Option<(Eval, u64)> {
+        EvalBroker::dequeue(self, types, timeout, cancel)
+    }
+    fn ack(&self, eval_id: &str, token: u64) -> Result<(), SchedError> {
+        EvalBroker::ack(self, eval_id, token)
+    }
+    fn nack(&self, eval_id: &str, token: u64) -> Result<(), SchedError> {
+        EvalBroker::nack(self, eval_id, token)
+    }
+    fn wake_all(&self) {
+        EvalBroker::wake_all(self)
+    }
+}
 
 /// What a worker runs for each evaluation: `Ok` acks it, `Err` nacks it (after a backoff).
 pub type Scheduler = Arc<dyn Fn(&Eval) -> Result<(), String> + Send + Sync>;
@@ -36,13 +76,17 @@ pub struct Worker {
     enabled: Vec<String>,
     started: SystemTime,
     shared: Arc<Shared>,
-    broker: Arc<EvalBroker>,
+    broker: Arc<dyn EvalSource>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Worker {
     /// Starts a worker thread serving `enabled` scheduler types.
-    pub fn start(enabled: Vec<String>, broker: Arc<EvalBroker>, scheduler: Scheduler) -> Worker {
+    pub fn start(
+        enabled: Vec<String>,
+        broker: Arc<dyn EvalSource>,
+        scheduler: Scheduler,
+    ) -> Worker {
         let shared = Arc::new(Shared {
             cell: Mutex::new(Cell {
                 status: WorkerStatus::Starting,
@@ -164,7 +208,12 @@ fn pause_point(shared: &Shared) -> bool {
     true
 }
 
-fn run(shared: Arc<Shared>, broker: Arc<EvalBroker>, enabled: Vec<String>, scheduler: Scheduler) {
+fn run(
+    shared: Arc<Shared>,
+    broker: Arc<dyn EvalSource>,
+    enabled: Vec<String>,
+    scheduler: Scheduler,
+) {
     {
         let mut cell = shared.cell.lock();
         if cell.status == WorkerStatus::Starting {
@@ -215,7 +264,7 @@ fn run(shared: Arc<Shared>, broker: Arc<EvalBroker>, enabled: Vec<String>, sched
 /// A pool of workers with one configuration.
 pub struct WorkerPool {
     workers: Vec<Worker>,
-    broker: Arc<EvalBroker>,
+    broker: Arc<dyn EvalSource>,
     scheduler: Scheduler,
 }
 
@@ -224,7 +273,7 @@ impl WorkerPool {
     pub fn new(
         n: usize,
         enabled: &[String],
-        broker: Arc<EvalBroker>,
+        broker: Arc<dyn EvalSource>,
         scheduler: Scheduler,
     ) -> WorkerPool {
         let workers = (0..n)
