@@ -9,6 +9,7 @@ mod jobs;
 mod lifecycle;
 mod monitor;
 mod pprof;
+mod raft;
 mod schedulers;
 mod support;
 mod tls;

@@ -141,6 +141,16 @@ impl Agent {
 
     /// Like [`Agent::start`] on the given ports (to restart an agent where it was).
     pub async fn start_at(ports: Ports, args: &[&str], extra_hcl: &str) -> Agent {
+        Agent::start_env(ports, args, extra_hcl, &[]).await
+    }
+
+    /// Like [`Agent::start_at`] with extra environment variables.
+    pub async fn start_env(
+        ports: Ports,
+        args: &[&str],
+        extra_hcl: &str,
+        env: &[(&str, &str)],
+    ) -> Agent {
         let scratch = Scratch::new();
         let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
         let (http, rpc, serf) = (local(ports.http), local(ports.rpc), local(ports.serf));
@@ -149,6 +159,7 @@ impl Agent {
             .arg("agent")
             .args(args)
             .arg(format!("-config={config}"))
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

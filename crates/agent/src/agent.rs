@@ -34,6 +34,9 @@ pub const CORE_GC_INTERVAL: Duration = Duration::from_secs(300);
 /// How often a client-only agent refreshes its copy of the ACL state.
 pub const ACL_REFRESH: Duration = Duration::from_secs(10);
 
+/// How long a request forwarded to another server may take (plus any profile duration).
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long one server ping may take.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -318,6 +321,15 @@ impl Agent {
             .map_err(|e| (hyper::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     }
 
+    /// The RPC address of a server of this region, by member name.
+    fn server_rpc(&self, name: &str) -> Result<SocketAddr, String> {
+        crate::cluster::servers_in(&self.gossip_members(), &self.config.region)
+            .into_iter()
+            .find(|s| s.name == name)
+            .map(|s| s.rpc)
+            .ok_or_else(|| format!("unknown Nomad server {name}"))
+    }
+
     /// Server IDs (UUIDs) by Raft ID, from gossip tags.
     fn server_ids_by_raft_id(&self) -> BTreeMap<u64, String> {
         crate::cluster::servers_in(&self.gossip_members(), &self.config.region)
@@ -553,6 +565,47 @@ impl AgentApi for Agent {
                 eval_create_index: eval.create_index,
                 job_modify_index,
             }))
+    }
+
+    fn remote_server(&self, id: &str) -> Result<String, String> {
+        let servers = crate::cluster::servers_in(&self.gossip_members(), &self.config.region);
+        if id == "leader" {
+            let leader = self.local_leader().unwrap_or_default();
+            return servers
+                .iter()
+                .find(|s| !leader.is_empty() && s.rpc.to_string() == leader)
+                .map(|s| s.name.clone())
+                .ok_or_else(|| "No cluster leader".to_string());
+        }
+        servers
+            .iter()
+            .find(|s| s.name == id || s.id == id)
+            .map(|s| s.name.clone())
+            .ok_or_else(|| format!("unknown Nomad server {id}"))
+    }
+
+    async fn remote_host_data(&self, server: &str) -> Result<HostData, String> {
+        let addr = self.server_rpc(server)?;
+        self.rpc.call(addr, rpc::HOST_PATH, FORWARD_TIMEOUT).await
+    }
+
+    async fn remote_profile(
+        &self,
+        server: &str,
+        request: caravan_http::api::ProfileRequest,
+    ) -> Result<Vec<u8>, caravan_http::ApiError> {
+        let addr = self
+            .server_rpc(server)
+            .map_err(caravan_http::ApiError::from_message)?;
+        let body = serde_json::to_vec(&request)
+            .map_err(|e| caravan_http::ApiError::from_message(e.to_string()))?;
+        // The profile runs for `seconds` on the target; allow for it.
+        let timeout = FORWARD_TIMEOUT + Duration::from_secs(request.seconds);
+        self.rpc
+            .request(addr, rpc::PROFILE_PATH, body.into(), timeout)
+            .await
+            .map(|b| b.to_vec())
+            .map_err(caravan_http::ApiError::from_message)
     }
 
     async fn status_leader(&self) -> Result<String, String> {

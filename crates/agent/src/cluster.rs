@@ -673,6 +673,12 @@ pub async fn serve_rpc(agent: &Arc<Agent>, path: &str, body: &[u8]) -> RpcAnswer
                 .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
             json(&data)
         }
+        rpc::PROFILE_PATH => {
+            let req: caravan_http::api::ProfileRequest = decode(body)?;
+            crate::profiles::collect(req, agent.monitor_hub())
+                .await
+                .map_err(|e| (e.status, e.message))
+        }
         rpc::DEQUEUE_PATH | rpc::ACK_PATH | rpc::NACK_PATH => broker_rpc(agent, path, body).await,
         _ => Err((
             StatusCode::NOT_FOUND,

@@ -44,6 +44,8 @@ pub const PEERS_PATH: &str = "/rpc/Status.Peers";
 pub const MEMBERS_PATH: &str = "/rpc/Agent.Members";
 /// The path of the host-data call.
 pub const HOST_PATH: &str = "/rpc/Agent.Host";
+/// The path of the profile call (pprof forwarded by `server_id`).
+pub const PROFILE_PATH: &str = "/rpc/Agent.Profile";
 /// The path of the ACL state call (client-only agents cache it to resolve tokens).
 pub const ACL_STATE_PATH: &str = "/rpc/ACL.State";
 /// The leader's broker: dequeue.

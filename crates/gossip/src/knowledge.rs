@@ -15,6 +15,8 @@ use crate::wire::{Broadcast, BroadcastKey, IntentMsg, TagsMsg};
 pub struct Knowledge {
     /// Latest tags per member.
     pub tags: HashMap<String, TagsMsg>,
+    /// Bumped whenever `tags` changes (so drivers republish at once).
+    pub tags_version: u64,
     /// Latest intent per member.
     pub intents: HashMap<String, IntentMsg>,
     /// Lamport clock: at least every intent time seen.
@@ -30,6 +32,7 @@ impl Knowledge {
             Some(known) if !msg.newer_than(known) => false,
             _ => {
                 self.tags.insert(msg.name.clone(), msg);
+                self.tags_version += 1;
                 true
             }
         }

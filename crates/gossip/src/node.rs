@@ -625,6 +625,11 @@ impl Node {
         self.out.packets.push((to, packet));
     }
 
+    /// A counter that changes whenever some member's tags do.
+    pub fn tags_version(&self) -> u64 {
+        self.knowledge.lock().tags_version
+    }
+
     /// The member list as Serf reports it, sorted by name; this node included.
     pub fn members(&self) -> Vec<Member> {
         let knowledge = self.knowledge.lock();

@@ -248,6 +248,7 @@ impl Driver {
         self.flush(first).await;
         let mut leave_reply: Option<(Instant, oneshot::Sender<()>)> = None;
         let mut publish_at = Instant::now();
+        let mut tags_seen = self.node.tags_version();
         loop {
             let next_timer = self
                 .timers
@@ -315,6 +316,9 @@ impl Driver {
                     }
                 }
             }
+            let tags_now = self.node.tags_version();
+            changed |= tags_now != tags_seen;
+            tags_seen = tags_now;
             if changed || Instant::now() >= publish_at {
                 self.publish_now();
                 publish_at = Instant::now() + Duration::from_secs(1);

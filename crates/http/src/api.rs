@@ -113,6 +113,32 @@ pub trait AgentApi: Send + Sync + 'static {
         id: &str,
     ) -> impl Future<Output = Result<Option<JobWriteResult>, JobWriteError>> + Send;
 
+    /// Resolves a `server_id` that does not name this agent (`leader` on a follower, another
+    /// server's member name or ID) to that server's member name. The default knows no other
+    /// server: `unknown Nomad server <id>`.
+    fn remote_server(&self, id: &str) -> Result<String, String> {
+        Err(format!("unknown Nomad server {id}"))
+    }
+
+    /// Host data of another server (by member name), fetched over RPC.
+    fn remote_host_data(
+        &self,
+        server: &str,
+    ) -> impl Future<Output = Result<HostData, String>> + Send {
+        let text = format!("cannot forward to server {server}");
+        async move { Err(text) }
+    }
+
+    /// A profile from another server (by member name), fetched over RPC.
+    fn remote_profile(
+        &self,
+        server: &str,
+        request: ProfileRequest,
+    ) -> impl Future<Output = Result<Vec<u8>, crate::ApiError>> + Send {
+        let text = format!("cannot forward {} to server {server}", request.name);
+        async move { Err(crate::ApiError::from_message(text)) }
+    }
+
     /// `/v1/status/leader`: the RPC address of the Raft leader, empty when none is known.
     fn status_leader(&self) -> impl Future<Output = Result<String, String>> + Send;
 
@@ -165,7 +191,7 @@ pub struct JobWriteResult {
 }
 
 /// A profile request after the HTTP rules have been applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProfileRequest {
     /// `cmdline`, `profile`, `trace`, or a named profile.
     pub name: String,

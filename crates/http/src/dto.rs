@@ -383,7 +383,7 @@ pub struct HealthResponse {
 }
 
 /// Disk usage of one mount point, in MiB.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DiskUsage {
     /// Total size.
     #[serde(rename = "DiskMB")]
@@ -394,7 +394,7 @@ pub struct DiskUsage {
 }
 
 /// `GET /v1/agent/host`: the host data object.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostData {
     /// `uname` fields: machine nodename release sysname version.
     #[serde(rename = "OS")]

@@ -81,19 +81,23 @@ pub fn health<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
 pub async fn host<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
     only(&ctx.method, &[Method::GET])?;
     require_debug(agent, ctx)?;
-    let agent_id = local_target(
+    let target = local_target(
         agent,
         ctx,
         "Can only forward to either client node or server",
         StatusCode::INTERNAL_SERVER_ERROR,
     )?;
-    let data = agent.host_data().await.map_err(ApiError::from_message)?;
+    let data = match &target {
+        Some(t) if t.remote => agent.remote_host_data(&t.id).await,
+        _ => agent.host_data().await,
+    }
+    .map_err(ApiError::from_message)?;
     let pretty = ctx.query.pretty();
-    Ok(match agent_id {
+    Ok(match target {
         None => response::json(&data, pretty),
-        Some(agent_id) => response::json(
+        Some(t) => response::json(
             &HostDataResponse {
-                agent_id,
+                agent_id: t.id,
                 host_data: &data,
             },
             pretty,
@@ -101,45 +105,64 @@ pub async fn host<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
     })
 }
 
+/// The agent a request targets: its ID (member name or node ID) and whether it is another
+/// server, reached over RPC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The member name (server) or node ID (client).
+    pub id: String,
+    /// Another server of the region, not this agent.
+    pub remote: bool,
+}
+
 /// Reads `node_id` and `server_id` (spec §0.8): both set is a 400 with `both`; an ID naming this
-/// agent resolves to its member name (server) or node ID; other IDs get the spec's errors, an
-/// unknown server with `unknown_server` as the status. `None` when neither is given.
+/// agent resolves to its member name (server) or node ID; `leader` and other servers of the
+/// region resolve to a remote target; other IDs get the spec's errors, an unknown server with
+/// `unknown_server` as the status. `None` when neither is given.
 pub fn local_target<A: AgentApi>(
     agent: &A,
     ctx: &Ctx,
     both: &str,
     unknown_server: StatusCode,
-) -> Result<Option<String>, ApiError> {
+) -> Result<Option<Target>, ApiError> {
     let node_id = ctx.query.get("node_id").unwrap_or("");
     let server_id = ctx.query.get("server_id").unwrap_or("");
     match (node_id, server_id) {
         ("", "") => Ok(None),
-        (id, "") => local_node_target(agent, id).map(Some),
-        ("", id) => local_server_target(agent, id)
+        (id, "") => local_node_target(agent, id).map(|id| Some(Target { id, remote: false })),
+        ("", id) => server_target(agent, id)
             .map(Some)
             .map_err(|e| ApiError::new(unknown_server, e.message)),
         _ => Err(ApiError::bad_request(both)),
     }
 }
 
-/// Resolves `server_id` to this agent's server, or the spec's error (forwarding to other servers
-/// arrives with consensus).
-pub fn local_server_target<A: AgentApi>(agent: &A, id: &str) -> Result<String, ApiError> {
+/// Resolves `server_id`: this agent's server, another server of the region (the leader, a
+/// member name or a server ID), or the spec's error.
+pub fn server_target<A: AgentApi>(agent: &A, id: &str) -> Result<Target, ApiError> {
     let config = agent.config();
     let name = config.member_name();
-    if config.server.enabled {
-        if id == "leader" {
-            return if agent.is_leader() {
-                Ok(name)
-            } else {
-                Err(ApiError::from_message("No cluster leader"))
-            };
-        }
-        if id == name || agent.server_id().as_deref() == Some(id) {
-            return Ok(name);
-        }
+    let local = config.server.enabled
+        && ((id == "leader" && agent.is_leader())
+            || id == name
+            || agent.server_id().as_deref() == Some(id));
+    if local {
+        return Ok(Target {
+            id: name,
+            remote: false,
+        });
     }
-    Err(ApiError::from_message(format!("unknown Nomad server {id}")))
+    match agent.remote_server(id) {
+        Ok(other) if other == name => Ok(Target {
+            id: name,
+            remote: false,
+        }),
+        Ok(other) => Ok(Target {
+            id: other,
+            remote: true,
+        }),
+        Err(e) => Err(ApiError::from_message(e)),
+    }
 }
 
 /// Resolves `node_id` to this agent's client node, or `404 Unknown node`.

@@ -364,13 +364,22 @@ pub mod endpoint {
         let include_location = parse_flag(ctx, "log_include_location", "log_include_location")?;
         // A client-only agent ignores server_id and streams its own logs (spec §8).
         let client_only = !agent.config().server.enabled;
-        if !(client_only && ctx.query.get("node_id").unwrap_or("").is_empty()) {
-            local_target(
+        if !(client_only && ctx.query.get("node_id").unwrap_or("").is_empty())
+            && let Some(t) = local_target(
                 agent,
                 ctx,
                 "Cannot target node and server simultaneously",
                 StatusCode::BAD_REQUEST,
-            )?;
+            )?
+            && t.remote
+        {
+            return Err(ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                format!(
+                    "monitor streams are not forwarded between servers; ask {} directly",
+                    t.id
+                ),
+            ));
         }
         require(agent, ctx, Acl::allow_agent_read)?;
         let sub = agent.monitor_hub().subscribe(SubscribeOptions {

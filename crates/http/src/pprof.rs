@@ -36,7 +36,7 @@ pub async fn pprof<A: AgentApi>(
     if name.is_empty() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "Invalid method"));
     }
-    local_target(
+    let target = local_target(
         agent,
         ctx,
         "Cannot target node and server simultaneously",
@@ -73,14 +73,16 @@ pub async fn pprof<A: AgentApi>(
             format!("Pprof profile not found profile: {effective}"),
         ));
     }
-    let body = agent
-        .profile(ProfileRequest {
-            name: effective.clone(),
-            seconds,
-            debug,
-            gc,
-        })
-        .await?;
+    let request = ProfileRequest {
+        name: effective.clone(),
+        seconds,
+        debug,
+        gc,
+    };
+    let body = match target {
+        Some(t) if t.remote => agent.remote_profile(&t.id, request).await?,
+        _ => agent.profile(request).await?,
+    };
     Ok(with_headers(&effective, debug, body))
 }
 

@@ -1,0 +1,485 @@
+//! Servers forming a Raft cluster: real processes on 127.0.0.1, faults injected in the RPC
+//! transport through `CARAVAN_RPC_FAULTS`.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::support::{Agent, Ports, Resp, Scratch, call};
+
+/// One server of a test cluster: its process, data dir, ports and fault file.
+struct Server {
+    agent: Option<Agent>,
+    name: String,
+    ports: Ports,
+    data: Scratch,
+    faults: String,
+}
+
+impl Server {
+    fn agent(&self) -> &Agent {
+        self.agent.as_ref().expect("server is running")
+    }
+
+    fn rpc(&self) -> String {
+        format!("127.0.0.1:{}", self.ports.rpc)
+    }
+
+    async fn start(&mut self, expect: usize, join: Option<u16>) {
+        let data = format!("-data-dir={}", self.data.0.display());
+        let retry = join.map_or(String::new(), |p| {
+            format!("  server_join {{\n    retry_join = [\"127.0.0.1:{p}\"]\n    retry_interval = \"200ms\"\n  }}\n")
+        });
+        let hcl = format!(
+            "name = \"{}\"\nbind_addr = \"127.0.0.1\"\nacl {{\n  enabled = true\n}}\nserver {{\n  bootstrap_expect = {expect}\n{retry}}}\n",
+            self.name
+        );
+        let env = [("CARAVAN_RPC_FAULTS", self.faults.as_str())];
+        self.agent = Some(Agent::start_env(self.ports, &["-server", &data], &hcl, &env).await);
+    }
+
+    fn cut_from(&self, others: &[&Server]) {
+        let lines: Vec<String> = others.iter().map(|o| o.rpc()).collect();
+        std::fs::write(&self.faults, lines.join("\n")).expect("write fault file");
+    }
+
+    fn heal(&self) {
+        std::fs::write(&self.faults, "").expect("write fault file");
+    }
+}
+
+async fn cluster(n: usize) -> Vec<Server> {
+    let mut servers: Vec<Server> = (0..n)
+        .map(|i| {
+            let data = Scratch::new();
+            let faults = data.write("faults", "");
+            Server {
+                agent: None,
+                name: format!("s{i}"),
+                ports: Ports::free(),
+                data,
+                faults,
+            }
+        })
+        .collect();
+    let first_serf = servers[0].ports.serf;
+    for (i, s) in servers.iter_mut().enumerate() {
+        s.start(n, (i > 0).then_some(first_serf)).await;
+    }
+    servers
+}
+
+async fn leader_of(agent: &Agent) -> String {
+    match crate::support::get(agent.http, "/v1/status/leader").await {
+        Ok(r) if r.status == 200 => r.json().as_str().unwrap_or_default().to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Waits (bounded) until the running servers among `which` agree on a leader among them;
+/// returns its index.
+async fn agreed_leader(servers: &[Server], which: &[usize], limit: Duration) -> usize {
+    let started = Instant::now();
+    loop {
+        let mut seen = BTreeSet::new();
+        for &i in which {
+            seen.insert(leader_of(servers[i].agent()).await);
+        }
+        if seen.len() == 1 {
+            let addr = seen.into_iter().next().unwrap_or_default();
+            if let Some(i) = which.iter().copied().find(|&i| servers[i].rpc() == addr) {
+                return i;
+            }
+        }
+        assert!(
+            started.elapsed() < limit,
+            "no agreed leader within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (bounded) until each of `which` sees every one of them `alive` in gossip.
+async fn wait_members_alive(servers: &[Server], which: &[usize], token: &str) {
+    let started = Instant::now();
+    loop {
+        let mut ok = true;
+        for &i in which {
+            let r = send(
+                servers[i].agent(),
+                "GET",
+                "/v1/agent/members",
+                Some(token),
+                Value::Null,
+            )
+            .await;
+            let alive = if r.status == 200 {
+                r.json()["Members"]
+                    .as_array()
+                    .map(|m| m.iter().filter(|m| m["Status"] == "alive").count())
+                    .unwrap_or(0)
+            } else {
+                0
+            };
+            let tagged = r.status == 200
+                && r.json()["Members"]
+                    .as_array()
+                    .is_some_and(|m| m.iter().all(|m| m["Tags"]["id"].is_string()));
+            ok &= alive >= which.len() && tagged;
+        }
+        if ok {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "gossip did not converge"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn send(agent: &Agent, method: &str, path: &str, token: Option<&str>, body: Value) -> Resp {
+    let headers: Vec<(&str, &str)> = token
+        .map(|t| vec![("X-Nomad-Token", t)])
+        .unwrap_or_default();
+    let body = if body.is_null() {
+        Bytes::new()
+    } else {
+        Bytes::from(body.to_string())
+    };
+    call(agent.http, method, path, &headers, body)
+        .await
+        .unwrap_or_else(|e| Resp {
+            status: 0,
+            headers: Default::default(),
+            body: e.into_bytes(),
+        })
+}
+
+fn job(id: &str) -> Value {
+    json!({"Job": {"ID": id, "Type": "service", "Datacenters": ["dc1"], "TaskGroups": [
+        {"Name": "g", "Count": 1, "Tasks": [
+            {"Name": "t", "Driver": "docker", "Resources": {"CPU": 10, "MemoryMB": 16}}]}]}})
+}
+
+/// Token accessors and job IDs a server holds.
+async fn holdings(agent: &Agent, mgmt: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let ids = |r: Resp, key: &str| -> BTreeSet<String> {
+        if r.status != 200 {
+            return BTreeSet::new();
+        }
+        r.json()
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v[key].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let tokens = ids(
+        send(agent, "GET", "/v1/acl/tokens", Some(mgmt), Value::Null).await,
+        "AccessorID",
+    );
+    let jobs = ids(
+        send(agent, "GET", "/v1/jobs", Some(mgmt), Value::Null).await,
+        "ID",
+    );
+    (tokens, jobs)
+}
+
+/// Waits (bounded) until `agent` holds every acknowledged token and job.
+async fn wait_holds(
+    agent: &Agent,
+    mgmt: &str,
+    tokens: &BTreeSet<String>,
+    jobs: &BTreeSet<String>,
+    who: &str,
+) {
+    let started = Instant::now();
+    loop {
+        let (t, j) = holdings(agent, mgmt).await;
+        let missing_t: Vec<_> = tokens.difference(&t).collect();
+        let missing_j: Vec<_> = jobs.difference(&j).collect();
+        if missing_t.is_empty() && missing_j.is_empty() {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{who} lacks acknowledged writes: tokens {missing_t:?}, jobs {missing_j:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_servers_elect_fail_over_keep_writes_and_catch_up() {
+    let mut servers = cluster(3).await;
+    let all = [0, 1, 2];
+    let leader = agreed_leader(&servers, &all, Duration::from_secs(30)).await;
+    let follower = (leader + 1) % 3;
+
+    // Raft facts are real on every server.
+    let me = send(
+        servers[follower].agent(),
+        "GET",
+        "/v1/agent/self",
+        None,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(me.status, 403, "ACLs are on");
+    let r = send(
+        servers[follower].agent(),
+        "POST",
+        "/v1/acl/bootstrap",
+        None,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(r.status, 200, "bootstrap through a follower: {}", r.text());
+    let mgmt = r.json()["SecretID"].as_str().unwrap().to_string();
+    let me = send(
+        servers[follower].agent(),
+        "GET",
+        "/v1/agent/self",
+        Some(&mgmt),
+        Value::Null,
+    )
+    .await
+    .json();
+    assert_eq!(me["stats"]["raft"]["state"], "Follower");
+    assert_eq!(me["stats"]["raft"]["num_peers"], "2");
+    assert_eq!(me["stats"]["nomad"]["leader"], "false");
+    assert_eq!(me["stats"]["nomad"]["leader_addr"], servers[leader].rpc());
+    let peers = send(
+        servers[follower].agent(),
+        "GET",
+        "/v1/status/peers",
+        None,
+        Value::Null,
+    )
+    .await
+    .json();
+    assert_eq!(peers.as_array().map(Vec::len), Some(3), "{peers}");
+    let health = send(
+        servers[follower].agent(),
+        "GET",
+        "/v1/agent/health",
+        Some(&mgmt),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(health.status, 200, "{}", health.text());
+
+    // server_id=leader from a follower answers with the leader's host data (once gossip has
+    // told the follower the leader's name).
+    wait_members_alive(&servers, &all, &mgmt).await;
+    let host = send(
+        servers[follower].agent(),
+        "GET",
+        "/v1/agent/host?server_id=leader",
+        Some(&mgmt),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(host.status, 200, "{}", host.text());
+    assert_eq!(host.json()["AgentID"], format!("s{leader}.global"));
+    assert!(host.json()["HostData"]["OS"].is_string());
+    let by_name = send(
+        servers[leader].agent(),
+        "GET",
+        &format!("/v1/agent/host?server_id=s{follower}.global"),
+        Some(&mgmt),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(by_name.status, 200, "{}", by_name.text());
+    assert_eq!(by_name.json()["AgentID"], format!("s{follower}.global"));
+
+    // A stream of writes (tokens and jobs) to every server, while the leader is killed.
+    let mut tokens = BTreeSet::new();
+    let mut jobs = BTreeSet::new();
+    let mut killed_at = None;
+    let mut failed_writes = 0;
+    for i in 0..60 {
+        if i == 20 {
+            let mut old = servers[leader].agent.take().expect("leader runs");
+            old.child.kill().expect("kill -9 the leader");
+            let _ = old.child.wait();
+            killed_at = Some(Instant::now());
+        }
+        let target = (0..3)
+            .map(|k| (i + k) % 3)
+            .find(|&k| servers[k].agent.is_some())
+            .unwrap();
+        let agent = servers[target].agent();
+        if i % 2 == 0 {
+            let body = json!({"Name": format!("t{i}"), "Type": "client", "Policies": ["p"]});
+            let r = send(agent, "POST", "/v1/acl/token", Some(&mgmt), body).await;
+            if r.status == 200 {
+                tokens.insert(r.json()["AccessorID"].as_str().unwrap().to_string());
+            } else {
+                failed_writes += 1;
+            }
+        } else {
+            let id = format!("job-{i}");
+            let r = send(agent, "POST", "/v1/jobs", Some(&mgmt), job(&id)).await;
+            if r.status == 200 {
+                jobs.insert(id);
+            } else {
+                failed_writes += 1;
+            }
+        }
+    }
+    let survivors: Vec<usize> = all.iter().copied().filter(|&i| i != leader).collect();
+    let new_leader = agreed_leader(&servers, &survivors, Duration::from_secs(30)).await;
+    let failover = killed_at.map(|t| t.elapsed());
+    eprintln!(
+        "failover: new leader s{new_leader} (old s{leader}); writes acknowledged: {} tokens, {} jobs; refused during failover: {failed_writes}; {failover:?} after the kill",
+        tokens.len(),
+        jobs.len()
+    );
+    assert!(
+        tokens.len() + jobs.len() >= 40,
+        "most writes succeed: {failed_writes} failed"
+    );
+    for &i in &survivors {
+        wait_holds(servers[i].agent(), &mgmt, &tokens, &jobs, &servers[i].name).await;
+    }
+    // Every server's workers take work from the leader: the jobs get placed.
+    let allocs = send(
+        servers[survivors[0]].agent(),
+        "GET",
+        "/v1/job/job-1/allocations",
+        Some(&mgmt),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(allocs.status, 200, "{}", allocs.text());
+
+    // The old leader restarts from its data dir and catches up.
+    let rejoin = servers[new_leader].ports.serf;
+    servers[leader].start(3, Some(rejoin)).await;
+    wait_holds(
+        servers[leader].agent(),
+        &mgmt,
+        &tokens,
+        &jobs,
+        "restarted old leader",
+    )
+    .await;
+    let back = agreed_leader(&servers, &all, Duration::from_secs(30)).await;
+    let st = send(
+        servers[leader].agent(),
+        "GET",
+        "/v1/agent/self",
+        Some(&mgmt),
+        Value::Null,
+    )
+    .await
+    .json();
+    assert_eq!(
+        st["stats"]["raft"]["num_peers"], "2",
+        "{}",
+        st["stats"]["raft"]
+    );
+    eprintln!("after restart the leader is s{back}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_servers_minority_cut_off_refuses_writes() {
+    let servers = cluster(5).await;
+    let all: Vec<usize> = (0..5).collect();
+    let leader = agreed_leader(&servers, &all, Duration::from_secs(30)).await;
+    let r = send(
+        servers[leader].agent(),
+        "POST",
+        "/v1/acl/bootstrap",
+        None,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mgmt = r.json()["SecretID"].as_str().unwrap().to_string();
+
+    // Cut the leader and one follower off from the other three (both directions).
+    let minority = [leader, (leader + 1) % 5];
+    let majority: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|i| !minority.contains(i))
+        .collect();
+    for &i in &minority {
+        let others: Vec<&Server> = majority.iter().map(|&j| &servers[j]).collect();
+        servers[i].cut_from(&others);
+    }
+    for &i in &majority {
+        let others: Vec<&Server> = minority.iter().map(|&j| &servers[j]).collect();
+        servers[i].cut_from(&others);
+    }
+    let new_leader = agreed_leader(&servers, &majority, Duration::from_secs(30)).await;
+    assert!(majority.contains(&new_leader));
+
+    // The majority keeps accepting writes, through any of its servers.
+    for (k, &i) in majority.iter().enumerate() {
+        let r = send(
+            servers[i].agent(),
+            "POST",
+            "/v1/jobs",
+            Some(&mgmt),
+            job(&format!("majority-{k}")),
+        )
+        .await;
+        assert_eq!(r.status, 200, "majority write on s{i}: {}", r.text());
+    }
+    // The minority refuses, with a clear error (after at most the write timeout).
+    for &i in &minority {
+        let r = send(
+            servers[i].agent(),
+            "POST",
+            "/v1/jobs",
+            Some(&mgmt),
+            job("minority"),
+        )
+        .await;
+        assert_eq!(r.status, 500, "minority write on s{i}: {}", r.text());
+        assert!(
+            r.text().contains("No cluster leader") || r.text().contains("rpc error"),
+            "{}",
+            r.text()
+        );
+        let h = send(
+            servers[i].agent(),
+            "GET",
+            "/v1/agent/health?type=server",
+            Some(&mgmt),
+            Value::Null,
+        )
+        .await;
+        let _ = h; // the minority may still name the old leader until its election timeout
+    }
+
+    // Heal: the minority follows the majority's leader and has its writes, not the refused one.
+    for s in &servers {
+        s.heal();
+    }
+    agreed_leader(&servers, &all, Duration::from_secs(30)).await;
+    let want: BTreeSet<String> = (0..majority.len())
+        .map(|k| format!("majority-{k}"))
+        .collect();
+    for &i in &minority {
+        wait_holds(
+            servers[i].agent(),
+            &mgmt,
+            &BTreeSet::new(),
+            &want,
+            &servers[i].name,
+        )
+        .await;
+        let (_, jobs) = holdings(servers[i].agent(), &mgmt).await;
+        assert!(!jobs.contains("minority"), "a refused write never appears");
+    }
+}
