@@ -115,7 +115,23 @@ impl Agent {
     pub async fn dev(extra_hcl: &str) -> Agent {
         let agent = Agent::start(&["-dev"], extra_hcl).await;
         agent.wait_leader().await;
+        agent.wait_node().await;
         agent
+    }
+
+    /// Waits (bounded) until the local client node is registered (with ACLs on, it cannot tell
+    /// without a token and returns at once).
+    pub async fn wait_node(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            match get(self.http, "/v1/nodes").await {
+                Ok(r) if r.status == 200 && r.text().len() > 2 => return,
+                Ok(r) if r.status == 403 => return,
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the dev node did not register within 15 s");
     }
 
     /// Waits (bounded) until this server knows a Raft leader and its workers have settled.

@@ -74,14 +74,15 @@ pub fn bare_server(port: &str) -> Result<(), String> {
 
 const BARE_BODY: &[u8; 20] = br#"{"ok":true,"n":1234}"#;
 
-fn free_port() -> Result<u16, String> {
+pub fn free_port() -> Result<u16, String> {
     StdListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| e.to_string())
 }
 
-struct Proc(Child);
+/// A child process killed (SIGKILL) and reaped on drop.
+pub struct Proc(pub Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -203,7 +204,7 @@ async fn load(addr: SocketAddr, path: &'static str, duration: Duration) -> Resul
     })
 }
 
-fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
+pub fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     v[v.len() / 2]
 }

@@ -3,8 +3,11 @@
 //! - `ci`: format check, clippy with `-D warnings`, every test (nextest or cargo test), doctests,
 //!   and the python-nomad client tests in a venv under `target/`.
 //! - `bench http`: load figures for the HTTP API against a bare hyper server in the same run.
+//! - `bench sched`: the scheduling criterion benches as rates.
+//! - `bench raft`: write latency, throughput and failover on three local servers.
 
 mod bench;
+mod raftbench;
 mod sim;
 
 use std::path::{Path, PathBuf};
@@ -19,9 +22,11 @@ fn main() -> ExitCode {
         ["ci"] => ci(),
         ["bench", "http"] => bench::http(),
         ["bench", "sched"] => bench::sched(),
+        ["bench", "raft"] => raftbench::raft(),
+        ["raft-bench-run"] => raftbench::raft_bench_run(),
         ["bench-run"] => bench::bench_run(),
         ["bare-server", port] => bench::bare_server(port),
-        _ => Err("usage: cargo xtask ci | bench http | bench sched | sim [--members N] [--loss P] [--seed S] [--window SECS] [--converge-limit SECS]".to_string()),
+        _ => Err("usage: cargo xtask ci | bench http | bench sched | bench raft | sim [--members N] [--loss P] [--seed S] [--window SECS] [--converge-limit SECS]".to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,313 @@
+//! `cargo xtask bench raft`: writes through Raft on three local release servers (durable logs
+//! in temp data dirs), against the same writes on a single server measured in the same run:
+//! - latency: sequential ACL policy writes (one Raft entry each) on the leader and through a
+//!   follower (forwarded), p50/p99;
+//! - throughput: job registrations from 16 concurrent connections for 3 s;
+//! - failover: kill -9 the leader, time until the survivors agree on a new one (3 rounds).
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+
+use crate::bench::{Proc, free_port, median};
+use crate::{run, target_dir};
+
+const SEQUENTIAL: usize = 300;
+const CONCURRENCY: usize = 16;
+const LOAD: Duration = Duration::from_secs(3);
+const FAILOVERS: usize = 3;
+
+/// Builds release binaries and runs the measurement from them.
+pub fn raft() -> Result<(), String> {
+    run(
+        "cargo",
+        &["build", "--release", "-p", "caravan-agent", "-p", "xtask"],
+    )?;
+    let xtask = target_dir().join("release").join("xtask");
+    let status = Command::new(&xtask)
+        .arg("raft-bench-run")
+        .status()
+        .map_err(|e| format!("{}: {e}", xtask.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("raft-bench-run failed: {status}"))
+    }
+}
+
+struct Server {
+    proc: Option<Proc>,
+    http: SocketAddr,
+    rpc: SocketAddr,
+    serf: u16,
+    dir: PathBuf,
+}
+
+impl Server {
+    fn new(root: &Path, i: usize) -> Result<Server, String> {
+        Ok(Server {
+            proc: None,
+            http: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+            rpc: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+            serf: free_port()?,
+            dir: root.join(format!("s{i}")),
+        })
+    }
+
+    fn start(
+        &mut self,
+        bin: &Path,
+        i: usize,
+        expect: usize,
+        join: Option<u16>,
+    ) -> Result<(), String> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
+        let retry = join.map_or(String::new(), |p| {
+            format!("  server_join {{\n    retry_join = [\"127.0.0.1:{p}\"]\n    retry_interval = \"200ms\"\n  }}\n")
+        });
+        let hcl = format!(
+            "name = \"s{i}\"\nbind_addr = \"127.0.0.1\"\ndata_dir = \"{}\"\nacl {{\n  enabled = true\n}}\nports {{\n  http = {}\n  rpc = {}\n  serf = {}\n}}\nlimits {{\n  http_max_conns_per_client = 0\n}}\nserver {{\n  enabled = true\n  bootstrap_expect = {expect}\n{retry}}}\n",
+            self.dir.display(),
+            self.http.port(),
+            self.rpc.port(),
+            self.serf
+        );
+        let cfg = self.dir.join("agent.hcl");
+        std::fs::write(&cfg, hcl).map_err(|e| e.to_string())?;
+        let child = Command::new(bin)
+            .args(["agent", "-log-level=WARN"])
+            .arg(format!("-config={}", cfg.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("{}: {e}", bin.display()))?;
+        self.proc = Some(Proc(child));
+        Ok(())
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    Ok(tx)
+}
+
+async fn send(
+    tx: &mut SendRequest<Full<Bytes>>,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: String,
+) -> Result<(u16, Bytes), String> {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "bench")
+        .header("X-Nomad-Token", token)
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, body))
+}
+
+async fn once(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: String,
+) -> Result<(u16, Bytes), String> {
+    let mut tx = connect(addr).await?;
+    send(&mut tx, method, path, token, body).await
+}
+
+async fn leader_of(http: SocketAddr) -> String {
+    match once(http, "GET", "/v1/status/leader", "", String::new()).await {
+        Ok((200, b)) => String::from_utf8_lossy(&b).trim_matches('"').to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Index of the leader the running servers agree on, within `limit`.
+async fn agreed(servers: &[Server], limit: Duration) -> Result<usize, String> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        let mut seen = BTreeSet::new();
+        for s in servers.iter().filter(|s| s.proc.is_some()) {
+            seen.insert(leader_of(s.http).await);
+        }
+        if seen.len() == 1
+            && let Some(addr) = seen.into_iter().next()
+            && let Some(i) = servers
+                .iter()
+                .position(|s| s.proc.is_some() && s.rpc.to_string() == addr)
+        {
+            return Ok(i);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Err(format!("no agreed leader within {limit:?}"))
+}
+
+async fn bootstrap_acl(http: SocketAddr) -> Result<String, String> {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        if let Ok((200, b)) = once(http, "POST", "/v1/acl/bootstrap", "", String::new()).await {
+            let v: serde_json::Value = serde_json::from_slice(&b).map_err(|e| e.to_string())?;
+            return Ok(v["SecretID"].as_str().unwrap_or_default().to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err("ACL bootstrap failed".into())
+}
+
+/// p50 and p99 (µs) of `n` sequential policy writes through `http`.
+async fn sequential(http: SocketAddr, token: &str, tag: &str) -> Result<(u32, u32), String> {
+    let mut tx = connect(http).await?;
+    let mut lat = Vec::with_capacity(SEQUENTIAL);
+    for i in 0..SEQUENTIAL {
+        let body = format!(r#"{{"Name":"p{tag}{i}","Rules":"agent {{ policy = \"read\" }}"}}"#);
+        let t = Instant::now();
+        let (status, b) = send(
+            &mut tx,
+            "PUT",
+            &format!("/v1/acl/policy/p{tag}{i}"),
+            token,
+            body,
+        )
+        .await?;
+        if status != 200 {
+            return Err(format!(
+                "policy write: {status} {}",
+                String::from_utf8_lossy(&b)
+            ));
+        }
+        lat.push(t.elapsed().as_micros() as u32);
+    }
+    lat.sort_unstable();
+    Ok((lat[lat.len() / 2], lat[lat.len() * 99 / 100]))
+}
+
+/// Job registrations per second from `CONCURRENCY` connections.
+async fn throughput(http: SocketAddr, token: &str, tag: &str) -> Result<f64, String> {
+    let deadline = Instant::now() + LOAD;
+    let mut tasks = Vec::new();
+    for c in 0..CONCURRENCY {
+        let token = token.to_string();
+        let tag = tag.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut tx = connect(http).await?;
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let body = format!(
+                    r#"{{"Job":{{"ID":"j{tag}-{c}-{n}","Type":"batch","Datacenters":["dc1"],"TaskGroups":[{{"Name":"g","Count":0,"Tasks":[{{"Name":"t","Driver":"exec","Resources":{{"CPU":1,"MemoryMB":1}}}}]}}]}}}}"#
+                );
+                let (status, b) = send(&mut tx, "POST", "/v1/jobs", &token, body).await?;
+                if status != 200 {
+                    return Err(format!("job write: {status} {}", String::from_utf8_lossy(&b)));
+                }
+                n += 1;
+            }
+            Ok::<u64, String>(n)
+        }));
+    }
+    let started = Instant::now();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.map_err(|e| e.to_string())??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// `xtask raft-bench-run`: the measurement itself (release build).
+pub fn raft_bench_run() -> Result<(), String> {
+    let bin = target_dir().join("release").join("caravan");
+    let root = std::env::temp_dir().join(format!("caravan-raft-bench-{}", std::process::id()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let result = rt.block_on(async {
+        // Baseline: one server, the same writes, no replication.
+        let mut single = vec![Server::new(&root.join("single"), 0)?];
+        single[0].start(&bin, 0, 1, None)?;
+        agreed(&single, Duration::from_secs(20)).await?;
+        let token = bootstrap_acl(single[0].http).await?;
+        let (b50, b99) = sequential(single[0].http, &token, "w").await?;
+        let btp = throughput(single[0].http, &token, "w").await?;
+        drop(single);
+
+        let mut servers = Vec::new();
+        for i in 0..3 {
+            servers.push(Server::new(&root, i)?);
+        }
+        let first = servers[0].serf;
+        for (i, s) in servers.iter_mut().enumerate() {
+            s.start(&bin, i, 3, (i > 0).then_some(first))?;
+        }
+        let leader = agreed(&servers, Duration::from_secs(30)).await?;
+        let token = bootstrap_acl(servers[leader].http).await?;
+        let follower = (leader + 1) % 3;
+        let (l50, l99) = sequential(servers[leader].http, &token, "l").await?;
+        let (f50, f99) = sequential(servers[follower].http, &token, "f").await?;
+        let tp = throughput(servers[leader].http, &token, "t").await?;
+        println!("writes through Raft, 3 local servers, durable logs (redb, fsync); single server in the same run as baseline");
+        println!("{:<44} {:>9} {:>9}", "sequential ACL policy writes", "p50 µs", "p99 µs");
+        println!("{:<44} {b50:>9} {b99:>9}", "single server (baseline)");
+        println!("{:<44} {l50:>9} {l99:>9}", "3 servers, on the leader");
+        println!("{:<44} {f50:>9} {f99:>9}", "3 servers, through a follower (forwarded)");
+        println!(
+            "p50 ratio leader ÷ single: {:.2}; target p50 ≤ 5 ms: {}",
+            l50 as f64 / b50.max(1) as f64,
+            if l50 <= 5000 { "met" } else { "missed" }
+        );
+        println!(
+            "job registrations, {CONCURRENCY} connections, {LOAD:?}: single {btp:.0}/s, 3 servers {tp:.0}/s (ratio {:.2})",
+            tp / btp.max(1.0)
+        );
+
+        let mut failovers = Vec::new();
+        for _ in 0..FAILOVERS {
+            let leader = agreed(&servers, Duration::from_secs(30)).await?;
+            let killed = Instant::now();
+            servers[leader].proc = None; // kill -9 (Proc's drop)
+            let next = agreed(&servers, Duration::from_secs(30)).await?;
+            let took = killed.elapsed();
+            failovers.push(took);
+            println!("  leader s{leader} killed → s{next} leads after {:.2} s", took.as_secs_f64());
+            let rejoin = servers[next].serf;
+            servers[leader].start(&bin, leader, 3, Some(rejoin))?;
+            agreed(&servers, Duration::from_secs(30)).await?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        let med = median(failovers.clone());
+        println!(
+            "failover (kill -9 → survivors agree on a new leader): median {:.2} s over {FAILOVERS} (target ≤ 5 s)",
+            med.as_secs_f64()
+        );
+        Ok(())
+    });
+    let _ = std::fs::remove_dir_all(&root);
+    result
+}
