@@ -138,6 +138,17 @@ fn run_examples() -> Result<(), String> {
             "--example",
             "pool",
         ],
+    )?;
+    run(
+        "cargo",
+        &[
+            "run",
+            "--quiet",
+            "-p",
+            "caravan-raft",
+            "--example",
+            "cluster",
+        ],
     )
 }
 
