@@ -489,7 +489,14 @@ async fn force_leave_prune_removes_a_dead_server_from_raft() {
     let mut servers = cluster(3).await;
     let all = [0, 1, 2];
     let leader = agreed_leader(&servers, &all, Duration::from_secs(30)).await;
-    let r = send(servers[leader].agent(), "POST", "/v1/acl/bootstrap", None, Value::Null).await;
+    let r = send(
+        servers[leader].agent(),
+        "POST",
+        "/v1/acl/bootstrap",
+        None,
+        Value::Null,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let mgmt = r.json()["SecretID"].as_str().unwrap().to_string();
     wait_members_alive(&servers, &all, &mgmt).await;
@@ -498,19 +505,49 @@ async fn force_leave_prune_removes_a_dead_server_from_raft() {
     dead.child.kill().expect("kill -9");
     let _ = dead.child.wait();
     let path = format!("/v1/agent/force-leave?node=s{victim}.global&prune=true");
-    let r = send(servers[leader].agent(), "PUT", &path, Some(&mgmt), Value::Null).await;
+    let r = send(
+        servers[leader].agent(),
+        "PUT",
+        &path,
+        Some(&mgmt),
+        Value::Null,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     // The leader drops it from the Raft configuration: two voters remain, and writes go on.
     let started = Instant::now();
     loop {
-        let peers = send(servers[leader].agent(), "GET", "/v1/status/peers", None, Value::Null).await.json();
-        let list: Vec<String> = peers.as_array().into_iter().flatten().filter_map(|p| p.as_str().map(String::from)).collect();
+        let peers = send(
+            servers[leader].agent(),
+            "GET",
+            "/v1/status/peers",
+            None,
+            Value::Null,
+        )
+        .await
+        .json();
+        let list: Vec<String> = peers
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str().map(String::from))
+            .collect();
         if list.len() == 2 && !list.contains(&servers[victim].rpc()) {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "still a voter: {list:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "still a voter: {list:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let r = send(servers[leader].agent(), "POST", "/v1/jobs", Some(&mgmt), job("after-prune")).await;
+    let r = send(
+        servers[leader].agent(),
+        "POST",
+        "/v1/jobs",
+        Some(&mgmt),
+        job("after-prune"),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
