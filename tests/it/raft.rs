@@ -504,6 +504,32 @@ async fn force_leave_prune_removes_a_dead_server_from_raft() {
     let mut dead = servers[victim].agent.take().expect("victim runs");
     dead.child.kill().expect("kill -9");
     let _ = dead.child.wait();
+    // As an operator would: once gossip reports it failed, force it out and prune it.
+    let started = Instant::now();
+    loop {
+        let m = send(
+            servers[leader].agent(),
+            "GET",
+            "/v1/agent/members",
+            Some(&mgmt),
+            Value::Null,
+        )
+        .await
+        .json();
+        let failed = m["Members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["Name"] == format!("s{victim}.global") && m["Status"] == "failed");
+        if failed {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "victim never failed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let path = format!("/v1/agent/force-leave?node=s{victim}.global&prune=true");
     let r = send(
         servers[leader].agent(),

@@ -468,6 +468,8 @@ impl Cluster {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
+            let servers = servers_in(&agent.gossip_members(), &agent.config().region);
+            seen.extend(servers.iter().map(|s| s.raft_id));
             if !self.raft.is_leader() {
                 continue;
             }
@@ -476,10 +478,8 @@ impl Cluster {
                     tracing::warn!(target: "raft", error = %err, "cannot record failed evaluation");
                 }
             }
-            let servers = servers_in(&agent.gossip_members(), &agent.config().region);
             let voters = self.raft.status().voters;
             for s in &servers {
-                seen.insert(s.raft_id);
                 if s.status == MemberStatus::Alive && !voters.contains_key(&s.raft_id) {
                     tracing::info!(target: "raft", server = %s.name, "adding server to the cluster");
                     if let Err(e) = self.raft.add_voter(s.raft_id, s.rpc.to_string()).await {
