@@ -140,6 +140,34 @@ async fn wait_members_alive(servers: &[Server], which: &[usize], token: &str) {
     }
 }
 
+/// Waits (bounded) until `agent` pauses ⌊3n/4⌋ of its n workers (`leader`) or none.
+async fn wait_pause(agent: &Agent, token: &str, leader: bool) {
+    let started = Instant::now();
+    loop {
+        let r = send(
+            agent,
+            "GET",
+            "/v1/agent/schedulers",
+            Some(token),
+            Value::Null,
+        )
+        .await
+        .json();
+        let workers = r["schedulers"].as_array().cloned().unwrap_or_default();
+        let n = workers.len();
+        let paused = workers.iter().filter(|w| w["status"] == "Paused").count();
+        let want = if leader && n > 1 { 3 * n / 4 } else { 0 };
+        if paused == want {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "leader={leader}: {paused} of {n} workers paused, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn send(agent: &Agent, method: &str, path: &str, token: Option<&str>, body: Value) -> Resp {
     let headers: Vec<(&str, &str)> = token
         .map(|t| vec![("X-Nomad-Token", t)])
