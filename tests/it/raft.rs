@@ -78,94 +78,110 @@ async fn leader_of(agent: &Agent) -> String {
     }
 }
 
+/// Polls `check` every 50 ms until it yields a value; panics with `what` (and the last
+/// reason `check` gave) after `limit`.
+async fn eventually<T>(
+    limit: Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let started = Instant::now();
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(why) => assert!(
+                started.elapsed() < limit,
+                "{what} not within {limit:?}: {why}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits (bounded) until the running servers among `which` agree on a leader among them;
 /// returns its index.
 async fn agreed_leader(servers: &[Server], which: &[usize], limit: Duration) -> usize {
-    let started = Instant::now();
-    loop {
+    eventually(limit, "an agreed leader", async || {
         let mut seen = BTreeSet::new();
         for &i in which {
             seen.insert(leader_of(servers[i].agent()).await);
         }
-        if seen.len() == 1 {
-            let addr = seen.into_iter().next().unwrap_or_default();
-            if let Some(i) = which.iter().copied().find(|&i| servers[i].rpc() == addr) {
-                return i;
-            }
-        }
-        assert!(
-            started.elapsed() < limit,
-            "no agreed leader within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        let addr = match (seen.len(), seen.first()) {
+            (1, Some(a)) => a.clone(),
+            _ => return Err(format!("leaders {seen:?}")),
+        };
+        which
+            .iter()
+            .copied()
+            .find(|&i| servers[i].rpc() == addr)
+            .ok_or(format!("leader {addr:?} is not among them"))
+    })
+    .await
 }
 
-/// Waits (bounded) until each of `which` sees every one of them `alive` in gossip.
-async fn wait_members_alive(servers: &[Server], which: &[usize], token: &str) {
-    let started = Instant::now();
-    loop {
-        let mut ok = true;
-        for &i in which {
-            let r = send(
-                servers[i].agent(),
-                "GET",
-                "/v1/agent/members",
-                Some(token),
-                Value::Null,
-            )
-            .await;
-            let alive = if r.status == 200 {
-                r.json()["Members"]
-                    .as_array()
-                    .map(|m| m.iter().filter(|m| m["Status"] == "alive").count())
-                    .unwrap_or(0)
-            } else {
-                0
-            };
-            let tagged = r.status == 200
-                && r.json()["Members"]
-                    .as_array()
-                    .is_some_and(|m| m.iter().all(|m| m["Tags"]["id"].is_string()));
-            ok &= alive >= which.len() && tagged;
-        }
-        if ok {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "gossip did not converge"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// Bootstraps ACLs through `agent`; the management secret.
+async fn bootstrap(agent: &Agent) -> String {
+    let r = send(agent, "POST", "/v1/acl/bootstrap", None, Value::Null).await;
+    assert_eq!(r.status, 200, "bootstrap: {}", r.text());
+    r.json()["SecretID"].as_str().unwrap().to_string()
+}
+
+/// The member list `agent` reports (`Members`).
+async fn members(agent: &Agent, token: &str) -> Vec<Value> {
+    let r = send(agent, "GET", "/v1/agent/members", Some(token), Value::Null).await;
+    if r.status != 200 {
+        return Vec::new();
     }
+    r.json()["Members"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits (bounded) until each of `which` sees every one of them `alive`, with tags, in gossip.
+async fn wait_members_alive(servers: &[Server], which: &[usize], token: &str) {
+    eventually(Duration::from_secs(20), "gossip convergence", async || {
+        for &i in which {
+            let m = members(servers[i].agent(), token).await;
+            let alive = m.iter().filter(|m| m["Status"] == "alive").count();
+            let tagged = m.iter().all(|m| m["Tags"]["id"].is_string());
+            if alive < which.len() || !tagged {
+                return Err(format!("s{i} sees {alive} alive, tags complete: {tagged}"));
+            }
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// Waits (bounded) until `agent` pauses ⌊3n/4⌋ of its n workers (`leader`) or none.
 async fn wait_pause(agent: &Agent, token: &str, leader: bool) {
-    let started = Instant::now();
-    loop {
-        let r = send(
-            agent,
-            "GET",
-            "/v1/agent/schedulers",
-            Some(token),
-            Value::Null,
-        )
-        .await
-        .json();
-        let workers = r["schedulers"].as_array().cloned().unwrap_or_default();
-        let n = workers.len();
-        let paused = workers.iter().filter(|w| w["status"] == "Paused").count();
-        let want = if leader && n > 1 { 3 * n / 4 } else { 0 };
-        if paused == want {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "leader={leader}: {paused} of {n} workers paused, want {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "the leader's worker pause",
+        async || {
+            let r = send(
+                agent,
+                "GET",
+                "/v1/agent/schedulers",
+                Some(token),
+                Value::Null,
+            )
+            .await;
+            let workers = r.json()["schedulers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let n = workers.len();
+            let paused = workers.iter().filter(|w| w["status"] == "Paused").count();
+            let want = if leader && n > 1 { 3 * n / 4 } else { 0 };
+            if paused == want {
+                Ok(())
+            } else {
+                Err(format!(
+                    "leader={leader}: {paused} of {n} paused, want {want}"
+                ))
+            }
+        },
+    )
+    .await
 }
 
 async fn send(agent: &Agent, method: &str, path: &str, token: Option<&str>, body: Value) -> Resp {
@@ -226,20 +242,23 @@ async fn wait_holds(
     jobs: &BTreeSet<String>,
     who: &str,
 ) {
-    let started = Instant::now();
-    loop {
-        let (t, j) = holdings(agent, mgmt).await;
-        let missing_t: Vec<_> = tokens.difference(&t).collect();
-        let missing_j: Vec<_> = jobs.difference(&j).collect();
-        if missing_t.is_empty() && missing_j.is_empty() {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "{who} lacks acknowledged writes: tokens {missing_t:?}, jobs {missing_j:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        "every acknowledged write",
+        async || {
+            let (t, j) = holdings(agent, mgmt).await;
+            let missing_t: Vec<_> = tokens.difference(&t).collect();
+            let missing_j: Vec<_> = jobs.difference(&j).collect();
+            if missing_t.is_empty() && missing_j.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{who} lacks tokens {missing_t:?}, jobs {missing_j:?}"
+                ))
+            }
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,16 +278,7 @@ async fn three_servers_elect_fail_over_keep_writes_and_catch_up() {
     )
     .await;
     assert_eq!(me.status, 403, "ACLs are on");
-    let r = send(
-        servers[follower].agent(),
-        "POST",
-        "/v1/acl/bootstrap",
-        None,
-        Value::Null,
-    )
-    .await;
-    assert_eq!(r.status, 200, "bootstrap through a follower: {}", r.text());
-    let mgmt = r.json()["SecretID"].as_str().unwrap().to_string();
+    let mgmt = bootstrap(servers[follower].agent()).await; // through a follower
     let me = send(
         servers[follower].agent(),
         "GET",
@@ -282,6 +292,8 @@ async fn three_servers_elect_fail_over_keep_writes_and_catch_up() {
     assert_eq!(me["stats"]["raft"]["num_peers"], "2");
     assert_eq!(me["stats"]["nomad"]["leader"], "false");
     assert_eq!(me["stats"]["nomad"]["leader_addr"], servers[leader].rpc());
+    wait_pause(servers[leader].agent(), &mgmt, true).await;
+    wait_pause(servers[follower].agent(), &mgmt, false).await;
     let peers = send(
         servers[follower].agent(),
         "GET",
@@ -374,6 +386,8 @@ async fn three_servers_elect_fail_over_keep_writes_and_catch_up() {
         tokens.len() + jobs.len() >= 40,
         "most writes succeed: {failed_writes} failed"
     );
+    // The worker pause follows leadership.
+    wait_pause(servers[new_leader].agent(), &mgmt, true).await;
     for &i in &survivors {
         wait_holds(servers[i].agent(), &mgmt, &tokens, &jobs, &servers[i].name).await;
     }
@@ -422,16 +436,7 @@ async fn five_servers_minority_cut_off_refuses_writes() {
     let servers = cluster(5).await;
     let all: Vec<usize> = (0..5).collect();
     let leader = agreed_leader(&servers, &all, Duration::from_secs(30)).await;
-    let r = send(
-        servers[leader].agent(),
-        "POST",
-        "/v1/acl/bootstrap",
-        None,
-        Value::Null,
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let mgmt = r.json()["SecretID"].as_str().unwrap().to_string();
+    let mgmt = bootstrap(servers[leader].agent()).await;
 
     // Cut the leader and one follower off from the other three (both directions).
     let minority = [leader, (leader + 1) % 5];
@@ -517,84 +522,49 @@ async fn force_leave_prune_removes_a_dead_server_from_raft() {
     let mut servers = cluster(3).await;
     let all = [0, 1, 2];
     let leader = agreed_leader(&servers, &all, Duration::from_secs(30)).await;
-    let r = send(
-        servers[leader].agent(),
-        "POST",
-        "/v1/acl/bootstrap",
-        None,
-        Value::Null,
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let mgmt = r.json()["SecretID"].as_str().unwrap().to_string();
+    let mgmt = bootstrap(servers[leader].agent()).await;
     wait_members_alive(&servers, &all, &mgmt).await;
     let victim = (leader + 1) % 3;
     let mut dead = servers[victim].agent.take().expect("victim runs");
     dead.child.kill().expect("kill -9");
     let _ = dead.child.wait();
     // As an operator would: once gossip reports it failed, force it out and prune it.
-    let started = Instant::now();
-    loop {
-        let m = send(
-            servers[leader].agent(),
-            "GET",
-            "/v1/agent/members",
-            Some(&mgmt),
-            Value::Null,
-        )
-        .await
-        .json();
-        let failed = m["Members"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|m| m["Name"] == format!("s{victim}.global") && m["Status"] == "failed");
+    let lead = servers[leader].agent();
+    let name = format!("s{victim}.global");
+    eventually(Duration::from_secs(20), "the victim failed", async || {
+        let m = members(lead, &mgmt).await;
+        let failed = m
+            .iter()
+            .any(|m| m["Name"] == name && m["Status"] == "failed");
         if failed {
-            break;
+            Ok(())
+        } else {
+            Err(format!("{name} not failed yet"))
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "victim never failed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let path = format!("/v1/agent/force-leave?node=s{victim}.global&prune=true");
-    let r = send(
-        servers[leader].agent(),
-        "PUT",
-        &path,
-        Some(&mgmt),
-        Value::Null,
-    )
+    })
     .await;
+    let path = format!("/v1/agent/force-leave?node={name}&prune=true");
+    let r = send(lead, "PUT", &path, Some(&mgmt), Value::Null).await;
     assert_eq!(r.status, 200, "{}", r.text());
     // The leader drops it from the Raft configuration: two voters remain, and writes go on.
-    let started = Instant::now();
-    loop {
-        let peers = send(
-            servers[leader].agent(),
-            "GET",
-            "/v1/status/peers",
-            None,
-            Value::Null,
-        )
-        .await
-        .json();
+    let gone = servers[victim].rpc();
+    eventually(Duration::from_secs(20), "removal from Raft", async || {
+        let peers = send(lead, "GET", "/v1/status/peers", None, Value::Null)
+            .await
+            .json();
         let list: Vec<String> = peers
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|p| p.as_str().map(String::from))
             .collect();
-        if list.len() == 2 && !list.contains(&servers[victim].rpc()) {
-            break;
+        if list.len() == 2 && !list.contains(&gone) {
+            Ok(())
+        } else {
+            Err(format!("voters {list:?}"))
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "still a voter: {list:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     let r = send(
         servers[leader].agent(),
         "POST",

@@ -26,19 +26,25 @@ const STARTUP_RUNS: usize = 10;
 
 /// Builds release binaries and runs the measurement from them.
 pub fn http() -> Result<(), String> {
+    hand_over("bench-run")
+}
+
+/// Builds the release agent and xtask, then runs `target/release/xtask <task>`, so a
+/// measurement never runs from a debug build.
+pub fn hand_over(task: &str) -> Result<(), String> {
     run(
         "cargo",
         &["build", "--release", "-p", "caravan-agent", "-p", "xtask"],
     )?;
     let xtask = target_dir().join("release").join("xtask");
     let status = Command::new(&xtask)
-        .arg("bench-run")
+        .arg(task)
         .status()
         .map_err(|e| format!("{}: {e}", xtask.display()))?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("bench-run failed: {status}"))
+        Err(format!("{task} failed: {status}"))
     }
 }
 

@@ -18,7 +18,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
 use crate::bench::{Proc, free_port, median};
-use crate::{run, target_dir};
+use crate::target_dir;
 
 const SEQUENTIAL: usize = 300;
 const CONCURRENCY: usize = 16;
@@ -27,20 +27,7 @@ const FAILOVERS: usize = 3;
 
 /// Builds release binaries and runs the measurement from them.
 pub fn raft() -> Result<(), String> {
-    run(
-        "cargo",
-        &["build", "--release", "-p", "caravan-agent", "-p", "xtask"],
-    )?;
-    let xtask = target_dir().join("release").join("xtask");
-    let status = Command::new(&xtask)
-        .arg("raft-bench-run")
-        .status()
-        .map_err(|e| format!("{}: {e}", xtask.display()))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("raft-bench-run failed: {status}"))
-    }
+    crate::bench::hand_over("raft-bench-run")
 }
 
 struct Server {
