@@ -6,17 +6,7 @@ use serde_json::{Value, json};
 use crate::support::{Agent, Resp, Scratch, call, cli, stdout_ok};
 
 async fn api(agent: &Agent, method: &str, path: &str, token: Option<&str>, body: Value) -> Resp {
-    let headers: Vec<(&str, &str)> = token
-        .map(|t| vec![("X-Nomad-Token", t)])
-        .unwrap_or_default();
-    let body = if body.is_null() {
-        Bytes::new()
-    } else {
-        Bytes::from(body.to_string())
-    };
-    call(agent.http, method, path, &headers, body)
-        .await
-        .expect("request")
+    crate::support::send(agent, method, path, token, body).await
 }
 
 async fn bootstrap(agent: &Agent) -> String {

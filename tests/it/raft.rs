@@ -4,10 +4,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::support::{Agent, Ports, Resp, Scratch, call};
+use crate::support::{Agent, Ports, Resp, Scratch, send};
 
 /// One server of a test cluster: its process, data dir, ports and fault file.
 struct Server {
@@ -126,6 +125,13 @@ async fn bootstrap(agent: &Agent) -> String {
     r.json()["SecretID"].as_str().unwrap().to_string()
 }
 
+/// A GET with a token, decoded as JSON.
+async fn get_json(agent: &Agent, path: &str, token: &str) -> Value {
+    send(agent, "GET", path, Some(token), Value::Null)
+        .await
+        .json()
+}
+
 /// The member list `agent` reports (`Members`).
 async fn members(agent: &Agent, token: &str) -> Vec<Value> {
     let r = send(agent, "GET", "/v1/agent/members", Some(token), Value::Null).await;
@@ -182,24 +188,6 @@ async fn wait_pause(agent: &Agent, token: &str, leader: bool) {
         },
     )
     .await
-}
-
-async fn send(agent: &Agent, method: &str, path: &str, token: Option<&str>, body: Value) -> Resp {
-    let headers: Vec<(&str, &str)> = token
-        .map(|t| vec![("X-Nomad-Token", t)])
-        .unwrap_or_default();
-    let body = if body.is_null() {
-        Bytes::new()
-    } else {
-        Bytes::from(body.to_string())
-    };
-    call(agent.http, method, path, &headers, body)
-        .await
-        .unwrap_or_else(|e| Resp {
-            status: 0,
-            headers: Default::default(),
-            body: e.into_bytes(),
-        })
 }
 
 fn job(id: &str) -> Value {
@@ -279,15 +267,7 @@ async fn three_servers_elect_fail_over_keep_writes_and_catch_up() {
     .await;
     assert_eq!(me.status, 403, "ACLs are on");
     let mgmt = bootstrap(servers[follower].agent()).await; // through a follower
-    let me = send(
-        servers[follower].agent(),
-        "GET",
-        "/v1/agent/self",
-        Some(&mgmt),
-        Value::Null,
-    )
-    .await
-    .json();
+    let me = get_json(servers[follower].agent(), "/v1/agent/self", &mgmt).await;
     assert_eq!(me["stats"]["raft"]["state"], "Follower");
     assert_eq!(me["stats"]["raft"]["num_peers"], "2");
     assert_eq!(me["stats"]["nomad"]["leader"], "false");
@@ -414,15 +394,7 @@ async fn three_servers_elect_fail_over_keep_writes_and_catch_up() {
     )
     .await;
     let back = agreed_leader(&servers, &all, Duration::from_secs(30)).await;
-    let st = send(
-        servers[leader].agent(),
-        "GET",
-        "/v1/agent/self",
-        Some(&mgmt),
-        Value::Null,
-    )
-    .await
-    .json();
+    let st = get_json(servers[leader].agent(), "/v1/agent/self", &mgmt).await;
     assert_eq!(
         st["stats"]["raft"]["num_peers"], "2",
         "{}",

@@ -300,6 +300,32 @@ pub async fn get(addr: SocketAddr, path: &str) -> Result<Resp, String> {
     call(addr, "GET", path, &[], Bytes::new()).await
 }
 
+/// A request with an optional `X-Nomad-Token` and a JSON body (`null`: none). A transport
+/// failure comes back as status 0 with the error as the body.
+pub async fn send(
+    agent: &Agent,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: serde_json::Value,
+) -> Resp {
+    let headers: Vec<(&str, &str)> = token
+        .map(|t| vec![("X-Nomad-Token", t)])
+        .unwrap_or_default();
+    let body = if body.is_null() {
+        Bytes::new()
+    } else {
+        Bytes::from(body.to_string())
+    };
+    call(agent.http, method, path, &headers, body)
+        .await
+        .unwrap_or_else(|e| Resp {
+            status: 0,
+            headers: Default::default(),
+            body: e.into_bytes(),
+        })
+}
+
 /// One HTTP/1.1 request on a new connection, bounded to 10 s.
 pub async fn call(
     addr: SocketAddr,

@@ -106,50 +106,18 @@ fn ci() -> Result<(), String> {
 
 /// Every library crate's embedding example must run to completion.
 fn run_examples() -> Result<(), String> {
-    run(
-        "cargo",
-        &[
-            "run",
-            "--quiet",
-            "-p",
-            "caravan-agent-core",
-            "--example",
-            "load_config",
-        ],
-    )?;
-    run(
-        "cargo",
-        &[
-            "run",
-            "--quiet",
-            "-p",
-            "caravan-http",
-            "--example",
-            "embedded_api",
-        ],
-    )?;
-    run(
-        "cargo",
-        &[
-            "run",
-            "--quiet",
-            "-p",
-            "caravan-gossip",
-            "--example",
-            "pool",
-        ],
-    )?;
-    run(
-        "cargo",
-        &[
-            "run",
-            "--quiet",
-            "-p",
-            "caravan-raft",
-            "--example",
-            "cluster",
-        ],
-    )
+    for (krate, example) in [
+        ("caravan-agent-core", "load_config"),
+        ("caravan-http", "embedded_api"),
+        ("caravan-gossip", "pool"),
+        ("caravan-raft", "cluster"),
+    ] {
+        run(
+            "cargo",
+            &["run", "--quiet", "-p", krate, "--example", example],
+        )?;
+    }
+    Ok(())
 }
 
 /// Creates `target/py-venv` with python-nomad, pytest and requests when missing, then runs the
