@@ -38,8 +38,12 @@ def start_agent(*extra):
             deadline = time.monotonic() + 15
             while True:
                 try:
-                    requests.get(f"http://127.0.0.1:{http}/v1/agent/health", timeout=1)
-                    break
+                    # 200 once the one-server Raft cluster has its leader.
+                    r = requests.get(f"http://127.0.0.1:{http}/v1/agent/health", timeout=1)
+                    if r.status_code == 200:
+                        break
+                    assert time.monotonic() < deadline, f"agent unhealthy: {r.text}"
+                    time.sleep(0.02)
                 except requests.ConnectionError:
                     assert time.monotonic() < deadline, "agent did not start"
                     assert proc.poll() is None, "agent exited"
@@ -64,6 +68,15 @@ def test_get_agent(agent):
     assert info["config"]["Ports"]["HTTP"] == agent["http"]
     assert info["member"]["Status"] == "alive"
     assert info["stats"]["nomad"]["leader"] == "true"
+
+
+def test_status_leader_and_peers(agent):
+    n = client(agent)
+    assert n.status.leader.get_leader() == f"127.0.0.1:{agent['rpc']}"
+    assert n.status.peers.get_peers() == [f"127.0.0.1:{agent['rpc']}"]
+    raft = n.agent.get_agent()["stats"]["raft"]
+    assert raft["state"] == "Leader"
+    assert raft["num_peers"] == "0"
 
 
 def test_get_servers(agent):
