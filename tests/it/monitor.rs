@@ -10,12 +10,23 @@ use crate::support::Agent;
 
 /// Opens a monitor stream with a raw connection and returns it after the response head.
 async fn open(agent: &Agent, query: &str, rcvbuf: Option<u32>) -> (TcpStream, String) {
+    open_full(agent, query, rcvbuf, None).await
+}
+
+/// [`open`] with a token.
+pub(crate) async fn open_full(
+    agent: &Agent,
+    query: &str,
+    rcvbuf: Option<u32>,
+    token: Option<&str>,
+) -> (TcpStream, String) {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     if let Some(size) = rcvbuf {
         socket.set_recv_buffer_size(size).unwrap();
     }
     let mut s = socket.connect(agent.http).await.unwrap();
-    let req = format!("GET /v1/agent/monitor?{query} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let auth = token.map_or(String::new(), |t| format!("X-Nomad-Token: {t}\r\n"));
+    let req = format!("GET /v1/agent/monitor?{query} HTTP/1.1\r\nHost: x\r\n{auth}\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
@@ -45,7 +56,7 @@ async fn read_for(s: &mut TcpStream, window: Duration) -> Vec<u8> {
 }
 
 /// Reads until `done` holds for what arrived (or 5 s pass), then returns it all.
-async fn read_until(s: &mut TcpStream, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+pub(crate) async fn read_until(s: &mut TcpStream, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
     let mut all = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline && !done(&all) {
@@ -55,7 +66,7 @@ async fn read_until(s: &mut TcpStream, done: impl Fn(&[u8]) -> bool) -> Vec<u8> 
 }
 
 /// The log text inside a chunked JSON frame stream.
-fn decode_frames(raw: &[u8]) -> String {
+pub(crate) fn decode_frames(raw: &[u8]) -> String {
     let text = String::from_utf8_lossy(raw);
     let engine = base64::engine::general_purpose::STANDARD;
     let mut out = String::new();

@@ -319,6 +319,42 @@ async fn three_servers_elect_fail_over_keep_writes_and_catch_up() {
     assert_eq!(by_name.status, 200, "{}", by_name.text());
     assert_eq!(by_name.json()["AgentID"], format!("s{follower}.global"));
 
+    // A monitor stream for the leader, asked of a follower, relays the leader's log lines.
+    let (mut stream, head) = crate::monitor::open_full(
+        servers[follower].agent(),
+        "server_id=leader&log_level=debug",
+        None,
+        Some(&mgmt),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let marker = format!("/v1/agent/members?relay-marker-{leader}");
+    let logged = crate::monitor::read_until(&mut stream, |raw| {
+        crate::monitor::decode_frames(raw).contains("relay-marker")
+    });
+    let poke = async {
+        loop {
+            send(
+                servers[leader].agent(),
+                "GET",
+                &marker,
+                Some(&mgmt),
+                Value::Null,
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let raw = tokio::select! {
+        raw = logged => raw,
+        _ = poke => Vec::new(),
+    };
+    assert!(
+        crate::monitor::decode_frames(&raw).contains(&format!("relay-marker-{leader}")),
+        "the relayed stream carries the leader's request log"
+    );
+    drop(stream);
+
     // A stream of writes (tokens and jobs) to every server, while the leader is killed.
     let mut tokens = BTreeSet::new();
     let mut jobs = BTreeSet::new();

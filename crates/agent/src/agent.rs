@@ -608,6 +608,22 @@ impl AgentApi for Agent {
             .map_err(caravan_http::ApiError::from_message)
     }
 
+    async fn remote_monitor(
+        &self,
+        server: &str,
+        request: caravan_http::api::MonitorRequest,
+    ) -> Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, caravan_http::ApiError> {
+        let addr = self
+            .server_rpc(server)
+            .map_err(caravan_http::ApiError::from_message)?;
+        let body = serde_json::to_vec(&request)
+            .map_err(|e| caravan_http::ApiError::from_message(e.to_string()))?;
+        self.rpc
+            .stream(addr, rpc::MONITOR_PATH, body.into(), PING_TIMEOUT)
+            .await
+            .map_err(caravan_http::ApiError::from_message)
+    }
+
     async fn status_leader(&self) -> Result<String, String> {
         if let Some(leader) = self.local_leader() {
             return Ok(leader);

@@ -5,7 +5,8 @@
 //! Calls are `POST /rpc/<Service.Method>` with a JSON body and a JSON reply; a failed call is a
 //! non-200 with the error text:
 //! - `Status.Ping`, `Status.Leader`, `Status.Peers`: liveness, the Raft leader, the voters.
-//! - `Agent.Members`, `Agent.Host`: a client-only agent's member list; host data for
+//! - `Agent.Members`, `Agent.Host`, `Agent.Profile`, `Agent.Monitor`: a client-only agent's
+//!   member list; host data, profiles and log streams (the only streaming call) for
 //!   `server_id` targeting.
 //! - `ACL.State`: a client-only agent with ACLs on refreshes its copy of the ACL state.
 //! - `Raft.*`: openraft's messages and forwarded writes (see [`caravan_raft::method`]).
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use caravan_http::AgentApi;
 use caravan_http::response::{self, Body};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -46,6 +48,8 @@ pub const MEMBERS_PATH: &str = "/rpc/Agent.Members";
 pub const HOST_PATH: &str = "/rpc/Agent.Host";
 /// The path of the profile call (pprof forwarded by `server_id`).
 pub const PROFILE_PATH: &str = "/rpc/Agent.Profile";
+/// The path of the monitor call (a log stream relayed for `server_id`).
+pub const MONITOR_PATH: &str = "/rpc/Agent.Monitor";
 /// The path of the ACL state call (client-only agents cache it to resolve tokens).
 pub const ACL_STATE_PATH: &str = "/rpc/ACL.State";
 /// The leader's broker: dequeue.
@@ -68,6 +72,14 @@ pub async fn handle(agent: Arc<Agent>, req: Request<Incoming>) -> Response<Body>
         Ok(b) => b.to_bytes(),
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("rpc: bad body: {e}")),
     };
+    if path == MONITOR_PATH {
+        let request: Result<caravan_http::api::MonitorRequest, _> = serde_json::from_slice(&body);
+        return match request {
+            Ok(r) => caravan_http::monitor::endpoint::serve(agent.monitor_hub(), &r)
+                .unwrap_or_else(|e| error(e.status, e.message)),
+            Err(e) => error(StatusCode::BAD_REQUEST, format!("rpc: bad request: {e}")),
+        };
+    }
     let answer = match path.strip_prefix("/rpc/") {
         Some(method) if method.starts_with("Raft.") => agent.raft_rpc(method, &body).await,
         _ => crate::cluster::serve_rpc(&agent, &path, &body).await,
@@ -181,6 +193,71 @@ impl RpcClient {
         }
     }
 
+    /// Starts a streaming call: once the reply's head is a 200 (within `timeout`), its body
+    /// arrives chunk by chunk on the receiver; dropping the receiver ends the stream.
+    pub async fn stream(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<tokio::sync::mpsc::Receiver<Bytes>, String> {
+        if self.faults.blocked(addr) {
+            return Err("rpc error: connection refused (fault injection)".into());
+        }
+        let rpc_err = |e: &dyn std::fmt::Display| format!("rpc error: {e}");
+        let head = async {
+            let mut sender = self.sender(addr).await?;
+            let req = Request::post(path)
+                .header("host", addr.to_string())
+                .body(Full::new(body))
+                .map_err(|e| rpc_err(&e))?;
+            sender.ready().await.map_err(|e| rpc_err(&e))?;
+            sender.send_request(req).await.map_err(|e| rpc_err(&e))
+        };
+        let resp = tokio::time::timeout(timeout, head)
+            .await
+            .map_err(|_| format!("rpc error: timed out after {timeout:?}"))??;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if status != StatusCode::OK {
+            let text = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Err(format!(
+                "rpc error: {} {}",
+                status.as_u16(),
+                String::from_utf8_lossy(&text)
+            ));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Ok(data) = frame.into_data()
+                    && tx.send(data).await.is_err()
+                {
+                    return; // the reader left: dropping the body resets the stream
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    /// The pooled connection to `addr`, connecting when there is none.
+    async fn sender(&self, addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
+        let cached = self.conns.lock().get(&addr).cloned();
+        match cached {
+            Some(s) if !s.is_closed() => Ok(s),
+            _ => {
+                let s = self.connect(addr).await?;
+                self.conns.lock().insert(addr, s.clone());
+                Ok(s)
+            }
+        }
+    }
+
     async fn request_inner(
         &self,
         addr: SocketAddr,
@@ -188,15 +265,7 @@ impl RpcClient {
         body: Bytes,
     ) -> Result<Bytes, String> {
         let rpc_err = |e: &dyn std::fmt::Display| format!("rpc error: {e}");
-        let cached = self.conns.lock().get(&addr).cloned();
-        let mut sender = match cached {
-            Some(s) if !s.is_closed() => s,
-            _ => {
-                let s = self.connect(addr).await?;
-                self.conns.lock().insert(addr, s.clone());
-                s
-            }
-        };
+        let mut sender = self.sender(addr).await?;
         let req = Request::post(path)
             .header("host", addr.to_string())
             .body(Full::new(body))

@@ -139,6 +139,21 @@ pub trait AgentApi: Send + Sync + 'static {
         async move { Err(crate::ApiError::from_message(text)) }
     }
 
+    /// A log stream from another server (by member name), relayed over RPC: the bytes of its
+    /// monitor response body, in order, until either side ends it.
+    fn remote_monitor(
+        &self,
+        server: &str,
+        request: MonitorRequest,
+    ) -> impl Future<Output = Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, crate::ApiError>> + Send
+    {
+        let text = format!(
+            "cannot forward a monitor stream (log level {:?}) to server {server}",
+            request.log_level
+        );
+        async move { Err(crate::ApiError::from_message(text)) }
+    }
+
     /// `/v1/status/leader`: the RPC address of the Raft leader, empty when none is known.
     fn status_leader(&self) -> impl Future<Output = Result<String, String>> + Send;
 
@@ -201,6 +216,19 @@ pub struct ProfileRequest {
     pub debug: i64,
     /// Positive: collect garbage first (`heap`).
     pub gc: i64,
+}
+
+/// A monitor stream's options as the HTTP layer validated them, for relaying to another agent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MonitorRequest {
+    /// `log_level` as given (empty: `info`).
+    pub log_level: String,
+    /// JSON log lines.
+    pub log_json: bool,
+    /// Plain text instead of JSON frames.
+    pub plain: bool,
+    /// `@caller` / file:line in lines.
+    pub include_location: bool,
 }
 
 /// Why an ACL change failed.

@@ -170,7 +170,7 @@ impl<A: AgentApi> App<A> {
             Route::Host => handlers::host(agent, ctx).await,
             Route::Servers => handlers::servers(agent, ctx).await,
             Route::Pprof(name) => pprof::pprof(agent, ctx, &name).await,
-            Route::Monitor => monitor::endpoint::monitor(agent, ctx),
+            Route::Monitor => monitor::endpoint::monitor(agent, ctx).await,
             Route::Acl(rest) => acl::route(agent, ctx, &rest).await,
             Route::Redirect(location) => handlers::redirect(ctx, location),
             Route::NotFound => handlers::not_found(),

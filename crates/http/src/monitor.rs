@@ -296,7 +296,7 @@ pub mod endpoint {
 
     use super::{SubscribeOptions, Subscription};
     use crate::acl::require;
-    use crate::api::AgentApi;
+    use crate::api::{AgentApi, MonitorRequest};
     use crate::handlers::local_target;
     use crate::request::parse_bool;
     use crate::response::Body;
@@ -356,46 +356,56 @@ pub mod endpoint {
         }
     }
 
-    /// Validates the request in the spec's order, then starts the stream.
-    pub fn monitor<A: AgentApi>(agent: &A, ctx: &Ctx) -> Result<Response<Body>, ApiError> {
-        let level = parse_level(ctx.query.get("log_level"))?;
-        let json = parse_flag(ctx, "log_json", "log json")?;
-        let plain = parse_flag(ctx, "plain", "plain")?;
-        let include_location = parse_flag(ctx, "log_include_location", "log_include_location")?;
+    /// Validates the request in the spec's order, then starts the stream (relayed from another
+    /// server when `server_id` names one).
+    pub async fn monitor<A: AgentApi>(agent: &A, ctx: &Ctx) -> Result<Response<Body>, ApiError> {
+        parse_level(ctx.query.get("log_level"))?;
+        let request = MonitorRequest {
+            log_level: ctx.query.get("log_level").unwrap_or("").to_string(),
+            log_json: parse_flag(ctx, "log_json", "log json")?,
+            plain: parse_flag(ctx, "plain", "plain")?,
+            include_location: parse_flag(ctx, "log_include_location", "log_include_location")?,
+        };
         // A client-only agent ignores server_id and streams its own logs (spec §8).
         let client_only = !agent.config().server.enabled;
-        if !(client_only && ctx.query.get("node_id").unwrap_or("").is_empty())
-            && let Some(t) = local_target(
+        let target = if client_only && ctx.query.get("node_id").unwrap_or("").is_empty() {
+            None
+        } else {
+            local_target(
                 agent,
                 ctx,
                 "Cannot target node and server simultaneously",
                 StatusCode::BAD_REQUEST,
             )?
-            && t.remote
-        {
-            return Err(ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                format!(
-                    "monitor streams are not forwarded between servers; ask {} directly",
-                    t.id
-                ),
-            ));
-        }
+        };
         require(agent, ctx, Acl::allow_agent_read)?;
-        let sub = agent.monitor_hub().subscribe(SubscribeOptions {
-            level,
-            json,
-            include_location,
-        });
-        Ok(stream(sub, plain))
+        match target {
+            Some(t) if t.remote => {
+                let plain = request.plain;
+                let rx = agent.remote_monitor(&t.id, request).await?;
+                Ok(relay(rx, plain))
+            }
+            _ => serve(agent.monitor_hub(), &request),
+        }
     }
 
-    /// Turns a subscription into a streaming response.
-    pub fn stream(sub: Subscription, plain: bool) -> Response<Body> {
-        let (tx, body) =
-            http_body_util::channel::Channel::<Bytes, std::convert::Infallible>::new(16);
-        tokio::spawn(pump(sub, plain, tx));
-        let mut resp = Response::new(body.boxed());
+    /// Starts a local stream for an already validated request (also what a server relays to
+    /// another one).
+    pub fn serve(
+        hub: &super::MonitorHub,
+        request: &MonitorRequest,
+    ) -> Result<Response<Body>, ApiError> {
+        let level = parse_level(Some(&request.log_level))?;
+        let sub = hub.subscribe(SubscribeOptions {
+            level,
+            json: request.log_json,
+            include_location: request.include_location,
+        });
+        Ok(stream(sub, request.plain))
+    }
+
+    fn streaming_response(body: Body, plain: bool) -> Response<Body> {
+        let mut resp = Response::new(body);
         *resp.status_mut() = StatusCode::OK;
         let content_type = if plain {
             "text/plain"
@@ -406,6 +416,28 @@ pub mod endpoint {
             .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         resp.extensions_mut().insert(Streaming);
         resp
+    }
+
+    /// A streaming response that relays bytes from another agent's stream.
+    fn relay(mut rx: tokio::sync::mpsc::Receiver<Bytes>, plain: bool) -> Response<Body> {
+        let (mut tx, body) =
+            http_body_util::channel::Channel::<Bytes, std::convert::Infallible>::new(16);
+        tokio::spawn(async move {
+            while let Some(chunk) = rx.recv().await {
+                if tx.send_data(chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        streaming_response(body.boxed(), plain)
+    }
+
+    /// Turns a subscription into a streaming response.
+    pub fn stream(sub: Subscription, plain: bool) -> Response<Body> {
+        let (tx, body) =
+            http_body_util::channel::Channel::<Bytes, std::convert::Infallible>::new(16);
+        tokio::spawn(pump(sub, plain, tx));
+        streaming_response(body.boxed(), plain)
     }
 
     fn frames(batch: &[u8]) -> Vec<Bytes> {
