@@ -319,6 +319,19 @@ async fn three_servers_elect_fail_over_keep_writes_and_catch_up() {
     assert_eq!(by_name.status, 200, "{}", by_name.text());
     assert_eq!(by_name.json()["AgentID"], format!("s{follower}.global"));
 
+    // So does a profile: the leader's command line, with its own data dir.
+    let cmdline = send(
+        servers[follower].agent(),
+        "GET",
+        "/v1/agent/pprof/cmdline?server_id=leader",
+        Some(&mgmt),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(cmdline.status, 200, "{}", cmdline.text());
+    let leader_dir = servers[leader].data.0.display().to_string();
+    assert!(cmdline.text().contains(&leader_dir), "{}", cmdline.text());
+
     // A monitor stream for the leader, asked of a follower, relays the leader's log lines.
     let (mut stream, head) = crate::monitor::open_full(
         servers[follower].agent(),
