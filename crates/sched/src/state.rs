@@ -45,12 +45,25 @@ impl Tables {
     }
 
     fn new_eval(&mut self, job: &Job, triggered_by: &str, status: EvalStatus) -> Evaluation {
+        let scheduler = job.job_type.as_str();
+        self.record_eval(&job.id, job.priority, scheduler, triggered_by, status)
+    }
+
+    /// Creates and stores an evaluation with fresh IDs and indexes.
+    fn record_eval(
+        &mut self,
+        job_id: &str,
+        priority: u32,
+        scheduler: &str,
+        triggered_by: &str,
+        status: EvalStatus,
+    ) -> Evaluation {
         let index = self.next();
         let eval = Evaluation {
             id: self.new_id(),
-            job_id: job.id.clone(),
-            priority: job.priority,
-            scheduler: job.job_type.as_str().to_string(),
+            job_id: job_id.to_string(),
+            priority,
+            scheduler: scheduler.to_string(),
             triggered_by: triggered_by.to_string(),
             status,
             status_description: String::new(),
@@ -155,22 +168,7 @@ impl Store {
     /// Creates a pending `_core` (garbage collection) evaluation.
     pub fn core_eval(&self) -> Evaluation {
         let mut t = self.tables.lock();
-        let index = t.next();
-        let eval = Evaluation {
-            id: t.new_id(),
-            job_id: "core-gc".into(),
-            priority: 200,
-            scheduler: "_core".into(),
-            triggered_by: "scheduled".into(),
-            status: EvalStatus::Pending,
-            status_description: String::new(),
-            blocked_eval: String::new(),
-            queued: BTreeMap::new(),
-            create_index: index,
-            modify_index: index,
-        };
-        t.evals.insert(eval.id.clone(), eval.clone());
-        eval
+        t.record_eval("core-gc", 200, "_core", "scheduled", EvalStatus::Pending)
     }
 
     /// Adds or updates a node; blocked evaluations become pending again (returned to enqueue).
@@ -567,15 +565,36 @@ mod tests {
                 .iter()
                 .all(|a| a.desired_status == "stop")
         );
-        let gc = s.register(job("other", JobType::Batch, 0, 1));
-        let core = Evaluation {
-            scheduler: "_core".into(),
-            ..gc.eval.clone()
-        };
-        s.tables.lock().evals.insert(core.id.clone(), core.clone());
+        let core = s.core_eval();
+        assert_eq!(s.pending_evals(), std::slice::from_ref(&core));
         s.process(&core.id, 86400, 0).unwrap();
         assert!(s.job("web").is_none());
+        assert_eq!(s.evaluation(&core.id).unwrap().status, EvalStatus::Complete);
+        // Processing again (a redelivery after a leader change) changes nothing.
+        assert!(s.process(&core.id, 86400, 0).unwrap().is_empty());
         assert!(s.deregister("nope").is_none());
+    }
+
+    #[test]
+    fn replicas_with_the_same_seeds_agree_on_every_id() {
+        let replica = || {
+            let s = Store::default();
+            s.reseed(1);
+            s.upsert_node(node("a", 1000));
+            s.upsert_node(node("b", 1000));
+            s.reseed(2);
+            let w = s.register(job("web", JobType::Service, 5, 300));
+            s.reseed(3);
+            s.process(&w.eval.id, 86400, 0).unwrap();
+            let allocs = s.job_allocations("web").unwrap();
+            let ids: Vec<(String, String)> =
+                allocs.into_iter().map(|a| (a.id, a.node_id)).collect();
+            let blocked = s.evaluation(&w.eval.id).unwrap().blocked_eval;
+            (w.eval.id, blocked, ids)
+        };
+        let (a, b) = (replica(), replica());
+        assert_eq!(a, b);
+        assert_eq!(a.2.len(), 5);
     }
 
     #[test]
