@@ -392,26 +392,42 @@ impl RaftNode {
         }
     }
 
-    /// Adds a server as a voter (first as a learner that catches up). Leader only.
+    /// Adds a server as a voter (first as a learner that catches up). Leader only; bounded by
+    /// six write timeouts (a learner that cannot catch up is [`RaftError::Timeout`]).
     pub async fn add_voter(&self, id: NodeId, addr: String) -> Result<(), RaftError> {
-        self.raft
-            .add_learner(id, BasicNode { addr }, true)
-            .await
-            .map_err(|e| RaftError::Membership(e.to_string()))?;
-        self.raft
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-            .await
-            .map_err(|e| RaftError::Membership(e.to_string()))?;
-        Ok(())
+        let change = async {
+            self.raft
+                .add_learner(id, BasicNode { addr }, true)
+                .await
+                .map_err(|e| RaftError::Membership(e.to_string()))?;
+            self.raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                .await
+                .map_err(|e| RaftError::Membership(e.to_string()))
+        };
+        self.bounded(change).await
     }
 
-    /// Removes a server from the configuration. Leader only.
+    /// Removes a server from the configuration. Leader only; bounded like
+    /// [`RaftNode::add_voter`].
     pub async fn remove_server(&self, id: NodeId) -> Result<(), RaftError> {
-        self.raft
-            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-            .await
-            .map_err(|e| RaftError::Membership(e.to_string()))?;
-        Ok(())
+        let change = async {
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                .await
+                .map_err(|e| RaftError::Membership(e.to_string()))
+        };
+        self.bounded(change).await
+    }
+
+    async fn bounded<T>(
+        &self,
+        change: impl Future<Output = Result<T, RaftError>>,
+    ) -> Result<(), RaftError> {
+        match tokio::time::timeout(self.config.write_timeout * 6, change).await {
+            Ok(r) => r.map(|_| ()),
+            Err(_) => Err(RaftError::Timeout),
+        }
     }
 
     /// Serves one request from a peer's [`Transport`]; the answer is the JSON the calling
