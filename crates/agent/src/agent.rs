@@ -490,19 +490,7 @@ impl AgentApi for Agent {
             return Ok(members);
         }
         // A client-only agent asks one of its servers.
-        let servers = self.servers.read().servers().to_vec();
-        let mut last = "No known servers".to_string();
-        for server in servers {
-            match self
-                .rpc
-                .call::<MembersResponse>(server, rpc::MEMBERS_PATH, PING_TIMEOUT)
-                .await
-            {
-                Ok(m) => return Ok(m),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
+        self.ask_a_server(rpc::MEMBERS_PATH).await
     }
 
     fn schedulers(&self) -> Option<Vec<WorkerInfo>> {
