@@ -115,7 +115,8 @@ pub struct ClusterState {
     pub acl: RwLock<AclState>,
     /// Jobs, evaluations, allocations and nodes.
     pub store: Arc<Store>,
-    broker: Arc<EvalBroker>,
+    /// The broker this server runs while leading.
+    pub broker: Arc<EvalBroker>,
     /// Whether this server leads (its broker takes new evaluations). Held across each apply so
     /// a leadership change never loses or doubles an evaluation.
     leading: Mutex<bool>,
@@ -310,8 +311,6 @@ pub struct Cluster {
     pub raft: Arc<RaftNode>,
     /// The replicated state.
     pub state: Arc<ClusterState>,
-    /// The broker this server runs while leading.
-    pub broker: Arc<EvalBroker>,
     /// The RPC client.
     pub rpc: Arc<RpcClient>,
     /// For blocking calls from worker threads.
@@ -327,7 +326,7 @@ impl Cluster {
         rpc: Arc<RpcClient>,
     ) -> Result<Cluster, String> {
         let broker = Arc::new(EvalBroker::new(Default::default()));
-        let state = Arc::new(ClusterState::new(broker.clone()));
+        let state = Arc::new(ClusterState::new(broker));
         let mut config = RaftConfig::new(raft_id(server_id), rpc_addr.to_string());
         config.dir = dir;
         config.write_timeout = WRITE_TIMEOUT;
@@ -337,7 +336,6 @@ impl Cluster {
         Ok(Cluster {
             raft: Arc::new(raft),
             state,
-            broker,
             rpc,
             runtime: tokio::runtime::Handle::current(),
         })
@@ -473,7 +471,7 @@ impl Cluster {
             if !self.raft.is_leader() {
                 continue;
             }
-            for e in self.broker.take_failed() {
+            for e in self.state.broker.take_failed() {
                 if let Err(err) = self.write(Command::EvalFail { eval_id: e.id }).await {
                     tracing::warn!(target: "raft", error = %err, "cannot record failed evaluation");
                 }
@@ -587,7 +585,7 @@ impl EvalSource for LeaderSource {
         cancel: &dyn Fn() -> bool,
     ) -> Option<(Eval, u64)> {
         if self.0.raft.is_leader() {
-            return self.0.broker.dequeue(types, timeout, cancel);
+            return self.0.state.broker.dequeue(types, timeout, cancel);
         }
         if cancel() {
             return None;
@@ -614,7 +612,7 @@ impl EvalSource for LeaderSource {
 
     fn ack(&self, eval_id: &str, token: u64) -> Result<(), SchedError> {
         if self.0.raft.is_leader() {
-            return self.0.broker.ack(eval_id, token);
+            return self.0.state.broker.ack(eval_id, token);
         }
         let req = AckRequest {
             eval_id: eval_id.into(),
@@ -626,7 +624,7 @@ impl EvalSource for LeaderSource {
 
     fn nack(&self, eval_id: &str, token: u64) -> Result<(), SchedError> {
         if self.0.raft.is_leader() {
-            return self.0.broker.nack(eval_id, token);
+            return self.0.state.broker.nack(eval_id, token);
         }
         let req = AckRequest {
             eval_id: eval_id.into(),
@@ -637,7 +635,7 @@ impl EvalSource for LeaderSource {
     }
 
     fn wake_all(&self) {
-        self.0.broker.wake_all();
+        self.0.state.broker.wake_all();
     }
 }
 
@@ -695,7 +693,7 @@ async fn broker_rpc(agent: &Arc<Agent>, path: &str, body: &[u8]) -> RpcAnswer {
             "eval broker disabled: not the leader".into(),
         ));
     }
-    let broker = cluster.broker.clone();
+    let broker = cluster.state.broker.clone();
     let done = |r: Result<(), SchedError>| {
         r.map_err(|e| (StatusCode::CONFLICT, e.to_string()))
             .and_then(|()| json(&serde_json::json!({})))
