@@ -264,23 +264,11 @@ impl Store {
         }
         if eval.scheduler == "_core" {
             Self::collect_garbage(&mut t, gc_threshold_secs, now_secs);
-            Self::finish(
-                &mut t,
-                eval_id,
-                EvalStatus::Complete,
-                String::new(),
-                BTreeMap::new(),
-            );
+            Self::complete(&mut t, eval_id, "");
             return Ok(Vec::new());
         }
         let Some(job) = t.jobs.get(&eval.job_id).cloned() else {
-            Self::finish(
-                &mut t,
-                eval_id,
-                EvalStatus::Complete,
-                "job not found".into(),
-                BTreeMap::new(),
-            );
+            Self::complete(&mut t, eval_id, "job not found");
             return Ok(Vec::new());
         };
         if job.stop {
@@ -294,23 +282,12 @@ impl Store {
                 a.client_status = "complete".into();
                 a.modify_index = index;
             }
-            Self::finish(
-                &mut t,
-                eval_id,
-                EvalStatus::Complete,
-                String::new(),
-                BTreeMap::new(),
-            );
+            Self::complete(&mut t, eval_id, "");
             // Freed capacity may unblock others.
             return Ok(Self::unblock(&mut t));
         }
-        let queued = Self::place(&mut t, &job, &eval);
+        let (queued, reasons) = Self::place(&mut t, &job, &eval);
         if queued.values().any(|&n| n > 0) {
-            let reasons = t
-                .evals
-                .get(eval_id)
-                .map(|e| e.status_description.clone())
-                .unwrap_or_default();
             let mut blocked = t.new_eval(&job, "queued-allocs", EvalStatus::Blocked);
             blocked.status_description = reasons.clone();
             blocked.queued = queued.clone();
@@ -318,18 +295,17 @@ impl Store {
             if let Some(e) = t.evals.get_mut(eval_id) {
                 e.blocked_eval = blocked.id.clone();
             }
-            Self::finish(&mut t, eval_id, EvalStatus::Complete, reasons, queued);
-        } else {
-            Self::finish(&mut t, eval_id, EvalStatus::Complete, String::new(), queued);
         }
+        Self::finish(&mut t, eval_id, EvalStatus::Complete, reasons, queued);
         if let Some(j) = t.jobs.get_mut(&job.id) {
             j.status = "running".into();
         }
         Ok(Vec::new())
     }
 
-    /// Places what is missing for each group; returns unplaced counts per group.
-    fn place(t: &mut Tables, job: &Job, eval: &Evaluation) -> BTreeMap<String, u64> {
+    /// Places what is missing for each group; returns unplaced counts per group and why they
+    /// did not fit (empty when everything was placed).
+    fn place(t: &mut Tables, job: &Job, eval: &Evaluation) -> (BTreeMap<String, u64>, String) {
         let (mut nodes, ids) = t.capacity();
         let mut picker = Picker::new(eval.create_index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let mut queued = BTreeMap::new();
@@ -397,10 +373,19 @@ impl Store {
                 reasons.push(format!("{}: {}", group.name, placement.reason));
             }
         }
-        if let Some(e) = t.evals.get_mut(&eval.id) {
-            e.status_description = reasons.join("; ");
-        }
-        queued
+        (queued, reasons.join("; "))
+    }
+
+    /// Completes an evaluation that queued nothing.
+    fn complete(t: &mut Tables, eval_id: &str, description: &str) {
+        let description = description.to_string();
+        Self::finish(
+            t,
+            eval_id,
+            EvalStatus::Complete,
+            description,
+            BTreeMap::new(),
+        );
     }
 
     fn finish(
