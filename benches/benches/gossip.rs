@@ -10,11 +10,7 @@ use caravan_gossip::{Node, NodeConfig, NodeId, NodeTimer};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
 fn id(i: usize) -> NodeId {
-    NodeId {
-        addr: sim_addr(i),
-        name: sim_name(i),
-        generation: 1,
-    }
+    NodeId::new(sim_addr(i), &sim_name(i), 1)
 }
 
 fn node(i: usize, members: usize) -> Node {

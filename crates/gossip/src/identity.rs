@@ -1,30 +1,126 @@
-//! A member's identity on the wire: small, since foca puts it in every packet header twice.
+//! A member's identity: small on the wire, since foca puts it in every packet header twice, and
+//! small in memory, since every member holds one per member (N² in a pool of N).
 
+use std::collections::HashSet;
+use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock};
 
-use serde::{Deserialize, Serialize};
+use parking_lot::Mutex;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Who a member is: its gossip address, its Serf name (`node.region`) and a generation that a
 /// restart bumps, so the restarted process wins over the stale identity at the same address.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct NodeId {
-    /// Gossip address (unique per member).
-    pub addr: SocketAddr,
-    /// Member name, e.g. `server1.global`.
-    pub name: String,
-    /// Bumped on restart and on rejoin after being declared down.
-    pub generation: u64,
+///
+/// A `NodeId` is one pointer to a shared record: every copy of the same identity in the process
+/// (decoded from any packet, held by any node) is the same allocation. Cloning is a reference
+/// count, comparing is usually a pointer comparison.
+#[derive(Clone)]
+pub struct NodeId(Arc<Record>);
+
+#[derive(Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+struct Record {
+    addr: SocketAddr,
+    name: Box<str>,
+    generation: u64,
+}
+
+/// Every identity alive in the process, so equal identities share one record.
+struct Interner {
+    records: HashSet<Arc<Record>>,
+    /// Size after the last sweep; the next sweep comes when the set has doubled.
+    swept_at: usize,
+}
+
+static INTERNER: LazyLock<Mutex<Interner>> = LazyLock::new(|| {
+    Mutex::new(Interner {
+        records: HashSet::new(),
+        swept_at: 0,
+    })
+});
+
+fn intern(record: Record) -> NodeId {
+    let mut interner = INTERNER.lock();
+    if let Some(known) = interner.records.get(&record) {
+        return NodeId(known.clone());
+    }
+    // Forget records nobody holds any more (restarted members' old generations); amortised O(1).
+    if interner.records.len() >= 2 * interner.swept_at.max(512) {
+        interner.records.retain(|r| Arc::strong_count(r) > 1);
+        interner.swept_at = interner.records.len();
+    }
+    let shared = Arc::new(record);
+    interner.records.insert(shared.clone());
+    NodeId(shared)
 }
 
 impl NodeId {
+    /// The identity of the member `name` at `addr` in its `generation`.
+    pub fn new(addr: SocketAddr, name: &str, generation: u64) -> NodeId {
+        intern(Record {
+            addr,
+            name: name.into(),
+            generation,
+        })
+    }
+
     /// A stand-in for an address whose identity is not known yet (the target of a join). foca
     /// accepts an announce addressed to any identity with the receiver's address.
     pub fn placeholder(addr: SocketAddr) -> NodeId {
-        NodeId {
-            addr,
-            name: String::new(),
-            generation: 0,
-        }
+        NodeId::new(addr, "", 0)
+    }
+
+    /// Gossip address (unique per member).
+    pub fn addr(&self) -> SocketAddr {
+        self.0.addr
+    }
+
+    /// Member name, e.g. `server1.global`.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// Bumped on restart and on rejoin after being declared down.
+    pub fn generation(&self) -> u64 {
+        self.0.generation
+    }
+}
+
+impl PartialEq for NodeId {
+    fn eq(&self, other: &NodeId) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Eq for NodeId {}
+
+impl Hash for NodeId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeId")
+            .field("addr", &self.0.addr)
+            .field("name", &self.0.name)
+            .field("generation", &self.0.generation)
+            .finish()
+    }
+}
+
+/// On the wire: the address, the name and the generation, in that order.
+impl Serialize for NodeId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<NodeId, D::Error> {
+        Record::deserialize(deserializer).map(intern)
     }
 }
 
@@ -32,17 +128,58 @@ impl foca::Identity for NodeId {
     type Addr = SocketAddr;
 
     fn renew(&self) -> Option<Self> {
-        Some(NodeId {
-            generation: self.generation.wrapping_add(1),
-            ..self.clone()
-        })
+        Some(NodeId::new(
+            self.0.addr,
+            &self.0.name,
+            self.0.generation.wrapping_add(1),
+        ))
     }
 
     fn addr(&self) -> SocketAddr {
-        self.addr
+        self.0.addr
     }
 
     fn win_addr_conflict(&self, adversary: &Self) -> bool {
-        self.generation > adversary.generation
+        self.0.generation > adversary.0.generation
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn equal_identities_share_one_record() {
+        let a = NodeId::new(addr(1), "a.global", 3);
+        let b = NodeId::new(addr(1), "a.global", 3);
+        assert!(Arc::ptr_eq(&a.0, &b.0));
+        assert_eq!(a, b);
+        assert_ne!(a, NodeId::new(addr(1), "a.global", 4));
+        assert_eq!(std::mem::size_of::<NodeId>(), 8);
+    }
+
+    #[test]
+    fn wire_form_is_addr_name_generation_and_decodes_to_the_shared_record() {
+        let a = NodeId::new(addr(4648), "s1.global", 9);
+        let bytes = postcard::to_stdvec(&a).unwrap();
+        let expected = postcard::to_stdvec(&(addr(4648), "s1.global", 9u64)).unwrap();
+        assert_eq!(bytes, expected);
+        let back: NodeId = postcard::from_bytes(&bytes).unwrap();
+        assert!(Arc::ptr_eq(&a.0, &back.0));
+    }
+
+    #[test]
+    fn records_nobody_holds_are_swept() {
+        let keep = NodeId::new(addr(2), "keep.global", 1);
+        for generation in 0..5_000 {
+            drop(NodeId::new(addr(3), "churn.global", generation));
+        }
+        let live = INTERNER.lock().records.len();
+        assert!(live < 2_000, "{live} records kept");
+        assert_eq!(keep, NodeId::new(addr(2), "keep.global", 1));
     }
 }

@@ -173,11 +173,7 @@ impl Node {
         cfg.swim.max_packet_size =
             NonZeroUsize::new(MAX_DATAGRAM - overhead).unwrap_or(NonZeroUsize::MIN);
         cfg.swim.remove_down_after = Some(cfg.reconnect_timeout.max(cfg.tombstone_timeout));
-        let id = NodeId {
-            addr: cfg.addr,
-            name: cfg.name.clone(),
-            generation: cfg.generation,
-        };
+        let id = NodeId::new(cfg.addr, &cfg.name, cfg.generation);
         let knowledge = Arc::new(Mutex::new(Knowledge::default()));
         let handler = Handler {
             shared: knowledge.clone(),
@@ -337,7 +333,7 @@ impl Node {
     fn own_tags(&self) -> Option<TagsMsg> {
         Some(TagsMsg {
             name: self.cfg.name.clone(),
-            generation: self.identity().generation,
+            generation: self.identity().generation(),
             version: self.tags_version,
             tags: self.cfg.tags.clone()?,
         })
@@ -373,7 +369,7 @@ impl Node {
 
     /// Sends this node's member list to one random active member, asking for its list back.
     fn start_sync(&mut self) {
-        let active: Vec<SocketAddr> = self.swim.iter_members().map(|m| m.id().addr).collect();
+        let active: Vec<SocketAddr> = self.swim.iter_members().map(|m| m.id().addr()).collect();
         if active.is_empty() {
             return;
         }
@@ -440,7 +436,7 @@ impl Node {
         let me = self.identity().clone();
         let updates = entries
             .into_iter()
-            .filter(|(id, _)| id.addr != me.addr)
+            .filter(|(id, _)| id.addr() != me.addr())
             .map(|(id, inc)| foca::Member::new(id, inc, foca::State::Alive));
         if let Err(e) = self.swim.apply_many(updates, false, &mut self.rt) {
             tracing::debug!(target: "gossip", error = %e, "sync apply");
@@ -500,7 +496,7 @@ impl Node {
     /// Drains foca's runtime, applies notifications and fresh intents.
     fn after_swim(&mut self, now: Duration) {
         while let Some((to, data)) = self.rt.to_send() {
-            self.send(to.addr, KIND_FOCA, &data);
+            self.send(to.addr(), KIND_FOCA, &data);
         }
         while let Some((delay, timer)) = self.rt.to_schedule() {
             self.out.timers.push((delay, NodeTimer::Foca(timer)));
@@ -518,26 +514,26 @@ impl Node {
         match note {
             OwnedNotification::MemberUp(id) => self.member_up(id, now),
             OwnedNotification::Rename(old, new) => {
-                if old.name != new.name && self.table.remove(&old.name).is_some() {
-                    self.event(&old.name, None);
+                if old.name() != new.name() && self.table.remove(old.name()).is_some() {
+                    self.event(old.name(), None);
                 }
                 self.member_up(new, now);
             }
             OwnedNotification::MemberDown(id) => {
                 if let Some(status) = self.table.down(&id, now) {
-                    self.event(&id.name, Some(status));
+                    self.event(id.name(), Some(status));
                 }
             }
             OwnedNotification::Rejoin(id) => {
-                tracing::debug!(target: "gossip", generation = id.generation, "rejoined with a new identity");
+                tracing::debug!(target: "gossip", generation = id.generation(), "rejoined with a new identity");
             }
             _ => {}
         }
     }
 
     fn member_up(&mut self, id: NodeId, now: Duration) {
-        let addr = id.addr;
-        let name = id.name.clone();
+        let addr = id.addr();
+        let name = id.name().to_string();
         self.table.up(id, now);
         self.event(&name, Some(MemberStatus::Alive));
         if self.cfg.tags.is_some() {
@@ -569,7 +565,7 @@ impl Node {
                 let found = self
                     .swim
                     .iter_members()
-                    .find(|m| m.id().name == intent.name)
+                    .find(|m| m.id().name() == intent.name)
                     .map(|m| m.id().clone());
                 if let Some(id) = found {
                     self.member_up(id, now);
@@ -595,7 +591,7 @@ impl Node {
             .table
             .reap(now, self.cfg.reconnect_timeout, self.cfg.tombstone_timeout);
         for id in gone {
-            let name = id.name.clone();
+            let name = id.name().to_string();
             self.forget(id);
             self.event(&name, None);
         }
@@ -638,17 +634,17 @@ impl Node {
             .iter()
             .map(|e| {
                 let mut status = e.status;
-                if e.id.name == self.cfg.name && self.leaving {
+                if e.id.name() == self.cfg.name && self.leaving {
                     status = MemberStatus::Leaving;
                 }
                 Member {
-                    name: e.id.name.clone(),
-                    addr: Some(e.id.addr.ip()),
-                    port: e.id.addr.port(),
+                    name: e.id.name().to_string(),
+                    addr: Some(e.id.addr().ip()),
+                    port: e.id.addr().port(),
                     tags: Some(
                         knowledge
                             .tags
-                            .get(&e.id.name)
+                            .get(e.id.name())
                             .map(|t| t.tags.clone())
                             .unwrap_or_default(),
                     ),

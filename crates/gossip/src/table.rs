@@ -1,8 +1,10 @@
 //! Serf's member model on top of foca's Alive/Suspect/Down: `alive`, `leaving`, `left`, `failed`,
 //! driven by foca's notifications, intents and an explicit clock.
 
-use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
+
+use hashbrown::HashTable;
 
 use caravan_agent_core::member::MemberStatus;
 
@@ -35,31 +37,56 @@ pub enum IntentEffect {
     Unknown,
 }
 
-/// Members by name.
-#[derive(Debug, Default)]
+/// Members by name. Entries are found by hashing the name their identity carries, so the table
+/// stores no second copy of it (a pool of N holds N² entries).
+#[derive(Default)]
 pub struct MemberTable {
-    entries: HashMap<String, Entry>,
+    entries: HashTable<Entry>,
+    hasher: RandomState,
+}
+
+impl std::fmt::Debug for MemberTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.entries.iter()).finish()
+    }
 }
 
 impl MemberTable {
+    fn hash(&self, name: &str) -> u64 {
+        self.hasher.hash_one(name)
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut Entry> {
+        let hash = self.hash(name);
+        self.entries.find_mut(hash, |e| e.id.name() == name)
+    }
+
     /// A member is up (new, back, or restarted with a new identity).
     pub fn up(&mut self, id: NodeId, now: Duration) {
-        let ltime = self.entries.get(&id.name).map_or(0, |e| e.ltime);
-        self.entries.insert(
-            id.name.clone(),
+        if let Some(entry) = self.get_mut(id.name()) {
+            entry.id = id;
+            entry.status = MemberStatus::Alive;
+            entry.since = now;
+            return;
+        }
+        let hash = self.hash(id.name());
+        let hasher = &self.hasher;
+        self.entries.insert_unique(
+            hash,
             Entry {
                 id,
                 status: MemberStatus::Alive,
                 since: now,
-                ltime,
+                ltime: 0,
             },
+            |e| hasher.hash_one(e.id.name()),
         );
     }
 
     /// foca declared an identity down: `left` if it announced a leave, else `failed`. A stale
     /// identity (replaced by a restart) changes nothing.
     pub fn down(&mut self, id: &NodeId, now: Duration) -> Option<MemberStatus> {
-        let entry = self.entries.get_mut(&id.name)?;
+        let entry = self.get_mut(id.name())?;
         if entry.id != *id {
             return None;
         }
@@ -76,7 +103,7 @@ impl MemberTable {
 
     /// Applies a join or leave intent.
     pub fn intent(&mut self, msg: &IntentMsg, now: Duration) -> IntentEffect {
-        let Some(entry) = self.entries.get_mut(&msg.name) else {
+        let Some(entry) = self.get_mut(&msg.name) else {
             return IntentEffect::Unknown;
         };
         if msg.ltime <= entry.ltime {
@@ -85,7 +112,7 @@ impl MemberTable {
         entry.ltime = msg.ltime;
         let next = match (msg.kind, entry.status) {
             (IntentKind::Leave, _) if msg.prune => {
-                let gone = self.entries.remove(&msg.name).map(|e| e.id);
+                let gone = self.remove(&msg.name).map(|e| e.id);
                 return gone.map_or(IntentEffect::None, IntentEffect::Pruned);
             }
             (IntentKind::Leave, MemberStatus::Alive) => MemberStatus::Leaving,
@@ -108,36 +135,37 @@ impl MemberTable {
                 _ => false,
             }
         };
-        let names: Vec<String> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| expired(e))
-            .map(|(n, _)| n.clone())
-            .collect();
-        names
-            .into_iter()
-            .filter_map(|n| self.entries.remove(&n).map(|e| e.id))
-            .collect()
+        let mut gone = Vec::new();
+        self.entries.retain(|e| {
+            let keep = !expired(e);
+            if !keep {
+                gone.push(e.id.clone());
+            }
+            keep
+        });
+        gone
     }
 
     /// Removes a member at once.
     pub fn remove(&mut self, name: &str) -> Option<Entry> {
-        self.entries.remove(name)
+        let hash = self.hash(name);
+        let found = self.entries.find_entry(hash, |e| e.id.name() == name);
+        found.ok().map(|entry| entry.remove().0)
     }
 
     /// Looks a member up by name.
     pub fn get(&self, name: &str) -> Option<&Entry> {
-        self.entries.get(name)
+        self.entries.find(self.hash(name), |e| e.id.name() == name)
     }
 
     /// Every member.
     pub fn iter(&self) -> impl Iterator<Item = &Entry> {
-        self.entries.values()
+        self.entries.iter()
     }
 
     /// How many members have `status`.
     pub fn count(&self, status: MemberStatus) -> usize {
-        self.entries.values().filter(|e| e.status == status).count()
+        self.entries.iter().filter(|e| e.status == status).count()
     }
 
     /// Number of members.
@@ -156,11 +184,7 @@ mod tests {
     use super::*;
 
     fn id(name: &str, generation: u64) -> NodeId {
-        NodeId {
-            addr: "127.0.0.1:1".parse().unwrap(),
-            name: name.into(),
-            generation,
-        }
+        NodeId::new("127.0.0.1:1".parse().unwrap(), name, generation)
     }
 
     fn leave(name: &str, ltime: u64, prune: bool) -> IntentMsg {

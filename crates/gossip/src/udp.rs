@@ -384,7 +384,7 @@ impl Driver {
             waiting: 0,
             reply: Some(reply),
         };
-        let own = self.node.identity().addr;
+        let own = self.node.identity().addr();
         for addr in targets {
             if addr == own || addr == self.socket.local_addr().unwrap_or(own) {
                 entry.outcome.joined += 1;
