@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use caravan_gossip::sim::{SimConfig, measure};
+use caravan_gossip::sim::{Bootstrap, Plan, SimConfig, measure};
 
 use crate::{run, target_dir};
 
@@ -42,6 +42,16 @@ pub fn sim_run(args: &[String]) -> Result<(), String> {
     let seed: u64 = flag(args, "--seed", 1)?;
     let window: u64 = flag(args, "--window", 20)?;
     let converge: u64 = flag(args, "--converge-limit", 0)?;
+    let bootstrap = match flag(args, "--bootstrap", String::from("auto"))?.as_str() {
+        "auto" => Bootstrap::for_members(members),
+        "join" => Bootstrap::Join {
+            pace: Duration::from_millis(flag(args, "--join-pace-ms", 20)?),
+        },
+        "seed" => Bootstrap::Seeded {
+            settle: Duration::from_secs(10),
+        },
+        other => return Err(format!("--bootstrap {other}: expected auto, join or seed")),
+    };
     if !(0.0..1.0).contains(&loss) {
         return Err("--loss must be in [0, 1)".into());
     }
@@ -53,12 +63,13 @@ pub fn sim_run(args: &[String]) -> Result<(), String> {
     cfg.tags = members <= 2000;
     let started = Instant::now();
     let converge_limit = (converge > 0).then(|| Duration::from_secs(converge));
-    let r = measure(
-        cfg,
-        Duration::from_secs(window),
-        Duration::from_secs(180),
+    let plan = Plan {
+        bootstrap,
+        window: Duration::from_secs(window),
+        limit: Duration::from_secs(180),
         converge_limit,
-    );
+    };
+    let r = measure(cfg, plan);
     let fmt = |d: Option<Duration>| {
         d.map_or("never (limit 180 s)".to_string(), |d| {
             format!("{:.2} s", d.as_secs_f64())
@@ -70,7 +81,19 @@ pub fn sim_run(args: &[String]) -> Result<(), String> {
         loss * 100.0,
         members <= 2000
     );
-    println!("initial convergence:        {}", fmt(r.converge));
+    match bootstrap {
+        Bootstrap::Join { pace } => println!(
+            "initial convergence:        {}   (joins through one seed, one every {} ms; {} member-pairs still missing)",
+            fmt(r.converge),
+            pace.as_millis(),
+            r.missing_at_start
+        ),
+        Bootstrap::Seeded { settle } => println!(
+            "initial convergence:        seeded (every node starts knowing every other), then {} s of gossip; {} member-pairs missing",
+            settle.as_secs(),
+            r.missing_at_start
+        ),
+    }
     println!(
         "join known by all:          {}   (target ≤ 2 s at N=1000, 5 % loss)",
         fmt(r.join_known_by_all)

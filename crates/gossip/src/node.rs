@@ -662,6 +662,11 @@ impl Node {
         self.table.get(name).map(|e| e.status)
     }
 
+    /// How many members (this node included) the table lists with `status`.
+    pub fn count(&self, status: MemberStatus) -> usize {
+        self.table.count(status)
+    }
+
     /// Members foca considers active (alive or suspect), this node excluded.
     pub fn num_active(&self) -> usize {
         self.swim.iter_members().count()

@@ -10,6 +10,7 @@ use caravan_agent_core::member::MemberStatus;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
+use crate::identity::NodeId;
 use crate::node::{MemberEvent, Node, NodeConfig, NodeTimer, Output};
 
 /// How a simulation is set up.
@@ -104,7 +105,8 @@ pub struct Sim {
     rng: SmallRng,
     link_loss: HashMap<(usize, usize), f64>,
     traffic: Vec<Traffic>,
-    /// Every member event, with the time and the node that saw it.
+    /// Every member event other than a member coming up alive (N² of those while a pool
+    /// forms), with the time and the node that saw it.
     pub events: Vec<(Duration, usize, MemberEvent)>,
 }
 
@@ -208,6 +210,33 @@ impl Sim {
         self.join(i, via);
     }
 
+    /// Every running node in `nodes` learns every other one as alive, without broadcasting it:
+    /// a pool restarting from saved member lists, formed without N joins' worth of gossip.
+    pub fn seed(&mut self, nodes: std::ops::Range<usize>) {
+        let nodes = nodes.start..nodes.end.min(self.nodes.len());
+        let ids: Vec<(usize, NodeId)> = nodes
+            .clone()
+            .filter(|&j| self.nodes[j].is_some())
+            .map(|j| {
+                let id = NodeId::new(self.addrs[j], &sim_name(j), u64::from(self.lives[j]));
+                (j, id)
+            })
+            .collect();
+        let now = self.now;
+        for i in nodes {
+            let Some(node) = self.nodes[i].as_mut() else {
+                continue;
+            };
+            let others = ids
+                .iter()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, id)| id.clone());
+            node.learn(others, now);
+            let out = node.drain();
+            self.absorb(i, out);
+        }
+    }
+
     /// Node `i` leaves gracefully.
     pub fn leave(&mut self, i: usize) {
         let now = self.now;
@@ -265,6 +294,9 @@ impl Sim {
     fn absorb(&mut self, i: usize, out: Output) {
         let now = self.now;
         for ev in out.events {
+            if ev.status == Some(MemberStatus::Alive) {
+                continue;
+            }
             self.events.push((now, i, ev));
         }
         for (delay, timer) in out.timers {
@@ -616,67 +648,93 @@ pub struct Report {
     pub crash_known_by_all: Option<Duration>,
     /// `failed` events about members that never crashed.
     pub false_failures: usize,
+    /// Member-pairs still not seeing each other alive when the figures start (0 once the pool
+    /// has converged).
+    pub missing_at_start: usize,
     /// Steady-state bytes sent per member per second.
     pub bytes_per_member_sec: f64,
     /// Steady-state datagrams sent per member per second.
     pub packets_per_member_sec: f64,
 }
 
-/// Runs the standard measurement: converge `members - 1` nodes (bounded by `converge_limit`,
-/// by default `limit` or 2.5 anti-entropy intervals, whichever is longer), measure steady-state
-/// traffic for `window`, then a join and a crash, each bounded by `limit` of virtual time.
-pub fn measure(
-    mut cfg: SimConfig,
-    window: Duration,
-    limit: Duration,
-    converge_limit: Option<Duration>,
-) -> Report {
+/// How the initial pool forms in [`measure`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// Everyone joins through node 0, one every `pace` (a fleet starting up, as servers do with
+    /// `retry_join`); lone nodes retry their join and anti-entropy fixes stragglers.
+    Join {
+        /// Time between two joins.
+        pace: Duration,
+    },
+    /// Every node starts knowing every other ([`Sim::seed`]), then runs `settle` before the
+    /// figures are taken.
+    Seeded {
+        /// Virtual time to run before measuring.
+        settle: Duration,
+    },
+}
+
+impl Bootstrap {
+    /// Joins at 20 ms intervals up to 2,000 members; above that a seeded pool. N joins cost
+    /// every node N broadcasts to apply and relay: at 10,000 members that backlog alone is
+    /// gigabytes and hours of simulation.
+    pub fn for_members(n: usize) -> Bootstrap {
+        if n <= 2000 {
+            Bootstrap::Join {
+                pace: Duration::from_millis(20),
+            }
+        } else {
+            Bootstrap::Seeded {
+                settle: Duration::from_secs(10),
+            }
+        }
+    }
+}
+
+/// What [`measure`] runs, besides the cluster itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    /// How the pool forms.
+    pub bootstrap: Bootstrap,
+    /// Steady-state window over which traffic is measured.
+    pub window: Duration,
+    /// Bound on the join and crash measurements (virtual time).
+    pub limit: Duration,
+    /// Bound on the initial convergence; by default `limit` or 2.5 anti-entropy intervals,
+    /// whichever is longer.
+    pub converge_limit: Option<Duration>,
+}
+
+/// Runs the standard measurement: form a pool of `members - 1` nodes (bounded by the plan's
+/// converge limit), measure steady-state traffic for the window, then a join and a crash, each
+/// bounded by the plan's limit of virtual time.
+pub fn measure(mut cfg: SimConfig, plan: Plan) -> Report {
     let n = cfg.members.max(3);
     cfg.members = n;
     let mut sim = Sim::new(cfg.clone());
     let joiner = n - 1;
     let mut rng = SmallRng::seed_from_u64(cfg.seed);
-    let start = sim.now();
-    // Everyone joins through a well-known seed, as servers do with retry_join, one every 20 ms
-    // (a fleet starting up, not one instant).
-    for i in 1..joiner {
-        sim.join(i, 0);
-        sim.run_for(Duration::from_millis(20));
-    }
-    let check = if n > 2000 {
-        Duration::from_secs(5)
-    } else {
-        Duration::from_secs(1)
+    // The joiner runs from the start but talks to nobody until it joins.
+    let converge = match plan.bootstrap {
+        Bootstrap::Join { pace } => form_by_joins(&mut sim, joiner, pace, plan),
+        Bootstrap::Seeded { settle } => {
+            sim.seed(0..joiner);
+            sim.run_for(settle);
+            None
+        }
     };
-    let converged = |s: &Sim| {
-        (0..joiner).all(|i| {
-            s.node(i).is_some_and(|node| {
-                (0..joiner).all(|j| node.status_of(&sim_name(j)) == Some(MemberStatus::Alive))
+    let missing_at_start = (0..joiner)
+        .map(|i| {
+            sim.node(i).map_or(joiner, |node| {
+                joiner.saturating_sub(node.count(MemberStatus::Alive))
             })
         })
-    };
-    // A lost announce or reply leaves a node alone; retry those, as retry_join would.
-    let converge_limit =
-        converge_limit.unwrap_or_else(|| limit.max(crate::sync_interval(n as u32).mul_f64(2.5)));
-    let deadline = sim.now() + converge_limit;
-    let mut converge = None;
-    while sim.now() <= deadline {
-        if converged(&sim) {
-            converge = Some(sim.now() - start);
-            break;
-        }
-        for i in 1..joiner {
-            if sim.node(i).is_some_and(|node| node.num_active() == 0) {
-                sim.join(i, 0);
-            }
-        }
-        sim.run_for(check);
-    }
+        .sum();
 
     let before: Vec<Traffic> = sim.traffic().to_vec();
     let steady_since = sim.now();
-    sim.run_for(window);
-    let secs = window.as_secs_f64().max(1e-9);
+    sim.run_for(plan.window);
+    let secs = plan.window.as_secs_f64().max(1e-9);
     let (mut bytes, mut packets) = (0u64, 0u64);
     for (now, then) in sim.traffic().iter().zip(&before).take(joiner) {
         bytes += now.bytes - then.bytes;
@@ -687,14 +745,14 @@ pub fn measure(
     let via = rng.random_range(0..joiner);
     sim.join(joiner, via);
     let joiner_name = sim_name(joiner);
-    let join_known_by_all = sim.run_until_true(Duration::from_millis(100), limit, |s| {
+    let join_known_by_all = sim.run_until_true(Duration::from_millis(100), plan.limit, |s| {
         s.all_see(&joiner_name, Some(MemberStatus::Alive), joiner)
     });
 
     let victim = rng.random_range(1..joiner);
     sim.crash(victim);
     let victim_name = sim_name(victim);
-    let crash_known_by_all = sim.run_until_true(Duration::from_millis(100), limit, |s| {
+    let crash_known_by_all = sim.run_until_true(Duration::from_millis(100), plan.limit, |s| {
         s.all_see(&victim_name, Some(MemberStatus::Failed), victim)
     });
     Report {
@@ -703,24 +761,105 @@ pub fn measure(
         join_known_by_all,
         crash_known_by_all,
         false_failures: sim.false_failures(steady_since, &[victim]),
+        missing_at_start,
         bytes_per_member_sec: bytes as f64 / per,
         packets_per_member_sec: packets as f64 / per,
     }
+}
+
+/// Every node but the first joins through node 0, one every `pace`; then lone nodes retry until
+/// every node sees the others alive. Returns the time that took, if it converged.
+fn form_by_joins(sim: &mut Sim, joiner: usize, pace: Duration, plan: Plan) -> Option<Duration> {
+    let n = joiner + 1;
+    let start = sim.now();
+    for i in 1..joiner {
+        sim.join(i, 0);
+        sim.run_for(pace);
+    }
+    let check = if n > 2000 {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_secs(1)
+    };
+    // Only the first `joiner` nodes run, so a node that counts that many alive members
+    // (itself included) sees every one of them alive.
+    let converged = |s: &Sim| {
+        (0..joiner).all(|i| {
+            s.node(i)
+                .is_some_and(|node| node.count(MemberStatus::Alive) == joiner)
+        })
+    };
+    let converge_limit = plan
+        .converge_limit
+        .unwrap_or_else(|| plan.limit.max(crate::sync_interval(n as u32).mul_f64(2.5)));
+    let deadline = sim.now() + converge_limit;
+    while sim.now() <= deadline {
+        if converged(sim) {
+            return Some(sim.now() - start);
+        }
+        for i in 1..joiner {
+            if sim.node(i).is_some_and(|node| node.num_active() == 0) {
+                sim.join(i, 0);
+            }
+        }
+        sim.run_for(check);
+    }
+    None
 }
 
 #[cfg(test)]
 mod measure_tests {
     use super::*;
 
+    fn plan(bootstrap: Bootstrap) -> Plan {
+        Plan {
+            bootstrap,
+            window: Duration::from_secs(10),
+            limit: Duration::from_secs(60),
+            converge_limit: None,
+        }
+    }
+
     #[test]
     fn measurement_at_small_scale() {
         let mut cfg = SimConfig::new(30, 42);
         cfg.loss = 0.05;
-        let r = measure(cfg, Duration::from_secs(10), Duration::from_secs(60), None);
+        let r = measure(cfg, plan(Bootstrap::for_members(30)));
         assert!(r.converge.is_some(), "{r:?}");
         assert!(r.join_known_by_all.is_some(), "{r:?}");
         assert!(r.crash_known_by_all.is_some(), "{r:?}");
         assert_eq!(r.false_failures, 0, "{r:?}");
         assert!(r.bytes_per_member_sec > 0.0);
+        assert_eq!(r.missing_at_start, 0, "{r:?}");
+    }
+
+    #[test]
+    fn seeded_pool_starts_converged_and_measures_the_same_things() {
+        let mut cfg = SimConfig::new(40, 43);
+        cfg.loss = 0.05;
+        cfg.tags = false;
+        let seeded = Bootstrap::Seeded {
+            settle: Duration::from_secs(5),
+        };
+        let r = measure(cfg, plan(seeded));
+        assert_eq!(
+            r.converge, None,
+            "a seeded pool reports no convergence time"
+        );
+        assert_eq!(r.missing_at_start, 0, "{r:?}");
+        assert!(r.join_known_by_all.is_some(), "{r:?}");
+        assert!(r.crash_known_by_all.is_some(), "{r:?}");
+        assert_eq!(r.false_failures, 0, "{r:?}");
+    }
+
+    #[test]
+    fn seeding_teaches_only_the_given_nodes() {
+        let mut sim = Sim::new(SimConfig::new(5, 1));
+        sim.seed(0..4);
+        for i in 0..4 {
+            assert_eq!(sim.node(i).unwrap().count(MemberStatus::Alive), 4);
+        }
+        assert_eq!(sim.node(4).unwrap().count(MemberStatus::Alive), 1);
+        assert_eq!(sim.node(0).unwrap().status_of(&sim_name(4)), None);
     }
 }

@@ -3,6 +3,8 @@
  * file, You can obtain one at https://mozilla.org/MPL/2.0/. */
 use alloc::vec::Vec;
 use core::cmp::Ordering;
+use core::hash::Hash;
+use std::collections::HashMap;
 
 use bytes::BufMut;
 
@@ -138,6 +140,8 @@ where
         });
     }
 
+    // Caravan fork: only the tests use it; updates go through KeyedBroadcasts.
+    #[cfg(test)]
     pub(crate) fn fill(&mut self, mut buffer: impl BufMut, max_items: usize) -> usize {
         if self.flip.is_empty() {
             return 0;
@@ -206,6 +210,137 @@ where
         }
 
         self.flip.append(&mut self.flop);
+
+        num_taken
+    }
+}
+
+/// Caravan fork: the backlog of cluster updates, where an update replaces
+/// the pending one for the same key (address).
+///
+/// [`Broadcasts::add_or_replace`] scans the whole backlog to drop what a new
+/// item invalidates, and [`Broadcasts::fill`] keeps popping items that do not
+/// fit until the backlog is exhausted. When thousands of members join at
+/// once both make every packet cost O(backlog). Here the live entry per key
+/// is tracked in a map and replaced entries are dropped lazily (the heap is
+/// compacted when they outnumber live ones), and a fill gives up after
+/// [`MAX_MISSES`] items in a row that do not fit.
+pub(crate) struct KeyedBroadcasts<K> {
+    heap: alloc::collections::BinaryHeap<KeyedEntry<K>>,
+    flop: Vec<KeyedEntry<K>>,
+    live: HashMap<K, u64>,
+    next_seq: u64,
+}
+
+/// How many items in a row may not fit before a fill stops looking.
+pub(crate) const MAX_MISSES: usize = 16;
+
+struct KeyedEntry<K> {
+    remaining_tx: usize,
+    data: Vec<u8>,
+    key: K,
+    seq: u64,
+}
+
+impl<K> PartialEq for KeyedEntry<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl<K> Eq for KeyedEntry<K> {}
+
+impl<K> PartialOrd for KeyedEntry<K> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<K> Ord for KeyedEntry<K> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.remaining_tx
+            .cmp(&other.remaining_tx)
+            .then_with(|| self.data.len().cmp(&other.data.len()))
+    }
+}
+
+impl<K: Hash + Eq + Clone> KeyedBroadcasts<K> {
+    pub(crate) fn new() -> Self {
+        Self {
+            heap: Default::default(),
+            flop: Vec::new(),
+            live: HashMap::new(),
+            next_seq: 0,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    fn is_live(&self, entry: &KeyedEntry<K>) -> bool {
+        self.live.get(&entry.key) == Some(&entry.seq)
+    }
+
+    pub(crate) fn add_or_replace(&mut self, key: K, data: Vec<u8>, max_tx: usize) {
+        debug_assert!(max_tx > 0);
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        self.live.insert(key.clone(), seq);
+        self.heap.push(KeyedEntry {
+            remaining_tx: max_tx,
+            data,
+            key,
+            seq,
+        });
+        if self.heap.len() > 2 * self.live.len() + 64 {
+            let live = &self.live;
+            self.heap.retain(|e| live.get(&e.key) == Some(&e.seq));
+        }
+    }
+
+    pub(crate) fn fill(&mut self, mut buffer: impl BufMut, max_items: usize) -> usize {
+        if self.live.is_empty() {
+            return 0;
+        }
+        debug_assert!(self.flop.is_empty());
+
+        let mut num_taken = 0;
+        let mut remaining = max_items;
+        let mut misses = 0;
+
+        while buffer.has_remaining_mut() && remaining > 0 && misses < MAX_MISSES {
+            let Some(mut node) = self.heap.pop() else {
+                break;
+            };
+            if !self.is_live(&node) {
+                continue;
+            }
+            debug_assert!(node.remaining_tx > 0);
+
+            if buffer.remaining_mut() >= node.data.len() {
+                num_taken += 1;
+                remaining -= 1;
+                misses = 0;
+
+                buffer.put_slice(&node.data);
+                node.remaining_tx -= 1;
+            } else {
+                misses += 1;
+            }
+
+            if node.remaining_tx > 0 {
+                self.flop.push(node);
+            } else {
+                self.live.remove(&node.key);
+            }
+        }
+
+        self.heap.extend(self.flop.drain(..));
 
         num_taken
     }
@@ -291,6 +426,44 @@ mod tests {
             piggyback.is_empty(),
             "Should remove item after being used max_tx times"
         );
+    }
+
+    // Caravan fork: the keyed backlog replaces, expires and fills like the
+    // generic one, and stops after MAX_MISSES items that do not fit.
+    #[test]
+    fn keyed_backlog_replaces_expires_and_fills() {
+        let mut backlog = KeyedBroadcasts::new();
+        backlog.add_or_replace("a", b"a-old".to_vec(), 2);
+        backlog.add_or_replace("b", b"b".to_vec(), 2);
+        backlog.add_or_replace("a", b"a-new".to_vec(), 2);
+        assert_eq!(2, backlog.len());
+
+        let mut sent = Vec::new();
+        for _ in 0..3 {
+            let mut buf = Vec::new();
+            let n = backlog.fill(&mut buf, usize::MAX);
+            sent.push((n, buf));
+        }
+        assert_eq!(sent[0].0, 2);
+        assert_eq!(sent[1].0, 2);
+        assert_eq!(sent[2].0, 0, "each item goes out max_tx times");
+        assert!(!sent[0].1.windows(5).any(|w| w == b"a-old"), "replaced item never sent");
+        assert!(backlog.is_empty());
+
+        for i in 0..1000u32 {
+            backlog.add_or_replace("big", alloc::vec![0u8; 100], 1);
+            backlog.add_or_replace("many", i.to_be_bytes().to_vec(), 1);
+        }
+        assert_eq!(2, backlog.len());
+        assert!(backlog.heap.len() < 200, "replaced entries are compacted away");
+
+        let mut full = KeyedBroadcasts::new();
+        for i in 0..100u32 {
+            full.add_or_replace(i, alloc::vec![0u8; 10], 1);
+        }
+        let mut buf = bytes::BufMut::limit(Vec::new(), 5);
+        assert_eq!(0, full.fill(&mut buf, usize::MAX));
+        assert_eq!(100, full.len(), "nothing lost when nothing fits");
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub trait Identity: Clone + Eq + fmt::Debug {
     ///
     /// It's a good idea to have this type as lean as possible
     /// (Caravan fork: also `Eq + Hash`, so members can be indexed by address.)
-    type Addr: PartialEq + Eq + core::hash::Hash;
+    type Addr: PartialEq + Eq + core::hash::Hash + Clone;
 
     /// Opt-in on auto-rejoining by providing a new identity.
     ///

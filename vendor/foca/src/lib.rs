@@ -139,7 +139,7 @@ mod runtime;
 mod testing;
 
 use crate::{
-    broadcast::Broadcasts,
+    broadcast::{Broadcasts, KeyedBroadcasts},
     member::{ApplySummary, Members},
     probe::Probe,
 };
@@ -194,7 +194,7 @@ pub struct Foca<T: Identity, C, RNG, B: BroadcastHandler<T>> {
     // Holds (serialized) cluster updates, which may live for a
     // while until they get disseminated `Config::max_transmissions`
     // times or replaced by fresher updates.
-    updates: Broadcasts<Addr<T::Addr>>,
+    updates: KeyedBroadcasts<Addr<T::Addr>>,
 
     broadcast_handler: B,
     custom_broadcasts: Broadcasts<B::Key>,
@@ -263,7 +263,7 @@ where
             updates_buf: Vec::new(),
             choice_buf: Vec::new(),
             connection_state: ConnectionState::Disconnected,
-            updates: Broadcasts::new(),
+            updates: KeyedBroadcasts::new(),
             send_buf: Vec::with_capacity(max_bytes),
             custom_broadcasts: Broadcasts::new(),
             broadcast_handler,
@@ -1688,6 +1688,7 @@ impl<T> BroadcastHandler<T> for NoCustomBroadcast {
     }
 }
 
+#[derive(Clone, PartialEq, Eq, Hash)]
 struct Addr<T>(T);
 
 impl<T: PartialEq> Invalidates for Addr<T> {
