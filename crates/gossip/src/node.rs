@@ -220,9 +220,12 @@ impl Node {
         self.swim.identity()
     }
 
-    /// Starts joining the cluster `addr` belongs to (an announce; foca does not retry it).
+    /// Starts joining the cluster `addr` belongs to: an announce (foca does not retry it) and,
+    /// as memberlist's join does, an exchange of whole member lists with `addr`, so a new member
+    /// knows the pool at once rather than after the next anti-entropy round.
     pub fn join(&mut self, addr: SocketAddr, now: Duration) -> Result<(), GossipError> {
         let result = self.swim.announce(NodeId::placeholder(addr), &mut self.rt);
+        self.send_member_list(addr, true);
         self.after_swim(now);
         result.map_err(GossipError::from)
     }

@@ -700,7 +700,7 @@ pub struct Plan {
     pub window: Duration,
     /// Bound on the join and crash measurements (virtual time).
     pub limit: Duration,
-    /// Bound on the initial convergence; by default `limit` or 2.5 anti-entropy intervals,
+    /// Bound on the initial convergence; by default `limit` or four anti-entropy intervals,
     /// whichever is longer.
     pub converge_limit: Option<Duration>,
 }
@@ -791,7 +791,7 @@ fn form_by_joins(sim: &mut Sim, joiner: usize, pace: Duration, plan: Plan) -> Op
     };
     let converge_limit = plan
         .converge_limit
-        .unwrap_or_else(|| plan.limit.max(crate::sync_interval(n as u32).mul_f64(2.5)));
+        .unwrap_or_else(|| plan.limit.max(crate::sync_interval(n as u32).mul_f64(4.0)));
     let deadline = sim.now() + converge_limit;
     while sim.now() <= deadline {
         if converged(sim) {

@@ -135,6 +135,9 @@ impl<T> Member<T> {
     }
 }
 
+/// Caravan fork: below this many members, random choices use the reservoir.
+const DRAW_THRESHOLD: usize = 64;
+
 pub(crate) struct Members<T: crate::Identity> {
     pub(crate) inner: Vec<Member<T>>,
     // Caravan fork: positions in `inner`, found by the member's address, so that
@@ -291,6 +294,43 @@ where
         }
     }
 
+    /// Caravan fork: in a large pool, draws random positions and keeps the
+    /// eligible ones it has not taken yet: expected O(wanted) work, where the
+    /// reservoir pass below visits every member and draws a random number for
+    /// most of them. Every eligible member is equally likely, as with the
+    /// reservoir. Gives up (leaving `output` as it was) when the draws keep
+    /// missing, e.g. when few members are eligible.
+    fn choose_by_draws<F>(
+        &self,
+        wanted: usize,
+        output: &mut Vec<Member<T>>,
+        mut rng: impl RngExt,
+        picker: &F,
+    ) -> bool
+    where
+        F: Fn(&Member<T>) -> bool,
+    {
+        let len = self.inner.len();
+        if wanted == 0 || len < DRAW_THRESHOLD || wanted.saturating_mul(4) > len {
+            return false;
+        }
+        let start = output.len();
+        for _ in 0..wanted * 8 + 32 {
+            if output.len() - start == wanted {
+                return true;
+            }
+            let member = &self.inner[rng.random_range(0..len)];
+            if picker(member) && !output[start..].iter().any(|m| m.id == member.id) {
+                output.push(member.clone());
+            }
+        }
+        if output.len() - start == wanted {
+            return true;
+        }
+        output.truncate(start);
+        false
+    }
+
     fn choose_members<F>(
         &self,
         wanted: usize,
@@ -300,6 +340,10 @@ where
     ) where
         F: Fn(&Member<T>) -> bool,
     {
+        if self.choose_by_draws(wanted, output, &mut rng, &picker) {
+            return;
+        }
+
         // Basic reservoir sampling
         let mut num_chosen = 0;
         let mut num_seen = 0;
@@ -542,6 +586,40 @@ mod tests {
         }
         assert!(members.is_active(&Id("b")));
         assert!(!members.is_active(&Id("a")));
+    }
+
+    // Caravan fork: choosing by draws in a large pool yields distinct, eligible
+    // members, and falls back to the reservoir when few are eligible.
+    #[test]
+    fn choosing_in_a_large_pool() {
+        let mut rng = SmallRng::seed_from_u64(3);
+        let names: Vec<&'static str> = (0..200)
+            .map(|i| &*alloc::boxed::Box::leak(alloc::format!("m{i}").into_boxed_str()))
+            .collect();
+        let mut members = Members::new(Vec::new());
+        for name in &names {
+            let _ = members.apply(Member::alive(Id(name)), &mut rng);
+        }
+        for name in names.iter().skip(3) {
+            let _ = members.apply(Member::down(Id(name)), &mut rng);
+        }
+        let mut out = Vec::new();
+        members.choose_active_members(2, &mut out, &mut rng, |_| true);
+        assert_eq!(out.len(), 2);
+        assert_ne!(out[0].id, out[1].id);
+        assert!(out.iter().all(|m| m.is_active()), "few eligible: reservoir");
+
+        let mut seen = alloc::collections::BTreeSet::new();
+        for _ in 0..400 {
+            let mut out = Vec::new();
+            members.choose_down_members(5, &mut out, &mut rng);
+            assert_eq!(out.len(), 5);
+            assert!(out.iter().all(|m| !m.is_active()));
+            let distinct: alloc::collections::BTreeSet<_> = out.iter().map(|m| m.id.0).collect();
+            assert_eq!(distinct.len(), 5);
+            seen.extend(distinct);
+        }
+        assert!(seen.len() > 180, "draws reach most of the pool: {}", seen.len());
     }
 
     #[test]
