@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         ["raft-bench-run"] => raftbench::raft_bench_run(),
         ["bench-run"] => bench::bench_run(),
         ["bare-server", port] => bench::bare_server(port),
-        _ => Err("usage: cargo xtask ci | bench http | bench sched | bench raft | sim [--members N] [--loss P] [--seed S] [--window SECS] [--converge-limit SECS]".to_string()),
+        _ => Err("usage: cargo xtask ci | bench http | bench sched | bench raft | sim [--members N] [--loss P] [--seed S] [--window SECS] [--converge-limit SECS] [--bootstrap auto|join|seed] [--join-pace-ms MS]".to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
