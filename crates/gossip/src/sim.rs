@@ -853,6 +853,27 @@ mod measure_tests {
     }
 
     #[test]
+    fn a_joiner_learns_the_whole_pool_from_its_target() {
+        let mut cfg = SimConfig::new(200, 5);
+        cfg.tags = false;
+        let mut sim = Sim::new(cfg);
+        sim.seed(0..199);
+        sim.join(199, 7);
+        // foca's feed alone carries a few dozen members; the pool's anti-entropy round at this
+        // size is a minute away. The member-list exchange of the join brings all of them.
+        let took = sim.run_until_true(Duration::from_millis(100), Duration::from_secs(3), |s| {
+            s.node(199)
+                .is_some_and(|n| n.count(MemberStatus::Alive) == 200)
+        });
+        assert!(
+            took.is_some(),
+            "joiner knows {:?}",
+            sim.node(199).map(|n| n.count(MemberStatus::Alive))
+        );
+        assert!(crate::sync_interval(200) > Duration::from_secs(30));
+    }
+
+    #[test]
     fn seeding_teaches_only_the_given_nodes() {
         let mut sim = Sim::new(SimConfig::new(5, 1));
         sim.seed(0..4);
