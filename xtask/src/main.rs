@@ -100,8 +100,32 @@ fn ci() -> Result<(), String> {
         )?;
     }
     run("cargo", &["test", "--workspace", "--doc"])?;
+    foca_fork_tests()?;
     run_examples()?;
     python_tests()
+}
+
+/// foca's own unit tests, run against Caravan's fork (`vendor/foca`, outside the workspace). The
+/// fork gets the workspace's lock file, so it builds with the same versions and offline.
+fn foca_fork_tests() -> Result<(), String> {
+    let fork = root().join("vendor").join("foca");
+    std::fs::copy(root().join("Cargo.lock"), fork.join("Cargo.lock"))
+        .map_err(|e| format!("copying Cargo.lock into vendor/foca: {e}"))?;
+    let manifest = fork.join("Cargo.toml");
+    let target = target_dir().join("foca-fork");
+    run(
+        "cargo",
+        &[
+            "test",
+            "--manifest-path",
+            &manifest.to_string_lossy(),
+            "--target-dir",
+            &target.to_string_lossy(),
+            "--features",
+            "std,postcard-codec",
+            "--lib",
+        ],
+    )
 }
 
 /// Every library crate's embedding example must run to completion.
