@@ -70,8 +70,8 @@ pub fn sim_run(args: &[String]) -> Result<(), String> {
         converge_limit,
     };
     let r = measure(cfg, plan);
-    let fmt = |d: Option<Duration>| {
-        d.map_or("never (limit 180 s)".to_string(), |d| {
+    let fmt = |d: Option<Duration>, limit: Duration| {
+        d.map_or(format!("not within {} s", limit.as_secs()), |d| {
             format!("{:.2} s", d.as_secs_f64())
         })
     };
@@ -84,7 +84,7 @@ pub fn sim_run(args: &[String]) -> Result<(), String> {
     match bootstrap {
         Bootstrap::Join { pace } => println!(
             "initial convergence:        {}   (joins through one seed, one every {} ms; {} member-pairs still missing)",
-            fmt(r.converge),
+            fmt(r.converge, plan.converge_bound(r.members)),
             pace.as_millis(),
             r.missing_at_start
         ),
@@ -96,11 +96,11 @@ pub fn sim_run(args: &[String]) -> Result<(), String> {
     }
     println!(
         "join known by all:          {}   (target ≤ 2 s at N=1000, 5 % loss)",
-        fmt(r.join_known_by_all)
+        fmt(r.join_known_by_all, plan.limit)
     );
     println!(
         "crash known by all:         {}   (target ≤ 8 s)",
-        fmt(r.crash_known_by_all)
+        fmt(r.crash_known_by_all, plan.limit)
     );
     println!(
         "false-positive failed:      {}   (target 0)",

@@ -705,6 +705,16 @@ pub struct Plan {
     pub converge_limit: Option<Duration>,
 }
 
+impl Plan {
+    /// How long a pool of `members` may take to form by joins: the plan's bound, else `limit`
+    /// or four anti-entropy intervals, whichever is longer.
+    pub fn converge_bound(&self, members: usize) -> Duration {
+        let rounds = crate::sync_interval(members as u32).mul_f64(4.0);
+        self.converge_limit
+            .unwrap_or_else(|| self.limit.max(rounds))
+    }
+}
+
 /// Runs the standard measurement: form a pool of `members - 1` nodes (bounded by the plan's
 /// converge limit), measure steady-state traffic for the window, then a join and a crash, each
 /// bounded by the plan's limit of virtual time.
@@ -789,9 +799,7 @@ fn form_by_joins(sim: &mut Sim, joiner: usize, pace: Duration, plan: Plan) -> Op
                 .is_some_and(|node| node.count(MemberStatus::Alive) == joiner)
         })
     };
-    let converge_limit = plan
-        .converge_limit
-        .unwrap_or_else(|| plan.limit.max(crate::sync_interval(n as u32).mul_f64(4.0)));
+    let converge_limit = plan.converge_bound(n);
     let deadline = sim.now() + converge_limit;
     while sim.now() <= deadline {
         if converged(sim) {
