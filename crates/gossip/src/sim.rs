@@ -676,8 +676,8 @@ pub enum Bootstrap {
 
 impl Bootstrap {
     /// Joins at 20 ms intervals up to 2,000 members; above that a seeded pool. N joins cost
-    /// every node N broadcasts to apply and relay: at 10,000 members that backlog alone is
-    /// gigabytes and hours of simulation.
+    /// every node N broadcasts to apply and relay: forming 10,000 members by joins takes about
+    /// half an hour of simulation and 13 GB, and the figures measured after it are the same.
     pub fn for_members(n: usize) -> Bootstrap {
         if n <= 2000 {
             Bootstrap::Join {
