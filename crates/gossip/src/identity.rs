@@ -1,12 +1,13 @@
 //! A member's identity: small on the wire, since foca puts it in every packet header twice, and
 //! small in memory, since every member holds one per member (N² in a pool of N).
 
-use std::collections::HashSet;
+use std::borrow::Cow;
 use std::fmt;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
+use hashbrown::HashTable;
 use parking_lot::Mutex;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -19,30 +20,49 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Clone)]
 pub struct NodeId(Arc<Record>);
 
-#[derive(Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Hash, Serialize)]
 struct Record {
     addr: SocketAddr,
     name: Box<str>,
     generation: u64,
 }
 
+/// A record as it arrives: the name borrowed from the packet, so finding a known identity
+/// allocates nothing.
+#[derive(Deserialize)]
+struct WireRecord<'a> {
+    addr: SocketAddr,
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    generation: u64,
+}
+
 /// Every identity alive in the process, so equal identities share one record.
 struct Interner {
-    records: HashSet<Arc<Record>>,
-    /// Size after the last sweep; the next sweep comes when the set has doubled.
+    records: HashTable<Arc<Record>>,
+    hasher: RandomState,
+    /// Size after the last sweep; the next sweep comes when the table has doubled.
     swept_at: usize,
 }
 
 static INTERNER: LazyLock<Mutex<Interner>> = LazyLock::new(|| {
     Mutex::new(Interner {
-        records: HashSet::new(),
+        records: HashTable::new(),
+        hasher: RandomState::new(),
         swept_at: 0,
     })
 });
 
-fn intern(record: Record) -> NodeId {
-    let mut interner = INTERNER.lock();
-    if let Some(known) = interner.records.get(&record) {
+fn key_hash(hasher: &RandomState, addr: SocketAddr, name: &str, generation: u64) -> u64 {
+    hasher.hash_one((addr, name, generation))
+}
+
+fn intern(addr: SocketAddr, name: &str, generation: u64) -> NodeId {
+    let mut guard = INTERNER.lock();
+    let interner = &mut *guard;
+    let hash = key_hash(&interner.hasher, addr, name, generation);
+    let same = |r: &Arc<Record>| r.addr == addr && *r.name == *name && r.generation == generation;
+    if let Some(known) = interner.records.find(hash, same) {
         return NodeId(known.clone());
     }
     // Forget records nobody holds any more (restarted members' old generations); amortised O(1).
@@ -50,19 +70,22 @@ fn intern(record: Record) -> NodeId {
         interner.records.retain(|r| Arc::strong_count(r) > 1);
         interner.swept_at = interner.records.len();
     }
-    let shared = Arc::new(record);
-    interner.records.insert(shared.clone());
+    let shared = Arc::new(Record {
+        addr,
+        name: name.into(),
+        generation,
+    });
+    let hasher = &interner.hasher;
+    interner.records.insert_unique(hash, shared.clone(), |r| {
+        key_hash(hasher, r.addr, &r.name, r.generation)
+    });
     NodeId(shared)
 }
 
 impl NodeId {
     /// The identity of the member `name` at `addr` in its `generation`.
     pub fn new(addr: SocketAddr, name: &str, generation: u64) -> NodeId {
-        intern(Record {
-            addr,
-            name: name.into(),
-            generation,
-        })
+        intern(addr, name, generation)
     }
 
     /// A stand-in for an address whose identity is not known yet (the target of a join). foca
@@ -120,7 +143,8 @@ impl Serialize for NodeId {
 
 impl<'de> Deserialize<'de> for NodeId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<NodeId, D::Error> {
-        Record::deserialize(deserializer).map(intern)
+        let wire = WireRecord::deserialize(deserializer)?;
+        Ok(intern(wire.addr, &wire.name, wire.generation))
     }
 }
 
