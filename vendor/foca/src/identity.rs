@@ -34,7 +34,8 @@ pub trait Identity: Clone + Eq + fmt::Debug {
     /// an example of one)
     ///
     /// It's a good idea to have this type as lean as possible
-    /// (Caravan fork: also `Eq + Hash`, so members can be indexed by address.)
+    /// (Caravan fork: also `Eq + Hash + Clone`, so members and pending updates can be indexed
+    /// by address.)
     type Addr: PartialEq + Eq + core::hash::Hash + Clone;
 
     /// Opt-in on auto-rejoining by providing a new identity.
