@@ -672,7 +672,7 @@ impl Node {
 
     /// Members foca considers active (alive or suspect), this node excluded.
     pub fn num_active(&self) -> usize {
-        self.swim.iter_members().count()
+        self.swim.num_members()
     }
 
     /// Packet counters.

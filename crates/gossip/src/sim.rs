@@ -733,13 +733,7 @@ pub fn measure(mut cfg: SimConfig, plan: Plan) -> Report {
             None
         }
     };
-    let missing_at_start = (0..joiner)
-        .map(|i| {
-            sim.node(i).map_or(joiner, |node| {
-                joiner.saturating_sub(node.count(MemberStatus::Alive))
-            })
-        })
-        .sum();
+    let missing_at_start = missing_pairs(&sim, joiner);
 
     let before: Vec<Traffic> = sim.traffic().to_vec();
     let steady_since = sim.now();
@@ -777,6 +771,19 @@ pub fn measure(mut cfg: SimConfig, plan: Plan) -> Report {
     }
 }
 
+/// How many (node, member) pairs among the first `nodes` nodes do not see each other alive. Only
+/// those nodes run while a pool forms, so a node that counts that many alive members (itself
+/// included) sees every one of them.
+fn missing_pairs(sim: &Sim, nodes: usize) -> usize {
+    (0..nodes)
+        .map(|i| {
+            sim.node(i).map_or(nodes, |node| {
+                nodes.saturating_sub(node.count(MemberStatus::Alive))
+            })
+        })
+        .sum()
+}
+
 /// Every node but the first joins through node 0, one every `pace`; then lone nodes retry until
 /// every node sees the others alive. Returns the time that took, if it converged.
 fn form_by_joins(sim: &mut Sim, joiner: usize, pace: Duration, plan: Plan) -> Option<Duration> {
@@ -791,18 +798,10 @@ fn form_by_joins(sim: &mut Sim, joiner: usize, pace: Duration, plan: Plan) -> Op
     } else {
         Duration::from_secs(1)
     };
-    // Only the first `joiner` nodes run, so a node that counts that many alive members
-    // (itself included) sees every one of them alive.
-    let converged = |s: &Sim| {
-        (0..joiner).all(|i| {
-            s.node(i)
-                .is_some_and(|node| node.count(MemberStatus::Alive) == joiner)
-        })
-    };
     let converge_limit = plan.converge_bound(n);
     let deadline = sim.now() + converge_limit;
     while sim.now() <= deadline {
-        if converged(sim) {
+        if missing_pairs(sim, joiner) == 0 {
             return Some(sim.now() - start);
         }
         for i in 1..joiner {
