@@ -68,24 +68,29 @@ impl MemberTable {
 
     /// A member is up (new, back, or restarted with a new identity).
     pub fn up(&mut self, id: NodeId, now: Duration) {
-        if let Some(entry) = self.get_mut(id.name()) {
-            entry.id = id;
-            entry.status = MemberStatus::Alive;
-            entry.since_ms = millis(now);
-            return;
-        }
         let hash = self.hash(id.name());
         let hasher = &self.hasher;
-        self.entries.insert_unique(
+        let slot = self.entries.entry(
             hash,
-            Entry {
-                id,
-                status: MemberStatus::Alive,
-                since_ms: millis(now),
-                ltime: 0,
-            },
+            |e| e.id.name() == id.name(),
             |e| hasher.hash_one(e.id.name()),
         );
+        match slot {
+            hashbrown::hash_table::Entry::Occupied(mut known) => {
+                let entry = known.get_mut();
+                entry.id = id;
+                entry.status = MemberStatus::Alive;
+                entry.since_ms = millis(now);
+            }
+            hashbrown::hash_table::Entry::Vacant(free) => {
+                free.insert(Entry {
+                    id,
+                    status: MemberStatus::Alive,
+                    since_ms: millis(now),
+                    ltime: 0,
+                });
+            }
+        }
     }
 
     /// foca declared an identity down: `left` if it announced a leave, else `failed`. A stale
