@@ -561,6 +561,25 @@ pub struct AckRequest {
 pub struct LeaderSource(pub Arc<Cluster>);
 
 impl LeaderSource {
+    /// Acks or nacks a delivery: on the leader's own broker, else over RPC at `path`.
+    fn settle(
+        &self,
+        path: &str,
+        eval_id: &str,
+        token: u64,
+        local: fn(&EvalBroker, &str, u64) -> Result<(), SchedError>,
+    ) -> Result<(), SchedError> {
+        if self.0.raft.is_leader() {
+            return local(&self.0.state.broker, eval_id, token);
+        }
+        let req = AckRequest {
+            eval_id: eval_id.into(),
+            token,
+        };
+        self.remote::<serde_json::Value>(path, &req, WRITE_TIMEOUT)
+            .map(|_| ())
+    }
+
     fn remote<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
@@ -611,27 +630,11 @@ impl EvalSource for LeaderSource {
     }
 
     fn ack(&self, eval_id: &str, token: u64) -> Result<(), SchedError> {
-        if self.0.raft.is_leader() {
-            return self.0.state.broker.ack(eval_id, token);
-        }
-        let req = AckRequest {
-            eval_id: eval_id.into(),
-            token,
-        };
-        self.remote::<serde_json::Value>(rpc::ACK_PATH, &req, WRITE_TIMEOUT)
-            .map(|_| ())
+        self.settle(rpc::ACK_PATH, eval_id, token, EvalBroker::ack)
     }
 
     fn nack(&self, eval_id: &str, token: u64) -> Result<(), SchedError> {
-        if self.0.raft.is_leader() {
-            return self.0.state.broker.nack(eval_id, token);
-        }
-        let req = AckRequest {
-            eval_id: eval_id.into(),
-            token,
-        };
-        self.remote::<serde_json::Value>(rpc::NACK_PATH, &req, WRITE_TIMEOUT)
-            .map(|_| ())
+        self.settle(rpc::NACK_PATH, eval_id, token, EvalBroker::nack)
     }
 
     fn wake_all(&self) {
