@@ -165,7 +165,7 @@ async fn graceful_stop_is_left() {
 #[tokio::test]
 async fn join_where_nobody_listens_is_200_with_error() {
     let (s1, _d) = server("j1", "").await;
-    let dead = crate::support::free_port();
+    let dead = crate::support::free_udp_port();
     let r = s1
         .call(
             "PUT",
@@ -220,7 +220,7 @@ async fn join_and_retry_join_at_start() {
     };
     let hcl = format!(
         "name = \"r3\"\nbind_addr = \"127.0.0.1\"\nserver {{\n  server_join {{\n    retry_join = [\"127.0.0.1:{}\", \"{}\"]\n    retry_interval = \"200ms\"\n  }}\n}}\n",
-        crate::support::free_port(),
+        crate::support::free_udp_port(),
         s1.serf
     );
     let (s3, _d3) = server(

@@ -1,6 +1,6 @@
 //! Starting agents and talking HTTP to them.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -32,6 +32,15 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// A free UDP port on 127.0.0.1 (for the gossip socket: a port free for TCP may be another
+/// agent's UDP port).
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free UDP port")
 }
 
 /// A unique scratch directory, removed on drop.
@@ -76,7 +85,7 @@ impl Ports {
         Ports {
             http: free_port(),
             rpc: free_port(),
-            serf: free_port(),
+            serf: free_udp_port(),
         }
     }
 
@@ -243,7 +252,11 @@ impl Agent {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("caravan exited early: {status}");
+                let mut log = String::new();
+                if let Some(mut err) = self.child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut err, &mut log);
+                }
+                panic!("caravan exited early: {status}\n{log}");
             }
             if get(self.http, "/v1/agent/health").await.is_ok() {
                 return;
