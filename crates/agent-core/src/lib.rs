@@ -3,6 +3,7 @@
 //! - [`acl`]: ACL policy rules, capability evaluation, and the token/policy store.
 //! - [`config`]: the agent configuration file format (Nomad's HCL keys), merging of several
 //!   sources, defaults, `-dev` and validation.
+//! - [`debug`]: profile and monitor requests, validated once for the HTTP API and the agent RPC.
 //! - [`jobs`]: jobs, evaluations, allocations and nodes.
 //! - [`duration`]: Go-syntax durations.
 //! - [`member`]: gossip members and their status, as `/v1/agent/members` reports them.
@@ -12,6 +13,7 @@
 
 pub mod acl;
 pub mod config;
+pub mod debug;
 pub mod duration;
 pub mod jobs;
 pub mod member;

@@ -11,6 +11,12 @@ use caravan_agent_core::member::Member;
 
 use crate::dto::{HostData, MembersResponse, VersionDto};
 
+/// The profile and monitor requests live in the domain crate, so that the HTTP API and the agent
+/// RPC decode and validate them alike; re-exported here under their old names.
+pub use caravan_agent_core::debug::{
+    MAX_PROFILE_SECONDS, MonitorRequest, ProfileRequest, ProfileRequestError,
+};
+
 /// The result of a gossip join.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JoinResult {
@@ -203,32 +209,6 @@ pub struct JobWriteResult {
     pub eval_create_index: u64,
     /// The job's modify index.
     pub job_modify_index: u64,
-}
-
-/// A profile request after the HTTP rules have been applied.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ProfileRequest {
-    /// `cmdline`, `profile`, `trace`, or a named profile.
-    pub name: String,
-    /// Duration for `profile` and `trace` (at least 1).
-    pub seconds: u64,
-    /// Non-zero: text output for named profiles (`2`: more detail).
-    pub debug: i64,
-    /// Positive: collect garbage first (`heap`).
-    pub gc: i64,
-}
-
-/// A monitor stream's options as the HTTP layer validated them, for relaying to another agent.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct MonitorRequest {
-    /// `log_level` as given (empty: `info`).
-    pub log_level: String,
-    /// JSON log lines.
-    pub log_json: bool,
-    /// Plain text instead of JSON frames.
-    pub plain: bool,
-    /// `@caller` / file:line in lines.
-    pub include_location: bool,
 }
 
 /// Why an ACL change failed.

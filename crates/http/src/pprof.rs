@@ -10,8 +10,9 @@ use crate::handlers::local_target;
 use crate::response::{self, Body};
 use crate::{ApiError, Ctx};
 
-/// The longest CPU profile or trace one request may ask for (an hour).
-pub const MAX_SECONDS: i64 = 3600;
+/// The longest CPU profile or trace one request may ask for (an hour); the rule itself lives in
+/// [`ProfileRequest::new`], shared with the agent RPC.
+pub const MAX_SECONDS: i64 = caravan_agent_core::debug::MAX_PROFILE_SECONDS as i64;
 
 /// Profiles Go's runtime names; the ones without a Rust equivalent answer `501`.
 pub const NAMED_PROFILES: [&str; 6] = [
@@ -50,21 +51,17 @@ pub async fn pprof<A: AgentApi>(
         return Err(ApiError::permission_denied());
     }
     require_debug(agent, ctx)?;
-    let seconds = match int_param(ctx, "seconds") {
-        n if n <= 0 => 1,
-        n if n > MAX_SECONDS => {
-            return Err(ApiError::bad_request(format!(
-                "seconds must be at most {MAX_SECONDS}"
-            )));
-        }
-        n => n as u64,
-    };
+    // Non-positive (or unparsable) is 1; above the bound is `400 seconds must be at most 3600`,
+    // checked by the request type before the profile name is looked up.
+    let seconds = u64::try_from(int_param(ctx, "seconds").max(1)).unwrap_or(1);
     let debug = int_param(ctx, "debug");
     let gc = int_param(ctx, "gc");
     let effective = match name {
         "cmdline" | "profile" | "trace" => name.to_string(),
         _ => ctx.query.get("profile").unwrap_or(name).to_string(),
     };
+    let request = ProfileRequest::new(effective.clone(), seconds, debug, gc)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let known = matches!(effective.as_str(), "cmdline" | "profile" | "trace")
         || NAMED_PROFILES.contains(&effective.as_str());
     if !known {
@@ -73,12 +70,6 @@ pub async fn pprof<A: AgentApi>(
             format!("Pprof profile not found profile: {effective}"),
         ));
     }
-    let request = ProfileRequest {
-        name: effective.clone(),
-        seconds,
-        debug,
-        gc,
-    };
     let body = match target {
         Some(t) if t.remote => agent.remote_profile(&t.id, request).await?,
         _ => agent.profile(request).await?,

@@ -429,3 +429,29 @@ async fn join_and_force_leave_rules() {
     );
     assert_eq!(call(&client, "DELETE", "/v1/agent/members").await.0, 405);
 }
+
+#[tokio::test]
+async fn pprof_seconds_bound_keeps_its_text_and_order() {
+    let a = app("", &[]);
+    for uri in [
+        "/v1/agent/pprof/profile?seconds=3601",
+        "/v1/agent/pprof/trace?seconds=9223372036854775807",
+        // Checked before the profile name is looked up, as before the rule moved.
+        "/v1/agent/pprof/nope?seconds=3601",
+    ] {
+        let (s, _, b) = call(&a, "GET", uri).await;
+        assert_eq!(
+            (s, b.as_str()),
+            (400, "seconds must be at most 3600"),
+            "{uri}"
+        );
+    }
+    for uri in [
+        "/v1/agent/pprof/profile?seconds=3600",
+        "/v1/agent/pprof/profile?seconds=-5",
+        "/v1/agent/pprof/profile?seconds=18446744073709551615",
+    ] {
+        let (s, _, b) = call(&a, "GET", uri).await;
+        assert_eq!((s, b.as_str()), (200, "profile"), "{uri}");
+    }
+}
