@@ -1,0 +1,296 @@
+//! The calling side: [`RpcClient`] keeps one connection per peer (one even when many calls start
+//! at once), and [`Conn`] makes calls over a connection whichever side opened it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::frame::{self, Frame, RequestHeader};
+use crate::identity::{Dial, Peer};
+use crate::method;
+use crate::mux::{self, MuxStream};
+use crate::server::{Handler, serve_stream};
+use crate::{RpcError, noise};
+
+/// The reply limit for a method this side does not know (the callee will refuse it anyway).
+const UNKNOWN_METHOD_REPLY: usize = 64 * 1024;
+
+/// Calling settings.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Time to connect and complete the handshake.
+    pub connect_timeout: Duration,
+    /// Time a call a server makes back over our connection has to send its request.
+    pub request_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One multiplexed connection, opened by either side; cheap to clone.
+#[derive(Clone)]
+pub struct Conn {
+    session: mux::Session,
+    peer: Peer,
+}
+
+impl Conn {
+    pub(crate) fn new(session: mux::Session, peer: Peer) -> Conn {
+        Conn { session, peer }
+    }
+
+    /// Who is on the other side (as proved when the connection was made).
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.session.is_closed()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn session_for_tests(&self) -> &mux::Session {
+        &self.session
+    }
+
+    async fn send(
+        &self,
+        name: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> Result<(MuxStream, usize), RpcError> {
+        let max_reply = method::lookup(name).map_or(UNKNOWN_METHOD_REPLY, |m| m.max_reply);
+        let mut stream = self.session.open().await?;
+        let header = RequestHeader {
+            method: name.to_string(),
+            token: token.map(str::to_string),
+        };
+        frame::write_request(&mut stream, &header, body).await?;
+        Ok((stream, max_reply))
+    }
+
+    /// Calls `method` with `body` (and the user's `token`) and returns the reply body.
+    pub async fn call(
+        &self,
+        method: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> Result<Bytes, RpcError> {
+        let (mut stream, max) = self.send(method, token, body).await?;
+        match frame::read_frame(&mut stream, max).await? {
+            Frame::Ok(body) => Ok(body.into()),
+            Frame::Chunk(_) | Frame::End => Err(RpcError::BadFrame(format!(
+                "{method} answered with a stream"
+            ))),
+        }
+    }
+
+    /// Starts a streaming call; once the callee accepted it, chunks arrive on the receiver.
+    /// Dropping the receiver ends the call.
+    pub async fn stream(
+        &self,
+        method: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> Result<mpsc::Receiver<Bytes>, RpcError> {
+        let (mut stream, max) = self.send(method, token, body).await?;
+        // The callee sends an empty chunk as soon as it accepts the call.
+        match frame::read_frame(&mut stream, max).await? {
+            Frame::Chunk(_) => {}
+            Frame::End => {
+                let (_, rx) = mpsc::channel(1);
+                return Ok(rx);
+            }
+            Frame::Ok(_) => return Err(RpcError::BadFrame(format!("{method} did not stream"))),
+        }
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    frame = frame::read_frame(&mut stream, max) => match frame {
+                        Ok(Frame::Chunk(data)) => {
+                            if tx.send(Bytes::from(data)).await.is_err() {
+                                break;
+                            }
+                        }
+                        _ => break,
+                    },
+                    _ = tx.closed() => break,
+                }
+            }
+            // Dropping the stream resets it, which ends the callee's side.
+            let _ = stream.shutdown().await;
+        });
+        Ok(rx)
+    }
+}
+
+/// Calls to other agents, one pooled connection per address.
+pub struct RpcClient {
+    dial: Dial,
+    opts: ClientOptions,
+    pool: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Option<Conn>>>>>,
+    handler: Option<Arc<dyn Handler>>,
+    #[cfg(feature = "faults")]
+    faults: crate::faults::Faults,
+}
+
+impl RpcClient {
+    /// A client that proves what `dial` says.
+    pub fn new(dial: Dial, opts: ClientOptions) -> RpcClient {
+        RpcClient {
+            dial,
+            opts,
+            pool: Mutex::new(HashMap::new()),
+            handler: None,
+            #[cfg(feature = "faults")]
+            faults: crate::faults::Faults::from_env(),
+        }
+    }
+
+    /// Also serves calls the peers we dial make back over our connections.
+    pub fn serving(mut self, handler: Arc<dyn Handler>) -> RpcClient {
+        self.handler = Some(handler);
+        self
+    }
+
+    /// The pooled connection to `addr`, connecting when there is none (one connect even when
+    /// many calls ask at once).
+    pub async fn conn(&self, addr: SocketAddr) -> Result<Conn, RpcError> {
+        #[cfg(feature = "faults")]
+        if self.faults.blocked(addr) {
+            return Err(RpcError::Io("connection refused (fault injection)".into()));
+        }
+        let slot = self.pool.lock().entry(addr).or_default().clone();
+        let mut guard = slot.lock().await;
+        if let Some(conn) = guard.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(conn.clone());
+        }
+        let conn = tokio::time::timeout(self.opts.connect_timeout, self.connect(addr))
+            .await
+            .map_err(|_| RpcError::Timeout(self.opts.connect_timeout))??;
+        *guard = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Forgets the pooled connection to `addr` (after a failure).
+    pub fn forget(&self, addr: SocketAddr) {
+        self.pool.lock().remove(&addr);
+    }
+
+    /// Calls `method` at `addr` with `body` and the user's `token`; fails after `timeout`.
+    pub async fn call_within(
+        &self,
+        addr: SocketAddr,
+        method: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Bytes, RpcError> {
+        let attempt = async {
+            let conn = self.conn(addr).await?;
+            conn.call(method, token, &body).await
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(Err(e @ (RpcError::Io(_) | RpcError::Closed))) => {
+                self.forget(addr);
+                Err(e)
+            }
+            Ok(result) => result,
+            Err(_) => Err(RpcError::Timeout(timeout)),
+        }
+    }
+
+    /// [`RpcClient::call_within`] with a 30 s bound.
+    pub async fn call(
+        &self,
+        addr: SocketAddr,
+        method: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<Bytes, RpcError> {
+        self.call_within(addr, method, token, body, Duration::from_secs(30))
+            .await
+    }
+
+    /// Starts a streaming call at `addr`; the callee must accept it within `timeout`.
+    pub async fn stream(
+        &self,
+        addr: SocketAddr,
+        method: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<mpsc::Receiver<Bytes>, RpcError> {
+        let attempt = async {
+            let conn = self.conn(addr).await?;
+            conn.stream(method, token, &body).await
+        };
+        tokio::time::timeout(timeout, attempt)
+            .await
+            .map_err(|_| RpcError::Timeout(timeout))?
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<Conn, RpcError> {
+        let tcp = TcpStream::connect(addr).await.map_err(RpcError::io)?;
+        let _ = tcp.set_nodelay(true);
+        let (role, proof) = self.dial.dialed_role();
+        let peer = Peer { addr, role, proof };
+        let (session, inbound) = match &self.dial.tls {
+            Some((config, name)) => {
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| RpcError::Handshake(e.to_string()))?;
+                mux::start(tls, true)
+            }
+            None => {
+                let stream =
+                    noise::initiate(tcp, self.dial.key.as_ref())
+                        .await
+                        .map_err(|e| match e {
+                            RpcError::Io(_) => RpcError::Handshake(
+                                "the server ended the handshake (it does not hold our key?)".into(),
+                            ),
+                            other => other,
+                        })?;
+                mux::start(stream, true)
+            }
+        };
+        if let Some(handler) = self.handler.clone() {
+            tokio::spawn(serve_calls_back(
+                inbound,
+                peer.clone(),
+                handler,
+                self.opts.request_timeout,
+            ));
+        }
+        Ok(Conn::new(session, peer))
+    }
+}
+
+/// Serves the calls a dialed peer makes over our connection, until it closes.
+async fn serve_calls_back(
+    mut inbound: mpsc::Receiver<MuxStream>,
+    peer: Peer,
+    handler: Arc<dyn Handler>,
+    timeout: Duration,
+) {
+    while let Some(stream) = inbound.recv().await {
+        tokio::spawn(serve_stream(stream, peer.clone(), handler.clone(), timeout));
+    }
+}

@@ -1,0 +1,139 @@
+//! The method table: every RPC method, who may call it, and how large its request and reply may
+//! be. `docs/rpc.md` is this table in prose; a test keeps the two in step.
+
+/// Who may call a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone who completed the handshake (liveness and the Raft leader, as Nomad's `Status.*`).
+    Public,
+    /// Anyone, acting for a user: the request carries the user's ACL token and the handler checks
+    /// it with exactly the rules of the HTTP endpoint the method stands for.
+    User,
+    /// Client agents and servers (node registration, heartbeats, allocations).
+    Client,
+    /// Servers of this region only (Raft, the eval broker).
+    Server,
+}
+
+/// One method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MethodSpec {
+    /// `Service.Method`.
+    pub name: &'static str,
+    /// Who may call it.
+    pub access: Access,
+    /// The largest request body the server reads for it (checked before reading).
+    pub max_request: usize,
+    /// The largest reply (or reply chunk, for streams) a client reads for it.
+    pub max_reply: usize,
+    /// Whether the reply is a stream of chunks.
+    pub streaming: bool,
+}
+
+const KIB: usize = 1 << 10;
+const MIB: usize = 1 << 20;
+
+const fn m(name: &'static str, access: Access, max_request: usize, max_reply: usize) -> MethodSpec {
+    MethodSpec {
+        name,
+        access,
+        max_request,
+        max_reply,
+        streaming: false,
+    }
+}
+
+/// `Status.Ping`: liveness.
+pub const PING: &str = "Status.Ping";
+/// `Status.Leader`: the Raft leader's RPC address.
+pub const LEADER: &str = "Status.Leader";
+/// `Status.Peers`: the voters' RPC addresses.
+pub const PEERS: &str = "Status.Peers";
+/// `Agent.Members`: the gossip member list (node:read).
+pub const MEMBERS: &str = "Agent.Members";
+/// `Agent.Host`: host data (the debug rule).
+pub const HOST: &str = "Agent.Host";
+/// `Agent.Profile`: a pprof profile (agent:write, then the debug rule).
+pub const PROFILE: &str = "Agent.Profile";
+/// `Agent.Monitor`: a log stream (agent:read).
+pub const MONITOR: &str = "Agent.Monitor";
+/// `ACL.ResolveToken`: the permissions of the token the caller presents.
+pub const RESOLVE_TOKEN: &str = "ACL.ResolveToken";
+/// `Eval.Dequeue`: take an evaluation from the leader's broker.
+pub const EVAL_DEQUEUE: &str = "Eval.Dequeue";
+/// `Eval.Ack`: an evaluation was processed.
+pub const EVAL_ACK: &str = "Eval.Ack";
+/// `Eval.Nack`: an evaluation was not processed.
+pub const EVAL_NACK: &str = "Eval.Nack";
+/// `Raft.AppendEntries`.
+pub const RAFT_APPEND: &str = "Raft.AppendEntries";
+/// `Raft.Vote`.
+pub const RAFT_VOTE: &str = "Raft.Vote";
+/// `Raft.InstallSnapshot` (one chunk).
+pub const RAFT_SNAPSHOT: &str = "Raft.InstallSnapshot";
+/// `Raft.Apply`: a follower forwards a write to the leader.
+pub const RAFT_APPLY: &str = "Raft.Apply";
+
+/// Every method. Names are unique.
+pub const METHODS: &[MethodSpec] = &[
+    m(PING, Access::Public, KIB, KIB),
+    m(LEADER, Access::Public, KIB, 4 * KIB),
+    m(PEERS, Access::Public, KIB, 64 * KIB),
+    m(MEMBERS, Access::User, KIB, 32 * MIB),
+    m(HOST, Access::User, KIB, 8 * MIB),
+    m(PROFILE, Access::User, KIB, 64 * MIB),
+    MethodSpec {
+        streaming: true,
+        ..m(MONITOR, Access::User, KIB, MIB)
+    },
+    m(RESOLVE_TOKEN, Access::User, KIB, 64 * KIB),
+    m(EVAL_DEQUEUE, Access::Server, 4 * KIB, 4 * MIB),
+    m(EVAL_ACK, Access::Server, KIB, KIB),
+    m(EVAL_NACK, Access::Server, KIB, KIB),
+    m(RAFT_APPEND, Access::Server, 64 * MIB, 64 * KIB),
+    m(RAFT_VOTE, Access::Server, 4 * KIB, 4 * KIB),
+    m(RAFT_SNAPSHOT, Access::Server, 16 * MIB, 4 * KIB),
+    m(RAFT_APPLY, Access::Server, 2 * MIB, 64 * KIB),
+];
+
+/// The longest method name accepted on the wire.
+pub const MAX_NAME: usize = 64;
+
+/// Finds a method by name.
+pub fn lookup(name: &str) -> Option<&'static MethodSpec> {
+    METHODS.iter().find(|m| m.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_short() {
+        for (i, a) in METHODS.iter().enumerate() {
+            assert!(a.name.len() <= MAX_NAME, "{}", a.name);
+            assert!(
+                METHODS[i + 1..].iter().all(|b| b.name != a.name),
+                "{} twice",
+                a.name
+            );
+        }
+        assert_eq!(lookup(PING).map(|m| m.access), Some(Access::Public));
+        assert!(lookup("ACL.State").is_none(), "ACL.State is gone");
+    }
+
+    #[test]
+    fn docs_list_every_method_with_its_access() {
+        let doc = include_str!("../../../docs/rpc.md");
+        for m in METHODS {
+            let access = match m.access {
+                Access::Public => "public",
+                Access::User => "user",
+                Access::Client => "client",
+                Access::Server => "server",
+            };
+            let row = format!("| `{}` | {access} |", m.name);
+            assert!(doc.contains(&row), "docs/rpc.md lacks the row {row:?}");
+        }
+    }
+}

@@ -1,0 +1,495 @@
+//! The accepting side: connection limits, the handshake (bounded in time), then one task per
+//! connection that serves its streams, each a call checked against the method table before its
+//! body is read.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::client::Conn;
+use crate::frame::{self, KIND_CHUNK, KIND_END, KIND_OK};
+use crate::identity::{Peer, Proof, Role, Trust};
+use crate::method::{self, Access, MethodSpec};
+use crate::mux::{self, MuxStream};
+use crate::{BoxFuture, RpcError};
+
+/// One call as the handler sees it: who asked, which method, the user's token (user-acting
+/// methods), and the body (within the method's limit).
+#[derive(Debug)]
+pub struct Call {
+    /// The caller.
+    pub peer: Peer,
+    /// The method.
+    pub method: &'static MethodSpec,
+    /// The user's ACL token, when the caller sent one.
+    pub token: Option<String>,
+    /// The request body.
+    pub body: Bytes,
+}
+
+/// A handler's answer.
+#[derive(Debug)]
+pub enum Reply {
+    /// One body.
+    Whole(Vec<u8>),
+    /// Chunks until the sender is dropped (streaming methods).
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+impl Reply {
+    /// One body.
+    pub fn whole(body: impl Into<Vec<u8>>) -> Reply {
+        Reply::Whole(body.into())
+    }
+}
+
+/// A refused or failed call: an HTTP-like status code and a text for the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// 400, 403, 404, 409, 413, 500, ...
+    pub code: u16,
+    /// The explanation (never a secret).
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal with `code`.
+    pub fn new(code: u16, message: impl Into<String>) -> Refusal {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// `400`.
+    pub fn bad_request(message: impl Into<String>) -> Refusal {
+        Refusal::new(400, message)
+    }
+
+    /// `500`.
+    pub fn internal(message: impl Into<String>) -> Refusal {
+        Refusal::new(500, message)
+    }
+}
+
+/// What the embedder does for each call.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one call. The caller's role already satisfies the method's [`Access`]; a
+    /// user-acting method must still check `call.token`.
+    fn call(&self, call: Call) -> BoxFuture<Result<Reply, Refusal>>;
+}
+
+/// Connection handling settings.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Connections allowed per client IP (per /64 for IPv6); 0 = unlimited.
+    pub max_conns_per_ip: u32,
+    /// Connections allowed in all; 0 = unlimited.
+    pub max_conns: u32,
+    /// Time a caller has to complete the handshake.
+    pub handshake_timeout: Duration,
+    /// A connection with no call in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// Time a caller has to send a request's header and body.
+    pub request_timeout: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            max_conns_per_ip: 100,
+            max_conns: 4096,
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The accepting side of the RPC port.
+pub struct Server {
+    trust: Arc<Trust>,
+    handler: Arc<dyn Handler>,
+    opts: ServerOptions,
+    accepted: Option<mpsc::UnboundedSender<Conn>>,
+}
+
+impl Server {
+    /// A server deciding identities by `trust` and serving calls with `handler`.
+    pub fn new(trust: Trust, handler: Arc<dyn Handler>, opts: ServerOptions) -> Server {
+        Server {
+            trust: Arc::new(trust),
+            handler,
+            opts,
+            accepted: None,
+        }
+    }
+
+    /// Every accepted connection is also sent here, so the embedder can call the peer back over
+    /// the connection it opened.
+    pub fn on_accept(mut self, accepted: mpsc::UnboundedSender<Conn>) -> Server {
+        self.accepted = Some(accepted);
+        self
+    }
+
+    /// Accepts connections until `shutdown` turns true; open connections are then dropped.
+    pub async fn serve(self, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+        let limits = Arc::new(Limits::new(&self.opts));
+        let me = Arc::new(self);
+        let mut conns = JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (tcp, addr) = match accepted {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            tracing::warn!(target: "rpc", error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                    };
+                    let Some(slot) = limits.admit(addr.ip()) else {
+                        tracing::warn!(target: "rpc", peer = %addr, "too many connections; rejecting");
+                        continue;
+                    };
+                    let me = me.clone();
+                    let stop = shutdown.clone();
+                    conns.spawn(async move {
+                        me.connection(tcp, addr, stop).await;
+                        drop(slot);
+                    });
+                }
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+        conns.abort_all();
+    }
+
+    async fn connection(&self, tcp: TcpStream, addr: SocketAddr, mut stop: watch::Receiver<bool>) {
+        let _ = tcp.set_nodelay(true);
+        let handshake =
+            tokio::time::timeout(self.opts.handshake_timeout, self.handshake(tcp, addr));
+        let (session, mut inbound, peer) = match handshake.await {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => {
+                tracing::debug!(target: "rpc", peer = %addr, error = %e, "handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(target: "rpc", peer = %addr, "handshake timed out");
+                return;
+            }
+        };
+        if let Some(tx) = &self.accepted {
+            let _ = tx.send(Conn::new(session.clone(), peer.clone()));
+        }
+        let mut calls = JoinSet::new();
+        loop {
+            let idle = calls.is_empty();
+            tokio::select! {
+                stream = inbound.recv() => {
+                    let Some(stream) = stream else { break };
+                    let handler = self.handler.clone();
+                    let peer = peer.clone();
+                    let timeout = self.opts.request_timeout;
+                    calls.spawn(serve_stream(stream, peer, handler, timeout));
+                }
+                Some(_) = calls.join_next(), if !calls.is_empty() => {}
+                _ = tokio::time::sleep(self.opts.idle_timeout), if idle => {
+                    tracing::debug!(target: "rpc", peer = %addr, "closing idle connection");
+                    break;
+                }
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+        session.close();
+    }
+
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        addr: SocketAddr,
+    ) -> Result<(mux::Session, mpsc::Receiver<MuxStream>, Peer), RpcError> {
+        let mut first = [0u8; 1];
+        tcp.peek(&mut first).await.map_err(RpcError::io)?;
+        let (session, inbound, role, proof) = match &self.trust.tls {
+            Some(tls) => {
+                if first[0] != 0x16 {
+                    return Err(RpcError::Handshake("TLS is required".into()));
+                }
+                let stream = tokio_rustls::TlsAcceptor::from(tls.config.clone())
+                    .accept(tcp)
+                    .await
+                    .map_err(|e| RpcError::Handshake(e.to_string()))?;
+                let (role, proof) = self.trust.role_of_certificate(
+                    stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first()),
+                );
+                let (s, i) = mux::start(stream, false);
+                (s, i, role, proof)
+            }
+            None => {
+                let (stream, role, proof) = crate::noise::respond(tcp, &self.trust).await?;
+                let (s, i) = mux::start(stream, false);
+                (s, i, role, proof)
+            }
+        };
+        let (role, proof) = if self.trust.open {
+            (Role::Server, Proof::OpenCluster)
+        } else {
+            (role, proof)
+        };
+        Ok((session, inbound, Peer { addr, role, proof }))
+    }
+}
+
+/// Whether `role` may call a method with `access`.
+pub fn allowed(access: Access, role: Role) -> bool {
+    match access {
+        Access::Public | Access::User => true,
+        Access::Client => role >= Role::Client,
+        Access::Server => role == Role::Server,
+    }
+}
+
+/// Serves one call on one stream (also used for calls a dialed server makes back to us).
+pub(crate) async fn serve_stream(
+    mut stream: MuxStream,
+    peer: Peer,
+    handler: Arc<dyn Handler>,
+    timeout: Duration,
+) {
+    let call = match tokio::time::timeout(timeout, read_call(&mut stream, &peer)).await {
+        Ok(Ok(call)) => call,
+        Ok(Err(refusal)) => {
+            tracing::debug!(target: "rpc", peer = %peer.addr, code = refusal.code, error = %refusal.message, "call refused");
+            let _ = frame::write_error(&mut stream, refusal.code, &refusal.message).await;
+            let _ = stream.shutdown().await;
+            return;
+        }
+        Err(_) => {
+            let _ = frame::write_error(&mut stream, 408, "rpc: request not received in time").await;
+            return;
+        }
+    };
+    let name = call.method.name;
+    let result = handler.call(call).await;
+    let written = match result {
+        Ok(Reply::Whole(body)) => frame::write_frame(&mut stream, KIND_OK, &body).await,
+        Ok(Reply::Stream(mut rx)) => {
+            // An empty chunk first: the call is accepted (the caller stops waiting for a refusal).
+            let mut r = frame::write_frame(&mut stream, KIND_CHUNK, &[]).await;
+            while r.is_ok()
+                && let Some(chunk) = rx.recv().await
+            {
+                r = frame::write_frame(&mut stream, KIND_CHUNK, &chunk).await;
+                if r.is_err() {
+                    break; // the caller left; dropping rx ends the producer
+                }
+            }
+            match r {
+                Ok(()) => frame::write_frame(&mut stream, KIND_END, &[]).await,
+                e => e,
+            }
+        }
+        Err(refusal) => {
+            tracing::debug!(target: "rpc", peer = %peer.addr, method = name, code = refusal.code, error = %refusal.message, "call failed");
+            frame::write_error(&mut stream, refusal.code, &refusal.message).await
+        }
+    };
+    if written.is_ok() {
+        let _ = stream.shutdown().await;
+    }
+}
+
+async fn read_call(stream: &mut MuxStream, peer: &Peer) -> Result<Call, Refusal> {
+    let header = frame::read_header(stream)
+        .await
+        .map_err(|e| Refusal::bad_request(e.to_string()))?;
+    let Some(spec) = method::lookup(&header.method) else {
+        return Err(Refusal::new(
+            404,
+            format!("rpc: can't find method {:?}", truncate(&header.method)),
+        ));
+    };
+    if !allowed(spec.access, peer.role) {
+        let needs = match spec.access {
+            Access::Server => "a server",
+            _ => "a client or server",
+        };
+        return Err(Refusal::new(
+            403,
+            format!("Permission denied: {} needs {needs} identity", spec.name),
+        ));
+    }
+    let len = frame::read_body_len(stream)
+        .await
+        .map_err(|e| Refusal::bad_request(e.to_string()))?;
+    if len > spec.max_request {
+        return Err(Refusal::new(
+            413,
+            format!(
+                "rpc: {} request of {len} bytes is larger than {} bytes",
+                spec.name, spec.max_request
+            ),
+        ));
+    }
+    let body = frame::read_exact_body(stream, len)
+        .await
+        .map_err(|e| Refusal::bad_request(e.to_string()))?;
+    Ok(Call {
+        peer: peer.clone(),
+        method: spec,
+        token: header.token,
+        body: body.into(),
+    })
+}
+
+fn truncate(text: &str) -> &str {
+    let end = text
+        .char_indices()
+        .map(|(i, _)| i)
+        .nth(method::MAX_NAME)
+        .unwrap_or(text.len());
+    &text[..end]
+}
+
+/// Open connections per client (IPv4 address, or IPv6 /64) and in all.
+struct Limits {
+    per_ip: u32,
+    total: u32,
+    open: Mutex<(u32, HashMap<IpAddr, u32>)>,
+}
+
+/// One admitted connection; dropping it frees the slot.
+struct Slot {
+    limits: Arc<Limits>,
+    key: IpAddr,
+}
+
+/// The address a connection counts against: IPv4 (or IPv4-mapped) as is, IPv6 by its /64.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+impl Limits {
+    fn new(opts: &ServerOptions) -> Limits {
+        Limits {
+            per_ip: opts.max_conns_per_ip,
+            total: opts.max_conns,
+            open: Mutex::new((0, HashMap::new())),
+        }
+    }
+
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        let key = client_key(ip);
+        let mut open = self.open.lock();
+        if self.total != 0 && open.0 >= self.total {
+            return None;
+        }
+        let count = open.1.entry(key).or_insert(0);
+        if self.per_ip != 0 && *count >= self.per_ip {
+            return None;
+        }
+        *count += 1;
+        open.0 += 1;
+        Some(Slot {
+            limits: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.limits.open.lock();
+        open.0 = open.0.saturating_sub(1);
+        if let Some(count) = open.1.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.1.remove(&self.key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_count_per_client_and_in_all() {
+        let opts = ServerOptions {
+            max_conns_per_ip: 2,
+            max_conns: 3,
+            ..ServerOptions::default()
+        };
+        let limits = Arc::new(Limits::new(&opts));
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let c: IpAddr = "127.0.0.3".parse().unwrap();
+        let a1 = limits.admit(a).unwrap();
+        let _a2 = limits.admit(a).unwrap();
+        assert!(limits.admit(a).is_none(), "per-IP cap");
+        let _b1 = limits.admit(b).unwrap();
+        assert!(limits.admit(c).is_none(), "global cap");
+        drop(a1);
+        assert!(limits.admit(c).is_some());
+    }
+
+    #[test]
+    fn ipv6_counts_by_prefix() {
+        let opts = ServerOptions {
+            max_conns_per_ip: 1,
+            ..ServerOptions::default()
+        };
+        let limits = Arc::new(Limits::new(&opts));
+        let _one = limits.admit("2001:db8:1:2::1".parse().unwrap()).unwrap();
+        assert!(
+            limits
+                .admit("2001:db8:1:2::ffff".parse().unwrap())
+                .is_none()
+        );
+        assert!(limits.admit("2001:db8:1:3::1".parse().unwrap()).is_some());
+        let _v4 = limits.admit("10.0.0.1".parse().unwrap()).unwrap();
+        assert!(limits.admit("::ffff:10.0.0.1".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn access_by_role() {
+        let check = |access, role, expected| assert_eq!(allowed(access, role), expected);
+        check(Access::Public, Role::Anonymous, true);
+        check(Access::User, Role::Anonymous, true);
+        check(Access::Client, Role::Anonymous, false);
+        check(Access::Client, Role::Client, true);
+        check(Access::Client, Role::Server, true);
+        check(Access::Server, Role::Client, false);
+        check(Access::Server, Role::Anonymous, false);
+        check(Access::Server, Role::Server, true);
+    }
+}
