@@ -2,7 +2,17 @@
 //! subscriber at the subscriber's own level and format, independent of the agent's own level.
 //! Each subscriber has a bounded buffer (512 lines); a full buffer drops lines and counts them,
 //! so no reader can slow the agent. With no subscriber the cost is one level comparison.
+//!
+//! **What subscribers never see.** A monitor stream is itself carried by hyper and h2 (and, over
+//! TLS, rustls): at `trace` level, every frame a stream sends makes transport events, which the
+//! stream would send, which makes more — a loop that fed one stream 300,000 lines in 3 s. So
+//! events whose target is one of [`EXCLUDED_TARGETS`] (the crate itself or one of its modules)
+//! are never delivered, and the callsites are never enabled on the monitor's account; and an
+//! event emitted on a thread while this layer is delivering another one (a field's `Debug`
+//! that logs, say) is dropped rather than delivered re-entrantly. The agent's own stdout log is
+//! not affected.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::SystemTime;
@@ -19,6 +29,56 @@ use crate::logs::{Fields, Line, format_line, module_of};
 
 /// Lines buffered per subscriber before dropping.
 pub const BUFFER_LINES: usize = 512;
+
+/// Crates whose events never reach monitor subscribers: the transports a monitor stream itself
+/// runs on (see the module documentation).
+pub const EXCLUDED_TARGETS: [&str; 10] = [
+    "h2",
+    "hyper",
+    "hyper_util",
+    "tokio",
+    "rustls",
+    "tokio_rustls",
+    "yamux",
+    "snow",
+    "mio",
+    "want",
+];
+
+/// Whether an event target belongs to one of [`EXCLUDED_TARGETS`]: the crate name itself or a
+/// module below it (`h2::codec`), not merely a name that starts the same (`h2c`, `tokio_util`).
+pub fn is_excluded_target(target: &str) -> bool {
+    EXCLUDED_TARGETS.iter().any(|krate| {
+        target
+            .strip_prefix(krate)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
+}
+
+thread_local! {
+    /// Set while this thread is inside [`MonitorHub::dispatch`].
+    static DELIVERING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks this thread as delivering; `None` when it already is (a re-entrant event).
+struct Delivering(());
+
+impl Delivering {
+    fn enter() -> Option<Delivering> {
+        // `then`, not `then_some`: a guard built eagerly would be dropped, clearing the flag,
+        // when this thread is already delivering.
+        DELIVERING
+            .try_with(|d| (!d.replace(true)).then(|| Delivering(())))
+            .ok()
+            .flatten()
+    }
+}
+
+impl Drop for Delivering {
+    fn drop(&mut self) {
+        let _ = DELIVERING.try_with(|d| d.set(false));
+    }
+}
 
 /// What a subscriber wants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,11 +221,20 @@ impl MonitorHub {
     }
 
     fn dispatch(&self, event: &Event<'_>) {
+        let meta = event.metadata();
+        if is_excluded_target(meta.target()) {
+            return;
+        }
+        // Held until the lines are queued: an event raised meanwhile on this thread (by a
+        // field's `Debug`, a formatter, a channel) is dropped, never delivered re-entrantly, and
+        // never takes the subscriber lock a second time.
+        let Some(_delivering) = Delivering::enter() else {
+            return;
+        };
         let subs = self.0.subs.read();
         if subs.is_empty() {
             return;
         }
-        let meta = event.metadata();
         let mut fields = Fields::default();
         event.record(&mut fields);
         let module = module_of(meta.target());
@@ -214,10 +283,15 @@ pub struct MonitorFilter(MonitorHub);
 impl<S> Filter<S> for MonitorFilter {
     fn enabled(&self, meta: &Metadata<'_>, _cx: &Context<'_, S>) -> bool {
         rank(Some(*meta.level())) <= (self.0).0.max.load(Ordering::Relaxed)
+            && !is_excluded_target(meta.target())
     }
 
-    fn callsite_enabled(&self, _meta: &'static Metadata<'static>) -> Interest {
-        Interest::sometimes()
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
+        if is_excluded_target(meta.target()) {
+            Interest::never()
+        } else {
+            Interest::sometimes()
+        }
     }
 
     fn max_level_hint(&self) -> Option<LevelFilter> {
@@ -262,6 +336,80 @@ mod tests {
             );
             drop(debug);
             assert_eq!(hub.len(), 1);
+        });
+    }
+
+    fn drain(sub: &mut Subscription) -> Vec<String> {
+        std::iter::from_fn(|| sub.lines.try_recv().ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .collect()
+    }
+
+    /// Every excluded crate, at its root and in a module, plus look-alike names that are kept.
+    fn emit_transport_and_lookalikes() {
+        tracing::trace!(target: "h2", "x");
+        tracing::trace!(target: "h2::codec::framed_write", "x");
+        tracing::trace!(target: "hyper", "x");
+        tracing::trace!(target: "hyper::proto::h1::conn", "x");
+        tracing::trace!(target: "hyper_util::client::legacy", "x");
+        tracing::trace!(target: "tokio", "x");
+        tracing::trace!(target: "tokio::task::waker", "x");
+        tracing::trace!(target: "rustls::conn", "x");
+        tracing::trace!(target: "tokio_rustls", "x");
+        tracing::trace!(target: "yamux::connection", "x");
+        tracing::trace!(target: "snow::resolvers", "x");
+        tracing::trace!(target: "mio::poll", "x");
+        tracing::error!(target: "want", "x");
+        tracing::trace!(target: "h2c", "kept h2c");
+        tracing::trace!(target: "hyperloop::x", "kept hyperloop");
+        tracing::trace!(target: "tokio_util::codec", "kept tokio_util");
+        tracing::trace!(target: "http", "kept http");
+        tracing::trace!(target: "wanted", "kept wanted");
+    }
+
+    const KEPT: [&str; 5] = [
+        "kept h2c",
+        "kept hyperloop",
+        "kept tokio_util",
+        "kept http",
+        "kept wanted",
+    ];
+
+    #[test]
+    fn transport_events_never_reach_subscribers() {
+        assert!(EXCLUDED_TARGETS.iter().all(|t| is_excluded_target(t)));
+        // The layer as installed (with its filter), and the bare layer, which must hold the rule
+        // by itself.
+        let hub = MonitorHub::new();
+        let filtered = tracing_subscriber::registry().with(hub.layer());
+        let bare = tracing_subscriber::registry().with(MonitorLayer(hub.clone()));
+        let mut sub = hub.subscribe(opts(Level::TRACE, false));
+        tracing::subscriber::with_default(filtered, emit_transport_and_lookalikes);
+        let lines = drain(&mut sub);
+        assert_eq!(lines.len(), KEPT.len(), "{lines:#?}");
+        for (line, kept) in lines.iter().zip(KEPT) {
+            assert!(line.ends_with(&format!(": {kept}\n")), "{line}");
+        }
+        tracing::subscriber::with_default(bare, emit_transport_and_lookalikes);
+        assert_eq!(drain(&mut sub).len(), KEPT.len());
+    }
+
+    #[test]
+    fn events_raised_while_delivering_are_not_delivered() {
+        let hub = MonitorHub::new();
+        let subscriber = tracing_subscriber::registry().with(hub.layer());
+        tracing::subscriber::with_default(subscriber, || {
+            let mut sub = hub.subscribe(opts(Level::TRACE, false));
+            // What `dispatch` holds while it formats and queues: an event raised then on this
+            // thread (under a global dispatcher, tracing calls the layer again) is dropped.
+            let delivering = Delivering::enter().expect("not delivering yet");
+            assert!(Delivering::enter().is_none(), "the guard does not nest");
+            tracing::info!(target: "t", "raised while delivering");
+            drop(delivering);
+            tracing::info!(target: "t", "after delivery");
+            let lines = drain(&mut sub);
+            assert_eq!(lines.len(), 1, "{lines:#?}");
+            assert!(lines[0].ends_with("t: after delivery\n"), "{}", lines[0]);
         });
     }
 
