@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 
 mod disk;
+pub mod limits;
 mod network;
 mod storage;
 
@@ -138,12 +139,17 @@ pub struct RaftConfig {
     pub snapshot_every: u64,
     /// How long a write may take, forwarding and leader changes included.
     pub write_timeout: Duration,
+    /// The most payload bytes one AppendEntries may carry, sent or received (default
+    /// [`limits::DEFAULT_MAX_APPEND_BYTES`]). The leader splits its batches to fit; a request
+    /// over it is refused. It should be the same on every server; it is never taken to be less
+    /// than `max_command_bytes`, so a single command always fits.
+    pub max_append_bytes: usize,
 }
 
 impl RaftConfig {
     /// Defaults for servers on one LAN: 150 ms heartbeats, a 0.5–1 s election timeout (openraft
     /// adds a leader lease of the maximum, so a dead leader is replaced in about 1.5–2 s), a
-    /// snapshot every 4,096 entries, 5 s writes.
+    /// snapshot every 4,096 entries, 5 s writes, and the size limits of [`limits`].
     pub fn new(id: NodeId, addr: impl Into<String>) -> RaftConfig {
         RaftConfig {
             id,
@@ -153,6 +159,7 @@ impl RaftConfig {
             election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
             snapshot_every: 4096,
             write_timeout: Duration::from_secs(5),
+            max_append_bytes: limits::DEFAULT_MAX_APPEND_BYTES,
         }
     }
 }
@@ -224,7 +231,7 @@ impl RaftNode {
             .map_err(RaftError::Storage)?;
         let storage =
             Arc::new(storage::Storage::open(disk, state_machine).map_err(RaftError::Storage)?);
-        let ms = |d: Duration| d.as_millis() as u64;
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let raft_config = Config {
             cluster_name: "caravan".into(),
             heartbeat_interval: ms(config.heartbeat),
@@ -232,6 +239,7 @@ impl RaftNode {
             election_timeout_max: ms(config.election_timeout.1),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
             max_in_snapshot_log_to_keep: 256,
+            max_payload_entries: limits::APPEND_ENTRIES_BATCH,
             ..Default::default()
         }
         .validate()
@@ -365,7 +373,8 @@ impl RaftNode {
 
     /// Writes on this node if it is a leader with a live quorum.
     async fn apply_local(&self, command: String, timeout: Duration) -> Result<Applied, Redirect> {
-        let quorum_limit = self.config.election_timeout.1.as_millis() as u64;
+        let quorum_limit =
+            u64::try_from(self.config.election_timeout.1.as_millis()).unwrap_or(u64::MAX);
         {
             let m = self.raft.metrics();
             let m = m.borrow();
@@ -430,8 +439,17 @@ impl RaftNode {
         }
     }
 
+    /// The effective AppendEntries payload limit (see [`RaftConfig::max_append_bytes`]).
+    fn max_append_bytes(&self) -> usize {
+        self.config.max_append_bytes
+    }
+
     /// Serves one request from a peer's [`Transport`]; the answer is the JSON the calling
     /// node's network expects.
+    ///
+    /// Terms, log indices and sizes are checked against [`limits`] first: a request out of
+    /// bounds is refused with [`RaftError::BadRequest`] naming the field, and openraft never
+    /// sees it.
     pub async fn handle(&self, method: &str, body: &[u8]) -> Result<Vec<u8>, RaftError> {
         fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, RaftError> {
             serde_json::from_slice(body).map_err(|e| RaftError::BadRequest(e.to_string()))
@@ -441,13 +459,21 @@ impl RaftNode {
         }
         match method {
             method::APPEND_ENTRIES => {
+                let req = decode(body)?;
+                limits::check_append(&self.storage.bounds(), &req, self.max_append_bytes())?;
                 *self.last_contact.lock() = Some(Instant::now());
-                encode(&self.raft.append_entries(decode(body)?).await)
+                encode(&self.raft.append_entries(req).await)
             }
-            method::VOTE => encode(&self.raft.vote(decode(body)?).await),
+            method::VOTE => {
+                let req = decode(body)?;
+                limits::check_vote(&self.storage.bounds(), &req)?;
+                encode(&self.raft.vote(req).await)
+            }
             method::INSTALL_SNAPSHOT => {
+                let req = decode(body)?;
+                limits::check_snapshot_meta(&self.storage.bounds(), &req)?;
                 *self.last_contact.lock() = Some(Instant::now());
-                encode(&self.raft.install_snapshot(decode(body)?).await)
+                encode(&self.raft.install_snapshot(req).await)
             }
             method::APPLY => {
                 let command = String::from_utf8(body.to_vec())
@@ -512,9 +538,17 @@ impl RaftNode {
         }
     }
 
-    /// Stops the node.
+    /// Stops the node. Returns once openraft's tasks have let go of the storage (waiting at
+    /// most two seconds), so that dropping the node closes the redb file and another node can
+    /// open the same directory at once.
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
+        for _ in 0..200 {
+            if Arc::strong_count(&self.storage) <= 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::disk::Disk;
+use crate::limits::Bounds;
 use crate::{BasicNode, NodeId, StateMachine, TypeConfig};
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
@@ -97,6 +98,27 @@ impl Storage {
         (term, inner.committed.map_or(0, |c| c.index))
     }
 
+    /// The durable term and the last log index a peer's request is measured against.
+    pub(crate) fn bounds(&self) -> Bounds {
+        let inner = self.inner.lock();
+        let term = inner.vote.map_or(0, |v| v.leader_id.term);
+        let last_index = [
+            inner.log.keys().next_back().copied(),
+            inner.purged.map(|l| l.index),
+            inner.committed.map(|l| l.index),
+            inner.last_applied.map(|l| l.index),
+            inner
+                .snapshot
+                .as_ref()
+                .and_then(|s| s.meta.last_log_id.map(|l| l.index)),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(0);
+        Bounds { term, last_index }
+    }
+
     fn disk<T>(&self, f: impl FnOnce(&Disk) -> Result<T, String>) -> Result<Option<T>, String> {
         self.disk.as_ref().map(f).transpose()
     }
@@ -120,7 +142,7 @@ impl RaftSnapshotBuilder<TypeConfig> for Arc<Storage> {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
         let stored = {
             let mut inner = self.inner.lock();
-            inner.snapshot_seq += 1;
+            inner.snapshot_seq = inner.snapshot_seq.saturating_add(1);
             let data = self.sm.snapshot();
             let snapshot_id = match inner.last_applied {
                 Some(l) => format!("{}-{}-{}", l.leader_id, l.index, inner.snapshot_seq),
@@ -198,8 +220,11 @@ impl RaftStorage<TypeConfig> for Arc<Storage> {
         self.disk(|d| d.purge_upto(log_id)).map_err(write_err)?;
         let mut inner = self.inner.lock();
         inner.purged = Some(log_id);
-        let keep = inner.log.split_off(&(log_id.index + 1));
-        inner.log = keep;
+        // Everything up to and including `log_id.index` goes; at `u64::MAX` that is all.
+        inner.log = match log_id.index.checked_add(1) {
+            Some(first_kept) => inner.log.split_off(&first_kept),
+            None => BTreeMap::new(),
+        };
         Ok(())
     }
 

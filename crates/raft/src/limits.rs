@@ -1,0 +1,226 @@
+//! Bounds on what peers send, checked in [`crate::RaftNode::handle`] before openraft sees a
+//! request, and on what they answer, checked in the network before openraft sees a reply.
+//!
+//! openraft trusts its peers: it adds one to a term it was given, indexes its log with the
+//! indices it was given, and writes snapshot chunks wherever their offset says. A peer (hostile,
+//! buggy or a forged request) could send a term of `u64::MAX` that overflows at the next
+//! election and is persisted, so the node breaks for good (C2 in the security review), or an
+//! index near `u64::MAX` that overflows the log's arithmetic. Legitimate values are far from
+//! these bounds: a term grows by one per election, an index by one per write.
+
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::{EntryPayload, LogId, Vote};
+
+use crate::{NodeId, RaftError, TypeConfig};
+
+/// How far above the local current term a peer's term may be. Terms grow by one per election
+/// round, so a legitimate peer is at most a few (or, after a long partition during which it
+/// kept campaigning, a few hundred) terms ahead. A node that is further behind still learns the
+/// higher term from the answers to its own requests (which are bounded by [`MAX_TERM`] only).
+pub const MAX_TERM_JUMP: u64 = 1_000;
+
+/// The highest term accepted from a peer in any case: far from `u64::MAX`, so `term + 1` can
+/// never overflow, in Caravan or in openraft.
+pub const MAX_TERM: u64 = 1 << 62;
+
+/// How far beyond the local last log index a peer's log index may be: 2^40 writes, more than
+/// a cluster makes in years. A node that is far behind is brought up to date with a snapshot
+/// whose index is within this bound of its own.
+pub const MAX_INDEX_JUMP: u64 = 1 << 40;
+
+/// The highest log index accepted from a peer in any case: far from `u64::MAX`, so
+/// `index + 1` can never overflow.
+pub const MAX_INDEX: u64 = 1 << 62;
+
+/// The most entries one `Raft.AppendEntries` may carry. The leader sends at most
+/// [`APPEND_ENTRIES_BATCH`], so this leaves room for a peer configured differently.
+pub const MAX_APPEND_ENTRIES: usize = 1_024;
+
+/// How many entries this node's leader puts in one AppendEntries (openraft's
+/// `max_payload_entries`); at most [`MAX_APPEND_ENTRIES`].
+pub const APPEND_ENTRIES_BATCH: u64 = 256;
+
+/// The default for [`crate::RaftConfig::max_command_bytes`]: 4 MiB, four times the HTTP API's
+/// 1 MiB body limit, so any command built from one HTTP request fits (and an ACL state of some
+/// ten thousand tokens, which `AclReplace` carries whole), yet junk sent through `Raft.Apply`
+/// cannot fill memory and disk in a few calls.
+pub const DEFAULT_MAX_COMMAND_BYTES: usize = 4 << 20;
+
+/// The default for [`crate::RaftConfig::max_append_bytes`]: 16 MiB of entry payload per
+/// AppendEntries. The leader splits batches to fit it.
+pub const DEFAULT_MAX_APPEND_BYTES: usize = 16 << 20;
+
+/// The default for [`crate::RaftConfig::max_snapshot_bytes`]: 256 MiB.
+pub const DEFAULT_MAX_SNAPSHOT_BYTES: usize = 256 << 20;
+
+/// The most data one `Raft.InstallSnapshot` chunk may carry: 16 MiB. openraft's leader sends
+/// chunks of 3 MiB (its `snapshot_max_chunk_size`).
+pub const MAX_SNAPSHOT_CHUNK_BYTES: usize = 16 << 20;
+
+/// The longest snapshot ID accepted from a peer (Caravan's are a log ID and a counter).
+pub const MAX_SNAPSHOT_ID_BYTES: usize = 256;
+
+/// What a peer's terms and indices are measured against: this node's durable vote term and
+/// last known log index.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    /// The local current term.
+    pub term: u64,
+    /// The local last log index (0 when empty); snapshot and purge points included.
+    pub last_index: u64,
+}
+
+impl Bounds {
+    /// The highest term a peer may send.
+    pub fn max_term(&self) -> u64 {
+        self.term.saturating_add(MAX_TERM_JUMP).min(MAX_TERM)
+    }
+
+    /// The highest log index a peer may send.
+    pub fn max_index(&self) -> u64 {
+        self.last_index
+            .saturating_add(MAX_INDEX_JUMP)
+            .min(MAX_INDEX)
+    }
+
+    /// A term from a peer.
+    pub fn term(&self, field: &str, term: u64) -> Result<(), RaftError> {
+        let max = self.max_term();
+        if term > max {
+            return Err(RaftError::BadRequest(format!(
+                "{field} {term} is out of bounds: the local term is {}, and a peer may be at most {MAX_TERM_JUMP} terms ahead (up to {max})",
+                self.term
+            )));
+        }
+        Ok(())
+    }
+
+    /// A vote from a peer.
+    pub fn vote(&self, field: &str, vote: &Vote<NodeId>) -> Result<(), RaftError> {
+        self.term(&format!("{field}.term"), vote.leader_id.term)
+    }
+
+    /// A log ID from a peer, whose term may not exceed `max_term` (the term of the vote it
+    /// came with: no entry is newer than its leader).
+    pub fn log_id(
+        &self,
+        field: &str,
+        log_id: Option<&LogId<NodeId>>,
+        max_term: u64,
+    ) -> Result<(), RaftError> {
+        let Some(log_id) = log_id else {
+            return Ok(());
+        };
+        if log_id.leader_id.term > max_term {
+            return Err(RaftError::BadRequest(format!(
+                "{field}.term {} is out of bounds: above the request's vote term {max_term}",
+                log_id.leader_id.term
+            )));
+        }
+        let max = self.max_index();
+        if log_id.index > max {
+            return Err(RaftError::BadRequest(format!(
+                "{field}.index {} is out of bounds: the local last index is {}, and a peer may be at most {MAX_INDEX_JUMP} entries ahead (up to {max})",
+                log_id.index, self.last_index
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The payload bytes an entry adds to the log (a membership change counts its JSON).
+pub(crate) fn payload_bytes(payload: &EntryPayload<TypeConfig>) -> usize {
+    match payload {
+        EntryPayload::Blank => 0,
+        EntryPayload::Normal(command) => command.len(),
+        EntryPayload::Membership(m) => serde_json::to_vec(m).map_or(usize::MAX, |v| v.len()),
+    }
+}
+
+/// A `Raft.Vote` request: its term, and a last log ID no newer than that term.
+pub(crate) fn check_vote(bounds: &Bounds, req: &VoteRequest<NodeId>) -> Result<(), RaftError> {
+    bounds.vote("vote", &req.vote)?;
+    bounds.log_id(
+        "last_log_id",
+        req.last_log_id.as_ref(),
+        req.vote.leader_id.term,
+    )
+}
+
+/// A `Raft.AppendEntries` request: its term and log IDs, consecutive entries right after
+/// `prev_log_id`, at most [`MAX_APPEND_ENTRIES`] of them and at most `max_bytes` of payload.
+pub(crate) fn check_append(
+    bounds: &Bounds,
+    req: &AppendEntriesRequest<TypeConfig>,
+    max_bytes: usize,
+) -> Result<(), RaftError> {
+    bounds.vote("vote", &req.vote)?;
+    let term = req.vote.leader_id.term;
+    bounds.log_id("prev_log_id", req.prev_log_id.as_ref(), term)?;
+    bounds.log_id("leader_commit", req.leader_commit.as_ref(), term)?;
+    if req.entries.len() > MAX_APPEND_ENTRIES {
+        return Err(RaftError::BadRequest(format!(
+            "entries: {} entries in one request, more than {MAX_APPEND_ENTRIES}",
+            req.entries.len()
+        )));
+    }
+    let mut expected = match &req.prev_log_id {
+        None => Some(0),
+        Some(prev) => prev.index.checked_add(1),
+    };
+    let mut last_term = req.prev_log_id.map_or(0, |p| p.leader_id.term);
+    let mut bytes = 0usize;
+    for (i, entry) in req.entries.iter().enumerate() {
+        let field = format!("entries[{i}].log_id");
+        bounds.log_id(&field, Some(&entry.log_id), term)?;
+        if Some(entry.log_id.index) != expected {
+            return Err(RaftError::BadRequest(format!(
+                "{field}.index {} does not follow the previous entry (expected {})",
+                entry.log_id.index,
+                expected.map_or_else(|| "none".to_string(), |e| e.to_string())
+            )));
+        }
+        if entry.log_id.leader_id.term < last_term {
+            return Err(RaftError::BadRequest(format!(
+                "{field}.term {} is below the previous entry's term {last_term}",
+                entry.log_id.leader_id.term
+            )));
+        }
+        last_term = entry.log_id.leader_id.term;
+        expected = entry.log_id.index.checked_add(1);
+        bytes = bytes.saturating_add(payload_bytes(&entry.payload));
+        if bytes > max_bytes {
+            return Err(RaftError::BadRequest(format!(
+                "entries: more than {max_bytes} bytes of payload in one request (max_append_bytes)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The vote and metadata of a `Raft.InstallSnapshot` chunk.
+pub(crate) fn check_snapshot_meta(
+    bounds: &Bounds,
+    req: &InstallSnapshotRequest<TypeConfig>,
+) -> Result<(), RaftError> {
+    bounds.vote("vote", &req.vote)?;
+    let term = req.vote.leader_id.term;
+    bounds.log_id("meta.last_log_id", req.meta.last_log_id.as_ref(), term)?;
+    bounds.log_id(
+        "meta.last_membership.log_id",
+        req.meta.last_membership.log_id().as_ref(),
+        term,
+    )?;
+    if req.meta.last_membership.log_id().map(|l| l.index) > req.meta.last_log_id.map(|l| l.index) {
+        return Err(RaftError::BadRequest(
+            "meta.last_membership.log_id is beyond meta.last_log_id".to_string(),
+        ));
+    }
+    if req.meta.snapshot_id.len() > MAX_SNAPSHOT_ID_BYTES {
+        return Err(RaftError::BadRequest(format!(
+            "meta.snapshot_id: {} bytes, more than {MAX_SNAPSHOT_ID_BYTES}",
+            req.meta.snapshot_id.len()
+        )));
+    }
+    Ok(())
+}

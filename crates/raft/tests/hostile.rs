@@ -1,0 +1,272 @@
+//! Hostile peer input against one durable node: requests that used to break openraft (a term
+//! or an index near `u64::MAX`, snapshot chunks far past the end) are refused before openraft
+//! sees them, and the node keeps (or regains) its leadership, restarts included.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use caravan_raft::{BoxFuture, RaftConfig, RaftError, RaftNode, StateMachine, Transport, method};
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+
+#[derive(Default)]
+struct Log(Mutex<Vec<String>>);
+
+impl StateMachine for Log {
+    fn apply(&self, _index: u64, command: &str) -> String {
+        let mut l = self.0.lock();
+        l.push(command.to_string());
+        l.len().to_string()
+    }
+    fn snapshot(&self) -> String {
+        serde_json::to_string(&*self.0.lock()).unwrap()
+    }
+    fn restore(&self, snapshot: &str) -> Result<(), String> {
+        *self.0.lock() = serde_json::from_str(snapshot).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+/// A single-node cluster has no peers to call.
+struct Nowhere;
+
+impl Transport for Nowhere {
+    fn call(
+        &self,
+        _addr: &str,
+        _method: &'static str,
+        _body: Vec<u8>,
+        _timeout: Duration,
+    ) -> BoxFuture<Result<Vec<u8>, String>> {
+        Box::pin(async { Err("no peers".to_string()) })
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    std::env::temp_dir().join(format!(
+        "caravan-raft-hostile-{name}-{}-{nanos}",
+        std::process::id()
+    ))
+}
+
+fn config(dir: &Path) -> RaftConfig {
+    let mut cfg = RaftConfig::new(1, "n1");
+    cfg.dir = Some(dir.to_path_buf());
+    cfg.heartbeat = Duration::from_millis(50);
+    cfg.election_timeout = (Duration::from_millis(200), Duration::from_millis(400));
+    cfg.write_timeout = Duration::from_secs(3);
+    cfg
+}
+
+async fn start(dir: &Path) -> RaftNode {
+    RaftNode::start(config(dir), Arc::new(Log::default()), Arc::new(Nowhere))
+        .await
+        .unwrap()
+}
+
+/// Waits (bounded: 10 s) until the node leads, then proves it with a write.
+async fn leads_and_writes(node: &RaftNode, what: &str) {
+    for _ in 0..200 {
+        if node.is_leader() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(node.is_leader(), "{what}: no leader: {:?}", node.status());
+    node.apply(format!("after {what}"))
+        .await
+        .unwrap_or_else(|e| panic!("{what}: write failed: {e}"));
+}
+
+fn log_id(term: u64, index: u64) -> Value {
+    json!({"leader_id": {"term": term, "node_id": 4242}, "index": index})
+}
+
+fn vote(term: u64, committed: bool) -> Value {
+    json!({"leader_id": {"term": term, "node_id": 4242}, "committed": committed})
+}
+
+fn bad_request(r: Result<Vec<u8>, RaftError>) -> String {
+    match r {
+        Err(RaftError::BadRequest(text)) => text,
+        other => panic!(
+            "expected a bad request, got {:?}",
+            other.map(|b| String::from_utf8_lossy(&b).into_owned())
+        ),
+    }
+}
+
+/// C2: one `Raft.Vote` with term and last index `u64::MAX`. openraft would grant it once the
+/// leader lease has run out, persist the term, and panic computing `term + 1` at the next
+/// election, on every start from the same directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vote_with_term_u64_max_is_refused_and_not_persisted() {
+    let dir = scratch("vote");
+    let node = start(&dir).await;
+    node.initialize(BTreeMap::from([(1, "n1".to_string())]))
+        .await
+        .unwrap();
+    leads_and_writes(&node, "start").await;
+    let evil = json!({
+        "vote": vote(u64::MAX, false),
+        "last_log_id": log_id(u64::MAX, u64::MAX),
+    })
+    .to_string();
+    // Once inside the leader lease and once after it has run out (the lease is the election
+    // timeout's maximum, 400 ms here), when openraft itself would grant the vote.
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        answers.push(node.handle(method::VOTE, evil.as_bytes()).await);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    leads_and_writes(&node, "the vote").await;
+    assert!(node.status().term < 1000, "{:?}", node.status());
+    for answer in answers {
+        let text = bad_request(answer);
+        assert!(text.contains("vote.term"), "{text}");
+    }
+    // Nothing was persisted: a restart from the same directory leads again.
+    node.shutdown().await;
+    drop(node);
+    let node = start(&dir).await;
+    leads_and_writes(&node, "a restart").await;
+    assert!(node.status().term < 1000, "{:?}", node.status());
+    node.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn entry(term: u64, index: u64) -> Value {
+    json!({"log_id": log_id(term, index), "payload": {"Normal": "junk"}})
+}
+
+fn snapshot_chunk(
+    term: u64,
+    last: Value,
+    id: &str,
+    offset: u64,
+    data: &[u8],
+    done: bool,
+) -> String {
+    json!({
+        "vote": vote(term, true),
+        "meta": {
+            "last_log_id": last,
+            "last_membership": {
+                "log_id": null,
+                "membership": {"configs": [[1]], "nodes": {"1": {"addr": "n1"}}},
+            },
+            "snapshot_id": id,
+        },
+        "offset": offset,
+        "data": data,
+        "done": done,
+    })
+    .to_string()
+}
+
+/// Terms and log indices from peers that no legitimate peer sends (far ahead of this node's,
+/// or entries that do not follow each other) are refused, naming the field, and change
+/// nothing: the node keeps leading with its own small term and log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_bounds_terms_and_indices_are_refused_naming_the_field() {
+    let dir = scratch("bounds");
+    let node = start(&dir).await;
+    node.initialize(BTreeMap::from([(1, "n1".to_string())]))
+        .await
+        .unwrap();
+    leads_and_writes(&node, "start").await;
+    let max = u64::MAX;
+    let far = 1u64 << 41;
+    let ae = |v: Value, prev: Value, commit: Value, entries: Vec<Value>| {
+        json!({"vote": v, "prev_log_id": prev, "leader_commit": commit, "entries": entries})
+            .to_string()
+    };
+    let cases: Vec<(&str, &str, String)> = vec![
+        (
+            method::VOTE,
+            "vote.term",
+            json!({"vote": vote(max, false), "last_log_id": null}).to_string(),
+        ),
+        (
+            method::VOTE,
+            "last_log_id.index",
+            json!({"vote": vote(5, false), "last_log_id": log_id(5, max)}).to_string(),
+        ),
+        (
+            method::VOTE,
+            "last_log_id.index",
+            json!({"vote": vote(5, false), "last_log_id": log_id(5, far)}).to_string(),
+        ),
+        (
+            method::VOTE,
+            "last_log_id.term",
+            json!({"vote": vote(5, false), "last_log_id": log_id(6, 1)}).to_string(),
+        ),
+        (
+            method::APPEND_ENTRIES,
+            "vote.term",
+            ae(vote(max, true), Value::Null, Value::Null, vec![]),
+        ),
+        (
+            method::APPEND_ENTRIES,
+            "vote.term",
+            ae(vote(2000, true), Value::Null, Value::Null, vec![]),
+        ),
+        (
+            method::APPEND_ENTRIES,
+            "prev_log_id.index",
+            ae(vote(5, true), log_id(5, max), Value::Null, vec![]),
+        ),
+        (
+            method::APPEND_ENTRIES,
+            "leader_commit.index",
+            ae(vote(5, true), Value::Null, log_id(5, max), vec![]),
+        ),
+        (
+            method::APPEND_ENTRIES,
+            "entries[0].log_id.index",
+            ae(vote(5, true), Value::Null, Value::Null, vec![entry(5, max)]),
+        ),
+        (
+            method::APPEND_ENTRIES,
+            "entries[1].log_id.index",
+            ae(
+                vote(5, true),
+                log_id(1, 2),
+                Value::Null,
+                vec![entry(5, 3), entry(5, 5)],
+            ),
+        ),
+        (
+            method::APPEND_ENTRIES,
+            "entries[0].log_id.term",
+            ae(vote(5, true), log_id(1, 2), Value::Null, vec![entry(6, 3)]),
+        ),
+        (
+            method::INSTALL_SNAPSHOT,
+            "vote.term",
+            snapshot_chunk(max, log_id(1, 5), "s", 0, b"[]", true),
+        ),
+        (
+            method::INSTALL_SNAPSHOT,
+            "meta.last_log_id.index",
+            snapshot_chunk(5, log_id(5, max), "s", 0, b"[]", true),
+        ),
+    ];
+    for (method, field, body) in &cases {
+        let text = bad_request(node.handle(method, body.as_bytes()).await);
+        assert!(text.contains(field), "{method} {field}: {text}");
+    }
+    leads_and_writes(&node, "the refused requests").await;
+    let status = node.status();
+    assert!(status.term < 5, "{status:?}");
+    assert!(status.last_log_index < 10, "{status:?}");
+    node.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
