@@ -278,7 +278,11 @@ pub fn redirect(ctx: &Ctx, location: &str) -> Reply {
         target.push_str(q);
     }
     let body = if ctx.method == Method::GET || ctx.method == Method::HEAD {
-        format!("<a href=\"{target}\">Moved Permanently</a>.\n\n").into_bytes()
+        format!(
+            "<a href=\"{}\">Moved Permanently</a>.\n\n",
+            html_escape(&target)
+        )
+        .into_bytes()
     } else {
         Vec::new()
     };
@@ -291,6 +295,23 @@ pub fn redirect(ctx: &Ctx, location: &str) -> Reply {
         resp.headers_mut().insert(http::header::LOCATION, value);
     }
     Ok(resp)
+}
+
+/// Escapes text for an HTML attribute or element as Go's `html.EscapeString` (and so
+/// `http.Redirect`) does: `&`, `<`, `>`, `"` and `'`.
+pub fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&#34;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The root handler's `404`: empty body, no `Content-Type`.

@@ -5,7 +5,9 @@ use std::convert::Infallible;
 use std::io::Write;
 
 use bytes::Bytes;
-use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue, VARY};
+use http::header::{
+    CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue, VARY, X_CONTENT_TYPE_OPTIONS,
+};
 use http::{HeaderMap, Response, StatusCode};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use serde::Serialize;
@@ -165,10 +167,13 @@ impl Encoding {
     }
 }
 
-/// Adds the headers every response carries: `Vary: Accept-Encoding` and the operator's
-/// `http_api_response_headers`.
+/// Adds the headers every response carries: `Vary: Accept-Encoding`,
+/// `X-Content-Type-Options: nosniff` (error bodies echo request input as text; a browser must
+/// not sniff them into HTML) and the operator's `http_api_response_headers`, which may override
+/// either.
 pub fn add_common_headers(headers: &mut HeaderMap, extra: &[(HeaderName, HeaderValue)]) {
     headers.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     for (name, value) in extra {
         headers.insert(name.clone(), value.clone());
     }

@@ -455,3 +455,55 @@ async fn pprof_seconds_bound_keeps_its_text_and_order() {
         assert_eq!((s, b.as_str()), (200, "profile"), "{uri}");
     }
 }
+
+#[tokio::test]
+async fn redirect_body_is_html_escaped() {
+    // The http crate refuses `"`, `<` and `>` in a request URI, so the handler is called with a
+    // context built by hand: the escaping must not depend on that.
+    let raw = r#"a="><script>alert(1)</script>&b='x'"#;
+    let ctx = crate::Ctx {
+        method: http::Method::GET,
+        path: "/v1/agent/pprof".into(),
+        raw_query: Some(raw.into()),
+        query: crate::request::Query::parse(Some(raw)),
+        token: None,
+        body: Bytes::new(),
+    };
+    let resp = crate::handlers::redirect(&ctx, "/v1/agent/pprof/").unwrap();
+    assert_eq!(resp.status(), 301);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        "<a href=\"/v1/agent/pprof/?a=&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;&amp;b=&#39;x&#39;\">Moved Permanently</a>.\n\n"
+    );
+    // Through the app, as Go's http.Redirect writes it: `&` is `&amp;` in the body only.
+    let (s, h, b) = call(&app("", &[]), "GET", "/v1/agent/pprof?a=1&b=2").await;
+    assert_eq!(s, 301);
+    assert_eq!(h["location"], "/v1/agent/pprof/?a=1&b=2");
+    assert_eq!(
+        b,
+        "<a href=\"/v1/agent/pprof/?a=1&amp;b=2\">Moved Permanently</a>.\n\n"
+    );
+}
+
+#[tokio::test]
+async fn every_response_says_nosniff() {
+    let a = app("", &[]);
+    for (method, uri) in [
+        ("GET", "/v1/agent/self"),
+        ("GET", "/nope"),
+        ("PUT", "/v1/agent/self"),
+        ("GET", "/v1/agent/pprof"),
+        ("GET", "/v1/agent/pprof/cmdline"),
+        ("GET", "/v1/agent/members?stale=x"),
+    ] {
+        let (_, h, _) = call(&a, method, uri).await;
+        assert_eq!(
+            h.get_all("x-content-type-options")
+                .iter()
+                .collect::<Vec<_>>(),
+            ["nosniff"],
+            "{method} {uri}"
+        );
+    }
+}
