@@ -3,7 +3,7 @@
 //! The crate owns routing ([`router`]), request conventions ([`request`]: query parameters,
 //! `?pretty`, tokens), response conventions ([`response`]: JSON, plain-text errors, gzip/deflate,
 //! `Vary` and operator headers), the wire types ([`dto`]) and connection handling ([`serve`]:
-//! per-IP limits, header timeouts, graceful shutdown). Everything an endpoint needs from the agent
+//! per-client and total connection limits, header and body timeouts, graceful shutdown). Everything an endpoint needs from the agent
 //! comes through the [`AgentApi`] trait, so the crate can be embedded and tested with a fake.
 //!
 //! ```no_run
@@ -32,7 +32,7 @@ pub mod schedulers;
 pub mod serve;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Response};
@@ -63,10 +63,16 @@ pub struct Ctx {
 /// Largest request body read.
 pub const MAX_BODY: usize = 1 << 20;
 
+/// Default time a request may take to send its whole body (at most [`MAX_BODY`]) once its
+/// headers are in. A client still sending after it gets `408 Request Timeout` and its connection
+/// is closed, so a slow body cannot hold a connection for ever.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The HTTP application: an agent plus the response headers the operator configured.
 pub struct App<A> {
     agent: Arc<A>,
     extra_headers: Vec<(HeaderName, HeaderValue)>,
+    body_read_timeout: Duration,
 }
 
 impl<A> Clone for App<A> {
@@ -74,6 +80,7 @@ impl<A> Clone for App<A> {
         App {
             agent: self.agent.clone(),
             extra_headers: self.extra_headers.clone(),
+            body_read_timeout: self.body_read_timeout,
         }
     }
 }
@@ -100,7 +107,16 @@ impl<A: AgentApi> App<A> {
         Ok(App {
             agent,
             extra_headers,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
         })
+    }
+
+    /// The same application with another request-body read timeout (default
+    /// [`DEFAULT_BODY_READ_TIMEOUT`]; [`serve::serve_http1`] sets
+    /// [`serve::ServeOptions::body_read_timeout`]).
+    pub fn with_body_read_timeout(mut self, timeout: Duration) -> App<A> {
+        self.body_read_timeout = timeout;
+        self
     }
 
     /// The agent behind the API.
@@ -118,7 +134,11 @@ impl<A: AgentApi> App<A> {
         let started = Instant::now();
         let encoding = Encoding::negotiate(req.headers());
         let (parts, body) = req.into_parts();
-        let body = http_body_util::Limited::new(body, MAX_BODY).collect().await;
+        let body = tokio::time::timeout(
+            self.body_read_timeout,
+            http_body_util::Limited::new(body, MAX_BODY).collect(),
+        )
+        .await;
         let mut ctx = Ctx {
             method: parts.method.clone(),
             path: parts.uri.path().to_string(),
@@ -127,15 +147,30 @@ impl<A: AgentApi> App<A> {
             token: request::extract_token(&parts.headers),
             body: bytes::Bytes::new(),
         };
+        let timed_out = body.is_err();
         let result = match body {
-            Ok(collected) => {
+            Ok(Ok(collected)) => {
                 ctx.body = collected.to_bytes();
                 self.dispatch(&ctx).await
             }
-            Err(e) => Err(ApiError::new(
+            Ok(Err(e)) => Err(ApiError::new(
                 http::StatusCode::PAYLOAD_TOO_LARGE,
                 format!("failed to read request body: {e}"),
             )),
+            Err(_) => {
+                let timeout = humantime::format_duration(self.body_read_timeout);
+                tracing::warn!(
+                    target: "http",
+                    method = %ctx.method,
+                    path = %request_uri(&ctx),
+                    %timeout,
+                    "request body not received in time; closing the connection"
+                );
+                Err(ApiError::new(
+                    http::StatusCode::REQUEST_TIMEOUT,
+                    format!("failed to read request body: timed out after {timeout}"),
+                ))
+            }
         };
         let mut resp = match result {
             Ok(resp) => resp,
@@ -144,6 +179,11 @@ impl<A: AgentApi> App<A> {
                 response::error(&e)
             }
         };
+        if timed_out {
+            // The rest of the body is still on its way: the connection cannot be reused.
+            resp.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response::add_common_headers(resp.headers_mut(), &self.extra_headers);
         let streaming = resp
             .extensions()

@@ -1,11 +1,16 @@
 //! Accepting connections: optional TLS (the handshake bounded in time and done off the accept
-//! loop), a per-client-IP connection limit, a header-read timeout, and graceful shutdown bounded
-//! in time. Used for the HTTP API (HTTP/1.1) and the agent RPC port (HTTP/2).
+//! loop), a per-client connection limit and a global one, a header-read timeout, a request-body
+//! read timeout (HTTP/1.1, applied by [`App`]), and graceful shutdown bounded in time. Used for
+//! the HTTP API (HTTP/1.1) and the agent RPC port (HTTP/2).
+//!
+//! A "client" for the per-client limit is an IPv4 address, or an IPv6 /64 (one host usually
+//! has a whole /64, so counting IPv6 addresses one by one would not limit anyone); an
+//! IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) counts as its IPv4 address ([`client_key`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,14 +32,26 @@ use tokio_rustls::rustls::ServerConfig;
 use crate::response::Body;
 use crate::{AgentApi, App};
 
+/// Default cap on open connections per listener, all clients together (beside the per-client
+/// cap): well under a default 65,536-descriptor limit, so a crowd of addresses cannot exhaust
+/// the process's file descriptors.
+pub const DEFAULT_MAX_CONNS_TOTAL: u32 = 4096;
+
 /// Connection handling settings.
 #[derive(Clone)]
 pub struct ServeOptions {
-    /// Concurrent connections allowed per client IP; 0 means unlimited.
+    /// Concurrent connections allowed per client (an IPv4 address or an IPv6 /64); 0 means
+    /// unlimited.
     pub max_conns_per_ip: u32,
+    /// Concurrent connections allowed in total; 0 means unlimited. Over it, HTTP answers `429`
+    /// and closes, as for the per-client limit; RPC closes at once.
+    pub max_conns_total: u32,
     /// Time a connection may take to send a request's headers (also bounds idle keep-alive),
     /// and to complete a TLS handshake.
     pub header_read_timeout: Duration,
+    /// Time an HTTP/1.1 request may take to send its whole body once its headers are in; over
+    /// it the request is answered `408` and the connection closed ([`App::with_body_read_timeout`]).
+    pub body_read_timeout: Duration,
     /// How long shutdown waits for open connections before dropping them.
     pub shutdown_grace: Duration,
     /// Serve TLS with this configuration.
@@ -45,63 +62,111 @@ impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             max_conns_per_ip: 100,
+            max_conns_total: DEFAULT_MAX_CONNS_TOTAL,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: crate::DEFAULT_BODY_READ_TIMEOUT,
             shutdown_grace: Duration::from_secs(2),
             tls: None,
         }
     }
 }
 
-/// Counts open connections per client IP.
+/// The key a connection is counted under: an IPv4 address as it is, an IPv4-mapped IPv6
+/// address as its IPv4 address, any other IPv6 address as its /64 prefix.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !((1u128 << 64) - 1))),
+        },
+    }
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Its client already has the per-client maximum open.
+    PerClient,
+    /// The listener already has the total maximum open.
+    Total,
+}
+
+/// Counts open connections per client ([`client_key`]) and in total.
 #[derive(Debug, Default)]
 pub struct ConnLimiter {
-    max: u32,
-    open: Mutex<HashMap<IpAddr, u32>>,
+    max_per_client: u32,
+    max_total: u32,
+    open: Mutex<OpenCounts>,
+}
+
+#[derive(Debug, Default)]
+struct OpenCounts {
+    total: u32,
+    by_client: HashMap<IpAddr, u32>,
 }
 
 /// One admitted connection; dropping it frees the slot.
 #[derive(Debug)]
 pub struct ConnGuard {
     limiter: Arc<ConnLimiter>,
-    ip: IpAddr,
+    key: IpAddr,
 }
 
 impl ConnLimiter {
-    /// A limiter admitting `max` connections per IP (0 = unlimited).
-    pub fn new(max: u32) -> Arc<ConnLimiter> {
+    /// A limiter admitting `max_per_client` connections per client and `max_total` in all
+    /// (0 = unlimited, for either).
+    pub fn new(max_per_client: u32, max_total: u32) -> Arc<ConnLimiter> {
         Arc::new(ConnLimiter {
-            max,
-            open: Mutex::new(HashMap::new()),
+            max_per_client,
+            max_total,
+            open: Mutex::new(OpenCounts::default()),
         })
     }
 
-    /// Admits a connection from `ip`, or `None` when it already has `max` open.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnGuard> {
+    /// Admits a connection from `ip`, or says which limit it is over.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnGuard, Refused> {
+        let key = client_key(ip);
         let mut open = self.open.lock();
-        let count = open.entry(ip).or_insert(0);
-        if self.max != 0 && *count >= self.max {
-            return None;
+        if self.max_total != 0 && open.total >= self.max_total {
+            return Err(Refused::Total);
+        }
+        let count = open.by_client.entry(key).or_insert(0);
+        if self.max_per_client != 0 && *count >= self.max_per_client {
+            return Err(Refused::PerClient);
         }
         *count += 1;
-        Some(ConnGuard {
+        open.total += 1;
+        Ok(ConnGuard {
             limiter: self.clone(),
-            ip,
+            key,
         })
     }
 
-    /// Open connections from `ip`.
+    /// Open connections counted for `ip`'s client ([`client_key`]).
     pub fn open(&self, ip: IpAddr) -> u32 {
-        self.open.lock().get(&ip).copied().unwrap_or(0)
+        self.open
+            .lock()
+            .by_client
+            .get(&client_key(ip))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Open connections in total.
+    pub fn total(&self) -> u32 {
+        self.open.lock().total
     }
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         let mut open = self.limiter.open.lock();
-        if let Some(count) = open.get_mut(&self.ip) {
+        open.total = open.total.saturating_sub(1);
+        if let Some(count) = open.by_client.get_mut(&self.key) {
             *count -= 1;
             if *count == 0 {
-                open.remove(&self.ip);
+                open.by_client.remove(&self.key);
             }
         }
     }
@@ -117,13 +182,15 @@ pub type Io = TokioIo<Box<dyn Stream>>;
 type ConnFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Serves the HTTP API over HTTP/1.1 until `shutdown` turns true. A client over its connection
-/// limit gets `429 Too Many Requests` and is closed, as Nomad does.
+/// limit, or any client while the listener is at its total limit, gets `429 Too Many Requests`
+/// and is closed, as Nomad does. Request bodies are read within `opts.body_read_timeout`.
 pub async fn serve_http1<A: AgentApi>(
     listener: TcpListener,
     app: App<A>,
     opts: ServeOptions,
     shutdown: watch::Receiver<bool>,
 ) {
+    let app = app.with_body_read_timeout(opts.body_read_timeout);
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -144,7 +211,9 @@ pub async fn serve_http1<A: AgentApi>(
 }
 
 /// Serves an HTTP/2 service (prior knowledge, or ALPN `h2` under TLS) until `shutdown` turns
-/// true: the agent RPC listener. A client over its connection limit is closed at once.
+/// true: the agent RPC listener. A client over its connection limit, or any client while the
+/// listener is at its total limit, is closed at once. (`body_read_timeout` is not applied here:
+/// the service reads its own bodies.)
 pub async fn serve_http2<S, F>(
     listener: TcpListener,
     service: S,
@@ -209,7 +278,7 @@ async fn accept_loop<M>(
 ) where
     M: Fn(Io, watch::Receiver<bool>) -> ConnFuture + Send + Sync + 'static,
 {
-    let limiter = ConnLimiter::new(opts.max_conns_per_ip);
+    let limiter = ConnLimiter::new(opts.max_conns_per_ip, opts.max_conns_total);
     let acceptor = opts.tls.clone().map(TlsAcceptor::from);
     let make_conn = Arc::new(make_conn);
     let mut conns = JoinSet::new();
@@ -224,9 +293,12 @@ async fn accept_loop<M>(
                         continue;
                     }
                 };
-                let Some(guard) = limiter.admit(peer.ip()) else {
-                    reject(stream, peer, answer_429);
-                    continue;
+                let guard = match limiter.admit(peer.ip()) {
+                    Ok(guard) => guard,
+                    Err(why) => {
+                        reject(stream, peer, why, answer_429);
+                        continue;
+                    }
                 };
                 let _ = stream.set_nodelay(true);
                 let make_conn = make_conn.clone();
@@ -273,8 +345,15 @@ async fn accept_loop<M>(
     }
 }
 
-fn reject(mut stream: TcpStream, peer: SocketAddr, answer_429: bool) {
-    tracing::warn!(target: "http", %peer, "too many connections from this client; rejecting");
+fn reject(mut stream: TcpStream, peer: SocketAddr, why: Refused, answer_429: bool) {
+    match why {
+        Refused::PerClient => {
+            tracing::warn!(target: "http", %peer, "too many connections from this client; rejecting");
+        }
+        Refused::Total => {
+            tracing::warn!(target: "http", %peer, "too many open connections in total; rejecting");
+        }
+    }
     tokio::spawn(async move {
         if answer_429 {
             let _ = tokio::time::timeout(
@@ -293,22 +372,78 @@ fn reject(mut stream: TcpStream, peer: SocketAddr, answer_429: bool) {
 mod tests {
     use super::*;
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn limiter_counts_per_ip() {
-        let l = ConnLimiter::new(2);
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let other: IpAddr = "127.0.0.2".parse().unwrap();
-        let a = l.admit(ip).unwrap();
-        let _b = l.admit(ip).unwrap();
-        assert!(l.admit(ip).is_none());
-        assert!(l.admit(other).is_some());
+        let l = ConnLimiter::new(2, 0);
+        let ip4 = ip("127.0.0.1");
+        let other = ip("127.0.0.2");
+        let a = l.admit(ip4).unwrap();
+        let _b = l.admit(ip4).unwrap();
+        assert_eq!(l.admit(ip4).unwrap_err(), Refused::PerClient);
+        assert!(l.admit(other).is_ok());
         drop(a);
-        assert_eq!(l.open(ip), 1);
-        assert!(l.admit(ip).is_some());
-        let unlimited = ConnLimiter::new(0);
-        let guards: Vec<_> = (0..500).map(|_| unlimited.admit(ip).unwrap()).collect();
-        assert_eq!(unlimited.open(ip), 500);
+        assert_eq!(l.open(ip4), 1);
+        assert!(l.admit(ip4).is_ok());
+        let unlimited = ConnLimiter::new(0, 0);
+        let guards: Vec<_> = (0..500).map(|_| unlimited.admit(ip4).unwrap()).collect();
+        assert_eq!(unlimited.open(ip4), 500);
         drop(guards);
-        assert_eq!(unlimited.open(ip), 0);
+        assert_eq!(unlimited.open(ip4), 0);
+    }
+
+    #[test]
+    fn limiter_caps_the_total_across_clients() {
+        let l = ConnLimiter::new(100, 3);
+        let mut guards: Vec<_> = (1..=3)
+            .map(|i| l.admit(ip(&format!("10.0.0.{i}"))).unwrap())
+            .collect();
+        assert_eq!(l.total(), 3);
+        // A fourth address, and a fresh IPv6 network, are both refused: the cap is global.
+        assert_eq!(l.admit(ip("10.0.0.4")).unwrap_err(), Refused::Total);
+        assert_eq!(l.admit(ip("2001:db8::1")).unwrap_err(), Refused::Total);
+        // Refusals are not counted.
+        assert_eq!((l.total(), l.open(ip("10.0.0.4"))), (3, 0));
+        guards.pop();
+        assert_eq!(l.total(), 2);
+        let g = l.admit(ip("10.0.0.4")).unwrap();
+        assert_eq!(l.total(), 3);
+        drop(g);
+        drop(guards);
+        assert_eq!(l.total(), 0);
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_slash_64() {
+        let l = ConnLimiter::new(2, 0);
+        let _a = l.admit(ip("2001:db8:1:2::1")).unwrap();
+        let _b = l.admit(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")).unwrap();
+        // Another address in the same /64 is the same client.
+        assert_eq!(
+            l.admit(ip("2001:db8:1:2:abcd::7")).unwrap_err(),
+            Refused::PerClient
+        );
+        assert_eq!(l.open(ip("2001:db8:1:2::99")), 2);
+        // The neighbouring /64 is another client.
+        assert!(l.admit(ip("2001:db8:1:3::1")).is_ok());
+        assert_eq!(client_key(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1:2::"));
+    }
+
+    #[test]
+    fn ipv4_is_per_address_and_mapped_ipv6_counts_as_ipv4() {
+        assert_eq!(client_key(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        let l = ConnLimiter::new(1, 0);
+        let _a = l.admit(ip("192.0.2.7")).unwrap();
+        assert_eq!(
+            l.admit(ip("::ffff:192.0.2.7")).unwrap_err(),
+            Refused::PerClient
+        );
+        // IPv4 neighbours are not grouped.
+        assert!(l.admit(ip("192.0.2.8")).is_ok());
+        assert_eq!(l.open(ip("::ffff:192.0.2.7")), 1);
     }
 }

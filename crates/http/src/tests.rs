@@ -507,3 +507,57 @@ async fn every_response_says_nosniff() {
         );
     }
 }
+
+/// A slow body over a real connection: answered `408` within the configured timeout and the
+/// connection closed. Bounded: the read gives up after 20 s (the timeout is 200 ms).
+#[tokio::test]
+async fn slow_request_body_gets_408_and_the_connection_is_closed() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let opts = crate::serve::ServeOptions {
+        body_read_timeout: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let server = tokio::spawn(crate::serve::serve_http1(
+        listener,
+        app("", &[]),
+        opts,
+        stopped,
+    ));
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // 3 bytes of a promised 100,000, then nothing more.
+    conn.write_all(
+        b"PUT /v1/agent/servers HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nabc",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), conn.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        read.is_ok(),
+        "no answer and no close within 20 s; got {text:?}"
+    );
+    assert!(
+        text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("\r\n\r\nfailed to read request body: timed out after 200ms"),
+        "{text}"
+    );
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{text}"
+    );
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the server stops")
+        .unwrap();
+}
