@@ -26,8 +26,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::error::{ClientWriteError, InitializeError};
-use openraft::{ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
+use openraft::error::{ClientWriteError, InitializeError, InstallSnapshotError, SnapshotMismatch};
+use openraft::raft::{InstallSnapshotRequest, InstallSnapshotResponse};
+use openraft::{
+    ChangeMembers, Config, Raft, ServerState, Snapshot, SnapshotPolicy, SnapshotSegmentId,
+};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
@@ -144,6 +147,11 @@ pub struct RaftConfig {
     /// over it is refused. It should be the same on every server; it is never taken to be less
     /// than `max_command_bytes`, so a single command always fits.
     pub max_append_bytes: usize,
+    /// The largest snapshot received from a peer, in bytes (default
+    /// [`limits::DEFAULT_MAX_SNAPSHOT_BYTES`]). A transfer that would grow past it is refused
+    /// and its buffer dropped; a single chunk may carry at most
+    /// [`limits::MAX_SNAPSHOT_CHUNK_BYTES`] of it.
+    pub max_snapshot_bytes: usize,
 }
 
 impl RaftConfig {
@@ -160,6 +168,7 @@ impl RaftConfig {
             snapshot_every: 4096,
             write_timeout: Duration::from_secs(5),
             max_append_bytes: limits::DEFAULT_MAX_APPEND_BYTES,
+            max_snapshot_bytes: limits::DEFAULT_MAX_SNAPSHOT_BYTES,
         }
     }
 }
@@ -209,7 +218,21 @@ pub struct RaftNode {
     storage: Arc<storage::Storage>,
     transport: Arc<dyn Transport>,
     last_contact: Mutex<Option<Instant>>,
+    /// The snapshot being received from the leader, chunk by chunk.
+    receiving: Mutex<Option<Receiving>>,
 }
+
+/// A snapshot transfer in progress: its ID and the bytes received so far, in order.
+struct Receiving {
+    id: String,
+    data: Vec<u8>,
+}
+
+/// What a `Raft.InstallSnapshot` caller decodes.
+type InstallSnapshotAnswer = Result<
+    InstallSnapshotResponse<NodeId>,
+    openraft::error::RaftError<NodeId, InstallSnapshotError>,
+>;
 
 fn storage_err(e: impl std::fmt::Display) -> RaftError {
     RaftError::Storage(e.to_string())
@@ -257,6 +280,7 @@ impl RaftNode {
             storage,
             transport,
             last_contact: Mutex::new(None),
+            receiving: Mutex::new(None),
         })
     }
 
@@ -473,7 +497,7 @@ impl RaftNode {
                 let req = decode(body)?;
                 limits::check_snapshot_meta(&self.storage.bounds(), &req)?;
                 *self.last_contact.lock() = Some(Instant::now());
-                encode(&self.raft.install_snapshot(req).await)
+                encode(&self.receive_snapshot(req).await?)
             }
             method::APPLY => {
                 let command = String::from_utf8(body.to_vec())
@@ -489,6 +513,100 @@ impl RaftNode {
                 "unknown raft method {other:?}"
             ))),
         }
+    }
+
+    /// Takes one snapshot chunk. Chunks are kept in this node's own buffer, not openraft's
+    /// (which zero-fills up to any offset it is given): a chunk is taken only at offset 0 (which
+    /// starts the transfer over) or exactly at the end of what was received for the same
+    /// snapshot ID; anything else is answered with openraft's `SnapshotMismatch`, which makes a
+    /// legitimate leader start over. The whole snapshot is bounded by
+    /// [`RaftConfig::max_snapshot_bytes`] and one chunk by [`limits::MAX_SNAPSHOT_CHUNK_BYTES`].
+    /// The last chunk hands the snapshot to openraft whole.
+    async fn receive_snapshot(
+        &self,
+        req: InstallSnapshotRequest<TypeConfig>,
+    ) -> Result<InstallSnapshotAnswer, RaftError> {
+        let max_total = self.config.max_snapshot_bytes;
+        let max_chunk = limits::MAX_SNAPSHOT_CHUNK_BYTES.min(max_total);
+        if req.data.len() > max_chunk {
+            return Err(RaftError::BadRequest(format!(
+                "data: {} bytes in one snapshot chunk, more than {max_chunk}",
+                req.data.len()
+            )));
+        }
+        // Like openraft: a chunk from an older leader is answered with our vote and dropped.
+        let my_vote = match self.raft.with_raft_state(|st| *st.vote_ref()).await {
+            Ok(v) => v,
+            Err(fatal) => return Ok(Err(openraft::error::RaftError::Fatal(fatal))),
+        };
+        if req.vote < my_vote {
+            return Ok(Ok(InstallSnapshotResponse { vote: my_vote }));
+        }
+        let id = &req.meta.snapshot_id;
+        let data = {
+            let mut receiving = self.receiving.lock();
+            if req.offset == 0 {
+                *receiving = Some(Receiving {
+                    id: id.clone(),
+                    data: Vec::new(),
+                });
+            }
+            let Some(r) = receiving.as_mut().filter(|r| &r.id == id) else {
+                return Ok(Err(mismatch(id, 0, req.offset)));
+            };
+            let received = r.data.len();
+            if u64::try_from(received) != Ok(req.offset) {
+                return Ok(Err(mismatch(
+                    id,
+                    u64::try_from(received).unwrap_or(u64::MAX),
+                    req.offset,
+                )));
+            }
+            let total = match received.checked_add(req.data.len()) {
+                Some(t) if t <= max_total => t,
+                _ => {
+                    *receiving = None;
+                    return Err(RaftError::BadRequest(format!(
+                        "snapshot {id:?}: more than {max_total} bytes (max_snapshot_bytes)"
+                    )));
+                }
+            };
+            // Grow geometrically, but never past the bound.
+            let capacity = total
+                .max(r.data.capacity().saturating_mul(2))
+                .min(max_total);
+            r.data.reserve_exact(capacity.saturating_sub(received));
+            r.data.extend_from_slice(&req.data);
+            if !req.done {
+                return Ok(Ok(InstallSnapshotResponse { vote: my_vote }));
+            }
+            receiving.take().map(|r| r.data).unwrap_or_default()
+        };
+        // The storage keeps snapshots as text; refuse here what it could only fail on.
+        if let Err(e) = std::str::from_utf8(&data) {
+            return Err(RaftError::BadRequest(format!(
+                "snapshot {id:?}: data is not UTF-8: {e}"
+            )));
+        }
+        let snapshot = Snapshot {
+            meta: req.meta,
+            snapshot: Box::new(Cursor::new(data)),
+        };
+        Ok(
+            match self.raft.install_full_snapshot(req.vote, snapshot).await {
+                Ok(resp) => Ok(resp.into()),
+                Err(fatal) => Err(openraft::error::RaftError::Fatal(fatal)),
+            },
+        )
+    }
+
+    /// The bytes held for a snapshot being received (its buffer's capacity); bounded by
+    /// [`RaftConfig::max_snapshot_bytes`].
+    pub fn snapshot_receive_bytes(&self) -> usize {
+        self.receiving
+            .lock()
+            .as_ref()
+            .map_or(0, |r| r.data.capacity())
     }
 
     /// The node's Raft state.
@@ -550,6 +668,22 @@ impl RaftNode {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+}
+
+/// openraft's answer to a chunk that does not continue the transfer.
+fn mismatch(
+    id: &str,
+    expect: u64,
+    got: u64,
+) -> openraft::error::RaftError<NodeId, InstallSnapshotError> {
+    let segment = |offset| SnapshotSegmentId {
+        id: id.to_string(),
+        offset,
+    };
+    openraft::error::RaftError::APIError(InstallSnapshotError::SnapshotMismatch(SnapshotMismatch {
+        expect: segment(expect),
+        got: segment(got),
+    }))
 }
 
 /// Why a local write did not happen.

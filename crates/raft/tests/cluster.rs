@@ -316,3 +316,28 @@ async fn bad_requests_are_errors() {
     node.shutdown().await;
     lonely.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_behind_the_purged_log_catches_up_by_snapshot() {
+    let mut c = Cluster::new(3).await;
+    let leader = c.leader().await;
+    let behind = *c.nodes.keys().find(|&&id| id != leader).unwrap();
+    c.cut(&[behind], &[1, 2, 3]);
+    // More than the 256 entries kept after a snapshot: the leader purges what `behind` lacks,
+    // so it can only catch up through Raft.InstallSnapshot.
+    let mut acked = Vec::new();
+    for i in 0..320 {
+        let cmd = format!("w{i}");
+        c.nodes[&leader].0.apply(cmd.clone()).await.unwrap();
+        acked.push(cmd);
+    }
+    c.router.cut.lock().clear();
+    let last = c.nodes[&leader].0.applied_index();
+    let (node, log) = &c.nodes[&behind];
+    assert!(node.wait_applied(last, Duration::from_secs(10)).await);
+    assert_eq!(*log.0.lock(), acked);
+    for id in c.nodes.keys().copied().collect::<Vec<_>>() {
+        c.stop(id).await;
+    }
+    let _ = std::fs::remove_dir_all(&c.dir);
+}

@@ -270,3 +270,83 @@ async fn out_of_bounds_terms_and_indices_are_refused_naming_the_field() {
     node.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What a caller of `Raft.InstallSnapshot` decodes: openraft's answer, as JSON.
+fn snapshot_answer(r: Result<Vec<u8>, RaftError>) -> Value {
+    let body = r.unwrap_or_else(|e| panic!("expected an answer, got {e:?}"));
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// C3: a first chunk at offset 0, then a second on the same snapshot ID at offset 2^40. openraft
+/// seeks its `Cursor<Vec<u8>>` there and zero-fills a terabyte. The chunk is refused (with
+/// openraft's `SnapshotMismatch`, which makes a real leader start over) without allocating;
+/// over-long chunks and transfers are refused; an honest transfer still installs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_chunk_far_past_the_end_is_refused_without_allocating() {
+    let mut cfg = RaftConfig::new(1, "n1");
+    cfg.max_snapshot_bytes = 1024;
+    let log = Arc::new(Log::default());
+    let node = RaftNode::start(cfg, log.clone(), Arc::new(Nowhere))
+        .await
+        .unwrap();
+    let last = || log_id(100, 1000);
+    let first = snapshot_chunk(100, last(), "x", 0, &[1, 2, 3], false);
+    let answer = snapshot_answer(
+        node.handle(method::INSTALL_SNAPSHOT, first.as_bytes())
+            .await,
+    );
+    assert!(answer.get("Ok").is_some(), "{answer}");
+    let evil = snapshot_chunk(100, last(), "x", 1 << 40, &[1, 2, 3], false);
+    let answer = snapshot_answer(node.handle(method::INSTALL_SNAPSHOT, evil.as_bytes()).await);
+    assert_eq!(
+        answer["Err"]["APIError"]["SnapshotMismatch"]["expect"]["offset"], 3,
+        "{answer}"
+    );
+    assert!(
+        node.snapshot_receive_bytes() <= 1024,
+        "{}",
+        node.snapshot_receive_bytes()
+    );
+    // A gap, or a chunk for another snapshot that does not start at 0, is refused too.
+    for (id, offset) in [("x", 4), ("x", 2), ("y", 3)] {
+        let chunk = snapshot_chunk(100, last(), id, offset, &[1], false);
+        let answer = snapshot_answer(
+            node.handle(method::INSTALL_SNAPSHOT, chunk.as_bytes())
+                .await,
+        );
+        assert!(
+            answer["Err"]["APIError"]["SnapshotMismatch"].is_object(),
+            "{id}@{offset}: {answer}"
+        );
+    }
+    // One chunk over the bound; then a transfer that grows past it (its buffer is dropped).
+    let big = snapshot_chunk(100, last(), "z", 0, &[b' '; 1025], false);
+    let text = bad_request(node.handle(method::INSTALL_SNAPSHOT, big.as_bytes()).await);
+    assert!(text.contains("data: 1025 bytes"), "{text}");
+    let half = |offset| snapshot_chunk(100, last(), "z", offset, &[b' '; 600], false);
+    let answer = snapshot_answer(
+        node.handle(method::INSTALL_SNAPSHOT, half(0).as_bytes())
+            .await,
+    );
+    assert!(answer.get("Ok").is_some(), "{answer}");
+    let text = bad_request(
+        node.handle(method::INSTALL_SNAPSHOT, half(600).as_bytes())
+            .await,
+    );
+    assert!(text.contains("max_snapshot_bytes"), "{text}");
+    assert_eq!(node.snapshot_receive_bytes(), 0);
+    // An honest transfer, in two chunks, is installed.
+    let data = br#"["a","b"]"#;
+    for (offset, part, done) in [(0, &data[..4], false), (4, &data[4..], true)] {
+        let chunk = snapshot_chunk(100, last(), "honest", offset, part, done);
+        let answer = snapshot_answer(
+            node.handle(method::INSTALL_SNAPSHOT, chunk.as_bytes())
+                .await,
+        );
+        assert!(answer.get("Ok").is_some(), "{answer}");
+    }
+    assert!(node.wait_applied(1000, Duration::from_secs(10)).await);
+    assert_eq!(*log.0.lock(), ["a", "b"]);
+    assert_eq!(node.snapshot_receive_bytes(), 0);
+    node.shutdown().await;
+}
