@@ -33,6 +33,9 @@ fn gzip(bytes: &[u8]) -> Result<Vec<u8>, ApiError> {
 
 /// Collects one profile.
 pub async fn collect(req: ProfileRequest, hub: &MonitorHub) -> Result<Vec<u8>, ApiError> {
+    // Decoding already validated it; this catches fields changed after decoding.
+    req.validate()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     match req.name.as_str() {
         "cmdline" => Ok(cmdline()),
         "profile" => cpu(req.seconds).await,
@@ -53,7 +56,51 @@ fn cmdline() -> Vec<u8> {
     let args: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    args.join("\0").into_bytes()
+    redact_args(args).join("\0").into_bytes()
+}
+
+/// What a secret flag value is replaced with.
+pub const REDACTED: &str = "<redacted>";
+
+/// Whether a flag's value is a secret: `encrypt` (the gossip key), or a name containing `key`,
+/// `token`, `secret` or `password`, in any case.
+fn is_secret_flag(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name == "encrypt"
+        || ["key", "token", "secret", "password"]
+            .iter()
+            .any(|word| name.contains(word))
+}
+
+/// argv with the values of secret flags replaced by [`REDACTED`], in the `-flag=value`,
+/// `--flag=value` and `-flag value` forms (Go's flag syntax, which the CLI accepts; any number
+/// of leading dashes counts). The program name and positional arguments are kept.
+pub fn redact_args(args: Vec<String>) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut value_is_secret = false;
+    for (i, arg) in args.into_iter().enumerate() {
+        if std::mem::take(&mut value_is_secret) {
+            out.push(REDACTED.to_string());
+            continue;
+        }
+        let flag = Some(arg.trim_start_matches('-'))
+            .filter(|f| i > 0 && !f.is_empty() && f.len() < arg.len());
+        match flag {
+            Some(flag) => match flag.split_once('=') {
+                Some((name, _)) if is_secret_flag(name) => {
+                    let dashes = &arg[..arg.len() - flag.len()];
+                    out.push(format!("{dashes}{name}={REDACTED}"));
+                }
+                Some(_) => out.push(arg),
+                None => {
+                    value_is_secret = is_secret_flag(flag);
+                    out.push(arg);
+                }
+            },
+            None => out.push(arg),
+        }
+    }
+    out
 }
 
 async fn cpu(seconds: u64) -> Result<Vec<u8>, ApiError> {
@@ -358,16 +405,42 @@ fn threads(
     gzip(&bytes)
 }
 
+/// Most events one trace collects; it ends early when this many have been seen (a trace-level
+/// `tracing` stream can produce hundreds of thousands of events a second).
+pub const MAX_TRACE_EVENTS: usize = 50_000;
+
 async fn trace(seconds: u64, hub: &MonitorHub) -> Result<Vec<u8>, ApiError> {
+    let deadline = tokio::time::Instant::now()
+        .checked_add(Duration::from_secs(seconds))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("trace: {seconds} seconds is out of range"),
+            )
+        })?;
     let mut sub = hub.subscribe(SubscribeOptions {
         level: Some(tracing::Level::TRACE),
         json: true,
         include_location: true,
     });
     let start = SystemTime::now();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    let events = trace_events(&mut sub.lines, deadline, start, MAX_TRACE_EVENTS).await;
+    let doc = serde_json::json!({ "traceEvents": events, "displayTimeUnit": "ms" });
+    Ok(doc.to_string().into_bytes())
+}
+
+/// Chrome trace events from JSON log lines until `deadline`, the stream's end, or `max` events.
+async fn trace_events(
+    lines: &mut tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    deadline: tokio::time::Instant,
+    start: SystemTime,
+    max: usize,
+) -> Vec<serde_json::Value> {
     let mut events = Vec::new();
-    while let Ok(Some(line)) = tokio::time::timeout_at(deadline, sub.lines.recv()).await {
+    while events.len() < max {
+        let Ok(Some(line)) = tokio::time::timeout_at(deadline, lines.recv()).await else {
+            break;
+        };
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) else {
             continue;
         };
@@ -387,6 +460,122 @@ async fn trace(seconds: u64, hub: &MonitorHub) -> Result<Vec<u8>, ApiError> {
             "args": v,
         }));
     }
-    let doc = serde_json::json!({ "traceEvents": events, "displayTimeUnit": "ms" });
-    Ok(doc.to_string().into_bytes())
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argv_secrets_are_redacted() {
+        fn check(input: &[&str], expected: &[&str]) {
+            let got = redact_args(input.iter().map(|s| s.to_string()).collect());
+            assert_eq!(got, expected, "input {input:?}");
+        }
+        // The review's leak, and the other spellings Go's flag syntax allows.
+        check(
+            &[
+                "./caravan",
+                "agent",
+                "-dev",
+                "-encrypt=rvnIDIw6u/l/Scc8Gb3qpRCY6CsPqYUwOOVIxN3zvxc=",
+                "-config=a.hcl",
+            ],
+            &[
+                "./caravan",
+                "agent",
+                "-dev",
+                "-encrypt=<redacted>",
+                "-config=a.hcl",
+            ],
+        );
+        check(&["c", "--encrypt=k"], &["c", "--encrypt=<redacted>"]);
+        check(
+            &["c", "-encrypt", "k", "-dev"],
+            &["c", "-encrypt", "<redacted>", "-dev"],
+        );
+        check(&["c", "--encrypt", "k"], &["c", "--encrypt", "<redacted>"]);
+        check(&["c", "-ENCRYPT=k"], &["c", "-ENCRYPT=<redacted>"]);
+        // Any flag naming a key, token, secret or password, in any case.
+        check(
+            &["c", "-token", "t", "x"],
+            &["c", "-token", "<redacted>", "x"],
+        );
+        check(
+            &["c", "--Vault-Token=t"],
+            &["c", "--Vault-Token=<redacted>"],
+        );
+        check(&["c", "-api-key=k"], &["c", "-api-key=<redacted>"]);
+        check(&["c", "-KEYFILE", "/k"], &["c", "-KEYFILE", "<redacted>"]);
+        check(
+            &["c", "-client-secret=s=x"],
+            &["c", "-client-secret=<redacted>"],
+        );
+        check(
+            &["c", "-db_password", "p"],
+            &["c", "-db_password", "<redacted>"],
+        );
+        check(&["c", "-encrypt="], &["c", "-encrypt=<redacted>"]);
+        // A secret flag at the end has no value to hide.
+        check(&["c", "-token"], &["c", "-token"]);
+        // Other flags, positionals, the program name and `--` are kept as they are.
+        check(
+            &[
+                "/bin/token-tool",
+                "acl",
+                "token",
+                "create",
+                "-name=key",
+                "-config",
+                "k.hcl",
+            ],
+            &[
+                "/bin/token-tool",
+                "acl",
+                "token",
+                "create",
+                "-name=key",
+                "-config",
+                "k.hcl",
+            ],
+        );
+        check(&["c", "--", "-x", "-"], &["c", "--", "-x", "-"]);
+        check(&["c", "---token=x"], &["c", "---token=<redacted>"]);
+        check(&[], &[]);
+    }
+
+    #[tokio::test]
+    async fn trace_with_a_huge_duration_cannot_panic() {
+        let hub = MonitorHub::new();
+        let e = trace(u64::MAX, &hub).await.unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(hub.is_empty(), "no subscription is left behind");
+        // Through `collect`, the request's own bound answers first.
+        let mut req = ProfileRequest::new("trace", 1, 0, 0).unwrap();
+        req.seconds = u64::MAX;
+        let e = collect(req, &hub).await.unwrap_err();
+        assert_eq!(e.message, "seconds must be at most 3600");
+    }
+
+    #[tokio::test]
+    async fn trace_events_stop_at_the_bound() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        for i in 0..20 {
+            let line = format!(r#"{{"@message":"m{i}","@module":"t"}}"#);
+            tx.send(bytes::Bytes::from(line)).await.unwrap();
+        }
+        // The sender stays open and the deadline is an hour away: only the bound can end the
+        // collection; the outer timeout keeps a broken bound from hanging the test.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+        let events = tokio::time::timeout(
+            Duration::from_secs(10),
+            trace_events(&mut rx, deadline, SystemTime::now(), 5),
+        )
+        .await
+        .expect("the collection ends at the bound, not at the deadline");
+        assert_eq!(events.len(), 5);
+        assert_eq!(events[4]["name"], "m4");
+        drop(tx);
+    }
 }
