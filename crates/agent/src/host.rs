@@ -65,26 +65,73 @@ const REDACTED_NAMES: [&str; 17] = [
     "GOOGLE_OAUTH_ACCESS_TOKEN",
 ];
 
-/// Whether a variable's value is hidden: an exact listed name, or `TOKEN`/`SECRET` anywhere in the
-/// upper-cased name.
+/// Words that make a variable secret wherever they appear in its upper-cased name.
+const SECRET_WORDS: [&str; 5] = ["TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASSPHRASE"];
+
+/// Whether a variable's value is hidden: an exact listed name; or an upper-cased name that
+/// contains `TOKEN`, `SECRET`, `PASSWORD`, `PASSWD` or `PASSPHRASE`, ends in `_KEY`
+/// (`AWS_SECRET_KEY`, `STRIPE_API_KEY`), or is `KEY` itself. Other names merely containing `KEY`
+/// (`KEYBOARD`, `MONKEY`, `KEY_FILE`, lower-case `aws_access_key_id`) are shown.
 pub fn is_secret_name(name: &str) -> bool {
     if REDACTED_NAMES.contains(&name) {
         return true;
     }
     let upper = name.to_ascii_uppercase();
-    upper.contains("TOKEN") || upper.contains("SECRET")
+    SECRET_WORDS.iter().any(|w| upper.contains(w)) || upper == "KEY" || upper.ends_with("_KEY")
 }
 
-/// The environment with secret values replaced by `<redacted>`.
+/// What a secret, or a URL's credentials, is replaced with.
+pub const REDACTED: &str = "<redacted>";
+
+/// `value` with the credentials of every URL in it (`scheme://user:pass@host`, or just
+/// `scheme://user@host`) replaced by [`REDACTED`], keeping the scheme, host and the rest:
+/// `postgres://<redacted>@db:5432/app`. `None` when there is none. The userinfo is what comes
+/// before the last `@` of the authority (which ends at `/`, `?`, `#` or whitespace).
+pub fn redact_url_credentials(value: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut search = 0;
+    while let Some(found) = value[search..].find("://") {
+        let sep = search + found;
+        let authority_start = sep + 3;
+        search = authority_start;
+        let scheme = &value[..sep];
+        let scheme_len = scheme
+            .bytes()
+            .rev()
+            .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+            .count();
+        if scheme_len == 0 || !scheme.as_bytes()[sep - scheme_len].is_ascii_alphabetic() {
+            continue;
+        }
+        let authority_len = value[authority_start..]
+            .find(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace())
+            .unwrap_or(value.len() - authority_start);
+        let authority = &value[authority_start..authority_start + authority_len];
+        if let Some(at) = authority.rfind('@') {
+            out.push_str(&value[copied..authority_start]);
+            out.push_str(REDACTED);
+            copied = authority_start + at;
+        }
+    }
+    if copied == 0 {
+        return None;
+    }
+    out.push_str(&value[copied..]);
+    Some(out)
+}
+
+/// The environment with secret values replaced by [`REDACTED`], and URL credentials in the
+/// other values.
 pub fn redacted_environment(
     vars: impl IntoIterator<Item = (String, String)>,
 ) -> BTreeMap<String, String> {
     vars.into_iter()
         .map(|(k, v)| {
             let v = if is_secret_name(&k) {
-                "<redacted>".to_string()
+                REDACTED.to_string()
             } else {
-                v
+                redact_url_credentials(&v).unwrap_or(v)
             };
             (k, v)
         })
@@ -270,24 +317,55 @@ mod tests {
 
     #[test]
     fn redaction_rule() {
-        let env = redacted_environment(
-            [
-                "NOMAD_TOKEN",
-                "ryanSECRETS",
-                "my_token",
-                "AWS_METADATA_URL",
-                "PASSWORD",
-                "aws_access_key_id",
-                "HOME",
-            ]
-            .map(|k| (k.to_string(), "v".to_string())),
+        fn check(name: &str, value: &str, expected: &str) {
+            let env = redacted_environment([(name.to_string(), value.to_string())]);
+            assert_eq!(env[name], expected, "{name}={value}");
+        }
+        const R: &str = "<redacted>";
+        // Nomad's rule: the exact list, and TOKEN or SECRET anywhere in any case.
+        check("NOMAD_TOKEN", "t", R);
+        check("AWS_METADATA_URL", "http://169.254.169.254", R);
+        check("ryanSECRETS", "v", R);
+        check("my_token", "v", R);
+        // Caravan's additions: passwords, keys, URL credentials.
+        check("PASSWORD", "v", R);
+        check("PGPASSWORD", "v", R);
+        check("db_password", "v", R);
+        check("SMTP_PASSWD", "v", R);
+        check("GPG_PASSPHRASE", "v", R);
+        check("KEY", "v", R);
+        check("STRIPE_API_KEY", "v", R);
+        check("ssh_private_key", "v", R);
+        check(
+            "DATABASE_URL",
+            "postgres://app:hunter2@db.internal:5432/app?sslmode=require",
+            "postgres://<redacted>@db.internal:5432/app?sslmode=require",
         );
-        for k in ["NOMAD_TOKEN", "ryanSECRETS", "my_token", "AWS_METADATA_URL"] {
-            assert_eq!(env[k], "<redacted>", "{k}");
-        }
-        for k in ["PASSWORD", "aws_access_key_id", "HOME"] {
-            assert_eq!(env[k], "v", "{k}");
-        }
+        check(
+            "GIT_REMOTE",
+            "https://ghp_abc123@github.com/o/r.git",
+            "https://<redacted>@github.com/o/r.git",
+        );
+        check(
+            "REDIS_URLS",
+            "redis://a:b@h1:6379,rediss://c:d@h2 http://h3/x@y",
+            "redis://<redacted>@h1:6379,rediss://<redacted>@h2 http://h3/x@y",
+        );
+        check("AMQP", "amqp://u:p@ss@mq", "amqp://<redacted>@mq");
+        // Shown as they are.
+        check("HOME", "/root", "/root");
+        check("aws_access_key_id", "v", "v");
+        check("KEYBOARD", "us", "us");
+        check("MONKEY", "v", "v");
+        check("KEY_FILE", "/etc/k.pem", "/etc/k.pem");
+        check(
+            "NOMAD_ADDR",
+            "http://127.0.0.1:4646",
+            "http://127.0.0.1:4646",
+        );
+        check("MAILTO", "ops@example.com", "ops@example.com");
+        check("ODD", "://u:p@h", "://u:p@h");
+        check("QUERY", "https://h/p?u=a@b#c@d", "https://h/p?u=a@b#c@d");
     }
 
     #[test]
