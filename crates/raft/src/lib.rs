@@ -142,6 +142,10 @@ pub struct RaftConfig {
     pub snapshot_every: u64,
     /// How long a write may take, forwarding and leader changes included.
     pub write_timeout: Duration,
+    /// The largest command [`RaftNode::apply`] and `Raft.Apply` take, in bytes (default
+    /// [`limits::DEFAULT_MAX_COMMAND_BYTES`]); a larger one is refused with
+    /// [`RaftError::BadRequest`] and never reaches the log.
+    pub max_command_bytes: usize,
     /// The most payload bytes one AppendEntries may carry, sent or received (default
     /// [`limits::DEFAULT_MAX_APPEND_BYTES`]). The leader splits its batches to fit; a request
     /// over it is refused. It should be the same on every server; it is never taken to be less
@@ -167,6 +171,7 @@ impl RaftConfig {
             election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
             snapshot_every: 4096,
             write_timeout: Duration::from_secs(5),
+            max_command_bytes: limits::DEFAULT_MAX_COMMAND_BYTES,
             max_append_bytes: limits::DEFAULT_MAX_APPEND_BYTES,
             max_snapshot_bytes: limits::DEFAULT_MAX_SNAPSHOT_BYTES,
         }
@@ -270,6 +275,7 @@ impl RaftNode {
         let (log_store, state) = openraft::storage::Adaptor::new(storage.clone());
         let network = network::Network {
             transport: transport.clone(),
+            max_append_bytes: config.max_append_bytes.max(config.max_command_bytes),
         };
         let raft = Raft::new(config.id, Arc::new(raft_config), network, log_store, state)
             .await
@@ -356,7 +362,11 @@ impl RaftNode {
     /// Replicates a command: on the leader directly, elsewhere forwarded to it, retrying across
     /// leader changes until the write timeout. Returns once the command is committed and applied
     /// on the node that took it.
+    ///
+    /// A command over [`RaftConfig::max_command_bytes`] is refused at once with
+    /// [`RaftError::BadRequest`].
     pub async fn apply(&self, command: String) -> Result<Applied, RaftError> {
+        self.check_command(command.len())?;
         let deadline = Instant::now() + self.config.write_timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -465,7 +475,20 @@ impl RaftNode {
 
     /// The effective AppendEntries payload limit (see [`RaftConfig::max_append_bytes`]).
     fn max_append_bytes(&self) -> usize {
-        self.config.max_append_bytes
+        self.config
+            .max_append_bytes
+            .max(self.config.max_command_bytes)
+    }
+
+    /// Refuses a command over [`RaftConfig::max_command_bytes`].
+    fn check_command(&self, bytes: usize) -> Result<(), RaftError> {
+        let max = self.config.max_command_bytes;
+        if bytes > max {
+            return Err(RaftError::BadRequest(format!(
+                "command of {bytes} bytes is over the limit of {max} bytes (max_command_bytes)"
+            )));
+        }
+        Ok(())
     }
 
     /// Serves one request from a peer's [`Transport`]; the answer is the JSON the calling
@@ -500,6 +523,10 @@ impl RaftNode {
                 encode(&self.receive_snapshot(req).await?)
             }
             method::APPLY => {
+                // Refused in the answer, so a forwarding node stops retrying.
+                if let Err(e) = self.check_command(body.len()) {
+                    return encode(&Err::<Applied, _>(e));
+                }
                 let command = String::from_utf8(body.to_vec())
                     .map_err(|e| RaftError::BadRequest(e.to_string()))?;
                 let answer = match self.apply_local(command, self.config.write_timeout).await {

@@ -1,24 +1,35 @@
 //! openraft's network over a [`Transport`]: each Raft RPC is one request with a JSON body, whose
 //! answer is the JSON of the remote `Result`.
+//!
+//! Answers are peer input too: a vote term or log index near `u64::MAX` in an answer would reach
+//! openraft's `term + 1` just as one in a request would, and some malformed answers trip
+//! openraft's assertions or unwraps. They are checked here and turned into network errors.
+//! Terms in answers are bounded by [`MAX_TERM`] only, not by how far ahead they are: a node
+//! that refused a leader's too-high term learns it this way, from the answers to its own votes.
 
 use std::sync::Arc;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use openraft::{LogId, Vote};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::limits::{MAX_INDEX, MAX_TERM, payload_bytes};
 use crate::{BasicNode, NodeId, Transport, TypeConfig, method};
 
 /// Makes one [`Conn`] per target.
 pub(crate) struct Network {
     pub transport: Arc<dyn Transport>,
+    /// The most entry payload one AppendEntries carries; larger batches are split.
+    pub max_append_bytes: usize,
 }
 
 /// A connection to one target (stateless: the transport pools connections).
@@ -26,6 +37,7 @@ pub(crate) struct Conn {
     target: NodeId,
     addr: String,
     transport: Arc<dyn Transport>,
+    max_append_bytes: usize,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -36,6 +48,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.addr.clone(),
             transport: self.transport.clone(),
+            max_append_bytes: self.max_append_bytes,
         }
     }
 }
@@ -66,13 +79,95 @@ impl Conn {
     }
 }
 
+/// A malformed answer, as openraft's network error.
+fn bad_answer<E: std::error::Error>(what: String) -> RPCError<NodeId, BasicNode, E> {
+    RPCError::Network(NetworkError::new(&std::io::Error::other(format!(
+        "bad raft answer: {what}"
+    ))))
+}
+
+fn check_vote(field: &str, vote: &Vote<NodeId>) -> Result<(), String> {
+    let term = vote.leader_id.term;
+    if term > MAX_TERM {
+        return Err(format!("{field}.term {term} is above {MAX_TERM}"));
+    }
+    Ok(())
+}
+
+fn check_log_id(field: &str, log_id: Option<&LogId<NodeId>>) -> Result<(), String> {
+    let Some(l) = log_id else { return Ok(()) };
+    if l.leader_id.term > MAX_TERM || l.index > MAX_INDEX {
+        return Err(format!(
+            "{field} (term {}, index {}) is out of bounds",
+            l.leader_id.term, l.index
+        ));
+    }
+    Ok(())
+}
+
+/// An AppendEntries answer: a partial success within what was sent, a conflict only where
+/// there was a previous entry to conflict with, a higher vote that is higher and bounded.
+fn check_append_answer(
+    rpc: &AppendEntriesRequest<TypeConfig>,
+    answer: &AppendEntriesResponse<NodeId>,
+) -> Result<(), String> {
+    match answer {
+        AppendEntriesResponse::Success => Ok(()),
+        AppendEntriesResponse::PartialSuccess(matching) => {
+            let last = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
+            let index = |l: Option<LogId<NodeId>>| l.map(|l| l.index);
+            if *matching < rpc.prev_log_id
+                || *matching > last
+                || index(*matching) < index(rpc.prev_log_id)
+                || index(*matching) > index(last)
+            {
+                return Err(format!(
+                    "PartialSuccess({matching:?}) is outside the entries sent ({:?}..={last:?})",
+                    rpc.prev_log_id
+                ));
+            }
+            Ok(())
+        }
+        AppendEntriesResponse::Conflict if rpc.prev_log_id.is_none() => {
+            Err("Conflict with no previous entry sent".to_string())
+        }
+        AppendEntriesResponse::Conflict => Ok(()),
+        AppendEntriesResponse::HigherVote(vote) => {
+            check_vote("HigherVote", vote)?;
+            if *vote <= rpc.vote {
+                return Err(format!("HigherVote({vote}) is not above {}", rpc.vote));
+            }
+            Ok(())
+        }
+    }
+}
+
 impl RaftNetwork<TypeConfig> for Conn {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
-        self.send(method::APPEND_ENTRIES, &rpc, &option).await
+        // Split a batch over the payload limit (openraft retries with the hint at once); a
+        // single entry goes as it is.
+        let mut bytes = 0usize;
+        let fit = rpc
+            .entries
+            .iter()
+            .take_while(|e| {
+                bytes = bytes.saturating_add(payload_bytes(&e.payload));
+                bytes <= self.max_append_bytes
+            })
+            .count();
+        if fit < rpc.entries.len() && rpc.entries.len() > 1 {
+            let hint = u64::try_from(fit.max(1)).unwrap_or(1);
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(hint),
+            ));
+        }
+        let answer = self.send(method::APPEND_ENTRIES, &rpc, &option).await?;
+        check_append_answer(&rpc, &answer).map_err(bad_answer)?;
+        Ok(answer)
     }
 
     async fn install_snapshot(
@@ -80,7 +175,10 @@ impl RaftNetwork<TypeConfig> for Conn {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        self.send(method::INSTALL_SNAPSHOT, &rpc, &option).await
+        let answer: InstallSnapshotResponse<NodeId> =
+            self.send(method::INSTALL_SNAPSHOT, &rpc, &option).await?;
+        check_vote("vote", &answer.vote).map_err(bad_answer)?;
+        Ok(answer)
     }
 
     async fn vote(
@@ -88,6 +186,10 @@ impl RaftNetwork<TypeConfig> for Conn {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
-        self.send(method::VOTE, &rpc, &option).await
+        let answer: VoteResponse<NodeId> = self.send(method::VOTE, &rpc, &option).await?;
+        check_vote("vote", &answer.vote)
+            .and_then(|()| check_log_id("last_log_id", answer.last_log_id.as_ref()))
+            .map_err(bad_answer)?;
+        Ok(answer)
     }
 }

@@ -70,6 +70,8 @@ struct Cluster {
     router: Router,
     nodes: BTreeMap<u64, (Arc<RaftNode>, Arc<Log>)>,
     dir: PathBuf,
+    /// Applied to every node's configuration after the test defaults.
+    tweak: fn(&mut RaftConfig),
 }
 
 fn addr(id: u64) -> String {
@@ -78,6 +80,10 @@ fn addr(id: u64) -> String {
 
 impl Cluster {
     async fn new(n: u64) -> Cluster {
+        Cluster::with(n, |_| {}).await
+    }
+
+    async fn with(n: u64, tweak: fn(&mut RaftConfig)) -> Cluster {
         let dir = std::env::temp_dir().join(format!(
             "caravan-raft-{}-{}",
             std::process::id(),
@@ -87,6 +93,7 @@ impl Cluster {
             router: Router::default(),
             nodes: BTreeMap::new(),
             dir,
+            tweak,
         };
         for id in 1..=n {
             c.start(id).await;
@@ -103,6 +110,7 @@ impl Cluster {
         cfg.election_timeout = (Duration::from_millis(300), Duration::from_millis(600));
         cfg.snapshot_every = 20;
         cfg.write_timeout = Duration::from_secs(3);
+        (self.tweak)(&mut cfg);
         let log = Arc::new(Log::default());
         let link = Link {
             from: addr(id),
@@ -328,6 +336,36 @@ async fn follower_behind_the_purged_log_catches_up_by_snapshot() {
     let mut acked = Vec::new();
     for i in 0..320 {
         let cmd = format!("w{i}");
+        c.nodes[&leader].0.apply(cmd.clone()).await.unwrap();
+        acked.push(cmd);
+    }
+    c.router.cut.lock().clear();
+    let last = c.nodes[&leader].0.applied_index();
+    let (node, log) = &c.nodes[&behind];
+    assert!(node.wait_applied(last, Duration::from_secs(10)).await);
+    assert_eq!(*log.0.lock(), acked);
+    for id in c.nodes.keys().copied().collect::<Vec<_>>() {
+        c.stop(id).await;
+    }
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_splits_batches_over_the_payload_limit() {
+    // Followers refuse an AppendEntries with more than 2,000 bytes of payload.
+    let mut c = Cluster::with(3, |cfg| {
+        cfg.max_command_bytes = 1_000;
+        cfg.max_append_bytes = 2_000;
+    })
+    .await;
+    let leader = c.leader().await;
+    let behind = *c.nodes.keys().find(|&&id| id != leader).unwrap();
+    c.cut(&[behind], &[1, 2, 3]);
+    // A backlog of 15 commands of 900 bytes: 13,500 bytes, which the leader must send in
+    // batches of at most two.
+    let mut acked = Vec::new();
+    for i in 0..15 {
+        let cmd = format!("{i:03}{}", "x".repeat(897));
         c.nodes[&leader].0.apply(cmd.clone()).await.unwrap();
         acked.push(cmd);
     }

@@ -350,3 +350,151 @@ async fn snapshot_chunk_far_past_the_end_is_refused_without_allocating() {
     assert_eq!(node.snapshot_receive_bytes(), 0);
     node.shutdown().await;
 }
+
+/// M4: junk applied through `Raft.Apply` was kept (fsynced, replicated, held in memory).
+/// Commands over `max_command_bytes`, and AppendEntries over the entry count or payload bound,
+/// are refused and never reach the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_commands_and_batches_are_refused() {
+    let dir = scratch("size");
+    let mut cfg = config(&dir);
+    cfg.max_command_bytes = 100;
+    cfg.max_append_bytes = 100;
+    let node = RaftNode::start(cfg, Arc::new(Log::default()), Arc::new(Nowhere))
+        .await
+        .unwrap();
+    node.initialize(BTreeMap::from([(1, "n1".to_string())]))
+        .await
+        .unwrap();
+    leads_and_writes(&node, "start").await;
+    let before = node.status().last_log_index;
+    let junk = "j".repeat(101);
+    let err = node.apply(junk.clone()).await.unwrap_err();
+    assert!(
+        matches!(&err, RaftError::BadRequest(t) if t.contains("max_command_bytes")),
+        "{err:?}"
+    );
+    let answer: Result<Value, RaftError> =
+        serde_json::from_slice(&node.handle(method::APPLY, junk.as_bytes()).await.unwrap())
+            .unwrap();
+    assert!(
+        matches!(&answer, Err(RaftError::BadRequest(t)) if t.contains("max_command_bytes")),
+        "{answer:?}"
+    );
+    let batch = |entries: Vec<Value>| {
+        json!({"vote": vote(5, true), "prev_log_id": log_id(1, before), "leader_commit": null,
+               "entries": entries})
+        .to_string()
+    };
+    let normal =
+        |index: u64| json!({"log_id": log_id(5, index), "payload": {"Normal": "n".repeat(60)}});
+    let two = batch(vec![normal(before + 1), normal(before + 2)]);
+    let text = bad_request(node.handle(method::APPEND_ENTRIES, two.as_bytes()).await);
+    assert!(text.contains("max_append_bytes"), "{text}");
+    let blanks = (1..=1025)
+        .map(|i| json!({"log_id": log_id(5, before + i), "payload": "Blank"}))
+        .collect();
+    let text = bad_request(
+        node.handle(method::APPEND_ENTRIES, batch(blanks).as_bytes())
+            .await,
+    );
+    assert!(text.contains("1025 entries"), "{text}");
+    assert_eq!(node.status().last_log_index, before);
+    assert!(node.is_leader());
+    node.apply("k".repeat(100)).await.unwrap();
+    node.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A peer that answers with what openraft cannot take: a vote or a higher vote at term
+/// `u64::MAX` (openraft adopts it, then overflows `term + 1` at the next election). Such
+/// answers are dropped as network errors; once the peer answers sanely, the node leads.
+struct FakePeer {
+    /// 0: hostile votes; 1: honest votes, hostile appends; 2: honest.
+    phase: std::sync::atomic::AtomicU8,
+    /// How many hostile answers were given.
+    hostile: std::sync::atomic::AtomicUsize,
+}
+
+impl Transport for FakePeer {
+    fn call(
+        &self,
+        _addr: &str,
+        method: &'static str,
+        body: Vec<u8>,
+        _timeout: Duration,
+    ) -> BoxFuture<Result<Vec<u8>, String>> {
+        let phase = self.phase.load(std::sync::atomic::Ordering::SeqCst);
+        let req: Value = serde_json::from_slice(&body).unwrap_or_default();
+        if matches!(
+            (method, phase),
+            (method::VOTE, 0) | (method::APPEND_ENTRIES, 1)
+        ) {
+            self.hostile
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        let answer = match (method, phase) {
+            (method::VOTE, 0) => json!({"Ok": {"vote": vote(u64::MAX, false),
+                "vote_granted": false, "last_log_id": null}}),
+            (method::VOTE, _) => json!({"Ok": {"vote": req["vote"],
+                "vote_granted": true, "last_log_id": null}}),
+            (method::APPEND_ENTRIES, 1) => json!({"Ok": {"HigherVote": vote(u64::MAX, true)}}),
+            (method::APPEND_ENTRIES, _) => json!({"Ok": "Success"}),
+            _ => return Box::pin(async { Err("unexpected".to_string()) }),
+        };
+        Box::pin(async move { Ok(answer.to_string().into_bytes()) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_with_term_u64_max_are_dropped() {
+    let peer = Arc::new(FakePeer {
+        phase: Default::default(),
+        hostile: Default::default(),
+    });
+    let mut cfg = RaftConfig::new(1, "n1");
+    cfg.heartbeat = Duration::from_millis(50);
+    cfg.election_timeout = (Duration::from_millis(200), Duration::from_millis(400));
+    let node = RaftNode::start(cfg, Arc::new(Log::default()), peer.clone())
+        .await
+        .unwrap();
+    node.initialize(BTreeMap::from([
+        (1, "n1".to_string()),
+        (2, "n2".to_string()),
+    ]))
+    .await
+    .unwrap();
+    // Wait (bounded) for a few elections, each answered with term u64::MAX.
+    let mut watch = node.watch();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        watch.wait_for(|m| m.current_term >= 3),
+    )
+    .await;
+    assert!(
+        (3..1000).contains(&node.status().term),
+        "{:?}",
+        node.status()
+    );
+    // Honest votes: it leads; appends answered with a higher vote at u64::MAX do not unseat it.
+    peer.phase.store(1, std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..200 {
+        if node.is_leader() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(node.is_leader(), "{:?}", node.status());
+    let seen = peer.hostile.load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..200 {
+        if peer.hostile.load(std::sync::atomic::Ordering::SeqCst) >= seen + 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(peer.hostile.load(std::sync::atomic::Ordering::SeqCst) >= seen + 3);
+    assert!(node.status().term < 1000, "{:?}", node.status());
+    peer.phase.store(2, std::sync::atomic::Ordering::SeqCst);
+    leads_and_writes(&node, "honest answers").await;
+    node.shutdown().await;
+}
