@@ -11,5 +11,6 @@ mod monitor;
 mod pprof;
 mod raft;
 mod schedulers;
+mod security;
 mod support;
 mod tls;

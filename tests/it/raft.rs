@@ -27,12 +27,14 @@ impl Server {
     }
 
     async fn start(&mut self, expect: usize, join: Option<u16>) {
+        // Servers with ACLs that join others need a gossip key (or TLS) to authenticate RPC.
+        const KEY: &str = "rvnIDIw6u/l/Scc8Gb3qpRCY6CsPqYUwOOVIxN3zvxc=";
         let data = format!("-data-dir={}", self.data.0.display());
         let retry = join.map_or(String::new(), |p| {
             format!("  server_join {{\n    retry_join = [\"127.0.0.1:{p}\"]\n    retry_interval = \"200ms\"\n  }}\n")
         });
         let hcl = format!(
-            "name = \"{}\"\nbind_addr = \"127.0.0.1\"\nacl {{\n  enabled = true\n}}\nserver {{\n  bootstrap_expect = {expect}\n{retry}}}\n",
+            "name = \"{}\"\nbind_addr = \"127.0.0.1\"\nacl {{\n  enabled = true\n}}\nserver {{\n  bootstrap_expect = {expect}\n  encrypt = \"{KEY}\"\n{retry}}}\n",
             self.name
         );
         let env = [("CARAVAN_RPC_FAULTS", self.faults.as_str())];

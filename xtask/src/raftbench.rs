@@ -61,7 +61,7 @@ impl Server {
             format!("  server_join {{\n    retry_join = [\"127.0.0.1:{p}\"]\n    retry_interval = \"200ms\"\n  }}\n")
         });
         let hcl = format!(
-            "name = \"s{i}\"\nbind_addr = \"127.0.0.1\"\ndata_dir = \"{}\"\nacl {{\n  enabled = true\n}}\nports {{\n  http = {}\n  rpc = {}\n  serf = {}\n}}\nlimits {{\n  http_max_conns_per_client = 0\n}}\nserver {{\n  enabled = true\n  bootstrap_expect = {expect}\n{retry}}}\n",
+            "name = \"s{i}\"\nbind_addr = \"127.0.0.1\"\ndata_dir = \"{}\"\nacl {{\n  enabled = true\n}}\nports {{\n  http = {}\n  rpc = {}\n  serf = {}\n}}\nlimits {{\n  http_max_conns_per_client = 0\n}}\nserver {{\n  enabled = true\n  bootstrap_expect = {expect}\n  encrypt = \"rvnIDIw6u/l/Scc8Gb3qpRCY6CsPqYUwOOVIxN3zvxc=\"\n{retry}}}\n",
             self.dir.display(),
             self.http.port(),
             self.rpc.port(),

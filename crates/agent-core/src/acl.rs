@@ -179,7 +179,8 @@ pub fn parse_rules(text: &str) -> Result<Rules, CoreError> {
 }
 
 /// What a caller may do: the merge of its token's policies, or everything for management.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serializable because a server answers a client agent's `ACL.ResolveToken` with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Acl {
     management: bool,
     agent: Level,

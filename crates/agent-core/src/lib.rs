@@ -9,6 +9,7 @@
 //! - [`member`]: gossip members and their status, as `/v1/agent/members` reports them.
 //! - [`sched`]: scheduler worker states and the pool configuration.
 //! - [`server_list`]: a client's list of server RPC addresses.
+//! - [`token_cache`]: a client agent's cache of token resolutions, bounded in size and time.
 #![deny(missing_docs)]
 
 pub mod acl;
@@ -19,6 +20,7 @@ pub mod jobs;
 pub mod member;
 pub mod sched;
 pub mod server_list;
+pub mod token_cache;
 
 /// Every error this crate returns.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,16 +23,16 @@ use caravan_http::multi_error;
 use parking_lot::RwLock;
 
 use crate::cluster::{Cluster, Command, LeaderSource};
-use crate::rpc::{self, RpcClient};
+use caravan_agent_core::token_cache::TokenCache;
+use caravan_rpc::method as m;
+
+use crate::rpc::Rpc;
 
 /// Default RPC port for server addresses given without one.
 pub const DEFAULT_RPC_PORT: u16 = 4647;
 
 /// How often the leader enqueues a `_core` GC evaluation.
 pub const CORE_GC_INTERVAL: Duration = Duration::from_secs(300);
-
-/// How often a client-only agent refreshes its copy of the ACL state.
-pub const ACL_REFRESH: Duration = Duration::from_secs(10);
 
 /// How long a request forwarded to another server may take (plus any profile duration).
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -49,9 +49,10 @@ pub struct Agent {
     build: BuildInfo,
     runtime: tokio::runtime::Handle,
     gossip: Option<Gossip>,
-    rpc: Arc<RpcClient>,
-    /// A client-only agent's copy of the servers' ACL state (servers read the replicated one).
-    acl: RwLock<AclState>,
+    rpc: Arc<Rpc>,
+    /// A client-only agent's token resolutions, asked of a server (servers read the replicated
+    /// ACL state).
+    tokens: parking_lot::Mutex<TokenCache>,
     hub: caravan_http::monitor::MonitorHub,
     cluster: Option<Arc<Cluster>>,
     pool: Option<parking_lot::Mutex<(caravan_sched::workers::WorkerPool, SchedulerConfig)>>,
@@ -99,12 +100,7 @@ impl Agent {
             initial.push(config.advertise.rpc);
         }
         let build = build_info();
-        let rpc_tls = if config.tls.rpc {
-            Some(crate::tls::rpc_client(&config.tls, &config.region)?)
-        } else {
-            None
-        };
-        let rpc = Arc::new(RpcClient::new(rpc_tls));
+        let rpc = Arc::new(Rpc::new(crate::rpc::dial(&config)?));
         let gossip = match &server_id {
             Some(id) => Some(start_gossip(&config, id, &build).await?),
             None => None,
@@ -134,7 +130,7 @@ impl Agent {
             runtime: tokio::runtime::Handle::current(),
             gossip,
             rpc,
-            acl: RwLock::new(AclState::default()),
+            tokens: parking_lot::Mutex::new(TokenCache::default()),
             hub,
         })
     }
@@ -256,17 +252,12 @@ impl Agent {
         });
     }
 
-    /// The ACL state, when this agent is a server (the source of truth clients copy).
-    pub fn acl_snapshot(&self) -> Option<AclState> {
-        Some(self.cluster.as_ref()?.state.acl.read().clone())
-    }
-
-    /// Reads the ACL state this agent enforces: the replicated one on a server, the cached copy
-    /// on a client-only agent.
+    /// Reads the ACL state this agent enforces: the replicated one on a server; a client-only
+    /// agent holds none (it resolves tokens through a server) and reads an empty state.
     fn with_acl<R>(&self, read: impl FnOnce(&AclState) -> R) -> R {
         match &self.cluster {
             Some(c) => read(&c.state.acl.read()),
-            None => read(&self.acl.read()),
+            None => read(&AclState::default()),
         }
     }
 
@@ -275,34 +266,32 @@ impl Agent {
         self.cluster.as_ref().map(|c| &*c.state.store)
     }
 
-    /// On a client-only agent with ACLs on: copy the ACL state from a server now and every
-    /// [`ACL_REFRESH`], so tokens resolve locally (Nomad clients cache resolutions ~30 s).
-    pub fn spawn_acl_refresh(self: &std::sync::Arc<Self>) {
-        if self.config.server.enabled || !self.config.acl_enabled {
-            return;
+    /// A client-only agent resolves a token through its servers (`ACL.ResolveToken`), with
+    /// answers cached (resolutions 30 s, denials 5 s, both bounded in number).
+    fn resolve_remotely(&self, token: Option<&str>) -> Result<Acl, String> {
+        let secret = token.unwrap_or("");
+        let now = std::time::Instant::now();
+        if let Some(known) = self.tokens.lock().get(secret, now) {
+            return known;
         }
-        let agent = self.clone();
-        tokio::spawn(async move {
-            loop {
-                let servers = agent.servers.read().servers().to_vec();
-                for server in servers {
-                    match agent
-                        .rpc
-                        .call::<AclState>(server, rpc::ACL_STATE_PATH, PING_TIMEOUT)
-                        .await
-                    {
-                        Ok(state) => {
-                            *agent.acl.write() = state;
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::warn!(target: "client", %server, error = %e, "failed to refresh ACL state")
-                        }
-                    }
-                }
-                tokio::time::sleep(ACL_REFRESH).await;
+        let ask = self.ask_a_server::<Acl>(m::RESOLVE_TOKEN, token);
+        let answer = tokio::task::block_in_place(|| self.runtime.block_on(ask));
+        match answer {
+            Ok(acl) => {
+                self.tokens.lock().put(secret, Ok(acl.clone()), now);
+                Ok(acl)
             }
-        });
+            Err(reason)
+                if reason.starts_with("Permission denied")
+                    || reason.starts_with("failed to parse") =>
+            {
+                self.tokens.lock().put(secret, Err(reason.clone()), now);
+                Err(reason)
+            }
+            Err(reason) => Err(format!(
+                "failed to resolve the token through a server: {reason}"
+            )),
+        }
     }
 
     /// Serves a Raft RPC (`Raft.*`).
@@ -338,12 +327,21 @@ impl Agent {
             .collect()
     }
 
-    /// Asks the first server that answers (client-only agents).
-    async fn ask_a_server<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, String> {
+    /// Asks the first server that answers (client-only agents), for the user holding `token`.
+    /// A server's refusal is final; only unreachable servers make it try the next.
+    async fn ask_a_server<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        token: Option<&str>,
+    ) -> Result<T, String> {
         let servers = self.servers.read().servers().to_vec();
         let mut last = "No known servers".to_string();
         for server in servers {
-            match self.rpc.call::<T>(server, path, PING_TIMEOUT).await {
+            match self
+                .rpc
+                .call::<T>(server, method, token, &(), PING_TIMEOUT)
+                .await
+            {
                 Ok(v) => return Ok(v),
                 Err(e) => last = e,
             }
@@ -449,10 +447,10 @@ impl AgentApi for Agent {
     }
 
     fn server_health(&self) -> Result<(), String> {
-        match self.local_leader() {
-            Some(leader) if !leader.is_empty() => Ok(()),
-            _ => Err("no leader".into()),
-        }
+        let Some(c) = &self.cluster else {
+            return Err("no leader".into());
+        };
+        server_health(&c.raft)
     }
 
     fn client_health(&self) -> Result<(), String> {
@@ -485,12 +483,12 @@ impl AgentApi for Agent {
         self.servers.read().addresses()
     }
 
-    async fn members(&self) -> Result<MembersResponse, String> {
+    async fn members(&self, token: Option<&str>) -> Result<MembersResponse, String> {
         if let Some(members) = self.local_members() {
             return Ok(members);
         }
-        // A client-only agent asks one of its servers.
-        self.ask_a_server(rpc::MEMBERS_PATH).await
+        // A client-only agent asks one of its servers, which checks the token again.
+        self.ask_a_server(m::MEMBERS, token).await
     }
 
     fn schedulers(&self) -> Option<Vec<WorkerInfo>> {
@@ -572,14 +570,21 @@ impl AgentApi for Agent {
             .ok_or_else(|| format!("unknown Nomad server {id}"))
     }
 
-    async fn remote_host_data(&self, server: &str) -> Result<HostData, String> {
+    async fn remote_host_data(
+        &self,
+        server: &str,
+        token: Option<&str>,
+    ) -> Result<HostData, String> {
         let addr = self.server_rpc(server)?;
-        self.rpc.call(addr, rpc::HOST_PATH, FORWARD_TIMEOUT).await
+        self.rpc
+            .call(addr, m::HOST, token, &(), FORWARD_TIMEOUT)
+            .await
     }
 
     async fn remote_profile(
         &self,
         server: &str,
+        token: Option<&str>,
         request: caravan_http::api::ProfileRequest,
     ) -> Result<Vec<u8>, caravan_http::ApiError> {
         let addr = self
@@ -587,10 +592,10 @@ impl AgentApi for Agent {
             .map_err(caravan_http::ApiError::from_message)?;
         let body = serde_json::to_vec(&request)
             .map_err(|e| caravan_http::ApiError::from_message(e.to_string()))?;
-        // The profile runs for `seconds` on the target; allow for it.
+        // The profile runs for `seconds` (at most an hour, by the request's type) on the target.
         let timeout = FORWARD_TIMEOUT + Duration::from_secs(request.seconds);
         self.rpc
-            .request(addr, rpc::PROFILE_PATH, body.into(), timeout)
+            .raw(addr, m::PROFILE, token, body, timeout)
             .await
             .map(|b| b.to_vec())
             .map_err(caravan_http::ApiError::from_message)
@@ -599,15 +604,14 @@ impl AgentApi for Agent {
     async fn remote_monitor(
         &self,
         server: &str,
+        token: Option<&str>,
         request: caravan_http::api::MonitorRequest,
     ) -> Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, caravan_http::ApiError> {
         let addr = self
             .server_rpc(server)
             .map_err(caravan_http::ApiError::from_message)?;
-        let body = serde_json::to_vec(&request)
-            .map_err(|e| caravan_http::ApiError::from_message(e.to_string()))?;
         self.rpc
-            .stream(addr, rpc::MONITOR_PATH, body.into(), PING_TIMEOUT)
+            .stream(addr, m::MONITOR, token, &request, PING_TIMEOUT)
             .await
             .map_err(caravan_http::ApiError::from_message)
     }
@@ -616,14 +620,14 @@ impl AgentApi for Agent {
         if let Some(leader) = self.local_leader() {
             return Ok(leader);
         }
-        self.ask_a_server(rpc::LEADER_PATH).await
+        self.ask_a_server(m::LEADER, None).await
     }
 
     async fn status_peers(&self) -> Result<Vec<String>, String> {
         if let Some(peers) = self.local_peers() {
             return Ok(peers);
         }
-        self.ask_a_server(rpc::PEERS_PATH).await
+        self.ask_a_server(m::PEERS, None).await
     }
 
     fn jobs(&self) -> Vec<caravan_agent_core::jobs::Job> {
@@ -662,7 +666,10 @@ impl AgentApi for Agent {
     }
 
     fn resolve_token(&self, token: Option<&str>) -> Result<Acl, String> {
-        self.with_acl(|state| resolve_in(state, token))
+        match &self.cluster {
+            Some(c) => resolve_in(&c.state.acl.read(), token),
+            None => self.resolve_remotely(token),
+        }
     }
 
     fn acl_read<R>(&self, read: impl FnOnce(&AclState) -> R) -> R {
@@ -714,7 +721,7 @@ impl AgentApi for Agent {
                 let mut last_err = String::new();
                 for addr in addrs {
                     match client.ping(addr, PING_TIMEOUT).await {
-                        Ok(()) => return Ok(addr),
+                        Ok(_) => return Ok(addr),
                         Err(e) => last_err = e,
                     }
                 }
@@ -738,6 +745,33 @@ impl AgentApi for Agent {
         }
         self.servers.write().replace(good);
         Ok(())
+    }
+}
+
+/// A server is healthy while it has a leader that hears from a quorum: a leader that has not
+/// heard from a majority, or a follower that has not heard from its leader, for longer than the
+/// election timeout is not (a cluster that lost its quorum says so).
+fn server_health(raft: &caravan_raft::RaftNode) -> Result<(), String> {
+    let limit = caravan_raft::RaftConfig::new(0, "").election_timeout.1;
+    let status = raft.status();
+    if status.leader.is_none() {
+        return Err("no leader".into());
+    }
+    if status.state == "Leader" {
+        let since = raft.watch().borrow().millis_since_quorum_ack;
+        return match since {
+            Some(ms) if ms > limit.as_millis() as u64 => Err(format!(
+                "no quorum: a majority of servers has not answered the leader for {ms} ms"
+            )),
+            _ => Ok(()),
+        };
+    }
+    match status.last_contact {
+        Some(d) if d > limit => Err(format!(
+            "no leader: last contact with the leader {} ms ago",
+            d.as_millis()
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -892,8 +926,11 @@ async fn start_gossip(
     Gossip::start(node, bind).await.map_err(|e| e.to_string())
 }
 
-/// Reads an ID file, or creates it with a new UUID (written atomically).
+/// Reads an ID file, or creates it with a new UUID (written atomically). State files are 0600
+/// in 0700 directories, whatever the umask.
 fn load_or_create_id(path: &Path) -> Result<String, String> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    private_dir(dir)?;
     if let Ok(text) = std::fs::read_to_string(path) {
         let id = text.trim().to_string();
         if uuid::Uuid::parse_str(&id).is_ok() {
@@ -902,12 +939,38 @@ fn load_or_create_id(path: &Path) -> Result<String, String> {
         return Err(format!("{}: not a valid UUID: {id:?}", path.display()));
     }
     let id = uuid::Uuid::new_v4().to_string();
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, &id).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    write_private(&tmp, id.as_bytes())?;
     std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(id)
+}
+
+/// Creates `dir` (and missing parents) and makes it 0700.
+fn private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// Writes a file readable by its owner only.
+fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(err)?;
+    file.write_all(data).map_err(err)?;
+    file.sync_all().map_err(err)
 }
 
 #[cfg(test)]
@@ -921,6 +984,10 @@ mod tests {
         let a = load_or_create_id(&path).unwrap();
         let b = load_or_create_id(&path).unwrap();
         assert_eq!(a, b);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600, "the ID file is the owner's only");
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
         std::fs::write(&path, "garbage").unwrap();
         assert!(
             load_or_create_id(&path)

@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use caravan_agent_core::acl::AclState;
 use caravan_agent_core::jobs::{Evaluation, Job, Node};
 use caravan_agent_core::member::{Member, MemberStatus};
@@ -24,12 +23,14 @@ use caravan_sched::SchedError;
 use caravan_sched::broker::{Eval, EvalBroker};
 use caravan_sched::state::{Store, Tables, broker_eval};
 use caravan_sched::workers::EvalSource;
-use hyper::StatusCode;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::Agent;
-use crate::rpc::{self, RpcClient};
+use caravan_rpc::method as m;
+use caravan_rpc::{Refusal, Reply};
+
+use crate::rpc::Rpc;
 
 /// How long a forwarded write or a broker call may take.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -234,7 +235,7 @@ impl StateMachine for ClusterState {
 }
 
 /// Raft messages over the agent RPC client.
-pub struct RpcTransport(pub Arc<RpcClient>);
+pub struct RpcTransport(pub Arc<Rpc>);
 
 impl Transport for RpcTransport {
     fn call(
@@ -249,10 +250,7 @@ impl Transport for RpcTransport {
             .parse()
             .map_err(|e| format!("bad raft address {addr:?}: {e}"));
         Box::pin(async move {
-            let path = format!("/rpc/{method}");
-            let reply = client
-                .request(addr?, &path, Bytes::from(body), timeout)
-                .await?;
+            let reply = client.raw(addr?, method, None, body, timeout).await?;
             Ok(reply.to_vec())
         })
     }
@@ -312,7 +310,7 @@ pub struct Cluster {
     /// The replicated state.
     pub state: Arc<ClusterState>,
     /// The RPC client.
-    pub rpc: Arc<RpcClient>,
+    pub rpc: Arc<Rpc>,
     /// For blocking calls from worker threads.
     pub runtime: tokio::runtime::Handle,
 }
@@ -323,7 +321,7 @@ impl Cluster {
         server_id: &str,
         rpc_addr: SocketAddr,
         dir: Option<std::path::PathBuf>,
-        rpc: Arc<RpcClient>,
+        rpc: Arc<Rpc>,
     ) -> Result<Cluster, String> {
         let broker = Arc::new(EvalBroker::new(Default::default()));
         let state = Arc::new(ClusterState::new(broker));
@@ -435,9 +433,13 @@ impl Cluster {
             return None;
         }
         for s in servers.iter().filter(|s| s.raft_id != self.raft.id()) {
+            if !self.answers_as(s.rpc, s.raft_id).await {
+                tracing::info!(target: "raft", server = %s.name, "server not confirmed over RPC yet; waiting");
+                return None;
+            }
             match self
                 .rpc
-                .call::<Vec<String>>(s.rpc, rpc::PEERS_PATH, Duration::from_secs(2))
+                .call::<Vec<String>>(s.rpc, m::PEERS, None, &(), Duration::from_secs(2))
                 .await
             {
                 Ok(peers) if !peers.is_empty() => {
@@ -479,18 +481,34 @@ impl Cluster {
             let voters = self.raft.status().voters;
             for s in &servers {
                 if s.status == MemberStatus::Alive && !voters.contains_key(&s.raft_id) {
+                    // Gossip tags are claims: add the server only once its RPC address answers,
+                    // over an authenticated connection, as the server it claims to be.
+                    if !self.answers_as(s.rpc, s.raft_id).await {
+                        tracing::warn!(target: "raft", server = %s.name, rpc = %s.rpc, "not adding server: its RPC address does not answer as that server");
+                        continue;
+                    }
                     tracing::info!(target: "raft", server = %s.name, "adding server to the cluster");
                     if let Err(e) = self.raft.add_voter(s.raft_id, s.rpc.to_string()).await {
                         tracing::warn!(target: "raft", server = %s.name, error = %e, "cannot add server");
                     }
                 }
             }
-            for id in voters.keys().filter(|&&id| id != self.raft.id()) {
+            for (id, addr) in voters.iter().filter(|&(&id, _)| id != self.raft.id()) {
                 let member = servers.iter().find(|s| s.raft_id == *id);
                 let gone = match member {
                     Some(s) => s.status == MemberStatus::Left,
                     None => seen.contains(id),
                 };
+                // A leave heard in gossip is a claim too: a server still answering as itself
+                // at its Raft address stays a voter.
+                let still_there = match addr.parse() {
+                    Ok(addr) => gone && self.answers_as(addr, *id).await,
+                    Err(_) => false,
+                };
+                if still_there {
+                    tracing::warn!(target: "raft", id, "gossip says the server left, but it still answers; keeping it");
+                    continue;
+                }
                 if gone {
                     tracing::info!(target: "raft", id, "removing departed server from the cluster");
                     if let Err(e) = self.raft.remove_server(*id).await {
@@ -498,6 +516,15 @@ impl Cluster {
                     }
                 }
             }
+        }
+    }
+
+    /// Whether the agent at `addr` answers `Status.Ping` as the server with Raft ID `raft`, over
+    /// a connection that proved the server key (or TLS server certificate) when one is set.
+    async fn answers_as(&self, addr: SocketAddr, raft: u64) -> bool {
+        match self.rpc.ping(addr, Duration::from_secs(2)).await {
+            Ok(Some(id)) => raft_id(&id) == raft,
+            _ => false,
         }
     }
 
@@ -591,7 +618,7 @@ impl LeaderSource {
             .leader_addr()
             .ok_or_else(|| SchedError::Remote("No cluster leader".into()))?;
         c.runtime
-            .block_on(c.rpc.call_with(addr, path, body, timeout))
+            .block_on(c.rpc.call(addr, path, None, body, timeout))
             .map_err(SchedError::Remote)
     }
 }
@@ -613,7 +640,7 @@ impl EvalSource for LeaderSource {
             types: types.to_vec(),
             timeout_ms: timeout.as_millis() as u64,
         };
-        match self.remote::<Option<(Eval, u64)>>(rpc::DEQUEUE_PATH, &req, timeout + WRITE_TIMEOUT) {
+        match self.remote::<Option<(Eval, u64)>>(m::EVAL_DEQUEUE, &req, timeout + WRITE_TIMEOUT) {
             Ok(got) => got,
             Err(e) => {
                 tracing::debug!(target: "sched", error = %e, "remote dequeue failed");
@@ -630,11 +657,11 @@ impl EvalSource for LeaderSource {
     }
 
     fn ack(&self, eval_id: &str, token: u64) -> Result<(), SchedError> {
-        self.settle(rpc::ACK_PATH, eval_id, token, EvalBroker::ack)
+        self.settle(m::EVAL_ACK, eval_id, token, EvalBroker::ack)
     }
 
     fn nack(&self, eval_id: &str, token: u64) -> Result<(), SchedError> {
-        self.settle(rpc::NACK_PATH, eval_id, token, EvalBroker::nack)
+        self.settle(m::EVAL_NACK, eval_id, token, EvalBroker::nack)
     }
 
     fn wake_all(&self) {
@@ -642,76 +669,41 @@ impl EvalSource for LeaderSource {
     }
 }
 
-type RpcAnswer = Result<Vec<u8>, (StatusCode, String)>;
-
-fn json(value: &impl Serialize) -> RpcAnswer {
-    serde_json::to_vec(value).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+fn json(value: &impl Serialize) -> Result<Reply, Refusal> {
+    serde_json::to_vec(value)
+        .map(Reply::Whole)
+        .map_err(|e| Refusal::internal(e.to_string()))
 }
 
-fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, (StatusCode, String)> {
-    serde_json::from_slice(body)
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("rpc: bad request: {e}")))
+fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
+    serde_json::from_slice(body).map_err(|e| Refusal::bad_request(format!("rpc: bad request: {e}")))
 }
 
-fn no_server() -> (StatusCode, String) {
-    (
-        StatusCode::BAD_REQUEST,
-        "rpc: this agent runs no server".into(),
-    )
-}
-
-/// Serves the non-Raft RPC calls.
-pub async fn serve_rpc(agent: &Arc<Agent>, path: &str, body: &[u8]) -> RpcAnswer {
-    match path {
-        rpc::PING_PATH => json(&serde_json::json!({})),
-        rpc::LEADER_PATH => json(&agent.local_leader().ok_or_else(no_server)?),
-        rpc::PEERS_PATH => json(&agent.local_peers().ok_or_else(no_server)?),
-        rpc::ACL_STATE_PATH => json(&agent.acl_snapshot().ok_or_else(no_server)?),
-        rpc::MEMBERS_PATH => json(&agent.local_members().ok_or_else(no_server)?),
-        rpc::HOST_PATH => {
-            let data = tokio::task::spawn_blocking(crate::host::gather)
-                .await
-                .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-            json(&data)
-        }
-        rpc::PROFILE_PATH => {
-            let req: caravan_http::api::ProfileRequest = decode(body)?;
-            crate::profiles::collect(req, agent.monitor_hub())
-                .await
-                .map_err(|e| (e.status, e.message))
-        }
-        rpc::DEQUEUE_PATH | rpc::ACK_PATH | rpc::NACK_PATH => broker_rpc(agent, path, body).await,
-        _ => Err((
-            StatusCode::NOT_FOUND,
-            format!("rpc: can't find method {path}"),
-        )),
-    }
-}
-
-async fn broker_rpc(agent: &Arc<Agent>, path: &str, body: &[u8]) -> RpcAnswer {
-    let cluster = agent.cluster().ok_or_else(no_server)?;
+/// Serves `Eval.Dequeue`, `Eval.Ack` and `Eval.Nack` on the leader (callers are servers: the
+/// RPC layer checked their role).
+pub async fn broker_rpc(agent: &Arc<Agent>, method: &str, body: &[u8]) -> Result<Reply, Refusal> {
+    let cluster = agent
+        .cluster()
+        .ok_or_else(|| Refusal::bad_request("rpc: this agent runs no server"))?;
     if !cluster.raft.is_leader() {
-        return Err((
-            StatusCode::CONFLICT,
-            "eval broker disabled: not the leader".into(),
-        ));
+        return Err(Refusal::new(409, "eval broker disabled: not the leader"));
     }
     let broker = cluster.state.broker.clone();
     let done = |r: Result<(), SchedError>| {
-        r.map_err(|e| (StatusCode::CONFLICT, e.to_string()))
+        r.map_err(|e| Refusal::new(409, e.to_string()))
             .and_then(|()| json(&serde_json::json!({})))
     };
-    match path {
-        rpc::DEQUEUE_PATH => {
+    match method {
+        m::EVAL_DEQUEUE => {
             let req: DequeueRequest = decode(body)?;
             let timeout = Duration::from_millis(req.timeout_ms.min(5_000));
             let got =
                 tokio::task::spawn_blocking(move || broker.dequeue(&req.types, timeout, &|| false))
                     .await
-                    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+                    .map_err(|e| Refusal::internal(e.to_string()))?;
             json(&got)
         }
-        rpc::ACK_PATH => {
+        m::EVAL_ACK => {
             let req: AckRequest = decode(body)?;
             done(broker.ack(&req.eval_id, req.token))
         }

@@ -1,329 +1,286 @@
-//! The agent RPC listener: request/response calls between agents over HTTP/2 (prior knowledge,
-//! h2c, or mutual TLS) on the `rpc` port, served and called with hyper. Separate from the public
-//! HTTP API: nothing here is routed from the HTTP port, and the HTTP router knows no RPC path.
-//!
-//! Calls are `POST /rpc/<Service.Method>` with a JSON body and a JSON reply; a failed call is a
-//! non-200 with the error text:
-//! - `Status.Ping`, `Status.Leader`, `Status.Peers`: liveness, the Raft leader, the voters.
-//! - `Agent.Members`, `Agent.Host`, `Agent.Profile`, `Agent.Monitor`: a client-only agent's
-//!   member list; host data, profiles and log streams (the only streaming call) for
-//!   `server_id` targeting.
-//! - `ACL.State`: a client-only agent with ACLs on refreshes its copy of the ACL state.
-//! - `Raft.*`: openraft's messages and forwarded writes (see [`caravan_raft::method`]).
-//! - `Eval.Dequeue`, `Eval.Ack`, `Eval.Nack`: workers of other servers use the leader's broker.
-//!
-//! The client keeps one multiplexed HTTP/2 connection per server. For tests, the environment
-//! variable `CARAVAN_RPC_FAULTS` names a file of `ip:port` lines: calls to those addresses fail
-//! at once, as if the network were cut (re-read at most every 100 ms).
+//! The agent's side of [`caravan_rpc`]: which identity this agent dials with and trusts
+//! ([`dial`], [`trust`], refusing an unprotected cluster with ACLs at start), JSON calls over
+//! the pooled client ([`Rpc`]), and the [`AgentHandler`] that serves every method of
+//! `docs/rpc.md`. User-acting methods check the caller's token with the HTTP endpoint's own
+//! rule (`caravan_http::acl`), so a rule is written once and served on both doors.
 
-use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use caravan_http::AgentApi;
-use caravan_http::response::{self, Body};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::client::conn::http2::SendRequest;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use parking_lot::Mutex;
+use caravan_agent_core::acl::Acl;
+use caravan_agent_core::config::AgentConfig;
+use caravan_http::api::{MonitorRequest, ProfileRequest};
+use caravan_http::{AgentApi, ApiError, Ctx};
+use caravan_rpc::method as m;
+use caravan_rpc::{BoxFuture, Call, Dial, Handler, Refusal, Reply, RpcClient, RpcError, Trust};
+use http_body_util::BodyExt;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
 
 use crate::agent::Agent;
-use crate::tls::RpcClientTls;
 
-/// The path of the ping call.
-pub const PING_PATH: &str = "/rpc/Status.Ping";
-/// The path of the leader call.
-pub const LEADER_PATH: &str = "/rpc/Status.Leader";
-/// The path of the peers call.
-pub const PEERS_PATH: &str = "/rpc/Status.Peers";
-/// The path of the member-list call.
-pub const MEMBERS_PATH: &str = "/rpc/Agent.Members";
-/// The path of the host-data call.
-pub const HOST_PATH: &str = "/rpc/Agent.Host";
-/// The path of the profile call (pprof forwarded by `server_id`).
-pub const PROFILE_PATH: &str = "/rpc/Agent.Profile";
-/// The path of the monitor call (a log stream relayed for `server_id`).
-pub const MONITOR_PATH: &str = "/rpc/Agent.Monitor";
-/// The path of the ACL state call (client-only agents cache it to resolve tokens).
-pub const ACL_STATE_PATH: &str = "/rpc/ACL.State";
-/// The leader's broker: dequeue.
-pub const DEQUEUE_PATH: &str = "/rpc/Eval.Dequeue";
-/// The leader's broker: ack.
-pub const ACK_PATH: &str = "/rpc/Eval.Ack";
-/// The leader's broker: nack.
-pub const NACK_PATH: &str = "/rpc/Eval.Nack";
+/// The environment variable that lets a server with ACLs run a multi-server cluster with
+/// neither `encrypt` nor `tls.rpc` (every RPC caller is then trusted as a server).
+pub const INSECURE_ENV: &str = "CARAVAN_INSECURE_RPC";
 
-/// The largest request body the listener reads (Raft snapshot chunks are far smaller).
-const MAX_BODY: usize = 64 << 20;
-
-/// Answers one RPC request.
-pub async fn handle(agent: Arc<Agent>, req: Request<Incoming>) -> Response<Body> {
-    let path = req.uri().path().to_string();
-    if req.method() != Method::POST {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "rpc: calls are POST".into());
+/// How this agent proves itself when it calls others: its TLS certificate, else (servers) the
+/// key derived from the gossip key, else nothing (encrypted, anonymous).
+pub fn dial(config: &AgentConfig) -> Result<Dial, String> {
+    if config.tls.rpc {
+        let tls = crate::tls::rpc_client(&config.tls, &config.region)?;
+        return Ok(Dial::with_tls(tls.config, tls.server_name));
     }
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("rpc: bad body: {e}")),
-    };
-    if path == MONITOR_PATH {
-        let request: Result<caravan_http::api::MonitorRequest, _> = serde_json::from_slice(&body);
-        return match request {
-            Ok(r) => caravan_http::monitor::endpoint::serve(agent.monitor_hub(), &r)
-                .unwrap_or_else(|e| error(e.status, e.message)),
-            Err(e) => error(StatusCode::BAD_REQUEST, format!("rpc: bad request: {e}")),
-        };
-    }
-    let answer = match path.strip_prefix("/rpc/") {
-        Some(method) if method.starts_with("Raft.") => agent.raft_rpc(method, &body).await,
-        _ => crate::cluster::serve_rpc(&agent, &path, &body).await,
-    };
-    match answer {
-        Ok(bytes) => response::with_type(StatusCode::OK, response::JSON, bytes),
-        Err((status, text)) => error(status, text),
+    match (&config.server.encrypt_key, config.server.enabled) {
+        (Some(key), true) => Ok(Dial::with_server_key(caravan_rpc::identity::server_key(
+            key,
+        ))),
+        _ => Ok(Dial::anonymous()),
     }
 }
 
-fn error(status: StatusCode, text: String) -> Response<Body> {
-    response::with_type(status, response::TEXT_UTF8, text.into_bytes())
+/// Whether a server expects other servers (so it needs to trust some RPC callers as servers).
+fn expects_peers(config: &AgentConfig) -> bool {
+    let s = &config.server;
+    s.bootstrap_expect > 1 || !s.start_join.is_empty() || !s.server_join.retry_join.is_empty()
 }
 
-/// Addresses calls must not reach (fault injection for tests), from `CARAVAN_RPC_FAULTS`.
-struct Faults {
-    path: Option<PathBuf>,
-    cache: Mutex<(Option<Instant>, HashSet<SocketAddr>)>,
+/// How this agent's RPC listener decides who its callers are. A server with ACLs that expects
+/// peers but has neither TLS nor a gossip key is refused (unless [`INSECURE_ENV`] is `1`).
+pub fn trust(config: &AgentConfig) -> Result<Trust, String> {
+    let region = &config.region;
+    if config.tls.rpc {
+        let tls = crate::tls::server_config(&config.tls, &[], true)?;
+        return Ok(Trust::with_tls(region, tls));
+    }
+    if let (Some(key), true) = (&config.server.encrypt_key, config.server.enabled) {
+        return Ok(Trust::with_server_key(
+            region,
+            caravan_rpc::identity::server_key(key),
+        ));
+    }
+    if !config.server.enabled {
+        return Ok(Trust::anonymous(region));
+    }
+    let insecure = std::env::var(INSECURE_ENV).is_ok_and(|v| v == "1");
+    if config.acl_enabled && expects_peers(config) && !insecure {
+        return Err(format!(
+            "a server with ACLs enabled that joins other servers needs `encrypt` (server {{ encrypt = \"...\" }}) or `tls {{ rpc = true }}` to authenticate them; without either, anyone who reaches the RPC port could write to Raft ({INSECURE_ENV}=1 overrides)"
+        ));
+    }
+    if config.acl_enabled && !insecure {
+        tracing::warn!(target: "rpc", "no `encrypt` key and no `tls.rpc`: server-only RPC is refused to every caller (fine for a single server)");
+        return Ok(Trust::anonymous(region));
+    }
+    tracing::warn!(target: "rpc", "no `encrypt` key and no `tls.rpc`: every RPC caller is trusted as a server; set `encrypt` or `tls.rpc` to protect the cluster");
+    Ok(Trust::open(region))
 }
 
-impl Faults {
-    fn from_env() -> Faults {
-        Faults {
-            path: std::env::var_os("CARAVAN_RPC_FAULTS").map(PathBuf::from),
-            cache: Mutex::new((None, HashSet::new())),
+/// JSON calls over the pooled RPC client; errors are texts for the HTTP layer.
+pub struct Rpc {
+    client: RpcClient,
+}
+
+impl Rpc {
+    /// A client proving what `dial` says.
+    pub fn new(dial: Dial) -> Rpc {
+        Rpc {
+            client: RpcClient::new(dial, Default::default()),
         }
     }
 
-    fn blocked(&self, addr: SocketAddr) -> bool {
-        let Some(path) = &self.path else {
-            return false;
-        };
-        let mut cache = self.cache.lock();
-        if cache
-            .0
-            .is_none_or(|t| t.elapsed() > Duration::from_millis(100))
-        {
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            cache.1 = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
-            cache.0 = Some(Instant::now());
-        }
-        cache.1.contains(&addr)
-    }
-}
-
-/// An RPC client with one multiplexed connection per server.
-pub struct RpcClient {
-    tls: Option<RpcClientTls>,
-    conns: Mutex<HashMap<SocketAddr, SendRequest<Full<Bytes>>>>,
-    faults: Faults,
-}
-
-impl RpcClient {
-    /// A client (mutual TLS when `tls` is set).
-    pub fn new(tls: Option<RpcClientTls>) -> RpcClient {
-        RpcClient {
-            tls,
-            conns: Mutex::new(HashMap::new()),
-            faults: Faults::from_env(),
-        }
-    }
-
-    /// Pings the agent RPC listener at `addr`.
-    pub async fn ping(&self, addr: SocketAddr, timeout: Duration) -> Result<(), String> {
-        self.call::<serde_json::Value>(addr, PING_PATH, timeout)
-            .await
-            .map(|_| ())
-    }
-
-    /// Calls `path` with an empty request and decodes the JSON reply.
+    /// Calls `method` at `addr` with `request` as JSON (and the user's `token`), decoding the
+    /// JSON reply.
     pub async fn call<T: DeserializeOwned>(
         &self,
         addr: SocketAddr,
-        path: &str,
+        method: &str,
+        token: Option<&str>,
+        request: &impl Serialize,
         timeout: Duration,
     ) -> Result<T, String> {
-        self.call_with(addr, path, &serde_json::json!({}), timeout)
-            .await
-    }
-
-    /// Calls `path` with `request` as JSON and decodes the JSON reply.
-    pub async fn call_with<T: DeserializeOwned>(
-        &self,
-        addr: SocketAddr,
-        path: &str,
-        request: &impl serde::Serialize,
-        timeout: Duration,
-    ) -> Result<T, String> {
-        let body = serde_json::to_vec(request).map_err(|e| format!("rpc error: {e}"))?;
-        let reply = self.request(addr, path, body.into(), timeout).await?;
+        let reply = self
+            .raw(addr, method, token, json(request)?, timeout)
+            .await?;
         serde_json::from_slice(&reply).map_err(|e| format!("rpc error: bad reply: {e}"))
     }
 
-    /// Sends raw bytes and returns the raw reply, bounded by `timeout`.
-    pub async fn request(
+    /// Calls `method` with a raw body and returns the raw reply.
+    pub async fn raw(
         &self,
         addr: SocketAddr,
-        path: &str,
-        body: Bytes,
+        method: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Bytes, String> {
-        if self.faults.blocked(addr) {
-            return Err("rpc error: connection refused (fault injection)".into());
-        }
-        match tokio::time::timeout(timeout, self.request_inner(addr, path, body)).await {
-            Ok(result) => result,
-            Err(_) => {
-                self.conns.lock().remove(&addr);
-                Err(format!("rpc error: timed out after {timeout:?}"))
-            }
-        }
+        self.client
+            .call_within(addr, method, token, body, timeout)
+            .await
+            .map_err(|e| text(&e))
     }
 
-    /// Starts a streaming call: once the reply's head is a 200 (within `timeout`), its body
-    /// arrives chunk by chunk on the receiver; dropping the receiver ends the stream.
+    /// Starts a streaming call.
     pub async fn stream(
         &self,
         addr: SocketAddr,
-        path: &str,
-        body: Bytes,
+        method: &str,
+        token: Option<&str>,
+        request: &impl Serialize,
         timeout: Duration,
-    ) -> Result<tokio::sync::mpsc::Receiver<Bytes>, String> {
-        if self.faults.blocked(addr) {
-            return Err("rpc error: connection refused (fault injection)".into());
-        }
-        let rpc_err = |e: &dyn std::fmt::Display| format!("rpc error: {e}");
-        let head = async {
-            let mut sender = self.sender(addr).await?;
-            let req = Request::post(path)
-                .header("host", addr.to_string())
-                .body(Full::new(body))
-                .map_err(|e| rpc_err(&e))?;
-            sender.ready().await.map_err(|e| rpc_err(&e))?;
-            sender.send_request(req).await.map_err(|e| rpc_err(&e))
-        };
-        let resp = tokio::time::timeout(timeout, head)
+    ) -> Result<mpsc::Receiver<Bytes>, String> {
+        self.client
+            .stream(addr, method, token, json(request)?, timeout)
             .await
-            .map_err(|_| format!("rpc error: timed out after {timeout:?}"))??;
-        let status = resp.status();
-        let mut body = resp.into_body();
-        if status != StatusCode::OK {
-            let text = body
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            return Err(format!(
-                "rpc error: {} {}",
-                status.as_u16(),
-                String::from_utf8_lossy(&text)
-            ));
-        }
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
-        tokio::spawn(async move {
-            while let Some(Ok(frame)) = body.frame().await {
-                if let Ok(data) = frame.into_data()
-                    && tx.send(data).await.is_err()
-                {
-                    return; // the reader left: dropping the body resets the stream
-                }
-            }
-        });
-        Ok(rx)
+            .map_err(|e| text(&e))
     }
 
-    /// The pooled connection to `addr`, connecting when there is none.
-    async fn sender(&self, addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
-        let cached = self.conns.lock().get(&addr).cloned();
-        match cached {
-            Some(s) if !s.is_closed() => Ok(s),
-            _ => {
-                let s = self.connect(addr).await?;
-                self.conns.lock().insert(addr, s.clone());
-                Ok(s)
-            }
-        }
-    }
-
-    async fn request_inner(
+    /// Pings `addr`; returns the server ID it answers with (`None` from a client agent).
+    pub async fn ping(
         &self,
         addr: SocketAddr,
-        path: &str,
-        body: Bytes,
-    ) -> Result<Bytes, String> {
-        let rpc_err = |e: &dyn std::fmt::Display| format!("rpc error: {e}");
-        let mut sender = self.sender(addr).await?;
-        let req = Request::post(path)
-            .header("host", addr.to_string())
-            .body(Full::new(body))
-            .map_err(|e| rpc_err(&e))?;
-        let sent = async {
-            sender.ready().await?;
-            sender.send_request(req).await
-        }
-        .await;
-        let resp = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                self.conns.lock().remove(&addr);
-                return Err(rpc_err(&e));
-            }
-        };
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| rpc_err(&e))?
-            .to_bytes();
-        if status == StatusCode::OK {
-            Ok(body)
-        } else {
-            Err(format!(
-                "rpc error: {} {}",
-                status.as_u16(),
-                String::from_utf8_lossy(&body)
-            ))
-        }
+        timeout: Duration,
+    ) -> Result<Option<String>, String> {
+        let pong: Pong = self.call(addr, m::PING, None, &(), timeout).await?;
+        Ok(pong.server_id)
     }
+}
 
-    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
-        let rpc_err = |e: &dyn std::fmt::Display| format!("rpc error: {e}");
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| rpc_err(&e))?;
-        let _ = tcp.set_nodelay(true);
-        let stream: Box<dyn caravan_http::serve::Stream> = match &self.tls {
-            None => Box::new(tcp),
-            Some(tls) => Box::new(
-                tokio_rustls::TlsConnector::from(tls.config.clone())
-                    .connect(tls.server_name.clone(), tcp)
-                    .await
-                    .map_err(|e| rpc_err(&e))?,
-            ),
-        };
-        let (sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .map_err(|e| rpc_err(&e))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(target: "rpc", %addr, error = %e, "rpc connection closed");
-            }
-        });
-        Ok(sender)
+fn json(value: &impl Serialize) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(value).map_err(|e| format!("rpc error: {e}"))
+}
+
+/// An error for the HTTP layer: the remote side's own text when it answered, else ours.
+fn text(e: &RpcError) -> String {
+    match e {
+        RpcError::Remote { message, .. } => message.clone(),
+        other => other.to_string(),
     }
+}
+
+/// `Status.Ping`'s answer: who answered (a server's ID proves it, over an authenticated
+/// connection, to the leader confirming a new voter).
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct Pong {
+    /// The server ID, on servers.
+    pub server_id: Option<String>,
+}
+
+/// Serves every RPC method for one agent.
+pub struct AgentHandler(pub Arc<Agent>);
+
+impl Handler for AgentHandler {
+    fn call(&self, call: Call) -> BoxFuture<Result<Reply, Refusal>> {
+        let agent = self.0.clone();
+        Box::pin(async move { dispatch(&agent, call).await })
+    }
+}
+
+fn refusal(e: ApiError) -> Refusal {
+    Refusal::new(e.status.as_u16(), e.message)
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
+    serde_json::from_slice(body).map_err(|e| Refusal::bad_request(format!("rpc: bad request: {e}")))
+}
+
+fn reply(value: &impl Serialize) -> Result<Reply, Refusal> {
+    serde_json::to_vec(value)
+        .map(Reply::Whole)
+        .map_err(|e| Refusal::internal(e.to_string()))
+}
+
+fn no_server() -> Refusal {
+    Refusal::bad_request("rpc: this agent runs no server")
+}
+
+/// The request context the HTTP ACL checks read: only the token matters to them.
+fn as_http(token: Option<String>) -> Ctx {
+    Ctx {
+        method: http::Method::GET,
+        path: String::new(),
+        raw_query: None,
+        query: caravan_http::request::Query::parse(None),
+        token,
+        body: Bytes::new(),
+    }
+}
+
+async fn dispatch(agent: &Arc<Agent>, call: Call) -> Result<Reply, Refusal> {
+    let ctx = as_http(call.token.clone());
+    let require = |allowed: fn(&Acl) -> bool| {
+        caravan_http::acl::require(&**agent, &ctx, allowed).map_err(refusal)
+    };
+    match call.method.name {
+        m::PING => reply(&Pong {
+            server_id: agent.server_id(),
+        }),
+        m::LEADER => reply(&agent.local_leader().ok_or_else(no_server)?),
+        m::PEERS => reply(&agent.local_peers().ok_or_else(no_server)?),
+        m::MEMBERS => {
+            require(Acl::allow_node_read)?;
+            reply(&agent.local_members().ok_or_else(no_server)?)
+        }
+        m::HOST => {
+            caravan_http::acl::require_debug(&**agent, &ctx).map_err(refusal)?;
+            reply(&agent.host_data().await.map_err(Refusal::internal)?)
+        }
+        m::PROFILE => {
+            // As `/v1/agent/pprof/*`: agent:write, then the debug rule at the target.
+            require(Acl::allow_agent_write)?;
+            caravan_http::acl::require_debug(&**agent, &ctx).map_err(refusal)?;
+            let request: ProfileRequest = decode(&call.body)?;
+            let body = agent.profile(request).await.map_err(refusal)?;
+            Ok(Reply::Whole(body))
+        }
+        m::MONITOR => {
+            require(Acl::allow_agent_read)?;
+            let request: MonitorRequest = decode(&call.body)?;
+            monitor(agent, &request)
+        }
+        m::RESOLVE_TOKEN => reply(&resolve(agent, call.token.as_deref())?),
+        m::EVAL_DEQUEUE | m::EVAL_ACK | m::EVAL_NACK => {
+            crate::cluster::broker_rpc(agent, call.method.name, &call.body).await
+        }
+        name if name.starts_with("Raft.") => agent
+            .raft_rpc(name, &call.body)
+            .await
+            .map(Reply::Whole)
+            .map_err(|(status, text)| Refusal::new(status.as_u16(), text)),
+        other => Err(Refusal::new(404, format!("rpc: can't find method {other}"))),
+    }
+}
+
+/// `ACL.ResolveToken`: the permissions of the token the caller presented, as this server
+/// resolves it (management when ACLs are off). The caller learns nothing it did not hold.
+fn resolve(agent: &Agent, token: Option<&str>) -> Result<Acl, Refusal> {
+    if !agent.config().acl_enabled {
+        return Ok(Acl::management());
+    }
+    if agent.cluster().is_none() {
+        return Err(no_server());
+    }
+    agent
+        .resolve_token(token)
+        .map_err(|reason| Refusal::new(403, reason))
+}
+
+/// A local log stream, as the bytes of its HTTP response body.
+fn monitor(agent: &Agent, request: &MonitorRequest) -> Result<Reply, Refusal> {
+    let response =
+        caravan_http::monitor::endpoint::serve(agent.monitor_hub(), request).map_err(refusal)?;
+    let mut body = response.into_body();
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data()
+                && tx.send(data).await.is_err()
+            {
+                return; // the caller left: dropping the body ends the subscription
+            }
+        }
+    });
+    Ok(Reply::Stream(rx))
 }

@@ -79,11 +79,7 @@ async fn start_and_wait(
     } else {
         None
     };
-    let rpc_tls = if config.tls.rpc {
-        Some(crate::tls::server_config(&config.tls, &[b"h2"], true)?)
-    } else {
-        None
-    };
+    let trust = crate::rpc::trust(&config)?;
     let agent = Arc::new(Agent::new(config, hub).await?);
     let app = App::from_arc(agent.clone()).map_err(|e| e.message)?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -93,11 +89,10 @@ async fn start_and_wait(
         tls: http_tls,
         ..ServeOptions::default()
     };
-    let rpc_opts = ServeOptions {
+    let rpc_opts = caravan_rpc::ServerOptions {
         max_conns_per_ip: limits.rpc_max_conns_per_client,
-        header_read_timeout: limits.rpc_handshake_timeout,
-        tls: rpc_tls,
-        ..ServeOptions::default()
+        handshake_timeout: limits.rpc_handshake_timeout,
+        ..caravan_rpc::ServerOptions::default()
     };
     let http_task = tokio::spawn(serve::serve_http1(
         http_listener,
@@ -105,16 +100,14 @@ async fn start_and_wait(
         http_opts,
         stop_rx.clone(),
     ));
-    let rpc_agent = agent.clone();
-    let rpc_task = tokio::spawn(serve::serve_http2(
-        rpc_listener,
-        move |req| crate::rpc::handle(rpc_agent.clone(), req),
+    let rpc_server = caravan_rpc::Server::new(
+        trust,
+        Arc::new(crate::rpc::AgentHandler(agent.clone())),
         rpc_opts,
-        stop_rx,
-    ));
+    );
+    let rpc_task = tokio::spawn(rpc_server.serve(rpc_listener, stop_rx));
     log_started(&agent, http_addr, rpc_addr);
     agent.spawn_start_joins();
-    agent.spawn_acl_refresh();
     agent.spawn_cluster();
     let signal = wait_for_signal().await?;
     tracing::info!(target: "agent", signal, "caught signal, shutting down");

@@ -84,13 +84,12 @@ pub struct RpcClientTls {
 
 /// The RPC client configuration: trust `ca_file`, present our certificate.
 pub fn rpc_client(tls: &TlsConfig, region: &str) -> Result<RpcClientTls, String> {
-    let mut config = ClientConfig::builder_with_provider(Arc::new(default_provider()))
+    let config = ClientConfig::builder_with_provider(Arc::new(default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("tls: {e}"))?
         .with_root_certificates(roots(&tls.ca_file)?)
         .with_client_auth_cert(certs(&tls.cert_file)?, key(&tls.key_file)?)
         .map_err(|e| format!("tls: {e}"))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
     let server_name = ServerName::try_from(rpc_server_name(region))
         .map_err(|e| format!("tls: bad server name: {e}"))?;
     Ok(RpcClientTls {

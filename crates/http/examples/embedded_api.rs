@@ -56,7 +56,7 @@ impl AgentApi for MyService {
         Err("this service keeps no server list".into())
     }
 
-    async fn members(&self) -> Result<MembersResponse, String> {
+    async fn members(&self, _token: Option<&str>) -> Result<MembersResponse, String> {
         Ok(MembersResponse {
             server_name: "h".into(),
             server_region: "global".into(),

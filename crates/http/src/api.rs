@@ -71,8 +71,12 @@ pub trait AgentApi: Send + Sync + 'static {
         addresses: Vec<String>,
     ) -> impl Future<Output = Result<(), String>> + Send;
 
-    /// The gossip member list as a server sees it (a client-only agent asks a server).
-    fn members(&self) -> impl Future<Output = Result<MembersResponse, String>> + Send;
+    /// The gossip member list as a server sees it (a client-only agent asks a server, passing
+    /// on the caller's `token`).
+    fn members(
+        &self,
+        token: Option<&str>,
+    ) -> impl Future<Output = Result<MembersResponse, String>> + Send;
 
     /// Joins the gossip pool through `addresses` (servers only).
     fn join(&self, addresses: Vec<String>) -> impl Future<Output = JoinResult> + Send;
@@ -126,19 +130,23 @@ pub trait AgentApi: Send + Sync + 'static {
         Err(format!("unknown Nomad server {id}"))
     }
 
-    /// Host data of another server (by member name), fetched over RPC.
+    /// Host data of another server (by member name), fetched over RPC with the caller's
+    /// `token` (the target checks it with the same rule).
     fn remote_host_data(
         &self,
         server: &str,
+        _token: Option<&str>,
     ) -> impl Future<Output = Result<HostData, String>> + Send {
         let text = format!("cannot forward to server {server}");
         async move { Err(text) }
     }
 
-    /// A profile from another server (by member name), fetched over RPC.
+    /// A profile from another server (by member name), fetched over RPC with the caller's
+    /// `token`.
     fn remote_profile(
         &self,
         server: &str,
+        _token: Option<&str>,
         request: ProfileRequest,
     ) -> impl Future<Output = Result<Vec<u8>, crate::ApiError>> + Send {
         let text = format!("cannot forward {} to server {server}", request.name);
@@ -146,10 +154,12 @@ pub trait AgentApi: Send + Sync + 'static {
     }
 
     /// A log stream from another server (by member name), relayed over RPC: the bytes of its
-    /// monitor response body, in order, until either side ends it.
+    /// monitor response body, in order, until either side ends it. The caller's `token` goes
+    /// along.
     fn remote_monitor(
         &self,
         server: &str,
+        _token: Option<&str>,
         request: MonitorRequest,
     ) -> impl Future<Output = Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, crate::ApiError>> + Send
     {

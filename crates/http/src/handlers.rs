@@ -88,7 +88,7 @@ pub async fn host<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
         StatusCode::INTERNAL_SERVER_ERROR,
     )?;
     let data = match &target {
-        Some(t) if t.remote => agent.remote_host_data(&t.id).await,
+        Some(t) if t.remote => agent.remote_host_data(&t.id, ctx.token.as_deref()).await,
         _ => agent.host_data().await,
     }
     .map_err(ApiError::from_message)?;
@@ -203,7 +203,10 @@ pub async fn members<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
     only(&ctx.method, &[Method::GET])?;
     ctx.query.check_generic()?;
     require(agent, ctx, Acl::allow_node_read)?;
-    let members = agent.members().await.map_err(ApiError::from_message)?;
+    let members = agent
+        .members(ctx.token.as_deref())
+        .await
+        .map_err(ApiError::from_message)?;
     Ok(response::json(&members, ctx.query.pretty()))
 }
 

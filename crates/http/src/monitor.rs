@@ -197,6 +197,13 @@ impl MonitorHub {
     }
 
     fn recompute(&self) {
+        // One recomputation at a time, process-wide. tracing-core's rebuild reads every
+        // dispatcher's level hint and then stores the global maximum level, and two rebuilds can
+        // overlap: one that read a hint before another subscription changed it could store its
+        // stale maximum last, so a new `trace` subscriber would get nothing below `info` until
+        // the next change. Likewise two hubs' (or one hub's) compute-and-swap must not interleave.
+        static RECOMPUTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = RECOMPUTING.lock().unwrap_or_else(|e| e.into_inner());
         let max = self
             .0
             .subs
@@ -395,6 +402,36 @@ mod tests {
     }
 
     #[test]
+    fn other_layers_still_see_transport_events() {
+        #[derive(Clone, Default)]
+        struct Capture(Arc<parking_lot::Mutex<Vec<u8>>>);
+        impl std::io::Write for Capture {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let hub = MonitorHub::new();
+        let stdout = Capture::default();
+        let writer = stdout.clone();
+        let subscriber = tracing_subscriber::registry().with(hub.layer()).with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(move || writer.clone())
+                .with_filter(LevelFilter::TRACE),
+        );
+        let mut sub = hub.subscribe(opts(Level::TRACE, false));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::trace!(target: "h2::proto", "an h2 frame");
+        });
+        assert!(drain(&mut sub).is_empty());
+        let text = String::from_utf8_lossy(&stdout.0.lock()).into_owned();
+        assert!(text.contains("an h2 frame"), "{text:?}");
+    }
+
+    #[test]
     fn events_raised_while_delivering_are_not_delivered() {
         let hub = MonitorHub::new();
         let subscriber = tracing_subscriber::registry().with(hub.layer());
@@ -530,7 +567,9 @@ pub mod endpoint {
         match target {
             Some(t) if t.remote => {
                 let plain = request.plain;
-                let rx = agent.remote_monitor(&t.id, request).await?;
+                let rx = agent
+                    .remote_monitor(&t.id, ctx.token.as_deref(), request)
+                    .await?;
                 Ok(relay(rx, plain))
             }
             _ => serve(agent.monitor_hub(), &request),

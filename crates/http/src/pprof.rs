@@ -71,7 +71,11 @@ pub async fn pprof<A: AgentApi>(
         ));
     }
     let body = match target {
-        Some(t) if t.remote => agent.remote_profile(&t.id, request).await?,
+        Some(t) if t.remote => {
+            agent
+                .remote_profile(&t.id, ctx.token.as_deref(), request)
+                .await?
+        }
         _ => agent.profile(request).await?,
     };
     Ok(with_headers(&effective, debug, body))

@@ -84,7 +84,7 @@ impl AgentApi for Fake {
         Ok(())
     }
 
-    async fn members(&self) -> Result<MembersResponse, String> {
+    async fn members(&self, _token: Option<&str>) -> Result<MembersResponse, String> {
         Ok(MembersResponse {
             server_name: "h".into(),
             server_region: "global".into(),
