@@ -1,6 +1,10 @@
 //! The durable half of the storage: one redb database file holding the log (index → JSON entry)
 //! and a small meta table (vote, committed, purged, snapshot). Every write is its own redb
 //! transaction, committed with fsync before openraft is told it is done.
+//!
+//! The file holds every replicated command, secrets included, so it is private to the agent's
+//! user: the directory (and any parent this creates) is mode 0700, `raft.db` 0600, set again at
+//! every start in case they were made wider.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,6 +28,34 @@ pub(crate) struct Loaded {
     pub snapshot: Option<StoredSnapshot>,
 }
 
+/// Mode 0700 for `dir` (and the parents it creates), 0600 for `file`, created empty if missing
+/// (redb initializes an empty file); both are set even if they existed with wider modes.
+#[cfg(unix)]
+fn private(dir: &Path, file: &Path) -> Result<(), String> {
+    use std::fs::{DirBuilder, OpenOptions, Permissions, set_permissions};
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    let show = |p: &Path| p.display().to_string();
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| err(&show(dir), e))?;
+    set_permissions(dir, Permissions::from_mode(0o700)).map_err(|e| err(&show(dir), e))?;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(file)
+        .map_err(|e| err(&show(file), e))?;
+    set_permissions(file, Permissions::from_mode(0o600)).map_err(|e| err(&show(file), e))
+}
+
+/// Elsewhere the directory is only created.
+#[cfg(not(unix))]
+fn private(dir: &Path, _file: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| err(&dir.display().to_string(), e))
+}
+
 /// The redb-backed store.
 pub(crate) struct Disk {
     db: Database,
@@ -34,10 +66,10 @@ fn err(what: &str, e: impl std::fmt::Display) -> String {
 }
 
 impl Disk {
-    /// Opens (or creates) `dir/raft.db`.
+    /// Opens (or creates) `dir/raft.db`, private to this user.
     pub fn open(dir: &Path) -> Result<Disk, String> {
-        std::fs::create_dir_all(dir).map_err(|e| err(&dir.display().to_string(), e))?;
         let path = dir.join("raft.db");
+        private(dir, &path)?;
         let db = Database::create(&path).map_err(|e| err(&path.display().to_string(), e))?;
         let tx = db.begin_write().map_err(|e| err("begin", e))?;
         tx.open_table(LOG).map_err(|e| err("open log", e))?;

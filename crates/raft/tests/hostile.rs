@@ -498,3 +498,38 @@ async fn answers_with_term_u64_max_are_dropped() {
     leads_and_writes(&node, "honest answers").await;
     node.shutdown().await;
 }
+
+/// M1: `raft.db` holds every secret in the log and was world-readable (0644 in 0755
+/// directories). The directories the node creates are 0700 and the file 0600, and wider
+/// modes are narrowed again at the next start. A parent that already existed is left alone.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_files_are_private_to_the_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| {
+        format!(
+            "{:o}",
+            std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+        )
+    };
+    let set = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+    let base = scratch("modes");
+    std::fs::create_dir(&base).unwrap();
+    set(&base, 0o755).unwrap();
+    let server = base.join("server");
+    let dir = server.join("raft");
+    let db = dir.join("raft.db");
+    let node = start(&dir).await;
+    assert_eq!(
+        (mode(&base), mode(&server), mode(&dir), mode(&db)),
+        ("755".into(), "700".into(), "700".into(), "600".into())
+    );
+    node.shutdown().await;
+    drop(node);
+    set(&dir, 0o755).unwrap();
+    set(&db, 0o644).unwrap();
+    let node = start(&dir).await;
+    assert_eq!((mode(&dir), mode(&db)), ("700".into(), "600".into()));
+    node.shutdown().await;
+    let _ = std::fs::remove_dir_all(&base);
+}
