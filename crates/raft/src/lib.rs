@@ -46,6 +46,13 @@ openraft::declare_raft_types!(
         SnapshotData = Cursor<Vec<u8>>,
 );
 
+/// The longest any wait in this crate lasts, whatever timeout it is given, so that adding the
+/// timeout to the clock cannot overflow.
+const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+/// The pause between two attempts of a write that found no leader.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 /// A server's Raft ID.
 pub type NodeId = u64;
 
@@ -344,7 +351,7 @@ impl RaftNode {
 
     /// Waits (at most `timeout`) until the local state machine has applied `index`.
     pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = tokio::time::Instant::now() + timeout.min(MAX_WAIT);
         let mut rx = self.raft.metrics();
         loop {
             if self.storage.applied_index() >= index {
@@ -367,7 +374,7 @@ impl RaftNode {
     /// [`RaftError::BadRequest`].
     pub async fn apply(&self, command: String) -> Result<Applied, RaftError> {
         self.check_command(command.len())?;
-        let deadline = Instant::now() + self.config.write_timeout;
+        let deadline = Instant::now() + self.config.write_timeout.min(MAX_WAIT);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let attempt = match self.apply_local(command.clone(), left).await {
@@ -383,8 +390,10 @@ impl RaftNode {
                 ) => {
                     return Err(e);
                 }
-                Err(e) if Instant::now() + Duration::from_millis(100) >= deadline => return Err(e),
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(e) if deadline.saturating_duration_since(Instant::now()) <= RETRY_PAUSE => {
+                    return Err(e);
+                }
+                Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
             }
         }
     }
@@ -467,7 +476,8 @@ impl RaftNode {
         &self,
         change: impl Future<Output = Result<T, RaftError>>,
     ) -> Result<(), RaftError> {
-        match tokio::time::timeout(self.config.write_timeout * 6, change).await {
+        let limit = self.config.write_timeout.saturating_mul(6).min(MAX_WAIT);
+        match tokio::time::timeout(limit, change).await {
             Ok(r) => r.map(|_| ()),
             Err(_) => Err(RaftError::Timeout),
         }

@@ -312,3 +312,40 @@ impl RaftStorage<TypeConfig> for Arc<Storage> {
         self.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, LogId};
+
+    use super::*;
+
+    struct Nothing;
+
+    impl StateMachine for Nothing {
+        fn apply(&self, _index: u64, _command: &str) -> String {
+            String::new()
+        }
+        fn snapshot(&self) -> String {
+            String::new()
+        }
+        fn restore(&self, _snapshot: &str) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    /// L2: purging up to the last possible index used to compute `index + 1` (a panic in debug
+    /// builds, a wrap to 0 that kept the whole log in release ones).
+    #[tokio::test]
+    async fn purge_up_to_the_last_index_empties_the_log() {
+        let mut s = Arc::new(Storage::open(None, Arc::new(Nothing)).unwrap());
+        let entry = |index| Entry::<TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        };
+        s.append_to_log([entry(1), entry(2)]).await.unwrap();
+        let last = LogId::new(CommittedLeaderId::new(1, 1), u64::MAX);
+        s.purge_logs_upto(last).await.unwrap();
+        assert!(s.inner.lock().log.is_empty());
+        assert_eq!(s.bounds().last_index, u64::MAX);
+    }
+}
