@@ -598,3 +598,71 @@ async fn force_leave_prune_removes_a_dead_server_from_raft() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// H2 of the security review: a gossip member that claims to be a server (here one that joined
+/// with the pool's key, as an insider or a leaked key would allow) is not made a Raft voter
+/// unless its claimed RPC address answers, over authenticated RPC, as the server it claims to be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_claimed_in_gossip_is_not_a_voter_until_it_answers_as_itself() {
+    use base64::Engine;
+    let servers = cluster(3).await;
+    let all = [0, 1, 2];
+    let leader = agreed_leader(&servers, &all, Duration::from_secs(30)).await;
+    let mgmt = bootstrap(servers[leader].agent()).await;
+    wait_members_alive(&servers, &all, &mgmt).await;
+    let nobody = crate::support::free_port();
+    let serf = crate::support::free_udp_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{serf}").parse().unwrap();
+    let mut cfg = caravan_gossip::NodeConfig::new("evil.global", addr, 4);
+    cfg.generation = 1;
+    cfg.key = Some(
+        base64::engine::general_purpose::STANDARD
+            .decode("rvnIDIw6u/l/Scc8Gb3qpRCY6CsPqYUwOOVIxN3zvxc=")
+            .unwrap(),
+    );
+    cfg.tags = Some(
+        [
+            ("role", "nomad"),
+            ("region", "global"),
+            ("dc", "dc1"),
+            ("id", "5e5e5e5e-0000-4000-8000-000000000bad"),
+            ("rpc_addr", "127.0.0.1"),
+            ("port", &nobody.to_string()),
+            ("expect", "3"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    );
+    let evil = caravan_gossip::udp::Gossip::start(cfg, addr).await.unwrap();
+    let joined = evil
+        .join(vec![format!("127.0.0.1:{}", servers[0].ports.serf)])
+        .await;
+    assert_eq!(joined.joined, 1, "{:?}", joined.errors);
+    let lead = servers[leader].agent();
+    eventually(Duration::from_secs(15), "the claim seen in gossip", async || {
+        let m = members(lead, &mgmt).await;
+        if m.iter().any(|m| m["Name"] == "evil.global" && m["Status"] == "alive") {
+            Ok(())
+        } else {
+            Err("evil.global not alive yet".into())
+        }
+    })
+    .await;
+    // The leader reconciles every second and gives each ping 2 s: after 6 s it has tried
+    // several times. The voters are still the three real servers.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let peers = send(lead, "GET", "/v1/status/peers", None, Value::Null)
+        .await
+        .json();
+    let list: Vec<&str> = peers
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.as_str())
+        .collect();
+    assert_eq!(list.len(), 3, "voters {list:?}");
+    assert!(!list.iter().any(|p| p.ends_with(&format!(":{nobody}"))), "{list:?}");
+    let r = send(lead, "POST", "/v1/jobs", Some(&mgmt), job("after-claim")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}

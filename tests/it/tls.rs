@@ -17,6 +17,9 @@ struct Pki {
     ca: String,
     cert: String,
     key: String,
+    /// A client agent's certificate (`client.global.nomad`) and key.
+    client_cert: String,
+    client_key: String,
 }
 
 fn pki() -> Pki {
@@ -34,12 +37,42 @@ fn pki() -> Pki {
     ])
     .unwrap();
     let cert = params.signed_by(&key, &issuer).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let client_cert = CertificateParams::new(vec!["client.global.nomad".to_string()])
+        .unwrap()
+        .signed_by(&client_key, &issuer)
+        .unwrap();
     Pki {
+        client_cert: dir.write("client.pem", &client_cert.pem()),
+        client_key: dir.write("client-key.pem", &client_key.serialize_pem()),
         ca: dir.write("ca.pem", &ca_cert.pem()),
         cert: dir.write("agent.pem", &cert.pem()),
         key: dir.write("agent-key.pem", &key.serialize_pem()),
         dir,
     }
+}
+
+/// An RPC client presenting the certificate at `cert`/`key`, expecting the server's name.
+fn rpc_client(p: &Pki, cert: &str, key: &str) -> caravan_rpc::RpcClient {
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&p.ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let certs = CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let config = ClientConfig::builder_with_provider(Arc::new(default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, PrivateKeyDer::from_pem_file(key).unwrap())
+        .unwrap();
+    let name = ServerName::try_from("server.global.nomad").unwrap();
+    caravan_rpc::RpcClient::new(
+        caravan_rpc::Dial::with_tls(Arc::new(config), name),
+        Default::default(),
+    )
 }
 
 fn client_config(p: &Pki, with_cert: bool) -> Arc<ClientConfig> {
@@ -157,4 +190,41 @@ fn missing_key_file_is_a_clear_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("tls.cert_file /nonexistent/c.pem"), "{err}");
+}
+
+/// H1 of the security review (the CVE-2021-37218 pattern): with `tls.rpc`, a certificate that
+/// chains to the CA but names a client agent may not make server-only calls.
+#[tokio::test]
+async fn rpc_roles_come_from_certificate_names() {
+    use caravan_rpc::RpcError;
+    let p = pki();
+    let hcl = format!("{}acl {{\n  enabled = true\n}}\n", tls_hcl(&p, false));
+    let agent = Agent::start_tls(&hcl, &p.dir).await;
+    let node = rpc_client(&p, &p.client_cert, &p.client_key);
+    let server = rpc_client(&p, &p.cert, &p.key);
+    let call = async |c: &caravan_rpc::RpcClient, method: &str| {
+        let mut last = None;
+        // The agent may still be starting its RPC listener: retry transport errors briefly.
+        for _ in 0..100 {
+            match c.call(agent.rpc, method, None, b"{}".to_vec()).await {
+                Err(RpcError::Io(e)) => last = Some(e),
+                other => return other,
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("{method}: {last:?}");
+    };
+    let refused = call(&node, "Raft.Vote").await.unwrap_err();
+    assert!(
+        matches!(&refused, RpcError::Remote { code: 403, .. }),
+        "{refused:?}"
+    );
+    let refused = call(&node, "Eval.Dequeue").await.unwrap_err();
+    assert!(matches!(&refused, RpcError::Remote { code: 403, .. }), "{refused:?}");
+    let gone = call(&node, "ACL.State").await.unwrap_err();
+    assert!(matches!(&gone, RpcError::Remote { code: 404, .. }), "{gone:?}");
+    call(&node, "Status.Ping").await.unwrap();
+    // The server certificate passes the door (the empty vote is then refused as malformed).
+    let past = call(&server, "Raft.Vote").await.unwrap_err();
+    assert!(matches!(&past, RpcError::Remote { code: 500 | 400, .. }), "{past:?}");
 }

@@ -490,9 +490,96 @@ pub fn validate_policy_name(name: &str) -> Result<(), CoreError> {
     }
 }
 
+/// The text of a failed authentication with a token that is not a secret ID at all.
+pub const MALFORMED_TOKEN: &str = "failed to parse signed token: token is neither an ACL secret ID nor a signed workload identity";
+
+/// Token resolution in constant time per request, whatever the number of tokens: every token's
+/// permissions computed once (policies parsed once) and found by the SHA-256 of its secret. A
+/// lookup by digest reveals nothing about the secret through its timing (equal prefixes of
+/// digests say nothing about the secrets behind them). Rebuilt when the state's index moves.
+#[derive(Debug, Clone, Default)]
+pub struct AclIndex {
+    /// The [`AclState::index`] it was built at.
+    pub index: u64,
+    by_digest: std::collections::HashMap<[u8; 32], Acl>,
+    anonymous: Option<Acl>,
+}
+
+fn digest(secret: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Whether `text` has a UUID's shape (8-4-4-4-12 hex digits), as every secret ID does.
+pub fn is_uuid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+impl AclIndex {
+    /// Indexes every token of `state`.
+    pub fn build(state: &AclState) -> AclIndex {
+        AclIndex {
+            index: state.index,
+            by_digest: state
+                .tokens
+                .values()
+                .map(|t| (digest(&t.secret_id), state.acl_for(t)))
+                .collect(),
+            anonymous: Some(state.anonymous_acl()),
+        }
+    }
+
+    /// The permissions of a request's token (`None`: the anonymous policy). `Err` is the
+    /// authentication failure text: [`MALFORMED_TOKEN`] or `Permission denied`.
+    pub fn resolve(&self, token: Option<&str>) -> Result<Acl, String> {
+        let Some(secret) = token else {
+            return Ok(self.anonymous.clone().unwrap_or_else(Acl::deny_all));
+        };
+        if !is_uuid(secret) {
+            return Err(MALFORMED_TOKEN.into());
+        }
+        self.by_digest
+            .get(&digest(secret))
+            .cloned()
+            .ok_or_else(|| "Permission denied".into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_index_resolves_like_the_state() {
+        let mut state = AclState::default();
+        let mgmt = state
+            .bootstrap(
+                "aaaaaaaa-0000-4000-8000-000000000001".into(),
+                "bbbbbbbb-0000-4000-8000-000000000001".into(),
+                "2026-01-01T00:00:00Z".into(),
+            )
+            .unwrap();
+        let index = AclIndex::build(&state);
+        assert_eq!(index.index, state.index);
+        assert_eq!(index.resolve(Some(&mgmt.secret_id)), Ok(Acl::management()));
+        assert_eq!(
+            index.resolve(Some("bbbbbbbb-0000-4000-8000-000000000002")),
+            Err("Permission denied".into())
+        );
+        assert_eq!(
+            index.resolve(Some("not-a-uuid")),
+            Err(MALFORMED_TOKEN.into())
+        );
+        assert_eq!(index.resolve(None), Ok(Acl::deny_all()));
+        assert!(is_uuid("0b2b1d7e-7c1a-4bd1-9a5e-0d0f3c2e1a77"));
+        assert!(!is_uuid("0b2b1d7e-7c1a-4bd1-9a5e-0d0f3c2e1a7"));
+        assert!(!is_uuid("0b2b1d7e+7c1a-4bd1-9a5e-0d0f3c2e1a77"));
+    }
 
     #[test]
     fn parses_and_rejects() {

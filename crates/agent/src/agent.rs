@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use caravan_agent_core::CoreError;
-use caravan_agent_core::acl::{Acl, AclState};
+use caravan_agent_core::acl::{Acl, AclIndex, AclState};
 use caravan_agent_core::config::{AgentConfig, parse_host_port};
 use caravan_agent_core::member::{self, BuildInfo, Member, MemberStatus};
 use caravan_agent_core::sched::{SchedulerConfig, WorkerInfo};
@@ -53,6 +53,8 @@ pub struct Agent {
     /// A client-only agent's token resolutions, asked of a server (servers read the replicated
     /// ACL state).
     tokens: parking_lot::Mutex<TokenCache>,
+    /// A server's index of the replicated ACL state's tokens.
+    acl_index: RwLock<AclIndex>,
     hub: caravan_http::monitor::MonitorHub,
     cluster: Option<Arc<Cluster>>,
     pool: Option<parking_lot::Mutex<(caravan_sched::workers::WorkerPool, SchedulerConfig)>>,
@@ -131,6 +133,7 @@ impl Agent {
             gossip,
             rpc,
             tokens: parking_lot::Mutex::new(TokenCache::default()),
+            acl_index: RwLock::new(AclIndex::default()),
             hub,
         })
     }
@@ -264,6 +267,21 @@ impl Agent {
     /// The store of jobs, evaluations, allocations and nodes (servers only).
     fn store(&self) -> Option<&caravan_sched::state::Store> {
         self.cluster.as_ref().map(|c| &*c.state.store)
+    }
+
+    /// A server resolves a token through an index of the replicated ACL state, rebuilt when
+    /// the state's index moves (O(1) per request whatever the number of tokens).
+    fn resolve_locally(&self, state: &AclState, token: Option<&str>) -> Result<Acl, String> {
+        {
+            let index = self.acl_index.read();
+            if index.index == state.index {
+                return index.resolve(token);
+            }
+        }
+        let fresh = AclIndex::build(state);
+        let answer = fresh.resolve(token);
+        *self.acl_index.write() = fresh;
+        answer
     }
 
     /// A client-only agent resolves a token through its servers (`ACL.ResolveToken`), with
@@ -667,7 +685,7 @@ impl AgentApi for Agent {
 
     fn resolve_token(&self, token: Option<&str>) -> Result<Acl, String> {
         match &self.cluster {
-            Some(c) => resolve_in(&c.state.acl.read(), token),
+            Some(c) => self.resolve_locally(&c.state.acl.read(), token),
             None => self.resolve_remotely(token),
         }
     }
@@ -772,27 +790,6 @@ fn server_health(raft: &caravan_raft::RaftNode) -> Result<(), String> {
             d.as_millis()
         )),
         _ => Ok(()),
-    }
-}
-
-/// Resolves a secret against an ACL state (anonymous without one).
-fn resolve_in(state: &AclState, token: Option<&str>) -> Result<Acl, String> {
-    let Some(secret) = token else {
-        return Ok(state.anonymous_acl());
-    };
-    if uuid::Uuid::parse_str(secret).is_err() {
-        return Err("failed to parse signed token: token is neither an ACL secret ID nor a signed workload identity".into());
-    }
-    // Compare against every token in constant time, so timing says nothing about the secret.
-    let mut found = None;
-    for t in state.tokens.values() {
-        if caravan_http::acl::secrets_equal(&t.secret_id, secret) {
-            found = Some(t);
-        }
-    }
-    match found {
-        Some(t) => Ok(state.acl_for(t)),
-        None => Err("Permission denied".into()),
     }
 }
 
