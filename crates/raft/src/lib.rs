@@ -283,6 +283,7 @@ impl RaftNode {
         let network = network::Network {
             transport: transport.clone(),
             max_append_bytes: config.max_append_bytes.max(config.max_command_bytes),
+            storage: storage.clone(),
         };
         let raft = Raft::new(config.id, Arc::new(raft_config), network, log_store, state)
             .await

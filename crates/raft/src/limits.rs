@@ -7,17 +7,26 @@
 //! election and is persisted, so the node breaks for good (C2 in the security review), or an
 //! index near `u64::MAX` that overflows the log's arithmetic. Legitimate values are far from
 //! these bounds: a term grows by one per election, an index by one per write.
+//!
+//! Bounds are relative to this node's durable state (so a peer cannot move it far in one
+//! step) and absolute (so nothing ever gets near `u64::MAX`).
 
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::{EntryPayload, LogId, Vote};
 
 use crate::{NodeId, RaftError, TypeConfig};
 
-/// How far above the local current term a peer's term may be. Terms grow by one per election
-/// round, so a legitimate peer is at most a few (or, after a long partition during which it
-/// kept campaigning, a few hundred) terms ahead. A node that is further behind still learns the
-/// higher term from the answers to its own requests (which are bounded by [`MAX_TERM`] only).
-pub const MAX_TERM_JUMP: u64 = 1_000;
+/// How far above the local durable term a peer's term may be, in a request or an answer: 2^20
+/// (about a million).
+///
+/// It cannot be small. Terms grow by one per election, and a legitimate peer can be far ahead:
+/// a new server starts at term 0 and must follow a leader at the cluster's term (a cluster that
+/// has been through thousands of elections is not unusual over its life; a learner never
+/// campaigns, so it could never catch up otherwise), and a server cut off from the others
+/// campaigns about once per election timeout (some 4,000 times an hour by default). 2^20
+/// covers a million elections, or nine days alone. It still keeps a peer from ever getting
+/// near `u64::MAX`: reaching [`MAX_TERM`] takes 2^42 accepted (and fsynced) requests.
+pub const MAX_TERM_JUMP: u64 = 1 << 20;
 
 /// The highest term accepted from a peer in any case: far from `u64::MAX`, so `term + 1` can
 /// never overflow, in Caravan or in openraft.

@@ -3,9 +3,8 @@
 //!
 //! Answers are peer input too: a vote term or log index near `u64::MAX` in an answer would reach
 //! openraft's `term + 1` just as one in a request would, and some malformed answers trip
-//! openraft's assertions or unwraps. They are checked here and turned into network errors.
-//! Terms in answers are bounded by [`MAX_TERM`] only, not by how far ahead they are: a node
-//! that refused a leader's too-high term learns it this way, from the answers to its own votes.
+//! openraft's assertions or unwraps. They are checked here, against the same [`Bounds`] as
+//! requests, and turned into network errors.
 
 use std::sync::Arc;
 
@@ -22,7 +21,8 @@ use openraft::{LogId, Vote};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::limits::{MAX_INDEX, MAX_TERM, payload_bytes};
+use crate::limits::{Bounds, payload_bytes};
+use crate::storage::Storage;
 use crate::{BasicNode, NodeId, Transport, TypeConfig, method};
 
 /// Makes one [`Conn`] per target.
@@ -30,6 +30,8 @@ pub(crate) struct Network {
     pub transport: Arc<dyn Transport>,
     /// The most entry payload one AppendEntries carries; larger batches are split.
     pub max_append_bytes: usize,
+    /// What answers are measured against.
+    pub storage: Arc<Storage>,
 }
 
 /// A connection to one target (stateless: the transport pools connections).
@@ -38,6 +40,7 @@ pub(crate) struct Conn {
     addr: String,
     transport: Arc<dyn Transport>,
     max_append_bytes: usize,
+    storage: Arc<Storage>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -49,6 +52,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.addr.clone(),
             transport: self.transport.clone(),
             max_append_bytes: self.max_append_bytes,
+            storage: self.storage.clone(),
         }
     }
 }
@@ -86,28 +90,25 @@ fn bad_answer<E: std::error::Error>(what: String) -> RPCError<NodeId, BasicNode,
     ))))
 }
 
-fn check_vote(field: &str, vote: &Vote<NodeId>) -> Result<(), String> {
-    let term = vote.leader_id.term;
-    if term > MAX_TERM {
-        return Err(format!("{field}.term {term} is above {MAX_TERM}"));
-    }
-    Ok(())
+fn check_vote(bounds: &Bounds, field: &str, vote: &Vote<NodeId>) -> Result<(), String> {
+    bounds.vote(field, vote).map_err(|e| e.to_string())
 }
 
-fn check_log_id(field: &str, log_id: Option<&LogId<NodeId>>) -> Result<(), String> {
-    let Some(l) = log_id else { return Ok(()) };
-    if l.leader_id.term > MAX_TERM || l.index > MAX_INDEX {
-        return Err(format!(
-            "{field} (term {}, index {}) is out of bounds",
-            l.leader_id.term, l.index
-        ));
-    }
-    Ok(())
+fn check_log_id(
+    bounds: &Bounds,
+    field: &str,
+    log_id: Option<&LogId<NodeId>>,
+    max_term: u64,
+) -> Result<(), String> {
+    bounds
+        .log_id(field, log_id, max_term)
+        .map_err(|e| e.to_string())
 }
 
 /// An AppendEntries answer: a partial success within what was sent, a conflict only where
 /// there was a previous entry to conflict with, a higher vote that is higher and bounded.
 fn check_append_answer(
+    bounds: &Bounds,
     rpc: &AppendEntriesRequest<TypeConfig>,
     answer: &AppendEntriesResponse<NodeId>,
 ) -> Result<(), String> {
@@ -133,7 +134,7 @@ fn check_append_answer(
         }
         AppendEntriesResponse::Conflict => Ok(()),
         AppendEntriesResponse::HigherVote(vote) => {
-            check_vote("HigherVote", vote)?;
+            check_vote(bounds, "HigherVote", vote)?;
             if *vote <= rpc.vote {
                 return Err(format!("HigherVote({vote}) is not above {}", rpc.vote));
             }
@@ -166,7 +167,7 @@ impl RaftNetwork<TypeConfig> for Conn {
             ));
         }
         let answer = self.send(method::APPEND_ENTRIES, &rpc, &option).await?;
-        check_append_answer(&rpc, &answer).map_err(bad_answer)?;
+        check_append_answer(&self.storage.bounds(), &rpc, &answer).map_err(bad_answer)?;
         Ok(answer)
     }
 
@@ -177,7 +178,7 @@ impl RaftNetwork<TypeConfig> for Conn {
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
         let answer: InstallSnapshotResponse<NodeId> =
             self.send(method::INSTALL_SNAPSHOT, &rpc, &option).await?;
-        check_vote("vote", &answer.vote).map_err(bad_answer)?;
+        check_vote(&self.storage.bounds(), "vote", &answer.vote).map_err(bad_answer)?;
         Ok(answer)
     }
 
@@ -187,8 +188,16 @@ impl RaftNetwork<TypeConfig> for Conn {
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
         let answer: VoteResponse<NodeId> = self.send(method::VOTE, &rpc, &option).await?;
-        check_vote("vote", &answer.vote)
-            .and_then(|()| check_log_id("last_log_id", answer.last_log_id.as_ref()))
+        let bounds = self.storage.bounds();
+        check_vote(&bounds, "vote", &answer.vote)
+            .and_then(|()| {
+                check_log_id(
+                    &bounds,
+                    "last_log_id",
+                    answer.last_log_id.as_ref(),
+                    answer.vote.leader_id.term,
+                )
+            })
             .map_err(bad_answer)?;
         Ok(answer)
     }

@@ -379,3 +379,42 @@ async fn leader_splits_batches_over_the_payload_limit() {
     }
     let _ = std::fs::remove_dir_all(&c.dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_server_joins_a_cluster_thousands_of_terms_old() {
+    let mut c = Cluster::new(3).await;
+    c.leader().await;
+    // A cluster that has been through 5,000 elections: a leader (ID 99, not a member) at term
+    // 5,000, reached in steps as elections would, makes every node adopt that term; one of them
+    // is then elected at 5,001.
+    for term in (500..=5000).step_by(500) {
+        let fake = serde_json::json!({
+            "vote": {"leader_id": {"term": term, "node_id": 99}, "committed": true},
+            "prev_log_id": null, "leader_commit": null, "entries": [],
+        })
+        .to_string();
+        for (node, _) in c.nodes.values() {
+            node.handle("Raft.AppendEntries", fake.as_bytes())
+                .await
+                .unwrap();
+        }
+    }
+    let leader = c.leader().await;
+    assert!(c.nodes[&leader].0.status().term > 5000);
+    // A fresh server (term 0) takes the leader's term 5,001 and joins.
+    c.start(4).await;
+    c.nodes[&leader].0.add_voter(4, addr(4)).await.unwrap();
+    c.nodes[&leader].0.apply("x".into()).await.unwrap();
+    let last = c.nodes[&leader].0.applied_index();
+    assert!(
+        c.nodes[&4]
+            .0
+            .wait_applied(last, Duration::from_secs(10))
+            .await
+    );
+    assert_eq!(*c.nodes[&4].1.0.lock(), ["x"]);
+    for id in c.nodes.keys().copied().collect::<Vec<_>>() {
+        c.stop(id).await;
+    }
+    let _ = std::fs::remove_dir_all(&c.dir);
+}

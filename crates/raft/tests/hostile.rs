@@ -216,7 +216,7 @@ async fn out_of_bounds_terms_and_indices_are_refused_naming_the_field() {
         (
             method::APPEND_ENTRIES,
             "vote.term",
-            ae(vote(2000, true), Value::Null, Value::Null, vec![]),
+            ae(vote(1 << 21, true), Value::Null, Value::Null, vec![]),
         ),
         (
             method::APPEND_ENTRIES,
