@@ -311,6 +311,16 @@ mod tests {
     use super::*;
     use tracing_subscriber::layer::SubscriberExt;
 
+    /// Tests that install a `tracing` dispatcher run one at a time. tracing's callsite interest
+    /// and maximum level are process-wide: with several scoped dispatchers alive on different
+    /// threads, per-layer filters can have one test's events skipped while another test's
+    /// dispatcher rebuilds them (seen as lines missing from `full_buffers_drop_and_count`, in
+    /// the original two tests too). The agent has one global dispatcher.
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn opts(level: Level, json: bool) -> SubscribeOptions {
         SubscribeOptions {
             level: Some(level),
@@ -321,6 +331,7 @@ mod tests {
 
     #[test]
     fn each_subscriber_gets_its_level_and_format() {
+        let _serial = serial();
         let hub = MonitorHub::new();
         let subscriber = tracing_subscriber::registry()
             .with(hub.layer())
@@ -384,6 +395,7 @@ mod tests {
 
     #[test]
     fn transport_events_never_reach_subscribers() {
+        let _serial = serial();
         assert!(EXCLUDED_TARGETS.iter().all(|t| is_excluded_target(t)));
         // The layer as installed (with its filter), and the bare layer, which must hold the rule
         // by itself.
@@ -403,6 +415,7 @@ mod tests {
 
     #[test]
     fn other_layers_still_see_transport_events() {
+        let _serial = serial();
         #[derive(Clone, Default)]
         struct Capture(Arc<parking_lot::Mutex<Vec<u8>>>);
         impl std::io::Write for Capture {
@@ -433,6 +446,7 @@ mod tests {
 
     #[test]
     fn events_raised_while_delivering_are_not_delivered() {
+        let _serial = serial();
         let hub = MonitorHub::new();
         let subscriber = tracing_subscriber::registry().with(hub.layer());
         tracing::subscriber::with_default(subscriber, || {
@@ -452,6 +466,7 @@ mod tests {
 
     #[test]
     fn full_buffers_drop_and_count() {
+        let _serial = serial();
         let hub = MonitorHub::new();
         let subscriber = tracing_subscriber::registry().with(hub.layer());
         tracing::subscriber::with_default(subscriber, || {
