@@ -248,6 +248,7 @@ impl RpcClient {
     async fn connect(&self, addr: SocketAddr) -> Result<Conn, RpcError> {
         let tcp = TcpStream::connect(addr).await.map_err(RpcError::io)?;
         let _ = tcp.set_nodelay(true);
+        crate::keep_alive(&tcp);
         let (role, proof) = self.dial.dialed_role();
         let peer = Peer { addr, role, proof };
         let (session, inbound) = match &self.dial.tls {

@@ -180,6 +180,7 @@ impl Server {
 
     async fn connection(&self, tcp: TcpStream, addr: SocketAddr, mut stop: watch::Receiver<bool>) {
         let _ = tcp.set_nodelay(true);
+        crate::keep_alive(&tcp);
         let handshake =
             tokio::time::timeout(self.opts.handshake_timeout, self.handshake(tcp, addr));
         let (session, mut inbound, peer) = match handshake.await {

@@ -319,6 +319,18 @@ async fn idle_connections_and_silent_handshakes_are_closed() {
 }
 
 #[tokio::test]
+async fn connections_probe_a_silent_peer() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    crate::keep_alive(&tcp);
+    let sock = socket2::SockRef::from(&tcp);
+    assert!(sock.keepalive().unwrap());
+    assert_eq!(sock.tcp_keepalive_time().unwrap(), crate::KEEP_ALIVE_IDLE);
+}
+
+#[tokio::test]
 async fn plain_text_callers_are_not_served() {
     let s = serve(Trust::open("global"), echo(), Default::default()).await;
     // The h2c request the security review used: no answer, the connection is closed.
