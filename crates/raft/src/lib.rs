@@ -50,6 +50,9 @@ openraft::declare_raft_types!(
 /// timeout to the clock cannot overflow.
 const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 
+/// How long [`RaftNode::shutdown`] waits for openraft's tasks to let go of the storage.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+
 /// The pause between two attempts of a write that found no leader.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
@@ -695,14 +698,12 @@ impl RaftNode {
     }
 
     /// Stops the node. Returns once openraft's tasks have let go of the storage (waiting at
-    /// most two seconds), so that dropping the node closes the redb file and another node can
-    /// open the same directory at once.
+    /// most `SHUTDOWN_WAIT`, two seconds), so that dropping the node closes the redb file and
+    /// another node can open the same directory at once.
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
-        for _ in 0..200 {
-            if Arc::strong_count(&self.storage) <= 1 {
-                break;
-            }
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
+        while Arc::strong_count(&self.storage) > 1 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
