@@ -347,6 +347,14 @@ where
         self.members.iter_active()
     }
 
+    /// Caravan fork: the member known at `addr`, in any state (check
+    /// [`Member::state`]), found in O(1) through the address index. Drivers
+    /// use it to tell a packet from a known member apart from one from a
+    /// stranger without scanning the member list.
+    pub fn member_at(&self, addr: &T::Addr) -> Option<&Member<T>> {
+        self.members.at(addr)
+    }
+
     /// Returns the number of active members in the cluster.
     ///
     /// May only be used as a bound for [`Foca::iter_members`] if no

@@ -400,6 +400,12 @@ where
         self.inner.iter().filter(|m| m.is_active())
     }
 
+    /// Caravan fork: the member (in any state) at this address, found
+    /// through the index.
+    pub(crate) fn at(&self, addr: &T::Addr) -> Option<&Member<T>> {
+        self.position(addr).map(|pos| &self.inner[pos])
+    }
+
     pub(crate) fn is_active(&self, id: &T) -> bool {
         self.position(&id.addr())
             .is_some_and(|pos| &self.inner[pos].id == id && self.inner[pos].is_active())
@@ -586,6 +592,8 @@ mod tests {
         }
         assert!(members.is_active(&Id("b")));
         assert!(!members.is_active(&Id("a")));
+        assert_eq!(members.at(&Id("b").addr()).map(|m| m.id()), Some(&Id("b")));
+        assert!(members.at(&Id("a").addr()).is_none());
     }
 
     // Caravan fork: choosing by draws in a large pool yields distinct, eligible
