@@ -3,8 +3,9 @@
 //! The crate owns routing ([`router`]), request conventions ([`request`]: query parameters,
 //! `?pretty`, tokens), response conventions ([`response`]: JSON, plain-text errors, gzip/deflate,
 //! `Vary` and operator headers), the wire types ([`dto`]) and connection handling ([`serve`]:
-//! per-client and total connection limits, header and body timeouts, graceful shutdown). Everything an endpoint needs from the agent
-//! comes through the [`AgentApi`] trait, so the crate can be embedded and tested with a fake.
+//! per-client and total connection limits, header and body timeouts, graceful shutdown).
+//! Everything an endpoint needs from the agent comes through the [`AgentApi`] trait, so the crate
+//! can be embedded and tested with a fake.
 //!
 //! ```no_run
 //! # async fn run<A: caravan_http::AgentApi>(agent: A) -> std::io::Result<()> {

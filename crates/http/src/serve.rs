@@ -50,7 +50,8 @@ pub struct ServeOptions {
     /// and to complete a TLS handshake.
     pub header_read_timeout: Duration,
     /// Time an HTTP/1.1 request may take to send its whole body once its headers are in; over
-    /// it the request is answered `408` and the connection closed ([`App::with_body_read_timeout`]).
+    /// it the request is answered `408` and the connection closed
+    /// ([`App::with_body_read_timeout`]).
     pub body_read_timeout: Duration,
     /// How long shutdown waits for open connections before dropping them.
     pub shutdown_grace: Duration,
