@@ -33,8 +33,9 @@ use crate::response::Body;
 use crate::{AgentApi, App};
 
 /// Default cap on open connections per listener, all clients together (beside the per-client
-/// cap): well under a default 65,536-descriptor limit, so a crowd of addresses cannot exhaust
-/// the process's file descriptors.
+/// cap), so a crowd of addresses cannot take every file descriptor of the process. It assumes a
+/// raised descriptor limit (65,536 is common for services; Go programs such as Nomad raise the
+/// soft limit to the hard one at start): under a 1,024 soft limit, `accept` fails first.
 pub const DEFAULT_MAX_CONNS_TOTAL: u32 = 4096;
 
 /// Connection handling settings.
