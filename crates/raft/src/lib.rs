@@ -235,6 +235,8 @@ pub struct RaftNode {
     last_contact: Mutex<Option<Instant>>,
     /// The snapshot being received from the leader, chunk by chunk.
     receiving: Mutex<Option<Receiving>>,
+    /// Dropped with the node: ends its quorum check.
+    _quorum_check: tokio::sync::watch::Sender<()>,
 }
 
 /// A snapshot transfer in progress: its ID and the bytes received so far, in order.
@@ -291,7 +293,9 @@ impl RaftNode {
         let raft = Raft::new(config.id, Arc::new(raft_config), network, log_store, state)
             .await
             .map_err(storage_err)?;
+        let quorum_check = spawn_quorum_check(raft.clone(), config.election_timeout.1);
         Ok(RaftNode {
+            _quorum_check: quorum_check,
             raft,
             config,
             storage,
@@ -723,6 +727,43 @@ fn mismatch(
         expect: segment(expect),
         got: segment(got),
     }))
+}
+
+/// A leader that has not heard from a quorum for longer than `limit` stops sending heartbeats,
+/// as a hashicorp/raft leader steps down: the followers it still reaches then time out and find
+/// no leader (and say so in health and writes) instead of following a leader that can commit
+/// nothing. Heartbeats resume as soon as it is no longer such a leader (a newer term deposed it,
+/// or a quorum answered again). The check ends when the returned sender is dropped.
+fn spawn_quorum_check(raft: Raft<TypeConfig>, limit: Duration) -> tokio::sync::watch::Sender<()> {
+    let (stop, mut stopped) = tokio::sync::watch::channel(());
+    let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval((limit / 4).max(Duration::from_millis(10)));
+        let mut beating = true;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                changed = stopped.changed() => if changed.is_err() { return },
+            }
+            let (state, since) = {
+                let m = raft.metrics();
+                let m = m.borrow();
+                (m.state, m.millis_since_quorum_ack)
+            };
+            if state == ServerState::Shutdown {
+                return;
+            }
+            let lost = state == ServerState::Leader && since.is_some_and(|ms| ms > limit_ms);
+            if lost == beating {
+                beating = !lost;
+                raft.runtime_config().heartbeat(beating);
+                if lost {
+                    tracing::warn!(target: "raft", "leader has not heard from a quorum; stopping heartbeats so followers elect anew");
+                }
+            }
+        }
+    });
+    stop
 }
 
 /// Why a local write did not happen.

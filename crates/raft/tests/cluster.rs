@@ -242,6 +242,21 @@ async fn minority_refuses_writes_majority_accepts() {
         .apply("during".into())
         .await
         .unwrap();
+    // The old leader stops heartbeats without a quorum: its follower in the minority loses it
+    // (and finds no other), instead of following a leader that can commit nothing.
+    let mut follower_lost_it = false;
+    for _ in 0..100 {
+        if c.nodes[&other].0.leader().is_none() {
+            follower_lost_it = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        follower_lost_it,
+        "the minority follower still follows {:?}",
+        c.nodes[&other].0.leader()
+    );
     // The minority refuses with a clear error, on both of its nodes.
     for id in minority {
         let err = c.nodes[&id].0.apply("lost".into()).await.unwrap_err();
