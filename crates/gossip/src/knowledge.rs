@@ -1,54 +1,183 @@
-//! What a node has learned from custom broadcasts (tags and intents), shared between foca's
-//! broadcast handler and the [`crate::Node`] that reads it.
+//! What a node knows about its members beyond foca's own view: the member table, tags and intents
+//! from custom broadcasts, and the Lamport clock. foca's broadcast handler and the
+//! [`crate::Node`] share it behind one lock, so the handler can check an item against the member
+//! it claims to be about.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use crate::GossipError;
 use crate::identity::NodeId;
+use crate::table::MemberTable;
 use crate::wire::{Broadcast, BroadcastKey, IntentMsg, TagsMsg};
 
-/// Tags and intents by member name, the Lamport clock, and new items the node has yet to apply.
+/// How far ahead of the local Lamport clock a peer's intent may be; one further ahead is ignored.
+///
+/// The clock only moves when an intent is issued (a leave, a force-leave, a refutation), by one
+/// each time, and every intent is broadcast to the whole pool, so a node is behind the pool by the
+/// number of intents it missed: a few, or a few thousand after a long partition. 2^20 is far more
+/// than any real pool issues, while a forger needs 2^44 accepted intents, each received in turn,
+/// to walk a clock to `u64::MAX`: refutations (`ltime + 1`) always stay possible.
+pub const MAX_LTIME_AHEAD: u64 = 1 << 20;
+
+/// How far ahead of what a member last said (in its current generation) its tags version may
+/// be; a version further ahead is ignored. A member bumps its version once per tag change, so a
+/// node can only miss as many versions as the member made changes, far below 2^20; a forger
+/// cannot set a version the real member could never overtake.
+pub const MAX_TAGS_VERSION_AHEAD: u64 = 1 << 20;
+
+/// Tag messages kept while the member they are about is not in the table yet (its alive update
+/// usually rides in the same packet and reaches the table just after). Beyond this, such tags
+/// are dropped; [`crate::Node`] pulls a member's tags when it comes up without them.
+pub const MAX_PENDING_TAGS: usize = 64;
+
+/// Intents about members the table does not list (a leave that overtook the join, a refutation
+/// from a pruned member) kept beyond one intent per listed member. Beyond this, intents about
+/// unknown names are dropped; the node's own intents are always kept. Orphans are swept on every
+/// reap.
+pub const MAX_ORPHAN_INTENTS: usize = 256;
+
+/// Tags and intents by member name, the member table, the Lamport clock, and new items the node
+/// has yet to apply.
 #[derive(Debug, Default)]
 pub struct Knowledge {
+    /// Serf's view of every member, by name.
+    pub table: MemberTable,
     /// Latest tags per member.
     pub tags: HashMap<String, TagsMsg>,
     /// Bumped whenever `tags` changes (so drivers republish at once).
     pub tags_version: u64,
     /// Latest intent per member.
     pub intents: HashMap<String, IntentMsg>,
-    /// Lamport clock: at least every intent time seen.
+    /// Lamport clock: at least every intent time accepted; never wraps.
     pub ltime: u64,
     /// Intents learned since the node last looked.
     pub fresh_intents: Vec<IntentMsg>,
+    /// Tags about members not in the table yet, with the address they came from when pushed
+    /// directly (at most [`MAX_PENDING_TAGS`]).
+    pub pending_tags: Vec<(Option<SocketAddr>, TagsMsg)>,
+    /// Tags and intents ignored as forged, stale-generation or too far ahead.
+    pub rejected: u64,
 }
 
 impl Knowledge {
-    /// Records tags; `true` when they are newer than what was known.
-    pub fn learn_tags(&mut self, msg: TagsMsg) -> bool {
+    /// Knowledge that lists only `me`, alive.
+    pub fn new(me: NodeId, now: std::time::Duration) -> Knowledge {
+        let mut k = Knowledge::default();
+        k.table.up(me, now);
+        k
+    }
+
+    /// The Lamport time of a new local intent: one past the clock, saturating.
+    pub fn next_ltime(&self) -> u64 {
+        self.ltime.saturating_add(1)
+    }
+
+    /// Whether `msg` may replace what is known about its member: the member is listed, the
+    /// message carries the generation of its current identity, and its version is newer than,
+    /// but not far ahead of, the last one that generation said.
+    fn tags_acceptable(&self, msg: &TagsMsg) -> bool {
+        let Some(entry) = self.table.get(&msg.name) else {
+            return false;
+        };
+        if entry.id.generation() != msg.generation {
+            return false;
+        }
         match self.tags.get(&msg.name) {
-            Some(known) if !msg.newer_than(known) => false,
-            _ => {
-                self.tags.insert(msg.name.clone(), msg);
-                self.tags_version += 1;
-                true
+            Some(known) if known.generation == msg.generation => {
+                msg.version > known.version && msg.version - known.version <= MAX_TAGS_VERSION_AHEAD
             }
+            _ => msg.version <= MAX_TAGS_VERSION_AHEAD,
         }
     }
 
-    /// Records an intent; `true` when it is newer than what was known about that member.
-    pub fn learn_intent(&mut self, msg: IntentMsg) -> bool {
-        self.ltime = self.ltime.max(msg.ltime);
-        match self.intents.get(&msg.name) {
-            Some(known) if known.ltime >= msg.ltime => false,
-            _ => {
-                self.intents.insert(msg.name.clone(), msg.clone());
-                self.fresh_intents.push(msg);
-                true
-            }
+    /// Records tags about a listed member; `true` when they were accepted as news. Tags about a
+    /// member not listed yet are kept aside (see [`Knowledge::resolve_pending_tags`]).
+    pub fn learn_tags(&mut self, msg: TagsMsg) -> bool {
+        if self.table.get(&msg.name).is_none() {
+            self.hold_tags(None, msg);
+            return false;
         }
+        if !self.tags_acceptable(&msg) {
+            if !self.tags.get(&msg.name).is_some_and(|k| *k == msg) {
+                self.rejected += 1;
+            }
+            return false;
+        }
+        self.tags.insert(msg.name.clone(), msg);
+        self.tags_version += 1;
+        true
+    }
+
+    /// Keeps tags about a member not listed yet, pushed from `from` (or relayed when `None`).
+    pub fn hold_tags(&mut self, from: Option<SocketAddr>, msg: TagsMsg) {
+        if self.pending_tags.len() < MAX_PENDING_TAGS {
+            self.pending_tags.push((from, msg));
+        } else {
+            self.rejected += 1;
+        }
+    }
+
+    /// Learns the held tags whose member is now listed (from its own address when pushed);
+    /// drops the rest.
+    pub fn resolve_pending_tags(&mut self) {
+        for (from, msg) in std::mem::take(&mut self.pending_tags) {
+            let Some(entry) = self.table.get(&msg.name) else {
+                continue;
+            };
+            if from.is_some_and(|from| from != crate::node::canonical(entry.id.addr())) {
+                self.rejected += 1;
+                continue;
+            }
+            self.learn_tags(msg);
+        }
+    }
+
+    /// Records an intent; `true` when it is newer than what was known about that member. An
+    /// intent from a peer more than [`MAX_LTIME_AHEAD`] ahead of the clock is ignored, and so is
+    /// one about an unlisted member once [`MAX_ORPHAN_INTENTS`] such are kept.
+    pub fn learn_intent(&mut self, msg: IntentMsg, local: bool) -> bool {
+        if !local && msg.ltime > self.ltime.saturating_add(MAX_LTIME_AHEAD) {
+            self.rejected += 1;
+            return false;
+        }
+        self.ltime = self.ltime.max(msg.ltime);
+        if let Some(known) = self.intents.get(&msg.name) {
+            if known.ltime >= msg.ltime {
+                return false;
+            }
+        } else if !local
+            && self.table.get(&msg.name).is_none()
+            && self.intents.len() >= self.table.len() + MAX_ORPHAN_INTENTS
+        {
+            self.rejected += 1;
+            return false;
+        }
+        self.intents.insert(msg.name.clone(), msg.clone());
+        self.fresh_intents.push(msg);
+        true
+    }
+
+    /// Forgets the tags and intent of a member removed from the table (reaped or pruned).
+    pub fn forget(&mut self, name: &str) {
+        if self.tags.remove(name).is_some() {
+            self.tags_version += 1;
+        }
+        self.intents.remove(name);
+    }
+
+    /// Drops tags and intents about members the table no longer lists (run on every reap).
+    pub fn sweep(&mut self) {
+        let table = &self.table;
+        let before = self.tags.len();
+        self.tags.retain(|name, _| table.get(name).is_some());
+        if self.tags.len() != before {
+            self.tags_version += 1;
+        }
+        self.intents.retain(|name, _| table.get(name).is_some());
     }
 }
 
@@ -77,8 +206,87 @@ impl foca::BroadcastHandler<NodeId> for Handler {
             }
             Broadcast::Intent(i) => {
                 let key = BroadcastKey::Intent(i.name.clone(), i.ltime);
-                k.learn_intent(i).then_some(key)
+                (k.learn_intent(i, local) || local).then_some(key)
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::IntentKind;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    fn id(name: &str, generation: u64) -> NodeId {
+        NodeId::new("127.0.0.1:9".parse().unwrap(), name, generation)
+    }
+
+    fn tags(name: &str, generation: u64, version: u64) -> TagsMsg {
+        TagsMsg {
+            name: name.into(),
+            generation,
+            version,
+            tags: BTreeMap::from([("v".into(), version.to_string())]),
+        }
+    }
+
+    fn leave(name: &str, ltime: u64) -> IntentMsg {
+        IntentMsg {
+            name: name.into(),
+            ltime,
+            kind: IntentKind::Leave,
+            prune: false,
+        }
+    }
+
+    #[test]
+    fn the_next_local_ltime_saturates() {
+        let mut k = Knowledge::new(id("me", 1), Duration::ZERO);
+        assert_eq!(k.next_ltime(), 1);
+        k.ltime = u64::MAX;
+        assert_eq!(k.next_ltime(), u64::MAX);
+    }
+
+    #[test]
+    fn tags_need_the_current_generation_and_a_near_version() {
+        let mut k = Knowledge::new(id("a", 5), Duration::ZERO);
+        assert!(k.learn_tags(tags("a", 5, 1)));
+        assert!(!k.learn_tags(tags("a", 6, 2)), "another generation");
+        assert!(
+            !k.learn_tags(tags("a", 5, 2 + MAX_TAGS_VERSION_AHEAD)),
+            "far ahead"
+        );
+        assert!(k.learn_tags(tags("a", 5, 1 + MAX_TAGS_VERSION_AHEAD)));
+        assert_eq!(k.rejected, 2);
+        // Unknown members' tags wait until the member is listed.
+        assert!(!k.learn_tags(tags("b", 1, 1)));
+        assert_eq!(k.pending_tags.len(), 1);
+        k.table.up(id("b", 1), Duration::ZERO);
+        k.resolve_pending_tags();
+        assert_eq!(k.tags["b"].version, 1);
+    }
+
+    #[test]
+    fn far_future_intents_are_ignored() {
+        let mut k = Knowledge::new(id("a", 1), Duration::ZERO);
+        k.table.up(id("b", 1), Duration::ZERO);
+        assert!(!k.learn_intent(leave("b", u64::MAX), false));
+        assert!(!k.learn_intent(leave("b", MAX_LTIME_AHEAD + 1), false));
+        assert_eq!(k.ltime, 0);
+        assert!(k.learn_intent(leave("b", MAX_LTIME_AHEAD), false));
+        assert_eq!(k.ltime, MAX_LTIME_AHEAD);
+    }
+
+    #[test]
+    fn orphan_intents_are_bounded_and_swept() {
+        let mut k = Knowledge::new(id("a", 1), Duration::ZERO);
+        for i in 0..MAX_ORPHAN_INTENTS * 2 {
+            k.learn_intent(leave(&format!("ghost{i}"), 1), false);
+        }
+        assert!(k.intents.len() <= 1 + MAX_ORPHAN_INTENTS);
+        k.sweep();
+        assert!(k.intents.is_empty());
     }
 }

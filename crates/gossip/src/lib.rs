@@ -19,9 +19,13 @@ pub mod udp;
 pub mod wire;
 
 pub use identity::NodeId;
+pub use knowledge::{
+    MAX_LTIME_AHEAD, MAX_ORPHAN_INTENTS, MAX_PENDING_TAGS, MAX_TAGS_VERSION_AHEAD,
+};
 pub use node::{
-    Counters, MAX_DATAGRAM, MemberEvent, Node, NodeConfig, NodeTimer, Output, swim_config,
-    sync_interval,
+    Counters, MAX_DATAGRAM, MAX_PENDING_SYNC_REPLIES, MAX_SOLICITED_SYNCS,
+    MAX_UNKNOWN_INTRODUCTIONS, MemberEvent, Node, NodeConfig, NodeTimer, Output,
+    PENDING_SYNC_REPLY_TTL, SOLICITED_SYNC_WINDOW, swim_config, sync_interval,
 };
 
 /// Every error this crate returns.
@@ -39,6 +43,9 @@ pub enum GossipError {
     TagsTooLarge(usize),
     /// foca refused a packet or call.
     Swim(String),
+    /// A packet was dropped on purpose: a forged source, a stranger's request, tags for
+    /// another member.
+    Rejected(&'static str),
     /// The gossip task has stopped.
     Stopped,
     /// Socket I/O failed.
@@ -56,6 +63,7 @@ impl std::fmt::Display for GossipError {
                 write!(f, "encoded tags are {n} bytes; the limit is 512")
             }
             GossipError::Swim(e) => write!(f, "swim: {e}"),
+            GossipError::Rejected(why) => write!(f, "rejected: {why}"),
             GossipError::Stopped => f.write_str("gossip has stopped"),
             GossipError::Io(e) => write!(f, "io: {e}"),
         }

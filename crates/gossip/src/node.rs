@@ -18,7 +18,7 @@ use rand::rngs::SmallRng;
 use crate::GossipError;
 use crate::identity::NodeId;
 use crate::knowledge::{Handler, Knowledge};
-use crate::table::{IntentEffect, MemberTable};
+use crate::table::IntentEffect;
 use crate::wire::{
     Broadcast, Cipher, ENCRYPTION_OVERHEAD, IntentKind, IntentMsg, KIND_FOCA, KIND_SYNC,
     KIND_TAGS_PULL, KIND_TAGS_PUSH, MAX_TAGS_BYTES, TagsMsg,
@@ -26,6 +26,34 @@ use crate::wire::{
 
 /// Largest datagram a node sends.
 pub const MAX_DATAGRAM: usize = 1400;
+
+/// Most members one foca packet from a sender that is not a known member may introduce (its
+/// cluster updates beyond this are dropped; the sender itself comes on top). An announce carries
+/// none and a join's feed is completed by the member-list exchange, so joins lose nothing, while
+/// a stranger cannot fill the table: after its first packet it is a member, probed like any other.
+/// A member-list exchange ([`crate::wire::KIND_SYNC`]) from a stranger introduces no member at all.
+pub const MAX_UNKNOWN_INTRODUCTIONS: usize = 64;
+
+/// Member-list requests from senders not known yet that are remembered, to be answered once the
+/// sender becomes a member (a join's announce and its request may arrive in either order).
+pub const MAX_PENDING_SYNC_REPLIES: usize = 16;
+
+/// How long such a request waits for its sender to become a member.
+pub const PENDING_SYNC_REPLY_TTL: Duration = Duration::from_secs(5);
+
+/// Addresses this node asked for their member list during a join, whose replies are applied even
+/// though the sender is not a member yet (one join call takes at most as many addresses:
+/// [`crate::udp::MAX_JOIN_ADDRESSES`]).
+pub const MAX_SOLICITED_SYNCS: usize = 64;
+
+/// How long after a join the target's member list is accepted as a reply.
+pub const SOLICITED_SYNC_WINDOW: Duration = Duration::from_secs(5);
+
+/// An address in the form identities carry (an IPv4-mapped IPv6 source becomes IPv4), so a
+/// datagram's source compares equal to the address its sender advertises.
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
 
 /// How a node behaves.
 #[derive(Clone, Debug)]
@@ -142,6 +170,15 @@ pub struct Counters {
     pub decrypt_failures: u64,
     /// Datagrams dropped as malformed.
     pub malformed: u64,
+    /// foca packets dropped because the identity they claim to come from has another address
+    /// than the datagram's source.
+    pub spoofed: u64,
+    /// Requests (tag pulls, member lists) from senders that are not known members, left
+    /// unanswered and unapplied, and foca packets from such senders whose updates were capped.
+    pub unknown_sender: u64,
+    /// Tags and intents ignored: forged for another member, of another generation, or too far
+    /// ahead (see [`crate::MAX_LTIME_AHEAD`]).
+    pub rejected: u64,
 }
 
 type Swim = Foca<NodeId, PostcardCodec, SmallRng, Handler>;
@@ -151,7 +188,6 @@ pub struct Node {
     swim: Swim,
     rt: AccumulatingRuntime<NodeId>,
     knowledge: Arc<Mutex<Knowledge>>,
-    table: MemberTable,
     cfg: NodeConfig,
     cipher: Option<Cipher>,
     tags_version: u64,
@@ -159,6 +195,11 @@ pub struct Node {
     out: Output,
     counters: Counters,
     pick: u64,
+    /// Strangers' member-list requests waiting for the sender to become a member, with their
+    /// deadlines.
+    pending_replies: Vec<(SocketAddr, Duration)>,
+    /// Join targets whose member list is accepted until the deadline.
+    solicited: Vec<(SocketAddr, Duration)>,
 }
 
 impl Node {
@@ -174,7 +215,7 @@ impl Node {
             NonZeroUsize::new(MAX_DATAGRAM - overhead).unwrap_or(NonZeroUsize::MIN);
         cfg.swim.remove_down_after = Some(cfg.reconnect_timeout.max(cfg.tombstone_timeout));
         let id = NodeId::new(cfg.addr, &cfg.name, cfg.generation);
-        let knowledge = Arc::new(Mutex::new(Knowledge::default()));
+        let knowledge = Arc::new(Mutex::new(Knowledge::new(id.clone(), now)));
         let handler = Handler {
             shared: knowledge.clone(),
         };
@@ -185,19 +226,18 @@ impl Node {
             PostcardCodec,
             handler,
         );
-        let mut table = MemberTable::default();
-        table.up(id, now);
         let mut node = Node {
             swim,
             rt: AccumulatingRuntime::new(),
             knowledge,
-            table,
             cipher,
             tags_version: 0,
             leaving: false,
             out: Output::default(),
             counters: Counters::default(),
             pick: seed | 1,
+            pending_replies: Vec::new(),
+            solicited: Vec::new(),
             cfg,
         };
         node.out
@@ -225,8 +265,17 @@ impl Node {
     /// knows the pool at once rather than after the next anti-entropy round.
     pub fn join(&mut self, addr: SocketAddr, now: Duration) -> Result<(), GossipError> {
         let result = self.swim.announce(NodeId::placeholder(addr), &mut self.rt);
-        self.send_member_list(addr, true);
+        // The announce goes out first, so the target usually knows the joiner by the time the
+        // list arrives; otherwise it answers once the announce has made the joiner a member.
         self.after_swim(now);
+        let addr = canonical(addr);
+        self.solicited
+            .retain(|(a, until)| *a != addr && *until > now);
+        if self.solicited.len() >= MAX_SOLICITED_SYNCS {
+            self.solicited.remove(0);
+        }
+        self.solicited.push((addr, now + SOLICITED_SYNC_WINDOW));
+        self.send_member_list(addr, true);
         result.map_err(GossipError::from)
     }
 
@@ -263,21 +312,61 @@ impl Node {
             },
             None => data,
         };
+        let from = canonical(from);
         let result = match plain.split_first() {
-            Some((&KIND_FOCA, rest)) => {
-                let r = self.swim.handle_data(rest, &mut self.rt);
-                self.after_swim(now);
-                r.map_err(GossipError::from)
+            Some((&KIND_FOCA, rest)) => self.receive_foca(from, rest, now),
+            Some((&KIND_TAGS_PUSH, rest)) => self.receive_tags(from, rest, now),
+            Some((&KIND_TAGS_PULL, _)) => {
+                if self.is_member(from) {
+                    self.push_tags(from)
+                } else {
+                    self.counters.unknown_sender += 1;
+                    Err(GossipError::Rejected("tag pull from a stranger"))
+                }
             }
-            Some((&KIND_TAGS_PUSH, rest)) => self.receive_tags(rest),
-            Some((&KIND_TAGS_PULL, _)) => self.push_tags(from),
             Some((&KIND_SYNC, rest)) => self.receive_sync(from, rest, now),
             _ => Err(GossipError::Decode("unknown envelope".into())),
         };
-        if result.is_err() {
+        if matches!(result, Err(GossipError::Decode(_) | GossipError::Swim(_))) {
             self.counters.malformed += 1;
         }
         result
+    }
+
+    /// Whether `addr` is the gossip address of an active (alive or suspect) member.
+    fn is_member(&self, addr: SocketAddr) -> bool {
+        self.swim
+            .member_at(&addr)
+            .is_some_and(|m| m.state() != foca::State::Down)
+    }
+
+    /// A foca packet: dropped unless the identity it claims to come from has the datagram's
+    /// source address; from a stranger, its cluster updates are capped.
+    fn receive_foca(
+        &mut self,
+        from: SocketAddr,
+        data: &[u8],
+        now: Duration,
+    ) -> Result<(), GossipError> {
+        let (src, _): (NodeId, _) =
+            postcard::take_from_bytes(data).map_err(|e| GossipError::Decode(e.to_string()))?;
+        if canonical(src.addr()) != from {
+            self.counters.spoofed += 1;
+            return Err(GossipError::Rejected("claimed source is not the sender"));
+        }
+        let capped = if self.is_member(from) {
+            None
+        } else {
+            cap_updates(data, MAX_UNKNOWN_INTRODUCTIONS)?
+        };
+        if capped.is_some() {
+            self.counters.unknown_sender += 1;
+        }
+        let r = self
+            .swim
+            .handle_data(capped.as_deref().unwrap_or(data), &mut self.rt);
+        self.after_swim(now);
+        r.map_err(GossipError::from)
     }
 
     /// Handles a timer this node asked for.
@@ -363,11 +452,34 @@ impl Node {
         Ok(())
     }
 
-    fn receive_tags(&mut self, bytes: &[u8]) -> Result<(), GossipError> {
+    /// A member's tags pushed directly: accepted only from that member's own address (held
+    /// briefly when the member is not listed yet, in case its alive update is on the way).
+    fn receive_tags(
+        &mut self,
+        from: SocketAddr,
+        bytes: &[u8],
+        now: Duration,
+    ) -> Result<(), GossipError> {
         let msg: TagsMsg =
             postcard::from_bytes(bytes).map_err(|e| GossipError::Decode(e.to_string()))?;
-        self.knowledge.lock().learn_tags(msg);
-        Ok(())
+        let mut k = self.knowledge.lock();
+        let result = match k.table.get(&msg.name).map(|e| canonical(e.id.addr())) {
+            Some(addr) if addr == from => {
+                k.learn_tags(msg);
+                Ok(())
+            }
+            Some(_) => {
+                k.rejected += 1;
+                Err(GossipError::Rejected("tags pushed for another member"))
+            }
+            None => {
+                k.hold_tags(Some(from), msg);
+                Ok(())
+            }
+        };
+        drop(k);
+        self.after_swim(now);
+        result
     }
 
     /// Sends this node's member list to one random active member, asking for its list back.
@@ -436,6 +548,24 @@ impl Node {
         };
         let entries: Vec<(NodeId, u16)> =
             postcard::from_bytes(rest).map_err(|e| GossipError::Decode(e.to_string()))?;
+        let member = self.is_member(from);
+        self.solicited.retain(|(_, until)| *until > now);
+        let asked = self.solicited.iter().any(|(a, _)| *a == from);
+        if !member && !asked {
+            // A stranger: its list introduces nobody, and its request is answered only once it
+            // has become a member (its announce may still be on the way).
+            self.counters.unknown_sender += 1;
+            if want_reply == 1 && !self.leaving {
+                self.pending_replies
+                    .retain(|(a, until)| *a != from && *until > now);
+                if self.pending_replies.len() >= MAX_PENDING_SYNC_REPLIES {
+                    self.pending_replies.remove(0);
+                }
+                self.pending_replies
+                    .push((from, now + PENDING_SYNC_REPLY_TTL));
+            }
+            return Ok(());
+        }
         let me = self.identity().clone();
         let updates = entries
             .into_iter()
@@ -445,7 +575,7 @@ impl Node {
             tracing::debug!(target: "gossip", error = %e, "sync apply");
         }
         self.after_swim(now);
-        if want_reply == 1 && !self.leaving {
+        if want_reply == 1 && !self.leaving && self.is_member(from) {
             self.send_member_list(from, false);
         }
         Ok(())
@@ -467,14 +597,14 @@ impl Node {
     /// healthy); with `prune` the member is removed everywhere at once. Returns whether the
     /// member was known; an unknown name is not an error (the intent is still broadcast).
     pub fn force_leave(&mut self, name: &str, prune: bool, now: Duration) -> bool {
-        let known = self.table.get(name).is_some();
+        let known = self.knowledge.lock().table.get(name).is_some();
         self.broadcast_intent(name.to_string(), IntentKind::Leave, prune);
         self.after_swim(now);
         known
     }
 
     fn broadcast_intent(&mut self, name: String, kind: IntentKind, prune: bool) {
-        let ltime = self.knowledge.lock().ltime + 1;
+        let ltime = self.knowledge.lock().next_ltime();
         let msg = IntentMsg {
             name,
             ltime,
@@ -511,19 +641,34 @@ impl Node {
         for intent in fresh {
             self.apply_intent(&intent, now);
         }
+        let mut k = self.knowledge.lock();
+        if !k.pending_tags.is_empty() {
+            k.resolve_pending_tags();
+        }
     }
 
     fn notify(&mut self, note: OwnedNotification<NodeId>, now: Duration) {
         match note {
             OwnedNotification::MemberUp(id) => self.member_up(id, now),
             OwnedNotification::Rename(old, new) => {
-                if old.name() != new.name() && self.table.remove(old.name()).is_some() {
-                    self.event(old.name(), None);
+                if old.name() != new.name() {
+                    let removed = {
+                        let mut k = self.knowledge.lock();
+                        let removed = k.table.remove(old.name()).is_some();
+                        if removed {
+                            k.forget(old.name());
+                        }
+                        removed
+                    };
+                    if removed {
+                        self.event(old.name(), None);
+                    }
                 }
                 self.member_up(new, now);
             }
             OwnedNotification::MemberDown(id) => {
-                if let Some(status) = self.table.down(&id, now) {
+                let down = self.knowledge.lock().table.down(&id, now);
+                if let Some(status) = down {
                     self.event(id.name(), Some(status));
                 }
             }
@@ -536,12 +681,25 @@ impl Node {
 
     fn member_up(&mut self, id: NodeId, now: Duration) {
         let addr = id.addr();
+        let generation = id.generation();
         let name = id.name().to_string();
-        self.table.up(id, now);
+        self.knowledge.lock().table.up(id, now);
         self.event(&name, Some(MemberStatus::Alive));
+        if let Some(i) = self.pending_replies.iter().position(|(a, _)| *a == addr) {
+            let (_, until) = self.pending_replies.swap_remove(i);
+            if until > now && !self.leaving {
+                self.send_member_list(addr, false);
+            }
+        }
         if self.cfg.tags.is_some() {
             let _ = self.push_tags(addr);
-            if !self.knowledge.lock().tags.contains_key(&name) {
+            let current = self
+                .knowledge
+                .lock()
+                .tags
+                .get(&name)
+                .is_some_and(|t| t.generation == generation);
+            if !current {
                 self.send(addr, KIND_TAGS_PULL, &[]);
             }
         }
@@ -555,12 +713,14 @@ impl Node {
             }
             return;
         }
-        match self.table.intent(intent, now) {
+        let effect = self.knowledge.lock().table.intent(intent, now);
+        match effect {
             IntentEffect::Changed => {
-                let status = self.table.get(&intent.name).map(|e| e.status);
+                let status = self.status_of(&intent.name);
                 self.event(&intent.name, status);
             }
             IntentEffect::Pruned(id) => {
+                self.knowledge.lock().forget(id.name());
                 self.forget(id);
                 self.event(&intent.name, None);
             }
@@ -590,9 +750,16 @@ impl Node {
     }
 
     fn reap(&mut self, now: Duration) {
-        let gone = self
-            .table
-            .reap(now, self.cfg.reconnect_timeout, self.cfg.tombstone_timeout);
+        let gone = {
+            let mut k = self.knowledge.lock();
+            let gone = k
+                .table
+                .reap(now, self.cfg.reconnect_timeout, self.cfg.tombstone_timeout);
+            k.sweep();
+            gone
+        };
+        self.pending_replies.retain(|(_, until)| *until > now);
+        self.solicited.retain(|(_, until)| *until > now);
         for id in gone {
             let name = id.name().to_string();
             self.forget(id);
@@ -632,7 +799,7 @@ impl Node {
     /// The member list as Serf reports it, sorted by name; this node included.
     pub fn members(&self) -> Vec<Member> {
         let knowledge = self.knowledge.lock();
-        let mut members: Vec<Member> = self
+        let mut members: Vec<Member> = knowledge
             .table
             .iter()
             .map(|e| {
@@ -648,6 +815,7 @@ impl Node {
                         knowledge
                             .tags
                             .get(e.id.name())
+                            .filter(|t| t.generation == e.id.generation())
                             .map(|t| t.tags.clone())
                             .unwrap_or_default(),
                     ),
@@ -662,12 +830,12 @@ impl Node {
 
     /// The status of one member.
     pub fn status_of(&self, name: &str) -> Option<MemberStatus> {
-        self.table.get(name).map(|e| e.status)
+        self.knowledge.lock().table.get(name).map(|e| e.status)
     }
 
     /// How many members (this node included) the table lists with `status`.
     pub fn count(&self, status: MemberStatus) -> usize {
-        self.table.count(status)
+        self.knowledge.lock().table.count(status)
     }
 
     /// Members foca considers active (alive or suspect), this node excluded.
@@ -677,7 +845,10 @@ impl Node {
 
     /// Packet counters.
     pub fn counters(&self) -> Counters {
-        self.counters
+        Counters {
+            rejected: self.knowledge.lock().rejected,
+            ..self.counters
+        }
     }
 
     /// Serf-style statistics for `/v1/agent/self` (`stats.serf`).
@@ -685,15 +856,12 @@ impl Node {
         let k = self.knowledge.lock();
         let c = self.counters;
         BTreeMap::from([
-            ("members".into(), self.table.len().to_string()),
+            ("members".into(), k.table.len().to_string()),
             (
                 "failed".into(),
-                self.table.count(MemberStatus::Failed).to_string(),
+                k.table.count(MemberStatus::Failed).to_string(),
             ),
-            (
-                "left".into(),
-                self.table.count(MemberStatus::Left).to_string(),
-            ),
+            ("left".into(), k.table.count(MemberStatus::Left).to_string()),
             ("health_score".into(), "0".into()),
             ("member_time".into(), k.ltime.to_string()),
             ("event_time".into(), "1".into()),
@@ -707,8 +875,54 @@ impl Node {
             ("encrypted".into(), self.cipher.is_some().to_string()),
             ("decrypt_failures".into(), c.decrypt_failures.to_string()),
             ("malformed_packets".into(), c.malformed.to_string()),
+            ("spoofed_packets".into(), c.spoofed.to_string()),
+            (
+                "unknown_sender_packets".into(),
+                c.unknown_sender.to_string(),
+            ),
+            ("rejected_messages".into(), k.rejected.to_string()),
             ("packets_in".into(), c.packets_in.to_string()),
             ("packets_out".into(), c.packets_out.to_string()),
         ])
     }
 }
+
+/// Rewrites a foca packet (without the envelope byte) so it carries at most `max` cluster
+/// updates; `None` when it already does (or carries none).
+fn cap_updates(data: &[u8], max: usize) -> Result<Option<Vec<u8>>, GossipError> {
+    let bad = |e: postcard::Error| GossipError::Decode(e.to_string());
+    let (header, after): (foca::Header<NodeId>, &[u8]) =
+        postcard::take_from_bytes(data).map_err(bad)?;
+    if header.message == foca::Message::Broadcast {
+        return Ok(None);
+    }
+    let [hi, lo, ref members @ ..] = *after else {
+        return Ok(None);
+    };
+    let count = usize::from(u16::from_be_bytes([hi, lo]));
+    if count <= max {
+        return Ok(None);
+    }
+    let mut rest = members;
+    let mut kept = 0;
+    for i in 0..count {
+        let (_, next): (foca::Member<NodeId>, &[u8]) =
+            postcard::take_from_bytes(rest).map_err(bad)?;
+        rest = next;
+        if i + 1 == max {
+            kept = members.len() - rest.len();
+        }
+    }
+    let header_len = data.len() - after.len();
+    let mut out = Vec::with_capacity(data.len());
+    out.extend_from_slice(&data[..header_len]);
+    out.extend_from_slice(&u16::try_from(max).unwrap_or(u16::MAX).to_be_bytes());
+    out.extend_from_slice(&members[..kept]);
+    // What follows the updates (custom broadcasts) is kept as is.
+    out.extend_from_slice(rest);
+    Ok(Some(out))
+}
+
+#[cfg(test)]
+#[path = "node_tests.rs"]
+mod tests;

@@ -33,6 +33,11 @@ pub const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a graceful leave keeps gossiping before the task stops (Nomad's `LeavePropagateDelay`).
 pub const LEAVE_PROPAGATE: Duration = Duration::from_secs(1);
 
+/// Most addresses one join call contacts; further addresses are reported as errors, so a single
+/// (possibly anonymous, see `/v1/agent/join`) request cannot make this node a reflector towards
+/// an arbitrary list. Matches [`crate::MAX_SOLICITED_SYNCS`].
+pub const MAX_JOIN_ADDRESSES: usize = 64;
+
 /// Default gossip port for join addresses given without one.
 pub const DEFAULT_SERF_PORT: u16 = 4648;
 

@@ -1,0 +1,368 @@
+//! Attacks from the security review (H2, H4, L2) replayed through a real [`Node`]: forged bytes
+//! fed to `handle_packet`, as `forge_tags.py`, `intent_max.py` and `sync_flood.py` send them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use caravan_agent_core::member::MemberStatus;
+use foca::{Header, Member, Message};
+
+use super::*;
+use crate::wire::{IntentKind, IntentMsg, KIND_FOCA, KIND_SYNC, KIND_TAGS_PULL, KIND_TAGS_PUSH};
+
+const T0: Duration = Duration::from_secs(1);
+
+fn addr(i: u8) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, i], 4648))
+}
+
+fn name(i: u8) -> String {
+    format!("n{i}.global")
+}
+
+fn id(i: u8) -> NodeId {
+    NodeId::new(addr(i), &name(i), 7)
+}
+
+/// A stranger's address: not a member of anything.
+fn evil() -> SocketAddr {
+    SocketAddr::from(([10, 0, 1, 66], 4648))
+}
+
+fn evil_id() -> NodeId {
+    NodeId::new(evil(), "evil.global", 1)
+}
+
+fn node(i: u8) -> Node {
+    let mut cfg = NodeConfig::new(name(i), addr(i), 3);
+    cfg.generation = 7;
+    cfg.tags = Some(BTreeMap::from([("role".into(), "nomad".into())]));
+    let mut node = Node::new(cfg, u64::from(i), Duration::ZERO).expect("node");
+    let _ = node.drain();
+    node
+}
+
+/// Node 1 knowing nodes 2..=n as alive.
+fn pool(n: u8) -> Node {
+    let mut a = node(1);
+    a.learn((2..=n).map(id), T0);
+    let _ = a.drain();
+    a
+}
+
+fn tags_push(name: &str, generation: u64, version: u64, port: &str) -> Vec<u8> {
+    let msg = TagsMsg {
+        name: name.into(),
+        generation,
+        version,
+        tags: BTreeMap::from([("port".into(), port.into())]),
+    };
+    let mut out = vec![KIND_TAGS_PUSH];
+    out.extend(postcard::to_stdvec(&msg).expect("encode"));
+    out
+}
+
+fn foca_packet(
+    src: &NodeId,
+    dst: &NodeId,
+    message: Message<NodeId>,
+    updates: &[Member<NodeId>],
+    broadcasts: &[Vec<u8>],
+) -> Vec<u8> {
+    let header = Header {
+        src: src.clone(),
+        src_incarnation: 0,
+        dst: dst.clone(),
+        message,
+    };
+    let broadcast = header.message == Message::Broadcast;
+    let mut out = vec![KIND_FOCA];
+    out.extend(postcard::to_stdvec(&header).expect("encode"));
+    if !broadcast && (!updates.is_empty() || !broadcasts.is_empty()) {
+        out.extend((updates.len() as u16).to_be_bytes());
+        for u in updates {
+            out.extend(postcard::to_stdvec(u).expect("encode"));
+        }
+    }
+    for b in broadcasts {
+        out.extend((b.len() as u16).to_be_bytes());
+        out.extend(b);
+    }
+    out
+}
+
+fn prune_intent(victim: &str, ltime: u64) -> Vec<u8> {
+    Broadcast::Intent(IntentMsg {
+        name: victim.into(),
+        ltime,
+        kind: IntentKind::Leave,
+        prune: true,
+    })
+    .encode()
+    .expect("encode")
+}
+
+fn port_tag(node: &Node, member: &str) -> Option<String> {
+    node.members()
+        .into_iter()
+        .find(|m| m.name == member)
+        .and_then(|m| m.tags?.get("port").cloned())
+}
+
+fn sent_to(out: &Output, to: SocketAddr) -> usize {
+    out.packets.iter().filter(|(a, _)| *a == to).count()
+}
+
+#[test]
+fn forged_tags_for_a_known_member_do_not_replace_its_tags() {
+    let mut a = pool(3);
+    let victim = name(2);
+    let _ = a.handle_packet(addr(2), &tags_push(&victim, 7, 1, "4647"), T0);
+    assert_eq!(port_tag(&a, &victim).as_deref(), Some("4647"));
+
+    // forge_tags.py: (u64::MAX, u64::MAX) from the attacker's own address...
+    let _ = a.handle_packet(evil(), &tags_push(&victim, u64::MAX, u64::MAX, "29997"), T0);
+    // ...from the victim's address but with a generation the victim does not have...
+    let _ = a.handle_packet(
+        addr(2),
+        &tags_push(&victim, u64::MAX, u64::MAX, "29997"),
+        T0,
+    );
+    // ...with the right generation but a version the victim could never overtake...
+    let _ = a.handle_packet(addr(2), &tags_push(&victim, 7, u64::MAX, "29997"), T0);
+    // ...and relayed as a custom broadcast by another member.
+    let relayed = Broadcast::Tags(TagsMsg {
+        name: victim.clone(),
+        generation: u64::MAX,
+        version: u64::MAX,
+        tags: BTreeMap::from([("port".into(), "29997".into())]),
+    })
+    .encode()
+    .expect("encode");
+    let packet = foca_packet(&id(3), a.identity(), Message::Broadcast, &[], &[relayed]);
+    let _ = a.handle_packet(addr(3), &packet, T0);
+    assert_eq!(port_tag(&a, &victim).as_deref(), Some("4647"));
+    assert!(a.counters().rejected >= 4, "{:?}", a.counters());
+
+    // The real member can still publish.
+    let _ = a.handle_packet(addr(2), &tags_push(&victim, 7, 2, "4700"), T0);
+    assert_eq!(port_tag(&a, &victim).as_deref(), Some("4700"));
+}
+
+#[test]
+fn a_prune_intent_at_u64_max_neither_evicts_nor_wraps_the_clock() {
+    // intent_max.py: announce to learn the target, then a Leave(prune) at 2^64-1.
+    let mut a = pool(3);
+    let mut victim = pool(3);
+    let victim_name = name(1);
+    let announce = foca_packet(
+        &evil_id(),
+        &NodeId::placeholder(addr(1)),
+        Message::Announce,
+        &[],
+        &[],
+    );
+    for n in [&mut a, &mut victim] {
+        let _ = n.handle_packet(evil(), &announce, T0);
+        let _ = n.drain();
+    }
+    // `a` is node 1 too in `pool`; speak about node 2 to `a` and about node 1 to its victim.
+    let about_2 = foca_packet(
+        &evil_id(),
+        a.identity(),
+        Message::Broadcast,
+        &[],
+        &[prune_intent(&name(2), u64::MAX)],
+    );
+    let _ = a.handle_packet(evil(), &about_2, T0);
+    let _ = a.drain();
+    assert_eq!(a.status_of(&name(2)), Some(MemberStatus::Alive));
+    assert_eq!(a.stats()["member_time"], "0");
+
+    // The victim hears the same about itself: it must not adopt the time (its refutation would
+    // be u64::MAX + 1: a panic in debug, 0 in release).
+    let about_me = foca_packet(
+        &evil_id(),
+        victim.identity(),
+        Message::Broadcast,
+        &[],
+        &[prune_intent(&victim_name, u64::MAX)],
+    );
+    let _ = victim.handle_packet(evil(), &about_me, T0);
+    let _ = victim.drain();
+    assert_eq!(victim.stats()["member_time"], "0");
+    assert!(victim.counters().rejected >= 1);
+}
+
+#[test]
+fn a_foca_packet_whose_claimed_source_is_not_the_sender_is_dropped() {
+    let mut a = pool(2);
+    // Claims to come from node 9 (unknown) but arrives from the attacker's address.
+    let packet = foca_packet(&id(9), a.identity(), Message::Gossip, &[], &[]);
+    assert!(a.handle_packet(evil(), &packet, T0).is_err());
+    assert_eq!(a.counters().spoofed, 1);
+    assert_eq!(a.status_of(&name(9)), None);
+    // The same packet from node 9's own address is accepted.
+    let _ = a.handle_packet(addr(9), &packet, T0);
+    assert_eq!(a.status_of(&name(9)), Some(MemberStatus::Alive));
+}
+
+#[test]
+fn a_strangers_foca_packet_introduces_at_most_64_members() {
+    let mut a = pool(2);
+    let fakes: Vec<Member<NodeId>> = (0..80u32)
+        .map(|i| {
+            let at = SocketAddr::from(([127, 100, (i >> 8) as u8, i as u8], 4648));
+            Member::alive(NodeId::new(at, &format!("f{i}"), 1))
+        })
+        .collect();
+    let packet = foca_packet(&evil_id(), a.identity(), Message::Gossip, &fakes, &[]);
+    assert!(packet.len() < MAX_DATAGRAM, "{} bytes", packet.len());
+    let _ = a.handle_packet(evil(), &packet, T0);
+    // Node 2, the sender, and at most 64 of its updates.
+    assert!(
+        a.num_active() <= 2 + MAX_UNKNOWN_INTRODUCTIONS,
+        "{} active",
+        a.num_active()
+    );
+    assert!(a.num_active() > 2, "the capped packet was still applied");
+    // Once a member, the sender's updates are no longer capped (as any member's).
+    let _ = a.handle_packet(evil(), &packet, T0);
+    assert_eq!(a.num_active(), 2 + 80);
+}
+
+#[test]
+fn a_sync_flood_from_a_stranger_admits_at_most_64_members() {
+    // sync_flood.py: 20,000 fake members, 45 per datagram, from one address never announced.
+    let mut a = pool(3);
+    let mut n = 0u32;
+    let from = SocketAddr::from(([10, 0, 1, 66], 40000));
+    let mut replies = 0;
+    while n < 20_000 {
+        let batch: Vec<(NodeId, u16)> = (n..n + 45)
+            .map(|i| {
+                let ip = [127, 100 + ((i >> 16) % 100) as u8, (i >> 8) as u8, i as u8];
+                let at = SocketAddr::from((ip, 4648));
+                (NodeId::new(at, &format!("fake{i:07}.global"), 1), 0u16)
+            })
+            .collect();
+        n += 45;
+        let mut packet = vec![KIND_SYNC, 0];
+        packet.extend(postcard::to_stdvec(&batch).expect("encode"));
+        let _ = a.handle_packet(from, &packet, T0);
+        replies += sent_to(&a.drain(), from);
+    }
+    let listed = a.members().len();
+    assert!(
+        listed <= 3 + MAX_UNKNOWN_INTRODUCTIONS,
+        "{listed} members listed"
+    );
+    assert_eq!(replies, 0);
+    assert!(a.counters().unknown_sender >= 400);
+}
+
+#[test]
+fn a_three_byte_sync_from_a_stranger_gets_no_reply() {
+    let mut a = pool(200);
+    // [KIND_SYNC, want_reply, 0 entries]: 3 bytes that used to bring the whole list back.
+    let request = [KIND_SYNC, 1, 0];
+    let _ = a.handle_packet(evil(), &request, T0);
+    let out = a.drain();
+    assert_eq!(sent_to(&out, evil()), 0, "{} datagrams", out.packets.len());
+    // A member asking the same gets the list, in several datagrams.
+    let _ = a.handle_packet(addr(2), &request, T0);
+    assert!(sent_to(&a.drain(), addr(2)) > 1);
+}
+
+#[test]
+fn tag_pulls_are_answered_only_to_members() {
+    let mut a = pool(2);
+    let _ = a.handle_packet(evil(), &[KIND_TAGS_PULL], T0);
+    assert_eq!(sent_to(&a.drain(), evil()), 0);
+    let _ = a.handle_packet(addr(2), &[KIND_TAGS_PULL], T0);
+    assert_eq!(sent_to(&a.drain(), addr(2)), 1);
+}
+
+#[test]
+fn a_joins_sync_that_overtakes_its_announce_is_answered_once_the_joiner_is_known() {
+    let mut a = pool(120);
+    let mut j = node(200);
+    j.join(addr(1), T0).expect("join");
+    let out = j.drain();
+    let to_a: Vec<Vec<u8>> = out
+        .packets
+        .into_iter()
+        .filter(|(to, _)| *to == addr(1))
+        .map(|(_, p)| p)
+        .collect();
+    assert_eq!(
+        to_a.len(),
+        2,
+        "an announce and a sync: {:?}",
+        to_a.iter().map(|p| (p[0], p.len())).collect::<Vec<_>>()
+    );
+    assert_eq!(to_a[0][0], KIND_FOCA);
+    assert_eq!(to_a[1][0], KIND_SYNC);
+    // The sync arrives first: nothing yet.
+    let _ = a.handle_packet(addr(200), &to_a[1], T0);
+    let early = a.drain();
+    assert_eq!(
+        sent_to(&early, addr(200)),
+        0,
+        "{:?}",
+        early.packets.iter().map(|(_, p)| p[0]).collect::<Vec<_>>()
+    );
+    // Then the announce: the feed and the whole list.
+    let _ = a.handle_packet(addr(200), &to_a[0], T0);
+    let replies: Vec<Vec<u8>> = a
+        .drain()
+        .packets
+        .into_iter()
+        .filter(|(to, _)| *to == addr(200))
+        .map(|(_, p)| p)
+        .collect();
+    // Delivered in reverse too: the list before the feed that makes `a` a member.
+    for p in replies.iter().rev() {
+        let _ = j.handle_packet(addr(1), p, T0);
+    }
+    assert_eq!(j.count(MemberStatus::Alive), 121);
+}
+
+#[test]
+fn reaped_and_pruned_members_leave_no_tags_or_intents() {
+    let mut a = pool(4);
+    for i in [2, 3] {
+        let _ = a.handle_packet(addr(i), &tags_push(&name(i), 7, 1, "1"), T0);
+    }
+    {
+        let k = a.knowledge.lock();
+        assert!(k.tags.contains_key(&name(2)) && k.tags.contains_key(&name(3)));
+    }
+    // Pruned.
+    a.force_leave(&name(2), true, T0);
+    let _ = a.drain();
+    assert_eq!(a.status_of(&name(2)), None);
+    // Failed (node 4 says node 3 is down), force-left, then reaped.
+    let down = foca_packet(
+        &id(4),
+        a.identity(),
+        Message::Gossip,
+        &[Member::down(id(3))],
+        &[],
+    );
+    let _ = a.handle_packet(addr(4), &down, T0);
+    assert_eq!(a.status_of(&name(3)), Some(MemberStatus::Failed));
+    a.force_leave(&name(3), false, T0);
+    assert_eq!(a.status_of(&name(3)), Some(MemberStatus::Left));
+    assert!(a.knowledge.lock().intents.contains_key(&name(3)));
+    let later = T0 + a.cfg.tombstone_timeout.max(a.cfg.reconnect_timeout) + T0;
+    a.handle_timer(NodeTimer::Reap, later);
+    assert_eq!(a.status_of(&name(3)), None);
+    let k = a.knowledge.lock();
+    for gone in [name(2), name(3)] {
+        assert!(!k.tags.contains_key(&gone), "tags of {gone} kept");
+        assert!(!k.intents.contains_key(&gone), "intent about {gone} kept");
+    }
+    assert!(k.tags.contains_key(&name(1)), "own tags kept");
+}
