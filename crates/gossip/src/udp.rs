@@ -13,8 +13,9 @@
 //! # Ok(()) }
 //! ```
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,7 +102,7 @@ impl Gossip {
             clock,
             timers: BinaryHeap::new(),
             seq: 0,
-            joins: Vec::new(),
+            joins: Joins::default(),
             publish: pub_tx,
         };
         tokio::spawn(driver.run(rx));
@@ -127,11 +128,20 @@ impl Gossip {
         self.snapshot.clone()
     }
 
-    /// Joins through each address (`host[:port]`, port defaulting to 4648).
+    /// Joins through each address (`host[:port]`, port defaulting to 4648); at most
+    /// [`MAX_JOIN_ADDRESSES`] of them, the others are reported as errors without being resolved
+    /// or contacted.
     pub async fn join(&self, addresses: Vec<String>) -> JoinOutcome {
         let mut outcome = JoinOutcome::default();
         let mut targets = Vec::new();
-        for text in addresses {
+        for (i, text) in addresses.into_iter().enumerate() {
+            if i >= MAX_JOIN_ADDRESSES {
+                outcome.errors.push(format!(
+                    "Failed to join {}: at most {MAX_JOIN_ADDRESSES} addresses per join",
+                    printable(&text)
+                ));
+                continue;
+            }
             match resolve(&text).await {
                 Ok(addr) => targets.push(addr),
                 Err(e) => outcome.errors.push(format!("Failed to join {text}: {e}")),
@@ -199,10 +209,27 @@ pub async fn resolve(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| "failed to resolve: no addresses".to_string())
 }
 
+/// `text` with control characters escaped (`\n`, `\u{1b}`), for logging names and addresses
+/// that peers or callers chose: nothing they send reaches a log or terminal raw.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 struct PendingJoin {
     addr: SocketAddr,
     deadline: Instant,
-    batch: usize,
+    batch: u64,
 }
 
 struct JoinBatch {
@@ -211,13 +238,108 @@ struct JoinBatch {
     reply: Option<oneshot::Sender<JoinOutcome>>,
 }
 
+/// Join calls in progress: the addresses still to answer, and one batch per call, removed as
+/// soon as the call has its outcome.
+#[derive(Default)]
+struct Joins {
+    pending: Vec<PendingJoin>,
+    batches: HashMap<u64, JoinBatch>,
+    next: u64,
+}
+
+impl Joins {
+    /// A new batch for one join call.
+    fn open(&mut self, reply: oneshot::Sender<JoinOutcome>) -> u64 {
+        let id = self.next;
+        self.next = self.next.wrapping_add(1);
+        self.batches.insert(
+            id,
+            JoinBatch {
+                outcome: JoinOutcome::default(),
+                waiting: 0,
+                reply: Some(reply),
+            },
+        );
+        id
+    }
+
+    fn batch(&mut self, id: u64) -> Option<&mut JoinBatch> {
+        self.batches.get_mut(&id)
+    }
+
+    /// Waits for `addr` to answer within `deadline`.
+    fn wait(&mut self, id: u64, addr: SocketAddr, deadline: Instant) {
+        if let Some(b) = self.batches.get_mut(&id) {
+            b.waiting += 1;
+            self.pending.push(PendingJoin {
+                addr,
+                deadline,
+                batch: id,
+            });
+        }
+    }
+
+    /// Sends the batch's outcome and forgets it once nothing is pending.
+    fn finish(&mut self, id: u64) {
+        let done = self.batches.get(&id).is_some_and(|b| b.waiting == 0);
+        if done
+            && let Some(mut b) = self.batches.remove(&id)
+            && let Some(reply) = b.reply.take()
+        {
+            let _ = reply.send(std::mem::take(&mut b.outcome));
+        }
+    }
+
+    /// `from` answered: every join waiting on it counts it as joined.
+    fn answered(&mut self, from: SocketAddr) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            if self.pending[i].addr == from {
+                let j = self.pending.swap_remove(i);
+                if let Some(b) = self.batches.get_mut(&j.batch) {
+                    b.outcome.joined += 1;
+                    b.waiting = b.waiting.saturating_sub(1);
+                }
+                self.finish(j.batch);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Joins whose deadline passed count as failed.
+    fn expire(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            if self.pending[i].deadline <= now {
+                let j = self.pending.swap_remove(i);
+                if let Some(b) = self.batches.get_mut(&j.batch) {
+                    b.outcome.errors.push(format!(
+                        "Failed to join {}: no answer within {JOIN_TIMEOUT:?}",
+                        j.addr
+                    ));
+                    b.waiting = b.waiting.saturating_sub(1);
+                }
+                self.finish(j.batch);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// The earliest deadline of a pending join.
+    fn next_deadline(&self) -> Option<Instant> {
+        self.pending.iter().map(|j| j.deadline).min()
+    }
+}
+
 struct Driver {
     node: Node,
     socket: UdpSocket,
     clock: Instant,
     timers: BinaryHeap<Reverse<(Instant, u64, TimerSlot)>>,
     seq: u64,
-    joins: Vec<PendingJoin>,
+    joins: Joins,
     publish: watch::Sender<Arc<Snapshot>>,
 }
 
@@ -247,7 +369,6 @@ impl Driver {
     }
 
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
-        let mut batches: Vec<JoinBatch> = Vec::new();
         let mut buf = vec![0u8; MAX_DATAGRAM + 64];
         let first = self.node.drain();
         self.flush(first).await;
@@ -260,7 +381,7 @@ impl Driver {
                 .peek()
                 .map(|Reverse((at, _, _))| *at)
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-            let next_join = self.joins.iter().map(|j| j.deadline).min();
+            let next_join = self.joins.next_deadline();
             let wake = next_join.map_or(next_timer, |j| j.min(next_timer));
             let wake = leave_reply.as_ref().map_or(wake, |(at, _)| wake.min(*at));
             let mut changed = false;
@@ -270,7 +391,7 @@ impl Driver {
                         let now = self.now();
                         let ok = self.node.handle_packet(from, &buf[..len], now).is_ok();
                         if ok {
-                            self.joined(from, &mut batches);
+                            self.joins.answered(from);
                         }
                         let out = self.node.drain();
                         changed |= !out.events.is_empty();
@@ -282,7 +403,7 @@ impl Driver {
                     changed = true;
                     match command {
                         Command::Join(targets, reply) => {
-                            self.start_join(targets, reply, &mut batches).await;
+                            self.start_join(targets, reply).await;
                         }
                         Command::Leave(reply) => {
                             let now = self.now();
@@ -309,7 +430,7 @@ impl Driver {
                 }
                 _ = tokio::time::sleep_until(wake) => {
                     changed |= self.fire_due().await;
-                    self.expire_joins(&mut batches);
+                    self.joins.expire(Instant::now());
                     if let Some((at, _)) = &leave_reply
                         && Instant::now() >= *at
                     {
@@ -373,89 +494,35 @@ impl Driver {
         }
         for ev in out.events {
             let status = ev.status.map_or("removed", |s| s.as_str());
-            tracing::info!(target: "gossip", member = %ev.name, status, "member changed");
+            // Names come from peers: escaped, so control characters never reach the log raw.
+            let member = printable(&ev.name);
+            tracing::info!(target: "gossip", member = %member, status, "member changed");
         }
     }
 
-    async fn start_join(
-        &mut self,
-        targets: Vec<SocketAddr>,
-        reply: oneshot::Sender<JoinOutcome>,
-        batches: &mut Vec<JoinBatch>,
-    ) {
-        let batch = batches.len();
-        let mut entry = JoinBatch {
-            outcome: JoinOutcome::default(),
-            waiting: 0,
-            reply: Some(reply),
-        };
+    async fn start_join(&mut self, targets: Vec<SocketAddr>, reply: oneshot::Sender<JoinOutcome>) {
+        let batch = self.joins.open(reply);
         let own = self.node.identity().addr();
+        let local = self.socket.local_addr().unwrap_or(own);
         for addr in targets {
-            if addr == own || addr == self.socket.local_addr().unwrap_or(own) {
-                entry.outcome.joined += 1;
+            if addr == own || addr == local {
+                if let Some(b) = self.joins.batch(batch) {
+                    b.outcome.joined += 1;
+                }
                 continue;
             }
             let now = self.now();
             if let Err(e) = self.node.join(addr, now) {
-                entry
-                    .outcome
-                    .errors
-                    .push(format!("Failed to join {addr}: {e}"));
+                if let Some(b) = self.joins.batch(batch) {
+                    b.outcome.errors.push(format!("Failed to join {addr}: {e}"));
+                }
                 continue;
             }
-            entry.waiting += 1;
-            self.joins.push(PendingJoin {
-                addr,
-                deadline: Instant::now() + JOIN_TIMEOUT,
-                batch,
-            });
+            self.joins.wait(batch, addr, Instant::now() + JOIN_TIMEOUT);
         }
         let out = self.node.drain();
         self.flush(out).await;
-        batches.push(entry);
-        finish(&mut batches[batch]);
-    }
-
-    fn joined(&mut self, from: SocketAddr, batches: &mut [JoinBatch]) {
-        let mut i = 0;
-        while i < self.joins.len() {
-            if self.joins[i].addr == from {
-                let j = self.joins.swap_remove(i);
-                let b = &mut batches[j.batch];
-                b.outcome.joined += 1;
-                b.waiting -= 1;
-                finish(b);
-            } else {
-                i += 1;
-            }
-        }
-    }
-
-    fn expire_joins(&mut self, batches: &mut [JoinBatch]) {
-        let now = Instant::now();
-        let mut i = 0;
-        while i < self.joins.len() {
-            if self.joins[i].deadline <= now {
-                let j = self.joins.swap_remove(i);
-                let b = &mut batches[j.batch];
-                b.outcome.errors.push(format!(
-                    "Failed to join {}: no answer within {JOIN_TIMEOUT:?}",
-                    j.addr
-                ));
-                b.waiting -= 1;
-                finish(b);
-            } else {
-                i += 1;
-            }
-        }
-    }
-}
-
-fn finish(batch: &mut JoinBatch) {
-    if batch.waiting == 0
-        && let Some(reply) = batch.reply.take()
-    {
-        let _ = reply.send(std::mem::take(&mut batch.outcome));
+        self.joins.finish(batch);
     }
 }
 
@@ -506,6 +573,63 @@ mod tests {
                 .any(|m| m.name == "b.global" && m.status == MemberStatus::Left))
             .await
         );
+    }
+
+    #[test]
+    fn join_batches_are_forgotten_once_they_have_their_outcome() {
+        let mut joins = Joins::default();
+        let later = Instant::now() + JOIN_TIMEOUT;
+        let mut replies = Vec::new();
+        for i in 0..1000u16 {
+            let (tx, rx) = oneshot::channel();
+            let id = joins.open(tx);
+            let addr = SocketAddr::from(([127, 0, 0, 1], 1000 + i));
+            joins.wait(id, addr, later);
+            joins.finish(id);
+            replies.push(rx);
+        }
+        // Half answer, half time out.
+        for i in 0..500u16 {
+            joins.answered(SocketAddr::from(([127, 0, 0, 1], 1000 + i)));
+        }
+        joins.expire(later);
+        assert!(
+            joins.batches.is_empty(),
+            "{} batches kept",
+            joins.batches.len()
+        );
+        assert!(joins.pending.is_empty());
+        let outcomes: Vec<JoinOutcome> = replies
+            .into_iter()
+            .map(|mut rx| rx.try_recv().expect("outcome sent"))
+            .collect();
+        assert_eq!(outcomes.iter().filter(|o| o.joined == 1).count(), 500);
+        assert_eq!(outcomes.iter().filter(|o| o.errors.len() == 1).count(), 500);
+    }
+
+    #[tokio::test]
+    async fn one_join_contacts_at_most_64_addresses() {
+        let a = start("a.global").await;
+        let own = a.local_addr().to_string();
+        let outcome = a.join(vec![own; MAX_JOIN_ADDRESSES + 6]).await;
+        assert_eq!(outcome.joined, MAX_JOIN_ADDRESSES);
+        assert_eq!(outcome.errors.len(), 6, "{:?}", outcome.errors);
+        assert!(
+            outcome.errors[0].contains("at most 64"),
+            "{:?}",
+            outcome.errors
+        );
+    }
+
+    #[test]
+    fn printable_escapes_control_characters_only() {
+        assert!(matches!(printable("s1.global"), Cow::Borrowed("s1.global")));
+        assert_eq!(printable("é \"x\""), "é \"x\"");
+        assert_eq!(
+            printable("evil\x1b[2J\n\rfake.global\u{7f}"),
+            "evil\\u{1b}[2J\\n\\rfake.global\\u{7f}"
+        );
+        assert!(!printable("a\x1b\x07\x00b").chars().any(char::is_control));
     }
 
     #[tokio::test]
