@@ -297,7 +297,8 @@ async fn host_redacts_secrets() {
         .args(["agent", "-dev", &format!("-config={config}")])
         .env("MY_API_TOKEN", "s3cret")
         .env("NOMAD_TOKEN", "s3cret")
-        .env("PASSWORD", "visible")
+        .env("PASSWORD", "hunter2")
+        .env("SHELL_NAME", "visible")
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -315,7 +316,9 @@ async fn host_redacts_secrets() {
     let env = &v["Environment"];
     assert_eq!(env["MY_API_TOKEN"], "<redacted>");
     assert_eq!(env["NOMAD_TOKEN"], "<redacted>");
-    assert_eq!(env["PASSWORD"], "visible");
+    // Passwords are redacted too (the security review's L5); other names are shown.
+    assert_eq!(env["PASSWORD"], "<redacted>");
+    assert_eq!(env["SHELL_NAME"], "visible");
 }
 
 #[tokio::test]
