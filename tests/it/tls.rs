@@ -220,11 +220,26 @@ async fn rpc_roles_come_from_certificate_names() {
         "{refused:?}"
     );
     let refused = call(&node, "Eval.Dequeue").await.unwrap_err();
-    assert!(matches!(&refused, RpcError::Remote { code: 403, .. }), "{refused:?}");
+    assert!(
+        matches!(&refused, RpcError::Remote { code: 403, .. }),
+        "{refused:?}"
+    );
     let gone = call(&node, "ACL.State").await.unwrap_err();
-    assert!(matches!(&gone, RpcError::Remote { code: 404, .. }), "{gone:?}");
+    assert!(
+        matches!(&gone, RpcError::Remote { code: 404, .. }),
+        "{gone:?}"
+    );
     call(&node, "Status.Ping").await.unwrap();
     // The server certificate passes the door (the empty vote is then refused as malformed).
     let past = call(&server, "Raft.Vote").await.unwrap_err();
-    assert!(matches!(&past, RpcError::Remote { code: 500 | 400, .. }), "{past:?}");
+    assert!(
+        matches!(
+            &past,
+            RpcError::Remote {
+                code: 500 | 400,
+                ..
+            }
+        ),
+        "{past:?}"
+    );
 }
