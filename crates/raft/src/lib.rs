@@ -13,6 +13,7 @@
 //! - Nothing is acknowledged to openraft before it is fsynced (durable mode).
 #![deny(missing_docs)]
 
+pub mod codec;
 mod disk;
 pub mod limits;
 mod network;
@@ -418,7 +419,7 @@ impl RaftNode {
             .await
             .map_err(RaftError::Transport)?;
         let answer: Result<Applied, RaftError> =
-            serde_json::from_slice(&body).map_err(|e| RaftError::Transport(e.to_string()))?;
+            codec::decode(&body).map_err(RaftError::Transport)?;
         answer
     }
 
@@ -509,18 +510,19 @@ impl RaftNode {
         Ok(())
     }
 
-    /// Serves one request from a peer's [`Transport`]; the answer is the JSON the calling
-    /// node's network expects.
+    /// Serves one request from a peer's [`Transport`] ([`codec`] encoded; `Raft.Apply`'s body is
+    /// the command text); the answer is what the calling node's network expects, encoded the
+    /// same way.
     ///
     /// Terms, log indices and sizes are checked against [`limits`] first: a request out of
     /// bounds is refused with [`RaftError::BadRequest`] naming the field, and openraft never
     /// sees it.
     pub async fn handle(&self, method: &str, body: &[u8]) -> Result<Vec<u8>, RaftError> {
         fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, RaftError> {
-            serde_json::from_slice(body).map_err(|e| RaftError::BadRequest(e.to_string()))
+            codec::decode(body).map_err(RaftError::BadRequest)
         }
         fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, RaftError> {
-            serde_json::to_vec(value).map_err(|e| RaftError::BadRequest(e.to_string()))
+            codec::encode(value).map_err(RaftError::BadRequest)
         }
         match method {
             method::APPEND_ENTRIES => {

@@ -406,12 +406,12 @@ async fn new_server_joins_a_cluster_thousands_of_terms_old() {
         let fake = serde_json::json!({
             "vote": {"leader_id": {"term": term, "node_id": 99}, "committed": true},
             "prev_log_id": null, "leader_commit": null, "entries": [],
-        })
-        .to_string();
+        });
+        let fake: openraft::raft::AppendEntriesRequest<caravan_raft::TypeConfig> =
+            serde_json::from_value(fake).unwrap();
+        let wire = caravan_raft::codec::encode(&fake).unwrap();
         for (node, _) in c.nodes.values() {
-            node.handle("Raft.AppendEntries", fake.as_bytes())
-                .await
-                .unwrap();
+            node.handle("Raft.AppendEntries", &wire).await.unwrap();
         }
     }
     let leader = c.leader().await;

@@ -7,8 +7,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use caravan_raft::{BoxFuture, RaftConfig, RaftError, RaftNode, StateMachine, Transport, method};
+use caravan_raft::{
+    BoxFuture, RaftConfig, RaftError, RaftNode, StateMachine, Transport, TypeConfig, codec, method,
+};
+use openraft::error::{InstallSnapshotError, RaftError as OpenraftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
 use parking_lot::Mutex;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 #[derive(Default)]
@@ -92,6 +101,47 @@ fn vote(term: u64, committed: bool) -> Value {
     json!({"leader_id": {"term": term, "node_id": 4242}, "committed": committed})
 }
 
+/// Tests write requests as JSON for readability; the wire carries them in [`codec`]'s format.
+/// A JSON text that is not the method's request goes as it is (and fails to decode there).
+fn wire(method: &str, json: &[u8]) -> Vec<u8> {
+    fn typed<T: Serialize + DeserializeOwned>(json: &[u8]) -> Vec<u8> {
+        match serde_json::from_slice::<T>(json) {
+            Ok(value) => codec::encode(&value).unwrap(),
+            Err(_) => json.to_vec(),
+        }
+    }
+    match method {
+        method::VOTE => typed::<VoteRequest<u64>>(json),
+        method::APPEND_ENTRIES => typed::<AppendEntriesRequest<TypeConfig>>(json),
+        method::INSTALL_SNAPSHOT => typed::<InstallSnapshotRequest<TypeConfig>>(json),
+        _ => json.to_vec(), // Raft.Apply: the command text
+    }
+}
+
+/// An answer off the wire, as JSON for the tests to read.
+fn answer_json(method: &str, bytes: &[u8]) -> Vec<u8> {
+    fn typed<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Vec<u8> {
+        serde_json::to_vec(&codec::decode::<T>(bytes).unwrap()).unwrap()
+    }
+    match method {
+        method::VOTE => typed::<Result<VoteResponse<u64>, OpenraftError<u64>>>(bytes),
+        method::APPEND_ENTRIES => {
+            typed::<Result<AppendEntriesResponse<u64>, OpenraftError<u64>>>(bytes)
+        }
+        method::INSTALL_SNAPSHOT => typed::<
+            Result<InstallSnapshotResponse<u64>, OpenraftError<u64, InstallSnapshotError>>,
+        >(bytes),
+        _ => typed::<Result<caravan_raft::Applied, RaftError>>(bytes),
+    }
+}
+
+/// [`RaftNode::handle`] with a JSON request and a JSON answer.
+async fn handle(node: &RaftNode, method: &str, json: &[u8]) -> Result<Vec<u8>, RaftError> {
+    node.handle(method, &wire(method, json))
+        .await
+        .map(|answer| answer_json(method, &answer))
+}
+
 fn bad_request(r: Result<Vec<u8>, RaftError>) -> String {
     match r {
         Err(RaftError::BadRequest(text)) => text,
@@ -122,7 +172,7 @@ async fn vote_with_term_u64_max_is_refused_and_not_persisted() {
     // timeout's maximum, 400 ms here), when openraft itself would grant the vote.
     let mut answers = Vec::new();
     for _ in 0..2 {
-        answers.push(node.handle(method::VOTE, evil.as_bytes()).await);
+        answers.push(handle(&node, method::VOTE, evil.as_bytes()).await);
         tokio::time::sleep(Duration::from_millis(1000)).await;
     }
     leads_and_writes(&node, "the vote").await;
@@ -260,7 +310,7 @@ async fn out_of_bounds_terms_and_indices_are_refused_naming_the_field() {
         ),
     ];
     for (method, field, body) in &cases {
-        let text = bad_request(node.handle(method, body.as_bytes()).await);
+        let text = bad_request(handle(&node, method, body.as_bytes()).await);
         assert!(text.contains(field), "{method} {field}: {text}");
     }
     leads_and_writes(&node, "the refused requests").await;
@@ -291,13 +341,10 @@ async fn snapshot_chunk_far_past_the_end_is_refused_without_allocating() {
         .unwrap();
     let last = || log_id(100, 1000);
     let first = snapshot_chunk(100, last(), "x", 0, &[1, 2, 3], false);
-    let answer = snapshot_answer(
-        node.handle(method::INSTALL_SNAPSHOT, first.as_bytes())
-            .await,
-    );
+    let answer = snapshot_answer(handle(&node, method::INSTALL_SNAPSHOT, first.as_bytes()).await);
     assert!(answer.get("Ok").is_some(), "{answer}");
     let evil = snapshot_chunk(100, last(), "x", 1 << 40, &[1, 2, 3], false);
-    let answer = snapshot_answer(node.handle(method::INSTALL_SNAPSHOT, evil.as_bytes()).await);
+    let answer = snapshot_answer(handle(&node, method::INSTALL_SNAPSHOT, evil.as_bytes()).await);
     assert_eq!(
         answer["Err"]["APIError"]["SnapshotMismatch"]["expect"]["offset"], 3,
         "{answer}"
@@ -310,10 +357,8 @@ async fn snapshot_chunk_far_past_the_end_is_refused_without_allocating() {
     // A gap, or a chunk for another snapshot that does not start at 0, is refused too.
     for (id, offset) in [("x", 4), ("x", 2), ("y", 3)] {
         let chunk = snapshot_chunk(100, last(), id, offset, &[1], false);
-        let answer = snapshot_answer(
-            node.handle(method::INSTALL_SNAPSHOT, chunk.as_bytes())
-                .await,
-        );
+        let answer =
+            snapshot_answer(handle(&node, method::INSTALL_SNAPSHOT, chunk.as_bytes()).await);
         assert!(
             answer["Err"]["APIError"]["SnapshotMismatch"].is_object(),
             "{id}@{offset}: {answer}"
@@ -321,28 +366,20 @@ async fn snapshot_chunk_far_past_the_end_is_refused_without_allocating() {
     }
     // One chunk over the bound; then a transfer that grows past it (its buffer is dropped).
     let big = snapshot_chunk(100, last(), "z", 0, &[b' '; 1025], false);
-    let text = bad_request(node.handle(method::INSTALL_SNAPSHOT, big.as_bytes()).await);
+    let text = bad_request(handle(&node, method::INSTALL_SNAPSHOT, big.as_bytes()).await);
     assert!(text.contains("data: 1025 bytes"), "{text}");
     let half = |offset| snapshot_chunk(100, last(), "z", offset, &[b' '; 600], false);
-    let answer = snapshot_answer(
-        node.handle(method::INSTALL_SNAPSHOT, half(0).as_bytes())
-            .await,
-    );
+    let answer = snapshot_answer(handle(&node, method::INSTALL_SNAPSHOT, half(0).as_bytes()).await);
     assert!(answer.get("Ok").is_some(), "{answer}");
-    let text = bad_request(
-        node.handle(method::INSTALL_SNAPSHOT, half(600).as_bytes())
-            .await,
-    );
+    let text = bad_request(handle(&node, method::INSTALL_SNAPSHOT, half(600).as_bytes()).await);
     assert!(text.contains("max_snapshot_bytes"), "{text}");
     assert_eq!(node.snapshot_receive_bytes(), 0);
     // An honest transfer, in two chunks, is installed.
     let data = br#"["a","b"]"#;
     for (offset, part, done) in [(0, &data[..4], false), (4, &data[4..], true)] {
         let chunk = snapshot_chunk(100, last(), "honest", offset, part, done);
-        let answer = snapshot_answer(
-            node.handle(method::INSTALL_SNAPSHOT, chunk.as_bytes())
-                .await,
-        );
+        let answer =
+            snapshot_answer(handle(&node, method::INSTALL_SNAPSHOT, chunk.as_bytes()).await);
         assert!(answer.get("Ok").is_some(), "{answer}");
     }
     assert!(node.wait_applied(1000, Duration::from_secs(10)).await);
@@ -375,7 +412,7 @@ async fn oversized_commands_and_batches_are_refused() {
         "{err:?}"
     );
     let answer: Result<Value, RaftError> =
-        serde_json::from_slice(&node.handle(method::APPLY, junk.as_bytes()).await.unwrap())
+        serde_json::from_slice(&handle(&node, method::APPLY, junk.as_bytes()).await.unwrap())
             .unwrap();
     assert!(
         matches!(&answer, Err(RaftError::BadRequest(t)) if t.contains("max_command_bytes")),
@@ -389,15 +426,12 @@ async fn oversized_commands_and_batches_are_refused() {
     let normal =
         |index: u64| json!({"log_id": log_id(5, index), "payload": {"Normal": "n".repeat(60)}});
     let two = batch(vec![normal(before + 1), normal(before + 2)]);
-    let text = bad_request(node.handle(method::APPEND_ENTRIES, two.as_bytes()).await);
+    let text = bad_request(handle(&node, method::APPEND_ENTRIES, two.as_bytes()).await);
     assert!(text.contains("max_append_bytes"), "{text}");
     let blanks = (1..=1025)
         .map(|i| json!({"log_id": log_id(5, before + i), "payload": "Blank"}))
         .collect();
-    let text = bad_request(
-        node.handle(method::APPEND_ENTRIES, batch(blanks).as_bytes())
-            .await,
-    );
+    let text = bad_request(handle(&node, method::APPEND_ENTRIES, batch(blanks).as_bytes()).await);
     assert!(text.contains("1025 entries"), "{text}");
     assert_eq!(node.status().last_log_index, before);
     assert!(node.is_leader());
@@ -425,7 +459,13 @@ impl Transport for FakePeer {
         _timeout: Duration,
     ) -> BoxFuture<Result<Vec<u8>, String>> {
         let phase = self.phase.load(std::sync::atomic::Ordering::SeqCst);
-        let req: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let req: Value = match method {
+            method::VOTE => codec::decode::<VoteRequest<u64>>(&body)
+                .ok()
+                .and_then(|r| serde_json::to_value(r).ok())
+                .unwrap_or_default(),
+            _ => Value::Null,
+        };
         if matches!(
             (method, phase),
             (method::VOTE, 0) | (method::APPEND_ENTRIES, 1)
@@ -442,7 +482,19 @@ impl Transport for FakePeer {
             (method::APPEND_ENTRIES, _) => json!({"Ok": "Success"}),
             _ => return Box::pin(async { Err("unexpected".to_string()) }),
         };
-        Box::pin(async move { Ok(answer.to_string().into_bytes()) })
+        let wire = match method {
+            method::VOTE => codec::encode(
+                &serde_json::from_value::<Result<VoteResponse<u64>, OpenraftError<u64>>>(answer)
+                    .unwrap(),
+            ),
+            _ => codec::encode(
+                &serde_json::from_value::<Result<AppendEntriesResponse<u64>, OpenraftError<u64>>>(
+                    answer,
+                )
+                .unwrap(),
+            ),
+        };
+        Box::pin(async move { wire })
     }
 }
 
