@@ -161,15 +161,17 @@ impl Knowledge {
         true
     }
 
-    /// Forgets the tags and intent of a member removed from the table (reaped or pruned).
+    /// Forgets the tags of a member removed from the table (pruned, renamed). Its intent stays
+    /// until the next [`Knowledge::sweep`], so late copies of the intent that removed it are
+    /// still recognised as old news while they are in flight.
     pub fn forget(&mut self, name: &str) {
         if self.tags.remove(name).is_some() {
             self.tags_version += 1;
         }
-        self.intents.remove(name);
     }
 
-    /// Drops tags and intents about members the table no longer lists (run on every reap).
+    /// Drops tags and intents about members the table no longer lists (run on every reap, so
+    /// what a reaped or pruned member left behind goes within one reap interval).
     pub fn sweep(&mut self) {
         let table = &self.table;
         let before = self.tags.len();

@@ -348,9 +348,10 @@ impl Node {
         data: &[u8],
         now: Duration,
     ) -> Result<(), GossipError> {
-        let (src, _): (NodeId, _) =
+        // An identity is encoded address first: decoding just that costs no interning.
+        let (src, _): (SocketAddr, _) =
             postcard::take_from_bytes(data).map_err(|e| GossipError::Decode(e.to_string()))?;
-        if canonical(src.addr()) != from {
+        if canonical(src) != from {
             self.counters.spoofed += 1;
             return Err(GossipError::Rejected("claimed source is not the sender"));
         }
@@ -366,6 +367,18 @@ impl Node {
             .swim
             .handle_data(capped.as_deref().unwrap_or(data), &mut self.rt);
         self.after_swim(now);
+        // A member that talks to us is alive: if a prune removed it from the table and its
+        // refutation got lost (intents are best effort), hearing from it lists it again.
+        let talking = self
+            .swim
+            .member_at(&from)
+            .filter(|m| m.state() != foca::State::Down)
+            .map(|m| m.id().clone());
+        if let Some(id) = talking
+            && self.knowledge.lock().table.get(id.name()).is_none()
+        {
+            self.member_up(id, now);
+        }
         r.map_err(GossipError::from)
     }
 
@@ -742,8 +755,8 @@ impl Node {
     fn forget(&mut self, id: NodeId) {
         let is_down = self
             .swim
-            .iter_membership_state()
-            .any(|m| m.id() == &id && m.state() == foca::State::Down);
+            .member_at(&id.addr())
+            .is_some_and(|m| m.id() == &id && m.state() == foca::State::Down);
         if is_down && let Err(e) = self.swim.handle_timer(Timer::RemoveDown(id), &mut self.rt) {
             tracing::debug!(target: "gossip", error = %e, "forget");
         }
@@ -925,4 +938,4 @@ fn cap_updates(data: &[u8], max: usize) -> Result<Option<Vec<u8>>, GossipError> 
 
 #[cfg(test)]
 #[path = "node_tests.rs"]
-mod tests;
+pub(crate) mod tests;

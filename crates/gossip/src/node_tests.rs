@@ -63,7 +63,7 @@ fn tags_push(name: &str, generation: u64, version: u64, port: &str) -> Vec<u8> {
     out
 }
 
-fn foca_packet(
+pub(crate) fn foca_packet(
     src: &NodeId,
     dst: &NodeId,
     message: Message<NodeId>,
@@ -92,7 +92,7 @@ fn foca_packet(
     out
 }
 
-fn prune_intent(victim: &str, ltime: u64) -> Vec<u8> {
+pub(crate) fn prune_intent(victim: &str, ltime: u64) -> Vec<u8> {
     Broadcast::Intent(IntentMsg {
         name: victim.into(),
         ltime,
@@ -343,6 +343,7 @@ fn reaped_and_pruned_members_leave_no_tags_or_intents() {
     a.force_leave(&name(2), true, T0);
     let _ = a.drain();
     assert_eq!(a.status_of(&name(2)), None);
+    assert!(!a.knowledge.lock().tags.contains_key(&name(2)));
     // Failed (node 4 says node 3 is down), force-left, then reaped.
     let down = foca_packet(
         &id(4),

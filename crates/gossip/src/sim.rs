@@ -622,6 +622,53 @@ mod tests {
         assert!(sim.node(0).unwrap().counters().decrypt_failures > 0);
     }
 
+    /// intent_max.py against a whole pool: Leave(prune) intents about node 2, sent to every other
+    /// member with node 1's identity and source address (an attacker on the LAN). Far ahead of
+    /// the clocks they are ignored; inside the window they prune, and the victim's refutation
+    /// brings it back, attack after attack, without the clock ever reaching `u64::MAX`.
+    #[test]
+    fn a_forged_prune_intent_cannot_evict_a_member_for_good() {
+        use crate::node::tests::{foca_packet, prune_intent};
+        let mut sim = cluster(4, 13);
+        let victim = sim_name(2);
+        let posing_as = sim.node(1).map(|n| n.identity().clone()).expect("running");
+        let window = crate::MAX_LTIME_AHEAD;
+        for ltime in [u64::MAX, window, 2 * window, u64::MAX] {
+            for i in [0, 2, 3] {
+                let me = sim.node(i).map(|n| n.identity().clone()).expect("running");
+                let bytes = foca_packet(
+                    &posing_as,
+                    &me,
+                    foca::Message::Broadcast,
+                    &[],
+                    &[prune_intent(&victim, ltime)],
+                );
+                let (now, from) = (sim.now(), posing_as.addr());
+                sim.push(now, Ev::Deliver { to: i, from, bytes });
+            }
+            // Deliver the forgeries (nothing they cause is due this soon).
+            sim.run_for(Duration::from_micros(1));
+            let evicted = [0, 3]
+                .iter()
+                .filter(|&&i| sim.node(i).is_some_and(|n| n.status_of(&victim).is_none()))
+                .count();
+            if ltime == u64::MAX {
+                assert_eq!(evicted, 0, "a prune at u64::MAX was applied");
+            } else {
+                assert_eq!(
+                    evicted, 2,
+                    "a prune inside the window is an intent like any"
+                );
+            }
+            let back = sim.run_until_true(S / 10, S * 20, |s| {
+                s.all_see(&victim, Some(MemberStatus::Alive), 2)
+            });
+            assert!(back.is_some(), "{victim} evicted by a prune at {ltime}");
+            let clock = sim.node(2).map(|n| n.stats()["member_time"].clone());
+            assert_ne!(clock.as_deref(), Some(u64::MAX.to_string().as_str()));
+        }
+    }
+
     #[test]
     fn same_seed_same_run() {
         let run = |seed| {
