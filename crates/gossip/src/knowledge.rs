@@ -76,6 +76,14 @@ impl Knowledge {
         self.ltime.saturating_add(1)
     }
 
+    /// Moves the clock towards a member's clock (from its member list), by at most
+    /// [`MAX_LTIME_AHEAD`] at a time: a node that joins late, or missed intents, catches up
+    /// with the pool in a few exchanges, and a forger gains nothing an intent would not give.
+    pub fn witness_ltime(&mut self, theirs: u64) {
+        let cap = self.ltime.saturating_add(MAX_LTIME_AHEAD);
+        self.ltime = self.ltime.max(theirs.min(cap));
+    }
+
     /// Whether `msg` may replace what is known about its member: the member is listed, the
     /// message carries the generation of its current identity, and its version is newer than,
     /// but not far ahead of, the last one that generation said.

@@ -538,15 +538,22 @@ impl Node {
         }
     }
 
+    /// One datagram of a member list: `[want_reply][entries][Lamport clock]`. The clock trails
+    /// the entries (a node that does not read it ignores it), as Serf's push/pull carries its
+    /// clock, so a node that missed intents catches up with the pool.
     fn send_sync_chunk(&mut self, to: SocketAddr, want_reply: bool, chunk: &[(NodeId, u16)]) {
-        match postcard::to_stdvec(chunk) {
-            Ok(bytes) => {
-                let mut payload = Vec::with_capacity(bytes.len() + 1);
+        let ltime = self.knowledge.lock().ltime;
+        match (postcard::to_stdvec(chunk), postcard::to_stdvec(&ltime)) {
+            (Ok(bytes), Ok(clock)) => {
+                let mut payload = Vec::with_capacity(bytes.len() + clock.len() + 1);
                 payload.push(u8::from(want_reply));
                 payload.extend_from_slice(&bytes);
+                payload.extend_from_slice(&clock);
                 self.send(to, KIND_SYNC, &payload);
             }
-            Err(e) => tracing::debug!(target: "gossip", error = %e, "sync encode"),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::debug!(target: "gossip", error = %e, "sync encode")
+            }
         }
     }
 
@@ -559,8 +566,9 @@ impl Node {
         let Some((&want_reply, rest)) = payload.split_first() else {
             return Err(GossipError::Decode("empty sync".into()));
         };
-        let entries: Vec<(NodeId, u16)> =
-            postcard::from_bytes(rest).map_err(|e| GossipError::Decode(e.to_string()))?;
+        let (entries, tail): (Vec<(NodeId, u16)>, &[u8]) =
+            postcard::take_from_bytes(rest).map_err(|e| GossipError::Decode(e.to_string()))?;
+        let their_clock: Option<u64> = postcard::from_bytes(tail).ok();
         let member = self.is_member(from);
         self.solicited.retain(|(_, until)| *until > now);
         let asked = self.solicited.iter().any(|(a, _)| *a == from);
@@ -578,6 +586,9 @@ impl Node {
                     .push((from, now + PENDING_SYNC_REPLY_TTL));
             }
             return Ok(());
+        }
+        if let Some(theirs) = their_clock {
+            self.knowledge.lock().witness_ltime(theirs);
         }
         let me = self.identity().clone();
         let updates = entries

@@ -367,3 +367,36 @@ fn reaped_and_pruned_members_leave_no_tags_or_intents() {
     }
     assert!(k.tags.contains_key(&name(1)), "own tags kept");
 }
+
+#[test]
+fn a_late_joiner_catches_up_with_the_pools_clock_through_member_lists() {
+    // The pool's clock was pushed far ahead (many intents, or a forger inside the window): a new
+    // member must still accept the pool's next intents.
+    let mut a = pool(3);
+    let pool_clock = 5 * crate::MAX_LTIME_AHEAD;
+    a.knowledge.lock().ltime = pool_clock;
+    let mut j = node(200);
+    j.learn([a.identity().clone()], T0);
+    a.learn([j.identity().clone()], T0);
+    let _ = (j.drain(), a.drain());
+    for round in 1..=5u64 {
+        let _ = a.handle_packet(addr(200), &[KIND_SYNC, 1, 0], T0);
+        for (to, p) in a.drain().packets {
+            if to == addr(200) {
+                let _ = j.handle_packet(addr(1), &p, T0);
+            }
+        }
+        assert_eq!(j.knowledge.lock().ltime, round * crate::MAX_LTIME_AHEAD);
+    }
+    let next = Broadcast::Intent(IntentMsg {
+        name: name(2),
+        ltime: pool_clock + 1,
+        kind: IntentKind::Leave,
+        prune: false,
+    })
+    .encode()
+    .expect("encode");
+    let packet = foca_packet(a.identity(), j.identity(), Message::Broadcast, &[], &[next]);
+    let _ = j.handle_packet(addr(1), &packet, T0);
+    assert_eq!(j.knowledge.lock().ltime, pool_clock + 1);
+}
