@@ -521,14 +521,25 @@ pub fn is_uuid(text: &str) -> bool {
 }
 
 impl AclIndex {
-    /// Indexes every token of `state`.
+    /// Indexes every token of `state`, parsing each policy once (not once per token).
     pub fn build(state: &AclState) -> AclIndex {
+        let parsed: BTreeMap<&str, Rules> = state
+            .policies
+            .iter()
+            .filter_map(|(name, p)| Some((name.as_str(), parse_rules(&p.rules).ok()?)))
+            .collect();
+        let acl_for = |t: &Token| {
+            if t.token_type == TokenType::Management {
+                return Acl::management();
+            }
+            Acl::from_rules(t.policies.iter().filter_map(|n| parsed.get(n.as_str())))
+        };
         AclIndex {
             index: state.index,
             by_digest: state
                 .tokens
                 .values()
-                .map(|t| (digest(&t.secret_id), state.acl_for(t)))
+                .map(|t| (digest(&t.secret_id), acl_for(t)))
                 .collect(),
             anonymous: Some(state.anonymous_acl()),
         }
@@ -564,9 +575,32 @@ mod tests {
                 "2026-01-01T00:00:00Z".into(),
             )
             .unwrap();
+        state
+            .upsert_policy(
+                "r",
+                String::new(),
+                "agent {\n  policy = \"read\"\n}\n".into(),
+            )
+            .unwrap();
+        let client = state
+            .create_token(Token {
+                accessor_id: "aaaaaaaa-0000-4000-8000-000000000002".into(),
+                secret_id: "bbbbbbbb-0000-4000-8000-000000000003".into(),
+                name: "c".into(),
+                token_type: TokenType::Client,
+                policies: vec!["r".into(), "missing".into()],
+                global: false,
+                create_time: String::new(),
+                create_index: 0,
+                modify_index: 0,
+            })
+            .unwrap();
         let index = AclIndex::build(&state);
         assert_eq!(index.index, state.index);
         assert_eq!(index.resolve(Some(&mgmt.secret_id)), Ok(Acl::management()));
+        let acl = index.resolve(Some(&client.secret_id)).unwrap();
+        assert_eq!(acl, state.acl_for(&client));
+        assert!(acl.allow_agent_read() && !acl.allow_agent_write());
         assert_eq!(
             index.resolve(Some("bbbbbbbb-0000-4000-8000-000000000002")),
             Err("Permission denied".into())
