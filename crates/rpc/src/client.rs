@@ -72,15 +72,15 @@ impl Conn {
         name: &str,
         token: Option<&str>,
         body: &[u8],
-    ) -> Result<(MuxStream, usize), RpcError> {
+    ) -> Result<(mux::Opened, usize), RpcError> {
         let max_reply = method::lookup(name).map_or(UNKNOWN_METHOD_REPLY, |m| m.max_reply);
-        let mut stream = self.session.open().await?;
+        let (mut stream, permit) = self.session.open().await?;
         let header = RequestHeader {
             method: name.to_string(),
             token: token.map(str::to_string),
         };
         frame::write_request(&mut stream, &header, body).await?;
-        Ok((stream, max_reply))
+        Ok(((stream, permit), max_reply))
     }
 
     /// Calls `method` with `body` (and the user's `token`) and returns the reply body.
@@ -90,7 +90,7 @@ impl Conn {
         token: Option<&str>,
         body: &[u8],
     ) -> Result<Bytes, RpcError> {
-        let (mut stream, max) = self.send(method, token, body).await?;
+        let ((mut stream, _permit), max) = self.send(method, token, body).await?;
         match frame::read_frame(&mut stream, max).await? {
             Frame::Ok(body) => Ok(body.into()),
             Frame::Chunk(_) | Frame::End => Err(RpcError::BadFrame(format!(
@@ -107,7 +107,7 @@ impl Conn {
         token: Option<&str>,
         body: &[u8],
     ) -> Result<mpsc::Receiver<Bytes>, RpcError> {
-        let (mut stream, max) = self.send(method, token, body).await?;
+        let ((mut stream, permit), max) = self.send(method, token, body).await?;
         // The callee sends an empty chunk as soon as it accepts the call.
         match frame::read_frame(&mut stream, max).await? {
             Frame::Chunk(_) => {}
@@ -134,6 +134,7 @@ impl Conn {
             }
             // Dropping the stream resets it, which ends the callee's side.
             let _ = stream.shutdown().await;
+            drop(permit);
         });
         Ok(rx)
     }

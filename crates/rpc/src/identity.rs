@@ -163,7 +163,8 @@ impl Trust {
 
 pub(crate) type Peer0 = (Role, Proof);
 
-/// Whether `cert` is valid for the DNS name `name` (its subject alternative names).
+/// Whether `cert` names `name` exactly among its subject alternative DNS names. A wildcard
+/// (`*.global.nomad`) does not give a role: roles are granted by exact names only.
 pub fn certificate_names(cert: &CertificateDer<'_>, name: &str) -> bool {
     let Ok(parsed) = tokio_rustls::rustls::server::ParsedCertificate::try_from(cert) else {
         return false;
@@ -171,7 +172,10 @@ pub fn certificate_names(cert: &CertificateDer<'_>, name: &str) -> bool {
     let Ok(server_name) = ServerName::try_from(name.to_string()) else {
         return false;
     };
-    tokio_rustls::rustls::client::verify_server_name(&parsed, &server_name).is_ok()
+    let valid = tokio_rustls::rustls::client::verify_server_name(&parsed, &server_name).is_ok();
+    let exact = webpki::EndEntityCert::try_from(cert)
+        .is_ok_and(|c| c.valid_dns_names().any(|n| n.eq_ignore_ascii_case(name)));
+    valid && exact
 }
 
 /// How a caller connects and what it proves.

@@ -8,7 +8,7 @@ use std::task::Poll;
 
 use futures::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
 
 use crate::RpcError;
@@ -21,6 +21,10 @@ type OpenReply = oneshot::Sender<Result<yamux::Stream, yamux::ConnectionError>>;
 /// Most streams open at once on one connection, each way.
 pub const MAX_STREAMS: usize = 64;
 
+/// Outbound streams open at once on one connection (half the stream limit: the other side may
+/// open streams too).
+pub const MAX_OUTBOUND: usize = MAX_STREAMS / 2;
+
 /// Inbound streams waiting for the server to take them; more are reset.
 const INBOUND_BACKLOG: usize = 64;
 
@@ -30,7 +34,13 @@ pub struct Session {
     opens: mpsc::Sender<OpenReply>,
     closed: Arc<AtomicBool>,
     close: Arc<CloseRequest>,
+    /// One permit per outbound stream open at once: more calls wait for a stream to end
+    /// instead of exceeding yamux's stream limit (which would fail the whole connection).
+    streams: Arc<Semaphore>,
 }
+
+/// An outbound stream and the permit it holds until it is dropped.
+pub type Opened = (MuxStream, OwnedSemaphorePermit);
 
 /// Asks the driver to close the connection even while other handles exist.
 #[derive(Default)]
@@ -40,12 +50,18 @@ struct CloseRequest {
 }
 
 impl Session {
-    /// Opens a stream to the other side.
-    pub async fn open(&self) -> Result<MuxStream, RpcError> {
+    /// Opens a stream to the other side, waiting while [`MAX_OUTBOUND`] of ours are open.
+    pub async fn open(&self) -> Result<Opened, RpcError> {
+        let permit = self
+            .streams
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| RpcError::Closed)?;
         let (tx, rx) = oneshot::channel();
         self.opens.send(tx).await.map_err(|_| RpcError::Closed)?;
         match rx.await {
-            Ok(Ok(stream)) => Ok(stream.compat()),
+            Ok(Ok(stream)) => Ok((stream.compat(), permit)),
             Ok(Err(e)) => Err(RpcError::Io(e.to_string())),
             Err(_) => Err(RpcError::Closed),
         }
@@ -94,6 +110,7 @@ where
             opens: open_tx,
             closed,
             close,
+            streams: Arc::new(Semaphore::new(MAX_OUTBOUND)),
         },
         in_rx,
     )
@@ -133,9 +150,16 @@ async fn drive<T>(
             if let Some(reply) = waiting.take() {
                 match conn.poll_new_outbound(cx) {
                     Poll::Ready(result) => {
-                        let failed = result.is_err();
+                        // Only a dead connection ends the driver; a refused open fails that
+                        // open alone.
+                        let fatal = matches!(
+                            result,
+                            Err(yamux::ConnectionError::Closed
+                                | yamux::ConnectionError::Io(_)
+                                | yamux::ConnectionError::Decode(_))
+                        );
                         let _ = reply.send(result);
-                        if failed {
+                        if fatal {
                             return Poll::Ready(());
                         }
                         continue;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -162,8 +162,9 @@ impl Server {
                     };
                     let me = me.clone();
                     let stop = shutdown.clone();
+                    let limits = limits.clone();
                     conns.spawn(async move {
-                        me.connection(tcp, addr, stop).await;
+                        me.connection(tcp, addr, stop, &limits).await;
                         drop(slot);
                     });
                 }
@@ -178,7 +179,13 @@ impl Server {
         conns.abort_all();
     }
 
-    async fn connection(&self, tcp: TcpStream, addr: SocketAddr, mut stop: watch::Receiver<bool>) {
+    async fn connection(
+        &self,
+        tcp: TcpStream,
+        addr: SocketAddr,
+        mut stop: watch::Receiver<bool>,
+        limits: &Arc<Limits>,
+    ) {
         let _ = tcp.set_nodelay(true);
         crate::keep_alive(&tcp);
         let handshake =
@@ -193,6 +200,20 @@ impl Server {
                 tracing::debug!(target: "rpc", peer = %addr, "handshake timed out");
                 return;
             }
+        };
+        // Anonymous callers may hold only part of the connections, so strangers cannot lock
+        // servers out of each other.
+        let _anonymous = if peer.role == Role::Anonymous {
+            match limits.admit_anonymous() {
+                Some(slot) => Some(slot),
+                None => {
+                    tracing::debug!(target: "rpc", peer = %addr, "too many anonymous connections; closing");
+                    session.close();
+                    return;
+                }
+            }
+        } else {
+            None
         };
         if let Some(tx) = &self.accepted {
             let _ = tx.send(Conn::new(session.clone(), peer.clone()));
@@ -269,7 +290,13 @@ pub fn allowed(access: Access, role: Role) -> bool {
     }
 }
 
-/// Serves one call on one stream (also used for calls a dialed server makes back to us).
+/// How long one reply frame may take to write: a caller that stops reading loses the call
+/// instead of holding the stream (and its connection's idle timer) forever.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one call on one stream (also used for calls a dialed server makes back to us). Once
+/// the request is read, the caller may send nothing more: a byte more is a protocol violation
+/// that ends the call (yamux would otherwise buffer whatever it sends, frame by frame).
 pub(crate) async fn serve_stream(
     mut stream: MuxStream,
     peer: Peer,
@@ -280,42 +307,82 @@ pub(crate) async fn serve_stream(
         Ok(Ok(call)) => call,
         Ok(Err(refusal)) => {
             tracing::debug!(target: "rpc", peer = %peer.addr, code = refusal.code, error = %refusal.message, "call refused");
-            let _ = frame::write_error(&mut stream, refusal.code, &refusal.message).await;
+            let _ = tokio::time::timeout(
+                WRITE_TIMEOUT,
+                frame::write_error(&mut stream, refusal.code, &refusal.message),
+            )
+            .await;
             let _ = stream.shutdown().await;
             return;
         }
         Err(_) => {
-            let _ = frame::write_error(&mut stream, 408, "rpc: request not received in time").await;
+            let _ = tokio::time::timeout(
+                WRITE_TIMEOUT,
+                frame::write_error(&mut stream, 408, "rpc: request not received in time"),
+            )
+            .await;
             return;
         }
     };
+    let (mut extra, mut out) = tokio::io::split(stream);
+    let answer = answer(&mut out, &peer, &handler, call);
+    let violation = async {
+        let mut byte = [0u8; 1];
+        loop {
+            match extra.read(&mut byte).await {
+                Ok(0) => std::future::pending::<()>().await, // the caller closed its side
+                Ok(_) => return,
+                Err(_) => std::future::pending::<()>().await,
+            }
+        }
+    };
+    tokio::select! {
+        written = answer => {
+            if written.is_ok() {
+                let _ = out.shutdown().await;
+            }
+        }
+        () = violation => {
+            tracing::debug!(target: "rpc", peer = %peer.addr, "caller sent data after its request; call ended");
+        }
+    }
+}
+
+async fn write<W: AsyncWrite + Unpin>(w: &mut W, kind: u8, body: &[u8]) -> Result<(), RpcError> {
+    tokio::time::timeout(WRITE_TIMEOUT, frame::write_frame(w, kind, body))
+        .await
+        .map_err(|_| RpcError::Timeout(WRITE_TIMEOUT))?
+}
+
+/// Runs the handler and writes its answer, every frame within [`WRITE_TIMEOUT`].
+async fn answer<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    peer: &Peer,
+    handler: &Arc<dyn Handler>,
+    call: Call,
+) -> Result<(), RpcError> {
     let name = call.method.name;
-    let result = handler.call(call).await;
-    let written = match result {
-        Ok(Reply::Whole(body)) => frame::write_frame(&mut stream, KIND_OK, &body).await,
+    match handler.call(call).await {
+        Ok(Reply::Whole(body)) => write(out, KIND_OK, &body).await,
         Ok(Reply::Stream(mut rx)) => {
             // An empty chunk first: the call is accepted (the caller stops waiting for a refusal).
-            let mut r = frame::write_frame(&mut stream, KIND_CHUNK, &[]).await;
-            while r.is_ok()
-                && let Some(chunk) = rx.recv().await
-            {
-                r = frame::write_frame(&mut stream, KIND_CHUNK, &chunk).await;
-                if r.is_err() {
-                    break; // the caller left; dropping rx ends the producer
-                }
+            write(out, KIND_CHUNK, &[]).await?;
+            while let Some(chunk) = rx.recv().await {
+                // An error means the caller left; dropping rx ends the producer.
+                write(out, KIND_CHUNK, &chunk).await?;
             }
-            match r {
-                Ok(()) => frame::write_frame(&mut stream, KIND_END, &[]).await,
-                e => e,
-            }
+            write(out, KIND_END, &[]).await
         }
         Err(refusal) => {
             tracing::debug!(target: "rpc", peer = %peer.addr, method = name, code = refusal.code, error = %refusal.message, "call failed");
-            frame::write_error(&mut stream, refusal.code, &refusal.message).await
+            let payload = (refusal.code, refusal.message);
+            tokio::time::timeout(
+                WRITE_TIMEOUT,
+                frame::write_error(out, payload.0, &payload.1),
+            )
+            .await
+            .map_err(|_| RpcError::Timeout(WRITE_TIMEOUT))?
         }
-    };
-    if written.is_ok() {
-        let _ = stream.shutdown().await;
     }
 }
 
@@ -371,11 +438,28 @@ fn truncate(text: &str) -> &str {
     &text[..end]
 }
 
-/// Open connections per client (IPv4 address, or IPv6 /64) and in all.
+/// Open connections per client (IPv4 address, or IPv6 /64) and in all; anonymous ones (after
+/// the handshake) are held to [`ANONYMOUS_SHARE`] of the total.
 struct Limits {
     per_ip: u32,
     total: u32,
     open: Mutex<(u32, HashMap<IpAddr, u32>)>,
+    anonymous: std::sync::atomic::AtomicU32,
+}
+
+/// The share of `max_conns` anonymous callers may hold, in quarters: the last quarter stays
+/// for callers that proved a role.
+pub const ANONYMOUS_SHARE: u32 = 3;
+
+/// One anonymous connection; dropping it frees the slot.
+struct AnonymousSlot<'a>(&'a Limits);
+
+impl Drop for AnonymousSlot<'_> {
+    fn drop(&mut self) {
+        self.0
+            .anonymous
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// One admitted connection; dropping it frees the slot.
@@ -404,7 +488,19 @@ impl Limits {
             per_ip: opts.max_conns_per_ip,
             total: opts.max_conns,
             open: Mutex::new((0, HashMap::new())),
+            anonymous: std::sync::atomic::AtomicU32::new(0),
         }
+    }
+
+    fn admit_anonymous(&self) -> Option<AnonymousSlot<'_>> {
+        use std::sync::atomic::Ordering;
+        let cap = self.total / 4 * ANONYMOUS_SHARE;
+        let taken = self
+            .anonymous
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (self.total == 0 || n < cap).then_some(n + 1)
+            });
+        taken.ok().map(|_| AnonymousSlot(self))
     }
 
     fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
@@ -461,6 +557,19 @@ mod tests {
         assert!(limits.admit(c).is_none(), "global cap");
         drop(a1);
         assert!(limits.admit(c).is_some());
+    }
+
+    #[test]
+    fn anonymous_callers_hold_three_quarters_at_most() {
+        let opts = ServerOptions {
+            max_conns: 8,
+            ..ServerOptions::default()
+        };
+        let limits = Limits::new(&opts);
+        let held: Vec<_> = (0..6).map(|_| limits.admit_anonymous().unwrap()).collect();
+        assert!(limits.admit_anonymous().is_none());
+        drop(held);
+        assert!(limits.admit_anonymous().is_some());
     }
 
     #[test]

@@ -150,7 +150,7 @@ async fn open_trust_makes_every_caller_a_server() {
 async fn claim_body(addr: SocketAddr, dial: Dial, method: &str, len: u32) -> Result<(), RpcError> {
     let c = client(dial);
     let conn = c.conn(addr).await?;
-    let mut stream = conn.session_for_tests().open().await?;
+    let (mut stream, _permit) = conn.session_for_tests().open().await?;
     let header = RequestHeader {
         method: method.into(),
         token: None,
@@ -318,6 +318,72 @@ async fn idle_connections_and_silent_handshakes_are_closed() {
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }
 
+/// Answers after a pause.
+struct Slow(Duration);
+
+impl Handler for Slow {
+    fn call(&self, call: Call) -> BoxFuture<Result<Reply, Refusal>> {
+        let pause = self.0;
+        Box::pin(async move {
+            tokio::time::sleep(pause).await;
+            Ok(Reply::Whole(call.body.to_vec()))
+        })
+    }
+}
+
+#[tokio::test]
+async fn more_calls_than_streams_wait_instead_of_failing_the_connection() {
+    let s = serve(
+        Trust::anonymous("global"),
+        Arc::new(Slow(Duration::from_millis(200))),
+        Default::default(),
+    )
+    .await;
+    let c = Arc::new(client(Dial::anonymous()));
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..(3 * crate::mux::MAX_STREAMS) {
+        let c = c.clone();
+        let addr = s.addr;
+        calls.spawn(async move {
+            c.call_within(addr, PING, None, vec![i as u8], Duration::from_secs(20))
+                .await
+        });
+    }
+    let mut ok = 0;
+    while let Some(r) = calls.join_next().await {
+        r.unwrap().unwrap();
+        ok += 1;
+    }
+    assert_eq!(ok, 3 * crate::mux::MAX_STREAMS);
+}
+
+#[tokio::test]
+async fn bytes_after_the_request_end_the_call() {
+    let s = serve(
+        Trust::anonymous("global"),
+        Arc::new(Slow(Duration::from_secs(3))),
+        Default::default(),
+    )
+    .await;
+    let c = client(Dial::anonymous());
+    let conn = c.conn(s.addr).await.unwrap();
+    let (mut stream, _permit) = conn.session_for_tests().open().await.unwrap();
+    let header = RequestHeader {
+        method: PING.into(),
+        token: None,
+    };
+    frame::write_request(&mut stream, &header, b"{}")
+        .await
+        .unwrap();
+    // A well-formed request, then data the protocol has no place for.
+    stream.write_all(&[0u8; 1024]).await.unwrap();
+    stream.flush().await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(2), frame::read_frame(&mut stream, 1024))
+        .await
+        .expect("the call ended before the handler answered");
+    assert!(answer.is_err(), "{answer:?}");
+}
+
 #[tokio::test]
 async fn connections_probe_a_silent_peer() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -434,6 +500,9 @@ mod tls {
         check(call(&other, s.addr, RAFT_VOTE).await, Err(403));
         check(call(&other, s.addr, PING).await, Ok("Anonymous:tok"));
         check(call(&elsewhere, s.addr, RAFT_VOTE).await, Err(403));
+        // A wildcard does not make a server: roles come from exact names.
+        let wildcard = client(pki.dial(pki.cert("*.global.nomad")));
+        check(call(&wildcard, s.addr, RAFT_VOTE).await, Err(403));
         // Without TLS the server does not answer at all.
         let plain = client(Dial::anonymous());
         assert!(call(&plain, s.addr, PING).await.is_err());
