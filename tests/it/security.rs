@@ -269,3 +269,118 @@ async fn forwarded_profiles_carry_the_callers_token() {
         "{err:?}"
     );
 }
+
+/// The review of this door, F1: a stranger starts its own server (no ACLs, `bootstrap_expect =
+/// 2`) and joins the gossip pool of a single ACL server that has no `encrypt` key. The ACL
+/// server cannot authenticate it, so it never makes it a voter (which would hand it every
+/// secret in the log and half the quorum).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acl_server_without_a_key_takes_no_stranger_into_raft() {
+    let dir = Scratch::new();
+    let data = format!("-data-dir={}", dir.0.display());
+    let victim = Agent::start(
+        &["-server", "-acl-enabled", "-bootstrap-expect=1", &data],
+        "bind_addr = \"127.0.0.1\"\n",
+    )
+    .await;
+    victim.wait_leader().await;
+    let mgmt = bootstrap(&victim).await;
+    let join = format!("-join=127.0.0.1:{}", victim.ports.serf);
+    let other = Scratch::new();
+    let other_data = format!("-data-dir={}", other.0.display());
+    let stranger = Agent::start(
+        &[
+            "-server",
+            "-bootstrap-expect=2",
+            "-node=attacker",
+            &join,
+            &other_data,
+        ],
+        "bind_addr = \"127.0.0.1\"\n",
+    )
+    .await;
+    // The stranger is in the victim's gossip pool...
+    let mut seen = false;
+    for _ in 0..200 {
+        let r = send(
+            &victim,
+            "GET",
+            "/v1/agent/members",
+            Some(&mgmt),
+            Value::Null,
+        )
+        .await;
+        if r.text().contains("attacker.global") {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "the stranger never joined gossip");
+    // ...but after several reconciliations it is not a voter, and writes go on.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let peers = send(&victim, "GET", "/v1/status/peers", None, Value::Null)
+        .await
+        .json();
+    assert_eq!(peers, json!([victim.rpc.to_string()]), "{peers}");
+    let r = send(&victim, "GET", "/v1/agent/health", None, Value::Null).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // And nothing of the victim's log reached the stranger.
+    let db = other.0.join("server").join("raft").join("raft.db");
+    let held = std::fs::read(&db).unwrap_or_default();
+    assert!(
+        !held.windows(mgmt.len()).any(|w| w == mgmt.as_bytes()),
+        "the bootstrap secret reached the stranger's raft.db"
+    );
+    drop(stranger);
+}
+
+/// F2: a flood of requests with random tokens at a client-only agent (each one unknown, so each
+/// would be resolved through a server) neither freezes it nor outlives the flood, even when its
+/// server accepts connections and never answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_random_token_flood_does_not_freeze_a_client_agent() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            held.push(tcp); // accepted, never answered
+        }
+    });
+    let dir = Scratch::new();
+    let data = format!("-data-dir={}", dir.0.display());
+    let servers = format!("-servers={silent_addr}");
+    let client = Agent::start(
+        &["-client", "-acl-enabled", &data, &servers],
+        "bind_addr = \"127.0.0.1\"\nlimits {\n  http_max_conns_per_client = 0\n}\n",
+    )
+    .await;
+    let mut flood = tokio::task::JoinSet::new();
+    for i in 0..800u64 {
+        let http = client.http;
+        flood.spawn(async move {
+            let token = format!("{i:08x}-0000-4000-8000-{:012x}", i * 7919);
+            let headers = [("X-Nomad-Token", token.as_str())];
+            crate::support::call(http, "GET", "/v1/agent/self", &headers, bytes::Bytes::new())
+                .await
+                .map(|r| r.status)
+        });
+    }
+    let drained = tokio::time::timeout(Duration::from_secs(60), async {
+        while flood.join_next().await.is_some() {}
+    })
+    .await;
+    assert!(
+        drained.is_ok(),
+        "the flood's requests did not all end within 60 s"
+    );
+    // The agent still answers at once.
+    let health = tokio::time::timeout(
+        Duration::from_secs(5),
+        crate::support::get(client.http, "/v1/agent/health"),
+    )
+    .await
+    .expect("health answered within 5 s after the flood");
+    assert!(health.is_ok(), "{health:?}");
+}

@@ -1,8 +1,9 @@
 //! A client agent's cache of token resolutions. A client agent holds no ACL state: it asks a
 //! server to resolve each token it is handed (`ACL.ResolveToken`) and remembers the answer for a
 //! short time, as Nomad's clients do. Denials are remembered too, for less time and in a bounded
-//! table, so a caller trying secrets cannot make the client ask a server for every guess nor grow
-//! its memory. Time is passed in: the cache reads no clock.
+//! table, so a caller repeating a bad secret does not make the client ask a server each time, and
+//! a caller trying many secrets cannot grow its memory (the agent also bounds how many
+//! resolutions it asks of servers at once). Time is passed in: the cache reads no clock.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -37,6 +37,11 @@ pub const CORE_GC_INTERVAL: Duration = Duration::from_secs(300);
 /// How long a request forwarded to another server may take (plus any profile duration).
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Token resolutions a client-only agent asks of servers at once. Each one holds a runtime
+/// worker (`resolve_token` is synchronous), so they are few: a flood of unknown tokens is
+/// refused beyond this instead of taking every thread of the runtime.
+pub const MAX_REMOTE_RESOLUTIONS: usize = 8;
+
 /// How long one server ping may take.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -55,6 +60,9 @@ pub struct Agent {
     tokens: parking_lot::Mutex<TokenCache>,
     /// A server's index of the replicated ACL state's tokens.
     acl_index: RwLock<AclIndex>,
+    /// Remote token resolutions in flight (client-only agents), at most
+    /// [`MAX_REMOTE_RESOLUTIONS`].
+    resolving: tokio::sync::Semaphore,
     hub: caravan_http::monitor::MonitorHub,
     cluster: Option<Arc<Cluster>>,
     pool: Option<parking_lot::Mutex<(caravan_sched::workers::WorkerPool, SchedulerConfig)>>,
@@ -102,7 +110,10 @@ impl Agent {
             initial.push(config.advertise.rpc);
         }
         let build = build_info();
-        let rpc = Arc::new(Rpc::new(crate::rpc::dial(&config)?));
+        let rpc = Arc::new(Rpc::new(
+            crate::rpc::dial(&config)?,
+            crate::rpc::confirms_servers(&config),
+        ));
         let gossip = match &server_id {
             Some(id) => Some(start_gossip(&config, id, &build).await?),
             None => None,
@@ -134,6 +145,7 @@ impl Agent {
             rpc,
             tokens: parking_lot::Mutex::new(TokenCache::default()),
             acl_index: RwLock::new(AclIndex::default()),
+            resolving: tokio::sync::Semaphore::new(MAX_REMOTE_RESOLUTIONS),
             hub,
         })
     }
@@ -292,6 +304,9 @@ impl Agent {
         if let Some(known) = self.tokens.lock().get(secret, now) {
             return known;
         }
+        let Ok(_permit) = self.resolving.try_acquire() else {
+            return Err("too many token resolutions in flight; try again".into());
+        };
         let ask = self.ask_a_server::<Acl>(m::RESOLVE_TOKEN, token);
         let answer = tokio::task::block_in_place(|| self.runtime.block_on(ask));
         match answer {
@@ -330,6 +345,13 @@ impl Agent {
 
     /// The RPC address of a server of this region, by member name.
     fn server_rpc(&self, name: &str) -> Result<SocketAddr, String> {
+        if !self.rpc.confirms_servers() {
+            // The address comes from gossip; without a way to authenticate the server there,
+            // the caller's token would go to whoever claimed it.
+            return Err(format!(
+                "cannot forward to server {name}: without `encrypt` or `tls.rpc` this server cannot authenticate other servers"
+            ));
+        }
         crate::cluster::servers_in(&self.gossip_members(), &self.config.region)
             .into_iter()
             .find(|s| s.name == name)

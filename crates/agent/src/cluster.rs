@@ -484,7 +484,12 @@ impl Cluster {
                     // Gossip tags are claims: add the server only once its RPC address answers,
                     // over an authenticated connection, as the server it claims to be.
                     if !self.answers_as(s.rpc, s.raft_id).await {
-                        tracing::warn!(target: "raft", server = %s.name, rpc = %s.rpc, "not adding server: its RPC address does not answer as that server");
+                        let why = if self.rpc.confirms_servers() {
+                            "its RPC address does not answer as that server"
+                        } else {
+                            "no `encrypt` or `tls.rpc` to authenticate it"
+                        };
+                        tracing::warn!(target: "raft", server = %s.name, rpc = %s.rpc, reason = why, "not adding server");
                         continue;
                     }
                     tracing::info!(target: "raft", server = %s.name, "adding server to the cluster");
@@ -522,6 +527,9 @@ impl Cluster {
     /// Whether the agent at `addr` answers `Status.Ping` as the server with Raft ID `raft`, over
     /// a connection that proved the server key (or TLS server certificate) when one is set.
     async fn answers_as(&self, addr: SocketAddr, raft: u64) -> bool {
+        if !self.rpc.confirms_servers() {
+            return false; // an anonymous answer proves nothing
+        }
         match self.rpc.ping(addr, Duration::from_secs(2)).await {
             Ok(Some(id)) => raft_id(&id) == raft,
             _ => false,

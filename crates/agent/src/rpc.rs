@@ -78,17 +78,35 @@ pub fn trust(config: &AgentConfig) -> Result<Trust, String> {
     Ok(Trust::open(region))
 }
 
+/// Whether this agent can tell a real server from anyone else over RPC: it dials with TLS or
+/// the server key, or it runs without ACLs (an open cluster, by choice), or the operator set
+/// [`INSECURE_ENV`]. Without that, no gossip claim may change Raft membership and no user's
+/// token is forwarded to another server.
+pub fn confirms_servers(config: &AgentConfig) -> bool {
+    config.tls.rpc
+        || (config.server.enabled && config.server.encrypt_key.is_some())
+        || !config.acl_enabled
+        || std::env::var(INSECURE_ENV).is_ok_and(|v| v == "1")
+}
+
 /// JSON calls over the pooled RPC client; errors are texts for the HTTP layer.
 pub struct Rpc {
     client: RpcClient,
+    confirms_servers: bool,
 }
 
 impl Rpc {
-    /// A client proving what `dial` says.
-    pub fn new(dial: Dial) -> Rpc {
+    /// A client proving what `dial` says; `confirms_servers` as [`confirms_servers`] decided.
+    pub fn new(dial: Dial, confirms_servers: bool) -> Rpc {
         Rpc {
             client: RpcClient::new(dial, Default::default()),
+            confirms_servers,
         }
+    }
+
+    /// Whether an answer over this client proves a server (see [`confirms_servers`]).
+    pub fn confirms_servers(&self) -> bool {
+        self.confirms_servers
     }
 
     /// Calls `method` at `addr` with `request` as JSON (and the user's `token`), decoding the
