@@ -29,6 +29,7 @@ pub fn agent(args: &AgentArgs) -> ExitCode {
     };
     let hub = caravan_http::monitor::MonitorHub::new();
     crate::logging::init(config.log_level, config.log_json, &hub);
+    raise_open_files();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -42,6 +43,22 @@ pub fn agent(args: &AgentArgs) -> ExitCode {
     let code = runtime.block_on(run(config, hub));
     runtime.shutdown_timeout(Duration::from_millis(200));
     code
+}
+
+/// Raises the open-file soft limit to the hard limit, as Go programs such as Nomad do at start:
+/// every connection the HTTP and RPC caps admit (4,096 each) needs a descriptor, and a soft
+/// limit of 1,024 would let a flood exhaust them first.
+fn raise_open_files() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                eprintln!("caravan: cannot raise the open-file limit from {soft} to {hard}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("caravan: cannot read the open-file limit: {e}"),
+    }
 }
 
 async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, String> {
@@ -158,5 +175,18 @@ async fn wait_for_signal() -> Result<&'static str, String> {
     tokio::select! {
         _ = term.recv() => Ok("terminated"),
         _ = int.recv() => Ok("interrupt"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_open_file_limit_is_raised_to_the_hard_limit() {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        let low = hard.min(256);
+        setrlimit(Resource::RLIMIT_NOFILE, low, hard).unwrap();
+        super::raise_open_files();
+        assert_eq!(getrlimit(Resource::RLIMIT_NOFILE).unwrap(), (hard, hard));
     }
 }

@@ -290,8 +290,9 @@ async fn accept_loop<M>(
                 let (stream, peer) = match accepted {
                     Ok(pair) => pair,
                     Err(e) => {
+                        // Out of descriptors, most likely: back off (at most 10 lines a second).
                         tracing::warn!(target: "http", error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 };

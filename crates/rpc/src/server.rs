@@ -114,6 +114,9 @@ impl Default for ServerOptions {
     }
 }
 
+/// How long the accept loop waits after a failed accept (usually: out of file descriptors).
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// The accepting side of the RPC port.
 pub struct Server {
     trust: Arc<Trust>,
@@ -151,13 +154,15 @@ impl Server {
                     let (tcp, addr) = match accepted {
                         Ok(pair) => pair,
                         Err(e) => {
+                            // Out of descriptors, most likely: back off (at most 10 lines a second).
                             tracing::warn!(target: "rpc", error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            tokio::time::sleep(ACCEPT_BACKOFF).await;
                             continue;
                         }
                     };
                     let Some(slot) = limits.admit(addr.ip()) else {
-                        tracing::warn!(target: "rpc", peer = %addr, "too many connections; rejecting");
+                        // DEBUG, not WARN: a flood of rejections must not become a flood of log lines.
+                        tracing::debug!(target: "rpc", peer = %addr, "too many connections; rejecting");
                         continue;
                     };
                     let me = me.clone();
