@@ -242,4 +242,22 @@ async fn rpc_roles_come_from_certificate_names() {
         ),
         "{past:?}"
     );
+    // Every method, both certificates: only the server's makes server-only calls.
+    use caravan_rpc::method::{Access, METHODS};
+    for spec in METHODS.iter().filter(|m| !m.streaming) {
+        let as_node = call(&node, spec.name).await;
+        let as_server = call(&server, spec.name).await;
+        let refused = |r: &Result<_, RpcError>| matches!(r, Err(RpcError::Remote { code: 403, message }) if message.contains("identity"));
+        assert_eq!(
+            refused(&as_node),
+            spec.access == Access::Server,
+            "client certificate, {}: {as_node:?}",
+            spec.name
+        );
+        assert!(
+            !refused(&as_server),
+            "server certificate, {}: {as_server:?}",
+            spec.name
+        );
+    }
 }
