@@ -3,6 +3,7 @@
 //! - [`acl`]: ACL policy rules, capability evaluation, and the token/policy store.
 //! - [`config`]: the agent configuration file format (Nomad's HCL keys), merging of several
 //!   sources, defaults, `-dev` and validation.
+//! - [`conn_limit`]: connection limits per client and in all, for the HTTP and RPC listeners.
 //! - [`debug`]: profile and monitor requests, validated once for the HTTP API and the agent RPC.
 //! - [`jobs`]: jobs, evaluations, allocations and nodes.
 //! - [`duration`]: Go-syntax durations.
@@ -14,6 +15,7 @@
 
 pub mod acl;
 pub mod config;
+pub mod conn_limit;
 pub mod debug;
 pub mod duration;
 pub mod jobs;

@@ -2,17 +2,17 @@
 //! connection that serves its streams, each a call checked against the method table before its
 //! body is read.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+
+use caravan_agent_core::conn_limit::{ConnGuard, ConnLimiter};
 
 use crate::client::Conn;
 use crate::frame::{self, KIND_CHUNK, KIND_END, KIND_OK};
@@ -443,12 +443,12 @@ fn truncate(text: &str) -> &str {
     &text[..end]
 }
 
-/// Open connections per client (IPv4 address, or IPv6 /64) and in all; anonymous ones (after
-/// the handshake) are held to [`ANONYMOUS_SHARE`] of the total.
+/// Open connections per client (IPv4 address, or IPv6 /64) and in all, counted as the HTTP API
+/// counts them ([`ConnLimiter`]); anonymous ones (after the handshake) are held to
+/// [`ANONYMOUS_SHARE`] quarters of the total.
 struct Limits {
-    per_ip: u32,
+    conns: Arc<ConnLimiter>,
     total: u32,
-    open: Mutex<(u32, HashMap<IpAddr, u32>)>,
     anonymous: std::sync::atomic::AtomicU32,
 }
 
@@ -467,34 +467,17 @@ impl Drop for AnonymousSlot<'_> {
     }
 }
 
-/// One admitted connection; dropping it frees the slot.
-struct Slot {
-    limits: Arc<Limits>,
-    key: IpAddr,
-}
-
-/// The address a connection counts against: IPv4 (or IPv4-mapped) as is, IPv6 by its /64.
-fn client_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-    }
-}
-
 impl Limits {
     fn new(opts: &ServerOptions) -> Limits {
         Limits {
-            per_ip: opts.max_conns_per_ip,
+            conns: ConnLimiter::new(opts.max_conns_per_ip, opts.max_conns),
             total: opts.max_conns,
-            open: Mutex::new((0, HashMap::new())),
             anonymous: std::sync::atomic::AtomicU32::new(0),
         }
+    }
+
+    fn admit(&self, ip: IpAddr) -> Option<ConnGuard> {
+        self.conns.admit(ip).ok()
     }
 
     fn admit_anonymous(&self) -> Option<AnonymousSlot<'_>> {
@@ -506,37 +489,6 @@ impl Limits {
                 (self.total == 0 || n < cap).then_some(n + 1)
             });
         taken.ok().map(|_| AnonymousSlot(self))
-    }
-
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
-        let key = client_key(ip);
-        let mut open = self.open.lock();
-        if self.total != 0 && open.0 >= self.total {
-            return None;
-        }
-        let count = open.1.entry(key).or_insert(0);
-        if self.per_ip != 0 && *count >= self.per_ip {
-            return None;
-        }
-        *count += 1;
-        open.0 += 1;
-        Some(Slot {
-            limits: self.clone(),
-            key,
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut open = self.limits.open.lock();
-        open.0 = open.0.saturating_sub(1);
-        if let Some(count) = open.1.get_mut(&self.key) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                open.1.remove(&self.key);
-            }
-        }
     }
 }
 
