@@ -6,26 +6,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use caravan_raft::{BoxFuture, RaftConfig, RaftError, RaftNode, StateMachine, Transport};
+use caravan_raft::{BoxFuture, RaftConfig, RaftError, RaftNode, Transport};
 use parking_lot::Mutex;
 
-#[derive(Default)]
-struct Log(Mutex<Vec<String>>);
+mod common;
 
-impl StateMachine for Log {
-    fn apply(&self, _index: u64, command: &str) -> String {
-        let mut l = self.0.lock();
-        l.push(command.to_string());
-        l.len().to_string()
-    }
-    fn snapshot(&self) -> String {
-        serde_json::to_string(&*self.0.lock()).unwrap()
-    }
-    fn restore(&self, snapshot: &str) -> Result<(), String> {
-        *self.0.lock() = serde_json::from_str(snapshot).map_err(|e| e.to_string())?;
-        Ok(())
-    }
-}
+use common::Log;
 
 #[derive(Default, Clone)]
 struct Router {
@@ -125,6 +111,24 @@ impl Cluster {
         self.nodes.insert(id, (node, log));
     }
 
+    /// Stops every node and removes the data directory.
+    async fn finish(mut self) {
+        for id in self.nodes.keys().copied().collect::<Vec<_>>() {
+            self.stop(id).await;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    /// Heals every cut link and waits (10 s) until `behind` has applied what the leader has,
+    /// which must be `acked`, in order.
+    async fn heal_and_expect(&self, leader: u64, behind: u64, acked: &[String]) {
+        self.router.cut.lock().clear();
+        let last = self.nodes[&leader].0.applied_index();
+        let (node, log) = &self.nodes[&behind];
+        assert!(node.wait_applied(last, Duration::from_secs(10)).await);
+        assert_eq!(*log.0.lock(), acked);
+    }
+
     async fn stop(&mut self, id: u64) {
         self.router.nodes.lock().remove(&addr(id));
         if let Some((node, _)) = self.nodes.remove(&id) {
@@ -206,15 +210,12 @@ async fn failover_keeps_every_acknowledged_write_and_restart_catches_up() {
         "snapshots were taken: {status:?}"
     );
     assert_eq!(status.voters.len(), 3);
-    for id in c.nodes.keys().copied().collect::<Vec<_>>() {
-        c.stop(id).await;
-    }
-    let _ = std::fs::remove_dir_all(&c.dir);
+    c.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minority_refuses_writes_majority_accepts() {
-    let mut c = Cluster::new(5).await;
+    let c = Cluster::new(5).await;
     let leader = c.leader().await;
     c.nodes[&leader].0.apply("before".into()).await.unwrap();
     // Cut the leader and one follower off from the other three.
@@ -275,10 +276,7 @@ async fn minority_refuses_writes_majority_accepts() {
         );
         assert_eq!(*log.0.lock(), ["before", "during"], "node {id}");
     }
-    for id in c.nodes.keys().copied().collect::<Vec<_>>() {
-        c.stop(id).await;
-    }
-    let _ = std::fs::remove_dir_all(&c.dir);
+    c.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,10 +293,7 @@ async fn membership_add_and_remove() {
     let voters = c.nodes[&leader].0.status().voters;
     assert_eq!(voters.len(), 3);
     assert!(!voters.contains_key(&victim));
-    for id in c.nodes.keys().copied().collect::<Vec<_>>() {
-        c.stop(id).await;
-    }
-    let _ = std::fs::remove_dir_all(&c.dir);
+    c.finish().await;
 }
 
 #[tokio::test]
@@ -342,7 +337,7 @@ async fn bad_requests_are_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_behind_the_purged_log_catches_up_by_snapshot() {
-    let mut c = Cluster::new(3).await;
+    let c = Cluster::new(3).await;
     let leader = c.leader().await;
     let behind = *c.nodes.keys().find(|&&id| id != leader).unwrap();
     c.cut(&[behind], &[1, 2, 3]);
@@ -354,21 +349,14 @@ async fn follower_behind_the_purged_log_catches_up_by_snapshot() {
         c.nodes[&leader].0.apply(cmd.clone()).await.unwrap();
         acked.push(cmd);
     }
-    c.router.cut.lock().clear();
-    let last = c.nodes[&leader].0.applied_index();
-    let (node, log) = &c.nodes[&behind];
-    assert!(node.wait_applied(last, Duration::from_secs(10)).await);
-    assert_eq!(*log.0.lock(), acked);
-    for id in c.nodes.keys().copied().collect::<Vec<_>>() {
-        c.stop(id).await;
-    }
-    let _ = std::fs::remove_dir_all(&c.dir);
+    c.heal_and_expect(leader, behind, &acked).await;
+    c.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_splits_batches_over_the_payload_limit() {
     // Followers refuse an AppendEntries with more than 2,000 bytes of payload.
-    let mut c = Cluster::with(3, |cfg| {
+    let c = Cluster::with(3, |cfg| {
         cfg.max_command_bytes = 1_000;
         cfg.max_append_bytes = 2_000;
     })
@@ -384,15 +372,8 @@ async fn leader_splits_batches_over_the_payload_limit() {
         c.nodes[&leader].0.apply(cmd.clone()).await.unwrap();
         acked.push(cmd);
     }
-    c.router.cut.lock().clear();
-    let last = c.nodes[&leader].0.applied_index();
-    let (node, log) = &c.nodes[&behind];
-    assert!(node.wait_applied(last, Duration::from_secs(10)).await);
-    assert_eq!(*log.0.lock(), acked);
-    for id in c.nodes.keys().copied().collect::<Vec<_>>() {
-        c.stop(id).await;
-    }
-    let _ = std::fs::remove_dir_all(&c.dir);
+    c.heal_and_expect(leader, behind, &acked).await;
+    c.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -428,8 +409,5 @@ async fn new_server_joins_a_cluster_thousands_of_terms_old() {
             .await
     );
     assert_eq!(*c.nodes[&4].1.0.lock(), ["x"]);
-    for id in c.nodes.keys().copied().collect::<Vec<_>>() {
-        c.stop(id).await;
-    }
-    let _ = std::fs::remove_dir_all(&c.dir);
+    c.finish().await;
 }

@@ -8,35 +8,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use caravan_raft::{
-    BoxFuture, RaftConfig, RaftError, RaftNode, StateMachine, Transport, TypeConfig, codec, method,
+    BoxFuture, RaftConfig, RaftError, RaftNode, Transport, TypeConfig, codec, method,
 };
 use openraft::error::{InstallSnapshotError, RaftError as OpenraftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-#[derive(Default)]
-struct Log(Mutex<Vec<String>>);
+mod common;
 
-impl StateMachine for Log {
-    fn apply(&self, _index: u64, command: &str) -> String {
-        let mut l = self.0.lock();
-        l.push(command.to_string());
-        l.len().to_string()
-    }
-    fn snapshot(&self) -> String {
-        serde_json::to_string(&*self.0.lock()).unwrap()
-    }
-    fn restore(&self, snapshot: &str) -> Result<(), String> {
-        *self.0.lock() = serde_json::from_str(snapshot).map_err(|e| e.to_string())?;
-        Ok(())
-    }
-}
+use common::Log;
 
 /// A single-node cluster has no peers to call.
 struct Nowhere;
