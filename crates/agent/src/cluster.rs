@@ -30,7 +30,7 @@ use crate::agent::Agent;
 use caravan_rpc::method as m;
 use caravan_rpc::{Refusal, Reply};
 
-use crate::rpc::Rpc;
+use crate::rpc::{Rpc, decode, reply};
 
 /// How long a forwarded write or a broker call may take.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -677,16 +677,6 @@ impl EvalSource for LeaderSource {
     }
 }
 
-fn json(value: &impl Serialize) -> Result<Reply, Refusal> {
-    serde_json::to_vec(value)
-        .map(Reply::Whole)
-        .map_err(|e| Refusal::internal(e.to_string()))
-}
-
-fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
-    serde_json::from_slice(body).map_err(|e| Refusal::bad_request(format!("rpc: bad request: {e}")))
-}
-
 /// Serves `Eval.Dequeue`, `Eval.Ack` and `Eval.Nack` on the leader (callers are servers: the
 /// RPC layer checked their role).
 pub async fn broker_rpc(agent: &Arc<Agent>, method: &str, body: &[u8]) -> Result<Reply, Refusal> {
@@ -699,7 +689,7 @@ pub async fn broker_rpc(agent: &Arc<Agent>, method: &str, body: &[u8]) -> Result
     let broker = cluster.state.broker.clone();
     let done = |r: Result<(), SchedError>| {
         r.map_err(|e| Refusal::new(409, e.to_string()))
-            .and_then(|()| json(&serde_json::json!({})))
+            .and_then(|()| reply(&serde_json::json!({})))
     };
     match method {
         m::EVAL_DEQUEUE => {
@@ -709,7 +699,7 @@ pub async fn broker_rpc(agent: &Arc<Agent>, method: &str, body: &[u8]) -> Result
                 tokio::task::spawn_blocking(move || broker.dequeue(&req.types, timeout, &|| false))
                     .await
                     .map_err(|e| Refusal::internal(e.to_string()))?;
-            json(&got)
+            reply(&got)
         }
         m::EVAL_ACK => {
             let req: AckRequest = decode(body)?;

@@ -200,11 +200,13 @@ fn refusal(e: ApiError) -> Refusal {
     Refusal::new(e.status.as_u16(), e.message)
 }
 
-fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
+/// Decodes a JSON request body (400 with serde's text when it does not fit).
+pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
     serde_json::from_slice(body).map_err(|e| Refusal::bad_request(format!("rpc: bad request: {e}")))
 }
 
-fn reply(value: &impl Serialize) -> Result<Reply, Refusal> {
+/// A JSON reply.
+pub(crate) fn reply(value: &impl Serialize) -> Result<Reply, Refusal> {
     serde_json::to_vec(value)
         .map(Reply::Whole)
         .map_err(|e| Refusal::internal(e.to_string()))
