@@ -383,4 +383,15 @@ async fn a_random_token_flood_does_not_freeze_a_client_agent() {
     .await
     .expect("health answered within 5 s after the flood");
     assert!(health.is_ok(), "{health:?}");
+    // Nor can a stranger make it resolve tokens over RPC: only its servers forward to it.
+    let stranger = RpcClient::new(Dial::anonymous(), Default::default());
+    let (code, text) = status(
+        &stranger,
+        client.rpc,
+        m::HOST,
+        Some("00000000-0000-4000-8000-000000000001"),
+    )
+    .await;
+    assert_eq!(code, 403, "{text}");
+    assert!(text.contains("from its servers only"), "{text}");
 }

@@ -465,6 +465,9 @@ impl Cluster {
     /// left gossip (or were pruned), record evaluations past the delivery limit as failed.
     pub async fn reconcile(self: Arc<Self>, agent: Arc<Agent>) {
         let mut seen: HashSet<u64> = HashSet::new();
+        // Servers already reported as unconfirmed: said once at WARN, then at DEBUG, so a
+        // lingering stranger in gossip cannot fill the log.
+        let mut refused: HashSet<String> = HashSet::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
@@ -489,7 +492,14 @@ impl Cluster {
                         } else {
                             "no `encrypt` or `tls.rpc` to authenticate it"
                         };
-                        tracing::warn!(target: "raft", server = %s.name, rpc = %s.rpc, reason = why, "not adding server");
+                        if refused.len() > 1024 {
+                            refused.clear();
+                        }
+                        if refused.insert(s.name.clone()) {
+                            tracing::warn!(target: "raft", server = %s.name, rpc = %s.rpc, reason = why, "not adding server");
+                        } else {
+                            tracing::debug!(target: "raft", server = %s.name, rpc = %s.rpc, reason = why, "not adding server");
+                        }
                         continue;
                     }
                     tracing::info!(target: "raft", server = %s.name, "adding server to the cluster");

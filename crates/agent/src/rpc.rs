@@ -229,6 +229,18 @@ fn as_http(token: Option<String>) -> Ctx {
 }
 
 async fn dispatch(agent: &Arc<Agent>, call: Call) -> Result<Reply, Refusal> {
+    // A client-only agent resolves tokens through its servers: a stranger's user-acting call
+    // would make it ask them for every token the stranger invents (and take the few resolution
+    // slots its own HTTP users need). Only servers forward requests to a client agent.
+    if agent.cluster().is_none()
+        && call.method.access == caravan_rpc::Access::User
+        && call.peer.role != caravan_rpc::Role::Server
+    {
+        return Err(Refusal::new(
+            403,
+            "Permission denied: a client agent takes forwarded requests from its servers only",
+        ));
+    }
     let ctx = as_http(call.token.clone());
     let require = |allowed: fn(&Acl) -> bool| {
         caravan_http::acl::require(&**agent, &ctx, allowed).map_err(refusal)
