@@ -322,7 +322,7 @@ pub struct Token {
     pub modify_index: u64,
 }
 
-/// Every ACL object, with a monotonically increasing index.
+/// Every ACL object, with the index of the last change.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AclState {
     /// Policies by name.
@@ -331,124 +331,255 @@ pub struct AclState {
     pub tokens: BTreeMap<String, Token>,
     /// Whether bootstrap has happened.
     pub bootstrapped: bool,
-    /// Last index used.
+    /// The index of the last change (a Raft log index on a cluster).
     pub index: u64,
 }
 
 /// Name of the policy applied to requests without a token.
 pub const ANONYMOUS_POLICY: &str = "anonymous";
 
+/// The longest policy description (Nomad's limit).
+pub const MAX_DESCRIPTION_BYTES: usize = 256;
+
+/// The largest policy rules text.
+pub const MAX_RULES_BYTES: usize = 64 * 1024;
+
+/// The longest token name (Nomad's limit).
+pub const MAX_TOKEN_NAME_BYTES: usize = 256;
+
+/// The most policies one token may name.
+pub const MAX_TOKEN_POLICIES: usize = 256;
+
+/// The longest creation time text (RFC 3339 with nanoseconds is 30 bytes).
+pub const MAX_TIME_BYTES: usize = 64;
+
+/// One change of the ACL state, as its proposer (an HTTP handler, an RPC) builds it: fresh IDs
+/// and the time are inside, so applying it anywhere gives the same result. [`AclState::apply`]
+/// checks everything the HTTP API checks, so a write that arrives any other way is held to the
+/// same rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AclWrite {
+    /// Creates the first management token (once).
+    Bootstrap {
+        /// The new token's accessor ID (a UUID).
+        accessor_id: String,
+        /// Its secret ID (a UUID).
+        secret_id: String,
+        /// Creation time, RFC 3339.
+        create_time: String,
+    },
+    /// Creates or replaces a policy.
+    PolicyUpsert {
+        /// Its name.
+        name: String,
+        /// Its description.
+        description: String,
+        /// Its HCL rules.
+        rules: String,
+    },
+    /// Deletes a policy (deleting an absent one changes nothing).
+    PolicyDelete {
+        /// Its name.
+        name: String,
+    },
+    /// Creates a token with the accessor and secret IDs it carries.
+    TokenCreate {
+        /// The token; its indexes are set when applied.
+        token: Token,
+    },
+    /// Changes a token's name, type, policies and scope; its IDs and creation time stay.
+    TokenUpdate {
+        /// The token to change.
+        accessor_id: String,
+        /// The new name, type, policies and scope (other fields are ignored).
+        changes: Token,
+    },
+    /// Deletes a token (deleting an absent one changes nothing).
+    TokenDelete {
+        /// Its accessor ID.
+        accessor_id: String,
+    },
+}
+
 impl AclState {
-    fn next_index(&mut self) -> u64 {
-        self.index += 1;
-        self.index
+    /// Checks `write` and applies it at `index` (which must be past [`AclState::index`]: a
+    /// replayed or reordered write is refused). Nothing changes when it is refused. Returns the
+    /// token created or changed.
+    pub fn apply(&mut self, index: u64, write: &AclWrite) -> Result<Option<Token>, CoreError> {
+        if index <= self.index {
+            return Err(CoreError::Invalid(format!(
+                "stale ACL write at index {index}: the state is at {}",
+                self.index
+            )));
+        }
+        match write {
+            AclWrite::Bootstrap {
+                accessor_id,
+                secret_id,
+                create_time,
+            } => self
+                .bootstrap(index, accessor_id, secret_id, create_time)
+                .map(Some),
+            AclWrite::PolicyUpsert {
+                name,
+                description,
+                rules,
+            } => self.upsert_policy(index, name, description, rules).map(|()| None),
+            AclWrite::PolicyDelete { name } => {
+                if self.policies.remove(name).is_some() {
+                    self.index = index;
+                }
+                Ok(None)
+            }
+            AclWrite::TokenCreate { token } => self.create_token(index, token).map(Some),
+            AclWrite::TokenUpdate {
+                accessor_id,
+                changes,
+            } => self.update_token(index, accessor_id, changes).map(Some),
+            AclWrite::TokenDelete { accessor_id } => {
+                if self.tokens.remove(accessor_id).is_some() {
+                    self.index = index;
+                }
+                Ok(None)
+            }
+        }
     }
 
-    /// Creates the first management token; fails once done.
-    pub fn bootstrap(
+    fn bootstrap(
         &mut self,
-        accessor_id: String,
-        secret_id: String,
-        create_time: String,
+        index: u64,
+        accessor_id: &str,
+        secret_id: &str,
+        create_time: &str,
     ) -> Result<Token, CoreError> {
         if self.bootstrapped {
             return Err(CoreError::Invalid("ACL bootstrap already done".into()));
         }
-        let index = self.next_index();
         let token = Token {
-            accessor_id,
-            secret_id,
+            accessor_id: accessor_id.to_string(),
+            secret_id: secret_id.to_string(),
             name: "Bootstrap Token".into(),
             token_type: TokenType::Management,
             policies: Vec::new(),
             global: true,
-            create_time,
+            create_time: create_time.to_string(),
             create_index: index,
             modify_index: index,
         };
+        self.check_new_ids(&token)?;
         self.tokens.insert(token.accessor_id.clone(), token.clone());
         self.bootstrapped = true;
+        self.index = index;
         Ok(token)
     }
 
-    /// Creates or replaces a policy after checking its name and rules.
-    pub fn upsert_policy(
+    fn upsert_policy(
         &mut self,
+        index: u64,
         name: &str,
-        description: String,
-        rules: String,
+        description: &str,
+        rules: &str,
     ) -> Result<(), CoreError> {
-        validate_policy_name(name)?;
-        parse_rules(&rules)?;
-        let index = self.next_index();
+        validate_policy(name, description, rules)?;
         let create_index = self.policies.get(name).map_or(index, |p| p.create_index);
         self.policies.insert(
             name.to_string(),
             Policy {
                 name: name.to_string(),
-                description,
-                rules,
+                description: description.to_string(),
+                rules: rules.to_string(),
                 create_index,
                 modify_index: index,
             },
         );
+        self.index = index;
         Ok(())
     }
 
-    /// Deletes a policy; deleting an absent one is not an error.
-    pub fn delete_policy(&mut self, name: &str) {
-        if self.policies.remove(name).is_some() {
-            self.next_index();
+    /// A new token's IDs are UUIDs that no other token uses, and its time is bounded.
+    fn check_new_ids(&self, token: &Token) -> Result<(), CoreError> {
+        let bad = |m: &str| Err(CoreError::Invalid(m.into()));
+        if !is_uuid(&token.accessor_id) || !is_uuid(&token.secret_id) {
+            return bad("token accessor and secret IDs must be UUIDs");
         }
+        if self.tokens.contains_key(&token.accessor_id) {
+            return bad("token accessor ID already exists");
+        }
+        if self.tokens.values().any(|t| t.secret_id == token.secret_id) {
+            return bad("token secret ID already exists");
+        }
+        if token.create_time.len() > MAX_TIME_BYTES {
+            return bad("token creation time too long");
+        }
+        Ok(())
     }
 
-    /// Creates a token after checking its type and policies.
-    pub fn create_token(&mut self, mut token: Token) -> Result<Token, CoreError> {
+    /// Type, name and policy checks shared by creation and update.
+    fn check_token(&self, token: &Token) -> Result<(), CoreError> {
+        let bad = |m: String| Err(CoreError::Invalid(m));
         match token.token_type {
             TokenType::Client if token.policies.is_empty() => {
-                return Err(CoreError::Invalid("client token missing policies".into()));
+                return bad("client token missing policies".into());
             }
             TokenType::Management if !token.policies.is_empty() => {
-                return Err(CoreError::Invalid(
-                    "management token cannot be associated with policies".into(),
-                ));
+                return bad("management token cannot be associated with policies".into());
             }
             _ => {}
         }
-        if token.name.len() > 256 {
-            return Err(CoreError::Invalid("token name too long".into()));
+        if token.name.len() > MAX_TOKEN_NAME_BYTES {
+            return bad("token name too long".into());
         }
-        let index = self.next_index();
+        if token.policies.len() > MAX_TOKEN_POLICIES {
+            return bad(format!(
+                "token names {} policies; at most {MAX_TOKEN_POLICIES}",
+                token.policies.len()
+            ));
+        }
+        if let Some(missing) = token
+            .policies
+            .iter()
+            .find(|p| !self.policies.contains_key(*p))
+        {
+            return bad(format!("token references non-existent policy {missing:?}"));
+        }
+        Ok(())
+    }
+
+    fn create_token(&mut self, index: u64, token: &Token) -> Result<Token, CoreError> {
+        self.check_new_ids(token)?;
+        self.check_token(token)?;
+        let mut token = token.clone();
         token.create_index = index;
         token.modify_index = index;
         self.tokens.insert(token.accessor_id.clone(), token.clone());
+        self.index = index;
         Ok(token)
     }
 
-    /// Updates a token's name, type, policies and scope; its IDs stay.
-    pub fn update_token(
+    fn update_token(
         &mut self,
+        index: u64,
         accessor_id: &str,
-        mut changes: Token,
+        changes: &Token,
     ) -> Result<Token, CoreError> {
-        let Some(old) = self.tokens.get(accessor_id).cloned() else {
+        let Some(old) = self.tokens.get(accessor_id) else {
             return Err(CoreError::Invalid("ACL token not found".into()));
         };
-        changes.accessor_id = old.accessor_id;
-        changes.secret_id = old.secret_id;
-        changes.create_time = old.create_time;
-        let create_index = old.create_index;
-        let mut token = self.create_token(changes)?;
-        token.create_index = create_index;
+        self.check_token(changes)?;
+        let token = Token {
+            accessor_id: old.accessor_id.clone(),
+            secret_id: old.secret_id.clone(),
+            name: changes.name.clone(),
+            token_type: changes.token_type,
+            policies: changes.policies.clone(),
+            global: changes.global,
+            create_time: old.create_time.clone(),
+            create_index: old.create_index,
+            modify_index: index,
+        };
         self.tokens.insert(token.accessor_id.clone(), token.clone());
+        self.index = index;
         Ok(token)
-    }
-
-    /// Deletes a token; absent is not an error.
-    pub fn delete_token(&mut self, accessor_id: &str) {
-        if self.tokens.remove(accessor_id).is_some() {
-            self.next_index();
-        }
     }
 
     /// The permissions of a token (missing policies grant nothing).
@@ -476,6 +607,57 @@ impl AclState {
             _ => Acl::deny_all(),
         }
     }
+
+    /// Checks a whole state (a snapshot being restored): every policy and token is held to
+    /// the rules of a write, and the index is past every object's.
+    pub fn validate(&self) -> Result<(), CoreError> {
+        let bad = |m: String| Err(CoreError::Invalid(m));
+        let mut secrets = std::collections::HashSet::new();
+        for (name, p) in &self.policies {
+            if name != &p.name {
+                return bad(format!("policy {name:?} is stored under another name"));
+            }
+            validate_policy(&p.name, &p.description, &p.rules)?;
+            if p.modify_index > self.index {
+                return bad(format!("policy {name:?} is newer than the state"));
+            }
+        }
+        for (accessor, t) in &self.tokens {
+            if accessor != &t.accessor_id || !is_uuid(accessor) || !is_uuid(&t.secret_id) {
+                return bad("a token's IDs are not UUIDs".into());
+            }
+            if !secrets.insert(t.secret_id.as_str()) {
+                return bad("two tokens share a secret ID".into());
+            }
+            if t.modify_index > self.index {
+                return bad("a token is newer than the state".into());
+            }
+            let mut shape = t.clone();
+            // A policy deleted after the token was written grants nothing; it is not an error.
+            shape.policies.retain(|p| self.policies.contains_key(p));
+            if shape.token_type == TokenType::Client && shape.policies.is_empty() {
+                continue;
+            }
+            self.check_token(&shape)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks a policy as a write would: its name, description and rules.
+fn validate_policy(name: &str, description: &str, rules: &str) -> Result<(), CoreError> {
+    validate_policy_name(name)?;
+    if description.len() > MAX_DESCRIPTION_BYTES {
+        return Err(CoreError::Invalid(format!(
+            "description longer than {MAX_DESCRIPTION_BYTES}"
+        )));
+    }
+    if rules.len() > MAX_RULES_BYTES {
+        return Err(CoreError::Invalid(format!(
+            "policy rules longer than {MAX_RULES_BYTES} bytes"
+        )));
+    }
+    parse_rules(rules).map(|_| ())
 }
 
 /// Nomad's policy name rule: 1–128 characters of letters, digits and `-`.
@@ -493,23 +675,6 @@ pub fn validate_policy_name(name: &str) -> Result<(), CoreError> {
 /// The text of a failed authentication with a token that is not a secret ID at all.
 pub const MALFORMED_TOKEN: &str = "failed to parse signed token: token is neither an ACL secret ID nor a signed workload identity";
 
-/// Token resolution in constant time per request, whatever the number of tokens: every token's
-/// permissions computed once (policies parsed once) and found by the SHA-256 of its secret. A
-/// lookup by digest reveals nothing about the secret through its timing (equal prefixes of
-/// digests say nothing about the secrets behind them). Rebuilt when the state's index moves.
-#[derive(Debug, Clone, Default)]
-pub struct AclIndex {
-    /// The [`AclState::index`] it was built at.
-    pub index: u64,
-    by_digest: std::collections::HashMap<[u8; 32], Acl>,
-    anonymous: Option<Acl>,
-}
-
-fn digest(secret: &str) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(secret.as_bytes()).into()
-}
-
 /// Whether `text` has a UUID's shape (8-4-4-4-12 hex digits), as every secret ID does.
 pub fn is_uuid(text: &str) -> bool {
     let groups: Vec<&str> = text.split('-').collect();
@@ -520,44 +685,166 @@ pub fn is_uuid(text: &str) -> bool {
             .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// What a token grants before policies are merged.
+#[derive(Debug, Clone)]
+enum Grant {
+    Management,
+    Policies(Vec<String>),
+}
+
+/// Token resolution in O(1) per request, whatever the number of tokens: tokens are found by a
+/// keyed hash (HMAC-SHA256) of their secret, and each policy's rules are compiled once, when it
+/// is written, never per request. The key is the embedder's (random per process), so the table
+/// in memory is no list of unsalted digests, and lookup time says nothing about the secret.
+/// Kept in step with an [`AclState`] by [`AclTable`].
+#[derive(Clone)]
+pub struct AclIndex {
+    key: [u8; 32],
+    grants: std::collections::HashMap<[u8; 32], Grant>,
+    rules: std::collections::HashMap<String, Rules>,
+}
+
+impl std::fmt::Debug for AclIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AclIndex")
+            .field("tokens", &self.grants.len())
+            .field("policies", &self.rules.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl AclIndex {
-    /// Indexes every token of `state`, parsing each policy once (not once per token).
-    pub fn build(state: &AclState) -> AclIndex {
-        let parsed: BTreeMap<&str, Rules> = state
-            .policies
-            .iter()
-            .filter_map(|(name, p)| Some((name.as_str(), parse_rules(&p.rules).ok()?)))
-            .collect();
-        let acl_for = |t: &Token| {
-            if t.token_type == TokenType::Management {
-                return Acl::management();
-            }
-            Acl::from_rules(t.policies.iter().filter_map(|n| parsed.get(n.as_str())))
+    /// Indexes every token and compiles every policy of `state`, hashing secrets with `key`.
+    pub fn build(state: &AclState, key: [u8; 32]) -> AclIndex {
+        let mut index = AclIndex {
+            key,
+            grants: Default::default(),
+            rules: Default::default(),
         };
-        AclIndex {
-            index: state.index,
-            by_digest: state
-                .tokens
-                .values()
-                .map(|t| (digest(&t.secret_id), acl_for(t)))
-                .collect(),
-            anonymous: Some(state.anonymous_acl()),
+        for p in state.policies.values() {
+            index.set_policy(p);
         }
+        for t in state.tokens.values() {
+            index.set_token(t);
+        }
+        index
+    }
+
+    fn digest(&self, secret: &str) -> [u8; 32] {
+        use hmac::Mac;
+        // HMAC takes a key of any length; `new_from_slice` cannot fail for it.
+        match hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.key) {
+            Ok(mut mac) => {
+                mac.update(secret.as_bytes());
+                mac.finalize().into_bytes().into()
+            }
+            Err(_) => [0; 32],
+        }
+    }
+
+    fn set_policy(&mut self, p: &Policy) {
+        match parse_rules(&p.rules) {
+            Ok(rules) => self.rules.insert(p.name.clone(), rules),
+            Err(_) => self.rules.remove(&p.name),
+        };
+    }
+
+    fn set_token(&mut self, t: &Token) {
+        let grant = match t.token_type {
+            TokenType::Management => Grant::Management,
+            TokenType::Client => Grant::Policies(t.policies.clone()),
+        };
+        self.grants.insert(self.digest(&t.secret_id), grant);
+    }
+
+    fn remove_token(&mut self, secret: &str) {
+        self.grants.remove(&self.digest(secret));
     }
 
     /// The permissions of a request's token (`None`: the anonymous policy). `Err` is the
     /// authentication failure text: [`MALFORMED_TOKEN`] or `Permission denied`.
     pub fn resolve(&self, token: Option<&str>) -> Result<Acl, String> {
         let Some(secret) = token else {
-            return Ok(self.anonymous.clone().unwrap_or_else(Acl::deny_all));
+            return Ok(self
+                .rules
+                .get(ANONYMOUS_POLICY)
+                .map_or_else(Acl::deny_all, |r| Acl::from_rules([r])));
         };
         if !is_uuid(secret) {
             return Err(MALFORMED_TOKEN.into());
         }
-        self.by_digest
-            .get(&digest(secret))
-            .cloned()
-            .ok_or_else(|| "Permission denied".into())
+        match self.grants.get(&self.digest(secret)) {
+            Some(Grant::Management) => Ok(Acl::management()),
+            Some(Grant::Policies(names)) => Ok(Acl::from_rules(
+                names.iter().filter_map(|n| self.rules.get(n)),
+            )),
+            None => Err("Permission denied".into()),
+        }
+    }
+}
+
+/// The ACL state and its [`AclIndex`], changed together by [`AclTable::apply`].
+#[derive(Debug, Clone)]
+pub struct AclTable {
+    state: AclState,
+    index: AclIndex,
+}
+
+impl AclTable {
+    /// An empty table whose index hashes secrets with `key` (random per process).
+    pub fn new(key: [u8; 32]) -> AclTable {
+        AclTable {
+            state: AclState::default(),
+            index: AclIndex::build(&AclState::default(), key),
+        }
+    }
+
+    /// The state.
+    pub fn state(&self) -> &AclState {
+        &self.state
+    }
+
+    /// Resolves a token ([`AclIndex::resolve`]).
+    pub fn resolve(&self, token: Option<&str>) -> Result<Acl, String> {
+        self.index.resolve(token)
+    }
+
+    /// Applies a write ([`AclState::apply`]) and updates the index for what it changed.
+    pub fn apply(&mut self, index: u64, write: &AclWrite) -> Result<Option<Token>, CoreError> {
+        let replaced = match write {
+            AclWrite::TokenDelete { accessor_id } => self.state.tokens.get(accessor_id).cloned(),
+            _ => None,
+        };
+        let out = self.state.apply(index, write)?;
+        match write {
+            AclWrite::PolicyUpsert { name, .. } => {
+                if let Some(p) = self.state.policies.get(name) {
+                    self.index.set_policy(&p.clone());
+                }
+            }
+            AclWrite::PolicyDelete { name } => {
+                self.index.rules.remove(name);
+            }
+            AclWrite::TokenDelete { .. } => {
+                if let Some(t) = replaced {
+                    self.index.remove_token(&t.secret_id);
+                }
+            }
+            _ => {
+                if let Some(t) = &out {
+                    self.index.set_token(t);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replaces the state (a snapshot) after [`AclState::validate`]; the index is rebuilt.
+    pub fn restore(&mut self, state: AclState) -> Result<(), CoreError> {
+        state.validate()?;
+        self.index = AclIndex::build(&state, self.index.key);
+        self.state = state;
+        Ok(())
     }
 }
 
@@ -565,51 +852,91 @@ impl AclIndex {
 mod tests {
     use super::*;
 
+    const KEY: [u8; 32] = [7; 32];
+
+    fn uuid(n: u32) -> String {
+        format!("aaaaaaaa-0000-4000-8000-{n:012}")
+    }
+
+    fn client(accessor: u32, secret: u32, policies: &[&str]) -> Token {
+        Token {
+            accessor_id: uuid(accessor),
+            secret_id: uuid(secret),
+            name: "c".into(),
+            token_type: TokenType::Client,
+            policies: policies.iter().map(|p| p.to_string()).collect(),
+            global: false,
+            create_time: String::new(),
+            create_index: 0,
+            modify_index: 0,
+        }
+    }
+
+    fn policy(name: &str, rules: &str) -> AclWrite {
+        AclWrite::PolicyUpsert {
+            name: name.into(),
+            description: String::new(),
+            rules: rules.into(),
+        }
+    }
+
+    /// A table with a management token (secret 1), policy `r` (agent read) and a client
+    /// token (secret 3) naming it.
+    fn table() -> AclTable {
+        let mut t = AclTable::new(KEY);
+        let writes = [
+            AclWrite::Bootstrap {
+                accessor_id: uuid(101),
+                secret_id: uuid(1),
+                create_time: "2026-01-01T00:00:00Z".into(),
+            },
+            policy("r", "agent {\n  policy = \"read\"\n}\n"),
+            AclWrite::TokenCreate {
+                token: client(102, 3, &["r"]),
+            },
+        ];
+        for (i, w) in writes.iter().enumerate() {
+            t.apply(i as u64 + 1, w).unwrap();
+        }
+        t
+    }
+
     #[test]
     fn the_index_resolves_like_the_state() {
-        let mut state = AclState::default();
-        let mgmt = state
-            .bootstrap(
-                "aaaaaaaa-0000-4000-8000-000000000001".into(),
-                "bbbbbbbb-0000-4000-8000-000000000001".into(),
-                "2026-01-01T00:00:00Z".into(),
-            )
-            .unwrap();
-        state
-            .upsert_policy(
-                "r",
-                String::new(),
-                "agent {\n  policy = \"read\"\n}\n".into(),
-            )
-            .unwrap();
-        let client = state
-            .create_token(Token {
-                accessor_id: "aaaaaaaa-0000-4000-8000-000000000002".into(),
-                secret_id: "bbbbbbbb-0000-4000-8000-000000000003".into(),
-                name: "c".into(),
-                token_type: TokenType::Client,
-                policies: vec!["r".into(), "missing".into()],
-                global: false,
-                create_time: String::new(),
-                create_index: 0,
-                modify_index: 0,
-            })
-            .unwrap();
-        let index = AclIndex::build(&state);
-        assert_eq!(index.index, state.index);
-        assert_eq!(index.resolve(Some(&mgmt.secret_id)), Ok(Acl::management()));
-        let acl = index.resolve(Some(&client.secret_id)).unwrap();
-        assert_eq!(acl, state.acl_for(&client));
+        let mut t = table();
+        let token = t.state().tokens[&uuid(102)].clone();
+        assert_eq!(t.resolve(Some(&uuid(1))), Ok(Acl::management()));
+        let acl = t.resolve(Some(&uuid(3))).unwrap();
+        assert_eq!(acl, t.state().acl_for(&token));
         assert!(acl.allow_agent_read() && !acl.allow_agent_write());
-        assert_eq!(
-            index.resolve(Some("bbbbbbbb-0000-4000-8000-000000000002")),
-            Err("Permission denied".into())
-        );
-        assert_eq!(
-            index.resolve(Some("not-a-uuid")),
-            Err(MALFORMED_TOKEN.into())
-        );
-        assert_eq!(index.resolve(None), Ok(Acl::deny_all()));
+        assert_eq!(t.resolve(Some(&uuid(2))), Err("Permission denied".into()));
+        assert_eq!(t.resolve(Some("not-a-uuid")), Err(MALFORMED_TOKEN.into()));
+        assert_eq!(t.resolve(None), Ok(Acl::deny_all()));
+        // A policy change reaches the tokens naming it, without rebuilding the index.
+        t.apply(4, &policy("r", "agent { policy = \"write\" }")).unwrap();
+        assert!(t.resolve(Some(&uuid(3))).unwrap().allow_agent_write());
+        t.apply(5, &policy(ANONYMOUS_POLICY, "node { policy = \"read\" }"))
+            .unwrap();
+        assert!(t.resolve(None).unwrap().allow_node_read());
+        t.apply(6, &AclWrite::PolicyDelete { name: "r".into() }).unwrap();
+        assert_eq!(t.resolve(Some(&uuid(3))), Ok(Acl::deny_all()));
+        t.apply(
+            7,
+            &AclWrite::TokenDelete {
+                accessor_id: uuid(102),
+            },
+        )
+        .unwrap();
+        assert_eq!(t.resolve(Some(&uuid(3))), Err("Permission denied".into()));
+        // A rebuilt index (a restored snapshot) agrees with the one kept in step.
+        let mut restored = AclTable::new(KEY);
+        restored.restore(t.state().clone()).unwrap();
+        for secret in [Some(uuid(1)), Some(uuid(3)), None] {
+            assert_eq!(
+                restored.resolve(secret.as_deref()),
+                t.resolve(secret.as_deref())
+            );
+        }
         assert!(is_uuid("0b2b1d7e-7c1a-4bd1-9a5e-0d0f3c2e1a77"));
         assert!(!is_uuid("0b2b1d7e-7c1a-4bd1-9a5e-0d0f3c2e1a7"));
         assert!(!is_uuid("0b2b1d7e+7c1a-4bd1-9a5e-0d0f3c2e1a77"));
@@ -674,59 +1001,103 @@ mod tests {
         assert!(!acl.allow_agent_read());
     }
 
+    /// Every write the HTTP API would refuse is refused by `apply` and changes nothing.
     #[test]
-    fn store_rules() {
-        let mut s = AclState::default();
-        let t = s.bootstrap("a".into(), "s".into(), "now".into()).unwrap();
-        assert_eq!(t.token_type, TokenType::Management);
-        assert_eq!(
-            s.bootstrap("b".into(), "t".into(), "now".into())
-                .unwrap_err()
-                .to_string(),
-            "ACL bootstrap already done"
-        );
-        assert!(
-            s.upsert_policy(
-                "bad name",
-                String::new(),
-                "agent { policy = \"read\" }".into()
-            )
-            .is_err()
-        );
-        assert!(
-            s.upsert_policy("p", String::new(), "agent { policy = \"nope\" }".into())
-                .is_err()
-        );
-        s.upsert_policy("p", "d".into(), "agent { policy = \"read\" }".into())
-            .unwrap();
-        let token = |ty, policies: Vec<&str>| Token {
-            accessor_id: "x".into(),
-            secret_id: "y".into(),
-            name: "n".into(),
-            token_type: ty,
-            policies: policies.into_iter().map(String::from).collect(),
-            global: false,
-            create_time: String::new(),
-            create_index: 0,
-            modify_index: 0,
+    fn refused_writes_change_nothing() {
+        let check = |write: AclWrite, at: u64, want: &str| {
+            let mut t = table();
+            let before = t.state().clone();
+            let e = t.apply(at, &write).unwrap_err().to_string();
+            assert!(e.contains(want), "{write:?}: {e}");
+            assert_eq!(t.state(), &before, "{write:?} changed the state");
         };
-        assert!(s.create_token(token(TokenType::Client, vec![])).is_err());
-        assert!(
-            s.create_token(token(TokenType::Management, vec!["p"]))
-                .is_err()
-        );
-        let t = s
-            .create_token(token(TokenType::Client, vec!["p", "missing"]))
+        let mgmt = |p: &[&str]| Token {
+            token_type: TokenType::Management,
+            ..client(200, 201, p)
+        };
+        let cases = [
+            (policy("r", "agent { policy = \"read\" }"), 3, "stale ACL write"),
+            (policy("bad name", "agent { policy = \"read\" }"), 9, "invalid name"),
+            (policy("p", "agent { policy = \"nope\" }"), 9, "Invalid agent policy"),
+            (policy("p", &"#".repeat(MAX_RULES_BYTES + 1)), 9, "longer than"),
+            (
+                AclWrite::PolicyUpsert {
+                    name: "p".into(),
+                    description: "d".repeat(MAX_DESCRIPTION_BYTES + 1),
+                    rules: String::new(),
+                },
+                9,
+                "description longer",
+            ),
+            (
+                AclWrite::Bootstrap {
+                    accessor_id: uuid(300),
+                    secret_id: uuid(301),
+                    create_time: String::new(),
+                },
+                9,
+                "ACL bootstrap already done",
+            ),
+            (AclWrite::TokenCreate { token: client(200, 201, &[]) }, 9, "missing policies"),
+            (AclWrite::TokenCreate { token: mgmt(&["r"]) }, 9, "cannot be associated"),
+            (
+                AclWrite::TokenCreate { token: client(200, 201, &["r", "missing"]) },
+                9,
+                "non-existent policy \"missing\"",
+            ),
+            (AclWrite::TokenCreate { token: client(102, 201, &["r"]) }, 9, "accessor ID already"),
+            (AclWrite::TokenCreate { token: client(200, 3, &["r"]) }, 9, "secret ID already"),
+            (
+                AclWrite::TokenCreate {
+                    token: Token { secret_id: "s".into(), ..client(200, 0, &["r"]) },
+                },
+                9,
+                "must be UUIDs",
+            ),
+            (
+                AclWrite::TokenCreate {
+                    token: Token { name: "n".repeat(257), ..client(200, 201, &["r"]) },
+                },
+                9,
+                "token name too long",
+            ),
+            (
+                AclWrite::TokenUpdate {
+                    accessor_id: uuid(999),
+                    changes: client(0, 0, &["r"]),
+                },
+                9,
+                "ACL token not found",
+            ),
+        ];
+        for (write, at, want) in cases {
+            check(write, at, want);
+        }
+    }
+
+    #[test]
+    fn updates_keep_ids_and_bad_snapshots_are_refused() {
+        let mut t = table();
+        let changed = t
+            .apply(
+                9,
+                &AclWrite::TokenUpdate {
+                    accessor_id: uuid(102),
+                    changes: Token { name: "renamed".into(), ..client(0, 0, &["r"]) },
+                },
+            )
+            .unwrap()
             .unwrap();
-        let acl = s.acl_for(&t);
-        assert!(acl.allow_agent_read() && !acl.allow_agent_write());
-        assert!(!s.anonymous_acl().allow_agent_read());
-        s.upsert_policy(
-            ANONYMOUS_POLICY,
-            String::new(),
-            "node { policy = \"read\" }".into(),
-        )
-        .unwrap();
-        assert!(s.anonymous_acl().allow_node_read());
+        assert_eq!(
+            (changed.secret_id.as_str(), changed.create_index, changed.modify_index),
+            (uuid(3).as_str(), 3, 9)
+        );
+        let mut bad = t.state().clone();
+        bad.tokens.get_mut(&uuid(102)).unwrap().secret_id = uuid(1);
+        assert!(t.restore(bad).unwrap_err().to_string().contains("share a secret"));
+        let mut bad = t.state().clone();
+        bad.index = 1;
+        assert!(t.restore(bad).unwrap_err().to_string().contains("newer"));
+        assert_eq!(t.resolve(Some(&uuid(3))).unwrap(), t.state().acl_for(&changed));
     }
 }

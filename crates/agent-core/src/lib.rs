@@ -8,6 +8,7 @@
 //! - [`jobs`]: jobs, evaluations, allocations and nodes.
 //! - [`duration`]: Go-syntax durations.
 //! - [`member`]: gossip members and their status, as `/v1/agent/members` reports them.
+//! - [`query`]: reads of the replicated state, with Nomad's `stale`/`index`/`wait` and index.
 //! - [`sched`]: scheduler worker states and the pool configuration.
 //! - [`server_list`]: a client's list of server RPC addresses.
 //! - [`token_cache`]: a client agent's cache of token resolutions, bounded in size and time.
@@ -20,6 +21,7 @@ pub mod debug;
 pub mod duration;
 pub mod jobs;
 pub mod member;
+pub mod query;
 pub mod sched;
 pub mod server_list;
 pub mod token_cache;

@@ -120,3 +120,97 @@ pub fn server_tags(
     }
     tags
 }
+
+/// A server as its gossip tags ([`server_tags`]) describe it. Tags are claims anyone on the
+/// gossip port could make; a cluster confirms a server over authenticated RPC before trusting
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// Member name (`name.region`).
+    pub name: String,
+    /// Server ID (tag `id`).
+    pub id: String,
+    /// RPC address (tags `rpc_addr` and `port`).
+    pub rpc: std::net::SocketAddr,
+    /// Gossip status.
+    pub status: MemberStatus,
+    /// Its `bootstrap_expect` (tag `expect`; 0 when not set).
+    pub expect: u32,
+}
+
+/// The servers of `region` among gossip members: members tagged `role=nomad` in that region
+/// whose `id`, `rpc_addr` and `port` tags are present and well formed.
+pub fn servers_in(members: &[Member], region: &str) -> Vec<ServerInfo> {
+    members
+        .iter()
+        .filter_map(|m| {
+            let tags = m.tags.as_ref()?;
+            let tag = |k: &str| tags.get(k).map(String::as_str);
+            if tag("role") != Some("nomad") || tag("region") != Some(region) {
+                return None;
+            }
+            let ip: std::net::IpAddr = tag("rpc_addr")?.parse().ok()?;
+            let port: u16 = tag("port")?.parse().ok()?;
+            Some(ServerInfo {
+                name: m.name.clone(),
+                id: tag("id")?.to_string(),
+                rpc: std::net::SocketAddr::new(ip, port),
+                status: m.status,
+                expect: tag("expect").and_then(|e| e.parse().ok()).unwrap_or(0),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_from_tags() {
+        let member = |name: &str, tags: &[(&str, &str)]| Member {
+            name: name.into(),
+            status: MemberStatus::Alive,
+            tags: Some(
+                tags.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Member::none()
+        };
+        let good = [
+            ("role", "nomad"),
+            ("region", "global"),
+            ("id", "abc"),
+            ("rpc_addr", "127.0.0.1"),
+            ("port", "4647"),
+            ("expect", "3"),
+        ];
+        let without = |key: &str| -> Vec<(&str, &str)> {
+            good.iter().copied().filter(|(k, _)| *k != key).collect()
+        };
+        let with = |key: &'static str, value: &'static str| -> Vec<(&str, &str)> {
+            let mut t = without(key);
+            t.push((key, value));
+            t
+        };
+        let check = |tags: Vec<(&str, &str)>, want: Option<(&str, u32)>| {
+            let got = servers_in(&[member("s.global", &tags)], "global");
+            let got = got.first().map(|s| (s.rpc.to_string(), s.expect));
+            assert_eq!(
+                got,
+                want.map(|(a, e)| (a.to_string(), e)),
+                "{tags:?}"
+            );
+        };
+        check(good.to_vec(), Some(("127.0.0.1:4647", 3)));
+        check(without("expect"), Some(("127.0.0.1:4647", 0)));
+        check(with("rpc_addr", "::1"), Some(("[::1]:4647", 3)));
+        check(with("role", "node"), None);
+        check(with("region", "eu"), None);
+        check(without("id"), None);
+        check(with("port", "99999"), None);
+        check(with("rpc_addr", "host.example"), None);
+        assert!(servers_in(&[Member::none()], "global").is_empty());
+    }
+}
