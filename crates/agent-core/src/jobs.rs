@@ -113,7 +113,112 @@ pub struct Job {
     pub version: u64,
 }
 
+/// A job as submitted, before defaults: every field the submitter may leave out is `None`.
+/// [`Job::from_submission`] fills the defaults and checks the result. A plain value: the HTTP
+/// API converts its wire form (Nomad's casing) into this, and so can any other door.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobSubmission {
+    /// ID (required).
+    pub id: Option<String>,
+    /// Name (default: the ID).
+    pub name: Option<String>,
+    /// Scheduler type by its wire name (default: `service`).
+    pub job_type: Option<String>,
+    /// Priority (default: 50).
+    pub priority: Option<u32>,
+    /// Datacenters it may run in (required).
+    pub datacenters: Option<Vec<String>>,
+    /// Task groups (required).
+    pub groups: Option<Vec<GroupSubmission>>,
+}
+
+/// A task group as submitted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupSubmission {
+    /// Name (required).
+    pub name: Option<String>,
+    /// Allocations wanted (default: 1).
+    pub count: Option<u32>,
+    /// Tasks (required).
+    pub tasks: Option<Vec<TaskSubmission>>,
+}
+
+/// A task as submitted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskSubmission {
+    /// Name (required).
+    pub name: Option<String>,
+    /// Driver (required).
+    pub driver: Option<String>,
+    /// MHz (default: [`DEFAULT_CPU`]).
+    pub cpu: Option<u64>,
+    /// MiB (default: [`DEFAULT_MEMORY_MB`]).
+    pub memory_mb: Option<u64>,
+}
+
+/// A job's priority when the submission gives none.
+pub const DEFAULT_PRIORITY: u32 = 50;
+
+/// A task's CPU (MHz) when the submission gives none.
+pub const DEFAULT_CPU: u64 = 100;
+
+/// A task's memory (MiB) when the submission gives none.
+pub const DEFAULT_MEMORY_MB: u64 = 300;
+
 impl Job {
+    /// The job a submission describes, with every default filled (type `service`, priority
+    /// [`DEFAULT_PRIORITY`], name = ID, count 1, [`DEFAULT_CPU`], [`DEFAULT_MEMORY_MB`],
+    /// status `pending`, indexes and version 0), then [validated](Job::validate). An empty type
+    /// or name counts as none given.
+    pub fn from_submission(sub: JobSubmission) -> Result<Job, CoreError> {
+        let job_type = match sub.job_type.as_deref() {
+            None | Some("") => JobType::Service,
+            Some(t) => JobType::parse(t).ok_or_else(|| {
+                CoreError::Invalid(format!(
+                    "Job.Type: invalid job type {t:?} (want service, batch, system or sysbatch)"
+                ))
+            })?,
+        };
+        let id = sub.id.unwrap_or_default();
+        let job = Job {
+            name: sub
+                .name
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| id.clone()),
+            id,
+            job_type,
+            priority: sub.priority.unwrap_or(DEFAULT_PRIORITY),
+            datacenters: sub.datacenters.unwrap_or_default(),
+            groups: sub
+                .groups
+                .unwrap_or_default()
+                .into_iter()
+                .map(|g| TaskGroup {
+                    name: g.name.unwrap_or_default(),
+                    count: g.count.unwrap_or(1),
+                    tasks: g
+                        .tasks
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|t| Task {
+                            name: t.name.unwrap_or_default(),
+                            driver: t.driver.unwrap_or_default(),
+                            cpu: t.cpu.unwrap_or(DEFAULT_CPU),
+                            memory_mb: t.memory_mb.unwrap_or(DEFAULT_MEMORY_MB),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            stop: false,
+            status: "pending".into(),
+            create_index: 0,
+            modify_index: 0,
+            version: 0,
+        };
+        job.validate()?;
+        Ok(job)
+    }
+
     /// Checks a submitted job; errors name the field, e.g. `Job.TaskGroups[0].Count`.
     pub fn validate(&self) -> Result<(), CoreError> {
         let bad = |m: String| Err(CoreError::Invalid(m));
@@ -278,7 +383,7 @@ pub struct Node {
     pub cpu: u64,
     /// Total memory (MiB).
     pub memory_mb: u64,
-    /// `ready` or `down`.
+    /// `initializing`, `ready`, `down` or `disconnected` ([`NODE_STATUSES`]).
     pub status: String,
     /// When it went down (node clock, seconds), for GC.
     pub down_since: Option<u64>,
@@ -286,6 +391,81 @@ pub struct Node {
     pub create_index: u64,
     /// Last change index.
     pub modify_index: u64,
+}
+
+/// Node statuses a node write may carry.
+pub const NODE_STATUSES: [&str; 4] = ["initializing", "ready", "down", "disconnected"];
+
+/// The most metadata entries a node may carry.
+pub const MAX_NODE_META: usize = 64;
+
+/// The longest node metadata key, in bytes.
+pub const MAX_NODE_META_KEY_BYTES: usize = 128;
+
+/// The longest node metadata value, in bytes.
+pub const MAX_NODE_META_VALUE_BYTES: usize = 1024;
+
+impl Node {
+    /// Checks a node as written to the state (every node write is checked, whoever sends it);
+    /// errors name the field, e.g. `Node.Datacenter`.
+    pub fn validate(&self) -> Result<(), CoreError> {
+        let bad = |m: String| Err(CoreError::Invalid(m));
+        if self.id.is_empty() {
+            return bad("Node.ID: missing node ID".into());
+        }
+        if self.id.contains(' ') || self.id.len() > 128 {
+            return bad("Node.ID: must be at most 128 bytes without spaces".into());
+        }
+        if self.name.len() > 256 {
+            return bad("Node.Name: must be at most 256 bytes".into());
+        }
+        if self.datacenter.is_empty() {
+            return bad("Node.Datacenter: missing datacenter".into());
+        }
+        if self.datacenter.len() > 128 {
+            return bad("Node.Datacenter: must be at most 128 bytes".into());
+        }
+        if self.node_class.len() > 128 {
+            return bad("Node.NodeClass: must be at most 128 bytes".into());
+        }
+        if !NODE_STATUSES.contains(&self.status.as_str()) {
+            return bad(format!(
+                "Node.Status: invalid status {:?} (want initializing, ready, down or disconnected)",
+                self.status
+            ));
+        }
+        if self.cpu > MAX_RESOURCE {
+            return bad(format!(
+                "Node.NodeResources.Cpu: must be at most {MAX_RESOURCE}"
+            ));
+        }
+        if self.memory_mb > MAX_RESOURCE {
+            return bad(format!(
+                "Node.NodeResources.Memory: must be at most {MAX_RESOURCE}"
+            ));
+        }
+        if self.meta.len() > MAX_NODE_META {
+            return bad(format!(
+                "Node.Meta: {} entries; at most {MAX_NODE_META}",
+                self.meta.len()
+            ));
+        }
+        for (key, value) in &self.meta {
+            if key.len() > MAX_NODE_META_KEY_BYTES {
+                return bad(format!(
+                    "Node.Meta: a key of {} bytes; at most {MAX_NODE_META_KEY_BYTES}",
+                    key.len()
+                ));
+            }
+            if value.len() > MAX_NODE_META_VALUE_BYTES {
+                return bad(format!(
+                    "Node.Meta[{key:?}]: a value of {} bytes; at most {MAX_NODE_META_VALUE_BYTES}",
+                    value.len()
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -353,5 +533,255 @@ mod tests {
             assert!(e.starts_with(field), "{e}");
         }
         assert_eq!(job().groups[0].ask(), (100, 64));
+    }
+
+    /// The least a submission must say: an ID, a datacenter, one group with one task.
+    fn submission() -> JobSubmission {
+        JobSubmission {
+            id: Some("web".into()),
+            datacenters: Some(vec!["dc1".into()]),
+            groups: Some(vec![GroupSubmission {
+                name: Some("g".into()),
+                tasks: Some(vec![TaskSubmission {
+                    name: Some("t".into()),
+                    driver: Some("docker".into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }
+    }
+
+    /// The job [`submission`] gives: every default filled.
+    fn defaulted() -> Job {
+        Job {
+            id: "web".into(),
+            name: "web".into(),
+            job_type: JobType::Service,
+            priority: 50,
+            datacenters: vec!["dc1".into()],
+            groups: vec![TaskGroup {
+                name: "g".into(),
+                count: 1,
+                tasks: vec![Task {
+                    name: "t".into(),
+                    driver: "docker".into(),
+                    cpu: 100,
+                    memory_mb: 300,
+                }],
+            }],
+            stop: false,
+            status: "pending".into(),
+            create_index: 0,
+            modify_index: 0,
+            version: 0,
+        }
+    }
+
+    #[test]
+    fn from_submission_fills_defaults_and_refuses() {
+        type Change<T> = Box<dyn Fn(&mut T)>;
+        let check = |change: Change<JobSubmission>, want: Result<Change<Job>, &str>| {
+            let mut sub = submission();
+            change(&mut sub);
+            let got = Job::from_submission(sub.clone());
+            match want {
+                Ok(expect) => {
+                    let mut job = defaulted();
+                    expect(&mut job);
+                    assert_eq!(got, Ok(job), "{sub:?}");
+                }
+                Err(text) => {
+                    assert_eq!(got, Err(CoreError::Invalid(text.into())), "{sub:?}")
+                }
+            }
+        };
+        let same: fn() -> Change<Job> = || Box::new(|_| {});
+        check(Box::new(|_| {}), Ok(same()));
+        check(Box::new(|s| s.name = Some(String::new())), Ok(same()));
+        check(Box::new(|s| s.job_type = Some(String::new())), Ok(same()));
+        check(
+            Box::new(|s| s.name = Some("Web".into())),
+            Ok(Box::new(|j| j.name = "Web".into())),
+        );
+        check(
+            Box::new(|s| s.job_type = Some("sysbatch".into())),
+            Ok(Box::new(|j| j.job_type = JobType::Sysbatch)),
+        );
+        check(
+            Box::new(|s| s.priority = Some(90)),
+            Ok(Box::new(|j| j.priority = 90)),
+        );
+        check(
+            Box::new(|s| {
+                let g = &mut s.groups.as_mut().unwrap()[0];
+                g.count = Some(0);
+                let t = &mut g.tasks.as_mut().unwrap()[0];
+                (t.cpu, t.memory_mb) = (Some(500), Some(64));
+            }),
+            Ok(Box::new(|j| {
+                j.groups[0].count = 0;
+                (j.groups[0].tasks[0].cpu, j.groups[0].tasks[0].memory_mb) = (500, 64);
+            })),
+        );
+        check(
+            Box::new(|s| s.job_type = Some("cron".into())),
+            Err(r#"Job.Type: invalid job type "cron" (want service, batch, system or sysbatch)"#),
+        );
+        // The type is checked before anything else, as the HTTP API always did.
+        check(
+            Box::new(|s| {
+                s.job_type = Some("Service".into());
+                s.id = None;
+            }),
+            Err(
+                r#"Job.Type: invalid job type "Service" (want service, batch, system or sysbatch)"#,
+            ),
+        );
+        check(Box::new(|s| s.id = None), Err("Job.ID: missing job ID"));
+        check(
+            Box::new(|s| s.id = Some("a b".into())),
+            Err("Job.ID: must be at most 128 characters without spaces"),
+        );
+        check(
+            Box::new(|s| s.priority = Some(0)),
+            Err("Job.Priority: 0 is outside 1..=100"),
+        );
+        check(
+            Box::new(|s| s.datacenters = None),
+            Err("Job.Datacenters: missing job datacenters"),
+        );
+        check(
+            Box::new(|s| s.groups = None),
+            Err("Job.TaskGroups: missing job task groups"),
+        );
+        check(
+            Box::new(|s| s.groups.as_mut().unwrap()[0].name = None),
+            Err("Job.TaskGroups[0].Name: missing task group name"),
+        );
+        check(
+            Box::new(|s| s.groups.as_mut().unwrap()[0].tasks = None),
+            Err("Job.TaskGroups[0].Tasks: missing tasks"),
+        );
+        check(
+            Box::new(|s| s.groups.as_mut().unwrap()[0].count = Some(MAX_COUNT + 1)),
+            Err("Job.TaskGroups[0].Count: at most 100000"),
+        );
+        check(
+            Box::new(|s| s.groups.as_mut().unwrap()[0].tasks.as_mut().unwrap()[0].driver = None),
+            Err("Job.TaskGroups[0].Tasks[0].Driver: missing task driver"),
+        );
+        check(
+            Box::new(|s| s.groups.as_mut().unwrap()[0].tasks.as_mut().unwrap()[0].cpu = Some(0)),
+            Err("Job.TaskGroups[0].Tasks[0].Resources.CPU: must be at least 1"),
+        );
+    }
+
+    fn node() -> Node {
+        Node {
+            id: "n1".into(),
+            name: "client-1".into(),
+            datacenter: "dc1".into(),
+            node_class: String::new(),
+            meta: BTreeMap::new(),
+            cpu: 4000,
+            memory_mb: 8192,
+            status: "ready".into(),
+            down_since: None,
+            create_index: 0,
+            modify_index: 0,
+        }
+    }
+
+    #[test]
+    fn node_validation_names_the_field() {
+        let check = |change: &dyn Fn(&mut Node), want: Result<(), &str>| {
+            let mut n = node();
+            change(&mut n);
+            assert_eq!(n.validate(), want.map_err(|m| CoreError::Invalid(m.into())));
+        };
+        let long = |n: usize| "x".repeat(n);
+        let meta = |entries: usize, key: usize, value: usize| -> BTreeMap<String, String> {
+            (0..entries)
+                .map(|i| (format!("{i:0key$}"), long(value)))
+                .collect()
+        };
+        // Good, at every bound.
+        check(&|_| {}, Ok(()));
+        for status in NODE_STATUSES {
+            check(&|n| n.status = status.into(), Ok(()));
+        }
+        check(
+            &|n| {
+                n.id = long(128);
+                n.name = long(256);
+                n.datacenter = long(128);
+                n.node_class = long(128);
+                n.cpu = MAX_RESOURCE;
+                n.memory_mb = MAX_RESOURCE;
+                n.meta = meta(64, 128, 1024);
+            },
+            Ok(()),
+        );
+        check(&|n| n.name.clear(), Ok(()));
+        // Bad.
+        check(&|n| n.id.clear(), Err("Node.ID: missing node ID"));
+        check(
+            &|n| n.id = "a b".into(),
+            Err("Node.ID: must be at most 128 bytes without spaces"),
+        );
+        check(
+            &|n| n.id = long(129),
+            Err("Node.ID: must be at most 128 bytes without spaces"),
+        );
+        check(
+            &|n| n.name = long(257),
+            Err("Node.Name: must be at most 256 bytes"),
+        );
+        check(
+            &|n| n.datacenter.clear(),
+            Err("Node.Datacenter: missing datacenter"),
+        );
+        check(
+            &|n| n.datacenter = long(129),
+            Err("Node.Datacenter: must be at most 128 bytes"),
+        );
+        check(
+            &|n| n.node_class = long(129),
+            Err("Node.NodeClass: must be at most 128 bytes"),
+        );
+        check(
+            &|n| n.status = "Ready".into(),
+            Err(
+                r#"Node.Status: invalid status "Ready" (want initializing, ready, down or disconnected)"#,
+            ),
+        );
+        check(
+            &|n| n.status.clear(),
+            Err(
+                r#"Node.Status: invalid status "" (want initializing, ready, down or disconnected)"#,
+            ),
+        );
+        check(
+            &|n| n.cpu = MAX_RESOURCE + 1,
+            Err("Node.NodeResources.Cpu: must be at most 1099511627776"),
+        );
+        check(
+            &|n| n.memory_mb = MAX_RESOURCE + 1,
+            Err("Node.NodeResources.Memory: must be at most 1099511627776"),
+        );
+        check(
+            &|n| n.meta = meta(65, 2, 1),
+            Err("Node.Meta: 65 entries; at most 64"),
+        );
+        check(
+            &|n| n.meta = meta(1, 129, 1),
+            Err("Node.Meta: a key of 129 bytes; at most 128"),
+        );
+        check(
+            &|n| n.meta = BTreeMap::from([("rack".into(), long(1025))]),
+            Err(r#"Node.Meta["rack"]: a value of 1025 bytes; at most 1024"#),
+        );
     }
 }
