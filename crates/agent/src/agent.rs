@@ -7,22 +7,23 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use caravan_agent_core::CoreError;
-use caravan_agent_core::acl::{Acl, AclIndex, AclState};
+use caravan_agent_core::acl::{Acl, AclState, AclWrite, Token};
 use caravan_agent_core::config::{AgentConfig, parse_host_port};
-use caravan_agent_core::member::{self, BuildInfo, Member, MemberStatus};
+use caravan_agent_core::member::{self, BuildInfo, Member, MemberStatus, servers_in};
+use caravan_agent_core::query::{Indexed, ReadOptions, StateAnswer, StateQuery};
 use caravan_agent_core::sched::{SchedulerConfig, WorkerInfo};
 use caravan_agent_core::server_list::ServerList;
 use caravan_gossip::NodeConfig;
 use caravan_gossip::udp::Gossip;
+use caravan_cluster::{Cluster, ClusterError, Command, Outcome, raft_id, seed};
 use caravan_http::api::{
-    AclWriteError, AgentApi, JobWriteError, JobWriteResult, JoinResult, Stats,
+    AclWriteError, AgentApi, JobWriteError, JobWriteResult, JoinResult, ReadError, Stats,
 };
 use caravan_http::dto::{HostData, MemberDto, MembersResponse, VersionDto};
 use caravan_http::multi_error;
 use parking_lot::RwLock;
 
-use crate::cluster::{Cluster, Command, LeaderSource};
+use crate::cluster::{LeaderSource, ServerPeers};
 use caravan_agent_core::token_cache::TokenCache;
 use caravan_rpc::method as m;
 
@@ -58,8 +59,6 @@ pub struct Agent {
     /// A client-only agent's token resolutions, asked of a server (servers read the replicated
     /// ACL state).
     tokens: parking_lot::Mutex<TokenCache>,
-    /// A server's index of the replicated ACL state's tokens.
-    acl_index: RwLock<AclIndex>,
     /// Remote token resolutions in flight (client-only agents), at most
     /// [`MAX_REMOTE_RESOLUTIONS`].
     resolving: tokio::sync::Semaphore,
@@ -124,14 +123,14 @@ impl Agent {
                     .data_dir
                     .as_ref()
                     .map(|d| Path::new(d).join("server").join("raft"));
-                let c = Cluster::start(id, config.advertise.rpc, dir, rpc.clone()).await?;
+                let c = crate::cluster::start(id, config.advertise.rpc, dir, rpc.clone()).await?;
                 Some(Arc::new(c))
             }
             None => None,
         };
         let pool = cluster
             .as_ref()
-            .map(|c| parking_lot::Mutex::new(start_workers(&config, c)));
+            .map(|c| parking_lot::Mutex::new(start_workers(&config, c, &rpc)));
         Ok(Agent {
             cluster,
             pool,
@@ -144,7 +143,6 @@ impl Agent {
             gossip,
             rpc,
             tokens: parking_lot::Mutex::new(TokenCache::default()),
-            acl_index: RwLock::new(AclIndex::default()),
             resolving: tokio::sync::Semaphore::new(MAX_REMOTE_RESOLUTIONS),
             hub,
         })
@@ -166,13 +164,13 @@ impl Agent {
     /// The leader's RPC address as `/v1/status/leader` shows it (`""` when unknown).
     pub fn local_leader(&self) -> Option<String> {
         let c = self.cluster.as_ref()?;
-        Some(c.raft.leader().map(|(_, a)| a).unwrap_or_default())
+        Some(c.raft().leader().map(|(_, a)| a).unwrap_or_default())
     }
 
     /// The voters' RPC addresses (empty before the cluster forms).
     pub fn local_peers(&self) -> Option<Vec<String>> {
         let c = self.cluster.as_ref()?;
-        Some(c.raft.status().voters.into_values().collect())
+        Some(c.raft().status().voters.into_values().collect())
     }
 
     /// Leadership changed: a leader pauses ⌊3n/4⌋ of its workers.
@@ -188,11 +186,26 @@ impl Agent {
         let Some(c) = self.cluster.clone() else {
             return;
         };
-        let expect = self.config.server.bootstrap_expect;
-        tokio::spawn(c.clone().bootstrap(self.clone(), expect));
-        tokio::spawn(c.clone().reconcile(self.clone()));
-        tokio::spawn(c.clone().follow_leadership(self.clone()));
-        tokio::spawn(c.clone().core_gc(CORE_GC_INTERVAL));
+        let Some(gossip) = self.gossip.clone() else {
+            return;
+        };
+        let agent = Arc::downgrade(self);
+        let peers: Arc<dyn caravan_cluster::duties::ServerDirectory> = Arc::new(ServerPeers {
+            gossip,
+            region: self.config.region.clone(),
+            rpc: self.rpc.clone(),
+            on_leadership: Box::new(move |leading| {
+                if let Some(agent) = agent.upgrade() {
+                    agent.set_leader_workers(leading);
+                }
+            }),
+        });
+        use caravan_cluster::duties;
+        let (expect, me) = (self.config.server.bootstrap_expect, self.config.advertise.rpc);
+        tokio::spawn(duties::bootstrap(c.clone(), peers.clone(), expect, me));
+        tokio::spawn(duties::reconcile(c.clone(), peers.clone()));
+        tokio::spawn(duties::follow_leadership(c.clone(), peers));
+        tokio::spawn(duties::core_gc(c.clone(), CORE_GC_INTERVAL));
         if let Some(id) = &self.node_id {
             let node = local_node(&self.config, id);
             tokio::spawn(async move {
@@ -200,9 +213,9 @@ impl Agent {
                 loop {
                     let cmd = Command::NodeUpsert {
                         node: node.clone(),
-                        seed: crate::cluster::seed(),
+                        seed: seed(),
                     };
-                    match c.write(cmd).await {
+                    match c.write(&cmd).await {
                         Ok(_) => return,
                         Err(e) => {
                             tracing::debug!(target: "client", error = %e, "node registration waits for a leader")
@@ -271,29 +284,9 @@ impl Agent {
     /// agent holds none (it resolves tokens through a server) and reads an empty state.
     fn with_acl<R>(&self, read: impl FnOnce(&AclState) -> R) -> R {
         match &self.cluster {
-            Some(c) => read(&c.state.acl.read()),
+            Some(c) => c.state().acl_read(read),
             None => read(&AclState::default()),
         }
-    }
-
-    /// The store of jobs, evaluations, allocations and nodes (servers only).
-    fn store(&self) -> Option<&caravan_sched::state::Store> {
-        self.cluster.as_ref().map(|c| &*c.state.store)
-    }
-
-    /// A server resolves a token through an index of the replicated ACL state, rebuilt when
-    /// the state's index moves (O(1) per request whatever the number of tokens).
-    fn resolve_locally(&self, state: &AclState, token: Option<&str>) -> Result<Acl, String> {
-        {
-            let index = self.acl_index.read();
-            if index.index == state.index {
-                return index.resolve(token);
-            }
-        }
-        let fresh = AclIndex::build(state);
-        let answer = fresh.resolve(token);
-        *self.acl_index.write() = fresh;
-        answer
     }
 
     /// A client-only agent resolves a token through its servers (`ACL.ResolveToken`), with
@@ -337,7 +330,7 @@ impl Agent {
             hyper::StatusCode::BAD_REQUEST,
             "rpc: this agent runs no server".to_string(),
         ))?;
-        c.raft
+        c.raft()
             .handle(method, body)
             .await
             .map_err(|e| (hyper::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
@@ -352,7 +345,7 @@ impl Agent {
                 "cannot forward to server {name}: without `encrypt` or `tls.rpc` this server cannot authenticate other servers"
             ));
         }
-        crate::cluster::servers_in(&self.gossip_members(), &self.config.region)
+        servers_in(&self.gossip_members(), &self.config.region)
             .into_iter()
             .find(|s| s.name == name)
             .map(|s| s.rpc)
@@ -361,9 +354,9 @@ impl Agent {
 
     /// Server IDs (UUIDs) by Raft ID, from gossip tags.
     fn server_ids_by_raft_id(&self) -> BTreeMap<u64, String> {
-        crate::cluster::servers_in(&self.gossip_members(), &self.config.region)
+        servers_in(&self.gossip_members(), &self.config.region)
             .into_iter()
-            .map(|s| (s.raft_id, s.id))
+            .map(|s| (raft_id(&s.id), s.id))
             .collect()
     }
 
@@ -477,7 +470,7 @@ impl AgentApi for Agent {
             let ids = self.server_ids_by_raft_id();
             stats.insert(
                 "raft".into(),
-                crate::raftstats::raft_stats(&c.raft.status(), &ids),
+                crate::raftstats::raft_stats(&c.raft().status(), &ids),
             );
         }
         if let Some(g) = &self.gossip {
@@ -490,7 +483,7 @@ impl AgentApi for Agent {
         let Some(c) = &self.cluster else {
             return Err("no leader".into());
         };
-        server_health(&c.raft)
+        server_health(c.raft())
     }
 
     fn client_health(&self) -> Result<(), String> {
@@ -510,7 +503,7 @@ impl AgentApi for Agent {
     }
 
     fn is_leader(&self) -> bool {
-        self.cluster.as_ref().is_some_and(|c| c.raft.is_leader())
+        self.cluster.as_ref().is_some_and(|c| c.raft().is_leader())
     }
 
     async fn host_data(&self) -> Result<HostData, String> {
@@ -559,42 +552,35 @@ impl AgentApi for Agent {
         job: caravan_agent_core::jobs::Job,
     ) -> Result<JobWriteResult, JobWriteError> {
         let c = self.cluster.as_ref().ok_or(JobWriteError::NoServer)?;
-        let cmd = Command::JobRegister {
-            job,
-            seed: crate::cluster::seed(),
-        };
-        let outcome = c.write(cmd).await.map_err(JobWriteError::Unavailable)?;
-        let (eval, job_modify_index) = outcome.write.ok_or_else(|| {
-            JobWriteError::Unavailable("registration created no evaluation".into())
-        })?;
-        Ok(JobWriteResult {
-            eval_id: eval.id,
-            eval_create_index: eval.create_index,
-            job_modify_index,
-        })
+        let cmd = Command::JobRegister { job, seed: seed() };
+        match c.write(&cmd).await.map_err(job_write_error)? {
+            Outcome::Job(Some(w)) => Ok(job_write_result(w)),
+            other => Err(JobWriteError::Unavailable(format!(
+                "registration created no evaluation: {other:?}"
+            ))),
+        }
     }
 
     async fn deregister_job(&self, id: &str) -> Result<Option<JobWriteResult>, JobWriteError> {
         let c = self.cluster.as_ref().ok_or(JobWriteError::NoServer)?;
-        if self.job(id).is_none() {
-            return Ok(None);
+        let known = c.state().store().query(&StateQuery::Job(id.to_string())).0;
+        if known == StateAnswer::Job(None) {
+            return Ok(None); // nothing to write
         }
         let cmd = Command::JobDeregister {
             id: id.to_string(),
-            seed: crate::cluster::seed(),
+            seed: seed(),
         };
-        let outcome = c.write(cmd).await.map_err(JobWriteError::Unavailable)?;
-        Ok(outcome
-            .write
-            .map(|(eval, job_modify_index)| JobWriteResult {
-                eval_id: eval.id,
-                eval_create_index: eval.create_index,
-                job_modify_index,
-            }))
+        match c.write(&cmd).await.map_err(job_write_error)? {
+            Outcome::Job(w) => Ok(w.map(job_write_result)),
+            other => Err(JobWriteError::Unavailable(format!(
+                "deregistration answered {other:?}"
+            ))),
+        }
     }
 
     fn remote_server(&self, id: &str) -> Result<String, String> {
-        let servers = crate::cluster::servers_in(&self.gossip_members(), &self.config.region);
+        let servers = servers_in(&self.gossip_members(), &self.config.region);
         if id == "leader" {
             let leader = self.local_leader().unwrap_or_default();
             return servers
@@ -670,24 +656,19 @@ impl AgentApi for Agent {
         self.ask_a_server(m::PEERS, None).await
     }
 
-    fn jobs(&self) -> Vec<caravan_agent_core::jobs::Job> {
-        self.store().map(|s| s.jobs()).unwrap_or_default()
-    }
-
-    fn job(&self, id: &str) -> Option<caravan_agent_core::jobs::Job> {
-        self.store()?.job(id)
-    }
-
-    fn job_allocations(&self, id: &str) -> Option<Vec<caravan_agent_core::jobs::Allocation>> {
-        self.store()?.job_allocations(id)
-    }
-
-    fn evaluation(&self, id: &str) -> Option<caravan_agent_core::jobs::Evaluation> {
-        self.store()?.evaluation(id)
-    }
-
-    fn nodes(&self) -> Vec<caravan_agent_core::jobs::Node> {
-        self.store().map(|s| s.nodes()).unwrap_or_default()
+    async fn read_state(
+        &self,
+        query: StateQuery,
+        options: ReadOptions,
+    ) -> Result<Indexed<StateAnswer>, ReadError> {
+        let c = self.cluster.as_ref().ok_or(ReadError::NoServer)?;
+        let jitter = f64::from(uuid::Uuid::new_v4().as_u64_pair().1 as u32) / f64::from(u32::MAX);
+        c.read(&query, options, jitter).await.map_err(|e| match e {
+            ClusterError::Raft(
+                caravan_raft::RaftError::NoLeader | caravan_raft::RaftError::Timeout,
+            ) => ReadError::NoLeader,
+            other => ReadError::Unavailable(other.to_string()),
+        })
     }
 
     fn num_cpus(&self) -> u32 {
@@ -707,7 +688,7 @@ impl AgentApi for Agent {
 
     fn resolve_token(&self, token: Option<&str>) -> Result<Acl, String> {
         match &self.cluster {
-            Some(c) => self.resolve_locally(&c.state.acl.read(), token),
+            Some(c) => c.state().resolve_token(token),
             None => self.resolve_remotely(token),
         }
     }
@@ -716,15 +697,18 @@ impl AgentApi for Agent {
         self.with_acl(read)
     }
 
-    async fn acl_write<R: Send>(
-        &self,
-        change: impl Fn(&mut AclState) -> Result<R, CoreError> + Send + Sync,
-    ) -> Result<R, AclWriteError> {
-        match &self.cluster {
-            Some(c) => c.acl_write(change).await,
-            None => Err(AclWriteError::Unavailable(
+    async fn acl_write(&self, write: AclWrite) -> Result<Option<Token>, AclWriteError> {
+        let Some(c) = &self.cluster else {
+            return Err(AclWriteError::Unavailable(
                 "ACL writes go to a server; this agent runs none".into(),
-            )),
+            ));
+        };
+        match c.write(&Command::Acl(write)).await {
+            Ok(Outcome::Acl(token)) => Ok(token),
+            Ok(other) => Err(AclWriteError::Storage(format!("unexpected outcome {other:?}"))),
+            Err(ClusterError::Refused(why)) => Err(AclWriteError::Invalid(why)),
+            Err(ClusterError::Encoding(e)) => Err(AclWriteError::Storage(e)),
+            Err(ClusterError::Raft(e)) => Err(AclWriteError::Unavailable(e.to_string())),
         }
     }
 
@@ -861,6 +845,21 @@ pub async fn resolve(text: &str) -> Result<Vec<SocketAddr>, String> {
     Ok(addrs)
 }
 
+/// A job write's answer over HTTP.
+fn job_write_result(w: caravan_cluster::store::JobWrite) -> JobWriteResult {
+    JobWriteResult {
+        eval_id: w.eval.id,
+        eval_create_index: w.eval.create_index,
+        job_modify_index: w.job_modify_index,
+    }
+}
+
+/// A refused job write is the caller's fault (400 over HTTP would need a new error kind; the
+/// HTTP side validated the job already, so a refusal here means the state changed).
+fn job_write_error(e: ClusterError) -> JobWriteError {
+    JobWriteError::Unavailable(e.to_string())
+}
+
 /// This machine as a client node: CPU in MHz (cores × frequency) and memory from sysinfo.
 fn local_node(config: &AgentConfig, id: &str) -> caravan_agent_core::jobs::Node {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
@@ -897,6 +896,7 @@ fn local_node(config: &AgentConfig, id: &str) -> caravan_agent_core::jobs::Node 
 fn start_workers(
     config: &AgentConfig,
     cluster: &Arc<Cluster>,
+    rpc: &Arc<Rpc>,
 ) -> (caravan_sched::workers::WorkerPool, SchedulerConfig) {
     let wanted = SchedulerConfig {
         num_schedulers: i64::from(config.server.num_schedulers),
@@ -904,17 +904,21 @@ fn start_workers(
     };
     let scheduler: caravan_sched::workers::Scheduler = {
         let cluster = cluster.clone();
+        let runtime = tokio::runtime::Handle::current();
         let gc_threshold_secs = config.server.node_gc_threshold.as_secs();
         Arc::new(move |eval| {
             let now_secs = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            cluster.write_blocking(Command::EvalProcess {
+            let cmd = Command::EvalProcess {
                 eval_id: eval.id.clone(),
                 gc_threshold_secs,
                 now_secs,
-                seed: crate::cluster::seed(),
-            })?;
+                seed: seed(),
+            };
+            runtime
+                .block_on(cluster.write(&cmd))
+                .map_err(|e| e.to_string())?;
             tracing::debug!(target: "sched", eval = %eval.id, scheduler = %eval.scheduler, "evaluation processed");
             Ok(())
         })
@@ -922,7 +926,11 @@ fn start_workers(
     let pool = caravan_sched::workers::WorkerPool::new(
         config.server.num_schedulers as usize,
         &wanted.enabled_schedulers,
-        Arc::new(LeaderSource(cluster.clone())),
+        Arc::new(LeaderSource {
+            cluster: cluster.clone(),
+            rpc: rpc.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        }),
         scheduler,
     );
     (pool, wanted)

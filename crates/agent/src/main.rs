@@ -5,6 +5,7 @@ mod agent;
 mod cli;
 mod client;
 mod cluster;
+mod handler;
 mod host;
 mod load;
 mod logging;

@@ -1,8 +1,6 @@
 //! The agent's side of [`caravan_rpc`]: which identity this agent dials with and trusts
 //! ([`dial`], [`trust`], refusing an unprotected cluster with ACLs at start), JSON calls over
-//! the pooled client ([`Rpc`]), and the [`AgentHandler`] that serves every method of
-//! `docs/rpc.md`. User-acting methods check the caller's token with the HTTP endpoint's own
-//! rule (`caravan_http::acl`), so a rule is written once and served on both doors.
+//! the pooled client ([`Rpc`]), and the JSON helpers of the handlers (`crate::handler`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +18,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use crate::agent::Agent;
 
 /// The environment variable that lets a server with ACLs run a multi-server cluster with
 /// neither `encrypt` nor `tls.rpc` (every RPC caller is then trusted as a server).
@@ -186,20 +183,6 @@ pub struct Pong {
     pub server_id: Option<String>,
 }
 
-/// Serves every RPC method for one agent.
-pub struct AgentHandler(pub Arc<Agent>);
-
-impl Handler for AgentHandler {
-    fn call(&self, call: Call) -> BoxFuture<Result<Reply, Refusal>> {
-        let agent = self.0.clone();
-        Box::pin(async move { dispatch(&agent, call).await })
-    }
-}
-
-fn refusal(e: ApiError) -> Refusal {
-    Refusal::new(e.status.as_u16(), e.message)
-}
-
 /// Decodes a JSON request body (400 with serde's text when it does not fit).
 pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
     serde_json::from_slice(body).map_err(|e| Refusal::bad_request(format!("rpc: bad request: {e}")))
@@ -212,107 +195,3 @@ pub(crate) fn reply(value: &impl Serialize) -> Result<Reply, Refusal> {
         .map_err(|e| Refusal::internal(e.to_string()))
 }
 
-fn no_server() -> Refusal {
-    Refusal::bad_request("rpc: this agent runs no server")
-}
-
-/// The request context the HTTP ACL checks read: only the token matters to them.
-fn as_http(token: Option<String>) -> Ctx {
-    Ctx {
-        method: http::Method::GET,
-        path: String::new(),
-        raw_query: None,
-        query: caravan_http::request::Query::parse(None),
-        token,
-        body: Bytes::new(),
-    }
-}
-
-async fn dispatch(agent: &Arc<Agent>, call: Call) -> Result<Reply, Refusal> {
-    // A client-only agent resolves tokens through its servers: a stranger's user-acting call
-    // would make it ask them for every token the stranger invents (and take the few resolution
-    // slots its own HTTP users need). Only servers forward requests to a client agent.
-    if agent.cluster().is_none()
-        && call.method.access == caravan_rpc::Access::User
-        && call.peer.role != caravan_rpc::Role::Server
-    {
-        return Err(Refusal::new(
-            403,
-            "Permission denied: a client agent takes forwarded requests from its servers only",
-        ));
-    }
-    let ctx = as_http(call.token.clone());
-    let require = |allowed: fn(&Acl) -> bool| {
-        caravan_http::acl::require(&**agent, &ctx, allowed).map_err(refusal)
-    };
-    match call.method.name {
-        m::PING => reply(&Pong {
-            server_id: agent.server_id(),
-        }),
-        m::LEADER => reply(&agent.local_leader().ok_or_else(no_server)?),
-        m::PEERS => reply(&agent.local_peers().ok_or_else(no_server)?),
-        m::MEMBERS => {
-            require(Acl::allow_node_read)?;
-            reply(&agent.local_members().ok_or_else(no_server)?)
-        }
-        m::HOST => {
-            caravan_http::acl::require_debug(&**agent, &ctx).map_err(refusal)?;
-            reply(&agent.host_data().await.map_err(Refusal::internal)?)
-        }
-        m::PROFILE => {
-            // As `/v1/agent/pprof/*`: agent:write, then the debug rule at the target.
-            require(Acl::allow_agent_write)?;
-            caravan_http::acl::require_debug(&**agent, &ctx).map_err(refusal)?;
-            let request: ProfileRequest = decode(&call.body)?;
-            let body = agent.profile(request).await.map_err(refusal)?;
-            Ok(Reply::Whole(body))
-        }
-        m::MONITOR => {
-            require(Acl::allow_agent_read)?;
-            let request: MonitorRequest = decode(&call.body)?;
-            monitor(agent, &request)
-        }
-        m::RESOLVE_TOKEN => reply(&resolve(agent, call.token.as_deref())?),
-        m::EVAL_DEQUEUE | m::EVAL_ACK | m::EVAL_NACK => {
-            crate::cluster::broker_rpc(agent, call.method.name, &call.body).await
-        }
-        name if name.starts_with("Raft.") => agent
-            .raft_rpc(name, &call.body)
-            .await
-            .map(Reply::Whole)
-            .map_err(|(status, text)| Refusal::new(status.as_u16(), text)),
-        other => Err(Refusal::new(404, format!("rpc: can't find method {other}"))),
-    }
-}
-
-/// `ACL.ResolveToken`: the permissions of the token the caller presented, as this server
-/// resolves it (management when ACLs are off). The caller learns nothing it did not hold.
-fn resolve(agent: &Agent, token: Option<&str>) -> Result<Acl, Refusal> {
-    if !agent.config().acl_enabled {
-        return Ok(Acl::management());
-    }
-    if agent.cluster().is_none() {
-        return Err(no_server());
-    }
-    agent
-        .resolve_token(token)
-        .map_err(|reason| Refusal::new(403, reason))
-}
-
-/// A local log stream, as the bytes of its HTTP response body.
-fn monitor(agent: &Agent, request: &MonitorRequest) -> Result<Reply, Refusal> {
-    let response =
-        caravan_http::monitor::endpoint::serve(agent.monitor_hub(), request).map_err(refusal)?;
-    let mut body = response.into_body();
-    let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(async move {
-        while let Some(Ok(frame)) = body.frame().await {
-            if let Ok(data) = frame.into_data()
-                && tx.send(data).await.is_err()
-            {
-                return; // the caller left: dropping the body ends the subscription
-            }
-        }
-    });
-    Ok(Reply::Stream(rx))
-}

@@ -119,7 +119,7 @@ async fn start_and_wait(
     ));
     let rpc_server = caravan_rpc::Server::new(
         trust,
-        Arc::new(crate::rpc::AgentHandler(agent.clone())),
+        Arc::new(crate::handler::AgentHandler(agent.clone())),
         rpc_opts,
     );
     let rpc_task = tokio::spawn(rpc_server.serve(rpc_listener, stop_rx));

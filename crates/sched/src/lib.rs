@@ -26,7 +26,6 @@
 
 pub mod broker;
 pub mod placement;
-pub mod state;
 pub mod workers;
 
 /// Every error this crate returns.

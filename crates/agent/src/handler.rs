@@ -1,0 +1,137 @@
+//! The agent's RPC handler: every method of `docs/rpc.md`, served for one [`Agent`].
+//! User-acting methods build the HTTP layer's request context from the caller's token and call
+//! the HTTP endpoint's own check (`caravan_http::acl`), so a rule is written once for both
+//! doors.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use caravan_agent_core::acl::Acl;
+use caravan_http::api::{MonitorRequest, ProfileRequest};
+use caravan_http::{AgentApi, ApiError, Ctx};
+use caravan_rpc::method as m;
+use caravan_rpc::{BoxFuture, Call, Handler, Refusal, Reply};
+use http_body_util::BodyExt;
+use tokio::sync::mpsc;
+
+use crate::agent::Agent;
+use crate::rpc::{Pong, decode, reply};
+
+/// Serves every RPC method for one agent.
+pub struct AgentHandler(pub Arc<Agent>);
+
+impl Handler for AgentHandler {
+    fn call(&self, call: Call) -> BoxFuture<Result<Reply, Refusal>> {
+        let agent = self.0.clone();
+        Box::pin(async move { dispatch(&agent, call).await })
+    }
+}
+
+fn refusal(e: ApiError) -> Refusal {
+    Refusal::new(e.status.as_u16(), e.message)
+}
+
+fn no_server() -> Refusal {
+    Refusal::bad_request("rpc: this agent runs no server")
+}
+
+/// The request context the HTTP ACL checks read: only the token matters to them.
+fn as_http(token: Option<String>) -> Ctx {
+    Ctx {
+        method: http::Method::GET,
+        path: String::new(),
+        raw_query: None,
+        query: caravan_http::request::Query::parse(None),
+        token,
+        body: Bytes::new(),
+    }
+}
+
+async fn dispatch(agent: &Arc<Agent>, call: Call) -> Result<Reply, Refusal> {
+    // A client-only agent resolves tokens through its servers: a stranger's user-acting call
+    // would make it ask them for every token the stranger invents (and take the few resolution
+    // slots its own HTTP users need). Only servers forward requests to a client agent.
+    if agent.cluster().is_none()
+        && call.method.access == caravan_rpc::Access::User
+        && call.peer.role != caravan_rpc::Role::Server
+    {
+        return Err(Refusal::new(
+            403,
+            "Permission denied: a client agent takes forwarded requests from its servers only",
+        ));
+    }
+    let ctx = as_http(call.token.clone());
+    let require = |allowed: fn(&Acl) -> bool| {
+        caravan_http::acl::require(&**agent, &ctx, allowed).map_err(refusal)
+    };
+    match call.method.name {
+        m::PING => reply(&Pong {
+            server_id: agent.server_id(),
+        }),
+        m::LEADER => reply(&agent.local_leader().ok_or_else(no_server)?),
+        m::PEERS => reply(&agent.local_peers().ok_or_else(no_server)?),
+        m::MEMBERS => {
+            require(Acl::allow_node_read)?;
+            reply(&agent.local_members().ok_or_else(no_server)?)
+        }
+        m::HOST => {
+            caravan_http::acl::require_debug(&**agent, &ctx).map_err(refusal)?;
+            reply(&agent.host_data().await.map_err(Refusal::internal)?)
+        }
+        m::PROFILE => {
+            // As `/v1/agent/pprof/*`: agent:write, then the debug rule at the target.
+            require(Acl::allow_agent_write)?;
+            caravan_http::acl::require_debug(&**agent, &ctx).map_err(refusal)?;
+            let request: ProfileRequest = decode(&call.body)?;
+            let body = agent.profile(request).await.map_err(refusal)?;
+            Ok(Reply::Whole(body))
+        }
+        m::MONITOR => {
+            require(Acl::allow_agent_read)?;
+            let request: MonitorRequest = decode(&call.body)?;
+            monitor(agent, &request)
+        }
+        m::RESOLVE_TOKEN => reply(&resolve(agent, call.token.as_deref())?),
+        m::EVAL_DEQUEUE | m::EVAL_ACK | m::EVAL_NACK => {
+            crate::cluster::broker_rpc(agent.cluster(), call.method.name, &call.body).await
+        }
+        name if name.starts_with("Raft.") => agent
+            .raft_rpc(name, &call.body)
+            .await
+            .map(Reply::Whole)
+            .map_err(|(status, text)| Refusal::new(status.as_u16(), text)),
+        other => Err(Refusal::new(404, format!("rpc: can't find method {other}"))),
+    }
+}
+
+/// `ACL.ResolveToken`: the permissions of the token the caller presented, as this server
+/// resolves it (management when ACLs are off). The caller learns nothing it did not hold.
+fn resolve(agent: &Agent, token: Option<&str>) -> Result<Acl, Refusal> {
+    if !agent.config().acl_enabled {
+        return Ok(Acl::management());
+    }
+    if agent.cluster().is_none() {
+        return Err(no_server());
+    }
+    agent
+        .resolve_token(token)
+        .map_err(|reason| Refusal::new(403, reason))
+}
+
+/// A local log stream, as the bytes of its HTTP response body.
+fn monitor(agent: &Agent, request: &MonitorRequest) -> Result<Reply, Refusal> {
+    let response =
+        caravan_http::monitor::endpoint::serve(agent.monitor_hub(), request).map_err(refusal)?;
+    let mut body = response.into_body();
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data()
+                && tx.send(data).await.is_err()
+            {
+                return; // the caller left: dropping the body ends the subscription
+            }
+        }
+    });
+    Ok(Reply::Stream(rx))
+}

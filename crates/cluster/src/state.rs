@@ -1,0 +1,272 @@
+//! [`ClusterState`], the replicated state machine: the ACL table and the job store, changed only
+//! by [`Command`]s applied in log order, plus the leader's eval broker that `apply` feeds.
+//!
+//! `apply` trusts nothing because it came through Raft: every command is checked again with the
+//! same rules the HTTP API applies (`AclState::apply`, `Job::validate`, `Node::validate`), its
+//! size is bounded, and a replayed index is refused. A refused command changes nothing and
+//! answers [`Outcome::Refused`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use caravan_agent_core::acl::{Acl, AclState, AclTable};
+use caravan_agent_core::jobs::Evaluation;
+use caravan_raft::StateMachine;
+use caravan_sched::broker::EvalBroker;
+use parking_lot::{Mutex, RwLock};
+
+use crate::ClusterError;
+use crate::command::{self, Command, MAX_COMMAND_BYTES, Outcome, StateSnapshot};
+use crate::store::{Store, broker_eval};
+
+/// The longest job or node ID a command may name.
+pub const MAX_ID_BYTES: usize = 128;
+
+/// The replicated state, plus the leader's broker it feeds.
+pub struct ClusterState {
+    acl: RwLock<AclTable>,
+    store: Store,
+    broker: Arc<EvalBroker>,
+    /// Whether this server leads (its broker takes new evaluations). Held across each apply so
+    /// a leadership change never loses or doubles an evaluation.
+    leading: Mutex<bool>,
+    /// The log index of the last command applied (0: none).
+    applied: AtomicU64,
+    /// Told the index after every apply, for blocking queries.
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl ClusterState {
+    /// An empty state feeding `broker` while leading; secrets are indexed with `acl_key`
+    /// (random per process).
+    pub fn new(broker: Arc<EvalBroker>, acl_key: [u8; 32]) -> ClusterState {
+        ClusterState {
+            acl: RwLock::new(AclTable::new(acl_key)),
+            store: Store::default(),
+            broker,
+            leading: Mutex::new(false),
+            applied: AtomicU64::new(0),
+            changes: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    /// The job store (reads).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The broker this server runs while leading.
+    pub fn broker(&self) -> &Arc<EvalBroker> {
+        &self.broker
+    }
+
+    /// Reads the ACL state.
+    pub fn acl_read<R>(&self, read: impl FnOnce(&AclState) -> R) -> R {
+        read(self.acl.read().state())
+    }
+
+    /// Resolves a token to its permissions in O(1) ([`AclTable::resolve`]).
+    pub fn resolve_token(&self, token: Option<&str>) -> Result<Acl, String> {
+        self.acl.read().resolve(token)
+    }
+
+    /// The log index of the last command applied.
+    pub fn applied_index(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    /// A receiver told the applied index after every command.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Leadership changed: the broker is flushed and, on a new leader, refilled with every
+    /// pending evaluation.
+    pub fn set_leading(&self, leading: bool) {
+        let mut on = self.leading.lock();
+        *on = leading;
+        self.broker.flush();
+        if leading {
+            for e in self.store.pending_evals() {
+                self.broker.enqueue(broker_eval(&e));
+            }
+        }
+    }
+
+    /// Applies one encoded command at log `index`.
+    pub fn apply_bytes(&self, index: u64, bytes: &[u8]) -> Outcome {
+        let outcome = match command::decode::<Command>(bytes) {
+            Err(e) => Outcome::Refused(format!("undecodable command: {e}")),
+            Ok(c) if bytes.len() > MAX_COMMAND_BYTES && !matches!(c, Command::StateRestore(_)) => {
+                Outcome::Refused(format!("command of {} bytes is over the limit", bytes.len()))
+            }
+            Ok(c) => self.apply_command(index, c),
+        };
+        if let Outcome::Refused(why) = &outcome {
+            tracing::warn!(target: "cluster", index, reason = %why, "command refused");
+        }
+        outcome
+    }
+
+    /// Checks and applies one command at log `index`; a refusal changes nothing.
+    pub fn apply_command(&self, index: u64, command: Command) -> Outcome {
+        let last = self.applied_index();
+        if index <= last {
+            return Outcome::Refused(format!("stale command at index {index}: applied {last}"));
+        }
+        let outcome = {
+            let on = self.leading.lock();
+            let enqueue = |evals: &[Evaluation]| {
+                if *on {
+                    for e in evals {
+                        self.broker.enqueue(broker_eval(e));
+                    }
+                }
+            };
+            match self.check(&command) {
+                Err(why) => Outcome::Refused(why),
+                Ok(()) => self.run(index, command, &enqueue),
+            }
+        };
+        self.applied.store(index, Ordering::Release);
+        self.changes.send_replace(index);
+        outcome
+    }
+
+    /// The checks `Store` does not make itself: shapes and sizes of what a command carries.
+    fn check(&self, command: &Command) -> Result<(), String> {
+        let id = |what: &str, id: &str| {
+            if id.is_empty() || id.len() > MAX_ID_BYTES {
+                Err(format!("{what}: ID must be 1 to {MAX_ID_BYTES} bytes"))
+            } else {
+                Ok(())
+            }
+        };
+        match command {
+            Command::Acl(_) => Ok(()), // AclState::apply checks every write
+            Command::JobRegister { job, .. } => job.validate().map_err(|e| e.to_string()),
+            Command::JobDeregister { id: job, .. } => id("job", job),
+            Command::NodeUpsert { node, .. } => node.validate().map_err(|e| e.to_string()),
+            Command::EvalProcess { eval_id, .. } | Command::EvalFail { eval_id } => {
+                if self.store.has_eval(eval_id) {
+                    Ok(())
+                } else {
+                    Err(format!("evaluation {eval_id:?} not found"))
+                }
+            }
+            Command::CoreEval { .. } => Ok(()),
+            Command::StateRestore(snapshot) => {
+                snapshot.acl.validate().map_err(|e| format!("bad snapshot: {e}"))
+            }
+        }
+    }
+
+    fn run(&self, index: u64, command: Command, enqueue: &dyn Fn(&[Evaluation])) -> Outcome {
+        let s = &self.store;
+        match command {
+            Command::Acl(write) => match self.acl.write().apply(index, &write) {
+                Ok(token) => Outcome::Acl(token),
+                Err(e) => Outcome::Refused(e.to_string()),
+            },
+            Command::JobRegister { job, seed } => {
+                s.reseed(seed);
+                let w = s.register(index, job);
+                enqueue(std::slice::from_ref(&w.eval));
+                Outcome::Job(Some(w))
+            }
+            Command::JobDeregister { id, seed } => {
+                s.reseed(seed);
+                let w = s.deregister(index, &id);
+                if let Some(w) = &w {
+                    enqueue(std::slice::from_ref(&w.eval));
+                }
+                Outcome::Job(w)
+            }
+            Command::NodeUpsert { node, seed } => {
+                s.reseed(seed);
+                enqueue(&s.upsert_node(index, node));
+                Outcome::Applied
+            }
+            Command::EvalProcess {
+                eval_id,
+                gc_threshold_secs,
+                now_secs,
+                seed,
+            } => {
+                s.reseed(seed);
+                match s.process(index, &eval_id, gc_threshold_secs, now_secs) {
+                    Ok(unblocked) => {
+                        enqueue(&unblocked);
+                        Outcome::Applied
+                    }
+                    Err(e) => Outcome::Refused(e),
+                }
+            }
+            Command::EvalFail { eval_id } => {
+                s.fail(index, &eval_id);
+                Outcome::Applied
+            }
+            Command::CoreEval { seed } => {
+                s.reseed(seed);
+                enqueue(&[s.core_eval(index)]);
+                Outcome::Applied
+            }
+            Command::StateRestore(snapshot) => match self.restore_state(*snapshot) {
+                Ok(()) => {
+                    self.broker.flush();
+                    enqueue(&s.pending_evals());
+                    Outcome::Applied
+                }
+                Err(e) => Outcome::Refused(e),
+            },
+        }
+    }
+
+    /// Installs a snapshot's ACL state and tables, both checked first (nothing changes if
+    /// either is refused). The applied index is not moved back.
+    fn restore_state(&self, snapshot: StateSnapshot) -> Result<(), String> {
+        let mut acl = self.acl.write();
+        let mut next = acl.clone();
+        next.restore(snapshot.acl)
+            .map_err(|e| format!("bad snapshot: {e}"))?;
+        self.store
+            .import(snapshot.tables)
+            .map_err(|e| format!("bad snapshot: {e}"))?;
+        *acl = next;
+        Ok(())
+    }
+
+    /// The whole state as one value.
+    pub fn export(&self) -> StateSnapshot {
+        let acl = self.acl.read();
+        StateSnapshot {
+            index: self.applied_index(),
+            acl: acl.state().clone(),
+            tables: self.store.export(),
+        }
+    }
+}
+
+impl StateMachine for ClusterState {
+    fn apply(&self, index: u64, command: &[u8]) -> Result<Vec<u8>, String> {
+        let outcome = self.apply_bytes(index, command);
+        command::encode(&outcome).map_err(|e| e.to_string())
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        command::encode(&self.export()).map_err(|e| e.to_string())
+    }
+
+    fn restore(&self, snapshot: &[u8]) -> Result<(), String> {
+        let snap: StateSnapshot =
+            command::decode(snapshot).map_err(|e| format!("bad snapshot: {e}"))?;
+        let index = snap.index;
+        self.restore_state(snap)?;
+        self.applied.store(index, Ordering::Release);
+        self.changes.send_replace(index);
+        let leading = *self.leading.lock();
+        self.set_leading(leading);
+        Ok(())
+    }
+}
+

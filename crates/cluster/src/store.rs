@@ -1,0 +1,707 @@
+//! The job store: jobs, evaluations, allocations and nodes, and the schedulers that turn an
+//! evaluation into placements ([`caravan_sched::placement`]). Every change happens at a log
+//! index the caller passes in: objects record it as their create/modify index, and each table
+//! remembers the index of its last change (Nomad's `X-Nomad-Index` for that table).
+//!
+//! Deterministic: IDs come from a SplitMix64 generator the caller seeds before each command,
+//! placement from the evaluation's index. Replicas applying the same commands agree on every
+//! byte.
+
+use std::collections::{BTreeMap, HashMap};
+
+use caravan_agent_core::jobs::{Allocation, EvalStatus, Evaluation, Job, Node};
+use caravan_agent_core::query::{StateAnswer, StateQuery};
+use caravan_sched::broker::Eval;
+use caravan_sched::placement::{Ask, Nodes, Picker, bin_pack, one_per_node};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+/// The index of the last change of each table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableIndexes {
+    /// Jobs.
+    pub jobs: u64,
+    /// Evaluations.
+    pub evals: u64,
+    /// Allocations.
+    pub allocs: u64,
+    /// Nodes.
+    pub nodes: u64,
+}
+
+/// Every table, as one value: what a snapshot holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tables {
+    jobs: BTreeMap<String, Job>,
+    evals: BTreeMap<String, Evaluation>,
+    allocs: BTreeMap<String, Allocation>,
+    nodes: BTreeMap<String, Node>,
+    indexes: TableIndexes,
+    /// The ID generator's state (SplitMix64), reseeded by every command.
+    #[serde(skip)]
+    ids: u64,
+}
+
+impl Tables {
+    fn new_id(&mut self) -> String {
+        let mut bytes = [0u8; 16];
+        for half in bytes.chunks_mut(8) {
+            self.ids = self.ids.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.ids;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            half.copy_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+        }
+        uuid::Builder::from_random_bytes(bytes)
+            .into_uuid()
+            .to_string()
+    }
+
+    /// Creates and stores an evaluation at `index`.
+    fn record_eval(
+        &mut self,
+        index: u64,
+        job: (&str, u32, &str),
+        triggered_by: &str,
+        status: EvalStatus,
+    ) -> Evaluation {
+        let (job_id, priority, scheduler) = job;
+        let eval = Evaluation {
+            id: self.new_id(),
+            job_id: job_id.to_string(),
+            priority,
+            scheduler: scheduler.to_string(),
+            triggered_by: triggered_by.to_string(),
+            status,
+            status_description: String::new(),
+            blocked_eval: String::new(),
+            queued: BTreeMap::new(),
+            create_index: index,
+            modify_index: index,
+        };
+        self.evals.insert(eval.id.clone(), eval.clone());
+        self.indexes.evals = index;
+        eval
+    }
+
+    fn job_eval(
+        &mut self,
+        index: u64,
+        job: &Job,
+        triggered_by: &str,
+        status: EvalStatus,
+    ) -> Evaluation {
+        let key = (job.id.as_str(), job.priority, job.job_type.as_str());
+        self.record_eval(index, key, triggered_by, status)
+    }
+
+    /// Capacity snapshot: ready nodes with the usage of running allocations.
+    fn capacity(&self) -> (Nodes, Vec<String>) {
+        let mut nodes = Nodes::default();
+        let mut ids = Vec::new();
+        let mut position = HashMap::new();
+        for n in self.nodes.values().filter(|n| n.status == "ready") {
+            position.insert(n.id.as_str(), ids.len());
+            nodes.push(&n.id, &n.datacenter, n.cpu, n.memory_mb);
+            ids.push(n.id.clone());
+        }
+        for a in self.allocs.values().filter(|a| a.desired_status == "run") {
+            if let Some(&i) = position.get(a.node_id.as_str()) {
+                nodes.cpu_used[i] = nodes.cpu_used[i].saturating_add(a.cpu);
+                nodes.mem_used[i] = nodes.mem_used[i].saturating_add(a.memory_mb);
+            }
+        }
+        (nodes, ids)
+    }
+
+    /// Stops the running allocations `ids` at `index`.
+    fn stop_allocs(&mut self, index: u64, ids: &[String]) {
+        for id in ids {
+            if let Some(a) = self.allocs.get_mut(id) {
+                a.desired_status = "stop".into();
+                a.client_status = "complete".into();
+                a.modify_index = index;
+                self.indexes.allocs = index;
+            }
+        }
+    }
+
+    fn finish(
+        &mut self,
+        index: u64,
+        eval_id: &str,
+        status: EvalStatus,
+        description: String,
+        queued: BTreeMap<String, u64>,
+    ) {
+        if let Some(e) = self.evals.get_mut(eval_id) {
+            e.status = status;
+            e.status_description = description;
+            e.queued = queued;
+            e.modify_index = index;
+            self.indexes.evals = index;
+        }
+    }
+
+    /// Blocked evaluations go back to pending when capacity may have appeared.
+    fn unblock(&mut self, index: u64) -> Vec<Evaluation> {
+        let mut out = Vec::new();
+        for e in self
+            .evals
+            .values_mut()
+            .filter(|e| e.status == EvalStatus::Blocked)
+        {
+            e.status = EvalStatus::Pending;
+            e.modify_index = index;
+            out.push(e.clone());
+        }
+        if !out.is_empty() {
+            self.indexes.evals = index;
+        }
+        out
+    }
+
+    /// The answer to a query and the index to report with it: a found object's modify index,
+    /// else the index of the table read (Nomad's rule).
+    fn query(&self, query: &StateQuery) -> (StateAnswer, u64) {
+        let i = self.indexes;
+        let one = |found: Option<u64>, table: u64| found.unwrap_or(table);
+        match query {
+            StateQuery::Jobs => (StateAnswer::Jobs(self.jobs.values().cloned().collect()), i.jobs),
+            StateQuery::Job(id) => {
+                let job = self.jobs.get(id).cloned();
+                let index = one(job.as_ref().map(|j| j.modify_index), i.jobs);
+                (StateAnswer::Job(job), index)
+            }
+            StateQuery::JobAllocations(id) => {
+                let allocs = self.jobs.get(id).map(|_| {
+                    self.allocs
+                        .values()
+                        .filter(|a| &a.job_id == id)
+                        .cloned()
+                        .collect()
+                });
+                (StateAnswer::JobAllocations(allocs), i.allocs)
+            }
+            StateQuery::Evaluations => (
+                StateAnswer::Evaluations(self.evals.values().cloned().collect()),
+                i.evals,
+            ),
+            StateQuery::Evaluation(id) => {
+                let e = self.evals.get(id).cloned();
+                let index = one(e.as_ref().map(|e| e.modify_index), i.evals);
+                (StateAnswer::Evaluation(e), index)
+            }
+            StateQuery::Allocations => (
+                StateAnswer::Allocations(self.allocs.values().cloned().collect()),
+                i.allocs,
+            ),
+            StateQuery::Allocation(id) => {
+                let a = self.allocs.get(id).cloned();
+                let index = one(a.as_ref().map(|a| a.modify_index), i.allocs);
+                (StateAnswer::Allocation(a), index)
+            }
+            StateQuery::Nodes => (
+                StateAnswer::Nodes(self.nodes.values().cloned().collect()),
+                i.nodes,
+            ),
+            StateQuery::Node(id) => {
+                let n = self.nodes.get(id).cloned();
+                let index = one(n.as_ref().map(|n| n.modify_index), i.nodes);
+                (StateAnswer::Node(n), index)
+            }
+        }
+    }
+
+    /// Checks a whole snapshot: every job and node passes the checks of a write, keys match
+    /// IDs, and no object is newer than its table.
+    fn validate(&self) -> Result<(), String> {
+        let i = self.indexes;
+        for (id, j) in &self.jobs {
+            j.validate().map_err(|e| format!("job {id:?}: {e}"))?;
+            if id != &j.id || j.modify_index > i.jobs {
+                return Err(format!("job {id:?} does not match its table"));
+            }
+        }
+        for (id, n) in &self.nodes {
+            n.validate().map_err(|e| format!("node {id:?}: {e}"))?;
+            if id != &n.id || n.modify_index > i.nodes {
+                return Err(format!("node {id:?} does not match its table"));
+            }
+        }
+        for (id, e) in &self.evals {
+            if id != &e.id || e.modify_index > i.evals {
+                return Err(format!("evaluation {id:?} does not match its table"));
+            }
+        }
+        for (id, a) in &self.allocs {
+            if id != &a.id || a.modify_index > i.allocs {
+                return Err(format!("allocation {id:?} does not match its table"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The broker's view of an evaluation.
+pub fn broker_eval(e: &Evaluation) -> Eval {
+    Eval {
+        id: e.id.clone(),
+        job_id: e.job_id.clone(),
+        priority: e.priority,
+        scheduler: e.scheduler.clone(),
+        create_index: e.create_index,
+    }
+}
+
+/// The store: [`Tables`] behind one lock.
+#[derive(Default)]
+pub struct Store {
+    tables: Mutex<Tables>,
+}
+
+/// What a registration or deregistration created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobWrite {
+    /// The evaluation to enqueue.
+    pub eval: Evaluation,
+    /// The job's modify index.
+    pub job_modify_index: u64,
+}
+
+impl Store {
+    /// Seeds the ID generator. A replicated store calls it with the command's seed before
+    /// applying the command, on every replica.
+    pub fn reseed(&self, seed: u64) {
+        self.tables.lock().ids = seed;
+    }
+
+    /// A copy of every table.
+    pub fn export(&self) -> Tables {
+        self.tables.lock().clone()
+    }
+
+    /// Replaces every table with a snapshot's, after checking it (nothing changes if it is
+    /// refused).
+    pub fn import(&self, tables: Tables) -> Result<(), String> {
+        tables.validate()?;
+        let mut t = self.tables.lock();
+        let ids = t.ids;
+        *t = tables;
+        t.ids = ids;
+        Ok(())
+    }
+
+    /// The answer to `query` and its index.
+    pub fn query(&self, query: &StateQuery) -> (StateAnswer, u64) {
+        self.tables.lock().query(query)
+    }
+
+    /// Whether an evaluation exists.
+    pub fn has_eval(&self, id: &str) -> bool {
+        self.tables.lock().evals.contains_key(id)
+    }
+
+    /// Evaluations waiting for a worker (what a new leader's broker starts with).
+    pub fn pending_evals(&self) -> Vec<Evaluation> {
+        let t = self.tables.lock();
+        let mut out: Vec<Evaluation> = t
+            .evals
+            .values()
+            .filter(|e| e.status == EvalStatus::Pending)
+            .cloned()
+            .collect();
+        out.sort_by_key(|e| e.create_index);
+        out
+    }
+
+    /// Creates a pending `_core` (garbage collection) evaluation at `index`.
+    pub fn core_eval(&self, index: u64) -> Evaluation {
+        let mut t = self.tables.lock();
+        let job = ("core-gc", 200, "_core");
+        t.record_eval(index, job, "scheduled", EvalStatus::Pending)
+    }
+
+    /// Adds or updates a node at `index`; blocked evaluations become pending again (returned to
+    /// enqueue).
+    pub fn upsert_node(&self, index: u64, mut node: Node) -> Vec<Evaluation> {
+        let mut t = self.tables.lock();
+        node.create_index = t.nodes.get(&node.id).map_or(index, |n| n.create_index);
+        node.modify_index = index;
+        t.nodes.insert(node.id.clone(), node);
+        t.indexes.nodes = index;
+        t.unblock(index)
+    }
+
+    /// Registers (or updates) a job at `index` and creates its evaluation.
+    pub fn register(&self, index: u64, mut job: Job) -> JobWrite {
+        let mut t = self.tables.lock();
+        let previous = t.jobs.get(&job.id);
+        job.create_index = previous.map_or(index, |p| p.create_index);
+        job.version = previous.map_or(0, |p| p.version.saturating_add(1));
+        job.modify_index = index;
+        job.stop = false;
+        job.status = "pending".into();
+        t.jobs.insert(job.id.clone(), job.clone());
+        t.indexes.jobs = index;
+        let eval = t.job_eval(index, &job, "job-register", EvalStatus::Pending);
+        JobWrite {
+            eval,
+            job_modify_index: index,
+        }
+    }
+
+    /// Stops a job at `index`; its evaluation will stop the allocations. `None` if unknown.
+    pub fn deregister(&self, index: u64, id: &str) -> Option<JobWrite> {
+        let mut t = self.tables.lock();
+        let job = t.jobs.get_mut(id)?;
+        job.stop = true;
+        job.status = "dead".into();
+        job.modify_index = index;
+        let job = job.clone();
+        t.indexes.jobs = index;
+        let eval = t.job_eval(index, &job, "job-deregister", EvalStatus::Pending);
+        Some(JobWrite {
+            eval,
+            job_modify_index: index,
+        })
+    }
+
+    /// Runs the scheduler for an evaluation at `index`; returns evaluations to enqueue
+    /// (unblocked ones). An evaluation already processed (a redelivery) changes nothing.
+    pub fn process(
+        &self,
+        index: u64,
+        eval_id: &str,
+        gc_threshold_secs: u64,
+        now_secs: u64,
+    ) -> Result<Vec<Evaluation>, String> {
+        let mut t = self.tables.lock();
+        let Some(eval) = t.evals.get(eval_id).cloned() else {
+            return Err(format!("evaluation {eval_id} not found"));
+        };
+        if eval.status != EvalStatus::Pending {
+            return Ok(Vec::new());
+        }
+        if eval.scheduler == "_core" {
+            collect_garbage(&mut t, index, gc_threshold_secs, now_secs);
+            t.finish(index, eval_id, EvalStatus::Complete, String::new(), BTreeMap::new());
+            return Ok(Vec::new());
+        }
+        let Some(job) = t.jobs.get(&eval.job_id).cloned() else {
+            let why = "job not found".to_string();
+            t.finish(index, eval_id, EvalStatus::Complete, why, BTreeMap::new());
+            return Ok(Vec::new());
+        };
+        if job.stop {
+            let running: Vec<String> = t
+                .allocs
+                .values()
+                .filter(|a| a.job_id == job.id && a.desired_status == "run")
+                .map(|a| a.id.clone())
+                .collect();
+            t.stop_allocs(index, &running);
+            t.finish(index, eval_id, EvalStatus::Complete, String::new(), BTreeMap::new());
+            // Freed capacity may unblock others.
+            return Ok(t.unblock(index));
+        }
+        let (queued, reasons) = place(&mut t, index, &job, &eval);
+        if queued.values().any(|&n| n > 0) {
+            let mut blocked = t.job_eval(index, &job, "queued-allocs", EvalStatus::Blocked);
+            blocked.status_description = reasons.clone();
+            blocked.queued = queued.clone();
+            t.evals.insert(blocked.id.clone(), blocked.clone());
+            if let Some(e) = t.evals.get_mut(eval_id) {
+                e.blocked_eval = blocked.id.clone();
+            }
+        }
+        t.finish(index, eval_id, EvalStatus::Complete, reasons, queued);
+        if let Some(j) = t.jobs.get_mut(&job.id) {
+            j.status = "running".into();
+        }
+        Ok(Vec::new())
+    }
+
+    /// Marks an evaluation failed (past the broker's delivery limit) at `index`.
+    pub fn fail(&self, index: u64, eval_id: &str) {
+        let mut t = self.tables.lock();
+        let why = "evaluation reached delivery limit".to_string();
+        t.finish(index, eval_id, EvalStatus::Failed, why, BTreeMap::new());
+    }
+}
+
+/// Places what is missing for each group; returns unplaced counts per group and why they did
+/// not fit (empty when everything was placed).
+fn place(
+    t: &mut Tables,
+    index: u64,
+    job: &Job,
+    eval: &Evaluation,
+) -> (BTreeMap<String, u64>, String) {
+    let (mut nodes, ids) = t.capacity();
+    let mut picker = Picker::new(eval.create_index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut queued = BTreeMap::new();
+    let mut reasons = Vec::new();
+    for group in &job.groups {
+        let (cpu, memory_mb) = group.ask();
+        let ask = Ask { cpu, memory_mb };
+        let running: Vec<Allocation> = t
+            .allocs
+            .values()
+            .filter(|a| a.job_id == job.id && a.task_group == group.name && a.desired_status == "run")
+            .cloned()
+            .collect();
+        let placement = if job.job_type.per_node() {
+            let taken: std::collections::HashSet<&str> =
+                running.iter().map(|a| a.node_id.as_str()).collect();
+            let mut p = one_per_node(&mut nodes, &job.datacenters, ask);
+            p.nodes.retain(|&i| !taken.contains(ids[i].as_str()));
+            p
+        } else {
+            let want = group.count as usize;
+            if running.len() > want {
+                let extra: Vec<String> = running.iter().skip(want).map(|a| a.id.clone()).collect();
+                t.stop_allocs(index, &extra);
+            }
+            let missing = want.saturating_sub(running.len());
+            bin_pack(&mut nodes, &job.datacenters, ask, missing, &mut picker)
+        };
+        let start = running.len();
+        for (k, &node) in placement.nodes.iter().enumerate() {
+            let alloc = Allocation {
+                id: t.new_id(),
+                name: format!("{}.{}[{}]", job.id, group.name, start + k),
+                job_id: job.id.clone(),
+                task_group: group.name.clone(),
+                node_id: ids[node].clone(),
+                eval_id: eval.id.clone(),
+                cpu,
+                memory_mb,
+                desired_status: "run".into(),
+                client_status: "pending".into(),
+                create_index: index,
+                modify_index: index,
+            };
+            t.allocs.insert(alloc.id.clone(), alloc);
+            t.indexes.allocs = index;
+        }
+        queued.insert(group.name.clone(), placement.unplaced as u64);
+        if placement.unplaced > 0 {
+            reasons.push(format!("{}: {}", group.name, placement.reason));
+        }
+    }
+    (queued, reasons.join("; "))
+}
+
+/// `_core`: drops stopped allocations, finished evaluations of dead jobs, dead jobs with no
+/// allocations left, and nodes down longer than the threshold.
+fn collect_garbage(t: &mut Tables, index: u64, gc_threshold_secs: u64, now_secs: u64) {
+    let counts = (t.allocs.len(), t.evals.len(), t.jobs.len(), t.nodes.len());
+    t.allocs.retain(|_, a| a.desired_status == "run");
+    let dead: std::collections::HashSet<String> = t
+        .jobs
+        .values()
+        .filter(|j| j.stop)
+        .map(|j| j.id.clone())
+        .collect();
+    t.evals.retain(|_, e| {
+        !(dead.contains(&e.job_id)
+            && matches!(
+                e.status,
+                EvalStatus::Complete | EvalStatus::Failed | EvalStatus::Canceled
+            ))
+    });
+    let with_allocs: std::collections::HashSet<&str> =
+        t.allocs.values().map(|a| a.job_id.as_str()).collect();
+    let gone: Vec<String> = dead
+        .iter()
+        .filter(|id| !with_allocs.contains(id.as_str()))
+        .cloned()
+        .collect();
+    for id in gone {
+        t.jobs.remove(&id);
+    }
+    t.nodes.retain(|_, n| {
+        n.status != "down"
+            || n.down_since
+                .is_none_or(|s| now_secs.saturating_sub(s) < gc_threshold_secs)
+    });
+    let i = &mut t.indexes;
+    for (before, after, table) in [
+        (counts.0, t.allocs.len(), &mut i.allocs),
+        (counts.1, t.evals.len(), &mut i.evals),
+        (counts.2, t.jobs.len(), &mut i.jobs),
+        (counts.3, t.nodes.len(), &mut i.nodes),
+    ] {
+        if before != after {
+            *table = index;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use caravan_agent_core::jobs::{JobType, Task, TaskGroup};
+
+    pub(crate) fn node(id: &str, cpu: u64) -> Node {
+        Node {
+            id: id.into(),
+            name: id.into(),
+            datacenter: "dc1".into(),
+            node_class: String::new(),
+            meta: BTreeMap::new(),
+            cpu,
+            memory_mb: 4096,
+            status: "ready".into(),
+            down_since: None,
+            create_index: 0,
+            modify_index: 0,
+        }
+    }
+
+    pub(crate) fn job(id: &str, ty: JobType, count: u32, cpu: u64) -> Job {
+        Job {
+            id: id.into(),
+            name: id.into(),
+            job_type: ty,
+            priority: 50,
+            datacenters: vec!["dc1".into()],
+            groups: vec![TaskGroup {
+                name: "g".into(),
+                count,
+                tasks: vec![Task {
+                    name: "t".into(),
+                    driver: "docker".into(),
+                    cpu,
+                    memory_mb: 64,
+                }],
+            }],
+            stop: false,
+            status: String::new(),
+            create_index: 0,
+            modify_index: 0,
+            version: 0,
+        }
+    }
+
+    fn running(s: &Store, job: &str) -> usize {
+        match s.query(&StateQuery::JobAllocations(job.into())).0 {
+            StateAnswer::JobAllocations(Some(a)) => {
+                a.iter().filter(|a| a.desired_status == "run").count()
+            }
+            _ => 0,
+        }
+    }
+
+    fn eval(s: &Store, id: &str) -> Evaluation {
+        match s.query(&StateQuery::Evaluation(id.into())).0 {
+            StateAnswer::Evaluation(Some(e)) => e,
+            other => panic!("no evaluation {id}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn place_block_unblock_stop_gc() {
+        let s = Store::default();
+        s.upsert_node(1, node("a", 1000));
+        let w = s.register(2, job("web", JobType::Service, 3, 400));
+        assert!(s.process(3, &w.eval.id, 86400, 0).unwrap().is_empty());
+        let e = eval(&s, &w.eval.id);
+        assert_eq!((e.status, e.queued["g"], e.modify_index), (EvalStatus::Complete, 1, 3));
+        assert_eq!(eval(&s, &e.blocked_eval).status, EvalStatus::Blocked);
+        assert!(e.status_description.contains("resources exhausted"));
+        assert_eq!(running(&s, "web"), 2);
+        // New capacity unblocks the blocked evaluation.
+        let again = s.upsert_node(4, node("b", 1000));
+        assert_eq!(again.len(), 1);
+        s.process(5, &again[0].id, 86400, 0).unwrap();
+        assert_eq!(running(&s, "web"), 3);
+        // Deregister stops everything; GC removes it.
+        let d = s.deregister(6, "web").unwrap();
+        s.process(7, &d.eval.id, 86400, 0).unwrap();
+        assert_eq!(running(&s, "web"), 0);
+        let core = s.core_eval(8);
+        assert_eq!(s.pending_evals(), std::slice::from_ref(&core));
+        s.process(9, &core.id, 86400, 0).unwrap();
+        assert_eq!(s.query(&StateQuery::Job("web".into())), (StateAnswer::Job(None), 9));
+        assert_eq!(eval(&s, &core.id).status, EvalStatus::Complete);
+        // Processing again (a redelivery after a leader change) changes nothing.
+        let before = s.export();
+        assert!(s.process(10, &core.id, 86400, 0).unwrap().is_empty());
+        assert_eq!(s.export(), before);
+        assert!(s.deregister(11, "nope").is_none());
+    }
+
+    #[test]
+    fn indexes_follow_the_tables_written() {
+        let s = Store::default();
+        s.upsert_node(3, node("a", 1000));
+        let w = s.register(5, job("web", JobType::Service, 1, 100));
+        let i = s.export().indexes;
+        assert_eq!((i.nodes, i.jobs, i.evals, i.allocs), (3, 5, 5, 0));
+        s.process(8, &w.eval.id, 86400, 0).unwrap();
+        let i = s.export().indexes;
+        assert_eq!((i.nodes, i.jobs, i.evals, i.allocs), (3, 5, 8, 8));
+        assert_eq!(s.query(&StateQuery::Nodes).1, 3);
+        assert_eq!(s.query(&StateQuery::Job("web".into())).1, 5);
+        assert_eq!(s.query(&StateQuery::Job("nope".into())).1, 5);
+        assert_eq!(s.query(&StateQuery::Allocations).1, 8);
+    }
+
+    #[test]
+    fn replicas_with_the_same_seeds_agree_on_every_id() {
+        let replica = || {
+            let s = Store::default();
+            s.reseed(1);
+            s.upsert_node(1, node("a", 1000));
+            s.upsert_node(2, node("b", 1000));
+            s.reseed(2);
+            let w = s.register(3, job("web", JobType::Service, 5, 300));
+            s.reseed(3);
+            s.process(4, &w.eval.id, 86400, 0).unwrap();
+            s.export()
+        };
+        let (a, b) = (replica(), replica());
+        assert_eq!(a, b);
+        assert_eq!(a.allocs.len(), 5);
+    }
+
+    #[test]
+    fn system_jobs_one_per_node_and_idempotent() {
+        let s = Store::default();
+        for (i, id) in ["a", "b", "c"].into_iter().enumerate() {
+            s.upsert_node(i as u64 + 1, node(id, 1000));
+        }
+        let w = s.register(4, job("sys", JobType::System, 0, 100));
+        s.process(5, &w.eval.id, 86400, 0).unwrap();
+        let w2 = s.register(6, job("sys", JobType::System, 0, 100));
+        s.process(7, &w2.eval.id, 86400, 0).unwrap();
+        let StateAnswer::JobAllocations(Some(allocs)) =
+            s.query(&StateQuery::JobAllocations("sys".into())).0
+        else {
+            panic!("no allocations");
+        };
+        let mut nodes: Vec<_> = allocs.iter().map(|a| a.node_id.clone()).collect();
+        nodes.sort();
+        assert_eq!(nodes, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_bad_snapshot_is_refused_and_changes_nothing() {
+        let s = Store::default();
+        s.upsert_node(1, node("a", 1000));
+        let before = s.export();
+        let mut bad = before.clone();
+        if let Some(n) = bad.nodes.get_mut("a") {
+            n.modify_index = 99;
+        }
+        assert!(s.import(bad).unwrap_err().contains("does not match"));
+        let mut bad = before.clone();
+        let mut j = job("web", JobType::Service, caravan_agent_core::jobs::MAX_COUNT + 1, 1);
+        j.modify_index = 0;
+        bad.jobs.insert("web".into(), j);
+        assert!(s.import(bad).unwrap_err().contains("Count"));
+        assert_eq!(s.export(), before);
+    }
+}
