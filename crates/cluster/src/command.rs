@@ -111,10 +111,15 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Cluster
             if left.is_empty() {
                 Ok(value)
             } else {
-                Err(ClusterError::Encoding(format!("{} trailing bytes", left.len())))
+                Err(ClusterError::Encoding(format!(
+                    "{} trailing bytes",
+                    left.len()
+                )))
             }
         }
-        Some((v, _)) => Err(ClusterError::Encoding(format!("unknown format version {v}"))),
+        Some((v, _)) => Err(ClusterError::Encoding(format!(
+            "unknown format version {v}"
+        ))),
         None => Err(ClusterError::Encoding("empty".into())),
     }
 }
@@ -156,6 +161,11 @@ mod tests {
             id: "x".repeat(MAX_COMMAND_BYTES),
             seed: 0,
         };
-        assert!(big.encode().unwrap_err().to_string().contains("over the limit"));
+        assert!(
+            big.encode()
+                .unwrap_err()
+                .to_string()
+                .contains("over the limit")
+        );
     }
 }

@@ -15,7 +15,6 @@ use caravan_raft::StateMachine;
 use caravan_sched::broker::EvalBroker;
 use parking_lot::{Mutex, RwLock};
 
-use crate::ClusterError;
 use crate::command::{self, Command, MAX_COMMAND_BYTES, Outcome, StateSnapshot};
 use crate::store::{Store, broker_eval};
 
@@ -98,7 +97,10 @@ impl ClusterState {
         let outcome = match command::decode::<Command>(bytes) {
             Err(e) => Outcome::Refused(format!("undecodable command: {e}")),
             Ok(c) if bytes.len() > MAX_COMMAND_BYTES && !matches!(c, Command::StateRestore(_)) => {
-                Outcome::Refused(format!("command of {} bytes is over the limit", bytes.len()))
+                Outcome::Refused(format!(
+                    "command of {} bytes is over the limit",
+                    bytes.len()
+                ))
             }
             Ok(c) => self.apply_command(index, c),
         };
@@ -155,9 +157,10 @@ impl ClusterState {
                 }
             }
             Command::CoreEval { .. } => Ok(()),
-            Command::StateRestore(snapshot) => {
-                snapshot.acl.validate().map_err(|e| format!("bad snapshot: {e}"))
-            }
+            Command::StateRestore(snapshot) => snapshot
+                .acl
+                .validate()
+                .map_err(|e| format!("bad snapshot: {e}")),
         }
     }
 
@@ -269,4 +272,3 @@ impl StateMachine for ClusterState {
         Ok(())
     }
 }
-

@@ -37,8 +37,7 @@ pub struct Tables {
     allocs: BTreeMap<String, Allocation>,
     nodes: BTreeMap<String, Node>,
     indexes: TableIndexes,
-    /// The ID generator's state (SplitMix64), reseeded by every command.
-    #[serde(skip)]
+    /// The ID generator's state (SplitMix64), reseeded by every command that creates IDs.
     ids: u64,
 }
 
@@ -167,7 +166,10 @@ impl Tables {
         let i = self.indexes;
         let one = |found: Option<u64>, table: u64| found.unwrap_or(table);
         match query {
-            StateQuery::Jobs => (StateAnswer::Jobs(self.jobs.values().cloned().collect()), i.jobs),
+            StateQuery::Jobs => (
+                StateAnswer::Jobs(self.jobs.values().cloned().collect()),
+                i.jobs,
+            ),
             StateQuery::Job(id) => {
                 let job = self.jobs.get(id).cloned();
                 let index = one(job.as_ref().map(|j| j.modify_index), i.jobs);
@@ -285,10 +287,7 @@ impl Store {
     /// refused).
     pub fn import(&self, tables: Tables) -> Result<(), String> {
         tables.validate()?;
-        let mut t = self.tables.lock();
-        let ids = t.ids;
-        *t = tables;
-        t.ids = ids;
+        *self.tables.lock() = tables;
         Ok(())
     }
 
@@ -385,7 +384,13 @@ impl Store {
         }
         if eval.scheduler == "_core" {
             collect_garbage(&mut t, index, gc_threshold_secs, now_secs);
-            t.finish(index, eval_id, EvalStatus::Complete, String::new(), BTreeMap::new());
+            t.finish(
+                index,
+                eval_id,
+                EvalStatus::Complete,
+                String::new(),
+                BTreeMap::new(),
+            );
             return Ok(Vec::new());
         }
         let Some(job) = t.jobs.get(&eval.job_id).cloned() else {
@@ -401,7 +406,13 @@ impl Store {
                 .map(|a| a.id.clone())
                 .collect();
             t.stop_allocs(index, &running);
-            t.finish(index, eval_id, EvalStatus::Complete, String::new(), BTreeMap::new());
+            t.finish(
+                index,
+                eval_id,
+                EvalStatus::Complete,
+                String::new(),
+                BTreeMap::new(),
+            );
             // Freed capacity may unblock others.
             return Ok(t.unblock(index));
         }
@@ -448,7 +459,9 @@ fn place(
         let running: Vec<Allocation> = t
             .allocs
             .values()
-            .filter(|a| a.job_id == job.id && a.task_group == group.name && a.desired_status == "run")
+            .filter(|a| {
+                a.job_id == job.id && a.task_group == group.name && a.desired_status == "run"
+            })
             .cloned()
             .collect();
         let placement = if job.job_type.per_node() {
@@ -608,7 +621,10 @@ mod tests {
         let w = s.register(2, job("web", JobType::Service, 3, 400));
         assert!(s.process(3, &w.eval.id, 86400, 0).unwrap().is_empty());
         let e = eval(&s, &w.eval.id);
-        assert_eq!((e.status, e.queued["g"], e.modify_index), (EvalStatus::Complete, 1, 3));
+        assert_eq!(
+            (e.status, e.queued["g"], e.modify_index),
+            (EvalStatus::Complete, 1, 3)
+        );
         assert_eq!(eval(&s, &e.blocked_eval).status, EvalStatus::Blocked);
         assert!(e.status_description.contains("resources exhausted"));
         assert_eq!(running(&s, "web"), 2);
@@ -624,7 +640,10 @@ mod tests {
         let core = s.core_eval(8);
         assert_eq!(s.pending_evals(), std::slice::from_ref(&core));
         s.process(9, &core.id, 86400, 0).unwrap();
-        assert_eq!(s.query(&StateQuery::Job("web".into())), (StateAnswer::Job(None), 9));
+        assert_eq!(
+            s.query(&StateQuery::Job("web".into())),
+            (StateAnswer::Job(None), 9)
+        );
         assert_eq!(eval(&s, &core.id).status, EvalStatus::Complete);
         // Processing again (a redelivery after a leader change) changes nothing.
         let before = s.export();
@@ -698,7 +717,12 @@ mod tests {
         }
         assert!(s.import(bad).unwrap_err().contains("does not match"));
         let mut bad = before.clone();
-        let mut j = job("web", JobType::Service, caravan_agent_core::jobs::MAX_COUNT + 1, 1);
+        let mut j = job(
+            "web",
+            JobType::Service,
+            caravan_agent_core::jobs::MAX_COUNT + 1,
+            1,
+        );
         j.modify_index = 0;
         bad.jobs.insert("web".into(), j);
         assert!(s.import(bad).unwrap_err().contains("Count"));

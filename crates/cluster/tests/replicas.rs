@@ -75,16 +75,27 @@ async fn trio() -> Trio {
         config.heartbeat = Duration::from_millis(50);
         config.election_timeout = (Duration::from_millis(300), Duration::from_millis(600));
         let cluster = Arc::new(Cluster::start(config, ACL_KEY, link).await.expect("start"));
-        router.nodes.lock().insert(addr.clone(), cluster.raft().clone());
+        router
+            .nodes
+            .lock()
+            .insert(addr.clone(), cluster.raft().clone());
         members.push((addr, cluster));
     }
     let voters: BTreeMap<u64, String> = (1..=3u64).map(|id| (id, format!("n{id}"))).collect();
-    members[0].1.raft().initialize(voters).await.expect("initialize");
+    members[0]
+        .1
+        .raft()
+        .initialize(voters)
+        .await
+        .expect("initialize");
     let trio = Trio { router, members };
     trio.leader(Duration::from_secs(10)).await;
     for (_, c) in &trio.members {
         let c = c.clone();
-        tokio::spawn(caravan_cluster::duties::follow_leadership(c, Arc::new(NoDirectory)));
+        tokio::spawn(caravan_cluster::duties::follow_leadership(
+            c,
+            Arc::new(NoDirectory),
+        ));
     }
     trio
 }
@@ -150,7 +161,10 @@ impl Trio {
     }
 
     fn exports(&self) -> Vec<caravan_cluster::StateSnapshot> {
-        self.members.iter().map(|(_, c)| c.state().export()).collect()
+        self.members
+            .iter()
+            .map(|(_, c)| c.state().export())
+            .collect()
     }
 }
 
@@ -221,8 +235,14 @@ async fn history(trio: &Trio) -> u64 {
             description: String::new(),
             rules: r#"agent { policy = "read" }"#.into(),
         }),
-        Command::NodeUpsert { node: node("a"), seed: 1 },
-        Command::JobRegister { job: job("web", 3), seed: 2 },
+        Command::NodeUpsert {
+            node: node("a"),
+            seed: 1,
+        },
+        Command::JobRegister {
+            job: job("web", 3),
+            seed: 2,
+        },
     ];
     let mut last = None;
     for (i, w) in writes.iter().enumerate() {
@@ -256,7 +276,9 @@ async fn the_same_log_gives_the_same_state_and_snapshots_round_trip() {
     StateMachine::restore(&fresh, &bytes).expect("restore");
     assert_eq!(fresh.export(), states[0]);
     assert_eq!(
-        fresh.resolve_token(Some(&uuid(2))).map(|a| a.is_management()),
+        fresh
+            .resolve_token(Some(&uuid(2)))
+            .map(|a| a.is_management()),
         Ok(true)
     );
     // Garbage and truncated snapshots are refused and change nothing.
@@ -295,11 +317,17 @@ impl Lens for caravan_cluster::StateSnapshot {
 async fn a_leadership_change_neither_loses_nor_doubles_an_evaluation() {
     let trio = trio().await;
     let old = trio.leader(Duration::from_secs(5)).await;
-    old.write(&Command::NodeUpsert { node: node("a"), seed: 1 })
-        .await
-        .expect("node");
+    old.write(&Command::NodeUpsert {
+        node: node("a"),
+        seed: 1,
+    })
+    .await
+    .expect("node");
     let w = old
-        .write(&Command::JobRegister { job: job("web", 1), seed: 2 })
+        .write(&Command::JobRegister {
+            job: job("web", 1),
+            seed: 2,
+        })
         .await
         .expect("job");
     let eval_id = eval_of(&w);
@@ -318,7 +346,10 @@ async fn a_leadership_change_neither_loses_nor_doubles_an_evaluation() {
     let (eval, _) = got.expect("the new leader's broker has the evaluation");
     assert_eq!(eval.id, eval_id);
     let again = broker.dequeue(&types, Duration::from_millis(300), &|| false);
-    assert!(again.is_none(), "the evaluation was enqueued twice: {again:?}");
+    assert!(
+        again.is_none(),
+        "the evaluation was enqueued twice: {again:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,7 +363,10 @@ async fn forged_commands_change_nothing_on_any_replica() {
     let mut huge = job("huge", u32::MAX);
     huge.priority = 50;
     let forged = [
-        ("oversized job", raw(&Command::JobRegister { job: huge, seed: 9 })),
+        (
+            "oversized job",
+            raw(&Command::JobRegister { job: huge, seed: 9 }),
+        ),
         (
             "token naming an unknown policy",
             raw(&Command::Acl(AclWrite::TokenCreate {
@@ -389,10 +423,16 @@ async fn forged_commands_change_nothing_on_any_replica() {
     let state = leader.state();
     let at = state.applied_index();
     let outcome = state.apply_command(at, Command::CoreEval { seed: 1 });
-    assert!(matches!(outcome, Outcome::Refused(ref w) if w.contains("stale")), "{outcome:?}");
+    assert!(
+        matches!(outcome, Outcome::Refused(ref w) if w.contains("stale")),
+        "{outcome:?}"
+    );
     // And `write` reports a refusal as one.
     let e = leader
-        .write(&Command::JobDeregister { id: String::new(), seed: 1 })
+        .write(&Command::JobDeregister {
+            id: String::new(),
+            seed: 1,
+        })
         .await
         .unwrap_err();
     assert!(matches!(e, ClusterError::Refused(_)), "{e:?}");
@@ -417,14 +457,22 @@ async fn reads_are_consistent_unless_stale_and_block_on_index() {
         let follower = follower.clone();
         let min = start.index;
         tokio::spawn(async move {
-            let r = follower.read(&StateQuery::Nodes, opts(false, min), 0.0).await;
+            let r = follower
+                .read(&StateQuery::Nodes, opts(false, min), 0.0)
+                .await;
             (r, Instant::now())
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!waiter.is_finished(), "a blocking query returned before any write");
+    assert!(
+        !waiter.is_finished(),
+        "a blocking query returned before any write"
+    );
     leader
-        .write(&Command::NodeUpsert { node: node("a"), seed: 1 })
+        .write(&Command::NodeUpsert {
+            node: node("a"),
+            seed: 1,
+        })
         .await
         .expect("write");
     let written = Instant::now();
@@ -448,5 +496,8 @@ async fn reads_are_consistent_unless_stale_and_block_on_index() {
     let stale = follower.read(&StateQuery::Nodes, opts(true, 0), 0.0).await;
     assert!(matches!(stale.expect("stale read").value, StateAnswer::Nodes(ref n) if n.len() == 1));
     let consistent = follower.read(&StateQuery::Nodes, opts(false, 0), 0.0).await;
-    assert!(matches!(consistent, Err(ClusterError::Raft(_))), "{consistent:?}");
+    assert!(
+        matches!(consistent, Err(ClusterError::Raft(_))),
+        "{consistent:?}"
+    );
 }
