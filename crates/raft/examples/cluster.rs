@@ -1,5 +1,5 @@
 //! Three Raft nodes in one process sharing a key-value map: a write on a follower is forwarded to
-//! the leader and read back on every node. A real service would put its RPC client behind
+//! the leader and read back on every node, each after a linearizable `read_index`. A real service would put its RPC client behind
 //! `Transport` and call `RaftNode::handle` from its RPC server.
 
 use std::collections::{BTreeMap, HashMap};
@@ -14,15 +14,21 @@ use parking_lot::Mutex;
 struct Kv(Mutex<BTreeMap<String, String>>);
 
 impl StateMachine for Kv {
-    fn apply(&self, _index: u64, command: &str) -> String {
+    fn apply(&self, _index: u64, command: &[u8]) -> Result<Vec<u8>, String> {
+        // A command that is not `key=value` text is refused in the response, not an error: an
+        // error would stop the node.
+        let Ok(command) = std::str::from_utf8(command) else {
+            return Ok(b"refused: not UTF-8".to_vec());
+        };
         let (k, v) = command.split_once('=').unwrap_or((command, ""));
-        self.0.lock().insert(k.into(), v.into()).unwrap_or_default()
+        let old = self.0.lock().insert(k.into(), v.into());
+        Ok(old.unwrap_or_default().into_bytes())
     }
-    fn snapshot(&self) -> String {
-        serde_json::to_string(&*self.0.lock()).unwrap_or_default()
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        serde_json::to_vec(&*self.0.lock()).map_err(|e| e.to_string())
     }
-    fn restore(&self, snapshot: &str) -> Result<(), String> {
-        *self.0.lock() = serde_json::from_str(snapshot).map_err(|e| e.to_string())?;
+    fn restore(&self, snapshot: &[u8]) -> Result<(), String> {
+        *self.0.lock() = serde_json::from_slice(snapshot).map_err(|e| e.to_string())?;
         Ok(())
     }
 }
@@ -78,10 +84,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let written = follower.apply("greeting=hello".into()).await?;
+    let written = follower.apply(b"greeting=hello".to_vec()).await?;
+    println!("written at index {}", written.index);
     for (node, kv) in nodes.iter().zip(&maps) {
-        node.wait_applied(written.index, Duration::from_secs(5))
-            .await;
+        // A linearizable read: after `read_index`, this node's map has every acknowledged write.
+        node.read_index(Duration::from_secs(5)).await?;
         println!(
             "node {}: greeting = {:?}",
             node.id(),

@@ -1,7 +1,7 @@
 //! The wire format of Raft messages between servers: postcard, a compact binary serde format
 //! (varint integers, raw bytes), so snapshot chunks travel as bytes instead of JSON arrays of
 //! numbers and a heartbeat is a few dozen bytes. Requests, answers and errors all go through
-//! here; the log on disk stays JSON.
+//! here, and so does everything the log keeps on disk.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -1,16 +1,28 @@
 //! Raft consensus for Caravan servers, on [`openraft`] 0.9.
 //!
-//! A [`RaftNode`] replicates opaque JSON commands to a [`StateMachine`] the embedder supplies,
+//! A [`RaftNode`] replicates opaque byte commands to a [`StateMachine`] the embedder supplies,
 //! talks to its peers through a [`Transport`] the embedder supplies (Caravan uses its RPC
 //! listener), and keeps its log, vote and snapshots in a redb file under a directory (or in
-//! memory). Writes made on a follower are forwarded to the leader; a node that cannot reach a
-//! quorum refuses writes with [`RaftError::NoLeader`] instead of hanging.
+//! memory), written by one dedicated thread. Writes made on a follower are forwarded to the
+//! leader; a node that cannot reach a quorum refuses writes with [`RaftError::NoLeader`] instead
+//! of hanging. [`RaftNode::read_index`] gives linearizable reads: once it returns, the local
+//! state machine has applied every write acknowledged anywhere before the call.
+//!
+//! openraft's storage API v2 (`RaftLogStorage`, `RaftStateMachine`) is implemented directly, so
+//! the crate enables openraft's `storage-v2` feature.
 //!
 //! Invariants:
 //! - The state machine sees each committed command exactly once per process lifetime, in log
 //!   order, on every node; it must be deterministic (same commands → same state).
 //! - A snapshot is taken under the same lock as `apply`, so it is exactly the state at its index.
-//! - Nothing is acknowledged to openraft before it is fsynced (durable mode).
+//!   A state machine that cannot apply or snapshot stops the node (a storage error): it never
+//!   produces an empty snapshot or a made-up response.
+//! - Nothing is acknowledged to openraft before it is fsynced (durable mode): appends, votes,
+//!   truncations, purges and snapshots go, in openraft's order, to the `raft-log-writer` thread,
+//!   which commits each batch with one fsync and only then reports it done. No fsync runs on a
+//!   tokio worker.
+//! - The file is postcard ([`codec`]); a file that does not decode is an error naming the file
+//!   and the value, never a panic.
 #![deny(missing_docs)]
 
 pub mod codec;
@@ -18,6 +30,7 @@ mod disk;
 pub mod limits;
 mod network;
 mod storage;
+mod writer;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -27,7 +40,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::error::{ClientWriteError, InitializeError, InstallSnapshotError, SnapshotMismatch};
+use openraft::error::{
+    CheckIsLeaderError, ClientWriteError, Fatal, InitializeError, InstallSnapshotError,
+    SnapshotMismatch,
+};
 use openraft::raft::{InstallSnapshotRequest, InstallSnapshotResponse};
 use openraft::{
     ChangeMembers, Config, Raft, ServerState, Snapshot, SnapshotPolicy, SnapshotSegmentId,
@@ -38,10 +54,10 @@ use serde::{Deserialize, Serialize};
 pub use openraft::BasicNode;
 
 openraft::declare_raft_types!(
-    /// Caravan's openraft types: commands and responses are JSON text, nodes are RPC addresses.
+    /// Caravan's openraft types: commands and responses are bytes, nodes are RPC addresses.
     pub TypeConfig:
-        D = String,
-        R = String,
+        D = Vec<u8>,
+        R = Vec<u8>,
         NodeId = u64,
         Node = BasicNode,
         SnapshotData = Cursor<Vec<u8>>,
@@ -70,9 +86,11 @@ pub mod method {
     pub const INSTALL_SNAPSHOT: &str = "Raft.InstallSnapshot";
     /// A follower forwarding a write to the leader.
     pub const APPLY: &str = "Raft.Apply";
+    /// A follower asking the leader for a linearizable read index.
+    pub const READ_INDEX: &str = "Raft.ReadIndex";
 
     /// Every method [`crate::RaftNode::handle`] serves.
-    pub const ALL: [&str; 4] = [APPEND_ENTRIES, VOTE, INSTALL_SNAPSHOT, APPLY];
+    pub const ALL: [&str; 5] = [APPEND_ENTRIES, VOTE, INSTALL_SNAPSHOT, APPLY, READ_INDEX];
 }
 
 /// A boxed future, as [`Transport`] returns.
@@ -80,12 +98,14 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// The replicated application state.
 pub trait StateMachine: Send + Sync + 'static {
-    /// Applies one committed command (at log `index`) and returns its response.
-    fn apply(&self, index: u64, command: &str) -> String;
-    /// The whole state, as text [`StateMachine::restore`] reads back.
-    fn snapshot(&self) -> String;
+    /// Applies one committed command at log `index` and returns its response. A command the
+    /// state machine refuses is an `Ok` response that says so; `Err` means the state machine
+    /// cannot go on (the node stops, as on a storage failure) and is never a refusal.
+    fn apply(&self, index: u64, command: &[u8]) -> Result<Vec<u8>, String>;
+    /// The whole state, as bytes `restore` reads back; `Err` instead of an empty snapshot.
+    fn snapshot(&self) -> Result<Vec<u8>, String>;
     /// Replaces the state with a snapshot.
-    fn restore(&self, snapshot: &str) -> Result<(), String>;
+    fn restore(&self, snapshot: &[u8]) -> Result<(), String>;
 }
 
 /// How nodes reach each other: one request, one answer.
@@ -106,7 +126,8 @@ pub trait Transport: Send + Sync + 'static {
 pub enum RaftError {
     /// No leader is known, or this leader has lost its quorum.
     NoLeader,
-    /// The write was sent but not known to be committed within the write timeout.
+    /// The write was sent but not known to be committed within the write timeout, or a read
+    /// could not be confirmed and applied within its timeout.
     Timeout,
     /// The log store failed.
     Storage(String),
@@ -124,7 +145,7 @@ impl std::fmt::Display for RaftError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RaftError::NoLeader => f.write_str("No cluster leader"),
-            RaftError::Timeout => f.write_str("timed out waiting for the write to be committed"),
+            RaftError::Timeout => f.write_str("timed out waiting for the cluster"),
             RaftError::Storage(e) => write!(f, "raft storage: {e}"),
             RaftError::Membership(e) => write!(f, "raft membership change: {e}"),
             RaftError::Transport(e) => write!(f, "raft transport: {e}"),
@@ -195,7 +216,7 @@ pub struct Applied {
     /// Its log index.
     pub index: u64,
     /// The state machine's response.
-    pub response: String,
+    pub response: Vec<u8>,
 }
 
 /// A snapshot of the node's Raft state, for status pages.
@@ -264,14 +285,11 @@ impl RaftNode {
         state_machine: Arc<dyn StateMachine>,
         transport: Arc<dyn Transport>,
     ) -> Result<RaftNode, RaftError> {
-        let disk = config
-            .dir
-            .as_deref()
-            .map(disk::Disk::open)
-            .transpose()
-            .map_err(RaftError::Storage)?;
-        let storage =
-            Arc::new(storage::Storage::open(disk, state_machine).map_err(RaftError::Storage)?);
+        let storage = Arc::new(
+            storage::Storage::open(config.dir.as_deref(), state_machine)
+                .await
+                .map_err(RaftError::Storage)?,
+        );
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let raft_config = Config {
             cluster_name: "caravan".into(),
@@ -285,15 +303,21 @@ impl RaftNode {
         }
         .validate()
         .map_err(|e| RaftError::Storage(format!("raft config: {e}")))?;
-        let (log_store, state) = openraft::storage::Adaptor::new(storage.clone());
+        let log_store = storage::LogStore(storage.clone());
+        let state = storage::SmStore(storage.clone());
         let network = network::Network {
             transport: transport.clone(),
             max_append_bytes: config.max_append_bytes.max(config.max_command_bytes),
             storage: storage.clone(),
         };
-        let raft = Raft::new(config.id, Arc::new(raft_config), network, log_store, state)
-            .await
-            .map_err(storage_err)?;
+        let raft =
+            match Raft::new(config.id, Arc::new(raft_config), network, log_store, state).await {
+                Ok(raft) => raft,
+                Err(e) => {
+                    storage.close().await;
+                    return Err(storage_err(e));
+                }
+            };
         let quorum_check = spawn_quorum_check(raft.clone(), config.election_timeout.1);
         Ok(RaftNode {
             _quorum_check: quorum_check,
@@ -358,20 +382,132 @@ impl RaftNode {
         self.storage.applied_index()
     }
 
+    /// A receiver of the index applied to the local state machine: it is updated right after
+    /// each batch of entries is applied (and after a snapshot is installed), before openraft
+    /// answers the writes, so a blocking query woken by it sees a write as soon as it is
+    /// applied.
+    pub fn applied_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.storage.applied_watch()
+    }
+
     /// Waits (at most `timeout`) until the local state machine has applied `index`.
     pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
+        let mut rx = self.storage.applied_watch();
+        matches!(
+            tokio::time::timeout(timeout.min(MAX_WAIT), rx.wait_for(|&a| a >= index)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Time since this node last heard from the leader: zero on the leader, `None` if it never
+    /// has.
+    pub fn last_contact(&self) -> Option<Duration> {
+        if self.is_leader() {
+            Some(Duration::ZERO)
+        } else {
+            self.last_contact.lock().map(|t| t.elapsed())
+        }
+    }
+
+    /// A linearizable read point: the leader confirms with a quorum that it still leads
+    /// (openraft's `get_read_log_id`, the first half of `ensure_linearizable`) and names the
+    /// index every write acknowledged before the call is at or below; on a follower the leader
+    /// is asked with `Raft.ReadIndex`. Then this waits until the local state machine has applied
+    /// that index, and returns it: a read of the local state after this is linearizable.
+    ///
+    /// [`RaftError::NoLeader`] if no leader is known or the leader cannot reach a quorum;
+    /// [`RaftError::Timeout`] if that is not done within `timeout` (a follower cut off from a
+    /// leader it still believes in times out; it never returns a stale index as success).
+    pub async fn read_index(&self, timeout: Duration) -> Result<u64, RaftError> {
         let deadline = tokio::time::Instant::now() + timeout.min(MAX_WAIT);
-        let mut rx = self.raft.metrics();
-        loop {
-            if self.storage.applied_index() >= index {
-                return true;
+        let index = loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let attempt = match tokio::time::timeout(left, self.read_index_local()).await {
+                Err(_) => return Err(RaftError::Timeout),
+                Ok(Ok(index)) => Ok(index),
+                Ok(Err(Redirect::To(addr))) => self.forward_read_index(&addr, left).await,
+                Ok(Err(Redirect::Unknown)) => Err(RaftError::NoLeader),
+                Ok(Err(Redirect::Failed(e))) => return Err(e),
+            };
+            match attempt {
+                Ok(index) => break index,
+                Err(
+                    e @ (RaftError::Storage(_) | RaftError::BadRequest(_) | RaftError::Shutdown),
+                ) => {
+                    return Err(e);
+                }
+                Err(e) => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if left <= RETRY_PAUSE {
+                        // A leader that could not be reached is a read not confirmed in time.
+                        return Err(match e {
+                            RaftError::NoLeader => RaftError::NoLeader,
+                            _ => RaftError::Timeout,
+                        });
+                    }
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
             }
-            if tokio::time::timeout_at(deadline, rx.changed())
-                .await
-                .is_err()
-            {
-                return self.storage.applied_index() >= index;
+        };
+        let mut rx = self.storage.applied_watch();
+        match tokio::time::timeout_at(deadline, rx.wait_for(|&a| a >= index)).await {
+            Ok(Ok(_)) => Ok(index),
+            _ => Err(RaftError::Timeout),
+        }
+    }
+
+    /// The read index, if this node is a leader that a quorum still follows.
+    async fn read_index_local(&self) -> Result<u64, Redirect> {
+        if self.lost_quorum() {
+            return Err(Redirect::Unknown);
+        }
+        match self.raft.get_read_log_id().await {
+            Ok((read, _applied)) => Ok(read.map_or(0, |l| l.index)),
+            Err(openraft::error::RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(self.redirect(f))
             }
+            Err(openraft::error::RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
+                Err(Redirect::Unknown)
+            }
+            Err(openraft::error::RaftError::Fatal(Fatal::Stopped)) => {
+                Err(Redirect::Failed(RaftError::Shutdown))
+            }
+            Err(e) => Err(Redirect::Failed(RaftError::Storage(e.to_string()))),
+        }
+    }
+
+    async fn forward_read_index(&self, addr: &str, timeout: Duration) -> Result<u64, RaftError> {
+        let body = self
+            .transport
+            .call(addr, method::READ_INDEX, Vec::new(), timeout)
+            .await
+            .map_err(RaftError::Transport)?;
+        let answer: Result<u64, RaftError> = codec::decode(&body).map_err(RaftError::Transport)?;
+        let index = answer?;
+        // The leader's index is peer input like any other.
+        let max = self.storage.bounds().max_index();
+        if index > max {
+            return Err(RaftError::Transport(format!(
+                "read index {index} is out of bounds (up to {max})"
+            )));
+        }
+        Ok(index)
+    }
+
+    /// Whether this node is a leader that has not heard from a quorum within the election
+    /// timeout (it refuses writes and reads at once).
+    fn lost_quorum(&self) -> bool {
+        let limit = u64::try_from(self.config.election_timeout.1.as_millis()).unwrap_or(u64::MAX);
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.millis_since_quorum_ack.is_some_and(|ms| ms > limit)
+    }
+
+    /// Where openraft says to go.
+    fn redirect(&self, f: openraft::error::ForwardToLeader<NodeId, BasicNode>) -> Redirect {
+        match (f.leader_id, f.leader_node) {
+            (Some(id), Some(node)) if id != self.config.id => Redirect::To(node.addr),
+            _ => Redirect::Unknown,
         }
     }
 
@@ -381,7 +517,7 @@ impl RaftNode {
     ///
     /// A command over [`RaftConfig::max_command_bytes`] is refused at once with
     /// [`RaftError::BadRequest`].
-    pub async fn apply(&self, command: String) -> Result<Applied, RaftError> {
+    pub async fn apply(&self, command: Vec<u8>) -> Result<Applied, RaftError> {
         self.check_command(command.len())?;
         let deadline = Instant::now() + self.config.write_timeout.min(MAX_WAIT);
         loop {
@@ -410,12 +546,12 @@ impl RaftNode {
     async fn forward(
         &self,
         addr: &str,
-        command: &str,
+        command: &[u8],
         timeout: Duration,
     ) -> Result<Applied, RaftError> {
         let body = self
             .transport
-            .call(addr, method::APPLY, command.as_bytes().to_vec(), timeout)
+            .call(addr, method::APPLY, command.to_vec(), timeout)
             .await
             .map_err(RaftError::Transport)?;
         let answer: Result<Applied, RaftError> =
@@ -424,18 +560,9 @@ impl RaftNode {
     }
 
     /// Writes on this node if it is a leader with a live quorum.
-    async fn apply_local(&self, command: String, timeout: Duration) -> Result<Applied, Redirect> {
-        let quorum_limit =
-            u64::try_from(self.config.election_timeout.1.as_millis()).unwrap_or(u64::MAX);
-        {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            if m.state == ServerState::Leader
-                && m.millis_since_quorum_ack
-                    .is_some_and(|ms| ms > quorum_limit)
-            {
-                return Err(Redirect::Unknown);
-            }
+    async fn apply_local(&self, command: Vec<u8>, timeout: Duration) -> Result<Applied, Redirect> {
+        if self.lost_quorum() {
+            return Err(Redirect::Unknown);
         }
         match tokio::time::timeout(timeout, self.raft.client_write(command)).await {
             Err(_) => Err(Redirect::Failed(RaftError::Timeout)),
@@ -444,10 +571,7 @@ impl RaftNode {
                 response: r.data,
             }),
             Ok(Err(openraft::error::RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                match (f.leader_id, f.leader_node) {
-                    (Some(id), Some(node)) if id != self.config.id => Err(Redirect::To(node.addr)),
-                    _ => Err(Redirect::Unknown),
-                }
+                Err(self.redirect(f))
             }
             Ok(Err(e)) => Err(Redirect::Failed(RaftError::Storage(e.to_string()))),
         }
@@ -511,8 +635,9 @@ impl RaftNode {
     }
 
     /// Serves one request from a peer's [`Transport`] ([`codec`] encoded; `Raft.Apply`'s body is
-    /// the command text); the answer is what the calling node's network expects, encoded the
-    /// same way.
+    /// the command's bytes, `Raft.ReadIndex`'s is empty); the answer is what the calling node's
+    /// network expects, encoded the same way (`Raft.ReadIndex`: `Result<u64, RaftError>`, the
+    /// leader's read index after its quorum check).
     ///
     /// Terms, log indices and sizes are checked against [`limits`] first: a request out of
     /// bounds is refused with [`RaftError::BadRequest`] naming the field, and openraft never
@@ -547,13 +672,33 @@ impl RaftNode {
                 if let Err(e) = self.check_command(body.len()) {
                     return encode(&Err::<Applied, _>(e));
                 }
-                let command = String::from_utf8(body.to_vec())
-                    .map_err(|e| RaftError::BadRequest(e.to_string()))?;
-                let answer = match self.apply_local(command, self.config.write_timeout).await {
+                let answer = match self
+                    .apply_local(body.to_vec(), self.config.write_timeout)
+                    .await
+                {
                     Ok(a) => Ok(a),
                     Err(Redirect::Failed(e)) => Err(e),
                     Err(_) => Err(RaftError::NoLeader),
                 };
+                encode(&answer)
+            }
+            method::READ_INDEX => {
+                if !body.is_empty() {
+                    return Err(RaftError::BadRequest(format!(
+                        "Raft.ReadIndex takes an empty body, not {} bytes",
+                        body.len()
+                    )));
+                }
+                // Only a leader answers; it does not forward again.
+                let answer =
+                    match tokio::time::timeout(self.config.write_timeout, self.read_index_local())
+                        .await
+                    {
+                        Err(_) => Err(RaftError::Timeout),
+                        Ok(Ok(index)) => Ok(index),
+                        Ok(Err(Redirect::Failed(e))) => Err(e),
+                        Ok(Err(_)) => Err(RaftError::NoLeader),
+                    };
                 encode(&answer)
             }
             other => Err(RaftError::BadRequest(format!(
@@ -629,12 +774,6 @@ impl RaftNode {
             }
             receiving.take().map(|r| r.data).unwrap_or_default()
         };
-        // The storage keeps snapshots as text; refuse here what it could only fail on.
-        if let Err(e) = std::str::from_utf8(&data) {
-            return Err(RaftError::BadRequest(format!(
-                "snapshot {id:?}: data is not UTF-8: {e}"
-            )));
-        }
         let snapshot = Snapshot {
             meta: req.meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -704,14 +843,15 @@ impl RaftNode {
     }
 
     /// Stops the node. Returns once openraft's tasks have let go of the storage (waiting at
-    /// most `SHUTDOWN_WAIT`, two seconds), so that dropping the node closes the redb file and
-    /// another node can open the same directory at once.
+    /// most `SHUTDOWN_WAIT`, two seconds) and the log writer has written what was queued and
+    /// closed the redb file, so another node can open the same directory at once.
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
         let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
         while Arc::strong_count(&self.storage) > 1 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        self.storage.close().await;
     }
 }
 

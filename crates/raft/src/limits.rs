@@ -137,12 +137,12 @@ impl Bounds {
     }
 }
 
-/// The payload bytes an entry adds to the log (a membership change counts its JSON).
+/// The payload bytes an entry adds to the log (a membership change counts its encoding).
 pub(crate) fn payload_bytes(payload: &EntryPayload<TypeConfig>) -> usize {
     match payload {
         EntryPayload::Blank => 0,
         EntryPayload::Normal(command) => command.len(),
-        EntryPayload::Membership(m) => serde_json::to_vec(m).map_or(usize::MAX, |v| v.len()),
+        EntryPayload::Membership(m) => crate::codec::encode(m).map_or(usize::MAX, |v| v.len()),
     }
 }
 

@@ -182,7 +182,11 @@ async fn failover_keeps_every_acknowledged_write_and_restart_catches_up() {
     let mut acked = Vec::new();
     for i in 0..30 {
         let cmd = format!("w{i}");
-        c.nodes[&follower].0.apply(cmd.clone()).await.unwrap();
+        c.nodes[&follower]
+            .0
+            .apply(cmd.clone().into())
+            .await
+            .unwrap();
         acked.push(cmd);
     }
     // Kill the leader; a new one is elected and takes writes.
@@ -191,7 +195,7 @@ async fn failover_keeps_every_acknowledged_write_and_restart_catches_up() {
     assert_ne!(second, leader);
     for i in 30..40 {
         let cmd = format!("w{i}");
-        c.nodes[&second].0.apply(cmd.clone()).await.unwrap();
+        c.nodes[&second].0.apply(cmd.clone().into()).await.unwrap();
         acked.push(cmd);
     }
     // The old leader restarts from disk (snapshot + log) and catches up.
@@ -346,7 +350,7 @@ async fn follower_behind_the_purged_log_catches_up_by_snapshot() {
     let mut acked = Vec::new();
     for i in 0..320 {
         let cmd = format!("w{i}");
-        c.nodes[&leader].0.apply(cmd.clone()).await.unwrap();
+        c.nodes[&leader].0.apply(cmd.clone().into()).await.unwrap();
         acked.push(cmd);
     }
     c.heal_and_expect(leader, behind, &acked).await;
@@ -369,7 +373,7 @@ async fn leader_splits_batches_over_the_payload_limit() {
     let mut acked = Vec::new();
     for i in 0..15 {
         let cmd = format!("{i:03}{}", "x".repeat(897));
-        c.nodes[&leader].0.apply(cmd.clone()).await.unwrap();
+        c.nodes[&leader].0.apply(cmd.clone().into()).await.unwrap();
         acked.push(cmd);
     }
     c.heal_and_expect(leader, behind, &acked).await;

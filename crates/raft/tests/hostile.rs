@@ -73,7 +73,7 @@ async fn leads_and_writes(node: &RaftNode, what: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(node.is_leader(), "{what}: no leader: {:?}", node.status());
-    node.apply(format!("after {what}"))
+    node.apply(format!("after {what}").into())
         .await
         .unwrap_or_else(|e| panic!("{what}: write failed: {e}"));
 }
@@ -99,7 +99,7 @@ fn wire(method: &str, json: &[u8]) -> Vec<u8> {
         method::VOTE => typed::<VoteRequest<u64>>(json),
         method::APPEND_ENTRIES => typed::<AppendEntriesRequest<TypeConfig>>(json),
         method::INSTALL_SNAPSHOT => typed::<InstallSnapshotRequest<TypeConfig>>(json),
-        _ => json.to_vec(), // Raft.Apply: the command text
+        _ => json.to_vec(), // Raft.Apply: the command's bytes
     }
 }
 
@@ -177,7 +177,7 @@ async fn vote_with_term_u64_max_is_refused_and_not_persisted() {
 }
 
 fn entry(term: u64, index: u64) -> Value {
-    json!({"log_id": log_id(term, index), "payload": {"Normal": "junk"}})
+    json!({"log_id": log_id(term, index), "payload": {"Normal": b"junk"}})
 }
 
 fn snapshot_chunk(
@@ -391,7 +391,7 @@ async fn oversized_commands_and_batches_are_refused() {
     leads_and_writes(&node, "start").await;
     let before = node.status().last_log_index;
     let junk = "j".repeat(101);
-    let err = node.apply(junk.clone()).await.unwrap_err();
+    let err = node.apply(junk.clone().into()).await.unwrap_err();
     assert!(
         matches!(&err, RaftError::BadRequest(t) if t.contains("max_command_bytes")),
         "{err:?}"
@@ -408,8 +408,7 @@ async fn oversized_commands_and_batches_are_refused() {
                "entries": entries})
         .to_string()
     };
-    let normal =
-        |index: u64| json!({"log_id": log_id(5, index), "payload": {"Normal": "n".repeat(60)}});
+    let normal = |index: u64| json!({"log_id": log_id(5, index), "payload": {"Normal": "n".repeat(60).into_bytes()}});
     let two = batch(vec![normal(before + 1), normal(before + 2)]);
     let text = bad_request(handle(&node, method::APPEND_ENTRIES, two.as_bytes()).await);
     assert!(text.contains("max_append_bytes"), "{text}");
@@ -420,7 +419,7 @@ async fn oversized_commands_and_batches_are_refused() {
     assert!(text.contains("1025 entries"), "{text}");
     assert_eq!(node.status().last_log_index, before);
     assert!(node.is_leader());
-    node.apply("k".repeat(100)).await.unwrap();
+    node.apply("k".repeat(100).into()).await.unwrap();
     node.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
