@@ -13,9 +13,9 @@ use caravan_agent_core::member::{self, BuildInfo, Member, MemberStatus, servers_
 use caravan_agent_core::query::{Indexed, ReadOptions, StateAnswer, StateQuery};
 use caravan_agent_core::sched::{SchedulerConfig, WorkerInfo};
 use caravan_agent_core::server_list::ServerList;
+use caravan_cluster::{Cluster, ClusterError, Command, Outcome, raft_id, seed};
 use caravan_gossip::NodeConfig;
 use caravan_gossip::udp::Gossip;
-use caravan_cluster::{Cluster, ClusterError, Command, Outcome, raft_id, seed};
 use caravan_http::api::{
     AclWriteError, AgentApi, JobWriteError, JobWriteResult, JoinResult, ReadError, Stats,
 };
@@ -201,7 +201,10 @@ impl Agent {
             }),
         });
         use caravan_cluster::duties;
-        let (expect, me) = (self.config.server.bootstrap_expect, self.config.advertise.rpc);
+        let (expect, me) = (
+            self.config.server.bootstrap_expect,
+            self.config.advertise.rpc,
+        );
         tokio::spawn(duties::bootstrap(c.clone(), peers.clone(), expect, me));
         tokio::spawn(duties::reconcile(c.clone(), peers.clone()));
         tokio::spawn(duties::follow_leadership(c.clone(), peers));
@@ -705,7 +708,9 @@ impl AgentApi for Agent {
         };
         match c.write(&Command::Acl(write)).await {
             Ok(Outcome::Acl(token)) => Ok(token),
-            Ok(other) => Err(AclWriteError::Storage(format!("unexpected outcome {other:?}"))),
+            Ok(other) => Err(AclWriteError::Storage(format!(
+                "unexpected outcome {other:?}"
+            ))),
             Err(ClusterError::Refused(why)) => Err(AclWriteError::Invalid(why)),
             Err(ClusterError::Encoding(e)) => Err(AclWriteError::Storage(e)),
             Err(ClusterError::Raft(e)) => Err(AclWriteError::Unavailable(e.to_string())),
@@ -797,11 +802,6 @@ fn server_health(raft: &caravan_raft::RaftNode) -> Result<(), String> {
         )),
         _ => Ok(()),
     }
-}
-
-/// Parses a `host:port` RPC address from gossip tags.
-pub fn parse_rpc_addr(text: &str) -> Option<SocketAddr> {
-    parse_host_port(text, DEFAULT_RPC_PORT).ok()
 }
 
 /// Runs futures concurrently and returns their outputs in order.

@@ -3,21 +3,15 @@
 //! the pooled client ([`Rpc`]), and the JSON helpers of the handlers (`crate::handler`).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use caravan_agent_core::acl::Acl;
 use caravan_agent_core::config::AgentConfig;
-use caravan_http::api::{MonitorRequest, ProfileRequest};
-use caravan_http::{AgentApi, ApiError, Ctx};
 use caravan_rpc::method as m;
-use caravan_rpc::{BoxFuture, Call, Dial, Handler, Refusal, Reply, RpcClient, RpcError, Trust};
-use http_body_util::BodyExt;
+use caravan_rpc::{Dial, Refusal, Reply, RpcClient, RpcError, Trust};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
-
 
 /// The environment variable that lets a server with ACLs run a multi-server cluster with
 /// neither `encrypt` nor `tls.rpc` (every RPC caller is then trusted as a server).
@@ -194,4 +188,3 @@ pub(crate) fn reply(value: &impl Serialize) -> Result<Reply, Refusal> {
         .map(Reply::Whole)
         .map_err(|e| Refusal::internal(e.to_string()))
 }
-
