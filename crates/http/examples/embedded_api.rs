@@ -2,12 +2,14 @@
 //! your own state, wrap it in an [`App`], and serve it. This example answers one request on a free
 //! port and shuts down.
 
-use caravan_agent_core::CoreError;
-use caravan_agent_core::acl::{Acl, AclState};
+use caravan_agent_core::acl::{Acl, AclState, AclWrite, Token};
 use caravan_agent_core::config::{AgentConfig, HostFacts, dev_defaults, tree_to_file};
 use caravan_agent_core::member::Member;
 use caravan_http::App;
-use caravan_http::api::{AclWriteError, AgentApi, JoinResult, Stats};
+use caravan_http::api::{
+    AclWriteError, AgentApi, Indexed, JoinResult, ReadError, ReadOptions, StateAnswer, StateQuery,
+    Stats,
+};
 use caravan_http::dto::{HostData, MembersResponse, VersionDto};
 use caravan_http::monitor::MonitorHub;
 use caravan_http::serve::{ServeOptions, serve_http1};
@@ -107,20 +109,12 @@ impl AgentApi for MyService {
     async fn status_peers(&self) -> Result<Vec<String>, String> {
         Ok(Vec::new())
     }
-    fn jobs(&self) -> Vec<caravan_agent_core::jobs::Job> {
-        Vec::new()
-    }
-    fn job(&self, _id: &str) -> Option<caravan_agent_core::jobs::Job> {
-        None
-    }
-    fn job_allocations(&self, _id: &str) -> Option<Vec<caravan_agent_core::jobs::Allocation>> {
-        None
-    }
-    fn evaluation(&self, _id: &str) -> Option<caravan_agent_core::jobs::Evaluation> {
-        None
-    }
-    fn nodes(&self) -> Vec<caravan_agent_core::jobs::Node> {
-        Vec::new()
+    async fn read_state(
+        &self,
+        _query: StateQuery,
+        _options: ReadOptions,
+    ) -> Result<Indexed<StateAnswer>, ReadError> {
+        Err(ReadError::NoServer)
     }
     fn num_cpus(&self) -> u32 {
         2
@@ -140,11 +134,10 @@ impl AgentApi for MyService {
     fn acl_read<R>(&self, read: impl FnOnce(&AclState) -> R) -> R {
         read(&AclState::default())
     }
-    async fn acl_write<R: Send>(
-        &self,
-        change: impl Fn(&mut AclState) -> Result<R, CoreError> + Send + Sync,
-    ) -> Result<R, AclWriteError> {
-        change(&mut AclState::default()).map_err(|e| AclWriteError::Invalid(e.to_string()))
+    async fn acl_write(&self, _write: AclWrite) -> Result<Option<Token>, AclWriteError> {
+        Err(AclWriteError::Unavailable(
+            "this service keeps no ACL state".into(),
+        ))
     }
 }
 

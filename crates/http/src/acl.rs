@@ -1,6 +1,6 @@
 //! ACL checks at the edge (spec §0.6–0.7) and the ACL API (`/v1/acl/*`).
 
-use caravan_agent_core::acl::{Acl, Token, TokenType};
+use caravan_agent_core::acl::{Acl, AclWrite, Token, TokenType};
 use http::{Method, Response, StatusCode};
 
 use crate::api::{AclWriteError, AgentApi};
@@ -74,6 +74,20 @@ fn write_error(e: AclWriteError) -> ApiError {
     }
 }
 
+/// Proposes `write`; a write that must yield a token and did not is an internal error.
+async fn write_token<A: AgentApi>(agent: &A, write: AclWrite) -> Result<Token, ApiError> {
+    agent
+        .acl_write(write)
+        .await
+        .map_err(write_error)?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error: the ACL write returned no token",
+            )
+        })
+}
+
 fn decode<T: serde::de::DeserializeOwned + Default>(ctx: &Ctx) -> Result<T, ApiError> {
     if ctx.body.is_empty() {
         return Err(ApiError::bad_request("Request body is empty"));
@@ -121,10 +135,12 @@ fn only(ctx: &Ctx, allowed: &[Method]) -> Result<(), ApiError> {
 async fn bootstrap<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
     only(ctx, &[Method::PUT, Method::POST])?;
     acl_enabled(agent)?;
-    let token = agent
-        .acl_write(|s| s.bootstrap(new_id(), new_id(), now_rfc3339()))
-        .await
-        .map_err(write_error)?;
+    let write = AclWrite::Bootstrap {
+        accessor_id: new_id(),
+        secret_id: new_id(),
+        create_time: now_rfc3339(),
+    };
+    let token = write_token(agent, write).await?;
     tracing::info!(target: "http", accessor = %token.accessor_id, "ACL bootstrap complete");
     Ok(response::json(
         &TokenDto::new(&token, true),
@@ -157,11 +173,9 @@ async fn policy<A: AgentApi>(agent: &A, ctx: &Ctx, name: &str) -> Reply {
             Ok(response::json(&p, ctx.query.pretty()))
         }
         Method::DELETE => {
+            let name = name.to_string();
             agent
-                .acl_write(|s| {
-                    s.delete_policy(name);
-                    Ok(())
-                })
+                .acl_write(AclWrite::PolicyDelete { name })
                 .await
                 .map_err(write_error)?;
             Ok(response::empty())
@@ -173,10 +187,12 @@ async fn policy<A: AgentApi>(agent: &A, ctx: &Ctx, name: &str) -> Reply {
                     "Policy name does not match request path",
                 ));
             }
-            agent
-                .acl_write(|s| s.upsert_policy(name, req.description.clone(), req.rules.clone()))
-                .await
-                .map_err(write_error)?;
+            let write = AclWrite::PolicyUpsert {
+                name: name.to_string(),
+                description: req.description,
+                rules: req.rules,
+            };
+            agent.acl_write(write).await.map_err(write_error)?;
             Ok(response::empty())
         }
     }
@@ -191,36 +207,16 @@ fn tokens<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
 
 async fn create_token<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
     admin(agent, ctx, &[Method::PUT, Method::POST])?;
-    let req: TokenRequest = decode(ctx)?;
-    let token_type = match req.token_type.as_str() {
-        "" => TokenType::Client,
-        t => TokenType::parse(t).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "token type must be client or management, got {t:?}"
-            ))
-        })?,
-    };
-    let token = Token {
-        accessor_id: new_id(),
-        secret_id: new_id(),
-        name: req.name,
-        token_type,
-        policies: req.policies.unwrap_or_default(),
-        global: req.global,
-        create_time: now_rfc3339(),
-        create_index: 0,
-        modify_index: 0,
-    };
-    let token = agent
-        .acl_write(|s| s.create_token(token.clone()))
-        .await
-        .map_err(write_error)?;
+    let token = token_from_request(decode(ctx)?)?;
+    let token = write_token(agent, AclWrite::TokenCreate { token }).await?;
     Ok(response::json(
         &TokenDto::new(&token, true),
         ctx.query.pretty(),
     ))
 }
 
+/// A token from its request, with fresh accessor and secret IDs and the time now (an update
+/// keeps the old ones: the state machine ignores these).
 fn token_from_request(req: TokenRequest) -> Result<Token, ApiError> {
     let token_type = match req.token_type.as_str() {
         "" => TokenType::Client,
@@ -264,24 +260,21 @@ async fn token<A: AgentApi>(agent: &A, ctx: &Ctx, accessor: &str) -> Reply {
         &[Method::GET, Method::DELETE, Method::PUT, Method::POST],
     )?;
     if ctx.method == Method::PUT || ctx.method == Method::POST {
-        let changes = token_from_request(decode(ctx)?)?;
-        let token = agent
-            .acl_write(|s| s.update_token(accessor, changes.clone()))
-            .await
-            .map_err(write_error)?;
+        let write = AclWrite::TokenUpdate {
+            accessor_id: accessor.to_string(),
+            changes: token_from_request(decode(ctx)?)?,
+        };
+        let token = write_token(agent, write).await?;
         return Ok(response::json(
             &TokenDto::new(&token, true),
             ctx.query.pretty(),
         ));
     }
     if ctx.method == Method::DELETE {
-        agent
-            .acl_write(|s| {
-                s.delete_token(accessor);
-                Ok(())
-            })
-            .await
-            .map_err(write_error)?;
+        let write = AclWrite::TokenDelete {
+            accessor_id: accessor.to_string(),
+        };
+        agent.acl_write(write).await.map_err(write_error)?;
         return Ok(response::empty());
     }
     let found = agent.acl_read(|s| s.tokens.get(accessor).map(|t| TokenDto::new(t, true)));

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use caravan_agent_core::CoreError;
-use caravan_agent_core::acl::{Acl, AclState};
+use caravan_agent_core::acl::{Acl, AclState, AclWrite, Token};
 use caravan_agent_core::config::AgentConfig;
 use caravan_agent_core::member::Member;
+pub use caravan_agent_core::query::{Indexed, ReadOptions, StateAnswer, StateQuery};
 
 use crate::dto::{HostData, MembersResponse, VersionDto};
 
@@ -176,20 +176,14 @@ pub trait AgentApi: Send + Sync + 'static {
     /// `/v1/status/peers`: the RPC addresses of the Raft voters.
     fn status_peers(&self) -> impl Future<Output = Result<Vec<String>, String>> + Send;
 
-    /// Every job.
-    fn jobs(&self) -> Vec<caravan_agent_core::jobs::Job>;
-
-    /// One job.
-    fn job(&self, id: &str) -> Option<caravan_agent_core::jobs::Job>;
-
-    /// A job's allocations; `None` when the job is unknown.
-    fn job_allocations(&self, id: &str) -> Option<Vec<caravan_agent_core::jobs::Allocation>>;
-
-    /// One evaluation.
-    fn evaluation(&self, id: &str) -> Option<caravan_agent_core::jobs::Evaluation>;
-
-    /// Every client node.
-    fn nodes(&self) -> Vec<caravan_agent_core::jobs::Node>;
+    /// Reads the replicated state (jobs, evaluations, allocations, nodes) as `options` ask
+    /// (Nomad's `stale`, `index` and `wait`). The answer is the [`StateAnswer`] variant of the
+    /// query's; its index and leader facts become the `X-Nomad-*` headers.
+    fn read_state(
+        &self,
+        query: StateQuery,
+        options: ReadOptions,
+    ) -> impl Future<Output = Result<Indexed<StateAnswer>, ReadError>> + Send;
 
     /// The log fan-out `/v1/agent/monitor` subscribes to.
     fn monitor_hub(&self) -> &crate::monitor::MonitorHub;
@@ -201,13 +195,14 @@ pub trait AgentApi: Send + Sync + 'static {
     /// Reads the ACL state.
     fn acl_read<R>(&self, read: impl FnOnce(&AclState) -> R) -> R;
 
-    /// Changes the ACL state: `change` runs on a copy, which is persisted (replicated, on a
-    /// cluster) and then published; nothing changes when it fails or cannot be stored (`Err`
-    /// with the text). `change` may run more than once when concurrent writes race.
-    fn acl_write<R: Send>(
+    /// Proposes one ACL change, built by the caller with its fresh IDs and time inside, and
+    /// waits until it is applied (replicated, on a cluster) and published. The state machine
+    /// checks it ([`AclState::apply`]): a refused write changes nothing and is
+    /// [`AclWriteError::Invalid`] with the reason. Returns the token created or changed.
+    fn acl_write(
         &self,
-        change: impl Fn(&mut AclState) -> Result<R, CoreError> + Send + Sync,
-    ) -> impl Future<Output = Result<R, AclWriteError>> + Send;
+        write: AclWrite,
+    ) -> impl Future<Output = Result<Option<Token>, AclWriteError>> + Send;
 }
 
 /// What a job registration or deregistration created.
@@ -229,6 +224,19 @@ pub enum AclWriteError {
     /// The new state could not be stored.
     Storage(String),
     /// The cluster could not take the write (no leader, no quorum).
+    Unavailable(String),
+}
+
+/// Why a state read failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadError {
+    /// This agent runs no server and knows none to ask (HTTP `501 this agent runs no server`).
+    NoServer,
+    /// The read needs the leader (not `stale`) and no leader is known (HTTP `500 No cluster
+    /// leader`).
+    NoLeader,
+    /// The read could not be served (forwarding failed, shutting down, …); the text says why
+    /// (HTTP `500` with it).
     Unavailable(String),
 }
 

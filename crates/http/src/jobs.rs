@@ -1,13 +1,25 @@
 //! Nomad's job API, the minimum that gives scheduler workers real work: `/v1/jobs`,
-//! `/v1/job/:id` (and `/allocations`), `/v1/evaluation/:id`, `/v1/nodes`.
+//! `/v1/job/:id` (and `/allocations`), `/v1/evaluations`, `/v1/evaluation/:id`,
+//! `/v1/allocations`, `/v1/allocation/:id`, `/v1/nodes`, `/v1/node/:id`.
+//!
+//! A submitted job is decoded from Nomad's wire casing into a
+//! [`JobSubmission`]; its defaults and checks are
+//! the domain's ([`Job::from_submission`]). Every read goes through [`AgentApi::read_state`]
+//! with the request's `stale`, `index` and `wait`, and its answer carries `X-Nomad-Index`,
+//! `X-Nomad-KnownLeader` and `X-Nomad-LastContact` (a `404` of an unknown object too, as
+//! Nomad sets them before it looks at the answer).
 
 use caravan_agent_core::acl::Acl;
-use caravan_agent_core::jobs::{Allocation, Evaluation, Job, JobType, Node, Task, TaskGroup};
-use http::{Method, Response, StatusCode};
+use caravan_agent_core::jobs::{
+    Allocation, Evaluation, GroupSubmission, Job, JobSubmission, Node, TaskSubmission,
+};
+use caravan_agent_core::query::{Indexed, StateAnswer, StateQuery};
+use http::header::HeaderValue;
+use http::{HeaderMap, Method, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::acl::require;
-use crate::api::{AgentApi, JobWriteError, JobWriteResult};
+use crate::api::{AgentApi, JobWriteError, JobWriteResult, ReadError};
 use crate::response::{self, Body};
 use crate::{ApiError, Ctx};
 
@@ -22,35 +34,35 @@ struct RegisterRequest {
 #[derive(Deserialize)]
 struct JobIn {
     #[serde(rename = "ID", default)]
-    id: String,
+    id: Option<String>,
     #[serde(rename = "Name", default)]
-    name: String,
+    name: Option<String>,
     #[serde(rename = "Type", default)]
     job_type: Option<String>,
     #[serde(rename = "Priority", default)]
     priority: Option<u32>,
     #[serde(rename = "Datacenters", default)]
-    datacenters: Vec<String>,
+    datacenters: Option<Vec<String>>,
     #[serde(rename = "TaskGroups", default)]
-    task_groups: Vec<GroupIn>,
+    task_groups: Option<Vec<GroupIn>>,
 }
 
 #[derive(Deserialize)]
 struct GroupIn {
     #[serde(rename = "Name", default)]
-    name: String,
+    name: Option<String>,
     #[serde(rename = "Count", default)]
     count: Option<u32>,
     #[serde(rename = "Tasks", default)]
-    tasks: Vec<TaskIn>,
+    tasks: Option<Vec<TaskIn>>,
 }
 
 #[derive(Deserialize)]
 struct TaskIn {
     #[serde(rename = "Name", default)]
-    name: String,
+    name: Option<String>,
     #[serde(rename = "Driver", default)]
-    driver: String,
+    driver: Option<String>,
     #[serde(rename = "Resources", default)]
     resources: Option<ResourcesIn>,
 }
@@ -63,6 +75,46 @@ struct ResourcesIn {
     memory_mb: Option<u64>,
 }
 
+impl From<JobIn> for JobSubmission {
+    fn from(j: JobIn) -> JobSubmission {
+        JobSubmission {
+            id: j.id,
+            name: j.name,
+            job_type: j.job_type,
+            priority: j.priority,
+            datacenters: j.datacenters,
+            groups: j
+                .task_groups
+                .map(|groups| groups.into_iter().map(GroupSubmission::from).collect()),
+        }
+    }
+}
+
+impl From<GroupIn> for GroupSubmission {
+    fn from(g: GroupIn) -> GroupSubmission {
+        GroupSubmission {
+            name: g.name,
+            count: g.count,
+            tasks: g
+                .tasks
+                .map(|tasks| tasks.into_iter().map(TaskSubmission::from).collect()),
+        }
+    }
+}
+
+impl From<TaskIn> for TaskSubmission {
+    fn from(t: TaskIn) -> TaskSubmission {
+        let r = t.resources.unwrap_or_default();
+        TaskSubmission {
+            name: t.name,
+            driver: t.driver,
+            cpu: r.cpu,
+            memory_mb: r.memory_mb,
+        }
+    }
+}
+
+/// Decodes a registration body; the domain fills the defaults and checks the job.
 fn parse_job(body: &[u8]) -> Result<Job, ApiError> {
     if body.is_empty() {
         return Err(ApiError::bad_request("Request body is empty"));
@@ -72,55 +124,7 @@ fn parse_job(body: &[u8]) -> Result<Job, ApiError> {
         let path = e.path().to_string();
         ApiError::bad_request(format!("{path}: {}", e.into_inner()))
     })?;
-    let j = req.job;
-    let job_type = match j.job_type.as_deref() {
-        None | Some("") => JobType::Service,
-        Some(t) => JobType::parse(t).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "Job.Type: invalid job type {t:?} (want service, batch, system or sysbatch)"
-            ))
-        })?,
-    };
-    let job = Job {
-        name: if j.name.is_empty() {
-            j.id.clone()
-        } else {
-            j.name
-        },
-        id: j.id,
-        job_type,
-        priority: j.priority.unwrap_or(50),
-        datacenters: j.datacenters,
-        groups: j
-            .task_groups
-            .into_iter()
-            .map(|g| TaskGroup {
-                name: g.name,
-                count: g.count.unwrap_or(1),
-                tasks: g
-                    .tasks
-                    .into_iter()
-                    .map(|t| {
-                        let r = t.resources.unwrap_or_default();
-                        Task {
-                            name: t.name,
-                            driver: t.driver,
-                            cpu: r.cpu.unwrap_or(100),
-                            memory_mb: r.memory_mb.unwrap_or(300),
-                        }
-                    })
-                    .collect(),
-            })
-            .collect(),
-        stop: false,
-        status: "pending".into(),
-        create_index: 0,
-        modify_index: 0,
-        version: 0,
-    };
-    job.validate()
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(job)
+    Job::from_submission(req.job.into()).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 #[derive(Serialize)]
@@ -197,9 +201,116 @@ fn node_json(n: &Node) -> serde_json::Value {
     })
 }
 
-/// With ACLs on, the job API needs a management token (namespace capabilities come later).
+/// With ACLs on, the job API (jobs, evaluations, allocations) needs a management token
+/// (namespace capabilities come later).
 fn authorize_jobs<A: AgentApi>(agent: &A, ctx: &Ctx) -> Result<(), ApiError> {
     require(agent, ctx, Acl::is_management)
+}
+
+/// What a read shows: the JSON of what was found, or the `404` text of what was not.
+enum Shown {
+    Found(serde_json::Value),
+    Missing(&'static str),
+}
+
+impl Shown {
+    fn of<T>(
+        found: Option<T>,
+        show: impl FnOnce(T) -> serde_json::Value,
+        missing: &'static str,
+    ) -> Shown {
+        found.map_or(Shown::Missing(missing), |t| Shown::Found(show(t)))
+    }
+
+    fn list<T>(items: Vec<T>, show: impl Fn(&T) -> serde_json::Value) -> Shown {
+        Shown::Found(items.iter().map(show).collect())
+    }
+}
+
+/// One state read, in Nomad's order: the method (`GET` only), the generic parameters (their
+/// `400`s), the capability, then [`AgentApi::read_state`]. `show` turns the answer into what
+/// the endpoint sends; `None` means the agent answered another kind of query (a `500`).
+async fn state_read<A: AgentApi>(
+    agent: &A,
+    ctx: &Ctx,
+    allowed: fn(&Acl) -> bool,
+    query: StateQuery,
+    show: impl FnOnce(StateAnswer) -> Option<Shown>,
+) -> Reply {
+    if ctx.method != Method::GET {
+        return Err(ApiError::invalid_method());
+    }
+    let options = ctx.query.read_options()?;
+    require(agent, ctx, allowed)?;
+    let Indexed {
+        value,
+        index,
+        known_leader,
+        last_contact,
+    } = agent
+        .read_state(query.clone(), options)
+        .await
+        .map_err(read_error)?;
+    let kind = answer_kind(&value);
+    let mut resp = match show(value) {
+        Some(Shown::Found(json)) => response::json(&json, ctx.query.pretty()),
+        Some(Shown::Missing(text)) => {
+            let e = ApiError::new(StatusCode::NOT_FOUND, text);
+            crate::log_failure(ctx, &e);
+            response::error(&e)
+        }
+        None => {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("internal error: the agent answered the state query {query:?} with {kind}"),
+            ));
+        }
+    };
+    set_read_headers(resp.headers_mut(), index, known_leader, last_contact);
+    Ok(resp)
+}
+
+/// Nomad's `setMeta`: the index (at least 1), whether a leader is known, and the time since
+/// the leader was last heard from in whole milliseconds.
+fn set_read_headers(
+    headers: &mut HeaderMap,
+    index: u64,
+    known_leader: bool,
+    last_contact: std::time::Duration,
+) {
+    headers.insert("x-nomad-index", HeaderValue::from(index.max(1)));
+    headers.insert(
+        "x-nomad-knownleader",
+        HeaderValue::from_static(if known_leader { "true" } else { "false" }),
+    );
+    let millis = u64::try_from(last_contact.as_millis()).unwrap_or(u64::MAX);
+    headers.insert("x-nomad-lastcontact", HeaderValue::from(millis));
+}
+
+fn read_error(e: ReadError) -> ApiError {
+    match e {
+        ReadError::NoServer => {
+            ApiError::new(StatusCode::NOT_IMPLEMENTED, "this agent runs no server")
+        }
+        ReadError::NoLeader => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "No cluster leader")
+        }
+        ReadError::Unavailable(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m),
+    }
+}
+
+fn answer_kind(answer: &StateAnswer) -> &'static str {
+    match answer {
+        StateAnswer::Jobs(_) => "Jobs",
+        StateAnswer::Job(_) => "Job",
+        StateAnswer::JobAllocations(_) => "JobAllocations",
+        StateAnswer::Evaluations(_) => "Evaluations",
+        StateAnswer::Evaluation(_) => "Evaluation",
+        StateAnswer::Allocations(_) => "Allocations",
+        StateAnswer::Allocation(_) => "Allocation",
+        StateAnswer::Nodes(_) => "Nodes",
+        StateAnswer::Node(_) => "Node",
+    }
 }
 
 async fn register<A: AgentApi>(agent: &A, ctx: &Ctx, path_id: Option<&str>) -> Reply {
@@ -218,9 +329,17 @@ async fn register<A: AgentApi>(agent: &A, ctx: &Ctx, path_id: Option<&str>) -> R
 pub async fn jobs<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
     match ctx.method {
         Method::GET => {
-            authorize_jobs(agent, ctx)?;
-            let list: Vec<_> = agent.jobs().iter().map(|j| job_json(j, false)).collect();
-            Ok(response::json(&list, ctx.query.pretty()))
+            state_read(
+                agent,
+                ctx,
+                Acl::is_management,
+                StateQuery::Jobs,
+                |a| match a {
+                    StateAnswer::Jobs(jobs) => Some(Shown::list(jobs, |j| job_json(j, false))),
+                    _ => None,
+                },
+            )
+            .await
         }
         Method::PUT | Method::POST => register(agent, ctx, None).await,
         _ => Err(ApiError::invalid_method()),
@@ -238,16 +357,27 @@ pub async fn job<A: AgentApi>(agent: &A, ctx: &Ctx, rest: &str) -> Reply {
     }
     match (sub, &ctx.method) {
         (Some("allocations"), &Method::GET) => {
-            authorize_jobs(agent, ctx)?;
-            let allocs = agent.job_allocations(id).ok_or_else(job_not_found)?;
-            let list: Vec<_> = allocs.iter().map(alloc_json).collect();
-            Ok(response::json(&list, ctx.query.pretty()))
+            let query = StateQuery::JobAllocations(id.to_string());
+            state_read(agent, ctx, Acl::is_management, query, |a| match a {
+                StateAnswer::JobAllocations(allocs) => Some(Shown::of(
+                    allocs,
+                    |allocs| allocs.iter().map(alloc_json).collect(),
+                    JOB_NOT_FOUND,
+                )),
+                _ => None,
+            })
+            .await
         }
         (Some(_), _) => Err(ApiError::invalid_method()),
         (None, &Method::GET) => {
-            authorize_jobs(agent, ctx)?;
-            let job = agent.job(id).ok_or_else(job_not_found)?;
-            Ok(response::json(&job_json(&job, true), ctx.query.pretty()))
+            let query = StateQuery::Job(id.to_string());
+            state_read(agent, ctx, Acl::is_management, query, |a| match a {
+                StateAnswer::Job(job) => {
+                    Some(Shown::of(job, |j| job_json(&j, true), JOB_NOT_FOUND))
+                }
+                _ => None,
+            })
+            .await
         }
         (None, &Method::PUT) | (None, &Method::POST) => register(agent, ctx, Some(id)).await,
         (None, &Method::DELETE) => {
@@ -272,30 +402,87 @@ fn job_write_error(e: JobWriteError) -> ApiError {
     }
 }
 
+const JOB_NOT_FOUND: &str = "job not found";
+
 fn job_not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "job not found")
+    ApiError::new(StatusCode::NOT_FOUND, JOB_NOT_FOUND)
+}
+
+/// `GET /v1/evaluations`.
+pub async fn evaluations<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
+    state_read(
+        agent,
+        ctx,
+        Acl::is_management,
+        StateQuery::Evaluations,
+        |a| match a {
+            StateAnswer::Evaluations(evals) => Some(Shown::list(evals, eval_json)),
+            _ => None,
+        },
+    )
+    .await
 }
 
 /// `GET /v1/evaluation/<id>`.
-pub fn evaluation<A: AgentApi>(agent: &A, ctx: &Ctx, id: &str) -> Reply {
-    if ctx.method != Method::GET {
-        return Err(ApiError::invalid_method());
-    }
-    authorize_jobs(agent, ctx)?;
-    let e = agent
-        .evaluation(id)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "eval not found"))?;
-    Ok(response::json(&eval_json(&e), ctx.query.pretty()))
+pub async fn evaluation<A: AgentApi>(agent: &A, ctx: &Ctx, id: &str) -> Reply {
+    let query = StateQuery::Evaluation(id.to_string());
+    state_read(agent, ctx, Acl::is_management, query, |a| match a {
+        StateAnswer::Evaluation(eval) => Some(Shown::of(eval, |e| eval_json(&e), "eval not found")),
+        _ => None,
+    })
+    .await
 }
 
-/// `GET /v1/nodes`.
-pub fn nodes<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
-    if ctx.method != Method::GET {
-        return Err(ApiError::invalid_method());
-    }
-    require(agent, ctx, Acl::allow_node_read)?;
-    let list: Vec<_> = agent.nodes().iter().map(node_json).collect();
-    Ok(response::json(&list, ctx.query.pretty()))
+/// `GET /v1/allocations`.
+pub async fn allocations<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
+    state_read(
+        agent,
+        ctx,
+        Acl::is_management,
+        StateQuery::Allocations,
+        |a| match a {
+            StateAnswer::Allocations(allocs) => Some(Shown::list(allocs, alloc_json)),
+            _ => None,
+        },
+    )
+    .await
+}
+
+/// `GET /v1/allocation/<id>`.
+pub async fn allocation<A: AgentApi>(agent: &A, ctx: &Ctx, id: &str) -> Reply {
+    let query = StateQuery::Allocation(id.to_string());
+    state_read(agent, ctx, Acl::is_management, query, |a| match a {
+        StateAnswer::Allocation(alloc) => {
+            Some(Shown::of(alloc, |a| alloc_json(&a), "alloc not found"))
+        }
+        _ => None,
+    })
+    .await
+}
+
+/// `GET /v1/nodes` (`node:read`).
+pub async fn nodes<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
+    state_read(
+        agent,
+        ctx,
+        Acl::allow_node_read,
+        StateQuery::Nodes,
+        |a| match a {
+            StateAnswer::Nodes(nodes) => Some(Shown::list(nodes, node_json)),
+            _ => None,
+        },
+    )
+    .await
+}
+
+/// `GET /v1/node/<id>` (`node:read`).
+pub async fn node<A: AgentApi>(agent: &A, ctx: &Ctx, id: &str) -> Reply {
+    let query = StateQuery::Node(id.to_string());
+    state_read(agent, ctx, Acl::allow_node_read, query, |a| match a {
+        StateAnswer::Node(node) => Some(Shown::of(node, |n| node_json(&n), "node not found")),
+        _ => None,
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -5,7 +5,13 @@
 //! `Vary` and operator headers), the wire types ([`dto`]) and connection handling ([`serve`]:
 //! per-client and total connection limits, header and body timeouts, graceful shutdown).
 //! Everything an endpoint needs from the agent comes through the [`AgentApi`] trait, so the crate
-//! can be embedded and tested with a fake.
+//! can be embedded and tested with a fake. The job API ([`jobs`]) reads jobs, evaluations,
+//! allocations and nodes through one call, [`AgentApi::read_state`], with Nomad's `stale`,
+//! `index` and `wait`, and answers with `X-Nomad-Index`, `X-Nomad-KnownLeader` and
+//! `X-Nomad-LastContact` (never on `/v1/agent/*`). ACL changes are typed
+//! [`AclWrite`](caravan_agent_core::acl::AclWrite)s the handler proposes with fresh IDs and the
+//! time inside ([`AgentApi::acl_write`]); job defaults and checks are the domain's
+//! ([`Job::from_submission`](caravan_agent_core::jobs::Job::from_submission)).
 //!
 //! ```no_run
 //! # async fn run<A: caravan_http::AgentApi>(agent: A) -> std::io::Result<()> {
@@ -220,8 +226,12 @@ impl<A: AgentApi> App<A> {
             Route::ForceLeave => handlers::force_leave(agent, ctx).await,
             Route::Jobs => jobs::jobs(agent, ctx).await,
             Route::Job(rest) => jobs::job(agent, ctx, &rest).await,
-            Route::Evaluation(id) => jobs::evaluation(agent, ctx, &id),
-            Route::Nodes => jobs::nodes(agent, ctx),
+            Route::Evaluations => jobs::evaluations(agent, ctx).await,
+            Route::Evaluation(id) => jobs::evaluation(agent, ctx, &id).await,
+            Route::Allocations => jobs::allocations(agent, ctx).await,
+            Route::Allocation(id) => jobs::allocation(agent, ctx, &id).await,
+            Route::Nodes => jobs::nodes(agent, ctx).await,
+            Route::Node(id) => jobs::node(agent, ctx, &id).await,
             Route::StatusLeader => handlers::status_leader(agent, ctx).await,
             Route::StatusPeers => handlers::status_peers(agent, ctx).await,
             Route::Schedulers => schedulers::workers(agent, ctx),
@@ -241,7 +251,7 @@ fn request_uri(ctx: &Ctx) -> String {
 }
 
 /// Nomad's trail: every failed request with its error text, 5xx at ERROR and the rest at DEBUG.
-fn log_failure(ctx: &Ctx, e: &ApiError) {
+pub(crate) fn log_failure(ctx: &Ctx, e: &ApiError) {
     let path = request_uri(ctx);
     let code = e.status.as_u16();
     if e.status.is_server_error() {

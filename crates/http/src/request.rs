@@ -1,5 +1,8 @@
 //! Reading requests the way Nomad does: query parameters, `?pretty`, tokens, generic parameters.
 
+use std::time::Duration;
+
+use caravan_agent_core::query::ReadOptions;
 use http::HeaderMap;
 
 use crate::ApiError;
@@ -53,14 +56,21 @@ impl Query {
 
     /// Nomad's generic parameter checks (`stale`, `per_page`, `wait`, `index`), spec §0.5.
     pub fn check_generic(&self) -> Result<(), ApiError> {
-        if let Some(v) = self.get("stale")
-            && !v.is_empty()
-            && parse_bool(v).is_none()
-        {
-            return Err(ApiError::bad_request(
-                "Expect `true` or `false` for `stale` query string parameter",
-            ));
-        }
+        self.read_options().map(|_| ())
+    }
+
+    /// The generic parameters of a state read, checked as [`Query::check_generic`] does (same
+    /// order, same `400` texts): `stale` (Go `ParseBool`; present with an empty value, as in
+    /// `?stale`, means true), `index` (a `u64`) and `wait` (a Go duration). An empty `index` or
+    /// `wait` counts as not given.
+    pub fn read_options(&self) -> Result<ReadOptions, ApiError> {
+        let stale = match self.get("stale") {
+            None => false,
+            Some("") => true,
+            Some(v) => parse_bool(v).ok_or_else(|| {
+                ApiError::bad_request("Expect `true` or `false` for `stale` query string parameter")
+            })?,
+        };
         if let Some(v) = self.get("per_page")
             && v.parse::<i32>().is_err()
         {
@@ -68,19 +78,22 @@ impl Query {
                 "Expect a number for `per_page` query string parameter",
             ));
         }
-        if let Some(v) = self.get("wait")
-            && !v.is_empty()
-            && caravan_agent_core::duration::parse_go_duration(v).is_err()
-        {
-            return Err(ApiError::bad_request("Invalid wait time"));
-        }
-        if let Some(v) = self.get("index")
-            && !v.is_empty()
-            && v.parse::<u64>().is_err()
-        {
-            return Err(ApiError::bad_request("Invalid index"));
-        }
-        Ok(())
+        let wait = match self.get("wait") {
+            None | Some("") => Duration::ZERO,
+            Some(v) => caravan_agent_core::duration::parse_go_duration(v)
+                .map_err(|_| ApiError::bad_request("Invalid wait time"))?,
+        };
+        let min_index = match self.get("index") {
+            None | Some("") => 0,
+            Some(v) => v
+                .parse::<u64>()
+                .map_err(|_| ApiError::bad_request("Invalid index"))?,
+        };
+        Ok(ReadOptions {
+            stale,
+            min_index,
+            wait,
+        })
     }
 }
 

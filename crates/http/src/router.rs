@@ -36,10 +36,18 @@ pub enum Route {
     Jobs,
     /// `/v1/job/<rest>`.
     Job(String),
+    /// `/v1/evaluations`.
+    Evaluations,
     /// `/v1/evaluation/<id>`.
     Evaluation(String),
+    /// `/v1/allocations`.
+    Allocations,
+    /// `/v1/allocation/<id>`.
+    Allocation(String),
     /// `/v1/nodes`.
     Nodes,
+    /// `/v1/node/<id>`.
+    Node(String),
     /// `/v1/status/leader`.
     StatusLeader,
     /// `/v1/status/peers`.
@@ -70,6 +78,8 @@ impl Route {
             "/v1/agent/monitor/export" => Route::MonitorExport,
             "/v1/agent/pprof" => Route::Redirect("/v1/agent/pprof/"),
             "/v1/jobs" => Route::Jobs,
+            "/v1/evaluations" => Route::Evaluations,
+            "/v1/allocations" => Route::Allocations,
             "/v1/nodes" => Route::Nodes,
             "/v1/status/leader" => Route::StatusLeader,
             "/v1/status/peers" => Route::StatusPeers,
@@ -83,6 +93,10 @@ impl Route {
                     Route::Job(rest.to_string())
                 } else if let Some(id) = path.strip_prefix("/v1/evaluation/") {
                     Route::Evaluation(id.to_string())
+                } else if let Some(id) = path.strip_prefix("/v1/allocation/") {
+                    Route::Allocation(id.to_string())
+                } else if let Some(id) = path.strip_prefix("/v1/node/") {
+                    Route::Node(id.to_string())
                 } else if let Some(rest) = path.strip_prefix("/v1/acl/") {
                     Route::Acl(rest.to_string())
                 } else {
@@ -116,5 +130,17 @@ mod tests {
             Route::Keyring("list".into())
         );
         assert_eq!(Route::of("/"), Route::NotFound);
+        for (path, want) in [
+            ("/v1/evaluations", Route::Evaluations),
+            ("/v1/evaluation/e1", Route::Evaluation("e1".into())),
+            ("/v1/allocations", Route::Allocations),
+            ("/v1/allocation/a1", Route::Allocation("a1".into())),
+            ("/v1/nodes", Route::Nodes),
+            ("/v1/node/n1", Route::Node("n1".into())),
+            ("/v1/node", Route::NotFound),
+            ("/v1/allocations/", Route::NotFound),
+        ] {
+            assert_eq!(Route::of(path), want, "{path}");
+        }
     }
 }

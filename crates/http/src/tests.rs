@@ -1,6 +1,7 @@
 //! Handler tests against a fake agent: every rule that depends on the kind of agent.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use bytes::Bytes;
 use caravan_agent_core::config::{
@@ -11,16 +12,136 @@ use http::{HeaderMap, Request};
 use http_body_util::{BodyExt, Full};
 
 use crate::App;
-use crate::api::{AclWriteError, AgentApi, JoinResult, Stats};
+use crate::api::{
+    AclWriteError, AgentApi, Indexed, JoinResult, ReadError, ReadOptions, StateAnswer, StateQuery,
+    Stats,
+};
 use crate::dto::{HostData, MembersResponse, VersionDto};
 use crate::monitor::MonitorHub;
-use caravan_agent_core::CoreError;
-use caravan_agent_core::acl::{Acl, AclState};
+use caravan_agent_core::acl::{Acl, AclState, AclWrite, Token};
+use caravan_agent_core::jobs::{Allocation, EvalStatus, Evaluation, Job, JobSubmission, Node};
 
 struct Fake {
     config: AgentConfig,
     servers: Mutex<Vec<String>>,
     hub: MonitorHub,
+    /// The ACL state, applied to as a server would, at index 1, 2, …
+    acl: Mutex<AclState>,
+    /// Every ACL write proposed, refused ones too.
+    acl_writes: Mutex<Vec<AclWrite>>,
+    /// What `read_state` answers from.
+    state: FakeState,
+    /// Every state read, with its options.
+    reads: Mutex<Vec<(StateQuery, ReadOptions)>>,
+    /// The index, leader and contact facts of every answer.
+    read_meta: Mutex<(u64, bool, Duration)>,
+    /// When set, every read fails this way.
+    read_fault: Mutex<Option<Fault>>,
+}
+
+/// How a read fails on purpose.
+#[derive(Clone)]
+enum Fault {
+    Error(ReadError),
+    /// Answers every query with `Nodes`.
+    WrongAnswer,
+}
+
+/// One job `web` with one evaluation `e1` and one allocation `a1` on node `n1`.
+struct FakeState {
+    jobs: Vec<Job>,
+    evals: Vec<Evaluation>,
+    allocs: Vec<Allocation>,
+    nodes: Vec<Node>,
+}
+
+impl FakeState {
+    fn seeded() -> FakeState {
+        let job = Job::from_submission(JobSubmission {
+            id: Some("web".into()),
+            datacenters: Some(vec!["dc1".into()]),
+            groups: Some(vec![caravan_agent_core::jobs::GroupSubmission {
+                name: Some("g".into()),
+                tasks: Some(vec![caravan_agent_core::jobs::TaskSubmission {
+                    name: Some("t".into()),
+                    driver: Some("docker".into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        })
+        .unwrap();
+        FakeState {
+            jobs: vec![job],
+            evals: vec![Evaluation {
+                id: "e1".into(),
+                job_id: "web".into(),
+                priority: 50,
+                scheduler: "service".into(),
+                triggered_by: "job-register".into(),
+                status: EvalStatus::Complete,
+                status_description: String::new(),
+                blocked_eval: String::new(),
+                queued: Default::default(),
+                create_index: 5,
+                modify_index: 6,
+            }],
+            allocs: vec![Allocation {
+                id: "a1".into(),
+                name: "web.g[0]".into(),
+                job_id: "web".into(),
+                task_group: "g".into(),
+                node_id: "n1".into(),
+                eval_id: "e1".into(),
+                cpu: 100,
+                memory_mb: 300,
+                desired_status: "run".into(),
+                client_status: "pending".into(),
+                create_index: 6,
+                modify_index: 6,
+            }],
+            nodes: vec![Node {
+                id: "n1".into(),
+                name: "client-1".into(),
+                datacenter: "dc1".into(),
+                node_class: String::new(),
+                meta: Default::default(),
+                cpu: 4000,
+                memory_mb: 8192,
+                status: "ready".into(),
+                down_since: None,
+                create_index: 2,
+                modify_index: 2,
+            }],
+        }
+    }
+
+    fn answer(&self, query: &StateQuery) -> StateAnswer {
+        fn find<T: Clone>(items: &[T], id: impl Fn(&T) -> bool) -> Option<T> {
+            items.iter().find(|t| id(t)).cloned()
+        }
+        match query {
+            StateQuery::Jobs => StateAnswer::Jobs(self.jobs.clone()),
+            StateQuery::Job(id) => StateAnswer::Job(find(&self.jobs, |j| &j.id == id)),
+            StateQuery::JobAllocations(id) => {
+                StateAnswer::JobAllocations(self.jobs.iter().any(|j| &j.id == id).then(|| {
+                    let of_job = self.allocs.iter().filter(|a| &a.job_id == id);
+                    of_job.cloned().collect()
+                }))
+            }
+            StateQuery::Evaluations => StateAnswer::Evaluations(self.evals.clone()),
+            StateQuery::Evaluation(id) => {
+                StateAnswer::Evaluation(find(&self.evals, |e| &e.id == id))
+            }
+            StateQuery::Allocations => StateAnswer::Allocations(self.allocs.clone()),
+            StateQuery::Allocation(id) => {
+                StateAnswer::Allocation(find(&self.allocs, |a| &a.id == id))
+            }
+            StateQuery::Nodes => StateAnswer::Nodes(self.nodes.clone()),
+            StateQuery::Node(id) => StateAnswer::Node(find(&self.nodes, |n| &n.id == id)),
+        }
+    }
 }
 
 fn config(hcl: &str) -> AgentConfig {
@@ -135,20 +256,24 @@ impl AgentApi for Fake {
     async fn status_peers(&self) -> Result<Vec<String>, String> {
         Ok(Vec::new())
     }
-    fn jobs(&self) -> Vec<caravan_agent_core::jobs::Job> {
-        Vec::new()
-    }
-    fn job(&self, _id: &str) -> Option<caravan_agent_core::jobs::Job> {
-        None
-    }
-    fn job_allocations(&self, _id: &str) -> Option<Vec<caravan_agent_core::jobs::Allocation>> {
-        None
-    }
-    fn evaluation(&self, _id: &str) -> Option<caravan_agent_core::jobs::Evaluation> {
-        None
-    }
-    fn nodes(&self) -> Vec<caravan_agent_core::jobs::Node> {
-        Vec::new()
+    async fn read_state(
+        &self,
+        query: StateQuery,
+        options: ReadOptions,
+    ) -> Result<Indexed<StateAnswer>, ReadError> {
+        self.reads.lock().unwrap().push((query.clone(), options));
+        let value = match self.read_fault.lock().unwrap().clone() {
+            Some(Fault::Error(e)) => return Err(e),
+            Some(Fault::WrongAnswer) => StateAnswer::Nodes(Vec::new()),
+            None => self.state.answer(&query),
+        };
+        let (index, known_leader, last_contact) = *self.read_meta.lock().unwrap();
+        Ok(Indexed {
+            value,
+            index,
+            known_leader,
+            last_contact,
+        })
     }
     fn num_cpus(&self) -> u32 {
         2
@@ -162,17 +287,28 @@ impl AgentApi for Fake {
     ) -> Result<Vec<u8>, crate::ApiError> {
         Ok(request.name.into_bytes())
     }
-    fn resolve_token(&self, _token: Option<&str>) -> Result<Acl, String> {
-        Err("Permission denied".into())
+    fn resolve_token(&self, token: Option<&str>) -> Result<Acl, String> {
+        let state = self.acl.lock().unwrap();
+        match token {
+            None => Ok(state.anonymous_acl()),
+            Some(secret) => state
+                .tokens
+                .values()
+                .find(|t| t.secret_id == secret)
+                .map(|t| state.acl_for(t))
+                .ok_or_else(|| "ACL token not found".into()),
+        }
     }
     fn acl_read<R>(&self, read: impl FnOnce(&AclState) -> R) -> R {
-        read(&AclState::default())
+        read(&self.acl.lock().unwrap())
     }
-    async fn acl_write<R: Send>(
-        &self,
-        change: impl Fn(&mut AclState) -> Result<R, CoreError> + Send + Sync,
-    ) -> Result<R, AclWriteError> {
-        change(&mut AclState::default()).map_err(|e| AclWriteError::Invalid(e.to_string()))
+    async fn acl_write(&self, write: AclWrite) -> Result<Option<Token>, AclWriteError> {
+        self.acl_writes.lock().unwrap().push(write.clone());
+        let mut state = self.acl.lock().unwrap();
+        let index = state.index + 1;
+        state
+            .apply(index, &write)
+            .map_err(|e| AclWriteError::Invalid(e.to_string()))
     }
 }
 
@@ -181,16 +317,33 @@ fn app(hcl: &str, servers: &[&str]) -> App<Fake> {
         config: config(hcl),
         servers: Mutex::new(servers.iter().map(|s| s.to_string()).collect()),
         hub: MonitorHub::new(),
+        acl: Mutex::new(AclState::default()),
+        acl_writes: Mutex::new(Vec::new()),
+        state: FakeState::seeded(),
+        reads: Mutex::new(Vec::new()),
+        read_meta: Mutex::new((42, false, Duration::from_millis(1500))),
+        read_fault: Mutex::new(None),
     })
     .unwrap()
 }
 
 async fn call(app: &App<Fake>, method: &str, uri: &str) -> (u16, HeaderMap, String) {
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .body(Full::new(Bytes::new()))
-        .unwrap();
+    call_with(app, method, uri, None, "").await
+}
+
+/// A request with an ACL token and a body.
+async fn call_with(
+    app: &App<Fake>,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, HeaderMap, String) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        req = req.header("X-Nomad-Token", token);
+    }
+    let req = req.body(Full::new(Bytes::from(body.to_string()))).unwrap();
     let resp = app.handle(req).await;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
@@ -560,4 +713,464 @@ async fn slow_request_body_gets_408_and_the_connection_is_closed() {
         .await
         .expect("the server stops")
         .unwrap();
+}
+
+/// Every state read endpoint, with an ID the fake knows.
+const READS: [&str; 9] = [
+    "/v1/jobs",
+    "/v1/job/web",
+    "/v1/job/web/allocations",
+    "/v1/evaluations",
+    "/v1/evaluation/e1",
+    "/v1/allocations",
+    "/v1/allocation/a1",
+    "/v1/nodes",
+    "/v1/node/n1",
+];
+
+fn last_read(a: &App<Fake>) -> Option<(StateQuery, ReadOptions)> {
+    a.agent().reads.lock().unwrap().last().cloned()
+}
+
+#[tokio::test]
+async fn state_reads_pass_stale_index_and_wait() {
+    let a = app("", &[]);
+    let opts = |stale, min_index, wait_secs| ReadOptions {
+        stale,
+        min_index,
+        wait: Duration::from_secs(wait_secs),
+    };
+    let check = async |uri: &str, query: StateQuery, want: ReadOptions| {
+        let (s, _, b) = call(&a, "GET", uri).await;
+        assert_eq!(s, 200, "{uri}: {b}");
+        assert_eq!(last_read(&a), Some((query, want)), "{uri}");
+    };
+    check("/v1/jobs", StateQuery::Jobs, opts(false, 0, 0)).await;
+    check("/v1/jobs?stale", StateQuery::Jobs, opts(true, 0, 0)).await;
+    check("/v1/jobs?stale=", StateQuery::Jobs, opts(true, 0, 0)).await;
+    check("/v1/jobs?stale=true", StateQuery::Jobs, opts(true, 0, 0)).await;
+    check("/v1/jobs?stale=false", StateQuery::Jobs, opts(false, 0, 0)).await;
+    check("/v1/jobs?stale=0", StateQuery::Jobs, opts(false, 0, 0)).await;
+    check(
+        "/v1/jobs?index=7&wait=5s",
+        StateQuery::Jobs,
+        opts(false, 7, 5),
+    )
+    .await;
+    check("/v1/jobs?index=&wait=", StateQuery::Jobs, opts(false, 0, 0)).await;
+    check(
+        "/v1/job/web?stale=1&index=3&wait=1m",
+        StateQuery::Job("web".into()),
+        opts(true, 3, 60),
+    )
+    .await;
+    check(
+        "/v1/job/web/allocations?index=9",
+        StateQuery::JobAllocations("web".into()),
+        opts(false, 9, 0),
+    )
+    .await;
+    check(
+        "/v1/evaluations?stale",
+        StateQuery::Evaluations,
+        opts(true, 0, 0),
+    )
+    .await;
+    check(
+        "/v1/evaluation/e1?wait=2s",
+        StateQuery::Evaluation("e1".into()),
+        opts(false, 0, 2),
+    )
+    .await;
+    check(
+        "/v1/allocations?index=18446744073709551615",
+        StateQuery::Allocations,
+        opts(false, u64::MAX, 0),
+    )
+    .await;
+    check(
+        "/v1/allocation/a1?stale=T",
+        StateQuery::Allocation("a1".into()),
+        opts(true, 0, 0),
+    )
+    .await;
+    check(
+        "/v1/nodes?index=4&wait=10s",
+        StateQuery::Nodes,
+        opts(false, 4, 10),
+    )
+    .await;
+    check(
+        "/v1/node/n1",
+        StateQuery::Node("n1".into()),
+        opts(false, 0, 0),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn state_reads_refuse_bad_generic_params() {
+    let a = app("", &[]);
+    let bad = [
+        (
+            "stale=maybe",
+            "Expect `true` or `false` for `stale` query string parameter",
+        ),
+        ("index=-1", "Invalid index"),
+        ("index=x", "Invalid index"),
+        ("index=18446744073709551616", "Invalid index"),
+        ("wait=5", "Invalid wait time"),
+        ("wait=soon", "Invalid wait time"),
+        (
+            "per_page=x",
+            "Expect a number for `per_page` query string parameter",
+        ),
+    ];
+    for uri in READS {
+        for (q, want) in bad {
+            let (s, _, b) = call(&a, "GET", &format!("{uri}?{q}")).await;
+            assert_eq!((s, b.as_str()), (400, want), "{uri}?{q}");
+        }
+    }
+    assert_eq!(last_read(&a), None, "no read is made for a bad request");
+}
+
+#[tokio::test]
+async fn state_reads_carry_index_leader_and_contact_headers() {
+    let a = app("", &[]);
+    let headers = |h: &HeaderMap| {
+        [
+            "x-nomad-index",
+            "x-nomad-knownleader",
+            "x-nomad-lastcontact",
+        ]
+        .map(|k| h.get(k).map(|v| v.to_str().unwrap().to_string()))
+    };
+    let some = |i: &str, l: &str, c: &str| [Some(i.into()), Some(l.into()), Some(c.into())];
+    for uri in READS {
+        let (s, h, b) = call(&a, "GET", uri).await;
+        assert_eq!(s, 200, "{uri}: {b}");
+        assert_eq!(headers(&h), some("42", "false", "1500"), "{uri}");
+        assert_eq!(h["content-type"], "application/json", "{uri}");
+    }
+    // Nomad's meta: index at least 1, whole milliseconds, true on a known leader.
+    *a.agent().read_meta.lock().unwrap() = (0, true, Duration::from_micros(2999));
+    for uri in READS {
+        let (_, h, _) = call(&a, "GET", uri).await;
+        assert_eq!(headers(&h), some("1", "true", "2"), "{uri}");
+    }
+    // A 404 is a read that found nothing: Nomad sets the headers before it looks.
+    let (s, h, _) = call(&a, "GET", "/v1/node/nope").await;
+    assert_eq!((s, headers(&h)), (404, some("1", "true", "2")));
+    // Agent endpoints never carry them (spec §0.4), nor do failures.
+    for (method, uri) in [
+        ("GET", "/v1/agent/self"),
+        ("GET", "/v1/agent/members"),
+        ("GET", "/v1/agent/health"),
+        ("GET", "/v1/jobs?index=x"),
+        ("POST", "/v1/nodes"),
+    ] {
+        let (_, h, _) = call(&a, method, uri).await;
+        assert_eq!(headers(&h), [None, None, None], "{method} {uri}");
+    }
+}
+
+#[tokio::test]
+async fn state_reads_answer_404_405_and_read_errors() {
+    let a = app("", &[]);
+    for (uri, want) in [
+        ("/v1/job/nope", "job not found"),
+        ("/v1/job/nope/allocations", "job not found"),
+        ("/v1/evaluation/nope", "eval not found"),
+        ("/v1/allocation/nope", "alloc not found"),
+        ("/v1/node/nope", "node not found"),
+    ] {
+        let (s, h, b) = call(&a, "GET", uri).await;
+        assert_eq!((s, b.as_str()), (404, want), "{uri}");
+        assert_eq!(h["content-type"], "text/plain; charset=utf-8", "{uri}");
+    }
+    for (method, uri) in [
+        ("POST", "/v1/evaluations"),
+        ("PUT", "/v1/evaluation/e1"),
+        ("DELETE", "/v1/allocations"),
+        ("PUT", "/v1/allocation/a1"),
+        ("POST", "/v1/nodes"),
+        ("DELETE", "/v1/node/n1"),
+        ("PUT", "/v1/job/web/allocations"),
+        ("PATCH", "/v1/jobs"),
+    ] {
+        let (s, _, b) = call(&a, method, uri).await;
+        assert_eq!((s, b.as_str()), (405, "Invalid method"), "{method} {uri}");
+    }
+    // The JSON shapes are the existing ones.
+    let json = async |uri: &str| -> serde_json::Value {
+        serde_json::from_str(&call(&a, "GET", uri).await.2).unwrap()
+    };
+    assert_eq!(json("/v1/allocation/a1").await["EvalID"], "e1");
+    assert_eq!(json("/v1/allocations").await[0]["ID"], "a1");
+    assert_eq!(json("/v1/evaluations").await[0]["Status"], "complete");
+    assert_eq!(json("/v1/node/n1").await["Datacenter"], "dc1");
+    assert_eq!(json("/v1/job/web").await["TaskGroups"][0]["Name"], "g");
+    assert!(json("/v1/jobs").await[0].get("TaskGroups").is_none());
+
+    for (fault, status, want) in [
+        (
+            Fault::Error(ReadError::NoServer),
+            501,
+            "this agent runs no server",
+        ),
+        (Fault::Error(ReadError::NoLeader), 500, "No cluster leader"),
+        (
+            Fault::Error(ReadError::Unavailable("raft is shutting down".into())),
+            500,
+            "raft is shutting down",
+        ),
+    ] {
+        *a.agent().read_fault.lock().unwrap() = Some(fault);
+        for uri in READS {
+            let (s, _, b) = call(&a, "GET", uri).await;
+            assert_eq!((s, b.as_str()), (status, want), "{uri}");
+        }
+    }
+    *a.agent().read_fault.lock().unwrap() = Some(Fault::WrongAnswer);
+    for uri in READS.iter().filter(|u| !u.starts_with("/v1/nodes")) {
+        let (s, h, b) = call(&a, "GET", uri).await;
+        assert_eq!(s, 500, "{uri}");
+        assert!(b.starts_with("internal error: "), "{uri}: {b}");
+        assert!(!h.contains_key("x-nomad-index"), "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn state_reads_check_their_capability() {
+    let a = app("acl {\n enabled = true\n}\n", &[]);
+    let (s, _, b) = call(&a, "POST", "/v1/acl/bootstrap").await;
+    assert_eq!(s, 200, "{b}");
+    let root: serde_json::Value = serde_json::from_str(&b).unwrap();
+    let root = root["SecretID"].as_str().unwrap().to_string();
+    let policy = r#"{"Rules": "node { policy = \"read\" }"}"#;
+    let (s, _, b) = call_with(&a, "POST", "/v1/acl/policy/nr", Some(&root), policy).await;
+    assert_eq!((s, b.as_str()), (200, ""));
+    let body = r#"{"Policies": ["nr"]}"#;
+    let (s, _, b) = call_with(&a, "POST", "/v1/acl/token", Some(&root), body).await;
+    assert_eq!(s, 200, "{b}");
+    let token: serde_json::Value = serde_json::from_str(&b).unwrap();
+    let node_reader = token["SecretID"].as_str().unwrap().to_string();
+    for uri in READS {
+        let node_read = uri.starts_with("/v1/node");
+        let (s, _, b) = call_with(&a, "GET", uri, Some(&root), "").await;
+        assert_eq!(s, 200, "management on {uri}: {b}");
+        let (s, _, _) = call_with(&a, "GET", uri, Some(&node_reader), "").await;
+        assert_eq!(s, if node_read { 200 } else { 403 }, "node:read on {uri}");
+        let (s, _, b) = call(&a, "GET", uri).await;
+        assert_eq!(
+            (s, b.as_str()),
+            (403, "Permission denied"),
+            "anonymous {uri}"
+        );
+    }
+}
+
+/// A method, a URI, a body, the status and text answered (`""`: any text unless 200), and
+/// what the one proposed write must look like (`None`: no write).
+type AclCase = (
+    &'static str,
+    String,
+    &'static str,
+    u16,
+    &'static str,
+    Option<fn(&AclWrite) -> bool>,
+);
+
+/// The ACL writes the handlers proposed, from `from` on.
+fn acl_writes(a: &App<Fake>, from: usize) -> Vec<AclWrite> {
+    a.agent().acl_writes.lock().unwrap()[from..].to_vec()
+}
+
+fn is_rfc3339(text: &str) -> bool {
+    humantime::parse_rfc3339(text).is_ok()
+}
+
+#[tokio::test]
+async fn acl_handlers_propose_typed_writes_with_fresh_ids_and_time() {
+    use caravan_agent_core::acl::is_uuid;
+    let a = app("acl {\n enabled = true\n}\n", &[]);
+    let (s, _, b) = call(&a, "POST", "/v1/acl/bootstrap").await;
+    assert_eq!(s, 200, "{b}");
+    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+    let root = v["SecretID"].as_str().unwrap().to_string();
+    let [
+        AclWrite::Bootstrap {
+            accessor_id,
+            secret_id,
+            create_time,
+        },
+    ] = &acl_writes(&a, 0)[..]
+    else {
+        panic!("{:?}", acl_writes(&a, 0));
+    };
+    assert!(is_uuid(accessor_id) && is_uuid(secret_id) && accessor_id != secret_id);
+    assert!(is_rfc3339(create_time), "{create_time}");
+    assert_eq!(
+        (v["AccessorID"].as_str(), v["CreateTime"].as_str()),
+        (Some(accessor_id.as_str()), Some(create_time.as_str()))
+    );
+
+    // Each case: a request, what it answers, and the write it proposed (None: no write).
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let cases: Vec<AclCase> = vec![
+        (
+            "POST",
+            "/v1/acl/bootstrap".into(),
+            "",
+            400,
+            "ACL bootstrap already done",
+            Some(|w| matches!(w, AclWrite::Bootstrap { .. })),
+        ),
+        (
+            "PUT",
+            "/v1/acl/policy/r".into(),
+            r#"{"Description": "d", "Rules": "node { policy = \"read\" }"}"#,
+            200,
+            "",
+            Some(|w| {
+                *w == AclWrite::PolicyUpsert {
+                    name: "r".into(),
+                    description: "d".into(),
+                    rules: "node { policy = \"read\" }".into(),
+                }
+            }),
+        ),
+        (
+            "PUT",
+            "/v1/acl/policy/bad".into(),
+            r#"{"Rules": "node { policy = \"sideways\" }"}"#,
+            400,
+            "",
+            Some(|w| matches!(w, AclWrite::PolicyUpsert { name, .. } if name == "bad")),
+        ),
+        (
+            "PUT",
+            "/v1/acl/policy/r".into(),
+            r#"{"Name": "other"}"#,
+            400,
+            "Policy name does not match request path",
+            None,
+        ),
+        (
+            "POST",
+            "/v1/acl/token".into(),
+            r#"{"Policies": ["x"]}"#,
+            400,
+            r#"token references non-existent policy "x""#,
+            Some(|w| matches!(w, AclWrite::TokenCreate { .. })),
+        ),
+        (
+            "POST",
+            "/v1/acl/token".into(),
+            r#"{"Type": "management", "Policies": ["r"]}"#,
+            400,
+            "management token cannot be associated with policies",
+            Some(|w| matches!(w, AclWrite::TokenCreate { .. })),
+        ),
+        (
+            "POST",
+            "/v1/acl/token".into(),
+            r#"{"Type": "root"}"#,
+            400,
+            r#"token type must be client or management, got "root""#,
+            None,
+        ),
+        (
+            "POST",
+            format!("/v1/acl/token/{unknown}"),
+            r#"{"Policies": ["r"]}"#,
+            400,
+            "ACL token not found",
+            Some(|w| matches!(w, AclWrite::TokenUpdate { .. })),
+        ),
+        (
+            "DELETE",
+            "/v1/acl/policy/gone".into(),
+            "",
+            200,
+            "",
+            Some(|w| {
+                *w == AclWrite::PolicyDelete {
+                    name: "gone".into(),
+                }
+            }),
+        ),
+        (
+            "DELETE",
+            format!("/v1/acl/token/{unknown}"),
+            "",
+            200,
+            "",
+            Some(|w| matches!(w, AclWrite::TokenDelete { .. })),
+        ),
+    ];
+    for (method, uri, body, status, text, write) in cases {
+        let before = acl_writes(&a, 0).len();
+        let (s, _, b) = call_with(&a, method, &uri, Some(&root), body).await;
+        assert_eq!(s, status, "{method} {uri}: {b}");
+        if !text.is_empty() || status == 200 {
+            assert_eq!(b, text, "{method} {uri}");
+        }
+        let proposed = acl_writes(&a, before);
+        match write {
+            Some(expected) => {
+                assert!(
+                    proposed.len() == 1 && expected(&proposed[0]),
+                    "{method} {uri}: {proposed:?}"
+                )
+            }
+            None => assert!(proposed.is_empty(), "{method} {uri}: {proposed:?}"),
+        }
+    }
+
+    // Two creations: fresh, distinct UUIDs and an RFC 3339 time in each write and token; an
+    // update keeps the token's IDs.
+    let mut seen = vec![accessor_id.clone(), secret_id.clone()];
+    for name in ["one", "two"] {
+        let before = acl_writes(&a, 0).len();
+        let body = format!(r#"{{"Name": "{name}", "Policies": ["r"]}}"#);
+        let (s, _, b) = call_with(&a, "POST", "/v1/acl/token", Some(&root), &body).await;
+        assert_eq!(s, 200, "{b}");
+        let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+        let [AclWrite::TokenCreate { token }] = &acl_writes(&a, before)[..] else {
+            panic!("{:?}", acl_writes(&a, before));
+        };
+        for id in [&token.accessor_id, &token.secret_id] {
+            assert!(is_uuid(id) && !seen.contains(id), "{id} in {seen:?}");
+            seen.push(id.clone());
+        }
+        assert!(is_rfc3339(&token.create_time), "{}", token.create_time);
+        assert_eq!(v["SecretID"].as_str(), Some(token.secret_id.as_str()));
+        assert_eq!(v["CreateTime"].as_str(), Some(token.create_time.as_str()));
+
+        let uri = format!("/v1/acl/token/{}", token.accessor_id);
+        let (s, _, b) = call_with(
+            &a,
+            "PUT",
+            &uri,
+            Some(&root),
+            r#"{"Policies": ["r"], "Name": "renamed"}"#,
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        let u: serde_json::Value = serde_json::from_str(&b).unwrap();
+        assert_eq!(
+            (
+                u["AccessorID"].as_str(),
+                u["SecretID"].as_str(),
+                u["Name"].as_str()
+            ),
+            (
+                Some(token.accessor_id.as_str()),
+                Some(token.secret_id.as_str()),
+                Some("renamed")
+            )
+        );
+    }
 }
