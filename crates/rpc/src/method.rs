@@ -73,6 +73,8 @@ pub const RAFT_VOTE: &str = "Raft.Vote";
 pub const RAFT_SNAPSHOT: &str = "Raft.InstallSnapshot";
 /// `Raft.Apply`: a follower forwards a write to the leader.
 pub const RAFT_APPLY: &str = "Raft.Apply";
+/// `Raft.ReadIndex`: a follower asks the leader for a linearizable read index.
+pub const RAFT_READ_INDEX: &str = "Raft.ReadIndex";
 
 /// Every method. Names are unique.
 pub const METHODS: &[MethodSpec] = &[
@@ -94,6 +96,7 @@ pub const METHODS: &[MethodSpec] = &[
     m(RAFT_VOTE, Access::Server, 4 * KIB, 4 * KIB),
     m(RAFT_SNAPSHOT, Access::Server, 16 * MIB, 4 * KIB),
     m(RAFT_APPLY, Access::Server, 2 * MIB, 64 * KIB),
+    m(RAFT_READ_INDEX, Access::Server, KIB, 4 * KIB),
 ];
 
 /// The longest method name accepted on the wire.
