@@ -20,7 +20,7 @@ async fn bootstrap(agent: &Agent) -> String {
     v["SecretID"].as_str().unwrap().to_string()
 }
 
-async fn policy(agent: &Agent, mgmt: &str, name: &str, rules: &str) {
+pub(crate) async fn policy(agent: &Agent, mgmt: &str, name: &str, rules: &str) {
     let body = json!({"Name": name, "Description": "", "Rules": rules});
     let r = api(
         agent,

@@ -269,6 +269,8 @@ async fn three_servers_elect_fail_over_keep_writes_and_catch_up() {
     .await;
     assert_eq!(me.status, 403, "ACLs are on");
     let mgmt = bootstrap(servers[follower].agent()).await; // through a follower
+    // The policy the tokens written below name (a token naming an unknown one is refused).
+    crate::acl::policy(servers[follower].agent(), &mgmt, "p", "agent { policy = \"read\" }").await;
     let me = get_json(servers[follower].agent(), "/v1/agent/self", &mgmt).await;
     assert_eq!(me["stats"]["raft"]["state"], "Follower");
     assert_eq!(me["stats"]["raft"]["num_peers"], "2");
