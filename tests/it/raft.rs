@@ -270,7 +270,13 @@ async fn three_servers_elect_fail_over_keep_writes_and_catch_up() {
     assert_eq!(me.status, 403, "ACLs are on");
     let mgmt = bootstrap(servers[follower].agent()).await; // through a follower
     // The policy the tokens written below name (a token naming an unknown one is refused).
-    crate::acl::policy(servers[follower].agent(), &mgmt, "p", "agent { policy = \"read\" }").await;
+    crate::acl::policy(
+        servers[follower].agent(),
+        &mgmt,
+        "p",
+        "agent { policy = \"read\" }",
+    )
+    .await;
     let me = get_json(servers[follower].agent(), "/v1/agent/self", &mgmt).await;
     assert_eq!(me["stats"]["raft"]["state"], "Follower");
     assert_eq!(me["stats"]["raft"]["num_peers"], "2");
@@ -698,4 +704,163 @@ async fn a_server_claimed_in_gossip_is_not_a_voter_until_it_answers_as_itself() 
     );
     let r = send(lead, "POST", "/v1/jobs", Some(&mgmt), job("after-claim")).await;
     assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// The job IDs a read answered with (`/v1/jobs`), and its `X-Nomad-Index`.
+fn listed(r: &Resp) -> (BTreeSet<String>, u64) {
+    let ids = r
+        .json()
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|j| j["ID"].as_str().map(str::to_string))
+        .collect();
+    let index = r
+        .header("x-nomad-index")
+        .and_then(|i| i.parse().ok())
+        .unwrap_or(0);
+    (ids, index)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_reads_are_consistent_unless_stale_and_block_on_index() {
+    let servers = cluster(3).await;
+    let all: Vec<usize> = (0..3).collect();
+    let leader = agreed_leader(&servers, &all, Duration::from_secs(30)).await;
+    let mgmt = bootstrap(servers[leader].agent()).await;
+    let f = (leader + 1) % 3;
+    let get = |i: usize, path: String| {
+        let mgmt = mgmt.clone();
+        let agent = servers[i].agent();
+        async move { send(agent, "GET", &path, Some(&mgmt), Value::Null).await }
+    };
+
+    // A default read through a follower sees every write acknowledged before it started.
+    for k in 0..10 {
+        let id = format!("seen-{k}");
+        let w = send(
+            servers[leader].agent(),
+            "POST",
+            "/v1/jobs",
+            Some(&mgmt),
+            job(&id),
+        )
+        .await;
+        assert_eq!(w.status, 200, "{}", w.text());
+        let r = get(f, format!("/v1/job/{id}")).await;
+        assert_eq!(
+            r.status,
+            200,
+            "read after write on the follower: {}",
+            r.text()
+        );
+        assert_eq!(r.header("x-nomad-knownleader").as_deref(), Some("true"));
+        assert!(r.header("x-nomad-lastcontact").is_some());
+    }
+
+    // A blocking query on the follower returns once a write passes its index, long before
+    // its wait is over.
+    let (_, index) = listed(&get(f, "/v1/jobs".into()).await);
+    assert!(index > 0);
+    let blocked = get(f, format!("/v1/jobs?index={index}&wait=30s"));
+    let write = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let w = send(
+            servers[leader].agent(),
+            "POST",
+            "/v1/jobs",
+            Some(&mgmt),
+            job("wakes"),
+        )
+        .await;
+        assert_eq!(w.status, 200, "{}", w.text());
+        Instant::now()
+    };
+    let (answer, written) = tokio::join!(
+        async {
+            let r = blocked.await;
+            (r, Instant::now())
+        },
+        write
+    );
+    let (r, answered) = answer;
+    let (ids, after) = listed(&r);
+    assert!(after > index, "index {after} after {index}");
+    assert!(ids.contains("wakes"), "{ids:?}");
+    let late = answered.saturating_duration_since(written);
+    eprintln!("blocking query answered {late:?} after the write was acknowledged");
+    assert!(
+        late < Duration::from_secs(5),
+        "woken by the write, not the wait: {late:?}"
+    );
+
+    // Cut the follower off: `stale` reads answer from its replica, which lags; default reads
+    // refuse rather than answer from it.
+    let others: Vec<&Server> = all
+        .iter()
+        .filter(|&&i| i != f)
+        .map(|&i| &servers[i])
+        .collect();
+    servers[f].cut_from(&others);
+    for &i in all.iter().filter(|&&i| i != f) {
+        servers[i].cut_from(&[&servers[f]]);
+    }
+    // The fault file is read as connections are made: write until one write stays unseen.
+    let unseen = eventually(
+        Duration::from_secs(30),
+        "a write the cut follower misses",
+        async || {
+            let id = format!("unseen-{}", uuid_like());
+            let w = send(
+                servers[leader].agent(),
+                "POST",
+                "/v1/jobs",
+                Some(&mgmt),
+                job(&id),
+            )
+            .await;
+            if w.status != 200 {
+                return Err(w.text());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let stale = get(f, "/v1/jobs?stale".into()).await;
+            let (ids, _) = listed(&stale);
+            if stale.status == 200 && ids.contains("wakes") && !ids.contains(&id) {
+                Ok(id)
+            } else {
+                Err(format!("{}: {ids:?}", stale.status))
+            }
+        },
+    )
+    .await;
+    let consistent = get(f, "/v1/jobs".into()).await;
+    assert_eq!(consistent.status, 500, "{}", consistent.text());
+    assert!(
+        consistent.text().contains("No cluster leader"),
+        "{}",
+        consistent.text()
+    );
+    for s in &servers {
+        s.heal();
+    }
+    eventually(
+        Duration::from_secs(30),
+        "the healed follower's consistent read",
+        async || {
+            let (ids, _) = listed(&get(f, "/v1/jobs".into()).await);
+            if ids.contains(&unseen) {
+                Ok(())
+            } else {
+                Err(format!("{ids:?}"))
+            }
+        },
+    )
+    .await;
+}
+
+/// A fresh suffix for names.
+fn uuid_like() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }
