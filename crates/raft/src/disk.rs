@@ -214,6 +214,12 @@ impl Disk {
         Ok(out)
     }
 
+    /// Commits an empty transaction with an fsync, making earlier non-durable commits durable.
+    pub fn sync(&self) -> Result<(), String> {
+        let tx = self.db.begin_write().map_err(|e| self.err("begin", e))?;
+        tx.commit().map_err(|e| self.err("commit", e))
+    }
+
     /// Writes a batch in one transaction, in order, and commits it: with an fsync, unless every
     /// write is a [`Write::Committed`].
     pub fn write(&self, batch: &[&Write]) -> Result<(), String> {

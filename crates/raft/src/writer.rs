@@ -138,6 +138,8 @@ impl Writer {
 fn run(disk: Disk, rx: mpsc::Receiver<Job>, #[cfg(test)] gate: &Mutex<()>) {
     let mut failed: Option<String> = None;
     let mut close = None;
+    // Whether the last commit was one without fsync (only a committed log ID).
+    let mut unsynced = false;
     while close.is_none() {
         let Ok(first) = rx.recv() else { break };
         let mut writes = Vec::new();
@@ -165,6 +167,7 @@ fn run(disk: Disk, rx: mpsc::Receiver<Job>, #[cfg(test)] gate: &Mutex<()>) {
             None if writes.is_empty() => Ok(()),
             None => {
                 let batch: Vec<&Write> = writes.iter().collect();
+                unsynced = writes.iter().all(|w| matches!(w, Write::Committed(_)));
                 disk.write(&batch)
             }
         };
@@ -176,6 +179,12 @@ fn run(disk: Disk, rx: mpsc::Receiver<Job>, #[cfg(test)] gate: &Mutex<()>) {
         for done in dones {
             done.complete(result.clone());
         }
+    }
+    if unsynced
+        && failed.is_none()
+        && let Err(e) = disk.sync()
+    {
+        tracing::warn!(target: "raft", error = %e, "raft log: final sync failed");
     }
     drop(disk);
     if let Some(reply) = close {

@@ -318,6 +318,14 @@ async fn bad_requests_are_errors() {
         node.handle("Raft.Nope", b"{}").await,
         Err(RaftError::BadRequest(_))
     ));
+    assert!(matches!(
+        node.handle("Raft.ReadIndex", b"x").await,
+        Err(RaftError::BadRequest(_))
+    ));
+    // Not a leader: Raft.ReadIndex answers NoLeader (it never forwards again).
+    let answer: Result<u64, RaftError> =
+        caravan_raft::codec::decode(&node.handle("Raft.ReadIndex", b"").await.unwrap()).unwrap();
+    assert_eq!(answer, Err(RaftError::NoLeader));
     // Not initialized: no leader, a clear error within the write timeout.
     let mut cfg = RaftConfig::new(2, "n2");
     cfg.write_timeout = Duration::from_millis(300);
@@ -413,5 +421,115 @@ async fn new_server_joins_a_cluster_thousands_of_terms_old() {
             .await
     );
     assert_eq!(*c.nodes[&4].1.0.lock(), ["x"]);
+    c.finish().await;
+}
+
+/// A write acknowledged on the leader is in a follower's state once `read_index` returns there,
+/// even when the follower had not received it yet (it was cut off while the write was made).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_index_on_a_follower_sees_every_acknowledged_write() {
+    // A long election timeout, so that the short cut below costs no election.
+    let c = Cluster::with(3, |cfg| {
+        cfg.election_timeout = (Duration::from_millis(1500), Duration::from_millis(3000));
+    })
+    .await;
+    let leader = c.leader().await;
+    let follower = *c.nodes.keys().find(|&&id| id != leader).unwrap();
+    c.nodes[&leader].0.apply("first".into()).await.unwrap();
+    c.cut(&[follower], &[leader]);
+    let mut acked = vec!["first".to_string()];
+    let mut last = 0;
+    for i in 0..5 {
+        let cmd = format!("w{i}");
+        last = c.nodes[&leader]
+            .0
+            .apply(cmd.clone().into())
+            .await
+            .unwrap()
+            .index;
+        acked.push(cmd);
+    }
+    assert!(c.nodes[&follower].0.applied_index() < last);
+    c.router.cut.lock().clear();
+    let (node, log) = &c.nodes[&follower];
+    let index = tokio::time::timeout(
+        Duration::from_secs(10),
+        node.read_index(Duration::from_secs(5)),
+    )
+    .await
+    .expect("read_index is bounded by its timeout")
+    .unwrap();
+    assert!(
+        index >= last,
+        "read index {index} is before the write at {last}"
+    );
+    assert_eq!(
+        *log.0.lock(),
+        acked,
+        "the follower's state after read_index"
+    );
+    // On the leader, too.
+    let index = c.nodes[&leader]
+        .0
+        .read_index(Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(index >= last);
+    c.finish().await;
+}
+
+/// A follower cut off from the leader (which it may still believe in) does not answer a read
+/// from its stale state: NoLeader or Timeout, within its timeout. A leader cut off from its
+/// quorum refuses too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_index_refuses_without_the_leader_or_a_quorum() {
+    let c = Cluster::new(3).await;
+    let leader = c.leader().await;
+    let follower = *c.nodes.keys().find(|&&id| id != leader).unwrap();
+    let other = *c
+        .nodes
+        .keys()
+        .find(|&&id| id != leader && id != follower)
+        .unwrap();
+    c.cut(&[follower], &[leader, other]);
+    c.nodes[&leader].0.apply("unseen".into()).await.unwrap();
+    let started = std::time::Instant::now();
+    let err = tokio::time::timeout(
+        Duration::from_secs(10),
+        c.nodes[&follower].0.read_index(Duration::from_secs(1)),
+    )
+    .await
+    .expect("read_index is bounded by its timeout")
+    .unwrap_err();
+    assert!(
+        matches!(err, RaftError::NoLeader | RaftError::Timeout),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(c.nodes[&follower].1.0.lock().is_empty());
+    // The leader alone, without its quorum.
+    c.router.cut.lock().clear();
+    c.cut(&[leader], &[follower, other]);
+    let started = std::time::Instant::now();
+    let err = tokio::time::timeout(
+        Duration::from_secs(10),
+        c.nodes[&leader].0.read_index(Duration::from_secs(1)),
+    )
+    .await
+    .expect("read_index is bounded by its timeout")
+    .unwrap_err();
+    assert!(
+        matches!(err, RaftError::NoLeader | RaftError::Timeout),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
     c.finish().await;
 }
