@@ -142,7 +142,10 @@ pub struct LeaderSource {
 
 impl LeaderSource {
     fn leader_addr(&self) -> Option<SocketAddr> {
-        self.cluster.raft().leader().and_then(|(_, a)| a.parse().ok())
+        self.cluster
+            .raft()
+            .leader()
+            .and_then(|(_, a)| a.parse().ok())
     }
 }
 
@@ -189,7 +192,11 @@ impl EvalSource for LeaderSource {
         cancel: &dyn Fn() -> bool,
     ) -> Option<(Eval, u64)> {
         if self.cluster.raft().is_leader() {
-            return self.cluster.state().broker().dequeue(types, timeout, cancel);
+            return self
+                .cluster
+                .state()
+                .broker()
+                .dequeue(types, timeout, cancel);
         }
         if cancel() {
             return None;
