@@ -1,5 +1,6 @@
-//! openraft's network over a [`Transport`]: each Raft RPC is one request with a JSON body, whose
-//! answer is the JSON of the remote `Result`.
+//! openraft's network over a [`Transport`]: each Raft RPC is one request whose body is the
+//! [`crate::codec`] (postcard) encoding of openraft's request, and whose answer is the encoding
+//! of the remote `Result`.
 //!
 //! Answers are peer input too: a vote term or log index near `u64::MAX` in an answer would reach
 //! openraft's `term + 1` just as one in a request would, and some malformed answers trip

@@ -167,3 +167,31 @@ async fn a_snapshot_the_state_machine_cannot_take_stops_the_node() {
     assert_eq!(node.status().last_snapshot, (0, 0), "{:?}", node.status());
     node.shutdown().await;
 }
+
+/// `applied_watch` moves with every write, by the time the write is acknowledged (what a
+/// blocking query waits on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applied_watch_moves_with_each_write() {
+    let node = RaftNode::start(
+        config(None, 4096),
+        Arc::new(Log::default()),
+        Arc::new(Nowhere),
+    )
+    .await
+    .unwrap();
+    node.initialize(BTreeMap::from([(1, "n1".to_string())]))
+        .await
+        .unwrap();
+    leads(&node).await;
+    let mut rx = node.applied_watch();
+    for i in 0..5 {
+        let seen = *rx.borrow_and_update();
+        let applied = node.apply(format!("c{i}").into()).await.unwrap();
+        assert!(applied.index > seen);
+        let moved = tokio::time::timeout(Duration::from_millis(50), rx.changed()).await;
+        assert!(matches!(moved, Ok(Ok(()))), "write {i}: {moved:?}");
+        assert!(*rx.borrow() >= applied.index);
+    }
+    assert_eq!(node.last_contact(), Some(Duration::ZERO));
+    node.shutdown().await;
+}
