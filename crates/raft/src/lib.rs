@@ -431,11 +431,9 @@ impl RaftNode {
             };
             match attempt {
                 Ok(index) => break index,
-                Err(
-                    e @ (RaftError::Storage(_) | RaftError::BadRequest(_) | RaftError::Shutdown),
-                ) => {
-                    return Err(e);
-                }
+                // This node's own failures returned above; a leader that is shutting down
+                // (or unreachable, or without quorum) is retried: another may take over.
+                Err(e @ (RaftError::Storage(_) | RaftError::BadRequest(_))) => return Err(e),
                 Err(e) => {
                     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                     if left <= RETRY_PAUSE {
