@@ -424,7 +424,9 @@ impl AclState {
                 name,
                 description,
                 rules,
-            } => self.upsert_policy(index, name, description, rules).map(|()| None),
+            } => self
+                .upsert_policy(index, name, description, rules)
+                .map(|()| None),
             AclWrite::PolicyDelete { name } => {
                 if self.policies.remove(name).is_some() {
                     self.index = index;
@@ -913,12 +915,14 @@ mod tests {
         assert_eq!(t.resolve(Some("not-a-uuid")), Err(MALFORMED_TOKEN.into()));
         assert_eq!(t.resolve(None), Ok(Acl::deny_all()));
         // A policy change reaches the tokens naming it, without rebuilding the index.
-        t.apply(4, &policy("r", "agent { policy = \"write\" }")).unwrap();
+        t.apply(4, &policy("r", "agent { policy = \"write\" }"))
+            .unwrap();
         assert!(t.resolve(Some(&uuid(3))).unwrap().allow_agent_write());
         t.apply(5, &policy(ANONYMOUS_POLICY, "node { policy = \"read\" }"))
             .unwrap();
         assert!(t.resolve(None).unwrap().allow_node_read());
-        t.apply(6, &AclWrite::PolicyDelete { name: "r".into() }).unwrap();
+        t.apply(6, &AclWrite::PolicyDelete { name: "r".into() })
+            .unwrap();
         assert_eq!(t.resolve(Some(&uuid(3))), Ok(Acl::deny_all()));
         t.apply(
             7,
@@ -1016,10 +1020,26 @@ mod tests {
             ..client(200, 201, p)
         };
         let cases = [
-            (policy("r", "agent { policy = \"read\" }"), 3, "stale ACL write"),
-            (policy("bad name", "agent { policy = \"read\" }"), 9, "invalid name"),
-            (policy("p", "agent { policy = \"nope\" }"), 9, "Invalid agent policy"),
-            (policy("p", &"#".repeat(MAX_RULES_BYTES + 1)), 9, "longer than"),
+            (
+                policy("r", "agent { policy = \"read\" }"),
+                3,
+                "stale ACL write",
+            ),
+            (
+                policy("bad name", "agent { policy = \"read\" }"),
+                9,
+                "invalid name",
+            ),
+            (
+                policy("p", "agent { policy = \"nope\" }"),
+                9,
+                "Invalid agent policy",
+            ),
+            (
+                policy("p", &"#".repeat(MAX_RULES_BYTES + 1)),
+                9,
+                "longer than",
+            ),
             (
                 AclWrite::PolicyUpsert {
                     name: "p".into(),
@@ -1038,25 +1058,57 @@ mod tests {
                 9,
                 "ACL bootstrap already done",
             ),
-            (AclWrite::TokenCreate { token: client(200, 201, &[]) }, 9, "missing policies"),
-            (AclWrite::TokenCreate { token: mgmt(&["r"]) }, 9, "cannot be associated"),
             (
-                AclWrite::TokenCreate { token: client(200, 201, &["r", "missing"]) },
+                AclWrite::TokenCreate {
+                    token: client(200, 201, &[]),
+                },
+                9,
+                "missing policies",
+            ),
+            (
+                AclWrite::TokenCreate {
+                    token: mgmt(&["r"]),
+                },
+                9,
+                "cannot be associated",
+            ),
+            (
+                AclWrite::TokenCreate {
+                    token: client(200, 201, &["r", "missing"]),
+                },
                 9,
                 "non-existent policy \"missing\"",
             ),
-            (AclWrite::TokenCreate { token: client(102, 201, &["r"]) }, 9, "accessor ID already"),
-            (AclWrite::TokenCreate { token: client(200, 3, &["r"]) }, 9, "secret ID already"),
             (
                 AclWrite::TokenCreate {
-                    token: Token { secret_id: "s".into(), ..client(200, 0, &["r"]) },
+                    token: client(102, 201, &["r"]),
+                },
+                9,
+                "accessor ID already",
+            ),
+            (
+                AclWrite::TokenCreate {
+                    token: client(200, 3, &["r"]),
+                },
+                9,
+                "secret ID already",
+            ),
+            (
+                AclWrite::TokenCreate {
+                    token: Token {
+                        secret_id: "s".into(),
+                        ..client(200, 0, &["r"])
+                    },
                 },
                 9,
                 "must be UUIDs",
             ),
             (
                 AclWrite::TokenCreate {
-                    token: Token { name: "n".repeat(257), ..client(200, 201, &["r"]) },
+                    token: Token {
+                        name: "n".repeat(257),
+                        ..client(200, 201, &["r"])
+                    },
                 },
                 9,
                 "token name too long",
@@ -1083,21 +1135,36 @@ mod tests {
                 9,
                 &AclWrite::TokenUpdate {
                     accessor_id: uuid(102),
-                    changes: Token { name: "renamed".into(), ..client(0, 0, &["r"]) },
+                    changes: Token {
+                        name: "renamed".into(),
+                        ..client(0, 0, &["r"])
+                    },
                 },
             )
             .unwrap()
             .unwrap();
         assert_eq!(
-            (changed.secret_id.as_str(), changed.create_index, changed.modify_index),
+            (
+                changed.secret_id.as_str(),
+                changed.create_index,
+                changed.modify_index
+            ),
             (uuid(3).as_str(), 3, 9)
         );
         let mut bad = t.state().clone();
         bad.tokens.get_mut(&uuid(102)).unwrap().secret_id = uuid(1);
-        assert!(t.restore(bad).unwrap_err().to_string().contains("share a secret"));
+        assert!(
+            t.restore(bad)
+                .unwrap_err()
+                .to_string()
+                .contains("share a secret")
+        );
         let mut bad = t.state().clone();
         bad.index = 1;
         assert!(t.restore(bad).unwrap_err().to_string().contains("newer"));
-        assert_eq!(t.resolve(Some(&uuid(3))).unwrap(), t.state().acl_for(&changed));
+        assert_eq!(
+            t.resolve(Some(&uuid(3))).unwrap(),
+            t.state().acl_for(&changed)
+        );
     }
 }

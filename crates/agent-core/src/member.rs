@@ -197,11 +197,7 @@ mod tests {
         let check = |tags: Vec<(&str, &str)>, want: Option<(&str, u32)>| {
             let got = servers_in(&[member("s.global", &tags)], "global");
             let got = got.first().map(|s| (s.rpc.to_string(), s.expect));
-            assert_eq!(
-                got,
-                want.map(|(a, e)| (a.to_string(), e)),
-                "{tags:?}"
-            );
+            assert_eq!(got, want.map(|(a, e)| (a.to_string(), e)), "{tags:?}");
         };
         check(good.to_vec(), Some(("127.0.0.1:4647", 3)));
         check(without("expect"), Some(("127.0.0.1:4647", 0)));
