@@ -12,6 +12,15 @@ pub const MAX_COUNT: u32 = 100_000;
 /// The largest CPU (MHz) or memory (MiB) a task may ask for.
 pub const MAX_RESOURCE: u64 = 1 << 40;
 
+/// The most task groups one job may have, and tasks one group may have.
+pub const MAX_GROUPS: usize = 100;
+
+/// The most datacenters one job may name.
+pub const MAX_DATACENTERS: usize = 64;
+
+/// The longest name, driver or datacenter text in a job.
+pub const MAX_NAME_BYTES: usize = 128;
+
 /// Scheduler types a job can have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum JobType {
@@ -234,11 +243,27 @@ impl Job {
                 self.priority
             ));
         }
+        if self.name.is_empty() || self.name.len() > MAX_NAME_BYTES {
+            return bad(format!("Job.Name: must be 1 to {MAX_NAME_BYTES} bytes"));
+        }
         if self.datacenters.is_empty() {
             return bad("Job.Datacenters: missing job datacenters".into());
         }
+        if self.datacenters.len() > MAX_DATACENTERS
+            || self
+                .datacenters
+                .iter()
+                .any(|d| d.is_empty() || d.len() > MAX_NAME_BYTES)
+        {
+            return bad(format!(
+                "Job.Datacenters: at most {MAX_DATACENTERS} names of 1 to {MAX_NAME_BYTES} bytes"
+            ));
+        }
         if self.groups.is_empty() {
             return bad("Job.TaskGroups: missing job task groups".into());
+        }
+        if self.groups.len() > MAX_GROUPS {
+            return bad(format!("Job.TaskGroups: at most {MAX_GROUPS} groups"));
         }
         let mut names = std::collections::HashSet::new();
         for (g, group) in self.groups.iter().enumerate() {
@@ -251,8 +276,27 @@ impl Job {
                     group.name
                 ));
             }
+            if group.name.len() > MAX_NAME_BYTES {
+                return bad(format!(
+                    "Job.TaskGroups[{g}].Name: at most {MAX_NAME_BYTES} bytes"
+                ));
+            }
             if group.tasks.is_empty() {
                 return bad(format!("Job.TaskGroups[{g}].Tasks: missing tasks"));
+            }
+            if group.tasks.len() > MAX_GROUPS {
+                return bad(format!(
+                    "Job.TaskGroups[{g}].Tasks: at most {MAX_GROUPS} tasks"
+                ));
+            }
+            if group
+                .tasks
+                .iter()
+                .any(|t| t.name.len() > MAX_NAME_BYTES || t.driver.len() > MAX_NAME_BYTES)
+            {
+                return bad(format!(
+                    "Job.TaskGroups[{g}].Tasks: names and drivers at most {MAX_NAME_BYTES} bytes"
+                ));
             }
             if group.count > MAX_COUNT {
                 return bad(format!("Job.TaskGroups[{g}].Count: at most {MAX_COUNT}"));
@@ -277,6 +321,12 @@ impl Job {
                     ));
                 }
             }
+        }
+        let total: u64 = self.groups.iter().map(|g| u64::from(g.count)).sum();
+        if total > u64::from(MAX_COUNT) {
+            return bad(format!(
+                "Job.TaskGroups: at most {MAX_COUNT} allocations in all, asked for {total}"
+            ));
         }
         Ok(())
     }
@@ -667,6 +717,35 @@ mod tests {
         check(
             Box::new(|s| s.groups.as_mut().unwrap()[0].count = Some(MAX_COUNT + 1)),
             Err("Job.TaskGroups[0].Count: at most 100000"),
+        );
+        check(
+            Box::new(|s| {
+                let g = s.groups.as_mut().unwrap();
+                let mut second = g[0].clone();
+                second.name = Some("h".into());
+                g[0].count = Some(MAX_COUNT);
+                second.count = Some(1);
+                g.push(second);
+            }),
+            Err("Job.TaskGroups: at most 100000 allocations in all, asked for 100001"),
+        );
+        check(
+            Box::new(|s| {
+                let g = s.groups.as_mut().unwrap();
+                let one = g[0].clone();
+                *g = (0..=MAX_GROUPS)
+                    .map(|i| {
+                        let mut x = one.clone();
+                        x.name = Some(format!("g{i}"));
+                        x
+                    })
+                    .collect();
+            }),
+            Err("Job.TaskGroups: at most 100 groups"),
+        );
+        check(
+            Box::new(|s| s.datacenters = Some(vec!["d".repeat(MAX_NAME_BYTES + 1)])),
+            Err("Job.Datacenters: at most 64 names of 1 to 128 bytes"),
         );
         check(
             Box::new(|s| s.groups.as_mut().unwrap()[0].tasks.as_mut().unwrap()[0].driver = None),

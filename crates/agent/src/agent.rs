@@ -566,10 +566,6 @@ impl AgentApi for Agent {
 
     async fn deregister_job(&self, id: &str) -> Result<Option<JobWriteResult>, JobWriteError> {
         let c = self.cluster.as_ref().ok_or(JobWriteError::NoServer)?;
-        let known = c.state().store().query(&StateQuery::Job(id.to_string())).0;
-        if known == StateAnswer::Job(None) {
-            return Ok(None); // nothing to write
-        }
         let cmd = Command::JobDeregister {
             id: id.to_string(),
             seed: seed(),

@@ -66,7 +66,10 @@ impl Cluster {
     pub async fn write(&self, command: &Command) -> Result<Outcome, ClusterError> {
         let bytes = command.encode()?;
         let applied = self.raft.apply(bytes).await?;
-        self.raft.wait_applied(applied.index, WRITE_TIMEOUT).await;
+        if !self.raft.wait_applied(applied.index, WRITE_TIMEOUT).await {
+            // Committed, but this replica has not caught up: a read here may not show it yet.
+            tracing::warn!(target: "cluster", index = applied.index, "write committed but not yet applied here");
+        }
         match command::decode::<Outcome>(&applied.response)? {
             Outcome::Refused(why) => Err(ClusterError::Refused(why)),
             outcome => Ok(outcome),
@@ -91,9 +94,11 @@ impl Cluster {
         }
         loop {
             changes.borrow_and_update();
-            let (value, index) = self.state.store().query(query);
+            let store = self.state.store();
             let due = tokio::time::Instant::now() >= deadline;
-            if options.min_index == 0 || index > options.min_index || due {
+            // The index first (cheap); the answer is built only once it is due.
+            if options.min_index == 0 || due || store.index_for(query) > options.min_index {
+                let (value, index) = store.query(query);
                 return Ok(self.indexed(value, index));
             }
             if tokio::time::timeout_at(deadline, changes.changed())

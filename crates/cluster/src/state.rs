@@ -125,7 +125,7 @@ impl ClusterState {
                     }
                 }
             };
-            match self.check(&command) {
+            match self.check(index, &command) {
                 Err(why) => Outcome::Refused(why),
                 Ok(()) => self.run(index, command, &enqueue),
             }
@@ -136,7 +136,7 @@ impl ClusterState {
     }
 
     /// The checks `Store` does not make itself: shapes and sizes of what a command carries.
-    fn check(&self, command: &Command) -> Result<(), String> {
+    fn check(&self, index: u64, command: &Command) -> Result<(), String> {
         let id = |what: &str, id: &str| {
             if id.is_empty() || id.len() > MAX_ID_BYTES {
                 Err(format!("{what}: ID must be 1 to {MAX_ID_BYTES} bytes"))
@@ -157,10 +157,20 @@ impl ClusterState {
                 }
             }
             Command::CoreEval { .. } => Ok(()),
-            Command::StateRestore(snapshot) => snapshot
-                .acl
-                .validate()
-                .map_err(|e| format!("bad snapshot: {e}")),
+            Command::StateRestore(snapshot) => {
+                // Indexes from the snapshot's own history must stay behind this log's, or the
+                // next write would seem older than what it follows.
+                let newest = snapshot.acl.index.max(snapshot.tables.max_index());
+                if newest >= index {
+                    return Err(format!(
+                        "bad snapshot: it holds index {newest}, not before this log's {index}"
+                    ));
+                }
+                snapshot
+                    .acl
+                    .validate()
+                    .map_err(|e| format!("bad snapshot: {e}"))
+            }
         }
     }
 
@@ -172,13 +182,13 @@ impl ClusterState {
                 Err(e) => Outcome::Refused(e.to_string()),
             },
             Command::JobRegister { job, seed } => {
-                s.reseed(seed);
+                s.reseed(seed, index);
                 let w = s.register(index, job);
                 enqueue(std::slice::from_ref(&w.eval));
                 Outcome::Job(Some(w))
             }
             Command::JobDeregister { id, seed } => {
-                s.reseed(seed);
+                s.reseed(seed, index);
                 let w = s.deregister(index, &id);
                 if let Some(w) = &w {
                     enqueue(std::slice::from_ref(&w.eval));
@@ -186,7 +196,7 @@ impl ClusterState {
                 Outcome::Job(w)
             }
             Command::NodeUpsert { node, seed } => {
-                s.reseed(seed);
+                s.reseed(seed, index);
                 enqueue(&s.upsert_node(index, node));
                 Outcome::Applied
             }
@@ -196,7 +206,7 @@ impl ClusterState {
                 now_secs,
                 seed,
             } => {
-                s.reseed(seed);
+                s.reseed(seed, index);
                 match s.process(index, &eval_id, gc_threshold_secs, now_secs) {
                     Ok(unblocked) => {
                         enqueue(&unblocked);
@@ -210,7 +220,7 @@ impl ClusterState {
                 Outcome::Applied
             }
             Command::CoreEval { seed } => {
-                s.reseed(seed);
+                s.reseed(seed, index);
                 enqueue(&[s.core_eval(index)]);
                 Outcome::Applied
             }
@@ -270,5 +280,118 @@ impl StateMachine for ClusterState {
         let leading = *self.leading.lock();
         self.set_leading(leading);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use caravan_agent_core::acl::AclWrite;
+
+    use super::*;
+
+    fn state() -> ClusterState {
+        ClusterState::new(Arc::new(EvalBroker::new(Default::default())), [2; 32])
+    }
+
+    fn policy(name: &str) -> Command {
+        Command::Acl(AclWrite::PolicyUpsert {
+            name: name.into(),
+            description: String::new(),
+            rules: r#"agent { policy = "read" }"#.into(),
+        })
+    }
+
+    #[test]
+    fn an_operator_restore_replaces_the_state_or_changes_nothing() {
+        let source = state();
+        assert_eq!(source.apply_command(1, policy("a")), Outcome::Acl(None));
+        assert_eq!(
+            source.apply_command(2, Command::CoreEval { seed: 1 }),
+            Outcome::Applied
+        );
+        let snapshot = source.export();
+
+        let target = state();
+        assert_eq!(target.apply_command(5, policy("b")), Outcome::Acl(None));
+        let restore = Command::StateRestore(Box::new(snapshot.clone()));
+        assert_eq!(target.apply_command(6, restore), Outcome::Applied);
+        let now = target.export();
+        assert_eq!(
+            (&now.acl, &now.tables, now.index),
+            (&snapshot.acl, &snapshot.tables, 6)
+        );
+
+        // A snapshot that would be refused piece by piece is refused whole.
+        let mut bad = snapshot.clone();
+        if let Some(p) = bad.acl.policies.get_mut("a") {
+            p.rules = "agent { policy = \"nope\" }".into();
+        }
+        let before = target.export();
+        let outcome = target.apply_command(7, Command::StateRestore(Box::new(bad)));
+        assert!(
+            matches!(outcome, Outcome::Refused(ref w) if w.contains("bad snapshot")),
+            "{outcome:?}"
+        );
+        let after = target.export();
+        assert_eq!((&after.acl, &after.tables), (&before.acl, &before.tables));
+        // A snapshot holding indexes at or past the restoring command's is refused: the next
+        // write would look older than what it follows.
+        let early = state();
+        let outcome = early.apply_command(2, Command::StateRestore(Box::new(snapshot)));
+        assert!(
+            matches!(outcome, Outcome::Refused(ref w) if w.contains("not before this log's 2")),
+            "{outcome:?}"
+        );
+    }
+
+    /// The same seed proposed twice (a retried write, or a forged one) never reuses an ID.
+    #[test]
+    fn a_repeated_seed_draws_new_ids() {
+        let s = state();
+        let node = caravan_agent_core::jobs::Node {
+            id: "n".into(),
+            name: "n".into(),
+            datacenter: "dc1".into(),
+            node_class: String::new(),
+            meta: Default::default(),
+            cpu: 1000,
+            memory_mb: 1000,
+            status: "ready".into(),
+            down_since: None,
+            create_index: 0,
+            modify_index: 0,
+        };
+        s.apply_command(1, Command::NodeUpsert { node, seed: 7 });
+        let job = caravan_agent_core::jobs::Job::from_submission(
+            caravan_agent_core::jobs::JobSubmission {
+                id: Some("web".into()),
+                datacenters: Some(vec!["dc1".into()]),
+                groups: Some(vec![caravan_agent_core::jobs::GroupSubmission {
+                    name: Some("g".into()),
+                    count: Some(1),
+                    tasks: Some(vec![caravan_agent_core::jobs::TaskSubmission {
+                        name: Some("t".into()),
+                        driver: Some("docker".into()),
+                        ..Default::default()
+                    }]),
+                }]),
+                ..Default::default()
+            },
+        )
+        .expect("job");
+        let register = Command::JobRegister { job, seed: 7 };
+        let ids: Vec<String> = (2..4)
+            .map(|i| match s.apply_command(i, register.clone()) {
+                Outcome::Job(Some(w)) => w.eval.id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_ne!(ids[0], ids[1]);
+        let evals = s.export().tables;
+        let store = Store::default();
+        store.import(evals).expect("import");
+        for id in &ids {
+            assert!(store.has_eval(id), "evaluation {id} was overwritten");
+        }
     }
 }

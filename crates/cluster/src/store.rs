@@ -56,6 +56,38 @@ impl Tables {
             .to_string()
     }
 
+    /// A generated ID no evaluation or allocation has yet (deterministic: the next draw when
+    /// one is taken), so a replayed seed can never overwrite an object.
+    fn fresh_id(&mut self) -> String {
+        loop {
+            let id = self.new_id();
+            if !self.evals.contains_key(&id) && !self.allocs.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// The newest index anywhere in the tables.
+    pub fn max_index(&self) -> u64 {
+        let i = self.indexes;
+        i.jobs.max(i.evals).max(i.allocs).max(i.nodes)
+    }
+
+    /// The index a query's answer would report, without building the answer.
+    fn index_for(&self, query: &StateQuery) -> u64 {
+        let i = self.indexes;
+        match query {
+            StateQuery::Jobs => i.jobs,
+            StateQuery::Job(id) => self.jobs.get(id).map_or(i.jobs, |j| j.modify_index),
+            StateQuery::JobAllocations(_) | StateQuery::Allocations => i.allocs,
+            StateQuery::Evaluations => i.evals,
+            StateQuery::Evaluation(id) => self.evals.get(id).map_or(i.evals, |e| e.modify_index),
+            StateQuery::Allocation(id) => self.allocs.get(id).map_or(i.allocs, |a| a.modify_index),
+            StateQuery::Nodes => i.nodes,
+            StateQuery::Node(id) => self.nodes.get(id).map_or(i.nodes, |n| n.modify_index),
+        }
+    }
+
     /// Creates and stores an evaluation at `index`.
     fn record_eval(
         &mut self,
@@ -66,7 +98,7 @@ impl Tables {
     ) -> Evaluation {
         let (job_id, priority, scheduler) = job;
         let eval = Evaluation {
-            id: self.new_id(),
+            id: self.fresh_id(),
             job_id: job_id.to_string(),
             priority,
             scheduler: scheduler.to_string(),
@@ -272,10 +304,22 @@ pub struct JobWrite {
 }
 
 impl Store {
-    /// Seeds the ID generator. A replicated store calls it with the command's seed before
-    /// applying the command, on every replica.
-    pub fn reseed(&self, seed: u64) {
-        self.tables.lock().ids = seed;
+    /// Seeds the ID generator from a command's seed and its log index (so the same seed
+    /// proposed twice still draws new IDs). A replicated store calls it before applying the
+    /// command, on every replica.
+    pub fn reseed(&self, seed: u64, index: u64) {
+        self.tables.lock().ids = seed ^ index.wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    }
+
+    /// The index `query`'s answer would report, without building the answer (cheap: a blocking
+    /// query checks it on every change).
+    pub fn index_for(&self, query: &StateQuery) -> u64 {
+        self.tables.lock().index_for(query)
+    }
+
+    /// The newest index anywhere in the tables.
+    pub fn max_index(&self) -> u64 {
+        self.tables.lock().max_index()
     }
 
     /// A copy of every table.
@@ -482,7 +526,7 @@ fn place(
         let start = running.len();
         for (k, &node) in placement.nodes.iter().enumerate() {
             let alloc = Allocation {
-                id: t.new_id(),
+                id: t.fresh_id(),
                 name: format!("{}.{}[{}]", job.id, group.name, start + k),
                 job_id: job.id.clone(),
                 task_group: group.name.clone(),
@@ -672,12 +716,12 @@ mod tests {
     fn replicas_with_the_same_seeds_agree_on_every_id() {
         let replica = || {
             let s = Store::default();
-            s.reseed(1);
+            s.reseed(1, 0);
             s.upsert_node(1, node("a", 1000));
             s.upsert_node(2, node("b", 1000));
-            s.reseed(2);
+            s.reseed(2, 0);
             let w = s.register(3, job("web", JobType::Service, 5, 300));
-            s.reseed(3);
+            s.reseed(3, 0);
             s.process(4, &w.eval.id, 86400, 0).unwrap();
             s.export()
         };
