@@ -135,6 +135,7 @@ fn run_examples() -> Result<(), String> {
         ("caravan-http", "embedded_api"),
         ("caravan-gossip", "pool"),
         ("caravan-raft", "cluster"),
+        ("caravan-cluster", "replicated"),
         ("caravan-rpc", "roles"),
     ] {
         run(
