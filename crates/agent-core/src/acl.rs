@@ -402,11 +402,11 @@ pub enum AclWrite {
 }
 
 impl AclState {
-    /// Checks `write` and applies it at `index` (which must be past [`AclState::index`]: a
-    /// replayed or reordered write is refused). Nothing changes when it is refused. Returns the
-    /// token created or changed.
+    /// Checks `write` and applies it at `index` (which must not be before [`AclState::index`]:
+    /// a reordered write is refused; several writes of one batched log entry share its index).
+    /// Nothing changes when it is refused. Returns the token created or changed.
     pub fn apply(&mut self, index: u64, write: &AclWrite) -> Result<Option<Token>, CoreError> {
-        if index <= self.index {
+        if index < self.index {
             return Err(CoreError::Invalid(format!(
                 "stale ACL write at index {index}: the state is at {}",
                 self.index
@@ -1022,7 +1022,7 @@ mod tests {
         let cases = [
             (
                 policy("r", "agent { policy = \"read\" }"),
-                3,
+                2,
                 "stale ACL write",
             ),
             (

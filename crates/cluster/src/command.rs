@@ -69,7 +69,14 @@ pub enum Command {
     /// Replaces the whole state with an operator's snapshot (management token only, checked by
     /// the proposer; the snapshot is checked again by `apply`).
     StateRestore(Box<StateSnapshot>),
+    /// Several commands proposed together (group commit): applied in order at the same log
+    /// index, each checked and answered on its own. At most [`MAX_BATCH`], no nesting, no
+    /// `StateRestore` inside.
+    Batch(Vec<Command>),
 }
+
+/// The most commands one [`Command::Batch`] carries.
+pub const MAX_BATCH: usize = 256;
 
 /// The whole replicated state: what a snapshot holds and what `StateRestore` installs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +100,8 @@ pub enum Outcome {
     Acl(Option<Token>),
     /// A job write: its evaluation and the job's modify index (`None`: unknown job).
     Job(Option<JobWrite>),
+    /// A batch: one outcome per command, in order.
+    Batch(Vec<Outcome>),
 }
 
 /// Encodes a value behind the version byte.

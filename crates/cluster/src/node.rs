@@ -2,6 +2,7 @@
 //! (propose, wait until applied here) and the read path (linearizable unless `stale`, blocking
 //! on `index`).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use caravan_raft::{RaftConfig, RaftError, RaftNode, Transport};
 use caravan_sched::broker::{BrokerConfig, EvalBroker};
 
 use crate::ClusterError;
-use crate::command::{self, Command, Outcome};
+use crate::command::{self, Command, MAX_BATCH, MAX_COMMAND_BYTES, Outcome};
 use crate::state::ClusterState;
 
 /// How long a write may take, forwarding and leader changes included, and how long a
@@ -27,10 +28,22 @@ pub fn seed() -> u64 {
     uuid::Uuid::new_v4().as_u64_pair().0
 }
 
+/// How many writes may wait for the proposer at once; a writer past it waits for room.
+const PROPOSAL_QUEUE: usize = 4096;
+
 /// One server's Raft node and replicated state.
 pub struct Cluster {
     raft: Arc<RaftNode>,
     state: Arc<ClusterState>,
+    /// Writes waiting for the proposer, which commits them in batches.
+    proposals: tokio::sync::mpsc::Sender<Proposal>,
+}
+
+/// A write waiting to be proposed, and where its outcome goes.
+struct Proposal {
+    command: Command,
+    bytes: usize,
+    reply: tokio::sync::oneshot::Sender<Result<Outcome, ClusterError>>,
 }
 
 impl Cluster {
@@ -44,10 +57,13 @@ impl Cluster {
     ) -> Result<Cluster, ClusterError> {
         let broker = Arc::new(EvalBroker::new(BrokerConfig::default()));
         let state = Arc::new(ClusterState::new(broker, acl_key));
-        let raft = RaftNode::start(config, state.clone(), transport).await?;
+        let raft = Arc::new(RaftNode::start(config, state.clone(), transport).await?);
+        let (proposals, queue) = tokio::sync::mpsc::channel(PROPOSAL_QUEUE);
+        tokio::spawn(propose(raft.clone(), queue));
         Ok(Cluster {
-            raft: Arc::new(raft),
+            raft,
             state,
+            proposals,
         })
     }
 
@@ -63,14 +79,21 @@ impl Cluster {
 
     /// Replicates a command and waits until this server has applied it. A refused command is
     /// [`ClusterError::Refused`] with the state machine's reason.
+    ///
+    /// Writes made while one is being committed wait and are then committed together, as one
+    /// [`Command::Batch`] log entry (group commit): one fsync and one round of replication for
+    /// all of them, at no cost to a lone write.
     pub async fn write(&self, command: &Command) -> Result<Outcome, ClusterError> {
-        let bytes = command.encode()?;
-        let applied = self.raft.apply(bytes).await?;
-        if !self.raft.wait_applied(applied.index, WRITE_TIMEOUT).await {
-            // Committed, but this replica has not caught up: a read here may not show it yet.
-            tracing::warn!(target: "cluster", index = applied.index, "write committed but not yet applied here");
-        }
-        match command::decode::<Outcome>(&applied.response)? {
+        let bytes = command.encode()?.len();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let proposal = Proposal {
+            command: command.clone(),
+            bytes,
+            reply,
+        };
+        let shut = || ClusterError::Raft(RaftError::Shutdown);
+        self.proposals.send(proposal).await.map_err(|_| shut())?;
+        match answer.await.map_err(|_| shut())?? {
             Outcome::Refused(why) => Err(ClusterError::Refused(why)),
             outcome => Ok(outcome),
         }
@@ -122,5 +145,94 @@ impl Cluster {
                 status.last_contact.unwrap_or(Duration::ZERO)
             },
         }
+    }
+}
+
+/// The proposer: takes every write waiting, commits them as one log entry (a batch within
+/// [`MAX_BATCH`] commands and [`MAX_COMMAND_BYTES`]), answers each, and starts over. One batch
+/// is in flight at a time; a restore always goes alone.
+async fn propose(raft: Arc<RaftNode>, mut incoming: tokio::sync::mpsc::Receiver<Proposal>) {
+    let mut queue: VecDeque<Proposal> = VecDeque::new();
+    let mut arrived = Vec::new();
+    loop {
+        if queue.is_empty() {
+            if incoming.recv_many(&mut arrived, MAX_BATCH).await == 0 {
+                return; // the cluster was dropped
+            }
+        } else {
+            while arrived.len() < MAX_BATCH {
+                match incoming.try_recv() {
+                    Ok(p) => arrived.push(p),
+                    Err(_) => break,
+                }
+            }
+        }
+        queue.extend(arrived.drain(..));
+        let batch = next_batch(&mut queue);
+        commit(&raft, batch).await;
+    }
+}
+
+/// The longest run at the front of `queue` that fits one log entry.
+fn next_batch(queue: &mut VecDeque<Proposal>) -> Vec<Proposal> {
+    // Room for the batch's own framing (version byte and length).
+    let budget = MAX_COMMAND_BYTES.saturating_sub(16);
+    let mut batch: Vec<Proposal> = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(next) = queue.front() {
+        let alone = matches!(next.command, Command::StateRestore(_));
+        let full = batch.len() >= MAX_BATCH || bytes.saturating_add(next.bytes) > budget;
+        if !batch.is_empty() && (alone || full) {
+            break;
+        }
+        let Some(p) = queue.pop_front() else { break };
+        bytes = bytes.saturating_add(p.bytes);
+        batch.push(p);
+        if alone {
+            break;
+        }
+    }
+    batch
+}
+
+/// Commits one batch and answers each of its writers.
+async fn commit(raft: &RaftNode, batch: Vec<Proposal>) {
+    let (mut commands, replies): (Vec<Command>, Vec<_>) =
+        batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+    let single = commands.len() == 1;
+    let command = match commands.pop() {
+        Some(only) if single => only,
+        Some(last) => {
+            commands.push(last);
+            Command::Batch(commands)
+        }
+        None => return,
+    };
+    let result = async {
+        let applied = raft.apply(command::encode(&command)?).await?;
+        if !raft.wait_applied(applied.index, WRITE_TIMEOUT).await {
+            // Committed, but this replica has not caught up: a read here may not show it yet.
+            tracing::warn!(target: "cluster", index = applied.index, "write committed but not yet applied here");
+        }
+        command::decode::<Outcome>(&applied.response)
+    }
+    .await;
+    let answers: Vec<Result<Outcome, ClusterError>> = match result {
+        Err(e) => replies.iter().map(|_| Err(e.clone())).collect(),
+        Ok(outcome) if single => vec![Ok(outcome)],
+        Ok(Outcome::Batch(outcomes)) if outcomes.len() == replies.len() => {
+            outcomes.into_iter().map(Ok).collect()
+        }
+        Ok(Outcome::Refused(why)) => replies
+            .iter()
+            .map(|_| Ok(Outcome::Refused(why.clone())))
+            .collect(),
+        Ok(other) => {
+            let e = ClusterError::Encoding(format!("a batch answered {other:?}"));
+            replies.iter().map(|_| Err(e.clone())).collect()
+        }
+    };
+    for (reply, answer) in replies.into_iter().zip(answers) {
+        let _ = reply.send(answer); // a writer that gave up is not waiting
     }
 }

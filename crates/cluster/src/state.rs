@@ -15,7 +15,7 @@ use caravan_raft::StateMachine;
 use caravan_sched::broker::EvalBroker;
 use parking_lot::{Mutex, RwLock};
 
-use crate::command::{self, Command, MAX_COMMAND_BYTES, Outcome, StateSnapshot};
+use crate::command::{self, Command, MAX_BATCH, MAX_COMMAND_BYTES, Outcome, StateSnapshot};
 use crate::store::{Store, broker_eval};
 
 /// The longest job or node ID a command may name.
@@ -110,29 +110,54 @@ impl ClusterState {
         outcome
     }
 
-    /// Checks and applies one command at log `index`; a refusal changes nothing.
+    /// Checks and applies one command at log `index`; a refusal changes nothing. The commands
+    /// of a batch are applied in order at the same index, each answered on its own.
     pub fn apply_command(&self, index: u64, command: Command) -> Outcome {
         let last = self.applied_index();
         if index <= last {
             return Outcome::Refused(format!("stale command at index {index}: applied {last}"));
         }
-        let outcome = {
-            let on = self.leading.lock();
-            let enqueue = |evals: &[Evaluation]| {
-                if *on {
-                    for e in evals {
-                        self.broker.enqueue(broker_eval(e));
-                    }
-                }
-            };
-            match self.check(index, &command) {
-                Err(why) => Outcome::Refused(why),
-                Ok(()) => self.run(index, command, &enqueue),
-            }
+        let outcome = match command {
+            Command::Batch(commands) => self.apply_batch(index, commands),
+            command => self.apply_one(index, command),
         };
         self.applied.store(index, Ordering::Release);
         self.changes.send_replace(index);
         outcome
+    }
+
+    fn apply_batch(&self, index: u64, commands: Vec<Command>) -> Outcome {
+        if commands.len() > MAX_BATCH {
+            return Outcome::Refused(format!(
+                "batch of {} commands; at most {MAX_BATCH}",
+                commands.len()
+            ));
+        }
+        let nested = |c: &Command| matches!(c, Command::Batch(_) | Command::StateRestore(_));
+        if commands.iter().any(nested) {
+            return Outcome::Refused("a batch may not hold batches or restores".into());
+        }
+        Outcome::Batch(
+            commands
+                .into_iter()
+                .map(|c| self.apply_one(index, c))
+                .collect(),
+        )
+    }
+
+    fn apply_one(&self, index: u64, command: Command) -> Outcome {
+        let on = self.leading.lock();
+        let enqueue = |evals: &[Evaluation]| {
+            if *on {
+                for e in evals {
+                    self.broker.enqueue(broker_eval(e));
+                }
+            }
+        };
+        match self.check(index, &command) {
+            Err(why) => Outcome::Refused(why),
+            Ok(()) => self.run(index, command, &enqueue),
+        }
     }
 
     /// The checks `Store` does not make itself: shapes and sizes of what a command carries.
@@ -157,6 +182,7 @@ impl ClusterState {
                 }
             }
             Command::CoreEval { .. } => Ok(()),
+            Command::Batch(_) => Err("a batch may not hold batches".into()),
             Command::StateRestore(snapshot) => {
                 // Indexes from the snapshot's own history must stay behind this log's, or the
                 // next write would seem older than what it follows.
@@ -177,6 +203,7 @@ impl ClusterState {
     fn run(&self, index: u64, command: Command, enqueue: &dyn Fn(&[Evaluation])) -> Outcome {
         let s = &self.store;
         match command {
+            Command::Batch(_) => Outcome::Refused("a batch may not hold batches".into()),
             Command::Acl(write) => match self.acl.write().apply(index, &write) {
                 Ok(token) => Outcome::Acl(token),
                 Err(e) => Outcome::Refused(e.to_string()),

@@ -501,3 +501,71 @@ async fn reads_are_consistent_unless_stale_and_block_on_index() {
         "{consistent:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_log_entries_and_are_answered_one_by_one() {
+    let trio = trio().await;
+    let leader = trio.leader(Duration::from_secs(5)).await;
+    let follower = trio.follower(&leader);
+    let before = leader.raft().status().last_log_index;
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..64u32 {
+        let via = if i % 2 == 0 {
+            leader.clone()
+        } else {
+            follower.clone()
+        };
+        writes.spawn(async move {
+            // Every eighth write is one apply refuses; it must not take its batch with it.
+            let count = if i % 8 == 7 { u32::MAX } else { 1 };
+            let c = Command::JobRegister {
+                job: job(&format!("job-{i}"), count),
+                seed: u64::from(i),
+            };
+            (i, via.write(&c).await)
+        });
+    }
+    let mut ok = 0;
+    while let Some(done) = writes.join_next().await {
+        let (i, result) = done.expect("join");
+        match result {
+            Ok(Outcome::Job(Some(w))) if i % 8 != 7 => {
+                assert!(w.eval.id.len() == 36, "job-{i}: {w:?}");
+                ok += 1;
+            }
+            Err(ClusterError::Refused(why)) if i % 8 == 7 => {
+                assert!(why.contains("Count"), "job-{i}: {why}");
+            }
+            other => panic!("job-{i}: {other:?}"),
+        }
+    }
+    assert_eq!(ok, 56);
+    let after = leader.raft().status().last_log_index;
+    eprintln!("64 writes took {} log entries", after - before);
+    assert!(
+        after - before < 64,
+        "no write shared an entry: {}",
+        after - before
+    );
+    trio.settled(after).await;
+    let states = trio.exports();
+    assert_eq!(states[0], states[1]);
+    assert_eq!(states[0], states[2]);
+
+    // Batches that would not come from a proposer are refused whole.
+    let raw = |c: &Command| command::encode(c).expect("encode");
+    let one = Command::CoreEval { seed: 1 };
+    let forged = [
+        Command::Batch(vec![Command::Batch(vec![one.clone()])]),
+        Command::Batch(vec![
+            one.clone(),
+            Command::StateRestore(Box::new(states[0].clone())),
+        ]),
+        Command::Batch(vec![one.clone(); caravan_cluster::command::MAX_BATCH + 1]),
+    ];
+    for c in &forged {
+        let applied = leader.raft().apply(raw(c)).await.expect("apply");
+        let outcome: Outcome = command::decode(&applied.response).expect("outcome");
+        assert!(matches!(outcome, Outcome::Refused(_)), "{outcome:?}");
+    }
+}
