@@ -333,8 +333,7 @@ impl Agent {
             hyper::StatusCode::BAD_REQUEST,
             "rpc: this agent runs no server".to_string(),
         ))?;
-        c.raft()
-            .handle(method, body)
+        c.handle(method, body)
             .await
             .map_err(|e| (hyper::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     }

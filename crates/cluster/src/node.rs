@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use caravan_agent_core::query::{Indexed, ReadOptions, StateAnswer, StateQuery};
-use caravan_raft::{RaftConfig, RaftError, RaftNode, Transport};
+use caravan_raft::{Applied, RaftConfig, RaftError, RaftNode, Transport};
 use caravan_sched::broker::{BrokerConfig, EvalBroker};
 
 use crate::ClusterError;
@@ -43,8 +43,11 @@ pub struct Cluster {
 struct Proposal {
     command: Command,
     bytes: usize,
-    reply: tokio::sync::oneshot::Sender<Result<Outcome, ClusterError>>,
+    reply: tokio::sync::oneshot::Sender<Result<(u64, Outcome), ClusterError>>,
 }
+
+/// Where a proposal's log index and outcome arrive.
+type Answer = tokio::sync::oneshot::Receiver<Result<(u64, Outcome), ClusterError>>;
 
 impl Cluster {
     /// Starts the Raft node described by `config` (durable under `config.dir`, in memory
@@ -84,19 +87,81 @@ impl Cluster {
     /// [`Command::Batch`] log entry (group commit): one fsync and one round of replication for
     /// all of them, at no cost to a lone write.
     pub async fn write(&self, command: &Command) -> Result<Outcome, ClusterError> {
+        let answer = self.submit(command.clone()).await?;
+        match answer.await.map_err(|_| shut_down())?? {
+            (_, Outcome::Refused(why)) => Err(ClusterError::Refused(why)),
+            (_, outcome) => Ok(outcome),
+        }
+    }
+
+    /// Queues a command for the proposer.
+    async fn submit(&self, command: Command) -> Result<Answer, ClusterError> {
         let bytes = command.encode()?.len();
         let (reply, answer) = tokio::sync::oneshot::channel();
         let proposal = Proposal {
-            command: command.clone(),
+            command,
             bytes,
             reply,
         };
-        let shut = || ClusterError::Raft(RaftError::Shutdown);
-        self.proposals.send(proposal).await.map_err(|_| shut())?;
-        match answer.await.map_err(|_| shut())?? {
-            Outcome::Refused(why) => Err(ClusterError::Refused(why)),
-            outcome => Ok(outcome),
+        self.proposals
+            .send(proposal)
+            .await
+            .map_err(|_| shut_down())?;
+        Ok(answer)
+    }
+
+    /// Serves a peer's Raft request, as [`RaftNode::handle`] does, except that on the leader a
+    /// write a follower forwarded (`Raft.Apply`) joins this server's own proposer queue, so
+    /// writes from every server share log entries instead of each follower's batch taking one.
+    pub async fn handle(&self, method: &str, body: &[u8]) -> Result<Vec<u8>, RaftError> {
+        if method != caravan_raft::method::APPLY
+            || !self.raft.is_leader()
+            || body.len() > MAX_COMMAND_BYTES
+        {
+            return self.raft.handle(method, body).await;
         }
+        let Ok(command) = command::decode::<Command>(body) else {
+            // Not a command of ours: Raft takes it and the state machine refuses it.
+            return self.raft.handle(method, body).await;
+        };
+        let answer = self.apply_forwarded(command).await;
+        caravan_raft::codec::encode(&answer).map_err(RaftError::BadRequest)
+    }
+
+    /// Proposes each command of a forwarded write (a batch's one by one) and answers as
+    /// `Raft.Apply` does: the newest log index holding any of them and the outcome(s).
+    async fn apply_forwarded(&self, command: Command) -> Result<Applied, RaftError> {
+        let (commands, batched) = match command {
+            Command::Batch(commands) => (commands, true),
+            one => (vec![one], false),
+        };
+        let raft_error = |e: ClusterError| match e {
+            ClusterError::Raft(e) => e,
+            other => RaftError::BadRequest(other.to_string()),
+        };
+        let mut answers = Vec::with_capacity(commands.len());
+        for c in commands {
+            answers.push(self.submit(c).await.map_err(raft_error)?);
+        }
+        let mut index = 0;
+        let mut outcomes = Vec::with_capacity(answers.len());
+        for answer in answers {
+            let (at, outcome) = answer
+                .await
+                .map_err(|_| RaftError::Shutdown)?
+                .map_err(raft_error)?;
+            index = index.max(at);
+            outcomes.push(outcome);
+        }
+        let outcome = match (batched, outcomes.pop()) {
+            (false, Some(one)) => one,
+            (_, last) => {
+                outcomes.extend(last);
+                Outcome::Batch(outcomes)
+            }
+        };
+        let response = command::encode(&outcome).map_err(raft_error)?;
+        Ok(Applied { index, response })
     }
 
     /// Answers a state query as Nomad does: without `stale`, only once the leader confirmed it
@@ -214,20 +279,20 @@ async fn commit(raft: &RaftNode, batch: Vec<Proposal>) {
             // Committed, but this replica has not caught up: a read here may not show it yet.
             tracing::warn!(target: "cluster", index = applied.index, "write committed but not yet applied here");
         }
-        command::decode::<Outcome>(&applied.response)
+        Ok::<_, ClusterError>((applied.index, command::decode::<Outcome>(&applied.response)?))
     }
     .await;
-    let answers: Vec<Result<Outcome, ClusterError>> = match result {
+    let answers: Vec<Result<(u64, Outcome), ClusterError>> = match result {
         Err(e) => replies.iter().map(|_| Err(e.clone())).collect(),
-        Ok(outcome) if single => vec![Ok(outcome)],
-        Ok(Outcome::Batch(outcomes)) if outcomes.len() == replies.len() => {
-            outcomes.into_iter().map(Ok).collect()
+        Ok((at, outcome)) if single => vec![Ok((at, outcome))],
+        Ok((at, Outcome::Batch(outcomes))) if outcomes.len() == replies.len() => {
+            outcomes.into_iter().map(|o| Ok((at, o))).collect()
         }
-        Ok(Outcome::Refused(why)) => replies
+        Ok((at, Outcome::Refused(why))) => replies
             .iter()
-            .map(|_| Ok(Outcome::Refused(why.clone())))
+            .map(|_| Ok((at, Outcome::Refused(why.clone()))))
             .collect(),
-        Ok(other) => {
+        Ok((_, other)) => {
             let e = ClusterError::Encoding(format!("a batch answered {other:?}"));
             replies.iter().map(|_| Err(e.clone())).collect()
         }
@@ -235,4 +300,8 @@ async fn commit(raft: &RaftNode, batch: Vec<Proposal>) {
     for (reply, answer) in replies.into_iter().zip(answers) {
         let _ = reply.send(answer); // a writer that gave up is not waiting
     }
+}
+
+fn shut_down() -> ClusterError {
+    ClusterError::Raft(RaftError::Shutdown)
 }

@@ -12,14 +12,14 @@ use caravan_agent_core::jobs::{Job, JobType, Node, Task, TaskGroup};
 use caravan_agent_core::query::{ReadOptions, StateAnswer, StateQuery};
 use caravan_cluster::command::{self, MAX_COMMAND_BYTES};
 use caravan_cluster::{Cluster, ClusterError, ClusterState, Command, Outcome};
-use caravan_raft::{BoxFuture, RaftConfig, RaftNode, StateMachine, Transport};
+use caravan_raft::{BoxFuture, RaftConfig, StateMachine, Transport};
 use caravan_sched::broker::EvalBroker;
 use parking_lot::Mutex;
 
 /// Delivers calls to the nodes by address; a cut address neither sends nor receives.
 #[derive(Default)]
 struct Router {
-    nodes: Mutex<HashMap<String, Arc<RaftNode>>>,
+    nodes: Mutex<HashMap<String, Arc<Cluster>>>,
     cut: Mutex<HashSet<String>>,
 }
 
@@ -78,7 +78,7 @@ async fn trio() -> Trio {
         router
             .nodes
             .lock()
-            .insert(addr.clone(), cluster.raft().clone());
+            .insert(addr.clone(), cluster.clone());
         members.push((addr, cluster));
     }
     let voters: BTreeMap<u64, String> = (1..=3u64).map(|id| (id, format!("n{id}"))).collect();
