@@ -75,10 +75,7 @@ async fn trio() -> Trio {
         config.heartbeat = Duration::from_millis(50);
         config.election_timeout = (Duration::from_millis(300), Duration::from_millis(600));
         let cluster = Arc::new(Cluster::start(config, ACL_KEY, link).await.expect("start"));
-        router
-            .nodes
-            .lock()
-            .insert(addr.clone(), cluster.clone());
+        router.nodes.lock().insert(addr.clone(), cluster.clone());
         members.push((addr, cluster));
     }
     let voters: BTreeMap<u64, String> = (1..=3u64).map(|id| (id, format!("n{id}"))).collect();
