@@ -17,7 +17,8 @@ use caravan_cluster::{Cluster, ClusterError, Command, Outcome, raft_id, seed};
 use caravan_gossip::NodeConfig;
 use caravan_gossip::udp::Gossip;
 use caravan_http::api::{
-    AclWriteError, AgentApi, JobWriteError, JobWriteResult, JoinResult, ReadError, Stats,
+    AclWriteError, AgentApi, JobWriteError, JobWriteResult, JoinResult, ReadError, RestoreError,
+    Stats,
 };
 use caravan_http::dto::{HostData, MemberDto, MembersResponse, VersionDto};
 use caravan_http::multi_error;
@@ -661,12 +662,7 @@ impl AgentApi for Agent {
     ) -> Result<Indexed<StateAnswer>, ReadError> {
         let c = self.cluster.as_ref().ok_or(ReadError::NoServer)?;
         let jitter = f64::from(uuid::Uuid::new_v4().as_u64_pair().1 as u32) / f64::from(u32::MAX);
-        c.read(&query, options, jitter).await.map_err(|e| match e {
-            ClusterError::Raft(
-                caravan_raft::RaftError::NoLeader | caravan_raft::RaftError::Timeout,
-            ) => ReadError::NoLeader,
-            other => ReadError::Unavailable(other.to_string()),
-        })
+        c.read(&query, options, jitter).await.map_err(read_error)
     }
 
     fn num_cpus(&self) -> u32 {
@@ -693,6 +689,25 @@ impl AgentApi for Agent {
 
     fn acl_read<R>(&self, read: impl FnOnce(&AclState) -> R) -> R {
         self.with_acl(read)
+    }
+
+    async fn snapshot_save(&self) -> Result<Indexed<Vec<u8>>, ReadError> {
+        let c = self.cluster.as_ref().ok_or(ReadError::NoServer)?;
+        c.save().await.map_err(read_error)
+    }
+
+    async fn snapshot_restore(&self, bytes: Vec<u8>) -> Result<(), RestoreError> {
+        let c = self.cluster.as_ref().ok_or(RestoreError::NoServer)?;
+        let snapshot: caravan_cluster::StateSnapshot = caravan_cluster::command::decode(&bytes)
+            .map_err(|e| RestoreError::Invalid(format!("bad snapshot: {e}")))?;
+        match c.write(&Command::StateRestore(Box::new(snapshot))).await {
+            Ok(_) => {
+                tracing::info!(target: "cluster", "state restored from an operator's snapshot");
+                Ok(())
+            }
+            Err(ClusterError::Refused(why)) => Err(RestoreError::Invalid(why)),
+            Err(e) => Err(RestoreError::Unavailable(e.to_string())),
+        }
     }
 
     async fn acl_write(&self, write: AclWrite) -> Result<Option<Token>, AclWriteError> {
@@ -838,6 +853,16 @@ pub async fn resolve(text: &str) -> Result<Vec<SocketAddr>, String> {
         return Err(format!("failed to resolve {text:?}: no addresses"));
     }
     Ok(addrs)
+}
+
+/// A cluster read's failure over HTTP.
+fn read_error(e: ClusterError) -> ReadError {
+    match e {
+        ClusterError::Raft(
+            caravan_raft::RaftError::NoLeader | caravan_raft::RaftError::Timeout,
+        ) => ReadError::NoLeader,
+        other => ReadError::Unavailable(other.to_string()),
+    }
 }
 
 /// A job write's answer over HTTP.

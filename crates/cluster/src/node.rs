@@ -204,7 +204,17 @@ impl Cluster {
         }
     }
 
-    fn indexed(&self, value: StateAnswer, index: u64) -> Indexed<StateAnswer> {
+    /// The whole state, encoded as [`Command::StateRestore`] takes it back, read as
+    /// consistently as [`Cluster::read`] without `stale`. It holds every secret: hand it only
+    /// to a management token.
+    pub async fn save(&self) -> Result<Indexed<Vec<u8>>, ClusterError> {
+        self.raft.read_index(WRITE_TIMEOUT).await?;
+        let snapshot = self.state.export();
+        let index = snapshot.index;
+        Ok(self.indexed(command::encode(&snapshot)?, index))
+    }
+
+    fn indexed<T>(&self, value: T, index: u64) -> Indexed<T> {
         let status = self.raft.status();
         Indexed {
             value,

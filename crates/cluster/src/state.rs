@@ -18,6 +18,19 @@ use parking_lot::{Mutex, RwLock};
 use crate::command::{self, Command, MAX_BATCH, MAX_COMMAND_BYTES, Outcome, StateSnapshot};
 use crate::store::{Store, broker_eval};
 
+/// Moves every ACL index past `at` back to `at` (see `Tables::clamp_indexes`).
+fn clamp_acl(acl: &mut AclState, at: u64) {
+    for p in acl.policies.values_mut() {
+        p.create_index = p.create_index.min(at);
+        p.modify_index = p.modify_index.min(at);
+    }
+    for t in acl.tokens.values_mut() {
+        t.create_index = t.create_index.min(at);
+        t.modify_index = t.modify_index.min(at);
+    }
+    acl.index = acl.index.min(at);
+}
+
 /// The longest job or node ID a command may name.
 pub const MAX_ID_BYTES: usize = 128;
 
@@ -154,14 +167,14 @@ impl ClusterState {
                 }
             }
         };
-        match self.check(index, &command) {
+        match self.check(&command) {
             Err(why) => Outcome::Refused(why),
             Ok(()) => self.run(index, command, &enqueue),
         }
     }
 
     /// The checks `Store` does not make itself: shapes and sizes of what a command carries.
-    fn check(&self, index: u64, command: &Command) -> Result<(), String> {
+    fn check(&self, command: &Command) -> Result<(), String> {
         let id = |what: &str, id: &str| {
             if id.is_empty() || id.len() > MAX_ID_BYTES {
                 Err(format!("{what}: ID must be 1 to {MAX_ID_BYTES} bytes"))
@@ -183,20 +196,10 @@ impl ClusterState {
             }
             Command::CoreEval { .. } => Ok(()),
             Command::Batch(_) => Err("a batch may not hold batches".into()),
-            Command::StateRestore(snapshot) => {
-                // Indexes from the snapshot's own history must stay behind this log's, or the
-                // next write would seem older than what it follows.
-                let newest = snapshot.acl.index.max(snapshot.tables.max_index());
-                if newest >= index {
-                    return Err(format!(
-                        "bad snapshot: it holds index {newest}, not before this log's {index}"
-                    ));
-                }
-                snapshot
-                    .acl
-                    .validate()
-                    .map_err(|e| format!("bad snapshot: {e}"))
-            }
+            Command::StateRestore(snapshot) => snapshot
+                .acl
+                .validate()
+                .map_err(|e| format!("bad snapshot: {e}")),
         }
     }
 
@@ -251,14 +254,20 @@ impl ClusterState {
                 enqueue(&[s.core_eval(index)]);
                 Outcome::Applied
             }
-            Command::StateRestore(snapshot) => match self.restore_state(*snapshot) {
-                Ok(()) => {
-                    self.broker.flush();
-                    enqueue(&s.pending_evals());
-                    Outcome::Applied
+            Command::StateRestore(mut snapshot) => {
+                // A snapshot from a longer log (a backup restored into a rebuilt cluster) is
+                // brought back to this entry's index, so the next write is newer than all of it.
+                clamp_acl(&mut snapshot.acl, index);
+                snapshot.tables.clamp_indexes(index);
+                match self.restore_state(*snapshot) {
+                    Ok(()) => {
+                        self.broker.flush();
+                        enqueue(&s.pending_evals());
+                        Outcome::Applied
+                    }
+                    Err(e) => Outcome::Refused(e),
                 }
-                Err(e) => Outcome::Refused(e),
-            },
+            }
         }
     }
 
@@ -361,14 +370,16 @@ mod tests {
         );
         let after = target.export();
         assert_eq!((&after.acl, &after.tables), (&before.acl, &before.tables));
-        // A snapshot holding indexes at or past the restoring command's is refused: the next
-        // write would look older than what it follows.
+        // A snapshot from a longer log is brought back to the restoring entry's index, so the
+        // next write is newer than everything in it.
         let early = state();
-        let outcome = early.apply_command(2, Command::StateRestore(Box::new(snapshot)));
-        assert!(
-            matches!(outcome, Outcome::Refused(ref w) if w.contains("not before this log's 2")),
-            "{outcome:?}"
-        );
+        let restore = Command::StateRestore(Box::new(snapshot));
+        assert_eq!(early.apply_command(1, restore), Outcome::Applied);
+        let restored = early.export();
+        assert_eq!(restored.acl.index, 1);
+        assert_eq!(restored.acl.policies["a"].modify_index, 1);
+        assert!(restored.tables.max_index() <= 1);
+        assert_eq!(early.apply_command(2, policy("c")), Outcome::Acl(None));
     }
 
     /// The same seed proposed twice (a retried write, or a forged one) never reuses an ID.

@@ -73,6 +73,32 @@ impl Tables {
         i.jobs.max(i.evals).max(i.allocs).max(i.nodes)
     }
 
+    /// Moves every index past `at` back to `at` (a restored snapshot taken from a longer log):
+    /// order among indexes at or before `at` is kept, and nothing is newer than the log.
+    pub fn clamp_indexes(&mut self, at: u64) {
+        let clamp = |i: &mut u64| *i = (*i).min(at);
+        for j in self.jobs.values_mut() {
+            clamp(&mut j.create_index);
+            clamp(&mut j.modify_index);
+        }
+        for e in self.evals.values_mut() {
+            clamp(&mut e.create_index);
+            clamp(&mut e.modify_index);
+        }
+        for a in self.allocs.values_mut() {
+            clamp(&mut a.create_index);
+            clamp(&mut a.modify_index);
+        }
+        for n in self.nodes.values_mut() {
+            clamp(&mut n.create_index);
+            clamp(&mut n.modify_index);
+        }
+        let i = &mut self.indexes;
+        for table in [&mut i.jobs, &mut i.evals, &mut i.allocs, &mut i.nodes] {
+            clamp(table);
+        }
+    }
+
     /// The index a query's answer would report, without building the answer.
     fn index_for(&self, query: &StateQuery) -> u64 {
         let i = self.indexes;

@@ -192,6 +192,24 @@ pub trait AgentApi: Send + Sync + 'static {
     /// enabled. `Err` carries the authentication failure text (`Permission denied`, …).
     fn resolve_token(&self, token: Option<&str>) -> Result<Acl, String>;
 
+    /// The whole replicated state as the bytes `/v1/operator/snapshot` saves, read
+    /// consistently, with the index and leader facts of the read. Agents without a server
+    /// answer [`ReadError::NoServer`].
+    fn snapshot_save(&self) -> impl Future<Output = Result<Indexed<Vec<u8>>, ReadError>> + Send {
+        async { Err(ReadError::NoServer) }
+    }
+
+    /// Replaces the replicated state with a saved snapshot (`PUT /v1/operator/snapshot`).
+    /// A snapshot that does not decode or would be refused piece by piece is
+    /// [`RestoreError::Invalid`]; nothing changes then.
+    fn snapshot_restore(
+        &self,
+        snapshot: Vec<u8>,
+    ) -> impl Future<Output = Result<(), RestoreError>> + Send {
+        let _ = snapshot;
+        async { Err(RestoreError::NoServer) }
+    }
+
     /// Reads the ACL state.
     fn acl_read<R>(&self, read: impl FnOnce(&AclState) -> R) -> R;
 
@@ -237,6 +255,17 @@ pub enum ReadError {
     NoLeader,
     /// The read could not be served (forwarding failed, shutting down, …); the text says why
     /// (HTTP `500` with it).
+    Unavailable(String),
+}
+
+/// Why a snapshot restore failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreError {
+    /// This agent runs no server.
+    NoServer,
+    /// The snapshot does not decode or was refused; nothing changed.
+    Invalid(String),
+    /// The cluster could not take the write (no leader, no quorum, storage).
     Unavailable(String),
 }
 

@@ -19,7 +19,7 @@ use http::{HeaderMap, Method, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::acl::require;
-use crate::api::{AgentApi, JobWriteError, JobWriteResult, ReadError};
+use crate::api::{AgentApi, JobWriteError, JobWriteResult, ReadError, RestoreError};
 use crate::response::{self, Body};
 use crate::{ApiError, Ctx};
 
@@ -285,6 +285,46 @@ fn set_read_headers(
     );
     let millis = u64::try_from(last_contact.as_millis()).unwrap_or(u64::MAX);
     headers.insert("x-nomad-lastcontact", HeaderValue::from(millis));
+}
+
+/// `/v1/operator/snapshot`: `GET` saves the replicated state (a consistent read, with the
+/// read headers), `PUT` restores it; both need a management token.
+pub async fn snapshot<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
+    match ctx.method {
+        Method::GET => {
+            require(agent, ctx, Acl::is_management)?;
+            let saved = agent.snapshot_save().await.map_err(read_error)?;
+            let mut resp =
+                response::with_type(StatusCode::OK, "application/octet-stream", saved.value);
+            set_read_headers(
+                resp.headers_mut(),
+                saved.index,
+                saved.known_leader,
+                saved.last_contact,
+            );
+            Ok(resp)
+        }
+        Method::PUT | Method::POST => {
+            require(agent, ctx, Acl::is_management)?;
+            if ctx.body.is_empty() {
+                return Err(ApiError::bad_request("Request body is empty"));
+            }
+            agent
+                .snapshot_restore(ctx.body.to_vec())
+                .await
+                .map_err(|e| match e {
+                    RestoreError::NoServer => {
+                        ApiError::new(StatusCode::NOT_IMPLEMENTED, "this agent runs no server")
+                    }
+                    RestoreError::Invalid(m) => ApiError::bad_request(m),
+                    RestoreError::Unavailable(m) => {
+                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m)
+                    }
+                })?;
+            Ok(response::empty())
+        }
+        _ => Err(ApiError::invalid_method()),
+    }
 }
 
 fn read_error(e: ReadError) -> ApiError {

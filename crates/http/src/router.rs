@@ -48,6 +48,8 @@ pub enum Route {
     Nodes,
     /// `/v1/node/<id>`.
     Node(String),
+    /// `/v1/operator/snapshot`: save (`GET`) or restore (`PUT`) the replicated state.
+    OperatorSnapshot,
     /// `/v1/status/leader`.
     StatusLeader,
     /// `/v1/status/peers`.
@@ -81,6 +83,7 @@ impl Route {
             "/v1/evaluations" => Route::Evaluations,
             "/v1/allocations" => Route::Allocations,
             "/v1/nodes" => Route::Nodes,
+            "/v1/operator/snapshot" => Route::OperatorSnapshot,
             "/v1/status/leader" => Route::StatusLeader,
             "/v1/status/peers" => Route::StatusPeers,
             "/v1/agent/keyring" => Route::Redirect("/v1/agent/keyring/"),
