@@ -195,8 +195,8 @@ async fn operator_snapshot_saves_and_restores_the_state() {
     assert_eq!(boot.status, 200, "{}", boot.text());
     let mgmt = boot.json()["SecretID"].as_str().unwrap().to_string();
     let auth = [("X-Nomad-Token", mgmt.as_str())];
-    let send = |method: &'static str, path: &'static str, body: Bytes| {
-        async move { call(agent.http, method, path, &auth, body).await.unwrap() }
+    let send = |method: &'static str, path: &'static str, body: Bytes| async move {
+        call(agent.http, method, path, &auth, body).await.unwrap()
     };
     let register = |id: &str| Bytes::from(job(id, "batch", 0, 1).to_string());
 
