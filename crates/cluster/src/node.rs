@@ -37,6 +37,10 @@ const PROPOSAL_QUEUE: usize = 4096;
 /// registrations per second of 1).
 const MAX_IN_FLIGHT: usize = 1;
 
+/// How long the proposer lets the writers of a shared batch send their next write before it
+/// proposes a smaller one (it yields meanwhile; a lone writer never waits).
+const LINGER: Duration = Duration::from_micros(300);
+
 /// One server's Raft node and replicated state.
 pub struct Cluster {
     raft: Arc<RaftNode>,
@@ -236,6 +240,7 @@ async fn propose(raft: Arc<RaftNode>, mut incoming: tokio::sync::mpsc::Receiver<
     let mut queue: VecDeque<Proposal> = VecDeque::new();
     let mut arrived = Vec::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    let mut last = 0usize;
     loop {
         // Wait for a free slot first: writes arriving meanwhile join the next batch.
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -245,21 +250,39 @@ async fn propose(raft: Arc<RaftNode>, mut incoming: tokio::sync::mpsc::Receiver<
             if incoming.recv_many(&mut arrived, MAX_BATCH).await == 0 {
                 return; // the cluster was dropped
             }
-        } else {
-            while arrived.len() < MAX_BATCH {
-                match incoming.try_recv() {
-                    Ok(p) => arrived.push(p),
-                    Err(_) => break,
-                }
+        }
+        gather(&mut incoming, &mut arrived, queue.len());
+        // Writers answered by the last batch send their next write a moment later: when the
+        // last batch was shared, give them that moment (a lone writer never waits).
+        if last > 1 {
+            let until = std::time::Instant::now() + LINGER;
+            while queue.len() + arrived.len() < last && std::time::Instant::now() < until {
+                tokio::task::yield_now().await;
+                gather(&mut incoming, &mut arrived, queue.len());
             }
         }
         queue.extend(arrived.drain(..));
         let batch = next_batch(&mut queue);
+        last = batch.len();
         let raft = raft.clone();
         tokio::spawn(async move {
             commit(&raft, batch).await;
             drop(slot);
         });
+    }
+}
+
+/// Takes the writes already waiting, without waiting, up to a batch's worth.
+fn gather(
+    incoming: &mut tokio::sync::mpsc::Receiver<Proposal>,
+    arrived: &mut Vec<Proposal>,
+    queued: usize,
+) {
+    while queued + arrived.len() < MAX_BATCH {
+        match incoming.try_recv() {
+            Ok(p) => arrived.push(p),
+            Err(_) => break,
+        }
     }
 }
 
