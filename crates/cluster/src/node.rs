@@ -246,10 +246,8 @@ async fn propose(raft: Arc<RaftNode>, mut incoming: tokio::sync::mpsc::Receiver<
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        if queue.is_empty() {
-            if incoming.recv_many(&mut arrived, MAX_BATCH).await == 0 {
-                return; // the cluster was dropped
-            }
+        if queue.is_empty() && incoming.recv_many(&mut arrived, MAX_BATCH).await == 0 {
+            return; // the cluster was dropped
         }
         gather(&mut incoming, &mut arrived, queue.len());
         // Writers answered by the last batch send their next write a moment later: when the

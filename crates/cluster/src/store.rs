@@ -219,58 +219,28 @@ impl Tables {
     }
 
     /// The answer to a query and the index to report with it: a found object's modify index,
-    /// else the index of the table read (Nomad's rule).
+    /// else the index of the table read (Nomad's rule, [`Tables::index_for`]).
     fn query(&self, query: &StateQuery) -> (StateAnswer, u64) {
-        let i = self.indexes;
-        let one = |found: Option<u64>, table: u64| found.unwrap_or(table);
-        match query {
-            StateQuery::Jobs => (
-                StateAnswer::Jobs(self.jobs.values().cloned().collect()),
-                i.jobs,
-            ),
-            StateQuery::Job(id) => {
-                let job = self.jobs.get(id).cloned();
-                let index = one(job.as_ref().map(|j| j.modify_index), i.jobs);
-                (StateAnswer::Job(job), index)
-            }
-            StateQuery::JobAllocations(id) => {
-                let allocs = self.jobs.get(id).map(|_| {
-                    self.allocs
-                        .values()
-                        .filter(|a| &a.job_id == id)
-                        .cloned()
-                        .collect()
-                });
-                (StateAnswer::JobAllocations(allocs), i.allocs)
-            }
-            StateQuery::Evaluations => (
-                StateAnswer::Evaluations(self.evals.values().cloned().collect()),
-                i.evals,
-            ),
-            StateQuery::Evaluation(id) => {
-                let e = self.evals.get(id).cloned();
-                let index = one(e.as_ref().map(|e| e.modify_index), i.evals);
-                (StateAnswer::Evaluation(e), index)
-            }
-            StateQuery::Allocations => (
-                StateAnswer::Allocations(self.allocs.values().cloned().collect()),
-                i.allocs,
-            ),
-            StateQuery::Allocation(id) => {
-                let a = self.allocs.get(id).cloned();
-                let index = one(a.as_ref().map(|a| a.modify_index), i.allocs);
-                (StateAnswer::Allocation(a), index)
-            }
-            StateQuery::Nodes => (
-                StateAnswer::Nodes(self.nodes.values().cloned().collect()),
-                i.nodes,
-            ),
-            StateQuery::Node(id) => {
-                let n = self.nodes.get(id).cloned();
-                let index = one(n.as_ref().map(|n| n.modify_index), i.nodes);
-                (StateAnswer::Node(n), index)
-            }
+        fn all<T: Clone>(table: &BTreeMap<String, T>) -> Vec<T> {
+            table.values().cloned().collect()
         }
+        let answer = match query {
+            StateQuery::Jobs => StateAnswer::Jobs(all(&self.jobs)),
+            StateQuery::Job(id) => StateAnswer::Job(self.jobs.get(id).cloned()),
+            StateQuery::JobAllocations(id) => {
+                StateAnswer::JobAllocations(self.jobs.get(id).map(|_| {
+                    let mine = self.allocs.values().filter(|a| &a.job_id == id);
+                    mine.cloned().collect()
+                }))
+            }
+            StateQuery::Evaluations => StateAnswer::Evaluations(all(&self.evals)),
+            StateQuery::Evaluation(id) => StateAnswer::Evaluation(self.evals.get(id).cloned()),
+            StateQuery::Allocations => StateAnswer::Allocations(all(&self.allocs)),
+            StateQuery::Allocation(id) => StateAnswer::Allocation(self.allocs.get(id).cloned()),
+            StateQuery::Nodes => StateAnswer::Nodes(all(&self.nodes)),
+            StateQuery::Node(id) => StateAnswer::Node(self.nodes.get(id).cloned()),
+        };
+        (answer, self.index_for(query))
     }
 
     /// Checks a whole snapshot: every job and node passes the checks of a write, keys match

@@ -3,41 +3,15 @@
 //! of leaving an empty snapshot behind.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use caravan_raft::{BoxFuture, RaftConfig, RaftError, RaftNode, StateMachine, Transport};
+use caravan_raft::{RaftConfig, RaftError, RaftNode, StateMachine};
 
 mod common;
 
-use common::Log;
-
-/// A single-node cluster has no peers to call.
-struct Nowhere;
-
-impl Transport for Nowhere {
-    fn call(
-        &self,
-        _addr: &str,
-        _method: &'static str,
-        _body: Vec<u8>,
-        _timeout: Duration,
-    ) -> BoxFuture<Result<Vec<u8>, String>> {
-        Box::pin(async { Err("no peers".to_string()) })
-    }
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    std::env::temp_dir().join(format!(
-        "caravan-raft-durable-{name}-{}-{nanos}",
-        std::process::id()
-    ))
-}
+use common::{Log, Nowhere, scratch};
 
 fn config(dir: Option<&Path>, snapshot_every: u64) -> RaftConfig {
     let mut cfg = RaftConfig::new(1, "n1");

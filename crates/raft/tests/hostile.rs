@@ -3,7 +3,7 @@
 //! sees them, and the node keeps (or regains) its leadership, restarts included.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,33 +21,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::Log;
-
-/// A single-node cluster has no peers to call.
-struct Nowhere;
-
-impl Transport for Nowhere {
-    fn call(
-        &self,
-        _addr: &str,
-        _method: &'static str,
-        _body: Vec<u8>,
-        _timeout: Duration,
-    ) -> BoxFuture<Result<Vec<u8>, String>> {
-        Box::pin(async { Err("no peers".to_string()) })
-    }
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    std::env::temp_dir().join(format!(
-        "caravan-raft-hostile-{name}-{}-{nanos}",
-        std::process::id()
-    ))
-}
+use common::{Log, Nowhere, scratch};
 
 fn config(dir: &Path) -> RaftConfig {
     let mut cfg = RaftConfig::new(1, "n1");
