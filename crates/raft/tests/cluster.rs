@@ -493,31 +493,22 @@ async fn read_index_refuses_without_the_leader_or_a_quorum() {
         .unwrap();
     c.cut(&[follower], &[leader, other]);
     c.nodes[&leader].0.apply("unseen".into()).await.unwrap();
-    let started = std::time::Instant::now();
-    let err = tokio::time::timeout(
-        Duration::from_secs(10),
-        c.nodes[&follower].0.read_index(Duration::from_secs(1)),
-    )
-    .await
-    .expect("read_index is bounded by its timeout")
-    .unwrap_err();
-    assert!(
-        matches!(err, RaftError::NoLeader | RaftError::Timeout),
-        "{err:?}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_millis(1500),
-        "{:?}",
-        started.elapsed()
-    );
+    refuses_read(&c.nodes[&follower].0).await;
     assert!(c.nodes[&follower].1.0.lock().is_empty());
     // The leader alone, without its quorum.
     c.router.cut.lock().clear();
     c.cut(&[leader], &[follower, other]);
+    refuses_read(&c.nodes[&leader].0).await;
+    c.finish().await;
+}
+
+/// `read_index` with a 1 s timeout answers NoLeader or Timeout, not a stale index, and within a
+/// few times its timeout (the 10 s guard only keeps a broken build from hanging).
+async fn refuses_read(node: &caravan_raft::RaftNode) {
     let started = std::time::Instant::now();
     let err = tokio::time::timeout(
         Duration::from_secs(10),
-        c.nodes[&leader].0.read_index(Duration::from_secs(1)),
+        node.read_index(Duration::from_secs(1)),
     )
     .await
     .expect("read_index is bounded by its timeout")
@@ -527,9 +518,8 @@ async fn read_index_refuses_without_the_leader_or_a_quorum() {
         "{err:?}"
     );
     assert!(
-        started.elapsed() < Duration::from_millis(1500),
+        started.elapsed() < Duration::from_secs(5),
         "{:?}",
         started.elapsed()
     );
-    c.finish().await;
 }

@@ -23,6 +23,18 @@ fn config(dir: Option<&Path>, snapshot_every: u64) -> RaftConfig {
     cfg
 }
 
+/// A node that formed a cluster of itself and leads it.
+async fn leader_alone(config: RaftConfig, state: Arc<dyn StateMachine>) -> RaftNode {
+    let node = RaftNode::start(config, state, Arc::new(Nowhere))
+        .await
+        .unwrap();
+    node.initialize(BTreeMap::from([(1, "n1".to_string())]))
+        .await
+        .unwrap();
+    leads(&node).await;
+    node
+}
+
 async fn leads(node: &RaftNode) {
     for _ in 0..200 {
         if node.is_leader() {
@@ -112,17 +124,7 @@ impl StateMachine for NoSnapshot {
 /// with a storage error) and no snapshot, empty or not, is recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_the_state_machine_cannot_take_stops_the_node() {
-    let node = RaftNode::start(
-        config(None, 5),
-        Arc::new(NoSnapshot::default()),
-        Arc::new(Nowhere),
-    )
-    .await
-    .unwrap();
-    node.initialize(BTreeMap::from([(1, "n1".to_string())]))
-        .await
-        .unwrap();
-    leads(&node).await;
+    let node = leader_alone(config(None, 5), Arc::new(NoSnapshot::default())).await;
     let mut failed = None;
     for i in 0..100 {
         match node.apply(format!("c{i}").into()).await {
@@ -146,17 +148,7 @@ async fn a_snapshot_the_state_machine_cannot_take_stops_the_node() {
 /// blocking query waits on).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn applied_watch_moves_with_each_write() {
-    let node = RaftNode::start(
-        config(None, 4096),
-        Arc::new(Log::default()),
-        Arc::new(Nowhere),
-    )
-    .await
-    .unwrap();
-    node.initialize(BTreeMap::from([(1, "n1".to_string())]))
-        .await
-        .unwrap();
-    leads(&node).await;
+    let node = leader_alone(config(None, 4096), Arc::new(Log::default())).await;
     let mut rx = node.applied_watch();
     for i in 0..5 {
         let seen = *rx.borrow_and_update();
