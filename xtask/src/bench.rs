@@ -197,6 +197,11 @@ async fn load(addr: SocketAddr, path: &'static str, duration: Duration) -> Resul
         all.extend(t.await.map_err(|e| e.to_string())??);
     }
     let secs = started.elapsed().as_secs_f64();
+    if all.is_empty() {
+        return Err(format!(
+            "{addr}{path}: no request completed in {duration:?}, no figure produced"
+        ));
+    }
     all.sort_unstable();
     let pick = |q: f64| {
         all.get(((all.len() as f64 - 1.0) * q) as usize)
@@ -215,13 +220,22 @@ pub fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
     v[v.len() / 2]
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+/// Resident set size of `pid`; an error (naming the figure) when it cannot be read, never 0.
+fn rss_kib(pid: u32) -> Result<u64, String> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path)
+        .map_err(|e| format!("agent RSS not produced: {path}: {e}"))?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("agent RSS not produced: no VmRSS in {path}"))
+}
+
+/// How a figure stands against its target: printed, never an error.
+pub fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "missed" }
 }
 
 /// `xtask bench-run`: the measurement itself (release build).
@@ -247,7 +261,7 @@ pub fn bench_run() -> Result<(), String> {
         let api = SocketAddr::from(([127, 0, 0, 1], http_port));
         wait_ready(api, "/v1/agent/health", Duration::from_secs(10)).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let idle_rss = rss_kib(agent.0.id()).unwrap_or(0);
+        let idle_rss = rss_kib(agent.0.id())?;
 
         println!("load: {CONNECTIONS} keep-alive connections, {ROUNDS} rounds of {ROUND:?}, one-thread client; medians");
         println!("{:<26} {:>12} {:>9} {:>9}", "target", "req/s", "p50 µs", "p99 µs");
@@ -268,15 +282,17 @@ pub fn bench_run() -> Result<(), String> {
             println!("{name:<26} {rps:>12.0} {p50:>9} {p99:>9}");
             results.push(rps);
         }
-        let loaded_rss = rss_kib(agent.0.id()).unwrap_or(0);
+        let loaded_rss = rss_kib(agent.0.id())?;
+        let health_ratio = results[1] / results[0];
         println!(
-            "ratio /health ÷ bare: {:.2} (target ≥ 0.80); /self ÷ bare: {:.2}",
-            results[1] / results[0],
+            "ratio /health ÷ bare: {health_ratio:.2} (target ≥ 0.80: {}); /self ÷ bare: {:.2}",
+            verdict(health_ratio >= 0.80),
             results[2] / results[0]
         );
         println!(
-            "agent -dev RSS: idle {:.1} MiB (target ≤ 20 MiB), after load {:.1} MiB",
+            "agent -dev RSS: idle {:.1} MiB (target ≤ 20 MiB: {}), after load {:.1} MiB",
             idle_rss as f64 / 1024.0,
+            verdict(idle_rss <= 20 * 1024),
             loaded_rss as f64 / 1024.0
         );
         drop(agent);
@@ -294,76 +310,108 @@ pub fn bench_run() -> Result<(), String> {
         let med = median(startups.clone());
         let max = startups.iter().max().copied().unwrap_or_default();
         println!(
-            "exec → first 200 from /health: median {:.1} ms, max {:.1} ms over {STARTUP_RUNS} runs (target ≤ 150 ms)",
+            "exec → first 200 from /health: median {:.1} ms, max {:.1} ms over {STARTUP_RUNS} runs (target ≤ 150 ms: {})",
             med.as_secs_f64() * 1e3,
-            max.as_secs_f64() * 1e3
+            max.as_secs_f64() * 1e3,
+            verdict(med <= Duration::from_millis(150))
         );
         Ok(())
     })
 }
 
 /// `cargo xtask bench sched`: runs the criterion scheduling benches and prints their medians as
-/// rates next to the targets.
+/// rates next to the targets, each target `met` or `missed`. A figure this run did not produce
+/// (no estimate, or one left from an earlier run) is an error naming it; a missed target is not.
 pub fn sched() -> Result<(), String> {
+    let started = std::time::SystemTime::now();
     run(
         "cargo",
         &["bench", "-p", "caravan-benches", "--bench", "sched"],
     )?;
     let root = target_dir().join("criterion");
-    let median_ns = |dir: &str| -> Option<f64> {
+    let median_ns = |dir: &str| -> Result<f64, String> {
         let path = root.join(dir).join("new").join("estimates.json");
-        let text = std::fs::read_to_string(path).ok()?;
+        let fresh = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if fresh < started {
+            return Err(format!("{} is from an earlier run", path.display()));
+        }
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let key = "\"median\":{\"confidence_interval\":";
-        let at = text.find(key)?;
-        let rest = &text[at..];
-        let pe = rest.find("\"point_estimate\":")? + "\"point_estimate\":".len();
-        rest[pe..].split([',', '}']).next()?.parse().ok()
+        let pe = "\"point_estimate\":";
+        text.find(key)
+            .map(|at| &text[at..])
+            .and_then(|rest| rest.find(pe).map(|i| &rest[i + pe.len()..]))
+            .and_then(|v| v.split([',', '}']).next()?.parse().ok())
+            .ok_or_else(|| format!("{}: no median point estimate", path.display()))
     };
+    // (criterion directory, label, elements per iteration, minimum rate per second, as printed)
     let rows = [
         (
             "broker round trip/1 thread",
             "broker round trips/s, 1 thread",
             1.0,
-            "≥ 1,000,000/s",
+            Some((1_000_000.0, "≥ 1,000,000/s")),
         ),
         (
             "broker round trip/2 threads",
             "broker round trips/s, 2 threads",
             1.0,
-            "–",
+            None,
         ),
         (
             "placement/service_ 10,000 allocs over 5,000 nodes",
             "placements/s, 10,000 allocs over 5,000 nodes",
             10_000.0,
-            "≥ 100,000/s",
+            Some((100_000.0, "≥ 100,000/s")),
         ),
         (
             "placement/system_ one per node over 10,000 nodes",
             "placements/s, system job over 10,000 nodes",
             10_000.0,
-            "≥ 100,000/s",
+            Some((100_000.0, "≥ 100,000/s")),
         ),
     ];
     println!(
         "{:<48} {:>16} {:>16}",
         "benchmark (criterion median)", "rate", "target"
     );
+    let mut missing = Vec::new();
     for (dir, label, per_iter, target) in rows {
         match median_ns(dir) {
-            Some(ns) => println!("{label:<48} {:>14.0}/s {target:>16}", per_iter * 1e9 / ns),
-            None => println!("{label:<48} {:>16} {target:>16}", "missing"),
+            Ok(ns) => {
+                let rate = per_iter * 1e9 / ns;
+                let target = target.map_or("–".to_string(), |(min, text)| {
+                    format!("{text} {}", verdict(rate >= min))
+                });
+                println!("{label:<48} {rate:>14.0}/s {target:>16}");
+            }
+            Err(e) => {
+                println!("{label:<48} {:>16}", "not produced");
+                missing.push(format!("{label} ({e})"));
+            }
         }
     }
-    let pause = median_ns("pause → Paused (worker waiting to dequeue)");
-    match pause {
-        Some(ns) => println!(
+    match median_ns("pause → Paused (worker waiting to dequeue)") {
+        Ok(ns) => println!(
             "{:<48} {:>14.1}µs {:>16}",
             "pause → Paused",
             ns / 1e3,
-            "≤ 10 ms"
+            format!("≤ 10 ms {}", verdict(ns <= 10e6))
         ),
-        None => println!("{:<48} {:>16}", "pause → Paused", "missing"),
+        Err(e) => {
+            println!("{:<48} {:>16}", "pause → Paused", "not produced");
+            missing.push(format!("pause → Paused ({e})"));
+        }
     }
-    Ok(())
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "bench sched: figures not produced: {}",
+            missing.join("; ")
+        ))
+    }
 }
