@@ -124,7 +124,9 @@ impl Agent {
                     .data_dir
                     .as_ref()
                     .map(|d| Path::new(d).join("server").join("raft"));
-                let c = crate::cluster::start(id, config.advertise.rpc, dir, rpc.clone()).await?;
+                let every = config.server.raft_snapshot_threshold;
+                let c = crate::cluster::start(id, config.advertise.rpc, dir, rpc.clone(), every)
+                    .await?;
                 Some(Arc::new(c))
             }
             None => None,

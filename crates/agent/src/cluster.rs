@@ -22,17 +22,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::rpc::{Rpc, decode, reply};
 
-/// Starts this server's Raft node (durable under `dir`, in memory without) and its state,
-/// with a token index keyed at random for this process.
+/// Starts this server's Raft node (durable under `dir`, in memory without; a snapshot every
+/// `snapshot_every` entries) and its state, with a token index keyed at random for this process.
 pub async fn start(
     server_id: &str,
     rpc_addr: SocketAddr,
     dir: Option<PathBuf>,
     rpc: Arc<Rpc>,
+    snapshot_every: u64,
 ) -> Result<Cluster, String> {
     let mut config = RaftConfig::new(raft_id(server_id), rpc_addr.to_string());
     config.dir = dir;
     config.write_timeout = WRITE_TIMEOUT;
+    config.snapshot_every = snapshot_every;
     let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     let mut acl_key = [0u8; 32];
     acl_key[..16].copy_from_slice(a.as_bytes());

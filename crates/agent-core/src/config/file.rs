@@ -90,6 +90,8 @@ pub struct ServerFile {
     pub encrypt: Option<String>,
     /// Age after which down nodes are garbage collected (Go duration).
     pub node_gc_threshold: Option<String>,
+    /// Raft log entries between snapshots.
+    pub raft_snapshot_threshold: Option<i64>,
     /// Gossip addresses joined once at start.
     pub start_join: Option<Vec<String>>,
     /// `server_join { ... }`.

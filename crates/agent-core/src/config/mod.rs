@@ -128,6 +128,8 @@ pub struct ServerConfig {
     pub encrypt_key: Option<Vec<u8>>,
     /// Age after which down nodes are collected.
     pub node_gc_threshold: Duration,
+    /// Raft log entries applied between snapshots (Nomad's `raft_snapshot_threshold`).
+    pub raft_snapshot_threshold: u64,
     /// Gossip addresses joined once at start.
     pub start_join: Vec<String>,
     /// Join retry settings.
@@ -391,6 +393,12 @@ pub fn parse_host_port(text: &str, default_port: u16) -> Result<SocketAddr, Stri
     ))
 }
 
+/// Nomad's default `raft_snapshot_threshold`.
+pub const DEFAULT_RAFT_SNAPSHOT_THRESHOLD: u64 = 8192;
+
+/// The largest `raft_snapshot_threshold` taken (a log that long is still bounded).
+pub const MAX_RAFT_SNAPSHOT_THRESHOLD: i64 = 1 << 24;
+
 fn resolve_server(s: file::ServerFile, num_cpus: u32) -> Result<ServerConfig, CoreError> {
     let num_schedulers = match s.num_schedulers {
         None => num_cpus,
@@ -422,7 +430,17 @@ fn resolve_server(s: file::ServerFile, num_cpus: u32) -> Result<ServerConfig, Co
         Some(text) => Some(decode_gossip_key(&text)?),
     };
     let join = s.server_join.unwrap_or_default();
+    let raft_snapshot_threshold = match s.raft_snapshot_threshold {
+        None => DEFAULT_RAFT_SNAPSHOT_THRESHOLD,
+        Some(n) if (1..=MAX_RAFT_SNAPSHOT_THRESHOLD).contains(&n) => n as u64,
+        Some(n) => {
+            return Err(invalid(format!(
+                "server.raft_snapshot_threshold: {n} is outside 1..={MAX_RAFT_SNAPSHOT_THRESHOLD}"
+            )));
+        }
+    };
     Ok(ServerConfig {
+        raft_snapshot_threshold,
         enabled: s.enabled.unwrap_or(false),
         bootstrap_expect: s.bootstrap_expect.unwrap_or(0),
         num_schedulers,
@@ -556,6 +574,10 @@ mod tests {
         assert_eq!(c.log_level, LogLevel::Debug);
         assert_eq!(c.server.bootstrap_expect, 1);
         assert_eq!(c.server.num_schedulers, 2);
+        assert_eq!(
+            c.server.raft_snapshot_threshold,
+            DEFAULT_RAFT_SNAPSHOT_THRESHOLD
+        );
         assert_eq!(c.server.enabled_schedulers.last().unwrap(), "_core");
         assert_eq!(c.member_name(), "box.global");
     }
@@ -588,6 +610,10 @@ mod tests {
             (
                 "data_dir = \"/d\"\nserver {\n enabled = true\n num_schedulers = 3\n}\n",
                 "server.num_schedulers:",
+            ),
+            (
+                "data_dir = \"/d\"\nserver {\n enabled = true\n raft_snapshot_threshold = 0\n}\n",
+                "server.raft_snapshot_threshold: 0 is outside 1..=16777216",
             ),
             (
                 "data_dir = \"/d\"\nserver {\n enabled = true\n enabled_schedulers = [\"service\"]\n}\n",
