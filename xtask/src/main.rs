@@ -1,7 +1,8 @@
 //! Project automation, run as `cargo xtask <task>`:
 //!
 //! - `ci`: format check, clippy with `-D warnings`, every test (nextest or cargo test), doctests,
-//!   and the python-nomad client tests in a venv under `target/`.
+//!   every criterion bench and the gossip simulator once in a smoke mode, and the python-nomad
+//!   client tests in a venv under `target/`.
 //! - `bench http`: load figures for the HTTP API against a bare hyper server in the same run.
 //! - `bench sched`: the scheduling criterion benches as rates.
 //! - `bench raft`: write latency, throughput and failover on three local servers.
@@ -100,9 +101,23 @@ fn ci() -> Result<(), String> {
         )?;
     }
     run("cargo", &["test", "--workspace", "--doc"])?;
+    smoke_benches()?;
     foca_fork_tests()?;
     run_examples()?;
     python_tests()
+}
+
+/// The code behind the figures, run once so that a panic in it fails CI; nothing is measured.
+/// `cargo test --benches` runs each criterion benchmark once in criterion's test mode, built in
+/// the test profile (no release build). The simulator runs a 30-member pool with a 2 s window
+/// (0.2 s in a debug build), through this very xtask binary rather than a release one.
+fn smoke_benches() -> Result<(), String> {
+    run("cargo", &["test", "-p", "caravan-benches", "--benches"])?;
+    let xtask = std::env::current_exe().map_err(|e| format!("xtask's own path: {e}"))?;
+    run(
+        &xtask.to_string_lossy(),
+        &["sim-run", "--members", "30", "--window", "2"],
+    )
 }
 
 /// foca's own unit tests, run against Caravan's fork (`vendor/foca`, outside the workspace). The
