@@ -37,6 +37,8 @@ struct Fake {
     read_meta: Mutex<(u64, bool, Duration)>,
     /// When set, every read fails this way.
     read_fault: Mutex<Option<Fault>>,
+    /// Every force-leave asked of the agent: the node name and the `prune` flag.
+    force_leaves: Mutex<Vec<(String, bool)>>,
 }
 
 /// How a read fails on purpose.
@@ -222,7 +224,8 @@ impl AgentApi for Fake {
                 .collect(),
         }
     }
-    async fn force_leave(&self, _name: String, _prune: bool) -> Result<(), String> {
+    async fn force_leave(&self, name: String, prune: bool) -> Result<(), String> {
+        self.force_leaves.lock().unwrap().push((name, prune));
         Ok(())
     }
 
@@ -323,6 +326,7 @@ fn app(hcl: &str, servers: &[&str]) -> App<Fake> {
         reads: Mutex::new(Vec::new()),
         read_meta: Mutex::new((42, false, Duration::from_millis(1500))),
         read_fault: Mutex::new(None),
+        force_leaves: Mutex::new(Vec::new()),
     })
     .unwrap()
 }
@@ -542,27 +546,47 @@ async fn join_and_force_leave_rules() {
             .0,
         405
     );
+    let forced = |a: &App<Fake>| a.agent().force_leaves.lock().unwrap().clone();
     let (s, _, b) = call(&server_only, "PUT", "/v1/agent/force-leave").await;
     assert_eq!((s, b.as_str()), (400, "missing node to force leave"));
     let (s, _, b) = call(&server_only, "PUT", "/v1/agent/force-leave?node=").await;
     assert_eq!((s, b.as_str()), (400, "missing node to force leave"));
-    let (s, _, b) = call(
-        &server_only,
-        "PUT",
-        "/v1/agent/force-leave?node=a&prune=maybe",
-    )
-    .await;
-    assert_eq!((s, b.as_str()), (400, "invalid prune value"));
-    for q in [
-        "node=a",
-        "node=a&prune=1",
-        "node=a&prune=false",
-        "node=a&prune",
+    for bad in ["maybe", "yes", "2", "%20true"] {
+        let (s, _, b) = call(
+            &server_only,
+            "PUT",
+            &format!("/v1/agent/force-leave?node=a&prune={bad}"),
+        )
+        .await;
+        assert_eq!((s, b.as_str()), (400, "invalid prune value"), "{bad}");
+    }
+    assert_eq!(
+        forced(&server_only),
+        vec![],
+        "a refused request reaches the agent"
+    );
+    for (q, prune) in [
+        ("node=a", false),
+        ("node=a&prune=1", true),
+        ("node=a&prune=true", true),
+        ("node=a&prune=T", true),
+        ("node=a&prune=false", false),
+        ("node=a&prune=0", false),
+        ("node=a&prune", false),
+        ("node=server2.global&prune=1", true),
     ] {
-        let (s, h, b) = call(&server_only, "PUT", &format!("/v1/agent/force-leave?{q}")).await;
+        let (s, h, b) = call(&server_only, "POST", &format!("/v1/agent/force-leave?{q}")).await;
         assert_eq!((s, b.as_str()), (200, ""), "{q}");
         assert!(!h.contains_key("content-type"));
+        let node = q.split('&').next().and_then(|n| n.strip_prefix("node="));
+        let last = forced(&server_only).last().cloned();
+        assert_eq!(
+            last,
+            node.map(|n| (n.to_string(), prune)),
+            "{q}: the agent was asked this"
+        );
     }
+    assert_eq!(forced(&server_only).len(), 8);
 
     let (s, _, b) = call(&client, "GET", "/v1/agent/members?stale=x").await;
     assert_eq!(
