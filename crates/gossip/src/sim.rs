@@ -247,14 +247,16 @@ impl Sim {
         }
     }
 
-    /// Node `i` force-leaves the member named `name`.
-    pub fn force_leave(&mut self, i: usize, name: &str, prune: bool) {
+    /// Node `i` force-leaves the member named `name`; whether node `i` runs and knew it.
+    pub fn force_leave(&mut self, i: usize, name: &str, prune: bool) -> bool {
         let now = self.now;
-        if let Some(node) = self.nodes[i].as_mut() {
-            node.force_leave(name, prune, now);
-            let out = node.drain();
-            self.absorb(i, out);
-        }
+        let Some(node) = self.nodes[i].as_mut() else {
+            return false;
+        };
+        let known = node.force_leave(name, prune, now);
+        let out = node.drain();
+        self.absorb(i, out);
+        known
     }
 
     /// Sets the loss on the one-way link `from → to` (1.0 cuts it).
@@ -517,7 +519,7 @@ mod tests {
             ))
             .is_some()
         );
-        sim.force_leave(0, &name, false);
+        assert!(sim.force_leave(0, &name, false));
         assert!(
             sim.run_until_true(S / 10, S * 10, |s| s.all_see(
                 &name,
@@ -526,18 +528,53 @@ mod tests {
             ))
             .is_some()
         );
-        sim.force_leave(1, &name, true);
+        assert!(sim.force_leave(1, &name, true));
         assert!(
             sim.run_until_true(S / 10, S * 10, |s| s.all_see(&name, None, 3))
                 .is_some()
         );
     }
 
+    /// The force-leave takes effect (the forcing node marks the member `leaving` at once and the
+    /// intent reaches the others), then the healthy member's refutation brings it back `alive`
+    /// everywhere, and nobody ever marks it `left` or `failed`.
     #[test]
     fn force_leave_of_a_healthy_member_is_refuted() {
         let mut sim = cluster(4, 5);
         let name = sim_name(2);
-        sim.force_leave(0, &name, false);
+        let since = sim.now();
+        assert!(sim.force_leave(0, &name, false), "node 0 knows {name}");
+        assert_eq!(
+            sim.node(0).unwrap().status_of(&name),
+            Some(MemberStatus::Leaving),
+            "the force-leave took no effect on the node that forced it"
+        );
+        let refuted = sim.run_until_true(S / 10, S * 5, |s| {
+            s.all_see(&name, Some(MemberStatus::Alive), 2)
+        });
+        assert!(refuted.is_some(), "{name} not alive again everywhere");
+        let about: Vec<(usize, Option<MemberStatus>)> = sim
+            .events
+            .iter()
+            .filter(|(t, _, e)| *t >= since && e.name == name)
+            .map(|(_, i, e)| (*i, e.status))
+            .collect();
+        // The intent went out: another node saw the member leaving too (which ones depends on
+        // whether the intent or the refutation reaches them first).
+        assert!(
+            about
+                .iter()
+                .any(|&(i, s)| i != 0 && s == Some(MemberStatus::Leaving)),
+            "the force-leave intent reached nobody: {about:?}"
+        );
+        assert!(
+            about.iter().all(|(_, s)| *s == Some(MemberStatus::Leaving)),
+            "{about:?}"
+        );
+        assert_eq!(
+            sim.node(2).unwrap().status_of(&name),
+            Some(MemberStatus::Alive)
+        );
         sim.run_for(S * 5);
         assert!(sim.all_see(&name, Some(MemberStatus::Alive), 2));
     }
