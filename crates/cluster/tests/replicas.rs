@@ -326,3 +326,57 @@ async fn concurrent_writes_share_log_entries_and_are_answered_one_by_one() {
         assert!(matches!(outcome, Outcome::Refused(_)), "{outcome:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_evaluation_is_queued_again_when_capacity_appears() {
+    let trio = trio().await;
+    let leader = trio.leader(Duration::from_secs(5)).await;
+    let broker = leader.state().broker().clone();
+    let types = ["service".to_string()];
+    let take = |wait_ms| broker.dequeue(&types, Duration::from_millis(wait_ms), &|| false);
+    leader
+        .write(&Command::NodeUpsert {
+            node: node("a"),
+            seed: 1,
+        })
+        .await
+        .expect("node");
+    // 20 × 100 MHz on one 1,000 MHz node: ten fit, the rest block.
+    let w = leader
+        .write(&Command::JobRegister {
+            job: job("web", 20),
+            seed: 2,
+        })
+        .await
+        .expect("job");
+    let (eval, token) = take(5_000).expect("the registration's evaluation");
+    assert_eq!(eval.id, eval_of(&w));
+    let process = Command::EvalProcess {
+        eval_id: eval.id.clone(),
+        gc_threshold_secs: 3600,
+        now_secs: 1,
+        seed: 3,
+    };
+    leader.write(&process).await.expect("process");
+    broker.ack(&eval.id, token).expect("ack");
+    let blocked = match leader
+        .state()
+        .store()
+        .query(&StateQuery::Evaluation(eval.id))
+        .0
+    {
+        StateAnswer::Evaluation(Some(e)) => e.blocked_eval,
+        other => panic!("{other:?}"),
+    };
+    assert!(!blocked.is_empty(), "nothing blocked");
+    assert!(take(300).is_none(), "a blocked evaluation is not ready");
+    leader
+        .write(&Command::NodeUpsert {
+            node: node("b"),
+            seed: 4,
+        })
+        .await
+        .expect("second node");
+    let (again, _) = take(5_000).expect("the blocked evaluation is queued again");
+    assert_eq!(again.id, blocked);
+}
