@@ -12,8 +12,8 @@ use std::time::Duration;
 use caravan_agent_core::member::{Member, MemberStatus, NOMAD_VERSIONS};
 use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, Timer};
 use parking_lot::Mutex;
-use rand::SeedableRng;
 use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
 
 use crate::GossipError;
 use crate::identity::NodeId;
@@ -121,6 +121,9 @@ pub fn sync_interval(cluster_size: u32) -> Duration {
     let steps = (n.log2() - 32f64.log2()).ceil().max(0.0) + 1.0;
     Duration::from_secs(30).mul_f64(steps)
 }
+
+/// Mixed into a node's seed for the random first tick of its periodic timers.
+const STAGGER_SEED: u64 = 0x7157_a66e_4f1e_57a6;
 
 /// A timer a node asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -240,17 +243,22 @@ impl Node {
             solicited: Vec::new(),
             cfg,
         };
-        node.out
-            .timers
-            .push((node.cfg.reap_interval, NodeTimer::Reap));
-        node.out
-            .timers
-            .push((node.cfg.sync_interval, NodeTimer::Sync));
-        if let Some(tags) = node.cfg.tags.clone() {
-            node.set_tags(tags, now)?;
-            node.out
-                .timers
-                .push((node.cfg.tags_interval, NodeTimer::Tags));
+        // As memberlist does, the first tick of each periodic timer comes after a random part of
+        // its interval, then every interval: members that start together (a fleet restarted, a
+        // simulated pool) do not all exchange member lists or re-broadcast tags in the same
+        // instant.
+        let mut stagger = SmallRng::seed_from_u64(seed ^ STAGGER_SEED);
+        let mut first = |interval: Duration| interval.mul_f64(1.0 - stagger.random::<f64>());
+        let (reap, sync, tags) = (
+            first(node.cfg.reap_interval),
+            first(node.cfg.sync_interval),
+            first(node.cfg.tags_interval),
+        );
+        node.out.timers.push((reap, NodeTimer::Reap));
+        node.out.timers.push((sync, NodeTimer::Sync));
+        if let Some(own_tags) = node.cfg.tags.clone() {
+            node.set_tags(own_tags, now)?;
+            node.out.timers.push((tags, NodeTimer::Tags));
         }
         Ok(node)
     }

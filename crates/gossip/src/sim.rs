@@ -90,6 +90,11 @@ pub struct Traffic {
     pub packets: u64,
     /// Bytes sent.
     pub bytes: u64,
+    /// Of those, anti-entropy member lists ([`crate::wire::KIND_SYNC`]) sent without a key.
+    pub sync_bytes: u64,
+    /// Of those, direct tags pushes and pulls sent without a key (the periodic re-broadcasts
+    /// ride in foca's packets).
+    pub tags_bytes: u64,
 }
 
 /// The simulated cluster.
@@ -105,6 +110,8 @@ pub struct Sim {
     rng: SmallRng,
     link_loss: HashMap<(usize, usize), f64>,
     traffic: Vec<Traffic>,
+    /// Anti-entropy timers that fired on each node.
+    syncs: Vec<u64>,
     /// Every member event other than a member coming up alive (N² of those while a pool
     /// forms), with the time and the node that saw it.
     pub events: Vec<(Duration, usize, MemberEvent)>,
@@ -137,6 +144,7 @@ impl Sim {
             rng: SmallRng::seed_from_u64(cfg.seed ^ 0x5eed),
             link_loss: HashMap::new(),
             traffic: vec![Traffic::default(); cfg.members],
+            syncs: vec![0; cfg.members],
             events: Vec::new(),
             cfg,
         };
@@ -313,8 +321,19 @@ impl Sim {
             );
         }
         for (to, bytes) in out.packets {
-            self.traffic[i].packets += 1;
-            self.traffic[i].bytes += bytes.len() as u64;
+            let t = &mut self.traffic[i];
+            t.packets += 1;
+            t.bytes += bytes.len() as u64;
+            // Without a key the kind is the first byte in clear.
+            if self.cfg.key.is_none() {
+                match bytes.first() {
+                    Some(&crate::wire::KIND_SYNC) => t.sync_bytes += bytes.len() as u64,
+                    Some(&(crate::wire::KIND_TAGS_PUSH | crate::wire::KIND_TAGS_PULL)) => {
+                        t.tags_bytes += bytes.len() as u64
+                    }
+                    _ => {}
+                }
+            }
             let Some(&dst) = self.index.get(&to) else {
                 continue;
             };
@@ -397,6 +416,9 @@ impl Sim {
                     return;
                 }
                 if let Some(n) = self.nodes[node].as_mut() {
+                    if timer == NodeTimer::Sync {
+                        self.syncs[node] += 1;
+                    }
                     n.handle_timer(timer, now);
                     let out = n.drain();
                     self.absorb(node, out);
@@ -735,10 +757,51 @@ pub struct Report {
     /// Member-pairs still not seeing each other alive when the figures start (0 once the pool
     /// has converged).
     pub missing_at_start: usize,
-    /// Steady-state bytes sent per member per second.
+    /// Traffic over the plan's window (see [`Plan::window`]), from the moment the pool formed.
+    pub steady: WindowTraffic,
+    /// Traffic over one whole anti-entropy interval from the same moment (or the plan's window if
+    /// that is longer): every member's timers fire the same number of times in it, whatever their
+    /// phase, so it holds each member's push/pull and its tags re-broadcasts.
+    pub round: WindowTraffic,
+}
+
+/// Traffic sent by the pool's members (the joiner excluded) over one window.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WindowTraffic {
+    /// Length of the window (virtual time).
+    pub window: Duration,
+    /// Bytes sent per member per second.
     pub bytes_per_member_sec: f64,
-    /// Steady-state datagrams sent per member per second.
+    /// Datagrams sent per member per second.
     pub packets_per_member_sec: f64,
+    /// Of the bytes, anti-entropy member lists per member per second.
+    pub sync_bytes_per_member_sec: f64,
+    /// Of the bytes, direct tags pushes and pulls per member per second (the periodic
+    /// re-broadcasts ride in SWIM packets).
+    pub tags_bytes_per_member_sec: f64,
+    /// Anti-entropy rounds started in the window, per member (each round is a push/pull).
+    pub sync_rounds_per_member: f64,
+}
+
+impl WindowTraffic {
+    fn between(before: &[Traffic], after: &[Traffic], members: usize, window: Duration) -> Self {
+        let (mut bytes, mut packets, mut sync, mut tags) = (0u64, 0u64, 0u64, 0u64);
+        for (now, then) in after.iter().zip(before).take(members) {
+            bytes += now.bytes - then.bytes;
+            packets += now.packets - then.packets;
+            sync += now.sync_bytes - then.sync_bytes;
+            tags += now.tags_bytes - then.tags_bytes;
+        }
+        let per = (members as f64) * window.as_secs_f64().max(1e-9);
+        WindowTraffic {
+            window,
+            bytes_per_member_sec: bytes as f64 / per,
+            packets_per_member_sec: packets as f64 / per,
+            sync_bytes_per_member_sec: sync as f64 / per,
+            tags_bytes_per_member_sec: tags as f64 / per,
+            sync_rounds_per_member: 0.0,
+        }
+    }
 }
 
 /// How the initial pool forms in [`measure`].
@@ -780,7 +843,8 @@ impl Bootstrap {
 pub struct Plan {
     /// How the pool forms.
     pub bootstrap: Bootstrap,
-    /// Steady-state window over which traffic is measured.
+    /// The short window over which traffic is measured, from the moment the pool formed. The
+    /// figures are also taken over one whole anti-entropy interval ([`Report::round`]).
     pub window: Duration,
     /// Bound on the join and crash measurements (virtual time).
     pub limit: Duration,
@@ -820,15 +884,17 @@ pub fn measure(mut cfg: SimConfig, plan: Plan) -> Report {
     let missing_at_start = missing_pairs(&sim, joiner);
 
     let before: Vec<Traffic> = sim.traffic().to_vec();
+    let syncs_before: u64 = sim.syncs[..joiner].iter().sum();
+    let syncs_since =
+        |sim: &Sim| (sim.syncs[..joiner].iter().sum::<u64>() - syncs_before) as f64 / joiner as f64;
     let steady_since = sim.now();
+    let round_len = plan.window.max(crate::sync_interval(n as u32));
     sim.run_for(plan.window);
-    let secs = plan.window.as_secs_f64().max(1e-9);
-    let (mut bytes, mut packets) = (0u64, 0u64);
-    for (now, then) in sim.traffic().iter().zip(&before).take(joiner) {
-        bytes += now.bytes - then.bytes;
-        packets += now.packets - then.packets;
-    }
-    let per = (joiner as f64) * secs;
+    let mut steady = WindowTraffic::between(&before, sim.traffic(), joiner, plan.window);
+    steady.sync_rounds_per_member = syncs_since(&sim);
+    sim.run_for(round_len - plan.window);
+    let mut round = WindowTraffic::between(&before, sim.traffic(), joiner, round_len);
+    round.sync_rounds_per_member = syncs_since(&sim);
 
     let via = rng.random_range(0..joiner);
     sim.join(joiner, via);
@@ -850,8 +916,8 @@ pub fn measure(mut cfg: SimConfig, plan: Plan) -> Report {
         crash_known_by_all,
         false_failures: sim.false_failures(steady_since, &[victim]),
         missing_at_start,
-        bytes_per_member_sec: bytes as f64 / per,
-        packets_per_member_sec: packets as f64 / per,
+        steady,
+        round,
     }
 }
 
@@ -920,7 +986,16 @@ mod measure_tests {
         assert!(r.join_known_by_all.is_some(), "{r:?}");
         assert!(r.crash_known_by_all.is_some(), "{r:?}");
         assert_eq!(r.false_failures, 0, "{r:?}");
-        assert!(r.bytes_per_member_sec > 0.0);
+        assert!(r.steady.bytes_per_member_sec > 0.0);
+        // Jittered timers: over one whole interval each member runs one anti-entropy round and
+        // its list exchange is in the figure; a window shorter than the interval does not hold
+        // every member's.
+        assert_eq!(r.round.window, crate::sync_interval(30));
+        assert!(
+            (0.9..=1.1).contains(&r.round.sync_rounds_per_member),
+            "{r:?}"
+        );
+        assert!(r.round.sync_bytes_per_member_sec > 0.0, "{r:?}");
         assert_eq!(r.missing_at_start, 0, "{r:?}");
     }
 
