@@ -400,3 +400,31 @@ fn a_late_joiner_catches_up_with_the_pools_clock_through_member_lists() {
     let _ = j.handle_packet(addr(1), &packet, T0);
     assert_eq!(j.knowledge.lock().ltime, pool_clock + 1);
 }
+
+/// The first tick of each periodic timer falls at a per-node random point of its interval, the
+/// same for the same seed: nodes started together do not all run anti-entropy at once.
+#[test]
+fn periodic_timers_start_staggered_per_seed() {
+    let first_sync = |seed: u64| {
+        let cfg = NodeConfig::new(name(1), addr(1), 1000);
+        let interval = cfg.sync_interval;
+        let mut n = Node::new(cfg, seed, T0).unwrap();
+        let timers = n.drain().timers;
+        let sync = timers
+            .iter()
+            .find(|(_, t)| *t == NodeTimer::Sync)
+            .map(|(d, _)| *d);
+        (sync.unwrap(), interval)
+    };
+    let firsts: Vec<Duration> = (0..20).map(|s| first_sync(s).0).collect();
+    let interval = first_sync(0).1;
+    assert!(
+        firsts.iter().all(|d| !d.is_zero() && *d <= interval),
+        "{firsts:?}"
+    );
+    let mut distinct = firsts.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), firsts.len(), "{firsts:?}");
+    assert_eq!(first_sync(7), first_sync(7));
+}
