@@ -110,7 +110,7 @@ fn user_expectation(method: &str, token: &str) -> u16 {
 #[tokio::test]
 async fn rpc_authorization_matrix_and_no_secret_in_any_reply() {
     let agent = Agent::start(&["-dev", "-acl-enabled", &format!("-encrypt={KEY}")], "").await;
-    agent.wait_leader().await;
+    agent.wait_raft_leader().await;
     let mgmt = bootstrap(&agent).await;
     let read = reader(&agent, &mgmt).await;
     let unknown = "00000000-0000-4000-8000-0000000e7711";
@@ -196,7 +196,7 @@ async fn the_review_h2c_request_is_not_answered() {
 async fn without_a_key_acl_servers_serve_no_server_method_and_refuse_to_join_peers() {
     // A single server with ACLs and no key: nobody is a server to it.
     let agent = Agent::start(&["-dev", "-acl-enabled"], "").await;
-    agent.wait_leader().await;
+    agent.wait_raft_leader().await;
     let c = RpcClient::new(Dial::anonymous(), Default::default());
     for method in [
         m::RAFT_VOTE,
@@ -242,7 +242,7 @@ async fn forwarded_profiles_carry_the_callers_token() {
     // server_id targeting a server other than the one asked goes over RPC; the target checks the
     // token again. With ACLs, an agent:read token may not profile (agent:write) anywhere.
     let agent = Agent::start(&["-dev", "-acl-enabled", &format!("-encrypt={KEY}")], "").await;
-    agent.wait_leader().await;
+    agent.wait_raft_leader().await;
     let mgmt = bootstrap(&agent).await;
     let c = RpcClient::new(Dial::anonymous(), Default::default());
     let (code, body) = status(&c, agent.rpc, m::PROFILE, Some(&mgmt)).await;
@@ -283,7 +283,7 @@ async fn an_acl_server_without_a_key_takes_no_stranger_into_raft() {
         "bind_addr = \"127.0.0.1\"\n",
     )
     .await;
-    victim.wait_leader().await;
+    victim.wait_raft_leader().await;
     let mgmt = bootstrap(&victim).await;
     let join = format!("-join=127.0.0.1:{}", victim.ports.serf);
     let other = Scratch::new();

@@ -120,43 +120,128 @@ pub fn ports_hcl() -> (String, SocketAddr, SocketAddr) {
 }
 
 impl Agent {
-    /// `caravan agent -dev` with `extra_hcl` merged over free ports.
+    /// `caravan agent -dev` with `extra_hcl` merged over free ports. Without ACLs it waits
+    /// (bounded) for the Raft leader, settled workers and the registered dev node. With ACLs on
+    /// (`extra_hcl` enables them) nobody holds a token yet: it waits for the leader only (which
+    /// bootstrap needs) and the caller waits for the node with [`Agent::wait_node_as`].
     pub async fn dev(extra_hcl: &str) -> Agent {
         let agent = Agent::start(&["-dev"], extra_hcl).await;
-        agent.wait_leader().await;
-        agent.wait_node().await;
+        if agent.acl_enabled().await {
+            agent.wait_raft_leader().await;
+        } else {
+            agent.wait_leader().await;
+            agent.wait_node().await;
+        }
         agent
     }
 
-    /// Waits (bounded) until the local client node is registered (with ACLs on, it cannot tell
-    /// without a token and returns at once).
+    /// Whether ACLs are on: `/v1/acl/token/self` without a token answers 400 "ACL support
+    /// disabled" when they are off and 403 "ACL token not found" when they are on.
+    pub async fn acl_enabled(&self) -> bool {
+        let r = self.get("/v1/acl/token/self").await;
+        match (r.status, r.text().as_str()) {
+            (400, "ACL support disabled") => false,
+            (403, _) => true,
+            (status, text) => panic!("/v1/acl/token/self answered {status}: {text}"),
+        }
+    }
+
+    /// Waits (bounded) until the local client node is registered, reading `/v1/nodes` without a
+    /// token (an agent without ACLs).
     pub async fn wait_node(&self) {
+        self.wait_node_as(None).await
+    }
+
+    /// Waits (bounded) until `/v1/nodes`, read with `token`, lists a node. A refusal is a
+    /// failure, not an answer: the node cannot be seen, so it is not known to be there.
+    pub async fn wait_node_as(&self, token: Option<&str>) {
+        let headers: Vec<(&str, &str)> = token
+            .map(|t| vec![("X-Nomad-Token", t)])
+            .unwrap_or_default();
         let deadline = Instant::now() + Duration::from_secs(15);
+        let mut last = String::new();
         while Instant::now() < deadline {
-            match get(self.http, "/v1/nodes").await {
-                Ok(r) if r.status == 200 && r.text().len() > 2 => return,
-                Ok(r) if r.status == 403 => return,
-                _ => {}
+            match call(self.http, "GET", "/v1/nodes", &headers, Bytes::new()).await {
+                Ok(r) if r.status == 200 && r.json().as_array().is_some_and(|a| !a.is_empty()) => {
+                    return;
+                }
+                Ok(r) if r.status == 403 => {
+                    panic!(
+                        "/v1/nodes refused the token ({}): wait with one that may read nodes",
+                        r.text()
+                    )
+                }
+                Ok(r) => last = format!("{}: {}", r.status, r.text()),
+                Err(e) => last = e,
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("the dev node did not register within 15 s");
+        panic!("the node did not register within 15 s (last answer {last})");
     }
 
-    /// Waits (bounded) until this server knows a Raft leader and its workers have settled.
-    pub async fn wait_leader(&self) {
+    /// Waits (bounded) until this server knows a Raft leader (`/v1/status/leader` needs no
+    /// token; enough to bootstrap ACLs).
+    pub async fn wait_raft_leader(&self) {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
-            let leader = get(self.http, "/v1/status/leader").await;
-            let settled = get(self.http, "/v1/agent/schedulers")
+            if get(self.http, "/v1/status/leader")
                 .await
-                .is_ok_and(|r| !r.text().contains("Pausing") && !r.text().contains("Resuming"));
-            if settled && leader.is_ok_and(|r| r.status == 200 && r.text().len() > 2) {
+                .is_ok_and(|r| r.status == 200 && r.text().len() > 2)
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("no Raft leader on {} within 15 s", self.http);
+    }
+
+    /// Waits (bounded) until this server knows a Raft leader and its workers have settled
+    /// (an agent without ACLs).
+    pub async fn wait_leader(&self) {
+        self.wait_leader_as(None).await
+    }
+
+    /// Like [`Agent::wait_leader`], reading the workers with `token`. A refused read of the
+    /// workers is a failure (their state is unknown), not "settled".
+    pub async fn wait_leader_as(&self, token: Option<&str>) {
+        self.wait_raft_leader().await;
+        let headers: Vec<(&str, &str)> = token
+            .map(|t| vec![("X-Nomad-Token", t)])
+            .unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            match call(
+                self.http,
+                "GET",
+                "/v1/agent/schedulers",
+                &headers,
+                Bytes::new(),
+            )
+            .await
+            {
+                Ok(r) if r.status == 403 => {
+                    panic!(
+                        "/v1/agent/schedulers refused the token ({}): wait with one that may read the agent",
+                        r.text()
+                    )
+                }
+                Ok(r) if r.status == 200 => {
+                    let text = r.text();
+                    if !text.contains("Pausing") && !text.contains("Resuming") {
+                        return;
+                    }
+                    last = text;
+                }
+                Ok(r) => last = format!("{}: {}", r.status, r.text()),
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "the workers on {} did not settle within 15 s: {last}",
+            self.http
+        );
     }
 
     /// `caravan agent <args> -config=<ports + extra_hcl>`, waiting until HTTP answers.
