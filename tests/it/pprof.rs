@@ -69,9 +69,26 @@ async fn parameters_and_headers() {
     );
     let p = Profile::decode(&gunzip(&r.body)[..]).unwrap();
     assert!(p.sample.len() >= 2, "one sample per thread");
+    // Each runtime thread's stack was captured (by a signal to that thread: only the collecting
+    // thread captures its own), not just listed: a capture that timed out leaves a thread with
+    // no frames under its name.
+    let threads = thread_stacks(&p);
+    let workers: Vec<&(String, Vec<String>)> = threads
+        .iter()
+        .filter(|(name, _)| name.starts_with("tokio-rt-worker"))
+        .collect();
+    assert!(workers.len() >= 2, "{threads:?}");
+    for (name, frames) in &workers {
+        assert!(
+            frames.iter().any(|f| f.contains("tokio::runtime")),
+            "{name} has no captured stack: {frames:?}"
+        );
+    }
+    let captured = threads.iter().filter(|(_, f)| !f.is_empty()).count();
     assert!(
-        p.sample.iter().any(|s| s.location_id.len() > 5),
-        "samples carry each thread's stack"
+        captured * 4 > threads.len() * 3,
+        "only {captured} of {} threads answered: {threads:?}",
+        threads.len()
     );
     assert!(
         p.string_table.iter().any(|s| s.contains("tokio::runtime")),
@@ -91,11 +108,22 @@ async fn parameters_and_headers() {
             Some("text/plain; charset=utf-8")
         );
         assert!(r.header("content-disposition").is_none());
+        let text = r.text();
+        assert!(text.starts_with("goroutine profile: total "), "{text}");
+        // Frames are listed under the threads, and most threads answered in time.
+        let total: usize = text["goroutine profile: total ".len()..]
+            .lines()
+            .next()
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{text}"));
+        let silent = text
+            .matches("(no stack: the thread did not answer in time)")
+            .count();
         assert!(
-            r.text().starts_with("goroutine profile: total "),
-            "{}",
-            r.text()
+            silent * 4 < total,
+            "{silent} of {total} threads without a stack: {text}"
         );
+        assert!(text.contains("tokio::runtime"), "{text}");
     }
     // A caller-supplied ?profile= wins over the path (Nomad's quirk).
     let r = agent
@@ -151,10 +179,60 @@ async fn cpu_and_heap_profiles_decode() {
     let r = agent.get("/v1/agent/pprof/heap?debug=1").await;
     assert!(r.text().contains("# allocated = "), "{}", r.text());
 
+    // A trace records the agent's events while it runs: requests made meanwhile are in it.
+    let marker = "trace-marker-7f3a";
+    let addr = agent.http;
+    let poke = tokio::spawn(async move {
+        let until = tokio::time::Instant::now() + Duration::from_millis(900);
+        while tokio::time::Instant::now() < until {
+            let _ = crate::support::get(addr, &format!("/v1/agent/members?{marker}")).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
     let r = agent.get("/v1/agent/pprof/trace?seconds=1").await;
-    assert_eq!(r.status, 200);
+    let _ = poke.await;
+    assert_eq!(r.status, 200, "{}", r.text());
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    assert!(v["traceEvents"].is_array());
+    let events = v["traceEvents"]
+        .as_array()
+        .expect("traceEvents is an array");
+    assert!(!events.is_empty(), "a busy second traced no event");
+    for e in events {
+        assert_eq!(e["ph"], "i", "{e}");
+        assert!(e["ts"].is_u64() && e["pid"].is_u64(), "{e}");
+    }
+    assert!(
+        events.iter().any(|e| e.to_string().contains(marker)),
+        "the requests made during the trace are not in it: {events:?}"
+    );
+}
+
+/// Each sample of a thread profile as (thread label, its frames' function names, leaf first):
+/// a sample's locations are the frames, then the thread, then the process.
+fn thread_stacks(p: &Profile) -> Vec<(String, Vec<String>)> {
+    let name_of = |location: u64| -> String {
+        let loc = p
+            .location
+            .iter()
+            .find(|l| l.id == location)
+            .expect("location");
+        let function = loc.line.first().map_or(0, |l| l.function_id);
+        let f = p
+            .function
+            .iter()
+            .find(|f| f.id == function)
+            .expect("function");
+        p.string_table[f.name as usize].clone()
+    };
+    p.sample
+        .iter()
+        .map(|s| {
+            let names: Vec<String> = s.location_id.iter().map(|&l| name_of(l)).collect();
+            assert!(names.len() >= 2, "thread and process: {names:?}");
+            let thread = names[names.len() - 2].clone();
+            (thread, names[..names.len() - 2].to_vec())
+        })
+        .collect()
 }
 
 #[tokio::test]
