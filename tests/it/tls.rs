@@ -153,18 +153,76 @@ async fn https_api_and_mutual_tls_rpc() {
             .await
             .is_err()
     );
+    // Once the RPC listener accepts connections, a plain-text RPC client (the handshake an
+    // agent without `tls.rpc` uses) is refused before any method runs: no reply, not even a
+    // refusal.
+    use caravan_rpc::RpcError;
+    let started = std::time::Instant::now();
+    while tokio::net::TcpStream::connect(agent.rpc).await.is_err() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the RPC port did not listen"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let plain = caravan_rpc::RpcClient::new(caravan_rpc::Dial::anonymous(), Default::default());
+    let refused = plain
+        .call_within(
+            agent.rpc,
+            "Status.Ping",
+            None,
+            b"{}".to_vec(),
+            std::time::Duration::from_secs(10),
+        )
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(RpcError::Handshake(_)
+                | RpcError::Io(_)
+                | RpcError::Closed
+                | RpcError::BadFrame(_))
+        ),
+        "plain-text RPC on the TLS port: {refused:?}"
+    );
     // The server pings its own RPC listener over mutual TLS.
     let path = format!("/v1/agent/servers?address={}", agent.rpc);
     let (status, body) = https(&agent, client_config(&p, false), "PUT", &path)
         .await
         .unwrap();
     assert_eq!((status, body.as_str()), (200, ""));
-    // A plain-text RPC client is refused.
-    let dead = format!("/v1/agent/servers?address=127.0.0.1:{}", agent.http.port());
-    let (status, _) = https(&agent, client_config(&p, false), "PUT", &dead)
+    // A client presenting the server certificate is answered.
+    let tls = rpc_client(&p, &p.cert, &p.key);
+    let mut answered = Err(RpcError::Closed);
+    for _ in 0..100 {
+        answered = tls
+            .call(agent.rpc, "Status.Ping", None, b"{}".to_vec())
+            .await;
+        if !matches!(answered, Err(RpcError::Io(_))) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(answered.is_ok(), "over mutual TLS: {answered:?}");
+    // Raw plain-text bytes on the RPC port get no answer: the connection is closed.
+    let mut tcp = tokio::net::TcpStream::connect(agent.rpc).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
         .await
         .unwrap();
-    assert_eq!(status, 400);
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tcp.read_to_end(&mut buf),
+    )
+    .await
+    .expect("the connection is closed within the handshake timeout");
+    // A TLS server may answer garbage with a TLS alert record (content type 21), never with
+    // anything else.
+    assert!(
+        read.is_err() || buf.is_empty() || buf[0] == 21,
+        "answered: {buf:?}"
+    );
 }
 
 #[tokio::test]
