@@ -50,6 +50,12 @@ async fn server_members_join_force_leave() {
     assert!(table.contains("Raft Version"), "{table}");
     let line = table.lines().find(|l| l.starts_with("ca.global")).unwrap();
     assert!(line.contains("alive") && line.contains("true"), "{line}");
+    // The joined server is listed on the side it joined, alive, within the 5 s polled above.
+    let joined = table
+        .lines()
+        .find(|l| l.starts_with("cb.global"))
+        .unwrap_or_else(|| panic!("cb.global never appeared on ca: {table}"));
+    assert!(joined.contains("alive"), "{joined}");
     let out = cli(
         a.http,
         &["server", "force-leave", "-prune", "nobody.global"],
