@@ -26,6 +26,8 @@ impl Server {
         format!("127.0.0.1:{}", self.ports.rpc)
     }
 
+    /// Starts the server (ACLs on, a gossip key) with a client too: each server registers its
+    /// own node through the cluster, so jobs have somewhere to be placed.
     async fn start(&mut self, expect: usize, join: Option<u16>) {
         // Servers with ACLs that join others need a gossip key (or TLS) to authenticate RPC.
         const KEY: &str = "rvnIDIw6u/l/Scc8Gb3qpRCY6CsPqYUwOOVIxN3zvxc=";
@@ -34,7 +36,7 @@ impl Server {
             format!("  server_join {{\n    retry_join = [\"127.0.0.1:{p}\"]\n    retry_interval = \"200ms\"\n  }}\n")
         });
         let hcl = format!(
-            "name = \"{}\"\nbind_addr = \"127.0.0.1\"\nacl {{\n  enabled = true\n}}\nserver {{\n  bootstrap_expect = {expect}\n  encrypt = \"{KEY}\"\n{retry}}}\n",
+            "name = \"{}\"\nbind_addr = \"127.0.0.1\"\nacl {{\n  enabled = true\n}}\nclient {{\n  enabled = true\n}}\nserver {{\n  bootstrap_expect = {expect}\n  encrypt = \"{KEY}\"\n{retry}}}\n",
             self.name
         );
         let env = [("CARAVAN_RPC_FAULTS", self.faults.as_str())];
@@ -196,6 +198,49 @@ fn job(id: &str) -> Value {
     json!({"Job": {"ID": id, "Type": "service", "Datacenters": ["dc1"], "TaskGroups": [
         {"Name": "g", "Count": 1, "Tasks": [
             {"Name": "t", "Driver": "docker", "Resources": {"CPU": 10, "MemoryMB": 16}}]}]}})
+}
+
+/// What an acknowledged write created.
+enum Written {
+    Token(String),
+    Job(String),
+}
+
+/// Write `i` of a stream (even: a token, odd: a job), sent to the first running server from
+/// `i` on; the refusal's text when it is not acknowledged.
+async fn write(servers: &[Server], i: usize, mgmt: &str) -> Result<Written, String> {
+    let n = servers.len();
+    let target = (0..n)
+        .map(|k| (i + k) % n)
+        .find(|&k| servers[k].agent.is_some())
+        .expect("a running server");
+    let agent = servers[target].agent();
+    let r = if i % 2 == 0 {
+        let body = json!({"Name": format!("t{i}"), "Type": "client", "Policies": ["p"]});
+        send(agent, "POST", "/v1/acl/token", Some(mgmt), body).await
+    } else {
+        send(
+            agent,
+            "POST",
+            "/v1/jobs",
+            Some(mgmt),
+            job(&format!("job-{i}")),
+        )
+        .await
+    };
+    if r.status != 200 {
+        return Err(format!("s{target}: {} {}", r.status, r.text()));
+    }
+    Ok(if i % 2 == 0 {
+        Written::Token(
+            r.json()["AccessorID"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        )
+    } else {
+        Written::Job(format!("job-{i}"))
+    })
 }
 
 /// Token accessors and job IDs a server holds.
@@ -378,68 +423,124 @@ async fn three_servers_elect_fail_over_keep_writes_and_catch_up() {
     );
     drop(stream);
 
-    // A stream of writes (tokens and jobs) to every server, while the leader is killed.
+    // Every server registered its client node through the cluster.
+    let node_ids = eventually(Duration::from_secs(20), "three client nodes", async || {
+        let nodes = get_json(servers[follower].agent(), "/v1/nodes", &mgmt).await;
+        let list = nodes.as_array().cloned().unwrap_or_default();
+        let names: BTreeSet<&str> = list.iter().filter_map(|n| n["Name"].as_str()).collect();
+        if names == BTreeSet::from(["s0", "s1", "s2"]) {
+            Ok(list
+                .iter()
+                .filter_map(|n| n["ID"].as_str().map(String::from))
+                .collect::<BTreeSet<String>>())
+        } else {
+            Err(format!("nodes {nodes}"))
+        }
+    })
+    .await;
+
+    // A stream of writes (tokens and jobs) to every server: all acknowledged before the leader
+    // is killed, some may be refused while the survivors elect a new one, none after.
     let mut tokens = BTreeSet::new();
     let mut jobs = BTreeSet::new();
-    let mut killed_at = None;
-    let mut failed_writes = 0;
-    for i in 0..60 {
-        if i == 20 {
-            let mut old = servers[leader].agent.take().expect("leader runs");
-            old.child.kill().expect("kill -9 the leader");
-            let _ = old.child.wait();
-            killed_at = Some(Instant::now());
-        }
-        let target = (0..3)
-            .map(|k| (i + k) % 3)
-            .find(|&k| servers[k].agent.is_some())
-            .unwrap();
-        let agent = servers[target].agent();
-        if i % 2 == 0 {
-            let body = json!({"Name": format!("t{i}"), "Type": "client", "Policies": ["p"]});
-            let r = send(agent, "POST", "/v1/acl/token", Some(&mgmt), body).await;
-            if r.status == 200 {
-                tokens.insert(r.json()["AccessorID"].as_str().unwrap().to_string());
-            } else {
-                failed_writes += 1;
-            }
-        } else {
-            let id = format!("job-{i}");
-            let r = send(agent, "POST", "/v1/jobs", Some(&mgmt), job(&id)).await;
-            if r.status == 200 {
-                jobs.insert(id);
-            } else {
-                failed_writes += 1;
-            }
-        }
+    for i in 0..20 {
+        match write(&servers, i, &mgmt).await {
+            Ok(Written::Token(t)) => tokens.insert(t),
+            Ok(Written::Job(j)) => jobs.insert(j),
+            Err(e) => panic!("write {i} before the kill: {e}"),
+        };
     }
+    let mut old = servers[leader].agent.take().expect("leader runs");
+    old.child.kill().expect("kill -9 the leader");
+    let _ = old.child.wait();
+    let killed_at = Instant::now();
     let survivors: Vec<usize> = all.iter().copied().filter(|&i| i != leader).collect();
-    let new_leader = agreed_leader(&servers, &survivors, Duration::from_secs(30)).await;
-    let failover = killed_at.map(|t| t.elapsed());
+    let elected = std::sync::atomic::AtomicBool::new(false);
+    let ((new_leader, failover), during) = tokio::join!(
+        async {
+            let l = agreed_leader(&servers, &survivors, Duration::from_secs(15)).await;
+            elected.store(true, std::sync::atomic::Ordering::Release);
+            (l, killed_at.elapsed())
+        },
+        async {
+            let mut outcomes = Vec::new();
+            for i in 20..40 {
+                if elected.load(std::sync::atomic::Ordering::Acquire) {
+                    break;
+                }
+                outcomes.push(write(&servers, i, &mgmt).await);
+            }
+            outcomes
+        }
+    );
+    let refused = during.iter().filter(|o| o.is_err()).count();
+    for o in during.into_iter().flatten() {
+        match o {
+            Written::Token(t) => tokens.insert(t),
+            Written::Job(j) => jobs.insert(j),
+        };
+    }
     eprintln!(
-        "failover: new leader s{new_leader} (old s{leader}); writes acknowledged: {} tokens, {} jobs; refused during failover: {failed_writes}; {failover:?} after the kill",
-        tokens.len(),
-        jobs.len()
+        "failover: new leader s{new_leader} (old s{leader}) agreed {failover:?} after the kill; {refused} writes refused meanwhile"
     );
     assert!(
-        tokens.len() + jobs.len() >= 40,
-        "most writes succeed: {failed_writes} failed"
+        failover < Duration::from_secs(15),
+        "failover took {failover:?}"
     );
+    for i in 40..60 {
+        match write(&servers, i, &mgmt).await {
+            Ok(Written::Token(t)) => tokens.insert(t),
+            Ok(Written::Job(j)) => jobs.insert(j),
+            Err(e) => panic!("write {i} after the new leader s{new_leader} was agreed: {e}"),
+        };
+    }
     // The worker pause follows leadership.
     wait_pause(servers[new_leader].agent(), &mgmt, true).await;
     for &i in &survivors {
         wait_holds(servers[i].agent(), &mgmt, &tokens, &jobs, &servers[i].name).await;
     }
-    // Every server's workers take work from the leader: the jobs get placed.
-    let allocs = send(
-        servers[survivors[0]].agent(),
-        "GET",
-        "/v1/job/job-1/allocations",
-        Some(&mgmt),
-        Value::Null,
+    // Every acknowledged job is placed: one allocation to run, on a registered node, made by
+    // an evaluation a worker completed (also those written before the kill or during the
+    // failover, whose evaluations the new leader's broker must hold).
+    let reader = servers[survivors[0]].agent();
+    eventually(
+        Duration::from_secs(30),
+        "every acknowledged job placed",
+        async || {
+            let evals = get_json(reader, "/v1/evaluations", &mgmt).await;
+            let status = |id: &str| {
+                evals
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|e| e["ID"] == id)
+                    .map(|e| e["Status"].as_str().unwrap_or_default().to_string())
+            };
+            for id in &jobs {
+                let allocs = get_json(reader, &format!("/v1/job/{id}/allocations"), &mgmt).await;
+                let running: Vec<&Value> = allocs
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|a| a["DesiredStatus"] == "run")
+                    .collect();
+                let [a] = running[..] else {
+                    return Err(format!("{id}: allocations {allocs}"));
+                };
+                let node = a["NodeID"].as_str().unwrap_or_default();
+                if !node_ids.contains(node) {
+                    return Err(format!("{id}: placed on unknown node {node}"));
+                }
+                let eval = a["EvalID"].as_str().unwrap_or_default();
+                match status(eval) {
+                    Some(s) if s == "complete" => {}
+                    other => return Err(format!("{id}: evaluation {eval} is {other:?}")),
+                }
+            }
+            Ok(())
+        },
     )
     .await;
-    assert_eq!(allocs.status, 200, "{}", allocs.text());
 
     // The old leader restarts from its data dir and catches up.
     let rejoin = servers[new_leader].ports.serf;
