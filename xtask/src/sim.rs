@@ -62,6 +62,12 @@ pub fn sim_run(args: &[String]) -> Result<(), String> {
     cfg.loss = loss;
     // Tags on at every size: they are part of what a member costs.
     cfg.tags = true;
+    if members > 2000 {
+        // Printed before the run, so it is seen even if the run does not finish.
+        println!(
+            "warning: tags stay on at every size. Above 2,000 members the pool is seeded and every node then pulls every member's tags (N² pulls): at 3,000 members (seed 1) this passed 10 GB of memory within 4 minutes and had not finished"
+        );
+    }
     let started = Instant::now();
     let converge_limit = (converge > 0).then(|| Duration::from_secs(converge));
     let plan = Plan {
