@@ -65,7 +65,7 @@ pub fn sim_run(args: &[String]) -> Result<(), String> {
     if members > 2000 {
         // Printed before the run, so it is seen even if the run does not finish.
         println!(
-            "warning: tags stay on at every size. Above 2,000 members the pool is seeded and every node then pulls every member's tags (N² pulls): at 3,000 members (seed 1) this passed 10 GB of memory within 4 minutes and had not finished"
+            "warning: tags stay on at every size. Above 2,000 members the pool is seeded, and with tags each node pulls the tags of every member it learns (N² pulls, the likely cost): at 3,000 members (seed 1) a run passed 10 GB of memory within 4 minutes and had not finished"
         );
     }
     let started = Instant::now();
