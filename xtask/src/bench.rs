@@ -20,9 +20,33 @@ use hyper_util::rt::TokioIo;
 use crate::{run, target_dir};
 
 const CONNECTIONS: usize = 64;
-const ROUND: Duration = Duration::from_secs(3);
-const ROUNDS: usize = 3;
-const STARTUP_RUNS: usize = 10;
+
+/// How much of `bench-run` to do, and from which build.
+struct Scale {
+    /// `release` to measure; `debug` for CI's smoke run, whose figures mean nothing.
+    profile: &'static str,
+    warm_up: Duration,
+    round: Duration,
+    rounds: usize,
+    startup_runs: usize,
+}
+
+const MEASURE: Scale = Scale {
+    profile: "release",
+    warm_up: Duration::from_millis(500),
+    round: Duration::from_secs(3),
+    rounds: 3,
+    startup_runs: 10,
+};
+
+/// CI: every step once, briefly, from the debug build, so a panic in this code fails CI.
+const SMOKE: Scale = Scale {
+    profile: "debug",
+    warm_up: Duration::from_millis(50),
+    round: Duration::from_millis(200),
+    rounds: 1,
+    startup_runs: 2,
+};
 
 /// Builds release binaries and runs the measurement from them.
 pub fn http() -> Result<(), String> {
@@ -238,9 +262,17 @@ pub fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "missed" }
 }
 
-/// `xtask bench-run`: the measurement itself (release build).
-pub fn bench_run() -> Result<(), String> {
-    let release = target_dir().join("release");
+/// `xtask bench-run [--smoke]`: the measurement itself (release build), or with `--smoke` a
+/// brief pass from the debug build that checks the code runs and measures nothing.
+pub fn bench_run(smoke: bool) -> Result<(), String> {
+    let Scale {
+        profile,
+        warm_up,
+        round,
+        rounds,
+        startup_runs,
+    } = if smoke { SMOKE } else { MEASURE };
+    let release = target_dir().join(profile);
     let caravan = release.join("caravan");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -263,7 +295,10 @@ pub fn bench_run() -> Result<(), String> {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let idle_rss = rss_kib(agent.0.id())?;
 
-        println!("load: {CONNECTIONS} keep-alive connections, {ROUNDS} rounds of {ROUND:?}, one-thread client; medians");
+        if smoke {
+            println!("smoke run (debug build, tiny rounds): these figures are not measurements");
+        }
+        println!("load: {CONNECTIONS} keep-alive connections, {rounds} rounds of {round:?}, one-thread client; medians");
         println!("{:<26} {:>12} {:>9} {:>9}", "target", "req/s", "p50 µs", "p99 µs");
         let mut results = Vec::new();
         for (name, addr, path) in [
@@ -271,14 +306,14 @@ pub fn bench_run() -> Result<(), String> {
             ("GET /v1/agent/health", api, "/v1/agent/health"),
             ("GET /v1/agent/self", api, "/v1/agent/self"),
         ] {
-            let _ = load(addr, path, Duration::from_millis(500)).await?;
-            let mut rounds = Vec::new();
-            for _ in 0..ROUNDS {
-                rounds.push(load(addr, path, ROUND).await?);
+            let _ = load(addr, path, warm_up).await?;
+            let mut done = Vec::new();
+            for _ in 0..rounds {
+                done.push(load(addr, path, round).await?);
             }
-            let rps = median(rounds.iter().map(|r| r.rps).collect());
-            let p50 = median(rounds.iter().map(|r| r.p50_us).collect());
-            let p99 = median(rounds.iter().map(|r| r.p99_us).collect());
+            let rps = median(done.iter().map(|r| r.rps).collect());
+            let p50 = median(done.iter().map(|r| r.p50_us).collect());
+            let p99 = median(done.iter().map(|r| r.p99_us).collect());
             println!("{name:<26} {rps:>12.0} {p50:>9} {p99:>9}");
             results.push(rps);
         }
@@ -298,7 +333,7 @@ pub fn bench_run() -> Result<(), String> {
         drop(agent);
 
         let mut startups = Vec::new();
-        for _ in 0..STARTUP_RUNS {
+        for _ in 0..startup_runs {
             let port = free_port()?;
             let cfg_started = Instant::now();
             let proc = start_caravan(&caravan, port)?;
@@ -310,7 +345,7 @@ pub fn bench_run() -> Result<(), String> {
         let med = median(startups.clone());
         let max = startups.iter().max().copied().unwrap_or_default();
         println!(
-            "exec → first 200 from /health: median {:.1} ms, max {:.1} ms over {STARTUP_RUNS} runs (target ≤ 150 ms: {})",
+            "exec → first 200 from /health: median {:.1} ms, max {:.1} ms over {startup_runs} runs (target ≤ 150 ms: {})",
             med.as_secs_f64() * 1e3,
             max.as_secs_f64() * 1e3,
             verdict(med <= Duration::from_millis(150))

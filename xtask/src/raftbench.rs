@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,10 +20,32 @@ use hyper_util::rt::TokioIo;
 use crate::bench::{Proc, free_port, median, verdict};
 use crate::target_dir;
 
-const SEQUENTIAL: usize = 300;
 const CONCURRENCY: usize = 16;
-const LOAD: Duration = Duration::from_secs(3);
-const FAILOVERS: usize = 3;
+
+/// How much of `raft-bench-run` to do, and from which build.
+#[derive(Clone, Copy)]
+struct Scale {
+    /// `release` to measure; `debug` for CI's smoke run, whose figures mean nothing.
+    profile: &'static str,
+    sequential: usize,
+    load: Duration,
+    failovers: usize,
+}
+
+const MEASURE: Scale = Scale {
+    profile: "release",
+    sequential: 300,
+    load: Duration::from_secs(3),
+    failovers: 3,
+};
+
+/// CI: every step once, briefly, from the debug build, so a panic in this code fails CI.
+const SMOKE: Scale = Scale {
+    profile: "debug",
+    sequential: 20,
+    load: Duration::from_millis(300),
+    failovers: 1,
+};
 
 /// Builds release binaries and runs the measurement from them.
 pub fn raft() -> Result<(), String> {
@@ -69,11 +91,18 @@ impl Server {
         );
         let cfg = self.dir.join("agent.hcl");
         std::fs::write(&cfg, hcl).map_err(|e| e.to_string())?;
+        // Appended across restarts, kept when the run fails.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("agent.log"))
+            .map_err(|e| e.to_string())?;
+        let log_err = log.try_clone().map_err(|e| e.to_string())?;
         let child = Command::new(bin)
             .args(["agent", "-log-level=WARN"])
             .arg(format!("-config={}", cfg.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
             .spawn()
             .map_err(|e| format!("{}: {e}", bin.display()))?;
         self.proc = Some(Proc(child));
@@ -170,10 +199,15 @@ async fn bootstrap_acl(http: SocketAddr) -> Result<String, String> {
 }
 
 /// p50 and p99 (µs) of `n` sequential policy writes through `http`.
-async fn sequential(http: SocketAddr, token: &str, tag: &str) -> Result<(u32, u32), String> {
+async fn sequential(
+    http: SocketAddr,
+    token: &str,
+    tag: &str,
+    n: usize,
+) -> Result<(u32, u32), String> {
     let mut tx = connect(http).await?;
-    let mut lat = Vec::with_capacity(SEQUENTIAL);
-    for i in 0..SEQUENTIAL {
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n {
         let body = format!(r#"{{"Name":"p{tag}{i}","Rules":"agent {{ policy = \"read\" }}"}}"#);
         let t = Instant::now();
         let (status, b) = send(
@@ -197,8 +231,13 @@ async fn sequential(http: SocketAddr, token: &str, tag: &str) -> Result<(u32, u3
 }
 
 /// Job registrations per second from `CONCURRENCY` connections.
-async fn throughput(http: SocketAddr, token: &str, tag: &str) -> Result<f64, String> {
-    let deadline = Instant::now() + LOAD;
+async fn throughput(
+    http: SocketAddr,
+    token: &str,
+    tag: &str,
+    load: Duration,
+) -> Result<f64, String> {
+    let deadline = Instant::now() + load;
     let mut tasks = Vec::new();
     for c in 0..CONCURRENCY {
         let token = token.to_string();
@@ -226,28 +265,30 @@ async fn throughput(http: SocketAddr, token: &str, tag: &str) -> Result<f64, Str
     }
     if total == 0 {
         return Err(format!(
-            "job registrations through {http}: none completed in {LOAD:?}, no figure produced"
+            "job registrations through {http}: none completed in {load:?}, no figure produced"
         ));
     }
     Ok(total as f64 / started.elapsed().as_secs_f64())
 }
 
-/// `xtask raft-bench-run`: the measurement itself (release build).
-pub fn raft_bench_run() -> Result<(), String> {
-    let bin = target_dir().join("release").join("caravan");
+/// `xtask raft-bench-run [--smoke]`: the measurement itself (release build), or with `--smoke` a
+/// brief pass from the debug build that checks the code runs and measures nothing.
+pub fn raft_bench_run(smoke: bool) -> Result<(), String> {
+    let scale = if smoke { SMOKE } else { MEASURE };
+    let bin = target_dir().join(scale.profile).join("caravan");
     let root = std::env::temp_dir().join(format!("caravan-raft-bench-{}", std::process::id()));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let result = rt.block_on(async {
+    let result: Result<(), String> = rt.block_on(async {
         // Baseline: one server, the same writes, no replication.
         let mut single = vec![Server::new(&root.join("single"), 0)?];
         single[0].start(&bin, 0, 1, None)?;
         agreed(&single, Duration::from_secs(20)).await?;
         let token = bootstrap_acl(single[0].http).await?;
-        let (b50, b99) = sequential(single[0].http, &token, "w").await?;
-        let btp = throughput(single[0].http, &token, "w").await?;
+        let (b50, b99) = sequential(single[0].http, &token, "w", scale.sequential).await?;
+        let btp = throughput(single[0].http, &token, "w", scale.load).await?;
         drop(single);
 
         let mut servers = Vec::new();
@@ -261,9 +302,12 @@ pub fn raft_bench_run() -> Result<(), String> {
         let leader = agreed(&servers, Duration::from_secs(30)).await?;
         let token = bootstrap_acl(servers[leader].http).await?;
         let follower = (leader + 1) % 3;
-        let (l50, l99) = sequential(servers[leader].http, &token, "l").await?;
-        let (f50, f99) = sequential(servers[follower].http, &token, "f").await?;
-        let tp = throughput(servers[leader].http, &token, "t").await?;
+        let (l50, l99) = sequential(servers[leader].http, &token, "l", scale.sequential).await?;
+        let (f50, f99) = sequential(servers[follower].http, &token, "f", scale.sequential).await?;
+        let tp = throughput(servers[leader].http, &token, "t", scale.load).await?;
+        if smoke {
+            println!("smoke run (debug build, tiny counts): these figures are not measurements");
+        }
         println!("writes through Raft, 3 local servers, durable logs (redb, fsync); single server in the same run as baseline");
         println!("{:<44} {:>9} {:>9}", "sequential ACL policy writes", "p50 µs", "p99 µs");
         println!("{:<44} {b50:>9} {b99:>9}", "single server (baseline)");
@@ -276,12 +320,13 @@ pub fn raft_bench_run() -> Result<(), String> {
             verdict(l50 <= 5000)
         );
         println!(
-            "job registrations, {CONCURRENCY} connections, {LOAD:?}: single {btp:.0}/s, 3 servers {tp:.0}/s (ratio {:.2})",
+            "job registrations, {CONCURRENCY} connections, {:?}: single {btp:.0}/s, 3 servers {tp:.0}/s (ratio {:.2})",
+            scale.load,
             tp / btp
         );
 
         let mut failovers = Vec::new();
-        for _ in 0..FAILOVERS {
+        for _ in 0..scale.failovers {
             let leader = agreed(&servers, Duration::from_secs(30)).await?;
             let killed = Instant::now();
             servers[leader].proc = None; // kill -9 (Proc's drop)
@@ -296,12 +341,21 @@ pub fn raft_bench_run() -> Result<(), String> {
         }
         let med = median(failovers.clone());
         println!(
-            "failover (kill -9 → survivors agree on a new leader): median {:.2} s over {FAILOVERS} (target ≤ 5 s: {})",
+            "failover (kill -9 → survivors agree on a new leader): median {:.2} s over {} (target ≤ 5 s: {})",
             med.as_secs_f64(),
+            scale.failovers,
             verdict(med <= Duration::from_secs(5))
         );
         Ok(())
     });
-    let _ = std::fs::remove_dir_all(&root);
-    result
+    match result {
+        Ok(()) => {
+            let _ = std::fs::remove_dir_all(&root);
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "{e} (server logs kept in {}/*/agent.log)",
+            root.display()
+        )),
+    }
 }
