@@ -965,3 +965,67 @@ fn uuid_like() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos())
 }
+
+/// With no workers on the leader, every evaluation is taken from its broker by a follower's
+/// workers over `Eval.Dequeue`/`Eval.Ack` and placed through the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_workers_place_jobs_through_the_leaders_broker() {
+    let servers = cluster(3).await;
+    let all: Vec<usize> = (0..3).collect();
+    let leader = agreed_leader(&servers, &all, Duration::from_secs(30)).await;
+    let mgmt = bootstrap(servers[leader].agent()).await;
+    let none = json!({"num_schedulers": 0, "enabled_schedulers": ["service", "_core"]});
+    let r = send(
+        servers[leader].agent(),
+        "PUT",
+        "/v1/agent/schedulers/config",
+        Some(&mgmt),
+        none,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let workers = get_json(servers[leader].agent(), "/v1/agent/schedulers", &mgmt).await;
+    assert_eq!(workers["schedulers"], json!([]), "{workers}");
+    eventually(Duration::from_secs(20), "three client nodes", async || {
+        let nodes = get_json(servers[leader].agent(), "/v1/nodes", &mgmt).await;
+        match nodes.as_array().map(Vec::len) {
+            Some(3) => Ok(()),
+            _ => Err(format!("nodes {nodes}")),
+        }
+    })
+    .await;
+    let r = send(
+        servers[leader].agent(),
+        "POST",
+        "/v1/jobs",
+        Some(&mgmt),
+        job("remote"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let eval_id = r.json()["EvalID"].as_str().unwrap_or_default().to_string();
+    let leader_agent = servers[leader].agent();
+    eventually(
+        Duration::from_secs(20),
+        "the job placed by a follower's worker",
+        async || {
+            let e = get_json(leader_agent, &format!("/v1/evaluation/{eval_id}"), &mgmt).await;
+            let allocs = get_json(leader_agent, "/v1/job/remote/allocations", &mgmt).await;
+            let running = allocs
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|a| a["DesiredStatus"] == "run")
+                .count();
+            if e["Status"] == "complete" && running == 1 {
+                Ok(())
+            } else {
+                Err(format!("evaluation {e}, allocations {allocs}"))
+            }
+        },
+    )
+    .await;
+    // Still no worker on the leader: the placement came from elsewhere.
+    let workers = get_json(servers[leader].agent(), "/v1/agent/schedulers", &mgmt).await;
+    assert_eq!(workers["schedulers"], json!([]), "{workers}");
+}
