@@ -215,7 +215,7 @@ async fn write(servers: &[Server], i: usize, mgmt: &str) -> Result<Written, Stri
         .find(|&k| servers[k].agent.is_some())
         .expect("a running server");
     let agent = servers[target].agent();
-    let r = if i % 2 == 0 {
+    let r = if i.is_multiple_of(2) {
         let body = json!({"Name": format!("t{i}"), "Type": "client", "Policies": ["p"]});
         send(agent, "POST", "/v1/acl/token", Some(mgmt), body).await
     } else {
@@ -231,7 +231,7 @@ async fn write(servers: &[Server], i: usize, mgmt: &str) -> Result<Written, Stri
     if r.status != 200 {
         return Err(format!("s{target}: {} {}", r.status, r.text()));
     }
-    Ok(if i % 2 == 0 {
+    Ok(if i.is_multiple_of(2) {
         Written::Token(
             r.json()["AccessorID"]
                 .as_str()
