@@ -147,5 +147,20 @@ pub fn sim_run(args: &[String]) -> Result<(), String> {
         "wall time:                  {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    Ok(())
+    // A figure the run could not produce is an error; a target missed is only printed.
+    let mut missing = Vec::new();
+    if matches!(bootstrap, Bootstrap::Join { .. }) && r.converge.is_none() {
+        missing.push("initial convergence");
+    }
+    if r.join_known_by_all.is_none() {
+        missing.push("join known by all");
+    }
+    if r.crash_known_by_all.is_none() {
+        missing.push("crash known by all");
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("figures not produced: {}", missing.join(", ")))
+    }
 }
