@@ -194,6 +194,11 @@ async fn wait_pause(agent: &Agent, token: &str, leader: bool) {
     .await
 }
 
+/// Registers `job(id)` with `token`.
+async fn register_job(agent: &Agent, token: &str, id: &str) -> Resp {
+    send(agent, "POST", "/v1/jobs", Some(token), job(id)).await
+}
+
 fn job(id: &str) -> Value {
     json!({"Job": {"ID": id, "Type": "service", "Datacenters": ["dc1"], "TaskGroups": [
         {"Name": "g", "Count": 1, "Tasks": [
@@ -219,14 +224,7 @@ async fn write(servers: &[Server], i: usize, mgmt: &str) -> Result<Written, Stri
         let body = json!({"Name": format!("t{i}"), "Type": "client", "Policies": ["p"]});
         send(agent, "POST", "/v1/acl/token", Some(mgmt), body).await
     } else {
-        send(
-            agent,
-            "POST",
-            "/v1/jobs",
-            Some(mgmt),
-            job(&format!("job-{i}")),
-        )
-        .await
+        register_job(agent, mgmt, &format!("job-{i}")).await
     };
     if r.status != 200 {
         return Err(format!("s{target}: {} {}", r.status, r.text()));
@@ -590,26 +588,12 @@ async fn five_servers_minority_cut_off_refuses_writes() {
 
     // The majority keeps accepting writes, through any of its servers.
     for (k, &i) in majority.iter().enumerate() {
-        let r = send(
-            servers[i].agent(),
-            "POST",
-            "/v1/jobs",
-            Some(&mgmt),
-            job(&format!("majority-{k}")),
-        )
-        .await;
+        let r = register_job(servers[i].agent(), &mgmt, &format!("majority-{k}")).await;
         assert_eq!(r.status, 200, "majority write on s{i}: {}", r.text());
     }
     // The minority refuses, with a clear error (after at most the write timeout).
     for &i in &minority {
-        let r = send(
-            servers[i].agent(),
-            "POST",
-            "/v1/jobs",
-            Some(&mgmt),
-            job("minority"),
-        )
-        .await;
+        let r = register_job(servers[i].agent(), &mgmt, "minority").await;
         assert_eq!(r.status, 500, "minority write on s{i}: {}", r.text());
         assert!(
             r.text().contains("No cluster leader") || r.text().contains("rpc error"),
@@ -706,14 +690,7 @@ async fn force_leave_prune_removes_a_dead_server_from_raft() {
         }
     })
     .await;
-    let r = send(
-        servers[leader].agent(),
-        "POST",
-        "/v1/jobs",
-        Some(&mgmt),
-        job("after-prune"),
-    )
-    .await;
+    let r = register_job(servers[leader].agent(), &mgmt, "after-prune").await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
@@ -803,7 +780,7 @@ async fn a_server_claimed_in_gossip_is_not_a_voter_until_it_answers_as_itself() 
         !list.iter().any(|p| p.ends_with(&format!(":{nobody}"))),
         "{list:?}"
     );
-    let r = send(lead, "POST", "/v1/jobs", Some(&mgmt), job("after-claim")).await;
+    let r = register_job(lead, &mgmt, "after-claim").await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
@@ -839,14 +816,7 @@ async fn follower_reads_are_consistent_unless_stale_and_block_on_index() {
     // A default read through a follower sees every write acknowledged before it started.
     for k in 0..10 {
         let id = format!("seen-{k}");
-        let w = send(
-            servers[leader].agent(),
-            "POST",
-            "/v1/jobs",
-            Some(&mgmt),
-            job(&id),
-        )
-        .await;
+        let w = register_job(servers[leader].agent(), &mgmt, &id).await;
         assert_eq!(w.status, 200, "{}", w.text());
         let r = get(f, format!("/v1/job/{id}")).await;
         assert_eq!(
@@ -866,14 +836,7 @@ async fn follower_reads_are_consistent_unless_stale_and_block_on_index() {
     let blocked = get(f, format!("/v1/jobs?index={index}&wait=30s"));
     let write = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let w = send(
-            servers[leader].agent(),
-            "POST",
-            "/v1/jobs",
-            Some(&mgmt),
-            job("wakes"),
-        )
-        .await;
+        let w = register_job(servers[leader].agent(), &mgmt, "wakes").await;
         assert_eq!(w.status, 200, "{}", w.text());
         Instant::now()
     };
@@ -912,14 +875,7 @@ async fn follower_reads_are_consistent_unless_stale_and_block_on_index() {
         "a write the cut follower misses",
         async || {
             let id = format!("unseen-{}", uuid_like());
-            let w = send(
-                servers[leader].agent(),
-                "POST",
-                "/v1/jobs",
-                Some(&mgmt),
-                job(&id),
-            )
-            .await;
+            let w = register_job(servers[leader].agent(), &mgmt, &id).await;
             if w.status != 200 {
                 return Err(w.text());
             }
@@ -994,14 +950,7 @@ async fn followers_workers_place_jobs_through_the_leaders_broker() {
         }
     })
     .await;
-    let r = send(
-        servers[leader].agent(),
-        "POST",
-        "/v1/jobs",
-        Some(&mgmt),
-        job("remote"),
-    )
-    .await;
+    let r = register_job(servers[leader].agent(), &mgmt, "remote").await;
     assert_eq!(r.status, 200, "{}", r.text());
     let eval_id = r.json()["EvalID"].as_str().unwrap_or_default().to_string();
     let leader_agent = servers[leader].agent();
