@@ -1,5 +1,7 @@
 //! Operator subcommands against a running agent.
 
+use serde_json::{Value, json};
+
 use crate::support::{Agent, cli, run_caravan, stdout_ok};
 
 #[tokio::test]
@@ -66,4 +68,75 @@ async fn server_members_join_force_leave() {
     let out = cli(a.http, &["server", "join", "127.0.0.1:1"], &[]).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("Error joining: "));
+}
+
+#[tokio::test]
+async fn operator_snapshot_save_and_restore() {
+    use std::os::unix::fs::PermissionsExt;
+    let agent = Agent::dev("acl {\n  enabled = true\n}\n").await;
+    let boot = crate::support::send(&agent, "POST", "/v1/acl/bootstrap", None, Value::Null).await;
+    assert_eq!(boot.status, 200, "{}", boot.text());
+    let mgmt = boot.json()["SecretID"].as_str().unwrap().to_string();
+    let env = [("NOMAD_TOKEN", mgmt.as_str())];
+    let dir = crate::support::Scratch::new();
+    let file = dir.0.join("state.snap");
+    let path = file.to_str().unwrap();
+    let policy = |name: &str| json!({"Name": name, "Description": "", "Rules": "agent { policy = \"read\" }"});
+    let put = |name: &'static str| {
+        let body = policy(name);
+        let mgmt = mgmt.clone();
+        let agent = &agent;
+        async move {
+            let path = format!("/v1/acl/policy/{name}");
+            let r = crate::support::send(agent, "POST", &path, Some(&mgmt), body).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+    };
+    put("before").await;
+
+    let out = cli(agent.http, &["operator", "snapshot", "save", path], &env).await;
+    assert_eq!(stdout_ok(&out), format!("State file written to {path}\n"));
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the snapshot holds every secret");
+    put("after").await;
+
+    // Without a token both are refused with the agent's answer.
+    for args in [
+        ["operator", "snapshot", "save", path],
+        ["operator", "snapshot", "restore", path],
+    ] {
+        let out = cli(agent.http, &args, &[]).await;
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("Unexpected response code: 403"), "{stderr}");
+    }
+    // A file that is not a snapshot is refused and changes nothing.
+    let junk = dir.write("junk.snap", "not a snapshot");
+    let out = cli(
+        agent.http,
+        &["operator", "snapshot", "restore", &junk],
+        &env,
+    )
+    .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("400 (bad snapshot"), "{stderr}");
+
+    let out = cli(agent.http, &["operator", "snapshot", "restore", path], &env).await;
+    assert_eq!(stdout_ok(&out), "Snapshot Restored\n");
+    let policies =
+        crate::support::send(&agent, "GET", "/v1/acl/policies", Some(&mgmt), Value::Null)
+            .await
+            .json();
+    let names: Vec<&str> = policies
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["Name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["before"],
+        "the policy written after the save is gone"
+    );
 }

@@ -62,6 +62,31 @@ pub enum OperatorCommand {
     /// Scheduler worker configuration.
     #[command(subcommand)]
     Scheduler(SchedulerCommand),
+    /// Save or restore the replicated state (management token).
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+/// `caravan operator snapshot ...`.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Write a consistent snapshot of the replicated state to FILE (mode 0600: it holds every
+    /// ACL secret).
+    Save {
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Where to write it.
+        file: std::path::PathBuf,
+    },
+    /// Replace the replicated state with the snapshot in FILE.
+    Restore {
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The snapshot `save` wrote.
+        file: std::path::PathBuf,
+    },
 }
 
 /// `caravan operator scheduler ...`.

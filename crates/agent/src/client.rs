@@ -11,6 +11,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::cli::{
     AclCommand, AclPolicyCommand, AclTokenCommand, ClientArgs, SchedulerCommand, ServerCommand,
+    SnapshotCommand,
 };
 
 /// The default agent address.
@@ -404,6 +405,73 @@ async fn stream_monitor(args: &ClientArgs, path: &str) -> Result<(), String> {
         pending.drain(..consumed);
     }
     Ok(())
+}
+
+/// The most a snapshot file may hold to be sent (the HTTP API takes request bodies up to 1 MiB).
+const MAX_SNAPSHOT_FILE: u64 = 1 << 20;
+
+/// `caravan operator snapshot save FILE | restore FILE`, as Nomad's.
+pub fn snapshot(cmd: SnapshotCommand) -> ExitCode {
+    const PATH: &str = "/v1/operator/snapshot";
+    match cmd {
+        SnapshotCommand::Save { client, file } => {
+            let bytes = match call_ok(&client, "GET", PATH, "Failed to get snapshot file") {
+                Ok(b) => b,
+                Err(code) => return code,
+            };
+            if let Err(e) = write_private(&file, &bytes) {
+                eprintln!("Failed to write snapshot file {}: {e}", file.display());
+                return ExitCode::from(1);
+            }
+            println!("State file written to {}", file.display());
+            ExitCode::SUCCESS
+        }
+        SnapshotCommand::Restore { client, file } => {
+            let bytes = match read_bounded(&file, MAX_SNAPSHOT_FILE) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("Failed to read snapshot file {}: {e}", file.display());
+                    return ExitCode::from(1);
+                }
+            };
+            match call_ok_with(&client, "PUT", PATH, bytes, "Failed to restore snapshot") {
+                Ok(_) => {
+                    println!("Snapshot Restored");
+                    ExitCode::SUCCESS
+                }
+                Err(code) => code,
+            }
+        }
+    }
+}
+
+/// Writes `bytes` to a new or truncated file readable by this user only (0600).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options.open(path)?;
+    // An existing file keeps its mode through `open`: narrow it too.
+    #[cfg(unix)]
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// Reads a whole file, refusing one over `max` bytes.
+fn read_bounded(path: &std::path::Path, max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    f.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > max {
+        return Err(format!("larger than {max} bytes"));
+    }
+    Ok(bytes)
 }
 
 /// `caravan operator scheduler get-config | set-config`.

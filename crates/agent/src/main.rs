@@ -54,6 +54,7 @@ fn main() -> ExitCode {
         Command::Server(cmd) => client::server(cmd),
         Command::Acl(cmd) => client::acl(cmd),
         Command::Operator(cli::OperatorCommand::Scheduler(cmd)) => client::scheduler(cmd),
+        Command::Operator(cli::OperatorCommand::Snapshot(cmd)) => client::snapshot(cmd),
         Command::Monitor {
             client,
             log_level,
