@@ -140,3 +140,31 @@ async fn operator_snapshot_save_and_restore() {
         "the policy written after the save is gone"
     );
 }
+
+#[tokio::test]
+async fn operator_raft_list_peers() {
+    let agent = Agent::dev("acl {\n  enabled = true\n}\n").await;
+    let boot = crate::support::send(&agent, "POST", "/v1/acl/bootstrap", None, Value::Null).await;
+    let mgmt = boot.json()["SecretID"].as_str().unwrap().to_string();
+    let out = cli(
+        agent.http,
+        &["operator", "raft", "list-peers"],
+        &[("NOMAD_TOKEN", &mgmt)],
+    )
+    .await;
+    let text = stdout_ok(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("Node"), "{text}");
+    let cells: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(cells.len(), 6, "{text}");
+    assert_eq!(&cells[3..], ["leader", "true", "3"], "{text}");
+    // operator:read is needed.
+    let out = cli(agent.http, &["operator", "raft", "list-peers"], &[]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("Failed to retrieve raft configuration: Unexpected response code: 403"),
+        "{stderr}"
+    );
+}

@@ -930,6 +930,24 @@ async fn followers_workers_place_jobs_through_the_leaders_broker() {
     let all: Vec<usize> = (0..3).collect();
     let leader = agreed_leader(&servers, &all, Duration::from_secs(30)).await;
     let mgmt = bootstrap(servers[leader].agent()).await;
+    // Every server sees the same configuration: three voters, one of them the leader.
+    for s in &servers {
+        let c = get_json(s.agent(), "/v1/operator/raft/configuration", &mgmt).await;
+        let list = c["Servers"].as_array().cloned().unwrap_or_default();
+        let nodes: BTreeSet<&str> = list.iter().filter_map(|p| p["Node"].as_str()).collect();
+        assert_eq!(
+            nodes,
+            BTreeSet::from(["s0.global", "s1.global", "s2.global"]),
+            "{c}"
+        );
+        let leaders: Vec<&str> = list
+            .iter()
+            .filter(|p| p["Leader"] == true)
+            .filter_map(|p| p["Address"].as_str())
+            .collect();
+        assert_eq!(leaders, [servers[leader].rpc().as_str()], "{c}");
+        assert!(list.iter().all(|p| p["Voter"] == true), "{c}");
+    }
     let none = json!({"num_schedulers": 0, "enabled_schedulers": ["service", "_core"]});
     let r = send(
         servers[leader].agent(),

@@ -693,6 +693,32 @@ impl AgentApi for Agent {
         self.with_acl(read)
     }
 
+    fn raft_configuration(&self) -> Result<caravan_http::dto::RaftConfigurationDto, ReadError> {
+        let c = self.cluster.as_ref().ok_or(ReadError::NoServer)?;
+        let status = c.raft().status();
+        let leader = status.leader.as_ref().map(|(id, _)| *id);
+        let servers = servers_in(&self.gossip_members(), &self.config.region);
+        let servers = status
+            .voters
+            .iter()
+            .map(|(&raft, addr)| {
+                let known = servers.iter().find(|s| raft_id(&s.id) == raft);
+                caravan_http::dto::RaftServerDto {
+                    id: known.map_or_else(|| format!("{raft:016x}"), |s| s.id.clone()),
+                    node: known.map(|s| s.name.clone()).unwrap_or_default(),
+                    address: addr.clone(),
+                    leader: leader == Some(raft),
+                    voter: true,
+                    raft_protocol: "3".into(),
+                }
+            })
+            .collect();
+        Ok(caravan_http::dto::RaftConfigurationDto {
+            servers,
+            index: status.configuration_index,
+        })
+    }
+
     async fn snapshot_save(&self) -> Result<Indexed<Vec<u8>>, ReadError> {
         let c = self.cluster.as_ref().ok_or(ReadError::NoServer)?;
         c.save().await.map_err(read_error)

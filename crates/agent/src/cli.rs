@@ -65,6 +65,17 @@ pub enum OperatorCommand {
     /// Save or restore the replicated state (management token).
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Raft commands.
+    #[command(subcommand)]
+    Raft(RaftCommand),
+}
+
+/// `caravan operator raft ...`.
+#[derive(Debug, Subcommand)]
+pub enum RaftCommand {
+    /// List the servers of the Raft configuration (`operator:read`).
+    #[command(name = "list-peers")]
+    ListPeers(ClientArgs),
 }
 
 /// `caravan operator snapshot ...`.

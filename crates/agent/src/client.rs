@@ -579,7 +579,12 @@ pub fn render_members(members: &serde_json::Value, leader_addr: &str) -> String 
             tag("region"),
         ]);
     }
-    let widths: Vec<usize> = (0..9)
+    columnize(&rows)
+}
+
+/// Rows as left-aligned columns two spaces apart, as Go's `columnize` prints Nomad's tables.
+fn columnize<const N: usize>(rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
         .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
@@ -593,6 +598,47 @@ pub fn render_members(members: &serde_json::Value, leader_addr: &str) -> String 
         out.push('\n');
     }
     out
+}
+
+/// `caravan operator raft list-peers`: Nomad's table of the Raft configuration.
+pub fn raft_list_peers(client: &ClientArgs) -> ExitCode {
+    let path = "/v1/operator/raft/configuration";
+    let bytes = match call_ok(client, "GET", path, "Failed to retrieve raft configuration") {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    let config: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("Failed to retrieve raft configuration: invalid JSON: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    print!("{}", render_peers(&config));
+    ExitCode::SUCCESS
+}
+
+/// Nomad's `operator raft list-peers` table.
+pub fn render_peers(config: &serde_json::Value) -> String {
+    let mut rows =
+        vec![["Node", "ID", "Address", "State", "Voter", "RaftProtocol"].map(str::to_string)];
+    for s in config["Servers"].as_array().into_iter().flatten() {
+        let text = |k: &str| s[k].as_str().unwrap_or_default().to_string();
+        let state = if s["Leader"] == true {
+            "leader"
+        } else {
+            "follower"
+        };
+        rows.push([
+            text("Node"),
+            text("ID"),
+            text("Address"),
+            state.to_string(),
+            (s["Voter"] == true).to_string(),
+            text("RaftProtocol"),
+        ]);
+    }
+    columnize(&rows)
 }
 
 /// `section\n  key = value\n` for every stats section, sorted.
@@ -627,6 +673,20 @@ mod tests {
         assert_eq!(
             render_stats(&v),
             "client\n  x = y\nruntime\n  a = 1\n  b = 2\n"
+        );
+    }
+
+    #[test]
+    fn renders_raft_peers_as_nomad() {
+        let v = serde_json::json!({"Index": 7, "Servers": [
+            {"ID": "id-a", "Node": "a.global", "Address": "127.0.0.1:4647", "Leader": true, "Voter": true, "RaftProtocol": "3"},
+            {"ID": "id-bb", "Node": "bb.global", "Address": "127.0.0.1:14647", "Leader": false, "Voter": true, "RaftProtocol": "3"},
+        ]});
+        assert_eq!(
+            render_peers(&v),
+            "Node       ID     Address          State     Voter  RaftProtocol\n\
+             a.global   id-a   127.0.0.1:4647   leader    true   3\n\
+             bb.global  id-bb  127.0.0.1:14647  follower  true   3\n"
         );
     }
 }

@@ -55,6 +55,9 @@ fn main() -> ExitCode {
         Command::Acl(cmd) => client::acl(cmd),
         Command::Operator(cli::OperatorCommand::Scheduler(cmd)) => client::scheduler(cmd),
         Command::Operator(cli::OperatorCommand::Snapshot(cmd)) => client::snapshot(cmd),
+        Command::Operator(cli::OperatorCommand::Raft(cli::RaftCommand::ListPeers(c))) => {
+            client::raft_list_peers(&c)
+        }
         Command::Monitor {
             client,
             log_level,

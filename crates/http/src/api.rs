@@ -192,6 +192,12 @@ pub trait AgentApi: Send + Sync + 'static {
     /// enabled. `Err` carries the authentication failure text (`Permission denied`, …).
     fn resolve_token(&self, token: Option<&str>) -> Result<Acl, String>;
 
+    /// The Raft configuration this server knows (`/v1/operator/raft/configuration`). Agents
+    /// without a server answer [`ReadError::NoServer`].
+    fn raft_configuration(&self) -> Result<crate::dto::RaftConfigurationDto, ReadError> {
+        Err(ReadError::NoServer)
+    }
+
     /// The whole replicated state as the bytes `/v1/operator/snapshot` saves, read
     /// consistently, with the index and leader facts of the read. Agents without a server
     /// answer [`ReadError::NoServer`].

@@ -68,6 +68,35 @@ impl From<&Member> for MemberDto {
     }
 }
 
+/// One server of the Raft configuration (`/v1/operator/raft/configuration`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RaftServerDto {
+    /// Server ID.
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// Member name (`name.region`), empty when gossip has not told it.
+    pub node: String,
+    /// RPC address.
+    pub address: String,
+    /// Whether it leads.
+    pub leader: bool,
+    /// Whether it votes.
+    pub voter: bool,
+    /// Raft protocol version (`"3"`).
+    pub raft_protocol: String,
+}
+
+/// The Raft configuration, as Nomad's `Operator.RaftGetConfiguration` answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RaftConfigurationDto {
+    /// The servers.
+    pub servers: Vec<RaftServerDto>,
+    /// The log index of the configuration.
+    pub index: u64,
+}
+
 /// Build version facts (`config.Version`).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]

@@ -327,6 +327,16 @@ pub async fn snapshot<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
     }
 }
 
+/// `GET /v1/operator/raft/configuration` (`operator:read`).
+pub fn raft_configuration<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
+    if ctx.method != Method::GET {
+        return Err(ApiError::invalid_method());
+    }
+    require(agent, ctx, Acl::allow_operator_read)?;
+    let config = agent.raft_configuration().map_err(read_error)?;
+    Ok(response::json(&config, ctx.query.pretty()))
+}
+
 fn read_error(e: ReadError) -> ApiError {
     match e {
         ReadError::NoServer => {

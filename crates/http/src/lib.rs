@@ -232,6 +232,7 @@ impl<A: AgentApi> App<A> {
             Route::Allocation(id) => jobs::allocation(agent, ctx, &id).await,
             Route::Nodes => jobs::nodes(agent, ctx).await,
             Route::OperatorSnapshot => jobs::snapshot(agent, ctx).await,
+            Route::OperatorRaftConfiguration => jobs::raft_configuration(agent, ctx),
             Route::Node(id) => jobs::node(agent, ctx, &id).await,
             Route::StatusLeader => handlers::status_leader(agent, ctx).await,
             Route::StatusPeers => handlers::status_peers(agent, ctx).await,

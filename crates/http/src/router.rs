@@ -50,6 +50,8 @@ pub enum Route {
     Node(String),
     /// `/v1/operator/snapshot`: save (`GET`) or restore (`PUT`) the replicated state.
     OperatorSnapshot,
+    /// `/v1/operator/raft/configuration`.
+    OperatorRaftConfiguration,
     /// `/v1/status/leader`.
     StatusLeader,
     /// `/v1/status/peers`.
@@ -84,6 +86,7 @@ impl Route {
             "/v1/allocations" => Route::Allocations,
             "/v1/nodes" => Route::Nodes,
             "/v1/operator/snapshot" => Route::OperatorSnapshot,
+            "/v1/operator/raft/configuration" => Route::OperatorRaftConfiguration,
             "/v1/status/leader" => Route::StatusLeader,
             "/v1/status/peers" => Route::StatusPeers,
             "/v1/agent/keyring" => Route::Redirect("/v1/agent/keyring/"),
