@@ -168,3 +168,39 @@ async fn operator_raft_list_peers() {
         "{stderr}"
     );
 }
+
+#[test]
+fn config_validate_names_every_problem() {
+    let dir = crate::support::Scratch::new();
+    let good = dir.write(
+        "good.hcl",
+        "data_dir = \"/tmp/caravan-validate\"\nserver {\n  enabled = true\n}\n",
+    );
+    let out = run_caravan(&["config", "validate", &good], &[]);
+    assert_eq!(stdout_ok(&out), "Configuration is valid!\n");
+
+    let typo = dir.write("typo.hcl", "server {\n  bogus_key = 1\n}\n");
+    let broken = dir.write("broken.hcl", "server {\n");
+    let out = run_caravan(
+        &["config", "validate", &typo, &broken, "/nonexistent-dir"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(
+        lines[0].contains("typo.hcl") && lines[0].contains("bogus_key"),
+        "{stderr}"
+    );
+    assert!(lines[1].contains("broken.hcl"), "{stderr}");
+    assert!(lines[2].contains("/nonexistent-dir"), "{stderr}");
+    assert!(out.stdout.is_empty());
+
+    // Files that parse but do not resolve: the merged configuration's problem is named.
+    let no_dir = dir.write("no_dir.hcl", "client {\n  enabled = true\n}\n");
+    let out = run_caravan(&["config", "validate", &no_dir], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("data_dir"), "{stderr}");
+}

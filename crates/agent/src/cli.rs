@@ -36,6 +36,9 @@ pub enum Command {
     /// Operator commands.
     #[command(subcommand)]
     Operator(OperatorCommand),
+    /// Configuration file commands.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Stream the agent's logs.
     Monitor {
         /// Connection flags.
@@ -53,6 +56,18 @@ pub enum Command {
         /// Stream a server's logs (this agent's server name or ID).
         #[arg(long = "server-id")]
         server_id: Option<String>,
+    },
+}
+
+/// `caravan config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check configuration files and directories as the agent would load them (no agent is
+    /// started); every problem is named.
+    Validate {
+        /// Files or directories.
+        #[arg(required = true)]
+        paths: Vec<String>,
     },
 }
 

@@ -34,6 +34,54 @@ pub fn load(args: &AgentArgs) -> Result<AgentConfig, String> {
     AgentConfig::resolve(file, args.dev, &host_facts(), files).map_err(|e: CoreError| e.to_string())
 }
 
+/// `caravan config validate`: reads every file of `paths` (files, or directories' `.hcl` and
+/// `.json` files), merged as the agent would, and resolves them without starting anything.
+/// Returns every problem found: each file that cannot be read or parsed, then (when all parse)
+/// what resolving the merged configuration refuses.
+pub fn validate(paths: &[String]) -> Result<(), Vec<String>> {
+    let mut problems = Vec::new();
+    let mut tree = Value::Object(Default::default());
+    let mut files = Vec::new();
+    for path in paths {
+        let found = match config_files(path) {
+            Ok(found) => found,
+            Err(e) => {
+                problems.push(e);
+                continue;
+            }
+        };
+        for file in found {
+            let parsed = std::fs::read_to_string(&file)
+                .map_err(|e| format!("failed to read config file {file}: {e}"))
+                .and_then(|text| {
+                    parse_config(&file, &text, Format::from_path(&file)).map_err(|e| e.to_string())
+                });
+            match parsed {
+                Ok(source) => {
+                    merge_trees(&mut tree, source.tree);
+                    files.push(file);
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+    }
+    if problems.is_empty() {
+        let resolved = tree_to_file(&tree)
+            .map_err(|e| e.to_string())
+            .and_then(|file| {
+                AgentConfig::resolve(file, false, &host_facts(), files).map_err(|e| e.to_string())
+            });
+        if let Err(e) = resolved {
+            problems.push(e);
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
 /// A file, or the `.hcl` and `.json` files of a directory in lexical order.
 fn config_files(path: &str) -> Result<Vec<String>, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("failed to read config {path}: {e}"))?;

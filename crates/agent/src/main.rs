@@ -55,6 +55,18 @@ fn main() -> ExitCode {
         Command::Acl(cmd) => client::acl(cmd),
         Command::Operator(cli::OperatorCommand::Scheduler(cmd)) => client::scheduler(cmd),
         Command::Operator(cli::OperatorCommand::Snapshot(cmd)) => client::snapshot(cmd),
+        Command::Config(cli::ConfigCommand::Validate { paths }) => match load::validate(&paths) {
+            Ok(()) => {
+                println!("Configuration is valid!");
+                ExitCode::SUCCESS
+            }
+            Err(problems) => {
+                for p in problems {
+                    eprintln!("{p}");
+                }
+                ExitCode::from(1)
+            }
+        },
         Command::Operator(cli::OperatorCommand::Raft(cli::RaftCommand::ListPeers(c))) => {
             client::raft_list_peers(&c)
         }
