@@ -254,8 +254,74 @@ fn missing_key_file_is_a_clear_error() {
 /// chains to the CA but names a client agent may not make server-only calls.
 #[tokio::test]
 async fn rpc_roles_come_from_certificate_names() {
+    roles_follow_certificates(pki()).await;
+}
+
+/// The same checks with the CA and certificates `caravan tls ca create` and `caravan tls cert
+/// create -server|-client` wrote, as an operator would make them.
+#[tokio::test]
+async fn certificates_from_the_cli_give_the_roles() {
+    let dir = Scratch::new();
+    let caravan = |args: &[&str]| {
+        let out = std::process::Command::new(crate::support::caravan_bin())
+            .args(args)
+            .current_dir(&dir.0)
+            .output()
+            .expect("run caravan");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let said = caravan(&["tls", "ca", "create"]);
+    assert_eq!(
+        said,
+        "==> CA certificate saved to: nomad-agent-ca.pem\n==> CA certificate key saved to: nomad-agent-ca-key.pem\n"
+    );
+    let said = caravan(&["tls", "cert", "create", "-server"]);
+    assert!(
+        said.contains("==> Server Certificate: global-server-nomad.pem"),
+        "{said}"
+    );
+    caravan(&["tls", "cert", "create", "-client"]);
+    // Keys are the user's only; nothing is overwritten.
+    use std::os::unix::fs::PermissionsExt;
+    for key in [
+        "nomad-agent-ca-key.pem",
+        "global-server-nomad-key.pem",
+        "global-client-nomad-key.pem",
+    ] {
+        let mode = std::fs::metadata(dir.0.join(key))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{key}");
+    }
+    let again = std::process::Command::new(crate::support::caravan_bin())
+        .args(["tls", "cert", "create", "-server"])
+        .current_dir(&dir.0)
+        .output()
+        .expect("run caravan");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let path = |f: &str| dir.0.join(f).to_string_lossy().into_owned();
+    roles_follow_certificates(Pki {
+        ca: path("nomad-agent-ca.pem"),
+        cert: path("global-server-nomad.pem"),
+        key: path("global-server-nomad-key.pem"),
+        client_cert: path("global-client-nomad.pem"),
+        client_key: path("global-client-nomad-key.pem"),
+        dir,
+    })
+    .await;
+}
+
+/// A server certificate passes every door, a client certificate every door but server-only.
+async fn roles_follow_certificates(p: Pki) {
     use caravan_rpc::RpcError;
-    let p = pki();
     let hcl = format!("{}acl {{\n  enabled = true\n}}\n", tls_hcl(&p, false));
     let agent = Agent::start_tls(&hcl, &p.dir).await;
     let node = rpc_client(&p, &p.client_cert, &p.client_key);

@@ -39,6 +39,9 @@ pub enum Command {
     /// Configuration file commands.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// A private CA and the role certificates `tls.rpc` checks.
+    #[command(subcommand)]
+    Tls(TlsCommand),
     /// Stream the agent's logs.
     Monitor {
         /// Connection flags.
@@ -57,6 +60,78 @@ pub enum Command {
         #[arg(long = "server-id")]
         server_id: Option<String>,
     },
+}
+
+/// `caravan tls ...`.
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Certificate authority commands.
+    #[command(subcommand)]
+    Ca(TlsCaCommand),
+    /// Certificate commands.
+    #[command(subcommand)]
+    Cert(TlsCertCommand),
+}
+
+/// `caravan tls ca ...`.
+#[derive(Debug, Subcommand)]
+pub enum TlsCaCommand {
+    /// Create a CA: `<domain>-agent-ca.pem` and `<domain>-agent-ca-key.pem` here.
+    Create(CaArgs),
+}
+
+/// `caravan tls cert ...`.
+#[derive(Debug, Subcommand)]
+pub enum TlsCertCommand {
+    /// Create a certificate for a server, client or CLI, signed by the CA:
+    /// `<region>-<role>-<domain>.pem` and `-key.pem` here.
+    Create(CertArgs),
+}
+
+/// `caravan tls ca create` flags.
+#[derive(Debug, Args)]
+pub struct CaArgs {
+    /// Days the CA is valid.
+    #[arg(long, default_value_t = 1825)]
+    pub days: u32,
+    /// Domain of the certificates it signs.
+    #[arg(long, default_value = "nomad")]
+    pub domain: String,
+}
+
+/// `caravan tls cert create` flags.
+#[derive(Debug, Args)]
+pub struct CertArgs {
+    /// A server certificate (`server.<region>.<domain>`).
+    #[arg(long)]
+    pub server: bool,
+    /// A client certificate (`client.<region>.<domain>`).
+    #[arg(long)]
+    pub client: bool,
+    /// A CLI certificate (`cli.<region>.<domain>`).
+    #[arg(long)]
+    pub cli: bool,
+    /// The region in its name.
+    #[arg(long, default_value = "global")]
+    pub region: String,
+    /// The domain in its name.
+    #[arg(long, default_value = "nomad")]
+    pub domain: String,
+    /// The CA certificate.
+    #[arg(long, default_value = "nomad-agent-ca.pem")]
+    pub ca: String,
+    /// The CA key.
+    #[arg(long, default_value = "nomad-agent-ca-key.pem")]
+    pub key: String,
+    /// Days the certificate is valid.
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
+    /// Another DNS name for it; repeatable.
+    #[arg(long = "additional-dnsname")]
+    pub additional_dnsname: Vec<String>,
+    /// Another IP address for it; repeatable.
+    #[arg(long = "additional-ipaddress")]
+    pub additional_ipaddress: Vec<String>,
 }
 
 /// `caravan config ...`.

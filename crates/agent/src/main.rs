@@ -2,6 +2,7 @@
 //! to a running agent's HTTP API.
 
 mod agent;
+mod certs;
 mod cli;
 mod client;
 mod cluster;
@@ -55,6 +56,10 @@ fn main() -> ExitCode {
         Command::Acl(cmd) => client::acl(cmd),
         Command::Operator(cli::OperatorCommand::Scheduler(cmd)) => client::scheduler(cmd),
         Command::Operator(cli::OperatorCommand::Snapshot(cmd)) => client::snapshot(cmd),
+        Command::Tls(cli::TlsCommand::Ca(cli::TlsCaCommand::Create(a))) => certs::ca_create(&a),
+        Command::Tls(cli::TlsCommand::Cert(cli::TlsCertCommand::Create(a))) => {
+            certs::cert_create(&a)
+        }
         Command::Config(cli::ConfigCommand::Validate { paths }) => match load::validate(&paths) {
             Ok(()) => {
                 println!("Configuration is valid!");
