@@ -204,3 +204,76 @@ fn config_validate_names_every_problem() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("data_dir"), "{stderr}");
 }
+
+#[tokio::test]
+async fn job_run_status_stop_and_node_status() {
+    let agent = Agent::dev("").await;
+    let dir = crate::support::Scratch::new();
+    let file = dir.write(
+        "web.json",
+        &json!({"ID": "web", "Type": "service", "Datacenters": ["dc1"], "TaskGroups": [
+            {"Name": "g", "Count": 2, "Tasks": [
+                {"Name": "t", "Driver": "docker", "Resources": {"CPU": 10, "MemoryMB": 16}}]}]})
+        .to_string(),
+    );
+    let run = |args: Vec<String>| {
+        let http = agent.http;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cli(http, &args, &[]).await
+        }
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    let text = stdout_ok(&run(args(&["node", "status"])).await);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with("ID") && lines[1].ends_with("ready"),
+        "{text}"
+    );
+
+    let text = stdout_ok(&run(args(&["job", "run", &file])).await);
+    assert!(
+        text.starts_with("Job registration successful\nEvaluation ID: "),
+        "{text}"
+    );
+    let eval = text
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim_start_matches("Evaluation ID: ");
+    assert_eq!(eval.len(), 36, "{text}");
+
+    let text = stdout_ok(&run(args(&["job", "status"])).await);
+    assert!(text.lines().nth(1).unwrap().starts_with("web "), "{text}");
+
+    // The workers place it: two allocations to run.
+    let started = std::time::Instant::now();
+    loop {
+        let text = stdout_ok(&run(args(&["job", "status", "web"])).await);
+        assert!(text.starts_with("ID            = web\n"), "{text}");
+        if text.lines().filter(|l| l.contains(" run ")).count() == 2 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let text = stdout_ok(&run(args(&["job", "stop", "web"])).await);
+    assert!(text.starts_with("Evaluation ID: "), "{text}");
+    let text = stdout_ok(&run(args(&["job", "status", "web"])).await);
+    assert!(text.contains("Status        = dead\n"), "{text}");
+
+    // Errors name the problem and fail.
+    let out = run(args(&["job", "status", "nope"])).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("404 (job not found)"), "{stderr}");
+    let out = run(args(&["job", "run", "/nonexistent.json"])).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("Error reading job file"));
+}

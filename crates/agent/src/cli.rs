@@ -39,6 +39,12 @@ pub enum Command {
     /// Configuration file commands.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Job commands.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// Client node commands.
+    #[command(subcommand)]
+    Node(NodeCommand),
     /// A private CA and the role certificates `tls.rpc` checks.
     #[command(subcommand)]
     Tls(TlsCommand),
@@ -60,6 +66,49 @@ pub enum Command {
         #[arg(long = "server-id")]
         server_id: Option<String>,
     },
+}
+
+/// `caravan job ...`.
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Register the job in a JSON file (`{"Job": {...}}` or the job itself); prints its
+    /// evaluation's ID without waiting for it (Nomad's `-detach`).
+    Run {
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Accepted for Nomad compatibility; runs always return at once.
+        #[arg(long)]
+        detach: bool,
+        /// The job file (JSON).
+        file: std::path::PathBuf,
+    },
+    /// List jobs, or show one with its allocations.
+    Status {
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// A job ID.
+        id: Option<String>,
+    },
+    /// Stop a job; prints its evaluation's ID.
+    Stop {
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Accepted for Nomad compatibility; stops always return at once.
+        #[arg(long)]
+        detach: bool,
+        /// The job ID.
+        id: String,
+    },
+}
+
+/// `caravan node ...`.
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// List client nodes.
+    Status(ClientArgs),
 }
 
 /// `caravan tls ...`.

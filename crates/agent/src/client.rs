@@ -10,8 +10,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::cli::{
-    AclCommand, AclPolicyCommand, AclTokenCommand, ClientArgs, SchedulerCommand, ServerCommand,
-    SnapshotCommand,
+    AclCommand, AclPolicyCommand, AclTokenCommand, ClientArgs, JobCommand, SchedulerCommand,
+    ServerCommand, SnapshotCommand,
 };
 
 /// The default agent address.
@@ -598,6 +598,188 @@ fn columnize<const N: usize>(rows: &[[String; N]]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// A 200's body as JSON, or `what: error` printed and a failure.
+fn json_ok(
+    client: &ClientArgs,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+    what: &str,
+) -> Result<serde_json::Value, ExitCode> {
+    let bytes = call_ok_with(client, method, path, body, what)?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        eprintln!("{what}: invalid JSON: {e}");
+        ExitCode::from(1)
+    })
+}
+
+/// The first 8 characters of an ID, as Nomad's tables show them.
+fn short(id: &str) -> String {
+    id.chars().take(8).collect()
+}
+
+/// `caravan job run | status | stop`.
+pub fn job(cmd: JobCommand) -> ExitCode {
+    let done = match cmd {
+        JobCommand::Run { client, file, .. } => job_run(&client, &file),
+        JobCommand::Status { client, id: None } => job_list(&client),
+        JobCommand::Status {
+            client,
+            id: Some(id),
+        } => job_show(&client, &id),
+        JobCommand::Stop { client, id, .. } => {
+            let path = format!("/v1/job/{}", encode(&id));
+            json_ok(
+                &client,
+                "DELETE",
+                &path,
+                Vec::new(),
+                "Error deregistering job",
+            )
+            .map(|w| {
+                println!(
+                    "Evaluation ID: {}",
+                    w["EvalID"].as_str().unwrap_or_default()
+                );
+            })
+        }
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
+    }
+}
+
+fn job_run(client: &ClientArgs, file: &std::path::Path) -> Result<(), ExitCode> {
+    let fail = |e: String| {
+        eprintln!("Error reading job file {}: {e}", file.display());
+        ExitCode::from(1)
+    };
+    let bytes = read_bounded(file, MAX_SNAPSHOT_FILE).map_err(fail)?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| fail(format!("invalid JSON: {e}")))?;
+    let body = if value.get("Job").is_some() {
+        value
+    } else {
+        serde_json::json!({ "Job": value })
+    };
+    let w = json_ok(
+        client,
+        "POST",
+        "/v1/jobs",
+        body.to_string().into_bytes(),
+        "Error submitting job",
+    )?;
+    println!("Job registration successful");
+    println!(
+        "Evaluation ID: {}",
+        w["EvalID"].as_str().unwrap_or_default()
+    );
+    Ok(())
+}
+
+fn job_list(client: &ClientArgs) -> Result<(), ExitCode> {
+    let jobs = json_ok(client, "GET", "/v1/jobs", Vec::new(), "Error querying jobs")?;
+    let list = jobs.as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("No running jobs");
+        return Ok(());
+    }
+    let mut rows = vec![["ID", "Type", "Priority", "Status"].map(str::to_string)];
+    for j in &list {
+        let text = |k: &str| j[k].as_str().unwrap_or_default().to_string();
+        rows.push([
+            text("ID"),
+            text("Type"),
+            j["Priority"].to_string(),
+            text("Status"),
+        ]);
+    }
+    print!("{}", columnize(&rows));
+    Ok(())
+}
+
+fn job_show(client: &ClientArgs, id: &str) -> Result<(), ExitCode> {
+    let path = format!("/v1/job/{}", encode(id));
+    let j = json_ok(client, "GET", &path, Vec::new(), "Error querying job")?;
+    let allocs = json_ok(
+        client,
+        "GET",
+        &format!("{path}/allocations"),
+        Vec::new(),
+        "Error querying job allocations",
+    )?;
+    let text = |k: &str| j[k].as_str().unwrap_or_default().to_string();
+    let dcs: Vec<&str> = j["Datacenters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.as_str())
+        .collect();
+    println!("ID            = {}", text("ID"));
+    println!("Name          = {}", text("Name"));
+    println!("Type          = {}", text("Type"));
+    println!("Priority      = {}", j["Priority"]);
+    println!("Datacenters   = {}", dcs.join(","));
+    println!("Status        = {}", text("Status"));
+    println!();
+    println!("Allocations");
+    let mut rows = vec![["ID", "Node ID", "Task Group", "Desired", "Status"].map(str::to_string)];
+    for a in allocs.as_array().into_iter().flatten() {
+        let t = |k: &str| a[k].as_str().unwrap_or_default().to_string();
+        rows.push([
+            short(&t("ID")),
+            short(&t("NodeID")),
+            t("TaskGroup"),
+            t("DesiredStatus"),
+            t("ClientStatus"),
+        ]);
+    }
+    if rows.len() == 1 {
+        println!("No allocations placed");
+    } else {
+        print!("{}", columnize(&rows));
+    }
+    Ok(())
+}
+
+/// `caravan node status`: Nomad's table of client nodes.
+pub fn node_status(client: &ClientArgs) -> ExitCode {
+    let nodes = match json_ok(
+        client,
+        "GET",
+        "/v1/nodes",
+        Vec::new(),
+        "Error querying node status",
+    ) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let list = nodes.as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("No nodes registered");
+        return ExitCode::SUCCESS;
+    }
+    let mut rows = vec![["ID", "DC", "Name", "Class", "Eligibility", "Status"].map(str::to_string)];
+    for n in &list {
+        let t = |k: &str| n[k].as_str().unwrap_or_default().to_string();
+        let class = match t("NodeClass") {
+            c if c.is_empty() => "<none>".to_string(),
+            c => c,
+        };
+        rows.push([
+            short(&t("ID")),
+            t("Datacenter"),
+            t("Name"),
+            class,
+            t("SchedulingEligibility"),
+            t("Status"),
+        ]);
+    }
+    print!("{}", columnize(&rows));
+    ExitCode::SUCCESS
 }
 
 /// `caravan operator raft list-peers`: Nomad's table of the Raft configuration.

@@ -56,6 +56,8 @@ fn main() -> ExitCode {
         Command::Acl(cmd) => client::acl(cmd),
         Command::Operator(cli::OperatorCommand::Scheduler(cmd)) => client::scheduler(cmd),
         Command::Operator(cli::OperatorCommand::Snapshot(cmd)) => client::snapshot(cmd),
+        Command::Job(cmd) => client::job(cmd),
+        Command::Node(cli::NodeCommand::Status(c)) => client::node_status(&c),
         Command::Tls(cli::TlsCommand::Ca(cli::TlsCaCommand::Create(a))) => certs::ca_create(&a),
         Command::Tls(cli::TlsCommand::Cert(cli::TlsCertCommand::Create(a))) => {
             certs::cert_create(&a)
