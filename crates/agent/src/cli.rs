@@ -459,6 +459,7 @@ impl AgentArgs {
 /// Rewrites Go-style single-dash long flags (`-dev`, `-config=x`) to clap's `--dev`. Stops after
 /// `--`; leaves `-h`, `-` and negative numbers alone.
 pub fn go_style(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    let switches = boolean_flags();
     let mut out = Vec::new();
     let mut pass = false;
     for arg in args {
@@ -470,8 +471,46 @@ pub fn go_style(args: impl IntoIterator<Item = String>) -> Vec<String> {
         if arg == "--" {
             pass = true;
         }
-        out.push(if rewrite { format!("-{arg}") } else { arg });
+        let arg = if rewrite { format!("-{arg}") } else { arg };
+        // Go's flag package takes `-flag=true|false` for a boolean flag (strconv.ParseBool).
+        let switch = (!pass)
+            .then(|| arg.strip_prefix("--")?.split_once('='))
+            .flatten()
+            .filter(|(name, _)| switches.contains(*name));
+        match switch.map(|(name, value)| (name.to_string(), go_bool(value))) {
+            Some((name, Some(true))) => out.push(format!("--{name}")),
+            Some((_, Some(false))) => {}
+            _ => out.push(arg),
+        }
     }
+    out
+}
+
+/// Go's `strconv.ParseBool`.
+fn go_bool(text: &str) -> Option<bool> {
+    match text {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// The long names of every on/off flag of every subcommand.
+fn boolean_flags() -> std::collections::HashSet<String> {
+    fn walk(cmd: &clap::Command, out: &mut std::collections::HashSet<String>) {
+        for arg in cmd.get_arguments() {
+            if matches!(arg.get_action(), clap::ArgAction::SetTrue)
+                && let Some(long) = arg.get_long()
+            {
+                out.insert(long.to_string());
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, out);
+        }
+    }
+    let mut out = std::collections::HashSet::new();
+    walk(&<Cli as clap::CommandFactory>::command(), &mut out);
     out
 }
 
@@ -511,6 +550,48 @@ mod tests {
         assert_eq!(tree["client"]["servers"][1], "5.6.7.8");
         assert_eq!(tree["acl"]["enabled"], true);
         assert!(tree.get("server").is_none());
+    }
+
+    /// Go's `-flag=true|false` on boolean flags, with ParseBool's spellings.
+    #[test]
+    fn boolean_flags_take_go_values() {
+        let check = |args: &[&str], want: &[&str]| {
+            let args = args.iter().map(|s| s.to_string());
+            let got = go_style(args);
+            assert_eq!(got, want, "{want:?}");
+        };
+        check(&["c", "agent", "-dev=true"], &["c", "agent", "--dev"]);
+        check(&["c", "agent", "-dev=false"], &["c", "agent"]);
+        check(
+            &["c", "agent", "-dev=T", "-acl-enabled=0"],
+            &["c", "agent", "--dev"],
+        );
+        check(
+            &["c", "server", "force-leave", "-prune=1", "n"],
+            &["c", "server", "force-leave", "--prune", "n"],
+        );
+        // Not a boolean flag, or not a boolean value: left for clap to take or refuse.
+        check(
+            &["c", "agent", "-bind=true"],
+            &["c", "agent", "--bind=true"],
+        );
+        check(
+            &["c", "agent", "-dev=maybe"],
+            &["c", "agent", "--dev=maybe"],
+        );
+        check(
+            &["c", "x", "--", "-dev=true"],
+            &["c", "x", "--", "-dev=true"],
+        );
+        assert!(parse(&["caravan", "agent", "-dev=maybe"]).is_err());
+        let Ok(Cli {
+            command: Command::Agent(a),
+            ..
+        }) = parse(&["caravan", "agent", "-dev=false", "-acl-enabled=true"])
+        else {
+            panic!("not agent")
+        };
+        assert!(!a.dev && a.acl_enabled);
     }
 
     #[test]
