@@ -385,3 +385,52 @@ async fn roles_follow_certificates(p: Pki) {
         );
     }
 }
+
+/// The CLI reaches an https agent with Nomad's TLS variables, and refuses one it cannot verify.
+#[tokio::test]
+async fn the_cli_speaks_https_with_nomads_variables() {
+    let p = pki();
+    let agent = Agent::start_tls(&tls_hcl(&p, true), &p.dir).await;
+    let addr = format!("https://127.0.0.1:{}", agent.http.port());
+    let run = |env: Vec<(&'static str, String)>, flags: &'static [&'static str]| {
+        let addr = addr.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut args = vec!["agent-info"];
+                args.extend_from_slice(flags);
+                let mut env: Vec<(&str, &str)> =
+                    env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                env.push(("NOMAD_ADDR", &addr));
+                crate::support::run_caravan(&args, &env)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let with_cert = || {
+        vec![
+            ("NOMAD_CLIENT_CERT", p.client_cert.clone()),
+            ("NOMAD_CLIENT_KEY", p.client_key.clone()),
+        ]
+    };
+    let mut full = with_cert();
+    full.push(("NOMAD_CACERT", p.ca.clone()));
+    let out = run(full.clone(), &[]).await;
+    let text = crate::support::stdout_ok(&out);
+    assert!(text.contains("runtime\n"), "{text}");
+    // No CA to verify the agent with: refused, naming the TLS failure.
+    let out = run(with_cert(), &[]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("TLS handshake"), "{stderr}");
+    // ... unless told not to verify.
+    let out = run(with_cert(), &["-tls-skip-verify"]).await;
+    crate::support::stdout_ok(&out);
+    // The agent asks for a client certificate: without one the call fails.
+    let out = run(vec![("NOMAD_CACERT", p.ca.clone())], &[]).await;
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

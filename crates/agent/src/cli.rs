@@ -351,6 +351,21 @@ pub struct ClientArgs {
     /// The ACL token (default: $NOMAD_TOKEN or $CARAVAN_TOKEN).
     #[arg(long)]
     pub token: Option<String>,
+    /// CA certificate to verify an https agent with (default: $NOMAD_CACERT).
+    #[arg(long = "ca-cert")]
+    pub ca_cert: Option<String>,
+    /// Client certificate to present (default: $NOMAD_CLIENT_CERT).
+    #[arg(long = "client-cert")]
+    pub client_cert: Option<String>,
+    /// Client certificate's key (default: $NOMAD_CLIENT_KEY).
+    #[arg(long = "client-key")]
+    pub client_key: Option<String>,
+    /// Server name to verify instead of the address's host (default: $NOMAD_TLS_SERVER_NAME).
+    #[arg(long = "tls-server-name")]
+    pub tls_server_name: Option<String>,
+    /// Do not verify the agent's certificate (default: $NOMAD_SKIP_VERIFY).
+    #[arg(long = "tls-skip-verify")]
+    pub tls_skip_verify: bool,
 }
 
 /// `caravan agent` flags (see `shared/spec/agent-cli-config.md` §1).

@@ -47,12 +47,16 @@ fn build_request(
     let uri: hyper::Uri = format!("{}{path}", base.trim_end_matches('/'))
         .parse()
         .map_err(|e| format!("invalid address {base:?}: {e}"))?;
-    if uri.scheme_str() != Some("http") {
+    if !matches!(uri.scheme_str(), Some("http") | Some("https")) {
         return Err(format!(
-            "invalid address {base:?}: only http:// addresses are supported"
+            "invalid address {base:?}: only http:// and https:// addresses are supported"
         ));
     }
-    let mut req = hyper::Request::builder().method(method).uri(uri);
+    let host = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(hyper::header::HOST, host);
     if let Some(token) = args
         .token
         .clone()
@@ -64,6 +68,56 @@ fn build_request(
         .map_err(|e| format!("invalid request: {e}"))
 }
 
+/// Sends a request: plain HTTP through hyper's pooled client, `https://` over rustls with the
+/// CA, client certificate and server name of the flags or `NOMAD_*` environment.
+async fn send(
+    args: &ClientArgs,
+    req: hyper::Request<Full<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+    if req.uri().scheme_str() != Some("https") {
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        return client.request(req).await.map_err(|e| e.to_string());
+    }
+    let host = req
+        .uri()
+        .host()
+        .unwrap_or_default()
+        .trim_matches(['[', ']'])
+        .to_string();
+    let port = req.uri().port_u16().unwrap_or(443);
+    let tls = crate::tls::cli_client(&cli_tls(args))?;
+    let name = cli_tls(args).server_name.unwrap_or_else(|| host.clone());
+    let name = rustls_pki_types::ServerName::try_from(name)
+        .map_err(|e| format!("invalid TLS server name: {e}"))?;
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    sender.send_request(req).await.map_err(|e| e.to_string())
+}
+
+/// The CLI's TLS settings: flags first, then Nomad's environment variables.
+fn cli_tls(args: &ClientArgs) -> crate::tls::CliTls {
+    let pick = |flag: &Option<String>, env: &str| flag.clone().or_else(|| env_first(&[env]));
+    let skip_env = env_first(&["NOMAD_SKIP_VERIFY"])
+        .is_some_and(|v| matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"));
+    crate::tls::CliTls {
+        ca_cert: pick(&args.ca_cert, "NOMAD_CACERT"),
+        client_cert: pick(&args.client_cert, "NOMAD_CLIENT_CERT"),
+        client_key: pick(&args.client_key, "NOMAD_CLIENT_KEY"),
+        server_name: pick(&args.tls_server_name, "NOMAD_TLS_SERVER_NAME"),
+        skip_verify: args.tls_skip_verify || skip_env,
+    }
+}
+
 /// Sends one request and returns the status and body.
 pub async fn request(
     args: &ClientArgs,
@@ -73,10 +127,8 @@ pub async fn request(
 ) -> Result<(u16, Vec<u8>), String> {
     let base = address(args);
     let req = build_request(args, method, path, body)?;
-    let client = Client::builder(TokioExecutor::new()).build_http();
     let call = async {
-        let resp = client
-            .request(req)
+        let resp = send(args, req)
             .await
             .map_err(|e| format!("error querying agent at {base}: {e}"))?;
         let status = resp.status().as_u16();
@@ -363,9 +415,7 @@ async fn stream_monitor(args: &ClientArgs, path: &str) -> Result<(), String> {
     use std::io::Write as _;
     let base = address(args);
     let req = build_request(args, "GET", path, Vec::new())?;
-    let client = Client::builder(TokioExecutor::new()).build_http();
-    let resp = client
-        .request(req)
+    let resp = send(args, req)
         .await
         .map_err(|e| format!("error querying agent at {base}: {e}"))?;
     let status = resp.status().as_u16();

@@ -97,3 +97,103 @@ pub fn rpc_client(tls: &TlsConfig, region: &str) -> Result<RpcClientTls, String>
         server_name,
     })
 }
+
+/// What the CLI uses to reach an https agent (Nomad's `-ca-cert`, `-client-cert`,
+/// `-client-key`, `-tls-server-name`, `-tls-skip-verify` and their `NOMAD_*` variables).
+#[derive(Debug, Clone, Default)]
+pub struct CliTls {
+    /// CA to verify the agent with (else the certificate is checked against no root and fails,
+    /// unless `skip_verify`).
+    pub ca_cert: Option<String>,
+    /// Certificate to present.
+    pub client_cert: Option<String>,
+    /// Its key.
+    pub client_key: Option<String>,
+    /// Name to verify instead of the address's host.
+    pub server_name: Option<String>,
+    /// Accept any certificate (Nomad's `-tls-skip-verify`).
+    pub skip_verify: bool,
+}
+
+/// The CLI's rustls client configuration.
+pub fn cli_client(tls: &CliTls) -> Result<Arc<ClientConfig>, String> {
+    let provider = Arc::new(default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?;
+    let builder = if tls.skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+    } else {
+        let roots = match &tls.ca_cert {
+            Some(path) => roots(path).map_err(|e| e.replace("tls.ca_file", "CA certificate"))?,
+            None => RootCertStore::empty(),
+        };
+        builder.with_root_certificates(roots)
+    };
+    let config = match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), Some(key_file)) => builder
+            .with_client_auth_cert(certs(cert)?, key(key_file)?)
+            .map_err(|e| format!("tls: {e}"))?,
+        (None, None) => builder.with_no_client_auth(),
+        _ => return Err("a client certificate needs its key, and a key its certificate".into()),
+    };
+    Ok(Arc::new(config))
+}
+
+/// `-tls-skip-verify`: any certificate is taken; signatures are still checked.
+#[derive(Debug)]
+struct AnyCertificate(Arc<tokio_rustls::rustls::crypto::CryptoProvider>);
+
+impl tokio_rustls::rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<tokio_rustls::rustls::client::danger::ServerCertVerified, tokio_rustls::rustls::Error>
+    {
+        Ok(tokio_rustls::rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &tokio_rustls::rustls::DigitallySignedStruct,
+    ) -> Result<
+        tokio_rustls::rustls::client::danger::HandshakeSignatureValid,
+        tokio_rustls::rustls::Error,
+    > {
+        tokio_rustls::rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &tokio_rustls::rustls::DigitallySignedStruct,
+    ) -> Result<
+        tokio_rustls::rustls::client::danger::HandshakeSignatureValid,
+        tokio_rustls::rustls::Error,
+    > {
+        tokio_rustls::rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<tokio_rustls::rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
