@@ -245,3 +245,106 @@ async fn operator_snapshot_saves_and_restores_the_state() {
     let r = send("POST", "/v1/jobs", register("again")).await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// A snapshot saved on one cluster and restored on a fresh one gives the same jobs, ACL
+/// policies and tokens (the restoring agent's own bootstrap token is replaced by the saved ones).
+#[tokio::test]
+async fn a_snapshot_restores_into_a_fresh_cluster() {
+    let acl = "acl {\n  enabled = true\n}\n";
+    let (a, b) = (Agent::dev(acl).await, Agent::dev(acl).await);
+    let boot = |agent: &Agent| {
+        let http = agent.http;
+        async move {
+            let r = call(http, "POST", "/v1/acl/bootstrap", &[], Bytes::new())
+                .await
+                .unwrap();
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.json()["SecretID"].as_str().unwrap().to_string()
+        }
+    };
+    let (ta, tb) = (boot(&a).await, boot(&b).await);
+    let send = |agent: &Agent, token: &str, method: &'static str, path: String, body: Bytes| {
+        let http = agent.http;
+        let token = token.to_string();
+        async move {
+            call(
+                http,
+                method,
+                &path,
+                &[("X-Nomad-Token", token.as_str())],
+                body,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let policy = Bytes::from(r#"{"Name": "readers", "Rules": "agent { policy = \"read\" }"}"#);
+    let r = send(&a, &ta, "POST", "/v1/acl/policy/readers".into(), policy).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let token = Bytes::from(r#"{"Name": "r", "Type": "client", "Policies": ["readers"]}"#);
+    let r = send(&a, &ta, "POST", "/v1/acl/token".into(), token).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let reader = r.json()["SecretID"].as_str().unwrap().to_string();
+    let job_body = Bytes::from(job("web", "batch", 0, 1).to_string());
+    let r = send(&a, &ta, "POST", "/v1/jobs".into(), job_body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let saved = send(&a, &ta, "GET", "/v1/operator/snapshot".into(), Bytes::new()).await;
+    assert_eq!(saved.status, 200, "{}", saved.text());
+    let r = send(
+        &b,
+        &tb,
+        "PUT",
+        "/v1/operator/snapshot".into(),
+        Bytes::from(saved.body),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // The same policies, tokens and jobs, read with the saved management token.
+    let listing = |agent: &Agent, path: &'static str, key: &'static str| {
+        let ta = ta.clone();
+        let http = agent.http;
+        async move {
+            let r = call(
+                http,
+                "GET",
+                path,
+                &[("X-Nomad-Token", ta.as_str())],
+                Bytes::new(),
+            )
+            .await
+            .unwrap();
+            assert_eq!(r.status, 200, "{path}: {}", r.text());
+            let mut v: Vec<String> = r
+                .json()
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x[key].as_str().unwrap_or_default().to_string())
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    for (path, key) in [
+        ("/v1/acl/policies", "Name"),
+        ("/v1/acl/tokens", "AccessorID"),
+        ("/v1/jobs", "ID"),
+    ] {
+        assert_eq!(
+            listing(&a, path, key).await,
+            listing(&b, path, key).await,
+            "{path}"
+        );
+    }
+    // The saved tokens work on the fresh cluster; its own bootstrap token is gone.
+    let r = send(&b, &reader, "GET", "/v1/agent/self".into(), Bytes::new()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = send(&b, &tb, "GET", "/v1/jobs".into(), Bytes::new()).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    // And it keeps taking writes after the restore.
+    let more = Bytes::from(job("after", "batch", 0, 1).to_string());
+    let r = send(&b, &ta, "POST", "/v1/jobs".into(), more).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
