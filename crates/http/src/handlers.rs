@@ -202,7 +202,15 @@ pub async fn servers<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
 pub async fn members<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
     only(&ctx.method, &[Method::GET])?;
     ctx.query.check_generic()?;
-    require(agent, ctx, Acl::allow_node_read)?;
+    // Nomad resolves the token inside its members RPC, where every authentication failure (a
+    // malformed token included) is `Permission denied`.
+    require(agent, ctx, Acl::allow_node_read).map_err(|e| {
+        if e.status == http::StatusCode::FORBIDDEN {
+            ApiError::permission_denied()
+        } else {
+            e
+        }
+    })?;
     let members = agent
         .members(ctx.token.as_deref())
         .await
