@@ -344,18 +344,25 @@ async fn servers() {
     let r = agent
         .call(
             "POST",
-            &format!("/v1/agent/servers?address={dead}&address=not-a-host.invalid"),
+            &format!(
+                "/v1/agent/servers?address={dead}&address=not-a-host.invalid&address=127.0.0.1"
+            ),
             &[],
         )
         .await;
     assert_eq!(r.status, 400);
     let text = r.text();
     assert!(
-        text.starts_with("2 errors occurred:\n\t* Server at address "),
+        text.starts_with("3 errors occurred:\n\t* Server at address "),
         "{text}"
     );
     assert!(text.contains(&format!("{dead} failed ping")), "{text}");
-    assert!(text.contains("not-a-host.invalid failed ping"), "{text}");
+    // Addresses without a port are named with the default one, as Nomad does.
+    assert!(
+        text.contains("not-a-host.invalid:4647 failed ping"),
+        "{text}"
+    );
+    assert!(text.contains("127.0.0.1:4647 failed ping"), "{text}");
     assert_eq!(
         agent.get("/v1/agent/servers").await.json(),
         serde_json::json!([other.rpc.to_string()])

@@ -782,9 +782,10 @@ impl AgentApi for Agent {
         let checks = addresses.into_iter().map(|text| {
             let client = self.rpc.clone();
             async move {
+                let shown = with_default_port(&text);
                 let addrs = resolve(&text)
                     .await
-                    .map_err(|e| format!("Server at address {text} failed ping: {e}"))?;
+                    .map_err(|e| format!("Server at address {shown} failed ping: {e}"))?;
                 let mut last_err = String::new();
                 for addr in addrs {
                     match client.ping(addr, PING_TIMEOUT).await {
@@ -792,7 +793,7 @@ impl AgentApi for Agent {
                         Err(e) => last_err = e,
                     }
                 }
-                Err(format!("Server at address {text} failed ping: {last_err}"))
+                Err(format!("Server at address {shown} failed ping: {last_err}"))
             }
         });
         let results = futures_join_all(checks).await;
@@ -881,6 +882,19 @@ pub async fn resolve(text: &str) -> Result<Vec<SocketAddr>, String> {
         return Err(format!("failed to resolve {text:?}: no addresses"));
     }
     Ok(addrs)
+}
+
+/// A server address as Nomad names it in errors: with the default RPC port when none was given
+/// (`127.0.0.1` → `127.0.0.1:4647`, `::1` → `[::1]:4647`, `host` → `host:4647`).
+fn with_default_port(text: &str) -> String {
+    if let Ok(addr) = parse_host_port(text, DEFAULT_RPC_PORT) {
+        return addr.to_string();
+    }
+    if text.contains(':') {
+        text.to_string()
+    } else {
+        format!("{text}:{DEFAULT_RPC_PORT}")
+    }
 }
 
 /// A cluster read's failure over HTTP.
