@@ -107,6 +107,7 @@ fn ci() -> Result<(), String> {
     run("cargo", &["test", "--workspace", "--doc"])?;
     smoke_benches()?;
     foca_fork_tests()?;
+    embedder_check()?;
     run_examples()?;
     python_tests()
 }
@@ -149,6 +150,28 @@ fn foca_fork_tests() -> Result<(), String> {
             "--features",
             "std,postcard-codec",
             "--lib",
+        ],
+    )
+}
+
+/// A service embedding caravan-gossip from outside this workspace (`crates/gossip/embedder`, its
+/// own workspace, no `[patch]`) builds and runs: it calls `Foca::member_at`, which only Caravan's
+/// foca fork has, so it fails if caravan-gossip's dependencies ever resolve to stock foca. It gets
+/// the workspace's lock file (same versions, offline) and target directory.
+fn embedder_check() -> Result<(), String> {
+    let embedder = root().join("crates").join("gossip").join("embedder");
+    std::fs::copy(root().join("Cargo.lock"), embedder.join("Cargo.lock"))
+        .map_err(|e| format!("copying Cargo.lock into crates/gossip/embedder: {e}"))?;
+    let manifest = embedder.join("Cargo.toml");
+    run(
+        "cargo",
+        &[
+            "run",
+            "--quiet",
+            "--manifest-path",
+            &manifest.to_string_lossy(),
+            "--target-dir",
+            &target_dir().to_string_lossy(),
         ],
     )
 }

@@ -18,6 +18,10 @@ pub mod table;
 pub mod udp;
 pub mod wire;
 
+/// Caravan's fork of foca (the `caravan-foca` package; `vendor/foca/CARAVAN.md` lists what it
+/// changes), re-exported so an embedder uses the same foca this crate runs on.
+pub use foca;
+
 pub use identity::NodeId;
 pub use knowledge::{
     MAX_LTIME_AHEAD, MAX_ORPHAN_INTENTS, MAX_PENDING_TAGS, MAX_TAGS_VERSION_AHEAD,
