@@ -76,7 +76,7 @@ fn bench_resolve(c: &mut Criterion) {
             let secret = black_box(&wanted);
             let mut found = None;
             for t in state.tokens.values() {
-                if caravan_http::acl::secrets_equal(&t.secret_id, secret) {
+                if caravan_agent_core::acl::secrets_equal(&t.secret_id, secret) {
                     found = Some(t);
                 }
             }

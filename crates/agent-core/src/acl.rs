@@ -322,6 +322,74 @@ pub struct Token {
     pub modify_index: u64,
 }
 
+/// What a caller asks for in a token (the ACL API's create and update bodies), before IDs and
+/// times are minted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenSpec {
+    /// Name.
+    pub name: String,
+    /// `client` (also when empty) or `management`.
+    pub token_type: String,
+    /// Policy names (client tokens).
+    pub policies: Vec<String>,
+    /// Replicated to all regions.
+    pub global: bool,
+}
+
+impl TokenSpec {
+    /// The token asked for, with fresh accessor and secret IDs and the time now. (An update keeps
+    /// the token's own IDs and time: [`AclState::apply`] ignores these there.) An unknown type
+    /// is refused; everything else is checked when the write is applied.
+    pub fn mint(self) -> Result<Token, CoreError> {
+        let token_type = match self.token_type.as_str() {
+            "" => TokenType::Client,
+            t => TokenType::parse(t).ok_or_else(|| {
+                CoreError::Invalid(format!(
+                    "token type must be client or management, got {t:?}"
+                ))
+            })?,
+        };
+        Ok(Token {
+            accessor_id: new_id(),
+            secret_id: new_id(),
+            name: self.name,
+            token_type,
+            policies: self.policies,
+            global: self.global,
+            create_time: now_rfc3339(),
+            create_index: 0,
+            modify_index: 0,
+        })
+    }
+}
+
+impl AclWrite {
+    /// The bootstrap write, with the management token's fresh IDs and the time now.
+    pub fn bootstrap() -> AclWrite {
+        AclWrite::Bootstrap {
+            accessor_id: new_id(),
+            secret_id: new_id(),
+            create_time: now_rfc3339(),
+        }
+    }
+}
+
+/// A fresh accessor or secret ID (a random UUID).
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The time now as tokens record it: RFC 3339 with nanoseconds.
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
+}
+
+/// Compares two secrets in time independent of where they differ.
+pub fn secrets_equal(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
 /// Every ACL object, with the index of the last change.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AclState {
@@ -402,6 +470,18 @@ pub enum AclWrite {
 }
 
 impl AclState {
+    /// The token whose secret is `secret`, compared with every token in constant time (the
+    /// answer of `/v1/acl/token/self`).
+    pub fn token_by_secret(&self, secret: &str) -> Option<&Token> {
+        let mut found = None;
+        for t in self.tokens.values() {
+            if secrets_equal(&t.secret_id, secret) {
+                found = Some(t);
+            }
+        }
+        found
+    }
+
     /// Checks `write` and applies it at `index` (which must not be before [`AclState::index`]:
     /// a reordered write is refused; several writes of one batched log entry share its index).
     /// Nothing changes when it is refused. Returns the token created or changed.

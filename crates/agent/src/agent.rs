@@ -16,9 +16,9 @@ use caravan_agent_core::server_list::ServerList;
 use caravan_cluster::{Cluster, ClusterError, Command, Outcome, raft_id, seed};
 use caravan_gossip::NodeConfig;
 use caravan_gossip::udp::Gossip;
+use caravan_http::AgentInfo;
 use caravan_http::api::{
-    AclWriteError, AgentApi, JobWriteError, JobWriteResult, JoinResult, ReadError, RestoreError,
-    Stats,
+    AclWriteError, JobWriteError, JobWriteResult, JoinResult, ReadError, RestoreError, Stats,
 };
 use caravan_http::dto::{HostData, MemberDto, MembersResponse, VersionDto};
 use caravan_http::multi_error;
@@ -66,6 +66,20 @@ pub struct Agent {
     hub: caravan_http::monitor::MonitorHub,
     cluster: Option<Arc<Cluster>>,
     pool: Option<parking_lot::Mutex<(caravan_sched::workers::WorkerPool, SchedulerConfig)>>,
+}
+
+/// The agent's HTTP application: every capability, served by the agent.
+pub fn app(agent: &Arc<Agent>) -> Result<caravan_http::App, caravan_http::BuildError> {
+    caravan_http::App::builder(agent.clone())
+        .membership(agent.clone())
+        .server_list(agent.clone())
+        .acls(agent.clone())
+        .jobs(agent.clone())
+        .schedulers(agent.clone())
+        .debugging(agent.clone())
+        .forwarding(agent.clone())
+        .operator(agent.clone())
+        .build()
 }
 
 /// This build's version facts.
@@ -410,7 +424,10 @@ impl Agent {
     fn client_stats(&self, node_id: &str) -> BTreeMap<String, String> {
         BTreeMap::from([
             ("node_id".into(), node_id.to_string()),
-            ("known_servers".into(), self.servers().join(",")),
+            (
+                "known_servers".into(),
+                caravan_http::ServerList::servers(self).join(","),
+            ),
             ("num_allocations".into(), "0".into()),
         ])
     }
@@ -433,7 +450,7 @@ impl Agent {
     }
 }
 
-impl AgentApi for Agent {
+impl caravan_http::AgentInfo for Agent {
     fn config(&self) -> &AgentConfig {
         &self.config
     }
@@ -510,249 +527,15 @@ impl AgentApi for Agent {
     fn is_leader(&self) -> bool {
         self.cluster.as_ref().is_some_and(|c| c.raft().is_leader())
     }
+}
 
-    async fn host_data(&self) -> Result<HostData, String> {
-        tokio::task::spawn_blocking(crate::host::gather)
-            .await
-            .map_err(|e| format!("failed to gather host data: {e}"))
-    }
-
-    fn servers(&self) -> Vec<String> {
-        self.servers.read().addresses()
-    }
-
+impl caravan_http::Membership for Agent {
     async fn members(&self, token: Option<&str>) -> Result<MembersResponse, String> {
         if let Some(members) = self.local_members() {
             return Ok(members);
         }
         // A client-only agent asks one of its servers, which checks the token again.
         self.ask_a_server(m::MEMBERS, token).await
-    }
-
-    fn schedulers(&self) -> Option<Vec<WorkerInfo>> {
-        self.pool.as_ref().map(|p| p.lock().0.info())
-    }
-
-    fn scheduler_config(&self) -> Option<SchedulerConfig> {
-        self.pool.as_ref().map(|p| p.lock().1.clone())
-    }
-
-    fn set_scheduler_config(&self, wanted: SchedulerConfig) -> SchedulerConfig {
-        let Some(pool) = &self.pool else {
-            return wanted;
-        };
-        let mut guard = pool.lock();
-        if guard.1.differs_from(&wanted) {
-            let n = usize::try_from(wanted.num_schedulers).unwrap_or(0);
-            guard.0.rebuild(n, &wanted.enabled_schedulers);
-            guard.0.set_leader(self.is_leader());
-            tracing::info!(target: "agent", num_schedulers = n, enabled = ?wanted.enabled_schedulers, "scheduler pool rebuilt");
-            guard.1 = wanted;
-        }
-        guard.1.clone()
-    }
-
-    async fn register_job(
-        &self,
-        job: caravan_agent_core::jobs::Job,
-    ) -> Result<JobWriteResult, JobWriteError> {
-        let c = self.cluster.as_ref().ok_or(JobWriteError::NoServer)?;
-        let cmd = Command::JobRegister { job, seed: seed() };
-        match c.write(&cmd).await.map_err(job_write_error)? {
-            Outcome::Job(Some(w)) => Ok(job_write_result(w)),
-            other => Err(JobWriteError::Unavailable(format!(
-                "registration created no evaluation: {other:?}"
-            ))),
-        }
-    }
-
-    async fn deregister_job(&self, id: &str) -> Result<Option<JobWriteResult>, JobWriteError> {
-        let c = self.cluster.as_ref().ok_or(JobWriteError::NoServer)?;
-        let cmd = Command::JobDeregister {
-            id: id.to_string(),
-            seed: seed(),
-        };
-        match c.write(&cmd).await.map_err(job_write_error)? {
-            Outcome::Job(w) => Ok(w.map(job_write_result)),
-            other => Err(JobWriteError::Unavailable(format!(
-                "deregistration answered {other:?}"
-            ))),
-        }
-    }
-
-    fn remote_server(&self, id: &str) -> Result<String, String> {
-        let servers = servers_in(&self.gossip_members(), &self.config.region);
-        if id == "leader" {
-            let leader = self.local_leader().unwrap_or_default();
-            return servers
-                .iter()
-                .find(|s| !leader.is_empty() && s.rpc.to_string() == leader)
-                .map(|s| s.name.clone())
-                .ok_or_else(|| "No cluster leader".to_string());
-        }
-        servers
-            .iter()
-            .find(|s| s.name == id || s.id == id)
-            .map(|s| s.name.clone())
-            .ok_or_else(|| format!("unknown Nomad server {id}"))
-    }
-
-    async fn remote_host_data(
-        &self,
-        server: &str,
-        token: Option<&str>,
-    ) -> Result<HostData, String> {
-        let addr = self.server_rpc(server)?;
-        self.rpc
-            .call(addr, m::HOST, token, &(), FORWARD_TIMEOUT)
-            .await
-    }
-
-    async fn remote_profile(
-        &self,
-        server: &str,
-        token: Option<&str>,
-        request: caravan_http::api::ProfileRequest,
-    ) -> Result<Vec<u8>, caravan_http::ApiError> {
-        let addr = self
-            .server_rpc(server)
-            .map_err(caravan_http::ApiError::from_message)?;
-        let body = serde_json::to_vec(&request)
-            .map_err(|e| caravan_http::ApiError::from_message(e.to_string()))?;
-        // The profile runs for `seconds` (at most an hour, by the request's type) on the target.
-        let timeout = FORWARD_TIMEOUT + Duration::from_secs(request.seconds);
-        self.rpc
-            .raw(addr, m::PROFILE, token, body, timeout)
-            .await
-            .map(|b| b.to_vec())
-            .map_err(caravan_http::ApiError::from_message)
-    }
-
-    async fn remote_monitor(
-        &self,
-        server: &str,
-        token: Option<&str>,
-        request: caravan_http::api::MonitorRequest,
-    ) -> Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, caravan_http::ApiError> {
-        let addr = self
-            .server_rpc(server)
-            .map_err(caravan_http::ApiError::from_message)?;
-        self.rpc
-            .stream(addr, m::MONITOR, token, &request, PING_TIMEOUT)
-            .await
-            .map_err(caravan_http::ApiError::from_message)
-    }
-
-    async fn status_leader(&self) -> Result<String, String> {
-        if let Some(leader) = self.local_leader() {
-            return Ok(leader);
-        }
-        self.ask_a_server(m::LEADER, None).await
-    }
-
-    async fn status_peers(&self) -> Result<Vec<String>, String> {
-        if let Some(peers) = self.local_peers() {
-            return Ok(peers);
-        }
-        self.ask_a_server(m::PEERS, None).await
-    }
-
-    async fn read_state(
-        &self,
-        query: StateQuery,
-        options: ReadOptions,
-    ) -> Result<Indexed<StateAnswer>, ReadError> {
-        let c = self.cluster.as_ref().ok_or(ReadError::NoServer)?;
-        let jitter = f64::from(uuid::Uuid::new_v4().as_u64_pair().1 as u32) / f64::from(u32::MAX);
-        c.read(&query, options, jitter).await.map_err(read_error)
-    }
-
-    fn num_cpus(&self) -> u32 {
-        std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
-    }
-
-    async fn profile(
-        &self,
-        request: caravan_http::api::ProfileRequest,
-    ) -> Result<Vec<u8>, caravan_http::ApiError> {
-        crate::profiles::collect(request, &self.hub).await
-    }
-
-    fn monitor_hub(&self) -> &caravan_http::monitor::MonitorHub {
-        &self.hub
-    }
-
-    fn resolve_token(&self, token: Option<&str>) -> Result<Acl, String> {
-        match &self.cluster {
-            Some(c) => c.state().resolve_token(token),
-            None => self.resolve_remotely(token),
-        }
-    }
-
-    fn acl_read<R>(&self, read: impl FnOnce(&AclState) -> R) -> R {
-        self.with_acl(read)
-    }
-
-    fn raft_configuration(&self) -> Result<caravan_http::dto::RaftConfigurationDto, ReadError> {
-        let c = self.cluster.as_ref().ok_or(ReadError::NoServer)?;
-        let status = c.raft().status();
-        let leader = status.leader.as_ref().map(|(id, _)| *id);
-        let servers = servers_in(&self.gossip_members(), &self.config.region);
-        let servers = status
-            .voters
-            .iter()
-            .map(|(&raft, addr)| {
-                let known = servers.iter().find(|s| raft_id(&s.id) == raft);
-                caravan_http::dto::RaftServerDto {
-                    id: known.map_or_else(|| format!("{raft:016x}"), |s| s.id.clone()),
-                    node: known.map(|s| s.name.clone()).unwrap_or_default(),
-                    address: addr.clone(),
-                    leader: leader == Some(raft),
-                    voter: true,
-                    raft_protocol: "3".into(),
-                }
-            })
-            .collect();
-        Ok(caravan_http::dto::RaftConfigurationDto {
-            servers,
-            index: status.configuration_index,
-        })
-    }
-
-    async fn snapshot_save(&self) -> Result<Indexed<Vec<u8>>, ReadError> {
-        let c = self.cluster.as_ref().ok_or(ReadError::NoServer)?;
-        c.save().await.map_err(read_error)
-    }
-
-    async fn snapshot_restore(&self, bytes: Vec<u8>) -> Result<(), RestoreError> {
-        let c = self.cluster.as_ref().ok_or(RestoreError::NoServer)?;
-        let snapshot: caravan_cluster::StateSnapshot = caravan_cluster::command::decode(&bytes)
-            .map_err(|e| RestoreError::Invalid(format!("bad snapshot: {e}")))?;
-        match c.write(&Command::StateRestore(Box::new(snapshot))).await {
-            Ok(_) => {
-                tracing::info!(target: "cluster", "state restored from an operator's snapshot");
-                Ok(())
-            }
-            Err(ClusterError::Refused(why)) => Err(RestoreError::Invalid(why)),
-            Err(e) => Err(RestoreError::Unavailable(e.to_string())),
-        }
-    }
-
-    async fn acl_write(&self, write: AclWrite) -> Result<Option<Token>, AclWriteError> {
-        let Some(c) = &self.cluster else {
-            return Err(AclWriteError::Unavailable(
-                "ACL writes go to a server; this agent runs none".into(),
-            ));
-        };
-        match c.write(&Command::Acl(write)).await {
-            Ok(Outcome::Acl(token)) => Ok(token),
-            Ok(other) => Err(AclWriteError::Storage(format!(
-                "unexpected outcome {other:?}"
-            ))),
-            Err(ClusterError::Refused(why)) => Err(AclWriteError::Invalid(why)),
-            Err(ClusterError::Encoding(e)) => Err(AclWriteError::Storage(e)),
-            Err(ClusterError::Raft(e)) => Err(AclWriteError::Unavailable(e.to_string())),
-        }
     }
 
     async fn join(&self, addresses: Vec<String>) -> JoinResult {
@@ -776,6 +559,12 @@ impl AgentApi for Agent {
             Some(g) => g.force_leave(&name, prune).await.map_err(|e| e.to_string()),
             None => Err("this agent runs no server".into()),
         }
+    }
+}
+
+impl caravan_http::ServerList for Agent {
+    fn servers(&self) -> Vec<String> {
+        self.servers.read().addresses()
     }
 
     async fn set_servers(&self, addresses: Vec<String>) -> Result<(), String> {
@@ -1060,6 +849,250 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
         .map_err(err)?;
     file.write_all(data).map_err(err)?;
     file.sync_all().map_err(err)
+}
+
+impl caravan_http::Acls for Agent {
+    fn resolve_token(&self, token: Option<&str>) -> Result<Acl, String> {
+        match &self.cluster {
+            Some(c) => c.state().resolve_token(token),
+            None => self.resolve_remotely(token),
+        }
+    }
+
+    fn acl_read<R>(&self, read: impl FnOnce(&AclState) -> R) -> R {
+        self.with_acl(read)
+    }
+
+    async fn acl_write(&self, write: AclWrite) -> Result<Option<Token>, AclWriteError> {
+        let Some(c) = &self.cluster else {
+            return Err(AclWriteError::Unavailable(
+                "ACL writes go to a server; this agent runs none".into(),
+            ));
+        };
+        match c.write(&Command::Acl(write)).await {
+            Ok(Outcome::Acl(token)) => Ok(token),
+            Ok(other) => Err(AclWriteError::Storage(format!(
+                "unexpected outcome {other:?}"
+            ))),
+            Err(ClusterError::Refused(why)) => Err(AclWriteError::Invalid(why)),
+            Err(ClusterError::Encoding(e)) => Err(AclWriteError::Storage(e)),
+            Err(ClusterError::Raft(e)) => Err(AclWriteError::Unavailable(e.to_string())),
+        }
+    }
+}
+
+impl caravan_http::Jobs for Agent {
+    async fn register_job(
+        &self,
+        job: caravan_agent_core::jobs::Job,
+    ) -> Result<JobWriteResult, JobWriteError> {
+        let c = self.cluster.as_ref().ok_or(JobWriteError::NoServer)?;
+        let cmd = Command::JobRegister { job, seed: seed() };
+        match c.write(&cmd).await.map_err(job_write_error)? {
+            Outcome::Job(Some(w)) => Ok(job_write_result(w)),
+            other => Err(JobWriteError::Unavailable(format!(
+                "registration created no evaluation: {other:?}"
+            ))),
+        }
+    }
+
+    async fn deregister_job(&self, id: &str) -> Result<Option<JobWriteResult>, JobWriteError> {
+        let c = self.cluster.as_ref().ok_or(JobWriteError::NoServer)?;
+        let cmd = Command::JobDeregister {
+            id: id.to_string(),
+            seed: seed(),
+        };
+        match c.write(&cmd).await.map_err(job_write_error)? {
+            Outcome::Job(w) => Ok(w.map(job_write_result)),
+            other => Err(JobWriteError::Unavailable(format!(
+                "deregistration answered {other:?}"
+            ))),
+        }
+    }
+
+    async fn read_state(
+        &self,
+        query: StateQuery,
+        options: ReadOptions,
+    ) -> Result<Indexed<StateAnswer>, ReadError> {
+        let c = self.cluster.as_ref().ok_or(ReadError::NoServer)?;
+        let jitter = f64::from(uuid::Uuid::new_v4().as_u64_pair().1 as u32) / f64::from(u32::MAX);
+        c.read(&query, options, jitter).await.map_err(read_error)
+    }
+}
+
+impl caravan_http::Schedulers for Agent {
+    fn schedulers(&self) -> Option<Vec<WorkerInfo>> {
+        self.pool.as_ref().map(|p| p.lock().0.info())
+    }
+
+    fn scheduler_config(&self) -> Option<SchedulerConfig> {
+        self.pool.as_ref().map(|p| p.lock().1.clone())
+    }
+
+    fn set_scheduler_config(&self, wanted: SchedulerConfig) -> SchedulerConfig {
+        let Some(pool) = &self.pool else {
+            return wanted;
+        };
+        let mut guard = pool.lock();
+        if guard.1.differs_from(&wanted) {
+            let n = usize::try_from(wanted.num_schedulers).unwrap_or(0);
+            guard.0.rebuild(n, &wanted.enabled_schedulers);
+            guard.0.set_leader(self.is_leader());
+            tracing::info!(target: "agent", num_schedulers = n, enabled = ?wanted.enabled_schedulers, "scheduler pool rebuilt");
+            guard.1 = wanted;
+        }
+        guard.1.clone()
+    }
+
+    fn num_cpus(&self) -> u32 {
+        std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+    }
+}
+
+impl caravan_http::Debugging for Agent {
+    async fn host_data(&self) -> Result<HostData, String> {
+        tokio::task::spawn_blocking(crate::host::gather)
+            .await
+            .map_err(|e| format!("failed to gather host data: {e}"))
+    }
+
+    async fn profile(
+        &self,
+        request: caravan_http::api::ProfileRequest,
+    ) -> Result<Vec<u8>, caravan_http::ApiError> {
+        crate::profiles::collect(request, &self.hub).await
+    }
+
+    fn monitor_hub(&self) -> &caravan_http::monitor::MonitorHub {
+        &self.hub
+    }
+}
+
+impl caravan_http::Operator for Agent {
+    async fn status_leader(&self) -> Result<String, String> {
+        if let Some(leader) = self.local_leader() {
+            return Ok(leader);
+        }
+        self.ask_a_server(m::LEADER, None).await
+    }
+
+    async fn status_peers(&self) -> Result<Vec<String>, String> {
+        if let Some(peers) = self.local_peers() {
+            return Ok(peers);
+        }
+        self.ask_a_server(m::PEERS, None).await
+    }
+
+    fn raft_configuration(&self) -> Result<caravan_http::dto::RaftConfigurationDto, ReadError> {
+        let c = self.cluster.as_ref().ok_or(ReadError::NoServer)?;
+        let status = c.raft().status();
+        let leader = status.leader.as_ref().map(|(id, _)| *id);
+        let servers = servers_in(&self.gossip_members(), &self.config.region);
+        let servers = status
+            .voters
+            .iter()
+            .map(|(&raft, addr)| {
+                let known = servers.iter().find(|s| raft_id(&s.id) == raft);
+                caravan_http::dto::RaftServerDto {
+                    id: known.map_or_else(|| format!("{raft:016x}"), |s| s.id.clone()),
+                    node: known.map(|s| s.name.clone()).unwrap_or_default(),
+                    address: addr.clone(),
+                    leader: leader == Some(raft),
+                    voter: true,
+                    raft_protocol: "3".into(),
+                }
+            })
+            .collect();
+        Ok(caravan_http::dto::RaftConfigurationDto {
+            servers,
+            index: status.configuration_index,
+        })
+    }
+
+    async fn snapshot_save(&self) -> Result<Indexed<Vec<u8>>, ReadError> {
+        let c = self.cluster.as_ref().ok_or(ReadError::NoServer)?;
+        c.save().await.map_err(read_error)
+    }
+
+    async fn snapshot_restore(&self, bytes: Vec<u8>) -> Result<(), RestoreError> {
+        let c = self.cluster.as_ref().ok_or(RestoreError::NoServer)?;
+        let snapshot: caravan_cluster::StateSnapshot = caravan_cluster::command::decode(&bytes)
+            .map_err(|e| RestoreError::Invalid(format!("bad snapshot: {e}")))?;
+        match c.write(&Command::StateRestore(Box::new(snapshot))).await {
+            Ok(_) => {
+                tracing::info!(target: "cluster", "state restored from an operator's snapshot");
+                Ok(())
+            }
+            Err(ClusterError::Refused(why)) => Err(RestoreError::Invalid(why)),
+            Err(e) => Err(RestoreError::Unavailable(e.to_string())),
+        }
+    }
+}
+
+impl caravan_http::Forwarding for Agent {
+    fn remote_server(&self, id: &str) -> Result<String, String> {
+        let servers = servers_in(&self.gossip_members(), &self.config.region);
+        if id == "leader" {
+            let leader = self.local_leader().unwrap_or_default();
+            return servers
+                .iter()
+                .find(|s| !leader.is_empty() && s.rpc.to_string() == leader)
+                .map(|s| s.name.clone())
+                .ok_or_else(|| "No cluster leader".to_string());
+        }
+        servers
+            .iter()
+            .find(|s| s.name == id || s.id == id)
+            .map(|s| s.name.clone())
+            .ok_or_else(|| format!("unknown Nomad server {id}"))
+    }
+
+    async fn remote_host_data(
+        &self,
+        server: &str,
+        token: Option<&str>,
+    ) -> Result<HostData, String> {
+        let addr = self.server_rpc(server)?;
+        self.rpc
+            .call(addr, m::HOST, token, &(), FORWARD_TIMEOUT)
+            .await
+    }
+
+    async fn remote_profile(
+        &self,
+        server: &str,
+        token: Option<&str>,
+        request: caravan_http::api::ProfileRequest,
+    ) -> Result<Vec<u8>, caravan_http::ApiError> {
+        let addr = self
+            .server_rpc(server)
+            .map_err(caravan_http::ApiError::from_message)?;
+        let body = serde_json::to_vec(&request)
+            .map_err(|e| caravan_http::ApiError::from_message(e.to_string()))?;
+        // The profile runs for `seconds` (at most an hour, by the request's type) on the target.
+        let timeout = FORWARD_TIMEOUT + Duration::from_secs(request.seconds);
+        self.rpc
+            .raw(addr, m::PROFILE, token, body, timeout)
+            .await
+            .map(|b| b.to_vec())
+            .map_err(caravan_http::ApiError::from_message)
+    }
+
+    async fn remote_monitor(
+        &self,
+        server: &str,
+        token: Option<&str>,
+        request: caravan_http::api::MonitorRequest,
+    ) -> Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, caravan_http::ApiError> {
+        let addr = self
+            .server_rpc(server)
+            .map_err(caravan_http::ApiError::from_message)?;
+        self.rpc
+            .stream(addr, m::MONITOR, token, &request, PING_TIMEOUT)
+            .await
+            .map_err(caravan_http::ApiError::from_message)
+    }
 }
 
 #[cfg(test)]

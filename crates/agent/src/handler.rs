@@ -5,10 +5,9 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use caravan_agent_core::acl::Acl;
 use caravan_http::api::{MonitorRequest, ProfileRequest};
-use caravan_http::{AgentApi, ApiError, Ctx};
+use caravan_http::{AgentInfo, ApiError, App, Debugging};
 use caravan_rpc::method as m;
 use caravan_rpc::{BoxFuture, Call, Handler, Refusal, Reply};
 use http_body_util::BodyExt;
@@ -17,13 +16,19 @@ use tokio::sync::mpsc;
 use crate::agent::Agent;
 use crate::rpc::{Pong, decode, reply};
 
-/// Serves every RPC method for one agent.
-pub struct AgentHandler(pub Arc<Agent>);
+/// Serves every RPC method for one agent. `app` is the agent's HTTP application, whose checks
+/// (token resolution, the debug rule) the user-acting methods run.
+pub struct AgentHandler {
+    /// The agent.
+    pub agent: Arc<Agent>,
+    /// Its HTTP application.
+    pub app: App,
+}
 
 impl Handler for AgentHandler {
     fn call(&self, call: Call) -> BoxFuture<Result<Reply, Refusal>> {
-        let agent = self.0.clone();
-        Box::pin(async move { dispatch(&agent, call).await })
+        let (agent, app) = (self.agent.clone(), self.app.clone());
+        Box::pin(async move { dispatch(&agent, &app, call).await })
     }
 }
 
@@ -35,19 +40,7 @@ fn no_server() -> Refusal {
     Refusal::bad_request("rpc: this agent runs no server")
 }
 
-/// The request context the HTTP ACL checks read: only the token matters to them.
-fn as_http(token: Option<String>) -> Ctx {
-    Ctx {
-        method: http::Method::GET,
-        path: String::new(),
-        raw_query: None,
-        query: caravan_http::request::Query::parse(None),
-        token,
-        body: Bytes::new(),
-    }
-}
-
-async fn dispatch(agent: &Arc<Agent>, call: Call) -> Result<Reply, Refusal> {
+async fn dispatch(agent: &Arc<Agent>, app: &App, call: Call) -> Result<Reply, Refusal> {
     // A client-only agent resolves tokens through its servers: a stranger's user-acting call
     // would make it ask them for every token the stranger invents (and take the few resolution
     // slots its own HTTP users need). Only servers forward requests to a client agent.
@@ -60,9 +53,14 @@ async fn dispatch(agent: &Arc<Agent>, call: Call) -> Result<Reply, Refusal> {
             "Permission denied: a client agent takes forwarded requests from its servers only",
         ));
     }
-    let ctx = as_http(call.token.clone());
+    let token = call.token.as_deref();
     let require = |allowed: fn(&Acl) -> bool| {
-        caravan_http::acl::require(&**agent, &ctx, allowed).map_err(refusal)
+        let acl = app.authorize(token).map_err(refusal)?;
+        if allowed(&acl) {
+            Ok(())
+        } else {
+            Err(refusal(ApiError::permission_denied()))
+        }
     };
     match call.method.name {
         m::PING => reply(&Pong {
@@ -75,13 +73,13 @@ async fn dispatch(agent: &Arc<Agent>, call: Call) -> Result<Reply, Refusal> {
             reply(&agent.local_members().ok_or_else(no_server)?)
         }
         m::HOST => {
-            caravan_http::acl::require_debug(&**agent, &ctx).map_err(refusal)?;
+            app.require_debug(token).map_err(refusal)?;
             reply(&agent.host_data().await.map_err(Refusal::internal)?)
         }
         m::PROFILE => {
             // As `/v1/agent/pprof/*`: agent:write, then the debug rule at the target.
             require(Acl::allow_agent_write)?;
-            caravan_http::acl::require_debug(&**agent, &ctx).map_err(refusal)?;
+            app.require_debug(token).map_err(refusal)?;
             let request: ProfileRequest = decode(&call.body)?;
             let body = agent.profile(request).await.map_err(refusal)?;
             Ok(Reply::Whole(body))
@@ -113,15 +111,12 @@ fn resolve(agent: &Agent, token: Option<&str>) -> Result<Acl, Refusal> {
     if agent.cluster().is_none() {
         return Err(no_server());
     }
-    agent
-        .resolve_token(token)
-        .map_err(|reason| Refusal::new(403, reason))
+    caravan_http::Acls::resolve_token(agent, token).map_err(|reason| Refusal::new(403, reason))
 }
 
 /// A local log stream, as the bytes of its HTTP response body.
 fn monitor(agent: &Agent, request: &MonitorRequest) -> Result<Reply, Refusal> {
-    let response =
-        caravan_http::monitor::endpoint::serve(agent.monitor_hub(), request).map_err(refusal)?;
+    let response = caravan_http::monitor::serve(agent.monitor_hub(), request).map_err(refusal)?;
     let mut body = response.into_body();
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {

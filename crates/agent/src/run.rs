@@ -6,14 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use caravan_agent_core::config::AgentConfig;
-use caravan_http::App;
 use caravan_http::serve::{self, ServeOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::agent::Agent;
 use crate::cli::AgentArgs;
-use caravan_http::AgentApi;
+use caravan_http::{AgentInfo, Debugging};
 
 /// How long shutdown may take in all before the process exits anyway.
 const SHUTDOWN_BUDGET: Duration = Duration::from_secs(4);
@@ -98,7 +97,7 @@ async fn start_and_wait(
     };
     let trust = crate::rpc::trust(&config)?;
     let agent = Arc::new(Agent::new(config, hub).await?);
-    let app = App::from_arc(agent.clone()).map_err(|e| e.message)?;
+    let app = crate::agent::app(&agent).map_err(|e| e.to_string())?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let http_opts = ServeOptions {
         max_conns_per_ip: limits.http_max_conns_per_client,
@@ -113,13 +112,16 @@ async fn start_and_wait(
     };
     let http_task = tokio::spawn(serve::serve_http1(
         http_listener,
-        app,
+        app.clone(),
         http_opts,
         stop_rx.clone(),
     ));
     let rpc_server = caravan_rpc::Server::new(
         trust,
-        Arc::new(crate::handler::AgentHandler(agent.clone())),
+        Arc::new(crate::handler::AgentHandler {
+            agent: agent.clone(),
+            app: app.clone(),
+        }),
         rpc_opts,
     );
     let rpc_task = tokio::spawn(rpc_server.serve(rpc_listener, stop_rx));

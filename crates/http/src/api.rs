@@ -1,5 +1,8 @@
-//! The agent facade the handlers call. The `caravan` binary implements it over the real subsystems;
-//! tests implement it with fakes.
+//! What the HTTP layer needs from a host, as small capability traits. An [`App`](crate::App) is
+//! built from [`AgentInfo`] plus the capabilities the host has
+//! ([`AppBuilder`](crate::AppBuilder)); the routes of a missing one answer `501`. The `caravan`
+//! binary implements every one over its roles; an embedder implements the few it serves; tests
+//! implement them with focused fakes.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -26,51 +29,64 @@ pub struct JoinResult {
     pub errors: Vec<String>,
 }
 
+impl JoinResult {
+    /// A join that reached no address, for `reason`.
+    pub fn failed(reason: impl Into<String>) -> JoinResult {
+        JoinResult {
+            joined: 0,
+            errors: vec![reason.into()],
+        }
+    }
+}
+
 /// Statistics by subsystem (`runtime`, `client`, `nomad`, …), every value a string.
 pub type Stats = BTreeMap<String, BTreeMap<String, String>>;
 
-/// What the HTTP layer needs from an agent.
-pub trait AgentApi: Send + Sync + 'static {
+/// Who the agent is and how it is doing: the one capability every [`App`](crate::App) needs
+/// (`/v1/agent/self`, `/v1/agent/health`, and the facts request targeting reads).
+pub trait AgentInfo: Send + Sync + 'static {
     /// The running configuration.
     fn config(&self) -> &AgentConfig;
 
     /// Build version facts.
     fn version(&self) -> VersionDto;
 
-    /// This agent's gossip member; [`Member::none`] on a client-only agent.
-    fn member(&self) -> Member;
+    /// This agent's gossip member; [`Member::none`] (the default) on a client-only agent.
+    fn member(&self) -> Member {
+        Member::none()
+    }
 
-    /// Subsystem statistics for `/v1/agent/self`.
-    fn stats(&self) -> Stats;
+    /// Subsystem statistics for `/v1/agent/self` (none by default).
+    fn stats(&self) -> Stats {
+        Stats::new()
+    }
 
-    /// The server subsystem's health: `Err(message)` when unhealthy. Called only on servers.
+    /// The server subsystem's health: `Err(message)` when unhealthy. Called only when the
+    /// configuration enables a server.
     fn server_health(&self) -> Result<(), String>;
 
-    /// The client subsystem's health: `Err(message)` when unhealthy. Called only on clients.
+    /// The client subsystem's health: `Err(message)` when unhealthy. Called only when the
+    /// configuration enables a client.
     fn client_health(&self) -> Result<(), String>;
 
     /// The client's node ID, when this agent runs a client.
-    fn node_id(&self) -> Option<String>;
+    fn node_id(&self) -> Option<String> {
+        None
+    }
 
     /// The server's ID (its `id` tag), when this agent runs a server.
-    fn server_id(&self) -> Option<String>;
+    fn server_id(&self) -> Option<String> {
+        None
+    }
 
     /// Whether this agent is the cluster leader as far as it knows.
-    fn is_leader(&self) -> bool;
+    fn is_leader(&self) -> bool {
+        false
+    }
+}
 
-    /// Host data of this machine.
-    fn host_data(&self) -> impl Future<Output = Result<HostData, String>> + Send;
-
-    /// The client's current server RPC addresses, sorted as strings.
-    fn servers(&self) -> Vec<String>;
-
-    /// Pings every address over RPC and replaces the server list with the reachable ones.
-    /// `Err` (with every reason) when none answers; the old list is then kept.
-    fn set_servers(
-        &self,
-        addresses: Vec<String>,
-    ) -> impl Future<Output = Result<(), String>> + Send;
-
+/// The gossip pool: `/v1/agent/members`, `/v1/agent/join`, `/v1/agent/force-leave`.
+pub trait Membership: Send + Sync + 'static {
     /// The gossip member list as a server sees it (a client-only agent asks a server, passing
     /// on the caller's `token`).
     fn members(
@@ -87,13 +103,68 @@ pub trait AgentApi: Send + Sync + 'static {
         name: String,
         prune: bool,
     ) -> impl Future<Output = Result<(), String>> + Send;
+}
 
-    /// Collects a profile (`cmdline`, `profile`, `trace` or a named one) as the body to send.
-    fn profile(
+/// A client's list of servers: `/v1/agent/servers`.
+pub trait ServerList: Send + Sync + 'static {
+    /// The client's current server RPC addresses, sorted as strings.
+    fn servers(&self) -> Vec<String>;
+
+    /// Pings every address over RPC and replaces the server list with the reachable ones.
+    /// `Err` (with every reason) when none answers; the old list is then kept.
+    fn set_servers(
         &self,
-        request: ProfileRequest,
-    ) -> impl Future<Output = Result<Vec<u8>, crate::ApiError>> + Send;
+        addresses: Vec<String>,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+}
 
+/// ACL tokens and policies: token resolution for every endpoint's check, and the ACL API
+/// (`/v1/acl/*`). An [`App`](crate::App) whose configuration enables ACLs needs it.
+pub trait Acls: Send + Sync + 'static {
+    /// Resolves a request's token (`None`: no token) to its permissions. Only called with ACLs
+    /// enabled. `Err` carries the authentication failure text (`Permission denied`, …).
+    fn resolve_token(&self, token: Option<&str>) -> Result<Acl, String>;
+
+    /// Reads the ACL state.
+    fn acl_read<R>(&self, read: impl FnOnce(&AclState) -> R) -> R;
+
+    /// Proposes one ACL change, built by the caller with its fresh IDs and time inside, and
+    /// waits until it is applied (replicated, on a cluster) and published. The state machine
+    /// checks it ([`AclState::apply`]): a refused write changes nothing and is
+    /// [`AclWriteError::Invalid`] with the reason. Returns the token created or changed.
+    fn acl_write(
+        &self,
+        write: AclWrite,
+    ) -> impl Future<Output = Result<Option<Token>, AclWriteError>> + Send;
+}
+
+/// Jobs and what they lead to: `/v1/jobs`, `/v1/job/*`, `/v1/evaluations`, `/v1/allocations`,
+/// `/v1/nodes` and their single-object routes.
+pub trait Jobs: Send + Sync + 'static {
+    /// Registers a job (servers): its evaluation ID and indexes.
+    fn register_job(
+        &self,
+        job: caravan_agent_core::jobs::Job,
+    ) -> impl Future<Output = Result<JobWriteResult, JobWriteError>> + Send;
+
+    /// Deregisters a job; `Ok(None)` when it is unknown.
+    fn deregister_job(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<JobWriteResult>, JobWriteError>> + Send;
+
+    /// Reads the replicated state (jobs, evaluations, allocations, nodes) as `options` ask
+    /// (Nomad's `stale`, `index` and `wait`). The answer is the [`StateAnswer`] variant of the
+    /// query's; its index and leader facts become the `X-Nomad-*` headers.
+    fn read_state(
+        &self,
+        query: StateQuery,
+        options: ReadOptions,
+    ) -> impl Future<Output = Result<Indexed<StateAnswer>, ReadError>> + Send;
+}
+
+/// The scheduler worker pool: `/v1/agent/schedulers` and `/v1/agent/schedulers/config`.
+pub trait Schedulers: Send + Sync + 'static {
     /// The scheduler workers, on servers.
     fn schedulers(&self) -> Option<Vec<caravan_agent_core::sched::WorkerInfo>>;
 
@@ -109,49 +180,47 @@ pub trait AgentApi: Send + Sync + 'static {
 
     /// CPUs of this machine (the upper bound of `num_schedulers`).
     fn num_cpus(&self) -> u32;
+}
 
-    /// Registers a job (servers): its evaluation ID and indexes. `Err` when this agent runs no
-    /// server.
-    fn register_job(
+/// Looking inside the agent: `/v1/agent/host`, `/v1/agent/pprof/*`, `/v1/agent/monitor`.
+pub trait Debugging: Send + Sync + 'static {
+    /// Host data of this machine.
+    fn host_data(&self) -> impl Future<Output = Result<HostData, String>> + Send;
+
+    /// Collects a profile (`cmdline`, `profile`, `trace` or a named one) as the body to send.
+    fn profile(
         &self,
-        job: caravan_agent_core::jobs::Job,
-    ) -> impl Future<Output = Result<JobWriteResult, JobWriteError>> + Send;
+        request: ProfileRequest,
+    ) -> impl Future<Output = Result<Vec<u8>, crate::ApiError>> + Send;
 
-    /// Deregisters a job; `Ok(None)` when it is unknown.
-    fn deregister_job(
-        &self,
-        id: &str,
-    ) -> impl Future<Output = Result<Option<JobWriteResult>, JobWriteError>> + Send;
+    /// The log fan-out `/v1/agent/monitor` subscribes to.
+    fn monitor_hub(&self) -> &crate::monitor::MonitorHub;
+}
 
+/// Reaching another server of the region for `server_id` (spec §0.8). Without it, a
+/// `server_id` that does not name this agent is `unknown Nomad server <id>`.
+pub trait Forwarding: Send + Sync + 'static {
     /// Resolves a `server_id` that does not name this agent (`leader` on a follower, another
-    /// server's member name or ID) to that server's member name. The default knows no other
-    /// server: `unknown Nomad server <id>`.
-    fn remote_server(&self, id: &str) -> Result<String, String> {
-        Err(format!("unknown Nomad server {id}"))
-    }
+    /// server's member name or ID) to that server's member name, or the spec's error text
+    /// (`unknown Nomad server <id>`).
+    fn remote_server(&self, id: &str) -> Result<String, String>;
 
     /// Host data of another server (by member name), fetched over RPC with the caller's
     /// `token` (the target checks it with the same rule).
     fn remote_host_data(
         &self,
         server: &str,
-        _token: Option<&str>,
-    ) -> impl Future<Output = Result<HostData, String>> + Send {
-        let text = format!("cannot forward to server {server}");
-        async move { Err(text) }
-    }
+        token: Option<&str>,
+    ) -> impl Future<Output = Result<HostData, String>> + Send;
 
     /// A profile from another server (by member name), fetched over RPC with the caller's
     /// `token`.
     fn remote_profile(
         &self,
         server: &str,
-        _token: Option<&str>,
+        token: Option<&str>,
         request: ProfileRequest,
-    ) -> impl Future<Output = Result<Vec<u8>, crate::ApiError>> + Send {
-        let text = format!("cannot forward {} to server {server}", request.name);
-        async move { Err(crate::ApiError::from_message(text)) }
-    }
+    ) -> impl Future<Output = Result<Vec<u8>, crate::ApiError>> + Send;
 
     /// A log stream from another server (by member name), relayed over RPC: the bytes of its
     /// monitor response body, in order, until either side ends it. The caller's `token` goes
@@ -159,51 +228,28 @@ pub trait AgentApi: Send + Sync + 'static {
     fn remote_monitor(
         &self,
         server: &str,
-        _token: Option<&str>,
+        token: Option<&str>,
         request: MonitorRequest,
-    ) -> impl Future<Output = Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, crate::ApiError>> + Send
-    {
-        let text = format!(
-            "cannot forward a monitor stream (log level {:?}) to server {server}",
-            request.log_level
-        );
-        async move { Err(crate::ApiError::from_message(text)) }
-    }
+    ) -> impl Future<Output = Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, crate::ApiError>> + Send;
+}
 
+/// The cluster's status and operator endpoints: `/v1/status/leader`, `/v1/status/peers`,
+/// `/v1/operator/raft/configuration`, `/v1/operator/snapshot`.
+pub trait Operator: Send + Sync + 'static {
     /// `/v1/status/leader`: the RPC address of the Raft leader, empty when none is known.
     fn status_leader(&self) -> impl Future<Output = Result<String, String>> + Send;
 
     /// `/v1/status/peers`: the RPC addresses of the Raft voters.
     fn status_peers(&self) -> impl Future<Output = Result<Vec<String>, String>> + Send;
 
-    /// Reads the replicated state (jobs, evaluations, allocations, nodes) as `options` ask
-    /// (Nomad's `stale`, `index` and `wait`). The answer is the [`StateAnswer`] variant of the
-    /// query's; its index and leader facts become the `X-Nomad-*` headers.
-    fn read_state(
-        &self,
-        query: StateQuery,
-        options: ReadOptions,
-    ) -> impl Future<Output = Result<Indexed<StateAnswer>, ReadError>> + Send;
-
-    /// The log fan-out `/v1/agent/monitor` subscribes to.
-    fn monitor_hub(&self) -> &crate::monitor::MonitorHub;
-
-    /// Resolves a request's token (`None`: no token) to its permissions. Only called with ACLs
-    /// enabled. `Err` carries the authentication failure text (`Permission denied`, …).
-    fn resolve_token(&self, token: Option<&str>) -> Result<Acl, String>;
-
     /// The Raft configuration this server knows (`/v1/operator/raft/configuration`). Agents
     /// without a server answer [`ReadError::NoServer`].
-    fn raft_configuration(&self) -> Result<crate::dto::RaftConfigurationDto, ReadError> {
-        Err(ReadError::NoServer)
-    }
+    fn raft_configuration(&self) -> Result<crate::dto::RaftConfigurationDto, ReadError>;
 
     /// The whole replicated state as the bytes `/v1/operator/snapshot` saves, read
     /// consistently, with the index and leader facts of the read. Agents without a server
     /// answer [`ReadError::NoServer`].
-    fn snapshot_save(&self) -> impl Future<Output = Result<Indexed<Vec<u8>>, ReadError>> + Send {
-        async { Err(ReadError::NoServer) }
-    }
+    fn snapshot_save(&self) -> impl Future<Output = Result<Indexed<Vec<u8>>, ReadError>> + Send;
 
     /// Replaces the replicated state with a saved snapshot (`PUT /v1/operator/snapshot`).
     /// A snapshot that does not decode or would be refused piece by piece is
@@ -211,22 +257,7 @@ pub trait AgentApi: Send + Sync + 'static {
     fn snapshot_restore(
         &self,
         snapshot: Vec<u8>,
-    ) -> impl Future<Output = Result<(), RestoreError>> + Send {
-        let _ = snapshot;
-        async { Err(RestoreError::NoServer) }
-    }
-
-    /// Reads the ACL state.
-    fn acl_read<R>(&self, read: impl FnOnce(&AclState) -> R) -> R;
-
-    /// Proposes one ACL change, built by the caller with its fresh IDs and time inside, and
-    /// waits until it is applied (replicated, on a cluster) and published. The state machine
-    /// checks it ([`AclState::apply`]): a refused write changes nothing and is
-    /// [`AclWriteError::Invalid`] with the reason. Returns the token created or changed.
-    fn acl_write(
-        &self,
-        write: AclWrite,
-    ) -> impl Future<Output = Result<Option<Token>, AclWriteError>> + Send;
+    ) -> impl Future<Output = Result<(), RestoreError>> + Send;
 }
 
 /// What a job registration or deregistration created.

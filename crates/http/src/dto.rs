@@ -380,6 +380,18 @@ pub struct MembersResponse {
     pub members: Vec<MemberDto>,
 }
 
+impl MembersResponse {
+    /// The answer of the server named `name` (in `region` and `datacenter`) that knows `members`.
+    pub fn new(name: &str, region: &str, datacenter: &str, members: Vec<MemberDto>) -> Self {
+        MembersResponse {
+            server_name: name.to_string(),
+            server_region: region.to_string(),
+            server_dc: datacenter.to_string(),
+            members,
+        }
+    }
+}
+
 /// `PUT /v1/agent/join`: snake_case, all three keys always present.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct JoinResponse {

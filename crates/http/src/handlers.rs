@@ -1,44 +1,33 @@
 //! One function per endpoint, each following the spec's check order.
 
-use http::{Method, Response, StatusCode};
+use http::{Method, StatusCode};
 
-use crate::acl::{authorize, require, require_debug};
-use crate::api::AgentApi;
+use crate::app::Caps;
 use crate::dto::{
     ConfigDto, HealthCheck, HealthResponse, HostDataResponse, JoinResponse, MemberDto, SelfResponse,
 };
 use crate::request::parse_bool;
-use crate::response::{self, Body, TEXT_UTF8};
-use crate::{ApiError, Ctx};
+use crate::response::{self, TEXT_UTF8};
+use crate::{ApiError, Ctx, Reply, only};
 use caravan_agent_core::acl::Acl;
 
-type Reply = Result<Response<Body>, ApiError>;
-
-fn only(method: &Method, allowed: &[Method]) -> Result<(), ApiError> {
-    if allowed.contains(method) {
-        Ok(())
-    } else {
-        Err(ApiError::invalid_method())
-    }
-}
-
 /// `GET /v1/agent/self` (spec §1).
-pub fn agent_self<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
-    only(&ctx.method, &[Method::GET])?;
-    require(agent, ctx, Acl::allow_agent_read)?;
+pub(crate) fn agent_self(caps: &Caps, ctx: &Ctx) -> Reply {
+    only(ctx, &[Method::GET])?;
+    caps.require(ctx.token.as_deref(), Acl::allow_agent_read)?;
     let body = SelfResponse {
-        config: ConfigDto::new(agent.config(), agent.version()),
-        member: MemberDto::from(&agent.member()),
-        stats: agent.stats(),
+        config: ConfigDto::new(caps.config(), caps.info.version()),
+        member: MemberDto::from(&caps.info.member()),
+        stats: caps.info.stats(),
     };
     Ok(response::json(&body, ctx.query.pretty()))
 }
 
 /// `GET /v1/agent/health` (spec §6).
-pub fn health<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
-    only(&ctx.method, &[Method::GET])?;
+pub(crate) fn health(caps: &Caps, ctx: &Ctx) -> Reply {
+    only(ctx, &[Method::GET])?;
     ctx.query.check_generic()?;
-    let config = agent.config();
+    let config = caps.config();
     let (check_client, check_server) = if ctx.query.has("type") {
         let types = ctx.query.all("type");
         (types.contains(&"client"), types.contains(&"server"))
@@ -57,10 +46,16 @@ pub fn health<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
         }
     };
     let body = HealthResponse {
-        client: check_client
-            .then(|| check(config.client.enabled, "client", &|| agent.client_health())),
-        server: check_server
-            .then(|| check(config.server.enabled, "server", &|| agent.server_health())),
+        client: check_client.then(|| {
+            check(config.client.enabled, "client", &|| {
+                caps.info.client_health()
+            })
+        }),
+        server: check_server.then(|| {
+            check(config.server.enabled, "server", &|| {
+                caps.info.server_health()
+            })
+        }),
     };
     let healthy = [&body.client, &body.server]
         .into_iter()
@@ -78,18 +73,22 @@ pub fn health<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
 }
 
 /// `GET /v1/agent/host` (spec §7).
-pub async fn host<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
-    only(&ctx.method, &[Method::GET])?;
-    require_debug(agent, ctx)?;
+pub(crate) async fn host(caps: &Caps, ctx: &Ctx) -> Reply {
+    only(ctx, &[Method::GET])?;
+    caps.require_debug(ctx.token.as_deref())?;
     let target = local_target(
-        agent,
+        caps,
         ctx,
         "Can only forward to either client node or server",
         StatusCode::INTERNAL_SERVER_ERROR,
     )?;
     let data = match &target {
-        Some(t) if t.remote => agent.remote_host_data(&t.id, ctx.token.as_deref()).await,
-        _ => agent.host_data().await,
+        Some(t) if t.remote => {
+            caps.forwarder()?
+                .remote_host_data(&t.id, ctx.token.as_deref())
+                .await
+        }
+        _ => caps.debugging()?.host_data().await,
     }
     .map_err(ApiError::from_message)?;
     let pretty = ctx.query.pretty();
@@ -108,19 +107,19 @@ pub async fn host<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
 /// The agent a request targets: its ID (member name or node ID) and whether it is another
 /// server, reached over RPC.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     /// The member name (server) or node ID (client).
-    pub id: String,
+    pub(crate) id: String,
     /// Another server of the region, not this agent.
-    pub remote: bool,
+    pub(crate) remote: bool,
 }
 
 /// Reads `node_id` and `server_id` (spec §0.8): both set is a 400 with `both`; an ID naming this
 /// agent resolves to its member name (server) or node ID; `leader` and other servers of the
 /// region resolve to a remote target; other IDs get the spec's errors, an unknown server with
 /// `unknown_server` as the status. `None` when neither is given.
-pub fn local_target<A: AgentApi>(
-    agent: &A,
+pub(crate) fn local_target(
+    caps: &Caps,
     ctx: &Ctx,
     both: &str,
     unknown_server: StatusCode,
@@ -129,8 +128,8 @@ pub fn local_target<A: AgentApi>(
     let server_id = ctx.query.get("server_id").unwrap_or("");
     match (node_id, server_id) {
         ("", "") => Ok(None),
-        (id, "") => local_node_target(agent, id).map(|id| Some(Target { id, remote: false })),
-        ("", id) => server_target(agent, id)
+        (id, "") => local_node_target(caps, id).map(|id| Some(Target { id, remote: false })),
+        ("", id) => server_target(caps, id)
             .map(Some)
             .map_err(|e| ApiError::new(unknown_server, e.message)),
         _ => Err(ApiError::bad_request(both)),
@@ -139,20 +138,23 @@ pub fn local_target<A: AgentApi>(
 
 /// Resolves `server_id`: this agent's server, another server of the region (the leader, a
 /// member name or a server ID), or the spec's error.
-pub fn server_target<A: AgentApi>(agent: &A, id: &str) -> Result<Target, ApiError> {
-    let config = agent.config();
+pub(crate) fn server_target(caps: &Caps, id: &str) -> Result<Target, ApiError> {
+    let config = caps.config();
     let name = config.member_name();
     let local = config.server.enabled
-        && ((id == "leader" && agent.is_leader())
+        && ((id == "leader" && caps.info.is_leader())
             || id == name
-            || agent.server_id().as_deref() == Some(id));
+            || caps.info.server_id().as_deref() == Some(id));
     if local {
         return Ok(Target {
             id: name,
             remote: false,
         });
     }
-    match agent.remote_server(id) {
+    let Some(forwarding) = caps.forwarding() else {
+        return Err(ApiError::from_message(format!("unknown Nomad server {id}")));
+    };
+    match forwarding.remote_server(id) {
         Ok(other) if other == name => Ok(Target {
             id: name,
             remote: false,
@@ -166,8 +168,8 @@ pub fn server_target<A: AgentApi>(agent: &A, id: &str) -> Result<Target, ApiErro
 }
 
 /// Resolves `node_id` to this agent's client node, or `404 Unknown node`.
-pub fn local_node_target<A: AgentApi>(agent: &A, id: &str) -> Result<String, ApiError> {
-    match agent.node_id() {
+pub(crate) fn local_node_target(caps: &Caps, id: &str) -> Result<String, ApiError> {
+    match caps.info.node_id() {
         Some(local) if local == id => Ok(local),
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -177,21 +179,24 @@ pub fn local_node_target<A: AgentApi>(agent: &A, id: &str) -> Result<String, Api
 }
 
 /// `GET|PUT|POST /v1/agent/servers` (spec §5).
-pub async fn servers<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
-    only(&ctx.method, &[Method::GET, Method::PUT, Method::POST])?;
-    if !agent.config().client.enabled {
+pub(crate) async fn servers(caps: &Caps, ctx: &Ctx) -> Reply {
+    only(ctx, &[Method::GET, Method::PUT, Method::POST])?;
+    if !caps.config().client.enabled {
         return Err(ApiError::wrong_agent_kind());
     }
     if ctx.method == Method::GET {
-        require(agent, ctx, Acl::allow_agent_read)?;
-        return Ok(response::json(&agent.servers(), ctx.query.pretty()));
+        caps.require(ctx.token.as_deref(), Acl::allow_agent_read)?;
+        return Ok(response::json(
+            &caps.server_list()?.servers(),
+            ctx.query.pretty(),
+        ));
     }
     let addresses = ctx.query.owned("address");
     if addresses.is_empty() {
         return Err(ApiError::bad_request("missing server address"));
     }
-    require(agent, ctx, Acl::allow_agent_write)?;
-    agent
+    caps.require(ctx.token.as_deref(), Acl::allow_agent_write)?;
+    caps.server_list()?
         .set_servers(addresses)
         .await
         .map_err(ApiError::bad_request)?;
@@ -199,19 +204,21 @@ pub async fn servers<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
 }
 
 /// `GET /v1/agent/members` (spec §2).
-pub async fn members<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
-    only(&ctx.method, &[Method::GET])?;
+pub(crate) async fn members(caps: &Caps, ctx: &Ctx) -> Reply {
+    only(ctx, &[Method::GET])?;
     ctx.query.check_generic()?;
     // Nomad resolves the token inside its members RPC, where every authentication failure (a
     // malformed token included) is `Permission denied`.
-    require(agent, ctx, Acl::allow_node_read).map_err(|e| {
-        if e.status == http::StatusCode::FORBIDDEN {
-            ApiError::permission_denied()
-        } else {
-            e
-        }
-    })?;
-    let members = agent
+    caps.require(ctx.token.as_deref(), Acl::allow_node_read)
+        .map_err(|e| {
+            if e.status == http::StatusCode::FORBIDDEN {
+                ApiError::permission_denied()
+            } else {
+                e
+            }
+        })?;
+    let members = caps
+        .membership()?
         .members(ctx.token.as_deref())
         .await
         .map_err(ApiError::from_message)?;
@@ -219,9 +226,9 @@ pub async fn members<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
 }
 
 /// The method and agent-kind checks of the gossip write endpoints (join, force-leave).
-fn server_write(agent: &impl AgentApi, ctx: &Ctx) -> Result<(), ApiError> {
-    only(&ctx.method, &[Method::PUT, Method::POST])?;
-    if agent.config().server.enabled {
+fn server_write(caps: &Caps, ctx: &Ctx) -> Result<(), ApiError> {
+    only(ctx, &[Method::PUT, Method::POST])?;
+    if caps.config().server.enabled {
         Ok(())
     } else {
         Err(ApiError::wrong_agent_kind())
@@ -229,10 +236,10 @@ fn server_write(agent: &impl AgentApi, ctx: &Ctx) -> Result<(), ApiError> {
 }
 
 /// `PUT|POST /v1/agent/join` (spec §3): a failed join is still a 200, with `error` set.
-pub async fn join<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
-    server_write(agent, ctx)?;
+pub(crate) async fn join(caps: &Caps, ctx: &Ctx) -> Reply {
+    server_write(caps, ctx)?;
     // Checked but not enforced (spec §3): only a deprecation warning.
-    let warning = match authorize(agent, ctx) {
+    let warning = match caps.authorize(ctx.token.as_deref()) {
         Ok(acl) if acl.allow_agent_write() => String::new(),
         _ => "anonymous server join is deprecated and will be removed in a future version of Nomad"
             .to_string(),
@@ -241,7 +248,7 @@ pub async fn join<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
     if addresses.is_empty() {
         return Err(ApiError::bad_request("missing address to join"));
     }
-    let result = agent.join(addresses).await;
+    let result = caps.membership()?.join(addresses).await;
     let body = JoinResponse {
         num_joined: result.joined,
         error: if result.errors.is_empty() {
@@ -255,9 +262,9 @@ pub async fn join<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
 }
 
 /// `PUT|POST /v1/agent/force-leave` (spec §4): unknown nodes are not an error.
-pub async fn force_leave<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
-    server_write(agent, ctx)?;
-    require(agent, ctx, Acl::allow_agent_write)?;
+pub(crate) async fn force_leave(caps: &Caps, ctx: &Ctx) -> Reply {
+    server_write(caps, ctx)?;
+    caps.require(ctx.token.as_deref(), Acl::allow_agent_write)?;
     let node = ctx.query.get("node").unwrap_or("");
     if node.is_empty() {
         return Err(ApiError::bad_request("missing node to force leave"));
@@ -266,7 +273,7 @@ pub async fn force_leave<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
         None | Some("") => false,
         Some(v) => parse_bool(v).ok_or_else(|| ApiError::bad_request("invalid prune value"))?,
     };
-    agent
+    caps.membership()?
         .force_leave(node.to_string(), prune)
         .await
         .map_err(ApiError::from_message)?;
@@ -274,7 +281,7 @@ pub async fn force_leave<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
 }
 
 /// An endpoint whose subsystem this Caravan version does not have yet.
-pub fn not_implemented(ctx: &Ctx) -> Reply {
+pub(crate) fn not_implemented(ctx: &Ctx) -> Reply {
     Err(ApiError::new(
         StatusCode::NOT_IMPLEMENTED,
         format!("{} is not implemented by this Caravan version", ctx.path),
@@ -282,7 +289,7 @@ pub fn not_implemented(ctx: &Ctx) -> Reply {
 }
 
 /// Go's `301` for a prefix route asked for without its slash.
-pub fn redirect(ctx: &Ctx, location: &str) -> Reply {
+pub(crate) fn redirect(ctx: &Ctx, location: &str) -> Reply {
     let mut target = location.to_string();
     if let Some(q) = &ctx.raw_query {
         target.push('?');
@@ -310,7 +317,7 @@ pub fn redirect(ctx: &Ctx, location: &str) -> Reply {
 
 /// Escapes text for an HTML attribute or element as Go's `html.EscapeString` (and so
 /// `http.Redirect`) does: `&`, `<`, `>`, `"` and `'`.
-pub fn html_escape(text: &str) -> String {
+pub(crate) fn html_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -326,17 +333,18 @@ pub fn html_escape(text: &str) -> String {
 }
 
 /// The root handler's `404`: empty body, no `Content-Type`.
-pub fn not_found() -> Reply {
+pub(crate) fn not_found() -> Reply {
     let mut resp = response::empty();
     *resp.status_mut() = StatusCode::NOT_FOUND;
     Ok(resp)
 }
 
 /// `GET /v1/status/leader`: the leader's RPC address as a JSON string (`""` when none).
-pub async fn status_leader<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
-    only(&ctx.method, &[Method::GET])?;
+pub(crate) async fn status_leader(caps: &Caps, ctx: &Ctx) -> Reply {
+    only(ctx, &[Method::GET])?;
     ctx.query.check_generic()?;
-    let leader = agent
+    let leader = caps
+        .operator()?
         .status_leader()
         .await
         .map_err(ApiError::from_message)?;
@@ -344,9 +352,13 @@ pub async fn status_leader<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
 }
 
 /// `GET /v1/status/peers`: the RPC addresses of the Raft voters.
-pub async fn status_peers<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
-    only(&ctx.method, &[Method::GET])?;
+pub(crate) async fn status_peers(caps: &Caps, ctx: &Ctx) -> Reply {
+    only(ctx, &[Method::GET])?;
     ctx.query.check_generic()?;
-    let peers = agent.status_peers().await.map_err(ApiError::from_message)?;
+    let peers = caps
+        .operator()?
+        .status_peers()
+        .await
+        .map_err(ApiError::from_message)?;
     Ok(response::json(&peers, ctx.query.pretty()))
 }

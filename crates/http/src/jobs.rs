@@ -4,7 +4,7 @@
 //!
 //! A submitted job is decoded from Nomad's wire casing into a
 //! [`JobSubmission`]; its defaults and checks are
-//! the domain's ([`Job::from_submission`]). Every read goes through [`AgentApi::read_state`]
+//! the domain's ([`Job::from_submission`]). Every read goes through [`Jobs::read_state`](crate::Jobs::read_state)
 //! with the request's `stale`, `index` and `wait`, and its answer carries `X-Nomad-Index`,
 //! `X-Nomad-KnownLeader` and `X-Nomad-LastContact` (a `404` of an unknown object too, as
 //! Nomad sets them before it looks at the answer).
@@ -15,15 +15,13 @@ use caravan_agent_core::jobs::{
 };
 use caravan_agent_core::query::{Indexed, StateAnswer, StateQuery};
 use http::header::HeaderValue;
-use http::{HeaderMap, Method, Response, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use crate::acl::require;
-use crate::api::{AgentApi, JobWriteError, JobWriteResult, ReadError, RestoreError};
-use crate::response::{self, Body};
-use crate::{ApiError, Ctx};
-
-type Reply = Result<Response<Body>, ApiError>;
+use crate::api::{JobWriteError, JobWriteResult, ReadError, RestoreError};
+use crate::app::Caps;
+use crate::response;
+use crate::{ApiError, Ctx, Reply, only};
 
 #[derive(Deserialize)]
 struct RegisterRequest {
@@ -203,8 +201,8 @@ fn node_json(n: &Node) -> serde_json::Value {
 
 /// With ACLs on, the job API (jobs, evaluations, allocations) needs a management token
 /// (namespace capabilities come later).
-fn authorize_jobs<A: AgentApi>(agent: &A, ctx: &Ctx) -> Result<(), ApiError> {
-    require(agent, ctx, Acl::is_management)
+fn authorize_jobs(caps: &Caps, ctx: &Ctx) -> Result<(), ApiError> {
+    caps.require(ctx.token.as_deref(), Acl::is_management)
 }
 
 /// What a read shows: the JSON of what was found, or the `404` text of what was not.
@@ -228,26 +226,25 @@ impl Shown {
 }
 
 /// One state read, in Nomad's order: the method (`GET` only), the generic parameters (their
-/// `400`s), the capability, then [`AgentApi::read_state`]. `show` turns the answer into what
+/// `400`s), the capability, then [`Jobs::read_state`](crate::Jobs::read_state). `show` turns the answer into what
 /// the endpoint sends; `None` means the agent answered another kind of query (a `500`).
-async fn state_read<A: AgentApi>(
-    agent: &A,
+async fn state_read(
+    caps: &Caps,
     ctx: &Ctx,
     allowed: fn(&Acl) -> bool,
     query: StateQuery,
     show: impl FnOnce(StateAnswer) -> Option<Shown>,
 ) -> Reply {
-    if ctx.method != Method::GET {
-        return Err(ApiError::invalid_method());
-    }
+    only(ctx, &[Method::GET])?;
     let options = ctx.query.read_options()?;
-    require(agent, ctx, allowed)?;
+    caps.require(ctx.token.as_deref(), allowed)?;
     let Indexed {
         value,
         index,
         known_leader,
         last_contact,
-    } = agent
+    } = caps
+        .jobs()?
         .read_state(query.clone(), options)
         .await
         .map_err(read_error)?;
@@ -289,11 +286,11 @@ fn set_read_headers(
 
 /// `/v1/operator/snapshot`: `GET` saves the replicated state (a consistent read, with the
 /// read headers), `PUT` restores it; both need a management token.
-pub async fn snapshot<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
+pub(crate) async fn snapshot(caps: &Caps, ctx: &Ctx) -> Reply {
     match ctx.method {
         Method::GET => {
-            require(agent, ctx, Acl::is_management)?;
-            let saved = agent.snapshot_save().await.map_err(read_error)?;
+            caps.require(ctx.token.as_deref(), Acl::is_management)?;
+            let saved = caps.operator()?.snapshot_save().await.map_err(read_error)?;
             let mut resp =
                 response::with_type(StatusCode::OK, "application/octet-stream", saved.value);
             set_read_headers(
@@ -305,11 +302,11 @@ pub async fn snapshot<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
             Ok(resp)
         }
         Method::PUT | Method::POST => {
-            require(agent, ctx, Acl::is_management)?;
+            caps.require(ctx.token.as_deref(), Acl::is_management)?;
             if ctx.body.is_empty() {
                 return Err(ApiError::bad_request("Request body is empty"));
             }
-            agent
+            caps.operator()?
                 .snapshot_restore(ctx.body.to_vec())
                 .await
                 .map_err(|e| match e {
@@ -328,12 +325,10 @@ pub async fn snapshot<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
 }
 
 /// `GET /v1/operator/raft/configuration` (`operator:read`).
-pub fn raft_configuration<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
-    if ctx.method != Method::GET {
-        return Err(ApiError::invalid_method());
-    }
-    require(agent, ctx, Acl::allow_operator_read)?;
-    let config = agent.raft_configuration().map_err(read_error)?;
+pub(crate) fn raft_configuration(caps: &Caps, ctx: &Ctx) -> Reply {
+    only(ctx, &[Method::GET])?;
+    caps.require(ctx.token.as_deref(), Acl::allow_operator_read)?;
+    let config = caps.operator()?.raft_configuration().map_err(read_error)?;
     Ok(response::json(&config, ctx.query.pretty()))
 }
 
@@ -363,24 +358,28 @@ fn answer_kind(answer: &StateAnswer) -> &'static str {
     }
 }
 
-async fn register<A: AgentApi>(agent: &A, ctx: &Ctx, path_id: Option<&str>) -> Reply {
-    authorize_jobs(agent, ctx)?;
+async fn register(caps: &Caps, ctx: &Ctx, path_id: Option<&str>) -> Reply {
+    authorize_jobs(caps, ctx)?;
     let job = parse_job(&ctx.body)?;
     if let Some(id) = path_id
         && id != job.id
     {
         return Err(ApiError::bad_request("Job ID does not match name"));
     }
-    let w = agent.register_job(job).await.map_err(job_write_error)?;
+    let w = caps
+        .jobs()?
+        .register_job(job)
+        .await
+        .map_err(job_write_error)?;
     Ok(response::json(&WriteOut::from(w), ctx.query.pretty()))
 }
 
 /// `/v1/jobs`.
-pub async fn jobs<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
+pub(crate) async fn jobs(caps: &Caps, ctx: &Ctx) -> Reply {
     match ctx.method {
         Method::GET => {
             state_read(
-                agent,
+                caps,
                 ctx,
                 Acl::is_management,
                 StateQuery::Jobs,
@@ -391,13 +390,13 @@ pub async fn jobs<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
             )
             .await
         }
-        Method::PUT | Method::POST => register(agent, ctx, None).await,
+        Method::PUT | Method::POST => register(caps, ctx, None).await,
         _ => Err(ApiError::invalid_method()),
     }
 }
 
 /// `/v1/job/<rest>`.
-pub async fn job<A: AgentApi>(agent: &A, ctx: &Ctx, rest: &str) -> Reply {
+pub(crate) async fn job(caps: &Caps, ctx: &Ctx, rest: &str) -> Reply {
     let (id, sub) = match rest.split_once('/') {
         Some((id, sub)) => (id, Some(sub)),
         None => (rest, None),
@@ -408,7 +407,7 @@ pub async fn job<A: AgentApi>(agent: &A, ctx: &Ctx, rest: &str) -> Reply {
     match (sub, &ctx.method) {
         (Some("allocations"), &Method::GET) => {
             let query = StateQuery::JobAllocations(id.to_string());
-            state_read(agent, ctx, Acl::is_management, query, |a| match a {
+            state_read(caps, ctx, Acl::is_management, query, |a| match a {
                 StateAnswer::JobAllocations(allocs) => Some(Shown::of(
                     allocs,
                     |allocs| allocs.iter().map(alloc_json).collect(),
@@ -421,7 +420,7 @@ pub async fn job<A: AgentApi>(agent: &A, ctx: &Ctx, rest: &str) -> Reply {
         (Some(_), _) => Err(ApiError::invalid_method()),
         (None, &Method::GET) => {
             let query = StateQuery::Job(id.to_string());
-            state_read(agent, ctx, Acl::is_management, query, |a| match a {
+            state_read(caps, ctx, Acl::is_management, query, |a| match a {
                 StateAnswer::Job(job) => {
                     Some(Shown::of(job, |j| job_json(&j, true), JOB_NOT_FOUND))
                 }
@@ -429,10 +428,11 @@ pub async fn job<A: AgentApi>(agent: &A, ctx: &Ctx, rest: &str) -> Reply {
             })
             .await
         }
-        (None, &Method::PUT) | (None, &Method::POST) => register(agent, ctx, Some(id)).await,
+        (None, &Method::PUT) | (None, &Method::POST) => register(caps, ctx, Some(id)).await,
         (None, &Method::DELETE) => {
-            authorize_jobs(agent, ctx)?;
-            let w = agent
+            authorize_jobs(caps, ctx)?;
+            let w = caps
+                .jobs()?
                 .deregister_job(id)
                 .await
                 .map_err(job_write_error)?
@@ -459,9 +459,9 @@ fn job_not_found() -> ApiError {
 }
 
 /// `GET /v1/evaluations`.
-pub async fn evaluations<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
+pub(crate) async fn evaluations(caps: &Caps, ctx: &Ctx) -> Reply {
     state_read(
-        agent,
+        caps,
         ctx,
         Acl::is_management,
         StateQuery::Evaluations,
@@ -474,9 +474,9 @@ pub async fn evaluations<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
 }
 
 /// `GET /v1/evaluation/<id>`.
-pub async fn evaluation<A: AgentApi>(agent: &A, ctx: &Ctx, id: &str) -> Reply {
+pub(crate) async fn evaluation(caps: &Caps, ctx: &Ctx, id: &str) -> Reply {
     let query = StateQuery::Evaluation(id.to_string());
-    state_read(agent, ctx, Acl::is_management, query, |a| match a {
+    state_read(caps, ctx, Acl::is_management, query, |a| match a {
         StateAnswer::Evaluation(eval) => Some(Shown::of(eval, |e| eval_json(&e), "eval not found")),
         _ => None,
     })
@@ -484,9 +484,9 @@ pub async fn evaluation<A: AgentApi>(agent: &A, ctx: &Ctx, id: &str) -> Reply {
 }
 
 /// `GET /v1/allocations`.
-pub async fn allocations<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
+pub(crate) async fn allocations(caps: &Caps, ctx: &Ctx) -> Reply {
     state_read(
-        agent,
+        caps,
         ctx,
         Acl::is_management,
         StateQuery::Allocations,
@@ -499,9 +499,9 @@ pub async fn allocations<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
 }
 
 /// `GET /v1/allocation/<id>`.
-pub async fn allocation<A: AgentApi>(agent: &A, ctx: &Ctx, id: &str) -> Reply {
+pub(crate) async fn allocation(caps: &Caps, ctx: &Ctx, id: &str) -> Reply {
     let query = StateQuery::Allocation(id.to_string());
-    state_read(agent, ctx, Acl::is_management, query, |a| match a {
+    state_read(caps, ctx, Acl::is_management, query, |a| match a {
         StateAnswer::Allocation(alloc) => {
             Some(Shown::of(alloc, |a| alloc_json(&a), "alloc not found"))
         }
@@ -511,9 +511,9 @@ pub async fn allocation<A: AgentApi>(agent: &A, ctx: &Ctx, id: &str) -> Reply {
 }
 
 /// `GET /v1/nodes` (`node:read`).
-pub async fn nodes<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
+pub(crate) async fn nodes(caps: &Caps, ctx: &Ctx) -> Reply {
     state_read(
-        agent,
+        caps,
         ctx,
         Acl::allow_node_read,
         StateQuery::Nodes,
@@ -526,9 +526,9 @@ pub async fn nodes<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
 }
 
 /// `GET /v1/node/<id>` (`node:read`).
-pub async fn node<A: AgentApi>(agent: &A, ctx: &Ctx, id: &str) -> Reply {
+pub(crate) async fn node(caps: &Caps, ctx: &Ctx, id: &str) -> Reply {
     let query = StateQuery::Node(id.to_string());
-    state_read(agent, ctx, Acl::allow_node_read, query, |a| match a {
+    state_read(caps, ctx, Acl::allow_node_read, query, |a| match a {
         StateAnswer::Node(node) => Some(Shown::of(node, |n| node_json(&n), "node not found")),
         _ => None,
     })

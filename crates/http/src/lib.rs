@@ -1,21 +1,33 @@
-//! Caravan's HTTP API: a thin hyper server that speaks Nomad's `/v1/agent/*` wire format.
+//! Caravan's HTTP API: a thin hyper layer that speaks Nomad's `/v1/agent/*` wire format (and the
+//! job, status, operator and ACL routes beside it).
 //!
-//! The crate owns routing ([`router`]), request conventions ([`request`]: query parameters,
-//! `?pretty`, tokens), response conventions ([`response`]: JSON, plain-text errors, gzip/deflate,
-//! `Vary` and operator headers), the wire types ([`dto`]) and connection handling ([`serve`]:
-//! per-client and total connection limits, header and body timeouts, graceful shutdown).
-//! Everything an endpoint needs from the agent comes through the [`AgentApi`] trait, so the crate
-//! can be embedded and tested with a fake. The job API ([`jobs`]) reads jobs, evaluations,
-//! allocations and nodes through one call, [`AgentApi::read_state`], with Nomad's `stale`,
-//! `index` and `wait`, and answers with `X-Nomad-Index`, `X-Nomad-KnownLeader` and
-//! `X-Nomad-LastContact` (never on `/v1/agent/*`). ACL changes are typed
-//! [`AclWrite`](caravan_agent_core::acl::AclWrite)s the handler proposes with fresh IDs and the
-//! time inside ([`AgentApi::acl_write`]); job defaults and checks are the domain's
-//! ([`Job::from_submission`](caravan_agent_core::jobs::Job::from_submission)).
+//! A host describes itself with small capability traits ([`api`]): [`AgentInfo`] (who it is and
+//! how it is doing) is required; [`Membership`], [`ServerList`], [`Acls`], [`Jobs`],
+//! [`Schedulers`], [`Debugging`], [`Forwarding`] and [`Operator`] are added when the host has
+//! them, and the routes of a missing one answer `501`. [`App::builder`] collects them; the
+//! [`App`] it builds answers requests through [`App::handle`], as a `tower::Service` (mount it in
+//! any hyper-util or tower stack), or through [`serve`] (the agent's listener: per-client and
+//! total connection limits, header and body timeouts, graceful shutdown). The crate owns routing,
+//! Nomad's request conventions (query parameters, `?pretty`, tokens, check order), its response
+//! conventions (JSON, plain-text errors, gzip/deflate, `Vary` and operator headers) and the wire
+//! types ([`dto`]); it checks, translates and calls, and holds no domain rule (job defaults, ACL
+//! state changes and their checks are agent-core's).
 //!
 //! ```no_run
-//! # async fn run<A: caravan_http::AgentApi>(agent: A) -> std::io::Result<()> {
-//! let app = caravan_http::App::new(agent).expect("valid response headers");
+//! use std::sync::Arc;
+//! use caravan_http::{AgentInfo, App, dto::VersionDto};
+//! use caravan_agent_core::config::AgentConfig;
+//!
+//! struct Info(AgentConfig);
+//! impl AgentInfo for Info {
+//!     fn config(&self) -> &AgentConfig { &self.0 }
+//!     fn version(&self) -> VersionDto { VersionDto::release("1.0.0", "") }
+//!     fn server_health(&self) -> Result<(), String> { Ok(()) }
+//!     fn client_health(&self) -> Result<(), String> { Ok(()) }
+//! }
+//!
+//! # async fn run(config: AgentConfig) -> Result<(), Box<dyn std::error::Error>> {
+//! let app = App::builder(Arc::new(Info(config))).build()?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:4646").await?;
 //! let (_stop, stopped) = tokio::sync::watch::channel(false);
 //! caravan_http::serve::serve_http1(listener, app, Default::default(), stopped).await;
@@ -23,36 +35,39 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod acl;
+mod acl;
 pub mod api;
+mod app;
 pub mod dto;
+mod erased;
 mod error;
-pub mod handlers;
-pub mod jobs;
+mod handlers;
+mod jobs;
 pub mod logs;
 pub mod monitor;
-pub mod pprof;
-pub mod request;
-pub mod response;
-pub mod router;
-pub mod schedulers;
+mod pprof;
+mod request;
+mod response;
+mod router;
+mod schedulers;
 pub mod serve;
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use http::header::{HeaderName, HeaderValue};
-use http::{Method, Request, Response};
+use http::Method;
 
-pub use api::AgentApi;
+pub use api::{
+    AclWriteError, Acls, AgentInfo, Debugging, Forwarding, JobWriteError, JobWriteResult, Jobs,
+    JoinResult, Membership, Operator, ReadError, RestoreError, Schedulers, ServerList, Stats,
+};
+pub use app::{App, AppBuilder, BuildError};
 pub use error::{ApiError, multi_error};
 use request::Query;
-use response::{Body, Encoding};
-use router::Route;
+pub use response::Body;
 
 /// What a handler knows about the request it serves.
 #[derive(Debug)]
-pub struct Ctx {
+pub(crate) struct Ctx {
     /// The method.
     pub method: Method,
     /// The path, without the query.
@@ -75,177 +90,19 @@ pub const MAX_BODY: usize = 1 << 20;
 /// is closed, so a slow body cannot hold a connection for ever.
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The HTTP application: an agent plus the response headers the operator configured.
-pub struct App<A> {
-    agent: Arc<A>,
-    extra_headers: Vec<(HeaderName, HeaderValue)>,
-    body_read_timeout: Duration,
-}
+/// A handler's answer.
+pub(crate) type Reply = Result<http::Response<Body>, ApiError>;
 
-impl<A> Clone for App<A> {
-    fn clone(&self) -> Self {
-        App {
-            agent: self.agent.clone(),
-            extra_headers: self.extra_headers.clone(),
-            body_read_timeout: self.body_read_timeout,
-        }
+/// The method check every endpoint starts with: anything else is `405 Invalid method`.
+pub(crate) fn only(ctx: &Ctx, allowed: &[Method]) -> Result<(), ApiError> {
+    if allowed.contains(&ctx.method) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_method())
     }
 }
 
-impl<A: AgentApi> App<A> {
-    /// Wraps an agent. Fails when an `http_api_response_headers` entry is not a valid header.
-    pub fn new(agent: A) -> Result<App<A>, ApiError> {
-        App::from_arc(Arc::new(agent))
-    }
-
-    /// Wraps a shared agent.
-    pub fn from_arc(agent: Arc<A>) -> Result<App<A>, ApiError> {
-        let mut extra_headers = Vec::new();
-        for (name, value) in &agent.config().http_api_response_headers {
-            let bad = || {
-                ApiError::bad_request(format!(
-                    "http_api_response_headers: invalid header {name:?} = {value:?}"
-                ))
-            };
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
-            let value = HeaderValue::from_str(value).map_err(|_| bad())?;
-            extra_headers.push((name, value));
-        }
-        Ok(App {
-            agent,
-            extra_headers,
-            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
-        })
-    }
-
-    /// The same application with another request-body read timeout (default
-    /// [`DEFAULT_BODY_READ_TIMEOUT`]; [`serve::serve_http1`] sets
-    /// [`serve::ServeOptions::body_read_timeout`]).
-    pub fn with_body_read_timeout(mut self, timeout: Duration) -> App<A> {
-        self.body_read_timeout = timeout;
-        self
-    }
-
-    /// The agent behind the API.
-    pub fn agent(&self) -> &A {
-        &self.agent
-    }
-
-    /// Serves one request: route, handle, map errors, add headers, compress, log.
-    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
-    where
-        B: hyper::body::Body<Data = bytes::Bytes> + Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        use http_body_util::BodyExt;
-        let started = Instant::now();
-        let encoding = Encoding::negotiate(req.headers());
-        let (parts, body) = req.into_parts();
-        let body = tokio::time::timeout(
-            self.body_read_timeout,
-            http_body_util::Limited::new(body, MAX_BODY).collect(),
-        )
-        .await;
-        let mut ctx = Ctx {
-            method: parts.method.clone(),
-            path: parts.uri.path().to_string(),
-            raw_query: parts.uri.query().map(str::to_string),
-            query: Query::parse(parts.uri.query()),
-            token: request::extract_token(&parts.headers),
-            body: bytes::Bytes::new(),
-        };
-        let timed_out = body.is_err();
-        let result = match body {
-            Ok(Ok(collected)) => {
-                ctx.body = collected.to_bytes();
-                self.dispatch(&ctx).await
-            }
-            Ok(Err(e)) => Err(ApiError::new(
-                http::StatusCode::PAYLOAD_TOO_LARGE,
-                format!("failed to read request body: {e}"),
-            )),
-            Err(_) => {
-                let timeout = humantime::format_duration(self.body_read_timeout);
-                tracing::warn!(
-                    target: "http",
-                    method = %ctx.method,
-                    path = %request_uri(&ctx),
-                    %timeout,
-                    "request body not received in time; closing the connection"
-                );
-                Err(ApiError::new(
-                    http::StatusCode::REQUEST_TIMEOUT,
-                    format!("failed to read request body: timed out after {timeout}"),
-                ))
-            }
-        };
-        let mut resp = match result {
-            Ok(resp) => resp,
-            Err(e) => {
-                log_failure(&ctx, &e);
-                response::error(&e)
-            }
-        };
-        if timed_out {
-            // The rest of the body is still on its way: the connection cannot be reused.
-            resp.headers_mut()
-                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        response::add_common_headers(resp.headers_mut(), &self.extra_headers);
-        let streaming = resp
-            .extensions()
-            .get::<monitor::endpoint::Streaming>()
-            .is_some();
-        if let Some(encoding) = encoding.filter(|_| !streaming) {
-            resp = response::compress_response(resp, encoding).await;
-        }
-        tracing::debug!(
-            target: "http",
-            method = %ctx.method,
-            path = %request_uri(&ctx),
-            duration = ?started.elapsed(),
-            "request complete"
-        );
-        resp
-    }
-
-    async fn dispatch(&self, ctx: &Ctx) -> Result<Response<Body>, ApiError> {
-        let agent = &*self.agent;
-        match Route::of(&ctx.path) {
-            Route::AgentSelf => handlers::agent_self(agent, ctx),
-            Route::Health => handlers::health(agent, ctx),
-            Route::Host => handlers::host(agent, ctx).await,
-            Route::Servers => handlers::servers(agent, ctx).await,
-            Route::Pprof(name) => pprof::pprof(agent, ctx, &name).await,
-            Route::Monitor => monitor::endpoint::monitor(agent, ctx).await,
-            Route::Acl(rest) => acl::route(agent, ctx, &rest).await,
-            Route::Redirect(location) => handlers::redirect(ctx, location),
-            Route::NotFound => handlers::not_found(),
-            Route::Members => handlers::members(agent, ctx).await,
-            Route::Join => handlers::join(agent, ctx).await,
-            Route::ForceLeave => handlers::force_leave(agent, ctx).await,
-            Route::Jobs => jobs::jobs(agent, ctx).await,
-            Route::Job(rest) => jobs::job(agent, ctx, &rest).await,
-            Route::Evaluations => jobs::evaluations(agent, ctx).await,
-            Route::Evaluation(id) => jobs::evaluation(agent, ctx, &id).await,
-            Route::Allocations => jobs::allocations(agent, ctx).await,
-            Route::Allocation(id) => jobs::allocation(agent, ctx, &id).await,
-            Route::Nodes => jobs::nodes(agent, ctx).await,
-            Route::OperatorSnapshot => jobs::snapshot(agent, ctx).await,
-            Route::OperatorRaftConfiguration => jobs::raft_configuration(agent, ctx),
-            Route::Node(id) => jobs::node(agent, ctx, &id).await,
-            Route::StatusLeader => handlers::status_leader(agent, ctx).await,
-            Route::StatusPeers => handlers::status_peers(agent, ctx).await,
-            Route::Schedulers => schedulers::workers(agent, ctx),
-            Route::SchedulersConfig => schedulers::config(agent, ctx),
-            Route::Reload | Route::MonitorExport | Route::Keyring(_) => {
-                handlers::not_implemented(ctx)
-            }
-        }
-    }
-}
-
-fn request_uri(ctx: &Ctx) -> String {
+pub(crate) fn request_uri(ctx: &Ctx) -> String {
     match &ctx.raw_query {
         Some(q) => format!("{}?{q}", ctx.path),
         None => ctx.path.clone(),

@@ -47,7 +47,7 @@ pub const EXCLUDED_TARGETS: [&str; 10] = [
 
 /// Whether an event target belongs to one of [`EXCLUDED_TARGETS`]: the crate name itself or a
 /// module below it (`h2::codec`), not merely a name that starts the same (`h2c`, `tokio_util`).
-pub fn is_excluded_target(target: &str) -> bool {
+pub(crate) fn is_excluded_target(target: &str) -> bool {
     EXCLUDED_TARGETS.iter().any(|krate| {
         target
             .strip_prefix(krate)
@@ -481,8 +481,12 @@ mod tests {
     }
 }
 
+/// A local log stream for an already validated request: what `/v1/agent/monitor` serves, and
+/// what a server relays to another one.
+pub use endpoint::serve;
+
 /// Streaming `/v1/agent/monitor` (spec §8).
-pub mod endpoint {
+pub(crate) mod endpoint {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
 
@@ -495,8 +499,8 @@ pub mod endpoint {
     use tracing::Level;
 
     use super::{SubscribeOptions, Subscription};
-    use crate::acl::require;
-    use crate::api::{AgentApi, MonitorRequest};
+    use crate::api::MonitorRequest;
+    use crate::app::Caps;
     use crate::handlers::local_target;
     use crate::request::parse_bool;
     use crate::response::Body;
@@ -558,7 +562,7 @@ pub mod endpoint {
 
     /// Validates the request in the spec's order, then starts the stream (relayed from another
     /// server when `server_id` names one).
-    pub async fn monitor<A: AgentApi>(agent: &A, ctx: &Ctx) -> Result<Response<Body>, ApiError> {
+    pub(crate) async fn monitor(caps: &Caps, ctx: &Ctx) -> Result<Response<Body>, ApiError> {
         parse_level(ctx.query.get("log_level"))?;
         let request = MonitorRequest {
             log_level: ctx.query.get("log_level").unwrap_or("").to_string(),
@@ -567,27 +571,28 @@ pub mod endpoint {
             include_location: parse_flag(ctx, "log_include_location", "log_include_location")?,
         };
         // A client-only agent ignores server_id and streams its own logs (spec §8).
-        let client_only = !agent.config().server.enabled;
+        let client_only = !caps.config().server.enabled;
         let target = if client_only && ctx.query.get("node_id").unwrap_or("").is_empty() {
             None
         } else {
             local_target(
-                agent,
+                caps,
                 ctx,
                 "Cannot target node and server simultaneously",
                 StatusCode::BAD_REQUEST,
             )?
         };
-        require(agent, ctx, Acl::allow_agent_read)?;
+        caps.require(ctx.token.as_deref(), Acl::allow_agent_read)?;
         match target {
             Some(t) if t.remote => {
                 let plain = request.plain;
-                let rx = agent
+                let rx = caps
+                    .forwarder()?
                     .remote_monitor(&t.id, ctx.token.as_deref(), request)
                     .await?;
                 Ok(relay(rx, plain))
             }
-            _ => serve(agent.monitor_hub(), &request),
+            _ => serve(caps.debugging()?.monitor_hub(), &request),
         }
     }
 

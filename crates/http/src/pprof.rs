@@ -1,21 +1,17 @@
 //! `/v1/agent/pprof/<name>` (spec §9): parameter rules, availability, and the headers per
-//! profile. Collecting profiles is the agent's job ([`AgentApi::profile`]).
+//! profile. Collecting profiles is the agent's job ([`Debugging::profile`](crate::Debugging::profile)).
 
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
-use crate::acl::{authorize, require_debug};
-use crate::api::{AgentApi, ProfileRequest};
+use crate::api::ProfileRequest;
+use crate::app::Caps;
 use crate::handlers::local_target;
 use crate::response::{self, Body};
 use crate::{ApiError, Ctx};
 
-/// The longest CPU profile or trace one request may ask for (an hour); the rule itself lives in
-/// [`ProfileRequest::new`], shared with the agent RPC.
-pub const MAX_SECONDS: i64 = caravan_agent_core::debug::MAX_PROFILE_SECONDS as i64;
-
 /// Profiles Go's runtime names; the ones without a Rust equivalent answer `501`.
-pub const NAMED_PROFILES: [&str; 6] = [
+pub(crate) const NAMED_PROFILES: [&str; 6] = [
     "goroutine",
     "threadcreate",
     "heap",
@@ -29,28 +25,25 @@ fn int_param(ctx: &Ctx, key: &str) -> i64 {
 }
 
 /// Serves one profile request.
-pub async fn pprof<A: AgentApi>(
-    agent: &A,
-    ctx: &Ctx,
-    name: &str,
-) -> Result<Response<Body>, ApiError> {
+pub(crate) async fn pprof(caps: &Caps, ctx: &Ctx, name: &str) -> Result<Response<Body>, ApiError> {
     if name.is_empty() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "Invalid method"));
     }
     let target = local_target(
-        agent,
+        caps,
         ctx,
         "Cannot target node and server simultaneously",
         StatusCode::INTERNAL_SERVER_ERROR,
     )?;
     // agent:write first (ACLs off counts as holding it), then the debug check at the target.
-    if !authorize(agent, ctx)
+    if !caps
+        .authorize(ctx.token.as_deref())
         .map_err(|_| ApiError::permission_denied())?
         .allow_agent_write()
     {
         return Err(ApiError::permission_denied());
     }
-    require_debug(agent, ctx)?;
+    caps.require_debug(ctx.token.as_deref())?;
     // Non-positive (or unparsable) is 1; above the bound is `400 seconds must be at most 3600`,
     // checked by the request type before the profile name is looked up.
     let seconds = u64::try_from(int_param(ctx, "seconds").max(1)).unwrap_or(1);
@@ -72,11 +65,11 @@ pub async fn pprof<A: AgentApi>(
     }
     let body = match target {
         Some(t) if t.remote => {
-            agent
+            caps.forwarder()?
                 .remote_profile(&t.id, ctx.token.as_deref(), request)
                 .await?
         }
-        _ => agent.profile(request).await?,
+        _ => caps.debugging()?.profile(request).await?,
     };
     Ok(with_headers(&effective, debug, body))
 }

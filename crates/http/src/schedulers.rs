@@ -6,12 +6,9 @@ use http::{Method, Response};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::acl::require;
-use crate::api::AgentApi;
+use crate::app::Caps;
 use crate::response::{self, Body};
-use crate::{ApiError, Ctx};
-
-type Reply = Result<Response<Body>, ApiError>;
+use crate::{ApiError, Ctx, Reply, only};
 
 #[derive(Serialize)]
 struct WorkerDto {
@@ -47,8 +44,8 @@ struct ConfigResponse {
     enabled_schedulers: Vec<String>,
 }
 
-fn server_only<A: AgentApi>(agent: &A) -> Result<(), ApiError> {
-    if agent.config().server.enabled {
+fn server_only(caps: &Caps) -> Result<(), ApiError> {
+    if caps.config().server.enabled {
         Ok(())
     } else {
         Err(ApiError::bad_request("Server only endpoint"))
@@ -56,48 +53,49 @@ fn server_only<A: AgentApi>(agent: &A) -> Result<(), ApiError> {
 }
 
 /// `GET /v1/agent/schedulers`: kind, method, ACL.
-pub fn workers<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
-    server_only(agent)?;
-    if ctx.method != Method::GET {
-        return Err(ApiError::invalid_method());
-    }
-    require(agent, ctx, Acl::allow_agent_read)?;
-    let list = agent.schedulers().unwrap_or_default();
+pub(crate) fn workers(caps: &Caps, ctx: &Ctx) -> Reply {
+    server_only(caps)?;
+    only(ctx, &[Method::GET])?;
+    caps.require(ctx.token.as_deref(), Acl::allow_agent_read)?;
+    let list = caps.schedulers()?.schedulers().unwrap_or_default();
     let body = WorkersResponse {
-        server_id: agent.config().member_name(),
+        server_id: caps.config().member_name(),
         schedulers: list.iter().map(WorkerDto::from).collect(),
     };
     Ok(response::json(&body, ctx.query.pretty()))
 }
 
 /// `/v1/agent/schedulers/config`: kind, method, ACL, body, validation.
-pub fn config<A: AgentApi>(agent: &A, ctx: &Ctx) -> Reply {
-    server_only(agent)?;
+pub(crate) fn config(caps: &Caps, ctx: &Ctx) -> Reply {
+    server_only(caps)?;
     let write = match ctx.method {
         Method::GET => false,
         Method::PUT | Method::POST => true,
         _ => return Err(ApiError::invalid_method()),
     };
     if write {
-        require(agent, ctx, Acl::allow_agent_write)?;
+        caps.require(ctx.token.as_deref(), Acl::allow_agent_write)?;
         let wanted = decode(&ctx.body)?;
-        if !wanted.is_valid(agent.num_cpus()) {
+        if !wanted.is_valid(caps.schedulers()?.num_cpus()) {
             return Err(ApiError::bad_request("Invalid request"));
         }
-        let now = agent.set_scheduler_config(wanted);
-        return Ok(config_response(agent, now, ctx));
+        let now = caps.schedulers()?.set_scheduler_config(wanted);
+        return Ok(config_response(caps, now, ctx));
     }
-    require(agent, ctx, Acl::allow_agent_read)?;
-    let now = agent.scheduler_config().unwrap_or(SchedulerConfig {
-        num_schedulers: 0,
-        enabled_schedulers: Vec::new(),
-    });
-    Ok(config_response(agent, now, ctx))
+    caps.require(ctx.token.as_deref(), Acl::allow_agent_read)?;
+    let now = caps
+        .schedulers()?
+        .scheduler_config()
+        .unwrap_or(SchedulerConfig {
+            num_schedulers: 0,
+            enabled_schedulers: Vec::new(),
+        });
+    Ok(config_response(caps, now, ctx))
 }
 
-fn config_response<A: AgentApi>(agent: &A, c: SchedulerConfig, ctx: &Ctx) -> Response<Body> {
+fn config_response(caps: &Caps, c: SchedulerConfig, ctx: &Ctx) -> Response<Body> {
     let body = ConfigResponse {
-        server_id: agent.config().member_name(),
+        server_id: caps.config().member_name(),
         num_schedulers: c.num_schedulers,
         enabled_schedulers: c.enabled_schedulers,
     };

@@ -27,8 +27,8 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 
+use crate::App;
 use crate::response::Body;
-use crate::{AgentApi, App};
 
 /// Default cap on open connections per listener, all clients together (beside the per-client
 /// cap), so a crowd of addresses cannot take every file descriptor of the process. It assumes a
@@ -85,9 +85,9 @@ type ConnFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// Serves the HTTP API over HTTP/1.1 until `shutdown` turns true. A client over its connection
 /// limit, or any client while the listener is at its total limit, gets `429 Too Many Requests`
 /// and is closed, as Nomad does. Request bodies are read within `opts.body_read_timeout`.
-pub async fn serve_http1<A: AgentApi>(
+pub async fn serve_http1(
     listener: TcpListener,
-    app: App<A>,
+    app: App,
     opts: ServeOptions,
     shutdown: watch::Receiver<bool>,
 ) {

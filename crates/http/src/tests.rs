@@ -1,6 +1,6 @@
 //! Handler tests against a fake agent: every rule that depends on the kind of agent.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,8 +13,7 @@ use http_body_util::{BodyExt, Full};
 
 use crate::App;
 use crate::api::{
-    AclWriteError, AgentApi, Indexed, JoinResult, ReadError, ReadOptions, StateAnswer, StateQuery,
-    Stats,
+    AclWriteError, Indexed, JoinResult, ReadError, ReadOptions, StateAnswer, StateQuery, Stats,
 };
 use crate::dto::{HostData, MembersResponse, VersionDto};
 use crate::monitor::MonitorHub;
@@ -157,7 +156,7 @@ fn config(hcl: &str) -> AgentConfig {
     AgentConfig::resolve(tree_to_file(&tree).unwrap(), true, &host, vec![]).unwrap()
 }
 
-impl AgentApi for Fake {
+impl crate::AgentInfo for Fake {
     fn config(&self) -> &AgentConfig {
         &self.config
     }
@@ -189,24 +188,9 @@ impl AgentApi for Fake {
     fn is_leader(&self) -> bool {
         true
     }
-    async fn host_data(&self) -> Result<HostData, String> {
-        Ok(HostData {
-            os: "x".into(),
-            network: vec![],
-            resolv_conf: String::new(),
-            hosts: String::new(),
-            environment: Default::default(),
-            disk: Default::default(),
-        })
-    }
-    fn servers(&self) -> Vec<String> {
-        self.servers.lock().unwrap().clone()
-    }
-    async fn set_servers(&self, addresses: Vec<String>) -> Result<(), String> {
-        *self.servers.lock().unwrap() = addresses;
-        Ok(())
-    }
+}
 
+impl crate::Membership for Fake {
     async fn members(&self, _token: Option<&str>) -> Result<MembersResponse, String> {
         Ok(MembersResponse {
             server_name: "h".into(),
@@ -228,68 +212,19 @@ impl AgentApi for Fake {
         self.force_leaves.lock().unwrap().push((name, prune));
         Ok(())
     }
+}
 
-    fn schedulers(&self) -> Option<Vec<caravan_agent_core::sched::WorkerInfo>> {
-        None
+impl crate::ServerList for Fake {
+    fn servers(&self) -> Vec<String> {
+        self.servers.lock().unwrap().clone()
     }
-    fn scheduler_config(&self) -> Option<caravan_agent_core::sched::SchedulerConfig> {
-        None
+    async fn set_servers(&self, addresses: Vec<String>) -> Result<(), String> {
+        *self.servers.lock().unwrap() = addresses;
+        Ok(())
     }
-    fn set_scheduler_config(
-        &self,
-        config: caravan_agent_core::sched::SchedulerConfig,
-    ) -> caravan_agent_core::sched::SchedulerConfig {
-        config
-    }
-    async fn register_job(
-        &self,
-        _job: caravan_agent_core::jobs::Job,
-    ) -> Result<crate::api::JobWriteResult, crate::api::JobWriteError> {
-        Err(crate::api::JobWriteError::NoServer)
-    }
-    async fn deregister_job(
-        &self,
-        _id: &str,
-    ) -> Result<Option<crate::api::JobWriteResult>, crate::api::JobWriteError> {
-        Ok(None)
-    }
-    async fn status_leader(&self) -> Result<String, String> {
-        Ok(String::new())
-    }
-    async fn status_peers(&self) -> Result<Vec<String>, String> {
-        Ok(Vec::new())
-    }
-    async fn read_state(
-        &self,
-        query: StateQuery,
-        options: ReadOptions,
-    ) -> Result<Indexed<StateAnswer>, ReadError> {
-        self.reads.lock().unwrap().push((query.clone(), options));
-        let value = match self.read_fault.lock().unwrap().clone() {
-            Some(Fault::Error(e)) => return Err(e),
-            Some(Fault::WrongAnswer) => StateAnswer::Nodes(Vec::new()),
-            None => self.state.answer(&query),
-        };
-        let (index, known_leader, last_contact) = *self.read_meta.lock().unwrap();
-        Ok(Indexed {
-            value,
-            index,
-            known_leader,
-            last_contact,
-        })
-    }
-    fn num_cpus(&self) -> u32 {
-        2
-    }
-    fn monitor_hub(&self) -> &MonitorHub {
-        &self.hub
-    }
-    async fn profile(
-        &self,
-        request: crate::api::ProfileRequest,
-    ) -> Result<Vec<u8>, crate::ApiError> {
-        Ok(request.name.into_bytes())
-    }
+}
+
+impl crate::Acls for Fake {
     fn resolve_token(&self, token: Option<&str>) -> Result<Acl, String> {
         let state = self.acl.lock().unwrap();
         match token {
@@ -315,8 +250,112 @@ impl AgentApi for Fake {
     }
 }
 
-fn app(hcl: &str, servers: &[&str]) -> App<Fake> {
-    App::new(Fake {
+impl crate::Jobs for Fake {
+    async fn register_job(
+        &self,
+        _job: caravan_agent_core::jobs::Job,
+    ) -> Result<crate::api::JobWriteResult, crate::api::JobWriteError> {
+        Err(crate::api::JobWriteError::NoServer)
+    }
+    async fn deregister_job(
+        &self,
+        _id: &str,
+    ) -> Result<Option<crate::api::JobWriteResult>, crate::api::JobWriteError> {
+        Ok(None)
+    }
+    async fn read_state(
+        &self,
+        query: StateQuery,
+        options: ReadOptions,
+    ) -> Result<Indexed<StateAnswer>, ReadError> {
+        self.reads.lock().unwrap().push((query.clone(), options));
+        let value = match self.read_fault.lock().unwrap().clone() {
+            Some(Fault::Error(e)) => return Err(e),
+            Some(Fault::WrongAnswer) => StateAnswer::Nodes(Vec::new()),
+            None => self.state.answer(&query),
+        };
+        let (index, known_leader, last_contact) = *self.read_meta.lock().unwrap();
+        Ok(Indexed {
+            value,
+            index,
+            known_leader,
+            last_contact,
+        })
+    }
+}
+
+impl crate::Schedulers for Fake {
+    fn schedulers(&self) -> Option<Vec<caravan_agent_core::sched::WorkerInfo>> {
+        None
+    }
+    fn scheduler_config(&self) -> Option<caravan_agent_core::sched::SchedulerConfig> {
+        None
+    }
+    fn set_scheduler_config(
+        &self,
+        config: caravan_agent_core::sched::SchedulerConfig,
+    ) -> caravan_agent_core::sched::SchedulerConfig {
+        config
+    }
+    fn num_cpus(&self) -> u32 {
+        2
+    }
+}
+
+impl crate::Debugging for Fake {
+    async fn host_data(&self) -> Result<HostData, String> {
+        Ok(HostData {
+            os: "x".into(),
+            network: vec![],
+            resolv_conf: String::new(),
+            hosts: String::new(),
+            environment: Default::default(),
+            disk: Default::default(),
+        })
+    }
+    fn monitor_hub(&self) -> &MonitorHub {
+        &self.hub
+    }
+    async fn profile(
+        &self,
+        request: crate::api::ProfileRequest,
+    ) -> Result<Vec<u8>, crate::ApiError> {
+        Ok(request.name.into_bytes())
+    }
+}
+
+impl crate::Operator for Fake {
+    async fn status_leader(&self) -> Result<String, String> {
+        Ok(String::new())
+    }
+    async fn status_peers(&self) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
+    fn raft_configuration(&self) -> Result<crate::dto::RaftConfigurationDto, ReadError> {
+        Err(ReadError::NoServer)
+    }
+    async fn snapshot_save(&self) -> Result<Indexed<Vec<u8>>, ReadError> {
+        Err(ReadError::NoServer)
+    }
+    async fn snapshot_restore(&self, _snapshot: Vec<u8>) -> Result<(), crate::RestoreError> {
+        Err(crate::RestoreError::NoServer)
+    }
+}
+
+/// An application over a fake with every capability, and the fake to look into.
+struct TestApp {
+    app: App,
+    fake: Arc<Fake>,
+}
+
+impl TestApp {
+    fn agent(&self) -> &Fake {
+        &self.fake
+    }
+}
+
+fn app(hcl: &str, servers: &[&str]) -> TestApp {
+    let fake = Arc::new(Fake {
         config: config(hcl),
         servers: Mutex::new(servers.iter().map(|s| s.to_string()).collect()),
         hub: MonitorHub::new(),
@@ -327,17 +366,27 @@ fn app(hcl: &str, servers: &[&str]) -> App<Fake> {
         read_meta: Mutex::new((42, false, Duration::from_millis(1500))),
         read_fault: Mutex::new(None),
         force_leaves: Mutex::new(Vec::new()),
-    })
-    .unwrap()
+    });
+    let app = App::builder(fake.clone())
+        .membership(fake.clone())
+        .server_list(fake.clone())
+        .acls(fake.clone())
+        .jobs(fake.clone())
+        .schedulers(fake.clone())
+        .debugging(fake.clone())
+        .operator(fake.clone())
+        .build()
+        .unwrap();
+    TestApp { app, fake }
 }
 
-async fn call(app: &App<Fake>, method: &str, uri: &str) -> (u16, HeaderMap, String) {
+async fn call(app: &TestApp, method: &str, uri: &str) -> (u16, HeaderMap, String) {
     call_with(app, method, uri, None, "").await
 }
 
 /// A request with an ACL token and a body.
 async fn call_with(
-    app: &App<Fake>,
+    app: &TestApp,
     method: &str,
     uri: &str,
     token: Option<&str>,
@@ -348,7 +397,7 @@ async fn call_with(
         req = req.header("X-Nomad-Token", token);
     }
     let req = req.body(Full::new(Bytes::from(body.to_string()))).unwrap();
-    let resp = app.handle(req).await;
+    let resp = app.app.handle(req).await;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -546,7 +595,7 @@ async fn join_and_force_leave_rules() {
             .0,
         405
     );
-    let forced = |a: &App<Fake>| a.agent().force_leaves.lock().unwrap().clone();
+    let forced = |a: &TestApp| a.agent().force_leaves.lock().unwrap().clone();
     let (s, _, b) = call(&server_only, "PUT", "/v1/agent/force-leave").await;
     assert_eq!((s, b.as_str()), (400, "missing node to force leave"));
     let (s, _, b) = call(&server_only, "PUT", "/v1/agent/force-leave?node=").await;
@@ -701,7 +750,7 @@ async fn slow_request_body_gets_408_and_the_connection_is_closed() {
     };
     let server = tokio::spawn(crate::serve::serve_http1(
         listener,
-        app("", &[]),
+        app("", &[]).app,
         opts,
         stopped,
     ));
@@ -752,7 +801,7 @@ const READS: [&str; 9] = [
     "/v1/node/n1",
 ];
 
-fn last_read(a: &App<Fake>) -> Option<(StateQuery, ReadOptions)> {
+fn last_read(a: &TestApp) -> Option<(StateQuery, ReadOptions)> {
     a.agent().reads.lock().unwrap().last().cloned()
 }
 
@@ -1007,7 +1056,7 @@ type AclCase = (
 );
 
 /// The ACL writes the handlers proposed, from `from` on.
-fn acl_writes(a: &App<Fake>, from: usize) -> Vec<AclWrite> {
+fn acl_writes(a: &TestApp, from: usize) -> Vec<AclWrite> {
     a.agent().acl_writes.lock().unwrap()[from..].to_vec()
 }
 

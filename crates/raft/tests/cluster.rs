@@ -290,6 +290,11 @@ async fn membership_add_and_remove() {
     c.start(4).await;
     c.nodes[&leader].0.add_voter(4, addr(4)).await.unwrap();
     c.nodes[&leader].0.apply("x".into()).await.unwrap();
+    // The leader has committed the change; node 4 learns of it with the next append (bounded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while c.nodes[&4].0.status().voters.len() != 4 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(c.nodes[&4].0.status().voters.len(), 4);
     let victim = *c.nodes.keys().find(|&&id| id != leader && id != 4).unwrap();
     c.stop(victim).await;

@@ -243,7 +243,25 @@ acl {
     parse_config("dev defaults", text, Format::Hcl).unwrap_or_default()
 }
 
+impl HostFacts {
+    /// A host named `hostname` with `num_cpus` CPUs that advertises the loopback address: what an
+    /// embedder or a test that runs on one machine describes.
+    pub fn loopback(hostname: &str, num_cpus: u32) -> HostFacts {
+        HostFacts {
+            hostname: hostname.to_string(),
+            num_cpus,
+            private_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
+    }
+}
+
 impl AgentConfig {
+    /// The configuration `caravan agent -dev` runs with on `host` (client and server, loopback
+    /// addresses, no ACLs): a starting point for embedders and tests.
+    pub fn dev(host: &HostFacts) -> Result<AgentConfig, CoreError> {
+        AgentConfig::resolve(tree_to_file(&dev_defaults().tree)?, true, host, Vec::new())
+    }
+
     /// Resolves merged sources into a validated configuration. `files` lists the files read.
     pub fn resolve(
         file: ConfigFile,
