@@ -254,6 +254,24 @@ impl Acl {
     pub fn allow_operator_write(&self) -> bool {
         self.management || self.operator.allows_write()
     }
+
+    /// Reading jobs, evaluations and allocations. Caravan has no namespace rules yet, so only a
+    /// management token may (Nomad's `read-job` in the default namespace comes with them).
+    pub fn allow_job_read(&self) -> bool {
+        self.management
+    }
+
+    /// Submitting and stopping jobs: a management token, for the reason of
+    /// [`Acl::allow_job_read`].
+    pub fn allow_job_submit(&self) -> bool {
+        self.management
+    }
+
+    /// Saving and restoring the whole replicated state (`/v1/operator/snapshot`), secrets
+    /// included: a management token, as Nomad asks.
+    pub fn allow_snapshot(&self) -> bool {
+        self.management
+    }
 }
 
 /// A stored policy.

@@ -6,6 +6,10 @@ use std::collections::BTreeMap;
 use caravan_agent_core::acl::{Policy, Token};
 use caravan_agent_core::config::AgentConfig;
 use caravan_agent_core::duration::format_go_duration;
+use caravan_agent_core::jobs::{
+    Allocation, Evaluation, GroupSubmission, Job, JobSubmission, Node, Task, TaskGroup,
+    TaskSubmission,
+};
 use caravan_agent_core::member::Member;
 use serde::{Deserialize, Serialize};
 
@@ -579,4 +583,405 @@ pub struct TokenRequest {
     /// Global.
     #[serde(rename = "Global", default)]
     pub global: bool,
+}
+
+// ---- The job API (`/v1/jobs`, `/v1/job/*`, evaluations, allocations, nodes) ----
+//
+// Nomad's casing; fields are declared in the sort order of their wire names, the order the API
+// has always sent them in.
+
+/// What a job registration or deregistration answers.
+#[derive(Debug, Serialize)]
+pub(crate) struct JobWriteDto {
+    #[serde(rename = "EvalCreateIndex")]
+    eval_create_index: u64,
+    #[serde(rename = "EvalID")]
+    eval_id: String,
+    #[serde(rename = "JobModifyIndex")]
+    job_modify_index: u64,
+}
+
+impl From<crate::api::JobWriteResult> for JobWriteDto {
+    fn from(w: crate::api::JobWriteResult) -> JobWriteDto {
+        JobWriteDto {
+            eval_create_index: w.eval_create_index,
+            eval_id: w.eval_id,
+            job_modify_index: w.job_modify_index,
+        }
+    }
+}
+
+/// A job: the stub in lists, with `TaskGroups` when read by ID.
+#[derive(Debug, Serialize)]
+pub(crate) struct JobDto<'a> {
+    #[serde(rename = "CreateIndex")]
+    create_index: u64,
+    #[serde(rename = "Datacenters")]
+    datacenters: &'a [String],
+    #[serde(rename = "ID")]
+    id: &'a str,
+    #[serde(rename = "JobModifyIndex")]
+    job_modify_index: u64,
+    #[serde(rename = "ModifyIndex")]
+    modify_index: u64,
+    #[serde(rename = "Name")]
+    name: &'a str,
+    #[serde(rename = "Namespace")]
+    namespace: &'static str,
+    #[serde(rename = "Priority")]
+    priority: u32,
+    #[serde(rename = "Status")]
+    status: &'a str,
+    #[serde(rename = "Stop")]
+    stop: bool,
+    #[serde(rename = "TaskGroups", skip_serializing_if = "Option::is_none")]
+    task_groups: Option<Vec<TaskGroupDto<'a>>>,
+    #[serde(rename = "Type")]
+    job_type: &'static str,
+    #[serde(rename = "Version")]
+    version: u64,
+}
+
+impl<'a> JobDto<'a> {
+    /// The job as lists show it; `full` adds its task groups, as a read by ID does.
+    pub(crate) fn new(j: &'a Job, full: bool) -> JobDto<'a> {
+        JobDto {
+            create_index: j.create_index,
+            datacenters: &j.datacenters,
+            id: &j.id,
+            job_modify_index: j.modify_index,
+            modify_index: j.modify_index,
+            name: &j.name,
+            namespace: "default",
+            priority: j.priority,
+            status: &j.status,
+            stop: j.stop,
+            task_groups: full.then(|| j.groups.iter().map(TaskGroupDto::from).collect()),
+            job_type: j.job_type.as_str(),
+            version: j.version,
+        }
+    }
+}
+
+/// A job's task group.
+#[derive(Debug, Serialize)]
+pub(crate) struct TaskGroupDto<'a> {
+    #[serde(rename = "Count")]
+    count: u32,
+    #[serde(rename = "Name")]
+    name: &'a str,
+    #[serde(rename = "Tasks")]
+    tasks: Vec<TaskDto<'a>>,
+}
+
+/// A group's task.
+#[derive(Debug, Serialize)]
+pub(crate) struct TaskDto<'a> {
+    #[serde(rename = "Driver")]
+    driver: &'a str,
+    #[serde(rename = "Name")]
+    name: &'a str,
+    #[serde(rename = "Resources")]
+    resources: TaskResourcesDto,
+}
+
+/// What a task asks for.
+#[derive(Debug, Serialize)]
+pub(crate) struct TaskResourcesDto {
+    #[serde(rename = "CPU")]
+    cpu: u64,
+    #[serde(rename = "MemoryMB")]
+    memory_mb: u64,
+}
+
+impl<'a> From<&'a TaskGroup> for TaskGroupDto<'a> {
+    fn from(g: &'a TaskGroup) -> TaskGroupDto<'a> {
+        let task = |t: &'a Task| TaskDto {
+            driver: &t.driver,
+            name: &t.name,
+            resources: TaskResourcesDto {
+                cpu: t.cpu,
+                memory_mb: t.memory_mb,
+            },
+        };
+        TaskGroupDto {
+            count: g.count,
+            name: &g.name,
+            tasks: g.tasks.iter().map(task).collect(),
+        }
+    }
+}
+
+/// An allocation.
+#[derive(Debug, Serialize)]
+pub(crate) struct AllocationDto<'a> {
+    #[serde(rename = "AllocatedResources")]
+    allocated_resources: AllocatedResourcesDto,
+    #[serde(rename = "ClientStatus")]
+    client_status: &'a str,
+    #[serde(rename = "CreateIndex")]
+    create_index: u64,
+    #[serde(rename = "DesiredStatus")]
+    desired_status: &'a str,
+    #[serde(rename = "EvalID")]
+    eval_id: &'a str,
+    #[serde(rename = "ID")]
+    id: &'a str,
+    #[serde(rename = "JobID")]
+    job_id: &'a str,
+    #[serde(rename = "ModifyIndex")]
+    modify_index: u64,
+    #[serde(rename = "Name")]
+    name: &'a str,
+    #[serde(rename = "Namespace")]
+    namespace: &'static str,
+    #[serde(rename = "NodeID")]
+    node_id: &'a str,
+    #[serde(rename = "TaskGroup")]
+    task_group: &'a str,
+}
+
+/// An allocation's resources (`Shared` and `Tasks` are always empty here).
+#[derive(Debug, Serialize)]
+pub(crate) struct AllocatedResourcesDto {
+    #[serde(rename = "CPU")]
+    cpu: u64,
+    #[serde(rename = "MemoryMB")]
+    memory_mb: u64,
+    #[serde(rename = "Shared")]
+    shared: BTreeMap<String, String>,
+    #[serde(rename = "Tasks")]
+    tasks: BTreeMap<String, String>,
+}
+
+impl<'a> From<&'a Allocation> for AllocationDto<'a> {
+    fn from(a: &'a Allocation) -> AllocationDto<'a> {
+        AllocationDto {
+            allocated_resources: AllocatedResourcesDto {
+                cpu: a.cpu,
+                memory_mb: a.memory_mb,
+                shared: BTreeMap::new(),
+                tasks: BTreeMap::new(),
+            },
+            client_status: &a.client_status,
+            create_index: a.create_index,
+            desired_status: &a.desired_status,
+            eval_id: &a.eval_id,
+            id: &a.id,
+            job_id: &a.job_id,
+            modify_index: a.modify_index,
+            name: &a.name,
+            namespace: "default",
+            node_id: &a.node_id,
+            task_group: &a.task_group,
+        }
+    }
+}
+
+/// An evaluation.
+#[derive(Debug, Serialize)]
+pub(crate) struct EvaluationDto<'a> {
+    #[serde(rename = "BlockedEval")]
+    blocked_eval: &'a str,
+    #[serde(rename = "CreateIndex")]
+    create_index: u64,
+    #[serde(rename = "ID")]
+    id: &'a str,
+    #[serde(rename = "JobID")]
+    job_id: &'a str,
+    #[serde(rename = "ModifyIndex")]
+    modify_index: u64,
+    #[serde(rename = "Namespace")]
+    namespace: &'static str,
+    #[serde(rename = "Priority")]
+    priority: u32,
+    #[serde(rename = "QueuedAllocations")]
+    queued: &'a BTreeMap<String, u64>,
+    #[serde(rename = "Status")]
+    status: &'static str,
+    #[serde(rename = "StatusDescription")]
+    status_description: &'a str,
+    #[serde(rename = "TriggeredBy")]
+    triggered_by: &'a str,
+    #[serde(rename = "Type")]
+    scheduler: &'a str,
+}
+
+impl<'a> From<&'a Evaluation> for EvaluationDto<'a> {
+    fn from(e: &'a Evaluation) -> EvaluationDto<'a> {
+        EvaluationDto {
+            blocked_eval: &e.blocked_eval,
+            create_index: e.create_index,
+            id: &e.id,
+            job_id: &e.job_id,
+            modify_index: e.modify_index,
+            namespace: "default",
+            priority: e.priority,
+            queued: &e.queued,
+            status: e.status.as_str(),
+            status_description: &e.status_description,
+            triggered_by: &e.triggered_by,
+            scheduler: &e.scheduler,
+        }
+    }
+}
+
+/// A client node.
+#[derive(Debug, Serialize)]
+pub(crate) struct NodeDto<'a> {
+    #[serde(rename = "CreateIndex")]
+    create_index: u64,
+    #[serde(rename = "Datacenter")]
+    datacenter: &'a str,
+    #[serde(rename = "ID")]
+    id: &'a str,
+    #[serde(rename = "Meta")]
+    meta: &'a BTreeMap<String, String>,
+    #[serde(rename = "ModifyIndex")]
+    modify_index: u64,
+    #[serde(rename = "Name")]
+    name: &'a str,
+    #[serde(rename = "NodeClass")]
+    node_class: &'a str,
+    #[serde(rename = "NodeResources")]
+    node_resources: NodeResourcesDto,
+    #[serde(rename = "SchedulingEligibility")]
+    scheduling_eligibility: &'static str,
+    #[serde(rename = "Status")]
+    status: &'a str,
+}
+
+/// A node's capacity.
+#[derive(Debug, Serialize)]
+pub(crate) struct NodeResourcesDto {
+    #[serde(rename = "Cpu")]
+    cpu: NodeCpuDto,
+    #[serde(rename = "Memory")]
+    memory: NodeMemoryDto,
+}
+
+/// A node's CPU.
+#[derive(Debug, Serialize)]
+pub(crate) struct NodeCpuDto {
+    #[serde(rename = "CpuShares")]
+    cpu_shares: u64,
+}
+
+/// A node's memory.
+#[derive(Debug, Serialize)]
+pub(crate) struct NodeMemoryDto {
+    #[serde(rename = "MemoryMB")]
+    memory_mb: u64,
+}
+
+impl<'a> From<&'a Node> for NodeDto<'a> {
+    fn from(n: &'a Node) -> NodeDto<'a> {
+        NodeDto {
+            create_index: n.create_index,
+            datacenter: &n.datacenter,
+            id: &n.id,
+            meta: &n.meta,
+            modify_index: n.modify_index,
+            name: &n.name,
+            node_class: &n.node_class,
+            node_resources: NodeResourcesDto {
+                cpu: NodeCpuDto { cpu_shares: n.cpu },
+                memory: NodeMemoryDto {
+                    memory_mb: n.memory_mb,
+                },
+            },
+            scheduling_eligibility: "eligible",
+            status: &n.status,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+/// `PUT /v1/jobs` (and `/v1/job/<id>`) body: `{"Job": {...}}`, in Nomad's casing.
+pub(crate) struct RegisterRequest {
+    #[serde(rename = "Job")]
+    pub(crate) job: JobIn,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct JobIn {
+    #[serde(rename = "ID", default)]
+    id: Option<String>,
+    #[serde(rename = "Name", default)]
+    name: Option<String>,
+    #[serde(rename = "Type", default)]
+    job_type: Option<String>,
+    #[serde(rename = "Priority", default)]
+    priority: Option<u32>,
+    #[serde(rename = "Datacenters", default)]
+    datacenters: Option<Vec<String>>,
+    #[serde(rename = "TaskGroups", default)]
+    task_groups: Option<Vec<GroupIn>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct GroupIn {
+    #[serde(rename = "Name", default)]
+    name: Option<String>,
+    #[serde(rename = "Count", default)]
+    count: Option<u32>,
+    #[serde(rename = "Tasks", default)]
+    tasks: Option<Vec<TaskIn>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct TaskIn {
+    #[serde(rename = "Name", default)]
+    name: Option<String>,
+    #[serde(rename = "Driver", default)]
+    driver: Option<String>,
+    #[serde(rename = "Resources", default)]
+    resources: Option<ResourcesIn>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub(crate) struct ResourcesIn {
+    #[serde(rename = "CPU", default)]
+    cpu: Option<u64>,
+    #[serde(rename = "MemoryMB", default)]
+    memory_mb: Option<u64>,
+}
+
+impl From<JobIn> for JobSubmission {
+    fn from(j: JobIn) -> JobSubmission {
+        JobSubmission {
+            id: j.id,
+            name: j.name,
+            job_type: j.job_type,
+            priority: j.priority,
+            datacenters: j.datacenters,
+            groups: j
+                .task_groups
+                .map(|groups| groups.into_iter().map(GroupSubmission::from).collect()),
+        }
+    }
+}
+
+impl From<GroupIn> for GroupSubmission {
+    fn from(g: GroupIn) -> GroupSubmission {
+        GroupSubmission {
+            name: g.name,
+            count: g.count,
+            tasks: g
+                .tasks
+                .map(|tasks| tasks.into_iter().map(TaskSubmission::from).collect()),
+        }
+    }
+}
+
+impl From<TaskIn> for TaskSubmission {
+    fn from(t: TaskIn) -> TaskSubmission {
+        let r = t.resources.unwrap_or_default();
+        TaskSubmission {
+            name: t.name,
+            driver: t.driver,
+            cpu: r.cpu,
+            memory_mb: r.memory_mb,
+        }
+    }
 }

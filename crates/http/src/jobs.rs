@@ -10,107 +10,17 @@
 //! Nomad sets them before it looks at the answer).
 
 use caravan_agent_core::acl::Acl;
-use caravan_agent_core::jobs::{
-    Allocation, Evaluation, GroupSubmission, Job, JobSubmission, Node, TaskSubmission,
-};
+use caravan_agent_core::jobs::Job;
 use caravan_agent_core::query::{Indexed, StateAnswer, StateQuery};
 use http::header::HeaderValue;
 use http::{HeaderMap, Method, StatusCode};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::api::{JobWriteError, JobWriteResult, ReadError, RestoreError};
+use crate::api::{JobWriteError, ReadError, RestoreError};
 use crate::app::Caps;
+use crate::dto::{AllocationDto, EvaluationDto, JobDto, JobWriteDto, NodeDto, RegisterRequest};
 use crate::response;
 use crate::{ApiError, Ctx, Reply, only};
-
-#[derive(Deserialize)]
-struct RegisterRequest {
-    #[serde(rename = "Job")]
-    job: JobIn,
-}
-
-#[derive(Deserialize)]
-struct JobIn {
-    #[serde(rename = "ID", default)]
-    id: Option<String>,
-    #[serde(rename = "Name", default)]
-    name: Option<String>,
-    #[serde(rename = "Type", default)]
-    job_type: Option<String>,
-    #[serde(rename = "Priority", default)]
-    priority: Option<u32>,
-    #[serde(rename = "Datacenters", default)]
-    datacenters: Option<Vec<String>>,
-    #[serde(rename = "TaskGroups", default)]
-    task_groups: Option<Vec<GroupIn>>,
-}
-
-#[derive(Deserialize)]
-struct GroupIn {
-    #[serde(rename = "Name", default)]
-    name: Option<String>,
-    #[serde(rename = "Count", default)]
-    count: Option<u32>,
-    #[serde(rename = "Tasks", default)]
-    tasks: Option<Vec<TaskIn>>,
-}
-
-#[derive(Deserialize)]
-struct TaskIn {
-    #[serde(rename = "Name", default)]
-    name: Option<String>,
-    #[serde(rename = "Driver", default)]
-    driver: Option<String>,
-    #[serde(rename = "Resources", default)]
-    resources: Option<ResourcesIn>,
-}
-
-#[derive(Deserialize, Default)]
-struct ResourcesIn {
-    #[serde(rename = "CPU", default)]
-    cpu: Option<u64>,
-    #[serde(rename = "MemoryMB", default)]
-    memory_mb: Option<u64>,
-}
-
-impl From<JobIn> for JobSubmission {
-    fn from(j: JobIn) -> JobSubmission {
-        JobSubmission {
-            id: j.id,
-            name: j.name,
-            job_type: j.job_type,
-            priority: j.priority,
-            datacenters: j.datacenters,
-            groups: j
-                .task_groups
-                .map(|groups| groups.into_iter().map(GroupSubmission::from).collect()),
-        }
-    }
-}
-
-impl From<GroupIn> for GroupSubmission {
-    fn from(g: GroupIn) -> GroupSubmission {
-        GroupSubmission {
-            name: g.name,
-            count: g.count,
-            tasks: g
-                .tasks
-                .map(|tasks| tasks.into_iter().map(TaskSubmission::from).collect()),
-        }
-    }
-}
-
-impl From<TaskIn> for TaskSubmission {
-    fn from(t: TaskIn) -> TaskSubmission {
-        let r = t.resources.unwrap_or_default();
-        TaskSubmission {
-            name: t.name,
-            driver: t.driver,
-            cpu: r.cpu,
-            memory_mb: r.memory_mb,
-        }
-    }
-}
 
 /// Decodes a registration body; the domain fills the defaults and checks the job.
 fn parse_job(body: &[u8]) -> Result<Job, ApiError> {
@@ -125,103 +35,29 @@ fn parse_job(body: &[u8]) -> Result<Job, ApiError> {
     Job::from_submission(req.job.into()).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-#[derive(Serialize)]
-struct WriteOut {
-    #[serde(rename = "EvalID")]
-    eval_id: String,
-    #[serde(rename = "EvalCreateIndex")]
-    eval_create_index: u64,
-    #[serde(rename = "JobModifyIndex")]
-    job_modify_index: u64,
-}
-
-impl From<JobWriteResult> for WriteOut {
-    fn from(w: JobWriteResult) -> WriteOut {
-        WriteOut {
-            eval_id: w.eval_id,
-            eval_create_index: w.eval_create_index,
-            job_modify_index: w.job_modify_index,
-        }
-    }
-}
-
-fn job_json(j: &Job, full: bool) -> serde_json::Value {
-    let mut v = serde_json::json!({
-        "ID": j.id, "Name": j.name, "Type": j.job_type.as_str(), "Priority": j.priority,
-        "Datacenters": j.datacenters, "Status": j.status, "Stop": j.stop, "Version": j.version,
-        "CreateIndex": j.create_index, "ModifyIndex": j.modify_index, "JobModifyIndex": j.modify_index,
-        "Namespace": "default",
-    });
-    if full {
-        v["TaskGroups"] = j
-            .groups
-            .iter()
-            .map(|g| {
-                serde_json::json!({
-                    "Name": g.name, "Count": g.count,
-                    "Tasks": g.tasks.iter().map(|t| serde_json::json!({
-                        "Name": t.name, "Driver": t.driver,
-                        "Resources": {"CPU": t.cpu, "MemoryMB": t.memory_mb},
-                    })).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-    }
-    v
-}
-
-fn alloc_json(a: &Allocation) -> serde_json::Value {
-    serde_json::json!({
-        "ID": a.id, "Name": a.name, "JobID": a.job_id, "TaskGroup": a.task_group, "NodeID": a.node_id,
-        "EvalID": a.eval_id, "DesiredStatus": a.desired_status, "ClientStatus": a.client_status,
-        "Namespace": "default",
-        "AllocatedResources": {"Shared": {}, "Tasks": {}, "CPU": a.cpu, "MemoryMB": a.memory_mb},
-        "CreateIndex": a.create_index, "ModifyIndex": a.modify_index,
-    })
-}
-
-fn eval_json(e: &Evaluation) -> serde_json::Value {
-    serde_json::json!({
-        "ID": e.id, "JobID": e.job_id, "Priority": e.priority, "Type": e.scheduler,
-        "TriggeredBy": e.triggered_by, "Status": e.status.as_str(),
-        "StatusDescription": e.status_description, "BlockedEval": e.blocked_eval,
-        "QueuedAllocations": e.queued, "Namespace": "default",
-        "CreateIndex": e.create_index, "ModifyIndex": e.modify_index,
-    })
-}
-
-fn node_json(n: &Node) -> serde_json::Value {
-    serde_json::json!({
-        "ID": n.id, "Name": n.name, "Datacenter": n.datacenter, "NodeClass": n.node_class,
-        "Status": n.status, "Meta": n.meta, "SchedulingEligibility": "eligible",
-        "NodeResources": {"Cpu": {"CpuShares": n.cpu}, "Memory": {"MemoryMB": n.memory_mb}},
-        "CreateIndex": n.create_index, "ModifyIndex": n.modify_index,
-    })
-}
-
-/// With ACLs on, the job API (jobs, evaluations, allocations) needs a management token
-/// (namespace capabilities come later).
+/// Job writes need [`Acl::allow_job_submit`].
 fn authorize_jobs(caps: &Caps, ctx: &Ctx) -> Result<(), ApiError> {
-    caps.require(ctx.token.as_deref(), Acl::is_management)
+    caps.require(ctx.token.as_deref(), Acl::allow_job_submit)
 }
 
-/// What a read shows: the JSON of what was found, or the `404` text of what was not.
+/// What a read shows: the encoded JSON of what was found, or the `404` text of what was not.
 enum Shown {
-    Found(serde_json::Value),
+    Found(Vec<u8>),
     Missing(&'static str),
 }
 
 impl Shown {
-    fn of<T>(
-        found: Option<T>,
-        show: impl FnOnce(T) -> serde_json::Value,
-        missing: &'static str,
-    ) -> Shown {
-        found.map_or(Shown::Missing(missing), |t| Shown::Found(show(t)))
+    /// One object (or one list that may be missing), as its DTO.
+    fn one<T: Serialize>(found: Option<T>, pretty: bool, missing: &'static str) -> Shown {
+        match found {
+            Some(v) => Shown::Found(response::encode_json(&v, pretty)),
+            None => Shown::Missing(missing),
+        }
     }
 
-    fn list<T>(items: Vec<T>, show: impl Fn(&T) -> serde_json::Value) -> Shown {
-        Shown::Found(items.iter().map(show).collect())
+    /// A list, as its DTOs.
+    fn all<T: Serialize>(items: impl Iterator<Item = T>, pretty: bool) -> Shown {
+        Shown::Found(response::encode_json(&items.collect::<Vec<T>>(), pretty))
     }
 }
 
@@ -233,7 +69,7 @@ async fn state_read(
     ctx: &Ctx,
     allowed: fn(&Acl) -> bool,
     query: StateQuery,
-    show: impl FnOnce(StateAnswer) -> Option<Shown>,
+    show: impl FnOnce(StateAnswer, bool) -> Option<Shown>,
 ) -> Reply {
     only(ctx, &[Method::GET])?;
     let options = ctx.query.read_options()?;
@@ -249,8 +85,8 @@ async fn state_read(
         .await
         .map_err(read_error)?;
     let kind = answer_kind(&value);
-    let mut resp = match show(value) {
-        Some(Shown::Found(json)) => response::json(&json, ctx.query.pretty()),
+    let mut resp = match show(value, ctx.query.pretty()) {
+        Some(Shown::Found(json)) => response::with_type(StatusCode::OK, response::JSON, json),
         Some(Shown::Missing(text)) => {
             let e = ApiError::new(StatusCode::NOT_FOUND, text);
             crate::log_failure(ctx, &e);
@@ -289,7 +125,7 @@ fn set_read_headers(
 pub(crate) async fn snapshot(caps: &Caps, ctx: &Ctx) -> Reply {
     match ctx.method {
         Method::GET => {
-            caps.require(ctx.token.as_deref(), Acl::is_management)?;
+            caps.require(ctx.token.as_deref(), Acl::allow_snapshot)?;
             let saved = caps.operator()?.snapshot_save().await.map_err(read_error)?;
             let mut resp =
                 response::with_type(StatusCode::OK, "application/octet-stream", saved.value);
@@ -302,7 +138,7 @@ pub(crate) async fn snapshot(caps: &Caps, ctx: &Ctx) -> Reply {
             Ok(resp)
         }
         Method::PUT | Method::POST => {
-            caps.require(ctx.token.as_deref(), Acl::is_management)?;
+            caps.require(ctx.token.as_deref(), Acl::allow_snapshot)?;
             if ctx.body.is_empty() {
                 return Err(ApiError::bad_request("Request body is empty"));
             }
@@ -371,7 +207,7 @@ async fn register(caps: &Caps, ctx: &Ctx, path_id: Option<&str>) -> Reply {
         .register_job(job)
         .await
         .map_err(job_write_error)?;
-    Ok(response::json(&WriteOut::from(w), ctx.query.pretty()))
+    Ok(response::json(&JobWriteDto::from(w), ctx.query.pretty()))
 }
 
 /// `/v1/jobs`.
@@ -381,10 +217,13 @@ pub(crate) async fn jobs(caps: &Caps, ctx: &Ctx) -> Reply {
             state_read(
                 caps,
                 ctx,
-                Acl::is_management,
+                Acl::allow_job_read,
                 StateQuery::Jobs,
-                |a| match a {
-                    StateAnswer::Jobs(jobs) => Some(Shown::list(jobs, |j| job_json(j, false))),
+                |a, pretty| match a {
+                    StateAnswer::Jobs(jobs) => Some(Shown::all(
+                        jobs.iter().map(|j| JobDto::new(j, false)),
+                        pretty,
+                    )),
                     _ => None,
                 },
             )
@@ -407,12 +246,13 @@ pub(crate) async fn job(caps: &Caps, ctx: &Ctx, rest: &str) -> Reply {
     match (sub, &ctx.method) {
         (Some("allocations"), &Method::GET) => {
             let query = StateQuery::JobAllocations(id.to_string());
-            state_read(caps, ctx, Acl::is_management, query, |a| match a {
-                StateAnswer::JobAllocations(allocs) => Some(Shown::of(
-                    allocs,
-                    |allocs| allocs.iter().map(alloc_json).collect(),
-                    JOB_NOT_FOUND,
-                )),
+            state_read(caps, ctx, Acl::allow_job_read, query, |a, pretty| match a {
+                StateAnswer::JobAllocations(allocs) => {
+                    let shown = allocs
+                        .as_ref()
+                        .map(|allocs| allocs.iter().map(AllocationDto::from).collect::<Vec<_>>());
+                    Some(Shown::one(shown, pretty, JOB_NOT_FOUND))
+                }
                 _ => None,
             })
             .await
@@ -420,9 +260,10 @@ pub(crate) async fn job(caps: &Caps, ctx: &Ctx, rest: &str) -> Reply {
         (Some(_), _) => Err(ApiError::invalid_method()),
         (None, &Method::GET) => {
             let query = StateQuery::Job(id.to_string());
-            state_read(caps, ctx, Acl::is_management, query, |a| match a {
+            state_read(caps, ctx, Acl::allow_job_read, query, |a, pretty| match a {
                 StateAnswer::Job(job) => {
-                    Some(Shown::of(job, |j| job_json(&j, true), JOB_NOT_FOUND))
+                    let shown = job.as_ref().map(|j| JobDto::new(j, true));
+                    Some(Shown::one(shown, pretty, JOB_NOT_FOUND))
                 }
                 _ => None,
             })
@@ -437,7 +278,7 @@ pub(crate) async fn job(caps: &Caps, ctx: &Ctx, rest: &str) -> Reply {
                 .await
                 .map_err(job_write_error)?
                 .ok_or_else(job_not_found)?;
-            Ok(response::json(&WriteOut::from(w), ctx.query.pretty()))
+            Ok(response::json(&JobWriteDto::from(w), ctx.query.pretty()))
         }
         _ => Err(ApiError::invalid_method()),
     }
@@ -463,10 +304,12 @@ pub(crate) async fn evaluations(caps: &Caps, ctx: &Ctx) -> Reply {
     state_read(
         caps,
         ctx,
-        Acl::is_management,
+        Acl::allow_job_read,
         StateQuery::Evaluations,
-        |a| match a {
-            StateAnswer::Evaluations(evals) => Some(Shown::list(evals, eval_json)),
+        |a, pretty| match a {
+            StateAnswer::Evaluations(evals) => {
+                Some(Shown::all(evals.iter().map(EvaluationDto::from), pretty))
+            }
             _ => None,
         },
     )
@@ -476,8 +319,12 @@ pub(crate) async fn evaluations(caps: &Caps, ctx: &Ctx) -> Reply {
 /// `GET /v1/evaluation/<id>`.
 pub(crate) async fn evaluation(caps: &Caps, ctx: &Ctx, id: &str) -> Reply {
     let query = StateQuery::Evaluation(id.to_string());
-    state_read(caps, ctx, Acl::is_management, query, |a| match a {
-        StateAnswer::Evaluation(eval) => Some(Shown::of(eval, |e| eval_json(&e), "eval not found")),
+    state_read(caps, ctx, Acl::allow_job_read, query, |a, pretty| match a {
+        StateAnswer::Evaluation(eval) => Some(Shown::one(
+            eval.as_ref().map(EvaluationDto::from),
+            pretty,
+            "eval not found",
+        )),
         _ => None,
     })
     .await
@@ -488,10 +335,12 @@ pub(crate) async fn allocations(caps: &Caps, ctx: &Ctx) -> Reply {
     state_read(
         caps,
         ctx,
-        Acl::is_management,
+        Acl::allow_job_read,
         StateQuery::Allocations,
-        |a| match a {
-            StateAnswer::Allocations(allocs) => Some(Shown::list(allocs, alloc_json)),
+        |a, pretty| match a {
+            StateAnswer::Allocations(allocs) => {
+                Some(Shown::all(allocs.iter().map(AllocationDto::from), pretty))
+            }
             _ => None,
         },
     )
@@ -501,10 +350,12 @@ pub(crate) async fn allocations(caps: &Caps, ctx: &Ctx) -> Reply {
 /// `GET /v1/allocation/<id>`.
 pub(crate) async fn allocation(caps: &Caps, ctx: &Ctx, id: &str) -> Reply {
     let query = StateQuery::Allocation(id.to_string());
-    state_read(caps, ctx, Acl::is_management, query, |a| match a {
-        StateAnswer::Allocation(alloc) => {
-            Some(Shown::of(alloc, |a| alloc_json(&a), "alloc not found"))
-        }
+    state_read(caps, ctx, Acl::allow_job_read, query, |a, pretty| match a {
+        StateAnswer::Allocation(alloc) => Some(Shown::one(
+            alloc.as_ref().map(AllocationDto::from),
+            pretty,
+            "alloc not found",
+        )),
         _ => None,
     })
     .await
@@ -517,8 +368,8 @@ pub(crate) async fn nodes(caps: &Caps, ctx: &Ctx) -> Reply {
         ctx,
         Acl::allow_node_read,
         StateQuery::Nodes,
-        |a| match a {
-            StateAnswer::Nodes(nodes) => Some(Shown::list(nodes, node_json)),
+        |a, pretty| match a {
+            StateAnswer::Nodes(nodes) => Some(Shown::all(nodes.iter().map(NodeDto::from), pretty)),
             _ => None,
         },
     )
@@ -528,16 +379,115 @@ pub(crate) async fn nodes(caps: &Caps, ctx: &Ctx) -> Reply {
 /// `GET /v1/node/<id>` (`node:read`).
 pub(crate) async fn node(caps: &Caps, ctx: &Ctx, id: &str) -> Reply {
     let query = StateQuery::Node(id.to_string());
-    state_read(caps, ctx, Acl::allow_node_read, query, |a| match a {
-        StateAnswer::Node(node) => Some(Shown::of(node, |n| node_json(&n), "node not found")),
-        _ => None,
-    })
+    state_read(
+        caps,
+        ctx,
+        Acl::allow_node_read,
+        query,
+        |a, pretty| match a {
+            StateAnswer::Node(node) => Some(Shown::one(
+                node.as_ref().map(NodeDto::from),
+                pretty,
+                "node not found",
+            )),
+            _ => None,
+        },
+    )
     .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The DTOs send their keys in sorted order, as the `json!` maps they replaced did, and send
+    /// exactly the wire's keys: re-encoding through a sorted map changes no byte.
+    #[test]
+    fn dtos_keep_the_wire_bytes() {
+        use caravan_agent_core::jobs::{
+            Allocation, EvalStatus, Evaluation, JobSubmission, Node, TaskSubmission,
+        };
+        let job = Job::from_submission(JobSubmission {
+            id: Some("web".into()),
+            datacenters: Some(vec!["dc1".into()]),
+            groups: Some(vec![caravan_agent_core::jobs::GroupSubmission {
+                name: Some("g".into()),
+                tasks: Some(vec![TaskSubmission {
+                    name: Some("t".into()),
+                    driver: Some("docker".into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        })
+        .unwrap();
+        let eval = Evaluation {
+            id: "e1".into(),
+            job_id: "web".into(),
+            priority: 50,
+            scheduler: "service".into(),
+            triggered_by: "job-register".into(),
+            status: EvalStatus::Complete,
+            status_description: String::new(),
+            blocked_eval: String::new(),
+            queued: [("g".to_string(), 0)].into(),
+            create_index: 5,
+            modify_index: 6,
+        };
+        let alloc = Allocation {
+            id: "a1".into(),
+            name: "web.g[0]".into(),
+            job_id: "web".into(),
+            task_group: "g".into(),
+            node_id: "n1".into(),
+            eval_id: "e1".into(),
+            cpu: 100,
+            memory_mb: 300,
+            desired_status: "run".into(),
+            client_status: "pending".into(),
+            create_index: 6,
+            modify_index: 6,
+        };
+        let node = Node {
+            id: "n1".into(),
+            name: "client-1".into(),
+            datacenter: "dc1".into(),
+            node_class: String::new(),
+            meta: [("rack".to_string(), "r1".to_string())].into(),
+            cpu: 4000,
+            memory_mb: 8192,
+            status: "ready".into(),
+            down_since: None,
+            create_index: 2,
+            modify_index: 2,
+        };
+        let check = |direct: String, keys: usize| {
+            let sorted: serde_json::Value = serde_json::from_str(&direct).unwrap();
+            assert_eq!(serde_json::to_string(&sorted).unwrap(), direct);
+            assert_eq!(sorted.as_object().map(|o| o.len()), Some(keys), "{direct}");
+        };
+        check(
+            serde_json::to_string(&JobDto::new(&job, false)).unwrap(),
+            12,
+        );
+        check(serde_json::to_string(&JobDto::new(&job, true)).unwrap(), 13);
+        check(
+            serde_json::to_string(&EvaluationDto::from(&eval)).unwrap(),
+            12,
+        );
+        check(
+            serde_json::to_string(&AllocationDto::from(&alloc)).unwrap(),
+            12,
+        );
+        check(serde_json::to_string(&NodeDto::from(&node)).unwrap(), 10);
+        let w = crate::api::JobWriteResult {
+            eval_id: "e1".into(),
+            eval_create_index: 5,
+            job_modify_index: 4,
+        };
+        check(serde_json::to_string(&JobWriteDto::from(w)).unwrap(), 3);
+    }
 
     #[test]
     fn parses_and_names_bad_fields() {
