@@ -2,6 +2,7 @@
 //! added as voters, unconfirmed ones are not, a server gossip says left is removed once it stops
 //! answering (and kept while it answers), and evaluations past the delivery limit are recorded
 //! as failed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test says where it failed
 
 mod common;
 
