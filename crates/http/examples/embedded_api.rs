@@ -1,5 +1,5 @@
-//! Serving Nomad's `/v1/agent/health` and `/v1/agent/members` from another program: implement
-//! the two capabilities it has, build an [`App`], serve it, ask it twice and stop.
+//! Serving `/v1/agent/health` and `/v1/agent/members` from another program with two capabilities.
+
 use std::sync::Arc;
 
 use caravan_agent_core::config::{AgentConfig, HostFacts};
@@ -16,22 +16,16 @@ impl AgentInfo for MyService {
     fn version(&self) -> VersionDto {
         VersionDto::release("1.0.0", "")
     }
-    fn server_health(&self) -> Result<(), String> {
-        Ok(())
-    }
-    fn client_health(&self) -> Result<(), String> {
-        Ok(())
-    }
 }
 
 impl Membership for MyService {
     async fn members(&self, _token: Option<&str>) -> Result<MembersResponse, String> {
-        let c = &self.0;
+        let (c, members) = (&self.0, Vec::new());
         Ok(MembersResponse::new(
             &c.node_name,
             &c.region,
             &c.datacenter,
-            Vec::new(),
+            members,
         ))
     }
     async fn join(&self, _addresses: Vec<String>) -> JoinResult {
@@ -50,20 +44,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(serve::serve_http1(
-        listener,
-        app,
-        Default::default(),
-        stopped,
-    ));
+    let serving = serve::serve_http1(listener, app, Default::default(), stopped);
+    let server = tokio::spawn(serving);
     for path in ["/v1/agent/health", "/v1/agent/members"] {
         let mut conn = tokio::net::TcpStream::connect(addr).await?;
         let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         conn.write_all(request.as_bytes()).await?;
         let mut reply = String::new();
         conn.read_to_string(&mut reply).await?;
-        let (status, body) = (reply.lines().next(), reply.lines().last());
-        println!("{path}: {:?} {:?}", status, body);
+        println!("{path}: {:?}", (reply.lines().next(), reply.lines().last()));
     }
     stop.send(true)?;
     Ok(server.await?)

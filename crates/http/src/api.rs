@@ -62,12 +62,16 @@ pub trait AgentInfo: Send + Sync + 'static {
     }
 
     /// The server subsystem's health: `Err(message)` when unhealthy. Called only when the
-    /// configuration enables a server.
-    fn server_health(&self) -> Result<(), String>;
+    /// configuration enables a server; healthy by default (a host with no health of its own).
+    fn server_health(&self) -> Result<(), String> {
+        Ok(())
+    }
 
     /// The client subsystem's health: `Err(message)` when unhealthy. Called only when the
-    /// configuration enables a client.
-    fn client_health(&self) -> Result<(), String>;
+    /// configuration enables a client; healthy by default.
+    fn client_health(&self) -> Result<(), String> {
+        Ok(())
+    }
 
     /// The client's node ID, when this agent runs a client.
     fn node_id(&self) -> Option<String> {
