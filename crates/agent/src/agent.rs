@@ -609,12 +609,12 @@ impl caravan_http::ServerList for Agent {
 /// heard from a majority, or a follower that has not heard from its leader, for longer than the
 /// election timeout is not (a cluster that lost its quorum says so).
 fn server_health(raft: &caravan_raft::RaftNode) -> Result<(), String> {
-    let limit = caravan_raft::RaftConfig::new(0, "").election_timeout.1;
-    let status = raft.status();
-    if status.leader.is_none() {
+    let status = raft.leadership();
+    let limit = status.contact_limit;
+    if !status.leader_known {
         return Err("no leader".into());
     }
-    if status.state == "Leader" {
+    if status.leading {
         let since = raft.watch().borrow().millis_since_quorum_ack;
         return match since {
             Some(ms) if ms > limit.as_millis() as u64 => Err(format!(

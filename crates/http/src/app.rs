@@ -317,11 +317,16 @@ impl App {
         let started = Instant::now();
         let encoding = Encoding::negotiate(req.headers());
         let (parts, body) = req.into_parts();
-        let body = tokio::time::timeout(
-            self.body_read_timeout,
-            http_body_util::Limited::new(body, MAX_BODY).collect(),
-        )
-        .await;
+        let body = if hyper::body::Body::is_end_stream(&body) {
+            // No body (a GET, most of the traffic): no timer to arm, nothing to collect.
+            Ok(Ok(http_body_util::Collected::default()))
+        } else {
+            tokio::time::timeout(
+                self.body_read_timeout,
+                http_body_util::Limited::new(body, MAX_BODY).collect(),
+            )
+            .await
+        };
         let mut ctx = Ctx {
             method: parts.method.clone(),
             path: parts.uri.path().to_string(),

@@ -219,6 +219,20 @@ pub struct Applied {
     pub response: Vec<u8>,
 }
 
+/// Who leads, as [`RaftNode::leadership`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leadership {
+    /// A leader is known (this node or another).
+    pub leader_known: bool,
+    /// This node is the leader.
+    pub leading: bool,
+    /// Time since the leader was last heard from (zero on the leader; `None` if never).
+    pub last_contact: Option<Duration>,
+    /// How long without contact (or, on the leader, without a quorum's answers) means trouble:
+    /// this node's longest election timeout.
+    pub contact_limit: Duration,
+}
+
 /// A snapshot of the node's Raft state, for status pages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RaftStatus {
@@ -791,6 +805,24 @@ impl RaftNode {
             .lock()
             .as_ref()
             .map_or(0, |r| r.data.capacity())
+    }
+
+    /// Who leads, as far as this node knows, without the cost of [`RaftNode::status`] (no copy
+    /// of the metrics, no storage read): what a health check asks on every request.
+    pub fn leadership(&self) -> Leadership {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let leading = m.state == ServerState::Leader;
+        Leadership {
+            leader_known: m.current_leader.is_some(),
+            leading,
+            last_contact: if leading {
+                Some(Duration::ZERO)
+            } else {
+                self.last_contact.lock().map(|t| t.elapsed())
+            },
+            contact_limit: self.config.election_timeout.1,
+        }
     }
 
     /// The node's Raft state.
