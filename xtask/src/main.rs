@@ -181,6 +181,7 @@ fn run_examples() -> Result<(), String> {
     for (krate, example) in [
         ("caravan-agent-core", "load_config"),
         ("caravan-http", "embedded_api"),
+        ("caravan-http", "mounted"),
         ("caravan-gossip", "pool"),
         ("caravan-raft", "cluster"),
         ("caravan-cluster", "replicated"),

@@ -1,10 +1,8 @@
 //! Serving `/v1/agent/health` and `/v1/agent/members` from another program with two capabilities.
-
-use std::sync::Arc;
-
 use caravan_agent_core::config::{AgentConfig, HostFacts};
 use caravan_http::dto::{MembersResponse, VersionDto};
 use caravan_http::{AgentInfo, App, JoinResult, Membership, serve};
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct MyService(AgentConfig);
@@ -52,7 +50,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         conn.write_all(request.as_bytes()).await?;
         let mut reply = String::new();
         conn.read_to_string(&mut reply).await?;
-        println!("{path}: {:?}", (reply.lines().next(), reply.lines().last()));
+        let status = reply.lines().next().unwrap_or_default();
+        assert!(status.ends_with("200 OK"), "{path}: {reply}");
+        println!("{path}: {}", reply.lines().last().unwrap_or_default());
     }
     stop.send(true)?;
     Ok(server.await?)

@@ -52,17 +52,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     let (mut client, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     let conn = tokio::spawn(conn);
-    for path in [
-        "/hello",
-        "/v1/agent/health?type=server",
-        "/v1/agent/members",
-    ] {
+    // The host's route, the agent API, and a capability this host did not give (501).
+    let expected = [
+        ("/hello", 200),
+        ("/v1/agent/health?type=server", 200),
+        ("/v1/agent/members", 501),
+    ];
+    for (path, want) in expected {
         let req = Request::get(path)
             .header("Host", "x")
             .body(Full::<bytes::Bytes>::default())?;
         let resp = client.send_request(req).await?;
         let status = resp.status();
         let body = resp.into_body().collect().await?.to_bytes();
+        assert_eq!(status.as_u16(), want, "{path}: {body:?}");
         println!(
             "{path}: {status} {}",
             String::from_utf8_lossy(&body).trim_end()
