@@ -88,18 +88,28 @@ pub fn sim_run(args: &[String]) -> Result<(), String> {
         loss * 100.0,
     );
     match bootstrap {
-        Bootstrap::Join { pace } => println!(
-            "initial convergence:        {}   (joins through one seed, one every {} ms; {} member-pairs still missing)",
-            fmt(r.converge, plan.converge_bound(r.members)),
-            pace.as_millis(),
-            r.missing_at_start
-        ),
+        Bootstrap::Join { pace } => {
+            println!(
+                "initial convergence:        {}   (joins through one seed, one every {} ms; {} member-pairs still missing)",
+                fmt(r.converge, plan.converge_bound(r.members)),
+                pace.as_millis(),
+                r.missing_at_start
+            );
+            println!(
+                "  of which after last join: {}   (target ≤ 30 s at N=1000, 5 % loss)",
+                fmt(r.converge_after_last_join, plan.converge_bound(r.members))
+            );
+        }
         Bootstrap::Seeded { settle } => println!(
             "initial convergence:        seeded (every node starts knowing every other), then {} s of gossip; {} member-pairs missing",
             settle.as_secs(),
             r.missing_at_start
         ),
     }
+    println!(
+        "settled after:              {}   (every node has piggybacked the forming's last membership update, then one tags interval; the traffic windows start then)",
+        fmt(r.settle, caravan_gossip::sync_interval(r.members as u32))
+    );
     println!(
         "join known by all:          {}   (target ≤ 2 s at N=1000, 5 % loss)",
         fmt(r.join_known_by_all, plan.limit)
@@ -129,7 +139,7 @@ pub fn sim_run(args: &[String]) -> Result<(), String> {
         );
     };
     println!(
-        "traffic windows:             both start once the pool has formed; sent by the {} pool members (the joiner excluded); the anti-entropy (push/pull) interval at this size is {} s",
+        "traffic windows:             both start once the pool has formed and settled; sent by the {} pool members (the joiner excluded); the anti-entropy (push/pull) interval at this size is {} s",
         r.members - 1,
         sync.as_secs()
     );

@@ -16,6 +16,7 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::GossipError;
+pub use crate::exchange::StreamRequest;
 use crate::identity::NodeId;
 use crate::knowledge::{Handler, Knowledge};
 use crate::table::IntentEffect;
@@ -78,6 +79,10 @@ pub struct NodeConfig {
     pub tags_interval: Duration,
     /// How often a member exchanges its whole member list with a random member (anti-entropy).
     pub sync_interval: Duration,
+    /// Exchange member lists (a join's, anti-entropy's) over a reliable stream
+    /// ([`Output::streams`]), with datagrams as the fallback; `false` sends them as datagrams
+    /// only (for a driver without streams).
+    pub streams: bool,
     /// SWIM timing.
     pub swim: foca::Config,
 }
@@ -96,6 +101,7 @@ impl NodeConfig {
             reap_interval: Duration::from_secs(15),
             tags_interval: Duration::from_secs(30),
             sync_interval: sync_interval(cluster_size),
+            streams: true,
             swim: swim_config(cluster_size),
         }
     }
@@ -112,6 +118,8 @@ pub fn swim_config(cluster_size: u32) -> foca::Config {
     // Five indirect probes instead of three: under 5 % loss a false suspicion needs every one of
     // them to fail, which cuts suspicions (and the refutation traffic they cause) about 30-fold.
     c.num_indirect_probes = NonZeroUsize::new(5).unwrap_or(c.num_indirect_probes);
+    let tx = (6.0 * f64::from(n.get().saturating_add(1)).log10()).clamp(1.0, 255.0);
+    c.max_transmissions = std::num::NonZeroU8::new(tx as u8).unwrap_or(c.max_transmissions);
     c
 }
 
@@ -156,6 +164,8 @@ pub struct Output {
     pub timers: Vec<(Duration, NodeTimer)>,
     /// Member changes.
     pub events: Vec<MemberEvent>,
+    /// Member-list exchanges to run over streams.
+    pub streams: Vec<StreamRequest>,
 }
 
 /// Packet counters.
@@ -182,21 +192,27 @@ pub struct Counters {
     /// Tags and intents ignored: forged for another member, of another generation, or too far
     /// ahead (see [`crate::MAX_LTIME_AHEAD`]).
     pub rejected: u64,
+    /// Member-list exchanges this node started over a stream.
+    pub streams_out: u64,
+    /// Member lists received on streams other members opened.
+    pub streams_in: u64,
+    /// Exchanges started over a stream that got no answer (then sent as datagrams).
+    pub stream_failures: u64,
 }
 
 type Swim = Foca<NodeId, PostcardCodec, SmallRng, Handler>;
 
 /// One gossip member, without I/O.
 pub struct Node {
-    swim: Swim,
-    rt: AccumulatingRuntime<NodeId>,
-    knowledge: Arc<Mutex<Knowledge>>,
-    cfg: NodeConfig,
-    cipher: Option<Cipher>,
+    pub(crate) swim: Swim,
+    pub(crate) rt: AccumulatingRuntime<NodeId>,
+    pub(crate) knowledge: Arc<Mutex<Knowledge>>,
+    pub(crate) cfg: NodeConfig,
+    pub(crate) cipher: Option<Cipher>,
     tags_version: u64,
-    leaving: bool,
-    out: Output,
-    counters: Counters,
+    pub(crate) leaving: bool,
+    pub(crate) out: Output,
+    pub(crate) counters: Counters,
     pick: u64,
     /// Strangers' member-list requests waiting for the sender to become a member, with their
     /// deadlines.
@@ -269,8 +285,9 @@ impl Node {
     }
 
     /// Starts joining the cluster `addr` belongs to: an announce (foca does not retry it) and,
-    /// as memberlist's join does, an exchange of whole member lists with `addr`, so a new member
-    /// knows the pool at once rather than after the next anti-entropy round.
+    /// as memberlist's join does, an exchange of whole member lists with `addr` over a stream
+    /// (datagrams if none can be opened), so a new member knows the pool at once rather than
+    /// after the next anti-entropy round.
     pub fn join(&mut self, addr: SocketAddr, now: Duration) -> Result<(), GossipError> {
         let result = self.swim.announce(NodeId::placeholder(addr), &mut self.rt);
         // The announce goes out first, so the target usually knows the joiner by the time the
@@ -283,7 +300,7 @@ impl Node {
             self.solicited.remove(0);
         }
         self.solicited.push((addr, now + SOLICITED_SYNC_WINDOW));
-        self.send_member_list(addr, true);
+        self.push_pull(addr);
         result.map_err(GossipError::from)
     }
 
@@ -342,7 +359,7 @@ impl Node {
     }
 
     /// Whether `addr` is the gossip address of an active (alive or suspect) member.
-    fn is_member(&self, addr: SocketAddr) -> bool {
+    pub(crate) fn is_member(&self, addr: SocketAddr) -> bool {
         self.swim
             .member_at(&addr)
             .is_some_and(|m| m.state() != foca::State::Down)
@@ -503,7 +520,7 @@ impl Node {
         result
     }
 
-    /// Sends this node's member list to one random active member, asking for its list back.
+    /// Exchanges member lists with one random active member.
     fn start_sync(&mut self) {
         let active: Vec<SocketAddr> = self.swim.iter_members().map(|m| m.id().addr()).collect();
         if active.is_empty() {
@@ -514,11 +531,11 @@ impl Node {
         self.pick ^= self.pick >> 7;
         self.pick ^= self.pick << 17;
         let to = active[(self.pick % active.len() as u64) as usize];
-        self.send_member_list(to, true);
+        self.push_pull(to);
     }
 
     /// Sends the active members (and this node) in as many datagrams as needed.
-    fn send_member_list(&mut self, to: SocketAddr, want_reply: bool) {
+    pub(crate) fn send_member_list(&mut self, to: SocketAddr, want_reply: bool) {
         let me = (self.identity().clone(), 0u16);
         let mut entries: Vec<(NodeId, u16)> = self
             .swim
@@ -598,15 +615,7 @@ impl Node {
         if let Some(theirs) = their_clock {
             self.knowledge.lock().witness_ltime(theirs);
         }
-        let me = self.identity().clone();
-        let updates = entries
-            .into_iter()
-            .filter(|(id, _)| id.addr() != me.addr())
-            .map(|(id, inc)| foca::Member::new(id, inc, foca::State::Alive));
-        if let Err(e) = self.swim.apply_many(updates, false, &mut self.rt) {
-            tracing::debug!(target: "gossip", error = %e, "sync apply");
-        }
-        self.after_swim(now);
+        self.apply_entries(entries, now);
         if want_reply == 1 && !self.leaving && self.is_member(from) {
             self.send_member_list(from, false);
         }
@@ -659,7 +668,7 @@ impl Node {
     }
 
     /// Drains foca's runtime, applies notifications and fresh intents.
-    fn after_swim(&mut self, now: Duration) {
+    pub(crate) fn after_swim(&mut self, now: Duration) {
         while let Some((to, data)) = self.rt.to_send() {
             self.send(to.addr(), KIND_FOCA, &data);
         }
@@ -870,6 +879,18 @@ impl Node {
         self.knowledge.lock().table.count(status)
     }
 
+    /// Membership updates (joins, suspicions, failures) still waiting to be piggybacked on
+    /// foca's packets.
+    pub fn updates_backlog(&self) -> usize {
+        self.swim.updates_backlog()
+    }
+
+    /// Tags and intents still waiting to be piggybacked on foca's packets (a member's own tags
+    /// are there for a while after each periodic re-broadcast).
+    pub fn custom_backlog(&self) -> usize {
+        self.swim.custom_broadcast_backlog()
+    }
+
     /// Members foca considers active (alive or suspect), this node excluded.
     pub fn num_active(&self) -> usize {
         self.swim.num_members()
@@ -915,6 +936,9 @@ impl Node {
             ("rejected_messages".into(), k.rejected.to_string()),
             ("packets_in".into(), c.packets_in.to_string()),
             ("packets_out".into(), c.packets_out.to_string()),
+            ("streams_out".into(), c.streams_out.to_string()),
+            ("streams_in".into(), c.streams_in.to_string()),
+            ("stream_failures".into(), c.stream_failures.to_string()),
         ])
     }
 }

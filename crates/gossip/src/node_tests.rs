@@ -289,7 +289,12 @@ fn a_joins_sync_that_overtakes_its_announce_is_answered_once_the_joiner_is_known
     let mut a = pool(120);
     let mut j = node(200);
     j.join(addr(1), T0).expect("join");
-    let out = j.drain();
+    let mut out = j.drain();
+    // The list goes over a stream; when none can be opened, by datagrams.
+    assert_eq!(out.streams.len(), 1);
+    assert_eq!(out.streams[0].to, addr(1));
+    j.stream_failed(addr(1), T0);
+    out.packets.extend(j.drain().packets);
     let to_a: Vec<Vec<u8>> = out
         .packets
         .into_iter()
@@ -427,4 +432,99 @@ fn periodic_timers_start_staggered_per_seed() {
     distinct.dedup();
     assert_eq!(distinct.len(), firsts.len(), "{firsts:?}");
     assert_eq!(first_sync(7), first_sync(7));
+}
+
+/// A stream's source: the member's IP with an ephemeral port, as TCP connections come.
+fn ephemeral(i: u8) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, i], 51234))
+}
+
+fn state_frame(sender: &NodeId, entries: Vec<(NodeId, u16)>) -> Vec<u8> {
+    let msg = crate::wire::StateMsg {
+        sender: sender.clone(),
+        entries,
+        ltime: 0,
+    };
+    let mut frame = vec![crate::wire::KIND_STATE, 1];
+    frame.extend(postcard::to_stdvec(&msg).expect("encode"));
+    frame
+}
+
+#[test]
+fn a_join_exchanges_whole_member_lists_over_one_stream_each_way() {
+    let mut a = pool(150);
+    let mut j = node(200);
+    j.join(addr(1), T0).expect("join");
+    let out = j.drain();
+    // The announce by datagram, the list on a stream, and no list by datagram.
+    assert_eq!(sent_to(&out, addr(1)), 1);
+    assert_eq!(out.streams.len(), 1);
+    let request = &out.streams[0];
+    assert_eq!(request.to, addr(1));
+    // The stream arrives before the announce: the joiner is introduced by it and answered.
+    let reply = a
+        .handle_stream(ephemeral(200), &request.body, T0)
+        .expect("accepted")
+        .expect("a reply");
+    assert_eq!(a.status_of(&name(200)), Some(MemberStatus::Alive));
+    assert!(reply.len() > 150 * 10, "{} bytes", reply.len());
+    j.handle_stream_reply(addr(1), &reply, T0).expect("applied");
+    assert_eq!(j.count(MemberStatus::Alive), 151);
+    assert_eq!(j.counters().streams_out, 1);
+    assert_eq!(a.counters().streams_in, 1);
+}
+
+#[test]
+fn a_state_frame_whose_sender_is_not_the_streams_source_is_refused() {
+    let mut a = pool(3);
+    // From 10.0.1.66, claiming to be member 2 at 10.0.0.2, with a list of newcomers.
+    let newcomers = (50..60).map(id).collect::<Vec<_>>();
+    let entries = newcomers.iter().map(|m| (m.clone(), 0)).collect();
+    let frame = state_frame(&id(2), entries);
+    let result = a.handle_stream(SocketAddr::from(([10, 0, 1, 66], 40000)), &frame, T0);
+    assert!(
+        matches!(result, Err(GossipError::Rejected(_))),
+        "{result:?}"
+    );
+    assert_eq!(a.members().len(), 3);
+    assert_eq!(a.counters().spoofed, 1);
+    // A reply from another member than the one asked is refused too.
+    let result = a.handle_stream_reply(addr(3), &frame, T0);
+    assert!(
+        matches!(result, Err(GossipError::Rejected(_))),
+        "{result:?}"
+    );
+    assert_eq!(a.members().len(), 3);
+}
+
+#[test]
+fn a_strangers_state_frame_introduces_only_the_stranger() {
+    let mut a = pool(3);
+    let fakes: Vec<(NodeId, u16)> = (0..500u32)
+        .map(|i| {
+            let at = SocketAddr::from(([127, 100, (i >> 8) as u8, i as u8], 4648));
+            (NodeId::new(at, &format!("fake{i}.global"), 1), 0)
+        })
+        .collect();
+    let frame = state_frame(&evil_id(), fakes);
+    let reply = a
+        .handle_stream(SocketAddr::new(evil().ip(), 40000), &frame, T0)
+        .expect("accepted");
+    assert!(reply.is_some(), "answered as a joiner would be");
+    assert_eq!(a.members().len(), 4, "only the stranger itself");
+    assert_eq!(a.status_of("evil.global"), Some(MemberStatus::Alive));
+}
+
+#[test]
+fn with_a_key_an_unsealed_state_frame_is_refused_before_decoding() {
+    let mut cfg = NodeConfig::new(name(1), addr(1), 3);
+    cfg.key = Some(vec![9; 32]);
+    let mut a = Node::new(cfg, 1, Duration::ZERO).expect("node");
+    let _ = a.drain();
+    let frame = state_frame(&evil_id(), vec![]);
+    let result = a.handle_stream(SocketAddr::new(evil().ip(), 40000), &frame, T0);
+    assert!(matches!(result, Err(GossipError::Crypto)), "{result:?}");
+    assert_eq!(a.members().len(), 1);
+    assert_eq!(a.counters().decrypt_failures, 1);
+    assert_eq!(a.counters().malformed, 0, "refused before any decoding");
 }

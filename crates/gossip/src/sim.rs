@@ -1,5 +1,10 @@
 //! A deterministic simulator: many [`Node`]s in one process on virtual time, with per-link loss,
 //! latency and partitions, and no sockets. What passes here runs the same code as on UDP.
+//!
+//! Member-list streams are modelled as TCP would carry them: one frame each way, never lost but
+//! delayed by the handshake and by a retransmission timeout for every lost segment; a stream to a
+//! node that is down is refused after a round trip, and one across a cut link fails after the
+//! connect timeout (then the node falls back to datagrams, as on UDP).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -10,8 +15,15 @@ use caravan_agent_core::member::MemberStatus;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
+use crate::exchange::{STREAM_CONNECT_TIMEOUT, StreamRequest};
 use crate::identity::NodeId;
 use crate::node::{MemberEvent, Node, NodeConfig, NodeTimer, Output};
+
+/// Payload bytes per simulated TCP segment.
+const SEGMENT: usize = 1400;
+
+/// What a lost segment costs a simulated stream: Linux's minimum retransmission timeout.
+const RETRANSMIT: Duration = Duration::from_millis(200);
 
 /// How a simulation is set up.
 #[derive(Clone, Debug)]
@@ -58,6 +70,26 @@ enum Ev {
         life: u32,
         timer: NodeTimer,
     },
+    /// A member-list frame arrives on a stream node `from` opened to node `to`.
+    StreamOpen {
+        to: usize,
+        from: usize,
+        life: u32,
+        frame: Vec<u8>,
+    },
+    /// The answer reaches node `node` (if it is still in life `life`).
+    StreamReply {
+        node: usize,
+        life: u32,
+        to: SocketAddr,
+        frame: Vec<u8>,
+    },
+    /// The stream node `node` opened to `to` got no answer.
+    StreamFailed {
+        node: usize,
+        life: u32,
+        to: SocketAddr,
+    },
 }
 
 struct Queued {
@@ -90,7 +122,8 @@ pub struct Traffic {
     pub packets: u64,
     /// Bytes sent.
     pub bytes: u64,
-    /// Of those, anti-entropy member lists ([`crate::wire::KIND_SYNC`]) sent without a key.
+    /// Of those, anti-entropy member lists sent without a key: datagrams
+    /// ([`crate::wire::KIND_SYNC`]) and stream frames ([`crate::wire::KIND_STATE`]).
     pub sync_bytes: u64,
     /// Of those, direct tags pushes and pulls sent without a key (the periodic re-broadcasts
     /// ride in foca's packets).
@@ -320,6 +353,9 @@ impl Sim {
                 },
             );
         }
+        for req in out.streams {
+            self.start_stream(i, req);
+        }
         for (to, bytes) in out.packets {
             let t = &mut self.traffic[i];
             t.packets += 1;
@@ -337,20 +373,11 @@ impl Sim {
             let Some(&dst) = self.index.get(&to) else {
                 continue;
             };
-            let loss = self
-                .link_loss
-                .get(&(i, dst))
-                .copied()
-                .unwrap_or(self.cfg.loss);
+            let loss = self.loss(i, dst);
             if loss > 0.0 && self.rng.random::<f64>() < loss {
                 continue;
             }
-            let jitter = if self.cfg.jitter.is_zero() {
-                Duration::ZERO
-            } else {
-                self.cfg.jitter.mul_f64(self.rng.random::<f64>())
-            };
-            let at = now + self.cfg.latency + jitter;
+            let at = now + self.cfg.latency + self.jitter();
             let from = self.addrs[i];
             self.push(
                 at,
@@ -360,6 +387,120 @@ impl Sim {
                     bytes,
                 },
             );
+        }
+    }
+
+    fn loss(&self, from: usize, to: usize) -> f64 {
+        self.link_loss
+            .get(&(from, to))
+            .copied()
+            .unwrap_or(self.cfg.loss)
+    }
+
+    fn jitter(&mut self) -> Duration {
+        if self.cfg.jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            self.cfg.jitter.mul_f64(self.rng.random::<f64>())
+        }
+    }
+
+    /// Counts a stream frame as sent by node `i`, in segments.
+    fn count_frame(&mut self, i: usize, frame: &[u8]) {
+        let t = &mut self.traffic[i];
+        t.packets += (frame.len() / SEGMENT + 1) as u64;
+        t.bytes += frame.len() as u64;
+        if self.cfg.key.is_none() {
+            t.sync_bytes += frame.len() as u64;
+        }
+    }
+
+    /// How long `bytes` take from node `from` to node `to` on a stream: one-way latency, plus a
+    /// retransmission timeout for every segment the link loses.
+    fn stream_delay(&mut self, from: usize, to: usize, bytes: usize) -> Duration {
+        let loss = self.loss(from, to);
+        let mut delay = self.cfg.latency + self.jitter();
+        for _ in 0..=bytes / SEGMENT {
+            if loss > 0.0 && self.rng.random::<f64>() < loss {
+                delay += RETRANSMIT;
+            }
+        }
+        delay
+    }
+
+    fn start_stream(&mut self, i: usize, req: StreamRequest) {
+        let now = self.now;
+        let life = self.lives[i];
+        self.count_frame(i, &req.body);
+        let failed = |to| Ev::StreamFailed { node: i, life, to };
+        let Some(&dst) = self.index.get(&req.to) else {
+            self.push(now + STREAM_CONNECT_TIMEOUT, failed(req.to));
+            return;
+        };
+        if self.loss(i, dst) >= 1.0 || self.loss(dst, i) >= 1.0 {
+            self.push(now + STREAM_CONNECT_TIMEOUT, failed(req.to));
+            return;
+        }
+        // The handshake (a round trip) before the frame's one-way trip.
+        let handshake = self.cfg.latency * 2 + self.jitter();
+        let at = now + handshake + self.stream_delay(i, dst, req.body.len());
+        self.push(
+            at,
+            Ev::StreamOpen {
+                to: dst,
+                from: i,
+                life,
+                frame: req.body,
+            },
+        );
+    }
+
+    fn open_stream(&mut self, to: usize, from: usize, life: u32, frame: Vec<u8>) {
+        let now = self.now;
+        let to_addr = self.addrs[to];
+        let Some(node) = self.nodes[to].as_mut() else {
+            // Nobody listens: refused.
+            let at = now + self.cfg.latency;
+            self.push(
+                at,
+                Ev::StreamFailed {
+                    node: from,
+                    life,
+                    to: to_addr,
+                },
+            );
+            return;
+        };
+        // The stream comes from the node's IP and an ephemeral port.
+        let peer = SocketAddr::new(self.addrs[from].ip(), 40000);
+        let answer = node.handle_stream(peer, &frame, now).ok().flatten();
+        let out = node.drain();
+        self.absorb(to, out);
+        match answer {
+            Some(reply) => {
+                self.count_frame(to, &reply);
+                let at = now + self.stream_delay(to, from, reply.len());
+                self.push(
+                    at,
+                    Ev::StreamReply {
+                        node: from,
+                        life,
+                        to: to_addr,
+                        frame: reply,
+                    },
+                );
+            }
+            None => {
+                let at = now + self.cfg.latency;
+                self.push(
+                    at,
+                    Ev::StreamFailed {
+                        node: from,
+                        life,
+                        to: to_addr,
+                    },
+                );
+            }
         }
     }
 
@@ -409,6 +550,41 @@ impl Sim {
                     let _ = node.handle_packet(from, &bytes, now);
                     let out = node.drain();
                     self.absorb(to, out);
+                }
+            }
+            Ev::StreamOpen {
+                to,
+                from,
+                life,
+                frame,
+            } => {
+                if self.lives[from] == life {
+                    self.open_stream(to, from, life, frame);
+                }
+            }
+            Ev::StreamReply {
+                node,
+                life,
+                to,
+                frame,
+            } => {
+                if self.lives[node] != life {
+                    return;
+                }
+                if let Some(n) = self.nodes[node].as_mut() {
+                    let _ = n.handle_stream_reply(to, &frame, now);
+                    let out = n.drain();
+                    self.absorb(node, out);
+                }
+            }
+            Ev::StreamFailed { node, life, to } => {
+                if self.lives[node] != life {
+                    return;
+                }
+                if let Some(n) = self.nodes[node].as_mut() {
+                    n.stream_failed(to, now);
+                    let out = n.drain();
+                    self.absorb(node, out);
                 }
             }
             Ev::Timer { node, life, timer } => {
@@ -746,18 +922,26 @@ mod tests {
 pub struct Report {
     /// Members in the cluster, the joiner included.
     pub members: usize,
-    /// Time for the initial cluster to converge (virtual).
+    /// Time for the initial cluster to converge (virtual), from the first join.
     pub converge: Option<Duration>,
+    /// Of that, the time from the last join to the pool being complete (no member-pair
+    /// missing), checked every second (every 5 s above 2,000 members).
+    pub converge_after_last_join: Option<Duration>,
     /// From a new member's join to every member seeing it alive.
     pub join_known_by_all: Option<Duration>,
     /// From a crash to every member seeing it failed.
     pub crash_known_by_all: Option<Duration>,
     /// `failed` events about members that never crashed.
     pub false_failures: usize,
+    /// From the pool being complete to every node having piggybacked the last of the
+    /// formation's membership updates (bounded by one anti-entropy interval), plus one tags
+    /// interval for the tags' relays to end; the traffic windows start after it.
+    pub settle: Option<Duration>,
     /// Member-pairs still not seeing each other alive when the figures start (0 once the pool
     /// has converged).
     pub missing_at_start: usize,
-    /// Traffic over the plan's window (see [`Plan::window`]), from the moment the pool formed.
+    /// Traffic over the plan's window (see [`Plan::window`]), from the moment the pool formed
+    /// and settled.
     pub steady: WindowTraffic,
     /// Traffic over one whole anti-entropy interval from the same moment (or the plan's window if
     /// that is longer): every member's timers fire the same number of times in it, whatever their
@@ -873,14 +1057,31 @@ pub fn measure(mut cfg: SimConfig, plan: Plan) -> Report {
     let joiner = n - 1;
     let mut rng = SmallRng::seed_from_u64(cfg.seed);
     // The joiner runs from the start but talks to nobody until it joins.
-    let converge = match plan.bootstrap {
+    let (converge, converge_after_last_join) = match plan.bootstrap {
         Bootstrap::Join { pace } => form_by_joins(&mut sim, joiner, pace, plan),
         Bootstrap::Seeded { settle } => {
             sim.seed(0..joiner);
             sim.run_for(settle);
-            None
+            (None, None)
         }
     };
+    // Steady state starts once the formation's membership updates and tags have been piggybacked
+    // their last time everywhere, so the windows measure the pool, not the tail of its forming.
+    let settle = sim.run_until_true(
+        Duration::from_secs(1),
+        crate::sync_interval(n as u32),
+        |s| {
+            s.nodes
+                .iter()
+                .flatten()
+                .all(|node| node.updates_backlog() == 0)
+        },
+    );
+    // Then one tags interval, in which every member's tags are re-broadcast once and the
+    // formation's tag relays end.
+    let tags_interval = sim.node_config(0).tags_interval;
+    sim.run_for(tags_interval);
+    let settle = settle.map(|d| d + tags_interval);
     let missing_at_start = missing_pairs(&sim, joiner);
 
     let before: Vec<Traffic> = sim.traffic().to_vec();
@@ -912,6 +1113,8 @@ pub fn measure(mut cfg: SimConfig, plan: Plan) -> Report {
     Report {
         members: n,
         converge,
+        converge_after_last_join,
+        settle,
         join_known_by_all,
         crash_known_by_all,
         false_failures: sim.false_failures(steady_since, &[victim]),
@@ -935,11 +1138,19 @@ fn missing_pairs(sim: &Sim, nodes: usize) -> usize {
 }
 
 /// Every node but the first joins through node 0, one every `pace`; then lone nodes retry until
-/// every node sees the others alive. Returns the time that took, if it converged.
-fn form_by_joins(sim: &mut Sim, joiner: usize, pace: Duration, plan: Plan) -> Option<Duration> {
+/// every node sees the others alive. Returns the time that took from the first join and from the
+/// last, if it converged.
+fn form_by_joins(
+    sim: &mut Sim,
+    joiner: usize,
+    pace: Duration,
+    plan: Plan,
+) -> (Option<Duration>, Option<Duration>) {
     let n = joiner + 1;
     let start = sim.now();
+    let mut last_join = start;
     for i in 1..joiner {
+        last_join = sim.now();
         sim.join(i, 0);
         sim.run_for(pace);
     }
@@ -952,7 +1163,7 @@ fn form_by_joins(sim: &mut Sim, joiner: usize, pace: Duration, plan: Plan) -> Op
     let deadline = sim.now() + converge_limit;
     while sim.now() <= deadline {
         if missing_pairs(sim, joiner) == 0 {
-            return Some(sim.now() - start);
+            return (Some(sim.now() - start), Some(sim.now() - last_join));
         }
         for i in 1..joiner {
             if sim.node(i).is_some_and(|node| node.num_active() == 0) {
@@ -961,7 +1172,7 @@ fn form_by_joins(sim: &mut Sim, joiner: usize, pace: Duration, plan: Plan) -> Op
         }
         sim.run_for(check);
     }
-    None
+    (None, None)
 }
 
 #[cfg(test)]

@@ -1,6 +1,12 @@
 //! The UDP driver: one tokio task owns a [`Node`] and its socket; everyone else sends commands
 //! through a cloneable [`Gossip`] handle and reads the latest published [`Snapshot`].
 //!
+//! Member-list exchanges (a join's, anti-entropy's) go over TCP on the same port, one frame each
+//! way (`[length u32 BE][frame]`, the frame sealed by the node when it has a key): an accept task
+//! reads each inbound frame under a size cap and a timeout and hands it to the owner task, which
+//! answers; outbound exchanges run in their own tasks and hand the reply back. When no stream can
+//! be had the node sends its list as datagrams instead.
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), caravan_gossip::GossipError> {
 //! use caravan_gossip::{NodeConfig, udp::Gossip};
@@ -21,11 +27,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use caravan_agent_core::member::Member;
-use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::GossipError;
+use crate::exchange::{MAX_STATE_FRAME, STREAM_CONNECT_TIMEOUT, STREAM_TIMEOUT, StreamRequest};
 use crate::node::{MAX_DATAGRAM, Node, NodeConfig, NodeTimer, Output};
 
 /// How long a join waits for an answer from each address.
@@ -41,6 +49,14 @@ pub const MAX_JOIN_ADDRESSES: usize = 64;
 
 /// Default gossip port for join addresses given without one.
 pub const DEFAULT_SERF_PORT: u16 = 4648;
+
+/// Most inbound member-list streams served at once (memberlist allows 128); a connection beyond
+/// is closed at once. Each holds at most one frame of [`MAX_STATE_FRAME`] bytes for at most
+/// [`STREAM_TIMEOUT`].
+pub const MAX_INBOUND_STREAMS: usize = 32;
+
+/// Most outbound member-list exchanges at once; one beyond is sent as datagrams.
+pub const MAX_OUTBOUND_STREAMS: usize = 16;
 
 /// The published state.
 #[derive(Debug, Clone, Default)]
@@ -79,7 +95,9 @@ pub struct Gossip {
 }
 
 impl Gossip {
-    /// Binds `bind` and starts the owner task.
+    /// Binds `bind` (UDP, and TCP on the same port for member-list exchanges) and starts the
+    /// owner task. When the TCP port is taken the node still runs: peers' exchanges with it
+    /// fall back to datagrams.
     pub async fn start(cfg: NodeConfig, bind: SocketAddr) -> Result<Gossip, GossipError> {
         let socket = UdpSocket::bind(bind)
             .await
@@ -87,6 +105,17 @@ impl Gossip {
         let local_addr = socket
             .local_addr()
             .map_err(|e| GossipError::Io(e.to_string()))?;
+        let listener = match TcpListener::bind(local_addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(target: "gossip", addr = %local_addr, error = %e, "cannot listen for member-list streams; peers will exchange lists with this node by datagrams");
+                None
+            }
+        };
+        let (stream_tx, stream_rx) = mpsc::channel(MAX_INBOUND_STREAMS + MAX_OUTBOUND_STREAMS);
+        if let Some(listener) = listener {
+            tokio::spawn(accept_streams(listener, stream_tx.clone()));
+        }
         let seed = cfg.generation ^ u64::from(local_addr.port());
         let clock = Instant::now();
         let node = Node::new(cfg, seed, Duration::ZERO)?;
@@ -104,8 +133,10 @@ impl Gossip {
             seq: 0,
             joins: Joins::default(),
             publish: pub_tx,
+            stream_tx,
+            outbound: Arc::new(Semaphore::new(MAX_OUTBOUND_STREAMS)),
         };
-        tokio::spawn(driver.run(rx));
+        tokio::spawn(driver.run(rx, stream_rx));
         Ok(Gossip {
             commands: tx,
             snapshot: pub_rx,
@@ -341,6 +372,135 @@ struct Driver {
     seq: u64,
     joins: Joins,
     publish: watch::Sender<Arc<Snapshot>>,
+    /// Where stream tasks report to the owner task.
+    stream_tx: mpsc::Sender<StreamEvent>,
+    /// Bounds outbound exchanges ([`MAX_OUTBOUND_STREAMS`]).
+    outbound: Arc<Semaphore>,
+}
+
+/// What stream tasks hand the owner task.
+enum StreamEvent {
+    /// A frame received on a stream from `peer`; the answer (if any) goes back on `reply`.
+    Request {
+        peer: SocketAddr,
+        frame: Vec<u8>,
+        reply: oneshot::Sender<Option<Vec<u8>>>,
+    },
+    /// The answer to an exchange started with `to`.
+    Reply { to: SocketAddr, frame: Vec<u8> },
+    /// An exchange with `to` got no answer.
+    Failed { to: SocketAddr, error: String },
+}
+
+/// Reads one `[length u32 BE][frame]`, refusing a length beyond [`MAX_STATE_FRAME`] before
+/// reading the frame, and growing the buffer only as bytes arrive.
+async fn read_frame(conn: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    conn.read_exact(&mut len).await?;
+    let len = usize::try_from(u32::from_be_bytes(len)).unwrap_or(usize::MAX);
+    if len == 0 || len > MAX_STATE_FRAME {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes (limit {MAX_STATE_FRAME})"),
+        ));
+    }
+    let mut frame = Vec::with_capacity(len.min(64 * 1024));
+    conn.take(len as u64).read_to_end(&mut frame).await?;
+    if frame.len() != len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(frame)
+}
+
+/// Writes one `[length u32 BE][frame]`.
+async fn write_frame(conn: &mut (impl AsyncWrite + Unpin), frame: &[u8]) -> std::io::Result<()> {
+    let len = u32::try_from(frame.len())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    conn.write_all(&len.to_be_bytes()).await?;
+    conn.write_all(frame).await?;
+    conn.flush().await
+}
+
+/// Accepts member-list streams until the owner task stops: at most [`MAX_INBOUND_STREAMS`] at
+/// once, each served within [`STREAM_TIMEOUT`].
+async fn accept_streams(listener: TcpListener, events: mpsc::Sender<StreamEvent>) {
+    let limit = Arc::new(Semaphore::new(MAX_INBOUND_STREAMS));
+    loop {
+        let accepted = tokio::select! {
+            _ = events.closed() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (conn, peer) = match accepted {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of descriptors, usually: let it pass rather than spin.
+                tracing::debug!(target: "gossip", error = %e, "stream accept");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::debug!(target: "gossip", %peer, "too many member-list streams; closed");
+            continue;
+        };
+        let events = events.clone();
+        tokio::spawn(async move {
+            let served = tokio::time::timeout(STREAM_TIMEOUT, serve_stream(conn, peer, events));
+            if let Ok(Err(e)) | Err(e) = served.await.map_err(std::io::Error::from) {
+                tracing::debug!(target: "gossip", %peer, error = %e, "member-list stream");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_stream(
+    mut conn: TcpStream,
+    peer: SocketAddr,
+    events: mpsc::Sender<StreamEvent>,
+) -> std::io::Result<()> {
+    let frame = read_frame(&mut conn).await?;
+    let (reply, answer) = oneshot::channel();
+    let stopped = || std::io::Error::other("gossip stopped");
+    events
+        .send(StreamEvent::Request { peer, frame, reply })
+        .await
+        .map_err(|_| stopped())?;
+    if let Some(frame) = answer.await.map_err(|_| stopped())? {
+        write_frame(&mut conn, &frame).await?;
+    }
+    conn.shutdown().await
+}
+
+/// One outbound exchange: connect, write the frame, read the answer, all within
+/// [`STREAM_TIMEOUT`] (the connection within [`STREAM_CONNECT_TIMEOUT`]).
+async fn exchange(
+    req: StreamRequest,
+    events: mpsc::Sender<StreamEvent>,
+    permit: OwnedSemaphorePermit,
+) {
+    let to = req.to;
+    let run = async {
+        let mut conn = tokio::time::timeout(STREAM_CONNECT_TIMEOUT, TcpStream::connect(to))
+            .await
+            .map_err(std::io::Error::from)??;
+        write_frame(&mut conn, &req.body).await?;
+        read_frame(&mut conn).await
+    };
+    let result = tokio::time::timeout(STREAM_TIMEOUT, run).await;
+    drop(permit);
+    let event = match result {
+        Ok(Ok(frame)) => StreamEvent::Reply { to, frame },
+        Ok(Err(e)) => StreamEvent::Failed {
+            to,
+            error: e.to_string(),
+        },
+        Err(_) => StreamEvent::Failed {
+            to,
+            error: format!("no answer within {STREAM_TIMEOUT:?}"),
+        },
+    };
+    let _ = events.send(event).await;
 }
 
 /// A timer in the heap; ordered only by its position `(deadline, seq)`.
@@ -368,7 +528,11 @@ impl Driver {
         self.clock.elapsed()
     }
 
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut streams: mpsc::Receiver<StreamEvent>,
+    ) {
         let mut buf = vec![0u8; MAX_DATAGRAM + 64];
         let first = self.node.drain();
         self.flush(first).await;
@@ -397,6 +561,33 @@ impl Driver {
                         changed |= !out.events.is_empty();
                         self.flush(out).await;
                     }
+                }
+                Some(event) = streams.recv() => {
+                    let now = self.now();
+                    match event {
+                        StreamEvent::Request { peer, frame, reply } => {
+                            let answer = self.node.handle_stream(peer, &frame, now);
+                            if let Err(e) = &answer {
+                                tracing::debug!(target: "gossip", %peer, error = %e, "member-list stream refused");
+                            }
+                            let _ = reply.send(answer.ok().flatten());
+                        }
+                        StreamEvent::Reply { to, frame } => {
+                            match self.node.handle_stream_reply(to, &frame, now) {
+                                Ok(()) => self.joins.answered(to),
+                                Err(e) => {
+                                    tracing::debug!(target: "gossip", %to, error = %e, "member-list reply refused");
+                                }
+                            }
+                        }
+                        StreamEvent::Failed { to, error } => {
+                            tracing::debug!(target: "gossip", %to, %error, "member-list stream failed; sending datagrams");
+                            self.node.stream_failed(to, now);
+                        }
+                    }
+                    let out = self.node.drain();
+                    changed |= !out.events.is_empty();
+                    self.flush(out).await;
                 }
                 command = commands.recv() => {
                     let Some(command) = command else { break };
@@ -490,6 +681,21 @@ impl Driver {
         for (to, packet) in out.packets {
             if let Err(e) = self.socket.send_to(&packet, to).await {
                 tracing::debug!(target: "gossip", %to, error = %e, "send failed");
+            }
+        }
+        for req in out.streams {
+            let events = self.stream_tx.clone();
+            match self.outbound.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    tokio::spawn(exchange(req, events, permit));
+                }
+                Err(_) => {
+                    let to = req.to;
+                    let error = "too many member-list streams".to_string();
+                    tokio::spawn(async move {
+                        let _ = events.send(StreamEvent::Failed { to, error }).await;
+                    });
+                }
             }
         }
         for ev in out.events {
@@ -619,6 +825,78 @@ mod tests {
             "{:?}",
             outcome.errors
         );
+    }
+
+    async fn wait_stat(g: &Gossip, key: &str, f: impl Fn(u64) -> bool) -> bool {
+        wait_for(g, |s| {
+            s.stats
+                .get(key)
+                .and_then(|v| v.parse().ok())
+                .is_some_and(&f)
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn with_a_key_a_join_exchanges_member_lists_over_tcp() {
+        let keyed = |name: &str| {
+            let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let addr = probe.local_addr().unwrap();
+            drop(probe);
+            let mut cfg = NodeConfig::new(name, addr, 3);
+            cfg.generation = 1;
+            cfg.key = Some(vec![5; 32]);
+            (cfg, addr)
+        };
+        let (cfg, addr) = keyed("a.global");
+        let a = Gossip::start(cfg, addr).await.unwrap();
+        let (cfg, addr) = keyed("b.global");
+        let b = Gossip::start(cfg, addr).await.unwrap();
+        let outcome = b.join(vec![a.local_addr().to_string()]).await;
+        assert_eq!(outcome.joined, 1, "{outcome:?}");
+        assert!(wait_for(&b, |s| s.members.len() == 2).await);
+        assert!(
+            wait_stat(&a, "streams_in", |n| n >= 1).await,
+            "{:?}",
+            a.snapshot().stats
+        );
+        assert!(wait_stat(&b, "streams_out", |n| n >= 1).await);
+        assert_eq!(b.snapshot().stats["stream_failures"], "0");
+        assert_eq!(a.snapshot().stats["decrypt_failures"], "0");
+    }
+
+    #[tokio::test]
+    async fn a_join_falls_back_to_datagrams_when_no_member_list_stream_answers() {
+        // Something else holds a's TCP port and hangs up on every connection.
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = udp.local_addr().unwrap();
+        drop(udp);
+        let squatter = TcpListener::bind(addr).await.unwrap();
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = squatter.accept().await {
+                drop(conn);
+            }
+        });
+        let mut cfg = NodeConfig::new("a.global", addr, 3);
+        cfg.generation = 1;
+        let a = Gossip::start(cfg, addr).await.unwrap();
+        let b = start("b.global").await;
+        let outcome = b.join(vec![a.local_addr().to_string()]).await;
+        assert_eq!(outcome.joined, 1, "{outcome:?}");
+        assert!(wait_for(&a, |s| s.members.len() == 2).await);
+        assert!(wait_stat(&b, "stream_failures", |n| n >= 1).await);
+    }
+
+    #[tokio::test]
+    async fn a_frame_longer_than_the_limit_is_refused_before_it_is_read() {
+        let mut header: &[u8] = &u32::try_from(MAX_STATE_FRAME + 1).unwrap().to_be_bytes();
+        let err = read_frame(&mut header).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+        let mut empty: &[u8] = &0u32.to_be_bytes();
+        assert!(read_frame(&mut empty).await.is_err());
+        let mut ok = Vec::new();
+        write_frame(&mut ok, b"abc").await.unwrap();
+        assert_eq!(read_frame(&mut ok.as_slice()).await.unwrap(), b"abc");
     }
 
     #[test]
