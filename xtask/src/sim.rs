@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use caravan_gossip::sim::{Bootstrap, Plan, SimConfig, measure};
+use caravan_gossip::sim::{Bootstrap, Plan, SimConfig, measure, slow_member};
 
 use crate::{run, target_dir};
 
@@ -35,6 +35,45 @@ fn flag<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result
     }
 }
 
+/// `xtask sim-run --slow-member`: a seeded pool where one member's packets arrive
+/// `--slow-delay-ms` (2,000) late for `--slow-minutes` (10) of simulated time, with and without
+/// Lifeguard; prints the `failed` marks of healthy members. Fails when Lifeguard lets a healthy
+/// member be marked `failed`.
+fn slow_run(args: &[String], members: usize, loss: f64, seed: u64) -> Result<(), String> {
+    let delay = Duration::from_millis(flag(args, "--slow-delay-ms", 2000)?);
+    let run = Duration::from_secs(60 * flag::<u64>(args, "--slow-minutes", 10)?);
+    let mut with_lifeguard = None;
+    for lifeguard in [false, true] {
+        let started = Instant::now();
+        let mut cfg = SimConfig::new(members, seed);
+        cfg.loss = loss;
+        cfg.lifeguard = lifeguard;
+        let r = slow_member(cfg, delay, run);
+        println!(
+            "slow member ({} ms late) · members {} · loss {:.1} % · seed {seed} · {} s · Lifeguard {}: healthy members marked failed {} times ({} distinct members), the slow one {} times, its highest health score {}   (wall {:.1} s)",
+            r.delay.as_millis(),
+            r.members,
+            loss * 100.0,
+            r.run.as_secs(),
+            if r.lifeguard { "on " } else { "off" },
+            r.healthy_failed,
+            r.healthy_members_failed,
+            r.slow_failed,
+            r.slow_max_health,
+            started.elapsed().as_secs_f64()
+        );
+        if lifeguard {
+            with_lifeguard = Some(r.healthy_failed);
+        }
+    }
+    match with_lifeguard {
+        Some(0) => Ok(()),
+        other => Err(format!(
+            "with Lifeguard, healthy members were marked failed {other:?} times (target 0)"
+        )),
+    }
+}
+
 /// `xtask sim-run`: one measurement, printed.
 pub fn sim_run(args: &[String]) -> Result<(), String> {
     let members: usize = flag(args, "--members", 1000)?;
@@ -57,6 +96,9 @@ pub fn sim_run(args: &[String]) -> Result<(), String> {
     }
     if members < 3 {
         return Err("--members must be at least 3".into());
+    }
+    if args.iter().any(|a| a == "--slow-member") {
+        return slow_run(args, members, loss, seed);
     }
     let mut cfg = SimConfig::new(members, seed);
     cfg.loss = loss;

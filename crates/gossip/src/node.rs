@@ -109,7 +109,10 @@ impl NodeConfig {
 
 /// Caravan's SWIM timing: LAN probing (1 s period, 500 ms round trip, 5 indirect probes) with a
 /// shorter suspicion than memberlist's, `max(2 s, log10(n) s)`, so a crash is known everywhere in
-/// seconds rather than Nomad's 35–40 s, while suspicion still outlasts refutation at scale.
+/// seconds rather than Nomad's 35–40 s, while suspicion still outlasts refutation at scale; and
+/// Lifeguard as memberlist ships it ([`foca::Lifeguard::memberlist`]): a member whose own probes
+/// go unanswered probes more patiently, and every member times a suspicion it hears of, from six
+/// times that suspicion down to it as confirmations arrive.
 pub fn swim_config(cluster_size: u32) -> foca::Config {
     let n = NonZeroU32::new(cluster_size.max(1)).unwrap_or(NonZeroU32::MIN);
     let mut c = foca::Config::new_lan(n);
@@ -118,6 +121,7 @@ pub fn swim_config(cluster_size: u32) -> foca::Config {
     // Five indirect probes instead of three: under 5 % loss a false suspicion needs every one of
     // them to fail, which cuts suspicions (and the refutation traffic they cause) about 30-fold.
     c.num_indirect_probes = NonZeroUsize::new(5).unwrap_or(c.num_indirect_probes);
+    c.lifeguard = Some(foca::Lifeguard::memberlist());
     let tx = (6.0 * f64::from(n.get().saturating_add(1)).log10()).clamp(1.0, 255.0);
     c.max_transmissions = std::num::NonZeroU8::new(tx as u8).unwrap_or(c.max_transmissions);
     c
@@ -915,7 +919,7 @@ impl Node {
                 k.table.count(MemberStatus::Failed).to_string(),
             ),
             ("left".into(), k.table.count(MemberStatus::Left).to_string()),
-            ("health_score".into(), "0".into()),
+            ("health_score".into(), self.swim.health_score().to_string()),
             ("member_time".into(), k.ltime.to_string()),
             ("event_time".into(), "1".into()),
             ("query_time".into(), "1".into()),

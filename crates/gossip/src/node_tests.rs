@@ -528,3 +528,108 @@ fn with_a_key_an_unsealed_state_frame_is_refused_before_decoding() {
     assert_eq!(a.counters().decrypt_failures, 1);
     assert_eq!(a.counters().malformed, 0, "refused before any decoding");
 }
+
+/// Member `from` tells node 1 that member 3 is suspect (a gossip packet carrying the update).
+fn suspicion_of_3_from(a: &mut Node, from: u8) {
+    let me = a.identity().clone();
+    let update = Member::new(id(3), 0, foca::State::Suspect);
+    let packet = foca_packet(&id(from), &me, Message::Gossip, &[update], &[]);
+    a.handle_packet(addr(from), &packet, T0).expect("accepted");
+}
+
+/// The suspicion deadlines node 1 set for member 3, by the confirmations each needs.
+fn suspicion_timers(out: &Output) -> Vec<(Duration, u8, NodeTimer)> {
+    let mut timers: Vec<(Duration, u8, NodeTimer)> = out
+        .timers
+        .iter()
+        .filter_map(|(after, t)| match t {
+            NodeTimer::Foca(foca::Timer::SuspicionTimeout {
+                member_id,
+                confirmations,
+                ..
+            }) if *member_id == id(3) => Some((*after, *confirmations, t.clone())),
+            _ => None,
+        })
+        .collect();
+    timers.sort_by_key(|(_, c, _)| *c);
+    timers
+}
+
+#[test]
+fn a_suspicion_heard_from_another_member_is_timed_here_and_ends_in_failed() {
+    let mut a = pool(6);
+    suspicion_of_3_from(&mut a, 2);
+    let timers = suspicion_timers(&a.drain());
+    // Lifeguard: one deadline per confirmation count, from 6x the suspicion down to 1x.
+    let min = swim_config(3).suspect_to_down_after;
+    let deadlines: Vec<(Duration, u8)> = timers.iter().map(|(d, c, _)| (*d, *c)).collect();
+    assert_eq!(deadlines.len(), 3, "{deadlines:?}");
+    assert_eq!(deadlines[0], (min * 6, 0));
+    assert_eq!(deadlines[2], (min, 2));
+    assert_eq!(a.status_of(&name(3)), Some(MemberStatus::Alive));
+    // Without confirmations, only the longest deadline declares it down.
+    a.handle_timer(timers[2].2.clone(), T0 + min);
+    assert_eq!(a.status_of(&name(3)), Some(MemberStatus::Alive));
+    a.handle_timer(timers[0].2.clone(), T0 + min * 6);
+    assert_eq!(a.status_of(&name(3)), Some(MemberStatus::Failed));
+}
+
+#[test]
+fn independent_confirmations_shorten_a_suspicion() {
+    let mut a = pool(6);
+    suspicion_of_3_from(&mut a, 2);
+    let timers = suspicion_timers(&a.drain());
+    // The accuser repeating itself is no confirmation.
+    suspicion_of_3_from(&mut a, 2);
+    suspicion_of_3_from(&mut a, 4);
+    a.handle_timer(timers[2].2.clone(), T0);
+    assert_eq!(
+        a.status_of(&name(3)),
+        Some(MemberStatus::Alive),
+        "one confirmation"
+    );
+    suspicion_of_3_from(&mut a, 5);
+    a.handle_timer(timers[2].2.clone(), T0);
+    assert_eq!(a.status_of(&name(3)), Some(MemberStatus::Failed), "two");
+}
+
+#[test]
+fn a_member_whose_probes_go_unanswered_raises_its_health_score_and_probes_more_patiently() {
+    let mut a = node(1);
+    // Its first probe timer comes out of learning the others (not drained here).
+    a.learn((2..=4).map(id), T0);
+    let mut pending: Vec<NodeTimer> = Vec::new();
+    let mut now = T0;
+    let mut indirect_delays = Vec::new();
+    // Fire foca's probe timers in turn; nobody ever answers.
+    for _ in 0..40 {
+        let out = a.drain();
+        for (after, t) in out.timers {
+            if let NodeTimer::Foca(foca::Timer::SendIndirectProbe { .. }) = &t {
+                indirect_delays.push(after);
+            }
+            if matches!(
+                t,
+                NodeTimer::Foca(
+                    foca::Timer::ProbeRandomMember(_) | foca::Timer::SendIndirectProbe { .. }
+                )
+            ) {
+                pending.push(t);
+            }
+        }
+        let Some(t) = (!pending.is_empty()).then(|| pending.remove(0)) else {
+            break;
+        };
+        now += Duration::from_millis(500);
+        a.handle_timer(t, now);
+    }
+    let score: u32 = a.stats()["health_score"].parse().expect("a number");
+    assert_eq!(score, 8, "every probe failed: the score is at its ceiling");
+    let rtt = swim_config(3).probe_rtt;
+    assert_eq!(indirect_delays.first(), Some(&rtt));
+    assert_eq!(
+        indirect_delays.last(),
+        Some(&(rtt * 9)),
+        "{indirect_delays:?}"
+    );
+}

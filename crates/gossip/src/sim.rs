@@ -42,6 +42,9 @@ pub struct SimConfig {
     pub tags: bool,
     /// Gossip key for every node.
     pub key: Option<Vec<u8>>,
+    /// Lifeguard on every node (the default, [`crate::swim_config`]); `false` runs plain SWIM,
+    /// for comparison.
+    pub lifeguard: bool,
 }
 
 impl SimConfig {
@@ -55,6 +58,7 @@ impl SimConfig {
             seed,
             tags: true,
             key: None,
+            lifeguard: true,
         }
     }
 }
@@ -142,6 +146,8 @@ pub struct Sim {
     now: Duration,
     rng: SmallRng,
     link_loss: HashMap<(usize, usize), f64>,
+    /// Extra delay on everything a node sends (a slow member).
+    slow: HashMap<usize, Duration>,
     traffic: Vec<Traffic>,
     /// Anti-entropy timers that fired on each node.
     syncs: Vec<u64>,
@@ -176,6 +182,7 @@ impl Sim {
             now: Duration::ZERO,
             rng: SmallRng::seed_from_u64(cfg.seed ^ 0x5eed),
             link_loss: HashMap::new(),
+            slow: HashMap::new(),
             traffic: vec![Traffic::default(); cfg.members],
             syncs: vec![0; cfg.members],
             events: Vec::new(),
@@ -191,6 +198,9 @@ impl Sim {
         let mut c = NodeConfig::new(sim_name(i), self.addrs[i], self.cfg.members as u32);
         c.generation = u64::from(self.lives[i]);
         c.key = self.cfg.key.clone();
+        if !self.cfg.lifeguard {
+            c.swim.lifeguard = None;
+        }
         c.tags = self.cfg.tags.then(|| {
             BTreeMap::from([
                 ("role".to_string(), "nomad".to_string()),
@@ -315,6 +325,20 @@ impl Sim {
         }
     }
 
+    /// Delays everything node `i` sends (datagrams, stream frames and answers) by `delay`, as a
+    /// member whose packets queue behind a saturated link or a stalled process; zero restores it.
+    pub fn set_slow(&mut self, i: usize, delay: Duration) {
+        if delay.is_zero() {
+            self.slow.remove(&i);
+        } else {
+            self.slow.insert(i, delay);
+        }
+    }
+
+    fn slowness(&self, i: usize) -> Duration {
+        self.slow.get(&i).copied().unwrap_or_default()
+    }
+
     /// Restores every link to the global loss.
     pub fn heal(&mut self) {
         self.link_loss.clear();
@@ -377,7 +401,7 @@ impl Sim {
             if loss > 0.0 && self.rng.random::<f64>() < loss {
                 continue;
             }
-            let at = now + self.cfg.latency + self.jitter();
+            let at = now + self.cfg.latency + self.jitter() + self.slowness(i);
             let from = self.addrs[i];
             self.push(
                 at,
@@ -443,7 +467,7 @@ impl Sim {
         }
         // The handshake (a round trip) before the frame's one-way trip.
         let handshake = self.cfg.latency * 2 + self.jitter();
-        let at = now + handshake + self.stream_delay(i, dst, req.body.len());
+        let at = now + handshake + self.stream_delay(i, dst, req.body.len()) + self.slowness(i);
         self.push(
             at,
             Ev::StreamOpen {
@@ -479,7 +503,7 @@ impl Sim {
         match answer {
             Some(reply) => {
                 self.count_frame(to, &reply);
-                let at = now + self.stream_delay(to, from, reply.len());
+                let at = now + self.stream_delay(to, from, reply.len()) + self.slowness(to);
                 self.push(
                     at,
                     Ev::StreamReply {
@@ -917,6 +941,74 @@ mod tests {
     }
 }
 
+/// Figures of the slow-member scenario (see [`slow_member`]).
+#[derive(Clone, Debug)]
+pub struct SlowReport {
+    /// Members in the pool, the slow one included.
+    pub members: usize,
+    /// Whether the nodes ran Lifeguard.
+    pub lifeguard: bool,
+    /// How late everything the slow member sends arrives.
+    pub delay: Duration,
+    /// How long the slow member was slow (virtual time).
+    pub run: Duration,
+    /// `failed` events about healthy members (any node, any healthy member).
+    pub healthy_failed: usize,
+    /// Healthy members marked `failed` by at least one node.
+    pub healthy_members_failed: usize,
+    /// `failed` events about the slow member.
+    pub slow_failed: usize,
+    /// The slow member's highest Lifeguard health score, sampled every second.
+    pub slow_max_health: u32,
+}
+
+/// One member of a seeded pool becomes slow (everything it sends arrives `delay` late) for
+/// `run` of virtual time: how many times healthy members are marked `failed`, with Lifeguard or
+/// without ([`SimConfig::lifeguard`]).
+pub fn slow_member(cfg: SimConfig, delay: Duration, run: Duration) -> SlowReport {
+    let n = cfg.members.max(3);
+    let lifeguard = cfg.lifeguard;
+    let mut sim = Sim::new(SimConfig { members: n, ..cfg });
+    sim.seed(0..n);
+    sim.run_for(Duration::from_secs(10));
+    let slow = 1;
+    let since = sim.now();
+    sim.set_slow(slow, delay);
+    let mut slow_max_health = 0u32;
+    let end = sim.now() + run;
+    while sim.now() < end {
+        sim.run_for(Duration::from_secs(1));
+        if let Some(score) = sim.node(slow).and_then(|node| {
+            node.stats()
+                .get("health_score")
+                .and_then(|s| s.parse().ok())
+        }) {
+            slow_max_health = slow_max_health.max(score);
+        }
+    }
+    let slow_name = sim_name(slow);
+    let failed: Vec<&MemberEvent> = sim
+        .events
+        .iter()
+        .filter(|(t, _, e)| *t >= since && e.status == Some(MemberStatus::Failed))
+        .map(|(_, _, e)| e)
+        .collect();
+    let healthy: Vec<&&MemberEvent> = failed.iter().filter(|e| e.name != slow_name).collect();
+    let mut names: Vec<&str> = healthy.iter().map(|e| e.name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    SlowReport {
+        members: n,
+        lifeguard,
+        delay,
+        run,
+        healthy_failed: healthy.len(),
+        healthy_members_failed: names.len(),
+        slow_failed: failed.len() - healthy.len(),
+        slow_max_health,
+    }
+}
+
 /// Figures of one measurement run (see [`measure`]).
 #[derive(Clone, Debug)]
 pub struct Report {
@@ -1248,6 +1340,24 @@ mod measure_tests {
             sim.node(199).map(|n| n.count(MemberStatus::Alive))
         );
         assert!(crate::sync_interval(200) > Duration::from_secs(30));
+    }
+
+    #[test]
+    fn with_lifeguard_a_slow_member_gets_no_healthy_member_failed() {
+        let run = |lifeguard| {
+            let mut cfg = SimConfig::new(20, 3);
+            cfg.lifeguard = lifeguard;
+            cfg.tags = false;
+            slow_member(cfg, Duration::from_secs(2), Duration::from_secs(120))
+        };
+        let without = run(false);
+        assert!(
+            without.healthy_failed > 0,
+            "the scenario bites: {without:?}"
+        );
+        let with = run(true);
+        assert_eq!(with.healthy_failed, 0, "{with:?}");
+        assert!(with.slow_max_health > 0, "{with:?}");
     }
 
     #[test]

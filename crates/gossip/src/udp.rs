@@ -737,19 +737,28 @@ mod tests {
     use super::*;
     use caravan_agent_core::member::MemberStatus;
 
+    /// A 127.0.0.1 port free for both UDP and TCP (a free UDP port may be some connection's
+    /// TCP port), so member-list streams have their listener.
+    fn free_addr() -> SocketAddr {
+        for _ in 0..50 {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let addr = udp.local_addr().unwrap();
+            if std::net::TcpListener::bind(addr).is_ok() {
+                return addr;
+            }
+        }
+        panic!("no port free for both UDP and TCP in 50 tries");
+    }
+
     async fn start(name: &str) -> Gossip {
-        let bind: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        // Bind first to learn the port, so the advertised address is the real one.
-        let probe = std::net::UdpSocket::bind(bind).unwrap();
-        let addr = probe.local_addr().unwrap();
-        drop(probe);
+        let addr = free_addr();
         let mut cfg = NodeConfig::new(name, addr, 3);
         cfg.generation = 1;
         Gossip::start(cfg, addr).await.unwrap()
     }
 
     async fn wait_for(g: &Gossip, f: impl Fn(&Snapshot) -> bool) -> bool {
-        for _ in 0..200 {
+        for _ in 0..600 {
             if f(&g.snapshot()) {
                 return true;
             }
@@ -840,9 +849,7 @@ mod tests {
     #[tokio::test]
     async fn with_a_key_a_join_exchanges_member_lists_over_tcp() {
         let keyed = |name: &str| {
-            let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            let addr = probe.local_addr().unwrap();
-            drop(probe);
+            let addr = free_addr();
             let mut cfg = NodeConfig::new(name, addr, 3);
             cfg.generation = 1;
             cfg.key = Some(vec![5; 32]);
@@ -868,9 +875,7 @@ mod tests {
     #[tokio::test]
     async fn a_join_falls_back_to_datagrams_when_no_member_list_stream_answers() {
         // Something else holds a's TCP port and hangs up on every connection.
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let addr = udp.local_addr().unwrap();
-        drop(udp);
+        let addr = free_addr();
         let squatter = TcpListener::bind(addr).await.unwrap();
         tokio::spawn(async move {
             while let Ok((conn, _)) = squatter.accept().await {

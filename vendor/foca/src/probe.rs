@@ -80,6 +80,11 @@ impl<T: Clone + PartialEq> Probe<T> {
         self.direct.as_ref().is_some_and(|probed| probed.id() == id)
     }
 
+    /// Caravan fork: whether a probe is in progress (or ended unexamined).
+    pub(crate) const fn is_started(&self) -> bool {
+        self.direct.is_some()
+    }
+
     pub(crate) const fn succeeded(&self) -> bool {
         self.direct_ack_ok || self.indirect_ack_count > 0
     }

@@ -241,6 +241,22 @@ pub enum Timer<T> {
         token: TimerToken,
     },
 
+    /// Caravan fork: with [`crate::Config::lifeguard`], one of the deadlines
+    /// of a suspicion: `member_id` goes Down if it is still suspect at
+    /// `incarnation` and the suspicion has gathered at least
+    /// `confirmations` confirmations (every suspicion sets one such timer
+    /// per confirmation count, the later the fewer confirmations).
+    SuspicionTimeout {
+        /// Target member identity
+        member_id: T,
+        /// Its Incarnation when the suspicion was raised.
+        incarnation: Incarnation,
+        /// Confirmations this deadline needs.
+        confirmations: u8,
+        /// See `TimerToken`
+        token: TimerToken,
+    },
+
     /// Sends a [`crate::Message::Announce`] to randomly chosen members as
     /// specified by [`crate::Config::periodic_announce`]
     PeriodicAnnounce(TimerToken),
@@ -279,6 +295,7 @@ impl<T> Timer<T> {
             Self::PeriodicGossip(_) => 4,
             Self::RemoveDown(_) => 5,
             Self::PeriodicAnnounceDown(_) => 6,
+            Self::SuspicionTimeout { .. } => 7,
         }
     }
 }
