@@ -13,6 +13,7 @@
 mod exchange;
 mod identity;
 mod knowledge;
+pub mod list;
 mod node;
 pub mod sim;
 pub mod table;

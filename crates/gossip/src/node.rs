@@ -223,6 +223,8 @@ pub struct Node {
     pending_replies: Vec<(SocketAddr, Duration)>,
     /// Join targets whose member list is accepted until the deadline.
     solicited: Vec<(SocketAddr, Duration)>,
+    /// With [`Node::track_changes`], members whose status changed since [`Node::take_changed`].
+    changed: Option<std::collections::HashSet<String>>,
 }
 
 impl Node {
@@ -261,6 +263,7 @@ impl Node {
             pick: seed | 1,
             pending_replies: Vec::new(),
             solicited: Vec::new(),
+            changed: None,
             cfg,
         };
         // As memberlist does, the first tick of each periodic timer comes after a random part of
@@ -631,6 +634,9 @@ impl Node {
     pub fn leave(&mut self, now: Duration) {
         self.leaving = true;
         let name = self.cfg.name.clone();
+        if let Some(changed) = &mut self.changed {
+            changed.insert(name.clone());
+        }
         self.broadcast_intent(name, IntentKind::Leave, false);
         if let Err(e) = self.swim.leave_cluster(&mut self.rt) {
             tracing::debug!(target: "gossip", error = %e, "leave");
@@ -814,6 +820,9 @@ impl Node {
     }
 
     fn event(&mut self, name: &str, status: Option<MemberStatus>) {
+        if let Some(changed) = &mut self.changed {
+            changed.insert(name.to_string());
+        }
         self.out.events.push(MemberEvent {
             name: name.to_string(),
             status,
@@ -847,30 +856,72 @@ impl Node {
         let mut members: Vec<Member> = knowledge
             .table
             .iter()
-            .map(|e| {
-                let mut status = e.status;
-                if e.id.name() == self.cfg.name && self.leaving {
-                    status = MemberStatus::Leaving;
-                }
-                Member {
-                    name: e.id.name().to_string(),
-                    addr: Some(e.id.addr().ip()),
-                    port: e.id.addr().port(),
-                    tags: Some(
-                        knowledge
-                            .tags
-                            .get(e.id.name())
-                            .filter(|t| t.generation == e.id.generation())
-                            .map(|t| t.tags.clone())
-                            .unwrap_or_default(),
-                    ),
-                    status,
-                    versions: NOMAD_VERSIONS,
-                }
-            })
+            .map(|e| self.member_of(&knowledge, e))
             .collect();
         members.sort_by(|a, b| a.name.cmp(&b.name));
         members
+    }
+
+    /// One member as Serf reports it (`None`: not listed).
+    pub fn member(&self, name: &str) -> Option<Member> {
+        let knowledge = self.knowledge.lock();
+        let entry = knowledge.table.get(name)?;
+        Some(self.member_of(&knowledge, entry))
+    }
+
+    fn member_of(&self, knowledge: &Knowledge, e: &crate::table::Entry) -> Member {
+        let mut status = e.status;
+        if e.id.name() == self.cfg.name && self.leaving {
+            status = MemberStatus::Leaving;
+        }
+        Member {
+            name: e.id.name().to_string(),
+            addr: Some(e.id.addr().ip()),
+            port: e.id.addr().port(),
+            tags: Some(
+                knowledge
+                    .tags
+                    .get(e.id.name())
+                    .filter(|t| t.generation == e.id.generation())
+                    .map(|t| t.tags.clone())
+                    .unwrap_or_default(),
+            ),
+            status,
+            versions: NOMAD_VERSIONS,
+        }
+    }
+
+    /// Starts recording which members change (status or tags), for [`Node::take_changed`]: a
+    /// driver that keeps a published list up to date by the changed members only. Off by
+    /// default (a simulated pool of N would hold N² names nobody takes).
+    pub fn track_changes(&mut self) {
+        self.changed = Some(Default::default());
+        self.knowledge.lock().track_tags(true);
+    }
+
+    /// Whether some member changed since the last [`Node::take_changed`].
+    pub fn has_changes(&self) -> bool {
+        self.changed.as_ref().is_some_and(|c| !c.is_empty())
+            || self
+                .knowledge
+                .lock()
+                .tags_changed
+                .as_ref()
+                .is_some_and(|c| !c.is_empty())
+    }
+
+    /// The names of the members whose status or tags changed (or that were removed) since the
+    /// last call, each once; empty unless [`Node::track_changes`] was called.
+    pub fn take_changed(&mut self) -> Vec<String> {
+        let mut names: std::collections::HashSet<String> = self
+            .changed
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
+        if let Some(tags) = self.knowledge.lock().tags_changed.as_mut() {
+            names.extend(tags.drain());
+        }
+        names.into_iter().collect()
     }
 
     /// The status of one member.

@@ -26,7 +26,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use caravan_agent_core::member::Member;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
@@ -34,6 +33,7 @@ use tokio::time::Instant;
 
 use crate::GossipError;
 use crate::exchange::{MAX_STATE_FRAME, STREAM_CONNECT_TIMEOUT, STREAM_TIMEOUT, StreamRequest};
+use crate::list::MemberList;
 use crate::node::{MAX_DATAGRAM, Node, NodeConfig, NodeTimer, Output};
 
 /// How long a join waits for an answer from each address.
@@ -58,11 +58,19 @@ pub const MAX_INBOUND_STREAMS: usize = 32;
 /// Most outbound member-list exchanges at once; one beyond is sent as datagrams.
 pub const MAX_OUTBOUND_STREAMS: usize = 16;
 
+/// Shortest time between two publications of the [`Snapshot`] while members change: under
+/// churn readers see at most ten a second, each costing the owner task the changed members
+/// only ([`MemberList`]).
+pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How often the snapshot is republished when no member changed (for `stats.serf`'s counters).
+pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The published state.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    /// Every member, this one included, sorted by name.
-    pub members: Vec<Member>,
+    /// Every member, this one included, sorted by name (chunks shared with earlier snapshots).
+    pub members: MemberList,
     /// `stats.serf`.
     pub stats: BTreeMap<String, String>,
 }
@@ -118,10 +126,12 @@ impl Gossip {
         }
         let seed = cfg.generation ^ u64::from(local_addr.port());
         let clock = Instant::now();
-        let node = Node::new(cfg, seed, Duration::ZERO)?;
+        let mut node = Node::new(cfg, seed, Duration::ZERO)?;
+        node.track_changes();
         let (tx, rx) = mpsc::unbounded_channel();
+        let list = MemberList::new(node.members());
         let first = Arc::new(Snapshot {
-            members: node.members(),
+            members: list.clone(),
             stats: node.stats(),
         });
         let (pub_tx, pub_rx) = watch::channel(first);
@@ -133,6 +143,8 @@ impl Gossip {
             seq: 0,
             joins: Joins::default(),
             publish: pub_tx,
+            list,
+            pacer: Pacer::default(),
             stream_tx,
             outbound: Arc::new(Semaphore::new(MAX_OUTBOUND_STREAMS)),
         };
@@ -372,10 +384,36 @@ struct Driver {
     seq: u64,
     joins: Joins,
     publish: watch::Sender<Arc<Snapshot>>,
+    /// The member list as last published, updated by the changed members only.
+    list: MemberList,
+    /// Spaces publications ([`PUBLISH_INTERVAL`]).
+    pacer: Pacer,
     /// Where stream tasks report to the owner task.
     stream_tx: mpsc::Sender<StreamEvent>,
     /// Bounds outbound exchanges ([`MAX_OUTBOUND_STREAMS`]).
     outbound: Arc<Semaphore>,
+}
+
+/// Spaces publications at least [`PUBLISH_INTERVAL`] apart.
+#[derive(Default)]
+struct Pacer {
+    last: Option<Instant>,
+}
+
+impl Pacer {
+    /// Whether a publication may go out at `now`.
+    fn ready(&self, now: Instant) -> bool {
+        self.last.is_none_or(|last| now >= last + PUBLISH_INTERVAL)
+    }
+
+    /// When the next publication may go out.
+    fn next(&self, now: Instant) -> Instant {
+        self.last.map_or(now, |last| last + PUBLISH_INTERVAL)
+    }
+
+    fn published(&mut self, now: Instant) {
+        self.last = Some(now);
+    }
 }
 
 /// What stream tasks hand the owner task.
@@ -537,8 +575,7 @@ impl Driver {
         let first = self.node.drain();
         self.flush(first).await;
         let mut leave_reply: Option<(Instant, oneshot::Sender<()>)> = None;
-        let mut publish_at = Instant::now();
-        let mut tags_seen = self.node.tags_version();
+        let mut stats_at = Instant::now() + STATS_INTERVAL;
         loop {
             let next_timer = self
                 .timers
@@ -548,6 +585,12 @@ impl Driver {
             let next_join = self.joins.next_deadline();
             let wake = next_join.map_or(next_timer, |j| j.min(next_timer));
             let wake = leave_reply.as_ref().map_or(wake, |(at, _)| wake.min(*at));
+            let wake = wake.min(stats_at);
+            let wake = if self.node.has_changes() {
+                wake.min(self.pacer.next(Instant::now()))
+            } else {
+                wake
+            };
             let mut changed = false;
             tokio::select! {
                 received = self.socket.recv_from(&mut buf) => {
@@ -633,19 +676,25 @@ impl Driver {
                     }
                 }
             }
-            let tags_now = self.node.tags_version();
-            changed |= tags_now != tags_seen;
-            tags_seen = tags_now;
-            if changed || Instant::now() >= publish_at {
+            // Members that changed are published at most every PUBLISH_INTERVAL, each
+            // publication costing the changed members; the counters once a STATS_INTERVAL.
+            let now = Instant::now();
+            let wanted = changed || self.node.has_changes();
+            if (wanted && self.pacer.ready(now)) || now >= stats_at {
                 self.publish_now();
-                publish_at = Instant::now() + Duration::from_secs(1);
+                self.pacer.published(now);
+                stats_at = now + STATS_INTERVAL;
             }
         }
     }
 
-    fn publish_now(&self) {
+    fn publish_now(&mut self) {
+        for name in self.node.take_changed() {
+            let member = self.node.member(&name);
+            self.list.set(&name, member);
+        }
         let snap = Snapshot {
-            members: self.node.members(),
+            members: self.list.clone(),
             stats: self.node.stats(),
         };
         let _ = self.publish.send(Arc::new(snap));
@@ -902,6 +951,50 @@ mod tests {
         let mut ok = Vec::new();
         write_frame(&mut ok, b"abc").await.unwrap();
         assert_eq!(read_frame(&mut ok.as_slice()).await.unwrap(), b"abc");
+    }
+
+    #[test]
+    fn under_churn_snapshots_are_published_at_most_ten_times_a_second() {
+        let start = Instant::now();
+        let mut pacer = Pacer::default();
+        let mut published = 0;
+        // A change every millisecond for one second.
+        for ms in 0..1000 {
+            let now = start + Duration::from_millis(ms);
+            if pacer.ready(now) {
+                pacer.published(now);
+                published += 1;
+            }
+        }
+        assert_eq!(published, 10);
+        assert_eq!(pacer.next(start), start + Duration::from_millis(1000));
+    }
+
+    #[tokio::test]
+    async fn the_published_list_follows_joins_and_leaves() {
+        let a = start("a.global").await;
+        let b = start("b.global").await;
+        b.join(vec![a.local_addr().to_string()]).await;
+        assert!(wait_for(&a, |s| s.members.len() == 2).await);
+        let before = a.snapshot();
+        b.leave().await;
+        assert!(
+            wait_for(&a, |s| s
+                .members
+                .get("b.global")
+                .is_some_and(|m| m.status == MemberStatus::Left))
+            .await
+        );
+        let after = a.snapshot();
+        assert_eq!(after.members.to_vec(), {
+            let mut v = after.members.to_vec();
+            v.sort_by(|x, y| x.name.cmp(&y.name));
+            v
+        });
+        assert_eq!(
+            before.members.get("a.global"),
+            after.members.get("a.global")
+        );
     }
 
     #[test]
