@@ -633,3 +633,142 @@ fn a_member_whose_probes_go_unanswered_raises_its_health_score_and_probes_more_p
         "{indirect_delays:?}"
     );
 }
+
+/// The foca header of a packet node output holds (after the envelope byte).
+fn header_of(packet: &[u8]) -> Header<NodeId> {
+    let (header, _): (Header<NodeId>, _) =
+        postcard::take_from_bytes(&packet[1..]).expect("a foca packet");
+    header
+}
+
+#[test]
+fn an_indirect_probe_whose_target_does_not_answer_is_nacked() {
+    let mut a = pool(4);
+    let me = a.identity().clone();
+    let request = Message::PingReq {
+        target: id(3),
+        probe_number: 9,
+    };
+    let packet = foca_packet(&id(2), &me, request.clone(), &[], &[]);
+    a.handle_packet(addr(2), &packet, T0).expect("accepted");
+    let out = a.drain();
+    assert!(
+        out.packets.iter().any(|(to, p)| *to == addr(3)
+            && matches!(header_of(p).message, Message::IndirectPing { .. }))
+    );
+    let nack_timer = out
+        .timers
+        .iter()
+        .find(|(_, t)| matches!(t, NodeTimer::Foca(foca::Timer::SendNack { .. })))
+        .map(|(after, t)| (*after, t.clone()))
+        .expect("a nack timer");
+    assert_eq!(nack_timer.0, swim_config(3).probe_rtt.mul_f64(0.8));
+    a.handle_timer(nack_timer.1.clone(), T0);
+    let nacks: Vec<Message<NodeId>> = a
+        .drain()
+        .packets
+        .iter()
+        .filter(|(to, _)| *to == addr(2))
+        .map(|(_, p)| header_of(p).message)
+        .collect();
+    assert_eq!(
+        nacks,
+        vec![Message::Nack {
+            target: id(3),
+            probe_number: 9
+        }]
+    );
+    // Answered in time: no nack.
+    a.handle_packet(addr(2), &packet, T0).expect("accepted");
+    let out = a.drain();
+    let ack = Message::IndirectAck {
+        target: id(2),
+        probe_number: 9,
+    };
+    let answer = foca_packet(&id(3), &me, ack, &[], &[]);
+    a.handle_packet(addr(3), &answer, T0).expect("accepted");
+    let _ = a.drain();
+    for (_, t) in out.timers {
+        a.handle_timer(t, T0);
+    }
+    let late = a.drain();
+    assert!(
+        !late
+            .packets
+            .iter()
+            .any(|(_, p)| matches!(header_of(p).message, Message::Nack { .. })),
+        "nacked although the target answered"
+    );
+}
+
+/// Node 1 probes a member that never answers; the members asked to probe it indirectly answer
+/// with nacks or not at all. Returns node 1's health score after the probe.
+fn health_after_a_failed_probe(nacked: bool) -> u32 {
+    let mut a = node(1);
+    a.learn((2..=7).map(id), T0);
+    let me = a.identity().clone();
+    let mut out = a.drain();
+    let next = |out: &mut Output, f: fn(&foca::Timer<NodeId>) -> bool| {
+        let i = out
+            .timers
+            .iter()
+            .position(|(_, t)| matches!(t, NodeTimer::Foca(t) if f(t)))
+            .expect("timer");
+        out.timers.remove(i).1
+    };
+    let probe = next(&mut out, |t| matches!(t, foca::Timer::ProbeRandomMember(_)));
+    a.handle_timer(probe, T0);
+    let mut out = a.drain();
+    let indirect = next(&mut out, |t| {
+        matches!(t, foca::Timer::SendIndirectProbe { .. })
+    });
+    a.handle_timer(indirect, T0);
+    let requests = a.drain();
+    let asked: Vec<(SocketAddr, Message<NodeId>)> = requests
+        .packets
+        .iter()
+        .map(|(to, p)| (*to, header_of(p).message))
+        .filter(|(_, m)| matches!(m, Message::PingReq { .. }))
+        .collect();
+    assert_eq!(asked.len(), 5);
+    if nacked {
+        for (to, m) in &asked {
+            let Message::PingReq {
+                target,
+                probe_number,
+            } = m.clone()
+            else {
+                unreachable!()
+            };
+            let sender = a
+                .members()
+                .iter()
+                .find(|m| m.port == to.port() && m.addr == Some(to.ip()))
+                .map(|m| NodeId::new(*to, &m.name, 7))
+                .expect("asked a member");
+            let nack = Message::Nack {
+                target,
+                probe_number,
+            };
+            let packet = foca_packet(&sender, &me, nack, &[], &[]);
+            a.handle_packet(*to, &packet, T0).expect("accepted");
+        }
+    }
+    let probe = next(&mut out, |t| matches!(t, foca::Timer::ProbeRandomMember(_)));
+    a.handle_timer(probe, T0 + Duration::from_secs(1));
+    a.stats()["health_score"].parse().expect("a number")
+}
+
+#[test]
+fn nacks_keep_a_failed_probe_from_raising_the_probers_health_score() {
+    assert_eq!(
+        health_after_a_failed_probe(true),
+        0,
+        "every indirect probe nacked"
+    );
+    assert_eq!(
+        health_after_a_failed_probe(false),
+        5,
+        "one per missing nack"
+    );
+}

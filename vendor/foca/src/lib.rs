@@ -205,7 +205,14 @@ pub struct Foca<T: Identity, C, RNG, B: BroadcastHandler<T>> {
     health: u8,
     suspicions: std::collections::HashMap<T::Addr, Suspicion<T>>,
     current_sender: Option<T>,
+    // Indirect probes run for others, awaiting the target's answer:
+    // (origin, target, probe number), at most `MAX_PENDING_NACKS`.
+    pending_nacks: Vec<(T, T, ProbeNumber)>,
 }
+
+/// Caravan fork: most indirect probes this instance times for others at
+/// once (Lifeguard nacks); beyond, the oldest gets no nack.
+pub const MAX_PENDING_NACKS: usize = 64;
 
 /// Caravan fork: a suspicion in progress (Lifeguard). At most
 /// `expected_confirmations` confirmers are kept.
@@ -286,6 +293,7 @@ where
             health: 0,
             suspicions: std::collections::HashMap::new(),
             current_sender: None,
+            pending_nacks: Vec::new(),
         }
     }
 
@@ -886,6 +894,32 @@ where
                 }
                 Ok(())
             }
+            Timer::SendNack {
+                origin,
+                target,
+                probe_number,
+                token,
+            } => {
+                if token != self.timer_token {
+                    return Ok(());
+                }
+                let pending = self
+                    .pending_nacks
+                    .iter()
+                    .position(|(o, t, n)| o == &origin && t == &target && *n == probe_number);
+                if let Some(i) = pending {
+                    self.pending_nacks.swap_remove(i);
+                    self.send_message(
+                        origin,
+                        Message::Nack {
+                            target,
+                            probe_number,
+                        },
+                        runtime,
+                    )?;
+                }
+                Ok(())
+            }
             Timer::RemoveDown(down) => {
                 if let Some(_removed) = self.members.remove_if_down(&down) {
                     #[cfg(feature = "tracing")]
@@ -1174,6 +1208,24 @@ where
                 if target == self.identity {
                     return Err(Error::IndirectForOurselves);
                 }
+                if self.config.lifeguard.is_some() {
+                    // Nack the requester if the target does not answer
+                    // within 80 % of the round trip, as memberlist does.
+                    if self.pending_nacks.len() >= MAX_PENDING_NACKS {
+                        self.pending_nacks.remove(0);
+                    }
+                    self.pending_nacks
+                        .push((src.clone(), target.clone(), probe_number));
+                    runtime.submit_after(
+                        Timer::SendNack {
+                            origin: src.clone(),
+                            target: target.clone(),
+                            probe_number,
+                            token: self.timer_token,
+                        },
+                        self.config.probe_rtt.mul_f64(0.8),
+                    );
+                }
                 self.send_message(
                     target,
                     Message::IndirectPing {
@@ -1206,6 +1258,9 @@ where
                 if target == self.identity {
                     return Err(Error::IndirectForOurselves);
                 }
+                // Answered: no nack for this one.
+                self.pending_nacks
+                    .retain(|(o, t, n)| !(o == &target && t == &src && *n == probe_number));
                 self.send_message(
                     target,
                     Message::ForwardedAck {
@@ -1231,6 +1286,14 @@ where
                 } else {
                     #[cfg(feature = "tracing")]
                     tracing::trace!("Unexpected ForwardedAck sender");
+                }
+            }
+            Message::Nack {
+                target,
+                probe_number,
+            } => {
+                if self.config.lifeguard.is_some() {
+                    self.probe.receive_nack(&src, &target, probe_number);
                 }
             }
             Message::Announce => self.send_message(src, Message::Feed, runtime)?,
@@ -1289,10 +1352,19 @@ where
             self.probe.clear();
         }
 
-        // Lifeguard: the last probe's outcome moves the health score.
+        // Lifeguard: the last probe's outcome moves the health score: an
+        // ack lowers it; a failure raises it by the indirect probes that
+        // got no nack either (by one when none went out), as memberlist's.
         if self.probe.is_started() {
-            let failed = !self.probe.succeeded();
-            self.lifeguard_delta(failed);
+            if self.probe.succeeded() {
+                self.lifeguard_delta(false);
+            } else if !self.probe.went_indirect() {
+                self.lifeguard_delta(true);
+            } else {
+                for _ in 0..self.probe.missing_nacks() {
+                    self.lifeguard_delta(true);
+                }
+            }
         }
 
         if let Some(failed) = self.probe.take_failed() {
