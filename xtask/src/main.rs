@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         ["bench-run"] => bench::bench_run(false),
         ["bench-run", "--smoke"] => bench::bench_run(true),
         ["bare-server", port] => bench::bare_server(port),
-        _ => Err("usage: cargo xtask ci [--long] | bench http | bench sched | bench raft | sim [--members N] [--loss P] [--seed S] [--window SECS] [--converge-limit SECS] [--bootstrap auto|join|seed] [--join-pace-ms MS] [--slow-member [--slow-delay-ms MS] [--slow-minutes M]]".to_string()),
+        _ => Err("usage: cargo xtask ci [--long] | bench http | bench sched | bench raft | sim [--members N] [--loss P] [--seed S] [--window SECS] [--converge-limit SECS] [--bootstrap auto|join|seed] [--join-pace-ms MS] [--no-tags] [--slow-member [--slow-delay-ms MS] [--slow-minutes M]]".to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
