@@ -447,7 +447,10 @@ mod tests {
         assert_eq!(sent[0].0, 2);
         assert_eq!(sent[1].0, 2);
         assert_eq!(sent[2].0, 0, "each item goes out max_tx times");
-        assert!(!sent[0].1.windows(5).any(|w| w == b"a-old"), "replaced item never sent");
+        assert!(
+            !sent[0].1.windows(5).any(|w| w == b"a-old"),
+            "replaced item never sent"
+        );
         assert!(backlog.is_empty());
 
         for i in 0..1000u32 {
@@ -455,7 +458,10 @@ mod tests {
             backlog.add_or_replace("many", i.to_be_bytes().to_vec(), 1);
         }
         assert_eq!(2, backlog.len());
-        assert!(backlog.heap.len() < 200, "replaced entries are compacted away");
+        assert!(
+            backlog.heap.len() < 200,
+            "replaced entries are compacted away"
+        );
 
         let mut full = KeyedBroadcasts::new();
         for i in 0..100u32 {

@@ -627,7 +627,11 @@ mod tests {
             assert_eq!(distinct.len(), 5);
             seen.extend(distinct);
         }
-        assert!(seen.len() > 180, "draws reach most of the pool: {}", seen.len());
+        assert!(
+            seen.len() > 180,
+            "draws reach most of the pool: {}",
+            seen.len()
+        );
     }
 
     #[test]
