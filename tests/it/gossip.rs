@@ -260,3 +260,40 @@ async fn client_only_agent_asks_a_server_for_members() {
     let v = client.get("/v1/agent/self").await.json();
     assert!(v["stats"].get("serf").is_none());
 }
+
+/// Five servers with `encrypt` form one pool by `retry_join` through the first one's address
+/// alone: every one lists all five `alive` (the time it took is printed; the target is 5 s), and
+/// the member lists travelled over TCP (`streams_in` on the address they joined through).
+#[tokio::test]
+async fn five_encrypted_servers_form_one_pool_by_retry_join_through_one_address() {
+    let key = "Ym9ib2JvYm9ib2JvYm9ib2JvYm9ib2JvYm9ib2JvYm8=";
+    let (s1, _d1) = server("e1", &format!("server {{\n  encrypt = \"{key}\"\n}}\n")).await;
+    let retry = format!(
+        "server {{\n  encrypt = \"{key}\"\n  server_join {{\n    retry_join = [\"{}\"]\n    retry_interval = \"1s\"\n  }}\n}}\n",
+        s1.serf
+    );
+    let mut others = Vec::new();
+    let first = Instant::now();
+    for i in 2..=5 {
+        others.push(server(&format!("e{i}"), &retry).await);
+    }
+    let all_up = Instant::now();
+    let mut all: Vec<&Agent> = vec![&s1];
+    all.extend(others.iter().map(|(a, _)| a));
+    for i in 1..=5 {
+        wait_all(&all, &format!("e{i}.global"), Some("alive"), LIMIT).await;
+    }
+    eprintln!(
+        "five encrypted servers list all five alive {:?} after the last one started, {:?} after the first retry_join agent was launched",
+        all_up.elapsed(),
+        first.elapsed()
+    );
+    let stats = s1.get("/v1/agent/self").await.json()["stats"]["serf"].clone();
+    assert_eq!(stats["encrypted"], "true");
+    assert_eq!(stats["decrypt_failures"], "0", "{stats}");
+    let streams: u64 = stats["streams_in"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    assert!(streams >= 1, "no member list came over TCP: {stats}");
+}

@@ -3,6 +3,8 @@
 //! - `ci`: format check, clippy with `-D warnings`, every test (nextest or cargo test), doctests,
 //!   every criterion bench, `bench-run` and the gossip simulator once in a smoke mode, and the
 //!   python-nomad client tests in a venv under `target/`.
+//! - `ci --long`: `ci`, then the long gossip scenarios from a release build: the 1,000-member
+//!   pool at 5 % loss for seeds 1-5 and the slow-member comparison.
 //! - `bench http`: load figures for the HTTP API against a bare hyper server in the same run.
 //! - `bench sched`: the scheduling criterion benches as rates.
 //! - `bench raft`: write latency, throughput and failover on three local servers.
@@ -23,6 +25,7 @@ fn main() -> ExitCode {
         ["sim", ..] => sim::sim(&args[1..]),
         ["sim-run", ..] => sim::sim_run(&args[1..]),
         ["ci"] => ci(),
+        ["ci", "--long"] => ci().and_then(|()| long_scenarios()),
         ["bench", "http"] => bench::http(),
         ["bench", "sched"] => bench::sched(),
         ["bench", "raft"] => raftbench::raft(),
@@ -31,7 +34,7 @@ fn main() -> ExitCode {
         ["bench-run"] => bench::bench_run(false),
         ["bench-run", "--smoke"] => bench::bench_run(true),
         ["bare-server", port] => bench::bare_server(port),
-        _ => Err("usage: cargo xtask ci | bench http | bench sched | bench raft | sim [--members N] [--loss P] [--seed S] [--window SECS] [--converge-limit SECS] [--bootstrap auto|join|seed] [--join-pace-ms MS]".to_string()),
+        _ => Err("usage: cargo xtask ci [--long] | bench http | bench sched | bench raft | sim [--members N] [--loss P] [--seed S] [--window SECS] [--converge-limit SECS] [--bootstrap auto|join|seed] [--join-pace-ms MS] [--no-tags] [--slow-member [--slow-delay-ms MS] [--slow-minutes M]]".to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -110,6 +113,41 @@ fn ci() -> Result<(), String> {
     embedder_check()?;
     run_examples()?;
     python_tests()
+}
+
+/// The gossip scenarios too long for every CI run (a few minutes from a release build): a pool of
+/// 1,000 formed by joins through one seed at 5 % loss, seeds 1-5 (a figure the run cannot
+/// produce fails it), and one slow member among 200 for 10 simulated minutes with and without
+/// Lifeguard (fails if Lifeguard lets a healthy member be marked `failed`).
+fn long_scenarios() -> Result<(), String> {
+    run("cargo", &["build", "--release", "-p", "xtask"])?;
+    let xtask = target_dir().join("release").join("xtask");
+    let xtask = xtask.to_string_lossy();
+    for seed in ["1", "2", "3", "4", "5"] {
+        run(
+            &xtask,
+            &[
+                "sim-run",
+                "--members",
+                "1000",
+                "--loss",
+                "0.05",
+                "--seed",
+                seed,
+            ],
+        )?;
+    }
+    run(
+        &xtask,
+        &[
+            "sim-run",
+            "--slow-member",
+            "--members",
+            "200",
+            "--loss",
+            "0.05",
+        ],
+    )
 }
 
 /// The code behind the figures, run once so that a panic in it fails CI; nothing is measured.

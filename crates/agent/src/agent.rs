@@ -174,7 +174,7 @@ impl Agent {
     pub fn gossip_members(&self) -> Vec<Member> {
         self.gossip
             .as_ref()
-            .map(|g| g.snapshot().members.clone())
+            .map(|g| g.snapshot().members.to_vec())
             .unwrap_or_default()
     }
 

@@ -81,7 +81,7 @@ pub struct ServerPeers {
 
 impl ServerDirectory for ServerPeers {
     fn servers(&self) -> Vec<ServerInfo> {
-        servers_in(&self.gossip.snapshot().members, &self.region)
+        servers_in(&self.gossip.snapshot().members.to_vec(), &self.region)
     }
 
     fn can_confirm(&self) -> bool {

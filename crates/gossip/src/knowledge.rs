@@ -50,6 +50,9 @@ pub struct Knowledge {
     pub tags: HashMap<String, TagsMsg>,
     /// Bumped whenever `tags` changes (so drivers republish at once).
     pub tags_version: u64,
+    /// With [`Knowledge::track_tags`], the members whose tags changed since the node last took
+    /// them (at most every listed or just-removed member).
+    pub tags_changed: Option<std::collections::HashSet<String>>,
     /// Latest intent per member.
     pub intents: HashMap<String, IntentMsg>,
     /// Lamport clock: at least every intent time accepted; never wraps.
@@ -115,6 +118,7 @@ impl Knowledge {
             }
             return false;
         }
+        self.note_tags(&msg.name);
         self.tags.insert(msg.name.clone(), msg);
         self.tags_version += 1;
         true
@@ -175,6 +179,18 @@ impl Knowledge {
     pub fn forget(&mut self, name: &str) {
         if self.tags.remove(name).is_some() {
             self.tags_version += 1;
+            self.note_tags(name);
+        }
+    }
+
+    /// Starts (or stops) recording which members' tags change ([`Knowledge::tags_changed`]).
+    pub fn track_tags(&mut self, on: bool) {
+        self.tags_changed = on.then(Default::default);
+    }
+
+    fn note_tags(&mut self, name: &str) {
+        if let Some(changed) = &mut self.tags_changed {
+            changed.insert(name.to_string());
         }
     }
 
@@ -183,7 +199,14 @@ impl Knowledge {
     pub fn sweep(&mut self) {
         let table = &self.table;
         let before = self.tags.len();
-        self.tags.retain(|name, _| table.get(name).is_some());
+        let changed = &mut self.tags_changed;
+        self.tags.retain(|name, _| {
+            let keep = table.get(name).is_some();
+            if !keep && let Some(changed) = changed {
+                changed.insert(name.clone());
+            }
+            keep
+        });
         if self.tags.len() != before {
             self.tags_version += 1;
         }

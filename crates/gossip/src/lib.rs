@@ -10,8 +10,10 @@
 //! Packets carry a one-byte envelope kind and, with a key, are sealed with AES-GCM.
 #![deny(missing_docs)]
 
+mod exchange;
 mod identity;
 mod knowledge;
+pub mod list;
 mod node;
 pub mod sim;
 pub mod table;
@@ -22,6 +24,9 @@ pub mod wire;
 /// changes), re-exported so an embedder uses the same foca this crate runs on.
 pub use foca;
 
+pub use exchange::{
+    MAX_STATE_BYTES, MAX_STATE_FRAME, STREAM_CONNECT_TIMEOUT, STREAM_TIMEOUT, StreamRequest,
+};
 pub use identity::NodeId;
 pub use knowledge::{
     MAX_LTIME_AHEAD, MAX_ORPHAN_INTENTS, MAX_PENDING_TAGS, MAX_TAGS_VERSION_AHEAD,

@@ -16,6 +16,7 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::GossipError;
+pub use crate::exchange::StreamRequest;
 use crate::identity::NodeId;
 use crate::knowledge::{Handler, Knowledge};
 use crate::table::IntentEffect;
@@ -78,6 +79,10 @@ pub struct NodeConfig {
     pub tags_interval: Duration,
     /// How often a member exchanges its whole member list with a random member (anti-entropy).
     pub sync_interval: Duration,
+    /// Exchange member lists (a join's, anti-entropy's) over a reliable stream
+    /// ([`Output::streams`]), with datagrams as the fallback; `false` sends them as datagrams
+    /// only (for a driver without streams).
+    pub streams: bool,
     /// SWIM timing.
     pub swim: foca::Config,
 }
@@ -96,6 +101,7 @@ impl NodeConfig {
             reap_interval: Duration::from_secs(15),
             tags_interval: Duration::from_secs(30),
             sync_interval: sync_interval(cluster_size),
+            streams: true,
             swim: swim_config(cluster_size),
         }
     }
@@ -103,7 +109,10 @@ impl NodeConfig {
 
 /// Caravan's SWIM timing: LAN probing (1 s period, 500 ms round trip, 5 indirect probes) with a
 /// shorter suspicion than memberlist's, `max(2 s, log10(n) s)`, so a crash is known everywhere in
-/// seconds rather than Nomad's 35–40 s, while suspicion still outlasts refutation at scale.
+/// seconds rather than Nomad's 35–40 s, while suspicion still outlasts refutation at scale; and
+/// Lifeguard as memberlist ships it ([`foca::Lifeguard::memberlist`]): a member whose own probes
+/// go unanswered probes more patiently, and every member times a suspicion it hears of, from six
+/// times that suspicion down to it as confirmations arrive.
 pub fn swim_config(cluster_size: u32) -> foca::Config {
     let n = NonZeroU32::new(cluster_size.max(1)).unwrap_or(NonZeroU32::MIN);
     let mut c = foca::Config::new_lan(n);
@@ -112,6 +121,9 @@ pub fn swim_config(cluster_size: u32) -> foca::Config {
     // Five indirect probes instead of three: under 5 % loss a false suspicion needs every one of
     // them to fail, which cuts suspicions (and the refutation traffic they cause) about 30-fold.
     c.num_indirect_probes = NonZeroUsize::new(5).unwrap_or(c.num_indirect_probes);
+    c.lifeguard = Some(foca::Lifeguard::memberlist());
+    let tx = (6.0 * f64::from(n.get().saturating_add(1)).log10()).clamp(1.0, 255.0);
+    c.max_transmissions = std::num::NonZeroU8::new(tx as u8).unwrap_or(c.max_transmissions);
     c
 }
 
@@ -156,6 +168,8 @@ pub struct Output {
     pub timers: Vec<(Duration, NodeTimer)>,
     /// Member changes.
     pub events: Vec<MemberEvent>,
+    /// Member-list exchanges to run over streams.
+    pub streams: Vec<StreamRequest>,
 }
 
 /// Packet counters.
@@ -182,27 +196,35 @@ pub struct Counters {
     /// Tags and intents ignored: forged for another member, of another generation, or too far
     /// ahead (see [`crate::MAX_LTIME_AHEAD`]).
     pub rejected: u64,
+    /// Member-list exchanges this node started over a stream.
+    pub streams_out: u64,
+    /// Member lists received on streams other members opened.
+    pub streams_in: u64,
+    /// Exchanges started over a stream that got no answer (then sent as datagrams).
+    pub stream_failures: u64,
 }
 
 type Swim = Foca<NodeId, PostcardCodec, SmallRng, Handler>;
 
 /// One gossip member, without I/O.
 pub struct Node {
-    swim: Swim,
-    rt: AccumulatingRuntime<NodeId>,
-    knowledge: Arc<Mutex<Knowledge>>,
-    cfg: NodeConfig,
-    cipher: Option<Cipher>,
+    pub(crate) swim: Swim,
+    pub(crate) rt: AccumulatingRuntime<NodeId>,
+    pub(crate) knowledge: Arc<Mutex<Knowledge>>,
+    pub(crate) cfg: NodeConfig,
+    pub(crate) cipher: Option<Cipher>,
     tags_version: u64,
-    leaving: bool,
-    out: Output,
-    counters: Counters,
+    pub(crate) leaving: bool,
+    pub(crate) out: Output,
+    pub(crate) counters: Counters,
     pick: u64,
     /// Strangers' member-list requests waiting for the sender to become a member, with their
     /// deadlines.
     pending_replies: Vec<(SocketAddr, Duration)>,
     /// Join targets whose member list is accepted until the deadline.
     solicited: Vec<(SocketAddr, Duration)>,
+    /// With [`Node::track_changes`], members whose status changed since [`Node::take_changed`].
+    changed: Option<std::collections::HashSet<String>>,
 }
 
 impl Node {
@@ -241,6 +263,7 @@ impl Node {
             pick: seed | 1,
             pending_replies: Vec::new(),
             solicited: Vec::new(),
+            changed: None,
             cfg,
         };
         // As memberlist does, the first tick of each periodic timer comes after a random part of
@@ -269,8 +292,9 @@ impl Node {
     }
 
     /// Starts joining the cluster `addr` belongs to: an announce (foca does not retry it) and,
-    /// as memberlist's join does, an exchange of whole member lists with `addr`, so a new member
-    /// knows the pool at once rather than after the next anti-entropy round.
+    /// as memberlist's join does, an exchange of whole member lists with `addr` over a stream
+    /// (datagrams if none can be opened), so a new member knows the pool at once rather than
+    /// after the next anti-entropy round.
     pub fn join(&mut self, addr: SocketAddr, now: Duration) -> Result<(), GossipError> {
         let result = self.swim.announce(NodeId::placeholder(addr), &mut self.rt);
         // The announce goes out first, so the target usually knows the joiner by the time the
@@ -283,7 +307,7 @@ impl Node {
             self.solicited.remove(0);
         }
         self.solicited.push((addr, now + SOLICITED_SYNC_WINDOW));
-        self.send_member_list(addr, true);
+        self.push_pull(addr);
         result.map_err(GossipError::from)
     }
 
@@ -342,7 +366,7 @@ impl Node {
     }
 
     /// Whether `addr` is the gossip address of an active (alive or suspect) member.
-    fn is_member(&self, addr: SocketAddr) -> bool {
+    pub(crate) fn is_member(&self, addr: SocketAddr) -> bool {
         self.swim
             .member_at(&addr)
             .is_some_and(|m| m.state() != foca::State::Down)
@@ -503,7 +527,7 @@ impl Node {
         result
     }
 
-    /// Sends this node's member list to one random active member, asking for its list back.
+    /// Exchanges member lists with one random active member.
     fn start_sync(&mut self) {
         let active: Vec<SocketAddr> = self.swim.iter_members().map(|m| m.id().addr()).collect();
         if active.is_empty() {
@@ -514,11 +538,11 @@ impl Node {
         self.pick ^= self.pick >> 7;
         self.pick ^= self.pick << 17;
         let to = active[(self.pick % active.len() as u64) as usize];
-        self.send_member_list(to, true);
+        self.push_pull(to);
     }
 
     /// Sends the active members (and this node) in as many datagrams as needed.
-    fn send_member_list(&mut self, to: SocketAddr, want_reply: bool) {
+    pub(crate) fn send_member_list(&mut self, to: SocketAddr, want_reply: bool) {
         let me = (self.identity().clone(), 0u16);
         let mut entries: Vec<(NodeId, u16)> = self
             .swim
@@ -598,15 +622,7 @@ impl Node {
         if let Some(theirs) = their_clock {
             self.knowledge.lock().witness_ltime(theirs);
         }
-        let me = self.identity().clone();
-        let updates = entries
-            .into_iter()
-            .filter(|(id, _)| id.addr() != me.addr())
-            .map(|(id, inc)| foca::Member::new(id, inc, foca::State::Alive));
-        if let Err(e) = self.swim.apply_many(updates, false, &mut self.rt) {
-            tracing::debug!(target: "gossip", error = %e, "sync apply");
-        }
-        self.after_swim(now);
+        self.apply_entries(entries, now);
         if want_reply == 1 && !self.leaving && self.is_member(from) {
             self.send_member_list(from, false);
         }
@@ -618,6 +634,9 @@ impl Node {
     pub fn leave(&mut self, now: Duration) {
         self.leaving = true;
         let name = self.cfg.name.clone();
+        if let Some(changed) = &mut self.changed {
+            changed.insert(name.clone());
+        }
         self.broadcast_intent(name, IntentKind::Leave, false);
         if let Err(e) = self.swim.leave_cluster(&mut self.rt) {
             tracing::debug!(target: "gossip", error = %e, "leave");
@@ -659,7 +678,7 @@ impl Node {
     }
 
     /// Drains foca's runtime, applies notifications and fresh intents.
-    fn after_swim(&mut self, now: Duration) {
+    pub(crate) fn after_swim(&mut self, now: Duration) {
         while let Some((to, data)) = self.rt.to_send() {
             self.send(to.addr(), KIND_FOCA, &data);
         }
@@ -801,6 +820,9 @@ impl Node {
     }
 
     fn event(&mut self, name: &str, status: Option<MemberStatus>) {
+        if let Some(changed) = &mut self.changed {
+            changed.insert(name.to_string());
+        }
         self.out.events.push(MemberEvent {
             name: name.to_string(),
             status,
@@ -834,30 +856,72 @@ impl Node {
         let mut members: Vec<Member> = knowledge
             .table
             .iter()
-            .map(|e| {
-                let mut status = e.status;
-                if e.id.name() == self.cfg.name && self.leaving {
-                    status = MemberStatus::Leaving;
-                }
-                Member {
-                    name: e.id.name().to_string(),
-                    addr: Some(e.id.addr().ip()),
-                    port: e.id.addr().port(),
-                    tags: Some(
-                        knowledge
-                            .tags
-                            .get(e.id.name())
-                            .filter(|t| t.generation == e.id.generation())
-                            .map(|t| t.tags.clone())
-                            .unwrap_or_default(),
-                    ),
-                    status,
-                    versions: NOMAD_VERSIONS,
-                }
-            })
+            .map(|e| self.member_of(&knowledge, e))
             .collect();
         members.sort_by(|a, b| a.name.cmp(&b.name));
         members
+    }
+
+    /// One member as Serf reports it (`None`: not listed).
+    pub fn member(&self, name: &str) -> Option<Member> {
+        let knowledge = self.knowledge.lock();
+        let entry = knowledge.table.get(name)?;
+        Some(self.member_of(&knowledge, entry))
+    }
+
+    fn member_of(&self, knowledge: &Knowledge, e: &crate::table::Entry) -> Member {
+        let mut status = e.status;
+        if e.id.name() == self.cfg.name && self.leaving {
+            status = MemberStatus::Leaving;
+        }
+        Member {
+            name: e.id.name().to_string(),
+            addr: Some(e.id.addr().ip()),
+            port: e.id.addr().port(),
+            tags: Some(
+                knowledge
+                    .tags
+                    .get(e.id.name())
+                    .filter(|t| t.generation == e.id.generation())
+                    .map(|t| t.tags.clone())
+                    .unwrap_or_default(),
+            ),
+            status,
+            versions: NOMAD_VERSIONS,
+        }
+    }
+
+    /// Starts recording which members change (status or tags), for [`Node::take_changed`]: a
+    /// driver that keeps a published list up to date by the changed members only. Off by
+    /// default (a simulated pool of N would hold N² names nobody takes).
+    pub fn track_changes(&mut self) {
+        self.changed = Some(Default::default());
+        self.knowledge.lock().track_tags(true);
+    }
+
+    /// Whether some member changed since the last [`Node::take_changed`].
+    pub fn has_changes(&self) -> bool {
+        self.changed.as_ref().is_some_and(|c| !c.is_empty())
+            || self
+                .knowledge
+                .lock()
+                .tags_changed
+                .as_ref()
+                .is_some_and(|c| !c.is_empty())
+    }
+
+    /// The names of the members whose status or tags changed (or that were removed) since the
+    /// last call, each once; empty unless [`Node::track_changes`] was called.
+    pub fn take_changed(&mut self) -> Vec<String> {
+        let mut names: std::collections::HashSet<String> = self
+            .changed
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
+        if let Some(tags) = self.knowledge.lock().tags_changed.as_mut() {
+            names.extend(tags.drain());
+        }
+        names.into_iter().collect()
     }
 
     /// The status of one member.
@@ -868,6 +932,18 @@ impl Node {
     /// How many members (this node included) the table lists with `status`.
     pub fn count(&self, status: MemberStatus) -> usize {
         self.knowledge.lock().table.count(status)
+    }
+
+    /// Membership updates (joins, suspicions, failures) still waiting to be piggybacked on
+    /// foca's packets.
+    pub fn updates_backlog(&self) -> usize {
+        self.swim.updates_backlog()
+    }
+
+    /// Tags and intents still waiting to be piggybacked on foca's packets (a member's own tags
+    /// are there for a while after each periodic re-broadcast).
+    pub fn custom_backlog(&self) -> usize {
+        self.swim.custom_broadcast_backlog()
     }
 
     /// Members foca considers active (alive or suspect), this node excluded.
@@ -894,7 +970,7 @@ impl Node {
                 k.table.count(MemberStatus::Failed).to_string(),
             ),
             ("left".into(), k.table.count(MemberStatus::Left).to_string()),
-            ("health_score".into(), "0".into()),
+            ("health_score".into(), self.swim.health_score().to_string()),
             ("member_time".into(), k.ltime.to_string()),
             ("event_time".into(), "1".into()),
             ("query_time".into(), "1".into()),
@@ -915,6 +991,9 @@ impl Node {
             ("rejected_messages".into(), k.rejected.to_string()),
             ("packets_in".into(), c.packets_in.to_string()),
             ("packets_out".into(), c.packets_out.to_string()),
+            ("streams_out".into(), c.streams_out.to_string()),
+            ("streams_in".into(), c.streams_in.to_string()),
+            ("stream_failures".into(), c.stream_failures.to_string()),
         ])
     }
 }

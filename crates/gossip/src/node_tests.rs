@@ -289,7 +289,12 @@ fn a_joins_sync_that_overtakes_its_announce_is_answered_once_the_joiner_is_known
     let mut a = pool(120);
     let mut j = node(200);
     j.join(addr(1), T0).expect("join");
-    let out = j.drain();
+    let mut out = j.drain();
+    // The list goes over a stream; when none can be opened, by datagrams.
+    assert_eq!(out.streams.len(), 1);
+    assert_eq!(out.streams[0].to, addr(1));
+    j.stream_failed(addr(1), T0);
+    out.packets.extend(j.drain().packets);
     let to_a: Vec<Vec<u8>> = out
         .packets
         .into_iter()
@@ -427,4 +432,343 @@ fn periodic_timers_start_staggered_per_seed() {
     distinct.dedup();
     assert_eq!(distinct.len(), firsts.len(), "{firsts:?}");
     assert_eq!(first_sync(7), first_sync(7));
+}
+
+/// A stream's source: the member's IP with an ephemeral port, as TCP connections come.
+fn ephemeral(i: u8) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, i], 51234))
+}
+
+fn state_frame(sender: &NodeId, entries: Vec<(NodeId, u16)>) -> Vec<u8> {
+    let msg = crate::wire::StateMsg {
+        sender: sender.clone(),
+        entries,
+        ltime: 0,
+    };
+    let mut frame = vec![crate::wire::KIND_STATE, 1];
+    frame.extend(postcard::to_stdvec(&msg).expect("encode"));
+    frame
+}
+
+#[test]
+fn a_join_exchanges_whole_member_lists_over_one_stream_each_way() {
+    let mut a = pool(150);
+    let mut j = node(200);
+    j.join(addr(1), T0).expect("join");
+    let out = j.drain();
+    // The announce by datagram, the list on a stream, and no list by datagram.
+    assert_eq!(sent_to(&out, addr(1)), 1);
+    assert_eq!(out.streams.len(), 1);
+    let request = &out.streams[0];
+    assert_eq!(request.to, addr(1));
+    // The stream arrives before the announce: the joiner is introduced by it and answered.
+    let reply = a
+        .handle_stream(ephemeral(200), &request.body, T0)
+        .expect("accepted")
+        .expect("a reply");
+    assert_eq!(a.status_of(&name(200)), Some(MemberStatus::Alive));
+    assert!(reply.len() > 150 * 10, "{} bytes", reply.len());
+    j.handle_stream_reply(addr(1), &reply, T0).expect("applied");
+    assert_eq!(j.count(MemberStatus::Alive), 151);
+    assert_eq!(j.counters().streams_out, 1);
+    assert_eq!(a.counters().streams_in, 1);
+}
+
+#[test]
+fn a_state_frame_whose_sender_is_not_the_streams_source_is_refused() {
+    let mut a = pool(3);
+    // From 10.0.1.66, claiming to be member 2 at 10.0.0.2, with a list of newcomers.
+    let newcomers = (50..60).map(id).collect::<Vec<_>>();
+    let entries = newcomers.iter().map(|m| (m.clone(), 0)).collect();
+    let frame = state_frame(&id(2), entries);
+    let result = a.handle_stream(SocketAddr::from(([10, 0, 1, 66], 40000)), &frame, T0);
+    assert!(
+        matches!(result, Err(GossipError::Rejected(_))),
+        "{result:?}"
+    );
+    assert_eq!(a.members().len(), 3);
+    assert_eq!(a.counters().spoofed, 1);
+    // A reply from another member than the one asked is refused too.
+    let result = a.handle_stream_reply(addr(3), &frame, T0);
+    assert!(
+        matches!(result, Err(GossipError::Rejected(_))),
+        "{result:?}"
+    );
+    assert_eq!(a.members().len(), 3);
+}
+
+#[test]
+fn a_strangers_state_frame_introduces_only_the_stranger() {
+    let mut a = pool(3);
+    let fakes: Vec<(NodeId, u16)> = (0..500u32)
+        .map(|i| {
+            let at = SocketAddr::from(([127, 100, (i >> 8) as u8, i as u8], 4648));
+            (NodeId::new(at, &format!("fake{i}.global"), 1), 0)
+        })
+        .collect();
+    let frame = state_frame(&evil_id(), fakes);
+    let reply = a
+        .handle_stream(SocketAddr::new(evil().ip(), 40000), &frame, T0)
+        .expect("accepted");
+    assert!(reply.is_some(), "answered as a joiner would be");
+    assert_eq!(a.members().len(), 4, "only the stranger itself");
+    assert_eq!(a.status_of("evil.global"), Some(MemberStatus::Alive));
+}
+
+#[test]
+fn with_a_key_an_unsealed_state_frame_is_refused_before_decoding() {
+    let mut cfg = NodeConfig::new(name(1), addr(1), 3);
+    cfg.key = Some(vec![9; 32]);
+    let mut a = Node::new(cfg, 1, Duration::ZERO).expect("node");
+    let _ = a.drain();
+    let frame = state_frame(&evil_id(), vec![]);
+    let result = a.handle_stream(SocketAddr::new(evil().ip(), 40000), &frame, T0);
+    assert!(matches!(result, Err(GossipError::Crypto)), "{result:?}");
+    assert_eq!(a.members().len(), 1);
+    assert_eq!(a.counters().decrypt_failures, 1);
+    assert_eq!(a.counters().malformed, 0, "refused before any decoding");
+}
+
+/// Member `from` tells node 1 that member 3 is suspect (a gossip packet carrying the update).
+fn suspicion_of_3_from(a: &mut Node, from: u8) {
+    let me = a.identity().clone();
+    let update = Member::new(id(3), 0, foca::State::Suspect);
+    let packet = foca_packet(&id(from), &me, Message::Gossip, &[update], &[]);
+    a.handle_packet(addr(from), &packet, T0).expect("accepted");
+}
+
+/// The suspicion deadlines node 1 set for member 3, by the confirmations each needs.
+fn suspicion_timers(out: &Output) -> Vec<(Duration, u8, NodeTimer)> {
+    let mut timers: Vec<(Duration, u8, NodeTimer)> = out
+        .timers
+        .iter()
+        .filter_map(|(after, t)| match t {
+            NodeTimer::Foca(foca::Timer::SuspicionTimeout {
+                member_id,
+                confirmations,
+                ..
+            }) if *member_id == id(3) => Some((*after, *confirmations, t.clone())),
+            _ => None,
+        })
+        .collect();
+    timers.sort_by_key(|(_, c, _)| *c);
+    timers
+}
+
+#[test]
+fn a_suspicion_heard_from_another_member_is_timed_here_and_ends_in_failed() {
+    let mut a = pool(6);
+    suspicion_of_3_from(&mut a, 2);
+    let timers = suspicion_timers(&a.drain());
+    // Lifeguard: one deadline per confirmation count, from 6x the suspicion down to 1x.
+    let min = swim_config(3).suspect_to_down_after;
+    let deadlines: Vec<(Duration, u8)> = timers.iter().map(|(d, c, _)| (*d, *c)).collect();
+    assert_eq!(deadlines.len(), 3, "{deadlines:?}");
+    assert_eq!(deadlines[0], (min * 6, 0));
+    assert_eq!(deadlines[2], (min, 2));
+    assert_eq!(a.status_of(&name(3)), Some(MemberStatus::Alive));
+    // Without confirmations, only the longest deadline declares it down.
+    a.handle_timer(timers[2].2.clone(), T0 + min);
+    assert_eq!(a.status_of(&name(3)), Some(MemberStatus::Alive));
+    a.handle_timer(timers[0].2.clone(), T0 + min * 6);
+    assert_eq!(a.status_of(&name(3)), Some(MemberStatus::Failed));
+}
+
+#[test]
+fn independent_confirmations_shorten_a_suspicion() {
+    let mut a = pool(6);
+    suspicion_of_3_from(&mut a, 2);
+    let timers = suspicion_timers(&a.drain());
+    // The accuser repeating itself is no confirmation.
+    suspicion_of_3_from(&mut a, 2);
+    suspicion_of_3_from(&mut a, 4);
+    a.handle_timer(timers[2].2.clone(), T0);
+    assert_eq!(
+        a.status_of(&name(3)),
+        Some(MemberStatus::Alive),
+        "one confirmation"
+    );
+    suspicion_of_3_from(&mut a, 5);
+    a.handle_timer(timers[2].2.clone(), T0);
+    assert_eq!(a.status_of(&name(3)), Some(MemberStatus::Failed), "two");
+}
+
+#[test]
+fn a_member_whose_probes_go_unanswered_raises_its_health_score_and_probes_more_patiently() {
+    let mut a = node(1);
+    // Its first probe timer comes out of learning the others (not drained here).
+    a.learn((2..=4).map(id), T0);
+    let mut pending: Vec<NodeTimer> = Vec::new();
+    let mut now = T0;
+    let mut indirect_delays = Vec::new();
+    // Fire foca's probe timers in turn; nobody ever answers.
+    for _ in 0..40 {
+        let out = a.drain();
+        for (after, t) in out.timers {
+            if let NodeTimer::Foca(foca::Timer::SendIndirectProbe { .. }) = &t {
+                indirect_delays.push(after);
+            }
+            if matches!(
+                t,
+                NodeTimer::Foca(
+                    foca::Timer::ProbeRandomMember(_) | foca::Timer::SendIndirectProbe { .. }
+                )
+            ) {
+                pending.push(t);
+            }
+        }
+        let Some(t) = (!pending.is_empty()).then(|| pending.remove(0)) else {
+            break;
+        };
+        now += Duration::from_millis(500);
+        a.handle_timer(t, now);
+    }
+    let score: u32 = a.stats()["health_score"].parse().expect("a number");
+    assert_eq!(score, 8, "every probe failed: the score is at its ceiling");
+    let rtt = swim_config(3).probe_rtt;
+    assert_eq!(indirect_delays.first(), Some(&rtt));
+    assert_eq!(
+        indirect_delays.last(),
+        Some(&(rtt * 9)),
+        "{indirect_delays:?}"
+    );
+}
+
+/// The foca header of a packet node output holds (after the envelope byte).
+fn header_of(packet: &[u8]) -> Header<NodeId> {
+    let (header, _): (Header<NodeId>, _) =
+        postcard::take_from_bytes(&packet[1..]).expect("a foca packet");
+    header
+}
+
+#[test]
+fn an_indirect_probe_whose_target_does_not_answer_is_nacked() {
+    let mut a = pool(4);
+    let me = a.identity().clone();
+    let request = Message::PingReq {
+        target: id(3),
+        probe_number: 9,
+    };
+    let packet = foca_packet(&id(2), &me, request.clone(), &[], &[]);
+    a.handle_packet(addr(2), &packet, T0).expect("accepted");
+    let out = a.drain();
+    assert!(
+        out.packets.iter().any(|(to, p)| *to == addr(3)
+            && matches!(header_of(p).message, Message::IndirectPing { .. }))
+    );
+    let nack_timer = out
+        .timers
+        .iter()
+        .find(|(_, t)| matches!(t, NodeTimer::Foca(foca::Timer::SendNack { .. })))
+        .map(|(after, t)| (*after, t.clone()))
+        .expect("a nack timer");
+    assert_eq!(nack_timer.0, swim_config(3).probe_rtt.mul_f64(0.8));
+    a.handle_timer(nack_timer.1.clone(), T0);
+    let nacks: Vec<Message<NodeId>> = a
+        .drain()
+        .packets
+        .iter()
+        .filter(|(to, _)| *to == addr(2))
+        .map(|(_, p)| header_of(p).message)
+        .collect();
+    assert_eq!(
+        nacks,
+        vec![Message::Nack {
+            target: id(3),
+            probe_number: 9
+        }]
+    );
+    // Answered in time: no nack.
+    a.handle_packet(addr(2), &packet, T0).expect("accepted");
+    let out = a.drain();
+    let ack = Message::IndirectAck {
+        target: id(2),
+        probe_number: 9,
+    };
+    let answer = foca_packet(&id(3), &me, ack, &[], &[]);
+    a.handle_packet(addr(3), &answer, T0).expect("accepted");
+    let _ = a.drain();
+    for (_, t) in out.timers {
+        a.handle_timer(t, T0);
+    }
+    let late = a.drain();
+    assert!(
+        !late
+            .packets
+            .iter()
+            .any(|(_, p)| matches!(header_of(p).message, Message::Nack { .. })),
+        "nacked although the target answered"
+    );
+}
+
+/// Node 1 probes a member that never answers; the members asked to probe it indirectly answer
+/// with nacks or not at all. Returns node 1's health score after the probe.
+fn health_after_a_failed_probe(nacked: bool) -> u32 {
+    let mut a = node(1);
+    a.learn((2..=7).map(id), T0);
+    let me = a.identity().clone();
+    let mut out = a.drain();
+    let next = |out: &mut Output, f: fn(&foca::Timer<NodeId>) -> bool| {
+        let i = out
+            .timers
+            .iter()
+            .position(|(_, t)| matches!(t, NodeTimer::Foca(t) if f(t)))
+            .expect("timer");
+        out.timers.remove(i).1
+    };
+    let probe = next(&mut out, |t| matches!(t, foca::Timer::ProbeRandomMember(_)));
+    a.handle_timer(probe, T0);
+    let mut out = a.drain();
+    let indirect = next(&mut out, |t| {
+        matches!(t, foca::Timer::SendIndirectProbe { .. })
+    });
+    a.handle_timer(indirect, T0);
+    let requests = a.drain();
+    let asked: Vec<(SocketAddr, Message<NodeId>)> = requests
+        .packets
+        .iter()
+        .map(|(to, p)| (*to, header_of(p).message))
+        .filter(|(_, m)| matches!(m, Message::PingReq { .. }))
+        .collect();
+    assert_eq!(asked.len(), 5);
+    if nacked {
+        for (to, m) in &asked {
+            let Message::PingReq {
+                target,
+                probe_number,
+            } = m.clone()
+            else {
+                unreachable!()
+            };
+            let sender = a
+                .members()
+                .iter()
+                .find(|m| m.port == to.port() && m.addr == Some(to.ip()))
+                .map(|m| NodeId::new(*to, &m.name, 7))
+                .expect("asked a member");
+            let nack = Message::Nack {
+                target,
+                probe_number,
+            };
+            let packet = foca_packet(&sender, &me, nack, &[], &[]);
+            a.handle_packet(*to, &packet, T0).expect("accepted");
+        }
+    }
+    let probe = next(&mut out, |t| matches!(t, foca::Timer::ProbeRandomMember(_)));
+    a.handle_timer(probe, T0 + Duration::from_secs(1));
+    a.stats()["health_score"].parse().expect("a number")
+}
+
+#[test]
+fn nacks_keep_a_failed_probe_from_raising_the_probers_health_score() {
+    assert_eq!(
+        health_after_a_failed_probe(true),
+        0,
+        "every indirect probe nacked"
+    );
+    assert_eq!(
+        health_after_a_failed_probe(false),
+        5,
+        "one per missing nack"
+    );
 }

@@ -1,5 +1,10 @@
 //! A deterministic simulator: many [`Node`]s in one process on virtual time, with per-link loss,
 //! latency and partitions, and no sockets. What passes here runs the same code as on UDP.
+//!
+//! Member-list streams are modelled as TCP would carry them: one frame each way, never lost but
+//! delayed by the handshake and by a retransmission timeout for every lost segment; a stream to a
+//! node that is down is refused after a round trip, and one across a cut link fails after the
+//! connect timeout (then the node falls back to datagrams, as on UDP).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -10,8 +15,15 @@ use caravan_agent_core::member::MemberStatus;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
+use crate::exchange::{STREAM_CONNECT_TIMEOUT, StreamRequest};
 use crate::identity::NodeId;
 use crate::node::{MemberEvent, Node, NodeConfig, NodeTimer, Output};
+
+/// Payload bytes per simulated TCP segment.
+const SEGMENT: usize = 1400;
+
+/// What a lost segment costs a simulated stream: Linux's minimum retransmission timeout.
+const RETRANSMIT: Duration = Duration::from_millis(200);
 
 /// How a simulation is set up.
 #[derive(Clone, Debug)]
@@ -30,6 +42,9 @@ pub struct SimConfig {
     pub tags: bool,
     /// Gossip key for every node.
     pub key: Option<Vec<u8>>,
+    /// Lifeguard on every node (the default, [`crate::swim_config`]); `false` runs plain SWIM,
+    /// for comparison.
+    pub lifeguard: bool,
 }
 
 impl SimConfig {
@@ -43,6 +58,7 @@ impl SimConfig {
             seed,
             tags: true,
             key: None,
+            lifeguard: true,
         }
     }
 }
@@ -57,6 +73,26 @@ enum Ev {
         node: usize,
         life: u32,
         timer: NodeTimer,
+    },
+    /// A member-list frame arrives on a stream node `from` opened to node `to`.
+    StreamOpen {
+        to: usize,
+        from: usize,
+        life: u32,
+        frame: Vec<u8>,
+    },
+    /// The answer reaches node `node` (if it is still in life `life`).
+    StreamReply {
+        node: usize,
+        life: u32,
+        to: SocketAddr,
+        frame: Vec<u8>,
+    },
+    /// The stream node `node` opened to `to` got no answer.
+    StreamFailed {
+        node: usize,
+        life: u32,
+        to: SocketAddr,
     },
 }
 
@@ -90,7 +126,8 @@ pub struct Traffic {
     pub packets: u64,
     /// Bytes sent.
     pub bytes: u64,
-    /// Of those, anti-entropy member lists ([`crate::wire::KIND_SYNC`]) sent without a key.
+    /// Of those, anti-entropy member lists sent without a key: datagrams
+    /// ([`crate::wire::KIND_SYNC`]) and stream frames ([`crate::wire::KIND_STATE`]).
     pub sync_bytes: u64,
     /// Of those, direct tags pushes and pulls sent without a key (the periodic re-broadcasts
     /// ride in foca's packets).
@@ -109,6 +146,8 @@ pub struct Sim {
     now: Duration,
     rng: SmallRng,
     link_loss: HashMap<(usize, usize), f64>,
+    /// Extra delay on everything a node sends (a slow member).
+    slow: HashMap<usize, Duration>,
     traffic: Vec<Traffic>,
     /// Anti-entropy timers that fired on each node.
     syncs: Vec<u64>,
@@ -143,6 +182,7 @@ impl Sim {
             now: Duration::ZERO,
             rng: SmallRng::seed_from_u64(cfg.seed ^ 0x5eed),
             link_loss: HashMap::new(),
+            slow: HashMap::new(),
             traffic: vec![Traffic::default(); cfg.members],
             syncs: vec![0; cfg.members],
             events: Vec::new(),
@@ -158,6 +198,9 @@ impl Sim {
         let mut c = NodeConfig::new(sim_name(i), self.addrs[i], self.cfg.members as u32);
         c.generation = u64::from(self.lives[i]);
         c.key = self.cfg.key.clone();
+        if !self.cfg.lifeguard {
+            c.swim.lifeguard = None;
+        }
         c.tags = self.cfg.tags.then(|| {
             BTreeMap::from([
                 ("role".to_string(), "nomad".to_string()),
@@ -282,6 +325,20 @@ impl Sim {
         }
     }
 
+    /// Delays everything node `i` sends (datagrams, stream frames and answers) by `delay`, as a
+    /// member whose packets queue behind a saturated link or a stalled process; zero restores it.
+    pub fn set_slow(&mut self, i: usize, delay: Duration) {
+        if delay.is_zero() {
+            self.slow.remove(&i);
+        } else {
+            self.slow.insert(i, delay);
+        }
+    }
+
+    fn slowness(&self, i: usize) -> Duration {
+        self.slow.get(&i).copied().unwrap_or_default()
+    }
+
     /// Restores every link to the global loss.
     pub fn heal(&mut self) {
         self.link_loss.clear();
@@ -320,6 +377,9 @@ impl Sim {
                 },
             );
         }
+        for req in out.streams {
+            self.start_stream(i, req);
+        }
         for (to, bytes) in out.packets {
             let t = &mut self.traffic[i];
             t.packets += 1;
@@ -337,20 +397,11 @@ impl Sim {
             let Some(&dst) = self.index.get(&to) else {
                 continue;
             };
-            let loss = self
-                .link_loss
-                .get(&(i, dst))
-                .copied()
-                .unwrap_or(self.cfg.loss);
+            let loss = self.loss(i, dst);
             if loss > 0.0 && self.rng.random::<f64>() < loss {
                 continue;
             }
-            let jitter = if self.cfg.jitter.is_zero() {
-                Duration::ZERO
-            } else {
-                self.cfg.jitter.mul_f64(self.rng.random::<f64>())
-            };
-            let at = now + self.cfg.latency + jitter;
+            let at = now + self.cfg.latency + self.jitter() + self.slowness(i);
             let from = self.addrs[i];
             self.push(
                 at,
@@ -360,6 +411,120 @@ impl Sim {
                     bytes,
                 },
             );
+        }
+    }
+
+    fn loss(&self, from: usize, to: usize) -> f64 {
+        self.link_loss
+            .get(&(from, to))
+            .copied()
+            .unwrap_or(self.cfg.loss)
+    }
+
+    fn jitter(&mut self) -> Duration {
+        if self.cfg.jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            self.cfg.jitter.mul_f64(self.rng.random::<f64>())
+        }
+    }
+
+    /// Counts a stream frame as sent by node `i`, in segments.
+    fn count_frame(&mut self, i: usize, frame: &[u8]) {
+        let t = &mut self.traffic[i];
+        t.packets += (frame.len() / SEGMENT + 1) as u64;
+        t.bytes += frame.len() as u64;
+        if self.cfg.key.is_none() {
+            t.sync_bytes += frame.len() as u64;
+        }
+    }
+
+    /// How long `bytes` take from node `from` to node `to` on a stream: one-way latency, plus a
+    /// retransmission timeout for every segment the link loses.
+    fn stream_delay(&mut self, from: usize, to: usize, bytes: usize) -> Duration {
+        let loss = self.loss(from, to);
+        let mut delay = self.cfg.latency + self.jitter();
+        for _ in 0..=bytes / SEGMENT {
+            if loss > 0.0 && self.rng.random::<f64>() < loss {
+                delay += RETRANSMIT;
+            }
+        }
+        delay
+    }
+
+    fn start_stream(&mut self, i: usize, req: StreamRequest) {
+        let now = self.now;
+        let life = self.lives[i];
+        self.count_frame(i, &req.body);
+        let failed = |to| Ev::StreamFailed { node: i, life, to };
+        let Some(&dst) = self.index.get(&req.to) else {
+            self.push(now + STREAM_CONNECT_TIMEOUT, failed(req.to));
+            return;
+        };
+        if self.loss(i, dst) >= 1.0 || self.loss(dst, i) >= 1.0 {
+            self.push(now + STREAM_CONNECT_TIMEOUT, failed(req.to));
+            return;
+        }
+        // The handshake (a round trip) before the frame's one-way trip.
+        let handshake = self.cfg.latency * 2 + self.jitter();
+        let at = now + handshake + self.stream_delay(i, dst, req.body.len()) + self.slowness(i);
+        self.push(
+            at,
+            Ev::StreamOpen {
+                to: dst,
+                from: i,
+                life,
+                frame: req.body,
+            },
+        );
+    }
+
+    fn open_stream(&mut self, to: usize, from: usize, life: u32, frame: Vec<u8>) {
+        let now = self.now;
+        let to_addr = self.addrs[to];
+        let Some(node) = self.nodes[to].as_mut() else {
+            // Nobody listens: refused.
+            let at = now + self.cfg.latency;
+            self.push(
+                at,
+                Ev::StreamFailed {
+                    node: from,
+                    life,
+                    to: to_addr,
+                },
+            );
+            return;
+        };
+        // The stream comes from the node's IP and an ephemeral port.
+        let peer = SocketAddr::new(self.addrs[from].ip(), 40000);
+        let answer = node.handle_stream(peer, &frame, now).ok().flatten();
+        let out = node.drain();
+        self.absorb(to, out);
+        match answer {
+            Some(reply) => {
+                self.count_frame(to, &reply);
+                let at = now + self.stream_delay(to, from, reply.len()) + self.slowness(to);
+                self.push(
+                    at,
+                    Ev::StreamReply {
+                        node: from,
+                        life,
+                        to: to_addr,
+                        frame: reply,
+                    },
+                );
+            }
+            None => {
+                let at = now + self.cfg.latency;
+                self.push(
+                    at,
+                    Ev::StreamFailed {
+                        node: from,
+                        life,
+                        to: to_addr,
+                    },
+                );
+            }
         }
     }
 
@@ -409,6 +574,41 @@ impl Sim {
                     let _ = node.handle_packet(from, &bytes, now);
                     let out = node.drain();
                     self.absorb(to, out);
+                }
+            }
+            Ev::StreamOpen {
+                to,
+                from,
+                life,
+                frame,
+            } => {
+                if self.lives[from] == life {
+                    self.open_stream(to, from, life, frame);
+                }
+            }
+            Ev::StreamReply {
+                node,
+                life,
+                to,
+                frame,
+            } => {
+                if self.lives[node] != life {
+                    return;
+                }
+                if let Some(n) = self.nodes[node].as_mut() {
+                    let _ = n.handle_stream_reply(to, &frame, now);
+                    let out = n.drain();
+                    self.absorb(node, out);
+                }
+            }
+            Ev::StreamFailed { node, life, to } => {
+                if self.lives[node] != life {
+                    return;
+                }
+                if let Some(n) = self.nodes[node].as_mut() {
+                    n.stream_failed(to, now);
+                    let out = n.drain();
+                    self.absorb(node, out);
                 }
             }
             Ev::Timer { node, life, timer } => {
@@ -741,23 +941,99 @@ mod tests {
     }
 }
 
+/// Figures of the slow-member scenario (see [`slow_member`]).
+#[derive(Clone, Debug)]
+pub struct SlowReport {
+    /// Members in the pool, the slow one included.
+    pub members: usize,
+    /// Whether the nodes ran Lifeguard.
+    pub lifeguard: bool,
+    /// How late everything the slow member sends arrives.
+    pub delay: Duration,
+    /// How long the slow member was slow (virtual time).
+    pub run: Duration,
+    /// `failed` events about healthy members (any node, any healthy member).
+    pub healthy_failed: usize,
+    /// Healthy members marked `failed` by at least one node.
+    pub healthy_members_failed: usize,
+    /// `failed` events about the slow member.
+    pub slow_failed: usize,
+    /// The slow member's highest Lifeguard health score, sampled every second.
+    pub slow_max_health: u32,
+}
+
+/// One member of a seeded pool becomes slow (everything it sends arrives `delay` late) for
+/// `run` of virtual time: how many times healthy members are marked `failed`, with Lifeguard or
+/// without ([`SimConfig::lifeguard`]).
+pub fn slow_member(cfg: SimConfig, delay: Duration, run: Duration) -> SlowReport {
+    let n = cfg.members.max(3);
+    let lifeguard = cfg.lifeguard;
+    let mut sim = Sim::new(SimConfig { members: n, ..cfg });
+    sim.seed(0..n);
+    sim.run_for(Duration::from_secs(10));
+    let slow = 1;
+    let since = sim.now();
+    sim.set_slow(slow, delay);
+    let mut slow_max_health = 0u32;
+    let end = sim.now() + run;
+    while sim.now() < end {
+        sim.run_for(Duration::from_secs(1));
+        if let Some(score) = sim.node(slow).and_then(|node| {
+            node.stats()
+                .get("health_score")
+                .and_then(|s| s.parse().ok())
+        }) {
+            slow_max_health = slow_max_health.max(score);
+        }
+    }
+    let slow_name = sim_name(slow);
+    let failed: Vec<&MemberEvent> = sim
+        .events
+        .iter()
+        .filter(|(t, _, e)| *t >= since && e.status == Some(MemberStatus::Failed))
+        .map(|(_, _, e)| e)
+        .collect();
+    let healthy: Vec<&&MemberEvent> = failed.iter().filter(|e| e.name != slow_name).collect();
+    let mut names: Vec<&str> = healthy.iter().map(|e| e.name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    SlowReport {
+        members: n,
+        lifeguard,
+        delay,
+        run,
+        healthy_failed: healthy.len(),
+        healthy_members_failed: names.len(),
+        slow_failed: failed.len() - healthy.len(),
+        slow_max_health,
+    }
+}
+
 /// Figures of one measurement run (see [`measure`]).
 #[derive(Clone, Debug)]
 pub struct Report {
     /// Members in the cluster, the joiner included.
     pub members: usize,
-    /// Time for the initial cluster to converge (virtual).
+    /// Time for the initial cluster to converge (virtual), from the first join.
     pub converge: Option<Duration>,
+    /// Of that, the time from the last join to the pool being complete (no member-pair
+    /// missing), checked every second (every 5 s above 2,000 members).
+    pub converge_after_last_join: Option<Duration>,
     /// From a new member's join to every member seeing it alive.
     pub join_known_by_all: Option<Duration>,
     /// From a crash to every member seeing it failed.
     pub crash_known_by_all: Option<Duration>,
     /// `failed` events about members that never crashed.
     pub false_failures: usize,
+    /// From the pool being complete to every node having piggybacked the last of the
+    /// formation's membership updates (bounded by one anti-entropy interval), plus one tags
+    /// interval for the tags' relays to end; the traffic windows start after it.
+    pub settle: Option<Duration>,
     /// Member-pairs still not seeing each other alive when the figures start (0 once the pool
     /// has converged).
     pub missing_at_start: usize,
-    /// Traffic over the plan's window (see [`Plan::window`]), from the moment the pool formed.
+    /// Traffic over the plan's window (see [`Plan::window`]), from the moment the pool formed
+    /// and settled.
     pub steady: WindowTraffic,
     /// Traffic over one whole anti-entropy interval from the same moment (or the plan's window if
     /// that is longer): every member's timers fire the same number of times in it, whatever their
@@ -873,14 +1149,31 @@ pub fn measure(mut cfg: SimConfig, plan: Plan) -> Report {
     let joiner = n - 1;
     let mut rng = SmallRng::seed_from_u64(cfg.seed);
     // The joiner runs from the start but talks to nobody until it joins.
-    let converge = match plan.bootstrap {
+    let (converge, converge_after_last_join) = match plan.bootstrap {
         Bootstrap::Join { pace } => form_by_joins(&mut sim, joiner, pace, plan),
         Bootstrap::Seeded { settle } => {
             sim.seed(0..joiner);
             sim.run_for(settle);
-            None
+            (None, None)
         }
     };
+    // Steady state starts once the formation's membership updates and tags have been piggybacked
+    // their last time everywhere, so the windows measure the pool, not the tail of its forming.
+    let settle = sim.run_until_true(
+        Duration::from_secs(1),
+        crate::sync_interval(n as u32),
+        |s| {
+            s.nodes
+                .iter()
+                .flatten()
+                .all(|node| node.updates_backlog() == 0)
+        },
+    );
+    // Then one tags interval, in which every member's tags are re-broadcast once and the
+    // formation's tag relays end.
+    let tags_interval = sim.node_config(0).tags_interval;
+    sim.run_for(tags_interval);
+    let settle = settle.map(|d| d + tags_interval);
     let missing_at_start = missing_pairs(&sim, joiner);
 
     let before: Vec<Traffic> = sim.traffic().to_vec();
@@ -912,6 +1205,8 @@ pub fn measure(mut cfg: SimConfig, plan: Plan) -> Report {
     Report {
         members: n,
         converge,
+        converge_after_last_join,
+        settle,
         join_known_by_all,
         crash_known_by_all,
         false_failures: sim.false_failures(steady_since, &[victim]),
@@ -935,11 +1230,19 @@ fn missing_pairs(sim: &Sim, nodes: usize) -> usize {
 }
 
 /// Every node but the first joins through node 0, one every `pace`; then lone nodes retry until
-/// every node sees the others alive. Returns the time that took, if it converged.
-fn form_by_joins(sim: &mut Sim, joiner: usize, pace: Duration, plan: Plan) -> Option<Duration> {
+/// every node sees the others alive. Returns the time that took from the first join and from the
+/// last, if it converged.
+fn form_by_joins(
+    sim: &mut Sim,
+    joiner: usize,
+    pace: Duration,
+    plan: Plan,
+) -> (Option<Duration>, Option<Duration>) {
     let n = joiner + 1;
     let start = sim.now();
+    let mut last_join = start;
     for i in 1..joiner {
+        last_join = sim.now();
         sim.join(i, 0);
         sim.run_for(pace);
     }
@@ -952,7 +1255,7 @@ fn form_by_joins(sim: &mut Sim, joiner: usize, pace: Duration, plan: Plan) -> Op
     let deadline = sim.now() + converge_limit;
     while sim.now() <= deadline {
         if missing_pairs(sim, joiner) == 0 {
-            return Some(sim.now() - start);
+            return (Some(sim.now() - start), Some(sim.now() - last_join));
         }
         for i in 1..joiner {
             if sim.node(i).is_some_and(|node| node.num_active() == 0) {
@@ -961,7 +1264,7 @@ fn form_by_joins(sim: &mut Sim, joiner: usize, pace: Duration, plan: Plan) -> Op
         }
         sim.run_for(check);
     }
-    None
+    (None, None)
 }
 
 #[cfg(test)]
@@ -1037,6 +1340,24 @@ mod measure_tests {
             sim.node(199).map(|n| n.count(MemberStatus::Alive))
         );
         assert!(crate::sync_interval(200) > Duration::from_secs(30));
+    }
+
+    #[test]
+    fn with_lifeguard_a_slow_member_gets_no_healthy_member_failed() {
+        let run = |lifeguard| {
+            let mut cfg = SimConfig::new(20, 3);
+            cfg.lifeguard = lifeguard;
+            cfg.tags = false;
+            slow_member(cfg, Duration::from_secs(2), Duration::from_secs(120))
+        };
+        let without = run(false);
+        assert!(
+            without.healthy_failed > 0,
+            "the scenario bites: {without:?}"
+        );
+        let with = run(true);
+        assert_eq!(with.healthy_failed, 0, "{with:?}");
+        assert!(with.slow_max_health > 0, "{with:?}");
     }
 
     #[test]

@@ -48,6 +48,18 @@ pub enum IntentEffect {
 pub struct MemberTable {
     entries: HashTable<Entry>,
     hasher: RandomState,
+    /// Members by status ([`status_slot`]), kept in step with every change so counting is O(1).
+    counts: [usize; 5],
+}
+
+fn status_slot(status: MemberStatus) -> usize {
+    match status {
+        MemberStatus::None => 0,
+        MemberStatus::Alive => 1,
+        MemberStatus::Leaving => 2,
+        MemberStatus::Left => 3,
+        MemberStatus::Failed => 4,
+    }
 }
 
 impl std::fmt::Debug for MemberTable {
@@ -66,6 +78,17 @@ impl MemberTable {
         self.entries.find_mut(hash, |e| e.id.name() == name)
     }
 
+    /// One member moved from `old` to `new` (`None`: absent).
+    fn recount(&mut self, old: Option<MemberStatus>, new: Option<MemberStatus>) {
+        if let Some(old) = old {
+            let slot = &mut self.counts[status_slot(old)];
+            *slot = slot.saturating_sub(1);
+        }
+        if let Some(new) = new {
+            self.counts[status_slot(new)] += 1;
+        }
+    }
+
     /// A member is up (new, back, or restarted with a new identity).
     pub fn up(&mut self, id: NodeId, now: Duration) {
         let hash = self.hash(id.name());
@@ -75,12 +98,14 @@ impl MemberTable {
             |e| e.id.name() == id.name(),
             |e| hasher.hash_one(e.id.name()),
         );
-        match slot {
+        let old = match slot {
             hashbrown::hash_table::Entry::Occupied(mut known) => {
                 let entry = known.get_mut();
+                let old = entry.status;
                 entry.id = id;
                 entry.status = MemberStatus::Alive;
                 entry.since_ms = millis(now);
+                Some(old)
             }
             hashbrown::hash_table::Entry::Vacant(free) => {
                 free.insert(Entry {
@@ -89,8 +114,10 @@ impl MemberTable {
                     since_ms: millis(now),
                     ltime: 0,
                 });
+                None
             }
-        }
+        };
+        self.recount(old, Some(MemberStatus::Alive));
     }
 
     /// foca declared an identity down: `left` if it announced a leave, else `failed`. A stale
@@ -104,9 +131,11 @@ impl MemberTable {
             MemberStatus::Leaving | MemberStatus::Left => MemberStatus::Left,
             _ => MemberStatus::Failed,
         };
-        if entry.status != status {
+        let old = entry.status;
+        if old != status {
             entry.status = status;
             entry.since_ms = millis(now);
+            self.recount(Some(old), Some(status));
         }
         Some(status)
     }
@@ -130,8 +159,10 @@ impl MemberTable {
             (IntentKind::Join, MemberStatus::Leaving) => MemberStatus::Alive,
             _ => return IntentEffect::None,
         };
+        let old = entry.status;
         entry.status = next;
         entry.since_ms = millis(now);
+        self.recount(Some(old), Some(next));
         IntentEffect::Changed
     }
 
@@ -146,13 +177,18 @@ impl MemberTable {
             }
         };
         let mut gone = Vec::new();
+        let mut gone_status = Vec::new();
         self.entries.retain(|e| {
             let keep = !expired(e);
             if !keep {
                 gone.push(e.id.clone());
+                gone_status.push(e.status);
             }
             keep
         });
+        for status in gone_status {
+            self.recount(Some(status), None);
+        }
         gone
     }
 
@@ -160,7 +196,11 @@ impl MemberTable {
     pub fn remove(&mut self, name: &str) -> Option<Entry> {
         let hash = self.hash(name);
         let found = self.entries.find_entry(hash, |e| e.id.name() == name);
-        found.ok().map(|entry| entry.remove().0)
+        let gone = found.ok().map(|entry| entry.remove().0);
+        if let Some(e) = &gone {
+            self.recount(Some(e.status), None);
+        }
+        gone
     }
 
     /// Looks a member up by name.
@@ -173,9 +213,9 @@ impl MemberTable {
         self.entries.iter()
     }
 
-    /// How many members have `status`.
+    /// How many members have `status` (O(1): counts are kept in step with every change).
     pub fn count(&self, status: MemberStatus) -> usize {
-        self.entries.iter().filter(|e| e.status == status).count()
+        self.counts[status_slot(status)]
     }
 
     /// Number of members.
@@ -252,6 +292,40 @@ mod tests {
         t.up(id("a", 2), T);
         assert_eq!(t.down(&id("a", 1), T), None);
         assert_eq!(t.get("a").unwrap().status, MemberStatus::Alive);
+    }
+
+    #[test]
+    fn counts_follow_every_change() {
+        let mut t = MemberTable::default();
+        let recount = |t: &MemberTable, status| t.iter().filter(|e| e.status == status).count();
+        let check = |t: &MemberTable| {
+            for status in [
+                MemberStatus::Alive,
+                MemberStatus::Leaving,
+                MemberStatus::Left,
+                MemberStatus::Failed,
+            ] {
+                assert_eq!(t.count(status), recount(t, status), "{status:?}");
+            }
+        };
+        for name in ["a", "b", "c", "d"] {
+            t.up(id(name, 1), T);
+        }
+        t.up(id("a", 2), T);
+        check(&t);
+        t.down(&id("b", 1), T);
+        t.intent(&leave("c", 1, false), T);
+        check(&t);
+        t.down(&id("c", 1), T);
+        t.intent(&leave("b", 2, false), T);
+        check(&t);
+        t.intent(&leave("d", 1, false), T);
+        t.remove("a");
+        check(&t);
+        t.reap(T * 1000, T, T);
+        check(&t);
+        assert_eq!(t.count(MemberStatus::Leaving), 1);
+        assert_eq!(t.len(), 1);
     }
 
     #[test]

@@ -1,6 +1,12 @@
 //! The UDP driver: one tokio task owns a [`Node`] and its socket; everyone else sends commands
 //! through a cloneable [`Gossip`] handle and reads the latest published [`Snapshot`].
 //!
+//! Member-list exchanges (a join's, anti-entropy's) go over TCP on the same port, one frame each
+//! way (`[length u32 BE][frame]`, the frame sealed by the node when it has a key): an accept task
+//! reads each inbound frame under a size cap and a timeout and hands it to the owner task, which
+//! answers; outbound exchanges run in their own tasks and hand the reply back. When no stream can
+//! be had the node sends its list as datagrams instead.
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), caravan_gossip::GossipError> {
 //! use caravan_gossip::{NodeConfig, udp::Gossip};
@@ -20,12 +26,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use caravan_agent_core::member::Member;
-use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::GossipError;
+use crate::exchange::{MAX_STATE_FRAME, STREAM_CONNECT_TIMEOUT, STREAM_TIMEOUT, StreamRequest};
+use crate::list::MemberList;
 use crate::node::{MAX_DATAGRAM, Node, NodeConfig, NodeTimer, Output};
 
 /// How long a join waits for an answer from each address.
@@ -42,11 +50,27 @@ pub const MAX_JOIN_ADDRESSES: usize = 64;
 /// Default gossip port for join addresses given without one.
 pub const DEFAULT_SERF_PORT: u16 = 4648;
 
+/// Most inbound member-list streams served at once (memberlist allows 128); a connection beyond
+/// is closed at once. Each holds at most one frame of [`MAX_STATE_FRAME`] bytes for at most
+/// [`STREAM_TIMEOUT`].
+pub const MAX_INBOUND_STREAMS: usize = 32;
+
+/// Most outbound member-list exchanges at once; one beyond is sent as datagrams.
+pub const MAX_OUTBOUND_STREAMS: usize = 16;
+
+/// Shortest time between two publications of the [`Snapshot`] while members change: under
+/// churn readers see at most ten a second, each costing the owner task the changed members
+/// only ([`MemberList`]).
+pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How often the snapshot is republished when no member changed (for `stats.serf`'s counters).
+pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The published state.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    /// Every member, this one included, sorted by name.
-    pub members: Vec<Member>,
+    /// Every member, this one included, sorted by name (chunks shared with earlier snapshots).
+    pub members: MemberList,
     /// `stats.serf`.
     pub stats: BTreeMap<String, String>,
 }
@@ -79,7 +103,9 @@ pub struct Gossip {
 }
 
 impl Gossip {
-    /// Binds `bind` and starts the owner task.
+    /// Binds `bind` (UDP, and TCP on the same port for member-list exchanges) and starts the
+    /// owner task. When the TCP port is taken the node still runs: peers' exchanges with it
+    /// fall back to datagrams.
     pub async fn start(cfg: NodeConfig, bind: SocketAddr) -> Result<Gossip, GossipError> {
         let socket = UdpSocket::bind(bind)
             .await
@@ -87,12 +113,25 @@ impl Gossip {
         let local_addr = socket
             .local_addr()
             .map_err(|e| GossipError::Io(e.to_string()))?;
+        let listener = match TcpListener::bind(local_addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(target: "gossip", addr = %local_addr, error = %e, "cannot listen for member-list streams; peers will exchange lists with this node by datagrams");
+                None
+            }
+        };
+        let (stream_tx, stream_rx) = mpsc::channel(MAX_INBOUND_STREAMS + MAX_OUTBOUND_STREAMS);
+        if let Some(listener) = listener {
+            tokio::spawn(accept_streams(listener, stream_tx.clone()));
+        }
         let seed = cfg.generation ^ u64::from(local_addr.port());
         let clock = Instant::now();
-        let node = Node::new(cfg, seed, Duration::ZERO)?;
+        let mut node = Node::new(cfg, seed, Duration::ZERO)?;
+        node.track_changes();
         let (tx, rx) = mpsc::unbounded_channel();
+        let list = MemberList::new(node.members());
         let first = Arc::new(Snapshot {
-            members: node.members(),
+            members: list.clone(),
             stats: node.stats(),
         });
         let (pub_tx, pub_rx) = watch::channel(first);
@@ -104,8 +143,12 @@ impl Gossip {
             seq: 0,
             joins: Joins::default(),
             publish: pub_tx,
+            list,
+            pacer: Pacer::default(),
+            stream_tx,
+            outbound: Arc::new(Semaphore::new(MAX_OUTBOUND_STREAMS)),
         };
-        tokio::spawn(driver.run(rx));
+        tokio::spawn(driver.run(rx, stream_rx));
         Ok(Gossip {
             commands: tx,
             snapshot: pub_rx,
@@ -341,6 +384,161 @@ struct Driver {
     seq: u64,
     joins: Joins,
     publish: watch::Sender<Arc<Snapshot>>,
+    /// The member list as last published, updated by the changed members only.
+    list: MemberList,
+    /// Spaces publications ([`PUBLISH_INTERVAL`]).
+    pacer: Pacer,
+    /// Where stream tasks report to the owner task.
+    stream_tx: mpsc::Sender<StreamEvent>,
+    /// Bounds outbound exchanges ([`MAX_OUTBOUND_STREAMS`]).
+    outbound: Arc<Semaphore>,
+}
+
+/// Spaces publications at least [`PUBLISH_INTERVAL`] apart.
+#[derive(Default)]
+struct Pacer {
+    last: Option<Instant>,
+}
+
+impl Pacer {
+    /// Whether a publication may go out at `now`.
+    fn ready(&self, now: Instant) -> bool {
+        self.last.is_none_or(|last| now >= last + PUBLISH_INTERVAL)
+    }
+
+    /// When the next publication may go out.
+    fn next(&self, now: Instant) -> Instant {
+        self.last.map_or(now, |last| last + PUBLISH_INTERVAL)
+    }
+
+    fn published(&mut self, now: Instant) {
+        self.last = Some(now);
+    }
+}
+
+/// What stream tasks hand the owner task.
+enum StreamEvent {
+    /// A frame received on a stream from `peer`; the answer (if any) goes back on `reply`.
+    Request {
+        peer: SocketAddr,
+        frame: Vec<u8>,
+        reply: oneshot::Sender<Option<Vec<u8>>>,
+    },
+    /// The answer to an exchange started with `to`.
+    Reply { to: SocketAddr, frame: Vec<u8> },
+    /// An exchange with `to` got no answer.
+    Failed { to: SocketAddr, error: String },
+}
+
+/// Reads one `[length u32 BE][frame]`, refusing a length beyond [`MAX_STATE_FRAME`] before
+/// reading the frame, and growing the buffer only as bytes arrive.
+async fn read_frame(conn: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    conn.read_exact(&mut len).await?;
+    let len = usize::try_from(u32::from_be_bytes(len)).unwrap_or(usize::MAX);
+    if len == 0 || len > MAX_STATE_FRAME {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes (limit {MAX_STATE_FRAME})"),
+        ));
+    }
+    let mut frame = Vec::with_capacity(len.min(64 * 1024));
+    conn.take(len as u64).read_to_end(&mut frame).await?;
+    if frame.len() != len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(frame)
+}
+
+/// Writes one `[length u32 BE][frame]`.
+async fn write_frame(conn: &mut (impl AsyncWrite + Unpin), frame: &[u8]) -> std::io::Result<()> {
+    let len = u32::try_from(frame.len())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    conn.write_all(&len.to_be_bytes()).await?;
+    conn.write_all(frame).await?;
+    conn.flush().await
+}
+
+/// Accepts member-list streams until the owner task stops: at most [`MAX_INBOUND_STREAMS`] at
+/// once, each served within [`STREAM_TIMEOUT`].
+async fn accept_streams(listener: TcpListener, events: mpsc::Sender<StreamEvent>) {
+    let limit = Arc::new(Semaphore::new(MAX_INBOUND_STREAMS));
+    loop {
+        let accepted = tokio::select! {
+            _ = events.closed() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (conn, peer) = match accepted {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of descriptors, usually: let it pass rather than spin.
+                tracing::debug!(target: "gossip", error = %e, "stream accept");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::debug!(target: "gossip", %peer, "too many member-list streams; closed");
+            continue;
+        };
+        let events = events.clone();
+        tokio::spawn(async move {
+            let served = tokio::time::timeout(STREAM_TIMEOUT, serve_stream(conn, peer, events));
+            if let Ok(Err(e)) | Err(e) = served.await.map_err(std::io::Error::from) {
+                tracing::debug!(target: "gossip", %peer, error = %e, "member-list stream");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_stream(
+    mut conn: TcpStream,
+    peer: SocketAddr,
+    events: mpsc::Sender<StreamEvent>,
+) -> std::io::Result<()> {
+    let frame = read_frame(&mut conn).await?;
+    let (reply, answer) = oneshot::channel();
+    let stopped = || std::io::Error::other("gossip stopped");
+    events
+        .send(StreamEvent::Request { peer, frame, reply })
+        .await
+        .map_err(|_| stopped())?;
+    if let Some(frame) = answer.await.map_err(|_| stopped())? {
+        write_frame(&mut conn, &frame).await?;
+    }
+    conn.shutdown().await
+}
+
+/// One outbound exchange: connect, write the frame, read the answer, all within
+/// [`STREAM_TIMEOUT`] (the connection within [`STREAM_CONNECT_TIMEOUT`]).
+async fn exchange(
+    req: StreamRequest,
+    events: mpsc::Sender<StreamEvent>,
+    permit: OwnedSemaphorePermit,
+) {
+    let to = req.to;
+    let run = async {
+        let mut conn = tokio::time::timeout(STREAM_CONNECT_TIMEOUT, TcpStream::connect(to))
+            .await
+            .map_err(std::io::Error::from)??;
+        write_frame(&mut conn, &req.body).await?;
+        read_frame(&mut conn).await
+    };
+    let result = tokio::time::timeout(STREAM_TIMEOUT, run).await;
+    drop(permit);
+    let event = match result {
+        Ok(Ok(frame)) => StreamEvent::Reply { to, frame },
+        Ok(Err(e)) => StreamEvent::Failed {
+            to,
+            error: e.to_string(),
+        },
+        Err(_) => StreamEvent::Failed {
+            to,
+            error: format!("no answer within {STREAM_TIMEOUT:?}"),
+        },
+    };
+    let _ = events.send(event).await;
 }
 
 /// A timer in the heap; ordered only by its position `(deadline, seq)`.
@@ -368,13 +566,16 @@ impl Driver {
         self.clock.elapsed()
     }
 
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut streams: mpsc::Receiver<StreamEvent>,
+    ) {
         let mut buf = vec![0u8; MAX_DATAGRAM + 64];
         let first = self.node.drain();
         self.flush(first).await;
         let mut leave_reply: Option<(Instant, oneshot::Sender<()>)> = None;
-        let mut publish_at = Instant::now();
-        let mut tags_seen = self.node.tags_version();
+        let mut stats_at = Instant::now() + STATS_INTERVAL;
         loop {
             let next_timer = self
                 .timers
@@ -384,6 +585,12 @@ impl Driver {
             let next_join = self.joins.next_deadline();
             let wake = next_join.map_or(next_timer, |j| j.min(next_timer));
             let wake = leave_reply.as_ref().map_or(wake, |(at, _)| wake.min(*at));
+            let wake = wake.min(stats_at);
+            let wake = if self.node.has_changes() {
+                wake.min(self.pacer.next(Instant::now()))
+            } else {
+                wake
+            };
             let mut changed = false;
             tokio::select! {
                 received = self.socket.recv_from(&mut buf) => {
@@ -397,6 +604,33 @@ impl Driver {
                         changed |= !out.events.is_empty();
                         self.flush(out).await;
                     }
+                }
+                Some(event) = streams.recv() => {
+                    let now = self.now();
+                    match event {
+                        StreamEvent::Request { peer, frame, reply } => {
+                            let answer = self.node.handle_stream(peer, &frame, now);
+                            if let Err(e) = &answer {
+                                tracing::debug!(target: "gossip", %peer, error = %e, "member-list stream refused");
+                            }
+                            let _ = reply.send(answer.ok().flatten());
+                        }
+                        StreamEvent::Reply { to, frame } => {
+                            match self.node.handle_stream_reply(to, &frame, now) {
+                                Ok(()) => self.joins.answered(to),
+                                Err(e) => {
+                                    tracing::debug!(target: "gossip", %to, error = %e, "member-list reply refused");
+                                }
+                            }
+                        }
+                        StreamEvent::Failed { to, error } => {
+                            tracing::debug!(target: "gossip", %to, %error, "member-list stream failed; sending datagrams");
+                            self.node.stream_failed(to, now);
+                        }
+                    }
+                    let out = self.node.drain();
+                    changed |= !out.events.is_empty();
+                    self.flush(out).await;
                 }
                 command = commands.recv() => {
                     let Some(command) = command else { break };
@@ -442,19 +676,25 @@ impl Driver {
                     }
                 }
             }
-            let tags_now = self.node.tags_version();
-            changed |= tags_now != tags_seen;
-            tags_seen = tags_now;
-            if changed || Instant::now() >= publish_at {
+            // Members that changed are published at most every PUBLISH_INTERVAL, each
+            // publication costing the changed members; the counters once a STATS_INTERVAL.
+            let now = Instant::now();
+            let wanted = changed || self.node.has_changes();
+            if (wanted && self.pacer.ready(now)) || now >= stats_at {
                 self.publish_now();
-                publish_at = Instant::now() + Duration::from_secs(1);
+                self.pacer.published(now);
+                stats_at = now + STATS_INTERVAL;
             }
         }
     }
 
-    fn publish_now(&self) {
+    fn publish_now(&mut self) {
+        for name in self.node.take_changed() {
+            let member = self.node.member(&name);
+            self.list.set(&name, member);
+        }
         let snap = Snapshot {
-            members: self.node.members(),
+            members: self.list.clone(),
             stats: self.node.stats(),
         };
         let _ = self.publish.send(Arc::new(snap));
@@ -490,6 +730,21 @@ impl Driver {
         for (to, packet) in out.packets {
             if let Err(e) = self.socket.send_to(&packet, to).await {
                 tracing::debug!(target: "gossip", %to, error = %e, "send failed");
+            }
+        }
+        for req in out.streams {
+            let events = self.stream_tx.clone();
+            match self.outbound.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    tokio::spawn(exchange(req, events, permit));
+                }
+                Err(_) => {
+                    let to = req.to;
+                    let error = "too many member-list streams".to_string();
+                    tokio::spawn(async move {
+                        let _ = events.send(StreamEvent::Failed { to, error }).await;
+                    });
+                }
             }
         }
         for ev in out.events {
@@ -531,19 +786,28 @@ mod tests {
     use super::*;
     use caravan_agent_core::member::MemberStatus;
 
+    /// A 127.0.0.1 port free for both UDP and TCP (a free UDP port may be some connection's
+    /// TCP port), so member-list streams have their listener.
+    fn free_addr() -> SocketAddr {
+        for _ in 0..50 {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let addr = udp.local_addr().unwrap();
+            if std::net::TcpListener::bind(addr).is_ok() {
+                return addr;
+            }
+        }
+        panic!("no port free for both UDP and TCP in 50 tries");
+    }
+
     async fn start(name: &str) -> Gossip {
-        let bind: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        // Bind first to learn the port, so the advertised address is the real one.
-        let probe = std::net::UdpSocket::bind(bind).unwrap();
-        let addr = probe.local_addr().unwrap();
-        drop(probe);
+        let addr = free_addr();
         let mut cfg = NodeConfig::new(name, addr, 3);
         cfg.generation = 1;
         Gossip::start(cfg, addr).await.unwrap()
     }
 
     async fn wait_for(g: &Gossip, f: impl Fn(&Snapshot) -> bool) -> bool {
-        for _ in 0..200 {
+        for _ in 0..600 {
             if f(&g.snapshot()) {
                 return true;
             }
@@ -618,6 +882,118 @@ mod tests {
             outcome.errors[0].contains("at most 64"),
             "{:?}",
             outcome.errors
+        );
+    }
+
+    async fn wait_stat(g: &Gossip, key: &str, f: impl Fn(u64) -> bool) -> bool {
+        wait_for(g, |s| {
+            s.stats
+                .get(key)
+                .and_then(|v| v.parse().ok())
+                .is_some_and(&f)
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn with_a_key_a_join_exchanges_member_lists_over_tcp() {
+        let keyed = |name: &str| {
+            let addr = free_addr();
+            let mut cfg = NodeConfig::new(name, addr, 3);
+            cfg.generation = 1;
+            cfg.key = Some(vec![5; 32]);
+            (cfg, addr)
+        };
+        let (cfg, addr) = keyed("a.global");
+        let a = Gossip::start(cfg, addr).await.unwrap();
+        let (cfg, addr) = keyed("b.global");
+        let b = Gossip::start(cfg, addr).await.unwrap();
+        let outcome = b.join(vec![a.local_addr().to_string()]).await;
+        assert_eq!(outcome.joined, 1, "{outcome:?}");
+        assert!(wait_for(&b, |s| s.members.len() == 2).await);
+        assert!(
+            wait_stat(&a, "streams_in", |n| n >= 1).await,
+            "{:?}",
+            a.snapshot().stats
+        );
+        assert!(wait_stat(&b, "streams_out", |n| n >= 1).await);
+        assert_eq!(b.snapshot().stats["stream_failures"], "0");
+        assert_eq!(a.snapshot().stats["decrypt_failures"], "0");
+    }
+
+    #[tokio::test]
+    async fn a_join_falls_back_to_datagrams_when_no_member_list_stream_answers() {
+        // Something else holds a's TCP port and hangs up on every connection.
+        let addr = free_addr();
+        let squatter = TcpListener::bind(addr).await.unwrap();
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = squatter.accept().await {
+                drop(conn);
+            }
+        });
+        let mut cfg = NodeConfig::new("a.global", addr, 3);
+        cfg.generation = 1;
+        let a = Gossip::start(cfg, addr).await.unwrap();
+        let b = start("b.global").await;
+        let outcome = b.join(vec![a.local_addr().to_string()]).await;
+        assert_eq!(outcome.joined, 1, "{outcome:?}");
+        assert!(wait_for(&a, |s| s.members.len() == 2).await);
+        assert!(wait_stat(&b, "stream_failures", |n| n >= 1).await);
+    }
+
+    #[tokio::test]
+    async fn a_frame_longer_than_the_limit_is_refused_before_it_is_read() {
+        let mut header: &[u8] = &u32::try_from(MAX_STATE_FRAME + 1).unwrap().to_be_bytes();
+        let err = read_frame(&mut header).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+        let mut empty: &[u8] = &0u32.to_be_bytes();
+        assert!(read_frame(&mut empty).await.is_err());
+        let mut ok = Vec::new();
+        write_frame(&mut ok, b"abc").await.unwrap();
+        assert_eq!(read_frame(&mut ok.as_slice()).await.unwrap(), b"abc");
+    }
+
+    #[test]
+    fn under_churn_snapshots_are_published_at_most_ten_times_a_second() {
+        let start = Instant::now();
+        let mut pacer = Pacer::default();
+        let mut published = 0;
+        // A change every millisecond for one second.
+        for ms in 0..1000 {
+            let now = start + Duration::from_millis(ms);
+            if pacer.ready(now) {
+                pacer.published(now);
+                published += 1;
+            }
+        }
+        assert_eq!(published, 10);
+        assert_eq!(pacer.next(start), start + Duration::from_millis(1000));
+    }
+
+    #[tokio::test]
+    async fn the_published_list_follows_joins_and_leaves() {
+        let a = start("a.global").await;
+        let b = start("b.global").await;
+        b.join(vec![a.local_addr().to_string()]).await;
+        assert!(wait_for(&a, |s| s.members.len() == 2).await);
+        let before = a.snapshot();
+        b.leave().await;
+        assert!(
+            wait_for(&a, |s| s
+                .members
+                .get("b.global")
+                .is_some_and(|m| m.status == MemberStatus::Left))
+            .await
+        );
+        let after = a.snapshot();
+        assert_eq!(after.members.to_vec(), {
+            let mut v = after.members.to_vec();
+            v.sort_by(|x, y| x.name.cmp(&y.name));
+            v
+        });
+        assert_eq!(
+            before.members.get("a.global"),
+            after.members.get("a.global")
         );
     }
 

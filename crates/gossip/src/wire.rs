@@ -22,6 +22,22 @@ pub const KIND_TAGS_PULL: u8 = 2;
 /// the sender wants the receiver's list back.
 pub const KIND_SYNC: u8 = 3;
 
+/// Envelope kind: a whole member list exchanged over a reliable stream ([`StateMsg`]); the
+/// first payload byte is 1 when the sender wants the receiver's list back.
+pub const KIND_STATE: u8 = 4;
+
+/// A node's member list as it travels over a stream (push/pull): who sends it, every active
+/// member with its incarnation (the sender last), and the sender's Lamport clock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateMsg {
+    /// The sending member's identity (its gossip address: the stream's source IP must match).
+    pub sender: crate::NodeId,
+    /// Active members and their incarnations.
+    pub entries: Vec<(crate::NodeId, u16)>,
+    /// The sender's Lamport clock.
+    pub ltime: u64,
+}
+
 /// Largest encoded tag set, as Serf's `MetaMaxSize`.
 pub const MAX_TAGS_BYTES: usize = 512;
 

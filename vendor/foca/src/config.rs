@@ -186,6 +186,54 @@ pub struct Config {
     /// This feature is an extension to the SWIM protocol and should be left
     /// disabled if you're aiming at pure SWIM behavior.
     pub periodic_gossip: Option<PeriodicParams>,
+
+    /// Caravan fork: HashiCorp's Lifeguard extensions, as memberlist ships
+    /// them (see [`Lifeguard`]). `None`, the default of every
+    /// constructor, keeps foca's behaviour.
+    pub lifeguard: Option<Lifeguard>,
+}
+
+/// Caravan fork: the Lifeguard extensions ("Lifeguard: Local Health
+/// Awareness for More Accurate Failure Detection", Dadgar et al.):
+///
+/// - *Local health awareness*: a health score, raised by one for every
+///   probe that gets no ack and every suspicion about this member it has
+///   to refute, lowered by one for every probe acked, up to
+///   [`Lifeguard::max_health_score`]. The probe period and the time the
+///   direct probe is given before indirect probes are multiplied by
+///   `score + 1`: a member that is itself slow probes more patiently
+///   instead of suspecting healthy ones.
+/// - *Local health suspicion*: every member that learns of a suspicion
+///   (not only the prober) starts its own timer, from
+///   `suspect_to_down_after × suspicion_max_multiplier` down to
+///   `suspect_to_down_after` as confirmations arrive (memberlist's
+///   formula, logarithmic in the confirmations). A confirmation is a
+///   suspicion of the same incarnation from another sender than the one
+///   that raised it (foca's updates carry no accuser, so a sender that
+///   relays the suspicion counts), or this member's own failed probe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Lifeguard {
+    /// Highest health score (memberlist's `AwarenessMaxMultiplier`, 8).
+    pub max_health_score: u8,
+    /// How many times `suspect_to_down_after` a suspicion without
+    /// confirmations lasts (memberlist's `SuspicionMaxTimeoutMult`, 6).
+    pub suspicion_max_multiplier: u8,
+    /// Confirmations that bring a suspicion down to `suspect_to_down_after`
+    /// (memberlist's `SuspicionMult - 2`, 2); fewer when the cluster has
+    /// fewer other members to confirm.
+    pub expected_confirmations: u8,
+}
+
+impl Lifeguard {
+    /// memberlist's defaults.
+    pub const fn memberlist() -> Self {
+        Self {
+            max_health_score: 8,
+            suspicion_max_multiplier: 6,
+            expected_confirmations: 2,
+        }
+    }
 }
 
 /// Configuration for a task that should happen periodically
@@ -222,6 +270,7 @@ impl Config {
             periodic_announce: None,
             periodic_announce_to_down_members: None,
             periodic_gossip: None,
+            lifeguard: None,
         }
     }
 
@@ -291,6 +340,7 @@ impl Config {
                 frequency: Duration::from_millis(200),
                 num_members: NonZeroUsize::new(3).unwrap(),
             }),
+            lifeguard: None,
         }
     }
 
@@ -333,6 +383,7 @@ impl Config {
                 frequency: Duration::from_millis(500),
                 num_members: NonZeroUsize::new(4).unwrap(),
             }),
+            lifeguard: None,
         }
     }
 

@@ -147,7 +147,7 @@ use crate::{
 pub use crate::{
     broadcast::{BroadcastHandler, Invalidates},
     codec::Codec,
-    config::{Config, PeriodicParams},
+    config::{Config, Lifeguard, PeriodicParams},
     error::Error,
     identity::Identity,
     member::{Incarnation, Member, State},
@@ -198,6 +198,29 @@ pub struct Foca<T: Identity, C, RNG, B: BroadcastHandler<T>> {
 
     broadcast_handler: B,
     custom_broadcasts: Broadcasts<B::Key>,
+
+    // Caravan fork, Lifeguard (`Config::lifeguard`): the local health
+    // score, the suspicions in progress by member address, and the sender
+    // of the packet whose updates are being applied.
+    health: u8,
+    suspicions: std::collections::HashMap<T::Addr, Suspicion<T>>,
+    current_sender: Option<T>,
+    // Indirect probes run for others, awaiting the target's answer:
+    // (origin, target, probe number), at most `MAX_PENDING_NACKS`.
+    pending_nacks: Vec<(T, T, ProbeNumber)>,
+}
+
+/// Caravan fork: most indirect probes this instance times for others at
+/// once (Lifeguard nacks); beyond, the oldest gets no nack.
+pub const MAX_PENDING_NACKS: usize = 64;
+
+/// Caravan fork: a suspicion in progress (Lifeguard). At most
+/// `expected_confirmations` confirmers are kept.
+struct Suspicion<T> {
+    incarnation: Incarnation,
+    /// Who raised it here (not a confirmation); `None` for our own probe.
+    accuser: Option<T>,
+    confirmers: Vec<T>,
 }
 
 impl<T, C, RNG> Foca<T, C, RNG, NoCustomBroadcast>
@@ -267,7 +290,114 @@ where
             send_buf: Vec::with_capacity(max_bytes),
             custom_broadcasts: Broadcasts::new(),
             broadcast_handler,
+            health: 0,
+            suspicions: std::collections::HashMap::new(),
+            current_sender: None,
+            pending_nacks: Vec::new(),
         }
+    }
+
+    /// Caravan fork: the local health score of Lifeguard (0 is healthy;
+    /// see [`Lifeguard`]). Always 0 without [`Config::lifeguard`].
+    pub const fn health_score(&self) -> u8 {
+        self.health
+    }
+
+    /// Caravan fork: the number of suspicions this instance is timing
+    /// (Lifeguard), this member's own included.
+    pub fn suspicions_in_progress(&self) -> usize {
+        self.suspicions.len()
+    }
+
+    fn lifeguard_delta(&mut self, up: bool) {
+        if let Some(lg) = &self.config.lifeguard {
+            self.health = if up {
+                self.health.saturating_add(1).min(lg.max_health_score)
+            } else {
+                self.health.saturating_sub(1)
+            };
+        }
+    }
+
+    /// `d` scaled by the health score (Lifeguard's `ScaleTimeout`).
+    fn scaled(&self, d: core::time::Duration) -> core::time::Duration {
+        d.saturating_mul(u32::from(self.health) + 1)
+    }
+
+    /// Starts timing a suspicion of `id` at `incarnation` (Lifeguard): one
+    /// deadline per confirmation count, memberlist's
+    /// `max - (max - min) * ln(c + 1) / ln(k + 1)`.
+    fn start_suspicion(
+        &mut self,
+        id: &T,
+        incarnation: Incarnation,
+        accuser: Option<T>,
+        mut runtime: impl Runtime<T>,
+    ) {
+        let Some(lg) = self.config.lifeguard.clone() else {
+            return;
+        };
+        // memberlist: no confirmations expected when too few others could
+        // send one.
+        let others = self.members.num_active().saturating_sub(1);
+        let k = if others < usize::from(lg.expected_confirmations) {
+            0
+        } else {
+            lg.expected_confirmations
+        };
+        self.suspicions.insert(
+            id.addr(),
+            Suspicion {
+                incarnation,
+                accuser,
+                confirmers: Vec::new(),
+            },
+        );
+        let min = self.config.suspect_to_down_after;
+        let max = min.saturating_mul(u32::from(lg.suspicion_max_multiplier.max(1)));
+        for c in 0..=k {
+            let timeout = if k == 0 {
+                min
+            } else {
+                let frac = f64::from(c + 1).ln() / f64::from(k + 1).ln();
+                max.saturating_sub((max.saturating_sub(min)).mul_f64(frac))
+                    .max(min)
+            };
+            runtime.submit_after(
+                Timer::SuspicionTimeout {
+                    member_id: id.clone(),
+                    incarnation,
+                    confirmations: c,
+                    token: self.timer_token,
+                },
+                timeout,
+            );
+        }
+    }
+
+    /// A suspicion of `id` at `incarnation` heard again, from `from`
+    /// (`None`: our own failed probe): a confirmation unless it comes from
+    /// whoever raised it or already confirmed it.
+    fn confirm_suspicion(&mut self, id: &T, incarnation: Incarnation, from: Option<&T>) {
+        let Some(lg) = &self.config.lifeguard else {
+            return;
+        };
+        let most = usize::from(lg.expected_confirmations);
+        let me = self.identity.clone();
+        let Some(s) = self.suspicions.get_mut(&id.addr()) else {
+            return;
+        };
+        if s.incarnation != incarnation || s.confirmers.len() >= most {
+            return;
+        }
+        let who = from.unwrap_or(&me);
+        if s.accuser.as_ref() == Some(who)
+            || (s.accuser.is_none() && who == &me)
+            || s.confirmers.contains(who)
+        {
+            return;
+        }
+        s.confirmers.push(who.clone());
     }
 
     /// Getter for the current identity.
@@ -735,6 +865,61 @@ where
 
                 Ok(())
             }
+            Timer::SuspicionTimeout {
+                member_id,
+                incarnation,
+                confirmations,
+                token,
+            } => {
+                if self.timer_token != token {
+                    return Ok(());
+                }
+                let addr = member_id.addr();
+                let due = self.suspicions.get(&addr).is_some_and(|s| {
+                    s.incarnation == incarnation && s.confirmers.len() >= usize::from(confirmations)
+                });
+                if !due {
+                    return Ok(());
+                }
+                self.suspicions.remove(&addr);
+                let as_down = Member::new(member_id.clone(), incarnation, State::Down);
+                if let Some(summary) = self.members.apply_existing_if(as_down.clone(), |member| {
+                    member.incarnation() == incarnation && member.state() == State::Suspect
+                }) {
+                    self.handle_apply_summary(summary, as_down, true, &mut runtime)?;
+                    self.adjust_connection_state(&mut runtime);
+                    if self.config.notify_down_members {
+                        self.send_message(member_id, Message::TurnUndead, runtime)?;
+                    }
+                }
+                Ok(())
+            }
+            Timer::SendNack {
+                origin,
+                target,
+                probe_number,
+                token,
+            } => {
+                if token != self.timer_token {
+                    return Ok(());
+                }
+                let pending = self
+                    .pending_nacks
+                    .iter()
+                    .position(|(o, t, n)| o == &origin && t == &target && *n == probe_number);
+                if let Some(i) = pending {
+                    self.pending_nacks.swap_remove(i);
+                    self.send_message(
+                        origin,
+                        Message::Nack {
+                            target,
+                            probe_number,
+                        },
+                        runtime,
+                    )?;
+                }
+                Ok(())
+            }
             Timer::RemoveDown(down) => {
                 if let Some(_removed) = self.members.remove_if_down(&down) {
                     #[cfg(feature = "tracing")]
@@ -975,7 +1160,10 @@ where
         // the borrow checker. And then put it back in its place, so
         // that we can keep reusing its already-allocated space.
         let mut updates = mem::take(&mut self.updates_buf);
-        self.apply_many(updates.drain(..), true, &mut runtime)?;
+        self.current_sender = Some(src.clone());
+        let applied = self.apply_many(updates.drain(..), true, &mut runtime);
+        self.current_sender = None;
+        applied?;
         debug_assert_eq!(
             0,
             self.updates_buf.capacity(),
@@ -1020,6 +1208,24 @@ where
                 if target == self.identity {
                     return Err(Error::IndirectForOurselves);
                 }
+                if self.config.lifeguard.is_some() {
+                    // Nack the requester if the target does not answer
+                    // within 80 % of the round trip, as memberlist does.
+                    if self.pending_nacks.len() >= MAX_PENDING_NACKS {
+                        self.pending_nacks.remove(0);
+                    }
+                    self.pending_nacks
+                        .push((src.clone(), target.clone(), probe_number));
+                    runtime.submit_after(
+                        Timer::SendNack {
+                            origin: src.clone(),
+                            target: target.clone(),
+                            probe_number,
+                            token: self.timer_token,
+                        },
+                        self.config.probe_rtt.mul_f64(0.8),
+                    );
+                }
                 self.send_message(
                     target,
                     Message::IndirectPing {
@@ -1052,6 +1258,9 @@ where
                 if target == self.identity {
                     return Err(Error::IndirectForOurselves);
                 }
+                // Answered: no nack for this one.
+                self.pending_nacks
+                    .retain(|(o, t, n)| !(o == &target && t == &src && *n == probe_number));
                 self.send_message(
                     target,
                     Message::ForwardedAck {
@@ -1077,6 +1286,14 @@ where
                 } else {
                     #[cfg(feature = "tracing")]
                     tracing::trace!("Unexpected ForwardedAck sender");
+                }
+            }
+            Message::Nack {
+                target,
+                probe_number,
+            } => {
+                if self.config.lifeguard.is_some() {
+                    self.probe.receive_nack(&src, &target, probe_number);
                 }
             }
             Message::Announce => self.send_message(src, Message::Feed, runtime)?,
@@ -1135,6 +1352,21 @@ where
             self.probe.clear();
         }
 
+        // Lifeguard: the last probe's outcome moves the health score: an
+        // ack lowers it; a failure raises it by the indirect probes that
+        // got no nack either (by one when none went out), as memberlist's.
+        if self.probe.is_started() {
+            if self.probe.succeeded() {
+                self.lifeguard_delta(false);
+            } else if !self.probe.went_indirect() {
+                self.lifeguard_delta(true);
+            } else {
+                for _ in 0..self.probe.missing_nacks() {
+                    self.lifeguard_delta(true);
+                }
+            }
+        }
+
         if let Some(failed) = self.probe.take_failed() {
             #[cfg(feature = "unstable-notifications")]
             runtime.notify(Notification::ProbeFailed(
@@ -1160,13 +1392,21 @@ where
                 .apply_existing_if(as_suspect.clone(), |_member| true)
             {
                 let is_active_now = summary.is_active_now;
-                #[cfg_attr(not(feature = "tracing"), expect(unused_variables))]
                 let apply_successful = summary.apply_successful;
                 self.handle_apply_summary(summary, as_suspect, true, &mut runtime)?;
 
-                // Now we ensure we change the member to Down if it
-                // isn't already inactive
-                if is_active_now {
+                if self.config.lifeguard.is_some() {
+                    // Every suspicion is timed by `SuspicionTimeout`s: a new
+                    // one starts here, an old one gets our failed probe as
+                    // a confirmation.
+                    if is_active_now && apply_successful {
+                        self.start_suspicion(failed.id(), failed.incarnation(), None, &mut runtime);
+                    } else if is_active_now {
+                        self.confirm_suspicion(failed.id(), failed.incarnation(), None);
+                    }
+                } else if is_active_now {
+                    // Now we ensure we change the member to Down if it
+                    // isn't already inactive
                     // We check for summary.apply_successful prior to logging
                     // because we may pick a member multiple times before the
                     // timer runs out.
@@ -1206,7 +1446,7 @@ where
                     probed_id: member_id,
                     token: self.timer_token,
                 },
-                self.config.probe_rtt,
+                self.scaled(self.config.probe_rtt),
             );
         } else {
             // Should never happen... Reaching here is gated by being
@@ -1217,7 +1457,7 @@ where
 
         runtime.submit_after(
             Timer::ProbeRandomMember(self.timer_token),
-            self.config.probe_period,
+            self.scaled(self.config.probe_period),
         );
 
         if probe_was_incomplete {
@@ -1232,17 +1472,34 @@ where
         &mut self,
         update: Member<T>,
         do_broadcast: bool,
-        runtime: impl Runtime<T>,
+        mut runtime: impl Runtime<T>,
     ) -> Result<bool> {
         debug_assert_ne!(&self.identity, update.id());
         let summary = self.members.apply(update.clone(), &mut self.rng);
+        if self.config.lifeguard.is_some() {
+            if update.state() == State::Suspect {
+                let id = update.id().clone();
+                let sender = self.current_sender.clone();
+                if summary.apply_successful && summary.is_active_now {
+                    self.start_suspicion(&id, update.incarnation(), sender, &mut runtime);
+                } else if self
+                    .members
+                    .at(&id.addr())
+                    .is_some_and(|m| m.id() == &id && m.state() == State::Suspect)
+                {
+                    self.confirm_suspicion(&id, update.incarnation(), sender.as_ref());
+                }
+            } else if summary.apply_successful {
+                self.suspicions.remove(&update.id().addr());
+            }
+        }
 
         let update_is_active = match summary.conflict {
             member::ConflictResult::Lost | member::ConflictResult::FailedCondition => false,
             _ => summary.is_active_now,
         };
 
-        self.handle_apply_summary(summary, update, do_broadcast, runtime)?;
+        self.handle_apply_summary(summary, update, do_broadcast, &mut runtime)?;
 
         Ok(update_is_active)
     }
@@ -1605,6 +1862,9 @@ where
                 if increase_incarnation {
                     // XXX Overzealous checking
                     self.incarnation = incarnation.saturating_add(1);
+                    // Lifeguard: having to refute a suspicion hints that
+                    // this member is the slow one.
+                    self.lifeguard_delta(true);
                 }
 
                 // We do NOT add ourselves as Alive to the updates buffer

@@ -140,6 +140,18 @@ pub enum Message<T> {
     /// This is an optional message that Foca sends whenever a member
     /// that's considered down sends a message.
     TurnUndead,
+
+    /// Caravan fork, Lifeguard: the sender was asked (`PingReq`) to probe
+    /// `target` for the recipient and got no answer in time. It tells the
+    /// recipient its own network works: an indirect probe that gets
+    /// neither an ack nor a nack raises its health score, one that gets
+    /// nacks does not. Only sent with [`crate::Config::lifeguard`].
+    Nack {
+        /// The member that did not answer.
+        target: T,
+        /// See `foca::ProbeNumber`
+        probe_number: ProbeNumber,
+    },
 }
 
 impl<T> Message<T> {

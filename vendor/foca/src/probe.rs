@@ -13,6 +13,10 @@ pub(crate) struct Probe<T> {
 
     direct_ack_ok: bool,
     indirect_ack_count: usize,
+    /// Caravan fork (Lifeguard): indirect probes requested, and the
+    /// members that answered one with a nack.
+    indirect_requested: usize,
+    nackers: Vec<T>,
 
     reached_indirect_probe_stage: bool,
 }
@@ -24,6 +28,8 @@ impl<T: Clone + PartialEq> Probe<T> {
             direct: None,
             direct_ack_ok: false,
             indirect_ack_count: 0,
+            indirect_requested: 0,
+            nackers: Vec::new(),
             reached_indirect_probe_stage: false,
             probe_number: ProbeNumber::default(),
         }
@@ -46,6 +52,8 @@ impl<T: Clone + PartialEq> Probe<T> {
         self.indirect.clear();
         self.direct_ack_ok = false;
         self.indirect_ack_count = 0;
+        self.indirect_requested = 0;
+        self.nackers.clear();
         self.reached_indirect_probe_stage = false;
         // do NOT reset probe_number
     }
@@ -80,6 +88,11 @@ impl<T: Clone + PartialEq> Probe<T> {
         self.direct.as_ref().is_some_and(|probed| probed.id() == id)
     }
 
+    /// Caravan fork: whether a probe is in progress (or ended unexamined).
+    pub(crate) const fn is_started(&self) -> bool {
+        self.direct.is_some()
+    }
+
     pub(crate) const fn succeeded(&self) -> bool {
         self.direct_ack_ok || self.indirect_ack_count > 0
     }
@@ -105,6 +118,31 @@ impl<T: Clone + PartialEq> Probe<T> {
                 .is_some_and(|probed| probed.id() != &from)
         );
         self.indirect.push(from);
+        self.indirect_requested += 1;
+    }
+
+    /// Caravan fork: `from`, asked to probe the target, says it could not
+    /// reach it; counted once per member asked.
+    pub(crate) fn receive_nack(&mut self, from: &T, target: &T, probeno: ProbeNumber) -> bool {
+        let asked = self.indirect.iter().any(|id| id == from);
+        let about = self.direct.as_ref().is_some_and(|d| d.id() == target);
+        if probeno != self.probe_number || !asked || !about || self.nackers.contains(from) {
+            return false;
+        }
+        self.nackers.push(from.clone());
+        true
+    }
+
+    /// Caravan fork: indirect probes that got neither an ack nor a nack
+    /// (Lifeguard counts each against this member's health).
+    pub(crate) fn missing_nacks(&self) -> usize {
+        self.indirect_requested
+            .saturating_sub(self.indirect_ack_count + self.nackers.len())
+    }
+
+    /// Caravan fork: whether indirect probes were requested.
+    pub(crate) const fn went_indirect(&self) -> bool {
+        self.indirect_requested > 0
     }
 
     pub(crate) fn receive_indirect_ack(&mut self, from: &T, probeno: ProbeNumber) -> bool {

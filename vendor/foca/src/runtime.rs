@@ -7,7 +7,8 @@ use core::{cmp::Ordering, time::Duration};
 use bytes::{Bytes, BytesMut};
 
 #[cfg(feature = "unstable-notifications")]
-use crate::{Header, ProbeNumber};
+use crate::Header;
+use crate::ProbeNumber;
 use crate::{Identity, Incarnation};
 
 /// A Runtime is Foca's gateway to the real world: here is where
@@ -241,6 +242,37 @@ pub enum Timer<T> {
         token: TimerToken,
     },
 
+    /// Caravan fork: with [`crate::Config::lifeguard`], one of the deadlines
+    /// of a suspicion: `member_id` goes Down if it is still suspect at
+    /// `incarnation` and the suspicion has gathered at least
+    /// `confirmations` confirmations (every suspicion sets one such timer
+    /// per confirmation count, the later the fewer confirmations).
+    SuspicionTimeout {
+        /// Target member identity
+        member_id: T,
+        /// Its Incarnation when the suspicion was raised.
+        incarnation: Incarnation,
+        /// Confirmations this deadline needs.
+        confirmations: u8,
+        /// See `TimerToken`
+        token: TimerToken,
+    },
+
+    /// Caravan fork: with [`crate::Config::lifeguard`], the time an
+    /// indirect probe this member runs for `origin` has to get an answer
+    /// from `target`; without one by then, `origin` gets a
+    /// [`crate::Message::Nack`].
+    SendNack {
+        /// Who asked for the indirect probe.
+        origin: T,
+        /// The member probed on its behalf.
+        target: T,
+        /// `origin`'s probe number.
+        probe_number: ProbeNumber,
+        /// See `TimerToken`
+        token: TimerToken,
+    },
+
     /// Sends a [`crate::Message::Announce`] to randomly chosen members as
     /// specified by [`crate::Config::periodic_announce`]
     PeriodicAnnounce(TimerToken),
@@ -279,6 +311,8 @@ impl<T> Timer<T> {
             Self::PeriodicGossip(_) => 4,
             Self::RemoveDown(_) => 5,
             Self::PeriodicAnnounceDown(_) => 6,
+            Self::SuspicionTimeout { .. } => 7,
+            Self::SendNack { .. } => 8,
         }
     }
 }

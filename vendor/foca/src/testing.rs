@@ -206,6 +206,14 @@ impl BadCodec {
             9 => Message::Feed,
             10 => Message::Broadcast,
             11 => Message::TurnUndead,
+            12 => {
+                let target = ID::deserialize_from(&mut buf)?;
+                let probe_number = buf.get_u8();
+                Message::Nack {
+                    target,
+                    probe_number,
+                }
+            }
             other => return Err(BadCodecError::BadMessageID(other)),
         };
 
@@ -275,6 +283,14 @@ impl BadCodec {
             }
             Message::TurnUndead => {
                 buf.put_u8(11);
+            }
+            Message::Nack {
+                target,
+                probe_number,
+            } => {
+                buf.put_u8(12);
+                target.serialize_into(&mut buf)?;
+                buf.put_u8(*probe_number);
             }
         }
 

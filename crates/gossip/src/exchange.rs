@@ -1,0 +1,220 @@
+//! Reliable state exchange: a node's member list and the answer travel as one frame each over a
+//! stream (TCP on the gossip port, as memberlist's push/pull does), sealed with the gossip key
+//! when one is set. A join and every anti-entropy round use it; the datagram member list
+//! ([`crate::wire::KIND_SYNC`]) remains the fallback when the stream cannot be had. The node
+//! stays sans-I/O: it hands the driver [`StreamRequest`]s and takes frames back.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::GossipError;
+use crate::identity::NodeId;
+use crate::node::{Node, canonical};
+use crate::wire::{KIND_STATE, StateMsg};
+
+/// Largest member-list frame a node sends or accepts on a stream (before sealing): about 100,000
+/// members with 16-byte names. A node with a longer list sends as many members as fit; a frame
+/// announcing more is refused before it is read.
+pub const MAX_STATE_BYTES: usize = 4 << 20;
+
+/// Largest frame on the wire: a state and the sealing overhead.
+pub const MAX_STATE_FRAME: usize = MAX_STATE_BYTES + crate::wire::ENCRYPTION_OVERHEAD;
+
+/// How long opening a stream may take before the exchange falls back to datagrams.
+pub const STREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a whole exchange may take, either side (memberlist's `TCPTimeout`).
+pub const STREAM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An exchange of member lists the driver should run: open a stream to `to` (its gossip
+/// address), write `body` as one frame, read one frame back and give it to
+/// [`Node::handle_stream_reply`]; if no reply comes, call [`Node::stream_failed`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamRequest {
+    /// The member's gossip address (the stream goes to the same port over TCP).
+    pub to: SocketAddr,
+    /// The frame to write, sealed when the node has a key.
+    pub body: Vec<u8>,
+}
+
+/// What one frame's decoding found.
+struct Received {
+    want_reply: bool,
+    msg: StateMsg,
+}
+
+impl Node {
+    /// Starts a push/pull with `to`: over a stream, or by datagrams when streams are off.
+    pub(crate) fn push_pull(&mut self, to: SocketAddr) {
+        if !self.cfg.streams {
+            self.send_member_list(to, true);
+            return;
+        }
+        match self.state_frame(true) {
+            Some(body) => {
+                self.counters.streams_out += 1;
+                self.out.streams.push(StreamRequest { to, body });
+            }
+            None => self.send_member_list(to, true),
+        }
+    }
+
+    /// This node's member list as one frame: `[KIND_STATE][want_reply][StateMsg]`, sealed.
+    /// Members beyond [`MAX_STATE_BYTES`] are left out.
+    pub(crate) fn state_frame(&mut self, want_reply: bool) -> Option<Vec<u8>> {
+        let me = self.identity().clone();
+        let mut entries = Vec::with_capacity(self.swim.num_members() + 1);
+        // addr (≤ 19) + name length (≤ 5) + generation (≤ 10) + incarnation (≤ 3).
+        let mut size = 64 + me.name().len();
+        for m in self.swim.iter_members() {
+            size += 40 + m.id().name().len();
+            if size > MAX_STATE_BYTES {
+                break;
+            }
+            entries.push((m.id().clone(), m.incarnation()));
+        }
+        entries.push((me.clone(), 0));
+        let msg = StateMsg {
+            sender: me,
+            entries,
+            ltime: self.knowledge.lock().ltime,
+        };
+        let mut plain = vec![KIND_STATE, u8::from(want_reply)];
+        if let Err(e) = postcard::to_io(&msg, &mut plain) {
+            tracing::debug!(target: "gossip", error = %e, "state encode");
+            return None;
+        }
+        let frame = match &self.cipher {
+            Some(c) => c.seal(&plain).ok()?,
+            None => plain,
+        };
+        self.counters.bytes_out += frame.len() as u64;
+        Some(frame)
+    }
+
+    /// Authenticates (with a key) and decodes one frame; `None`-free: errors say why.
+    fn open_state(&mut self, frame: &[u8]) -> Result<Received, GossipError> {
+        self.counters.bytes_in += frame.len() as u64;
+        if frame.len() > MAX_STATE_FRAME {
+            self.counters.malformed += 1;
+            return Err(GossipError::Rejected("state frame too large"));
+        }
+        let opened;
+        let plain: &[u8] = match &self.cipher {
+            Some(c) => match c.open(frame) {
+                Some(p) => {
+                    opened = p;
+                    &opened
+                }
+                None => {
+                    self.counters.decrypt_failures += 1;
+                    return Err(GossipError::Crypto);
+                }
+            },
+            None => frame,
+        };
+        let decoded = match plain {
+            [KIND_STATE, want, rest @ ..] if *want <= 1 => postcard::from_bytes::<StateMsg>(rest)
+                .map(|msg| Received {
+                    want_reply: *want == 1,
+                    msg,
+                })
+                .map_err(|e| GossipError::Decode(e.to_string())),
+            _ => Err(GossipError::Decode("not a state frame".into())),
+        };
+        if decoded.is_err() {
+            self.counters.malformed += 1;
+        }
+        decoded
+    }
+
+    /// A member list received on a stream a peer opened from `peer`. The list's sender must
+    /// have the stream's source IP (its port is the peer's, not its gossip port). A member's
+    /// list is applied whole; a stranger's introduces only the stranger itself, as its announce
+    /// would. Returns the frame to answer with, when the sender wants one.
+    pub fn handle_stream(
+        &mut self,
+        peer: SocketAddr,
+        frame: &[u8],
+        now: Duration,
+    ) -> Result<Option<Vec<u8>>, GossipError> {
+        self.counters.streams_in += 1;
+        let Received { want_reply, msg } = self.open_state(frame)?;
+        let sender = msg.sender.clone();
+        let sender_addr = canonical(sender.addr());
+        if sender_addr.ip() != canonical(peer).ip() {
+            self.counters.spoofed += 1;
+            return Err(GossipError::Rejected(
+                "state sender is not the stream's source",
+            ));
+        }
+        if sender_addr == canonical(self.identity().addr()) {
+            return Err(GossipError::Rejected("state sent as this node"));
+        }
+        if self.is_member(sender_addr) {
+            self.apply_state(msg, now);
+        } else {
+            // A stranger (usually a joiner whose announce is still on the way): only itself,
+            // broadcast as foca broadcasts a member its announce introduces.
+            self.counters.unknown_sender += 1;
+            let update = foca::Member::alive(sender);
+            if let Err(e) = self
+                .swim
+                .apply_many(std::iter::once(update), true, &mut self.rt)
+            {
+                tracing::debug!(target: "gossip", error = %e, "stream introduction");
+            }
+            self.after_swim(now);
+        }
+        if !want_reply || self.leaving || !self.is_member(sender_addr) {
+            return Ok(None);
+        }
+        Ok(self.state_frame(false))
+    }
+
+    /// The answer to an exchange this node started with `to`: applied whole (this node asked
+    /// for it), provided it comes from the member at `to`.
+    pub fn handle_stream_reply(
+        &mut self,
+        to: SocketAddr,
+        frame: &[u8],
+        now: Duration,
+    ) -> Result<(), GossipError> {
+        let Received { msg, .. } = self.open_state(frame)?;
+        if canonical(msg.sender.addr()) != canonical(to) {
+            self.counters.spoofed += 1;
+            return Err(GossipError::Rejected("state reply from another member"));
+        }
+        self.apply_state(msg, now);
+        Ok(())
+    }
+
+    /// An exchange with `to` got no answer on a stream (none could be opened, or it broke):
+    /// the member lists go by datagrams instead.
+    pub fn stream_failed(&mut self, to: SocketAddr, now: Duration) {
+        self.counters.stream_failures += 1;
+        if !self.leaving {
+            self.send_member_list(to, true);
+        }
+        self.after_swim(now);
+    }
+
+    fn apply_state(&mut self, msg: StateMsg, now: Duration) {
+        self.knowledge.lock().witness_ltime(msg.ltime);
+        self.apply_entries(msg.entries, now);
+    }
+
+    /// Applies member-list entries as alive members (this node's own address skipped), without
+    /// broadcasting them.
+    pub(crate) fn apply_entries(&mut self, entries: Vec<(NodeId, u16)>, now: Duration) {
+        let me = self.identity().addr();
+        let updates = entries
+            .into_iter()
+            .filter(|(id, _)| id.addr() != me)
+            .map(|(id, inc)| foca::Member::new(id, inc, foca::State::Alive));
+        if let Err(e) = self.swim.apply_many(updates, false, &mut self.rt) {
+            tracing::debug!(target: "gossip", error = %e, "state apply");
+        }
+        self.after_swim(now);
+    }
+}
