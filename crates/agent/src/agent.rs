@@ -1,5 +1,5 @@
-//! The running agent: configuration, identities, the client's server list, and the [`AgentApi`]
-//! the HTTP layer calls.
+//! The running agent: its server side (gossip, cluster, workers) and the capabilities the HTTP
+//! layer calls; the process facts are `crate::local`'s, the client side `crate::client_role`'s.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -8,11 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use caravan_agent_core::acl::{Acl, AclState, AclWrite, Token};
-use caravan_agent_core::config::{AgentConfig, parse_host_port};
+use caravan_agent_core::config::AgentConfig;
 use caravan_agent_core::member::{self, BuildInfo, Member, MemberStatus, servers_in};
 use caravan_agent_core::query::{Indexed, ReadOptions, StateAnswer, StateQuery};
 use caravan_agent_core::sched::{SchedulerConfig, WorkerInfo};
-use caravan_agent_core::server_list::ServerList;
 use caravan_cluster::{Cluster, ClusterError, Command, Outcome, raft_id, seed};
 use caravan_gossip::NodeConfig;
 use caravan_gossip::udp::Gossip;
@@ -21,17 +20,13 @@ use caravan_http::api::{
     AclWriteError, JobWriteError, JobWriteResult, JoinResult, ReadError, RestoreError, Stats,
 };
 use caravan_http::dto::{HostData, MemberDto, MembersResponse, VersionDto};
-use caravan_http::multi_error;
-use parking_lot::RwLock;
 
 use crate::cluster::{LeaderSource, ServerPeers};
-use caravan_agent_core::token_cache::TokenCache;
 use caravan_rpc::method as m;
 
-use crate::rpc::Rpc;
-
-/// Default RPC port for server addresses given without one.
-pub const DEFAULT_RPC_PORT: u16 = 4647;
+use crate::client_role::ClientRole;
+use crate::local::Local;
+use crate::rpc::{PING_TIMEOUT, Rpc};
 
 /// How often the leader enqueues a `_core` GC evaluation.
 pub const CORE_GC_INTERVAL: Duration = Duration::from_secs(300);
@@ -39,31 +34,13 @@ pub const CORE_GC_INTERVAL: Duration = Duration::from_secs(300);
 /// How long a request forwarded to another server may take (plus any profile duration).
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Token resolutions a client-only agent asks of servers at once. Each one holds a runtime
-/// worker (`resolve_token` is synchronous), so they are few: a flood of unknown tokens is
-/// refused beyond this instead of taking every thread of the runtime.
-pub const MAX_REMOTE_RESOLUTIONS: usize = 8;
-
-/// How long one server ping may take.
-pub const PING_TIMEOUT: Duration = Duration::from_secs(3);
-
 /// The agent's state shared by every subsystem.
 pub struct Agent {
-    config: AgentConfig,
+    local: Arc<Local>,
+    client: Arc<ClientRole>,
     server_id: Option<String>,
-    node_id: Option<String>,
-    servers: RwLock<ServerList>,
-    build: BuildInfo,
-    runtime: tokio::runtime::Handle,
     gossip: Option<Gossip>,
     rpc: Arc<Rpc>,
-    /// A client-only agent's token resolutions, asked of a server (servers read the replicated
-    /// ACL state).
-    tokens: parking_lot::Mutex<TokenCache>,
-    /// Remote token resolutions in flight (client-only agents), at most
-    /// [`MAX_REMOTE_RESOLUTIONS`].
-    resolving: tokio::sync::Semaphore,
-    hub: caravan_http::monitor::MonitorHub,
     cluster: Option<Arc<Cluster>>,
     pool: Option<parking_lot::Mutex<(caravan_sched::workers::WorkerPool, SchedulerConfig)>>,
 }
@@ -72,22 +49,14 @@ pub struct Agent {
 pub fn app(agent: &Arc<Agent>) -> Result<caravan_http::App, caravan_http::BuildError> {
     caravan_http::App::builder(agent.clone())
         .membership(agent.clone())
-        .server_list(agent.clone())
+        .server_list(agent.client.clone())
         .acls(agent.clone())
         .jobs(agent.clone())
         .schedulers(agent.clone())
-        .debugging(agent.clone())
+        .debugging(agent.local.clone())
         .forwarding(agent.clone())
         .operator(agent.clone())
         .build()
-}
-
-/// This build's version facts.
-pub fn build_info() -> BuildInfo {
-    BuildInfo {
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        revision: env!("CARAVAN_REVISION").to_string(),
-    }
 }
 
 impl Agent {
@@ -96,40 +65,25 @@ impl Agent {
         config: AgentConfig,
         hub: caravan_http::monitor::MonitorHub,
     ) -> Result<Agent, String> {
-        let dir = config.data_dir.clone();
-        let id = |kind: &str, file: &str| match &dir {
-            Some(dir) => load_or_create_id(&Path::new(dir).join(kind).join(file)),
-            None => Ok(uuid::Uuid::new_v4().to_string()),
-        };
         let server_id = if config.server.enabled {
-            Some(id("server", "node-id")?)
+            Some(crate::identity::load(&config, "server", "node-id")?)
         } else {
             None
         };
         let node_id = if config.client.enabled {
-            Some(id("client", "client-id")?)
+            Some(crate::identity::load(&config, "client", "client-id")?)
         } else {
             None
         };
-        let mut initial = Vec::new();
-        for text in &config.client.servers {
-            match resolve(text).await {
-                Ok(addrs) => initial.extend(addrs),
-                Err(e) => {
-                    tracing::warn!(target: "client", server = %text, error = %e, "ignoring server address")
-                }
-            }
-        }
-        if config.client.enabled && config.server.enabled {
-            initial.push(config.advertise.rpc);
-        }
-        let build = build_info();
         let rpc = Arc::new(Rpc::new(
             crate::rpc::dial(&config)?,
             crate::rpc::confirms_servers(&config),
         ));
+        let client = Arc::new(ClientRole::new(&config, node_id, rpc.clone()).await);
+        let local = Arc::new(Local::new(config, hub));
+        let config = &local.config;
         let gossip = match &server_id {
-            Some(id) => Some(start_gossip(&config, id, &build).await?),
+            Some(id) => Some(start_gossip(config, id, &local.build).await?),
             None => None,
         };
         let cluster = match &server_id {
@@ -147,22 +101,21 @@ impl Agent {
         };
         let pool = cluster
             .as_ref()
-            .map(|c| parking_lot::Mutex::new(start_workers(&config, c, &rpc)));
+            .map(|c| parking_lot::Mutex::new(start_workers(config, c, &rpc)));
         Ok(Agent {
             cluster,
             pool,
-            config,
             server_id,
-            node_id,
-            servers: RwLock::new(ServerList::new(initial)),
-            build,
-            runtime: tokio::runtime::Handle::current(),
             gossip,
             rpc,
-            tokens: parking_lot::Mutex::new(TokenCache::default()),
-            resolving: tokio::sync::Semaphore::new(MAX_REMOTE_RESOLUTIONS),
-            hub,
+            client,
+            local,
         })
+    }
+
+    /// What this process is, whatever its roles.
+    pub fn local(&self) -> &Arc<Local> {
+        &self.local
     }
 
     /// The cluster (servers only).
@@ -209,7 +162,7 @@ impl Agent {
         let agent = Arc::downgrade(self);
         let peers: Arc<dyn caravan_cluster::duties::ServerDirectory> = Arc::new(ServerPeers {
             gossip,
-            region: self.config.region.clone(),
+            region: self.local.config.region.clone(),
             rpc: self.rpc.clone(),
             on_leadership: Box::new(move |leading| {
                 if let Some(agent) = agent.upgrade() {
@@ -219,15 +172,15 @@ impl Agent {
         });
         use caravan_cluster::duties;
         let (expect, me) = (
-            self.config.server.bootstrap_expect,
-            self.config.advertise.rpc,
+            self.local.config.server.bootstrap_expect,
+            self.local.config.advertise.rpc,
         );
         tokio::spawn(duties::bootstrap(c.clone(), peers.clone(), expect, me));
         tokio::spawn(duties::reconcile(c.clone(), peers.clone()));
         tokio::spawn(duties::follow_leadership(c.clone(), peers));
         tokio::spawn(duties::core_gc(c.clone(), CORE_GC_INTERVAL));
-        if let Some(id) = &self.node_id {
-            let node = local_node(&self.config, id);
+        if let Some(id) = self.client.node_id() {
+            let node = crate::client_role::local_node(&self.local.config, id);
             tokio::spawn(async move {
                 // Retry until a leader takes it (the cluster may still be forming).
                 loop {
@@ -251,9 +204,9 @@ impl Agent {
     pub fn local_members(&self) -> Option<MembersResponse> {
         let gossip = self.gossip.as_ref()?;
         Some(MembersResponse {
-            server_name: self.config.node_name.clone(),
-            server_region: self.config.region.clone(),
-            server_dc: self.config.datacenter.clone(),
+            server_name: self.local.config.node_name.clone(),
+            server_region: self.local.config.region.clone(),
+            server_dc: self.local.config.datacenter.clone(),
             members: gossip
                 .snapshot()
                 .members
@@ -269,7 +222,7 @@ impl Agent {
         let Some(gossip) = self.gossip.clone() else {
             return;
         };
-        let start = self.config.server.start_join.clone();
+        let start = self.local.config.server.start_join.clone();
         if !start.is_empty() {
             let g = gossip.clone();
             tokio::spawn(async move {
@@ -277,7 +230,7 @@ impl Agent {
                 tracing::info!(target: "agent", joined = outcome.joined, errors = ?outcome.errors, "start join");
             });
         }
-        let retry = self.config.server.server_join.clone();
+        let retry = self.local.config.server.server_join.clone();
         if retry.retry_join.is_empty() {
             return;
         }
@@ -309,37 +262,6 @@ impl Agent {
         }
     }
 
-    /// A client-only agent resolves a token through its servers (`ACL.ResolveToken`), with
-    /// answers cached (resolutions 30 s, denials 5 s, both bounded in number).
-    fn resolve_remotely(&self, token: Option<&str>) -> Result<Acl, String> {
-        let secret = token.unwrap_or("");
-        let now = std::time::Instant::now();
-        if let Some(known) = self.tokens.lock().get(secret, now) {
-            return known;
-        }
-        let Ok(_permit) = self.resolving.try_acquire() else {
-            return Err("too many token resolutions in flight; try again".into());
-        };
-        let ask = self.ask_a_server::<Acl>(m::RESOLVE_TOKEN, token);
-        let answer = tokio::task::block_in_place(|| self.runtime.block_on(ask));
-        match answer {
-            Ok(acl) => {
-                self.tokens.lock().put(secret, Ok(acl.clone()), now);
-                Ok(acl)
-            }
-            Err(reason)
-                if reason.starts_with("Permission denied")
-                    || reason.starts_with("failed to parse") =>
-            {
-                self.tokens.lock().put(secret, Err(reason.clone()), now);
-                Err(reason)
-            }
-            Err(reason) => Err(format!(
-                "failed to resolve the token through a server: {reason}"
-            )),
-        }
-    }
-
     /// Serves a Raft RPC (`Raft.*`).
     pub async fn raft_rpc(
         &self,
@@ -364,7 +286,7 @@ impl Agent {
                 "cannot forward to server {name}: without `encrypt` or `tls.rpc` this server cannot authenticate other servers"
             ));
         }
-        servers_in(&self.gossip_members(), &self.config.region)
+        servers_in(&self.gossip_members(), &self.local.config.region)
             .into_iter()
             .find(|s| s.name == name)
             .map(|s| s.rpc)
@@ -373,32 +295,10 @@ impl Agent {
 
     /// Server IDs (UUIDs) by Raft ID, from gossip tags.
     fn server_ids_by_raft_id(&self) -> BTreeMap<u64, String> {
-        servers_in(&self.gossip_members(), &self.config.region)
+        servers_in(&self.gossip_members(), &self.local.config.region)
             .into_iter()
             .map(|s| (raft_id(&s.id), s.id))
             .collect()
-    }
-
-    /// Asks the first server that answers (client-only agents), for the user holding `token`.
-    /// A server's refusal is final; only unreachable servers make it try the next.
-    async fn ask_a_server<T: serde::de::DeserializeOwned>(
-        &self,
-        method: &str,
-        token: Option<&str>,
-    ) -> Result<T, String> {
-        let servers = self.servers.read().servers().to_vec();
-        let mut last = "No known servers".to_string();
-        for server in servers {
-            match self
-                .rpc
-                .call::<T>(server, method, token, &(), PING_TIMEOUT)
-                .await
-            {
-                Ok(v) => return Ok(v),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
     }
 
     /// Leaves the gossip pool gracefully (on shutdown).
@@ -409,7 +309,7 @@ impl Agent {
     }
 
     fn runtime_stats(&self) -> BTreeMap<String, String> {
-        let metrics = self.runtime.metrics();
+        let metrics = self.local.runtime.metrics();
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         BTreeMap::from([
             ("arch".into(), std::env::consts::ARCH.into()),
@@ -426,7 +326,7 @@ impl Agent {
             ("node_id".into(), node_id.to_string()),
             (
                 "known_servers".into(),
-                caravan_http::ServerList::servers(self).join(","),
+                caravan_http::ServerList::servers(&*self.client).join(","),
             ),
             ("num_allocations".into(), "0".into()),
         ])
@@ -443,37 +343,41 @@ impl Agent {
             ),
             (
                 "bootstrap".into(),
-                (self.config.server.bootstrap_expect == 1).to_string(),
+                (self.local.config.server.bootstrap_expect == 1).to_string(),
             ),
-            ("known_regions".into(), self.config.region.clone()),
+            ("known_regions".into(), self.local.config.region.clone()),
         ])
     }
 }
 
 impl caravan_http::AgentInfo for Agent {
     fn config(&self) -> &AgentConfig {
-        &self.config
+        &self.local.config
     }
 
     fn version(&self) -> VersionDto {
-        VersionDto::release(&self.build.version, &self.build.revision)
+        VersionDto::release(&self.local.build.version, &self.local.build.revision)
     }
 
     fn member(&self) -> Member {
         let Some(server_id) = &self.server_id else {
             return Member::none();
         };
-        let name = self.config.member_name();
+        let name = self.local.config.member_name();
         if let Some(g) = &self.gossip
             && let Some(me) = g.snapshot().members.iter().find(|m| m.name == name)
         {
             return me.clone();
         }
         Member {
-            name: self.config.member_name(),
-            addr: Some(self.config.advertise.serf.ip()),
-            port: self.config.advertise.serf.port(),
-            tags: Some(member::server_tags(&self.config, server_id, &self.build)),
+            name: self.local.config.member_name(),
+            addr: Some(self.local.config.advertise.serf.ip()),
+            port: self.local.config.advertise.serf.port(),
+            tags: Some(member::server_tags(
+                &self.local.config,
+                server_id,
+                &self.local.build,
+            )),
             status: MemberStatus::Alive,
             versions: member::NOMAD_VERSIONS,
         }
@@ -482,10 +386,10 @@ impl caravan_http::AgentInfo for Agent {
     fn stats(&self) -> Stats {
         let mut stats = Stats::new();
         stats.insert("runtime".into(), self.runtime_stats());
-        if let Some(node_id) = &self.node_id {
+        if let Some(node_id) = self.client.node_id() {
             stats.insert("client".into(), self.client_stats(node_id));
         }
-        if self.config.server.enabled {
+        if self.local.config.server.enabled {
             stats.insert("nomad".into(), self.nomad_stats());
         }
         if let Some(c) = &self.cluster {
@@ -509,15 +413,11 @@ impl caravan_http::AgentInfo for Agent {
     }
 
     fn client_health(&self) -> Result<(), String> {
-        if self.servers.read().is_empty() {
-            Err("no known servers".into())
-        } else {
-            Ok(())
-        }
+        self.client.health()
     }
 
     fn node_id(&self) -> Option<String> {
-        self.node_id.clone()
+        self.client.node_id().map(String::from)
     }
 
     fn server_id(&self) -> Option<String> {
@@ -535,7 +435,7 @@ impl caravan_http::Membership for Agent {
             return Ok(members);
         }
         // A client-only agent asks one of its servers, which checks the token again.
-        self.ask_a_server(m::MEMBERS, token).await
+        self.client.ask_a_server(m::MEMBERS, token).await
     }
 
     async fn join(&self, addresses: Vec<String>) -> JoinResult {
@@ -559,49 +459,6 @@ impl caravan_http::Membership for Agent {
             Some(g) => g.force_leave(&name, prune).await.map_err(|e| e.to_string()),
             None => Err("this agent runs no server".into()),
         }
-    }
-}
-
-impl caravan_http::ServerList for Agent {
-    fn servers(&self) -> Vec<String> {
-        self.servers.read().addresses()
-    }
-
-    async fn set_servers(&self, addresses: Vec<String>) -> Result<(), String> {
-        let checks = addresses.into_iter().map(|text| {
-            let client = self.rpc.clone();
-            async move {
-                let shown = with_default_port(&text);
-                let addrs = resolve(&text)
-                    .await
-                    .map_err(|e| format!("Server at address {shown} failed ping: {e}"))?;
-                let mut last_err = String::new();
-                for addr in addrs {
-                    match client.ping(addr, PING_TIMEOUT).await {
-                        Ok(_) => return Ok(addr),
-                        Err(e) => last_err = e,
-                    }
-                }
-                Err(format!("Server at address {shown} failed ping: {last_err}"))
-            }
-        });
-        let results = futures_join_all(checks).await;
-        let mut good = Vec::new();
-        let mut errors = Vec::new();
-        for result in results {
-            match result {
-                Ok(addr) => good.push(addr),
-                Err(e) => errors.push(e),
-            }
-        }
-        for e in &errors {
-            tracing::warn!(target: "client", error = %e, "dropping unreachable server");
-        }
-        if good.is_empty() {
-            return Err(multi_error(&errors));
-        }
-        self.servers.write().replace(good);
-        Ok(())
     }
 }
 
@@ -632,60 +489,6 @@ fn server_health(raft: &caravan_raft::RaftNode) -> Result<(), String> {
     }
 }
 
-/// Runs futures concurrently and returns their outputs in order.
-async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let mut set = tokio::task::JoinSet::new();
-    let mut count = 0;
-    for (i, f) in futures.enumerate() {
-        set.spawn(async move { (i, f.await) });
-        count += 1;
-    }
-    let mut out: Vec<Option<F::Output>> = (0..count).map(|_| None).collect();
-    while let Some(joined) = set.join_next().await {
-        if let Ok((i, value)) = joined {
-            out[i] = Some(value);
-        }
-    }
-    out.into_iter().flatten().collect()
-}
-
-/// Resolves `host[:port]` (port defaulting to 4647; bare IPv6 accepted).
-pub async fn resolve(text: &str) -> Result<Vec<SocketAddr>, String> {
-    if let Ok(addr) = parse_host_port(text, DEFAULT_RPC_PORT) {
-        return Ok(vec![addr]);
-    }
-    let with_port = if text.contains(':') {
-        text.to_string()
-    } else {
-        format!("{text}:{DEFAULT_RPC_PORT}")
-    };
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(with_port)
-        .await
-        .map_err(|e| format!("failed to resolve {text:?}: {e}"))?
-        .collect();
-    if addrs.is_empty() {
-        return Err(format!("failed to resolve {text:?}: no addresses"));
-    }
-    Ok(addrs)
-}
-
-/// A server address as Nomad names it in errors: with the default RPC port when none was given
-/// (`127.0.0.1` → `127.0.0.1:4647`, `::1` → `[::1]:4647`, `host` → `host:4647`).
-fn with_default_port(text: &str) -> String {
-    if let Ok(addr) = parse_host_port(text, DEFAULT_RPC_PORT) {
-        return addr.to_string();
-    }
-    if text.contains(':') {
-        text.to_string()
-    } else {
-        format!("{text}:{DEFAULT_RPC_PORT}")
-    }
-}
-
 /// A cluster read's failure over HTTP.
 fn read_error(e: ClusterError) -> ReadError {
     match e {
@@ -709,37 +512,6 @@ fn job_write_result(w: caravan_cluster::store::JobWrite) -> JobWriteResult {
 /// HTTP side validated the job already, so a refusal here means the state changed).
 fn job_write_error(e: ClusterError) -> JobWriteError {
     JobWriteError::Unavailable(e.to_string())
-}
-
-/// This machine as a client node: CPU in MHz (cores × frequency) and memory from sysinfo.
-fn local_node(config: &AgentConfig, id: &str) -> caravan_agent_core::jobs::Node {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
-    let (mhz, memory_bytes) = match sysinfo::System::new() {
-        Ok(mut sys) => {
-            sys.refresh_cpu_all();
-            sys.refresh_memory();
-            let mhz: u64 = sys.cpus().iter().map(|c| c.frequency()).sum();
-            (mhz, sys.total_memory())
-        }
-        Err(e) => {
-            tracing::warn!(target: "client", error = %e, "cannot read CPU and memory; assuming 1 GiB");
-            (0, 1 << 30)
-        }
-    };
-    let cpu = if mhz == 0 { cores * 2000 } else { mhz };
-    caravan_agent_core::jobs::Node {
-        id: id.to_string(),
-        name: config.node_name.clone(),
-        datacenter: config.datacenter.clone(),
-        node_class: config.client.node_class.clone(),
-        meta: config.client.meta.clone(),
-        cpu,
-        memory_mb: memory_bytes >> 20,
-        status: "ready".into(),
-        down_since: None,
-        create_index: 0,
-        modify_index: 0,
-    }
 }
 
 /// Starts the worker pool. Workers take evaluations from the leader's broker and submit each
@@ -804,58 +576,11 @@ async fn start_gossip(
     Gossip::start(node, bind).await.map_err(|e| e.to_string())
 }
 
-/// Reads an ID file, or creates it with a new UUID (written atomically). State files are 0600
-/// in 0700 directories, whatever the umask.
-fn load_or_create_id(path: &Path) -> Result<String, String> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    private_dir(dir)?;
-    if let Ok(text) = std::fs::read_to_string(path) {
-        let id = text.trim().to_string();
-        if uuid::Uuid::parse_str(&id).is_ok() {
-            return Ok(id);
-        }
-        return Err(format!("{}: not a valid UUID: {id:?}", path.display()));
-    }
-    let id = uuid::Uuid::new_v4().to_string();
-    let tmp = path.with_extension("tmp");
-    write_private(&tmp, id.as_bytes())?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(id)
-}
-
-/// Creates `dir` (and missing parents) and makes it 0700.
-fn private_dir(dir: &Path) -> Result<(), String> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| format!("{}: {e}", dir.display()))
-}
-
-/// Writes a file readable by its owner only.
-fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let err = |e: std::io::Error| format!("{}: {e}", path.display());
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(err)?;
-    file.write_all(data).map_err(err)?;
-    file.sync_all().map_err(err)
-}
-
 impl caravan_http::Acls for Agent {
     fn resolve_token(&self, token: Option<&str>) -> Result<Acl, String> {
         match &self.cluster {
             Some(c) => c.state().resolve_token(token),
-            None => self.resolve_remotely(token),
+            None => self.client.resolve_remotely(token),
         }
     }
 
@@ -946,26 +671,7 @@ impl caravan_http::Schedulers for Agent {
     }
 
     fn num_cpus(&self) -> u32 {
-        std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
-    }
-}
-
-impl caravan_http::Debugging for Agent {
-    async fn host_data(&self) -> Result<HostData, String> {
-        tokio::task::spawn_blocking(crate::host::gather)
-            .await
-            .map_err(|e| format!("failed to gather host data: {e}"))
-    }
-
-    async fn profile(
-        &self,
-        request: caravan_http::api::ProfileRequest,
-    ) -> Result<Vec<u8>, caravan_http::ApiError> {
-        crate::profiles::collect(request, &self.hub).await
-    }
-
-    fn monitor_hub(&self) -> &caravan_http::monitor::MonitorHub {
-        &self.hub
+        crate::local::num_cpus()
     }
 }
 
@@ -974,21 +680,21 @@ impl caravan_http::Operator for Agent {
         if let Some(leader) = self.local_leader() {
             return Ok(leader);
         }
-        self.ask_a_server(m::LEADER, None).await
+        self.client.ask_a_server(m::LEADER, None).await
     }
 
     async fn status_peers(&self) -> Result<Vec<String>, String> {
         if let Some(peers) = self.local_peers() {
             return Ok(peers);
         }
-        self.ask_a_server(m::PEERS, None).await
+        self.client.ask_a_server(m::PEERS, None).await
     }
 
     fn raft_configuration(&self) -> Result<caravan_http::dto::RaftConfigurationDto, ReadError> {
         let c = self.cluster.as_ref().ok_or(ReadError::NoServer)?;
         let status = c.raft().status();
         let leader = status.leader.as_ref().map(|(id, _)| *id);
-        let servers = servers_in(&self.gossip_members(), &self.config.region);
+        let servers = servers_in(&self.gossip_members(), &self.local.config.region);
         let servers = status
             .voters
             .iter()
@@ -1032,7 +738,7 @@ impl caravan_http::Operator for Agent {
 
 impl caravan_http::Forwarding for Agent {
     fn remote_server(&self, id: &str) -> Result<String, String> {
-        let servers = servers_in(&self.gossip_members(), &self.config.region);
+        let servers = servers_in(&self.gossip_members(), &self.local.config.region);
         if id == "leader" {
             let leader = self.local_leader().unwrap_or_default();
             return servers
@@ -1092,30 +798,5 @@ impl caravan_http::Forwarding for Agent {
             .stream(addr, m::MONITOR, token, &request, PING_TIMEOUT)
             .await
             .map_err(caravan_http::ApiError::from_message)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_persist() {
-        let dir = std::env::temp_dir().join(format!("caravan-id-{}", uuid::Uuid::new_v4()));
-        let path = dir.join("server").join("node-id");
-        let a = load_or_create_id(&path).unwrap();
-        let b = load_or_create_id(&path).unwrap();
-        assert_eq!(a, b);
-        use std::os::unix::fs::PermissionsExt;
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(&path), 0o600, "the ID file is the owner's only");
-        assert_eq!(mode(path.parent().unwrap()), 0o700);
-        std::fs::write(&path, "garbage").unwrap();
-        assert!(
-            load_or_create_id(&path)
-                .unwrap_err()
-                .contains("not a valid UUID")
-        );
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

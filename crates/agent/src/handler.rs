@@ -74,14 +74,14 @@ async fn dispatch(agent: &Arc<Agent>, app: &App, call: Call) -> Result<Reply, Re
         }
         m::HOST => {
             app.require_debug(token).map_err(refusal)?;
-            reply(&agent.host_data().await.map_err(Refusal::internal)?)
+            reply(&agent.local().host_data().await.map_err(Refusal::internal)?)
         }
         m::PROFILE => {
             // As `/v1/agent/pprof/*`: agent:write, then the debug rule at the target.
             require(Acl::allow_agent_write)?;
             app.require_debug(token).map_err(refusal)?;
             let request: ProfileRequest = decode(&call.body)?;
-            let body = agent.profile(request).await.map_err(refusal)?;
+            let body = agent.local().profile(request).await.map_err(refusal)?;
             Ok(Reply::Whole(body))
         }
         m::MONITOR => {
@@ -116,7 +116,7 @@ fn resolve(agent: &Agent, token: Option<&str>) -> Result<Acl, Refusal> {
 
 /// A local log stream, as the bytes of its HTTP response body.
 fn monitor(agent: &Agent, request: &MonitorRequest) -> Result<Reply, Refusal> {
-    let response = caravan_http::monitor::serve(agent.monitor_hub(), request).map_err(refusal)?;
+    let response = caravan_http::monitor::serve(&agent.local().hub, request).map_err(refusal)?;
     let mut body = response.into_body();
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::agent::Agent;
 use crate::cli::AgentArgs;
-use caravan_http::{AgentInfo, Debugging};
+use caravan_http::AgentInfo;
 
 /// How long shutdown may take in all before the process exits anyway.
 const SHUTDOWN_BUDGET: Duration = Duration::from_secs(4);
@@ -138,7 +138,7 @@ async fn start_and_wait(
         tracing::warn!(target: "agent", "gossip leave took too long");
     }
     // End log streams so open monitor requests finish instead of holding shutdown.
-    agent.monitor_hub().close_all();
+    agent.local().hub.close_all();
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(SHUTDOWN_BUDGET, async {
         let _ = http_task.await;
