@@ -164,3 +164,14 @@ fn unknown_server(id: &str) -> String {
         format!("unknown Nomad server {id}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_without_a_server_knows_no_leader_and_no_other_server() {
+        assert_eq!(unknown_server("leader"), "No cluster leader");
+        assert_eq!(unknown_server("s2"), "unknown Nomad server s2");
+    }
+}

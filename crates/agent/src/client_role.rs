@@ -260,3 +260,21 @@ pub fn local_node(config: &AgentConfig, id: &str) -> Node {
         modify_index: 0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_addresses_are_named_with_the_default_port() {
+        for (given, shown) in [
+            ("127.0.0.1", "127.0.0.1:4647"),
+            ("127.0.0.1:4000", "127.0.0.1:4000"),
+            ("::1", "[::1]:4647"),
+            ("host", "host:4647"),
+            ("host:4000", "host:4000"),
+        ] {
+            assert_eq!(with_default_port(given), shown, "{given}");
+        }
+    }
+}
