@@ -1,4 +1,5 @@
-//! The agent's RPC handler: every method of `docs/rpc.md`, served for one [`Agent`].
+//! The agent's RPC handler: every method of `docs/rpc.md`, served from this process's facts
+//! and its server role (when it runs one).
 //! User-acting methods build the HTTP layer's request context from the caller's token and call
 //! the HTTP endpoint's own check (`caravan_http::acl`), so a rule is written once for both
 //! doors.
@@ -7,28 +8,32 @@ use std::sync::Arc;
 
 use caravan_agent_core::acl::Acl;
 use caravan_http::api::{MonitorRequest, ProfileRequest};
-use caravan_http::{AgentInfo, ApiError, App, Debugging};
+use caravan_http::{ApiError, App, Debugging};
 use caravan_rpc::method as m;
 use caravan_rpc::{BoxFuture, Call, Handler, Refusal, Reply};
 use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 
-use crate::agent::Agent;
+use crate::local::Local;
 use crate::rpc::{Pong, decode, reply};
+use crate::server::ServerRole;
 
 /// Serves every RPC method for one agent. `app` is the agent's HTTP application, whose checks
 /// (token resolution, the debug rule) the user-acting methods run.
+#[derive(Clone)]
 pub struct AgentHandler {
-    /// The agent.
-    pub agent: Arc<Agent>,
-    /// Its HTTP application.
+    /// This process (host data, profiles, logs).
+    pub local: Arc<Local>,
+    /// The server role, on servers.
+    pub server: Option<Arc<ServerRole>>,
+    /// The agent's HTTP application.
     pub app: App,
 }
 
 impl Handler for AgentHandler {
     fn call(&self, call: Call) -> BoxFuture<Result<Reply, Refusal>> {
-        let (agent, app) = (self.agent.clone(), self.app.clone());
-        Box::pin(async move { dispatch(&agent, &app, call).await })
+        let handler = self.clone();
+        Box::pin(async move { handler.dispatch(call).await })
     }
 }
 
@@ -40,83 +45,99 @@ fn no_server() -> Refusal {
     Refusal::bad_request("rpc: this agent runs no server")
 }
 
-async fn dispatch(agent: &Arc<Agent>, app: &App, call: Call) -> Result<Reply, Refusal> {
-    // A client-only agent resolves tokens through its servers: a stranger's user-acting call
-    // would make it ask them for every token the stranger invents (and take the few resolution
-    // slots its own HTTP users need). Only servers forward requests to a client agent.
-    if agent.cluster().is_none()
-        && call.method.access == caravan_rpc::Access::User
-        && call.peer.role != caravan_rpc::Role::Server
-    {
-        return Err(Refusal::new(
-            403,
-            "Permission denied: a client agent takes forwarded requests from its servers only",
-        ));
+impl AgentHandler {
+    /// The server role, or the refusal of an agent that runs none.
+    fn server(&self) -> Result<&ServerRole, Refusal> {
+        self.server.as_deref().ok_or_else(no_server)
     }
-    let token = call.token.as_deref();
-    let require = |allowed: fn(&Acl) -> bool| {
-        let acl = app.authorize(token).map_err(refusal)?;
-        if allowed(&acl) {
-            Ok(())
-        } else {
-            Err(refusal(ApiError::permission_denied()))
-        }
-    };
-    match call.method.name {
-        m::PING => reply(&Pong {
-            server_id: agent.server_id(),
-        }),
-        m::LEADER => reply(&agent.local_leader().ok_or_else(no_server)?),
-        m::PEERS => reply(&agent.local_peers().ok_or_else(no_server)?),
-        m::MEMBERS => {
-            require(Acl::allow_node_read)?;
-            reply(&agent.local_members().ok_or_else(no_server)?)
-        }
-        m::HOST => {
-            app.require_debug(token).map_err(refusal)?;
-            reply(&agent.host_data().await.map_err(Refusal::internal)?)
-        }
-        m::PROFILE => {
-            // As `/v1/agent/pprof/*`: agent:write, then the debug rule at the target.
-            require(Acl::allow_agent_write)?;
-            app.require_debug(token).map_err(refusal)?;
-            let request: ProfileRequest = decode(&call.body)?;
-            let body = agent.profile(request).await.map_err(refusal)?;
-            Ok(Reply::Whole(body))
-        }
-        m::MONITOR => {
-            require(Acl::allow_agent_read)?;
-            let request: MonitorRequest = decode(&call.body)?;
-            monitor(agent, &request)
-        }
-        m::RESOLVE_TOKEN => reply(&resolve(agent, call.token.as_deref())?),
-        m::EVAL_DEQUEUE | m::EVAL_ACK | m::EVAL_NACK => {
-            crate::cluster::broker_rpc(agent.cluster(), call.method.name, &call.body).await
-        }
-        name if name.starts_with("Raft.") => agent
-            .raft_rpc(name, &call.body)
-            .await
-            .map(Reply::Whole)
-            .map_err(|(status, text)| Refusal::new(status.as_u16(), text)),
-        other => Err(Refusal::new(404, format!("rpc: can't find method {other}"))),
-    }
-}
 
-/// `ACL.ResolveToken`: the permissions of the token the caller presented, as this server
-/// resolves it (management when ACLs are off). The caller learns nothing it did not hold.
-fn resolve(agent: &Agent, token: Option<&str>) -> Result<Acl, Refusal> {
-    if !agent.config().acl_enabled {
-        return Ok(Acl::management());
+    async fn dispatch(&self, call: Call) -> Result<Reply, Refusal> {
+        // A client-only agent resolves tokens through its servers: a stranger's user-acting
+        // call would make it ask them for every token the stranger invents (and take the few
+        // resolution slots its own HTTP users need). Only servers forward requests to a client
+        // agent.
+        if self.server.is_none()
+            && call.method.access == caravan_rpc::Access::User
+            && call.peer.role != caravan_rpc::Role::Server
+        {
+            return Err(Refusal::new(
+                403,
+                "Permission denied: a client agent takes forwarded requests from its servers only",
+            ));
+        }
+        match call.method.name {
+            m::PING => reply(&Pong {
+                server_id: self.server.as_ref().map(|s| s.id().to_string()),
+            }),
+            m::LEADER => reply(&self.server()?.leader()),
+            m::PEERS => reply(&self.server()?.peers()),
+            m::RESOLVE_TOKEN => reply(&self.resolve(call.token.as_deref())?),
+            m::EVAL_DEQUEUE | m::EVAL_ACK | m::EVAL_NACK => {
+                let cluster = self.server.as_ref().map(|s| s.cluster());
+                crate::cluster::broker_rpc(cluster, call.method.name, &call.body).await
+            }
+            name if name.starts_with("Raft.") => {
+                let cluster = self.server()?.cluster();
+                let reply = cluster.handle(name, &call.body).await;
+                reply
+                    .map(Reply::Whole)
+                    .map_err(|e| Refusal::internal(e.to_string()))
+            }
+            _ => self.dispatch_agent(call).await,
+        }
     }
-    if agent.cluster().is_none() {
-        return Err(no_server());
+
+    /// The `Agent.*` methods a user's token acts through.
+    async fn dispatch_agent(&self, call: Call) -> Result<Reply, Refusal> {
+        let (app, token) = (&self.app, call.token.as_deref());
+        let require = |allowed: fn(&Acl) -> bool| {
+            let acl = app.authorize(token).map_err(refusal)?;
+            if allowed(&acl) {
+                Ok(())
+            } else {
+                Err(refusal(ApiError::permission_denied()))
+            }
+        };
+        match call.method.name {
+            m::MEMBERS => {
+                require(Acl::allow_node_read)?;
+                reply(&self.server()?.member_list())
+            }
+            m::HOST => {
+                app.require_debug(token).map_err(refusal)?;
+                reply(&self.local.host_data().await.map_err(Refusal::internal)?)
+            }
+            m::PROFILE => {
+                // As `/v1/agent/pprof/*`: agent:write, then the debug rule at the target.
+                require(Acl::allow_agent_write)?;
+                app.require_debug(token).map_err(refusal)?;
+                let request: ProfileRequest = decode(&call.body)?;
+                let body = self.local.profile(request).await.map_err(refusal)?;
+                Ok(Reply::Whole(body))
+            }
+            m::MONITOR => {
+                require(Acl::allow_agent_read)?;
+                let request: MonitorRequest = decode(&call.body)?;
+                monitor(&self.local, &request)
+            }
+            other => Err(Refusal::new(404, format!("rpc: can't find method {other}"))),
+        }
     }
-    caravan_http::Acls::resolve_token(agent, token).map_err(|reason| Refusal::new(403, reason))
+
+    /// `ACL.ResolveToken`: the permissions of the token the caller presented, as this server
+    /// resolves it (management when ACLs are off). The caller learns nothing it did not hold.
+    fn resolve(&self, token: Option<&str>) -> Result<Acl, Refusal> {
+        if !self.local.config.acl_enabled {
+            return Ok(Acl::management());
+        }
+        caravan_http::Acls::resolve_token(self.server()?, token)
+            .map_err(|reason| Refusal::new(403, reason))
+    }
 }
 
 /// A local log stream, as the bytes of its HTTP response body.
-fn monitor(agent: &Agent, request: &MonitorRequest) -> Result<Reply, Refusal> {
-    let response = caravan_http::monitor::serve(agent.monitor_hub(), request).map_err(refusal)?;
+fn monitor(local: &Local, request: &MonitorRequest) -> Result<Reply, Refusal> {
+    let response = caravan_http::monitor::serve(&local.hub, request).map_err(refusal)?;
     let mut body = response.into_body();
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {

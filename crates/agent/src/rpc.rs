@@ -17,6 +17,9 @@ use tokio::sync::mpsc;
 /// neither `encrypt` nor `tls.rpc` (every RPC caller is then trusted as a server).
 pub const INSECURE_ENV: &str = "CARAVAN_INSECURE_RPC";
 
+/// How long one server ping (or one short call asking a server) may take.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// How this agent proves itself when it calls others: its TLS certificate, else (servers) the
 /// key derived from the gossip key, else nothing (encrypted, anonymous).
 pub fn dial(config: &AgentConfig) -> Result<Dial, String> {

@@ -12,7 +12,6 @@ use tokio::sync::watch;
 
 use crate::agent::Agent;
 use crate::cli::AgentArgs;
-use caravan_http::{AgentInfo, Debugging};
 
 /// How long shutdown may take in all before the process exits anyway.
 const SHUTDOWN_BUDGET: Duration = Duration::from_secs(4);
@@ -96,8 +95,8 @@ async fn start_and_wait(
         None
     };
     let trust = crate::rpc::trust(&config)?;
-    let agent = Arc::new(Agent::new(config, hub).await?);
-    let app = crate::agent::app(&agent).map_err(|e| e.to_string())?;
+    let agent = Agent::start(config, hub).await?;
+    let app = agent.app().clone();
     let (stop_tx, stop_rx) = watch::channel(false);
     let http_opts = ServeOptions {
         max_conns_per_ip: limits.http_max_conns_per_client,
@@ -116,18 +115,10 @@ async fn start_and_wait(
         http_opts,
         stop_rx.clone(),
     ));
-    let rpc_server = caravan_rpc::Server::new(
-        trust,
-        Arc::new(crate::handler::AgentHandler {
-            agent: agent.clone(),
-            app: app.clone(),
-        }),
-        rpc_opts,
-    );
+    let rpc_server = caravan_rpc::Server::new(trust, Arc::new(agent.rpc_handler()), rpc_opts);
     let rpc_task = tokio::spawn(rpc_server.serve(rpc_listener, stop_rx));
     log_started(&agent, http_addr, rpc_addr);
-    agent.spawn_start_joins();
-    agent.spawn_cluster();
+    agent.spawn_duties();
     let signal = wait_for_signal().await?;
     tracing::info!(target: "agent", signal, "caught signal, shutting down");
     // Leave the gossip pool first (about a second), so peers see `left`, not `failed`.
@@ -138,7 +129,7 @@ async fn start_and_wait(
         tracing::warn!(target: "agent", "gossip leave took too long");
     }
     // End log streams so open monitor requests finish instead of holding shutdown.
-    agent.monitor_hub().close_all();
+    agent.close_log_streams();
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(SHUTDOWN_BUDGET, async {
         let _ = http_task.await;

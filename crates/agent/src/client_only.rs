@@ -1,0 +1,177 @@
+//! What an agent without a server answers for the server capabilities: it asks one of its
+//! servers where Nomad does (members, status, token resolution) and otherwise says it runs no
+//! server, exactly as the HTTP API expects of a client-only agent.
+
+use std::sync::Arc;
+
+use caravan_agent_core::acl::{Acl, AclState, AclWrite, Token};
+use caravan_agent_core::jobs::Job;
+use caravan_agent_core::query::{Indexed, ReadOptions, StateAnswer, StateQuery};
+use caravan_agent_core::sched::{SchedulerConfig, WorkerInfo};
+use caravan_http::api::{
+    AclWriteError, JobWriteError, JobWriteResult, JoinResult, MonitorRequest, ProfileRequest,
+    ReadError, RestoreError,
+};
+use caravan_http::dto::{HostData, MembersResponse, RaftConfigurationDto};
+use caravan_http::{Acls, ApiError, Forwarding, Jobs, Membership, Operator, Schedulers};
+use caravan_rpc::method as m;
+
+use crate::client_role::ClientRole;
+
+/// The text of a server-only action on an agent without a server.
+const NO_SERVER: &str = "this agent runs no server";
+
+/// The server capabilities of a client-only agent, answered through its client role.
+pub struct ClientOnly {
+    client: Arc<ClientRole>,
+}
+
+impl ClientOnly {
+    /// The server capabilities of an agent whose only role is `client`.
+    pub fn new(client: Arc<ClientRole>) -> ClientOnly {
+        ClientOnly { client }
+    }
+}
+
+impl Membership for ClientOnly {
+    async fn members(&self, token: Option<&str>) -> Result<MembersResponse, String> {
+        // One of its servers answers, and checks the token again.
+        self.client.ask_a_server(m::MEMBERS, token).await
+    }
+
+    async fn join(&self, _addresses: Vec<String>) -> JoinResult {
+        JoinResult::failed(NO_SERVER)
+    }
+
+    async fn force_leave(&self, _name: String, _prune: bool) -> Result<(), String> {
+        Err(NO_SERVER.into())
+    }
+}
+
+/// A client-only agent holds no ACL state: it resolves each token through a server.
+impl Acls for ClientOnly {
+    fn resolve_token(&self, token: Option<&str>) -> Result<Acl, String> {
+        self.client.resolve_remotely(token)
+    }
+
+    fn acl_read<R>(&self, read: impl FnOnce(&AclState) -> R) -> R {
+        read(&AclState::default())
+    }
+
+    async fn acl_write(&self, _write: AclWrite) -> Result<Option<Token>, AclWriteError> {
+        Err(AclWriteError::Unavailable(
+            "ACL writes go to a server; this agent runs none".into(),
+        ))
+    }
+}
+
+impl Jobs for ClientOnly {
+    async fn register_job(&self, _job: Job) -> Result<JobWriteResult, JobWriteError> {
+        Err(JobWriteError::NoServer)
+    }
+
+    async fn deregister_job(&self, _id: &str) -> Result<Option<JobWriteResult>, JobWriteError> {
+        Err(JobWriteError::NoServer)
+    }
+
+    async fn read_state(
+        &self,
+        _query: StateQuery,
+        _options: ReadOptions,
+    ) -> Result<Indexed<StateAnswer>, ReadError> {
+        Err(ReadError::NoServer)
+    }
+}
+
+impl Schedulers for ClientOnly {
+    fn schedulers(&self) -> Option<Vec<WorkerInfo>> {
+        None
+    }
+
+    fn scheduler_config(&self) -> Option<SchedulerConfig> {
+        None
+    }
+
+    fn set_scheduler_config(&self, wanted: SchedulerConfig) -> SchedulerConfig {
+        wanted
+    }
+
+    fn num_cpus(&self) -> u32 {
+        crate::local::num_cpus()
+    }
+}
+
+impl Operator for ClientOnly {
+    async fn status_leader(&self) -> Result<String, String> {
+        self.client.ask_a_server(m::LEADER, None).await
+    }
+
+    async fn status_peers(&self) -> Result<Vec<String>, String> {
+        self.client.ask_a_server(m::PEERS, None).await
+    }
+
+    fn raft_configuration(&self) -> Result<RaftConfigurationDto, ReadError> {
+        Err(ReadError::NoServer)
+    }
+
+    async fn snapshot_save(&self) -> Result<Indexed<Vec<u8>>, ReadError> {
+        Err(ReadError::NoServer)
+    }
+
+    async fn snapshot_restore(&self, _snapshot: Vec<u8>) -> Result<(), RestoreError> {
+        Err(RestoreError::NoServer)
+    }
+}
+
+/// An agent without a server knows no other server to forward to.
+impl Forwarding for ClientOnly {
+    fn remote_server(&self, id: &str) -> Result<String, String> {
+        Err(unknown_server(id))
+    }
+
+    async fn remote_host_data(
+        &self,
+        server: &str,
+        _token: Option<&str>,
+    ) -> Result<HostData, String> {
+        Err(unknown_server(server))
+    }
+
+    async fn remote_profile(
+        &self,
+        server: &str,
+        _token: Option<&str>,
+        _request: ProfileRequest,
+    ) -> Result<Vec<u8>, ApiError> {
+        Err(ApiError::from_message(unknown_server(server)))
+    }
+
+    async fn remote_monitor(
+        &self,
+        server: &str,
+        _token: Option<&str>,
+        _request: MonitorRequest,
+    ) -> Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, ApiError> {
+        Err(ApiError::from_message(unknown_server(server)))
+    }
+}
+
+/// The spec's error for a `server_id` this agent cannot reach (`leader`: it knows none).
+fn unknown_server(id: &str) -> String {
+    if id == "leader" {
+        "No cluster leader".into()
+    } else {
+        format!("unknown Nomad server {id}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_without_a_server_knows_no_leader_and_no_other_server() {
+        assert_eq!(unknown_server("leader"), "No cluster leader");
+        assert_eq!(unknown_server("s2"), "unknown Nomad server s2");
+    }
+}
