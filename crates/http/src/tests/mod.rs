@@ -12,6 +12,7 @@ mod agent;
 mod app;
 mod jobs;
 mod operator;
+mod pprof;
 mod schedulers;
 
 use std::sync::{Arc, Mutex};
