@@ -11,6 +11,7 @@ mod acl;
 mod agent;
 mod app;
 mod jobs;
+mod monitor;
 mod operator;
 mod pprof;
 mod schedulers;
