@@ -129,44 +129,6 @@ async fn register_place_block_deregister() {
 }
 
 #[tokio::test]
-async fn bad_jobs_name_the_field() {
-    let agent = Agent::dev("").await;
-    let cases = [
-        (json!({"Job": {"ID": "", "Datacenters": ["dc1"]}}), "Job.ID"),
-        (
-            json!({"Job": {"ID": "x", "Type": "cron", "Datacenters": ["dc1"]}}),
-            "Job.Type",
-        ),
-        (
-            json!({"Job": {"ID": "x", "TaskGroups": [{"Count": "two"}]}}),
-            "Job.TaskGroups[0].Count",
-        ),
-        (
-            json!({"Job": {"ID": "x", "Datacenters": ["dc1"], "TaskGroups": [{"Name": "g", "Tasks": [{"Name": "t", "Driver": "d", "Resources": {"CPU": 0}}]}]}}),
-            "Job.TaskGroups[0].Tasks[0].Resources.CPU",
-        ),
-        (json!({"NotAJob": {}}), "missing field `Job`"),
-    ];
-    for (body, want) in cases {
-        let r = post(&agent, "/v1/jobs", body).await;
-        assert_eq!(r.status, 400, "{want}");
-        assert!(r.text().contains(want), "{}: {want}", r.text());
-    }
-    let r = post(&agent, "/v1/job/other", job("web", "service", 1, 10)).await;
-    assert_eq!(
-        (r.status, r.text().as_str()),
-        (400, "Job ID does not match name")
-    );
-    assert_eq!(agent.get("/v1/job/missing").await.status, 404);
-    assert_eq!(
-        agent.call("DELETE", "/v1/job/missing", &[]).await.status,
-        404
-    );
-    assert_eq!(agent.get("/v1/evaluation/missing").await.status, 404);
-    assert_eq!(agent.call("DELETE", "/v1/jobs", &[]).await.status, 405);
-}
-
-#[tokio::test]
 async fn the_dev_node_carries_class_and_meta() {
     let agent =
         Agent::dev("client {\n  node_class = \"gpu\"\n  meta { \"rack\" = \"r1\" }\n}\n").await;

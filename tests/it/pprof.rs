@@ -15,43 +15,14 @@ fn gunzip(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Real profiles from a running agent: its command line, every thread's stack (binary and as
+/// text), Nomad's ?profile= quirk, mutex's 501. The parameter rules and headers are
+/// caravan-http's pprof table.
 #[tokio::test]
-async fn parameters_and_headers() {
+async fn named_profiles_are_collected() {
     let agent = Agent::dev("").await;
-    let r = agent.get("/v1/agent/pprof/").await;
-    assert_eq!((r.status, r.text().as_str()), (404, "Invalid method"));
-    for name in ["symbol", "latency", "heap/x"] {
-        let r = agent.get(&format!("/v1/agent/pprof/{name}")).await;
-        assert_eq!(
-            (r.status, r.text()),
-            (404, format!("Pprof profile not found profile: {name}"))
-        );
-    }
-    let r = agent
-        .get("/v1/agent/pprof/heap?node_id=a&server_id=b")
-        .await;
-    assert_eq!(
-        (r.status, r.text().as_str()),
-        (400, "Cannot target node and server simultaneously")
-    );
-    let r = agent.get("/v1/agent/pprof/heap?server_id=zz").await;
-    assert_eq!(
-        (r.status, r.text().as_str()),
-        (500, "unknown Nomad server zz")
-    );
-    let r = agent.get("/v1/agent/pprof/heap?node_id=zz").await;
-    assert_eq!((r.status, r.text().as_str()), (404, "Unknown node \"zz\""));
-
     let r = agent.get("/v1/agent/pprof/cmdline").await;
     assert_eq!(r.status, 200);
-    assert_eq!(
-        r.header("content-type").as_deref(),
-        Some("text/plain; charset=utf-8")
-    );
-    assert_eq!(
-        r.header("x-content-type-options").as_deref(),
-        Some("nosniff")
-    );
     let argv: Vec<&[u8]> = r.body.split(|b| *b == 0).collect();
     assert!(argv[0].ends_with(b"caravan"), "{:?}", r.text());
     assert_eq!(argv[1], b"agent");
@@ -59,14 +30,6 @@ async fn parameters_and_headers() {
 
     let r = agent.get("/v1/agent/pprof/goroutine").await;
     assert_eq!(r.status, 200);
-    assert_eq!(
-        r.header("content-type").as_deref(),
-        Some("application/octet-stream")
-    );
-    assert_eq!(
-        r.header("content-disposition").as_deref(),
-        Some("attachment; filename=\"goroutine\"")
-    );
     let p = Profile::decode(&gunzip(&r.body)[..]).unwrap();
     assert!(p.sample.len() >= 2, "one sample per thread");
     // Each runtime thread's stack was captured (by a signal to that thread: only the collecting
@@ -103,11 +66,6 @@ async fn parameters_and_headers() {
         let r = agent
             .get(&format!("/v1/agent/pprof/goroutine?debug={debug}"))
             .await;
-        assert_eq!(
-            r.header("content-type").as_deref(),
-            Some("text/plain; charset=utf-8")
-        );
-        assert!(r.header("content-disposition").is_none());
         let text = r.text();
         assert!(text.starts_with("goroutine profile: total "), "{text}");
         // Frames are listed under the threads, and most threads answered in time.
@@ -134,13 +92,9 @@ async fn parameters_and_headers() {
         "{}",
         r.text()
     );
+    // No Rust equivalent: the agent's answer.
     let r = agent.get("/v1/agent/pprof/mutex").await;
     assert_eq!(r.status, 501);
-    let r = agent.get("/v1/agent/pprof/profile?seconds=100000").await;
-    assert_eq!(
-        (r.status, r.text().as_str()),
-        (400, "seconds must be at most 3600")
-    );
 }
 
 #[tokio::test]
@@ -253,76 +207,4 @@ async fn concurrent_cpu_profiles_are_refused() {
         (outcomes[1].0, outcomes[1].1.as_str()),
         (500, "cpu profiling already in use")
     );
-}
-
-#[tokio::test]
-async fn availability_table() {
-    // enable_debug unset, ACLs off: no.
-    let off = Agent::dev("enable_debug = false\n").await;
-    let r = off.get("/v1/agent/pprof/cmdline").await;
-    assert_eq!((r.status, r.text().as_str()), (403, "Permission denied"));
-    // enable_debug true, ACLs off: yes.
-    let on = Agent::dev("").await;
-    assert_eq!(on.get("/v1/agent/pprof/cmdline").await.status, 200);
-    // ACLs on: agent:write or management yes (even with enable_debug false); agent:read, none: no.
-    let acl = Agent::start(&["-dev", "-acl-enabled"], "enable_debug = false\n").await;
-    let boot = acl.call("POST", "/v1/acl/bootstrap", &[]).await.json();
-    let mgmt = boot["SecretID"].as_str().unwrap().to_string();
-    let r = acl
-        .call(
-            "GET",
-            "/v1/agent/pprof/cmdline",
-            &[("X-Nomad-Token", &mgmt)],
-        )
-        .await;
-    assert_eq!(r.status, 200);
-    for (name, rules) in [
-        ("w", "agent {\n  policy = \"write\"\n}"),
-        ("r", "agent {\n  policy = \"read\"\n}"),
-    ] {
-        let body = serde_json::json!({"Name": name, "Rules": rules}).to_string();
-        let r = crate::support::call(
-            acl.http,
-            "POST",
-            &format!("/v1/acl/policy/{name}"),
-            &[("X-Nomad-Token", &mgmt)],
-            body.into(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(r.status, 200);
-    }
-    let mut secrets = Vec::new();
-    for p in ["w", "r"] {
-        let body = serde_json::json!({"Type": "client", "Policies": [p]}).to_string();
-        let r = crate::support::call(
-            acl.http,
-            "POST",
-            "/v1/acl/token",
-            &[("X-Nomad-Token", &mgmt)],
-            body.into(),
-        )
-        .await
-        .unwrap();
-        secrets.push(r.json()["SecretID"].as_str().unwrap().to_string());
-    }
-    let (writer, reader) = (secrets[0].clone(), secrets[1].clone());
-    let r = acl
-        .call(
-            "GET",
-            "/v1/agent/pprof/cmdline",
-            &[("X-Nomad-Token", &writer)],
-        )
-        .await;
-    assert_eq!(r.status, 200);
-    let r = acl
-        .call(
-            "GET",
-            "/v1/agent/pprof/cmdline",
-            &[("X-Nomad-Token", &reader)],
-        )
-        .await;
-    assert_eq!((r.status, r.text().as_str()), (403, "Permission denied"));
-    let r = acl.call("GET", "/v1/agent/pprof/cmdline", &[]).await;
-    assert_eq!((r.status, r.text().as_str()), (403, "Permission denied"));
 }

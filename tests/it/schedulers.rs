@@ -1,9 +1,11 @@
-//! `/v1/agent/schedulers` and `/v1/agent/schedulers/config` against a real agent.
+//! `/v1/agent/schedulers` and `/v1/agent/schedulers/config` against a real agent: the real worker
+//! pool and the CLI. The check order and the configuration table are caravan-http's schedulers
+//! table.
 
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::support::{Agent, Scratch, call, cli, stdout_ok};
+use crate::support::{Agent, call, cli, stdout_ok};
 
 async fn put(agent: &Agent, body: &str, token: Option<&str>) -> crate::support::Resp {
     let headers: Vec<(&str, &str)> = token
@@ -96,97 +98,6 @@ async fn workers_and_config() {
         agent.get("/v1/agent/schedulers").await.json()["schedulers"],
         json!([])
     );
-}
-
-#[tokio::test]
-async fn config_errors() {
-    let agent = Agent::dev("").await;
-    let cases: [(&str, &str); 7] = [
-        ("", "Invalid request: Request body is empty"),
-        ("null", "Invalid request"),
-        (
-            r#"{"NumSchedulers": 1, "EnabledSchedulers": ["_core"]}"#,
-            "Invalid request",
-        ),
-        (
-            r#"{"num_schedulers": 1, "enabled_schedulers": ["service"]}"#,
-            "Invalid request",
-        ),
-        (
-            r#"{"num_schedulers": 4096, "enabled_schedulers": ["_core"]}"#,
-            "Invalid request",
-        ),
-        (
-            r#"{"num_schedulers": -1, "enabled_schedulers": ["_core"]}"#,
-            "Invalid request",
-        ),
-        (
-            r#"{"num_schedulers": 1, "enabled_schedulers": ["_core", "gpu"]}"#,
-            "Invalid request",
-        ),
-    ];
-    for (body, want) in cases {
-        let r = put(&agent, body, None).await;
-        assert_eq!((r.status, r.text().as_str()), (400, want), "{body}");
-    }
-    let r = put(&agent, "{nope", None).await;
-    assert_eq!(r.status, 400);
-    assert!(r.text().starts_with("Invalid request: "), "{}", r.text());
-    let r = put(&agent, r#"{"num_schedulers": "one"}"#, None).await;
-    assert!(r.text().contains("cannot unmarshal string"), "{}", r.text());
-    for method in ["DELETE", "HEAD"] {
-        assert_eq!(
-            agent
-                .call(method, "/v1/agent/schedulers/config", &[])
-                .await
-                .status,
-            405
-        );
-    }
-    assert_eq!(
-        agent.call("PUT", "/v1/agent/schedulers", &[]).await.status,
-        405
-    );
-
-    // Client-only agents: 400 Server only endpoint, for every method, before anything else.
-    let dir = Scratch::new();
-    let data = format!("-data-dir={}", dir.0.display());
-    let client = Agent::start(&["-client", &data], "bind_addr = \"127.0.0.1\"\n").await;
-    for (method, path) in [
-        ("GET", "/v1/agent/schedulers"),
-        ("DELETE", "/v1/agent/schedulers"),
-        ("PUT", "/v1/agent/schedulers/config"),
-        ("PATCH", "/v1/agent/schedulers/config"),
-    ] {
-        let r = client.call(method, path, &[]).await;
-        assert_eq!(
-            (r.status, r.text().as_str()),
-            (400, "Server only endpoint"),
-            "{method} {path}"
-        );
-    }
-}
-
-#[tokio::test]
-async fn token_is_checked_before_the_body() {
-    let agent = Agent::start(&["-dev", "-acl-enabled"], "").await;
-    let r = put(&agent, "{nope", None).await;
-    assert_eq!((r.status, r.text().as_str()), (403, "Permission denied"));
-    let boot: Value = agent.call("POST", "/v1/acl/bootstrap", &[]).await.json();
-    let mgmt = boot["SecretID"].as_str().unwrap();
-    let r = put(&agent, "{nope", Some(mgmt)).await;
-    assert_eq!(r.status, 400);
-    assert_eq!(agent.get("/v1/agent/schedulers").await.status, 403);
-    let r = call(
-        agent.http,
-        "GET",
-        "/v1/agent/schedulers",
-        &[("X-Nomad-Token", mgmt)],
-        Bytes::new(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status, 200);
 }
 
 #[tokio::test]

@@ -1,0 +1,136 @@
+//! `/v1/status/leader`, `/v1/status/peers`, `/v1/operator/raft/configuration` and
+//! `/v1/operator/snapshot` over a fake cluster (`Operator`).
+
+use super::{ACLS, Case, MGMT, OPERATOR_READ, case, run};
+use crate::api::{Indexed, ReadError, RestoreError};
+
+/// Leader `10.0.0.1:4647`, the only voter; no Raft configuration (a client's answer); a
+/// snapshot `SNAP` at index 9; a restore of anything but `SNAP` is refused.
+pub(super) struct OperatorFake;
+
+impl crate::Operator for OperatorFake {
+    async fn status_leader(&self) -> Result<String, String> {
+        Ok("10.0.0.1:4647".into())
+    }
+    async fn status_peers(&self) -> Result<Vec<String>, String> {
+        Ok(vec!["10.0.0.1:4647".into()])
+    }
+    fn raft_configuration(&self) -> Result<crate::dto::RaftConfigurationDto, ReadError> {
+        Err(ReadError::NoServer)
+    }
+    async fn snapshot_save(&self) -> Result<Indexed<Vec<u8>>, ReadError> {
+        Ok(Indexed {
+            value: b"SNAP".to_vec(),
+            index: 9,
+            known_leader: true,
+            last_contact: std::time::Duration::ZERO,
+        })
+    }
+    async fn snapshot_restore(&self, snapshot: Vec<u8>) -> Result<(), RestoreError> {
+        if snapshot == b"SNAP" {
+            Ok(())
+        } else {
+            Err(RestoreError::Invalid("snapshot does not decode".into()))
+        }
+    }
+}
+
+/// The operator area's one helper: each row on a fresh agent with every capability.
+async fn check(cases: &[Case<'_>]) {
+    run("", cases).await
+}
+
+#[tokio::test]
+async fn status_and_operator_rules() {
+    check(&[
+        case("leader", "GET /v1/status/leader", "200 \"10.0.0.1:4647\"")
+            .answers_header("content-type", Some("application/json")),
+        case("peers", "GET /v1/status/peers", "200 [\"10.0.0.1:4647\"]"),
+        case(
+            "leader with a bad stale",
+            "GET /v1/status/leader?stale=x",
+            "400 Expect `true` or `false` for `stale` query string parameter",
+        ),
+        case(
+            "peers with a bad index",
+            "GET /v1/status/peers?index=x",
+            "400 Invalid index",
+        ),
+        case(
+            "leader by PUT",
+            "PUT /v1/status/leader",
+            "405 Invalid method",
+        ),
+        case(
+            "peers by POST",
+            "POST /v1/status/peers",
+            "405 Invalid method",
+        ),
+        case(
+            "raft configuration without a server",
+            "GET /v1/operator/raft/configuration",
+            "501 this agent runs no server",
+        ),
+        case(
+            "raft configuration by PUT",
+            "PUT /v1/operator/raft/configuration",
+            "405 Invalid method",
+        ),
+        case(
+            "raft configuration needs operator:read",
+            "GET /v1/operator/raft/configuration",
+            "403 Permission denied",
+        )
+        .config(ACLS),
+        case(
+            "raft configuration with operator:read",
+            "GET /v1/operator/raft/configuration",
+            "501 this agent runs no server",
+        )
+        .config(ACLS)
+        .token(OPERATOR_READ),
+        case("snapshot", "GET /v1/operator/snapshot", "200 SNAP")
+            .answers_header("content-type", Some("application/octet-stream"))
+            .answers_header("x-nomad-index", Some("9"))
+            .answers_header("x-nomad-knownleader", Some("true")),
+        case(
+            "snapshot needs management",
+            "GET /v1/operator/snapshot",
+            "403 Permission denied",
+        )
+        .config(ACLS)
+        .token(OPERATOR_READ),
+        case(
+            "snapshot with management",
+            "GET /v1/operator/snapshot",
+            "200 SNAP",
+        )
+        .config(ACLS)
+        .token(MGMT),
+        case(
+            "restore needs management, before the body",
+            "PUT /v1/operator/snapshot",
+            "403 Permission denied",
+        )
+        .config(ACLS)
+        .token(OPERATOR_READ),
+        case(
+            "restore without a body",
+            "PUT /v1/operator/snapshot",
+            "400 Request body is empty",
+        ),
+        case(
+            "restore of a bad snapshot",
+            "PUT /v1/operator/snapshot",
+            "400 snapshot does not decode",
+        )
+        .body("junk"),
+        case("restore", "POST /v1/operator/snapshot", "200").body("SNAP"),
+        case(
+            "snapshot by DELETE",
+            "DELETE /v1/operator/snapshot",
+            "405 Invalid method",
+        ),
+    ])
+    .await;
+}
