@@ -255,6 +255,16 @@ impl Acl {
         self.management || self.operator.allows_write()
     }
 
+    /// Nomad's "debug" rule (host data, profiles): with ACLs off `enable_debug` decides; with
+    /// ACLs on a management, `agent:read` or `agent:write` token passes.
+    pub fn allow_debug(&self, acl_enabled: bool, enable_debug: bool) -> bool {
+        if acl_enabled {
+            self.allow_agent_read()
+        } else {
+            enable_debug
+        }
+    }
+
     /// Reading jobs, evaluations and allocations. Caravan has no namespace rules yet, so only a
     /// management token may (Nomad's `read-job` in the default namespace comes with them).
     pub fn allow_job_read(&self) -> bool {

@@ -14,6 +14,12 @@ impl AgentInfo for MyService {
     fn version(&self) -> VersionDto {
         VersionDto::release("1.0.0", "")
     }
+    fn server_health(&self) -> Result<(), String> {
+        Ok(()) // up while it answers
+    }
+    fn client_health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 impl Membership for MyService {

@@ -24,6 +24,12 @@ impl AgentInfo for Info {
     fn version(&self) -> VersionDto {
         VersionDto::release("1.0.0", "")
     }
+    fn server_health(&self) -> Result<(), String> {
+        Ok(()) // up while it answers
+    }
+    fn client_health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The host's router: its own `/hello`, and the agent API for `/v1/*`.

@@ -62,16 +62,12 @@ pub trait AgentInfo: Send + Sync + 'static {
     }
 
     /// The server subsystem's health: `Err(message)` when unhealthy. Called only when the
-    /// configuration enables a server; healthy by default (a host with no health of its own).
-    fn server_health(&self) -> Result<(), String> {
-        Ok(())
-    }
+    /// configuration enables a server. No default: a load balancer trusts this answer.
+    fn server_health(&self) -> Result<(), String>;
 
     /// The client subsystem's health: `Err(message)` when unhealthy. Called only when the
-    /// configuration enables a client; healthy by default.
-    fn client_health(&self) -> Result<(), String> {
-        Ok(())
-    }
+    /// configuration enables a client.
+    fn client_health(&self) -> Result<(), String>;
 
     /// The client's node ID, when this agent runs a client.
     fn node_id(&self) -> Option<String> {
@@ -129,7 +125,8 @@ pub trait Acls: Send + Sync + 'static {
     /// enabled. `Err` carries the authentication failure text (`Permission denied`, …).
     fn resolve_token(&self, token: Option<&str>) -> Result<Acl, String>;
 
-    /// Reads the ACL state.
+    /// Calls `read` once with the ACL state and returns what it returns. (An implementation
+    /// that never calls it makes the ACL API answer `500`.)
     fn acl_read<R>(&self, read: impl FnOnce(&AclState) -> R) -> R;
 
     /// Proposes one ACL change, built by the caller with its fresh IDs and time inside, and

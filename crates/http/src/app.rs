@@ -119,23 +119,24 @@ impl Caps {
         }
     }
 
-    /// Nomad's "debug" check (host, pprof): with ACLs off it is `enable_debug`; with ACLs on a
-    /// management, `agent:read` or `agent:write` token passes.
+    /// Nomad's "debug" check (host, pprof), as agent-core states it ([`Acl::allow_debug`]).
     pub(crate) fn require_debug(&self, token: Option<&str>) -> Result<(), ApiError> {
         let config = self.config();
-        if !config.acl_enabled {
-            return if config.enable_debug {
-                Ok(())
-            } else {
-                Err(ApiError::permission_denied())
-            };
+        let (acl_enabled, enable_debug) = (config.acl_enabled, config.enable_debug);
+        if self
+            .authorize(token)?
+            .allow_debug(acl_enabled, enable_debug)
+        {
+            Ok(())
+        } else {
+            Err(ApiError::permission_denied())
         }
-        self.require(token, Acl::allow_agent_read)
     }
 }
 
 /// Why an [`App`] could not be built.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BuildError {
     /// An `http_api_response_headers` entry is not a valid header.
     InvalidHeader {

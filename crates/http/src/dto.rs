@@ -587,16 +587,18 @@ pub struct TokenRequest {
 
 // ---- The job API (`/v1/jobs`, `/v1/job/*`, evaluations, allocations, nodes) ----
 //
-// Nomad's casing; fields are declared in the sort order of their wire names, the order the API
-// has always sent them in.
+// Nomad's casing. The object types (job, group, task, allocation, evaluation, node) declare their
+// fields in the sort order of their wire names, the order the API has always sent them in (they
+// were sorted maps); the write answer keeps Nomad's `JobRegisterResponse` order.
 
-/// What a job registration or deregistration answers.
+/// What a job registration or deregistration answers: `EvalID`, `EvalCreateIndex`,
+/// `JobModifyIndex`, in that order.
 #[derive(Debug, Serialize)]
 pub(crate) struct JobWriteDto {
-    #[serde(rename = "EvalCreateIndex")]
-    eval_create_index: u64,
     #[serde(rename = "EvalID")]
     eval_id: String,
+    #[serde(rename = "EvalCreateIndex")]
+    eval_create_index: u64,
     #[serde(rename = "JobModifyIndex")]
     job_modify_index: u64,
 }
@@ -984,4 +986,61 @@ impl From<TaskIn> for TaskSubmission {
             memory_mb: r.memory_mb,
         }
     }
+}
+
+// ---- Scheduler workers (`/v1/agent/schedulers*`) ----
+
+/// One scheduler worker (`/v1/agent/schedulers`), snake_case as Nomad sends it.
+#[derive(Debug, Serialize)]
+pub(crate) struct WorkerDto {
+    pub(crate) id: String,
+    pub(crate) enabled_schedulers: Vec<String>,
+    pub(crate) started: String,
+    pub(crate) status: &'static str,
+    pub(crate) workload_status: &'static str,
+}
+
+impl From<&caravan_agent_core::sched::WorkerInfo> for WorkerDto {
+    fn from(w: &caravan_agent_core::sched::WorkerInfo) -> WorkerDto {
+        WorkerDto {
+            id: w.id.clone(),
+            enabled_schedulers: w.enabled_schedulers.clone(),
+            started: humantime::format_rfc3339_nanos(w.started).to_string(),
+            status: w.status.as_str(),
+            workload_status: w.workload_status.as_str(),
+        }
+    }
+}
+
+/// `GET /v1/agent/schedulers`.
+#[derive(Debug, Serialize)]
+pub(crate) struct WorkersResponse {
+    pub(crate) server_id: String,
+    pub(crate) schedulers: Vec<WorkerDto>,
+}
+
+/// `/v1/agent/schedulers/config`.
+#[derive(Debug, Serialize)]
+pub(crate) struct SchedulerConfigResponse {
+    pub(crate) server_id: String,
+    pub(crate) num_schedulers: i64,
+    pub(crate) enabled_schedulers: Vec<String>,
+}
+
+// ---- Log streams (`/v1/agent/monitor`) ----
+
+/// One frame of a monitor stream (Nomad's `StreamFrame`): base64 `Data`, the cumulative
+/// `Offset` (omitted at zero) and `FileEvent`.
+#[derive(Debug, Serialize)]
+pub(crate) struct StreamFrame<'a> {
+    #[serde(rename = "Offset", skip_serializing_if = "is_zero")]
+    pub(crate) offset: i64,
+    #[serde(rename = "Data")]
+    pub(crate) data: &'a str,
+    #[serde(rename = "FileEvent")]
+    pub(crate) file_event: &'a str,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }

@@ -22,6 +22,8 @@
 //! impl AgentInfo for Info {
 //!     fn config(&self) -> &AgentConfig { &self.0 }
 //!     fn version(&self) -> VersionDto { VersionDto::release("1.0.0", "") }
+//!     fn server_health(&self) -> Result<(), String> { Ok(()) }
+//!     fn client_health(&self) -> Result<(), String> { Ok(()) }
 //! }
 //!
 //! # async fn run(config: AgentConfig) -> Result<(), Box<dyn std::error::Error>> {

@@ -495,12 +495,12 @@ pub(crate) mod endpoint {
     use http::header::{CONTENT_TYPE, HeaderValue};
     use http::{Response, StatusCode};
     use http_body_util::BodyExt;
-    use serde::Serialize;
     use tracing::Level;
 
     use super::{SubscribeOptions, Subscription};
     use crate::api::MonitorRequest;
     use crate::app::Caps;
+    use crate::dto::StreamFrame;
     use crate::handlers::local_target;
     use crate::request::parse_bool;
     use crate::response::Body;
@@ -519,20 +519,6 @@ pub(crate) mod endpoint {
     /// Marks a streaming response (never buffered for compression).
     #[derive(Clone, Copy, Debug)]
     pub struct Streaming;
-
-    #[derive(Serialize)]
-    struct Frame<'a> {
-        #[serde(rename = "Offset", skip_serializing_if = "is_zero")]
-        offset: i64,
-        #[serde(rename = "Data")]
-        data: &'a str,
-        #[serde(rename = "FileEvent")]
-        file_event: &'a str,
-    }
-
-    fn is_zero(v: &i64) -> bool {
-        *v == 0
-    }
 
     fn parse_level(raw: Option<&str>) -> Result<Option<Level>, ApiError> {
         let Some(raw) = raw.filter(|r| !r.is_empty()) else {
@@ -654,7 +640,7 @@ pub(crate) mod endpoint {
             .enumerate()
             .map(|(i, chunk)| {
                 let data = engine.encode(chunk);
-                let frame = Frame {
+                let frame = StreamFrame {
                     offset: (i * FRAME_BYTES) as i64,
                     data: &data,
                     file_event: "log",

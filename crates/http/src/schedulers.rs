@@ -1,48 +1,14 @@
 //! `/v1/agent/schedulers` and `/v1/agent/schedulers/config` (spec §10–11).
 
 use caravan_agent_core::acl::Acl;
-use caravan_agent_core::sched::{SchedulerConfig, WorkerInfo};
+use caravan_agent_core::sched::SchedulerConfig;
 use http::{Method, Response};
-use serde::Serialize;
 use serde_json::Value;
 
 use crate::app::Caps;
+use crate::dto::{SchedulerConfigResponse, WorkerDto, WorkersResponse};
 use crate::response::{self, Body};
 use crate::{ApiError, Ctx, Reply, only};
-
-#[derive(Serialize)]
-struct WorkerDto {
-    id: String,
-    enabled_schedulers: Vec<String>,
-    started: String,
-    status: &'static str,
-    workload_status: &'static str,
-}
-
-impl From<&WorkerInfo> for WorkerDto {
-    fn from(w: &WorkerInfo) -> WorkerDto {
-        WorkerDto {
-            id: w.id.clone(),
-            enabled_schedulers: w.enabled_schedulers.clone(),
-            started: humantime::format_rfc3339_nanos(w.started).to_string(),
-            status: w.status.as_str(),
-            workload_status: w.workload_status.as_str(),
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct WorkersResponse {
-    server_id: String,
-    schedulers: Vec<WorkerDto>,
-}
-
-#[derive(Serialize)]
-struct ConfigResponse {
-    server_id: String,
-    num_schedulers: i64,
-    enabled_schedulers: Vec<String>,
-}
 
 fn server_only(caps: &Caps) -> Result<(), ApiError> {
     if caps.config().server.enabled {
@@ -75,11 +41,12 @@ pub(crate) fn config(caps: &Caps, ctx: &Ctx) -> Reply {
     };
     if write {
         caps.require(ctx.token.as_deref(), Acl::allow_agent_write)?;
+        let pool = caps.schedulers()?;
         let wanted = decode(&ctx.body)?;
-        if !wanted.is_valid(caps.schedulers()?.num_cpus()) {
+        if !wanted.is_valid(pool.num_cpus()) {
             return Err(ApiError::bad_request("Invalid request"));
         }
-        let now = caps.schedulers()?.set_scheduler_config(wanted);
+        let now = pool.set_scheduler_config(wanted);
         return Ok(config_response(caps, now, ctx));
     }
     caps.require(ctx.token.as_deref(), Acl::allow_agent_read)?;
@@ -94,7 +61,7 @@ pub(crate) fn config(caps: &Caps, ctx: &Ctx) -> Reply {
 }
 
 fn config_response(caps: &Caps, c: SchedulerConfig, ctx: &Ctx) -> Response<Body> {
-    let body = ConfigResponse {
+    let body = SchedulerConfigResponse {
         server_id: caps.config().member_name(),
         num_schedulers: c.num_schedulers,
         enabled_schedulers: c.enabled_schedulers,

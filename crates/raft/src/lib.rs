@@ -222,7 +222,7 @@ pub struct Applied {
 /// Who leads, as [`RaftNode::leadership`] reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Leadership {
-    /// A leader is known (this node or another).
+    /// A leader is known (this node or another) and is in this node's configuration.
     pub leader_known: bool,
     /// This node is the leader.
     pub leading: bool,
@@ -814,7 +814,10 @@ impl RaftNode {
         let m = metrics.borrow();
         let leading = m.state == ServerState::Leader;
         Leadership {
-            leader_known: m.current_leader.is_some(),
+            // As `status()`: a leader counts once this node's configuration knows it.
+            leader_known: m
+                .current_leader
+                .is_some_and(|id| m.membership_config.membership().get_node(&id).is_some()),
             leading,
             last_contact: if leading {
                 Some(Duration::ZERO)

@@ -49,6 +49,10 @@ async fn missing_capabilities_answer_501() {
         case("status leader", "GET /v1/status/leader", &operator).info_only(),
         case("status peers", "GET /v1/status/peers", &operator).info_only(),
         case("snapshot", "GET /v1/operator/snapshot", &operator).info_only(),
+        case("restoring an empty snapshot", "PUT /v1/operator/snapshot", &operator).info_only(),
+        case("a bad scheduler config", "PUT /v1/agent/schedulers/config", &schedulers)
+            .body("{nope")
+            .info_only(),
         case("raft configuration", "GET /v1/operator/raft/configuration", &operator).info_only(),
         // The routes' own checks still come first.
         case("method before capability", "DELETE /v1/agent/members", "405 Invalid method").info_only(),
