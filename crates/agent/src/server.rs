@@ -109,19 +109,9 @@ impl ServerRole {
 
     /// The member list this server knows, in the wire form.
     pub fn member_list(&self) -> MembersResponse {
-        let config = self.config();
-        MembersResponse {
-            server_name: config.node_name.clone(),
-            server_region: config.region.clone(),
-            server_dc: config.datacenter.clone(),
-            members: self
-                .gossip
-                .snapshot()
-                .members
-                .iter()
-                .map(MemberDto::from)
-                .collect(),
-        }
+        let snapshot = self.gossip.snapshot();
+        let members = snapshot.members.iter().map(MemberDto::from).collect();
+        MembersResponse::of(self.config(), members)
     }
 
     /// This server's gossip member: as gossip sees it, else as its configuration says.

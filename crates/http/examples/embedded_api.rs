@@ -24,13 +24,7 @@ impl AgentInfo for MyService {
 
 impl Membership for MyService {
     async fn members(&self, _token: Option<&str>) -> Result<MembersResponse, String> {
-        let (c, members) = (&self.0, Vec::new());
-        Ok(MembersResponse::new(
-            &c.node_name,
-            &c.region,
-            &c.datacenter,
-            members,
-        ))
+        Ok(MembersResponse::of(&self.0, Vec::new()))
     }
     async fn join(&self, _addresses: Vec<String>) -> JoinResult {
         JoinResult::failed("this service joins no pool")

@@ -385,12 +385,13 @@ pub struct MembersResponse {
 }
 
 impl MembersResponse {
-    /// The answer of the server named `name` (in `region` and `datacenter`) that knows `members`.
-    pub fn new(name: &str, region: &str, datacenter: &str, members: Vec<MemberDto>) -> Self {
+    /// The answer of the server `config` describes (its node name, region and datacenter), which
+    /// knows `members`.
+    pub fn of(config: &AgentConfig, members: Vec<MemberDto>) -> Self {
         MembersResponse {
-            server_name: name.to_string(),
-            server_region: region.to_string(),
-            server_dc: datacenter.to_string(),
+            server_name: config.node_name.clone(),
+            server_region: config.region.clone(),
+            server_dc: config.datacenter.clone(),
             members,
         }
     }
