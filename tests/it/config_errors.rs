@@ -44,26 +44,31 @@ fn type_error() {
     );
 }
 
+/// A bad value names its key, and the file and line that set it, as a key error does.
 #[test]
 fn bad_values() {
     let cases = [
-        ("log_level = \"loud\"\n", "log_level"),
+        ("log_level = \"loud\"\n", ":1: log_level"),
         (
             "server {\n  node_gc_threshold = \"2 days\"\n}\n",
-            "server.node_gc_threshold",
+            ":2: server.node_gc_threshold",
         ),
         (
             "server {\n  num_schedulers = 4096\n}\n",
-            "server.num_schedulers",
+            ":2: server.num_schedulers",
         ),
         (
             "server {\n  encrypt = \"c2hvcnQ=\"\n}\n",
             "key size must be 16, 24 or 32 bytes",
         ),
-        ("bind_addr = \"nowhere\"\n", "bind_addr"),
+        ("bind_addr = \"nowhere\"\n", ":1: bind_addr"),
         (
-            "limits {\n  https_handshake_timeout = \"5\"\n}\n",
-            "limits.https_handshake_timeout",
+            "ports {\n  http = 4646\n}\nlimits {\n  https_handshake_timeout = \"5\"\n}\n",
+            ":5: limits.https_handshake_timeout",
+        ),
+        (
+            "ports {\n  http = 4646\n}\nadvertise {\n  http = \"nope:x\"\n}\n",
+            ":5: advertise.http",
         ),
     ];
     for (text, want) in cases {
@@ -71,6 +76,41 @@ fn bad_values() {
         let f = s.write("a.hcl", text);
         fails_with(&["agent", "-dev", &format!("-config={f}")], &[want]);
     }
+    // `config validate` names them alike.
+    let s = Scratch::new();
+    let f = s.write(
+        "v.hcl",
+        "server {\n  enabled = true\n  server_join {\n    retry_interval = \"zz\"\n  }\n}\n",
+    );
+    let out = run_caravan(&["config", "validate", &f], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let want = format!("{f}:4: server.server_join.retry_interval");
+    assert!(
+        stderr.contains(&want),
+        "validate: {stderr:?} lacks {want:?}"
+    );
+    // The last file that sets a key is the one named; a flag names the command line.
+    let s = Scratch::new();
+    let first = s.write("1.hcl", "log_level = \"info\"\n");
+    let second = s.write("2.hcl", "name = \"x\"\nlog_level = \"loud\"\n");
+    fails_with(
+        &[
+            "agent",
+            "-dev",
+            &format!("-config={first}"),
+            &format!("-config={second}"),
+        ],
+        &[&format!("{second}:2: log_level")],
+    );
+    fails_with(
+        &[
+            "agent",
+            "-dev",
+            &format!("-config={first}"),
+            "-log-level=loud",
+        ],
+        &["the command line: log_level"],
+    );
 }
 
 #[test]

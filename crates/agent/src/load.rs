@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use caravan_agent_core::CoreError;
 use caravan_agent_core::config::{
-    self, AgentConfig, Format, HostFacts, merge_trees, parse_config, tree_to_file,
+    self, AgentConfig, Format, HostFacts, LoadedSource, merge_trees, parse_config, tree_to_file,
 };
 use serde_json::Value;
 
@@ -19,19 +19,33 @@ pub fn load(args: &AgentArgs) -> Result<AgentConfig, String> {
         Value::Object(Default::default())
     };
     let mut files = Vec::new();
+    let mut sources = Vec::new();
     for path in &args.config {
         for file in config_files(path)? {
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| format!("failed to read config file {file}: {e}"))?;
             let source =
                 parse_config(&file, &text, Format::from_path(&file)).map_err(|e| e.to_string())?;
-            merge_trees(&mut tree, source.tree);
+            merge_trees(&mut tree, source.tree.clone());
+            sources.push(LoadedSource {
+                origin: file.clone(),
+                text,
+                tree: source.tree,
+            });
             files.push(file);
         }
     }
-    merge_trees(&mut tree, args.to_tree());
+    // A flag overrides every file: an error about a key a flag set names no file.
+    let flags = args.to_tree();
+    sources.push(LoadedSource {
+        origin: "the command line".into(),
+        text: String::new(),
+        tree: flags.clone(),
+    });
+    merge_trees(&mut tree, flags);
     let file = tree_to_file(&tree).map_err(|e| e.to_string())?;
-    AgentConfig::resolve(file, args.dev, &host_facts(), files).map_err(|e: CoreError| e.to_string())
+    AgentConfig::resolve(file, args.dev, &host_facts(), files)
+        .map_err(|e: CoreError| located(&e, &sources))
 }
 
 /// `caravan config validate`: reads every file of `paths` (files, or directories' `.hcl` and
@@ -42,6 +56,7 @@ pub fn validate(paths: &[String]) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
     let mut tree = Value::Object(Default::default());
     let mut files = Vec::new();
+    let mut sources = Vec::new();
     for path in paths {
         let found = match config_files(path) {
             Ok(found) => found,
@@ -54,11 +69,18 @@ pub fn validate(paths: &[String]) -> Result<(), Vec<String>> {
             let parsed = std::fs::read_to_string(&file)
                 .map_err(|e| format!("failed to read config file {file}: {e}"))
                 .and_then(|text| {
-                    parse_config(&file, &text, Format::from_path(&file)).map_err(|e| e.to_string())
+                    parse_config(&file, &text, Format::from_path(&file))
+                        .map(|source| (source, text))
+                        .map_err(|e| e.to_string())
                 });
             match parsed {
-                Ok(source) => {
-                    merge_trees(&mut tree, source.tree);
+                Ok((source, text)) => {
+                    merge_trees(&mut tree, source.tree.clone());
+                    sources.push(LoadedSource {
+                        origin: file.clone(),
+                        text,
+                        tree: source.tree,
+                    });
                     files.push(file);
                 }
                 Err(e) => problems.push(e),
@@ -69,7 +91,8 @@ pub fn validate(paths: &[String]) -> Result<(), Vec<String>> {
         let resolved = tree_to_file(&tree)
             .map_err(|e| e.to_string())
             .and_then(|file| {
-                AgentConfig::resolve(file, false, &host_facts(), files).map_err(|e| e.to_string())
+                AgentConfig::resolve(file, false, &host_facts(), files)
+                    .map_err(|e| located(&e, &sources))
             });
         if let Err(e) = resolved {
             problems.push(e);
@@ -83,6 +106,16 @@ pub fn validate(paths: &[String]) -> Result<(), Vec<String>> {
 }
 
 /// A file, or the `.hcl` and `.json` files of a directory in lexical order.
+/// A resolve error's text, with the file and line of the value it is about when a file set it.
+fn located(e: &CoreError, sources: &[LoadedSource]) -> String {
+    match e {
+        CoreError::Invalid(message) | CoreError::Duration(message) => {
+            config::locate_value_error(message, sources)
+        }
+        other => other.to_string(),
+    }
+}
+
 fn config_files(path: &str) -> Result<Vec<String>, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("failed to read config {path}: {e}"))?;
     if !meta.is_dir() {

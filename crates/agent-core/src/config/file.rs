@@ -239,6 +239,81 @@ fn unknown_field(message: &str) -> Option<&str> {
     rest.split('`').next()
 }
 
+/// One parsed configuration file, kept to name where a value came from.
+#[derive(Debug, Clone)]
+pub struct LoadedSource {
+    /// Where the text came from (a file path).
+    pub origin: String,
+    /// The text.
+    pub text: String,
+    /// Its keys, as [`parse_config`] read them.
+    pub tree: Value,
+}
+
+/// Names the file and line of a value error from
+/// [`AgentConfig::resolve`](super::AgentConfig::resolve), whose message starts with the key path
+/// (`server.server_join.retry_interval: time: invalid duration …`): the last of `sources` (in
+/// merge order) that sets that key, as a key error names them (`a.hcl:4: …`). A message that
+/// names no key, or a key no file sets (a flag, a default), comes back unchanged.
+pub fn locate_value_error(message: &str, sources: &[LoadedSource]) -> String {
+    let Some((path, _)) = message.split_once(": ") else {
+        return message.to_string();
+    };
+    let is_path = !path.is_empty()
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
+    if !is_path {
+        return message.to_string();
+    }
+    let Some(source) = sources.iter().rev().find(|s| sets_key(&s.tree, path)) else {
+        return message.to_string();
+    };
+    match line_of_path(&source.text, path) {
+        Some(line) => format!("{}:{line}: {message}", source.origin),
+        None => format!("{}: {message}", source.origin),
+    }
+}
+
+/// Whether `tree` sets the dotted key `path` (blocks may be objects or HCL1's lists of them).
+fn sets_key(tree: &Value, path: &str) -> bool {
+    let mut nodes = vec![tree];
+    for segment in path.split('.') {
+        let mut next = Vec::new();
+        for node in nodes {
+            match node {
+                Value::Object(map) => next.extend(map.get(segment)),
+                Value::Array(items) => next.extend(
+                    items
+                        .iter()
+                        .filter_map(|i| i.as_object().and_then(|m| m.get(segment))),
+                ),
+                _ => {}
+            }
+        }
+        if next.is_empty() {
+            return false;
+        }
+        nodes = next;
+    }
+    true
+}
+
+/// Best-effort line of a dotted key path: each segment searched from the line of the one before
+/// (so `advertise.http` is not taken for `ports.http` above it); else [`line_of_key`].
+fn line_of_path(text: &str, path: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let nested = || {
+        let mut from = 0;
+        for segment in path.split('.') {
+            let rest = lines.get(from..)?.join("\n");
+            from += line_of_key(&rest, segment)?.checked_sub(1)?;
+        }
+        Some(from + 1)
+    };
+    nested().or_else(|| line_of_key(text, path))
+}
+
 /// Best-effort line number of the last segment of a dotted key path in the source text.
 fn line_of_key(text: &str, path: &str) -> Option<usize> {
     let key = path.rsplit('.').next()?;
@@ -433,6 +508,43 @@ fn body_starts_with_quoted_key(bytes: &[u8], from: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `check(sources, message, expected)`: where a value error is said to come from.
+    #[test]
+    fn value_errors_name_file_and_line() {
+        let source = |origin: &str, text: &str| LoadedSource {
+            origin: origin.into(),
+            text: text.into(),
+            tree: parse_config(origin, text, Format::Hcl).unwrap().tree,
+        };
+        let check = |sources: &[LoadedSource], message: &str, expected: &str| {
+            assert_eq!(locate_value_error(message, sources), expected, "{message}");
+        };
+        let ports_then_advertise = source(
+            "a.hcl",
+            "ports {\n  http = 1\n}\nadvertise {\n  http = \"x\"\n}\n",
+        );
+        let level = source("b.hcl", "log_level = \"loud\"\n");
+        let both = [ports_then_advertise, level];
+        check(&both, "log_level: bad", "b.hcl:1: log_level: bad");
+        check(&both, "advertise.http: bad", "a.hcl:5: advertise.http: bad");
+        check(&both, "ports.http: bad", "a.hcl:2: ports.http: bad");
+        // No file sets it (a default or a flag), or the message names no key: unchanged.
+        check(&both, "bind_addr: bad", "bind_addr: bad");
+        check(
+            &both,
+            "key size must be 16, 24 or 32 bytes",
+            "key size must be 16, 24 or 32 bytes",
+        );
+        check(&both, "Log_Level: bad", "Log_Level: bad");
+        // The last source that sets the key wins.
+        let again = source("c.hcl", "name = \"n\"\nlog_level = \"x\"\n");
+        check(
+            &[both[1].clone(), again],
+            "log_level: bad",
+            "c.hcl:2: log_level: bad",
+        );
+    }
 
     fn parse(text: &str) -> Result<ConfigFile, CoreError> {
         let src = parse_config("test.hcl", text, Format::Hcl)?;

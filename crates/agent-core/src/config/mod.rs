@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use base64::Engine;
 
-pub use file::{ConfigFile, ConfigSource, Format, merge_trees, parse_config, tree_to_file};
+pub use file::{
+    ConfigFile, ConfigSource, Format, LoadedSource, locate_value_error, merge_trees, parse_config,
+    tree_to_file,
+};
 
 use crate::CoreError;
 use crate::duration::parse_go_duration;
