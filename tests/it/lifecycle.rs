@@ -135,3 +135,44 @@ async fn port_in_use_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+/// Under a service manager (`NOTIFY_SOCKET`), the agent says `READY=1` once its health check
+/// passes and `STOPPING=1` when a signal stops it.
+#[tokio::test]
+async fn tells_the_service_manager_ready_and_stopping() {
+    let scratch = crate::support::Scratch::new();
+    let path = scratch.0.join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let socket = std::sync::Arc::new(socket);
+    let receive = |socket: std::sync::Arc<std::os::unix::net::UnixDatagram>| {
+        tokio::task::spawn_blocking(move || {
+            let mut buf = [0u8; 256];
+            let n = socket.recv(&mut buf).expect("a notification within 30 s");
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        })
+    };
+    let env = [("NOTIFY_SOCKET", path.to_str().unwrap())];
+    let mut agent = Agent::start_env(crate::support::Ports::free(), &["-dev"], "", &env).await;
+    let ready = receive(socket.clone()).await.unwrap();
+    assert!(ready.starts_with("READY=1\n"), "{ready:?}");
+    assert_eq!(agent.get("/v1/agent/health").await.status, 200);
+    let pid = agent.child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let stopping = receive(socket).await.unwrap();
+    assert_eq!(stopping, "STOPPING=1");
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while agent.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "agent still running 8 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

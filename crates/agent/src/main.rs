@@ -14,6 +14,7 @@ mod identity;
 mod info;
 mod load;
 mod local;
+mod notify;
 mod logging;
 mod profiles;
 mod raftstats;

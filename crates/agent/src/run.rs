@@ -119,8 +119,15 @@ async fn start_and_wait(
     let rpc_task = tokio::spawn(rpc_server.serve(rpc_listener, stop_rx));
     log_started(&agent, http_addr, rpc_addr);
     agent.spawn_duties();
+    let notifier = crate::notify::Notifier::from_env().map(Arc::new);
+    if let Some(n) = &notifier {
+        n.clone().ready_when_healthy(app.clone());
+    }
     let signal = wait_for_signal().await?;
     tracing::info!(target: "agent", signal, "caught signal, shutting down");
+    if let Some(n) = &notifier {
+        n.send("STOPPING=1");
+    }
     // Leave the gossip pool first (about a second), so peers see `left`, not `failed`.
     if tokio::time::timeout(Duration::from_secs(2), agent.leave())
         .await
