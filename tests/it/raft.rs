@@ -930,23 +930,30 @@ async fn followers_workers_place_jobs_through_the_leaders_broker() {
     let all: Vec<usize> = (0..3).collect();
     let leader = agreed_leader(&servers, &all, Duration::from_secs(30)).await;
     let mgmt = bootstrap(servers[leader].agent()).await;
-    // Every server sees the same configuration: three voters, one of them the leader.
+    // Every server comes to see the same configuration: three voters, one of them the leader (a
+    // follower learns of the last configuration change with the next append: bounded wait).
+    let want_leader = servers[leader].rpc();
     for s in &servers {
-        let c = get_json(s.agent(), "/v1/operator/raft/configuration", &mgmt).await;
-        let list = c["Servers"].as_array().cloned().unwrap_or_default();
-        let nodes: BTreeSet<&str> = list.iter().filter_map(|p| p["Node"].as_str()).collect();
-        assert_eq!(
-            nodes,
-            BTreeSet::from(["s0.global", "s1.global", "s2.global"]),
-            "{c}"
-        );
-        let leaders: Vec<&str> = list
-            .iter()
-            .filter(|p| p["Leader"] == true)
-            .filter_map(|p| p["Address"].as_str())
-            .collect();
-        assert_eq!(leaders, [servers[leader].rpc().as_str()], "{c}");
-        assert!(list.iter().all(|p| p["Voter"] == true), "{c}");
+        eventually(
+            Duration::from_secs(20),
+            "the agreed configuration",
+            async || {
+                let c = get_json(s.agent(), "/v1/operator/raft/configuration", &mgmt).await;
+                let list = c["Servers"].as_array().cloned().unwrap_or_default();
+                let nodes: BTreeSet<&str> =
+                    list.iter().filter_map(|p| p["Node"].as_str()).collect();
+                let leaders: Vec<&str> = list
+                    .iter()
+                    .filter(|p| p["Leader"] == true)
+                    .filter_map(|p| p["Address"].as_str())
+                    .collect();
+                let agreed = nodes == BTreeSet::from(["s0.global", "s1.global", "s2.global"])
+                    && leaders == [want_leader.as_str()]
+                    && list.iter().all(|p| p["Voter"] == true);
+                if agreed { Ok(()) } else { Err(format!("{c}")) }
+            },
+        )
+        .await;
     }
     let none = json!({"num_schedulers": 0, "enabled_schedulers": ["service", "_core"]});
     let r = send(
