@@ -396,9 +396,7 @@ async fn servers() {
 #[tokio::test]
 async fn unbuilt_endpoints_say_so() {
     let agent = Agent::dev("").await;
-    for path in ["/v1/agent/monitor/export", "/v1/agent/reload"] {
-        let r = agent.get(path).await;
-        assert_eq!(r.status, 501, "{path}");
-        assert!(r.text().contains("not implemented"), "{path}");
-    }
+    let r = agent.get("/v1/agent/monitor/export").await;
+    assert_eq!(r.status, 501);
+    assert!(r.text().contains("not implemented"), "{}", r.text());
 }

@@ -176,3 +176,119 @@ async fn tells_the_service_manager_ready_and_stopping() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// `PUT /v1/agent/reload` and SIGHUP re-read the configuration file: the log level changes on
+/// the running agent; a broken file is `500` naming it and changes nothing; `GET` is `405`.
+#[tokio::test]
+async fn reload_changes_the_log_level_and_refuses_a_broken_file() {
+    use std::io::BufRead;
+    let scratch = crate::support::Scratch::new();
+    let ports = crate::support::Ports::free();
+    let http = std::net::SocketAddr::from(([127, 0, 0, 1], ports.http));
+    let write = |level: &str| {
+        scratch.write(
+            "agent.hcl",
+            &format!("{}log_level = \"{level}\"\n", ports.hcl()),
+        )
+    };
+    let config = write("WARN");
+    let mut child = std::process::Command::new(crate::support::caravan_bin())
+        .args(["agent", "-dev", &format!("-config={config}")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stdout = child.stdout.take().unwrap();
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let debug_lines = || {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("[DEBUG]"))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while crate::support::get(http, "/v1/agent/health")
+        .await
+        .map(|r| r.status)
+        != Ok(200)
+    {
+        assert!(Instant::now() < deadline, "agent not healthy within 15 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let call = async |method: &str| {
+        crate::support::call(http, method, "/v1/agent/reload", &[], Default::default())
+            .await
+            .unwrap()
+    };
+    // Every request is logged at DEBUG: none at WARN.
+    let _ = crate::support::get(http, "/v1/agent/self").await;
+    assert_eq!(debug_lines(), 0);
+
+    // SIGHUP with DEBUG in the file: requests now show.
+    write("DEBUG");
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while debug_lines() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no DEBUG line within 10 s of SIGHUP"
+        );
+        let _ = crate::support::get(http, "/v1/agent/self").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A broken file: 500 naming the file and line, and the agent runs on at DEBUG.
+    let broken = write("LOUD");
+    let r = call("PUT").await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(
+        r.text().contains(&format!("{broken}:6: log_level")),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        crate::support::get(http, "/v1/agent/health")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(call("GET").await.status, 405);
+
+    // PUT with WARN in the file: 200, empty, and requests stop showing.
+    write("WARN");
+    let r = call("PUT").await;
+    assert_eq!((r.status, r.text().as_str()), (200, ""));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = debug_lines();
+    for _ in 0..5 {
+        let _ = crate::support::get(http, "/v1/agent/self").await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        debug_lines(),
+        before,
+        "DEBUG lines after going back to WARN"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

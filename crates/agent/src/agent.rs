@@ -6,13 +6,16 @@ use std::sync::Arc;
 
 use caravan_agent_core::config::AgentConfig;
 use caravan_http::monitor::MonitorHub;
-use caravan_http::{App, AppBuilder, BuildError};
+use caravan_http::{App, AppBuilder};
 
+use crate::cli::AgentArgs;
 use crate::client_only::ClientOnly;
 use crate::client_role::{ClientRole, local_node};
 use crate::handler::AgentHandler;
 use crate::info::Info;
 use crate::local::Local;
+use crate::logging::LevelHandle;
+use crate::reload::Reloader;
 use crate::rpc::Rpc;
 use crate::server::ServerRole;
 
@@ -21,13 +24,20 @@ pub struct Agent {
     local: Arc<Local>,
     server: Option<Arc<ServerRole>>,
     client: Arc<ClientRole>,
+    reloader: Arc<Reloader>,
     app: App,
 }
 
 impl Agent {
     /// Sets up identities (persisted under `data_dir` outside dev mode), the client role, the
-    /// server role when the configuration enables one, and the HTTP application.
-    pub async fn start(config: AgentConfig, hub: MonitorHub) -> Result<Agent, String> {
+    /// server role when the configuration enables one, and the HTTP application. A reload
+    /// re-reads what `args` names and changes the log level through `level`.
+    pub async fn start(
+        config: AgentConfig,
+        hub: MonitorHub,
+        args: AgentArgs,
+        level: LevelHandle,
+    ) -> Result<Agent, String> {
         let server_id = id_if(config.server.enabled, &config, "server", "node-id")?;
         let node_id = id_if(config.client.enabled, &config, "client", "client-id")?;
         let rpc = Arc::new(Rpc::new(
@@ -40,11 +50,21 @@ impl Agent {
             Some(id) => Some(Arc::new(ServerRole::start(local.clone(), id, rpc).await?)),
             None => None,
         };
-        let app = app(&local, server.as_ref(), &client).map_err(|e| e.to_string())?;
+        let reloader = Arc::new(Reloader::new(
+            args,
+            level,
+            local.config.clone(),
+            server.clone(),
+        ));
+        let app = app(&local, server.as_ref(), &client)
+            .reload(reloader.clone())
+            .build()
+            .map_err(|e| e.to_string())?;
         Ok(Agent {
             local,
             server,
             client,
+            reloader,
             app,
         })
     }
@@ -81,6 +101,11 @@ impl Agent {
         }
     }
 
+    /// Re-reads the configuration and applies what can change live (SIGHUP).
+    pub async fn reload(&self) -> Result<(), String> {
+        caravan_http::Reload::reload(&*self.reloader).await
+    }
+
     /// Leaves the gossip pool gracefully (servers).
     pub async fn leave(&self) {
         if let Some(server) = &self.server {
@@ -112,7 +137,7 @@ fn app(
     local: &Arc<Local>,
     server: Option<&Arc<ServerRole>>,
     client: &Arc<ClientRole>,
-) -> Result<App, BuildError> {
+) -> AppBuilder {
     let info = Arc::new(Info {
         local: local.clone(),
         server: server.cloned(),
@@ -125,7 +150,6 @@ fn app(
         Some(server) => with_server_capabilities(builder, server),
         None => with_server_capabilities(builder, &Arc::new(ClientOnly::new(client.clone()))),
     }
-    .build()
 }
 
 /// Adds the capabilities a server answers (or a client-only agent in its stead).

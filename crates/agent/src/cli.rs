@@ -369,7 +369,7 @@ pub struct ClientArgs {
 }
 
 /// `caravan agent` flags (see `shared/spec/agent-cli-config.md` §1).
-#[derive(Debug, Args, Default)]
+#[derive(Debug, Clone, Args, Default)]
 pub struct AgentArgs {
     /// Dev mode: server and client in one process, state in memory.
     #[arg(long)]

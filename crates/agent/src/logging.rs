@@ -9,15 +9,30 @@ use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-/// Installs stdout logging at `level` and the monitor layer of `hub`.
-pub fn init(level: LogLevel, json: bool, hub: &MonitorHub) {
-    let filter = match level {
+/// Changes the stdout log level of a running agent (a reload).
+pub struct LevelHandle(Box<dyn Fn(LevelFilter) -> Result<(), String> + Send + Sync>);
+
+impl LevelHandle {
+    /// Logs at `level` from now on.
+    pub fn set(&self, level: LogLevel) -> Result<(), String> {
+        (self.0)(filter_of(level))
+    }
+}
+
+fn filter_of(level: LogLevel) -> LevelFilter {
+    match level {
         LogLevel::Trace => LevelFilter::TRACE,
         LogLevel::Debug => LevelFilter::DEBUG,
         LogLevel::Info => LevelFilter::INFO,
         LogLevel::Warn => LevelFilter::WARN,
         LogLevel::Error => LevelFilter::ERROR,
-    };
+    }
+}
+
+/// Installs stdout logging at `level` (changeable through the returned handle) and the monitor
+/// layer of `hub`.
+pub fn init(level: LogLevel, json: bool, hub: &MonitorHub) -> LevelHandle {
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter_of(level));
     let stdout = tracing_subscriber::fmt::layer()
         .event_format(HclogFormat { json })
         .with_writer(std::io::stdout)
@@ -32,4 +47,9 @@ pub fn init(level: LogLevel, json: bool, hub: &MonitorHub) {
         .with(stdout)
         .with(hub.layer())
         .try_init();
+    LevelHandle(Box::new(move |level| {
+        handle
+            .modify(|f| *f = level)
+            .map_err(|e| format!("cannot change the log level: {e}"))
+    }))
 }

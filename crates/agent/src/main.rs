@@ -18,6 +18,7 @@ mod notify;
 mod logging;
 mod profiles;
 mod raftstats;
+mod reload;
 mod rpc;
 mod run;
 mod server;

@@ -26,7 +26,7 @@ pub fn agent(args: &AgentArgs) -> ExitCode {
         }
     };
     let hub = caravan_http::monitor::MonitorHub::new();
-    crate::logging::init(config.log_level, config.log_json, &hub);
+    let level = crate::logging::init(config.log_level, config.log_json, &hub);
     raise_open_files();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -38,7 +38,7 @@ pub fn agent(args: &AgentArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let code = runtime.block_on(run(config, hub));
+    let code = runtime.block_on(run(config, hub, args.clone(), level));
     runtime.shutdown_timeout(Duration::from_millis(200));
     code
 }
@@ -65,8 +65,13 @@ async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, String> {
         .map_err(|e| format!("failed to bind the {what} listener on {addr}: {e}"))
 }
 
-async fn run(config: AgentConfig, hub: caravan_http::monitor::MonitorHub) -> ExitCode {
-    match start_and_wait(config, hub).await {
+async fn run(
+    config: AgentConfig,
+    hub: caravan_http::monitor::MonitorHub,
+    args: AgentArgs,
+    level: crate::logging::LevelHandle,
+) -> ExitCode {
+    match start_and_wait(config, hub, args, level).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(target: "agent", error = %e, "agent failed");
@@ -79,6 +84,8 @@ async fn run(config: AgentConfig, hub: caravan_http::monitor::MonitorHub) -> Exi
 async fn start_and_wait(
     config: AgentConfig,
     hub: caravan_http::monitor::MonitorHub,
+    args: AgentArgs,
+    level: crate::logging::LevelHandle,
 ) -> Result<(), String> {
     let http_addr = SocketAddr::new(config.addresses.http, config.ports.http);
     let rpc_addr = SocketAddr::new(config.addresses.rpc, config.ports.rpc);
@@ -95,7 +102,7 @@ async fn start_and_wait(
         None
     };
     let trust = crate::rpc::trust(&config)?;
-    let agent = Agent::start(config, hub).await?;
+    let agent = Agent::start(config, hub, args, level).await?;
     let app = agent.app().clone();
     let (stop_tx, stop_rx) = watch::channel(false);
     let http_opts = ServeOptions {
@@ -123,7 +130,7 @@ async fn start_and_wait(
     if let Some(n) = &notifier {
         n.clone().ready_when_healthy(app.clone());
     }
-    let signal = wait_for_signal().await?;
+    let signal = wait_for_signal(&agent).await?;
     tracing::info!(target: "agent", signal, "caught signal, shutting down");
     if let Some(n) = &notifier {
         n.send("STOPPING=1");
@@ -166,15 +173,27 @@ fn log_started(agent: &Agent, http: SocketAddr, rpc: SocketAddr) {
     );
 }
 
-async fn wait_for_signal() -> Result<&'static str, String> {
+/// Waits for SIGTERM or SIGINT; a SIGHUP on the way reloads the configuration (a failure is
+/// logged and the agent runs on unchanged).
+async fn wait_for_signal(agent: &Agent) -> Result<&'static str, String> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term =
         signal(SignalKind::terminate()).map_err(|e| format!("failed to watch SIGTERM: {e}"))?;
     let mut int =
         signal(SignalKind::interrupt()).map_err(|e| format!("failed to watch SIGINT: {e}"))?;
-    tokio::select! {
-        _ = term.recv() => Ok("terminated"),
-        _ = int.recv() => Ok("interrupt"),
+    let mut hup =
+        signal(SignalKind::hangup()).map_err(|e| format!("failed to watch SIGHUP: {e}"))?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok("terminated"),
+            _ = int.recv() => return Ok("interrupt"),
+            _ = hup.recv() => {
+                tracing::info!(target: "agent", "caught SIGHUP, reloading the configuration");
+                if agent.reload().await.is_ok() {
+                    tracing::info!(target: "agent", "configuration reloaded");
+                }
+            }
+        }
     }
 }
 

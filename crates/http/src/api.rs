@@ -234,6 +234,14 @@ pub trait Forwarding: Send + Sync + 'static {
     ) -> impl Future<Output = Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, crate::ApiError>> + Send;
 }
 
+/// Re-reading the configuration: `PUT /v1/agent/reload` (and whatever else the host ties to
+/// it, such as SIGHUP).
+pub trait Reload: Send + Sync + 'static {
+    /// Re-reads the configuration and applies what can change while running. `Err` with the
+    /// reason (a file that does not load, …) leaves the running configuration untouched.
+    fn reload(&self) -> impl Future<Output = Result<(), String>> + Send;
+}
+
 /// The cluster's status and operator endpoints: `/v1/status/leader`, `/v1/status/peers`,
 /// `/v1/operator/raft/configuration`, `/v1/operator/snapshot`.
 pub trait Operator: Send + Sync + 'static {

@@ -15,10 +15,10 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 
 use crate::api::{Acls, AgentInfo, Debugging, Forwarding, Jobs, Membership, Operator};
-use crate::api::{Schedulers, ServerList};
+use crate::api::{Reload, Schedulers, ServerList};
 use crate::erased::{
     BoxFuture, DynAcls, DynDebugging, DynForwarding, DynJobs, DynMembership, DynOperator,
-    DynServerList,
+    DynReload, DynServerList,
 };
 use crate::request::{self, Query};
 use crate::response::{self, Body, Encoding};
@@ -37,6 +37,7 @@ pub(crate) struct Caps {
     debugging: Option<Arc<dyn DynDebugging>>,
     forwarding: Option<Arc<dyn DynForwarding>>,
     operator: Option<Arc<dyn DynOperator>>,
+    reload: Option<Arc<dyn DynReload>>,
 }
 
 /// `501` for a route whose capability the host did not give the [`App`].
@@ -86,6 +87,9 @@ impl Caps {
     }
     pub(crate) fn operator(&self) -> Result<&dyn DynOperator, ApiError> {
         self.operator.as_deref().ok_or_else(|| missing("operator"))
+    }
+    pub(crate) fn reloader(&self) -> Result<&dyn DynReload, ApiError> {
+        self.reload.as_deref().ok_or_else(|| missing("reload"))
     }
     pub(crate) fn config(&self) -> &caravan_agent_core::config::AgentConfig {
         self.info.config()
@@ -223,6 +227,12 @@ impl AppBuilder {
         self
     }
 
+    /// Serves `/v1/agent/reload`.
+    pub fn reload(mut self, capability: Arc<impl Reload>) -> AppBuilder {
+        self.caps.reload = Some(capability);
+        self
+    }
+
     /// The time a request may take to send its body once its headers are in (default
     /// [`DEFAULT_BODY_READ_TIMEOUT`]).
     pub fn body_read_timeout(mut self, timeout: Duration) -> AppBuilder {
@@ -285,6 +295,7 @@ impl App {
                 debugging: None,
                 forwarding: None,
                 operator: None,
+                reload: None,
             },
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
         }
@@ -420,7 +431,8 @@ async fn dispatch(caps: &Caps, ctx: &Ctx) -> Reply {
         Route::StatusPeers => handlers::status_peers(caps, ctx).await,
         Route::Schedulers => schedulers::workers(caps, ctx),
         Route::SchedulersConfig => schedulers::config(caps, ctx),
-        Route::Reload | Route::MonitorExport | Route::Keyring(_) => handlers::not_implemented(ctx),
+        Route::Reload => handlers::reload(caps, ctx).await,
+        Route::MonitorExport | Route::Keyring(_) => handlers::not_implemented(ctx),
     }
 }
 

@@ -13,7 +13,7 @@ use crate::ApiError;
 use crate::api::{
     AclWriteError, Acls, Debugging, Forwarding, Indexed, JobWriteError, JobWriteResult, Jobs,
     JoinResult, Membership, MonitorRequest, Operator, ProfileRequest, ReadError, ReadOptions,
-    RestoreError, ServerList, StateAnswer, StateQuery,
+    Reload, RestoreError, ServerList, StateAnswer, StateQuery,
 };
 use crate::dto::{HostData, MembersResponse, RaftConfigurationDto};
 use crate::monitor::MonitorHub;
@@ -217,5 +217,15 @@ impl<T: Operator> DynOperator for T {
     }
     fn snapshot_restore(&self, snapshot: Vec<u8>) -> BoxFuture<'_, Result<(), RestoreError>> {
         Box::pin(Operator::snapshot_restore(self, snapshot))
+    }
+}
+
+pub(crate) trait DynReload: Send + Sync {
+    fn reload(&self) -> BoxFuture<'_, Result<(), String>>;
+}
+
+impl<T: Reload> DynReload for T {
+    fn reload(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(Reload::reload(self))
     }
 }

@@ -280,6 +280,18 @@ pub(crate) async fn force_leave(caps: &Caps, ctx: &Ctx) -> Reply {
     Ok(response::empty())
 }
 
+/// `PUT|POST /v1/agent/reload` (spec §12): `agent:write`, then the host re-reads its
+/// configuration; a failure is `500` with its text and changes nothing.
+pub(crate) async fn reload(caps: &Caps, ctx: &Ctx) -> Reply {
+    only(ctx, &[Method::PUT, Method::POST])?;
+    caps.require(ctx.token.as_deref(), Acl::allow_agent_write)?;
+    caps.reloader()?
+        .reload()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    Ok(response::empty())
+}
+
 /// An endpoint whose subsystem this Caravan version does not have yet.
 pub(crate) fn not_implemented(ctx: &Ctx) -> Reply {
     Err(ApiError::new(

@@ -321,7 +321,10 @@ impl TestApp {
                 .debugging(Arc::new(DebugFake {
                     hub: MonitorHub::new(),
                 }))
-                .operator(Arc::new(operator::OperatorFake));
+                .operator(Arc::new(operator::OperatorFake))
+                .reload(Arc::new(operator::ReloadFake(
+                    info.config.node_name.clone(),
+                )));
         }
         TestApp {
             app: builder.build().unwrap(),

@@ -1,7 +1,7 @@
 //! `/v1/status/leader`, `/v1/status/peers`, `/v1/operator/raft/configuration` and
 //! `/v1/operator/snapshot` over a fake cluster (`Operator`).
 
-use super::{ACLS, Case, MGMT, OPERATOR_READ, case, run};
+use super::{ACLS, AGENT_READ, AGENT_WRITE, Case, MGMT, OPERATOR_READ, case, run};
 use crate::api::{Indexed, ReadError, RestoreError};
 
 /// Leader `10.0.0.1:4647`, the only voter; no Raft configuration (a client's answer); a
@@ -35,9 +35,66 @@ impl crate::Operator for OperatorFake {
     }
 }
 
+/// A reload that succeeds, unless the agent is named `reload-fails` (then the text of a file
+/// that does not load).
+pub(super) struct ReloadFake(pub(super) String);
+
+impl crate::Reload for ReloadFake {
+    async fn reload(&self) -> Result<(), String> {
+        if self.0 == "reload-fails" {
+            Err("a.hcl:3: log_level: invalid log level \"LOUD\"".into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// The operator area's one helper: each row on a fresh agent with every capability.
 async fn check(cases: &[Case<'_>]) {
     run("", cases).await
+}
+
+/// `PUT|POST /v1/agent/reload` (spec §12): method, then `agent:write`, then the host's reload.
+#[tokio::test]
+async fn reload_rules() {
+    check(&[
+        case("reload", "PUT /v1/agent/reload", "200 "),
+        case("reload by POST", "POST /v1/agent/reload", "200 "),
+        case(
+            "reload by GET",
+            "GET /v1/agent/reload",
+            "405 Invalid method",
+        ),
+        case(
+            "a failed reload",
+            "PUT /v1/agent/reload",
+            "500 a.hcl:3: log_level: invalid log level \"LOUD\"",
+        )
+        .config("name = \"reload-fails\"\n"),
+        case(
+            "ACLs: no token",
+            "PUT /v1/agent/reload",
+            "403 Permission denied",
+        )
+        .config(ACLS),
+        case(
+            "ACLs: agent:read may not",
+            "PUT /v1/agent/reload",
+            "403 Permission denied",
+        )
+        .config(ACLS)
+        .token(AGENT_READ),
+        case("ACLs: agent:write may", "PUT /v1/agent/reload", "200 ")
+            .config(ACLS)
+            .token(AGENT_WRITE),
+        case(
+            "ACLs: method before token",
+            "GET /v1/agent/reload",
+            "405 Invalid method",
+        )
+        .config(ACLS),
+    ])
+    .await;
 }
 
 #[tokio::test]

@@ -1,0 +1,130 @@
+//! Reloading the configuration (`PUT /v1/agent/reload`, SIGHUP): the files and flags the agent
+//! started with are read again; what can change while running is applied — the log level, the
+//! scheduler workers (`server.num_schedulers`, `server.enabled_schedulers`) — and every other
+//! changed key is named at WARN as taking effect on restart. A configuration that does not load
+//! is an error (`500` with its text over HTTP) and changes nothing.
+
+use std::sync::Arc;
+
+use caravan_agent_core::config::AgentConfig;
+use caravan_agent_core::sched::SchedulerConfig;
+use caravan_http::dto::{ConfigDto, VersionDto};
+use parking_lot::Mutex;
+
+use crate::cli::AgentArgs;
+use crate::logging::LevelHandle;
+use crate::server::ServerRole;
+
+/// Keys of `/v1/agent/self`'s config that a reload applies.
+const APPLIED: [&str; 2] = ["LogLevel", "Server.NumSchedulers"];
+
+/// Re-reads and applies the configuration.
+pub struct Reloader {
+    args: AgentArgs,
+    level: LevelHandle,
+    /// The configuration last applied (what later reloads are compared with).
+    running: Mutex<AgentConfig>,
+    server: Option<Arc<ServerRole>>,
+}
+
+impl Reloader {
+    /// A reloader for an agent started with `args` and running `config`.
+    pub fn new(
+        args: AgentArgs,
+        level: LevelHandle,
+        config: AgentConfig,
+        server: Option<Arc<ServerRole>>,
+    ) -> Reloader {
+        Reloader {
+            args,
+            level,
+            running: Mutex::new(config),
+            server,
+        }
+    }
+
+    /// Applies what can change live from `new`; names the rest.
+    fn apply(&self, new: AgentConfig) -> Result<(), String> {
+        let mut running = self.running.lock();
+        if new.log_level != running.log_level {
+            self.level.set(new.log_level)?;
+            tracing::info!(target: "agent", level = ?new.log_level, "log level changed by a reload");
+        }
+        let workers = |c: &AgentConfig| (c.server.num_schedulers, c.server.enabled_schedulers.clone());
+        if let Some(server) = &self.server
+            && workers(&new) != workers(&running)
+        {
+            use caravan_http::Schedulers;
+            server.set_scheduler_config(SchedulerConfig {
+                num_schedulers: i64::from(new.server.num_schedulers),
+                enabled_schedulers: new.server.enabled_schedulers.clone(),
+            });
+        }
+        for key in changed_keys(&running, &new) {
+            if !APPLIED.iter().any(|a| key == *a || key.starts_with("Server.EnabledSchedulers")) {
+                tracing::warn!(target: "agent", key = %key, "configuration changed by a reload; it takes effect on restart");
+            }
+        }
+        *running = new;
+        Ok(())
+    }
+}
+
+impl caravan_http::Reload for Reloader {
+    async fn reload(&self) -> Result<(), String> {
+        let args = self.args.clone();
+        // Reading files and host facts blocks: off the runtime's workers.
+        let loaded = tokio::task::spawn_blocking(move || crate::load::load(&args))
+            .await
+            .map_err(|e| format!("reload failed: {e}"))?;
+        match loaded {
+            Ok(new) => self.apply(new),
+            Err(e) => {
+                tracing::error!(target: "agent", error = %e, "reload failed; the running configuration is unchanged");
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The dotted `/v1/agent/self` config keys (`Server.NumSchedulers`, …) whose values differ.
+fn changed_keys(old: &AgentConfig, new: &AgentConfig) -> Vec<String> {
+    let show = |c: &AgentConfig| {
+        serde_json::to_value(ConfigDto::new(c, VersionDto::release("", ""))).unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    diff("", &show(old), &show(new), &mut out);
+    out
+}
+
+fn diff(path: &str, old: &serde_json::Value, new: &serde_json::Value, out: &mut Vec<String>) {
+    match (old, new) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in keys {
+                let null = serde_json::Value::Null;
+                let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                diff(&child, a.get(k).unwrap_or(&null), b.get(k).unwrap_or(&null), out);
+            }
+        }
+        (a, b) if a != b => out.push(path.to_string()),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use caravan_agent_core::config::HostFacts;
+
+    #[test]
+    fn changed_keys_name_each_difference() {
+        let old = AgentConfig::dev(&HostFacts::loopback("h", 2)).unwrap();
+        let mut new = old.clone();
+        assert!(changed_keys(&old, &new).is_empty());
+        new.enable_debug = !old.enable_debug;
+        new.server.num_schedulers = 1;
+        let keys = changed_keys(&old, &new);
+        assert_eq!(keys, ["EnableDebug", "Server.NumSchedulers"], "{keys:?}");
+    }
+}
