@@ -50,7 +50,8 @@ impl Reloader {
             self.level.set(new.log_level)?;
             tracing::info!(target: "agent", level = ?new.log_level, "log level changed by a reload");
         }
-        let workers = |c: &AgentConfig| (c.server.num_schedulers, c.server.enabled_schedulers.clone());
+        let workers =
+            |c: &AgentConfig| (c.server.num_schedulers, c.server.enabled_schedulers.clone());
         if let Some(server) = &self.server
             && workers(&new) != workers(&running)
         {
@@ -61,7 +62,10 @@ impl Reloader {
             });
         }
         for key in changed_keys(&running, &new) {
-            if !APPLIED.iter().any(|a| key == *a || key.starts_with("Server.EnabledSchedulers")) {
+            if !APPLIED
+                .iter()
+                .any(|a| key == *a || key.starts_with("Server.EnabledSchedulers"))
+            {
                 tracing::warn!(target: "agent", key = %key, "configuration changed by a reload; it takes effect on restart");
             }
         }
@@ -103,8 +107,17 @@ fn diff(path: &str, old: &serde_json::Value, new: &serde_json::Value, out: &mut 
             let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
             for k in keys {
                 let null = serde_json::Value::Null;
-                let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
-                diff(&child, a.get(k).unwrap_or(&null), b.get(k).unwrap_or(&null), out);
+                let child = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                diff(
+                    &child,
+                    a.get(k).unwrap_or(&null),
+                    b.get(k).unwrap_or(&null),
+                    out,
+                );
             }
         }
         (a, b) if a != b => out.push(path.to_string()),
