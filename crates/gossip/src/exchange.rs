@@ -99,20 +99,8 @@ impl Node {
             self.counters.malformed += 1;
             return Err(GossipError::Rejected("state frame too large"));
         }
-        let opened;
-        let plain: &[u8] = match &self.cipher {
-            Some(c) => match c.open(frame) {
-                Some(p) => {
-                    opened = p;
-                    &opened
-                }
-                None => {
-                    self.counters.decrypt_failures += 1;
-                    return Err(GossipError::Crypto);
-                }
-            },
-            None => frame,
-        };
+        let plain = self.unseal(frame)?;
+        let plain: &[u8] = &plain;
         let decoded = match plain {
             [KIND_STATE, want, rest @ ..] if *want <= 1 => postcard::from_bytes::<StateMsg>(rest)
                 .map(|msg| Received {

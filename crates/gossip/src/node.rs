@@ -228,6 +228,24 @@ pub struct Node {
 }
 
 impl Node {
+    /// `data` opened with the pool key when one is set (a failure counted as a decrypt
+    /// failure), or as it came.
+    pub(crate) fn unseal<'a>(
+        &mut self,
+        data: &'a [u8],
+    ) -> Result<std::borrow::Cow<'a, [u8]>, GossipError> {
+        match &self.cipher {
+            Some(c) => match c.open(data) {
+                Some(plain) => Ok(std::borrow::Cow::Owned(plain)),
+                None => {
+                    self.counters.decrypt_failures += 1;
+                    Err(GossipError::Crypto)
+                }
+            },
+            None => Ok(std::borrow::Cow::Borrowed(data)),
+        }
+    }
+
     /// A node that knows only itself. `seed` makes its random choices reproducible.
     pub fn new(mut cfg: NodeConfig, seed: u64, now: Duration) -> Result<Node, GossipError> {
         let cipher = cfg.key.as_deref().map(Cipher::new).transpose()?;
@@ -330,20 +348,8 @@ impl Node {
     ) -> Result<(), GossipError> {
         self.counters.packets_in += 1;
         self.counters.bytes_in += data.len() as u64;
-        let opened;
-        let plain: &[u8] = match &self.cipher {
-            Some(c) => match c.open(data) {
-                Some(p) => {
-                    opened = p;
-                    &opened
-                }
-                None => {
-                    self.counters.decrypt_failures += 1;
-                    return Err(GossipError::Crypto);
-                }
-            },
-            None => data,
-        };
+        let plain = self.unseal(data)?;
+        let plain: &[u8] = &plain;
         let from = canonical(from);
         let result = match plain.split_first() {
             Some((&KIND_FOCA, rest)) => self.receive_foca(from, rest, now),

@@ -523,3 +523,46 @@ async fn state_reads_carry_index_leader_and_contact_headers() {
         assert_eq!(headers(&r.headers), [None, None, None], "{method} {uri}");
     }
 }
+
+/// The object DTOs send their keys in sorted order, as the `json!` maps they replaced did, and
+/// exactly the wire's keys: re-encoding through a sorted map changes no byte. The write answer
+/// keeps Nomad's own order.
+#[test]
+fn dtos_keep_the_wire_bytes() {
+    use crate::dto::{AllocationDto, EvaluationDto, JobDto, JobWriteDto, NodeDto};
+    let state = FakeState::seeded();
+    let check = |direct: String, keys: usize| {
+        let sorted: serde_json::Value = serde_json::from_str(&direct).unwrap();
+        assert_eq!(serde_json::to_string(&sorted).unwrap(), direct);
+        assert_eq!(sorted.as_object().map(|o| o.len()), Some(keys), "{direct}");
+    };
+    check(
+        serde_json::to_string(&JobDto::new(&state.jobs[0], false)).unwrap(),
+        12,
+    );
+    check(
+        serde_json::to_string(&JobDto::new(&state.jobs[0], true)).unwrap(),
+        13,
+    );
+    check(
+        serde_json::to_string(&EvaluationDto::from(&state.evals[0])).unwrap(),
+        12,
+    );
+    check(
+        serde_json::to_string(&AllocationDto::from(&state.allocs[0])).unwrap(),
+        12,
+    );
+    check(
+        serde_json::to_string(&NodeDto::from(&state.nodes[0])).unwrap(),
+        10,
+    );
+    let w = JobWriteResult {
+        eval_id: "e1".into(),
+        eval_create_index: 5,
+        job_modify_index: 4,
+    };
+    assert_eq!(
+        serde_json::to_string(&JobWriteDto::from(w)).unwrap(),
+        r#"{"EvalID":"e1","EvalCreateIndex":5,"JobModifyIndex":4}"#
+    );
+}
