@@ -594,40 +594,38 @@ impl Sim {
                 life,
                 to,
                 frame,
-            } => {
-                if self.lives[node] != life {
-                    return;
-                }
-                if let Some(n) = self.nodes[node].as_mut() {
-                    let _ = n.handle_stream_reply(to, &frame, now);
-                    let out = n.drain();
-                    self.absorb(node, out);
-                }
-            }
+            } => self.on_node(node, life, |n| {
+                let _ = n.handle_stream_reply(to, &frame, now);
+            }),
             Ev::StreamFailed { node, life, to } => {
-                if self.lives[node] != life {
-                    return;
-                }
-                if let Some(n) = self.nodes[node].as_mut() {
-                    n.stream_failed(to, now);
-                    let out = n.drain();
-                    self.absorb(node, out);
-                }
+                self.on_node(node, life, |n| n.stream_failed(to, now))
             }
             Ev::Timer { node, life, timer } => {
-                if self.lives[node] != life {
-                    return;
+                if self.lives[node] == life
+                    && self.nodes[node].is_some()
+                    && timer == NodeTimer::Sync
+                {
+                    self.syncs[node] += 1;
                 }
-                if let Some(n) = self.nodes[node].as_mut() {
-                    if timer == NodeTimer::Sync {
-                        self.syncs[node] += 1;
-                    }
-                    n.handle_timer(timer, now);
-                    let out = n.drain();
-                    self.absorb(node, out);
-                }
+                self.on_node(node, life, |n| n.handle_timer(timer, now))
             }
         }
+    }
+
+    /// Runs `act` on node `node` if it still lives the life `life` (an event of an earlier
+    /// life is dropped), then sends what it produced.
+    fn on_node(&mut self, node: usize, life: u32, act: impl FnOnce(&mut Node)) {
+        if self.lives[node] != life {
+            return;
+        }
+        let out = match self.nodes[node].as_mut() {
+            Some(n) => {
+                act(n);
+                n.drain()
+            }
+            None => return,
+        };
+        self.absorb(node, out);
     }
 
     /// Whether every running node other than `subject` sees member `name` with `status`.
