@@ -18,23 +18,15 @@ pub fn load(args: &AgentArgs) -> Result<AgentConfig, String> {
     } else {
         Value::Object(Default::default())
     };
-    let mut files = Vec::new();
     let mut sources = Vec::new();
     for path in &args.config {
         for file in config_files(path)? {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| format!("failed to read config file {file}: {e}"))?;
-            let source =
-                parse_config(&file, &text, Format::from_path(&file)).map_err(|e| e.to_string())?;
+            let source = read_source(file)?;
             merge_trees(&mut tree, source.tree.clone());
-            sources.push(LoadedSource {
-                origin: file.clone(),
-                text,
-                tree: source.tree,
-            });
-            files.push(file);
+            sources.push(source);
         }
     }
+    let files = origins(&sources);
     // A flag overrides every file: an error about a key a flag set names no file.
     let flags = args.to_tree();
     sources.push(LoadedSource {
@@ -55,7 +47,6 @@ pub fn load(args: &AgentArgs) -> Result<AgentConfig, String> {
 pub fn validate(paths: &[String]) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
     let mut tree = Value::Object(Default::default());
-    let mut files = Vec::new();
     let mut sources = Vec::new();
     for path in paths {
         let found = match config_files(path) {
@@ -66,22 +57,10 @@ pub fn validate(paths: &[String]) -> Result<(), Vec<String>> {
             }
         };
         for file in found {
-            let parsed = std::fs::read_to_string(&file)
-                .map_err(|e| format!("failed to read config file {file}: {e}"))
-                .and_then(|text| {
-                    parse_config(&file, &text, Format::from_path(&file))
-                        .map(|source| (source, text))
-                        .map_err(|e| e.to_string())
-                });
-            match parsed {
-                Ok((source, text)) => {
+            match read_source(file) {
+                Ok(source) => {
                     merge_trees(&mut tree, source.tree.clone());
-                    sources.push(LoadedSource {
-                        origin: file.clone(),
-                        text,
-                        tree: source.tree,
-                    });
-                    files.push(file);
+                    sources.push(source);
                 }
                 Err(e) => problems.push(e),
             }
@@ -91,7 +70,7 @@ pub fn validate(paths: &[String]) -> Result<(), Vec<String>> {
         let resolved = tree_to_file(&tree)
             .map_err(|e| e.to_string())
             .and_then(|file| {
-                AgentConfig::resolve(file, false, &host_facts(), files)
+                AgentConfig::resolve(file, false, &host_facts(), origins(&sources))
                     .map_err(|e| located(&e, &sources))
             });
         if let Err(e) = resolved {
@@ -106,6 +85,23 @@ pub fn validate(paths: &[String]) -> Result<(), Vec<String>> {
 }
 
 /// A file, or the `.hcl` and `.json` files of a directory in lexical order.
+/// Reads and parses one configuration file, kept with its text to name where a value came from.
+fn read_source(file: String) -> Result<LoadedSource, String> {
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| format!("failed to read config file {file}: {e}"))?;
+    let source = parse_config(&file, &text, Format::from_path(&file)).map_err(|e| e.to_string())?;
+    Ok(LoadedSource {
+        origin: file,
+        text,
+        tree: source.tree,
+    })
+}
+
+/// The files read, in merge order.
+fn origins(sources: &[LoadedSource]) -> Vec<String> {
+    sources.iter().map(|s| s.origin.clone()).collect()
+}
+
 /// A resolve error's text, with the file and line of the value it is about when a file set it.
 fn located(e: &CoreError, sources: &[LoadedSource]) -> String {
     match e {

@@ -7,13 +7,12 @@
 use std::sync::Arc;
 
 use caravan_agent_core::config::AgentConfig;
-use caravan_agent_core::sched::SchedulerConfig;
 use caravan_http::dto::{ConfigDto, VersionDto};
 use parking_lot::Mutex;
 
 use crate::cli::AgentArgs;
 use crate::logging::LevelHandle;
-use crate::server::ServerRole;
+use crate::server::{ServerRole, configured_workers};
 
 /// Keys of `/v1/agent/self`'s config that a reload applies.
 const APPLIED: [&str; 2] = ["LogLevel", "Server.NumSchedulers"];
@@ -50,16 +49,12 @@ impl Reloader {
             self.level.set(new.log_level)?;
             tracing::info!(target: "agent", level = ?new.log_level, "log level changed by a reload");
         }
-        let workers =
-            |c: &AgentConfig| (c.server.num_schedulers, c.server.enabled_schedulers.clone());
+        let wanted = configured_workers(&new);
         if let Some(server) = &self.server
-            && workers(&new) != workers(&running)
+            && configured_workers(&running).differs_from(&wanted)
         {
             use caravan_http::Schedulers;
-            server.set_scheduler_config(SchedulerConfig {
-                num_schedulers: i64::from(new.server.num_schedulers),
-                enabled_schedulers: new.server.enabled_schedulers.clone(),
-            });
+            server.set_scheduler_config(wanted);
         }
         for key in changed_keys(&running, &new) {
             if !APPLIED

@@ -318,10 +318,7 @@ fn start_workers(
     cluster: &Arc<Cluster>,
     rpc: &Arc<Rpc>,
 ) -> (WorkerPool, SchedulerConfig) {
-    let wanted = SchedulerConfig {
-        num_schedulers: i64::from(config.server.num_schedulers),
-        enabled_schedulers: config.server.enabled_schedulers.clone(),
-    };
+    let wanted = configured_workers(config);
     let pool = WorkerPool::new(
         config.server.num_schedulers as usize,
         &wanted.enabled_schedulers,
@@ -373,4 +370,13 @@ async fn start_gossip(
     node.key = config.server.encrypt_key.clone();
     let bind = SocketAddr::new(config.addresses.serf, config.ports.serf);
     Gossip::start(node, bind).await.map_err(|e| e.to_string())
+}
+
+/// The scheduler pool a configuration asks for (`server.num_schedulers`,
+/// `server.enabled_schedulers`): at start, and again on a reload.
+pub fn configured_workers(config: &AgentConfig) -> SchedulerConfig {
+    SchedulerConfig {
+        num_schedulers: i64::from(config.server.num_schedulers),
+        enabled_schedulers: config.server.enabled_schedulers.clone(),
+    }
 }

@@ -482,21 +482,25 @@ impl Sim {
         );
     }
 
+    /// Tells `from` (in its life `life`), one latency from now, that its stream to `to` failed.
+    fn stream_failed(&mut self, from: usize, life: u32, to: SocketAddr) {
+        let at = self.now + self.cfg.latency;
+        self.push(
+            at,
+            Ev::StreamFailed {
+                node: from,
+                life,
+                to,
+            },
+        );
+    }
+
     fn open_stream(&mut self, to: usize, from: usize, life: u32, frame: Vec<u8>) {
         let now = self.now;
         let to_addr = self.addrs[to];
         let Some(node) = self.nodes[to].as_mut() else {
             // Nobody listens: refused.
-            let at = now + self.cfg.latency;
-            self.push(
-                at,
-                Ev::StreamFailed {
-                    node: from,
-                    life,
-                    to: to_addr,
-                },
-            );
-            return;
+            return self.stream_failed(from, life, to_addr);
         };
         // The stream comes from the node's IP and an ephemeral port.
         let peer = SocketAddr::new(self.addrs[from].ip(), 40000);
@@ -517,17 +521,7 @@ impl Sim {
                     },
                 );
             }
-            None => {
-                let at = now + self.cfg.latency;
-                self.push(
-                    at,
-                    Ev::StreamFailed {
-                        node: from,
-                        life,
-                        to: to_addr,
-                    },
-                );
-            }
+            None => self.stream_failed(from, life, to_addr),
         }
     }
 
