@@ -19,6 +19,7 @@ pub mod config;
 pub mod conn_limit;
 pub mod debug;
 pub mod duration;
+pub mod heartbeat;
 pub mod jobs;
 pub mod member;
 pub mod query;

@@ -36,6 +36,9 @@ pub enum StateQuery {
     Nodes,
     /// One node by ID.
     Node(String),
+    /// The allocations placed on a node (answered as [`StateAnswer::Allocations`]; none for
+    /// an unknown node).
+    NodeAllocations(String),
 }
 
 /// The answer to a [`StateQuery`], of the same variant. `None`: the object is unknown.

@@ -79,6 +79,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         memory_mb: 8192,
         status: "ready".into(),
         down_since: None,
+        secret_id: String::new(),
+        attributes: Default::default(),
         create_index: 0,
         modify_index: 0,
     };

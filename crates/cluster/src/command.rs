@@ -9,14 +9,14 @@ use caravan_agent_core::jobs::{Job, Node};
 use serde::{Deserialize, Serialize};
 
 use crate::ClusterError;
-use crate::store::{JobWrite, Tables};
+use crate::store::{JobWrite, NodeStatusChange, Tables};
 
 /// The largest encoded command the cluster proposes or applies. A command over it is refused
 /// before it reaches the log, and refused again by `apply` if it arrives anyway.
 pub const MAX_COMMAND_BYTES: usize = 1024 * 1024;
 
 /// The first byte of every encoded command, outcome and snapshot of this format.
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// One replicated write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +44,30 @@ pub enum Command {
         node: Node,
         /// Seeds the IDs created.
         seed: u64,
+    },
+    /// A client registers its node (checked against the secret it registered with before).
+    NodeRegister {
+        /// The node, with its secret.
+        node: Node,
+        /// Seeds the IDs created.
+        seed: u64,
+    },
+    /// A node's status changes: a client's own report (with its secret) or the leader's
+    /// heartbeat timer marking it down (no secret).
+    NodeStatus {
+        /// The change.
+        change: NodeStatusChange,
+        /// Seeds the IDs created.
+        seed: u64,
+    },
+    /// A client reports the client status of allocations placed on its node.
+    AllocClientUpdate {
+        /// The node.
+        node_id: String,
+        /// Its secret.
+        secret_id: String,
+        /// `(allocation ID, client status)`.
+        updates: Vec<(String, String)>,
     },
     /// Runs the scheduler for an evaluation (placement is deterministic).
     EvalProcess {

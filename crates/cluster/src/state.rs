@@ -186,7 +186,11 @@ impl ClusterState {
             Command::Acl(_) => Ok(()), // AclState::apply checks every write
             Command::JobRegister { job, .. } => job.validate().map_err(|e| e.to_string()),
             Command::JobDeregister { id: job, .. } => id("job", job),
-            Command::NodeUpsert { node, .. } => node.validate().map_err(|e| e.to_string()),
+            Command::NodeUpsert { node, .. } | Command::NodeRegister { node, .. } => {
+                node.validate().map_err(|e| e.to_string())
+            }
+            Command::NodeStatus { change, .. } => id("node", &change.node_id),
+            Command::AllocClientUpdate { node_id, .. } => id("node", node_id),
             Command::EvalProcess { eval_id, .. } | Command::EvalFail { eval_id } => {
                 if self.store.has_eval(eval_id) {
                     Ok(())
@@ -230,6 +234,34 @@ impl ClusterState {
                 enqueue(&s.upsert_node(index, node));
                 Outcome::Applied
             }
+            Command::NodeRegister { node, seed } => {
+                s.reseed(seed, index);
+                match s.register_node(index, node) {
+                    Ok(evals) => {
+                        enqueue(&evals);
+                        Outcome::Applied
+                    }
+                    Err(e) => Outcome::Refused(e),
+                }
+            }
+            Command::NodeStatus { change, seed } => {
+                s.reseed(seed, index);
+                match s.update_node_status(index, &change) {
+                    Ok(evals) => {
+                        enqueue(&evals);
+                        Outcome::Applied
+                    }
+                    Err(e) => Outcome::Refused(e),
+                }
+            }
+            Command::AllocClientUpdate {
+                node_id,
+                secret_id,
+                updates,
+            } => match s.update_allocs(index, &node_id, &secret_id, &updates) {
+                Ok(()) => Outcome::Applied,
+                Err(e) => Outcome::Refused(e),
+            },
             Command::EvalProcess {
                 eval_id,
                 gc_threshold_secs,
@@ -396,6 +428,8 @@ mod tests {
             memory_mb: 1000,
             status: "ready".into(),
             down_since: None,
+            secret_id: String::new(),
+            attributes: Default::default(),
             create_index: 0,
             modify_index: 0,
         };

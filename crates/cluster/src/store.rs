@@ -105,7 +105,9 @@ impl Tables {
         match query {
             StateQuery::Jobs => i.jobs,
             StateQuery::Job(id) => self.jobs.get(id).map_or(i.jobs, |j| j.modify_index),
-            StateQuery::JobAllocations(_) | StateQuery::Allocations => i.allocs,
+            StateQuery::JobAllocations(_)
+            | StateQuery::Allocations
+            | StateQuery::NodeAllocations(_) => i.allocs,
             StateQuery::Evaluations => i.evals,
             StateQuery::Evaluation(id) => self.evals.get(id).map_or(i.evals, |e| e.modify_index),
             StateQuery::Allocation(id) => self.allocs.get(id).map_or(i.allocs, |a| a.modify_index),
@@ -169,6 +171,49 @@ impl Tables {
             }
         }
         (nodes, ids)
+    }
+
+    /// A node went down: its allocations that should run are lost, and each of their jobs gets
+    /// a `node-update` evaluation (which places replacements elsewhere).
+    fn lose_allocs_of(&mut self, index: u64, node_id: &str) -> Vec<Evaluation> {
+        let mut jobs = std::collections::BTreeSet::new();
+        for a in self.allocs.values_mut() {
+            if a.node_id == node_id && a.desired_status == "run" {
+                a.desired_status = "stop".into();
+                a.client_status = "lost".into();
+                a.modify_index = index;
+                jobs.insert(a.job_id.clone());
+            }
+        }
+        if !jobs.is_empty() {
+            self.indexes.allocs = index;
+        }
+        self.evals_for(index, jobs)
+    }
+
+    /// `node-update` evaluations for the system jobs that run (a node joined or came back).
+    fn system_job_evals(&mut self, index: u64) -> Vec<Evaluation> {
+        let jobs = self
+            .jobs
+            .values()
+            .filter(|j| j.job_type.per_node() && !j.stop)
+            .map(|j| j.id.clone())
+            .collect();
+        self.evals_for(index, jobs)
+    }
+
+    fn evals_for(
+        &mut self,
+        index: u64,
+        jobs: std::collections::BTreeSet<String>,
+    ) -> Vec<Evaluation> {
+        let mut out = Vec::new();
+        for id in jobs {
+            if let Some(job) = self.jobs.get(&id).cloned() {
+                out.push(self.job_eval(index, &job, "node-update", EvalStatus::Pending));
+            }
+        }
+        out
     }
 
     /// Stops the running allocations `ids` at `index`.
@@ -239,6 +284,13 @@ impl Tables {
             StateQuery::Allocation(id) => StateAnswer::Allocation(self.allocs.get(id).cloned()),
             StateQuery::Nodes => StateAnswer::Nodes(all(&self.nodes)),
             StateQuery::Node(id) => StateAnswer::Node(self.nodes.get(id).cloned()),
+            StateQuery::NodeAllocations(id) => StateAnswer::Allocations(
+                self.allocs
+                    .values()
+                    .filter(|a| &a.node_id == id)
+                    .cloned()
+                    .collect(),
+            ),
         };
         (answer, self.index_for(query))
     }
@@ -282,6 +334,28 @@ pub fn broker_eval(e: &Evaluation) -> Eval {
         scheduler: e.scheduler.clone(),
         create_index: e.create_index,
     }
+}
+
+/// The most client nodes the state holds (a bound on what registrations can grow).
+pub const MAX_NODES: usize = 200_000;
+
+/// The most allocation updates one report may carry.
+pub const MAX_ALLOC_UPDATES: usize = 10_000;
+
+/// Client statuses a client may report for an allocation.
+pub const ALLOC_CLIENT_STATUSES: [&str; 3] = ["running", "complete", "failed"];
+
+/// A node status change (see [`Store::update_node_status`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatusChange {
+    /// The node.
+    pub node_id: String,
+    /// The secret the node presented; empty for the leader's heartbeat timer.
+    pub secret_id: String,
+    /// The new status.
+    pub status: String,
+    /// The proposer's clock, Unix seconds.
+    pub now_secs: u64,
 }
 
 /// The store: [`Tables`] behind one lock.
@@ -370,6 +444,145 @@ impl Store {
         t.nodes.insert(node.id.clone(), node);
         t.indexes.nodes = index;
         t.unblock(index)
+    }
+
+    /// A client registers its node at `index` (Nomad's `Node.Register`): a new node, or the same
+    /// node again (a restarted client) presenting the secret it registered with. The node is
+    /// `ready`; one that was down gets `node-update` evaluations for the system jobs, and
+    /// blocked evaluations become pending. Returns the evaluations to enqueue.
+    pub fn register_node(&self, index: u64, mut node: Node) -> Result<Vec<Evaluation>, String> {
+        let mut t = self.tables.lock();
+        if node.secret_id.is_empty() {
+            return Err("Node.SecretID: missing node secret".into());
+        }
+        let previous = t.nodes.get(&node.id);
+        match previous {
+            Some(p)
+                if !p.secret_id.is_empty()
+                    && !caravan_agent_core::acl::secrets_equal(&p.secret_id, &node.secret_id) =>
+            {
+                return Err("node secret ID does not match. Not registering node.".into());
+            }
+            None if t.nodes.len() >= MAX_NODES => {
+                return Err(format!("too many nodes: at most {MAX_NODES}"));
+            }
+            _ => {}
+        }
+        let was_down = previous.is_some_and(|p| p.status == "down");
+        let is_new = previous.is_none();
+        node.create_index = previous.map_or(index, |p| p.create_index);
+        node.modify_index = index;
+        node.status = "ready".into();
+        node.down_since = None;
+        t.nodes.insert(node.id.clone(), node);
+        t.indexes.nodes = index;
+        let mut out = t.unblock(index);
+        if was_down || is_new {
+            out.extend(t.system_job_evals(index));
+        }
+        Ok(out)
+    }
+
+    /// A node's status changes at `index`. A client presents its `secret`; without one (the
+    /// leader's heartbeat timer) the only change allowed is to `down`. A node going down loses
+    /// its allocations (desired `stop`, client status `lost`) and each job that had one gets a
+    /// `node-update` evaluation; a node coming back makes the system jobs re-evaluate and
+    /// blocked evaluations pending. Returns the evaluations to enqueue.
+    pub fn update_node_status(
+        &self,
+        index: u64,
+        change: &NodeStatusChange,
+    ) -> Result<Vec<Evaluation>, String> {
+        let mut t = self.tables.lock();
+        let Some(node) = t.nodes.get(&change.node_id) else {
+            return Err(format!("node not found: {:?}", change.node_id));
+        };
+        if change.secret_id.is_empty() {
+            if change.status != "down" {
+                return Err(
+                    "a status change without the node's secret may only mark it down".into(),
+                );
+            }
+        } else if !caravan_agent_core::acl::secrets_equal(&node.secret_id, &change.secret_id) {
+            return Err("node secret ID does not match".into());
+        }
+        if !caravan_agent_core::jobs::NODE_STATUSES.contains(&change.status.as_str()) {
+            return Err(format!("Node.Status: invalid status {:?}", change.status));
+        }
+        if node.status == change.status {
+            return Ok(Vec::new());
+        }
+        let going_down = change.status == "down";
+        let coming_back = node.status == "down" && change.status == "ready";
+        if let Some(n) = t.nodes.get_mut(&change.node_id) {
+            n.status = change.status.clone();
+            n.down_since = going_down.then_some(change.now_secs);
+            n.modify_index = index;
+        }
+        t.indexes.nodes = index;
+        let mut out = Vec::new();
+        if going_down {
+            out = t.lose_allocs_of(index, &change.node_id);
+        } else if coming_back {
+            out = t.unblock(index);
+            out.extend(t.system_job_evals(index));
+        }
+        Ok(out)
+    }
+
+    /// A client reports its allocations' client status at `index` (`running` once it has one,
+    /// `complete` once it stopped one, `failed`). Each allocation must be placed on that node,
+    /// and the node's `secret` must match. A status that does not move forward is ignored.
+    pub fn update_allocs(
+        &self,
+        index: u64,
+        node_id: &str,
+        secret: &str,
+        updates: &[(String, String)],
+    ) -> Result<(), String> {
+        let mut t = self.tables.lock();
+        let Some(node) = t.nodes.get(node_id) else {
+            return Err(format!("node not found: {node_id:?}"));
+        };
+        if !caravan_agent_core::acl::secrets_equal(&node.secret_id, secret) {
+            return Err("node secret ID does not match".into());
+        }
+        if updates.len() > MAX_ALLOC_UPDATES {
+            return Err(format!(
+                "{} allocation updates; at most {MAX_ALLOC_UPDATES}",
+                updates.len()
+            ));
+        }
+        for (id, status) in updates {
+            if !ALLOC_CLIENT_STATUSES.contains(&status.as_str()) {
+                return Err(format!(
+                    "Alloc.ClientStatus: invalid status {status:?} (want running, complete or failed)"
+                ));
+            }
+            match t.allocs.get(id) {
+                Some(a) if a.node_id == node_id => {}
+                _ => {
+                    return Err(format!(
+                        "allocation {id:?} is not placed on node {node_id:?}"
+                    ));
+                }
+            }
+        }
+        for (id, status) in updates {
+            if let Some(a) = t.allocs.get_mut(id) {
+                let forward = match (a.client_status.as_str(), status.as_str()) {
+                    ("pending", _) => a.desired_status == "run" || status != "running",
+                    ("running", "complete" | "failed") => true,
+                    _ => false,
+                };
+                if forward {
+                    a.client_status = status.clone();
+                    a.modify_index = index;
+                    t.indexes.allocs = index;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Registers (or updates) a job at `index` and creates its evaluation.
@@ -608,6 +821,8 @@ mod tests {
             memory_mb: 4096,
             status: "ready".into(),
             down_since: None,
+            secret_id: String::new(),
+            attributes: Default::default(),
             create_index: 0,
             modify_index: 0,
         }
@@ -652,6 +867,155 @@ mod tests {
             StateAnswer::Evaluation(Some(e)) => e,
             other => panic!("no evaluation {id}: {other:?}"),
         }
+    }
+
+    fn with_secret(id: &str, secret: &str) -> Node {
+        let mut n = node(id, 1000);
+        n.secret_id = secret.into();
+        n
+    }
+
+    fn status(node_id: &str, secret: &str, status: &str) -> NodeStatusChange {
+        NodeStatusChange {
+            node_id: node_id.into(),
+            secret_id: secret.into(),
+            status: status.into(),
+            now_secs: 100,
+        }
+    }
+
+    fn node_status(s: &Store, id: &str) -> String {
+        match s.query(&StateQuery::Node(id.into())).0 {
+            StateAnswer::Node(Some(n)) => n.status,
+            other => panic!("no node {id}: {other:?}"),
+        }
+    }
+
+    fn node_allocs(s: &Store, id: &str) -> Vec<Allocation> {
+        match s.query(&StateQuery::NodeAllocations(id.into())).0 {
+            StateAnswer::Allocations(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// One node write and what it must answer (`Ok(n)`: `n` evaluations to enqueue).
+    enum Write<'a> {
+        Register(Node),
+        Status(NodeStatusChange),
+        Allocs(&'a str, &'a str, Vec<(String, String)>),
+    }
+
+    fn check(s: &Store, index: u64, write: Write<'_>, expected: Result<usize, &str>) {
+        let got = match write {
+            Write::Register(n) => s.register_node(index, n).map(|e| e.len()),
+            Write::Status(c) => s.update_node_status(index, &c).map(|e| e.len()),
+            Write::Allocs(node, secret, u) => s.update_allocs(index, node, secret, &u).map(|()| 0),
+        };
+        match (&got, expected) {
+            (Ok(n), Ok(want)) => assert_eq!(*n, want, "at index {index}"),
+            (Err(e), Err(want)) => assert!(e.contains(want), "at index {index}: {e}"),
+            _ => panic!("at index {index}: got {got:?}, want {expected:?}"),
+        }
+    }
+
+    #[test]
+    fn node_writes_need_the_nodes_secret() {
+        let s = Store::default();
+        check(&s, 1, Write::Register(with_secret("n1", "s1")), Ok(0));
+        check(
+            &s,
+            2,
+            Write::Register(with_secret("n1", "other")),
+            Err("node secret ID does not match"),
+        );
+        check(
+            &s,
+            3,
+            Write::Register(with_secret("n2", "")),
+            Err("missing node secret"),
+        );
+        check(&s, 4, Write::Register(with_secret("n1", "s1")), Ok(0));
+        check(
+            &s,
+            5,
+            Write::Status(status("n1", "other", "down")),
+            Err("does not match"),
+        );
+        check(
+            &s,
+            6,
+            Write::Status(status("n1", "", "ready")),
+            Err("may only mark it down"),
+        );
+        check(
+            &s,
+            7,
+            Write::Status(status("nope", "", "down")),
+            Err("node not found"),
+        );
+        check(
+            &s,
+            8,
+            Write::Status(status("n1", "s1", "bogus")),
+            Err("invalid status"),
+        );
+        let bad = vec![("x".to_string(), "running".to_string())];
+        check(
+            &s,
+            9,
+            Write::Allocs("n1", "other", bad.clone()),
+            Err("does not match"),
+        );
+        check(
+            &s,
+            10,
+            Write::Allocs("n1", "s1", bad),
+            Err("is not placed on node"),
+        );
+        assert_eq!(node_status(&s, "n1"), "ready");
+        assert_eq!(
+            s.query(&StateQuery::Node("n2".into())).0,
+            StateAnswer::Node(None)
+        );
+    }
+
+    #[test]
+    fn a_node_down_loses_its_allocations_and_they_are_placed_again() {
+        let s = Store::default();
+        check(&s, 1, Write::Register(with_secret("a", "sa")), Ok(0));
+        let w = s.register(2, job("web", JobType::Service, 2, 400));
+        s.process(3, &w.eval.id, 86400, 0).unwrap();
+        let placed = node_allocs(&s, "a");
+        assert_eq!(placed.len(), 2);
+        // The client has them: pending → running.
+        let ids: Vec<(String, String)> = placed
+            .iter()
+            .map(|a| (a.id.clone(), "running".to_string()))
+            .collect();
+        check(&s, 4, Write::Allocs("a", "sa", ids), Ok(0));
+        assert!(
+            node_allocs(&s, "a")
+                .iter()
+                .all(|a| a.client_status == "running")
+        );
+        check(&s, 5, Write::Register(with_secret("b", "sb")), Ok(0));
+        // The leader's timer marks `a` down: one node-update evaluation for `web`.
+        let lost = s.update_node_status(6, &status("a", "", "down")).unwrap();
+        assert_eq!(lost.len(), 1);
+        assert_eq!(lost[0].triggered_by, "node-update");
+        assert_eq!(node_status(&s, "a"), "down");
+        assert!(
+            node_allocs(&s, "a")
+                .iter()
+                .all(|a| a.client_status == "lost")
+        );
+        s.process(7, &lost[0].id, 86400, 0).unwrap();
+        assert_eq!(running(&s, "web"), 2);
+        assert_eq!(node_allocs(&s, "b").len(), 2);
+        // Down again is no change; the client comes back with its secret.
+        check(&s, 8, Write::Status(status("a", "", "down")), Ok(0));
+        check(&s, 9, Write::Status(status("a", "sa", "ready")), Ok(0));
+        assert_eq!(node_status(&s, "a"), "ready");
     }
 
     #[test]

@@ -92,6 +92,14 @@ pub struct ServerFile {
     pub node_gc_threshold: Option<String>,
     /// Raft log entries between snapshots.
     pub raft_snapshot_threshold: Option<i64>,
+    /// Shortest TTL the leader gives a client node (Go duration, default 10s).
+    pub min_heartbeat_ttl: Option<String>,
+    /// Heartbeats per second the leader aims for across all nodes (default 50).
+    pub max_heartbeats_per_second: Option<f64>,
+    /// Extra time past a node's TTL before it is marked down (Go duration, default 10s).
+    pub heartbeat_grace: Option<String>,
+    /// TTL every node gets when a new leader takes over (Go duration, default 5m).
+    pub failover_heartbeat_ttl: Option<String>,
     /// Gossip addresses joined once at start.
     pub start_join: Option<Vec<String>>,
     /// `server_join { ... }`.

@@ -137,6 +137,8 @@ pub struct ServerConfig {
     pub start_join: Vec<String>,
     /// Join retry settings.
     pub server_join: ServerJoin,
+    /// The leader's client heartbeat rule.
+    pub heartbeat: crate::heartbeat::HeartbeatRule,
 }
 
 /// The client role's settings.
@@ -421,6 +423,7 @@ pub const DEFAULT_RAFT_SNAPSHOT_THRESHOLD: u64 = 8192;
 pub const MAX_RAFT_SNAPSHOT_THRESHOLD: i64 = 1 << 24;
 
 fn resolve_server(s: file::ServerFile, num_cpus: u32) -> Result<ServerConfig, CoreError> {
+    let heartbeat = heartbeat_rule(&s)?;
     let num_schedulers = match s.num_schedulers {
         None => num_cpus,
         Some(n) if n < 0 || n > i64::from(num_cpus) => {
@@ -473,6 +476,7 @@ fn resolve_server(s: file::ServerFile, num_cpus: u32) -> Result<ServerConfig, Co
             Duration::from_secs(24 * 3600),
         )?,
         start_join: s.start_join.unwrap_or_default(),
+        heartbeat,
         server_join: ServerJoin {
             retry_join: join.retry_join.unwrap_or_default(),
             retry_interval: parse_duration(
@@ -482,6 +486,35 @@ fn resolve_server(s: file::ServerFile, num_cpus: u32) -> Result<ServerConfig, Co
             )?,
             retry_max: join.retry_max.unwrap_or(0),
         },
+    })
+}
+
+/// `min_heartbeat_ttl`, `max_heartbeats_per_second`, `heartbeat_grace` and
+/// `failover_heartbeat_ttl`, with Nomad's defaults.
+fn heartbeat_rule(s: &file::ServerFile) -> Result<crate::heartbeat::HeartbeatRule, CoreError> {
+    let d = crate::heartbeat::HeartbeatRule::default();
+    let rate = s.max_heartbeats_per_second.unwrap_or(d.max_per_second);
+    if !(rate.is_finite() && rate > 0.0 && rate <= 1e6) {
+        return Err(invalid(format!(
+            "server.max_heartbeats_per_second: {rate} is not a rate above 0 (at most 1000000)"
+        )));
+    }
+    let at_most_a_day = |key: &str, value: &Option<String>, default| {
+        let v = parse_duration(key, value.clone(), default)?;
+        if v > Duration::from_secs(86_400) {
+            return Err(invalid(format!("{key}: at most 24h")));
+        }
+        Ok(v)
+    };
+    Ok(crate::heartbeat::HeartbeatRule {
+        min_ttl: at_most_a_day("server.min_heartbeat_ttl", &s.min_heartbeat_ttl, d.min_ttl)?,
+        max_per_second: rate,
+        grace: at_most_a_day("server.heartbeat_grace", &s.heartbeat_grace, d.grace)?,
+        failover_ttl: at_most_a_day(
+            "server.failover_heartbeat_ttl",
+            &s.failover_heartbeat_ttl,
+            d.failover_ttl,
+        )?,
     })
 }
 

@@ -208,6 +208,8 @@ pub fn node(id: &str) -> Node {
         memory_mb: 1024,
         status: "ready".into(),
         down_since: None,
+        secret_id: String::new(),
+        attributes: Default::default(),
         create_index: 0,
         modify_index: 0,
     }
