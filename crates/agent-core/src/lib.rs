@@ -15,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod acl;
+pub mod client_rpc;
 pub mod config;
 pub mod conn_limit;
 pub mod debug;

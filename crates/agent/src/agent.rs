@@ -10,7 +10,7 @@ use caravan_http::{App, AppBuilder};
 
 use crate::cli::AgentArgs;
 use crate::client_only::ClientOnly;
-use crate::client_role::{ClientRole, local_node};
+use crate::client_role::ClientRole;
 use crate::handler::AgentHandler;
 use crate::info::Info;
 use crate::local::Local;
@@ -26,6 +26,8 @@ pub struct Agent {
     client: Arc<ClientRole>,
     reloader: Arc<Reloader>,
     app: App,
+    /// Ends the client node's heartbeats (on shutdown).
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Agent {
@@ -40,14 +42,18 @@ impl Agent {
     ) -> Result<Agent, String> {
         let server_id = id_if(config.server.enabled, &config, "server", "node-id")?;
         let node_id = id_if(config.client.enabled, &config, "client", "client-id")?;
+        let node_secret = id_if(config.client.enabled, &config, "client", "secret-id")?;
         let rpc = Arc::new(Rpc::new(
             crate::rpc::dial(&config)?,
             crate::rpc::confirms_servers(&config),
         ));
-        let client = Arc::new(ClientRole::new(&config, node_id, rpc.clone()).await);
+        let node = node_id.zip(node_secret);
+        let client = Arc::new(ClientRole::new(&config, node, rpc.clone()).await);
         let local = Arc::new(Local::new(config, hub));
         let server = match server_id {
-            Some(id) => Some(Arc::new(ServerRole::start(local.clone(), id, rpc).await?)),
+            Some(id) => Some(Arc::new(
+                ServerRole::start(local.clone(), id, rpc.clone()).await?,
+            )),
             None => None,
         };
         let reloader = Arc::new(Reloader::new(
@@ -60,13 +66,17 @@ impl Agent {
             .reload(reloader.clone())
             .build()
             .map_err(|e| e.to_string())?;
-        Ok(Agent {
+        let agent = Agent {
             local,
             server,
             client,
             reloader,
             app,
-        })
+            stop: tokio::sync::watch::channel(false).0,
+        };
+        // Servers call this agent back over the connections it opened (a client node's).
+        rpc.serve_calls_back(Arc::new(agent.rpc_handler()));
+        Ok(agent)
     }
 
     /// The running configuration.
@@ -88,17 +98,14 @@ impl Agent {
         }
     }
 
-    /// Starts the background duties: a server joins its peers and runs the cluster's duties,
-    /// and registers its own client node when it runs one.
+    /// Starts the background duties: a server joins its peers and runs the cluster's duties;
+    /// a client registers its node with its servers and heartbeats.
     pub fn spawn_duties(&self) {
-        let Some(server) = &self.server else {
-            return;
-        };
-        server.spawn_start_joins();
-        server.spawn_duties();
-        if let Some(id) = self.client.node_id() {
-            server.spawn_node_registration(local_node(&self.local.config, id));
+        if let Some(server) = &self.server {
+            server.spawn_start_joins();
+            server.spawn_duties();
         }
+        self.client.spawn(self.stop.subscribe());
     }
 
     /// Re-reads the configuration and applies what can change live (SIGHUP).
@@ -106,8 +113,9 @@ impl Agent {
         caravan_http::Reload::reload(&*self.reloader).await
     }
 
-    /// Leaves the gossip pool gracefully (servers).
+    /// Stops heartbeating and leaves the gossip pool gracefully (servers).
     pub async fn leave(&self) {
+        self.stop.send_replace(true);
         if let Some(server) = &self.server {
             server.leave().await;
         }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use caravan_agent_core::acl::{Acl, AclState, AclWrite, Token};
+use caravan_agent_core::client_rpc::ForNode;
 use caravan_agent_core::jobs::Job;
 use caravan_agent_core::query::{Indexed, ReadOptions, StateAnswer, StateQuery};
 use caravan_agent_core::sched::{SchedulerConfig, WorkerInfo};
@@ -13,8 +14,9 @@ use caravan_http::api::{
     ReadError, RestoreError,
 };
 use caravan_http::dto::{HostData, MembersResponse, RaftConfigurationDto};
-use caravan_http::{Acls, ApiError, Forwarding, Jobs, Membership, Operator, Schedulers};
+use caravan_http::{Acls, ApiError, Forwarding, Jobs, Membership, Operator, Remote, Schedulers};
 use caravan_rpc::method as m;
+use std::time::Duration;
 
 use crate::client_role::ClientRole;
 
@@ -123,7 +125,8 @@ impl Operator for ClientOnly {
     }
 }
 
-/// An agent without a server knows no other server to forward to.
+/// An agent without a server knows no other server to forward to; a request for another
+/// client node goes to one of its servers (`ClientAgent.*`), which finds the node.
 impl Forwarding for ClientOnly {
     fn remote_server(&self, id: &str) -> Result<String, String> {
         Err(unknown_server(id))
@@ -131,29 +134,66 @@ impl Forwarding for ClientOnly {
 
     async fn remote_host_data(
         &self,
-        server: &str,
-        _token: Option<&str>,
+        target: Remote<'_>,
+        token: Option<&str>,
     ) -> Result<HostData, String> {
-        Err(unknown_server(server))
+        let Remote::Node(id) = target else {
+            return Err(unknown_server(target.id()));
+        };
+        let body = for_node(id, ())?;
+        let reply = self
+            .client
+            .call_a_server(m::CLIENT_HOST, token, body, FORWARD_TIMEOUT)
+            .await?;
+        serde_json::from_slice(&reply).map_err(|e| format!("rpc error: bad reply: {e}"))
     }
 
     async fn remote_profile(
         &self,
-        server: &str,
-        _token: Option<&str>,
-        _request: ProfileRequest,
+        target: Remote<'_>,
+        token: Option<&str>,
+        request: ProfileRequest,
     ) -> Result<Vec<u8>, ApiError> {
-        Err(ApiError::from_message(unknown_server(server)))
+        let Remote::Node(id) = target else {
+            return Err(ApiError::from_message(unknown_server(target.id())));
+        };
+        let timeout = FORWARD_TIMEOUT + Duration::from_secs(request.seconds);
+        let body = for_node(id, request).map_err(ApiError::from_message)?;
+        self.client
+            .call_a_server(m::CLIENT_PROFILE, token, body, timeout)
+            .await
+            .map(|b| b.to_vec())
+            .map_err(ApiError::from_message)
     }
 
     async fn remote_monitor(
         &self,
-        server: &str,
-        _token: Option<&str>,
-        _request: MonitorRequest,
+        target: Remote<'_>,
+        token: Option<&str>,
+        request: MonitorRequest,
     ) -> Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, ApiError> {
-        Err(ApiError::from_message(unknown_server(server)))
+        let Remote::Node(id) = target else {
+            return Err(ApiError::from_message(unknown_server(target.id())));
+        };
+        let body = for_node(id, request).map_err(ApiError::from_message)?;
+        self.client
+            .stream_from_a_server(m::CLIENT_MONITOR, token, body)
+            .await
+            .map_err(ApiError::from_message)
     }
+}
+
+/// How long a request for another node may take (plus any profile duration).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A `ClientAgent.*` body.
+fn for_node<T: serde::Serialize>(node_id: &str, request: T) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(&ForNode {
+        node_id: node_id.to_string(),
+        request,
+        forwarded: false,
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// The spec's error for a `server_id` this agent cannot reach (`leader`: it knows none).

@@ -11,6 +11,7 @@ use caravan_agent_core::config::{AgentConfig, parse_host_port};
 use caravan_agent_core::jobs::Node;
 use caravan_agent_core::server_list;
 use caravan_agent_core::token_cache::TokenCache;
+use caravan_client::NodeClient;
 use caravan_http::multi_error;
 use caravan_rpc::method as m;
 use parking_lot::{Mutex, RwLock};
@@ -27,7 +28,9 @@ pub const MAX_REMOTE_RESOLUTIONS: usize = 8;
 
 /// The client side of an agent.
 pub struct ClientRole {
-    node_id: Option<String>,
+    /// The client node, when this agent runs a client: it owns the server list then.
+    node: Option<Arc<NodeClient>>,
+    /// The server list of an agent that runs no client.
     servers: RwLock<server_list::ServerList>,
     rpc: Arc<Rpc>,
     /// Token resolutions asked of a server (servers read the replicated ACL state).
@@ -38,10 +41,14 @@ pub struct ClientRole {
 }
 
 impl ClientRole {
-    /// The client side of an agent configured by `config`, with node ID `node_id` when it runs
-    /// a client. Its servers are `client.servers` (unresolvable ones are logged and skipped),
-    /// plus its own RPC address when it also runs a server.
-    pub async fn new(config: &AgentConfig, node_id: Option<String>, rpc: Arc<Rpc>) -> ClientRole {
+    /// The client side of an agent configured by `config`, with its node's ID and secret when
+    /// it runs a client. Its servers are `client.servers` (unresolvable ones are logged and
+    /// skipped), plus its own RPC address when it also runs a server.
+    pub async fn new(
+        config: &AgentConfig,
+        node: Option<(String, String)>,
+        rpc: Arc<Rpc>,
+    ) -> ClientRole {
         let mut initial = Vec::new();
         for text in &config.client.servers {
             match resolve(text).await {
@@ -54,8 +61,12 @@ impl ClientRole {
         if config.client.enabled && config.server.enabled {
             initial.push(config.advertise.rpc);
         }
+        let node = node.map(|(id, secret)| {
+            let node = local_node(config, &id, secret);
+            NodeClient::new(node, rpc.client().clone(), initial.clone())
+        });
         ClientRole {
-            node_id,
+            node,
             servers: RwLock::new(server_list::ServerList::new(initial)),
             rpc,
             tokens: Mutex::new(TokenCache::default()),
@@ -66,16 +77,105 @@ impl ClientRole {
 
     /// The client's node ID, when this agent runs a client.
     pub fn node_id(&self) -> Option<&str> {
-        self.node_id.as_deref()
+        self.node.as_ref().map(|n| n.node_id())
+    }
+
+    /// Registers the node and keeps it alive until `shutdown` (agents that run a client).
+    pub fn spawn(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
+        if let Some(node) = &self.node {
+            tokio::spawn(node.clone().run(shutdown));
+        }
+    }
+
+    /// The servers known now.
+    fn server_addrs(&self) -> Vec<SocketAddr> {
+        match &self.node {
+            Some(node) => node.servers(),
+            None => self.servers.read().servers().to_vec(),
+        }
     }
 
     /// The client's health: it needs a server to talk to.
     pub fn health(&self) -> Result<(), String> {
-        if self.servers.read().is_empty() {
+        if self.server_addrs().is_empty() {
             Err("no known servers".into())
         } else {
             Ok(())
         }
+    }
+
+    /// `stats.client` (spec §1): the node, its servers, allocations and heartbeats.
+    pub fn stats(&self) -> Option<std::collections::BTreeMap<String, String>> {
+        use caravan_agent_core::duration::format_go_duration;
+        let node = self.node.as_ref()?;
+        let status = node.status();
+        let servers: Vec<String> = self.server_addrs().iter().map(|a| a.to_string()).collect();
+        let since = status
+            .last_heartbeat
+            .map(|t| format_go_duration(t.elapsed()))
+            .unwrap_or_else(|| "0s".into());
+        Some(std::collections::BTreeMap::from([
+            ("node_id".into(), node.node_id().to_string()),
+            ("known_servers".into(), servers.join(",")),
+            ("num_allocations".into(), status.num_allocations.to_string()),
+            ("last_heartbeat".into(), since),
+            (
+                "heartbeat_ttl".into(),
+                format_go_duration(status.heartbeat_ttl),
+            ),
+        ]))
+    }
+
+    /// Calls `method` with a raw `body` at the first server that answers, for the user holding
+    /// `token`; a 404's code is kept (`RPC Error:: 404,…`). A server's refusal is final.
+    pub async fn call_a_server(
+        &self,
+        method: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+        timeout: std::time::Duration,
+    ) -> Result<bytes::Bytes, String> {
+        let mut last = "No known servers".to_string();
+        for server in self.server_addrs() {
+            match self
+                .rpc
+                .client()
+                .call_within(server, method, token, body.clone(), timeout)
+                .await
+            {
+                Ok(v) => return Ok(v),
+                Err(e @ caravan_rpc::RpcError::Remote { .. }) => {
+                    return Err(crate::rpc::coded_text(&e));
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(last)
+    }
+
+    /// Starts a streaming `method` at the first server that answers.
+    pub async fn stream_from_a_server(
+        &self,
+        method: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, String> {
+        let mut last = "No known servers".to_string();
+        for server in self.server_addrs() {
+            match self
+                .rpc
+                .client()
+                .stream(server, method, token, body.clone(), PING_TIMEOUT)
+                .await
+            {
+                Ok(v) => return Ok(v),
+                Err(e @ caravan_rpc::RpcError::Remote { .. }) => {
+                    return Err(crate::rpc::coded_text(&e));
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(last)
     }
 
     /// Asks the first server that answers, for the user holding `token`. A server's refusal is
@@ -85,9 +185,8 @@ impl ClientRole {
         method: &str,
         token: Option<&str>,
     ) -> Result<T, String> {
-        let servers = self.servers.read().servers().to_vec();
         let mut last = "No known servers".to_string();
-        for server in servers {
+        for server in self.server_addrs() {
             match self
                 .rpc
                 .call::<T>(server, method, token, &(), PING_TIMEOUT)
@@ -150,7 +249,7 @@ impl ClientRole {
 
 impl caravan_http::ServerList for ClientRole {
     fn servers(&self) -> Vec<String> {
-        self.servers.read().addresses()
+        self.server_addrs().iter().map(|a| a.to_string()).collect()
     }
 
     async fn set_servers(&self, addresses: Vec<String>) -> Result<(), String> {
@@ -170,6 +269,9 @@ impl caravan_http::ServerList for ClientRole {
         }
         if good.is_empty() {
             return Err(multi_error(&errors));
+        }
+        if let Some(node) = &self.node {
+            node.set_servers(good.clone());
         }
         self.servers.write().replace(good);
         Ok(())
@@ -230,35 +332,14 @@ fn with_default_port(text: &str) -> String {
     }
 }
 
-/// This machine as a client node: CPU in MHz (cores × frequency) and memory from sysinfo.
-pub fn local_node(config: &AgentConfig, id: &str) -> Node {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
-    let (mhz, memory_bytes) = match sysinfo::System::new() {
-        Ok(mut sys) => {
-            sys.refresh_cpu_all();
-            sys.refresh_memory();
-            let mhz: u64 = sys.cpus().iter().map(|c| c.frequency()).sum();
-            (mhz, sys.total_memory())
-        }
-        Err(e) => {
-            tracing::warn!(target: "client", error = %e, "cannot read CPU and memory; assuming 1 GiB");
-            (0, 1 << 30)
-        }
-    };
-    let cpu = if mhz == 0 { cores * 2000 } else { mhz };
-    Node {
-        id: id.to_string(),
-        name: config.node_name.clone(),
-        datacenter: config.datacenter.clone(),
-        node_class: config.client.node_class.clone(),
-        meta: config.client.meta.clone(),
-        cpu,
-        memory_mb: memory_bytes >> 20,
-        status: "ready".into(),
-        down_since: None,
-        create_index: 0,
-        modify_index: 0,
-    }
+/// This machine as client node `id` with `secret`, named and classed by `config`.
+pub fn local_node(config: &AgentConfig, id: &str, secret: String) -> Node {
+    let mut node = caravan_client::fingerprint::node(id, &config.datacenter);
+    node.name = config.node_name.clone();
+    node.node_class = config.client.node_class.clone();
+    node.meta = config.client.meta.clone();
+    node.secret_id = secret;
+    node
 }
 
 #[cfg(test)]

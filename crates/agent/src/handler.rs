@@ -16,7 +16,8 @@ use tokio::sync::mpsc;
 
 use crate::local::Local;
 use crate::rpc::{Pong, decode, reply};
-use crate::server::ServerRole;
+use crate::server::{FORWARD_TIMEOUT, ServerRole};
+use caravan_agent_core::client_rpc::ForNode;
 
 /// Serves every RPC method for one agent. `app` is the agent's HTTP application, whose checks
 /// (token resolution, the debug rule) the user-acting methods run.
@@ -59,6 +60,7 @@ impl AgentHandler {
         if self.server.is_none()
             && call.method.access == caravan_rpc::Access::User
             && call.peer.role != caravan_rpc::Role::Server
+            && !call.conn.dialed()
         {
             return Err(Refusal::new(
                 403,
@@ -72,6 +74,12 @@ impl AgentHandler {
             m::LEADER => reply(&self.server()?.leader()),
             m::PEERS => reply(&self.server()?.peers()),
             m::RESOLVE_TOKEN => reply(&self.resolve(call.token.as_deref())?),
+            m::NODE_REGISTER => self.server()?.node_register(&call).await,
+            m::NODE_UPDATE_STATUS => self.server()?.node_update_status(&call).await,
+            m::NODE_GET_CLIENT_ALLOCS => self.server()?.node_client_allocs(&call).await,
+            m::NODE_UPDATE_ALLOC => self.server()?.node_update_alloc(&call).await,
+            m::NODE_HAS_CONN => self.server()?.node_has_conn(&call),
+            m::CLIENT_HOST | m::CLIENT_PROFILE | m::CLIENT_MONITOR => self.for_node(call).await,
             m::EVAL_DEQUEUE | m::EVAL_ACK | m::EVAL_NACK => {
                 let cluster = self.server.as_ref().map(|s| s.cluster());
                 crate::cluster::broker_rpc(cluster, call.method.name, &call.body).await
@@ -121,6 +129,53 @@ impl AgentHandler {
                 monitor(&self.local, &request)
             }
             other => Err(Refusal::new(404, format!("rpc: can't find method {other}"))),
+        }
+    }
+
+    /// `ClientAgent.*`: a request for a client node, checked here with the rule of the HTTP
+    /// endpoint's receiving side (agent:read, or agent:write for a profile), then passed to
+    /// the node over its connection, or to the server holding it; the node checks again.
+    async fn for_node(&self, call: Call) -> Result<Reply, Refusal> {
+        let server = self.server()?;
+        let token = call.token.as_deref();
+        let acl = self.app.authorize(token).map_err(refusal)?;
+        let allowed = match call.method.name {
+            m::CLIENT_PROFILE => acl.allow_agent_write(),
+            _ => acl.allow_agent_read(),
+        };
+        if !allowed {
+            return Err(refusal(ApiError::permission_denied()));
+        }
+        let request: ForNode<serde_json::Value> = decode(&call.body)?;
+        // Only a server may say it already passed the request on.
+        let forwarded = request.forwarded && call.peer.role == caravan_rpc::Role::Server;
+        let id = request.node_id.as_str();
+        let failed = |text: String| refusal(ApiError::from_message(text));
+        match call.method.name {
+            m::CLIENT_MONITOR => {
+                let methods = (m::MONITOR, m::CLIENT_MONITOR);
+                let rx = server
+                    .stream_node(id, token, methods, &request.request, forwarded)
+                    .await
+                    .map_err(failed)?;
+                Ok(Reply::Stream(rx))
+            }
+            name => {
+                let (methods, timeout) = if name == m::CLIENT_PROFILE {
+                    let profile: ProfileRequest =
+                        serde_json::from_value(request.request.clone())
+                            .map_err(|e| Refusal::bad_request(format!("rpc: bad request: {e}")))?;
+                    let extra = std::time::Duration::from_secs(profile.seconds);
+                    ((m::PROFILE, m::CLIENT_PROFILE), FORWARD_TIMEOUT + extra)
+                } else {
+                    ((m::HOST, m::CLIENT_HOST), FORWARD_TIMEOUT)
+                };
+                let body = server
+                    .call_node(id, token, methods, &request.request, timeout, forwarded)
+                    .await
+                    .map_err(failed)?;
+                Ok(Reply::Whole(body.to_vec()))
+            }
         }
     }
 

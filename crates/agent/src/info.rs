@@ -37,15 +37,6 @@ impl Info {
             ("version".into(), env!("CARAVAN_RUSTC_VERSION").into()),
         ])
     }
-
-    fn client_stats(&self, node_id: &str) -> BTreeMap<String, String> {
-        let servers = caravan_http::ServerList::servers(&*self.client);
-        BTreeMap::from([
-            ("node_id".into(), node_id.to_string()),
-            ("known_servers".into(), servers.join(",")),
-            ("num_allocations".into(), "0".into()),
-        ])
-    }
 }
 
 impl AgentInfo for Info {
@@ -67,8 +58,8 @@ impl AgentInfo for Info {
     fn stats(&self) -> Stats {
         let mut stats = Stats::new();
         stats.insert("runtime".into(), self.runtime_stats());
-        if let Some(node_id) = self.client.node_id() {
-            stats.insert("client".into(), self.client_stats(node_id));
+        if let Some(client) = self.client.stats() {
+            stats.insert("client".into(), client);
         }
         if let Some(server) = &self.server {
             server.add_stats(&mut stats);

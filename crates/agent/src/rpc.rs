@@ -8,7 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use caravan_agent_core::config::AgentConfig;
 use caravan_rpc::method as m;
-use caravan_rpc::{Dial, Refusal, Reply, RpcClient, RpcError, Trust};
+use std::sync::{Arc, OnceLock};
+
+use caravan_rpc::{BoxFuture, Call, Dial, Handler, Refusal, Reply, RpcClient, RpcError, Trust};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
@@ -85,17 +87,34 @@ pub fn confirms_servers(config: &AgentConfig) -> bool {
 
 /// JSON calls over the pooled RPC client; errors are texts for the HTTP layer.
 pub struct Rpc {
-    client: RpcClient,
+    client: Arc<RpcClient>,
     confirms_servers: bool,
+    calls_back: Arc<CallsBack>,
 }
 
 impl Rpc {
     /// A client proving what `dial` says; `confirms_servers` as [`confirms_servers`] decided.
+    /// Calls the peers make back over its connections are refused until
+    /// [`Rpc::serve_calls_back`] names their handler.
     pub fn new(dial: Dial, confirms_servers: bool) -> Rpc {
+        let calls_back = Arc::new(CallsBack::default());
+        let client = RpcClient::new(dial, Default::default()).serving(calls_back.clone());
         Rpc {
-            client: RpcClient::new(dial, Default::default()),
+            client: Arc::new(client),
             confirms_servers,
+            calls_back,
         }
+    }
+
+    /// Serves the calls peers make back over the connections this agent opened (a server
+    /// reaching this client agent) with `handler`. Only the first handler given counts.
+    pub fn serve_calls_back(&self, handler: Arc<dyn Handler>) {
+        let _ = self.calls_back.0.set(handler);
+    }
+
+    /// The pooled RPC client.
+    pub fn client(&self) -> &Arc<RpcClient> {
+        &self.client
     }
 
     /// Whether an answer over this client proves a server (see [`confirms_servers`]).
@@ -169,6 +188,29 @@ fn text(e: &RpcError) -> String {
     match e {
         RpcError::Remote { message, .. } => message.clone(),
         other => other.to_string(),
+    }
+}
+
+/// The handler of calls made back over this agent's connections, named once the agent is
+/// built (the handler needs the RPC client first).
+#[derive(Default)]
+struct CallsBack(OnceLock<Arc<dyn Handler>>);
+
+impl Handler for CallsBack {
+    fn call(&self, call: Call) -> BoxFuture<Result<Reply, Refusal>> {
+        match self.0.get() {
+            Some(handler) => handler.call(call),
+            None => Box::pin(async { Err(Refusal::new(503, "rpc: the agent is starting")) }),
+        }
+    }
+}
+
+/// An RPC error for the HTTP layer, keeping a `404`'s code (`RPC Error:: 404,<text>`, which
+/// `ApiError::from_message` reads back), as Nomad's coded errors do.
+pub fn coded_text(e: &RpcError) -> String {
+    match e {
+        RpcError::Remote { code: 404, message } => format!("RPC Error:: 404,{message}"),
+        other => text(other),
     }
 }
 

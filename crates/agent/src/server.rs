@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use caravan_agent_core::config::AgentConfig;
-use caravan_agent_core::jobs::Node;
 use caravan_agent_core::member::{self, BuildInfo, Member, MemberStatus, ServerInfo, servers_in};
 use caravan_agent_core::sched::SchedulerConfig;
+use caravan_cluster::heartbeats::Heartbeats;
 use caravan_cluster::{Cluster, Command, raft_id, seed};
 use caravan_gossip::NodeConfig;
 use caravan_gossip::udp::Gossip;
@@ -25,6 +25,8 @@ use crate::local::Local;
 use crate::rpc::Rpc;
 
 mod api;
+pub use api::FORWARD_TIMEOUT;
+mod nodes;
 
 /// How often the leader enqueues a `_core` GC evaluation.
 pub const CORE_GC_INTERVAL: Duration = Duration::from_secs(300);
@@ -38,6 +40,10 @@ pub struct ServerRole {
     /// The worker pool and the configuration it was built with.
     pool: Mutex<(WorkerPool, SchedulerConfig)>,
     rpc: Arc<Rpc>,
+    /// The connections client nodes opened to this server.
+    nodes: nodes::NodeConns,
+    /// The client heartbeat timers (running while this server leads).
+    heartbeats: Arc<Heartbeats>,
 }
 
 impl ServerRole {
@@ -55,6 +61,7 @@ impl ServerRole {
             crate::cluster::start(&id, config.advertise.rpc, dir, rpc.clone(), every).await?;
         let cluster = Arc::new(cluster);
         let pool = Mutex::new(start_workers(config, &cluster, &rpc));
+        let heartbeats = Arc::new(Heartbeats::new(config.server.heartbeat));
         Ok(ServerRole {
             local,
             id,
@@ -62,6 +69,8 @@ impl ServerRole {
             cluster,
             pool,
             rpc,
+            nodes: nodes::NodeConns::default(),
+            heartbeats,
         })
     }
 
@@ -218,27 +227,10 @@ impl ServerRole {
         tokio::spawn(duties::reconcile(c.clone(), peers.clone()));
         tokio::spawn(duties::follow_leadership(c.clone(), peers));
         tokio::spawn(duties::core_gc(c.clone(), CORE_GC_INTERVAL));
-    }
-
-    /// Registers the local client `node` in the cluster, retrying until a leader takes it (the
-    /// cluster may still be forming).
-    pub fn spawn_node_registration(&self, node: Node) {
-        let c = self.cluster.clone();
-        tokio::spawn(async move {
-            loop {
-                let cmd = Command::NodeUpsert {
-                    node: node.clone(),
-                    seed: seed(),
-                };
-                match c.write(&cmd).await {
-                    Ok(_) => return,
-                    Err(e) => {
-                        tracing::debug!(target: "client", error = %e, "node registration waits for a leader")
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        });
+        tokio::spawn(caravan_cluster::heartbeats::expire(
+            c.clone(),
+            self.heartbeats.clone(),
+        ));
     }
 
     /// Joins `start_join` once and keeps retrying `retry_join` (per `server_join`) in the

@@ -42,6 +42,7 @@
 
 pub mod command;
 pub mod duties;
+pub mod heartbeats;
 pub mod node;
 pub mod state;
 pub mod store;

@@ -198,37 +198,56 @@ pub trait Debugging: Send + Sync + 'static {
     fn monitor_hub(&self) -> &crate::monitor::MonitorHub;
 }
 
-/// Reaching another server of the region for `server_id` (spec §0.8). Without it, a
-/// `server_id` that does not name this agent is `unknown Nomad server <id>`.
+/// The agent a forwarded request goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remote<'a> {
+    /// Another server of the region, by member name.
+    Server(&'a str),
+    /// A client node, by node ID (spec §0.8: through the server that holds its connection).
+    Node(&'a str),
+}
+
+impl Remote<'_> {
+    /// The member name or node ID.
+    pub fn id(&self) -> &str {
+        match self {
+            Remote::Server(id) | Remote::Node(id) => id,
+        }
+    }
+}
+
+/// Reaching another agent for `server_id` or `node_id` (spec §0.8). Without it, a
+/// `server_id` that does not name this agent is `unknown Nomad server <id>` and a `node_id`
+/// that is not this agent's `Unknown node "<id>"`.
 pub trait Forwarding: Send + Sync + 'static {
     /// Resolves a `server_id` that does not name this agent (`leader` on a follower, another
     /// server's member name or ID) to that server's member name, or the spec's error text
     /// (`unknown Nomad server <id>`).
     fn remote_server(&self, id: &str) -> Result<String, String>;
 
-    /// Host data of another server (by member name), fetched over RPC with the caller's
-    /// `token` (the target checks it with the same rule).
+    /// Host data of another agent, fetched over RPC with the caller's `token` (the target
+    /// checks it with its own rule). A node that the state does not know is `404 Unknown node
+    /// "<id>"`, one no server holds a connection to `404 No path to node` (both coded as
+    /// `RPC Error:: 404,<text>`).
     fn remote_host_data(
         &self,
-        server: &str,
+        target: Remote<'_>,
         token: Option<&str>,
     ) -> impl Future<Output = Result<HostData, String>> + Send;
 
-    /// A profile from another server (by member name), fetched over RPC with the caller's
-    /// `token`.
+    /// A profile from another agent, fetched over RPC with the caller's `token`.
     fn remote_profile(
         &self,
-        server: &str,
+        target: Remote<'_>,
         token: Option<&str>,
         request: ProfileRequest,
     ) -> impl Future<Output = Result<Vec<u8>, crate::ApiError>> + Send;
 
-    /// A log stream from another server (by member name), relayed over RPC: the bytes of its
-    /// monitor response body, in order, until either side ends it. The caller's `token` goes
-    /// along.
+    /// A log stream from another agent, relayed over RPC: the bytes of its monitor response
+    /// body, in order, until either side ends it. The caller's `token` goes along.
     fn remote_monitor(
         &self,
-        server: &str,
+        target: Remote<'_>,
         token: Option<&str>,
         request: MonitorRequest,
     ) -> impl Future<Output = Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, crate::ApiError>> + Send;

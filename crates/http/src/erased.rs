@@ -13,7 +13,7 @@ use crate::ApiError;
 use crate::api::{
     AclWriteError, Acls, Debugging, Forwarding, Indexed, JobWriteError, JobWriteResult, Jobs,
     JoinResult, Membership, MonitorRequest, Operator, ProfileRequest, ReadError, ReadOptions,
-    Reload, RestoreError, ServerList, StateAnswer, StateQuery,
+    Reload, Remote, RestoreError, ServerList, StateAnswer, StateQuery,
 };
 use crate::dto::{HostData, MembersResponse, RaftConfigurationDto};
 use crate::monitor::MonitorHub;
@@ -148,18 +148,18 @@ pub(crate) trait DynForwarding: Send + Sync {
     fn remote_server(&self, id: &str) -> Result<String, String>;
     fn remote_host_data<'a>(
         &'a self,
-        server: &'a str,
+        target: Remote<'a>,
         token: Option<&'a str>,
     ) -> BoxFuture<'a, Result<HostData, String>>;
     fn remote_profile<'a>(
         &'a self,
-        server: &'a str,
+        target: Remote<'a>,
         token: Option<&'a str>,
         request: ProfileRequest,
     ) -> BoxFuture<'a, Result<Vec<u8>, ApiError>>;
     fn remote_monitor<'a>(
         &'a self,
-        server: &'a str,
+        target: Remote<'a>,
         token: Option<&'a str>,
         request: MonitorRequest,
     ) -> BoxFuture<'a, Result<Stream, ApiError>>;
@@ -171,26 +171,26 @@ impl<T: Forwarding> DynForwarding for T {
     }
     fn remote_host_data<'a>(
         &'a self,
-        server: &'a str,
+        target: Remote<'a>,
         token: Option<&'a str>,
     ) -> BoxFuture<'a, Result<HostData, String>> {
-        Box::pin(Forwarding::remote_host_data(self, server, token))
+        Box::pin(Forwarding::remote_host_data(self, target, token))
     }
     fn remote_profile<'a>(
         &'a self,
-        server: &'a str,
+        target: Remote<'a>,
         token: Option<&'a str>,
         request: ProfileRequest,
     ) -> BoxFuture<'a, Result<Vec<u8>, ApiError>> {
-        Box::pin(Forwarding::remote_profile(self, server, token, request))
+        Box::pin(Forwarding::remote_profile(self, target, token, request))
     }
     fn remote_monitor<'a>(
         &'a self,
-        server: &'a str,
+        target: Remote<'a>,
         token: Option<&'a str>,
         request: MonitorRequest,
     ) -> BoxFuture<'a, Result<Stream, ApiError>> {
-        Box::pin(Forwarding::remote_monitor(self, server, token, request))
+        Box::pin(Forwarding::remote_monitor(self, target, token, request))
     }
 }
 

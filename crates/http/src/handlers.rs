@@ -2,6 +2,7 @@
 
 use http::{Method, StatusCode};
 
+use crate::api::Remote;
 use crate::app::Caps;
 use crate::dto::{
     ConfigDto, HealthCheck, HealthResponse, HostDataResponse, JoinResponse, MemberDto, SelfResponse,
@@ -83,9 +84,9 @@ pub(crate) async fn host(caps: &Caps, ctx: &Ctx) -> Reply {
         StatusCode::INTERNAL_SERVER_ERROR,
     )?;
     let data = match &target {
-        Some(t) if t.remote => {
+        Some(t) if t.is_remote() => {
             caps.forwarder()?
-                .remote_host_data(&t.id, ctx.token.as_deref())
+                .remote_host_data(t.remote(), ctx.token.as_deref())
                 .await
         }
         _ => caps.debugging()?.host_data().await,
@@ -110,8 +111,34 @@ pub(crate) async fn host(caps: &Caps, ctx: &Ctx) -> Reply {
 pub(crate) struct Target {
     /// The member name (server) or node ID (client).
     pub(crate) id: String,
-    /// Another server of the region, not this agent.
+    /// Another agent, not this one.
     pub(crate) remote: bool,
+    /// A client node (else a server).
+    pub(crate) node: bool,
+}
+
+impl Target {
+    fn local(id: String) -> Target {
+        Target {
+            id,
+            remote: false,
+            node: false,
+        }
+    }
+
+    /// Whether the request goes to another agent.
+    pub(crate) fn is_remote(&self) -> bool {
+        self.remote
+    }
+
+    /// Where a remote request goes.
+    pub(crate) fn remote(&self) -> Remote<'_> {
+        if self.node {
+            Remote::Node(&self.id)
+        } else {
+            Remote::Server(&self.id)
+        }
+    }
 }
 
 /// Reads `node_id` and `server_id` (spec §0.8): both set is a 400 with `both`; an ID naming this
@@ -128,7 +155,7 @@ pub(crate) fn local_target(
     let server_id = ctx.query.get("server_id").unwrap_or("");
     match (node_id, server_id) {
         ("", "") => Ok(None),
-        (id, "") => local_node_target(caps, id).map(|id| Some(Target { id, remote: false })),
+        (id, "") => node_target(caps, id).map(Some),
         ("", id) => server_target(caps, id)
             .map(Some)
             .map_err(|e| ApiError::new(unknown_server, e.message)),
@@ -146,31 +173,37 @@ pub(crate) fn server_target(caps: &Caps, id: &str) -> Result<Target, ApiError> {
             || id == name
             || caps.info.server_id().as_deref() == Some(id));
     if local {
-        return Ok(Target {
-            id: name,
-            remote: false,
-        });
+        return Ok(Target::local(name));
     }
     let Some(forwarding) = caps.forwarding() else {
         return Err(ApiError::from_message(format!("unknown Nomad server {id}")));
     };
     match forwarding.remote_server(id) {
-        Ok(other) if other == name => Ok(Target {
-            id: name,
-            remote: false,
-        }),
+        Ok(other) if other == name => Ok(Target::local(name)),
         Ok(other) => Ok(Target {
             id: other,
             remote: true,
+            node: false,
         }),
         Err(e) => Err(ApiError::from_message(e)),
     }
 }
 
-/// Resolves `node_id` to this agent's client node, or `404 Unknown node`.
-pub(crate) fn local_node_target(caps: &Caps, id: &str) -> Result<String, ApiError> {
+/// Resolves `node_id`: this agent's own client node is served here; another node is
+/// forwarded (a server finds the one holding its connection; a client-only agent asks a
+/// server), or `404 Unknown node` when the agent cannot forward.
+pub(crate) fn node_target(caps: &Caps, id: &str) -> Result<Target, ApiError> {
     match caps.info.node_id() {
-        Some(local) if local == id => Ok(local),
+        Some(local) if local == id => Ok(Target {
+            id: local,
+            remote: false,
+            node: true,
+        }),
+        _ if caps.forwarding().is_some() => Ok(Target {
+            id: id.to_string(),
+            remote: true,
+            node: true,
+        }),
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("Unknown node \"{id}\""),

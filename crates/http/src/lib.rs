@@ -58,8 +58,8 @@ use http::Method;
 
 pub use api::{
     AclWriteError, Acls, AgentInfo, Debugging, Forwarding, JobWriteError, JobWriteResult, Jobs,
-    JoinResult, Membership, Operator, ReadError, Reload, RestoreError, Schedulers, ServerList,
-    Stats,
+    JoinResult, Membership, Operator, ReadError, Reload, Remote, RestoreError, Schedulers,
+    ServerList, Stats,
 };
 pub use app::{App, AppBuilder, BuildError};
 pub use error::{ApiError, multi_error};

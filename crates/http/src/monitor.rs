@@ -570,11 +570,11 @@ pub(crate) mod endpoint {
         };
         caps.require(ctx.token.as_deref(), Acl::allow_agent_read)?;
         match target {
-            Some(t) if t.remote => {
+            Some(t) if t.is_remote() => {
                 let plain = request.plain;
                 let rx = caps
                     .forwarder()?
-                    .remote_monitor(&t.id, ctx.token.as_deref(), request)
+                    .remote_monitor(t.remote(), ctx.token.as_deref(), request)
                     .await?;
                 Ok(relay(rx, plain))
             }

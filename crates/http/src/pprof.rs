@@ -64,9 +64,9 @@ pub(crate) async fn pprof(caps: &Caps, ctx: &Ctx, name: &str) -> Result<Response
         ));
     }
     let body = match target {
-        Some(t) if t.remote => {
+        Some(t) if t.is_remote() => {
             caps.forwarder()?
-                .remote_profile(&t.id, ctx.token.as_deref(), request)
+                .remote_profile(t.remote(), ctx.token.as_deref(), request)
                 .await?
         }
         _ => caps.debugging()?.profile(request).await?,

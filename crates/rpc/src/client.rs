@@ -45,11 +45,31 @@ impl Default for ClientOptions {
 pub struct Conn {
     session: mux::Session,
     peer: Peer,
+    dialed: bool,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("peer", &self.peer)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
 }
 
 impl Conn {
-    pub(crate) fn new(session: mux::Session, peer: Peer) -> Conn {
-        Conn { session, peer }
+    pub(crate) fn new(session: mux::Session, peer: Peer, dialed: bool) -> Conn {
+        Conn {
+            session,
+            peer,
+            dialed,
+        }
+    }
+
+    /// Whether this side opened the connection (to an address it chose): a call arriving on
+    /// it comes from the peer this side dialed, such as a client agent's server.
+    pub fn dialed(&self) -> bool {
+        self.dialed
     }
 
     /// Who is on the other side (as proved when the connection was made).
@@ -273,26 +293,27 @@ impl RpcClient {
                 mux::start(stream, true)
             }
         };
+        let conn = Conn::new(session, peer, true);
         if let Some(handler) = self.handler.clone() {
             tokio::spawn(serve_calls_back(
                 inbound,
-                peer.clone(),
+                conn.clone(),
                 handler,
                 self.opts.request_timeout,
             ));
         }
-        Ok(Conn::new(session, peer))
+        Ok(conn)
     }
 }
 
 /// Serves the calls a dialed peer makes over our connection, until it closes.
 async fn serve_calls_back(
     mut inbound: mpsc::Receiver<MuxStream>,
-    peer: Peer,
+    conn: Conn,
     handler: Arc<dyn Handler>,
     timeout: Duration,
 ) {
     while let Some(stream) = inbound.recv().await {
-        tokio::spawn(serve_stream(stream, peer.clone(), handler.clone(), timeout));
+        tokio::spawn(serve_stream(stream, conn.clone(), handler.clone(), timeout));
     }
 }

@@ -59,6 +59,22 @@ pub const PROFILE: &str = "Agent.Profile";
 pub const MONITOR: &str = "Agent.Monitor";
 /// `ACL.ResolveToken`: the permissions of the token the caller presents.
 pub const RESOLVE_TOKEN: &str = "ACL.ResolveToken";
+/// `Node.Register`: a client registers its node (the node's secret is the credential).
+pub const NODE_REGISTER: &str = "Node.Register";
+/// `Node.UpdateStatus`: a client's heartbeat (with its node's secret).
+pub const NODE_UPDATE_STATUS: &str = "Node.UpdateStatus";
+/// `Node.GetClientAllocs`: a client's blocking query for the allocations on its node.
+pub const NODE_GET_CLIENT_ALLOCS: &str = "Node.GetClientAllocs";
+/// `Node.UpdateAlloc`: a client reports its allocations' client status.
+pub const NODE_UPDATE_ALLOC: &str = "Node.UpdateAlloc";
+/// `Node.HasConn`: whether this server holds a node's connection (servers ask each other).
+pub const NODE_HAS_CONN: &str = "Node.HasConn";
+/// `ClientAgent.Host`: host data of a client node, through a server (the debug rule).
+pub const CLIENT_HOST: &str = "ClientAgent.Host";
+/// `ClientAgent.Profile`: a profile of a client node, through a server (agent:write).
+pub const CLIENT_PROFILE: &str = "ClientAgent.Profile";
+/// `ClientAgent.Monitor`: a client node's log stream, through a server (agent:read).
+pub const CLIENT_MONITOR: &str = "ClientAgent.Monitor";
 /// `Eval.Dequeue`: take an evaluation from the leader's broker.
 pub const EVAL_DEQUEUE: &str = "Eval.Dequeue";
 /// `Eval.Ack`: an evaluation was processed.
@@ -89,6 +105,17 @@ pub const METHODS: &[MethodSpec] = &[
         ..m(MONITOR, Access::User, KIB, MIB)
     },
     m(RESOLVE_TOKEN, Access::User, KIB, 64 * KIB),
+    m(NODE_REGISTER, Access::Public, 64 * KIB, 64 * KIB),
+    m(NODE_UPDATE_STATUS, Access::Public, 4 * KIB, 64 * KIB),
+    m(NODE_GET_CLIENT_ALLOCS, Access::Public, 4 * KIB, 16 * MIB),
+    m(NODE_UPDATE_ALLOC, Access::Public, 2 * MIB, KIB),
+    m(NODE_HAS_CONN, Access::Server, KIB, KIB),
+    m(CLIENT_HOST, Access::User, KIB, 8 * MIB),
+    m(CLIENT_PROFILE, Access::User, 2 * KIB, 64 * MIB),
+    MethodSpec {
+        streaming: true,
+        ..m(CLIENT_MONITOR, Access::User, 2 * KIB, MIB)
+    },
     m(EVAL_DEQUEUE, Access::Server, 4 * KIB, 4 * MIB),
     m(EVAL_ACK, Access::Server, KIB, KIB),
     m(EVAL_NACK, Access::Server, KIB, KIB),

@@ -33,6 +33,9 @@ pub struct Call {
     pub token: Option<String>,
     /// The request body.
     pub body: Bytes,
+    /// The connection the call came on: the handler can call the peer back over it (a server
+    /// reaching a client agent over the connection the client opened).
+    pub conn: Conn,
 }
 
 /// A handler's answer.
@@ -220,8 +223,9 @@ impl Server {
         } else {
             None
         };
+        let conn = Conn::new(session.clone(), peer.clone(), false);
         if let Some(tx) = &self.accepted {
-            let _ = tx.send(Conn::new(session.clone(), peer.clone()));
+            let _ = tx.send(conn.clone());
         }
         let mut calls = JoinSet::new();
         loop {
@@ -230,9 +234,8 @@ impl Server {
                 stream = inbound.recv() => {
                     let Some(stream) = stream else { break };
                     let handler = self.handler.clone();
-                    let peer = peer.clone();
                     let timeout = self.opts.request_timeout;
-                    calls.spawn(serve_stream(stream, peer, handler, timeout));
+                    calls.spawn(serve_stream(stream, conn.clone(), handler, timeout));
                 }
                 Some(_) = calls.join_next(), if !calls.is_empty() => {}
                 _ = tokio::time::sleep(self.opts.idle_timeout), if idle => {
@@ -304,11 +307,12 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// that ends the call (yamux would otherwise buffer whatever it sends, frame by frame).
 pub(crate) async fn serve_stream(
     mut stream: MuxStream,
-    peer: Peer,
+    conn: Conn,
     handler: Arc<dyn Handler>,
     timeout: Duration,
 ) {
-    let call = match tokio::time::timeout(timeout, read_call(&mut stream, &peer)).await {
+    let peer = conn.peer().clone();
+    let call = match tokio::time::timeout(timeout, read_call(&mut stream, conn)).await {
         Ok(Ok(call)) => call,
         Ok(Err(refusal)) => {
             tracing::debug!(target: "rpc", peer = %peer.addr, code = refusal.code, error = %refusal.message, "call refused");
@@ -391,7 +395,8 @@ async fn answer<W: AsyncWrite + Unpin>(
     }
 }
 
-async fn read_call(stream: &mut MuxStream, peer: &Peer) -> Result<Call, Refusal> {
+async fn read_call(stream: &mut MuxStream, conn: Conn) -> Result<Call, Refusal> {
+    let peer = conn.peer();
     let header = frame::read_header(stream)
         .await
         .map_err(|e| Refusal::bad_request(e.to_string()))?;
@@ -431,6 +436,7 @@ async fn read_call(stream: &mut MuxStream, peer: &Peer) -> Result<Call, Refusal>
         method: spec,
         token: header.token,
         body: body.into(),
+        conn,
     })
 }
 

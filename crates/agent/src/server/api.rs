@@ -14,7 +14,7 @@ use caravan_http::api::{
     ReadError, RestoreError,
 };
 use caravan_http::dto::{HostData, MembersResponse, RaftConfigurationDto, RaftServerDto};
-use caravan_http::{Acls, ApiError, Forwarding, Jobs, Membership, Operator, Schedulers};
+use caravan_http::{Acls, ApiError, Forwarding, Jobs, Membership, Operator, Remote, Schedulers};
 use caravan_rpc::method as m;
 
 use super::ServerRole;
@@ -202,44 +202,69 @@ impl Forwarding for ServerRole {
 
     async fn remote_host_data(
         &self,
-        server: &str,
+        target: Remote<'_>,
         token: Option<&str>,
     ) -> Result<HostData, String> {
-        let addr = self.server_rpc(server)?;
-        self.rpc
-            .call(addr, m::HOST, token, &(), FORWARD_TIMEOUT)
-            .await
+        let reply = match target {
+            Remote::Server(name) => {
+                let addr = self.server_rpc(name)?;
+                return self
+                    .rpc
+                    .call(addr, m::HOST, token, &(), FORWARD_TIMEOUT)
+                    .await;
+            }
+            Remote::Node(id) => {
+                let methods = (m::HOST, m::CLIENT_HOST);
+                self.call_node(id, token, methods, &(), FORWARD_TIMEOUT, false)
+                    .await?
+            }
+        };
+        serde_json::from_slice(&reply).map_err(|e| format!("rpc error: bad reply: {e}"))
     }
 
     async fn remote_profile(
         &self,
-        server: &str,
+        target: Remote<'_>,
         token: Option<&str>,
         request: ProfileRequest,
     ) -> Result<Vec<u8>, ApiError> {
-        let addr = self.server_rpc(server).map_err(ApiError::from_message)?;
-        let body =
-            serde_json::to_vec(&request).map_err(|e| ApiError::from_message(e.to_string()))?;
         // The profile runs for `seconds` (at most an hour, by the request's type) on the target.
         let timeout = FORWARD_TIMEOUT + Duration::from_secs(request.seconds);
-        self.rpc
-            .raw(addr, m::PROFILE, token, body, timeout)
-            .await
-            .map(|b| b.to_vec())
-            .map_err(ApiError::from_message)
+        let reply = match target {
+            Remote::Server(name) => {
+                let addr = self.server_rpc(name).map_err(ApiError::from_message)?;
+                let body = serde_json::to_vec(&request)
+                    .map_err(|e| ApiError::from_message(e.to_string()))?;
+                self.rpc.raw(addr, m::PROFILE, token, body, timeout).await
+            }
+            Remote::Node(id) => {
+                let methods = (m::PROFILE, m::CLIENT_PROFILE);
+                self.call_node(id, token, methods, &request, timeout, false)
+                    .await
+            }
+        };
+        reply.map(|b| b.to_vec()).map_err(ApiError::from_message)
     }
 
     async fn remote_monitor(
         &self,
-        server: &str,
+        target: Remote<'_>,
         token: Option<&str>,
         request: MonitorRequest,
     ) -> Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, ApiError> {
-        let addr = self.server_rpc(server).map_err(ApiError::from_message)?;
-        self.rpc
-            .stream(addr, m::MONITOR, token, &request, PING_TIMEOUT)
-            .await
-            .map_err(ApiError::from_message)
+        match target {
+            Remote::Server(name) => {
+                let addr = self.server_rpc(name).map_err(ApiError::from_message)?;
+                self.rpc
+                    .stream(addr, m::MONITOR, token, &request, PING_TIMEOUT)
+                    .await
+            }
+            Remote::Node(id) => {
+                let methods = (m::MONITOR, m::CLIENT_MONITOR);
+                self.stream_node(id, token, methods, &request, false).await
+            }
+        }
+        .map_err(ApiError::from_message)
     }
 }
 

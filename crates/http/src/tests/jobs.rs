@@ -110,6 +110,8 @@ impl FakeState {
                 memory_mb: 8192,
                 status: "ready".into(),
                 down_since: None,
+                secret_id: String::new(),
+                attributes: Default::default(),
                 create_index: 2,
                 modify_index: 2,
             }],
@@ -139,6 +141,13 @@ impl FakeState {
             }
             StateQuery::Nodes => StateAnswer::Nodes(self.nodes.clone()),
             StateQuery::Node(id) => StateAnswer::Node(find(&self.nodes, |n| &n.id == id)),
+            StateQuery::NodeAllocations(id) => StateAnswer::Allocations(
+                self.allocs
+                    .iter()
+                    .filter(|a| &a.node_id == id)
+                    .cloned()
+                    .collect(),
+            ),
         }
     }
 }

@@ -1,0 +1,189 @@
+//! Client heartbeats on the leader, as Nomad's `nodeHeartbeater`: a node's heartbeat (checked
+//! against its secret in the state) re-arms its timer and tells it its TTL; a node whose TTL
+//! and grace pass is marked `down` through Raft ([`Command::NodeStatus`] without a secret),
+//! which re-evaluates its allocations. A server that becomes leader gives every node that is
+//! not down `failover_heartbeat_ttl`, so a leader change never marks the fleet down at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use caravan_agent_core::acl::secrets_equal;
+use caravan_agent_core::heartbeat::{HeartbeatRule, HeartbeatTimers};
+use caravan_agent_core::jobs::Node;
+use caravan_agent_core::query::{StateAnswer, StateQuery};
+use parking_lot::Mutex;
+
+use crate::ClusterError;
+use crate::command::Command;
+use crate::node::{Cluster, seed};
+use crate::store::NodeStatusChange;
+
+/// How often the leader looks for expired timers.
+pub const EXPIRY_TICK: Duration = Duration::from_millis(250);
+
+/// The most nodes marked down per tick (each is one write; they share log entries).
+pub const MAX_EXPIRED_PER_TICK: usize = 1024;
+
+/// The leader's heartbeat timers and rule.
+pub struct Heartbeats {
+    rule: HeartbeatRule,
+    timers: Mutex<HeartbeatTimers>,
+    draws: AtomicU64,
+}
+
+impl Heartbeats {
+    /// Heartbeats by `rule`.
+    pub fn new(rule: HeartbeatRule) -> Heartbeats {
+        Heartbeats {
+            rule,
+            timers: Mutex::new(HeartbeatTimers::default()),
+            draws: AtomicU64::new(seed()),
+        }
+    }
+
+    /// The rule.
+    pub fn rule(&self) -> &HeartbeatRule {
+        &self.rule
+    }
+
+    /// Nodes with a running timer.
+    pub fn tracked(&self) -> usize {
+        self.timers.lock().len()
+    }
+
+    /// A node heartbeat at `now` (its secret already checked): re-arms its timer and returns
+    /// the TTL it is told.
+    pub fn beat(&self, node_id: &str, now: Instant) -> Duration {
+        let mut timers = self.timers.lock();
+        let draw = splitmix(
+            self.draws
+                .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed),
+        );
+        let ttl = self.rule.ttl(timers.len(), draw);
+        timers.reset(node_id, now, self.rule.deadline_after(ttl));
+        ttl
+    }
+
+    /// Leadership gained at `now`: every node not down gets `failover_ttl`.
+    fn rearm(&self, nodes: &[Node], now: Instant) {
+        let mut timers = self.timers.lock();
+        timers.clear();
+        for n in nodes.iter().filter(|n| n.status != "down") {
+            timers.reset(&n.id, now, self.rule.failover_ttl);
+        }
+    }
+}
+
+fn splitmix(x: u64) -> u64 {
+    let mut z = x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Checks a node's `secret` against the state. The errors are the texts a client sees.
+pub fn check_node_secret(cluster: &Cluster, node_id: &str, secret: &str) -> Result<Node, String> {
+    let (answer, _) = cluster
+        .state()
+        .store()
+        .query(&StateQuery::Node(node_id.to_string()));
+    match answer {
+        StateAnswer::Node(Some(node)) if secrets_equal(&node.secret_id, secret) => Ok(node),
+        StateAnswer::Node(Some(_)) => Err("node secret ID does not match".into()),
+        _ => Err(format!("node not found: {node_id:?}")),
+    }
+}
+
+/// A client's heartbeat on the leader: checks the node's secret, records the status it reports
+/// when it changed (a node that was down comes back `ready`), re-arms its timer. Returns its
+/// TTL.
+pub async fn heartbeat(
+    cluster: &Cluster,
+    heartbeats: &Heartbeats,
+    node_id: &str,
+    secret: &str,
+    status: &str,
+) -> Result<Duration, ClusterError> {
+    let node = check_node_secret(cluster, node_id, secret).map_err(ClusterError::Refused)?;
+    if node.status != status {
+        cluster
+            .write(&Command::NodeStatus {
+                change: NodeStatusChange {
+                    node_id: node_id.to_string(),
+                    secret_id: secret.to_string(),
+                    status: status.to_string(),
+                    now_secs: now_secs(),
+                },
+                seed: seed(),
+            })
+            .await?;
+    }
+    if status == "down" {
+        heartbeats.timers.lock().remove(node_id);
+        return Ok(Duration::ZERO);
+    }
+    Ok(heartbeats.beat(node_id, Instant::now()))
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The leader's duty: re-arms every node's timer when this server becomes leader, stops them
+/// when it stops leading, and marks down the nodes whose timer ran out.
+pub async fn expire(cluster: Arc<Cluster>, heartbeats: Arc<Heartbeats>) {
+    let mut leading = false;
+    let mut tick = tokio::time::interval(EXPIRY_TICK);
+    loop {
+        tick.tick().await;
+        let now_leading = cluster.raft().is_leader();
+        if now_leading != leading {
+            leading = now_leading;
+            if leading {
+                let (answer, _) = cluster.state().store().query(&StateQuery::Nodes);
+                if let StateAnswer::Nodes(nodes) = answer {
+                    heartbeats.rearm(&nodes, Instant::now());
+                    tracing::info!(target: "heartbeat", nodes = heartbeats.tracked(), ttl = ?heartbeats.rule.failover_ttl, "leader: heartbeat timers re-armed");
+                }
+            } else {
+                heartbeats.timers.lock().clear();
+            }
+        }
+        if !leading {
+            continue;
+        }
+        let expired = heartbeats
+            .timers
+            .lock()
+            .take_expired(Instant::now(), MAX_EXPIRED_PER_TICK);
+        let mut writes = tokio::task::JoinSet::new();
+        for node_id in expired {
+            let cluster = cluster.clone();
+            writes.spawn(async move { mark_down(&cluster, node_id).await });
+        }
+        while writes.join_next().await.is_some() {}
+    }
+}
+
+async fn mark_down(cluster: &Cluster, node_id: String) {
+    let command = Command::NodeStatus {
+        change: NodeStatusChange {
+            node_id: node_id.clone(),
+            secret_id: String::new(),
+            status: "down".into(),
+            now_secs: now_secs(),
+        },
+        seed: seed(),
+    };
+    match cluster.write(&command).await {
+        Ok(_) => {
+            tracing::warn!(target: "heartbeat", node_id = %node_id, "node TTL expired; marked down")
+        }
+        Err(e) => {
+            tracing::warn!(target: "heartbeat", node_id = %node_id, error = %e, "cannot mark an expired node down")
+        }
+    }
+}
