@@ -2,6 +2,7 @@
 
 mod acl;
 mod cli;
+mod clients;
 mod config_errors;
 mod endpoints;
 mod gossip;

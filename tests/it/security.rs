@@ -56,6 +56,25 @@ fn body_for(method: &str) -> Vec<u8> {
             return br#"{"op":"AclReplace","base":18446744073709551615,"state":{"policies":{},"tokens":{"evil-accessor":{"accessor_id":"evil-accessor","secret_id":"00000000-0000-4000-8000-0000000e7711","name":"attacker","token_type":"Management","policies":[],"global":true,"create_time":"2026-01-01T00:00:00Z","create_index":1,"modify_index":1}},"bootstrapped":true,"index":2}}"#.to_vec();
         }
         m::EVAL_DEQUEUE => json!({"types": ["service"], "timeout_ms": 10}),
+        // A stranger may register a new node (the node's secret is its credential from then on,
+        // as in Nomad without mTLS); every later node call needs that node and its secret.
+        m::NODE_REGISTER => json!({"node": {
+            "id": "stranger-node", "name": "s", "datacenter": "dc1", "node_class": "",
+            "meta": {}, "cpu": 1000, "memory_mb": 1024, "status": "ready", "down_since": null,
+            "secret_id": "stranger-secret", "attributes": {}, "create_index": 0, "modify_index": 0}}),
+        m::NODE_UPDATE_STATUS => {
+            json!({"node_id": "no-such-node", "secret_id": "s", "status": "ready"})
+        }
+        m::NODE_GET_CLIENT_ALLOCS => {
+            json!({"node_id": "no-such-node", "secret_id": "s", "min_index": 0, "wait_ms": 10})
+        }
+        m::NODE_UPDATE_ALLOC => json!({"node_id": "no-such-node", "secret_id": "s", "updates": {}}),
+        m::NODE_HAS_CONN => json!({"node_id": "no-such-node"}),
+        m::CLIENT_HOST => json!({"node_id": "no-such-node", "request": null}),
+        m::CLIENT_PROFILE => json!({"node_id": "no-such-node", "request":
+            {"name": "cmdline", "seconds": 1, "debug": 0, "gc": 0}}),
+        m::CLIENT_MONITOR => json!({"node_id": "no-such-node", "request":
+            {"log_level": "info", "log_json": false, "plain": true, "include_location": false}}),
         m::EVAL_ACK | m::EVAL_NACK => json!({"eval_id": "x", "token": 1}),
         _ => json!({}),
     };
@@ -102,7 +121,9 @@ fn user_expectation(method: &str, token: &str) -> u16 {
     match (method, token) {
         (m::RESOLVE_TOKEN, "none") => 200, // the anonymous policy's permissions
         (_, "none" | "unknown") => 403,
-        (m::MEMBERS | m::PROFILE, "read") => 403, // node:read, agent:write
+        (m::MEMBERS | m::PROFILE | m::CLIENT_PROFILE, "read") => 403, // node:read, agent:write
+        // Allowed through, for a node the state does not have.
+        (m::CLIENT_HOST | m::CLIENT_PROFILE | m::CLIENT_MONITOR, _) => 404,
         _ => 200,
     }
 }
@@ -132,6 +153,11 @@ async fn rpc_authorization_matrix_and_no_secret_in_any_reply() {
             let (code, text) = status(&stranger, agent.rpc, spec.name, token).await;
             replies.push_str(&text);
             let want = match spec.access {
+                Access::Public
+                    if spec.name.starts_with("Node.") && spec.name != m::NODE_REGISTER =>
+                {
+                    404 // through the door; no such node
+                }
                 Access::Public => 200,
                 Access::User => user_expectation(spec.name, label),
                 Access::Client | Access::Server => 403,

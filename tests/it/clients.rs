@@ -1,0 +1,291 @@
+//! Client agents against real servers: registration with a node secret, heartbeats, the
+//! server list from heartbeat replies, node_id forwarding through any server (D4/D5), the
+//! allocations reaching their client, failover when the client's server dies, and a dead
+//! client marked down after its TTL and grace.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::monitor::{decode_frames, open_full, read_until};
+use crate::support::{Agent, Ports, Scratch, call};
+
+/// Heartbeat settings short enough for a test (Nomad's defaults are 10 s, 10 s, 5 min).
+const FAST_HEARTBEATS: &str =
+    "  min_heartbeat_ttl = \"1s\"\n  heartbeat_grace = \"1s\"\n  failover_heartbeat_ttl = \"3s\"\n";
+
+async fn server(name: &str, ports: Ports, join: Option<u16>, data: &Scratch) -> Agent {
+    let retry = join.map_or(String::new(), |p| {
+        format!("  server_join {{\n    retry_join = [\"127.0.0.1:{p}\"]\n    retry_interval = \"200ms\"\n  }}\n")
+    });
+    let hcl = format!(
+        "name = \"{name}\"\nbind_addr = \"127.0.0.1\"\nenable_debug = true\nserver {{\n  bootstrap_expect = 3\n{FAST_HEARTBEATS}{retry}}}\n"
+    );
+    let data = format!("-data-dir={}", data.0.display());
+    Agent::start_at(ports, &["-server", &data], &hcl).await
+}
+
+async fn eventually<T>(
+    what: &str,
+    limit: Duration,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(started.elapsed() < limit, "{what} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn nodes(agent: &Agent) -> Vec<Value> {
+    let r = agent.get("/v1/nodes?stale=true").await;
+    let v = serde_json::from_str::<Value>(&r.text()).unwrap_or_default();
+    v.as_array().cloned().unwrap_or_default()
+}
+
+fn client_stats(agent_self: &Value) -> Value {
+    agent_self["stats"]["client"].clone()
+}
+
+#[tokio::test]
+async fn a_client_registers_is_reached_through_any_server_fails_over_and_goes_down() {
+    let ports: Vec<Ports> = (0..3).map(|_| Ports::free()).collect();
+    let dirs: Vec<Scratch> = (0..3).map(|_| Scratch::new()).collect();
+    let s1 = server("s1", ports[0], None, &dirs[0]).await;
+    let s2 = server("s2", ports[1], Some(ports[0].serf), &dirs[1]).await;
+    let s3 = server("s3", ports[2], Some(ports[0].serf), &dirs[2]).await;
+    let mut servers = [Some(s1), Some(s2), Some(s3)];
+    for s in servers.iter().flatten() {
+        s.wait_raft_leader().await;
+    }
+    let data = Scratch::new();
+    let first = servers[0].as_ref().unwrap().rpc;
+    let client = Agent::start(
+        &[
+            "-client",
+            &format!("-data-dir={}", data.0.display()),
+            &format!("-servers={first}"),
+        ],
+        "name = \"c1\"\nbind_addr = \"127.0.0.1\"\nenable_debug = true\n",
+    )
+    .await;
+
+    // Registered, ready, and told about every server by its heartbeats.
+    let node_id = eventually(
+        "the client's node ready on s2",
+        Duration::from_secs(15),
+        async || {
+            let n = nodes(servers[1].as_ref().unwrap()).await;
+            let ready = n
+                .iter()
+                .find(|n| n["Status"] == "ready" && n["Name"] == "c1")?;
+            Some(ready["ID"].as_str()?.to_string())
+        },
+    )
+    .await;
+    let stats = client_stats(&client.get("/v1/agent/self").await.json());
+    assert_eq!(stats["node_id"], node_id.as_str());
+    assert!(
+        stats["heartbeat_ttl"].as_str().unwrap().ends_with('s'),
+        "{stats}"
+    );
+    eventually(
+        "known_servers lists all three",
+        Duration::from_secs(10),
+        async || {
+            let s = client_stats(&client.get("/v1/agent/self").await.json());
+            let known = s["known_servers"].as_str()?.to_string();
+            servers
+                .iter()
+                .flatten()
+                .all(|s| known.contains(&s.rpc.to_string()))
+                .then_some(())
+        },
+    )
+    .await;
+
+    // The secret the client generated (0600 under its data dir) never leaves through HTTP.
+    let secret_file = data.0.join("client").join("secret-id");
+    let secret = std::fs::read_to_string(&secret_file).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&secret_file)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    for s in servers.iter().flatten() {
+        let body = s
+            .get(&format!("/v1/node/{node_id}?stale=true"))
+            .await
+            .text();
+        assert!(
+            body.contains(&node_id) && !body.contains(secret.trim()),
+            "{body}"
+        );
+    }
+
+    // Host data of the client through each server (one holds its connection, the others
+    // find that one), and through the client itself.
+    for s in servers.iter().flatten() {
+        let r = s.get(&format!("/v1/agent/host?node_id={node_id}")).await;
+        assert_eq!(r.status, 200, "via {}: {}", s.http, r.text());
+        assert_eq!(r.json()["AgentID"], node_id.as_str());
+    }
+    let r = client
+        .get(&format!("/v1/agent/host?node_id={node_id}"))
+        .await;
+    assert_eq!(
+        (r.status, r.json()["AgentID"].clone()),
+        (200, json!(node_id))
+    );
+    let r = servers[2]
+        .as_ref()
+        .unwrap()
+        .get("/v1/agent/host?node_id=nope")
+        .await;
+    assert_eq!(
+        (r.status, r.text()),
+        (404, "Unknown node \"nope\"".to_string())
+    );
+    let r = client.get("/v1/agent/host?node_id=nope").await;
+    assert_eq!(
+        (r.status, r.text()),
+        (404, "Unknown node \"nope\"".to_string())
+    );
+    let r = servers[1]
+        .as_ref()
+        .unwrap()
+        .get(&format!("/v1/agent/pprof/cmdline?node_id={node_id}"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("caravan"), "{}", r.text());
+
+    // The client's logs through a server: a request to the client shows up in the stream.
+    let s3 = servers[2].as_ref().unwrap();
+    let (mut stream, head) = open_full(
+        s3,
+        &format!("node_id={node_id}&log_level=debug"),
+        None,
+        None,
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    for _ in 0..5 {
+        client.get("/v1/agent/health?marker=through-a-server").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let raw = read_until(&mut stream, |b| {
+        decode_frames(b).contains("through-a-server")
+    })
+    .await;
+    assert!(
+        decode_frames(&raw).contains("through-a-server"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    drop(stream);
+
+    // A job lands on the only node; the client takes its allocations: running.
+    let job = json!({"Job": {"ID": "web", "Type": "service", "Datacenters": ["dc1"], "TaskGroups": [
+        {"Name": "g", "Count": 2, "Tasks": [{"Name": "t", "Driver": "docker", "Resources": {"CPU": 100, "MemoryMB": 64}}]}]}});
+    let r = call(
+        servers[0].as_ref().unwrap().http,
+        "POST",
+        "/v1/jobs",
+        &[],
+        Bytes::from(job.to_string()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    eventually(
+        "both allocations running on the client",
+        Duration::from_secs(15),
+        async || {
+            let r = servers[1]
+                .as_ref()
+                .unwrap()
+                .get("/v1/job/web/allocations?stale=true")
+                .await;
+            let a = serde_json::from_str::<Value>(&r.text())
+                .ok()?
+                .as_array()?
+                .clone();
+            (a.len() == 2
+                && a.iter()
+                    .all(|a| a["ClientStatus"] == "running" && a["NodeID"] == node_id.as_str()))
+            .then_some(())
+        },
+    )
+    .await;
+    eventually("num_allocations 2", Duration::from_secs(5), async || {
+        (client_stats(&client.get("/v1/agent/self").await.json())["num_allocations"] == "2")
+            .then_some(())
+    })
+    .await;
+
+    // Kill the server the client talks to: it moves to another and stays ready.
+    // It registered through the only server it was given, and stays with it while it answers.
+    let victim = 0;
+    servers[victim] = None; // dropping the Agent kills the process
+    let alive: Vec<&Agent> = servers.iter().flatten().collect();
+    for s in &alive {
+        s.wait_raft_leader().await;
+    }
+    let before = Instant::now();
+    eventually(
+        "the client heartbeats through another server",
+        Duration::from_secs(20),
+        async || {
+            let s = client_stats(&client.get("/v1/agent/self").await.json());
+            let last = s["last_heartbeat"].as_str()?.to_string();
+            let secs = caravan_agent_core::duration::parse_go_duration(&last).ok()?;
+            (secs < before.elapsed()).then_some(())
+        },
+    )
+    .await;
+    for s in &alive {
+        let n = nodes(s).await;
+        assert!(
+            n.iter()
+                .any(|n| n["ID"] == node_id.as_str() && n["Status"] == "ready"),
+            "{n:?}"
+        );
+        let r = s.get(&format!("/v1/agent/host?node_id={node_id}")).await;
+        assert_eq!(r.status, 200, "via {} after failover: {}", s.http, r.text());
+    }
+
+    // Kill the client: down after its TTL and grace, its allocations lost.
+    drop(client);
+    eventually("the node down", Duration::from_secs(20), async || {
+        let n = nodes(alive[0]).await;
+        n.iter()
+            .any(|n| n["ID"] == node_id.as_str() && n["Status"] == "down")
+            .then_some(())
+    })
+    .await;
+    eventually(
+        "its allocations lost",
+        Duration::from_secs(10),
+        async || {
+            let r = alive[0].get("/v1/job/web/allocations?stale=true").await;
+            let a = serde_json::from_str::<Value>(&r.text())
+                .ok()?
+                .as_array()?
+                .clone();
+            a.iter()
+                .filter(|a| a["NodeID"] == node_id.as_str())
+                .all(|a| a["ClientStatus"] == "lost")
+                .then_some(())
+        },
+    )
+    .await;
+    let r = alive[0]
+        .get(&format!("/v1/agent/host?node_id={node_id}"))
+        .await;
+    assert_eq!((r.status, r.text()), (404, "No path to node".to_string()));
+}
