@@ -289,3 +289,97 @@ async fn a_client_registers_is_reached_through_any_server_fails_over_and_goes_do
         .await;
     assert_eq!((r.status, r.text()), (404, "No path to node".to_string()));
 }
+
+async fn region_server(region: &str, ports: Ports, join: Option<u16>, data: &Scratch) -> Agent {
+    let retry = join.map_or(String::new(), |p| {
+        format!("  server_join {{\n    retry_join = [\"127.0.0.1:{p}\"]\n    retry_interval = \"200ms\"\n  }}\n")
+    });
+    let hcl = format!(
+        "name = \"{region}-1\"\nregion = \"{region}\"\nbind_addr = \"127.0.0.1\"\nserver {{\n  bootstrap_expect = 1\n{retry}}}\n"
+    );
+    let data = format!("-data-dir={}", data.0.display());
+    Agent::start_at(ports, &["-server", &data], &hcl).await
+}
+
+async fn post_job(agent: &Agent, query: &str, id: &str) -> crate::support::Resp {
+    let job = json!({"Job": {"ID": id, "Type": "batch", "Datacenters": ["dc1"], "TaskGroups": [
+        {"Name": "g", "Count": 1, "Tasks": [{"Name": "t", "Driver": "exec", "Resources": {"CPU": 10, "MemoryMB": 16}}]}]}});
+    call(
+        agent.http,
+        "POST",
+        &format!("/v1/jobs{query}"),
+        &[],
+        Bytes::from(job.to_string()),
+    )
+    .await
+    .unwrap()
+}
+
+fn job_ids(r: &crate::support::Resp) -> Vec<String> {
+    let v: Value = serde_json::from_str(&r.text()).unwrap_or_default();
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|j| j["ID"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn two_regions_share_a_pool_and_forward_both_ways() {
+    let (pg, pe) = (Ports::free(), Ports::free());
+    let (dg, de, dc) = (Scratch::new(), Scratch::new(), Scratch::new());
+    let global = region_server("global", pg, None, &dg).await;
+    let eu = region_server("eu", pe, Some(pg.serf), &de).await;
+    global.wait_raft_leader().await;
+    eu.wait_raft_leader().await;
+    for s in [&global, &eu] {
+        eventually("both regions listed", Duration::from_secs(10), async || {
+            (s.get("/v1/regions").await.text() == r#"["eu","global"]"#).then_some(())
+        })
+        .await;
+        let stats = s.get("/v1/agent/self").await.json();
+        assert_eq!(stats["stats"]["nomad"]["known_regions"], "2");
+    }
+
+    // Each region is its own cluster: a job written for eu through global lands in eu only.
+    let r = post_job(&global, "?region=eu", "in-eu").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = post_job(&eu, "?region=global", "in-global").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(job_ids(&eu.get("/v1/jobs").await), ["in-eu"]);
+    assert_eq!(job_ids(&global.get("/v1/jobs").await), ["in-global"]);
+    assert_eq!(job_ids(&global.get("/v1/jobs?region=eu").await), ["in-eu"]);
+    let leader = global.get("/v1/status/leader?region=eu").await.json();
+    assert_eq!(leader, json!(eu.rpc.to_string()));
+    let r = global.get("/v1/jobs?region=nowhere").await;
+    assert_eq!((r.status, r.text()), (500, "No path to region".to_string()));
+
+    // A client-only agent of global passes cluster requests to its server, region and all.
+    let client = Agent::start(
+        &[
+            "-client",
+            &format!("-data-dir={}", dc.0.display()),
+            &format!("-servers={}", global.rpc),
+        ],
+        "name = \"c1\"\nbind_addr = \"127.0.0.1\"\n",
+    )
+    .await;
+    assert_eq!(job_ids(&client.get("/v1/jobs").await), ["in-global"]);
+    assert_eq!(job_ids(&client.get("/v1/jobs?region=eu").await), ["in-eu"]);
+    assert_eq!(client.get("/v1/regions").await.text(), r#"["eu","global"]"#);
+    let r = client.get("/v1/jobs?region=nowhere").await;
+    assert_eq!((r.status, r.text()), (500, "No path to region".to_string()));
+    let node = eventually(
+        "the client's node in global",
+        Duration::from_secs(10),
+        async || {
+            let n = nodes(&client).await;
+            n.first()?["Name"].as_str().map(String::from)
+        },
+    )
+    .await;
+    assert_eq!(node, "c1");
+    assert!(nodes(&eu).await.is_empty());
+}

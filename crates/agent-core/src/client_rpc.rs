@@ -97,3 +97,109 @@ pub struct ForNode<T> {
     #[serde(default)]
     pub forwarded: bool,
 }
+
+/// The most times one HTTP request is passed between agents (a client-only agent to a server,
+/// that server to a server of the region asked for).
+pub const MAX_FORWARD_HOPS: u8 = 2;
+
+/// `HTTP.Forward`: an HTTP API request passed to a server (of another region, or from an
+/// agent that runs none), served there by the same HTTP application. The user's token travels
+/// in the call header, not here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardedRequest {
+    /// `GET`, `PUT`, …
+    pub method: String,
+    /// The path and query, as the user sent them.
+    pub path_and_query: String,
+    /// `Content-Type`, when the request had one.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// How many agents passed it on so far (at most [`MAX_FORWARD_HOPS`]).
+    pub hops: u8,
+}
+
+/// The first chunk of an `HTTP.Forward` answer: the response head. The body follows as
+/// chunks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardedHead {
+    /// The HTTP status.
+    pub status: u16,
+    /// Response headers (hop-by-hop ones left out).
+    pub headers: Vec<(String, String)>,
+}
+
+impl ForwardedRequest {
+    /// The call body: `[head length u32 BE][head JSON][request body]`.
+    pub fn encode(&self, body: &[u8]) -> Result<Vec<u8>, String> {
+        let head = serde_json::to_vec(self).map_err(|e| e.to_string())?;
+        let len = u32::try_from(head.len()).map_err(|_| "request head too large".to_string())?;
+        let mut out = Vec::with_capacity(4 + head.len() + body.len());
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&head);
+        out.extend_from_slice(body);
+        Ok(out)
+    }
+
+    /// Splits what [`ForwardedRequest::encode`] wrote; the texts name what is wrong.
+    pub fn decode(bytes: &[u8]) -> Result<(ForwardedRequest, &[u8]), String> {
+        let (len, rest) = bytes
+            .split_first_chunk::<4>()
+            .ok_or("forwarded request: missing head length")?;
+        let len = u32::from_be_bytes(*len) as usize;
+        if len > rest.len() {
+            return Err("forwarded request: head longer than the call".into());
+        }
+        let (head, body) = rest.split_at(len);
+        let head: ForwardedRequest = serde_json::from_slice(head)
+            .map_err(|e| format!("forwarded request: bad head: {e}"))?;
+        if head.hops > MAX_FORWARD_HOPS {
+            return Err(format!(
+                "forwarded request: passed on {} times; at most {MAX_FORWARD_HOPS}",
+                head.hops
+            ));
+        }
+        if !head.path_and_query.starts_with("/v1/") || head.path_and_query.len() > 8192 {
+            return Err("forwarded request: not an API path".into());
+        }
+        Ok((head, body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(path: &str, hops: u8) -> ForwardedRequest {
+        ForwardedRequest {
+            method: "GET".into(),
+            path_and_query: path.into(),
+            content_type: None,
+            hops,
+        }
+    }
+
+    fn check(bytes: &[u8], expected: Result<(&str, &[u8]), &str>) {
+        match (ForwardedRequest::decode(bytes), expected) {
+            (Ok((head, body)), Ok((path, want))) => {
+                assert_eq!((head.path_and_query.as_str(), body), (path, want))
+            }
+            (Err(e), Err(want)) => assert!(e.contains(want), "{e}"),
+            (got, want) => panic!("got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn forwarded_requests_round_trip_and_bad_ones_are_named() {
+        let ok = request("/v1/jobs?region=eu", 1).encode(b"{}").unwrap();
+        check(&ok, Ok(("/v1/jobs?region=eu", b"{}")));
+        check(&[0, 0], Err("missing head length"));
+        check(&[0, 0, 1, 0, b'{'], Err("head longer than the call"));
+        check(&[0, 0, 0, 1, b'{'], Err("bad head"));
+        let far = request("/v1/jobs", MAX_FORWARD_HOPS + 1)
+            .encode(b"")
+            .unwrap();
+        check(&far, Err("at most 2"));
+        let elsewhere = request("http://evil/", 0).encode(b"").unwrap();
+        check(&elsewhere, Err("not an API path"));
+    }
+}

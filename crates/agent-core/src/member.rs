@@ -162,6 +162,20 @@ pub fn servers_in(members: &[Member], region: &str) -> Vec<ServerInfo> {
         .collect()
 }
 
+/// The regions that have servers among gossip members, sorted (Nomad's `/v1/regions`).
+pub fn regions_in(members: &[Member]) -> Vec<String> {
+    let regions: std::collections::BTreeSet<String> = members
+        .iter()
+        .filter_map(|m| {
+            let tags = m.tags.as_ref()?;
+            (tags.get("role").map(String::as_str) == Some("nomad"))
+                .then(|| tags.get("region").cloned())
+                .flatten()
+        })
+        .collect();
+    regions.into_iter().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

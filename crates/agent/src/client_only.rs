@@ -13,6 +13,7 @@ use caravan_http::api::{
     AclWriteError, JobWriteError, JobWriteResult, JoinResult, MonitorRequest, ProfileRequest,
     ReadError, RestoreError,
 };
+use caravan_http::api::{ForwardedHead, ForwardedRequest};
 use caravan_http::dto::{HostData, MembersResponse, RaftConfigurationDto};
 use caravan_http::{Acls, ApiError, Forwarding, Jobs, Membership, Operator, Remote, Schedulers};
 use caravan_rpc::method as m;
@@ -130,6 +131,26 @@ impl Operator for ClientOnly {
 impl Forwarding for ClientOnly {
     fn remote_server(&self, id: &str) -> Result<String, String> {
         Err(unknown_server(id))
+    }
+
+    async fn forward_request(
+        &self,
+        _region: Option<&str>,
+        request: ForwardedRequest,
+        body: bytes::Bytes,
+        token: Option<&str>,
+    ) -> Result<(ForwardedHead, tokio::sync::mpsc::Receiver<bytes::Bytes>), ApiError> {
+        // Any server: the region asked for stays in the path, and that server passes it on.
+        let call = request.encode(&body).map_err(ApiError::from_message)?;
+        let mut rx = self
+            .client
+            .stream_from_a_server(m::HTTP_FORWARD, token, call)
+            .await
+            .map_err(ApiError::from_message)?;
+        let head = crate::rpc::forwarded_head(&mut rx)
+            .await
+            .map_err(ApiError::from_message)?;
+        Ok((head, rx))
     }
 
     async fn remote_host_data(

@@ -80,6 +80,7 @@ impl AgentHandler {
             m::NODE_UPDATE_ALLOC => self.server()?.node_update_alloc(&call).await,
             m::NODE_HAS_CONN => self.server()?.node_has_conn(&call),
             m::CLIENT_HOST | m::CLIENT_PROFILE | m::CLIENT_MONITOR => self.for_node(call).await,
+            m::HTTP_FORWARD => self.forwarded_http(call).await,
             m::EVAL_DEQUEUE | m::EVAL_ACK | m::EVAL_NACK => {
                 let cluster = self.server.as_ref().map(|s| s.cluster());
                 crate::cluster::broker_rpc(cluster, call.method.name, &call.body).await
@@ -177,6 +178,34 @@ impl AgentHandler {
                 Ok(Reply::Whole(body.to_vec()))
             }
         }
+    }
+
+    /// `HTTP.Forward`: an API request another agent passed on, served by this server's HTTP
+    /// application (its routes, ACL checks and errors, with the caller's token); the answer
+    /// streams back as its head, then its body.
+    async fn forwarded_http(&self, call: Call) -> Result<Reply, Refusal> {
+        self.server()?;
+        let (request, body) = caravan_agent_core::client_rpc::ForwardedRequest::decode(&call.body)
+            .map_err(Refusal::bad_request)?;
+        let body = bytes::Bytes::copy_from_slice(body);
+        let (head, mut rx) = self
+            .app
+            .serve_forwarded(request, body, call.token.clone())
+            .await
+            .map_err(refusal)?;
+        let head = serde_json::to_vec(&head).map_err(|e| Refusal::internal(e.to_string()))?;
+        let (tx, out) = mpsc::channel(4);
+        tokio::spawn(async move {
+            if tx.send(bytes::Bytes::from(head)).await.is_err() {
+                return;
+            }
+            while let Some(chunk) = rx.recv().await {
+                if tx.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Reply::Stream(out))
     }
 
     /// `ACL.ResolveToken`: the permissions of the token the caller presented, as this server

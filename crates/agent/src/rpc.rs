@@ -233,3 +233,18 @@ pub(crate) fn reply(value: &impl Serialize) -> Result<Reply, Refusal> {
         .map(Reply::Whole)
         .map_err(|e| Refusal::internal(e.to_string()))
 }
+
+/// The longest a forwarded request may take to answer its head (a blocking query waits at
+/// most 10 minutes, a profile at most an hour).
+pub const FORWARDED_HEAD_TIMEOUT: Duration = Duration::from_secs(65 * 60);
+
+/// Reads the head an `HTTP.Forward` answer starts with; the rest of `rx` is the body.
+pub async fn forwarded_head(
+    rx: &mut mpsc::Receiver<Bytes>,
+) -> Result<caravan_agent_core::client_rpc::ForwardedHead, String> {
+    let first = tokio::time::timeout(FORWARDED_HEAD_TIMEOUT, rx.recv())
+        .await
+        .map_err(|_| "rpc error: the forwarded request did not answer in time".to_string())?
+        .ok_or("rpc error: the forwarded request ended without an answer")?;
+    serde_json::from_slice(&first).map_err(|e| format!("rpc error: bad forwarded answer: {e}"))
+}

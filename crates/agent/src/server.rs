@@ -170,8 +170,14 @@ impl ServerRole {
                 "bootstrap".into(),
                 (config.server.bootstrap_expect == 1).to_string(),
             ),
-            ("known_regions".into(), config.region.clone()),
+            ("known_regions".into(), self.known_regions().to_string()),
         ])
+    }
+
+    /// How many regions have servers in the pool (at least this one).
+    fn known_regions(&self) -> usize {
+        let members = self.gossip.snapshot().members.to_vec();
+        member::regions_in(&members).len().max(1)
     }
 
     /// Server IDs (UUIDs) by Raft ID, from gossip tags.
@@ -196,6 +202,26 @@ impl ServerRole {
             .find(|s| s.name == name)
             .map(|s| s.rpc)
             .ok_or_else(|| format!("unknown Nomad server {name}"))
+    }
+
+    /// The RPC address of a server of `region` (drawn at random among them), or `No path to
+    /// region`. A token goes there only when this server can authenticate servers.
+    fn region_server_rpc(&self, region: &str) -> Result<SocketAddr, String> {
+        if !self.rpc.confirms_servers() {
+            return Err(format!(
+                "cannot forward to region {region}: without `encrypt` or `tls.rpc` this server cannot authenticate other servers"
+            ));
+        }
+        let members = self.gossip.snapshot().members.to_vec();
+        let servers: Vec<ServerInfo> = servers_in(&members, region)
+            .into_iter()
+            .filter(|s| s.status == MemberStatus::Alive)
+            .collect();
+        if servers.is_empty() {
+            return Err("No path to region".into());
+        }
+        let pick = (seed() % servers.len() as u64) as usize;
+        Ok(servers[pick].rpc)
     }
 
     /// Leadership changed: a leader pauses ⌊3n/4⌋ of its workers.

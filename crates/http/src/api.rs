@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use caravan_agent_core::acl::{Acl, AclState, AclWrite, Token};
+pub use caravan_agent_core::client_rpc::{ForwardedHead, ForwardedRequest};
 use caravan_agent_core::config::AgentConfig;
 use caravan_agent_core::member::Member;
 pub use caravan_agent_core::query::{Indexed, ReadOptions, StateAnswer, StateQuery};
@@ -103,6 +104,11 @@ pub trait Membership: Send + Sync + 'static {
         name: String,
         prune: bool,
     ) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// The regions with servers in the pool, sorted (`/v1/regions`); none by default.
+    fn regions(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A client's list of servers: `/v1/agent/servers`.
@@ -242,6 +248,26 @@ pub trait Forwarding: Send + Sync + 'static {
         token: Option<&str>,
         request: ProfileRequest,
     ) -> impl Future<Output = Result<Vec<u8>, crate::ApiError>> + Send;
+
+    /// Passes a whole API request to a server: one of `region` when given (this server's
+    /// region is another), else any server this agent knows (it runs none). Answers the
+    /// response head and its body's chunks; `No path to region` when no server of `region`
+    /// is known. By default nothing is passed on.
+    fn forward_request(
+        &self,
+        region: Option<&str>,
+        request: ForwardedRequest,
+        body: bytes::Bytes,
+        token: Option<&str>,
+    ) -> impl Future<
+        Output = Result<
+            (ForwardedHead, tokio::sync::mpsc::Receiver<bytes::Bytes>),
+            crate::ApiError,
+        >,
+    > + Send {
+        let _ = (region, request, body, token);
+        async { Err(crate::ApiError::from_message("No path to region")) }
+    }
 
     /// A log stream from another agent, relayed over RPC: the bytes of its monitor response
     /// body, in order, until either side ends it. The caller's `token` goes along.

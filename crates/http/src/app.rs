@@ -346,6 +346,10 @@ impl App {
             query: Query::parse(parts.uri.query()),
             token: request::extract_token(&parts.headers),
             body: bytes::Bytes::new(),
+            hops: parts
+                .extensions
+                .get::<crate::forward::ForwardHops>()
+                .map_or(0, |h| h.0),
         };
         let timed_out = body.is_err();
         let result = match body {
@@ -404,7 +408,12 @@ impl App {
 }
 
 async fn dispatch(caps: &Caps, ctx: &Ctx) -> Reply {
-    match Route::of(&ctx.path) {
+    let route = Route::of(&ctx.path);
+    if let Some(region) = crate::forward::destination(caps, ctx, &route) {
+        return crate::forward::forward(caps, ctx, region).await;
+    }
+    match route {
+        Route::Regions => handlers::regions(caps, ctx),
         Route::AgentSelf => handlers::agent_self(caps, ctx),
         Route::Health => handlers::health(caps, ctx),
         Route::Host => handlers::host(caps, ctx).await,

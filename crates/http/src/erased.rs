@@ -11,9 +11,10 @@ use caravan_agent_core::jobs::Job;
 
 use crate::ApiError;
 use crate::api::{
-    AclWriteError, Acls, Debugging, Forwarding, Indexed, JobWriteError, JobWriteResult, Jobs,
-    JoinResult, Membership, MonitorRequest, Operator, ProfileRequest, ReadError, ReadOptions,
-    Reload, Remote, RestoreError, ServerList, StateAnswer, StateQuery,
+    AclWriteError, Acls, Debugging, ForwardedHead, ForwardedRequest, Forwarding, Indexed,
+    JobWriteError, JobWriteResult, Jobs, JoinResult, Membership, MonitorRequest, Operator,
+    ProfileRequest, ReadError, ReadOptions, Reload, Remote, RestoreError, ServerList, StateAnswer,
+    StateQuery,
 };
 use crate::dto::{HostData, MembersResponse, RaftConfigurationDto};
 use crate::monitor::MonitorHub;
@@ -28,6 +29,7 @@ pub(crate) trait DynMembership: Send + Sync {
     ) -> BoxFuture<'a, Result<MembersResponse, String>>;
     fn join(&self, addresses: Vec<String>) -> BoxFuture<'_, JoinResult>;
     fn force_leave(&self, name: String, prune: bool) -> BoxFuture<'_, Result<(), String>>;
+    fn regions(&self) -> Vec<String>;
 }
 
 impl<T: Membership> DynMembership for T {
@@ -42,6 +44,9 @@ impl<T: Membership> DynMembership for T {
     }
     fn force_leave(&self, name: String, prune: bool) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(Membership::force_leave(self, name, prune))
+    }
+    fn regions(&self) -> Vec<String> {
+        Membership::regions(self)
     }
 }
 
@@ -144,8 +149,17 @@ impl<T: Debugging> DynDebugging for T {
 
 type Stream = tokio::sync::mpsc::Receiver<Bytes>;
 
+type Forwarded = Result<(ForwardedHead, Stream), ApiError>;
+
 pub(crate) trait DynForwarding: Send + Sync {
     fn remote_server(&self, id: &str) -> Result<String, String>;
+    fn forward_request<'a>(
+        &'a self,
+        region: Option<&'a str>,
+        request: ForwardedRequest,
+        body: Bytes,
+        token: Option<&'a str>,
+    ) -> BoxFuture<'a, Forwarded>;
     fn remote_host_data<'a>(
         &'a self,
         target: Remote<'a>,
@@ -168,6 +182,17 @@ pub(crate) trait DynForwarding: Send + Sync {
 impl<T: Forwarding> DynForwarding for T {
     fn remote_server(&self, id: &str) -> Result<String, String> {
         Forwarding::remote_server(self, id)
+    }
+    fn forward_request<'a>(
+        &'a self,
+        region: Option<&'a str>,
+        request: ForwardedRequest,
+        body: Bytes,
+        token: Option<&'a str>,
+    ) -> BoxFuture<'a, Forwarded> {
+        Box::pin(Forwarding::forward_request(
+            self, region, request, body, token,
+        ))
     }
     fn remote_host_data<'a>(
         &'a self,

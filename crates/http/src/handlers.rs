@@ -407,3 +407,13 @@ pub(crate) async fn status_peers(caps: &Caps, ctx: &Ctx) -> Reply {
         .map_err(ApiError::from_message)?;
     Ok(response::json(&peers, ctx.query.pretty()))
 }
+
+/// `GET /v1/regions`: the regions with servers in the gossip pool, sorted (no ACL, as Nomad).
+pub(crate) fn regions(caps: &Caps, ctx: &Ctx) -> Reply {
+    only(ctx, &[Method::GET])?;
+    let mut regions = caps.membership()?.regions();
+    if regions.is_empty() {
+        regions.push(caps.config().region.clone());
+    }
+    Ok(response::json(&regions, ctx.query.pretty()))
+}

@@ -41,6 +41,7 @@ mod app;
 pub mod dto;
 mod erased;
 mod error;
+mod forward;
 mod handlers;
 mod jobs;
 pub mod logs;
@@ -81,6 +82,8 @@ pub(crate) struct Ctx {
     pub token: Option<String>,
     /// The request body (at most [`MAX_BODY`] bytes).
     pub body: bytes::Bytes,
+    /// How many agents passed this request on before this one.
+    pub hops: u8,
 }
 
 /// Largest request body read.

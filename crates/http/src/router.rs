@@ -6,6 +6,8 @@
 pub enum Route {
     /// `/v1/agent/self`.
     AgentSelf,
+    /// `/v1/regions`.
+    Regions,
     /// `/v1/agent/join`.
     Join,
     /// `/v1/agent/members`.
@@ -82,6 +84,7 @@ impl Route {
             "/v1/agent/monitor/export" => Route::MonitorExport,
             "/v1/agent/pprof" => Route::Redirect("/v1/agent/pprof/"),
             "/v1/jobs" => Route::Jobs,
+            "/v1/regions" => Route::Regions,
             "/v1/evaluations" => Route::Evaluations,
             "/v1/allocations" => Route::Allocations,
             "/v1/nodes" => Route::Nodes,

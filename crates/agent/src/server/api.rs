@@ -10,8 +10,8 @@ use caravan_agent_core::query::{Indexed, ReadOptions, StateAnswer, StateQuery};
 use caravan_agent_core::sched::{SchedulerConfig, WorkerInfo};
 use caravan_cluster::{ClusterError, Command, Outcome, raft_id, seed};
 use caravan_http::api::{
-    AclWriteError, JobWriteError, JobWriteResult, JoinResult, MonitorRequest, ProfileRequest,
-    ReadError, RestoreError,
+    AclWriteError, ForwardedHead, ForwardedRequest, JobWriteError, JobWriteResult, JoinResult,
+    MonitorRequest, ProfileRequest, ReadError, RestoreError,
 };
 use caravan_http::dto::{HostData, MembersResponse, RaftConfigurationDto, RaftServerDto};
 use caravan_http::{Acls, ApiError, Forwarding, Jobs, Membership, Operator, Remote, Schedulers};
@@ -34,6 +34,10 @@ impl Membership for ServerRole {
             joined: o.joined,
             errors: o.errors,
         }
+    }
+
+    fn regions(&self) -> Vec<String> {
+        caravan_agent_core::member::regions_in(&self.gossip.snapshot().members.to_vec())
     }
 
     async fn force_leave(&self, name: String, prune: bool) -> Result<(), String> {
@@ -198,6 +202,30 @@ impl Forwarding for ServerRole {
             .find(|s| s.name == id || s.id == id)
             .map(|s| s.name.clone())
             .ok_or_else(|| format!("unknown Nomad server {id}"))
+    }
+
+    async fn forward_request(
+        &self,
+        region: Option<&str>,
+        request: ForwardedRequest,
+        body: bytes::Bytes,
+        token: Option<&str>,
+    ) -> Result<(ForwardedHead, tokio::sync::mpsc::Receiver<bytes::Bytes>), ApiError> {
+        let region = region.unwrap_or(&self.config().region);
+        let addr = self
+            .region_server_rpc(region)
+            .map_err(ApiError::from_message)?;
+        let call = request.encode(&body).map_err(ApiError::from_message)?;
+        let mut rx = self
+            .rpc
+            .client()
+            .stream(addr, m::HTTP_FORWARD, token, call, PING_TIMEOUT)
+            .await
+            .map_err(|e| ApiError::from_message(crate::rpc::coded_text(&e)))?;
+        let head = crate::rpc::forwarded_head(&mut rx)
+            .await
+            .map_err(ApiError::from_message)?;
+        Ok((head, rx))
     }
 
     async fn remote_host_data(

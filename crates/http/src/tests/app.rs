@@ -195,6 +195,7 @@ async fn redirect_body_is_html_escaped() {
         query: crate::request::Query::parse(Some(raw)),
         token: None,
         body: Bytes::new(),
+        hops: 0,
     };
     let resp = crate::handlers::redirect(&ctx, "/v1/agent/pprof/").unwrap();
     assert_eq!(resp.status(), 301);
