@@ -129,8 +129,12 @@ impl Operator for ClientOnly {
 /// An agent without a server knows no other server to forward to; a request for another
 /// client node goes to one of its servers (`ClientAgent.*`), which finds the node.
 impl Forwarding for ClientOnly {
+    /// Any `server_id`: one of this agent's servers resolves it (or answers the spec's error).
     fn remote_server(&self, id: &str) -> Result<String, String> {
-        Err(unknown_server(id))
+        if self.client.health().is_err() {
+            return Err(unknown_server(id));
+        }
+        Ok(id.to_string())
     }
 
     async fn forward_request(
@@ -158,8 +162,15 @@ impl Forwarding for ClientOnly {
         target: Remote<'_>,
         token: Option<&str>,
     ) -> Result<HostData, String> {
-        let Remote::Node(id) = target else {
-            return Err(unknown_server(target.id()));
+        let id = match target {
+            Remote::Node(id) => id,
+            Remote::Server(id) => {
+                let path = format!("/v1/agent/host?{}", query(&[("server_id", id)]));
+                let body = collect(self.through_a_server(path, token).await?).await;
+                let wrapped: WrappedHostData = serde_json::from_slice(&body)
+                    .map_err(|e| format!("rpc error: bad reply: {e}"))?;
+                return Ok(wrapped.host_data);
+            }
         };
         let body = for_node(id, ())?;
         let reply = self
@@ -175,8 +186,27 @@ impl Forwarding for ClientOnly {
         token: Option<&str>,
         request: ProfileRequest,
     ) -> Result<Vec<u8>, ApiError> {
-        let Remote::Node(id) = target else {
-            return Err(ApiError::from_message(unknown_server(target.id())));
+        let id = match target {
+            Remote::Node(id) => id,
+            Remote::Server(id) => {
+                let (seconds, debug, gc) = (
+                    request.seconds.to_string(),
+                    request.debug.to_string(),
+                    request.gc.to_string(),
+                );
+                let params = [
+                    ("seconds", seconds.as_str()),
+                    ("debug", debug.as_str()),
+                    ("gc", gc.as_str()),
+                    ("server_id", id),
+                ];
+                let path = format!("/v1/agent/pprof/{}?{}", request.name, query(&params));
+                let rx = self
+                    .through_a_server(path, token)
+                    .await
+                    .map_err(ApiError::from_message)?;
+                return Ok(collect(rx).await);
+            }
         };
         let timeout = FORWARD_TIMEOUT + Duration::from_secs(request.seconds);
         let body = for_node(id, request).map_err(ApiError::from_message)?;
@@ -202,6 +232,64 @@ impl Forwarding for ClientOnly {
             .await
             .map_err(ApiError::from_message)
     }
+}
+
+impl ClientOnly {
+    /// A `server_id` request passed whole to one of this agent's servers (which resolves the
+    /// ID and checks the token): the body of its `200`, else its error as a coded text.
+    async fn through_a_server(
+        &self,
+        path_and_query: String,
+        token: Option<&str>,
+    ) -> Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, String> {
+        let request = ForwardedRequest {
+            method: "GET".into(),
+            path_and_query,
+            content_type: None,
+            hops: 1,
+        };
+        let coded = |status: u16, text: String| format!("RPC Error:: {status},{text}");
+        let (head, rx) = self
+            .forward_request(None, request, bytes::Bytes::new(), token)
+            .await
+            .map_err(|e| coded(e.status.as_u16(), e.message))?;
+        if head.status == 200 {
+            return Ok(rx);
+        }
+        let text = String::from_utf8_lossy(&collect(rx).await).into_owned();
+        Err(coded(head.status, text))
+    }
+}
+
+/// `/v1/agent/host`'s answer for a target.
+#[derive(serde::Deserialize)]
+struct WrappedHostData {
+    #[serde(rename = "HostData")]
+    host_data: HostData,
+}
+
+/// A query string.
+fn query(pairs: &[(&str, &str)]) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        q.append_pair(k, v);
+    }
+    q.finish()
+}
+
+/// The most of a forwarded body kept (the largest profile a server sends is 64 MiB).
+const MAX_COLLECTED: usize = 64 << 20;
+
+/// A forwarded body (a profile or host data), at most [`MAX_COLLECTED`] bytes of it.
+async fn collect(mut rx: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(chunk) = rx.recv().await {
+        if out.len() + chunk.len() > MAX_COLLECTED {
+            break;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    out
 }
 
 /// How long a request for another node may take (plus any profile duration).
