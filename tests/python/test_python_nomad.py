@@ -167,3 +167,50 @@ def test_register_job_and_see_allocations(agent):
     assert [j["ID"] for j in n.jobs.get_jobs()] == ["web"]
     workers = requests.get(f"http://127.0.0.1:{agent['http']}/v1/agent/schedulers", timeout=5).json()
     assert {w["status"] for w in workers["schedulers"]} <= {"Started", "Paused"}
+
+
+def test_client_only_agent_registers_and_answers_for_its_servers(agent):
+    """A client-only agent next to the dev server: its node registers and heartbeats, and
+    python-nomad's node, nodes and agent calls through it answer (cluster routes are passed
+    to its server)."""
+    http = free_port()
+    with tempfile.TemporaryDirectory() as d:
+        cfg = os.path.join(d, "client.hcl")
+        with open(cfg, "w") as f:
+            f.write(
+                f'name = "py-client"\nbind_addr = "127.0.0.1"\n'
+                f"ports {{\n  http = {http}\n  rpc = {free_port()}\n  serf = {free_port()}\n}}\n"
+            )
+        proc = subprocess.Popen(
+            [os.environ["CARAVAN_BIN"], "agent", "-client", f"-data-dir={d}",
+             f"-servers=127.0.0.1:{agent['rpc']}", f"-config={cfg}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            n = nomad.Nomad(host="127.0.0.1", port=http, timeout=10)
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    nodes = n.nodes.get_nodes()
+                    mine = [x for x in nodes if x["Name"] == "py-client"]
+                    if mine and mine[0]["Status"] == "ready":
+                        break
+                except (requests.ConnectionError, nomad.api.exceptions.BaseNomadException):
+                    assert proc.poll() is None, "client agent exited"
+                assert time.monotonic() < deadline, "the client's node did not register"
+                time.sleep(0.1)
+            node_id = mine[0]["ID"]
+            assert n.node.get_node(node_id)["Name"] == "py-client"
+            assert "SecretID" not in n.node.get_node(node_id)
+            assert n.node.get_allocations(node_id) == []
+            info = n.agent.get_agent()
+            assert info["stats"]["client"]["node_id"] == node_id
+            assert info["stats"]["client"]["known_servers"] == f"127.0.0.1:{agent['rpc']}"
+            assert n.agent.get_servers() == [f"127.0.0.1:{agent['rpc']}"]
+            assert n.agent.get_members()["Members"][0]["Status"] == "alive"
+            assert n.status.leader.get_leader() == f"127.0.0.1:{agent['rpc']}"
+            assert len(n.nodes.get_nodes()) == 2  # the dev agent's own node and this one
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)

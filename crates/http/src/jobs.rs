@@ -379,6 +379,9 @@ pub(crate) async fn nodes(caps: &Caps, ctx: &Ctx) -> Reply {
 
 /// `GET /v1/node/<id>` (`node:read`).
 pub(crate) async fn node(caps: &Caps, ctx: &Ctx, id: &str) -> Reply {
+    if let Some(id) = id.strip_suffix("/allocations") {
+        return node_allocations(caps, ctx, id).await;
+    }
     let query = StateQuery::Node(id.to_string());
     state_read(
         caps,
@@ -394,6 +397,20 @@ pub(crate) async fn node(caps: &Caps, ctx: &Ctx, id: &str) -> Reply {
             _ => None,
         },
     )
+    .await
+}
+
+/// `GET /v1/node/<id>/allocations`: what is placed on a node (node:read and job read, as
+/// Nomad asks for both).
+async fn node_allocations(caps: &Caps, ctx: &Ctx, id: &str) -> Reply {
+    caps.require(ctx.token.as_deref(), Acl::allow_node_read)?;
+    let query = StateQuery::NodeAllocations(id.to_string());
+    state_read(caps, ctx, Acl::allow_job_read, query, |a, pretty| match a {
+        StateAnswer::Allocations(allocs) => {
+            Some(Shown::all(allocs.iter().map(AllocationDto::from), pretty))
+        }
+        _ => None,
+    })
     .await
 }
 
