@@ -224,6 +224,7 @@ fn run_examples() -> Result<(), String> {
         ("caravan-raft", "cluster"),
         ("caravan-cluster", "replicated"),
         ("caravan-rpc", "roles"),
+        ("caravan-client", "one_node"),
     ] {
         run(
             "cargo",

@@ -279,8 +279,13 @@ impl NodeClient {
             };
             match answer {
                 Ok(reply) => {
+                    let moved = reply.index > index;
                     index = reply.index;
                     self.take(server, &reply.allocs).await;
+                    if !moved {
+                        // The wait ended without a change: never ask in a tight loop.
+                        tokio::time::sleep(RETRY_INTERVAL).await;
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(target: "client", server = %server, error = %e, "allocation query failed");
