@@ -325,7 +325,7 @@ pub fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
 }
 
 /// Resident set size of `pid`; an error (naming the figure) when it cannot be read, never 0.
-fn rss_kib(pid: u32) -> Result<u64, String> {
+pub fn rss_kib(pid: u32) -> Result<u64, String> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path)
         .map_err(|e| format!("agent RSS not produced: {path}: {e}"))?;

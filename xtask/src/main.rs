@@ -5,13 +5,19 @@
 //!   python-nomad client tests in a venv under `target/`.
 //! - `ci --long`: `ci`, then the long gossip scenarios from a release build: the 1,000-member
 //!   pool at 5 % loss for seeds 1-5 and the slow-member comparison.
+//! - `nodesim --nodes N --servers ADDR,...`: N simulated client nodes registering and
+//!   heartbeating for real over RPC.
 //! - `bench http`: load figures for the HTTP API against a bare hyper server in the same run.
 //! - `bench sched`: the scheduling criterion benches as rates.
+//! - `bench clients [--minutes M] [--only heartbeats|c1m|forwarding]`: 10,000 simulated nodes
+//!   through a leader failover, C1M-shape placements, node_id forwarding latency.
 //! - `bench raft`: write latency, throughput and failover on three local servers.
 //! - `bench-run --smoke`, `raft-bench-run --smoke`: the `bench http`/`bench raft` code once,
 //!   briefly, from the debug build (no figures; checks it runs).
 
 mod bench;
+mod clientbench;
+mod nodesim;
 mod raftbench;
 mod sim;
 
@@ -24,11 +30,14 @@ fn main() -> ExitCode {
     let result = match words.as_slice() {
         ["sim", ..] => sim::sim(&args[1..]),
         ["sim-run", ..] => sim::sim_run(&args[1..]),
+        ["nodesim", ..] => nodesim::nodesim(&args[1..]),
         ["ci"] => ci(),
         ["ci", "--long"] => ci().and_then(|()| long_scenarios()),
         ["bench", "http"] => bench::http(),
         ["bench", "sched"] => bench::sched(),
         ["bench", "raft"] => raftbench::raft(),
+        ["bench", "clients", ..] => clientbench::bench(&args[2..]),
+        ["clients-bench-run", ..] => clientbench::run(&args[1..]),
         ["raft-bench-run"] => raftbench::raft_bench_run(false),
         ["raft-bench-run", "--smoke"] => raftbench::raft_bench_run(true),
         ["bench-run"] => bench::bench_run(false),

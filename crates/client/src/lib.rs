@@ -83,7 +83,12 @@ pub struct NodeClient {
     /// The server to try first (an index into the list).
     preferred: Mutex<usize>,
     registered: watch::Sender<bool>,
+    /// Told every answered heartbeat's round trip (simulators measure with it).
+    observer: std::sync::OnceLock<Observer>,
 }
+
+/// What [`NodeClient::observe_heartbeats`] calls.
+pub type Observer = Arc<dyn Fn(Duration) + Send + Sync>;
 
 impl NodeClient {
     /// A client for `node` (its `secret_id` set: see [`fingerprint::node`]) that knows
@@ -100,7 +105,14 @@ impl NodeClient {
             status: Mutex::new(ClientStatus::default()),
             preferred: Mutex::new(0),
             registered: watch::channel(false).0,
+            observer: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Calls `observer` with the round trip of every answered registration or heartbeat (the
+    /// first observer given counts).
+    pub fn observe_heartbeats(&self, observer: Observer) {
+        let _ = self.observer.set(observer);
     }
 
     /// The node's ID.
@@ -181,8 +193,12 @@ impl NodeClient {
             return Beat::Failed;
         }
         for (i, server) in servers.iter().enumerate() {
+            let started = Instant::now();
             match self.call_beat(*server, registered).await {
                 Ok(reply) => {
+                    if let Some(observe) = self.observer.get() {
+                        observe(started.elapsed());
+                    }
                     self.answered(*server, &reply);
                     if i > 0 {
                         tracing::info!(target: "client", server = %server, "heartbeat moved to another server");

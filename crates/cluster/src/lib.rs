@@ -40,6 +40,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod alloc_index;
 pub mod command;
 pub mod duties;
 pub mod heartbeats;

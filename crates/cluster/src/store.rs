@@ -7,11 +7,13 @@
 //! placement from the evaluation's index. Replicas applying the same commands agree on every
 //! byte.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use caravan_agent_core::jobs::{Allocation, EvalStatus, Evaluation, Job, Node};
 use caravan_agent_core::query::{StateAnswer, StateQuery};
 use caravan_sched::broker::Eval;
+
+use crate::alloc_index::AllocIndex;
 use caravan_sched::placement::{Ask, Nodes, Picker, bin_pack, one_per_node};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -39,6 +41,10 @@ pub struct Tables {
     indexes: TableIndexes,
     /// The ID generator's state (SplitMix64), reseeded by every command that creates IDs.
     ids: u64,
+    /// Derived from `allocs`, kept in step by [`Tables::put_alloc`] and
+    /// [`Tables::change_alloc`], rebuilt by [`Tables::reindex`].
+    #[serde(skip)]
+    by: AllocIndex,
 }
 
 impl Tables {
@@ -65,6 +71,43 @@ impl Tables {
                 return id;
             }
         }
+    }
+
+    /// Adds (or replaces) an allocation, keeping the derived index in step.
+    fn put_alloc(&mut self, alloc: Allocation) {
+        if let Some(old) = self.allocs.get(&alloc.id) {
+            let old = old.clone();
+            self.by.remove(&old, alloc.modify_index);
+        }
+        self.by.add(&alloc);
+        self.allocs.insert(alloc.id.clone(), alloc);
+    }
+
+    /// Changes allocation `id` with `change` (if it exists), keeping the index in step.
+    fn change_alloc(&mut self, id: &str, at: u64, change: impl FnOnce(&mut Allocation)) {
+        let Some(a) = self.allocs.get_mut(id) else {
+            return;
+        };
+        let before = a.clone();
+        change(a);
+        let after = a.clone();
+        self.by.remove(&before, at);
+        self.by.add(&after);
+    }
+
+    /// Rebuilds the derived index (after a snapshot is installed, or a bulk removal).
+    fn reindex(&mut self) {
+        self.by = AllocIndex::of(self.allocs.values());
+    }
+
+    /// Allocations of `job` (by the index).
+    fn job_allocs(&self, job: &str) -> impl Iterator<Item = &Allocation> {
+        self.by.of_job(job).filter_map(|id| self.allocs.get(id))
+    }
+
+    /// Allocations placed on `node` (by the index).
+    fn node_allocs(&self, node: &str) -> impl Iterator<Item = &Allocation> {
+        self.by.on_node(node).filter_map(|id| self.allocs.get(id))
     }
 
     /// The newest index anywhere in the tables.
@@ -97,6 +140,7 @@ impl Tables {
         for table in [&mut i.jobs, &mut i.evals, &mut i.allocs, &mut i.nodes] {
             clamp(table);
         }
+        self.reindex();
     }
 
     /// The index a query's answer would report, without building the answer.
@@ -105,9 +149,9 @@ impl Tables {
         match query {
             StateQuery::Jobs => i.jobs,
             StateQuery::Job(id) => self.jobs.get(id).map_or(i.jobs, |j| j.modify_index),
-            StateQuery::JobAllocations(_)
-            | StateQuery::Allocations
-            | StateQuery::NodeAllocations(_) => i.allocs,
+            StateQuery::JobAllocations(_) | StateQuery::Allocations => i.allocs,
+            // What a client's blocking query waits on: its own node's allocations only.
+            StateQuery::NodeAllocations(id) => self.by.node_changed(id).max(1),
             StateQuery::Evaluations => i.evals,
             StateQuery::Evaluation(id) => self.evals.get(id).map_or(i.evals, |e| e.modify_index),
             StateQuery::Allocation(id) => self.allocs.get(id).map_or(i.allocs, |a| a.modify_index),
@@ -158,17 +202,13 @@ impl Tables {
     fn capacity(&self) -> (Nodes, Vec<String>) {
         let mut nodes = Nodes::default();
         let mut ids = Vec::new();
-        let mut position = HashMap::new();
         for n in self.nodes.values().filter(|n| n.status == "ready") {
-            position.insert(n.id.as_str(), ids.len());
+            let i = ids.len();
             nodes.push(&n.id, &n.datacenter, n.cpu, n.memory_mb);
+            let (cpu, mem) = self.by.used(&n.id);
+            nodes.cpu_used[i] = cpu;
+            nodes.mem_used[i] = mem;
             ids.push(n.id.clone());
-        }
-        for a in self.allocs.values().filter(|a| a.desired_status == "run") {
-            if let Some(&i) = position.get(a.node_id.as_str()) {
-                nodes.cpu_used[i] = nodes.cpu_used[i].saturating_add(a.cpu);
-                nodes.mem_used[i] = nodes.mem_used[i].saturating_add(a.memory_mb);
-            }
         }
         (nodes, ids)
     }
@@ -177,13 +217,18 @@ impl Tables {
     /// a `node-update` evaluation (which places replacements elsewhere).
     fn lose_allocs_of(&mut self, index: u64, node_id: &str) -> Vec<Evaluation> {
         let mut jobs = std::collections::BTreeSet::new();
-        for a in self.allocs.values_mut() {
-            if a.node_id == node_id && a.desired_status == "run" {
+        let running: Vec<(String, String)> = self
+            .node_allocs(node_id)
+            .filter(|a| a.desired_status == "run")
+            .map(|a| (a.id.clone(), a.job_id.clone()))
+            .collect();
+        for (id, job) in running {
+            self.change_alloc(&id, index, |a| {
                 a.desired_status = "stop".into();
                 a.client_status = "lost".into();
                 a.modify_index = index;
-                jobs.insert(a.job_id.clone());
-            }
+            });
+            jobs.insert(job);
         }
         if !jobs.is_empty() {
             self.indexes.allocs = index;
@@ -219,10 +264,12 @@ impl Tables {
     /// Stops the running allocations `ids` at `index`.
     fn stop_allocs(&mut self, index: u64, ids: &[String]) {
         for id in ids {
-            if let Some(a) = self.allocs.get_mut(id) {
-                a.desired_status = "stop".into();
-                a.client_status = "complete".into();
-                a.modify_index = index;
+            if self.allocs.contains_key(id) {
+                self.change_alloc(id, index, |a| {
+                    a.desired_status = "stop".into();
+                    a.client_status = "complete".into();
+                    a.modify_index = index;
+                });
                 self.indexes.allocs = index;
             }
         }
@@ -272,25 +319,20 @@ impl Tables {
         let answer = match query {
             StateQuery::Jobs => StateAnswer::Jobs(all(&self.jobs)),
             StateQuery::Job(id) => StateAnswer::Job(self.jobs.get(id).cloned()),
-            StateQuery::JobAllocations(id) => {
-                StateAnswer::JobAllocations(self.jobs.get(id).map(|_| {
-                    let mine = self.allocs.values().filter(|a| &a.job_id == id);
-                    mine.cloned().collect()
-                }))
-            }
+            StateQuery::JobAllocations(id) => StateAnswer::JobAllocations(
+                self.jobs
+                    .get(id)
+                    .map(|_| self.job_allocs(id).cloned().collect()),
+            ),
             StateQuery::Evaluations => StateAnswer::Evaluations(all(&self.evals)),
             StateQuery::Evaluation(id) => StateAnswer::Evaluation(self.evals.get(id).cloned()),
             StateQuery::Allocations => StateAnswer::Allocations(all(&self.allocs)),
             StateQuery::Allocation(id) => StateAnswer::Allocation(self.allocs.get(id).cloned()),
             StateQuery::Nodes => StateAnswer::Nodes(all(&self.nodes)),
             StateQuery::Node(id) => StateAnswer::Node(self.nodes.get(id).cloned()),
-            StateQuery::NodeAllocations(id) => StateAnswer::Allocations(
-                self.allocs
-                    .values()
-                    .filter(|a| &a.node_id == id)
-                    .cloned()
-                    .collect(),
-            ),
+            StateQuery::NodeAllocations(id) => {
+                StateAnswer::Allocations(self.node_allocs(id).cloned().collect())
+            }
         };
         (answer, self.index_for(query))
     }
@@ -401,6 +443,8 @@ impl Store {
     /// refused).
     pub fn import(&self, tables: Tables) -> Result<(), String> {
         tables.validate()?;
+        let mut tables = tables;
+        tables.reindex();
         *self.tables.lock() = tables;
         Ok(())
     }
@@ -569,17 +613,19 @@ impl Store {
             }
         }
         for (id, status) in updates {
-            if let Some(a) = t.allocs.get_mut(id) {
-                let forward = match (a.client_status.as_str(), status.as_str()) {
+            let forward = t.allocs.get(id).is_some_and(|a| {
+                match (a.client_status.as_str(), status.as_str()) {
                     ("pending", _) => a.desired_status == "run" || status != "running",
                     ("running", "complete" | "failed") => true,
                     _ => false,
-                };
-                if forward {
+                }
+            });
+            if forward {
+                t.change_alloc(id, index, |a| {
                     a.client_status = status.clone();
                     a.modify_index = index;
-                    t.indexes.allocs = index;
-                }
+                });
+                t.indexes.allocs = index;
             }
         }
         Ok(())
@@ -653,9 +699,8 @@ impl Store {
         };
         if job.stop {
             let running: Vec<String> = t
-                .allocs
-                .values()
-                .filter(|a| a.job_id == job.id && a.desired_status == "run")
+                .job_allocs(&job.id)
+                .filter(|a| a.desired_status == "run")
                 .map(|a| a.id.clone())
                 .collect();
             t.stop_allocs(index, &running);
@@ -710,11 +755,8 @@ fn place(
         let (cpu, memory_mb) = group.ask();
         let ask = Ask { cpu, memory_mb };
         let running: Vec<Allocation> = t
-            .allocs
-            .values()
-            .filter(|a| {
-                a.job_id == job.id && a.task_group == group.name && a.desired_status == "run"
-            })
+            .job_allocs(&job.id)
+            .filter(|a| a.task_group == group.name && a.desired_status == "run")
             .cloned()
             .collect();
         let placement = if job.job_type.per_node() {
@@ -748,7 +790,7 @@ fn place(
                 create_index: index,
                 modify_index: index,
             };
-            t.allocs.insert(alloc.id.clone(), alloc);
+            t.put_alloc(alloc);
             t.indexes.allocs = index;
         }
         queued.insert(group.name.clone(), placement.unplaced as u64);
@@ -764,6 +806,9 @@ fn place(
 fn collect_garbage(t: &mut Tables, index: u64, gc_threshold_secs: u64, now_secs: u64) {
     let counts = (t.allocs.len(), t.evals.len(), t.jobs.len(), t.nodes.len());
     t.allocs.retain(|_, a| a.desired_status == "run");
+    if t.allocs.len() != counts.0 {
+        t.reindex();
+    }
     let dead: std::collections::HashSet<String> = t
         .jobs
         .values()
@@ -851,6 +896,17 @@ mod tests {
             modify_index: 0,
             version: 0,
         }
+    }
+
+    /// The index kept in step with every write equals one rebuilt from the allocations.
+    fn index_in_step(s: &Store) {
+        let t = s.tables.lock();
+        let rebuilt = AllocIndex::of(t.allocs.values());
+        assert!(
+            t.by.same_views(&rebuilt),
+            "derived index out of step: {:?} vs {rebuilt:?}",
+            t.by
+        );
     }
 
     fn running(s: &Store, job: &str) -> usize {
@@ -1016,6 +1072,7 @@ mod tests {
         check(&s, 8, Write::Status(status("a", "", "down")), Ok(0));
         check(&s, 9, Write::Status(status("a", "sa", "ready")), Ok(0));
         assert_eq!(node_status(&s, "a"), "ready");
+        index_in_step(&s);
     }
 
     #[test]
@@ -1037,10 +1094,12 @@ mod tests {
         assert_eq!(again.len(), 1);
         s.process(5, &again[0].id, 86400, 0).unwrap();
         assert_eq!(running(&s, "web"), 3);
+        index_in_step(&s);
         // Deregister stops everything; GC removes it.
         let d = s.deregister(6, "web").unwrap();
         s.process(7, &d.eval.id, 86400, 0).unwrap();
         assert_eq!(running(&s, "web"), 0);
+        index_in_step(&s);
         let core = s.core_eval(8);
         assert_eq!(s.pending_evals(), std::slice::from_ref(&core));
         s.process(9, &core.id, 86400, 0).unwrap();
@@ -1054,6 +1113,7 @@ mod tests {
         assert!(s.process(10, &core.id, 86400, 0).unwrap().is_empty());
         assert_eq!(s.export(), before);
         assert!(s.deregister(11, "nope").is_none());
+        index_in_step(&s);
     }
 
     #[test]
