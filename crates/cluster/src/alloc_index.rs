@@ -118,3 +118,18 @@ impl AllocIndex {
         self.node_changed.get(node).copied().unwrap_or(0)
     }
 }
+
+/// The ready nodes' capacities in the column form placement takes, kept between evaluations
+/// (derived: dropped whenever a node changes, rebuilt by the next placement). Their usage is
+/// refreshed from [`AllocIndex`] before each use.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ReadyNodes(pub(crate) Option<caravan_sched::placement::Nodes>);
+
+/// Derived data: equal tables have equal caches.
+impl PartialEq for ReadyNodes {
+    fn eq(&self, _: &ReadyNodes) -> bool {
+        true
+    }
+}
+
+impl Eq for ReadyNodes {}

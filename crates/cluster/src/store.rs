@@ -13,7 +13,7 @@ use caravan_agent_core::jobs::{Allocation, EvalStatus, Evaluation, Job, Node};
 use caravan_agent_core::query::{StateAnswer, StateQuery};
 use caravan_sched::broker::Eval;
 
-use crate::alloc_index::AllocIndex;
+use crate::alloc_index::{AllocIndex, ReadyNodes};
 use caravan_sched::placement::{Ask, Nodes, Picker, bin_pack, one_per_node};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -45,6 +45,10 @@ pub struct Tables {
     /// [`Tables::change_alloc`], rebuilt by [`Tables::reindex`].
     #[serde(skip)]
     by: AllocIndex,
+    /// The ready nodes for placement, kept between evaluations; dropped by
+    /// [`Tables::nodes_changed`].
+    #[serde(skip)]
+    ready: ReadyNodes,
 }
 
 impl Tables {
@@ -98,6 +102,12 @@ impl Tables {
     /// Rebuilds the derived index (after a snapshot is installed, or a bulk removal).
     fn reindex(&mut self) {
         self.by = AllocIndex::of(self.allocs.values());
+        self.nodes_changed();
+    }
+
+    /// A node was added, changed or removed: the placement snapshot is rebuilt when next used.
+    fn nodes_changed(&mut self) {
+        self.ready.0 = None;
     }
 
     /// Allocations of `job` (by the index).
@@ -198,19 +208,28 @@ impl Tables {
         self.record_eval(index, key, triggered_by, status)
     }
 
-    /// Capacity snapshot: ready nodes with the usage of running allocations.
-    fn capacity(&self) -> (Nodes, Vec<String>) {
-        let mut nodes = Nodes::default();
-        let mut ids = Vec::new();
-        for n in self.nodes.values().filter(|n| n.status == "ready") {
-            let i = ids.len();
-            nodes.push(&n.id, &n.datacenter, n.cpu, n.memory_mb);
-            let (cpu, mem) = self.by.used(&n.id);
+    /// Capacity snapshot for one placement: the ready nodes (kept from the last placement unless
+    /// a node changed since) with the usage of the allocations meant to run now. Give it back
+    /// with [`Tables::keep_capacity`].
+    fn take_capacity(&mut self) -> Nodes {
+        let mut nodes = self.ready.0.take().unwrap_or_else(|| {
+            let mut nodes = Nodes::default();
+            for n in self.nodes.values().filter(|n| n.status == "ready") {
+                nodes.push(&n.id, &n.datacenter, n.cpu, n.memory_mb);
+            }
+            nodes
+        });
+        for i in 0..nodes.ids.len() {
+            let (cpu, mem) = self.by.used(&nodes.ids[i]);
             nodes.cpu_used[i] = cpu;
             nodes.mem_used[i] = mem;
-            ids.push(n.id.clone());
         }
-        (nodes, ids)
+        nodes
+    }
+
+    /// Keeps a snapshot [`Tables::take_capacity`] gave for the next placement.
+    fn keep_capacity(&mut self, nodes: Nodes) {
+        self.ready.0 = Some(nodes);
     }
 
     /// A node went down: its allocations that should run are lost, and each of their jobs gets
@@ -486,6 +505,7 @@ impl Store {
         node.create_index = t.nodes.get(&node.id).map_or(index, |n| n.create_index);
         node.modify_index = index;
         t.nodes.insert(node.id.clone(), node);
+        t.nodes_changed();
         t.indexes.nodes = index;
         t.unblock(index)
     }
@@ -519,6 +539,7 @@ impl Store {
         node.status = "ready".into();
         node.down_since = None;
         t.nodes.insert(node.id.clone(), node);
+        t.nodes_changed();
         t.indexes.nodes = index;
         let mut out = t.unblock(index);
         if was_down || is_new {
@@ -558,6 +579,7 @@ impl Store {
         }
         let going_down = change.status == "down";
         let coming_back = node.status == "down" && change.status == "ready";
+        t.nodes_changed();
         if let Some(n) = t.nodes.get_mut(&change.node_id) {
             n.status = change.status.clone();
             n.down_since = going_down.then_some(change.now_secs);
@@ -747,7 +769,7 @@ fn place(
     job: &Job,
     eval: &Evaluation,
 ) -> (BTreeMap<String, u64>, String) {
-    let (mut nodes, ids) = t.capacity();
+    let mut nodes = t.take_capacity();
     let mut picker = Picker::new(eval.create_index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut queued = BTreeMap::new();
     let mut reasons = Vec::new();
@@ -763,7 +785,7 @@ fn place(
             let taken: std::collections::HashSet<&str> =
                 running.iter().map(|a| a.node_id.as_str()).collect();
             let mut p = one_per_node(&mut nodes, &job.datacenters, ask);
-            p.nodes.retain(|&i| !taken.contains(ids[i].as_str()));
+            p.nodes.retain(|&i| !taken.contains(nodes.ids[i].as_str()));
             p
         } else {
             let want = group.count as usize;
@@ -781,7 +803,7 @@ fn place(
                 name: format!("{}.{}[{}]", job.id, group.name, start + k),
                 job_id: job.id.clone(),
                 task_group: group.name.clone(),
-                node_id: ids[node].clone(),
+                node_id: nodes.ids[node].clone(),
                 eval_id: eval.id.clone(),
                 cpu,
                 memory_mb,
@@ -798,6 +820,7 @@ fn place(
             reasons.push(format!("{}: {}", group.name, placement.reason));
         }
     }
+    t.keep_capacity(nodes);
     (queued, reasons.join("; "))
 }
 
@@ -837,6 +860,9 @@ fn collect_garbage(t: &mut Tables, index: u64, gc_threshold_secs: u64, now_secs:
             || n.down_since
                 .is_none_or(|s| now_secs.saturating_sub(s) < gc_threshold_secs)
     });
+    if t.nodes.len() != counts.3 {
+        t.nodes_changed();
+    }
     let i = &mut t.indexes;
     for (before, after, table) in [
         (counts.0, t.allocs.len(), &mut i.allocs),
@@ -1148,6 +1174,42 @@ mod tests {
         let (a, b) = (replica(), replica());
         assert_eq!(a, b);
         assert_eq!(a.allocs.len(), 5);
+    }
+
+    #[test]
+    fn a_replica_with_a_kept_snapshot_places_as_one_that_rebuilt_it() {
+        // Placement is deterministic only if the kept capacity snapshot is exactly the one a
+        // replica that just restarted (or installed a snapshot) builds.
+        let history = |s: &Store| {
+            for (i, n) in ["a", "b", "c"].iter().enumerate() {
+                s.upsert_node(i as u64 + 1, node(n, 1000));
+            }
+            s.reseed(9, 0);
+            let w = s.register(4, job("one", JobType::Service, 4, 300));
+            s.process(5, &w.eval.id, 86400, 0).unwrap();
+        };
+        let (warm, cold) = (Store::default(), Store::default());
+        history(&warm);
+        history(&cold);
+        // `cold` drops every derived view before each placement, as a restarted replica would.
+        let restart = |s: &Store| {
+            if std::ptr::eq(s, &cold) {
+                s.import(s.export()).unwrap();
+            }
+        };
+        for s in [&warm, &cold] {
+            s.reseed(11, 0);
+            let w = s.register(6, job("two", JobType::Service, 4, 300));
+            restart(s);
+            s.process(7, &w.eval.id, 86400, 0).unwrap();
+            s.upsert_node(8, node("d", 1000));
+            s.reseed(12, 0);
+            let w = s.register(9, job("three", JobType::Service, 3, 300));
+            restart(s);
+            s.process(10, &w.eval.id, 86400, 0).unwrap();
+        }
+        assert_eq!(warm.export(), cold.export());
+        index_in_step(&warm);
     }
 
     #[test]
