@@ -10,7 +10,7 @@ async fn api(agent: &Agent, method: &str, path: &str, token: Option<&str>, body:
     crate::support::send(agent, method, path, token, body).await
 }
 
-async fn bootstrap(agent: &Agent) -> String {
+pub(crate) async fn bootstrap(agent: &Agent) -> String {
     let r = api(agent, "POST", "/v1/acl/bootstrap", None, Value::Null).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
@@ -34,7 +34,7 @@ pub(crate) async fn policy(agent: &Agent, mgmt: &str, name: &str, rules: &str) {
     assert_eq!((r.status, r.body.len()), (200, 0), "{}", r.text());
 }
 
-async fn token(agent: &Agent, mgmt: &str, policies: &[&str]) -> String {
+pub(crate) async fn token(agent: &Agent, mgmt: &str, policies: &[&str]) -> String {
     let body = json!({"Name": "t", "Type": "client", "Policies": policies});
     let r = api(agent, "POST", "/v1/acl/token", Some(mgmt), body).await;
     assert_eq!(r.status, 200, "{}", r.text());

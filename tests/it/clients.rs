@@ -383,3 +383,114 @@ async fn two_regions_share_a_pool_and_forward_both_ways() {
     assert_eq!(node, "c1");
     assert!(nodes(&eu).await.is_empty());
 }
+
+#[tokio::test]
+async fn forwarded_calls_keep_the_acl_rules_of_their_endpoints() {
+    use crate::acl::{bootstrap, policy, token};
+    let sd = Scratch::new();
+    let server = Agent::start(
+        &[
+            "-server",
+            "-acl-enabled",
+            &format!("-data-dir={}", sd.0.display()),
+        ],
+        "name = \"s1\"\nbind_addr = \"127.0.0.1\"\nserver {\n  bootstrap_expect = 1\n}\n",
+    )
+    .await;
+    server.wait_raft_leader().await;
+    let mgmt = bootstrap(&server).await;
+    policy(
+        &server,
+        &mgmt,
+        "agent-read",
+        "agent {\n  policy = \"read\"\n}\n",
+    )
+    .await;
+    policy(
+        &server,
+        &mgmt,
+        "agent-write",
+        "agent {\n  policy = \"write\"\n}\n",
+    )
+    .await;
+    policy(
+        &server,
+        &mgmt,
+        "node-read",
+        "node {\n  policy = \"read\"\n}\n",
+    )
+    .await;
+    let tokens = [
+        ("none", None),
+        (
+            "agent-read",
+            Some(token(&server, &mgmt, &["agent-read"]).await),
+        ),
+        (
+            "agent-write",
+            Some(token(&server, &mgmt, &["agent-write"]).await),
+        ),
+        (
+            "node-read",
+            Some(token(&server, &mgmt, &["node-read"]).await),
+        ),
+        ("management", Some(mgmt.clone())),
+    ];
+    let cd = Scratch::new();
+    let client = Agent::start(
+        &[
+            "-client",
+            "-acl-enabled",
+            &format!("-data-dir={}", cd.0.display()),
+            &format!("-servers={}", server.rpc),
+        ],
+        "name = \"c1\"\nbind_addr = \"127.0.0.1\"\n",
+    )
+    .await;
+    let mgmt_header = [("X-Nomad-Token", mgmt.as_str())];
+    let node_id = eventually(
+        "the client's node registered",
+        Duration::from_secs(15),
+        async || {
+            let r = call(server.http, "GET", "/v1/nodes", &mgmt_header, Bytes::new())
+                .await
+                .ok()?;
+            let v: Value = serde_json::from_str(&r.text()).ok()?;
+            v.as_array()?.first()?["ID"].as_str().map(String::from)
+        },
+    )
+    .await;
+    // Who may: host (the debug rule: agent:read), pprof (agent:write), the node list
+    // (node:read) and the token list (management), through the server and through the client.
+    let cases: [(String, [u16; 5]); 4] = [
+        (
+            format!("/v1/agent/host?node_id={node_id}"),
+            [403, 200, 200, 403, 200],
+        ),
+        (
+            format!("/v1/agent/pprof/cmdline?node_id={node_id}"),
+            [403, 403, 200, 403, 200],
+        ),
+        ("/v1/nodes".to_string(), [403, 403, 403, 200, 200]),
+        ("/v1/acl/tokens".to_string(), [403, 403, 403, 403, 200]),
+    ];
+    for (path, want) in &cases {
+        for ((label, secret), want) in tokens.iter().zip(want) {
+            let headers: Vec<(&str, &str)> = secret
+                .iter()
+                .map(|s| ("X-Nomad-Token", s.as_str()))
+                .collect();
+            for (via, agent) in [("server", &server), ("client", &client)] {
+                let r = call(agent.http, "GET", path, &headers, Bytes::new())
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    r.status,
+                    *want,
+                    "{path} via the {via} with the {label} token: {}",
+                    r.text()
+                );
+            }
+        }
+    }
+}
