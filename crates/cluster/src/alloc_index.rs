@@ -16,6 +16,21 @@ pub(crate) struct AllocIndex {
     by_job: HashMap<String, BTreeSet<String>>,
     used: HashMap<String, (u64, u64)>,
     node_changed: HashMap<String, u64>,
+    /// Nodes whose allocations changed since [`AllocIndex::take_touched`] (`None`: too many
+    /// to list, treat every node as changed).
+    touched: Option<std::collections::HashSet<String>>,
+}
+
+/// Past this many changed nodes between two drains, every node counts as changed.
+const MAX_TOUCHED: usize = 100_000;
+
+/// Which nodes' allocations changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Touched {
+    /// These nodes.
+    Nodes(Vec<String>),
+    /// Too many to list: every node.
+    All,
 }
 
 /// Derived data: two indexes of equal tables are equal.
@@ -34,6 +49,8 @@ impl AllocIndex {
         for a in allocs {
             index.add(a);
         }
+        // A rebuilt index (a snapshot installed) may differ anywhere.
+        index.touched = None;
         index
     }
 
@@ -81,6 +98,21 @@ impl AllocIndex {
     fn touch(&mut self, node: &str, at: u64) {
         let changed = self.node_changed.entry(node.to_string()).or_default();
         *changed = (*changed).max(at);
+        if let Some(touched) = &mut self.touched {
+            if touched.len() >= MAX_TOUCHED {
+                self.touched = None;
+            } else {
+                touched.insert(node.to_string());
+            }
+        }
+    }
+
+    /// The nodes whose allocations changed since the last call.
+    pub(crate) fn take_touched(&mut self) -> Touched {
+        match self.touched.replace(Default::default()) {
+            Some(nodes) => Touched::Nodes(nodes.into_iter().collect()),
+            None => Touched::All,
+        }
     }
 
     /// The allocation IDs placed on `node`.

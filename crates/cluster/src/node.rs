@@ -186,6 +186,16 @@ impl Cluster {
     ) -> Result<Indexed<StateAnswer>, ClusterError> {
         let wait = options.blocking_wait(jitter);
         let deadline = tokio::time::Instant::now() + wait;
+        if let StateQuery::NodeAllocations(node) = query
+            && options.min_index > 0
+        {
+            if !options.stale {
+                self.raft.read_index(WRITE_TIMEOUT).await?;
+            }
+            return Ok(self
+                .wait_for_node(node, query, options.min_index, deadline)
+                .await);
+        }
         let mut changes = self.state.subscribe();
         if !options.stale {
             self.raft.read_index(WRITE_TIMEOUT).await?;
@@ -205,6 +215,32 @@ impl Cluster {
             {
                 return Err(ClusterError::Raft(RaftError::Shutdown));
             }
+        }
+    }
+
+    /// A client's blocking query for its node's allocations: woken only by applies that change
+    /// that node's allocations (every waiting client woken by every apply would cost the server
+    /// O(clients) per write).
+    async fn wait_for_node(
+        &self,
+        node: &str,
+        query: &StateQuery,
+        min_index: u64,
+        deadline: tokio::time::Instant,
+    ) -> Indexed<StateAnswer> {
+        let changes = self.state.node_changes(node);
+        loop {
+            // Registered before the check, so a change between the two is not missed.
+            let changed = changes.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let store = self.state.store();
+            let due = tokio::time::Instant::now() >= deadline;
+            if due || store.index_for(query) > min_index {
+                let (value, index) = store.query(query);
+                return self.indexed(value, index);
+            }
+            let _ = tokio::time::timeout_at(deadline, changed).await;
         }
     }
 

@@ -46,6 +46,9 @@ pub struct ClusterState {
     applied: AtomicU64,
     /// Told the index after every apply, for blocking queries.
     changes: tokio::sync::watch::Sender<u64>,
+    /// Per-node wakeups for clients' blocking allocation queries: an apply wakes the queries
+    /// of the nodes whose allocations it changed, not every waiting client.
+    node_watch: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Notify>>>,
 }
 
 impl ClusterState {
@@ -59,6 +62,31 @@ impl ClusterState {
             leading: Mutex::new(false),
             applied: AtomicU64::new(0),
             changes: tokio::sync::watch::channel(0).0,
+            node_watch: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// What wakes the blocking allocation queries of `node` (one per node, kept).
+    pub fn node_changes(&self, node: &str) -> Arc<tokio::sync::Notify> {
+        self.node_watch
+            .lock()
+            .entry(node.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Wakes the allocation queries of the nodes the last applies changed.
+    fn wake_nodes(&self) {
+        let watch = self.node_watch.lock();
+        match self.store.take_touched_nodes() {
+            crate::store::Touched::Nodes(nodes) => {
+                for n in nodes {
+                    if let Some(w) = watch.get(&n) {
+                        w.notify_waiters();
+                    }
+                }
+            }
+            crate::store::Touched::All => watch.values().for_each(|w| w.notify_waiters()),
         }
     }
 
@@ -136,6 +164,7 @@ impl ClusterState {
         };
         self.applied.store(index, Ordering::Release);
         self.changes.send_replace(index);
+        self.wake_nodes();
         outcome
     }
 
@@ -345,6 +374,7 @@ impl StateMachine for ClusterState {
         self.restore_state(snap)?;
         self.applied.store(index, Ordering::Release);
         self.changes.send_replace(index);
+        self.wake_nodes();
         let leading = *self.leading.lock();
         self.set_leading(leading);
         Ok(())

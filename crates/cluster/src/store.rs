@@ -13,6 +13,7 @@ use caravan_agent_core::jobs::{Allocation, EvalStatus, Evaluation, Job, Node};
 use caravan_agent_core::query::{StateAnswer, StateQuery};
 use caravan_sched::broker::Eval;
 
+pub use crate::alloc_index::Touched;
 use crate::alloc_index::{AllocIndex, ReadyNodes};
 use caravan_sched::placement::{Ask, Nodes, Picker, bin_pack, one_per_node};
 use parking_lot::Mutex;
@@ -440,6 +441,12 @@ impl Store {
     /// command, on every replica.
     pub fn reseed(&self, seed: u64, index: u64) {
         self.tables.lock().ids = seed ^ index.wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    }
+
+    /// The nodes whose allocations changed since the last call (what a server wakes its
+    /// clients' blocking queries for).
+    pub fn take_touched_nodes(&self) -> Touched {
+        self.tables.lock().by.take_touched()
     }
 
     /// The index `query`'s answer would report, without building the answer (cheap: a blocking
@@ -1099,6 +1106,33 @@ mod tests {
         check(&s, 9, Write::Status(status("a", "sa", "ready")), Ok(0));
         assert_eq!(node_status(&s, "a"), "ready");
         index_in_step(&s);
+    }
+
+    #[test]
+    fn only_the_nodes_whose_allocations_changed_are_woken() {
+        let s = Store::default();
+        for (i, n) in ["a", "b"].iter().enumerate() {
+            check(
+                &s,
+                i as u64 + 1,
+                Write::Register(with_secret(n, "s")),
+                Ok(0),
+            );
+        }
+        s.take_touched_nodes();
+        let w = s.register(3, job("one", JobType::Service, 1, 900));
+        s.process(4, &w.eval.id, 86400, 0).unwrap();
+        let placed = node_allocs(&s, "a").len() + node_allocs(&s, "b").len();
+        assert_eq!(placed, 1);
+        let on = if node_allocs(&s, "a").is_empty() {
+            "b"
+        } else {
+            "a"
+        };
+        assert_eq!(s.take_touched_nodes(), Touched::Nodes(vec![on.to_string()]));
+        assert_eq!(s.take_touched_nodes(), Touched::Nodes(vec![]));
+        s.import(s.export()).unwrap();
+        assert_eq!(s.take_touched_nodes(), Touched::All);
     }
 
     #[test]
