@@ -494,3 +494,54 @@ async fn forwarded_calls_keep_the_acl_rules_of_their_endpoints() {
         }
     }
 }
+
+#[tokio::test]
+async fn one_connection_registers_a_bounded_number_of_nodes() {
+    // Without client certificates anyone may register a node; one caller's connection may
+    // register at most 64, so a stranger cannot grow the state as fast as it can send.
+    let agent = Agent::start(&["-dev"], "client {\n  enabled = false\n}\n").await;
+    agent.wait_raft_leader().await;
+    let rpc = caravan_rpc::RpcClient::new(caravan_rpc::Dial::anonymous(), Default::default());
+    let register = |i: usize| {
+        json!({"node": {
+            "id": format!("stranger-{i}"), "name": "s", "datacenter": "dc1", "node_class": "",
+            "meta": {}, "cpu": 1000, "memory_mb": 1024, "status": "ready", "down_since": null,
+            "secret_id": format!("secret-{i}"), "attributes": {}, "create_index": 0, "modify_index": 0}})
+        .to_string()
+        .into_bytes()
+    };
+    for i in 0..64 {
+        let r = rpc
+            .call(
+                agent.rpc,
+                caravan_rpc::method::NODE_REGISTER,
+                None,
+                register(i),
+            )
+            .await;
+        assert!(r.is_ok(), "registration {i}: {r:?}");
+    }
+    // The same node again is fine; a 65th is not.
+    rpc.call(
+        agent.rpc,
+        caravan_rpc::method::NODE_REGISTER,
+        None,
+        register(3),
+    )
+    .await
+    .unwrap();
+    let err = rpc
+        .call(
+            agent.rpc,
+            caravan_rpc::method::NODE_REGISTER,
+            None,
+            register(64),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, caravan_rpc::RpcError::Remote { code: 429, message } if message.contains("at most 64")),
+        "{err:?}"
+    );
+    assert_eq!(nodes(&agent).await.len(), 64);
+}

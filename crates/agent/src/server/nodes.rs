@@ -24,9 +24,18 @@ use tokio::sync::mpsc;
 use super::ServerRole;
 use crate::rpc::{PING_TIMEOUT, coded_text, decode, reply};
 
-/// The connections client nodes opened to this server, by node ID.
+/// The most nodes one connection may register (a client agent registers one; `nodesim`
+/// shares a connection among 8): without client certificates anyone may register a node, and
+/// this bounds how fast one caller grows the state.
+pub const MAX_NODES_PER_CONN: usize = 64;
+
+/// The connections client nodes opened to this server, by node ID, and how many nodes each
+/// connection registered.
 #[derive(Default)]
-pub struct NodeConns(Mutex<HashMap<String, Conn>>);
+pub struct NodeConns(
+    Mutex<HashMap<String, Conn>>,
+    Mutex<HashMap<SocketAddr, usize>>,
+);
 
 impl NodeConns {
     /// Records that `node_id` talks to this server over `conn`.
@@ -36,6 +45,41 @@ impl NodeConns {
             conns.retain(|_, c| !c.is_closed());
         }
         conns.insert(node_id.to_string(), conn.clone());
+    }
+
+    /// Counts a registration of `node_id` over `conn`: `Err` past [`MAX_NODES_PER_CONN`]
+    /// different nodes on one connection.
+    fn admit(&self, node_id: &str, conn: &Conn) -> Result<(), Refusal> {
+        let known = self
+            .0
+            .lock()
+            .get(node_id)
+            .is_some_and(|c| c.peer().addr == conn.peer().addr);
+        if known {
+            return Ok(());
+        }
+        let mut counts = self.1.lock();
+        if counts.len() > 4096 {
+            let open: std::collections::HashSet<SocketAddr> = self
+                .0
+                .lock()
+                .values()
+                .filter(|c| !c.is_closed())
+                .map(|c| c.peer().addr)
+                .collect();
+            counts.retain(|addr, _| open.contains(addr));
+        }
+        let n = counts.entry(conn.peer().addr).or_default();
+        if *n >= MAX_NODES_PER_CONN {
+            return Err(Refusal::new(
+                429,
+                format!(
+                    "too many nodes registered over one connection (at most {MAX_NODES_PER_CONN})"
+                ),
+            ));
+        }
+        *n += 1;
+        Ok(())
     }
 
     /// The open connection of `node_id`, if this server holds one.
@@ -141,6 +185,7 @@ impl ServerRole {
         if call.peer.role == Role::Anonymous && self.config().acl_enabled {
             tracing::debug!(target: "client", node_id = %id, peer = %call.peer.addr, "node registers without a client certificate");
         }
+        self.nodes.admit(&id, &call.conn)?;
         let command = Command::NodeRegister { node, seed: seed() };
         self.cluster
             .write(&command)
