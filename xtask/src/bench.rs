@@ -58,6 +58,11 @@ pub fn http() -> Result<(), String> {
 /// Builds the release agent and xtask, then runs `target/release/xtask <task>`, so a
 /// measurement never runs from a debug build.
 pub fn hand_over(task: &str) -> Result<(), String> {
+    hand_over_with(task, &[])
+}
+
+/// [`hand_over`] passing `args` on to the task.
+pub fn hand_over_with(task: &str, args: &[String]) -> Result<(), String> {
     run(
         "cargo",
         &["build", "--release", "-p", "caravan-agent", "-p", "xtask"],
@@ -65,6 +70,7 @@ pub fn hand_over(task: &str) -> Result<(), String> {
     let xtask = target_dir().join("release").join("xtask");
     let status = Command::new(&xtask)
         .arg(task)
+        .args(args)
         .status()
         .map_err(|e| format!("{}: {e}", xtask.display()))?;
     if status.success() {

@@ -15,13 +15,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 
 use crate::bench::{Proc, free_port, median, rss_kib, verdict};
 use crate::nodesim::{Nodesim, NodesimOptions, percentile};
+use crate::raftbench::{connect, send};
 use crate::target_dir;
 
 struct Server {
@@ -78,44 +75,9 @@ fn servers(bin: &Path, root: &Path) -> Result<Vec<Server>, String> {
     Ok(out)
 }
 
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    let _ = stream.set_nodelay(true);
-    let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    Ok(tx)
-}
-
-async fn send(
-    tx: &mut SendRequest<Full<Bytes>>,
-    method: &str,
-    path: &str,
-    body: String,
-) -> Result<(u16, Bytes), String> {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "bench")
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
-    let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((status, body))
-}
-
 async fn get(addr: SocketAddr, path: &str) -> Result<(u16, Bytes), String> {
     let mut tx = connect(addr).await?;
-    send(&mut tx, "GET", path, String::new()).await
+    send(&mut tx, "GET", path, "", String::new()).await
 }
 
 async fn leader(servers: &[Server]) -> Result<usize, String> {
@@ -310,7 +272,7 @@ async fn c1m(bin: &Path) -> Result<(), String> {
                 // A 5xx under load is retried, as a real client would (at most 5 times a job).
                 let mut attempt = 0;
                 loop {
-                    let (status, body) = send(&mut tx, "POST", "/v1/jobs", job_body(i)).await?;
+                    let (status, body) = send(&mut tx, "POST", "/v1/jobs", "", job_body(i)).await?;
                     if status == 200 {
                         break;
                     }
@@ -391,10 +353,10 @@ async fn forwarding(bin: &Path) -> Result<(), String> {
     let mut via = connect(servers[1].http).await?;
     for _ in 0..200 {
         let t = Instant::now();
-        let (s, _) = send(&mut direct, "GET", "/v1/agent/host", String::new()).await?;
+        let (s, _) = send(&mut direct, "GET", "/v1/agent/host", "", String::new()).await?;
         local_times.push(t.elapsed().as_secs_f64() * 1000.0);
         let t = Instant::now();
-        let (f, body) = send(&mut via, "GET", &through, String::new()).await?;
+        let (f, body) = send(&mut via, "GET", &through, "", String::new()).await?;
         forwarded.push(t.elapsed().as_secs_f64() * 1000.0);
         if s != 200 || f != 200 {
             return Err(format!(
@@ -444,19 +406,5 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
 /// `cargo xtask bench clients [args]`: release builds, then [`run`].
 pub fn bench(args: &[String]) -> Result<(), String> {
-    crate::run(
-        "cargo",
-        &["build", "--release", "-p", "caravan-agent", "-p", "xtask"],
-    )?;
-    let xtask = target_dir().join("release").join("xtask");
-    let status = Command::new(&xtask)
-        .arg("clients-bench-run")
-        .args(args)
-        .status()
-        .map_err(|e| format!("{}: {e}", xtask.display()))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("clients-bench-run failed: {status}"))
-    }
+    crate::bench::hand_over_with("clients-bench-run", args)
 }

@@ -110,7 +110,7 @@ impl Server {
     }
 }
 
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
+pub(crate) async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| e.to_string())?;
@@ -122,7 +122,7 @@ async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
     Ok(tx)
 }
 
-async fn send(
+pub(crate) async fn send(
     tx: &mut SendRequest<Full<Bytes>>,
     method: &str,
     path: &str,

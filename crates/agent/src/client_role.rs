@@ -135,22 +135,9 @@ impl ClientRole {
         body: Vec<u8>,
         timeout: std::time::Duration,
     ) -> Result<bytes::Bytes, String> {
-        let mut last = "No known servers".to_string();
-        for server in self.server_addrs() {
-            match self
-                .rpc
-                .client()
-                .call_within(server, method, token, body.clone(), timeout)
-                .await
-            {
-                Ok(v) => return Ok(v),
-                Err(e @ caravan_rpc::RpcError::Remote { .. }) => {
-                    return Err(crate::rpc::coded_text(&e));
-                }
-                Err(e) => last = e.to_string(),
-            }
-        }
-        Err(last)
+        let client = self.rpc.client();
+        self.first_server(|server| client.call_within(server, method, token, body.clone(), timeout))
+            .await
     }
 
     /// Starts a streaming `method` at the first server that answers.
@@ -160,14 +147,21 @@ impl ClientRole {
         token: Option<&str>,
         body: Vec<u8>,
     ) -> Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, String> {
+        let client = self.rpc.client();
+        self.first_server(|server| client.stream(server, method, token, body.clone(), PING_TIMEOUT))
+            .await
+    }
+
+    /// The first answer of `attempt` over the known servers in turn: only a server that could
+    /// not be reached makes it try the next; a refusal is final.
+    async fn first_server<T, F, Fut>(&self, mut attempt: F) -> Result<T, String>
+    where
+        F: FnMut(SocketAddr) -> Fut,
+        Fut: std::future::Future<Output = Result<T, caravan_rpc::RpcError>>,
+    {
         let mut last = "No known servers".to_string();
         for server in self.server_addrs() {
-            match self
-                .rpc
-                .client()
-                .stream(server, method, token, body.clone(), PING_TIMEOUT)
-                .await
-            {
+            match attempt(server).await {
                 Ok(v) => return Ok(v),
                 Err(e @ caravan_rpc::RpcError::Remote { .. }) => {
                     return Err(crate::rpc::coded_text(&e));

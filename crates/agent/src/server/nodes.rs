@@ -16,7 +16,7 @@ use caravan_agent_core::query::{ReadOptions, StateAnswer, StateQuery};
 use caravan_cluster::heartbeats::{self, check_node_secret};
 use caravan_cluster::{ClusterError, Command, seed};
 use caravan_rpc::method as m;
-use caravan_rpc::{Call, Conn, Refusal, Reply, Role};
+use caravan_rpc::{Call, Conn, Refusal, Reply, Role, RpcError};
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -319,6 +319,21 @@ impl ServerRole {
         Err(coded_404("No path to node".into()))
     }
 
+    /// Where a request for node `node_id` goes next, and its body for that hop.
+    async fn node_hop(
+        &self,
+        node_id: &str,
+        request: &impl Serialize,
+        forwarded: bool,
+    ) -> Result<(NodeRoute, Vec<u8>), String> {
+        let route = self.node_route(node_id, forwarded).await?;
+        let body = match &route {
+            NodeRoute::Here(_) => serde_json::to_vec(request).map_err(|e| e.to_string())?,
+            NodeRoute::Server(_) => for_node(node_id, request)?,
+        };
+        Ok((route, body))
+    }
+
     /// Calls `agent_method` on client node `node_id` with the user's `token`: over the node's
     /// connection when this server holds it, else through the server that does
     /// (`client_method`). Errors keep a 404's code.
@@ -331,23 +346,20 @@ impl ServerRole {
         timeout: Duration,
         forwarded: bool,
     ) -> Result<Bytes, String> {
-        match self.node_route(node_id, forwarded).await? {
-            NodeRoute::Here(conn) => {
-                let body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+        let answer = match self.node_hop(node_id, request, forwarded).await? {
+            (NodeRoute::Here(conn), body) => {
                 tokio::time::timeout(timeout, conn.call(agent_method, token, &body))
                     .await
-                    .map_err(|_| format!("rpc error: {agent_method} timed out"))?
-                    .map_err(|e| coded_text(&e))
+                    .unwrap_or(Err(RpcError::Timeout(timeout)))
             }
-            NodeRoute::Server(addr) => {
-                let body = for_node(node_id, request)?;
-                self.rpc
-                    .client()
+            (NodeRoute::Server(addr), body) => {
+                let client = self.rpc.client();
+                client
                     .call_within(addr, client_method, token, body, timeout)
                     .await
-                    .map_err(|e| coded_text(&e))
             }
-        }
+        };
+        answer.map_err(|e| coded_text(&e))
     }
 
     /// [`ServerRole::call_node`] for a streaming method (the monitor).
@@ -359,23 +371,20 @@ impl ServerRole {
         request: &impl Serialize,
         forwarded: bool,
     ) -> Result<mpsc::Receiver<Bytes>, String> {
-        match self.node_route(node_id, forwarded).await? {
-            NodeRoute::Here(conn) => {
-                let body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+        let answer = match self.node_hop(node_id, request, forwarded).await? {
+            (NodeRoute::Here(conn), body) => {
                 tokio::time::timeout(PING_TIMEOUT, conn.stream(agent_method, token, &body))
                     .await
-                    .map_err(|_| format!("rpc error: {agent_method} timed out"))?
-                    .map_err(|e| coded_text(&e))
+                    .unwrap_or(Err(RpcError::Timeout(PING_TIMEOUT)))
             }
-            NodeRoute::Server(addr) => {
-                let body = for_node(node_id, request)?;
-                self.rpc
-                    .client()
+            (NodeRoute::Server(addr), body) => {
+                let client = self.rpc.client();
+                client
                     .stream(addr, client_method, token, body, PING_TIMEOUT)
                     .await
-                    .map_err(|e| coded_text(&e))
             }
-        }
+        };
+        answer.map_err(|e| coded_text(&e))
     }
 }
 
