@@ -56,6 +56,12 @@ pub const ALLOCS_WAIT: Duration = Duration::from_secs(300);
 /// Wait between rounds when no server answered.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The most servers a heartbeat answer may give the client.
+pub const MAX_SERVERS: usize = 64;
+
+/// The longest wait a heartbeat answer may ask for before the next heartbeat.
+pub const MAX_HEARTBEAT_TTL: Duration = Duration::from_secs(3600);
+
 /// How often the first server to try is drawn again.
 pub const REBALANCE_INTERVAL: Duration = Duration::from_secs(120);
 
@@ -203,7 +209,8 @@ impl NodeClient {
                     if i > 0 {
                         tracing::info!(target: "client", server = %server, "heartbeat moved to another server");
                     }
-                    return Beat::Answered(Duration::from_millis(reply.heartbeat_ttl_ms.max(100)));
+                    let ttl = Duration::from_millis(reply.heartbeat_ttl_ms.max(100));
+                    return Beat::Answered(ttl.min(MAX_HEARTBEAT_TTL));
                 }
                 Err(e) if e.contains("node not found") => return Beat::Unknown,
                 Err(e) => {
@@ -248,6 +255,7 @@ impl NodeClient {
             .servers
             .iter()
             .filter_map(|s| s.parse().ok())
+            .take(MAX_SERVERS)
             .collect();
         let first_time = !self.status.lock().registered;
         {
