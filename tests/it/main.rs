@@ -4,6 +4,7 @@ mod acl;
 mod cli;
 mod config_errors;
 mod endpoints;
+mod export;
 mod gossip;
 mod jobs;
 mod lifecycle;

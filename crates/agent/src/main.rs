@@ -14,6 +14,7 @@ mod identity;
 mod info;
 mod load;
 mod local;
+mod logfile;
 mod logging;
 mod notify;
 mod profiles;
@@ -85,13 +86,10 @@ fn main() -> ExitCode {
         Command::Operator(cli::OperatorCommand::Raft(cli::RaftCommand::ListPeers(c))) => {
             client::raft_list_peers(&c)
         }
-        Command::Monitor {
-            client,
-            log_level,
-            json,
-            node_id,
-            server_id,
-        } => client::monitor(&client, &log_level, json, node_id, server_id),
+        Command::Monitor(m) => match m.command {
+            Some(cli::MonitorCommand::Export(e)) => client::monitor_export(&e),
+            None => client::monitor(&m.client, &m.log_level, m.json, m.node_id, m.server_id),
+        },
     }
 }
 

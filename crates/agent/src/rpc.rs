@@ -149,6 +149,33 @@ impl Rpc {
             .map_err(|e| text(&e))
     }
 
+    /// Starts a streaming call whose refusal keeps the callee's status: a `400 No nomad log
+    /// file defined` at the target is a 400 here too.
+    pub async fn stream_coded(
+        &self,
+        addr: SocketAddr,
+        method: &str,
+        token: Option<&str>,
+        request: &impl Serialize,
+        timeout: Duration,
+    ) -> Result<mpsc::Receiver<Bytes>, caravan_http::ApiError> {
+        use caravan_http::ApiError;
+        let body = json(request).map_err(ApiError::from_message)?;
+        match self.client.stream(addr, method, token, body, timeout).await {
+            Ok(rx) => Ok(rx),
+            Err(RpcError::Remote { code, message }) => Err(
+                match http::StatusCode::from_u16(code)
+                    .ok()
+                    .filter(|c| !c.is_success())
+                {
+                    Some(status) => ApiError::new(status, message),
+                    None => ApiError::from_message(message),
+                },
+            ),
+            Err(other) => Err(ApiError::from_message(other.to_string())),
+        }
+    }
+
     /// Pings `addr`; returns the server ID it answers with (`None` from a client agent).
     pub async fn ping(
         &self,

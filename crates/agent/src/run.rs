@@ -26,7 +26,18 @@ pub fn agent(args: &AgentArgs) -> ExitCode {
         }
     };
     let hub = caravan_http::monitor::MonitorHub::new();
-    let level = crate::logging::init(config.log_level, config.log_json, &hub);
+    let level = match crate::logging::init(
+        config.log_level,
+        config.log_json,
+        config.log_file.clone(),
+        &hub,
+    ) {
+        Ok(level) => level,
+        Err(e) => {
+            eprintln!("caravan: {e}");
+            return ExitCode::from(1);
+        }
+    };
     raise_open_files();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -432,7 +432,8 @@ async fn dispatch(caps: &Caps, ctx: &Ctx) -> Reply {
         Route::Schedulers => schedulers::workers(caps, ctx),
         Route::SchedulersConfig => schedulers::config(caps, ctx),
         Route::Reload => handlers::reload(caps, ctx).await,
-        Route::MonitorExport | Route::Keyring(_) => handlers::not_implemented(ctx),
+        Route::MonitorExport => crate::export::export(caps, ctx).await,
+        Route::Keyring(_) => handlers::not_implemented(ctx),
     }
 }
 

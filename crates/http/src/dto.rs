@@ -258,6 +258,14 @@ pub struct ConfigDto {
     pub log_level: String,
     /// JSON logs.
     pub log_json: bool,
+    /// The log file (`""`: none).
+    pub log_file: String,
+    /// Its rotation period, a Go duration (`""` without a log file).
+    pub log_rotate_duration: String,
+    /// Its size limit in bytes (0: none).
+    pub log_rotate_bytes: u64,
+    /// Rotated files kept (0: all).
+    pub log_rotate_max_files: usize,
     /// Bind address.
     pub bind_addr: String,
     /// Debug endpoints without ACLs.
@@ -305,6 +313,16 @@ impl ConfigDto {
             data_dir: c.data_dir.clone().unwrap_or_default(),
             log_level: c.log_level.as_str().to_string(),
             log_json: c.log_json,
+            log_file: c
+                .log_file
+                .as_ref()
+                .map_or(String::new(), |f| f.path.clone()),
+            log_rotate_duration: c
+                .log_file
+                .as_ref()
+                .map_or(String::new(), |f| format_go_duration(f.rotate_duration)),
+            log_rotate_bytes: c.log_file.as_ref().map_or(0, |f| f.rotate_bytes),
+            log_rotate_max_files: c.log_file.as_ref().map_or(0, |f| f.max_files),
             bind_addr: c.bind_addr.to_string(),
             enable_debug: c.enable_debug,
             ports: PerListener {
@@ -1030,15 +1048,15 @@ pub(crate) struct SchedulerConfigResponse {
 
 // ---- Log streams (`/v1/agent/monitor`) ----
 
-/// One frame of a monitor stream (Nomad's `StreamFrame`): base64 `Data`, the cumulative
-/// `Offset` (omitted at zero) and `FileEvent`.
+/// One frame of a monitor or export stream (Nomad's `StreamFrame`): base64 `Data`, the
+/// cumulative `Offset` (omitted at zero) and `FileEvent` (omitted when empty, as on exports).
 #[derive(Debug, Serialize)]
 pub(crate) struct StreamFrame<'a> {
     #[serde(rename = "Offset", skip_serializing_if = "is_zero")]
     pub(crate) offset: i64,
     #[serde(rename = "Data")]
     pub(crate) data: &'a str,
-    #[serde(rename = "FileEvent")]
+    #[serde(rename = "FileEvent", skip_serializing_if = "str::is_empty")]
     pub(crate) file_event: &'a str,
 }
 

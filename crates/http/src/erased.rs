@@ -11,9 +11,9 @@ use caravan_agent_core::jobs::Job;
 
 use crate::ApiError;
 use crate::api::{
-    AclWriteError, Acls, Debugging, Forwarding, Indexed, JobWriteError, JobWriteResult, Jobs,
-    JoinResult, Membership, MonitorRequest, Operator, ProfileRequest, ReadError, ReadOptions,
-    Reload, RestoreError, ServerList, StateAnswer, StateQuery,
+    AclWriteError, Acls, Debugging, ExportRequest, Forwarding, Indexed, JobWriteError,
+    JobWriteResult, Jobs, JoinResult, Membership, MonitorRequest, Operator, ProfileRequest,
+    ReadError, ReadOptions, Reload, RestoreError, ServerList, StateAnswer, StateQuery,
 };
 use crate::dto::{HostData, MembersResponse, RaftConfigurationDto};
 use crate::monitor::MonitorHub;
@@ -128,6 +128,7 @@ pub(crate) trait DynDebugging: Send + Sync {
     fn host_data(&self) -> BoxFuture<'_, Result<HostData, String>>;
     fn profile(&self, request: ProfileRequest) -> BoxFuture<'_, Result<Vec<u8>, ApiError>>;
     fn monitor_hub(&self) -> &MonitorHub;
+    fn export_logs(&self, request: ExportRequest) -> BoxFuture<'_, Result<Stream, ApiError>>;
 }
 
 impl<T: Debugging> DynDebugging for T {
@@ -139,6 +140,9 @@ impl<T: Debugging> DynDebugging for T {
     }
     fn monitor_hub(&self) -> &MonitorHub {
         Debugging::monitor_hub(self)
+    }
+    fn export_logs(&self, request: ExportRequest) -> BoxFuture<'_, Result<Stream, ApiError>> {
+        Box::pin(Debugging::export_logs(self, request))
     }
 }
 
@@ -162,6 +166,12 @@ pub(crate) trait DynForwarding: Send + Sync {
         server: &'a str,
         token: Option<&'a str>,
         request: MonitorRequest,
+    ) -> BoxFuture<'a, Result<Stream, ApiError>>;
+    fn remote_export<'a>(
+        &'a self,
+        server: &'a str,
+        token: Option<&'a str>,
+        request: ExportRequest,
     ) -> BoxFuture<'a, Result<Stream, ApiError>>;
 }
 
@@ -191,6 +201,14 @@ impl<T: Forwarding> DynForwarding for T {
         request: MonitorRequest,
     ) -> BoxFuture<'a, Result<Stream, ApiError>> {
         Box::pin(Forwarding::remote_monitor(self, server, token, request))
+    }
+    fn remote_export<'a>(
+        &'a self,
+        server: &'a str,
+        token: Option<&'a str>,
+        request: ExportRequest,
+    ) -> BoxFuture<'a, Result<Stream, ApiError>> {
+        Box::pin(Forwarding::remote_export(self, server, token, request))
     }
 }
 

@@ -41,6 +41,7 @@ mod app;
 pub mod dto;
 mod erased;
 mod error;
+pub mod export;
 mod handlers;
 mod jobs;
 pub mod logs;

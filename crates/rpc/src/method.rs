@@ -57,6 +57,8 @@ pub const HOST: &str = "Agent.Host";
 pub const PROFILE: &str = "Agent.Profile";
 /// `Agent.Monitor`: a log stream (agent:read).
 pub const MONITOR: &str = "Agent.Monitor";
+/// `Agent.MonitorExport`: the agent's log file or journal (agent:read).
+pub const MONITOR_EXPORT: &str = "Agent.MonitorExport";
 /// `ACL.ResolveToken`: the permissions of the token the caller presents.
 pub const RESOLVE_TOKEN: &str = "ACL.ResolveToken";
 /// `Eval.Dequeue`: take an evaluation from the leader's broker.
@@ -87,6 +89,10 @@ pub const METHODS: &[MethodSpec] = &[
     MethodSpec {
         streaming: true,
         ..m(MONITOR, Access::User, KIB, MIB)
+    },
+    MethodSpec {
+        streaming: true,
+        ..m(MONITOR_EXPORT, Access::User, KIB, MIB)
     },
     m(RESOLVE_TOKEN, Access::User, KIB, 64 * KIB),
     m(EVAL_DEQUEUE, Access::Server, 4 * KIB, 4 * MIB),

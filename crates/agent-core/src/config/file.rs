@@ -28,6 +28,15 @@ pub struct ConfigFile {
     pub log_level: Option<String>,
     /// `log_json`.
     pub log_json: Option<bool>,
+    /// `log_file`: also write the log to this file (a path ending in `/` names a directory,
+    /// the file then being `nomad.log`).
+    pub log_file: Option<String>,
+    /// `log_rotate_bytes`: rotate the log file once it holds this many bytes (0: no limit).
+    pub log_rotate_bytes: Option<i64>,
+    /// `log_rotate_duration`: rotate the log file when it is this old (Go duration, `24h`).
+    pub log_rotate_duration: Option<String>,
+    /// `log_rotate_max_files`: rotated files kept (0: all).
+    pub log_rotate_max_files: Option<i64>,
     /// `enable_debug`.
     pub enable_debug: Option<bool>,
     /// `http_api_response_headers { "X-Name" = "value" }`.

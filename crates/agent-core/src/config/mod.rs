@@ -17,6 +17,7 @@ pub use file::{
 
 use crate::CoreError;
 use crate::duration::parse_go_duration;
+pub use crate::logfile::LogFileConfig;
 
 /// The scheduler types a worker can serve, in Nomad's default order (`_core` last).
 pub const SCHEDULER_TYPES: [&str; 5] = ["service", "batch", "system", "sysbatch", "_core"];
@@ -199,6 +200,8 @@ pub struct AgentConfig {
     pub log_level: LogLevel,
     /// JSON log lines.
     pub log_json: bool,
+    /// The log file, when `log_file` is set.
+    pub log_file: Option<LogFileConfig>,
     /// Debug endpoints without ACLs.
     pub enable_debug: bool,
     /// Headers set on every HTTP API response.
@@ -289,6 +292,12 @@ impl AgentConfig {
                 "log_level: invalid log level {log_level_text:?} (want trace, debug, info, warn or error)"
             ))
         })?;
+        let log_file = resolve_log_file(
+            file.log_file,
+            file.log_rotate_bytes,
+            file.log_rotate_duration,
+            file.log_rotate_max_files,
+        )?;
         let acl_enabled = file.acl.and_then(|a| a.enabled).unwrap_or(false);
         if !server.enabled && !client.enabled {
             return Err(invalid(
@@ -308,6 +317,7 @@ impl AgentConfig {
             bind_addr,
             log_level,
             log_json: file.log_json.unwrap_or(false),
+            log_file,
             enable_debug: file.enable_debug.unwrap_or(false),
             http_api_response_headers: file.http_api_response_headers.unwrap_or_default(),
             ports,
@@ -352,6 +362,40 @@ fn parse_duration(
         None => Ok(default),
         Some(t) => parse_go_duration(&t).map_err(|e| invalid(format!("{key}: {e}"))),
     }
+}
+
+/// `log_file` and its rotation keys. Nomad takes a negative byte or file count and a zero
+/// period silently (a negative count even makes its pruning index past its list); here they are
+/// value errors naming the key.
+fn resolve_log_file(
+    path: Option<String>,
+    bytes: Option<i64>,
+    duration: Option<String>,
+    max_files: Option<i64>,
+) -> Result<Option<LogFileConfig>, CoreError> {
+    let bytes = match bytes {
+        Some(n) if n < 0 => {
+            return Err(invalid(format!("log_rotate_bytes: {n} is negative")));
+        }
+        n => n.unwrap_or(0) as u64,
+    };
+    let max_files = match max_files {
+        Some(n) if n < 0 => {
+            return Err(invalid(format!("log_rotate_max_files: {n} is negative")));
+        }
+        n => usize::try_from(n.unwrap_or(0)).unwrap_or(usize::MAX),
+    };
+    let period = parse_duration(
+        "log_rotate_duration",
+        duration.filter(|d| !d.is_empty()),
+        crate::logfile::DEFAULT_ROTATE_DURATION,
+    )?;
+    if period.is_zero() {
+        return Err(invalid(
+            "log_rotate_duration: must be longer than 0s".to_string(),
+        ));
+    }
+    Ok(non_empty(path).map(|p| LogFileConfig::new(&p, bytes, period, max_files)))
 }
 
 fn resolve_ports(p: file::PortsFile) -> Ports {
@@ -653,6 +697,22 @@ mod tests {
                 "server.node_gc_threshold: time: unknown unit",
             ),
             (
+                "data_dir = \"/d\"\nlog_file = \"/l/\"\nlog_rotate_bytes = -1\nclient {\n enabled = true\n}\n",
+                "log_rotate_bytes: -1 is negative",
+            ),
+            (
+                "data_dir = \"/d\"\nlog_rotate_max_files = -2\nclient {\n enabled = true\n}\n",
+                "log_rotate_max_files: -2 is negative",
+            ),
+            (
+                "data_dir = \"/d\"\nlog_rotate_duration = \"1d\"\nclient {\n enabled = true\n}\n",
+                "log_rotate_duration: time: unknown unit",
+            ),
+            (
+                "data_dir = \"/d\"\nlog_rotate_duration = \"0s\"\nclient {\n enabled = true\n}\n",
+                "log_rotate_duration: must be longer than 0s",
+            ),
+            (
                 "data_dir = \"/d\"\nadvertise {\n rpc = \"host\"\n}\nclient {\n enabled = true\n}\n",
                 "advertise.rpc:",
             ),
@@ -669,6 +729,25 @@ mod tests {
             let err = resolve(text, false).unwrap_err().to_string();
             assert!(err.contains(want), "{text:?}: got {err:?}, want {want:?}");
         }
+    }
+
+    #[test]
+    fn log_file_keys_resolve() {
+        let c = resolve("", true).unwrap();
+        assert_eq!(c.log_file, None);
+        let c = resolve(
+            "log_file = \"/var/log/c/\"\nlog_rotate_bytes = 1000\nlog_rotate_duration = \"1h\"\nlog_rotate_max_files = 3\n",
+            true,
+        )
+        .unwrap();
+        let f = c.log_file.unwrap();
+        assert_eq!(f.active_path(), "/var/log/c/nomad.log");
+        assert_eq!((f.rotate_bytes, f.max_files), (1000, 3));
+        assert_eq!(f.rotate_duration, Duration::from_secs(3600));
+        let c = resolve("log_file = \"/l/a.log\"\n", true).unwrap();
+        let f = c.log_file.unwrap();
+        assert_eq!((f.rotate_bytes, f.max_files), (0, 0));
+        assert_eq!(f.rotate_duration, crate::logfile::DEFAULT_ROTATE_DURATION);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 mod acl;
 mod agent;
 mod app;
+mod export;
 mod jobs;
 mod monitor;
 mod operator;
@@ -285,6 +286,22 @@ impl crate::Debugging for DebugFake {
         request: crate::api::ProfileRequest,
     ) -> Result<Vec<u8>, crate::ApiError> {
         Ok(request.name.into_bytes())
+    }
+    /// The request it was given, as one line of text.
+    async fn export_logs(
+        &self,
+        r: crate::api::ExportRequest,
+    ) -> Result<tokio::sync::mpsc::Receiver<Bytes>, crate::ApiError> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let line = format!(
+            "on_disk={} follow={} since={} service={}",
+            r.on_disk,
+            r.follow,
+            caravan_agent_core::duration::format_go_duration(r.logs_since),
+            r.service_name
+        );
+        tx.send(Bytes::from(line)).await.ok();
+        Ok(rx)
     }
 }
 
