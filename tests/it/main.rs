@@ -9,6 +9,7 @@ mod gossip;
 mod jobs;
 mod lifecycle;
 mod monitor;
+mod nomad_config;
 mod pprof;
 mod raft;
 mod schedulers;

@@ -38,6 +38,7 @@ pub fn agent(args: &AgentArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    crate::load::warn_ignored(&config);
     raise_open_files();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

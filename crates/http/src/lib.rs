@@ -38,6 +38,7 @@
 mod acl;
 pub mod api;
 mod app;
+mod config_view;
 pub mod dto;
 mod erased;
 mod error;
