@@ -50,6 +50,13 @@ pub enum Command {
     Tls(TlsCommand),
     /// Stream the agent's logs, or export its log file or journal (`monitor export`).
     Monitor(Box<MonitorArgs>),
+    /// Print a shell completion script: `source <(caravan completion bash)`,
+    /// `caravan completion fish | source`, or for zsh `source <(caravan completion zsh)`.
+    Completion {
+        /// bash, zsh or fish.
+        #[arg(value_enum)]
+        shell: crate::completion::Shell,
+    },
 }
 
 /// `caravan monitor [flags]` and `caravan monitor export [flags]`.

@@ -8,6 +8,7 @@ mod client;
 mod client_only;
 mod client_role;
 mod cluster;
+mod completion;
 mod handler;
 mod host;
 mod identity;
@@ -85,6 +86,11 @@ fn main() -> ExitCode {
         },
         Command::Operator(cli::OperatorCommand::Raft(cli::RaftCommand::ListPeers(c))) => {
             client::raft_list_peers(&c)
+        }
+        Command::Completion { shell } => {
+            let cmd = <cli::Cli as clap::CommandFactory>::command();
+            print!("{}", completion::script(shell, &cmd));
+            ExitCode::SUCCESS
         }
         Command::Monitor(m) => match m.command {
             Some(cli::MonitorCommand::Export(e)) => client::monitor_export(&e),
