@@ -31,17 +31,19 @@ pub struct Agent {
 impl Agent {
     /// Sets up identities (persisted under `data_dir` outside dev mode), the client role, the
     /// server role when the configuration enables one, and the HTTP application. A reload
-    /// re-reads what `args` names and changes the log level through `level`.
+    /// re-reads what `args` names and changes the log level through `level`, the TLS files
+    /// through `tls`.
     pub async fn start(
         config: AgentConfig,
         hub: MonitorHub,
         args: AgentArgs,
         level: LevelHandle,
+        tls: Option<Arc<crate::tls::LiveTls>>,
     ) -> Result<Agent, String> {
         let server_id = id_if(config.server.enabled, &config, "server", "node-id")?;
         let node_id = id_if(config.client.enabled, &config, "client", "client-id")?;
         let rpc = Arc::new(Rpc::new(
-            crate::rpc::dial(&config)?,
+            crate::rpc::dial(&config, tls.as_ref())?,
             crate::rpc::confirms_servers(&config),
         ));
         let client = Arc::new(ClientRole::new(&config, node_id, rpc.clone()).await);
@@ -55,11 +57,13 @@ impl Agent {
             level,
             local.config.clone(),
             server.clone(),
+            tls,
         ));
         let app = app(&local, server.as_ref(), &client)
             .reload(reloader.clone())
             .build()
             .map_err(|e| e.to_string())?;
+        reloader.attach(app.live());
         Ok(Agent {
             local,
             server,

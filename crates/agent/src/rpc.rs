@@ -3,6 +3,7 @@
 //! the pooled client ([`Rpc`]), and the JSON helpers of the handlers (`crate::handler`).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,9 +23,9 @@ pub const PING_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How this agent proves itself when it calls others: its TLS certificate, else (servers) the
 /// key derived from the gossip key, else nothing (encrypted, anonymous).
-pub fn dial(config: &AgentConfig) -> Result<Dial, String> {
-    if config.tls.rpc {
-        let tls = crate::tls::rpc_client(&config.tls, &config.region)?;
+pub fn dial(config: &AgentConfig, live: Option<&Arc<crate::tls::LiveTls>>) -> Result<Dial, String> {
+    if let (true, Some(live)) = (config.tls.rpc, live) {
+        let tls = crate::tls::rpc_client(live, &config.region)?;
         return Ok(Dial::with_tls(tls.config, tls.server_name));
     }
     match (&config.server.encrypt_key, config.server.enabled) {
@@ -43,10 +44,13 @@ fn expects_peers(config: &AgentConfig) -> bool {
 
 /// How this agent's RPC listener decides who its callers are. A server with ACLs that expects
 /// peers but has neither TLS nor a gossip key is refused (unless [`INSECURE_ENV`] is `1`).
-pub fn trust(config: &AgentConfig) -> Result<Trust, String> {
+pub fn trust(
+    config: &AgentConfig,
+    live: Option<&Arc<crate::tls::LiveTls>>,
+) -> Result<Trust, String> {
     let region = &config.region;
-    if config.tls.rpc {
-        let tls = crate::tls::server_config(&config.tls, &[], true)?;
+    if let (true, Some(live)) = (config.tls.rpc, live) {
+        let tls = crate::tls::server_config(live, &[], true)?;
         return Ok(Trust::with_tls(region, tls));
     }
     if let (Some(key), true) = (&config.server.encrypt_key, config.server.enabled) {

@@ -104,17 +104,22 @@ async fn start_and_wait(
     let http_listener = bind("HTTP", http_addr).await?;
     let rpc_listener = bind("RPC", rpc_addr).await?;
     let limits = config.limits;
-    let http_tls = if config.tls.http {
-        Some(crate::tls::server_config(
-            &config.tls,
-            &[b"http/1.1"],
-            config.tls.verify_https_client,
-        )?)
+    // One set of certificate files for every TLS use, swapped by a reload.
+    let live_tls = if config.tls.http || config.tls.rpc {
+        Some(crate::tls::LiveTls::load(&config.tls)?)
     } else {
         None
     };
-    let trust = crate::rpc::trust(&config)?;
-    let agent = Agent::start(config, hub, args, level).await?;
+    let http_tls = match (&live_tls, config.tls.http) {
+        (Some(live), true) => Some(crate::tls::server_config(
+            live,
+            &[b"http/1.1"],
+            config.tls.verify_https_client,
+        )?),
+        _ => None,
+    };
+    let trust = crate::rpc::trust(&config, live_tls.as_ref())?;
+    let agent = Agent::start(config, hub, args, level, live_tls).await?;
     let app = agent.app().clone();
     let (stop_tx, stop_rx) = watch::channel(false);
     let http_opts = ServeOptions {

@@ -63,7 +63,7 @@ pub use api::{
     JoinResult, Membership, Operator, ReadError, Reload, RestoreError, Schedulers, ServerList,
     Stats,
 };
-pub use app::{App, AppBuilder, BuildError};
+pub use app::{App, AppBuilder, BuildError, LiveConfig};
 pub use error::{ApiError, multi_error};
 use request::Query;
 pub use response::Body;
