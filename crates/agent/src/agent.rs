@@ -39,6 +39,7 @@ impl Agent {
         args: AgentArgs,
         level: LevelHandle,
         tls: Option<Arc<crate::tls::LiveTls>>,
+        metrics: caravan_http::metrics::MetricsSink,
     ) -> Result<Agent, String> {
         let server_id = id_if(config.server.enabled, &config, "server", "node-id")?;
         let node_id = id_if(config.client.enabled, &config, "client", "client-id")?;
@@ -61,6 +62,7 @@ impl Agent {
         ));
         let app = app(&local, server.as_ref(), &client)
             .reload(reloader.clone())
+            .metrics(metrics)
             .build()
             .map_err(|e| e.to_string())?;
         reloader.attach(app.live());

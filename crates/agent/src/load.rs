@@ -41,11 +41,15 @@ pub fn load(args: &AgentArgs) -> Result<AgentConfig, String> {
 }
 
 /// The keys of Nomad's format the configuration sets that Caravan does not act on: Nomad's
-/// blocks and keys for what Caravan lacks, and `telemetry` (kept and shown; no metrics are
-/// served yet).
+/// blocks and keys for what Caravan lacks, and `telemetry` when it sets more than the two keys
+/// Caravan uses (`prometheus_metrics`, `collection_interval`).
 pub fn ignored_keys(config: &AgentConfig) -> Vec<String> {
     let mut keys = config.nomad_only.paths();
-    if config.telemetry != config::TelemetryConfig::default() {
+    let defaults = config::TelemetryConfig::default();
+    let mut rest = config.telemetry.clone();
+    rest.prometheus_metrics = defaults.prometheus_metrics;
+    rest.collection_interval = defaults.collection_interval.clone();
+    if rest != defaults {
         keys.push("telemetry".into());
     }
     keys

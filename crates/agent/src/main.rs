@@ -25,6 +25,7 @@ mod rpc;
 mod run;
 mod server;
 mod stacks;
+mod telemetry;
 mod tls;
 
 use std::process::ExitCode;

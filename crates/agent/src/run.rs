@@ -39,6 +39,11 @@ pub fn agent(args: &AgentArgs) -> ExitCode {
         }
     };
     crate::load::warn_ignored(&config);
+    // The recorder every `metrics::` call of the process reaches; `/v1/metrics` renders it.
+    let sink = caravan_http::metrics::MetricsSink::new();
+    if metrics::set_global_recorder(sink.clone()).is_err() {
+        tracing::warn!(target: "agent", "a metrics recorder was already installed");
+    }
     raise_open_files();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -50,7 +55,7 @@ pub fn agent(args: &AgentArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let code = runtime.block_on(run(config, hub, args.clone(), level));
+    let code = runtime.block_on(run(config, hub, args.clone(), level, sink));
     runtime.shutdown_timeout(Duration::from_millis(200));
     code
 }
@@ -82,8 +87,9 @@ async fn run(
     hub: caravan_http::monitor::MonitorHub,
     args: AgentArgs,
     level: crate::logging::LevelHandle,
+    sink: caravan_http::metrics::MetricsSink,
 ) -> ExitCode {
-    match start_and_wait(config, hub, args, level).await {
+    match start_and_wait(config, hub, args, level, sink).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(target: "agent", error = %e, "agent failed");
@@ -98,6 +104,7 @@ async fn start_and_wait(
     hub: caravan_http::monitor::MonitorHub,
     args: AgentArgs,
     level: crate::logging::LevelHandle,
+    sink: caravan_http::metrics::MetricsSink,
 ) -> Result<(), String> {
     let http_addr = SocketAddr::new(config.addresses.http, config.ports.http);
     let rpc_addr = SocketAddr::new(config.addresses.rpc, config.ports.rpc);
@@ -119,7 +126,8 @@ async fn start_and_wait(
         _ => None,
     };
     let trust = crate::rpc::trust(&config, live_tls.as_ref())?;
-    let agent = Agent::start(config, hub, args, level, live_tls).await?;
+    crate::telemetry::spawn(config.telemetry.collection_interval());
+    let agent = Agent::start(config, hub, args, level, live_tls, sink).await?;
     let app = agent.app().clone();
     let (stop_tx, stop_rx) = watch::channel(false);
     let http_opts = ServeOptions {

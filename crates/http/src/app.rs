@@ -40,6 +40,8 @@ pub(crate) struct Caps {
     reload: Option<Arc<dyn DynReload>>,
     /// What a reload changed while running (set at build).
     live: Option<LiveConfig>,
+    /// `/v1/metrics`: the recorder's series, and when the application started.
+    metrics: Option<(crate::metrics::MetricsSink, Instant)>,
 }
 
 /// The settings of a running [`App`] its host may change without rebuilding it: the
@@ -154,6 +156,9 @@ impl Caps {
     }
     pub(crate) fn operator(&self) -> Result<&dyn DynOperator, ApiError> {
         self.operator.as_deref().ok_or_else(|| missing("operator"))
+    }
+    pub(crate) fn metrics(&self) -> Result<&(crate::metrics::MetricsSink, Instant), ApiError> {
+        self.metrics.as_ref().ok_or_else(|| missing("metrics"))
     }
     pub(crate) fn reloader(&self) -> Result<&dyn DynReload, ApiError> {
         self.reload.as_deref().ok_or_else(|| missing("reload"))
@@ -307,6 +312,13 @@ impl AppBuilder {
         self
     }
 
+    /// Serves `/v1/metrics` from `sink` (the recorder the host installed for the `metrics`
+    /// facade).
+    pub fn metrics(mut self, sink: crate::metrics::MetricsSink) -> AppBuilder {
+        self.caps.metrics = Some((sink, Instant::now()));
+        self
+    }
+
     /// Serves `/v1/agent/reload`.
     pub fn reload(mut self, capability: Arc<impl Reload>) -> AppBuilder {
         self.caps.reload = Some(capability);
@@ -372,6 +384,7 @@ impl App {
                 operator: None,
                 reload: None,
                 live: None,
+                metrics: None,
             },
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
         }
@@ -468,11 +481,22 @@ impl App {
         if let Some(encoding) = encoding.filter(|_| !streaming) {
             resp = response::compress_response(resp, encoding).await;
         }
+        let elapsed = started.elapsed();
+        let route = crate::router::Route::of(&ctx.path).label();
+        metrics::counter!(
+            "nomad.http.requests",
+            "route" => route,
+            "method" => ctx.method.as_str().to_string(),
+            "code" => resp.status().as_u16().to_string()
+        )
+        .increment(1);
+        metrics::histogram!("nomad.http.request_duration", "route" => route)
+            .record(elapsed.as_secs_f64() * 1000.0);
         tracing::debug!(
             target: "http",
             method = %ctx.method,
             path = %crate::request_uri(&ctx),
-            duration = ?started.elapsed(),
+            duration = ?elapsed,
             "request complete"
         );
         resp
@@ -510,6 +534,7 @@ async fn dispatch(caps: &Caps, ctx: &Ctx) -> Reply {
         Route::Reload => handlers::reload(caps, ctx).await,
         Route::MonitorExport => crate::export::export(caps, ctx).await,
         Route::Keyring(_) => handlers::not_implemented(ctx),
+        Route::Metrics => crate::metrics::endpoint(caps, ctx),
     }
 }
 

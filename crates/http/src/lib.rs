@@ -46,6 +46,7 @@ pub mod export;
 mod handlers;
 mod jobs;
 pub mod logs;
+pub mod metrics;
 pub mod monitor;
 mod pprof;
 mod request;

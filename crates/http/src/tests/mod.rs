@@ -12,6 +12,7 @@ mod agent;
 mod app;
 mod export;
 mod jobs;
+mod metrics;
 mod monitor;
 mod operator;
 mod pprof;
@@ -339,6 +340,7 @@ impl TestApp {
                     hub: MonitorHub::new(),
                 }))
                 .operator(Arc::new(operator::OperatorFake))
+                .metrics(crate::metrics::MetricsSink::new())
                 .reload(Arc::new(operator::ReloadFake(
                     info.config.node_name.clone(),
                 )));
