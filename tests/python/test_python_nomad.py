@@ -177,7 +177,14 @@ def metrics_agent():
 def test_metrics_get_metrics(metrics_agent):
     n = client(metrics_agent)
     n.agent.get_agent()
-    m = n.metrics.get_metrics()
+    # Gauges are sampled every 100 ms here: wait (bounded) for one taken after the election.
+    deadline = time.monotonic() + 5
+    while True:
+        m = n.metrics.get_metrics()
+        leader = [g["Value"] for g in m["Gauges"] if g["Name"] == "nomad.raft.leader"]
+        if leader == [1] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert {"Timestamp", "Gauges", "Points", "Counters", "Samples"} <= set(m)
     requests_by_route = {
         c["Labels"]["route"]: c for c in m["Counters"] if c["Name"] == "nomad.http.requests"
@@ -190,6 +197,13 @@ def test_metrics_get_metrics(metrics_agent):
     assert gauges["nomad.runtime.num_goroutines"] > 0
     assert gauges["nomad.runtime.num_threads"] > 0
     assert gauges["nomad.process.open_fds"] > 0
+    # The dev agent is its one-server cluster's leader, with an empty broker.
+    assert gauges["nomad.raft.leader"] == 1
+    assert gauges["nomad.raft.term"] >= 1
+    assert gauges["nomad.raft.commitIndex"] >= 1
+    assert gauges["nomad.raft.peers"] == 1
+    assert gauges["nomad.nomad.broker.total_ready"] == 0
+    assert gauges["nomad.nomad.broker.total_unacked"] == 0
 
 
 def test_metrics_prometheus_text_parses(metrics_agent):

@@ -80,6 +80,11 @@ impl Agent {
         &self.local.config
     }
 
+    /// The server role, when this agent runs one (for the telemetry sampler).
+    pub fn server_role(&self) -> Option<Arc<ServerRole>> {
+        self.server.clone()
+    }
+
     /// The HTTP application.
     pub fn app(&self) -> &App {
         &self.app

@@ -126,8 +126,9 @@ async fn start_and_wait(
         _ => None,
     };
     let trust = crate::rpc::trust(&config, live_tls.as_ref())?;
-    crate::telemetry::spawn(config.telemetry.collection_interval());
+    let interval = config.telemetry.collection_interval();
     let agent = Agent::start(config, hub, args, level, live_tls, sink).await?;
+    crate::telemetry::spawn(interval, agent.server_role());
     let app = agent.app().clone();
     let (stop_tx, stop_rx) = watch::channel(false);
     let http_opts = ServeOptions {
