@@ -277,3 +277,85 @@ async fn job_run_status_stop_and_node_status() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("Error reading job file"));
 }
+
+/// Runs `script` in `shell` (`-c`), bounded; `None` when the shell is not installed.
+fn shell(shell: &str, script: &str) -> Option<String> {
+    let mut child = match std::process::Command::new(shell)
+        .arg("-c")
+        .arg(script)
+        .env("CARAVAN", crate::support::caravan_bin())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => panic!("{shell}: {e}"),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{shell} did not finish within 20 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(
+        out.status.success(),
+        "{shell}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The generated scripts complete subcommands and Go-style flags in the real shells: bash
+/// always; zsh (its `bashcompinit`, with the arrays it sets up) and fish when installed.
+#[test]
+fn completion_scripts_complete_in_real_shells() {
+    let bash = shell(
+        "bash",
+        r#"source <("$CARAVAN" completion bash)
+t() { COMP_WORDS=("$@"); COMP_CWORD=$(( $# - 1 )); COMPREPLY=(); _caravan; echo "${COMPREPLY[*]}"; }
+t caravan oper
+t caravan operator raft ""
+t caravan agent -log-l
+t caravan monitor export -on
+t caravan acl token create -pol
+complete -p caravan"#,
+    )
+    .expect("bash is installed");
+    assert_eq!(
+        bash,
+        "operator\nlist-peers\n-log-level=\n-on-disk\n-policy=\ncomplete -o default -F _caravan caravan\n"
+    );
+    match shell(
+        "zsh",
+        r#"source <("$CARAVAN" completion zsh)
+print -- ${_comps[caravan]}
+setopt ksharrays
+COMP_WORDS=(caravan operator ""); COMP_CWORD=2; _caravan; print -- "${COMPREPLY[@]}""#,
+    ) {
+        Some(zsh) => assert_eq!(
+            zsh,
+            "_bash_complete -o default -F _caravan\nscheduler snapshot raft\n"
+        ),
+        None => eprintln!("zsh is not installed: its completion was not run"),
+    }
+    match shell(
+        "fish",
+        r#""$CARAVAN" completion fish | source
+complete -C "caravan oper"
+complete -C "caravan operator raft "
+complete -C "caravan monitor export -serv""#,
+    ) {
+        Some(fish) => assert_eq!(
+            fish,
+            "operator\tOperator commands\nlist-peers\tList the servers of the Raft configuration (`operator:read`)\n-server-id\tExport a server's logs (a server's name or ID, or `leader`)\n-service-name\tThe agent's systemd unit (it must include `nomad`, as Nomad requires); not with `-on-disk`\n"
+        ),
+        None => eprintln!("fish is not installed: its completion was not run"),
+    }
+    // An unknown shell is a usage error.
+    let out = run_caravan(&["completion", "tcsh"], &[]);
+    assert!(!out.status.success());
+}

@@ -292,3 +292,53 @@ async fn reload_changes_the_log_level_and_refuses_a_broken_file() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A reload applies `http_api_response_headers` and `enable_debug` to the running agent (and
+/// `/v1/agent/self` shows them); a file with a header that cannot be sent is `500` and changes
+/// nothing.
+#[tokio::test]
+async fn reload_applies_response_headers_and_enable_debug() {
+    let scratch = crate::support::Scratch::new();
+    let write = |debug: bool, headers: &str| {
+        scratch.write(
+            "live.hcl",
+            &format!("enable_debug = {debug}\nhttp_api_response_headers {{\n{headers}}}\n"),
+        )
+    };
+    let file = write(false, "  \"X-Caravan-A\" = \"one\"\n");
+    let agent = crate::support::Agent::start(&["-dev", &format!("-config={file}")], "").await;
+    agent.wait_leader().await;
+    let r = agent.get("/v1/agent/host").await;
+    assert_eq!((r.status, r.text().as_str()), (403, "Permission denied"));
+    assert_eq!(r.header("x-caravan-a").as_deref(), Some("one"));
+
+    write(
+        true,
+        "  \"X-Caravan-A\" = \"two\"\n  \"X-Caravan-B\" = \"three\"\n",
+    );
+    let r = agent.call("PUT", "/v1/agent/reload", &[]).await;
+    assert_eq!((r.status, r.text().as_str()), (200, ""));
+    let r = agent.get("/v1/agent/host").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-caravan-a").as_deref(), Some("two"));
+    assert_eq!(r.header("x-caravan-b").as_deref(), Some("three"));
+    let c = agent.get("/v1/agent/self").await.json()["config"].clone();
+    assert_eq!(c["EnableDebug"], true);
+    assert_eq!(
+        c["HTTPAPIResponseHeaders"],
+        serde_json::json!({"X-Caravan-A": "two", "X-Caravan-B": "three"})
+    );
+
+    // A header name with a space: refused, and nothing changes (debug stays on).
+    write(false, "  \"Bad Header\" = \"x\"\n");
+    let r = agent.call("PUT", "/v1/agent/reload", &[]).await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().contains("Bad Header"), "{}", r.text());
+    let r = agent.get("/v1/agent/host").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-caravan-a").as_deref(), Some("two"));
+    assert_eq!(
+        agent.get("/v1/agent/self").await.json()["config"]["EnableDebug"],
+        true
+    );
+}

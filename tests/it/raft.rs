@@ -35,9 +35,11 @@ impl Server {
         let retry = join.map_or(String::new(), |p| {
             format!("  server_join {{\n    retry_join = [\"127.0.0.1:{p}\"]\n    retry_interval = \"200ms\"\n  }}\n")
         });
+        // A log file in the data dir, for `monitor/export?server_id=…`.
         let hcl = format!(
-            "name = \"{}\"\nbind_addr = \"127.0.0.1\"\nacl {{\n  enabled = true\n}}\nclient {{\n  enabled = true\n}}\nserver {{\n  bootstrap_expect = {expect}\n  encrypt = \"{KEY}\"\n{retry}}}\n",
-            self.name
+            "name = \"{}\"\nbind_addr = \"127.0.0.1\"\nlog_file = \"{}/logs/\"\nacl {{\n  enabled = true\n}}\nclient {{\n  enabled = true\n}}\nserver {{\n  bootstrap_expect = {expect}\n  encrypt = \"{KEY}\"\n{retry}}}\n",
+            self.name,
+            self.data.0.display()
         );
         let env = [("CARAVAN_RPC_FAULTS", self.faults.as_str())];
         self.agent = Some(Agent::start_env(self.ports, &["-server", &data], &hcl, &env).await);
@@ -420,6 +422,41 @@ async fn three_servers_elect_fail_over_keep_writes_and_catch_up() {
         "the relayed stream carries the leader's request log"
     );
     drop(stream);
+
+    // So does a log export: the leader's log file, read over RPC.
+    let export = send(
+        servers[follower].agent(),
+        "GET",
+        "/v1/agent/monitor/export?server_id=leader&on_disk=true&plain=true",
+        Some(&mgmt),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(export.status, 200, "{}", export.text());
+    let leader_log = std::fs::read(servers[leader].data.0.join("logs/nomad.log")).unwrap();
+    assert!(
+        !export.body.is_empty() && leader_log.starts_with(&export.body),
+        "the export is the leader's log file"
+    );
+    assert!(
+        export
+            .text()
+            .contains(&format!("agent started: node=s{leader} ")),
+        "{}",
+        export.text()
+    );
+    let anonymous = send(
+        servers[follower].agent(),
+        "GET",
+        "/v1/agent/monitor/export?server_id=leader&on_disk=true",
+        None,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (anonymous.status, anonymous.text().as_str()),
+        (403, "Permission denied")
+    );
 
     // Every server registered its client node through the cluster.
     let node_ids = eventually(Duration::from_secs(20), "three client nodes", async || {
@@ -938,7 +975,19 @@ async fn followers_workers_place_jobs_through_the_leaders_broker() {
             Duration::from_secs(20),
             "the agreed configuration",
             async || {
-                let c = get_json(s.agent(), "/v1/operator/raft/configuration", &mgmt).await;
+                // A follower may not have applied the bootstrap yet: its 403 is retried.
+                let r = send(
+                    s.agent(),
+                    "GET",
+                    "/v1/operator/raft/configuration",
+                    Some(&mgmt),
+                    Value::Null,
+                )
+                .await;
+                if r.status != 200 {
+                    return Err(format!("{} {}", r.status, r.text()));
+                }
+                let c = r.json();
                 let list = c["Servers"].as_array().cloned().unwrap_or_default();
                 let nodes: BTreeSet<&str> =
                     list.iter().filter_map(|p| p["Node"].as_str()).collect();

@@ -55,6 +55,10 @@ fn body_for(method: &str) -> Vec<u8> {
             // so even a caller holding the server key changes nothing here.
             return br#"{"op":"AclReplace","base":18446744073709551615,"state":{"policies":{},"tokens":{"evil-accessor":{"accessor_id":"evil-accessor","secret_id":"00000000-0000-4000-8000-0000000e7711","name":"attacker","token_type":"Management","policies":[],"global":true,"create_time":"2026-01-01T00:00:00Z","create_index":1,"modify_index":1}},"bootstrapped":true,"index":2}}"#.to_vec();
         }
+        // A log-file export of an agent without a log file: past the token, the target's own
+        // check refuses it (400), so no reader is started.
+        m::MONITOR_EXPORT => json!({"on_disk": true, "follow": false, "plain": true,
+            "logs_since": 0, "service_name": ""}),
         m::EVAL_DEQUEUE => json!({"types": ["service"], "timeout_ms": 10}),
         // A stranger may register a new node (the node's secret is its credential from then on,
         // as in Nomad without mTLS); every later node call needs that node and its secret.
@@ -88,7 +92,7 @@ async fn status(
     method: &str,
     token: Option<&str>,
 ) -> (u16, String) {
-    let call = if method == m::MONITOR {
+    let call = if method == m::MONITOR || method == m::MONITOR_EXPORT {
         c.stream(
             addr,
             method,
@@ -126,6 +130,7 @@ fn user_expectation(method: &str, token: &str) -> u16 {
         (m::MEMBERS | m::PROFILE | m::CLIENT_PROFILE, "read") => 403, // node:read, agent:write
         // Allowed through, for a node the state does not have.
         (m::CLIENT_HOST | m::CLIENT_PROFILE | m::CLIENT_MONITOR, _) => 404,
+        (m::MONITOR_EXPORT, _) => 400, // agent:read passed; no log file here
         _ => 200,
     }
 }

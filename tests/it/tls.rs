@@ -434,3 +434,131 @@ async fn the_cli_speaks_https_with_nomads_variables() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// One kept-alive HTTPS connection: what it sends requests over and the certificate the agent
+/// presented when it was made.
+async fn https_conn(
+    agent: &Agent,
+    config: Arc<ClientConfig>,
+) -> (
+    hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    Vec<u8>,
+) {
+    let tcp = tokio::net::TcpStream::connect(agent.http).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let presented = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    (tx, presented)
+}
+
+async fn send_on(
+    tx: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    method: &str,
+    path: &str,
+) -> (u16, String) {
+    tx.ready().await.unwrap();
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn der(pem_file: &str) -> Vec<u8> {
+    CertificateDer::pem_file_iter(pem_file)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .to_vec()
+}
+
+/// A reload swaps the TLS certificate, key and CA: new HTTPS connections get the new
+/// certificate (verified with the new CA), a connection made before goes on with the old one,
+/// the agent's own mutual-TLS RPC uses the new pair; broken files are `500` and change nothing.
+#[tokio::test]
+async fn reload_swaps_certificates_for_new_connections() {
+    let old = pki();
+    let agent = Agent::start_tls(&tls_hcl(&old, false), &old.dir).await;
+    let (mut before, presented) = https_conn(&agent, client_config(&old, false)).await;
+    assert_eq!(presented, der(&old.cert));
+    assert_eq!(send_on(&mut before, "GET", "/v1/agent/health").await.0, 200);
+
+    // New CA, certificate and key, in the files the configuration names.
+    let new = pki();
+    let old_ca = std::fs::read(&old.ca).unwrap();
+    for (from, to) in [
+        (&new.ca, &old.ca),
+        (&new.cert, &old.cert),
+        (&new.key, &old.key),
+    ] {
+        std::fs::copy(from, to).unwrap();
+    }
+    let (status, body) = send_on(&mut before, "PUT", "/v1/agent/reload").await;
+    assert_eq!((status, body.as_str()), (200, ""));
+    let (mut after, presented) = https_conn(&agent, client_config(&old, false)).await;
+    assert_eq!(
+        presented,
+        der(&new.cert),
+        "a new connection gets the new certificate"
+    );
+    assert_eq!(send_on(&mut after, "GET", "/v1/agent/health").await.0, 200);
+    assert_eq!(
+        send_on(&mut before, "GET", "/v1/agent/health").await.0,
+        200,
+        "the connection made before the reload goes on"
+    );
+    // The old CA no longer verifies the agent.
+    std::fs::write(new.dir.0.join("old-ca.pem"), &old_ca).unwrap();
+    let stale = Pki {
+        dir: Scratch::new(),
+        ca: new.dir.0.join("old-ca.pem").display().to_string(),
+        cert: old.cert.clone(),
+        key: old.key.clone(),
+        client_cert: old.client_cert.clone(),
+        client_key: old.client_key.clone(),
+    };
+    assert!(
+        https(
+            &agent,
+            client_config(&stale, false),
+            "GET",
+            "/v1/agent/health"
+        )
+        .await
+        .is_err()
+    );
+    // The agent's own RPC (mutual TLS with the new pair): it pings itself.
+    let path = format!("/v1/agent/servers?address={}", agent.rpc);
+    assert_eq!(
+        send_on(&mut after, "PUT", &path).await,
+        (200, String::new())
+    );
+    // An RPC caller with the old client certificate (old CA) is refused; the new one answered.
+    let fresh = rpc_client(&new, &new.client_cert, &new.client_key);
+    assert!(
+        fresh
+            .call(agent.rpc, "Status.Ping", None, b"{}".to_vec())
+            .await
+            .is_ok()
+    );
+
+    // A key that does not parse: 500, and new connections still get the new certificate.
+    std::fs::write(&old.key, "not a key").unwrap();
+    let (status, body) = send_on(&mut after, "PUT", "/v1/agent/reload").await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("tls.key_file"), "{body}");
+    let (_, presented) = https_conn(&agent, client_config(&old, false)).await;
+    assert_eq!(presented, der(&new.cert));
+}

@@ -20,15 +20,15 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_agent(*extra):
-    """Runs `caravan agent -dev` on free ports; yields its ports; always stops it."""
+def start_agent(*extra, hcl=""):
+    """Runs `caravan agent -dev` on free ports (plus `hcl`); yields its ports; always stops it."""
     os.environ.pop("NOMAD_ADDR", None)
     os.environ.pop("NOMAD_TOKEN", None)
     http, rpc, serf = free_port(), free_port(), free_port()
     with tempfile.TemporaryDirectory() as d:
         cfg = os.path.join(d, "agent.hcl")
         with open(cfg, "w") as f:
-            f.write(f"ports {{\n  http = {http}\n  rpc = {rpc}\n  serf = {serf}\n}}\n")
+            f.write(f"ports {{\n  http = {http}\n  rpc = {rpc}\n  serf = {serf}\n}}\n{hcl}")
         proc = subprocess.Popen(
             [os.environ["CARAVAN_BIN"], "agent", "-dev", *extra, f"-config={cfg}"],
             stdout=subprocess.DEVNULL,
@@ -214,3 +214,65 @@ def test_client_only_agent_registers_and_answers_for_its_servers(agent):
         finally:
             proc.terminate()
             proc.wait(timeout=10)
+
+
+@pytest.fixture
+def metrics_agent():
+    yield from start_agent(hcl='telemetry {\n  prometheus_metrics = true\n  collection_interval = "100ms"\n}\n')
+
+
+def test_metrics_get_metrics(metrics_agent):
+    n = client(metrics_agent)
+    n.agent.get_agent()
+    # Gauges are sampled every 100 ms here: wait (bounded) for one taken after the election.
+    deadline = time.monotonic() + 5
+    while True:
+        m = n.metrics.get_metrics()
+        leader = [g["Value"] for g in m["Gauges"] if g["Name"] == "nomad.raft.leader"]
+        if leader == [1] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert {"Timestamp", "Gauges", "Points", "Counters", "Samples"} <= set(m)
+    requests_by_route = {
+        c["Labels"]["route"]: c for c in m["Counters"] if c["Name"] == "nomad.http.requests"
+    }
+    assert requests_by_route["/v1/agent/self"]["Count"] >= 1
+    assert requests_by_route["/v1/agent/self"]["Labels"]["code"] == "200"
+    durations = [s for s in m["Samples"] if s["Name"] == "nomad.http.request_duration"]
+    assert durations and all(s["Count"] >= 1 and s["Max"] >= s["Min"] >= 0 for s in durations)
+    gauges = {g["Name"]: g["Value"] for g in m["Gauges"]}
+    assert gauges["nomad.runtime.num_goroutines"] > 0
+    assert gauges["nomad.runtime.num_threads"] > 0
+    assert gauges["nomad.process.open_fds"] > 0
+    # The dev agent is its one-server cluster's leader, with an empty broker.
+    assert gauges["nomad.raft.leader"] == 1
+    assert gauges["nomad.raft.term"] >= 1
+    assert gauges["nomad.raft.commitIndex"] >= 1
+    assert gauges["nomad.raft.peers"] == 1
+    assert gauges["nomad.nomad.broker.total_ready"] == 0
+    assert gauges["nomad.nomad.broker.total_unacked"] == 0
+
+
+def test_metrics_prometheus_text_parses(metrics_agent):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    base = f"http://127.0.0.1:{metrics_agent['http']}"
+    requests.get(f"{base}/v1/agent/self", timeout=5)
+    r = requests.get(f"{base}/v1/metrics?format=prometheus", timeout=5)
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    families = {f.name: f for f in text_string_to_metric_families(r.text)}
+    assert families["nomad_http_requests"].type == "counter"
+    routes = {s.labels["route"] for s in families["nomad_http_requests"].samples}
+    assert "/v1/agent/self" in routes
+    histogram = families["nomad_http_request_duration"]
+    assert histogram.type == "histogram"
+    names = {s.name for s in histogram.samples}
+    assert {"nomad_http_request_duration_bucket", "nomad_http_request_duration_sum",
+            "nomad_http_request_duration_count"} <= names
+    assert families["nomad_runtime_num_goroutines"].type == "gauge"
+
+
+def test_metrics_prometheus_off_is_415(agent):
+    r = requests.get(f"http://127.0.0.1:{agent['http']}/v1/metrics?format=prometheus", timeout=5)
+    assert (r.status_code, r.text) == (415, "Prometheus is not enabled")

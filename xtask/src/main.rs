@@ -243,14 +243,15 @@ fn run_examples() -> Result<(), String> {
     Ok(())
 }
 
-/// Creates `target/py-venv` with python-nomad, pytest and requests when missing, then runs the
+/// Creates `target/py-venv` with python-nomad, pytest, requests and prometheus-client when
+/// missing, then runs the
 /// client-compatibility tests against the debug binary.
 fn python_tests() -> Result<(), String> {
     let venv = target_dir().join("py-venv");
     let python = venv.join("bin").join("python");
     let python_s = python.to_string_lossy().into_owned();
     let ready = Command::new(&python)
-        .args(["-c", "import nomad, pytest, requests"])
+        .args(["-c", "import nomad, pytest, requests, prometheus_client"])
         .output()
         .is_ok_and(|o| o.status.success());
     if !ready {
@@ -265,6 +266,8 @@ fn python_tests() -> Result<(), String> {
                 "python-nomad==2.1.0",
                 "pytest",
                 "requests",
+                // The Prometheus text format's reference parser, for /v1/metrics.
+                "prometheus-client",
             ],
         )?;
     }

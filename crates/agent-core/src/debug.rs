@@ -1,5 +1,6 @@
 //! Requests for the agent's debugging endpoints — profiles and log monitors — as the HTTP API
-//! builds them and the agent RPC (`Agent.Profile`, `Agent.Monitor`) decodes them from JSON.
+//! builds them and the agent RPC (`Agent.Profile`, `Agent.Monitor`, `Agent.MonitorExport`)
+//! decodes them from JSON.
 //!
 //! One type per request serves both paths, so they cannot disagree on the rules: a
 //! [`ProfileRequest`] is validated when it is built ([`ProfileRequest::new`]) and when it is
@@ -113,9 +114,139 @@ pub struct MonitorRequest {
     pub include_location: bool,
 }
 
+/// A `/v1/agent/monitor/export` request as the HTTP layer validated it, for serving here or
+/// relaying to another server (spec §12).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportRequest {
+    /// Export the agent's log file (`log_file`).
+    pub on_disk: bool,
+    /// Keep streaming what the journal adds (journald mode only).
+    pub follow: bool,
+    /// Plain text instead of JSON frames.
+    pub plain: bool,
+    /// How far back the journal is read (journald mode; the log file is read whole).
+    #[serde(with = "nanos")]
+    pub logs_since: std::time::Duration,
+    /// The systemd unit whose journal is exported; empty in log-file mode.
+    pub service_name: String,
+}
+
+/// The default `logs_since`: 72 hours, as in Nomad.
+pub const DEFAULT_LOGS_SINCE: std::time::Duration = std::time::Duration::from_secs(72 * 3600);
+
+mod nanos {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+        u64::deserialize(d).map(std::time::Duration::from_nanos)
+    }
+}
+
+/// Checks a journald `service_name` as Nomad does (`monitor.ScanServiceName`): at most 255
+/// bytes, containing `nomad`, a known unit suffix after the last `.` if there is one, and a
+/// unit name of word characters, `\`, `.`, `_`, `-` with an optional `@instance`. The error is
+/// Nomad's text (`service name too long`, `service name must include 'nomad`, `invalid
+/// suffix`, `<prefix> does not meet systemd conventions`).
+///
+/// The check is what keeps the name safe to hand to `journalctl` as one argument.
+pub fn scan_service_name(input: &str) -> Result<(), String> {
+    const SUFFIXES: [&str; 11] = [
+        "service",
+        "socket",
+        "device",
+        "mount",
+        "automount",
+        "swap",
+        "target",
+        "path",
+        "timer",
+        "slice",
+        "scope",
+    ];
+    if input.len() > 255 {
+        return Err("service name too long".into());
+    }
+    if !input.contains("nomad") {
+        return Err("service name must include 'nomad".into());
+    }
+    let parts: Vec<&str> = input.split('.').collect();
+    let prefix = match parts.split_last() {
+        Some((suffix, rest)) if !rest.is_empty() => {
+            if !SUFFIXES.contains(suffix) {
+                return Err("invalid suffix".into());
+            }
+            rest.concat()
+        }
+        _ => input.to_string(),
+    };
+    // `^[\w\\._-]*(@[\w\\._-]+)?$`, Go's `\w` being ASCII word characters.
+    let unit_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '\\' | '.' | '-');
+    let safe = match prefix.split_once('@') {
+        None => prefix.chars().all(unit_char),
+        Some((unit, instance)) => {
+            unit.chars().all(unit_char) && !instance.is_empty() && instance.chars().all(unit_char)
+        }
+    };
+    if safe {
+        Ok(())
+    } else {
+        Err(format!("{prefix} does not meet systemd conventions"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_names_are_checked_as_nomad_does() {
+        for good in [
+            "nomad",
+            "nomad.service",
+            "nomad-client.service",
+            "nomad@a.service",
+            "my_nomad.socket",
+            "nomad.client.service",
+        ] {
+            assert_eq!(scan_service_name(good), Ok(()), "{good}");
+        }
+        let bad = [
+            (
+                &*"n".repeat(250).replace('n', "nomad"),
+                "service name too long",
+            ),
+            ("consul.service", "service name must include 'nomad"),
+            ("nomad.client", "invalid suffix"),
+            (
+                "nomad;rm -rf.service",
+                "nomad;rm -rf does not meet systemd conventions",
+            ),
+            ("nomad@.service", "nomad@ does not meet systemd conventions"),
+            ("nomad@a@b", "nomad@a@b does not meet systemd conventions"),
+            ("nomad $(x)", "nomad $(x) does not meet systemd conventions"),
+        ];
+        for (name, want) in bad {
+            assert_eq!(scan_service_name(name), Err(want.to_string()), "{name}");
+        }
+    }
+
+    #[test]
+    fn export_requests_travel_as_json() {
+        let r = ExportRequest {
+            on_disk: true,
+            follow: false,
+            plain: true,
+            logs_since: DEFAULT_LOGS_SINCE,
+            service_name: String::new(),
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains("\"logs_since\":259200000000000"), "{text}");
+        assert_eq!(serde_json::from_str::<ExportRequest>(&text).unwrap(), r);
+    }
 
     #[test]
     fn decoding_a_profile_with_seconds_above_the_bound_fails_with_the_http_text() {

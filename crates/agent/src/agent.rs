@@ -33,18 +33,21 @@ pub struct Agent {
 impl Agent {
     /// Sets up identities (persisted under `data_dir` outside dev mode), the client role, the
     /// server role when the configuration enables one, and the HTTP application. A reload
-    /// re-reads what `args` names and changes the log level through `level`.
+    /// re-reads what `args` names and changes the log level through `level`, the TLS files
+    /// through `tls`.
     pub async fn start(
         config: AgentConfig,
         hub: MonitorHub,
         args: AgentArgs,
         level: LevelHandle,
+        tls: Option<Arc<crate::tls::LiveTls>>,
+        metrics: caravan_http::metrics::MetricsSink,
     ) -> Result<Agent, String> {
         let server_id = id_if(config.server.enabled, &config, "server", "node-id")?;
         let node_id = id_if(config.client.enabled, &config, "client", "client-id")?;
         let node_secret = id_if(config.client.enabled, &config, "client", "secret-id")?;
         let rpc = Arc::new(Rpc::new(
-            crate::rpc::dial(&config)?,
+            crate::rpc::dial(&config, tls.as_ref())?,
             crate::rpc::confirms_servers(&config),
         ));
         let node = node_id.zip(node_secret);
@@ -61,11 +64,14 @@ impl Agent {
             level,
             local.config.clone(),
             server.clone(),
+            tls,
         ));
         let app = app(&local, server.as_ref(), &client)
             .reload(reloader.clone())
+            .metrics(metrics)
             .build()
             .map_err(|e| e.to_string())?;
+        reloader.attach(app.live());
         let agent = Agent {
             local,
             server,
@@ -82,6 +88,11 @@ impl Agent {
     /// The running configuration.
     pub fn config(&self) -> &AgentConfig {
         &self.local.config
+    }
+
+    /// The server role, when this agent runs one (for the telemetry sampler).
+    pub fn server_role(&self) -> Option<Arc<ServerRole>> {
+        self.server.clone()
     }
 
     /// The HTTP application.

@@ -48,24 +48,73 @@ pub enum Command {
     /// A private CA and the role certificates `tls.rpc` checks.
     #[command(subcommand)]
     Tls(TlsCommand),
-    /// Stream the agent's logs.
-    Monitor {
-        /// Connection flags.
-        #[command(flatten)]
-        client: ClientArgs,
-        /// Level: trace, debug, info, warn, error.
-        #[arg(long = "log-level", default_value = "info")]
-        log_level: String,
-        /// JSON lines.
-        #[arg(long)]
-        json: bool,
-        /// Stream a client node's logs (this agent's node ID).
-        #[arg(long = "node-id")]
-        node_id: Option<String>,
-        /// Stream a server's logs (this agent's server name or ID).
-        #[arg(long = "server-id")]
-        server_id: Option<String>,
+    /// Stream the agent's logs, or export its log file or journal (`monitor export`).
+    Monitor(Box<MonitorArgs>),
+    /// Print a shell completion script: `source <(caravan completion bash)`,
+    /// `caravan completion fish | source`, or for zsh `source <(caravan completion zsh)`.
+    Completion {
+        /// bash, zsh or fish.
+        #[arg(value_enum)]
+        shell: crate::completion::Shell,
     },
+}
+
+/// `caravan monitor [flags]` and `caravan monitor export [flags]`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct MonitorArgs {
+    /// `export`.
+    #[command(subcommand)]
+    pub command: Option<MonitorCommand>,
+    /// Connection flags.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Level: trace, debug, info, warn, error.
+    #[arg(long = "log-level", default_value = "info")]
+    pub log_level: String,
+    /// JSON lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Stream a client node's logs (this agent's node ID).
+    #[arg(long = "node-id")]
+    pub node_id: Option<String>,
+    /// Stream a server's logs (this agent's server name or ID).
+    #[arg(long = "server-id")]
+    pub server_id: Option<String>,
+}
+
+/// `caravan monitor ...`.
+#[derive(Debug, Subcommand)]
+pub enum MonitorCommand {
+    /// Export an agent's log file (`-on-disk`) or its systemd unit's journal (`-service-name`).
+    Export(ExportArgs),
+}
+
+/// `caravan monitor export` flags (Nomad's).
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Connection flags.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Export a client node's logs (this agent's node ID).
+    #[arg(long = "node-id")]
+    pub node_id: Option<String>,
+    /// Export a server's logs (a server's name or ID, or `leader`).
+    #[arg(long = "server-id")]
+    pub server_id: Option<String>,
+    /// The agent's systemd unit (it must include `nomad`, as Nomad requires); not with
+    /// `-on-disk`.
+    #[arg(long = "service-name")]
+    pub service_name: Option<String>,
+    /// How far back the journal is read (Go duration).
+    #[arg(long = "logs-since", default_value = "72h")]
+    pub logs_since: String,
+    /// Keep streaming what the journal adds until interrupted (journald only).
+    #[arg(long)]
+    pub follow: bool,
+    /// Export the agent's `log_file`.
+    #[arg(long = "on-disk")]
+    pub on_disk: bool,
 }
 
 /// `caravan job ...`.
@@ -607,6 +656,40 @@ mod tests {
             panic!("not agent")
         };
         assert!(!a.dev && a.acl_enabled);
+    }
+
+    #[test]
+    fn monitor_and_its_export_parse() {
+        let Command::Monitor(m) = parse(&["caravan", "monitor", "-log-level=debug", "-json"])
+            .unwrap()
+            .command
+        else {
+            panic!("not monitor")
+        };
+        assert!(m.command.is_none() && m.json);
+        assert_eq!(m.log_level, "debug");
+        let Command::Monitor(m) = parse(&[
+            "caravan",
+            "monitor",
+            "export",
+            "-on-disk=true",
+            "-server-id",
+            "leader",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not monitor")
+        };
+        let Some(MonitorCommand::Export(e)) = m.command else {
+            panic!("not export")
+        };
+        assert!(e.on_disk && !e.follow);
+        assert_eq!(
+            (e.server_id.as_deref(), e.logs_since.as_str()),
+            (Some("leader"), "72h")
+        );
+        assert!(parse(&["caravan", "monitor", "export", "-log-level=debug"]).is_err());
     }
 
     #[test]

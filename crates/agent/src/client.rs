@@ -10,8 +10,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::cli::{
-    AclCommand, AclPolicyCommand, AclTokenCommand, ClientArgs, JobCommand, SchedulerCommand,
-    ServerCommand, SnapshotCommand,
+    AclCommand, AclPolicyCommand, AclTokenCommand, ClientArgs, ExportArgs, JobCommand,
+    SchedulerCommand, ServerCommand, SnapshotCommand,
 };
 
 /// The default agent address.
@@ -402,7 +402,7 @@ pub fn monitor(
         path.push_str(&format!("&server_id={}", encode(&id)));
     }
     match block_on(stream_monitor(args, &path)).and_then(|r| r) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("Error starting monitor: {e}");
             ExitCode::from(1)
@@ -410,7 +410,46 @@ pub fn monitor(
     }
 }
 
-async fn stream_monitor(args: &ClientArgs, path: &str) -> Result<(), String> {
+/// `caravan monitor export`: prints the decoded frames of `/v1/agent/monitor/export` until the
+/// stream ends; an export that printed nothing is an error, as in Nomad.
+pub fn monitor_export(args: &ExportArgs) -> ExitCode {
+    let since = match caravan_agent_core::duration::parse_go_duration(&args.logs_since) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!(
+                "caravan: invalid value {:?} for -logs-since: {e}",
+                args.logs_since
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let id = |v: &Option<String>| encode(v.as_deref().unwrap_or(""));
+    let path = format!(
+        "/v1/agent/monitor/export?follow={}&logs_since={}&node_id={}&on_disk={}&server_id={}&service_name={}",
+        args.follow,
+        encode(&caravan_agent_core::duration::format_go_duration(since)),
+        id(&args.node_id),
+        args.on_disk,
+        id(&args.server_id),
+        id(&args.service_name),
+    );
+    match block_on(stream_monitor(&args.client, &path)).and_then(|r| r) {
+        Ok(0) => {
+            eprintln!(
+                "Error starting monitor: \nReturned no data or errors, check your log_file configuration or service name"
+            );
+            ExitCode::from(1)
+        }
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error starting monitor: \n{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Streams a monitor or export response's frames to stdout; returns the bytes printed.
+async fn stream_monitor(args: &ClientArgs, path: &str) -> Result<u64, String> {
     use base64::Engine;
     use std::io::Write as _;
     let base = address(args);
@@ -432,6 +471,7 @@ async fn stream_monitor(args: &ClientArgs, path: &str) -> Result<(), String> {
         ));
     }
     let mut pending: Vec<u8> = Vec::new();
+    let mut printed = 0u64;
     let engine = base64::engine::general_purpose::STANDARD;
     let mut stdout = std::io::stdout();
     while let Some(frame) = body.frame().await {
@@ -448,13 +488,14 @@ async fn stream_monitor(args: &ClientArgs, path: &str) -> Result<(), String> {
             if let Some(d) = v["Data"].as_str()
                 && let Ok(bytes) = engine.decode(d)
             {
+                printed += bytes.len() as u64;
                 let _ = stdout.write_all(&bytes);
                 let _ = stdout.flush();
             }
         }
         pending.drain(..consumed);
     }
-    Ok(())
+    Ok(printed)
 }
 
 /// The most a snapshot file may hold to be sent (the HTTP API takes request bodies up to 1 MiB).

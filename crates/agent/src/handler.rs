@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use caravan_agent_core::acl::Acl;
-use caravan_http::api::{MonitorRequest, ProfileRequest};
+use caravan_http::api::{ExportRequest, MonitorRequest, ProfileRequest};
 use caravan_http::{ApiError, App, Debugging};
 use caravan_rpc::method as m;
 use caravan_rpc::{BoxFuture, Call, Handler, Refusal, Reply};
@@ -129,6 +129,11 @@ impl AgentHandler {
                 let request: MonitorRequest = decode(&call.body)?;
                 monitor(&self.local, &request)
             }
+            m::MONITOR_EXPORT => {
+                require(Acl::allow_agent_read)?;
+                let request: ExportRequest = decode(&call.body)?;
+                export(&self.local, request).await
+            }
             other => Err(Refusal::new(404, format!("rpc: can't find method {other}"))),
         }
     }
@@ -222,6 +227,20 @@ impl AgentHandler {
 /// A local log stream, as the bytes of its HTTP response body.
 fn monitor(local: &Local, request: &MonitorRequest) -> Result<Reply, Refusal> {
     let response = caravan_http::monitor::serve(&local.hub, request).map_err(refusal)?;
+    Ok(body_stream(response))
+}
+
+/// This agent's log export, as the bytes of its HTTP response body.
+async fn export(local: &Local, request: ExportRequest) -> Result<Reply, Refusal> {
+    use caravan_http::Debugging;
+    caravan_http::export::check_target(&local.config, &request).map_err(refusal)?;
+    let plain = request.plain;
+    let rx = local.export_logs(request).await.map_err(refusal)?;
+    Ok(body_stream(caravan_http::export::stream(rx, plain)))
+}
+
+/// A streaming response's body, chunk by chunk, as an RPC stream reply.
+fn body_stream(response: http::Response<caravan_http::Body>) -> Reply {
     let mut body = response.into_body();
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
@@ -233,5 +252,5 @@ fn monitor(local: &Local, request: &MonitorRequest) -> Result<Reply, Refusal> {
             }
         }
     });
-    Ok(Reply::Stream(rx))
+    Reply::Stream(rx)
 }

@@ -40,6 +40,28 @@ pub fn load(args: &AgentArgs) -> Result<AgentConfig, String> {
         .map_err(|e: CoreError| located(&e, &sources))
 }
 
+/// The keys of Nomad's format the configuration sets that Caravan does not act on: Nomad's
+/// blocks and keys for what Caravan lacks, and `telemetry` when it sets more than the two keys
+/// Caravan uses (`prometheus_metrics`, `collection_interval`).
+pub fn ignored_keys(config: &AgentConfig) -> Vec<String> {
+    let mut keys = config.nomad_only.paths();
+    let defaults = config::TelemetryConfig::default();
+    let mut rest = config.telemetry.clone();
+    rest.prometheus_metrics = defaults.prometheus_metrics;
+    rest.collection_interval = defaults.collection_interval.clone();
+    if rest != defaults {
+        keys.push("telemetry".into());
+    }
+    keys
+}
+
+/// Names each of [`ignored_keys`] once at WARN (the key, never its value: some are secrets).
+pub fn warn_ignored(config: &AgentConfig) {
+    for key in ignored_keys(config) {
+        tracing::warn!(target: "agent", key = %key, "configuration key has no effect in Caravan; it is accepted for Nomad compatibility");
+    }
+}
+
 /// `caravan config validate`: reads every file of `paths` (files, or directories' `.hcl` and
 /// `.json` files), merged as the agent would, and resolves them without starting anything.
 /// Returns every problem found: each file that cannot be read or parsed, then (when all parse)

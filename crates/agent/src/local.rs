@@ -4,7 +4,7 @@
 use caravan_agent_core::config::AgentConfig;
 use caravan_agent_core::member::BuildInfo;
 use caravan_http::Debugging;
-use caravan_http::api::ProfileRequest;
+use caravan_http::api::{ExportRequest, ProfileRequest};
 use caravan_http::dto::HostData;
 use caravan_http::monitor::MonitorHub;
 
@@ -58,5 +58,12 @@ impl Debugging for Local {
 
     fn monitor_hub(&self) -> &MonitorHub {
         &self.hub
+    }
+
+    async fn export_logs(
+        &self,
+        request: ExportRequest,
+    ) -> Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, caravan_http::ApiError> {
+        crate::logfile::export(self.config.log_file.as_ref(), &request)
     }
 }

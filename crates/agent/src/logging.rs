@@ -1,7 +1,10 @@
-//! The agent's log output: hclog-shaped lines on stdout at the configured level, plus the
-//! monitor fan-out layer whose subscribers choose their own levels.
+//! The agent's log output: hclog-shaped lines on stdout (and in the `log_file`, when one is
+//! configured) at the configured level, plus the monitor fan-out layer whose subscribers choose
+//! their own levels.
 
-use caravan_agent_core::config::LogLevel;
+use std::sync::Arc;
+
+use caravan_agent_core::config::{LogFileConfig, LogLevel};
 use caravan_http::logs::HclogFormat;
 use caravan_http::monitor::MonitorHub;
 use tracing_subscriber::Layer;
@@ -29,13 +32,26 @@ fn filter_of(level: LogLevel) -> LevelFilter {
     }
 }
 
-/// Installs stdout logging at `level` (changeable through the returned handle) and the monitor
-/// layer of `hub`.
-pub fn init(level: LogLevel, json: bool, hub: &MonitorHub) -> LevelHandle {
+/// Installs stdout logging at `level` (changeable through the returned handle), the same lines
+/// in `file` when given, and the monitor layer of `hub`. Fails when the log file cannot be
+/// opened.
+pub fn init(
+    level: LogLevel,
+    json: bool,
+    file: Option<LogFileConfig>,
+    hub: &MonitorHub,
+) -> Result<LevelHandle, String> {
+    let file = match file {
+        Some(config) => Some(Arc::new(parking_lot::Mutex::new(
+            crate::logfile::LogFile::open(config)?,
+        ))),
+        None => None,
+    };
+    let tee = crate::logfile::Tee(file);
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter_of(level));
     let stdout = tracing_subscriber::fmt::layer()
         .event_format(HclogFormat { json })
-        .with_writer(std::io::stdout)
+        .with_writer(move || tee.clone())
         .with_filter(filter);
     // openraft narrates every heartbeat at DEBUG; Caravan logs the Raft events that matter
     // itself (target `raft`), so openraft is kept to warnings, for stdout and monitors alike.
@@ -47,9 +63,9 @@ pub fn init(level: LogLevel, json: bool, hub: &MonitorHub) -> LevelHandle {
         .with(stdout)
         .with(hub.layer())
         .try_init();
-    LevelHandle(Box::new(move |level| {
+    Ok(LevelHandle(Box::new(move |level| {
         handle
             .modify(|f| *f = level)
             .map_err(|e| format!("cannot change the log level: {e}"))
-    }))
+    })))
 }

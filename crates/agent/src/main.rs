@@ -8,12 +8,14 @@ mod client;
 mod client_only;
 mod client_role;
 mod cluster;
+mod completion;
 mod handler;
 mod host;
 mod identity;
 mod info;
 mod load;
 mod local;
+mod logfile;
 mod logging;
 mod notify;
 mod profiles;
@@ -23,6 +25,7 @@ mod rpc;
 mod run;
 mod server;
 mod stacks;
+mod telemetry;
 mod tls;
 
 use std::process::ExitCode;
@@ -85,13 +88,15 @@ fn main() -> ExitCode {
         Command::Operator(cli::OperatorCommand::Raft(cli::RaftCommand::ListPeers(c))) => {
             client::raft_list_peers(&c)
         }
-        Command::Monitor {
-            client,
-            log_level,
-            json,
-            node_id,
-            server_id,
-        } => client::monitor(&client, &log_level, json, node_id, server_id),
+        Command::Completion { shell } => {
+            let cmd = <cli::Cli as clap::CommandFactory>::command();
+            print!("{}", completion::script(shell, &cmd));
+            ExitCode::SUCCESS
+        }
+        Command::Monitor(m) => match m.command {
+            Some(cli::MonitorCommand::Export(e)) => client::monitor_export(&e),
+            None => client::monitor(&m.client, &m.log_level, m.json, m.node_id, m.server_id),
+        },
     }
 }
 

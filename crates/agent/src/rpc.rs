@@ -3,12 +3,13 @@
 //! the pooled client ([`Rpc`]), and the JSON helpers of the handlers (`crate::handler`).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use caravan_agent_core::config::AgentConfig;
 use caravan_rpc::method as m;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use caravan_rpc::{BoxFuture, Call, Dial, Handler, Refusal, Reply, RpcClient, RpcError, Trust};
 use serde::Serialize;
@@ -24,9 +25,9 @@ pub const PING_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How this agent proves itself when it calls others: its TLS certificate, else (servers) the
 /// key derived from the gossip key, else nothing (encrypted, anonymous).
-pub fn dial(config: &AgentConfig) -> Result<Dial, String> {
-    if config.tls.rpc {
-        let tls = crate::tls::rpc_client(&config.tls, &config.region)?;
+pub fn dial(config: &AgentConfig, live: Option<&Arc<crate::tls::LiveTls>>) -> Result<Dial, String> {
+    if let (true, Some(live)) = (config.tls.rpc, live) {
+        let tls = crate::tls::rpc_client(live, &config.region)?;
         return Ok(Dial::with_tls(tls.config, tls.server_name));
     }
     match (&config.server.encrypt_key, config.server.enabled) {
@@ -45,10 +46,13 @@ fn expects_peers(config: &AgentConfig) -> bool {
 
 /// How this agent's RPC listener decides who its callers are. A server with ACLs that expects
 /// peers but has neither TLS nor a gossip key is refused (unless [`INSECURE_ENV`] is `1`).
-pub fn trust(config: &AgentConfig) -> Result<Trust, String> {
+pub fn trust(
+    config: &AgentConfig,
+    live: Option<&Arc<crate::tls::LiveTls>>,
+) -> Result<Trust, String> {
     let region = &config.region;
-    if config.tls.rpc {
-        let tls = crate::tls::server_config(&config.tls, &[], true)?;
+    if let (true, Some(live)) = (config.tls.rpc, live) {
+        let tls = crate::tls::server_config(live, &[], true)?;
         return Ok(Trust::with_tls(region, tls));
     }
     if let (Some(key), true) = (&config.server.encrypt_key, config.server.enabled) {
@@ -166,6 +170,33 @@ impl Rpc {
             .stream(addr, method, token, json(request)?, timeout)
             .await
             .map_err(|e| text(&e))
+    }
+
+    /// Starts a streaming call whose refusal keeps the callee's status: a `400 No nomad log
+    /// file defined` at the target is a 400 here too.
+    pub async fn stream_coded(
+        &self,
+        addr: SocketAddr,
+        method: &str,
+        token: Option<&str>,
+        request: &impl Serialize,
+        timeout: Duration,
+    ) -> Result<mpsc::Receiver<Bytes>, caravan_http::ApiError> {
+        use caravan_http::ApiError;
+        let body = json(request).map_err(ApiError::from_message)?;
+        match self.client.stream(addr, method, token, body, timeout).await {
+            Ok(rx) => Ok(rx),
+            Err(RpcError::Remote { code, message }) => Err(
+                match http::StatusCode::from_u16(code)
+                    .ok()
+                    .filter(|c| !c.is_success())
+                {
+                    Some(status) => ApiError::new(status, message),
+                    None => ApiError::from_message(message),
+                },
+            ),
+            Err(other) => Err(ApiError::from_message(other.to_string())),
+        }
     }
 
     /// Pings `addr`; returns the server ID it answers with (`None` from a client agent).

@@ -26,7 +26,24 @@ pub fn agent(args: &AgentArgs) -> ExitCode {
         }
     };
     let hub = caravan_http::monitor::MonitorHub::new();
-    let level = crate::logging::init(config.log_level, config.log_json, &hub);
+    let level = match crate::logging::init(
+        config.log_level,
+        config.log_json,
+        config.log_file.clone(),
+        &hub,
+    ) {
+        Ok(level) => level,
+        Err(e) => {
+            eprintln!("caravan: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    crate::load::warn_ignored(&config);
+    // The recorder every `metrics::` call of the process reaches; `/v1/metrics` renders it.
+    let sink = caravan_http::metrics::MetricsSink::new();
+    if metrics::set_global_recorder(sink.clone()).is_err() {
+        tracing::warn!(target: "agent", "a metrics recorder was already installed");
+    }
     raise_open_files();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -38,7 +55,7 @@ pub fn agent(args: &AgentArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let code = runtime.block_on(run(config, hub, args.clone(), level));
+    let code = runtime.block_on(run(config, hub, args.clone(), level, sink));
     runtime.shutdown_timeout(Duration::from_millis(200));
     code
 }
@@ -70,8 +87,9 @@ async fn run(
     hub: caravan_http::monitor::MonitorHub,
     args: AgentArgs,
     level: crate::logging::LevelHandle,
+    sink: caravan_http::metrics::MetricsSink,
 ) -> ExitCode {
-    match start_and_wait(config, hub, args, level).await {
+    match start_and_wait(config, hub, args, level, sink).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(target: "agent", error = %e, "agent failed");
@@ -86,23 +104,31 @@ async fn start_and_wait(
     hub: caravan_http::monitor::MonitorHub,
     args: AgentArgs,
     level: crate::logging::LevelHandle,
+    sink: caravan_http::metrics::MetricsSink,
 ) -> Result<(), String> {
     let http_addr = SocketAddr::new(config.addresses.http, config.ports.http);
     let rpc_addr = SocketAddr::new(config.addresses.rpc, config.ports.rpc);
     let http_listener = bind("HTTP", http_addr).await?;
     let rpc_listener = bind("RPC", rpc_addr).await?;
     let limits = config.limits;
-    let http_tls = if config.tls.http {
-        Some(crate::tls::server_config(
-            &config.tls,
-            &[b"http/1.1"],
-            config.tls.verify_https_client,
-        )?)
+    // One set of certificate files for every TLS use, swapped by a reload.
+    let live_tls = if config.tls.http || config.tls.rpc {
+        Some(crate::tls::LiveTls::load(&config.tls)?)
     } else {
         None
     };
-    let trust = crate::rpc::trust(&config)?;
-    let agent = Agent::start(config, hub, args, level).await?;
+    let http_tls = match (&live_tls, config.tls.http) {
+        (Some(live), true) => Some(crate::tls::server_config(
+            live,
+            &[b"http/1.1"],
+            config.tls.verify_https_client,
+        )?),
+        _ => None,
+    };
+    let trust = crate::rpc::trust(&config, live_tls.as_ref())?;
+    let interval = config.telemetry.collection_interval();
+    let agent = Agent::start(config, hub, args, level, live_tls, sink).await?;
+    crate::telemetry::spawn(interval, agent.server_role());
     let app = agent.app().clone();
     let (stop_tx, stop_rx) = watch::channel(false);
     let http_opts = ServeOptions {

@@ -18,7 +18,7 @@ use crate::dto::{HostData, MembersResponse, VersionDto};
 /// The profile and monitor requests live in the domain crate, so that the HTTP API and the agent
 /// RPC decode and validate them alike; re-exported here under their old names.
 pub use caravan_agent_core::debug::{
-    MAX_PROFILE_SECONDS, MonitorRequest, ProfileRequest, ProfileRequestError,
+    ExportRequest, MAX_PROFILE_SECONDS, MonitorRequest, ProfileRequest, ProfileRequestError,
 };
 
 /// The result of a gossip join.
@@ -202,6 +202,25 @@ pub trait Debugging: Send + Sync + 'static {
 
     /// The log fan-out `/v1/agent/monitor` subscribes to.
     fn monitor_hub(&self) -> &crate::monitor::MonitorHub;
+
+    /// This agent's logs for `/v1/agent/monitor/export` (spec §12), a request the HTTP layer
+    /// validated: the bytes of the log file (`on_disk`; the configuration has a `log_file`, the
+    /// caller checked) or of the `service_name` unit's journal, in order. The stream ends at
+    /// the end of what there is (with `follow`, when the journal reader ends); dropping the
+    /// receiver stops the reading. By default the agent exports nothing (`501`).
+    fn export_logs(
+        &self,
+        request: ExportRequest,
+    ) -> impl Future<Output = Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, crate::ApiError>> + Send
+    {
+        let _ = request;
+        async {
+            Err(crate::ApiError::new(
+                http::StatusCode::NOT_IMPLEMENTED,
+                "this agent does not export its logs",
+            ))
+        }
+    }
 }
 
 /// The agent a forwarded request goes to.
@@ -277,6 +296,21 @@ pub trait Forwarding: Send + Sync + 'static {
         token: Option<&str>,
         request: MonitorRequest,
     ) -> impl Future<Output = Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, crate::ApiError>> + Send;
+
+    /// A log export from another server (by member name), relayed over RPC as
+    /// [`remote_monitor`](Forwarding::remote_monitor) relays a stream. By default no other
+    /// server is reachable: `unknown Nomad server <server>`.
+    fn remote_export(
+        &self,
+        server: &str,
+        token: Option<&str>,
+        request: ExportRequest,
+    ) -> impl Future<Output = Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, crate::ApiError>> + Send
+    {
+        let _ = (token, request);
+        let unknown = format!("unknown Nomad server {server}");
+        async move { Err(crate::ApiError::from_message(unknown)) }
+    }
 }
 
 /// Re-reading the configuration: `PUT /v1/agent/reload` (and whatever else the host ties to

@@ -38,6 +38,75 @@ pub(crate) struct Caps {
     forwarding: Option<Arc<dyn DynForwarding>>,
     operator: Option<Arc<dyn DynOperator>>,
     reload: Option<Arc<dyn DynReload>>,
+    /// What a reload changed while running (set at build).
+    live: Option<LiveConfig>,
+    /// `/v1/metrics`: the recorder's series, and when the application started.
+    metrics: Option<(crate::metrics::MetricsSink, Instant)>,
+}
+
+/// The settings of a running [`App`] its host may change without rebuilding it: the
+/// operator's response headers (`http_api_response_headers`), `enable_debug`, and the
+/// configuration `/v1/agent/self` shows. Cheap to clone; [`App::live`] hands it out.
+#[derive(Clone)]
+pub struct LiveConfig(Arc<parking_lot::RwLock<Live>>);
+
+struct Live {
+    config: Arc<caravan_agent_core::config::AgentConfig>,
+    headers: Arc<Vec<(HeaderName, HeaderValue)>>,
+}
+
+/// The operator's response headers, checked.
+fn response_headers(
+    config: &caravan_agent_core::config::AgentConfig,
+) -> Result<Vec<(HeaderName, HeaderValue)>, BuildError> {
+    let mut headers = Vec::new();
+    for (name, value) in &config.http_api_response_headers {
+        let bad = || BuildError::InvalidHeader {
+            name: name.clone(),
+            value: value.clone(),
+        };
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
+        let value = HeaderValue::from_str(value).map_err(|_| bad())?;
+        headers.push((name, value));
+    }
+    Ok(headers)
+}
+
+impl LiveConfig {
+    fn new(config: &caravan_agent_core::config::AgentConfig) -> Result<LiveConfig, BuildError> {
+        Ok(LiveConfig(Arc::new(parking_lot::RwLock::new(Live {
+            headers: Arc::new(response_headers(config)?),
+            config: Arc::new(config.clone()),
+        }))))
+    }
+
+    /// Checks that `config` can be applied (its response headers are valid) without applying
+    /// it.
+    pub fn check(
+        &self,
+        config: &caravan_agent_core::config::AgentConfig,
+    ) -> Result<(), BuildError> {
+        response_headers(config).map(|_| ())
+    }
+
+    /// Applies `config`'s response headers and `enable_debug` to every request from now on,
+    /// and shows `config` in `/v1/agent/self`. An invalid header changes nothing.
+    pub fn set(&self, config: caravan_agent_core::config::AgentConfig) -> Result<(), BuildError> {
+        let headers = Arc::new(response_headers(&config)?);
+        let mut live = self.0.write();
+        live.headers = headers;
+        live.config = Arc::new(config);
+        Ok(())
+    }
+
+    /// The configuration in effect.
+    pub fn config(&self) -> Arc<caravan_agent_core::config::AgentConfig> {
+        self.0.read().config.clone()
+    }
+
+    fn headers(&self) -> Arc<Vec<(HeaderName, HeaderValue)>> {
+        self.0.read().headers.clone()
+    }
 }
 
 /// `501` for a route whose capability the host did not give the [`App`].
@@ -88,11 +157,23 @@ impl Caps {
     pub(crate) fn operator(&self) -> Result<&dyn DynOperator, ApiError> {
         self.operator.as_deref().ok_or_else(|| missing("operator"))
     }
+    pub(crate) fn metrics(&self) -> Result<&(crate::metrics::MetricsSink, Instant), ApiError> {
+        self.metrics.as_ref().ok_or_else(|| missing("metrics"))
+    }
     pub(crate) fn reloader(&self) -> Result<&dyn DynReload, ApiError> {
         self.reload.as_deref().ok_or_else(|| missing("reload"))
     }
     pub(crate) fn config(&self) -> &caravan_agent_core::config::AgentConfig {
         self.info.config()
+    }
+
+    /// The configuration in effect: the host's, with what a reload changed live
+    /// ([`LiveConfig::set`]).
+    pub(crate) fn running(&self) -> Arc<caravan_agent_core::config::AgentConfig> {
+        match &self.live {
+            Some(live) => live.config(),
+            None => Arc::new(self.config().clone()),
+        }
     }
 
     /// The caller's permissions: everything when ACLs are off; else its token's (anonymous
@@ -125,8 +206,12 @@ impl Caps {
 
     /// Nomad's "debug" check (host, pprof), as agent-core states it ([`Acl::allow_debug`]).
     pub(crate) fn require_debug(&self, token: Option<&str>) -> Result<(), ApiError> {
-        let config = self.config();
-        let (acl_enabled, enable_debug) = (config.acl_enabled, config.enable_debug);
+        let acl_enabled = self.config().acl_enabled;
+        // `enable_debug` changes with a reload.
+        let enable_debug = match &self.live {
+            Some(live) => live.0.read().config.enable_debug,
+            None => self.config().enable_debug,
+        };
         if self
             .authorize(token)?
             .allow_debug(acl_enabled, enable_debug)
@@ -227,6 +312,13 @@ impl AppBuilder {
         self
     }
 
+    /// Serves `/v1/metrics` from `sink` (the recorder the host installed for the `metrics`
+    /// facade).
+    pub fn metrics(mut self, sink: crate::metrics::MetricsSink) -> AppBuilder {
+        self.caps.metrics = Some((sink, Instant::now()));
+        self
+    }
+
     /// Serves `/v1/agent/reload`.
     pub fn reload(mut self, capability: Arc<impl Reload>) -> AppBuilder {
         self.caps.reload = Some(capability);
@@ -246,21 +338,11 @@ impl AppBuilder {
         if config.acl_enabled && self.caps.acls.is_none() {
             return Err(BuildError::AclsWithoutCapability);
         }
-        let mut extra_headers = Vec::new();
-        for (name, value) in &config.http_api_response_headers {
-            let bad = || BuildError::InvalidHeader {
-                name: name.clone(),
-                value: value.clone(),
-            };
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
-            let value = HeaderValue::from_str(value).map_err(|_| bad())?;
-            extra_headers.push((name, value));
-        }
+        let live = LiveConfig::new(config)?;
+        let mut caps = self.caps;
+        caps.live = Some(live.clone());
         Ok(App {
-            inner: Arc::new(Inner {
-                caps: self.caps,
-                extra_headers,
-            }),
+            inner: Arc::new(Inner { caps, live }),
             body_read_timeout: self.body_read_timeout,
         })
     }
@@ -268,7 +350,7 @@ impl AppBuilder {
 
 struct Inner {
     caps: Caps,
-    extra_headers: Vec<(HeaderName, HeaderValue)>,
+    live: LiveConfig,
 }
 
 /// The HTTP application: a host's capabilities plus the response headers its configuration
@@ -281,6 +363,11 @@ pub struct App {
 }
 
 impl App {
+    /// The settings a reload may change while this application runs ([`LiveConfig`]).
+    pub fn live(&self) -> LiveConfig {
+        self.inner.live.clone()
+    }
+
     /// Starts an application for a host whose facts `info` gives; add capabilities on the
     /// builder, then [`AppBuilder::build`].
     pub fn builder(info: Arc<impl AgentInfo>) -> AppBuilder {
@@ -296,6 +383,8 @@ impl App {
                 forwarding: None,
                 operator: None,
                 reload: None,
+                live: None,
+                metrics: None,
             },
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
         }
@@ -388,7 +477,7 @@ impl App {
             resp.headers_mut()
                 .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
-        response::add_common_headers(resp.headers_mut(), &self.inner.extra_headers);
+        response::add_common_headers(resp.headers_mut(), &self.inner.live.headers());
         let streaming = resp
             .extensions()
             .get::<monitor::endpoint::Streaming>()
@@ -396,11 +485,22 @@ impl App {
         if let Some(encoding) = encoding.filter(|_| !streaming) {
             resp = response::compress_response(resp, encoding).await;
         }
+        let elapsed = started.elapsed();
+        let route = crate::router::Route::of(&ctx.path).label();
+        metrics::counter!(
+            "nomad.http.requests",
+            "route" => route,
+            "method" => ctx.method.as_str().to_string(),
+            "code" => resp.status().as_u16().to_string()
+        )
+        .increment(1);
+        metrics::histogram!("nomad.http.request_duration", "route" => route)
+            .record(elapsed.as_secs_f64() * 1000.0);
         tracing::debug!(
             target: "http",
             method = %ctx.method,
             path = %crate::request_uri(&ctx),
-            duration = ?started.elapsed(),
+            duration = ?elapsed,
             "request complete"
         );
         resp
@@ -441,7 +541,9 @@ async fn dispatch(caps: &Caps, ctx: &Ctx) -> Reply {
         Route::Schedulers => schedulers::workers(caps, ctx),
         Route::SchedulersConfig => schedulers::config(caps, ctx),
         Route::Reload => handlers::reload(caps, ctx).await,
-        Route::MonitorExport | Route::Keyring(_) => handlers::not_implemented(ctx),
+        Route::MonitorExport => crate::export::export(caps, ctx).await,
+        Route::Keyring(_) => handlers::not_implemented(ctx),
+        Route::Metrics => crate::metrics::endpoint(caps, ctx),
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::config_view;
 use caravan_agent_core::acl::{Policy, Token};
 use caravan_agent_core::config::AgentConfig;
 use caravan_agent_core::duration::format_go_duration;
@@ -159,8 +160,21 @@ pub struct ServerDto {
     /// Go duration string.
     #[serde(rename = "NodeGCThreshold")]
     pub node_gc_threshold: String,
+    /// `heartbeat_grace`, nanoseconds.
+    pub heartbeat_grace: u64,
+    /// `min_heartbeat_ttl`, nanoseconds.
+    #[serde(rename = "MinHeartbeatTTL")]
+    pub min_heartbeat_ttl: u64,
+    /// `max_heartbeats_per_second`.
+    pub max_heartbeats_per_second: f64,
+    /// `failover_heartbeat_ttl`, nanoseconds.
+    #[serde(rename = "FailoverHeartbeatTTL")]
+    pub failover_heartbeat_ttl: u64,
     /// Join settings.
     pub server_join: ServerJoinDto,
+    /// Nomad's server keys Caravan keeps without acting on them.
+    #[serde(flatten)]
+    pub nomad_only: serde_json::Map<String, serde_json::Value>,
 }
 
 /// `config.Server.ServerJoin`.
@@ -189,6 +203,9 @@ pub struct ClientDto {
     pub node_class: String,
     /// Node metadata.
     pub meta: BTreeMap<String, String>,
+    /// Nomad's client keys Caravan keeps without acting on them.
+    #[serde(flatten)]
+    pub nomad_only: serde_json::Map<String, serde_json::Value>,
 }
 
 /// `config.ACL`.
@@ -199,6 +216,9 @@ pub struct AclDto {
     pub enabled: bool,
     /// Replication token, `<redacted>` when set.
     pub replication_token: String,
+    /// Nomad's ACL keys Caravan keeps without acting on them (`TokenTTL`, …).
+    #[serde(flatten)]
+    pub nomad_only: serde_json::Map<String, serde_json::Value>,
 }
 
 /// `config.TLSConfig`.
@@ -222,6 +242,9 @@ pub struct TlsDto {
     /// Client certificates required.
     #[serde(rename = "VerifyHTTPSClient")]
     pub verify_https_client: bool,
+    /// Nomad's TLS keys Caravan keeps without acting on them.
+    #[serde(flatten)]
+    pub nomad_only: serde_json::Map<String, serde_json::Value>,
 }
 
 /// `config.Limits`.
@@ -258,6 +281,14 @@ pub struct ConfigDto {
     pub log_level: String,
     /// JSON logs.
     pub log_json: bool,
+    /// The log file (`""`: none).
+    pub log_file: String,
+    /// Its rotation period, a Go duration (`""` without a log file).
+    pub log_rotate_duration: String,
+    /// Its size limit in bytes (0: none).
+    pub log_rotate_bytes: u64,
+    /// Rotated files kept (0: all).
+    pub log_rotate_max_files: usize,
     /// Bind address.
     pub bind_addr: String,
     /// Debug endpoints without ACLs.
@@ -275,10 +306,8 @@ pub struct ConfigDto {
     /// ACL settings.
     #[serde(rename = "ACL")]
     pub acl: AclDto,
-    /// Consul integrations (none in Caravan).
-    pub consuls: Vec<()>,
-    /// Vault integrations (none in Caravan).
-    pub vaults: Vec<()>,
+    /// Telemetry settings.
+    pub telemetry: TelemetryDto,
     /// Dev mode.
     pub dev_mode: bool,
     /// Build version.
@@ -293,6 +322,10 @@ pub struct ConfigDto {
     pub http_api_response_headers: BTreeMap<String, String>,
     /// Connection limits.
     pub limits: LimitsDto,
+    /// Nomad's settings for subsystems Caravan lacks (`Consuls`, `Vaults`, `UI`, `Plugins`, …,
+    /// and scalars such as `LeaveOnTerm`), as the configuration gives them, secrets redacted.
+    #[serde(flatten)]
+    pub nomad_only: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ConfigDto {
@@ -305,6 +338,16 @@ impl ConfigDto {
             data_dir: c.data_dir.clone().unwrap_or_default(),
             log_level: c.log_level.as_str().to_string(),
             log_json: c.log_json,
+            log_file: c
+                .log_file
+                .as_ref()
+                .map_or(String::new(), |f| f.path.clone()),
+            log_rotate_duration: c
+                .log_file
+                .as_ref()
+                .map_or(String::new(), |f| format_go_duration(f.rotate_duration)),
+            log_rotate_bytes: c.log_file.as_ref().map_or(0, |f| f.rotate_bytes),
+            log_rotate_max_files: c.log_file.as_ref().map_or(0, |f| f.max_files),
             bind_addr: c.bind_addr.to_string(),
             enable_debug: c.enable_debug,
             ports: PerListener {
@@ -327,6 +370,7 @@ impl ConfigDto {
                 servers: c.client.servers.clone(),
                 node_class: c.client.node_class.clone(),
                 meta: c.client.meta.clone(),
+                nomad_only: config_view::nested(&c.nomad_only, "client"),
             },
             server: ServerDto {
                 enabled: c.server.enabled,
@@ -334,19 +378,30 @@ impl ConfigDto {
                 num_schedulers: c.server.num_schedulers,
                 enabled_schedulers: c.server.enabled_schedulers.clone(),
                 node_gc_threshold: format_go_duration(c.server.node_gc_threshold),
+                heartbeat_grace: c.server.heartbeat.grace.as_nanos() as u64,
+                min_heartbeat_ttl: c.server.heartbeat.min_ttl.as_nanos() as u64,
+                max_heartbeats_per_second: c.server.heartbeat.max_per_second,
+                failover_heartbeat_ttl: c.server.heartbeat.failover_ttl.as_nanos() as u64,
                 server_join: ServerJoinDto {
                     start_join: c.server.start_join.clone(),
                     retry_join: c.server.server_join.retry_join.clone(),
                     retry_interval: c.server.server_join.retry_interval.as_nanos() as u64,
                     retry_max_attempts: c.server.server_join.retry_max,
                 },
+                nomad_only: config_view::nested(&c.nomad_only, "server"),
             },
-            acl: AclDto {
-                enabled: c.acl_enabled,
-                replication_token: String::new(),
+            acl: {
+                let mut nomad_only = config_view::nested(&c.nomad_only, "acl");
+                let token = nomad_only.remove("ReplicationToken");
+                AclDto {
+                    enabled: c.acl_enabled,
+                    replication_token: token
+                        .and_then(|t| t.as_str().map(String::from))
+                        .unwrap_or_default(),
+                    nomad_only,
+                }
             },
-            consuls: Vec::new(),
-            vaults: Vec::new(),
+            telemetry: TelemetryDto::new(&c.telemetry),
             dev_mode: c.dev_mode,
             version,
             files: c.files.clone(),
@@ -357,6 +412,7 @@ impl ConfigDto {
                 cert_file: c.tls.cert_file.clone(),
                 key_file: c.tls.key_file.clone(),
                 verify_https_client: c.tls.verify_https_client,
+                nomad_only: config_view::nested(&c.nomad_only, "tls"),
             },
             http_api_response_headers: c.http_api_response_headers.clone(),
             limits: LimitsDto {
@@ -365,6 +421,119 @@ impl ConfigDto {
                 https_handshake_timeout: format_go_duration(c.limits.https_handshake_timeout),
                 rpc_handshake_timeout: format_go_duration(c.limits.rpc_handshake_timeout),
             },
+            nomad_only: config_view::top_level(&c.nomad_only),
+        }
+    }
+}
+
+/// `config.Telemetry`, Nomad's field names; `CirconusAPIToken` is `<redacted>` when set.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TelemetryDto {
+    /// Go duration text.
+    pub in_memory_collection_interval: String,
+    /// Go duration text.
+    pub in_memory_retention_period: String,
+    /// statsite.
+    pub statsite_addr: String,
+    /// statsd.
+    pub statsd_addr: String,
+    /// DogStatsD.
+    #[serde(rename = "DataDogAddr")]
+    pub datadog_addr: String,
+    /// DogStatsD tags.
+    #[serde(rename = "DataDogTags")]
+    pub datadog_tags: Option<Vec<String>>,
+    /// Prometheus text format served.
+    pub prometheus_metrics: bool,
+    /// No host name in gauge names.
+    pub disable_hostname: bool,
+    /// Node name label.
+    pub use_node_name: bool,
+    /// Go duration text.
+    pub collection_interval: String,
+    /// Allocation metrics.
+    pub publish_allocation_metrics: bool,
+    /// Node metrics.
+    pub publish_node_metrics: bool,
+    /// Allocation metadata labels.
+    pub include_alloc_metadata_in_metrics: bool,
+    /// Allowed metadata keys.
+    pub allowed_metadata_keys_in_metrics: Option<Vec<String>>,
+    /// Prefix rules.
+    pub prefix_filter: Option<Vec<String>>,
+    /// Default for unnamed metrics.
+    pub filter_default: Option<bool>,
+    /// Dispatched job summaries off.
+    pub disable_dispatched_job_summary_metrics: bool,
+    /// Quota utilisation off.
+    pub disable_quota_utilization_metrics: bool,
+    /// RPC rate labels off.
+    #[serde(rename = "DisableRPCRateMetricsLabels")]
+    pub disable_rpc_rate_metrics_labels: bool,
+    /// Allocation hook timings off.
+    pub disable_allocation_hook_metrics: Option<bool>,
+    /// The Circonus fields, by Go name, in Nomad's order.
+    #[serde(flatten)]
+    pub circonus: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The Circonus fields' Go names, in `caravan_agent_core::config::telemetry::CIRCONUS_KEYS`
+/// order.
+const CIRCONUS_NAMES: [&str; 13] = [
+    "CirconusAPIToken",
+    "CirconusAPIApp",
+    "CirconusAPIURL",
+    "CirconusSubmissionInterval",
+    "CirconusCheckSubmissionURL",
+    "CirconusCheckID",
+    "CirconusCheckForceMetricActivation",
+    "CirconusCheckInstanceID",
+    "CirconusCheckSearchTag",
+    "CirconusCheckTags",
+    "CirconusCheckDisplayName",
+    "CirconusBrokerID",
+    "CirconusBrokerSelectTag",
+];
+
+impl TelemetryDto {
+    /// The wire form of the telemetry settings.
+    pub fn new(t: &caravan_agent_core::config::TelemetryConfig) -> TelemetryDto {
+        let circonus = CIRCONUS_NAMES
+            .iter()
+            .zip(&t.circonus)
+            .enumerate()
+            .map(|(i, (name, value))| {
+                let value = if i == 0 {
+                    config_view::redact(&serde_json::Value::from(value.as_str()))
+                } else {
+                    serde_json::Value::from(value.as_str())
+                };
+                ((*name).to_string(), value)
+            })
+            .collect();
+        TelemetryDto {
+            in_memory_collection_interval: t.in_memory_collection_interval.clone(),
+            in_memory_retention_period: t.in_memory_retention_period.clone(),
+            statsite_addr: t.statsite_address.clone(),
+            statsd_addr: t.statsd_address.clone(),
+            datadog_addr: t.datadog_address.clone(),
+            datadog_tags: t.datadog_tags.clone(),
+            prometheus_metrics: t.prometheus_metrics,
+            disable_hostname: t.disable_hostname,
+            use_node_name: t.use_node_name,
+            collection_interval: t.collection_interval.clone(),
+            publish_allocation_metrics: t.publish_allocation_metrics,
+            publish_node_metrics: t.publish_node_metrics,
+            include_alloc_metadata_in_metrics: t.include_alloc_metadata_in_metrics,
+            allowed_metadata_keys_in_metrics: t.allowed_metadata_keys_in_metrics.clone(),
+            prefix_filter: t.prefix_filter.clone(),
+            filter_default: t.filter_default,
+            disable_dispatched_job_summary_metrics: t.disable_dispatched_job_summary_metrics,
+            disable_quota_utilization_metrics: t.disable_quota_utilization_metrics,
+            disable_rpc_rate_metrics_labels: t.disable_rpc_rate_metrics_labels,
+            disable_allocation_hook_metrics: t.disable_allocation_hook_metrics,
+            circonus,
         }
     }
 }
@@ -1030,15 +1199,15 @@ pub(crate) struct SchedulerConfigResponse {
 
 // ---- Log streams (`/v1/agent/monitor`) ----
 
-/// One frame of a monitor stream (Nomad's `StreamFrame`): base64 `Data`, the cumulative
-/// `Offset` (omitted at zero) and `FileEvent`.
+/// One frame of a monitor or export stream (Nomad's `StreamFrame`): base64 `Data`, the
+/// cumulative `Offset` (omitted at zero) and `FileEvent` (omitted when empty, as on exports).
 #[derive(Debug, Serialize)]
 pub(crate) struct StreamFrame<'a> {
     #[serde(rename = "Offset", skip_serializing_if = "is_zero")]
     pub(crate) offset: i64,
     #[serde(rename = "Data")]
     pub(crate) data: &'a str,
-    #[serde(rename = "FileEvent")]
+    #[serde(rename = "FileEvent", skip_serializing_if = "str::is_empty")]
     pub(crate) file_event: &'a str,
 }
 

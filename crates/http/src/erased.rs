@@ -11,8 +11,8 @@ use caravan_agent_core::jobs::Job;
 
 use crate::ApiError;
 use crate::api::{
-    AclWriteError, Acls, Debugging, ForwardedHead, ForwardedRequest, Forwarding, Indexed,
-    JobWriteError, JobWriteResult, Jobs, JoinResult, Membership, MonitorRequest, Operator,
+    AclWriteError, Acls, Debugging, ExportRequest, ForwardedHead, ForwardedRequest, Forwarding,
+    Indexed, JobWriteError, JobWriteResult, Jobs, JoinResult, Membership, MonitorRequest, Operator,
     ProfileRequest, ReadError, ReadOptions, Reload, Remote, RestoreError, ServerList, StateAnswer,
     StateQuery,
 };
@@ -133,6 +133,7 @@ pub(crate) trait DynDebugging: Send + Sync {
     fn host_data(&self) -> BoxFuture<'_, Result<HostData, String>>;
     fn profile(&self, request: ProfileRequest) -> BoxFuture<'_, Result<Vec<u8>, ApiError>>;
     fn monitor_hub(&self) -> &MonitorHub;
+    fn export_logs(&self, request: ExportRequest) -> BoxFuture<'_, Result<Stream, ApiError>>;
 }
 
 impl<T: Debugging> DynDebugging for T {
@@ -144,6 +145,9 @@ impl<T: Debugging> DynDebugging for T {
     }
     fn monitor_hub(&self) -> &MonitorHub {
         Debugging::monitor_hub(self)
+    }
+    fn export_logs(&self, request: ExportRequest) -> BoxFuture<'_, Result<Stream, ApiError>> {
+        Box::pin(Debugging::export_logs(self, request))
     }
 }
 
@@ -176,6 +180,12 @@ pub(crate) trait DynForwarding: Send + Sync {
         target: Remote<'a>,
         token: Option<&'a str>,
         request: MonitorRequest,
+    ) -> BoxFuture<'a, Result<Stream, ApiError>>;
+    fn remote_export<'a>(
+        &'a self,
+        server: &'a str,
+        token: Option<&'a str>,
+        request: ExportRequest,
     ) -> BoxFuture<'a, Result<Stream, ApiError>>;
 }
 
@@ -216,6 +226,14 @@ impl<T: Forwarding> DynForwarding for T {
         request: MonitorRequest,
     ) -> BoxFuture<'a, Result<Stream, ApiError>> {
         Box::pin(Forwarding::remote_monitor(self, target, token, request))
+    }
+    fn remote_export<'a>(
+        &'a self,
+        server: &'a str,
+        token: Option<&'a str>,
+        request: ExportRequest,
+    ) -> BoxFuture<'a, Result<Stream, ApiError>> {
+        Box::pin(Forwarding::remote_export(self, server, token, request))
     }
 }
 

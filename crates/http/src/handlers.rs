@@ -17,7 +17,7 @@ pub(crate) fn agent_self(caps: &Caps, ctx: &Ctx) -> Reply {
     only(ctx, &[Method::GET])?;
     caps.require(ctx.token.as_deref(), Acl::allow_agent_read)?;
     let body = SelfResponse {
-        config: ConfigDto::new(caps.config(), caps.info.version()),
+        config: ConfigDto::new(&caps.running(), caps.info.version()),
         member: MemberDto::from(&caps.info.member()),
         stats: caps.info.stats(),
     };

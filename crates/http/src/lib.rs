@@ -38,13 +38,16 @@
 mod acl;
 pub mod api;
 mod app;
+mod config_view;
 pub mod dto;
 mod erased;
 mod error;
+pub mod export;
 mod forward;
 mod handlers;
 mod jobs;
 pub mod logs;
+pub mod metrics;
 pub mod monitor;
 mod pprof;
 mod request;
@@ -62,7 +65,7 @@ pub use api::{
     JoinResult, Membership, Operator, ReadError, Reload, Remote, RestoreError, Schedulers,
     ServerList, Stats,
 };
-pub use app::{App, AppBuilder, BuildError};
+pub use app::{App, AppBuilder, BuildError, LiveConfig};
 pub use error::{ApiError, multi_error};
 use request::Query;
 pub use response::Body;

@@ -597,7 +597,7 @@ pub(crate) mod endpoint {
         Ok(stream(sub, request.plain))
     }
 
-    fn streaming_response(body: Body, plain: bool) -> Response<Body> {
+    pub(crate) fn streaming_response(body: Body, plain: bool) -> Response<Body> {
         let mut resp = Response::new(body);
         *resp.status_mut() = StatusCode::OK;
         let content_type = if plain {
@@ -612,7 +612,7 @@ pub(crate) mod endpoint {
     }
 
     /// A streaming response that relays bytes from another agent's stream.
-    fn relay(mut rx: tokio::sync::mpsc::Receiver<Bytes>, plain: bool) -> Response<Body> {
+    pub(crate) fn relay(mut rx: tokio::sync::mpsc::Receiver<Bytes>, plain: bool) -> Response<Body> {
         let (mut tx, body) =
             http_body_util::channel::Channel::<Bytes, std::convert::Infallible>::new(16);
         tokio::spawn(async move {

@@ -58,6 +58,8 @@ pub enum Route {
     StatusLeader,
     /// `/v1/status/peers`.
     StatusPeers,
+    /// `/v1/metrics`.
+    Metrics,
     /// `/v1/acl/<rest>`: the ACL API.
     Acl(String),
     /// A prefix route asked for without its trailing slash: Go's `301` to this location.
@@ -92,6 +94,7 @@ impl Route {
             "/v1/operator/raft/configuration" => Route::OperatorRaftConfiguration,
             "/v1/status/leader" => Route::StatusLeader,
             "/v1/status/peers" => Route::StatusPeers,
+            "/v1/metrics" => Route::Metrics,
             "/v1/agent/keyring" => Route::Redirect("/v1/agent/keyring/"),
             _ => {
                 if let Some(name) = path.strip_prefix("/v1/agent/pprof/") {
@@ -112,6 +115,46 @@ impl Route {
                     Route::NotFound
                 }
             }
+        }
+    }
+}
+
+impl Route {
+    /// The route's pattern, the `route` label of the HTTP metrics (ids are not labels: a label
+    /// per job or token would grow without bound).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Route::AgentSelf => "/v1/agent/self",
+            Route::Join => "/v1/agent/join",
+            Route::Members => "/v1/agent/members",
+            Route::ForceLeave => "/v1/agent/force-leave",
+            Route::Servers => "/v1/agent/servers",
+            Route::Schedulers => "/v1/agent/schedulers",
+            Route::SchedulersConfig => "/v1/agent/schedulers/config",
+            Route::Health => "/v1/agent/health",
+            Route::Host => "/v1/agent/host",
+            Route::Reload => "/v1/agent/reload",
+            Route::Monitor => "/v1/agent/monitor",
+            Route::MonitorExport => "/v1/agent/monitor/export",
+            Route::Pprof(_) => "/v1/agent/pprof/:name",
+            Route::Keyring(_) => "/v1/agent/keyring/:op",
+            Route::Jobs => "/v1/jobs",
+            Route::Job(_) => "/v1/job/:id",
+            Route::Evaluations => "/v1/evaluations",
+            Route::Evaluation(_) => "/v1/evaluation/:id",
+            Route::Allocations => "/v1/allocations",
+            Route::Allocation(_) => "/v1/allocation/:id",
+            Route::Nodes => "/v1/nodes",
+            Route::Node(_) => "/v1/node/:id",
+            Route::OperatorSnapshot => "/v1/operator/snapshot",
+            Route::OperatorRaftConfiguration => "/v1/operator/raft/configuration",
+            Route::StatusLeader => "/v1/status/leader",
+            Route::StatusPeers => "/v1/status/peers",
+            Route::Metrics => "/v1/metrics",
+            Route::Regions => "/v1/regions",
+            Route::Acl(_) => "/v1/acl/:rest",
+            Route::Redirect(_) => "redirect",
+            Route::NotFound => "not_found",
         }
     }
 }

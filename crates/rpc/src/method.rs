@@ -57,6 +57,8 @@ pub const HOST: &str = "Agent.Host";
 pub const PROFILE: &str = "Agent.Profile";
 /// `Agent.Monitor`: a log stream (agent:read).
 pub const MONITOR: &str = "Agent.Monitor";
+/// `Agent.MonitorExport`: the agent's log file or journal (agent:read).
+pub const MONITOR_EXPORT: &str = "Agent.MonitorExport";
 /// `ACL.ResolveToken`: the permissions of the token the caller presents.
 pub const RESOLVE_TOKEN: &str = "ACL.ResolveToken";
 /// `Node.Register`: a client registers its node (the node's secret is the credential).
@@ -106,6 +108,10 @@ pub const METHODS: &[MethodSpec] = &[
     MethodSpec {
         streaming: true,
         ..m(MONITOR, Access::User, KIB, MIB)
+    },
+    MethodSpec {
+        streaming: true,
+        ..m(MONITOR_EXPORT, Access::User, KIB, MIB)
     },
     m(RESOLVE_TOKEN, Access::User, KIB, 64 * KIB),
     m(NODE_REGISTER, Access::Public, 64 * KIB, 64 * KIB),

@@ -28,6 +28,15 @@ pub struct ConfigFile {
     pub log_level: Option<String>,
     /// `log_json`.
     pub log_json: Option<bool>,
+    /// `log_file`: also write the log to this file (a path ending in `/` names a directory,
+    /// the file then being `nomad.log`).
+    pub log_file: Option<String>,
+    /// `log_rotate_bytes`: rotate the log file once it holds this many bytes (0: no limit).
+    pub log_rotate_bytes: Option<i64>,
+    /// `log_rotate_duration`: rotate the log file when it is this old (Go duration, `24h`).
+    pub log_rotate_duration: Option<String>,
+    /// `log_rotate_max_files`: rotated files kept (0: all).
+    pub log_rotate_max_files: Option<i64>,
     /// `enable_debug`.
     pub enable_debug: Option<bool>,
     /// `http_api_response_headers { "X-Name" = "value" }`.
@@ -48,6 +57,12 @@ pub struct ConfigFile {
     pub tls: Option<TlsFile>,
     /// `limits { ... }`.
     pub limits: Option<LimitsFile>,
+    /// `telemetry { ... }`.
+    pub telemetry: Option<super::telemetry::TelemetryFile>,
+    /// Nomad's keys Caravan keeps without acting on them (`consul`, `server.raft_multiplier`,
+    /// …), taken out of the tree before it is checked.
+    #[serde(skip)]
+    pub nomad_only: super::nomad_only::NomadOnly,
 }
 
 /// `ports { http = 4646 rpc = 4647 serf = 4648 }`.
@@ -222,8 +237,18 @@ pub fn parse_config(origin: &str, text: &str, format: Format) -> Result<ConfigSo
     Ok(ConfigSource { tree })
 }
 
-/// Validates a tree against [`ConfigFile`], naming the key path of the first problem.
+/// Validates a tree against [`ConfigFile`], naming the key path of the first problem. Nomad's
+/// keys for what Caravan lacks are set aside first ([`NomadOnly`](super::NomadOnly)); any other
+/// unknown key is an error.
 fn check_tree(origin: &str, text: &str, tree: &Value) -> Result<ConfigFile, CoreError> {
+    let mut tree = tree.clone();
+    let nomad_only = super::nomad_only::NomadOnly::take(&mut tree);
+    let mut file = check_known(origin, text, &tree)?;
+    file.nomad_only = nomad_only;
+    Ok(file)
+}
+
+fn check_known(origin: &str, text: &str, tree: &Value) -> Result<ConfigFile, CoreError> {
     serde_path_to_error::deserialize::<_, ConfigFile>(tree).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
@@ -358,10 +383,17 @@ fn hcl_error_message(e: &hcl::Error) -> String {
     }
 }
 
-/// Two `server { }` blocks in one file arrive as an array of objects: merge them into one object.
+/// Blocks that may be given several times and stay a list (Nomad's `Consuls` and `Vaults`).
+const LISTED_BLOCKS: [&str; 2] = ["consul", "vault"];
+
+/// Two `server { }` blocks in one file arrive as an array of objects: merge them into one object
+/// (`consul` and `vault` blocks stay a list: each is an integration of its own).
 fn merge_repeated_blocks(mut tree: Value) -> Value {
     if let Value::Object(map) = &mut tree {
-        for value in map.values_mut() {
+        for (key, value) in map.iter_mut() {
+            if LISTED_BLOCKS.contains(&key.as_str()) {
+                continue;
+            }
             if let Value::Array(items) = value
                 && !items.is_empty()
                 && items.iter().all(Value::is_object)

@@ -2,7 +2,9 @@
 //! validation into a resolved [`AgentConfig`].
 
 pub mod file;
+pub mod nomad_only;
 pub(crate) mod oneline;
+pub mod telemetry;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -17,6 +19,9 @@ pub use file::{
 
 use crate::CoreError;
 use crate::duration::parse_go_duration;
+pub use crate::logfile::LogFileConfig;
+pub use nomad_only::NomadOnly;
+pub use telemetry::TelemetryConfig;
 
 /// The scheduler types a worker can serve, in Nomad's default order (`_core` last).
 pub const SCHEDULER_TYPES: [&str; 5] = ["service", "batch", "system", "sysbatch", "_core"];
@@ -201,6 +206,8 @@ pub struct AgentConfig {
     pub log_level: LogLevel,
     /// JSON log lines.
     pub log_json: bool,
+    /// The log file, when `log_file` is set.
+    pub log_file: Option<LogFileConfig>,
     /// Debug endpoints without ACLs.
     pub enable_debug: bool,
     /// Headers set on every HTTP API response.
@@ -221,6 +228,10 @@ pub struct AgentConfig {
     pub tls: TlsConfig,
     /// Connection limits.
     pub limits: Limits,
+    /// The `telemetry` block, with Nomad's defaults.
+    pub telemetry: TelemetryConfig,
+    /// Nomad's keys for what Caravan lacks, kept to be shown (and named at start).
+    pub nomad_only: NomadOnly,
     /// Dev mode.
     pub dev_mode: bool,
     /// The configuration files that were read, in order.
@@ -291,6 +302,12 @@ impl AgentConfig {
                 "log_level: invalid log level {log_level_text:?} (want trace, debug, info, warn or error)"
             ))
         })?;
+        let log_file = resolve_log_file(
+            file.log_file,
+            file.log_rotate_bytes,
+            file.log_rotate_duration,
+            file.log_rotate_max_files,
+        )?;
         let acl_enabled = file.acl.and_then(|a| a.enabled).unwrap_or(false);
         if !server.enabled && !client.enabled {
             return Err(invalid(
@@ -310,6 +327,7 @@ impl AgentConfig {
             bind_addr,
             log_level,
             log_json: file.log_json.unwrap_or(false),
+            log_file,
             enable_debug: file.enable_debug.unwrap_or(false),
             http_api_response_headers: file.http_api_response_headers.unwrap_or_default(),
             ports,
@@ -320,6 +338,8 @@ impl AgentConfig {
             acl_enabled,
             tls: resolve_tls(file.tls.unwrap_or_default())?,
             limits: resolve_limits(file.limits.unwrap_or_default())?,
+            telemetry: TelemetryConfig::resolve(file.telemetry.unwrap_or_default())?,
+            nomad_only: file.nomad_only,
             dev_mode,
             files,
         };
@@ -354,6 +374,40 @@ fn parse_duration(
         None => Ok(default),
         Some(t) => parse_go_duration(&t).map_err(|e| invalid(format!("{key}: {e}"))),
     }
+}
+
+/// `log_file` and its rotation keys. Nomad takes a negative byte or file count and a zero
+/// period silently (a negative count even makes its pruning index past its list); here they are
+/// value errors naming the key.
+fn resolve_log_file(
+    path: Option<String>,
+    bytes: Option<i64>,
+    duration: Option<String>,
+    max_files: Option<i64>,
+) -> Result<Option<LogFileConfig>, CoreError> {
+    let bytes = match bytes {
+        Some(n) if n < 0 => {
+            return Err(invalid(format!("log_rotate_bytes: {n} is negative")));
+        }
+        n => n.unwrap_or(0) as u64,
+    };
+    let max_files = match max_files {
+        Some(n) if n < 0 => {
+            return Err(invalid(format!("log_rotate_max_files: {n} is negative")));
+        }
+        n => usize::try_from(n.unwrap_or(0)).unwrap_or(usize::MAX),
+    };
+    let period = parse_duration(
+        "log_rotate_duration",
+        duration.filter(|d| !d.is_empty()),
+        crate::logfile::DEFAULT_ROTATE_DURATION,
+    )?;
+    if period.is_zero() {
+        return Err(invalid(
+            "log_rotate_duration: must be longer than 0s".to_string(),
+        ));
+    }
+    Ok(non_empty(path).map(|p| LogFileConfig::new(&p, bytes, period, max_files)))
 }
 
 fn resolve_ports(p: file::PortsFile) -> Ports {
@@ -686,6 +740,22 @@ mod tests {
                 "server.node_gc_threshold: time: unknown unit",
             ),
             (
+                "data_dir = \"/d\"\nlog_file = \"/l/\"\nlog_rotate_bytes = -1\nclient {\n enabled = true\n}\n",
+                "log_rotate_bytes: -1 is negative",
+            ),
+            (
+                "data_dir = \"/d\"\nlog_rotate_max_files = -2\nclient {\n enabled = true\n}\n",
+                "log_rotate_max_files: -2 is negative",
+            ),
+            (
+                "data_dir = \"/d\"\nlog_rotate_duration = \"1d\"\nclient {\n enabled = true\n}\n",
+                "log_rotate_duration: time: unknown unit",
+            ),
+            (
+                "data_dir = \"/d\"\nlog_rotate_duration = \"0s\"\nclient {\n enabled = true\n}\n",
+                "log_rotate_duration: must be longer than 0s",
+            ),
+            (
                 "data_dir = \"/d\"\nadvertise {\n rpc = \"host\"\n}\nclient {\n enabled = true\n}\n",
                 "advertise.rpc:",
             ),
@@ -702,6 +772,183 @@ mod tests {
             let err = resolve(text, false).unwrap_err().to_string();
             assert!(err.contains(want), "{text:?}: got {err:?}, want {want:?}");
         }
+    }
+
+    #[test]
+    fn log_file_keys_resolve() {
+        let c = resolve("", true).unwrap();
+        assert_eq!(c.log_file, None);
+        let c = resolve(
+            "log_file = \"/var/log/c/\"\nlog_rotate_bytes = 1000\nlog_rotate_duration = \"1h\"\nlog_rotate_max_files = 3\n",
+            true,
+        )
+        .unwrap();
+        let f = c.log_file.unwrap();
+        assert_eq!(f.active_path(), "/var/log/c/nomad.log");
+        assert_eq!((f.rotate_bytes, f.max_files), (1000, 3));
+        assert_eq!(f.rotate_duration, Duration::from_secs(3600));
+        let c = resolve("log_file = \"/l/a.log\"\n", true).unwrap();
+        let f = c.log_file.unwrap();
+        assert_eq!((f.rotate_bytes, f.max_files), (0, 0));
+        assert_eq!(f.rotate_duration, crate::logfile::DEFAULT_ROTATE_DURATION);
+    }
+
+    /// A server and client configuration as Nomad's documentation writes them, with blocks for
+    /// subsystems Caravan lacks: it loads, and each such key is named once.
+    #[test]
+    fn real_nomad_files_load() {
+        let text = r#"
+datacenter = "dc1"
+data_dir   = "/opt/nomad/data"
+log_include_location = true
+leave_on_terminate = true
+server {
+  enabled          = true
+  bootstrap_expect = 3
+  heartbeat_grace  = "10s"
+  job_gc_threshold = "4h"
+  default_scheduler_config {
+    scheduler_algorithm = "spread"
+    preemption_config {
+      batch_scheduler_enabled = true
+    }
+  }
+}
+client {
+  enabled = true
+  node_pool = "prod"
+  options {
+    "driver.raw_exec.enable" = "1"
+  }
+  host_volume "data" {
+    path      = "/srv/data"
+    read_only = false
+  }
+  reserved {
+    cpu    = 500
+    memory = 512
+  }
+}
+acl {
+  enabled           = true
+  token_ttl         = "30s"
+  replication_token = "a-secret"
+}
+tls {
+  http = false
+  verify_server_hostname = true
+}
+consul {
+  address = "127.0.0.1:8500"
+  token   = "consul-secret"
+  auto_advertise = true
+}
+consul {
+  name    = "other"
+  address = "10.0.0.2:8500"
+}
+vault {
+  enabled = true
+  address = "https://vault.service.consul:8200"
+}
+telemetry {
+  collection_interval        = "5s"
+  disable_hostname           = true
+  prometheus_metrics         = true
+  publish_allocation_metrics = true
+  publish_node_metrics       = true
+  circonus_api_token         = "circ-secret"
+}
+plugin "docker" {
+  config {
+    allow_privileged = true
+    volumes {
+      enabled = true
+    }
+  }
+}
+plugin "raw_exec" {
+  config {
+    enabled = true
+  }
+}
+ui {
+  enabled = true
+  label {
+    text = "prod"
+  }
+}
+autopilot {
+  cleanup_dead_servers = true
+  last_contact_threshold = "200ms"
+}
+audit {
+  enabled = true
+}
+"#;
+        let c = resolve(text, false).unwrap();
+        assert_eq!(
+            c.nomad_only.paths(),
+            [
+                "log_include_location",
+                "leave_on_terminate",
+                "consul",
+                "vault",
+                "ui",
+                "autopilot",
+                "plugin",
+                "audit",
+                "server.job_gc_threshold",
+                "server.default_scheduler_config",
+                "client.node_pool",
+                "client.options",
+                "client.reserved",
+                "client.host_volume",
+                "acl.token_ttl",
+                "acl.replication_token",
+                "tls.verify_server_hostname",
+            ]
+        );
+        assert!(c.server.enabled && c.client.enabled && c.acl_enabled);
+        assert_eq!(c.server.bootstrap_expect, 3);
+        let consuls = c.nomad_only.get("consul").unwrap().as_array().unwrap();
+        assert_eq!(consuls.len(), 2, "two consul blocks stay two");
+        let plugins = c.nomad_only.get("plugin").unwrap();
+        assert!(plugins.get("docker").is_some() && plugins.get("raw_exec").is_some());
+        assert!(c.telemetry.prometheus_metrics && c.telemetry.disable_hostname);
+        assert_eq!(c.telemetry.collection_interval(), Duration::from_secs(5));
+        assert_eq!(c.telemetry.circonus[0], "circ-secret");
+        let debug = format!("{c:?}");
+        for secret in ["a-secret", "consul-secret", "circ-secret"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        // A key Nomad does not have is still an error naming it.
+        let err = resolve("consul {\n address = \"x\"\n}\nserver {\n heartbeat_grace = \"1s\"\n hartbeat_grace = \"1s\"\n}\n", true)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "t.hcl:6: unknown key server.hartbeat_grace"
+        );
+        let err = resolve("consull {\n}\n", true).unwrap_err();
+        assert_eq!(err.to_string(), "t.hcl:1: unknown key consull");
+        // Telemetry's keys are typed and its durations checked.
+        let err = resolve("telemetry {\n prometheus_metrics = \"yes\"\n}\n", true).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("telemetry.prometheus_metrics: invalid type"),
+            "{err}"
+        );
+        let err = resolve("telemetry {\n collection_interval = \"1d\"\n}\n", true).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("telemetry.collection_interval: time: unknown unit"),
+            "{err}"
+        );
+        let err = resolve("telemetry {\n bogus = 1\n}\n", true).unwrap_err();
+        assert_eq!(err.to_string(), "t.hcl:2: unknown key telemetry.bogus");
+        let d = resolve("", true).unwrap();
+        assert_eq!(d.telemetry, TelemetryConfig::default());
+        assert_eq!(d.nomad_only, NomadOnly::default());
     }
 
     #[test]

@@ -10,8 +10,8 @@ use caravan_agent_core::query::{Indexed, ReadOptions, StateAnswer, StateQuery};
 use caravan_agent_core::sched::{SchedulerConfig, WorkerInfo};
 use caravan_cluster::{ClusterError, Command, Outcome, raft_id, seed};
 use caravan_http::api::{
-    AclWriteError, ForwardedHead, ForwardedRequest, JobWriteError, JobWriteResult, JoinResult,
-    MonitorRequest, ProfileRequest, ReadError, RestoreError,
+    AclWriteError, ExportRequest, ForwardedHead, ForwardedRequest, JobWriteError, JobWriteResult,
+    JoinResult, MonitorRequest, ProfileRequest, ReadError, RestoreError,
 };
 use caravan_http::dto::{HostData, MembersResponse, RaftConfigurationDto, RaftServerDto};
 use caravan_http::{Acls, ApiError, Forwarding, Jobs, Membership, Operator, Remote, Schedulers};
@@ -293,6 +293,18 @@ impl Forwarding for ServerRole {
             }
         }
         .map_err(ApiError::from_message)
+    }
+
+    async fn remote_export(
+        &self,
+        server: &str,
+        token: Option<&str>,
+        request: ExportRequest,
+    ) -> Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, ApiError> {
+        let addr = self.server_rpc(server).map_err(ApiError::from_message)?;
+        self.rpc
+            .stream_coded(addr, m::MONITOR_EXPORT, token, &request, PING_TIMEOUT)
+            .await
     }
 }
 

@@ -159,3 +159,116 @@ async fn force_leave_passes_node_and_prune() {
         "a refused request reaches the agent"
     );
 }
+
+/// Nomad's blocks for what Caravan lacks appear in `/v1/agent/self` under Nomad's names, every
+/// secret `<redacted>` when set and `""` when not; the telemetry block with Nomad's defaults.
+#[tokio::test]
+async fn self_shows_nomad_blocks_with_secrets_redacted() {
+    let hcl = r#"
+leave_on_terminate = true
+consul {
+  address = "127.0.0.1:8500"
+  token   = "consul-secret"
+  ssl     = true
+  auth    = "user:consul-password"
+}
+vault {
+  enabled = true
+  address = "https://vault:8200"
+  token   = "vault-secret"
+}
+acl {
+  token_ttl         = "30s"
+  replication_token = "replication-secret"
+}
+server {
+  heartbeat_grace = "10s"
+}
+client {
+  node_pool = "prod"
+}
+tls {
+  verify_server_hostname = true
+}
+telemetry {
+  prometheus_metrics = true
+  collection_interval = "5s"
+  circonus_api_token = "circonus-secret"
+}
+plugin "docker" {
+  config {
+    auth {
+      password = "registry-secret"
+    }
+  }
+}
+ui {
+  enabled = false
+}
+keyring "awskms" {
+  active = true
+  name   = "primary"
+  config {
+    kms_key_id = "kms-secret"
+  }
+}
+"#;
+    let t = TestApp::new(hcl);
+    let got = t.call("GET", "/v1/agent/self", None, "").await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    for secret in [
+        "consul-secret",
+        "consul-password",
+        "vault-secret",
+        "replication-secret",
+        "circonus-secret",
+        "registry-secret",
+        "kms-secret",
+    ] {
+        assert!(!got.body.contains(secret), "{secret} shown: {}", got.body);
+    }
+    let v: serde_json::Value = serde_json::from_str(&got.body).unwrap();
+    let c = &v["config"];
+    assert_eq!(c["LeaveOnTerm"], true);
+    assert_eq!(c["LeaveOnInt"], false);
+    assert_eq!(c["Consuls"][0]["Token"], "<redacted>");
+    assert_eq!(c["Consuls"][0]["Auth"], "<redacted>");
+    assert_eq!(c["Consuls"][0]["Addr"], "127.0.0.1:8500");
+    assert_eq!(c["Consuls"][0]["EnableSSL"], true);
+    assert_eq!(c["Consuls"][0]["Name"], "default");
+    assert_eq!(c["Vaults"][0]["Token"], "<redacted>");
+    assert_eq!(c["Vaults"][0]["Addr"], "https://vault:8200");
+    assert_eq!(c["ACL"]["ReplicationToken"], "<redacted>");
+    assert_eq!(c["ACL"]["TokenTTL"], 30_000_000_000u64);
+    assert_eq!(c["Server"]["HeartbeatGrace"], 10_000_000_000u64);
+    assert_eq!(c["Client"]["NodePool"], "prod");
+    assert_eq!(c["TLSConfig"]["VerifyServerHostname"], true);
+    let tel = &c["Telemetry"];
+    assert_eq!(tel["PrometheusMetrics"], true);
+    assert_eq!(tel["CollectionInterval"], "5s");
+    assert_eq!(tel["InMemoryCollectionInterval"], "10s");
+    assert_eq!(tel["InMemoryRetentionPeriod"], "1m");
+    assert_eq!(tel["CirconusAPIToken"], "<redacted>");
+    assert_eq!(tel["CirconusAPIApp"], "");
+    assert_eq!(tel["DisableAllocationHookMetrics"], false);
+    assert_eq!(tel["FilterDefault"], serde_json::Value::Null);
+    assert_eq!(c["Plugins"][0]["Name"], "docker");
+    assert_eq!(c["Plugins"][0]["Config"]["auth"], "<redacted>");
+    assert_eq!(c["UI"]["Enabled"], false);
+    assert_eq!(
+        c["KEKProviders"][0],
+        serde_json::json!({"Provider": "awskms", "Name": "primary", "Active": true})
+    );
+    assert_eq!(c["Audit"], serde_json::Value::Null);
+
+    // Unset secrets are "", not absent; the integrations are empty lists.
+    let t = TestApp::new("consul {\n address = \"x\"\n}\n");
+    let v: serde_json::Value =
+        serde_json::from_str(&t.call("GET", "/v1/agent/self", None, "").await.body).unwrap();
+    let c = &v["config"];
+    assert_eq!(c["Consuls"][0]["Token"], "");
+    assert_eq!(c["Vaults"], serde_json::json!([]));
+    assert_eq!(c["ACL"]["ReplicationToken"], "");
+    assert_eq!(c["Telemetry"]["CirconusAPIToken"], "");
+    assert_eq!(c["Telemetry"]["PrometheusMetrics"], false);
+}

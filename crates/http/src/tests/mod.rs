@@ -10,7 +10,9 @@
 mod acl;
 mod agent;
 mod app;
+mod export;
 mod jobs;
+mod metrics;
 mod monitor;
 mod operator;
 mod pprof;
@@ -286,6 +288,22 @@ impl crate::Debugging for DebugFake {
     ) -> Result<Vec<u8>, crate::ApiError> {
         Ok(request.name.into_bytes())
     }
+    /// The request it was given, as one line of text.
+    async fn export_logs(
+        &self,
+        r: crate::api::ExportRequest,
+    ) -> Result<tokio::sync::mpsc::Receiver<Bytes>, crate::ApiError> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let line = format!(
+            "on_disk={} follow={} since={} service={}",
+            r.on_disk,
+            r.follow,
+            caravan_agent_core::duration::format_go_duration(r.logs_since),
+            r.service_name
+        );
+        tx.send(Bytes::from(line)).await.ok();
+        Ok(rx)
+    }
 }
 
 /// An application over the focused fakes, and the fakes to look into.
@@ -322,6 +340,7 @@ impl TestApp {
                     hub: MonitorHub::new(),
                 }))
                 .operator(Arc::new(operator::OperatorFake))
+                .metrics(crate::metrics::MetricsSink::new())
                 .reload(Arc::new(operator::ReloadFake(
                     info.config.node_name.clone(),
                 )));
