@@ -544,4 +544,64 @@ async fn one_connection_registers_a_bounded_number_of_nodes() {
         "{err:?}"
     );
     assert_eq!(nodes(&agent).await.len(), 64);
+
+    // Calls that the node's secret does not back are refused before anything is written.
+    let raft_index = async || {
+        let s = agent.get("/v1/agent/self").await.json();
+        s["stats"]["raft"]["last_log_index"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let before = raft_index().await;
+    let refused = [
+        (
+            caravan_rpc::method::NODE_UPDATE_ALLOC,
+            json!({"node_id": "stranger-1", "secret_id": "wrong", "updates": {"a": "running"}}),
+            403,
+        ),
+        (
+            caravan_rpc::method::NODE_UPDATE_ALLOC,
+            json!({"node_id": "stranger-1", "secret_id": "secret-1", "updates": {"not-on-it": "running"}}),
+            400,
+        ),
+        (
+            caravan_rpc::method::NODE_UPDATE_STATUS,
+            json!({"node_id": "stranger-1", "secret_id": "secret-1", "status": "down"}),
+            400,
+        ),
+        (
+            caravan_rpc::method::NODE_UPDATE_STATUS,
+            json!({"node_id": "stranger-1", "secret_id": "wrong", "status": "ready"}),
+            403,
+        ),
+    ];
+    for (method, body, code) in refused {
+        let err = rpc
+            .call(agent.rpc, method, None, body.to_string().into_bytes())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, caravan_rpc::RpcError::Remote { code: c, .. } if *c == code),
+            "{method} {body}: {err:?}"
+        );
+    }
+    let mut wrong = register(1);
+    wrong = String::from_utf8(wrong)
+        .unwrap()
+        .replace("secret-1", "another")
+        .into_bytes();
+    let err = rpc
+        .call(agent.rpc, caravan_rpc::method::NODE_REGISTER, None, wrong)
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:?}").contains("node secret ID does not match"),
+        "{err:?}"
+    );
+    assert_eq!(
+        raft_index().await,
+        before,
+        "a refused node call wrote to the log"
+    );
 }

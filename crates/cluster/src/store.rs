@@ -111,6 +111,42 @@ impl Tables {
         self.ready.0 = None;
     }
 
+    fn check_alloc_updates(
+        &self,
+        node_id: &str,
+        secret: &str,
+        updates: &[(String, String)],
+    ) -> Result<(), String> {
+        let Some(node) = self.nodes.get(node_id) else {
+            return Err(format!("node not found: {node_id:?}"));
+        };
+        if !caravan_agent_core::acl::secrets_equal(&node.secret_id, secret) {
+            return Err("node secret ID does not match".into());
+        }
+        if updates.len() > MAX_ALLOC_UPDATES {
+            return Err(format!(
+                "{} allocation updates; at most {MAX_ALLOC_UPDATES}",
+                updates.len()
+            ));
+        }
+        for (id, status) in updates {
+            if !ALLOC_CLIENT_STATUSES.contains(&status.as_str()) {
+                return Err(format!(
+                    "Alloc.ClientStatus: invalid status {status:?} (want running, complete or failed)"
+                ));
+            }
+            match self.allocs.get(id) {
+                Some(a) if a.node_id == node_id => {}
+                _ => {
+                    return Err(format!(
+                        "allocation {id:?} is not placed on node {node_id:?}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Allocations of `job` (by the index).
     fn job_allocs(&self, job: &str) -> impl Iterator<Item = &Allocation> {
         self.by.of_job(job).filter_map(|id| self.allocs.get(id))
@@ -603,6 +639,39 @@ impl Store {
         Ok(out)
     }
 
+    /// The checks of an allocation report, made by the server that takes it (before anything is
+    /// written) and again by the state machine: the node exists, the secret is its own, at
+    /// most [`MAX_ALLOC_UPDATES`] updates, each a known client status for an allocation on
+    /// that node.
+    pub fn check_alloc_updates(
+        &self,
+        node_id: &str,
+        secret: &str,
+        updates: &[(String, String)],
+    ) -> Result<(), String> {
+        self.tables
+            .lock()
+            .check_alloc_updates(node_id, secret, updates)
+    }
+
+    /// The checks of a registration that the server makes before writing (the state machine
+    /// makes them again): an existing node keeps its secret.
+    pub fn check_registration(&self, node: &Node) -> Result<(), String> {
+        let t = self.tables.lock();
+        match t.nodes.get(&node.id) {
+            Some(p)
+                if !p.secret_id.is_empty()
+                    && !caravan_agent_core::acl::secrets_equal(&p.secret_id, &node.secret_id) =>
+            {
+                Err("node secret ID does not match. Not registering node.".into())
+            }
+            None if t.nodes.len() >= MAX_NODES => {
+                Err(format!("too many nodes: at most {MAX_NODES}"))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// A client reports its allocations' client status at `index` (`running` once it has one,
     /// `complete` once it stopped one, `failed`). Each allocation must be placed on that node,
     /// and the node's `secret` must match. A status that does not move forward is ignored.
@@ -614,33 +683,7 @@ impl Store {
         updates: &[(String, String)],
     ) -> Result<(), String> {
         let mut t = self.tables.lock();
-        let Some(node) = t.nodes.get(node_id) else {
-            return Err(format!("node not found: {node_id:?}"));
-        };
-        if !caravan_agent_core::acl::secrets_equal(&node.secret_id, secret) {
-            return Err("node secret ID does not match".into());
-        }
-        if updates.len() > MAX_ALLOC_UPDATES {
-            return Err(format!(
-                "{} allocation updates; at most {MAX_ALLOC_UPDATES}",
-                updates.len()
-            ));
-        }
-        for (id, status) in updates {
-            if !ALLOC_CLIENT_STATUSES.contains(&status.as_str()) {
-                return Err(format!(
-                    "Alloc.ClientStatus: invalid status {status:?} (want running, complete or failed)"
-                ));
-            }
-            match t.allocs.get(id) {
-                Some(a) if a.node_id == node_id => {}
-                _ => {
-                    return Err(format!(
-                        "allocation {id:?} is not placed on node {node_id:?}"
-                    ));
-                }
-            }
-        }
+        t.check_alloc_updates(node_id, secret, updates)?;
         for (id, status) in updates {
             let forward = t.allocs.get(id).is_some_and(|a| {
                 match (a.client_status.as_str(), status.as_str()) {

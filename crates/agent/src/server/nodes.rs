@@ -108,10 +108,21 @@ fn coded_404(text: String) -> String {
     format!("RPC Error:: 404,{text}")
 }
 
+/// The statuses a client may report for its own node.
+const CLIENT_STATUSES: [&str; 2] = ["ready", "initializing"];
+
+/// A check's refusal as a client sees it (`node not found` is a 404, so it registers again).
+fn refused(why: String) -> Refusal {
+    cluster_refusal(ClusterError::Refused(why))
+}
+
 /// A cluster error as the refusal a client sees (a refused write keeps its reason).
 fn cluster_refusal(e: ClusterError) -> Refusal {
     match e {
         ClusterError::Refused(why) if why.starts_with("node not found") => Refusal::new(404, why),
+        ClusterError::Refused(why) if why.starts_with("node secret ID does not match") => {
+            Refusal::new(403, why)
+        }
         ClusterError::Refused(why) => Refusal::bad_request(why),
         other => Refusal::internal(other.to_string()),
     }
@@ -185,6 +196,11 @@ impl ServerRole {
         if call.peer.role == Role::Anonymous && self.config().acl_enabled {
             tracing::debug!(target: "client", node_id = %id, peer = %call.peer.addr, "node registers without a client certificate");
         }
+        self.cluster
+            .state()
+            .store()
+            .check_registration(&node)
+            .map_err(refused)?;
         self.nodes.admit(&id, &call.conn)?;
         let command = Command::NodeRegister { node, seed: seed() };
         self.cluster
@@ -202,6 +218,13 @@ impl ServerRole {
     pub async fn node_update_status(&self, call: &Call) -> Result<Reply, Refusal> {
         self.node_caller(call)?;
         let request: UpdateStatusRequest = decode(&call.body)?;
+        // A client reports itself up; only the leader's timer marks a node down.
+        if !CLIENT_STATUSES.contains(&request.status.as_str()) {
+            return Err(Refusal::bad_request(format!(
+                "Node.Status: a client may report {CLIENT_STATUSES:?}, not {:?}",
+                request.status
+            )));
+        }
         let forwarded = request.forwarded && call.peer.role == Role::Server;
         if forwarded && !self.is_leader() {
             return Err(Refusal::internal("No cluster leader"));
@@ -256,10 +279,17 @@ impl ServerRole {
     pub async fn node_update_alloc(&self, call: &Call) -> Result<Reply, Refusal> {
         self.node_caller(call)?;
         let request: AllocUpdateRequest = decode(&call.body)?;
+        let updates: Vec<(String, String)> = request.updates.into_iter().collect();
+        // Checked here before anything is written (and again when applied).
+        self.cluster
+            .state()
+            .store()
+            .check_alloc_updates(&request.node_id, &request.secret_id, &updates)
+            .map_err(refused)?;
         let command = Command::AllocClientUpdate {
             node_id: request.node_id,
             secret_id: request.secret_id,
-            updates: request.updates.into_iter().collect(),
+            updates,
         };
         self.cluster
             .write(&command)
