@@ -605,3 +605,94 @@ async fn one_connection_registers_a_bounded_number_of_nodes() {
         "a refused node call wrote to the log"
     );
 }
+
+#[tokio::test]
+async fn a_server_that_cannot_authenticate_servers_gives_clients_only_itself() {
+    // ACLs on, no gossip key, no TLS: a single server, as the agent allows. A stranger joins
+    // the gossip pool claiming to be a server of the region; clients must never be sent to it.
+    let (ps, pr) = (Ports::free(), Ports::free());
+    let (ds, dr, dc) = (Scratch::new(), Scratch::new(), Scratch::new());
+    let server = Agent::start_at(
+        ps,
+        &[
+            "-server",
+            "-acl-enabled",
+            &format!("-data-dir={}", ds.0.display()),
+        ],
+        "name = \"real\"\nbind_addr = \"127.0.0.1\"\nserver {\n  bootstrap_expect = 1\n}\n",
+    )
+    .await;
+    server.wait_raft_leader().await;
+    let rogue_hcl = format!(
+        "name = \"rogue\"\nbind_addr = \"127.0.0.1\"\nserver {{\n  bootstrap_expect = 1\n  server_join {{\n    retry_join = [\"127.0.0.1:{}\"]\n    retry_interval = \"200ms\"\n  }}\n}}\n",
+        ps.serf
+    );
+    let rogue = Agent::start_at(
+        pr,
+        &["-server", &format!("-data-dir={}", dr.0.display())],
+        &rogue_hcl,
+    )
+    .await;
+    let mgmt = crate::acl::bootstrap(&server).await;
+    let header = [("X-Nomad-Token", mgmt.as_str())];
+    eventually(
+        "the rogue's server tags in the real server's gossip",
+        Duration::from_secs(20),
+        async || {
+            let r = call(
+                server.http,
+                "GET",
+                "/v1/agent/members",
+                &header,
+                Bytes::new(),
+            )
+            .await
+            .ok()?;
+            let v = serde_json::from_str::<Value>(&r.text()).ok()?;
+            v["Members"]
+                .as_array()?
+                .iter()
+                .any(|m| m["Name"] == "rogue.global" && m["Tags"]["role"] == "nomad")
+                .then_some(())
+        },
+    )
+    .await;
+    let client = Agent::start(
+        &[
+            "-client",
+            "-acl-enabled",
+            &format!("-data-dir={}", dc.0.display()),
+            &format!("-servers={}", server.rpc),
+        ],
+        "name = \"c1\"\nbind_addr = \"127.0.0.1\"\n",
+    )
+    .await;
+    eventually(
+        "a few heartbeats answered",
+        Duration::from_secs(10),
+        async || {
+            let r = call(client.http, "GET", "/v1/agent/self", &header, Bytes::new())
+                .await
+                .ok()?;
+            let s = serde_json::from_str::<Value>(&r.text()).ok()?;
+            (s["stats"]["client"]["last_heartbeat"] != "0s").then_some(())
+        },
+    )
+    .await;
+    let r = call(
+        client.http,
+        "GET",
+        "/v1/agent/servers",
+        &header,
+        Bytes::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r.text(),
+        format!("[\"{}\"]", server.rpc),
+        "the client was given: {}",
+        r.text()
+    );
+    assert!(!r.text().contains(&rogue.rpc.to_string()));
+}

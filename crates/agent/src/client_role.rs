@@ -90,7 +90,9 @@ impl ClientRole {
     /// The servers known now.
     fn server_addrs(&self) -> Vec<SocketAddr> {
         match &self.node {
-            Some(node) => node.servers(),
+            // The server the node talks to first: what the agent asks goes where its
+            // heartbeats go.
+            Some(node) => node.servers_in_order(),
             None => self.servers.read().servers().to_vec(),
         }
     }
@@ -243,7 +245,9 @@ impl ClientRole {
 
 impl caravan_http::ServerList for ClientRole {
     fn servers(&self) -> Vec<String> {
-        self.server_addrs().iter().map(|a| a.to_string()).collect()
+        let mut servers: Vec<String> = self.server_addrs().iter().map(|a| a.to_string()).collect();
+        servers.sort();
+        servers
     }
 
     async fn set_servers(&self, addresses: Vec<String>) -> Result<(), String> {

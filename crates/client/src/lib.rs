@@ -151,7 +151,12 @@ impl NodeClient {
         allocs.abort();
     }
 
-    /// The servers in the order to try them: the preferred one first.
+    /// The servers in the order to try them: the one that answered last (or the one drawn at
+    /// the last rebalance) first.
+    pub fn servers_in_order(&self) -> Vec<SocketAddr> {
+        self.rotation()
+    }
+
     fn rotation(&self) -> Vec<SocketAddr> {
         let mut servers = self.servers();
         if !servers.is_empty() {

@@ -144,13 +144,23 @@ impl ServerRole {
     fn heartbeat_reply(&self, ttl: Duration) -> HeartbeatReply {
         HeartbeatReply {
             heartbeat_ttl_ms: ttl.as_millis() as u64,
-            servers: self
-                .region_servers()
-                .into_iter()
-                .map(|s| s.rpc.to_string())
-                .collect(),
+            servers: self.servers_for_clients(),
             leader: self.leader(),
         }
+    }
+
+    /// The servers a heartbeat answer gives clients: the region's alive servers from gossip,
+    /// but only this server when it cannot authenticate servers (gossip tags are claims that,
+    /// unchecked, would send clients and their secrets to whoever made them).
+    fn servers_for_clients(&self) -> Vec<String> {
+        if !self.rpc.confirms_servers() {
+            return vec![self.config().advertise.rpc.to_string()];
+        }
+        self.region_servers()
+            .into_iter()
+            .filter(|s| s.status == caravan_agent_core::member::MemberStatus::Alive)
+            .map(|s| s.rpc.to_string())
+            .collect()
     }
 
     /// A heartbeat: on the leader its timer is re-armed here; a follower passes it on.
