@@ -22,9 +22,14 @@ fn load_or_create_id(path: &Path) -> Result<String, String> {
     if let Ok(text) = std::fs::read_to_string(path) {
         let id = text.trim().to_string();
         if uuid::Uuid::parse_str(&id).is_ok() {
+            // A file restored from a backup keeps no mode of ours: set it again.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
             return Ok(id);
         }
-        return Err(format!("{}: not a valid UUID: {id:?}", path.display()));
+        // Never the contents: the file may hold a secret (the node's).
+        return Err(format!("{}: not a valid UUID", path.display()));
     }
     let id = uuid::Uuid::new_v4().to_string();
     let tmp = path.with_extension("tmp");

@@ -231,7 +231,7 @@ impl Cluster {
         let changes = self.state.node_changes(node);
         loop {
             // Registered before the check, so a change between the two is not missed.
-            let changed = changes.notified();
+            let changed = changes.notify().notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
             let store = self.state.store();

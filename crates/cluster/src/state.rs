@@ -34,6 +34,33 @@ fn clamp_acl(acl: &mut AclState, at: u64) {
 /// The longest job or node ID a command may name.
 pub const MAX_ID_BYTES: usize = 128;
 
+/// A waiter's handle on a node's wakeups ([`ClusterState::node_changes`]).
+pub struct NodeChanges<'a> {
+    state: &'a ClusterState,
+    node: String,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl NodeChanges<'_> {
+    /// The wakeup to wait on.
+    pub fn notify(&self) -> &tokio::sync::Notify {
+        &self.notify
+    }
+}
+
+impl Drop for NodeChanges<'_> {
+    fn drop(&mut self) {
+        let mut watch = self.state.node_watch.lock();
+        // Released under the lock, so two waiters leaving at once cannot both see the other.
+        let mine = std::mem::take(&mut self.notify);
+        // Ours and the map's: no other waiter left.
+        if Arc::strong_count(&mine) <= 2 {
+            watch.remove(&self.node);
+        }
+        drop(mine);
+    }
+}
+
 /// The replicated state, plus the leader's broker it feeds.
 pub struct ClusterState {
     acl: RwLock<AclTable>,
@@ -66,13 +93,20 @@ impl ClusterState {
         }
     }
 
-    /// What wakes the blocking allocation queries of `node` (one per node, kept).
-    pub fn node_changes(&self, node: &str) -> Arc<tokio::sync::Notify> {
-        self.node_watch
+    /// What wakes the blocking allocation queries of `node`: shared by its waiters, dropped
+    /// with the last of them (so the map holds only nodes someone waits for).
+    pub fn node_changes(&self, node: &str) -> NodeChanges<'_> {
+        let notify = self
+            .node_watch
             .lock()
             .entry(node.to_string())
             .or_default()
-            .clone()
+            .clone();
+        NodeChanges {
+            state: self,
+            node: node.to_string(),
+            notify,
+        }
     }
 
     /// Wakes the allocation queries of the nodes the last applies changed.
@@ -442,6 +476,19 @@ mod tests {
         assert_eq!(restored.acl.policies["a"].modify_index, 1);
         assert!(restored.tables.max_index() <= 1);
         assert_eq!(early.apply_command(2, policy("c")), Outcome::Acl(None));
+    }
+
+    #[test]
+    fn a_nodes_wakeup_lives_only_while_someone_waits() {
+        let s = state();
+        let a = s.node_changes("n1");
+        let b = s.node_changes("n1");
+        let c = s.node_changes("n2");
+        assert_eq!(s.node_watch.lock().len(), 2);
+        drop(a);
+        assert_eq!(s.node_watch.lock().len(), 2, "b still waits on n1");
+        drop((b, c));
+        assert!(s.node_watch.lock().is_empty());
     }
 
     /// The same seed proposed twice (a retried write, or a forged one) never reuses an ID.

@@ -35,14 +35,27 @@ pub const MAX_NODES_PER_CONN: usize = 64;
 pub struct NodeConns(
     Mutex<HashMap<String, Conn>>,
     Mutex<HashMap<SocketAddr, usize>>,
+    std::sync::atomic::AtomicUsize,
 );
 
 impl NodeConns {
     /// Records that `node_id` talks to this server over `conn`.
     fn hold(&self, node_id: &str, conn: &Conn) {
         let mut conns = self.0.lock();
-        if conns.len() > 4096 && !conns.contains_key(node_id) {
+        if let Some(held) = conns.get(node_id)
+            && !held.is_closed()
+            && held.peer().addr == conn.peer().addr
+        {
+            return; // the same connection (every heartbeat): nothing to do
+        }
+        // Closed connections are dropped when the map has doubled since the last sweep, so a
+        // sweep's cost is paid for by the insertions before it.
+        let sweep_at = self.2.load(std::sync::atomic::Ordering::Relaxed).max(4096);
+        if conns.len() >= sweep_at {
             conns.retain(|_, c| !c.is_closed());
+            self.1.lock().retain(|addr, _| conns.values().any(|c| c.peer().addr == *addr));
+            self.2
+                .store(conns.len().saturating_mul(2), std::sync::atomic::Ordering::Relaxed);
         }
         conns.insert(node_id.to_string(), conn.clone());
     }
@@ -59,16 +72,6 @@ impl NodeConns {
             return Ok(());
         }
         let mut counts = self.1.lock();
-        if counts.len() > 4096 {
-            let open: std::collections::HashSet<SocketAddr> = self
-                .0
-                .lock()
-                .values()
-                .filter(|c| !c.is_closed())
-                .map(|c| c.peer().addr)
-                .collect();
-            counts.retain(|addr, _| open.contains(addr));
-        }
         let n = counts.entry(conn.peer().addr).or_default();
         if *n >= MAX_NODES_PER_CONN {
             return Err(Refusal::new(
