@@ -604,6 +604,39 @@ async fn one_connection_registers_a_bounded_number_of_nodes() {
         before,
         "a refused node call wrote to the log"
     );
+
+    // HTTP.Forward carries only what agents pass on: not the agent's own write routes.
+    for (path, allowed) in [
+        ("/v1/agent/join?address=1.2.3.4:4648", false),
+        ("/v1/status/leader", true),
+    ] {
+        let request = caravan_agent_core::client_rpc::ForwardedRequest {
+            method: "PUT".into(),
+            path_and_query: path.into(),
+            content_type: None,
+            hops: 1,
+        };
+        let body = request.encode(b"").unwrap();
+        let answer = rpc
+            .stream(
+                agent.rpc,
+                caravan_rpc::method::HTTP_FORWARD,
+                None,
+                body,
+                Duration::from_secs(5),
+            )
+            .await;
+        match (answer, allowed) {
+            (Ok(_), true) => {}
+            (Err(caravan_rpc::RpcError::Remote { code: 403, message }), false) => {
+                assert!(
+                    message.contains("is not passed between agents"),
+                    "{message}"
+                )
+            }
+            (other, _) => panic!("{path}: {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]

@@ -77,6 +77,11 @@ impl HeartbeatTimers {
         self.by_deadline.insert((at, self.seq, node.to_string()));
     }
 
+    /// Whether `node` has a running timer.
+    pub fn contains(&self, node: &str) -> bool {
+        self.by_node.contains_key(node)
+    }
+
     /// Stops `node`'s timer (it went down or was removed).
     pub fn remove(&mut self, node: &str) {
         if let Some((at, seq)) = self.by_node.remove(node) {

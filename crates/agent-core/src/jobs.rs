@@ -460,6 +460,9 @@ pub const MAX_NODE_META_KEY_BYTES: usize = 128;
 /// The longest node secret, in bytes (Nomad's are UUIDs: 36).
 pub const MAX_NODE_SECRET_BYTES: usize = 128;
 
+/// The most bytes a node's metadata and attributes (keys and values) may take together.
+pub const MAX_NODE_META_TOTAL_BYTES: usize = 16 * 1024;
+
 /// The longest node metadata value, in bytes.
 pub const MAX_NODE_META_VALUE_BYTES: usize = 1024;
 
@@ -517,6 +520,32 @@ impl Node {
             return bad(format!(
                 "Node.Attributes: {} entries; at most {MAX_NODE_META}",
                 self.attributes.len()
+            ));
+        }
+        let texts = [
+            ("Node.ID", self.id.as_str()),
+            ("Node.Name", &self.name),
+            ("Node.Datacenter", &self.datacenter),
+            ("Node.NodeClass", &self.node_class),
+        ];
+        let pairs = self.meta.iter().chain(&self.attributes);
+        let fields = texts
+            .into_iter()
+            .chain(pairs.flat_map(|(k, v)| [("Node.Meta", k.as_str()), ("Node.Meta", v.as_str())]));
+        for (field, text) in fields {
+            if text.chars().any(char::is_control) {
+                return bad(format!("{field}: control characters are not allowed"));
+            }
+        }
+        let total: usize = self
+            .meta
+            .iter()
+            .chain(&self.attributes)
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        if total > MAX_NODE_META_TOTAL_BYTES {
+            return bad(format!(
+                "Node.Meta and Node.Attributes: {total} bytes; at most {MAX_NODE_META_TOTAL_BYTES}"
             ));
         }
         for (key, value) in self.meta.iter().chain(&self.attributes) {
@@ -820,10 +849,11 @@ mod tests {
                 n.node_class = long(128);
                 n.cpu = MAX_RESOURCE;
                 n.memory_mb = MAX_RESOURCE;
-                n.meta = meta(64, 128, 1024);
+                n.meta = meta(64, 128, 100); // 14,592 bytes in all, within 16 KiB
             },
             Ok(()),
         );
+        check(&|n| n.meta = meta(1, 128, 1024), Ok(()));
         check(&|n| n.name.clear(), Ok(()));
         // Bad.
         check(&|n| n.id.clear(), Err("Node.ID: missing node ID"));
@@ -882,6 +912,24 @@ mod tests {
         check(
             &|n| n.meta = BTreeMap::from([("rack".into(), long(1025))]),
             Err(r#"Node.Meta["rack"]: a value of 1025 bytes; at most 1024"#),
+        );
+        // Names reach logs: no control characters (a forged log line needs a newline).
+        check(
+            &|n| n.id = "n1\n[ERROR]forged".into(),
+            Err("Node.ID: control characters are not allowed"),
+        );
+        check(
+            &|n| n.name = "a\u{1b}[31m".into(),
+            Err("Node.Name: control characters are not allowed"),
+        );
+        check(
+            &|n| n.attributes = BTreeMap::from([("k".into(), "v\r".into())]),
+            Err("Node.Meta: control characters are not allowed"),
+        );
+        // 32 values of 1,000 bytes each fit one by one, not together.
+        check(
+            &|n| n.meta = meta(32, 8, 1000),
+            Err("Node.Meta and Node.Attributes: 32256 bytes; at most 16384"),
         );
     }
 }

@@ -166,7 +166,7 @@ impl Forwarding for ClientOnly {
             Remote::Node(id) => id,
             Remote::Server(id) => {
                 let path = format!("/v1/agent/host?{}", query(&[("server_id", id)]));
-                let body = collect(self.through_a_server(path, token).await?).await;
+                let body = collect(self.through_a_server(path, token).await?).await?;
                 let wrapped: WrappedHostData = serde_json::from_slice(&body)
                     .map_err(|e| format!("rpc error: bad reply: {e}"))?;
                 return Ok(wrapped.host_data);
@@ -205,7 +205,7 @@ impl Forwarding for ClientOnly {
                     .through_a_server(path, token)
                     .await
                     .map_err(ApiError::from_message)?;
-                return Ok(collect(rx).await);
+                return collect(rx).await.map_err(ApiError::from_message);
             }
         };
         let timeout = FORWARD_TIMEOUT + Duration::from_secs(request.seconds);
@@ -256,7 +256,7 @@ impl ClientOnly {
         if head.status == 200 {
             return Ok(rx);
         }
-        let text = String::from_utf8_lossy(&collect(rx).await).into_owned();
+        let text = String::from_utf8_lossy(&collect(rx).await?).into_owned();
         Err(coded(head.status, text))
     }
 }
@@ -280,16 +280,20 @@ fn query(pairs: &[(&str, &str)]) -> String {
 /// The most of a forwarded body kept (the largest profile a server sends is 64 MiB).
 const MAX_COLLECTED: usize = 64 << 20;
 
-/// A forwarded body (a profile or host data), at most [`MAX_COLLECTED`] bytes of it.
-async fn collect(mut rx: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> Vec<u8> {
+/// A forwarded body (a profile or host data); a body over [`MAX_COLLECTED`] is an error, not
+/// a truncated answer.
+async fn collect(mut rx: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     while let Some(chunk) = rx.recv().await {
         if out.len() + chunk.len() > MAX_COLLECTED {
-            break;
+            return Err(format!(
+                "the forwarded answer is larger than {} MiB",
+                MAX_COLLECTED >> 20
+            ));
         }
         out.extend_from_slice(&chunk);
     }
-    out
+    Ok(out)
 }
 
 /// How long a request for another node may take (plus any profile duration).

@@ -22,6 +22,9 @@ use crate::store::NodeStatusChange;
 /// How often the leader looks for expired timers.
 pub const EXPIRY_TICK: Duration = Duration::from_millis(250);
 
+/// How often the leader looks for nodes without a timer (every this many ticks: 5 s).
+const ARM_MISSING_EVERY: u32 = 20;
+
 /// The most nodes marked down per tick (each is one write; they share log entries).
 pub const MAX_EXPIRED_PER_TICK: usize = 1024;
 
@@ -71,6 +74,17 @@ impl Heartbeats {
         timers.clear();
         for n in nodes.iter().filter(|n| n.status != "down") {
             timers.reset(&n.id, now, self.rule.failover_ttl);
+        }
+    }
+
+    /// Every node not down that has no timer gets `failover_ttl` (one registered in the log's
+    /// tail that this leader had not applied when it re-armed, and that never heartbeat since).
+    fn arm_missing(&self, nodes: &[Node], now: Instant) {
+        let mut timers = self.timers.lock();
+        for n in nodes.iter().filter(|n| n.status != "down") {
+            if !timers.contains(&n.id) {
+                timers.reset(&n.id, now, self.rule.failover_ttl);
+            }
         }
     }
 }
@@ -137,8 +151,10 @@ fn now_secs() -> u64 {
 pub async fn expire(cluster: Arc<Cluster>, heartbeats: Arc<Heartbeats>) {
     let mut leading = false;
     let mut tick = tokio::time::interval(EXPIRY_TICK);
+    let mut ticks = 0u32;
     loop {
         tick.tick().await;
+        ticks = ticks.wrapping_add(1);
         let now_leading = cluster.raft().is_leader();
         if now_leading != leading {
             leading = now_leading;
@@ -154,6 +170,12 @@ pub async fn expire(cluster: Arc<Cluster>, heartbeats: Arc<Heartbeats>) {
         }
         if !leading {
             continue;
+        }
+        if ticks % ARM_MISSING_EVERY == 0
+            && let (StateAnswer::Nodes(nodes), _) =
+                cluster.state().store().query(&StateQuery::Nodes)
+        {
+            heartbeats.arm_missing(&nodes, Instant::now());
         }
         let expired = heartbeats
             .timers

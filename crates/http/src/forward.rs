@@ -146,6 +146,15 @@ impl App {
     ) -> Result<(ForwardedHead, mpsc::Receiver<Bytes>), ApiError> {
         let method = Method::from_bytes(request.method.as_bytes())
             .map_err(|_| ApiError::bad_request("forwarded request: bad method"))?;
+        // Only what an agent passes on: the RPC port is no back door to the other routes
+        // (joins, the server list, reloads), which the HTTP listener's own settings guard.
+        let path = request.path_and_query.split('?').next().unwrap_or("");
+        if !follows_region(&Route::of(path)) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("forwarded request: {path} is not passed between agents"),
+            ));
+        }
         let mut builder = Request::builder()
             .method(method)
             .uri(&request.path_and_query)

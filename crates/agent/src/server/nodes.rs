@@ -53,9 +53,13 @@ impl NodeConns {
         let sweep_at = self.2.load(std::sync::atomic::Ordering::Relaxed).max(4096);
         if conns.len() >= sweep_at {
             conns.retain(|_, c| !c.is_closed());
-            self.1.lock().retain(|addr, _| conns.values().any(|c| c.peer().addr == *addr));
-            self.2
-                .store(conns.len().saturating_mul(2), std::sync::atomic::Ordering::Relaxed);
+            self.1
+                .lock()
+                .retain(|addr, _| conns.values().any(|c| c.peer().addr == *addr));
+            self.2.store(
+                conns.len().saturating_mul(2),
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         conns.insert(node_id.to_string(), conn.clone());
     }
