@@ -171,7 +171,7 @@ pub async fn expire(cluster: Arc<Cluster>, heartbeats: Arc<Heartbeats>) {
         if !leading {
             continue;
         }
-        if ticks % ARM_MISSING_EVERY == 0
+        if ticks.is_multiple_of(ARM_MISSING_EVERY)
             && let (StateAnswer::Nodes(nodes), _) =
                 cluster.state().store().query(&StateQuery::Nodes)
         {
