@@ -45,7 +45,7 @@ pub const MAX_TAGS_BYTES: usize = 512;
 pub const ENCRYPTION_OVERHEAD: usize = 1 + 12 + 16;
 
 /// A member's tags, versioned by the member itself.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TagsMsg {
     /// The member.
     pub name: String,
