@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 use core::cmp::Ordering;
 use alloc::collections::VecDeque;
 use core::hash::Hash;
-use std::collections::HashMap;
+use hashbrown::{DefaultHashBuilder, HashMap};
 
 use bytes::BufMut;
 
@@ -245,7 +245,7 @@ pub(crate) struct KeyedBroadcasts<K> {
     stored: usize,
     /// Taken entries on their way back to a bucket, during a fill.
     flop: Vec<(usize, KeyedEntry<K>)>,
-    live: HashMap<K, u64>,
+    live: HashMap<K, u64, DefaultHashBuilder>,
     next_seq: u64,
 }
 
@@ -269,7 +269,7 @@ impl<K: Hash + Eq + Clone> KeyedBroadcasts<K> {
             buckets: Vec::new(),
             stored: 0,
             flop: Vec::new(),
-            live: HashMap::new(),
+            live: HashMap::default(),
             next_seq: 0,
         }
     }
@@ -282,7 +282,7 @@ impl<K: Hash + Eq + Clone> KeyedBroadcasts<K> {
         self.live.is_empty()
     }
 
-    fn is_live(live: &HashMap<K, u64>, entry: &KeyedEntry<K>) -> bool {
+    fn is_live(live: &HashMap<K, u64, DefaultHashBuilder>, entry: &KeyedEntry<K>) -> bool {
         live.get(&entry.key) == Some(&entry.seq)
     }
 
