@@ -107,6 +107,18 @@ impl Knowledge {
         }
     }
 
+    /// [`Knowledge::learn_tags`] for a shared message ([`intern_tags`]): nothing is copied when
+    /// it is accepted.
+    pub fn learn_shared_tags(&mut self, msg: Arc<TagsMsg>) -> bool {
+        if self.table.get(&msg.name).is_none() || !self.tags_acceptable(&msg) {
+            return self.learn_tags(TagsMsg::clone(&msg));
+        }
+        self.note_tags(&msg.name);
+        self.tags.insert_shared(msg);
+        self.tags_version += 1;
+        true
+    }
+
     /// Records tags about a listed member; `true` when they were accepted as news. Tags about a
     /// member not listed yet are kept aside (see [`Knowledge::resolve_pending_tags`]).
     pub fn learn_tags(&mut self, msg: TagsMsg) -> bool {
@@ -252,8 +264,12 @@ impl TagsTable {
 
     /// Records `msg` as its member's tags, replacing what was known.
     pub fn insert(&mut self, msg: TagsMsg) {
-        let hash = self.hash(&msg.name);
-        let shared = intern_tags(msg);
+        self.insert_shared(intern_tags(msg));
+    }
+
+    /// Records a shared message ([`intern_tags`]) as its member's tags.
+    pub fn insert_shared(&mut self, shared: Arc<TagsMsg>) {
+        let hash = self.hash(&shared.name);
         let hasher = &self.hasher;
         match self.entries.entry(
             hash,
@@ -269,13 +285,20 @@ impl TagsTable {
 
     /// Forgets member `name`'s tags; whether any were known.
     pub fn remove(&mut self, name: &str) -> bool {
+        self.take(name).is_some()
+    }
+
+    /// Forgets member `name`'s tags and returns them.
+    pub fn take(&mut self, name: &str) -> Option<Arc<TagsMsg>> {
         match self.entries.find_entry(self.hash(name), |t| t.name == name) {
-            Ok(known) => {
-                known.remove();
-                true
-            }
-            Err(_) => false,
+            Ok(known) => Some(known.remove().0),
+            Err(_) => None,
         }
+    }
+
+    /// Every member's tags, in no order.
+    pub fn drain(&mut self) -> impl Iterator<Item = Arc<TagsMsg>> + '_ {
+        self.entries.drain()
     }
 
     /// Keeps the tags of the members for which `keep(name)` holds.
@@ -289,7 +312,6 @@ impl TagsTable {
     }
 
     /// Whether no member's tags are known.
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -331,6 +353,27 @@ pub fn intern_tags(msg: TagsMsg) -> Arc<TagsMsg> {
         .messages
         .insert_unique(hash, shared.clone(), |t| hasher.hash_one(&**t));
     shared
+}
+
+/// The hash the owned form of `msg` has (so the interner finds it without making it).
+fn ref_hash(hasher: &RandomState, msg: &crate::wire::TagsRef<'_>) -> u64 {
+    let mut state = hasher.build_hasher();
+    let tags = msg.tags.iter().copied();
+    crate::wire::hash_tags(&mut state, msg.name, msg.generation, msg.version, tags);
+    std::hash::Hasher::finish(&state)
+}
+
+/// [`intern_tags`] for a message as it arrived: nothing is allocated when the process holds it
+/// already.
+pub(crate) fn intern_tags_ref(msg: &crate::wire::TagsRef<'_>) -> Arc<TagsMsg> {
+    {
+        let interner = TAGS.lock();
+        let hash = ref_hash(&interner.hasher, msg);
+        if let Some(known) = interner.messages.find(hash, |t| msg.same_as(t)) {
+            return known.clone();
+        }
+    }
+    intern_tags(msg.to_owned())
 }
 
 /// foca's broadcast handler: decodes items and keeps only news in flight.
@@ -443,6 +486,33 @@ mod tests {
         assert_eq!(a.tags.len(), 1);
         assert!(a.tags.remove("c") && !a.tags.remove("c"));
         assert!(a.tags.is_empty());
+    }
+
+    #[test]
+    fn a_message_as_it_arrives_finds_the_shared_copy() {
+        let msg = TagsMsg {
+            name: "x".into(),
+            generation: 3,
+            version: 4,
+            tags: BTreeMap::from([("a".into(), "1".into()), ("b".into(), "2".into())]),
+        };
+        let shared = intern_tags(msg.clone());
+        let bytes = postcard::to_stdvec(&msg).unwrap();
+        let arrived: crate::wire::TagsRef = postcard::from_bytes(&bytes).unwrap();
+        let hasher = RandomState::new();
+        assert_eq!(ref_hash(&hasher, &arrived), hasher.hash_one(&msg));
+        assert!(arrived.same_as(&msg));
+        assert!(Arc::ptr_eq(&shared, &intern_tags_ref(&arrived)));
+        // One the process does not hold yet is made, whole.
+        let newer = TagsMsg {
+            version: 5,
+            ..msg.clone()
+        };
+        let bytes = postcard::to_stdvec(&newer).unwrap();
+        let arrived: crate::wire::TagsRef = postcard::from_bytes(&bytes).unwrap();
+        let made = intern_tags_ref(&arrived);
+        assert_eq!(*made, newer);
+        assert!(Arc::ptr_eq(&made, &intern_tags(newer)));
     }
 
     #[test]

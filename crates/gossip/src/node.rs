@@ -225,6 +225,9 @@ pub struct Node {
     solicited: Vec<(SocketAddr, Duration)>,
     /// With [`Node::track_changes`], members whose status changed since [`Node::take_changed`].
     changed: Option<std::collections::HashSet<String>>,
+    /// While a member list this node asked for is applied, the tags that came with it, by member
+    /// name (see [`Node::member_up`]).
+    pub(crate) incoming_tags: crate::knowledge::TagsTable,
 }
 
 impl Node {
@@ -282,6 +285,7 @@ impl Node {
             pending_replies: Vec::new(),
             solicited: Vec::new(),
             changed: None,
+            incoming_tags: Default::default(),
             cfg,
         };
         // As memberlist does, the first tick of each periodic timer comes after a random part of
@@ -325,7 +329,7 @@ impl Node {
             self.solicited.remove(0);
         }
         self.solicited.push((addr, now + SOLICITED_SYNC_WINDOW));
-        self.push_pull(addr);
+        self.push_pull(addr, true);
         result.map_err(GossipError::from)
     }
 
@@ -544,7 +548,7 @@ impl Node {
         self.pick ^= self.pick >> 7;
         self.pick ^= self.pick << 17;
         let to = active[(self.pick % active.len() as u64) as usize];
-        self.push_pull(to);
+        self.push_pull(to, false);
     }
 
     /// Sends the active members (and this node) in as many datagrams as needed.
@@ -749,6 +753,15 @@ impl Node {
             }
         }
         if self.cfg.tags.is_some() {
+            // Listed by a member list this node asked for (its join), with the member's tags:
+            // nothing to pull, and nothing to push either, as the member pulls this node's tags
+            // when it lists this node in turn (it does not know it yet while it joins).
+            if let Some(tags) = self.incoming_tags.take(&name)
+                && tags.generation == generation
+            {
+                self.knowledge.lock().learn_shared_tags(tags);
+                return;
+            }
             let _ = self.push_tags(addr);
             let current = self
                 .knowledge
