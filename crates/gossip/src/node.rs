@@ -228,6 +228,9 @@ pub struct Node {
     /// While a member list this node asked for is applied, the tags that came with it, by member
     /// name (see [`Node::member_up`]).
     pub(crate) incoming_tags: crate::knowledge::TagsTable,
+    /// This node's tags as last encoded for a push, with the generation and tags version they
+    /// encode.
+    own_tags_encoded: Option<((u64, u64), Vec<u8>)>,
 }
 
 impl Node {
@@ -286,6 +289,7 @@ impl Node {
             solicited: Vec::new(),
             changed: None,
             incoming_tags: Default::default(),
+            own_tags_encoded: None,
             cfg,
         };
         // As memberlist does, the first tick of each periodic timer comes after a random part of
@@ -499,11 +503,20 @@ impl Node {
     }
 
     fn push_tags(&mut self, to: SocketAddr) -> Result<(), GossipError> {
-        let Some(msg) = self.own_tags() else {
-            return Ok(());
+        // Encoded once per identity and version: a node pushes its tags to every member that
+        // comes up.
+        let key = (self.identity().generation(), self.tags_version);
+        let encoded = match self.own_tags_encoded.take() {
+            Some((known, bytes)) if known == key => bytes,
+            _ => {
+                let Some(msg) = self.own_tags() else {
+                    return Ok(());
+                };
+                postcard::to_stdvec(&msg).map_err(|e| GossipError::Encode(e.to_string()))?
+            }
         };
-        let bytes = postcard::to_stdvec(&msg).map_err(|e| GossipError::Encode(e.to_string()))?;
-        self.send(to, KIND_TAGS_PUSH, &bytes);
+        self.send(to, KIND_TAGS_PUSH, &encoded);
+        self.own_tags_encoded = Some((key, encoded));
         Ok(())
     }
 
