@@ -233,10 +233,10 @@ where
 /// O(log backlog), and so does finding the item closest to done. The backlog
 /// holds at most [`MAX_UPDATES_BACKLOG`] live items: beyond that, the one
 /// with the fewest transmissions left (the one a fill would send last) is
-/// dropped, as Serf prunes its queues to `MaxQueueDepth` (4,096) by dropping
-/// the oldest messages. Without a bound, a node of a pool where thousands
-/// join at once keeps one item per member for every transmission it still
-/// owes, and goes on sending them (to members that have long learned them
+/// dropped, as Serf prunes its queues to a `MaxQueueDepth` by dropping the
+/// oldest messages. Without a bound, a node of a pool where thousands join
+/// at once keeps one item per member for every transmission it still owes,
+/// and goes on sending them (to members that have long learned them
 /// elsewhere) for minutes after the joins end.
 pub(crate) struct KeyedBroadcasts<K> {
     /// `buckets[r]`: entries with `r` transmissions left (bucket 0 unused).
@@ -252,10 +252,12 @@ pub(crate) struct KeyedBroadcasts<K> {
 /// How many items in a row may not fit before a fill stops looking.
 pub(crate) const MAX_MISSES: usize = 16;
 
-/// Caravan fork: most live items a [`KeyedBroadcasts`] backlog holds (Serf's
-/// `MaxQueueDepth`). A pool of a few thousand members never reaches it: the
-/// backlog holds at most one item per member.
-pub(crate) const MAX_UPDATES_BACKLOG: usize = 4096;
+/// Caravan fork: most live items a [`KeyedBroadcasts`] backlog holds: about
+/// 20 full packets of updates, each owed `max_transmissions` times, which
+/// drain in seconds. A pool of up to 1,024 members never reaches it (the
+/// backlog holds at most one item per member); in a storm of thousands of
+/// joins, what it drops has been sent the most already.
+pub(crate) const MAX_UPDATES_BACKLOG: usize = 1024;
 
 struct KeyedEntry<K> {
     data: Vec<u8>,
