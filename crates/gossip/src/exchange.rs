@@ -10,7 +10,10 @@ use std::time::Duration;
 use crate::GossipError;
 use crate::identity::NodeId;
 use crate::node::{Node, canonical};
-use crate::wire::{KIND_STATE, StateMsg};
+use std::sync::Arc;
+
+use crate::knowledge::intern_tags_ref;
+use crate::wire::{KIND_STATE, StateMsg, TagsMsg, TagsRef};
 
 /// Largest member-list frame a node sends or accepts on a stream (before sealing): about 100,000
 /// members with 16-byte names. A node with a longer list sends as many members as fit; a frame
@@ -37,20 +40,44 @@ pub struct StreamRequest {
     pub body: Vec<u8>,
 }
 
+/// What may follow a frame's [`StateMsg`] (absent in frames from nodes that predate it, and
+/// ignored by them): whether the sender wants tags with the answer, and the tags of the members
+/// listed. A join asks for them, so the joiner learns the pool's tags with its members instead of
+/// pulling them one datagram each (N pulls and N answers per join; N² while a pool forms);
+/// anti-entropy rounds do not, as they would triple their frames.
+#[derive(Debug, Default, serde::Deserialize)]
+struct StateExtra<'a> {
+    ask_tags: bool,
+    #[serde(borrow)]
+    tags: Vec<TagsRef<'a>>,
+}
+
+/// [`StateExtra`] as it is written: the tags borrowed from the node's table, not copied.
+#[derive(serde::Serialize)]
+struct StateExtraOut<'a> {
+    ask_tags: bool,
+    tags: Vec<&'a TagsMsg>,
+}
+
 /// What one frame's decoding found.
 struct Received {
     want_reply: bool,
     msg: StateMsg,
+    /// The sender asks for tags with the answer.
+    ask_tags: bool,
+    /// The tags that came with the list, as the process's shared copies.
+    tags: Vec<Arc<TagsMsg>>,
 }
 
 impl Node {
-    /// Starts a push/pull with `to`: over a stream, or by datagrams when streams are off.
-    pub(crate) fn push_pull(&mut self, to: SocketAddr) {
+    /// Starts a push/pull with `to`: over a stream, or by datagrams when streams are off. With
+    /// `ask_tags` (a join) the answer is asked to carry the members' tags.
+    pub(crate) fn push_pull(&mut self, to: SocketAddr, ask_tags: bool) {
         if !self.cfg.streams {
             self.send_member_list(to, true);
             return;
         }
-        match self.state_frame(true) {
+        match self.state_frame(true, ask_tags, false) {
             Some(body) => {
                 self.counters.streams_out += 1;
                 self.out.streams.push(StreamRequest { to, body });
@@ -59,9 +86,16 @@ impl Node {
         }
     }
 
-    /// This node's member list as one frame: `[KIND_STATE][want_reply][StateMsg]`, sealed.
-    /// Members beyond [`MAX_STATE_BYTES`] are left out.
-    pub(crate) fn state_frame(&mut self, want_reply: bool) -> Option<Vec<u8>> {
+    /// This node's member list as one frame: `[KIND_STATE][want_reply][StateMsg][StateExtra]`,
+    /// sealed; the extra part only when tags are asked for (`ask_tags`) or given (`give_tags`:
+    /// the known tags of the members listed). Members and tags beyond [`MAX_STATE_BYTES`] are
+    /// left out.
+    pub(crate) fn state_frame(
+        &mut self,
+        want_reply: bool,
+        ask_tags: bool,
+        give_tags: bool,
+    ) -> Option<Vec<u8>> {
         let me = self.identity().clone();
         let mut entries = Vec::with_capacity(self.swim.num_members() + 1);
         // addr (≤ 19) + name length (≤ 5) + generation (≤ 10) + incarnation (≤ 3).
@@ -74,13 +108,46 @@ impl Node {
             entries.push((m.id().clone(), m.incarnation()));
         }
         entries.push((me.clone(), 0));
+        let knowledge = self.knowledge.lock();
+        let mut extra = StateExtraOut {
+            ask_tags,
+            tags: Vec::new(),
+        };
+        if give_tags {
+            for (id, _) in &entries {
+                let Some(tags) = knowledge.tags.get(id.name()) else {
+                    continue;
+                };
+                // name (≤ 1 + name) + generation and version (≤ 20) + the tags themselves.
+                size += 24
+                    + tags.name.len()
+                    + tags
+                        .tags
+                        .iter()
+                        .map(|(k, v)| 2 + k.len() + v.len())
+                        .sum::<usize>();
+                if size > MAX_STATE_BYTES {
+                    break;
+                }
+                extra.tags.push(tags);
+            }
+        }
         let msg = StateMsg {
             sender: me,
             entries,
-            ltime: self.knowledge.lock().ltime,
+            ltime: knowledge.ltime,
         };
         let mut plain = vec![KIND_STATE, u8::from(want_reply)];
-        if let Err(e) = postcard::to_io(&msg, &mut plain) {
+        let encoded = postcard::to_io(&msg, &mut plain).and_then(|plain| {
+            if extra.ask_tags || !extra.tags.is_empty() {
+                postcard::to_io(&extra, plain).map(|_| ())
+            } else {
+                Ok(())
+            }
+        });
+        drop(extra);
+        drop(knowledge);
+        if let Err(e) = encoded {
             tracing::debug!(target: "gossip", error = %e, "state encode");
             return None;
         }
@@ -102,12 +169,23 @@ impl Node {
         let plain = self.unseal(frame)?;
         let plain: &[u8] = &plain;
         let decoded = match plain {
-            [KIND_STATE, want, rest @ ..] if *want <= 1 => postcard::from_bytes::<StateMsg>(rest)
-                .map(|msg| Received {
-                    want_reply: *want == 1,
-                    msg,
-                })
-                .map_err(|e| GossipError::Decode(e.to_string())),
+            [KIND_STATE, want, rest @ ..] if *want <= 1 => {
+                postcard::take_from_bytes::<StateMsg>(rest)
+                    .and_then(|(msg, tail)| {
+                        let extra = if tail.is_empty() {
+                            StateExtra::default()
+                        } else {
+                            postcard::from_bytes(tail)?
+                        };
+                        Ok(Received {
+                            want_reply: *want == 1,
+                            msg,
+                            ask_tags: extra.ask_tags,
+                            tags: extra.tags.iter().map(intern_tags_ref).collect(),
+                        })
+                    })
+                    .map_err(|e| GossipError::Decode(e.to_string()))
+            }
             _ => Err(GossipError::Decode("not a state frame".into())),
         };
         if decoded.is_err() {
@@ -127,7 +205,12 @@ impl Node {
         now: Duration,
     ) -> Result<Option<Vec<u8>>, GossipError> {
         self.counters.streams_in += 1;
-        let Received { want_reply, msg } = self.open_state(frame)?;
+        let Received {
+            want_reply,
+            msg,
+            ask_tags,
+            ..
+        } = self.open_state(frame)?;
         let sender = msg.sender.clone();
         let sender_addr = canonical(sender.addr());
         if sender_addr.ip() != canonical(peer).ip() {
@@ -140,7 +223,7 @@ impl Node {
             return Err(GossipError::Rejected("state sent as this node"));
         }
         if self.is_member(sender_addr) {
-            self.apply_state(msg, now);
+            self.apply_state(msg, Vec::new(), now);
         } else {
             // A stranger (usually a joiner whose announce is still on the way): only itself,
             // broadcast as foca broadcasts a member its announce introduces.
@@ -157,7 +240,7 @@ impl Node {
         if !want_reply || self.leaving || !self.is_member(sender_addr) {
             return Ok(None);
         }
-        Ok(self.state_frame(false))
+        Ok(self.state_frame(false, false, ask_tags))
     }
 
     /// The answer to an exchange this node started with `to`: applied whole (this node asked
@@ -168,12 +251,12 @@ impl Node {
         frame: &[u8],
         now: Duration,
     ) -> Result<(), GossipError> {
-        let Received { msg, .. } = self.open_state(frame)?;
+        let Received { msg, tags, .. } = self.open_state(frame)?;
         if canonical(msg.sender.addr()) != canonical(to) {
             self.counters.spoofed += 1;
             return Err(GossipError::Rejected("state reply from another member"));
         }
-        self.apply_state(msg, now);
+        self.apply_state(msg, tags, now);
         Ok(())
     }
 
@@ -187,9 +270,24 @@ impl Node {
         self.after_swim(now);
     }
 
-    fn apply_state(&mut self, msg: StateMsg, now: Duration) {
+    /// Applies a member list, and the tags that came with it (an answer this node asked for):
+    /// a member listed for the first time takes its tags from there instead of pulling them.
+    fn apply_state(&mut self, msg: StateMsg, tags: Vec<Arc<TagsMsg>>, now: Duration) {
         self.knowledge.lock().witness_ltime(msg.ltime);
+        // Shared copies: every node that learns a member's tags this way holds the same one.
+        for t in tags {
+            self.incoming_tags.insert_shared(t);
+        }
         self.apply_entries(msg.entries, now);
+        // Tags of members already listed: news only if newer than what is known.
+        if !self.incoming_tags.is_empty() {
+            let mut k = self.knowledge.lock();
+            for t in self.incoming_tags.drain() {
+                if k.table.get(&t.name).is_some() {
+                    k.learn_shared_tags(t);
+                }
+            }
+        }
     }
 
     /// Applies member-list entries as alive members (this node's own address skipped), without

@@ -225,6 +225,12 @@ pub struct Node {
     solicited: Vec<(SocketAddr, Duration)>,
     /// With [`Node::track_changes`], members whose status changed since [`Node::take_changed`].
     changed: Option<std::collections::HashSet<String>>,
+    /// While a member list this node asked for is applied, the tags that came with it, by member
+    /// name (see [`Node::member_up`]).
+    pub(crate) incoming_tags: crate::knowledge::TagsTable,
+    /// This node's tags as last encoded for a push, with the generation and tags version they
+    /// encode.
+    own_tags_encoded: Option<((u64, u64), Vec<u8>)>,
 }
 
 impl Node {
@@ -282,6 +288,8 @@ impl Node {
             pending_replies: Vec::new(),
             solicited: Vec::new(),
             changed: None,
+            incoming_tags: Default::default(),
+            own_tags_encoded: None,
             cfg,
         };
         // As memberlist does, the first tick of each periodic timer comes after a random part of
@@ -325,7 +333,7 @@ impl Node {
             self.solicited.remove(0);
         }
         self.solicited.push((addr, now + SOLICITED_SYNC_WINDOW));
-        self.push_pull(addr);
+        self.push_pull(addr, true);
         result.map_err(GossipError::from)
     }
 
@@ -495,11 +503,20 @@ impl Node {
     }
 
     fn push_tags(&mut self, to: SocketAddr) -> Result<(), GossipError> {
-        let Some(msg) = self.own_tags() else {
-            return Ok(());
+        // Encoded once per identity and version: a node pushes its tags to every member that
+        // comes up.
+        let key = (self.identity().generation(), self.tags_version);
+        let encoded = match self.own_tags_encoded.take() {
+            Some((known, bytes)) if known == key => bytes,
+            _ => {
+                let Some(msg) = self.own_tags() else {
+                    return Ok(());
+                };
+                postcard::to_stdvec(&msg).map_err(|e| GossipError::Encode(e.to_string()))?
+            }
         };
-        let bytes = postcard::to_stdvec(&msg).map_err(|e| GossipError::Encode(e.to_string()))?;
-        self.send(to, KIND_TAGS_PUSH, &bytes);
+        self.send(to, KIND_TAGS_PUSH, &encoded);
+        self.own_tags_encoded = Some((key, encoded));
         Ok(())
     }
 
@@ -544,7 +561,7 @@ impl Node {
         self.pick ^= self.pick >> 7;
         self.pick ^= self.pick << 17;
         let to = active[(self.pick % active.len() as u64) as usize];
-        self.push_pull(to);
+        self.push_pull(to, false);
     }
 
     /// Sends the active members (and this node) in as many datagrams as needed.
@@ -749,6 +766,15 @@ impl Node {
             }
         }
         if self.cfg.tags.is_some() {
+            // Listed by a member list this node asked for (its join), with the member's tags:
+            // nothing to pull, and nothing to push either, as the member pulls this node's tags
+            // when it lists this node in turn (it does not know it yet while it joins).
+            if let Some(tags) = self.incoming_tags.take(&name)
+                && tags.generation == generation
+            {
+                self.knowledge.lock().learn_shared_tags(tags);
+                return;
+            }
             let _ = self.push_tags(addr);
             let current = self
                 .knowledge

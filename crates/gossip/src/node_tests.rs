@@ -772,3 +772,28 @@ fn nacks_keep_a_failed_probe_from_raising_the_probers_health_score() {
         "one per missing nack"
     );
 }
+
+/// A node encodes its tags push once per version: after a change, the next push carries the new
+/// tags (and after a generation change, the new generation).
+#[test]
+fn a_tags_push_follows_every_change() {
+    let mut a = node(1);
+    let pushed = |a: &mut Node| -> TagsMsg {
+        let _ = a.drain();
+        a.push_tags(addr(2)).unwrap();
+        let out = a.drain();
+        let (_, bytes) = out
+            .packets
+            .iter()
+            .find(|(_, p)| p.first() == Some(&KIND_TAGS_PUSH))
+            .unwrap();
+        postcard::from_bytes(&bytes[1..]).unwrap()
+    };
+    let first = pushed(&mut a);
+    assert_eq!(pushed(&mut a), first, "same version, same push");
+    let tags = BTreeMap::from([("role".to_string(), "changed".to_string())]);
+    a.set_tags(tags.clone(), Duration::ZERO).unwrap();
+    let second = pushed(&mut a);
+    assert_eq!(second.version, first.version + 1);
+    assert_eq!(second.tags, tags);
+}

@@ -57,6 +57,76 @@ pub struct TagsMsg {
     pub tags: BTreeMap<String, String>,
 }
 
+/// Hashes a tag message's parts, owned ([`TagsMsg`]) or borrowed ([`TagsRef`]) alike.
+pub(crate) fn hash_tags<'a, H: std::hash::Hasher>(
+    state: &mut H,
+    name: &str,
+    generation: u64,
+    version: u64,
+    tags: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+) {
+    use std::hash::Hash;
+    name.hash(state);
+    generation.hash(state);
+    version.hash(state);
+    state.write_usize(tags.len());
+    for (k, v) in tags {
+        k.hash(state);
+        v.hash(state);
+    }
+}
+
+impl std::hash::Hash for TagsMsg {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let tags = self.tags.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        hash_tags(state, &self.name, self.generation, self.version, tags);
+    }
+}
+
+/// A [`TagsMsg`] as it arrives, borrowing its strings from the packet (the same encoding: a
+/// map is encoded as a sequence of pairs), so a message already known costs no allocation.
+#[derive(Debug, Deserialize)]
+pub(crate) struct TagsRef<'a> {
+    /// The member.
+    pub name: &'a str,
+    /// Its generation.
+    pub generation: u64,
+    /// Its version.
+    pub version: u64,
+    /// The tags, in the order they came (sorted when a node sent them).
+    #[serde(borrow)]
+    pub tags: Vec<(&'a str, &'a str)>,
+}
+
+impl TagsRef<'_> {
+    /// Whether `msg` says the same.
+    pub(crate) fn same_as(&self, msg: &TagsMsg) -> bool {
+        self.name == msg.name
+            && self.generation == msg.generation
+            && self.version == msg.version
+            && self.tags.len() == msg.tags.len()
+            && self
+                .tags
+                .iter()
+                .zip(&msg.tags)
+                .all(|((k, v), (mk, mv))| k == mk && v == mv)
+    }
+
+    /// An owned copy.
+    pub(crate) fn to_owned(&self) -> TagsMsg {
+        TagsMsg {
+            name: self.name.to_string(),
+            generation: self.generation,
+            version: self.version,
+            tags: self
+                .tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+}
+
 impl TagsMsg {
     /// Whether this is newer than `other` (same member assumed).
     pub fn newer_than(&self, other: &TagsMsg) -> bool {

@@ -1,10 +1,11 @@
 /* This Source Code Form is subject to the terms of the Mozilla Public
  * License, v. 2.0. If a copy of the MPL was not distributed with this
  * file, You can obtain one at https://mozilla.org/MPL/2.0/. */
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::cmp::Ordering;
 use core::hash::Hash;
-use std::collections::HashMap;
+use hashbrown::{DefaultHashBuilder, HashMap};
 
 use bytes::BufMut;
 
@@ -222,54 +223,55 @@ where
 /// item invalidates, and [`Broadcasts::fill`] keeps popping items that do not
 /// fit until the backlog is exhausted. When thousands of members join at
 /// once both make every packet cost O(backlog). Here the live entry per key
-/// is tracked in a map and replaced entries are dropped lazily (the heap is
-/// compacted when they outnumber live ones), and a fill gives up after
+/// is tracked in a map and replaced entries are dropped lazily (compacted
+/// away when they outnumber live ones), and a fill gives up after
 /// [`MAX_MISSES`] items in a row that do not fit.
+///
+/// Entries sit in one bucket per number of transmissions left (a bucket
+/// queue: that number is small, at most `max_transmissions`), so taking the
+/// next item to send and putting it back cost O(1) instead of a heap's
+/// O(log backlog), and so does finding the item closest to done. The backlog
+/// holds at most [`MAX_UPDATES_BACKLOG`] live items: beyond that, the one
+/// with the fewest transmissions left (the one a fill would send last) is
+/// dropped, as Serf prunes its queues to a `MaxQueueDepth` by dropping the
+/// oldest messages. Without a bound, a node of a pool where thousands join
+/// at once keeps one item per member for every transmission it still owes,
+/// and goes on sending them (to members that have long learned them
+/// elsewhere) for minutes after the joins end.
 pub(crate) struct KeyedBroadcasts<K> {
-    heap: alloc::collections::BinaryHeap<KeyedEntry<K>>,
-    flop: Vec<KeyedEntry<K>>,
-    live: HashMap<K, u64>,
+    /// `buckets[r]`: entries with `r` transmissions left (bucket 0 unused).
+    buckets: Vec<VecDeque<KeyedEntry<K>>>,
+    /// Entries stored in the buckets, replaced ones included.
+    stored: usize,
+    /// Taken entries on their way back to a bucket, during a fill.
+    flop: Vec<(usize, KeyedEntry<K>)>,
+    live: HashMap<K, u64, DefaultHashBuilder>,
     next_seq: u64,
 }
 
 /// How many items in a row may not fit before a fill stops looking.
 pub(crate) const MAX_MISSES: usize = 16;
 
+/// Caravan fork: most live items a [`KeyedBroadcasts`] backlog holds: about
+/// 20 full packets of updates, each owed `max_transmissions` times, which
+/// drain in seconds. A pool of up to 1,024 members never reaches it (the
+/// backlog holds at most one item per member); in a storm of thousands of
+/// joins, what it drops has been sent the most already.
+pub(crate) const MAX_UPDATES_BACKLOG: usize = 1024;
+
 struct KeyedEntry<K> {
-    remaining_tx: usize,
     data: Vec<u8>,
     key: K,
     seq: u64,
 }
 
-impl<K> PartialEq for KeyedEntry<K> {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other).is_eq()
-    }
-}
-
-impl<K> Eq for KeyedEntry<K> {}
-
-impl<K> PartialOrd for KeyedEntry<K> {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl<K> Ord for KeyedEntry<K> {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.remaining_tx
-            .cmp(&other.remaining_tx)
-            .then_with(|| self.data.len().cmp(&other.data.len()))
-    }
-}
-
 impl<K: Hash + Eq + Clone> KeyedBroadcasts<K> {
     pub(crate) fn new() -> Self {
         Self {
-            heap: Default::default(),
+            buckets: Vec::new(),
+            stored: 0,
             flop: Vec::new(),
-            live: HashMap::new(),
+            live: HashMap::default(),
             next_seq: 0,
         }
     }
@@ -282,24 +284,44 @@ impl<K: Hash + Eq + Clone> KeyedBroadcasts<K> {
         self.live.is_empty()
     }
 
-    fn is_live(&self, entry: &KeyedEntry<K>) -> bool {
-        self.live.get(&entry.key) == Some(&entry.seq)
+    fn is_live(live: &HashMap<K, u64, DefaultHashBuilder>, entry: &KeyedEntry<K>) -> bool {
+        live.get(&entry.key) == Some(&entry.seq)
     }
 
     pub(crate) fn add_or_replace(&mut self, key: K, data: Vec<u8>, max_tx: usize) {
         debug_assert!(max_tx > 0);
+        let max_tx = max_tx.max(1);
         self.next_seq += 1;
         let seq = self.next_seq;
         self.live.insert(key.clone(), seq);
-        self.heap.push(KeyedEntry {
-            remaining_tx: max_tx,
-            data,
-            key,
-            seq,
-        });
-        if self.heap.len() > 2 * self.live.len() + 64 {
+        if self.buckets.len() <= max_tx {
+            self.buckets.resize_with(max_tx + 1, VecDeque::new);
+        }
+        self.buckets[max_tx].push_back(KeyedEntry { data, key, seq });
+        self.stored += 1;
+        while self.live.len() > MAX_UPDATES_BACKLOG {
+            self.drop_closest_to_done();
+        }
+        if self.stored > 2 * self.live.len() + 64 {
             let live = &self.live;
-            self.heap.retain(|e| live.get(&e.key) == Some(&e.seq));
+            for bucket in &mut self.buckets {
+                bucket.retain(|e| Self::is_live(live, e));
+            }
+            self.stored = self.live.len();
+        }
+    }
+
+    /// Drops the live entry with the fewest transmissions left (the oldest
+    /// of those), with the replaced entries found on the way.
+    fn drop_closest_to_done(&mut self) {
+        for bucket in self.buckets.iter_mut().skip(1) {
+            while let Some(entry) = bucket.pop_front() {
+                self.stored -= 1;
+                if Self::is_live(&self.live, &entry) {
+                    self.live.remove(&entry.key);
+                    return;
+                }
+            }
         }
     }
 
@@ -313,34 +335,40 @@ impl<K: Hash + Eq + Clone> KeyedBroadcasts<K> {
         let mut remaining = max_items;
         let mut misses = 0;
 
-        while buffer.has_remaining_mut() && remaining > 0 && misses < MAX_MISSES {
-            let Some(mut node) = self.heap.pop() else {
-                break;
-            };
-            if !self.is_live(&node) {
-                continue;
+        // Most transmissions left first; within a bucket, the newest first.
+        'buckets: for left in (1..self.buckets.len()).rev() {
+            while buffer.has_remaining_mut() && remaining > 0 && misses < MAX_MISSES {
+                let Some(entry) = self.buckets[left].pop_back() else {
+                    continue 'buckets;
+                };
+                if !Self::is_live(&self.live, &entry) {
+                    self.stored -= 1;
+                    continue;
+                }
+                if buffer.remaining_mut() >= entry.data.len() {
+                    num_taken += 1;
+                    remaining -= 1;
+                    misses = 0;
+                    buffer.put_slice(&entry.data);
+                    if left > 1 {
+                        self.flop.push((left - 1, entry));
+                    } else {
+                        self.stored -= 1;
+                        self.live.remove(&entry.key);
+                    }
+                } else {
+                    misses += 1;
+                    self.flop.push((left, entry));
+                }
             }
-            debug_assert!(node.remaining_tx > 0);
-
-            if buffer.remaining_mut() >= node.data.len() {
-                num_taken += 1;
-                remaining -= 1;
-                misses = 0;
-
-                buffer.put_slice(&node.data);
-                node.remaining_tx -= 1;
-            } else {
-                misses += 1;
-            }
-
-            if node.remaining_tx > 0 {
-                self.flop.push(node);
-            } else {
-                self.live.remove(&node.key);
-            }
+            break;
         }
 
-        self.heap.extend(self.flop.drain(..));
+        // Back in their buckets, where the next fill finds them first among
+        // those with as many transmissions left.
+        for (left, entry) in self.flop.drain(..).rev() {
+            self.buckets[left].push_back(entry);
+        }
 
         num_taken
     }
@@ -458,10 +486,7 @@ mod tests {
             backlog.add_or_replace("many", i.to_be_bytes().to_vec(), 1);
         }
         assert_eq!(2, backlog.len());
-        assert!(
-            backlog.heap.len() < 200,
-            "replaced entries are compacted away"
-        );
+        assert!(backlog.stored < 200, "replaced entries are compacted away");
 
         let mut full = KeyedBroadcasts::new();
         for i in 0..100u32 {
@@ -470,6 +495,25 @@ mod tests {
         let mut buf = bytes::BufMut::limit(Vec::new(), 5);
         assert_eq!(0, full.fill(&mut buf, usize::MAX));
         assert_eq!(100, full.len(), "nothing lost when nothing fits");
+    }
+
+    // Caravan fork: past MAX_UPDATES_BACKLOG live items, those with the
+    // fewest transmissions left go first.
+    #[test]
+    fn keyed_backlog_is_bounded_and_drops_what_is_closest_to_done() {
+        let mut backlog = KeyedBroadcasts::new();
+        for i in 0..10u32 {
+            backlog.add_or_replace(i, alloc::vec![1u8], 1);
+        }
+        for i in 10..(MAX_UPDATES_BACKLOG as u32 + 10) {
+            backlog.add_or_replace(i, alloc::vec![3u8], 3);
+        }
+        assert_eq!(MAX_UPDATES_BACKLOG, backlog.len());
+        assert!((0..10u32).all(|i| !backlog.live.contains_key(&i)));
+        let mut buf = Vec::new();
+        let n = backlog.fill(&mut buf, usize::MAX);
+        assert_eq!(n, MAX_UPDATES_BACKLOG);
+        assert!(buf.iter().all(|&b| b == 3), "only the kept items are sent");
     }
 
     #[test]

@@ -118,7 +118,7 @@
 extern crate alloc;
 use alloc::{boxed::Box, vec::Vec};
 
-// Caravan fork: the member index needs std's RandomState.
+// Caravan fork: Lifeguard's suspicions live in std's HashMap.
 extern crate std;
 
 use core::{cmp::Ordering, convert::TryFrom, fmt, iter::ExactSizeIterator, mem};

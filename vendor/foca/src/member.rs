@@ -3,8 +3,8 @@
  * file, You can obtain one at https://mozilla.org/MPL/2.0/. */
 extern crate alloc;
 use alloc::vec::Vec;
-use hashbrown::HashTable;
-use std::hash::{BuildHasher, RandomState};
+use core::hash::BuildHasher;
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use rand::{
     RngExt,
@@ -141,9 +141,10 @@ const DRAW_THRESHOLD: usize = 64;
 pub(crate) struct Members<T: crate::Identity> {
     pub(crate) inner: Vec<Member<T>>,
     // Caravan fork: positions in `inner`, found by the member's address, so that
-    // applying an update costs O(1) instead of a scan of every member.
+    // applying an update costs O(1) instead of a scan of every member. Hashed
+    // with hashbrown's default hasher (randomly seeded; no std needed).
     index: HashTable<u32>,
-    hasher: RandomState,
+    hasher: DefaultHashBuilder,
     cursor: usize,
     num_active: usize,
 }
@@ -174,13 +175,13 @@ where
             num_active,
             inner,
             index: HashTable::new(),
-            hasher: RandomState::new(),
+            hasher: DefaultHashBuilder::default(),
         };
         members.rebuild_index();
         members
     }
 
-    fn hash_addr(hasher: &RandomState, addr: &T::Addr) -> u64 {
+    fn hash_addr(hasher: &DefaultHashBuilder, addr: &T::Addr) -> u64 {
         hasher.hash_one(addr)
     }
 
