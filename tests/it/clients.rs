@@ -70,7 +70,10 @@ async fn a_client_registers_is_reached_through_any_server_fails_over_and_goes_do
             &format!("-data-dir={}", data.0.display()),
             &format!("-servers={first}"),
         ],
-        "name = \"c1\"\nbind_addr = \"127.0.0.1\"\nenable_debug = true\n",
+        &format!(
+            "name = \"c1\"\nbind_addr = \"127.0.0.1\"\nenable_debug = true\nlog_file = \"{}/client.log\"\n",
+            data.0.display()
+        ),
     )
     .await;
 
@@ -188,6 +191,15 @@ async fn a_client_registers_is_reached_through_any_server_fails_over_and_goes_do
         String::from_utf8_lossy(&raw)
     );
     drop(stream);
+
+    // The client's log file through a server that may not hold its connection.
+    let r = servers[2]
+        .as_ref()
+        .unwrap()
+        .get(&format!("/v1/agent/monitor/export?node_id={node_id}&on_disk=true&plain=true"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("node registered"), "{}", r.text());
 
     // A job lands on the only node; the client takes its allocations: running.
     let job = json!({"Job": {"ID": "web", "Type": "service", "Datacenters": ["dc1"], "TaskGroups": [

@@ -77,6 +77,8 @@ fn body_for(method: &str) -> Vec<u8> {
         m::CLIENT_HOST => json!({"node_id": "no-such-node", "request": null}),
         m::CLIENT_PROFILE => json!({"node_id": "no-such-node", "request":
             {"name": "cmdline", "seconds": 1, "debug": 0, "gc": 0}}),
+        m::CLIENT_MONITOR_EXPORT => json!({"node_id": "no-such-node", "request":
+            {"on_disk": true, "follow": false, "plain": true, "logs_since": 0, "service_name": ""}}),
         m::CLIENT_MONITOR => json!({"node_id": "no-such-node", "request":
             {"log_level": "info", "log_json": false, "plain": true, "include_location": false}}),
         m::EVAL_ACK | m::EVAL_NACK => json!({"eval_id": "x", "token": 1}),
@@ -129,7 +131,9 @@ fn user_expectation(method: &str, token: &str) -> u16 {
         (_, "none" | "unknown") => 403,
         (m::MEMBERS | m::PROFILE | m::CLIENT_PROFILE, "read") => 403, // node:read, agent:write
         // Allowed through, for a node the state does not have.
-        (m::CLIENT_HOST | m::CLIENT_PROFILE | m::CLIENT_MONITOR, _) => 404,
+        (m::CLIENT_HOST | m::CLIENT_PROFILE | m::CLIENT_MONITOR | m::CLIENT_MONITOR_EXPORT, _) => {
+            404
+        }
         (m::MONITOR_EXPORT, _) => 400, // agent:read passed; no log file here
         _ => 200,
     }

@@ -232,6 +232,22 @@ impl Forwarding for ClientOnly {
             .await
             .map_err(ApiError::from_message)
     }
+
+    async fn remote_export(
+        &self,
+        target: Remote<'_>,
+        token: Option<&str>,
+        request: caravan_http::api::ExportRequest,
+    ) -> Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, ApiError> {
+        let Remote::Node(id) = target else {
+            return Err(ApiError::from_message(unknown_server(target.id())));
+        };
+        let body = for_node(id, request).map_err(ApiError::from_message)?;
+        self.client
+            .stream_from_a_server(m::CLIENT_MONITOR_EXPORT, token, body)
+            .await
+            .map_err(ApiError::from_message)
+    }
 }
 
 impl ClientOnly {

@@ -79,7 +79,9 @@ impl AgentHandler {
             m::NODE_GET_CLIENT_ALLOCS => self.server()?.node_client_allocs(&call).await,
             m::NODE_UPDATE_ALLOC => self.server()?.node_update_alloc(&call).await,
             m::NODE_HAS_CONN => self.server()?.node_has_conn(&call),
-            m::CLIENT_HOST | m::CLIENT_PROFILE | m::CLIENT_MONITOR => self.for_node(call).await,
+            m::CLIENT_HOST | m::CLIENT_PROFILE | m::CLIENT_MONITOR | m::CLIENT_MONITOR_EXPORT => {
+                self.for_node(call).await
+            }
             m::HTTP_FORWARD => self.forwarded_http(call).await,
             m::EVAL_DEQUEUE | m::EVAL_ACK | m::EVAL_NACK => {
                 let cluster = self.server.as_ref().map(|s| s.cluster());
@@ -158,8 +160,12 @@ impl AgentHandler {
         let id = request.node_id.as_str();
         let failed = |text: String| refusal(ApiError::from_message(text));
         match call.method.name {
-            m::CLIENT_MONITOR => {
-                let methods = (m::MONITOR, m::CLIENT_MONITOR);
+            m::CLIENT_MONITOR | m::CLIENT_MONITOR_EXPORT => {
+                let methods = if call.method.name == m::CLIENT_MONITOR {
+                    (m::MONITOR, m::CLIENT_MONITOR)
+                } else {
+                    (m::MONITOR_EXPORT, m::CLIENT_MONITOR_EXPORT)
+                };
                 let rx = server
                     .stream_node(id, token, methods, &request.request, forwarded)
                     .await

@@ -236,11 +236,13 @@ impl Handler for CallsBack {
     }
 }
 
-/// An RPC error for the HTTP layer, keeping a `404`'s code (`RPC Error:: 404,<text>`, which
+/// An RPC error for the HTTP layer, keeping a 4xx's code (`RPC Error:: <code>,<text>`, which
 /// `ApiError::from_message` reads back), as Nomad's coded errors do.
 pub fn coded_text(e: &RpcError) -> String {
     match e {
-        RpcError::Remote { code: 404, message } => format!("RPC Error:: 404,{message}"),
+        RpcError::Remote { code, message } if (400..500).contains(code) => {
+            format!("RPC Error:: {code},{message}")
+        }
         other => text(other),
     }
 }

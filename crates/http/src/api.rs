@@ -297,19 +297,27 @@ pub trait Forwarding: Send + Sync + 'static {
         request: MonitorRequest,
     ) -> impl Future<Output = Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, crate::ApiError>> + Send;
 
-    /// A log export from another server (by member name), relayed over RPC as
+    /// A log export from another agent, relayed over RPC as
     /// [`remote_monitor`](Forwarding::remote_monitor) relays a stream. By default no other
-    /// server is reachable: `unknown Nomad server <server>`.
+    /// agent is reachable: `unknown Nomad server <server>` / `Unknown node "<id>"`.
     fn remote_export(
         &self,
-        server: &str,
+        target: Remote<'_>,
         token: Option<&str>,
         request: ExportRequest,
     ) -> impl Future<Output = Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, crate::ApiError>> + Send
     {
         let _ = (token, request);
-        let unknown = format!("unknown Nomad server {server}");
-        async move { Err(crate::ApiError::from_message(unknown)) }
+        let unknown = match target {
+            Remote::Server(server) => {
+                crate::ApiError::from_message(format!("unknown Nomad server {server}"))
+            }
+            Remote::Node(id) => crate::ApiError::new(
+                http::StatusCode::NOT_FOUND,
+                format!("Unknown node \"{id}\""),
+            ),
+        };
+        async move { Err(unknown) }
     }
 }
 

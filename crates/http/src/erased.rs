@@ -183,7 +183,7 @@ pub(crate) trait DynForwarding: Send + Sync {
     ) -> BoxFuture<'a, Result<Stream, ApiError>>;
     fn remote_export<'a>(
         &'a self,
-        server: &'a str,
+        target: Remote<'a>,
         token: Option<&'a str>,
         request: ExportRequest,
     ) -> BoxFuture<'a, Result<Stream, ApiError>>;
@@ -229,11 +229,11 @@ impl<T: Forwarding> DynForwarding for T {
     }
     fn remote_export<'a>(
         &'a self,
-        server: &'a str,
+        target: Remote<'a>,
         token: Option<&'a str>,
         request: ExportRequest,
     ) -> BoxFuture<'a, Result<Stream, ApiError>> {
-        Box::pin(Forwarding::remote_export(self, server, token, request))
+        Box::pin(Forwarding::remote_export(self, target, token, request))
     }
 }
 

@@ -91,10 +91,10 @@ pub(crate) async fn export(caps: &Caps, ctx: &Ctx) -> Result<Response<Body>, Api
     };
     caps.require(ctx.token.as_deref(), Acl::allow_agent_read)?;
     match target {
-        Some(t) if t.remote => {
+        Some(t) if t.is_remote() => {
             let rx = caps
                 .forwarder()?
-                .remote_export(&t.id, ctx.token.as_deref(), request)
+                .remote_export(t.remote(), ctx.token.as_deref(), request)
                 .await?;
             Ok(crate::monitor::endpoint::relay(rx, plain))
         }

@@ -80,6 +80,8 @@ pub const CLIENT_MONITOR: &str = "ClientAgent.Monitor";
 /// `HTTP.Forward`: an HTTP API request served by a server of another region (or for an agent
 /// that runs no server); the answer streams back as its head, then its body.
 pub const HTTP_FORWARD: &str = "HTTP.Forward";
+/// `ClientAgent.MonitorExport`: a client node's log export, through a server (agent:read).
+pub const CLIENT_MONITOR_EXPORT: &str = "ClientAgent.MonitorExport";
 /// `Eval.Dequeue`: take an evaluation from the leader's broker.
 pub const EVAL_DEQUEUE: &str = "Eval.Dequeue";
 /// `Eval.Ack`: an evaluation was processed.
@@ -119,6 +121,10 @@ pub const METHODS: &[MethodSpec] = &[
     m(NODE_GET_CLIENT_ALLOCS, Access::Public, 4 * KIB, 16 * MIB),
     m(NODE_UPDATE_ALLOC, Access::Public, 2 * MIB, KIB),
     m(NODE_HAS_CONN, Access::Server, KIB, KIB),
+    MethodSpec {
+        streaming: true,
+        ..m(CLIENT_MONITOR_EXPORT, Access::User, 2 * KIB, MIB)
+    },
     MethodSpec {
         streaming: true,
         ..m(HTTP_FORWARD, Access::User, MIB + 16 * KIB, MIB)

@@ -297,14 +297,24 @@ impl Forwarding for ServerRole {
 
     async fn remote_export(
         &self,
-        server: &str,
+        target: Remote<'_>,
         token: Option<&str>,
         request: ExportRequest,
     ) -> Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, ApiError> {
-        let addr = self.server_rpc(server).map_err(ApiError::from_message)?;
-        self.rpc
-            .stream_coded(addr, m::MONITOR_EXPORT, token, &request, PING_TIMEOUT)
-            .await
+        match target {
+            Remote::Server(name) => {
+                let addr = self.server_rpc(name).map_err(ApiError::from_message)?;
+                self.rpc
+                    .stream_coded(addr, m::MONITOR_EXPORT, token, &request, PING_TIMEOUT)
+                    .await
+            }
+            Remote::Node(id) => {
+                let methods = (m::MONITOR_EXPORT, m::CLIENT_MONITOR_EXPORT);
+                self.stream_node(id, token, methods, &request, false)
+                    .await
+                    .map_err(ApiError::from_message)
+            }
+        }
     }
 }
 
