@@ -196,7 +196,9 @@ async fn a_client_registers_is_reached_through_any_server_fails_over_and_goes_do
     let r = servers[2]
         .as_ref()
         .unwrap()
-        .get(&format!("/v1/agent/monitor/export?node_id={node_id}&on_disk=true&plain=true"))
+        .get(&format!(
+            "/v1/agent/monitor/export?node_id={node_id}&on_disk=true&plain=true"
+        ))
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().contains("node registered"), "{}", r.text());
