@@ -11,7 +11,6 @@ use tokio::sync::mpsc;
 use crate::api::ExportRequest;
 use crate::app::Caps;
 use crate::dto::StreamFrame;
-use crate::handlers::local_target;
 use crate::monitor::endpoint::{FLUSH_EVERY, FRAME_BYTES, HEARTBEAT_EVERY, streaming_response};
 use crate::request::parse_bool;
 use crate::response::Body;
@@ -78,17 +77,7 @@ pub(crate) async fn export(caps: &Caps, ctx: &Ctx) -> Result<Response<Body>, Api
         service_name,
     };
     // As for monitor: a client-only agent serves its own logs whatever `server_id` says.
-    let client_only = !caps.config().server.enabled;
-    let target = if client_only && node_id.is_empty() {
-        None
-    } else {
-        local_target(
-            caps,
-            ctx,
-            "Cannot target node and server simultaneously",
-            StatusCode::BAD_REQUEST,
-        )?
-    };
+    let target = crate::monitor::endpoint::log_target(caps, ctx)?;
     caps.require(ctx.token.as_deref(), Acl::allow_agent_read)?;
     match target {
         Some(t) if t.is_remote() => {

@@ -546,6 +546,24 @@ pub(crate) mod endpoint {
         }
     }
 
+    /// Whose logs a monitor or export request wants: `node_id` and `server_id` as spec §0.8
+    /// says, except that a client-only agent ignores `server_id` and serves its own (spec §8).
+    pub(crate) fn log_target(
+        caps: &Caps,
+        ctx: &Ctx,
+    ) -> Result<Option<crate::handlers::Target>, ApiError> {
+        let client_only = !caps.config().server.enabled;
+        if client_only && ctx.query.get("node_id").unwrap_or("").is_empty() {
+            return Ok(None);
+        }
+        local_target(
+            caps,
+            ctx,
+            "Cannot target node and server simultaneously",
+            StatusCode::BAD_REQUEST,
+        )
+    }
+
     /// Validates the request in the spec's order, then starts the stream (relayed from another
     /// server when `server_id` names one).
     pub(crate) async fn monitor(caps: &Caps, ctx: &Ctx) -> Result<Response<Body>, ApiError> {
@@ -556,18 +574,7 @@ pub(crate) mod endpoint {
             plain: parse_flag(ctx, "plain", "plain")?,
             include_location: parse_flag(ctx, "log_include_location", "log_include_location")?,
         };
-        // A client-only agent ignores server_id and streams its own logs (spec §8).
-        let client_only = !caps.config().server.enabled;
-        let target = if client_only && ctx.query.get("node_id").unwrap_or("").is_empty() {
-            None
-        } else {
-            local_target(
-                caps,
-                ctx,
-                "Cannot target node and server simultaneously",
-                StatusCode::BAD_REQUEST,
-            )?
-        };
+        let target = log_target(caps, ctx)?;
         caps.require(ctx.token.as_deref(), Acl::allow_agent_read)?;
         match target {
             Some(t) if t.is_remote() => {
