@@ -6,6 +6,7 @@
 //! - [`conn_limit`]: connection limits per client and in all, for the HTTP and RPC listeners.
 //! - [`debug`]: profile and monitor requests, validated once for the HTTP API and the agent RPC.
 //! - [`jobs`]: jobs, evaluations, allocations and nodes.
+//! - [`keyring`]: the gossip keyring: its keys, operations, file format and pooled answers.
 //! - [`logfile`]: the log file's naming, rotation and pruning rules.
 //! - [`duration`]: Go-syntax durations.
 //! - [`member`]: gossip members and their status, as `/v1/agent/members` reports them.
@@ -23,6 +24,7 @@ pub mod debug;
 pub mod duration;
 pub mod heartbeat;
 pub mod jobs;
+pub mod keyring;
 pub mod logfile;
 pub mod member;
 pub mod query;

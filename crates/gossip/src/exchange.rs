@@ -151,7 +151,7 @@ impl Node {
             tracing::debug!(target: "gossip", error = %e, "state encode");
             return None;
         }
-        let frame = match &self.cipher {
+        let frame = match &self.keyring {
             Some(c) => c.seal(&plain).ok()?,
             None => plain,
         };

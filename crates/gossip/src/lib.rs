@@ -12,6 +12,7 @@
 
 mod exchange;
 mod identity;
+pub mod keyring;
 mod knowledge;
 pub mod list;
 mod node;
@@ -59,6 +60,8 @@ pub enum GossipError {
     Stopped,
     /// Socket I/O failed.
     Io(String),
+    /// A keyring operation was refused.
+    Keyring(caravan_agent_core::keyring::KeyringError),
 }
 
 impl std::fmt::Display for GossipError {
@@ -75,6 +78,7 @@ impl std::fmt::Display for GossipError {
             GossipError::Rejected(why) => write!(f, "rejected: {why}"),
             GossipError::Stopped => f.write_str("gossip has stopped"),
             GossipError::Io(e) => write!(f, "io: {e}"),
+            GossipError::Keyring(e) => write!(f, "{e}"),
         }
     }
 }

@@ -18,11 +18,12 @@ use rand::{RngExt, SeedableRng};
 use crate::GossipError;
 pub use crate::exchange::StreamRequest;
 use crate::identity::NodeId;
+use crate::keyring::Keyring;
 use crate::knowledge::{Handler, Knowledge};
 use crate::table::IntentEffect;
 use crate::wire::{
-    Broadcast, Cipher, ENCRYPTION_OVERHEAD, IntentKind, IntentMsg, KIND_FOCA, KIND_SYNC,
-    KIND_TAGS_PULL, KIND_TAGS_PUSH, MAX_TAGS_BYTES, TagsMsg,
+    Broadcast, ENCRYPTION_OVERHEAD, IntentKind, IntentMsg, KIND_FOCA, KIND_SYNC, KIND_TAGS_PULL,
+    KIND_TAGS_PUSH, MAX_TAGS_BYTES, TagsMsg,
 };
 
 /// Largest datagram a node sends.
@@ -67,8 +68,11 @@ pub struct NodeConfig {
     pub generation: u64,
     /// This member's tags; `None` disseminates no tags at all (the simulator's scale runs).
     pub tags: Option<BTreeMap<String, String>>,
-    /// Gossip encryption key (16, 24 or 32 bytes).
+    /// Gossip encryption key (16, 24 or 32 bytes): the primary, which seals.
     pub key: Option<Vec<u8>>,
+    /// Further keys accepted besides `key` (a keyring loaded from `serf.keyring` mid-rotation);
+    /// ignored without `key`.
+    pub extra_keys: Vec<Vec<u8>>,
     /// How long a failed member stays listed (Nomad: 72 h).
     pub reconnect_timeout: Duration,
     /// How long a left member stays listed (Serf: 24 h).
@@ -96,6 +100,7 @@ impl NodeConfig {
             generation: 0,
             tags: Some(BTreeMap::new()),
             key: None,
+            extra_keys: Vec::new(),
             reconnect_timeout: Duration::from_secs(72 * 3600),
             tombstone_timeout: Duration::from_secs(24 * 3600),
             reap_interval: Duration::from_secs(15),
@@ -212,7 +217,7 @@ pub struct Node {
     pub(crate) rt: AccumulatingRuntime<NodeId>,
     pub(crate) knowledge: Arc<Mutex<Knowledge>>,
     pub(crate) cfg: NodeConfig,
-    pub(crate) cipher: Option<Cipher>,
+    pub(crate) keyring: Option<Keyring>,
     tags_version: u64,
     pub(crate) leaving: bool,
     pub(crate) out: Output,
@@ -234,13 +239,28 @@ pub struct Node {
 }
 
 impl Node {
+    /// Applies a keyring operation (`list` included) and returns the keys held after it; a node
+    /// without a key has no keyring to show or change.
+    pub fn keyring_apply(
+        &mut self,
+        op: &caravan_agent_core::keyring::KeyringOp,
+    ) -> Result<caravan_agent_core::keyring::KeyList, GossipError> {
+        use caravan_agent_core::keyring::{KeyringError, KeyringOp};
+        let Some(keyring) = &mut self.keyring else {
+            let list = matches!(op, KeyringOp::List);
+            return Err(GossipError::Keyring(KeyringError::NoEncryption { list }));
+        };
+        keyring.apply(op).map_err(GossipError::Keyring)?;
+        Ok(keyring.list().clone())
+    }
+
     /// `data` opened with the pool key when one is set (a failure counted as a decrypt
     /// failure), or as it came.
     pub(crate) fn unseal<'a>(
         &mut self,
         data: &'a [u8],
     ) -> Result<std::borrow::Cow<'a, [u8]>, GossipError> {
-        match &self.cipher {
+        match &self.keyring {
             Some(c) => match c.open(data) {
                 Some(plain) => Ok(std::borrow::Cow::Owned(plain)),
                 None => {
@@ -254,8 +274,11 @@ impl Node {
 
     /// A node that knows only itself. `seed` makes its random choices reproducible.
     pub fn new(mut cfg: NodeConfig, seed: u64, now: Duration) -> Result<Node, GossipError> {
-        let cipher = cfg.key.as_deref().map(Cipher::new).transpose()?;
-        let overhead = 1 + if cipher.is_some() {
+        let keyring = match &cfg.key {
+            Some(key) => Some(Keyring::from_keys(key, &cfg.extra_keys)?),
+            None => None,
+        };
+        let overhead = 1 + if keyring.is_some() {
             ENCRYPTION_OVERHEAD
         } else {
             0
@@ -279,7 +302,7 @@ impl Node {
             swim,
             rt: AccumulatingRuntime::new(),
             knowledge,
-            cipher,
+            keyring,
             tags_version: 0,
             leaving: false,
             out: Output::default(),
@@ -865,7 +888,7 @@ impl Node {
         let mut plain = Vec::with_capacity(payload.len() + 1);
         plain.push(kind);
         plain.extend_from_slice(payload);
-        let packet = match &self.cipher {
+        let packet = match &self.keyring {
             Some(c) => match c.seal(&plain) {
                 Ok(p) => p,
                 Err(_) => return,
@@ -1012,7 +1035,7 @@ impl Node {
             ),
             ("event_queue".into(), "0".into()),
             ("query_queue".into(), "0".into()),
-            ("encrypted".into(), self.cipher.is_some().to_string()),
+            ("encrypted".into(), self.keyring.is_some().to_string()),
             ("decrypt_failures".into(), c.decrypt_failures.to_string()),
             ("malformed_packets".into(), c.malformed.to_string()),
             ("spoofed_packets".into(), c.spoofed.to_string()),

@@ -26,6 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use caravan_agent_core::keyring::{KeyList, KeyringOp};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
@@ -92,6 +93,7 @@ enum Command {
         BTreeMap<String, String>,
         oneshot::Sender<Result<(), GossipError>>,
     ),
+    Keyring(KeyringOp, oneshot::Sender<Result<KeyList, GossipError>>),
 }
 
 /// A handle on the gossip task.
@@ -230,6 +232,19 @@ impl Gossip {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::SetTags(tags, tx))
+            .map_err(|_| GossipError::Stopped)?;
+        rx.await.map_err(|_| GossipError::Stopped)?
+    }
+}
+
+impl Gossip {
+    /// Applies a keyring operation to this member (`list` included) and returns the keys it
+    /// holds after it, primary first. Packets already in flight under a removed key are dropped
+    /// as undecryptable, so remove a key only once every member uses another.
+    pub async fn keyring(&self, op: KeyringOp) -> Result<KeyList, GossipError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Keyring(op, tx))
             .map_err(|_| GossipError::Stopped)?;
         rx.await.map_err(|_| GossipError::Stopped)?
     }
@@ -653,6 +668,10 @@ impl Driver {
                             self.flush(out).await;
                             let _ = reply.send(());
                         }
+                        Command::Keyring(op, reply) => {
+                            let result = self.node.keyring_apply(&op);
+                            let _ = reply.send(result);
+                        }
                         Command::SetTags(tags, reply) => {
                             let now = self.now();
                             let result = self.node.set_tags(tags, now);
@@ -919,6 +938,77 @@ mod tests {
         assert!(wait_stat(&b, "streams_out", |n| n >= 1).await);
         assert_eq!(b.snapshot().stats["stream_failures"], "0");
         assert_eq!(a.snapshot().stats["decrypt_failures"], "0");
+    }
+
+    #[tokio::test]
+    async fn a_key_rotation_keeps_the_pool_whole_and_shuts_out_the_old_key() {
+        use caravan_agent_core::keyring::{GossipKey, KeyringOp};
+        let old = GossipKey::from_bytes(&[5; 32]).unwrap().to_base64();
+        let new = GossipKey::from_bytes(&[6; 16]).unwrap().to_base64();
+        let keyed = |name: &str| {
+            let addr = free_addr();
+            let mut cfg = NodeConfig::new(name, addr, 3);
+            cfg.generation = 1;
+            cfg.key = Some(vec![5; 32]);
+            cfg
+        };
+        let mut pool = Vec::new();
+        for name in ["a.global", "b.global", "c.global"] {
+            let cfg = keyed(name);
+            let addr = cfg.addr;
+            pool.push(Gossip::start(cfg, addr).await.unwrap());
+        }
+        for g in &pool[1..] {
+            assert_eq!(
+                g.join(vec![pool[0].local_addr().to_string()]).await.joined,
+                1
+            );
+        }
+        for g in &pool {
+            assert!(wait_for(g, |s| s.members.len() == 3).await);
+        }
+        // Install everywhere, use member by member, remove everywhere.
+        for op in [
+            KeyringOp::Install(new.clone()),
+            KeyringOp::Use(new.clone()),
+            KeyringOp::Remove(old.clone()),
+        ] {
+            for g in &pool {
+                g.keyring(op.clone()).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+        let held = pool[0].keyring(KeyringOp::List).await.unwrap();
+        assert_eq!(held.keys().len(), 1);
+        assert_eq!(held.primary().to_base64(), new);
+        // A few probe rounds under the new key: nobody was ever suspected or failed.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        for g in &pool {
+            let s = g.snapshot();
+            assert!(
+                s.members.iter().all(|m| m.status == MemberStatus::Alive),
+                "{:?}",
+                s.members
+            );
+            // Every packet of the rotation opened with some key held.
+            assert_eq!(s.stats["decrypt_failures"], "0", "{:?}", s.stats);
+        }
+        // A member still on the old key is no longer heard.
+        let cfg = keyed("d.global");
+        let addr = cfg.addr;
+        let d = Gossip::start(cfg, addr).await.unwrap();
+        let outcome = d.join(vec![pool[0].local_addr().to_string()]).await;
+        assert_eq!(outcome.joined, 0, "{outcome:?}");
+        assert!(wait_stat(&pool[0], "decrypt_failures", |n| n >= 1).await);
+        // Refusals name the problem and change nothing.
+        let e = pool[0]
+            .keyring(KeyringOp::Remove(new.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "Removing the primary key is not allowed");
+        let plain = start("e.global").await;
+        let e = plain.keyring(KeyringOp::List).await.unwrap_err();
+        assert_eq!(e.to_string(), "Keyring is empty (encryption not enabled)");
     }
 
     #[tokio::test]
