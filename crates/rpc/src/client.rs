@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::frame::{self, Frame, RequestHeader};
-use crate::identity::{Dial, Peer};
+use crate::identity::{Dial, Peer, ServerKeys, key_id};
 use crate::method;
 use crate::mux::{self, MuxStream};
 use crate::server::{Handler, serve_stream};
@@ -46,6 +46,8 @@ pub struct Conn {
     session: mux::Session,
     peer: Peer,
     dialed: bool,
+    /// The server key the connection was authenticated with (Noise `NNpsk0`), by its id.
+    key_id: Option<[u8; 8]>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -58,11 +60,17 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(session: mux::Session, peer: Peer, dialed: bool) -> Conn {
+    pub(crate) fn new(
+        session: mux::Session,
+        peer: Peer,
+        dialed: bool,
+        key_id: Option<[u8; 8]>,
+    ) -> Conn {
         Conn {
             session,
             peer,
             dialed,
+            key_id,
         }
     }
 
@@ -198,7 +206,7 @@ impl RpcClient {
         }
         let slot = self.pool.lock().entry(addr).or_default().clone();
         let mut guard = slot.lock().await;
-        if let Some(conn) = guard.as_ref().filter(|c| !c.is_closed()) {
+        if let Some(conn) = guard.as_ref().filter(|c| self.reusable(c)) {
             return Ok(conn.clone());
         }
         let conn = tokio::time::timeout(self.opts.connect_timeout, self.connect(addr))
@@ -206,6 +214,15 @@ impl RpcClient {
             .map_err(|_| RpcError::Timeout(self.opts.connect_timeout))??;
         *guard = Some(conn.clone());
         Ok(conn)
+    }
+
+    /// Whether a pooled connection may take another call: open, and made with a key still held.
+    fn reusable(&self, conn: &Conn) -> bool {
+        let key_held = match (&conn.key_id, &self.dial.keys) {
+            (Some(id), Some(keys)) => keys.holds(id),
+            _ => true,
+        };
+        !conn.is_closed() && key_held
     }
 
     /// Forgets the pooled connection to `addr` (after a failure).
@@ -272,6 +289,7 @@ impl RpcClient {
         crate::keep_alive(&tcp);
         let (role, proof) = self.dial.dialed_role();
         let peer = Peer { addr, role, proof };
+        let mut key = None;
         let (session, inbound) = match &self.dial.tls {
             Some((config, name)) => {
                 let tls = tokio_rustls::TlsConnector::from(config.clone())
@@ -281,19 +299,22 @@ impl RpcClient {
                 mux::start(tls, true)
             }
             None => {
-                let stream =
-                    noise::initiate(tcp, self.dial.key.as_ref())
-                        .await
-                        .map_err(|e| match e {
-                            RpcError::Io(_) => RpcError::Handshake(
-                                "the server ended the handshake (it does not hold our key?)".into(),
-                            ),
-                            other => other,
-                        })?;
+                key = self.dial.keys.as_ref().and_then(ServerKeys::primary);
+                if self.dial.keys.is_some() && key.is_none() {
+                    return Err(RpcError::Handshake("no server key to dial with".into()));
+                }
+                let stream = noise::initiate(tcp, key.as_ref())
+                    .await
+                    .map_err(|e| match e {
+                        RpcError::Io(_) => RpcError::Handshake(
+                            "the server ended the handshake (it does not hold our key?)".into(),
+                        ),
+                        other => other,
+                    })?;
                 mux::start(stream, true)
             }
         };
-        let conn = Conn::new(session, peer, true);
+        let conn = Conn::new(session, peer, true, key.as_ref().map(key_id));
         if let Some(handler) = self.handler.clone() {
             tokio::spawn(serve_calls_back(
                 inbound,

@@ -78,6 +78,69 @@ pub fn key_id(key: &ServerKey) -> [u8; 8] {
     out
 }
 
+/// The server keys a process holds, shared by its listener ([`Trust`]) and its dialer
+/// ([`Dial`]) and changed live while the gossip key rotates: new connections dial with the first
+/// key (the primary), the listener accepts any key held, and a key no longer held authenticates
+/// nothing new; the connections it authenticated end once their calls in flight are done (the
+/// listener's side) or are no longer reused (the dialer's side). Cheap to clone; clones share.
+#[derive(Clone)]
+pub struct ServerKeys {
+    inner: Arc<KeysInner>,
+}
+
+struct KeysInner {
+    keys: parking_lot::RwLock<Vec<ServerKey>>,
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for ServerKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ServerKeys({} keys)", self.inner.keys.read().len())
+    }
+}
+
+impl ServerKeys {
+    /// Keys held, primary first.
+    pub fn new(keys: Vec<ServerKey>) -> ServerKeys {
+        ServerKeys {
+            inner: Arc::new(KeysInner {
+                keys: parking_lot::RwLock::new(keys),
+                changed: tokio::sync::watch::channel(0).0,
+            }),
+        }
+    }
+
+    /// Replaces the keys (primary first); connections made with a key no longer held end.
+    pub fn set(&self, keys: Vec<ServerKey>) {
+        *self.inner.keys.write() = keys;
+        self.inner.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The key new connections dial with.
+    pub fn primary(&self) -> Option<ServerKey> {
+        self.inner.keys.read().first().copied()
+    }
+
+    /// Whether the key named `id` is held.
+    pub fn holds(&self, id: &[u8; 8]) -> bool {
+        self.by_id(id).is_some()
+    }
+
+    pub(crate) fn by_id(&self, id: &[u8; 8]) -> Option<ServerKey> {
+        self.inner
+            .keys
+            .read()
+            .iter()
+            .find(|k| &key_id(k) == id)
+            .copied()
+    }
+
+    /// A receiver that changes whenever the keys do.
+    pub(crate) fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.changed.subscribe()
+    }
+}
+
 /// TLS material for the server side: the configuration (which must verify client
 /// certificates against the CA) and the region whose role names count.
 #[derive(Clone)]
@@ -90,7 +153,7 @@ pub struct ServerTls {
 #[derive(Clone)]
 pub struct Trust {
     pub(crate) region: String,
-    pub(crate) keys: Vec<ServerKey>,
+    pub(crate) keys: ServerKeys,
     pub(crate) tls: Option<ServerTls>,
     pub(crate) open: bool,
 }
@@ -98,9 +161,14 @@ pub struct Trust {
 impl Trust {
     /// Servers prove themselves with `key` (Noise); everyone else is anonymous.
     pub fn with_server_key(region: &str, key: ServerKey) -> Trust {
+        Trust::with_server_keys(region, ServerKeys::new(vec![key]))
+    }
+
+    /// Servers prove themselves with any of `keys`, which may change while the listener runs.
+    pub fn with_server_keys(region: &str, keys: ServerKeys) -> Trust {
         Trust {
             region: region.to_string(),
-            keys: vec![key],
+            keys,
             tls: None,
             open: false,
         }
@@ -110,7 +178,7 @@ impl Trust {
     pub fn with_tls(region: &str, config: Arc<ServerConfig>) -> Trust {
         Trust {
             region: region.to_string(),
-            keys: Vec::new(),
+            keys: ServerKeys::new(Vec::new()),
             tls: Some(ServerTls { config }),
             open: false,
         }
@@ -120,7 +188,7 @@ impl Trust {
     pub fn anonymous(region: &str) -> Trust {
         Trust {
             region: region.to_string(),
-            keys: Vec::new(),
+            keys: ServerKeys::new(Vec::new()),
             tls: None,
             open: false,
         }
@@ -134,16 +202,9 @@ impl Trust {
         }
     }
 
-    /// Also accepts `key` (a key being rotated in).
-    pub fn add_key(&mut self, key: ServerKey) {
-        if !self.keys.contains(&key) {
-            self.keys.push(key);
-        }
-    }
-
-    /// The key a caller named by its id.
-    pub(crate) fn key_by_id(&self, id: &[u8; 8]) -> Option<&ServerKey> {
-        self.keys.iter().find(|k| &key_id(k) == id)
+    /// The server keys this listener accepts (shared: changing them changes the listener's).
+    pub fn server_keys(&self) -> &ServerKeys {
+        &self.keys
     }
 
     /// The role a verified certificate chain's end entity gives.
@@ -181,7 +242,7 @@ pub fn certificate_names(cert: &CertificateDer<'_>, name: &str) -> bool {
 /// How a caller connects and what it proves.
 #[derive(Clone, Default)]
 pub struct Dial {
-    pub(crate) key: Option<ServerKey>,
+    pub(crate) keys: Option<ServerKeys>,
     pub(crate) tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
 }
 
@@ -193,8 +254,13 @@ impl Dial {
 
     /// Proves a server with `key` (Noise `NNpsk0`); the other side must hold it too.
     pub fn with_server_key(key: ServerKey) -> Dial {
+        Dial::with_server_keys(ServerKeys::new(vec![key]))
+    }
+
+    /// Proves a server with the primary of `keys` at the time of each connect.
+    pub fn with_server_keys(keys: ServerKeys) -> Dial {
         Dial {
-            key: Some(key),
+            keys: Some(keys),
             tls: None,
         }
     }
@@ -203,14 +269,14 @@ impl Dial {
     /// (`server.<region>.nomad`).
     pub fn with_tls(config: Arc<ClientConfig>, name: ServerName<'static>) -> Dial {
         Dial {
-            key: None,
+            keys: None,
             tls: Some((config, name)),
         }
     }
 
     /// The role a server we dialed has proved to us (what our side grants its calls back).
     pub(crate) fn dialed_role(&self) -> Peer0 {
-        match (&self.tls, &self.key) {
+        match (&self.tls, &self.keys) {
             (Some((_, name)), _) => (Role::Server, Proof::Certificate(Some(name.to_str().into()))),
             (None, Some(_)) => (Role::Server, Proof::ServerKey),
             (None, None) => (Role::Anonymous, Proof::Nothing),

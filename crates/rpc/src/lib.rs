@@ -56,7 +56,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 pub use client::{ClientOptions, Conn, RpcClient};
-pub use identity::{Dial, Peer, Proof, Role, Trust};
+pub use identity::{Dial, Peer, Proof, Role, ServerKeys, Trust};
 pub use method::{Access, MethodSpec};
 pub use server::{Call, Handler, Refusal, Reply, Server, ServerOptions};
 

@@ -99,7 +99,10 @@ where
 
 /// Runs the server's side of the handshake (from the preamble on); returns the encrypted stream
 /// and the role the caller proved.
-pub async fn respond<T>(mut io: T, trust: &Trust) -> Result<(DuplexStream, Role, Proof), RpcError>
+pub async fn respond<T>(
+    mut io: T,
+    trust: &Trust,
+) -> Result<(DuplexStream, Role, Proof, Option<[u8; 8]>), RpcError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -111,27 +114,28 @@ where
     let mode = io.read_u8().await.map_err(RpcError::io)?;
     let mut preamble = MAGIC.to_vec();
     preamble.push(mode);
-    let (mut hs, role, proof) = match mode {
+    let (mut hs, role, proof, used) = match mode {
         MODE_ANONYMOUS => {
             let hs = builder(NN)?
                 .prologue(&preamble)
                 .and_then(|b| b.build_responder())
                 .map_err(noise_err)?;
-            (hs, Role::Anonymous, Proof::Nothing)
+            (hs, Role::Anonymous, Proof::Nothing, None)
         }
         MODE_SERVER_KEY => {
             let mut id = [0u8; 8];
             io.read_exact(&mut id).await.map_err(RpcError::io)?;
             preamble.extend_from_slice(&id);
             let key = trust
-                .key_by_id(&id)
+                .keys
+                .by_id(&id)
                 .ok_or_else(|| RpcError::Handshake("unknown server key".into()))?;
             let hs = builder(NN_PSK)?
                 .prologue(&preamble)
-                .and_then(|b| b.psk(0, key))
+                .and_then(|b| b.psk(0, &key))
                 .and_then(|b| b.build_responder())
                 .map_err(noise_err)?;
-            (hs, Role::Server, Proof::ServerKey)
+            (hs, Role::Server, Proof::ServerKey, Some(id))
         }
         other => return Err(RpcError::Handshake(format!("unknown mode {other}"))),
     };
@@ -142,7 +146,7 @@ where
         .map_err(|_| RpcError::Handshake("the caller does not hold the server key".into()))?;
     let n = hs.write_message(&[], &mut buf).map_err(noise_err)?;
     write_message(&mut io, &buf[..n]).await?;
-    Ok((finish(io, hs)?, role, proof))
+    Ok((finish(io, hs)?, role, proof, used))
 }
 
 fn finish<T>(io: T, hs: HandshakeState) -> Result<DuplexStream, RpcError>

@@ -198,7 +198,7 @@ impl Server {
         crate::keep_alive(&tcp);
         let handshake =
             tokio::time::timeout(self.opts.handshake_timeout, self.handshake(tcp, addr));
-        let (session, mut inbound, peer) = match handshake.await {
+        let (session, mut inbound, peer, key_id) = match handshake.await {
             Ok(Ok(done)) => done,
             Ok(Err(e)) => {
                 tracing::debug!(target: "rpc", peer = %addr, error = %e, "handshake failed");
@@ -223,21 +223,37 @@ impl Server {
         } else {
             None
         };
-        let conn = Conn::new(session.clone(), peer.clone(), false);
+        let conn = Conn::new(session.clone(), peer.clone(), false, key_id);
         if let Some(tx) = &self.accepted {
             let _ = tx.send(conn.clone());
         }
         let mut calls = JoinSet::new();
+        // A key removed while the connection lives: no new call is taken, and the connection
+        // ends once the calls in flight are done.
+        let mut keys_changed = self.trust.keys.watch();
+        let mut revoked = false;
         loop {
             let idle = calls.is_empty();
+            if revoked && idle {
+                tracing::debug!(target: "rpc", peer = %addr, "closing a connection whose server key was removed");
+                break;
+            }
             tokio::select! {
                 stream = inbound.recv() => {
                     let Some(stream) = stream else { break };
+                    if revoked {
+                        // Dropping the stream resets it: the caller sees the call refused.
+                        continue;
+                    }
                     let handler = self.handler.clone();
                     let timeout = self.opts.request_timeout;
                     calls.spawn(serve_stream(stream, conn.clone(), handler, timeout));
                 }
                 Some(_) = calls.join_next(), if !calls.is_empty() => {}
+                changed = keys_changed.changed(), if key_id.is_some() && !revoked => {
+                    revoked = changed.is_err()
+                        || key_id.is_some_and(|id| !self.trust.keys.holds(&id));
+                }
                 _ = tokio::time::sleep(self.opts.idle_timeout), if idle => {
                     tracing::debug!(target: "rpc", peer = %addr, "closing idle connection");
                     break;
@@ -252,10 +268,18 @@ impl Server {
         &self,
         tcp: TcpStream,
         addr: SocketAddr,
-    ) -> Result<(mux::Session, mpsc::Receiver<MuxStream>, Peer), RpcError> {
+    ) -> Result<
+        (
+            mux::Session,
+            mpsc::Receiver<MuxStream>,
+            Peer,
+            Option<[u8; 8]>,
+        ),
+        RpcError,
+    > {
         let mut first = [0u8; 1];
         tcp.peek(&mut first).await.map_err(RpcError::io)?;
-        let (session, inbound, role, proof) = match &self.trust.tls {
+        let (session, inbound, role, proof, key_id) = match &self.trust.tls {
             Some(tls) => {
                 if first[0] != 0x16 {
                     return Err(RpcError::Handshake("TLS is required".into()));
@@ -272,12 +296,12 @@ impl Server {
                         .and_then(|c| c.first()),
                 );
                 let (s, i) = mux::start(stream, false);
-                (s, i, role, proof)
+                (s, i, role, proof, None)
             }
             None => {
-                let (stream, role, proof) = crate::noise::respond(tcp, &self.trust).await?;
+                let (stream, role, proof, key_id) = crate::noise::respond(tcp, &self.trust).await?;
                 let (s, i) = mux::start(stream, false);
-                (s, i, role, proof)
+                (s, i, role, proof, key_id)
             }
         };
         let (role, proof) = if self.trust.open {
@@ -285,7 +309,7 @@ impl Server {
         } else {
             (role, proof)
         };
-        Ok((session, inbound, Peer { addr, role, proof }))
+        Ok((session, inbound, Peer { addr, role, proof }, key_id))
     }
 }
 

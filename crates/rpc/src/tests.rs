@@ -122,6 +122,88 @@ async fn server_key_proves_a_server_and_anonymous_callers_get_public_and_user_me
     check(call(&anon, s.addr, "ACL.State").await, Err(404));
 }
 
+/// Holds each call until `release` is notified, then answers `done`.
+struct Held {
+    release: Arc<tokio::sync::Notify>,
+    started: Arc<tokio::sync::Notify>,
+}
+
+impl Handler for Held {
+    fn call(&self, _call: Call) -> BoxFuture<Result<Reply, Refusal>> {
+        let release = self.release.clone();
+        let started = self.started.clone();
+        Box::pin(async move {
+            started.notify_one();
+            release.notified().await;
+            Ok(Reply::whole("done"))
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_rotated_key_authenticates_nothing_new_and_ends_its_connections_after_their_calls() {
+    let (k1, k2) = (
+        server_key(KEY),
+        server_key(b"another key of 32 bytes........"),
+    );
+    let listener_keys = ServerKeys::new(vec![k1]);
+    let release = Arc::new(tokio::sync::Notify::new());
+    let started = Arc::new(tokio::sync::Notify::new());
+    let slow = Arc::new(Held {
+        release: release.clone(),
+        started: started.clone(),
+    });
+    let mut s = serve(
+        Trust::with_server_keys("global", listener_keys.clone()),
+        slow,
+        Default::default(),
+    )
+    .await;
+    let dialer_keys = ServerKeys::new(vec![k1]);
+    let c = Arc::new(client(Dial::with_server_keys(dialer_keys.clone())));
+    // A call in flight on a connection made with k1.
+    let in_flight = {
+        let c = c.clone();
+        let addr = s.addr;
+        tokio::spawn(async move { call(&c, addr, RAFT_VOTE).await })
+    };
+    started.notified().await;
+    let first = s.accepted.recv().await.unwrap();
+    // Rotation: both sides install k2 and use it, then the listener drops k1.
+    listener_keys.set(vec![k2, k1]);
+    dialer_keys.set(vec![k2, k1]);
+    listener_keys.set(vec![k2]);
+    dialer_keys.set(vec![k2]);
+    // The call in flight still completes on its connection, which then ends.
+    release.notify_one();
+    check(in_flight.await.unwrap(), Ok("done"));
+    for _ in 0..100 {
+        if first.is_closed() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        first.is_closed(),
+        "a connection made with a removed key stays open"
+    );
+    // The dialer no longer reuses it: the next call dials again, with k2.
+    let next = {
+        let c = c.clone();
+        let addr = s.addr;
+        tokio::spawn(async move { call(&c, addr, RAFT_VOTE).await })
+    };
+    started.notified().await;
+    release.notify_one();
+    check(next.await.unwrap(), Ok("done"));
+    let second = s.accepted.recv().await.unwrap();
+    assert_eq!(second.peer().role, Role::Server);
+    // A caller still holding only k1 is refused at the handshake.
+    let stale = client(Dial::with_server_key(k1));
+    let err = call(&stale, s.addr, PING).await.unwrap_err();
+    assert!(matches!(err, RpcError::Handshake(_)), "{err:?}");
+}
+
 #[tokio::test]
 async fn a_wrong_key_fails_the_handshake() {
     let s = serve(
