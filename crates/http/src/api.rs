@@ -329,6 +329,17 @@ pub trait Reload: Send + Sync + 'static {
     fn reload(&self) -> impl Future<Output = Result<(), String>> + Send;
 }
 
+/// The gossip keyring of the whole pool: `/v1/agent/keyring/{list,install,use,remove}`.
+pub trait GossipKeyring: Send + Sync + 'static {
+    /// Applies `op` (its key already checked) on every member of the pool and gathers their
+    /// answers; `Err` with Serf's text (`N/M nodes reported failure`) when some member failed
+    /// or did not answer.
+    fn keyring(
+        &self,
+        op: caravan_agent_core::keyring::KeyringOp,
+    ) -> impl Future<Output = Result<caravan_agent_core::keyring::KeyringAnswer, String>> + Send;
+}
+
 /// The cluster's status and operator endpoints: `/v1/status/leader`, `/v1/status/peers`,
 /// `/v1/operator/raft/configuration`, `/v1/operator/snapshot`.
 pub trait Operator: Send + Sync + 'static {

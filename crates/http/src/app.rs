@@ -38,6 +38,7 @@ pub(crate) struct Caps {
     forwarding: Option<Arc<dyn DynForwarding>>,
     operator: Option<Arc<dyn DynOperator>>,
     reload: Option<Arc<dyn DynReload>>,
+    keyring: Option<Arc<dyn crate::erased::DynKeyring>>,
     /// What a reload changed while running (set at build).
     live: Option<LiveConfig>,
     /// `/v1/metrics`: the recorder's series, and when the application started.
@@ -159,6 +160,9 @@ impl Caps {
     }
     pub(crate) fn metrics(&self) -> Result<&(crate::metrics::MetricsSink, Instant), ApiError> {
         self.metrics.as_ref().ok_or_else(|| missing("metrics"))
+    }
+    pub(crate) fn keyring(&self) -> Result<&dyn crate::erased::DynKeyring, ApiError> {
+        self.keyring.as_deref().ok_or_else(|| missing("keyring"))
     }
     pub(crate) fn reloader(&self) -> Result<&dyn DynReload, ApiError> {
         self.reload.as_deref().ok_or_else(|| missing("reload"))
@@ -319,6 +323,12 @@ impl AppBuilder {
         self
     }
 
+    /// Serves `/v1/agent/keyring/*` (a server's capability: without it a server answers `501`).
+    pub fn keyring(mut self, capability: Arc<impl crate::api::GossipKeyring>) -> AppBuilder {
+        self.caps.keyring = Some(capability);
+        self
+    }
+
     /// Serves `/v1/agent/reload`.
     pub fn reload(mut self, capability: Arc<impl Reload>) -> AppBuilder {
         self.caps.reload = Some(capability);
@@ -383,6 +393,7 @@ impl App {
                 forwarding: None,
                 operator: None,
                 reload: None,
+                keyring: None,
                 live: None,
                 metrics: None,
             },
@@ -542,7 +553,7 @@ async fn dispatch(caps: &Caps, ctx: &Ctx) -> Reply {
         Route::SchedulersConfig => schedulers::config(caps, ctx),
         Route::Reload => handlers::reload(caps, ctx).await,
         Route::MonitorExport => crate::export::export(caps, ctx).await,
-        Route::Keyring(_) => handlers::not_implemented(ctx),
+        Route::Keyring(op) => crate::keyring::handle(caps, ctx, &op).await,
         Route::Metrics => crate::metrics::endpoint(caps, ctx),
     }
 }

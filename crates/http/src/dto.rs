@@ -566,6 +566,18 @@ impl MembersResponse {
     }
 }
 
+/// `/v1/agent/keyring/*`'s answer (Nomad's `KeyringResponse`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyringResponse {
+    /// Messages by member name.
+    pub messages: std::collections::BTreeMap<String, String>,
+    /// For `list`: each key (base64) and how many members hold it.
+    pub keys: std::collections::BTreeMap<String, usize>,
+    /// Members asked.
+    pub num_nodes: usize,
+}
+
 /// `PUT /v1/agent/join`: snake_case, all three keys always present.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct JoinResponse {

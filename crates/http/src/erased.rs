@@ -263,6 +263,22 @@ impl<T: Operator> DynOperator for T {
     }
 }
 
+pub(crate) trait DynKeyring: Send + Sync {
+    fn keyring(
+        &self,
+        op: caravan_agent_core::keyring::KeyringOp,
+    ) -> BoxFuture<'_, Result<caravan_agent_core::keyring::KeyringAnswer, String>>;
+}
+
+impl<T: crate::api::GossipKeyring> DynKeyring for T {
+    fn keyring(
+        &self,
+        op: caravan_agent_core::keyring::KeyringOp,
+    ) -> BoxFuture<'_, Result<caravan_agent_core::keyring::KeyringAnswer, String>> {
+        Box::pin(crate::api::GossipKeyring::keyring(self, op))
+    }
+}
+
 pub(crate) trait DynReload: Send + Sync {
     fn reload(&self) -> BoxFuture<'_, Result<(), String>>;
 }

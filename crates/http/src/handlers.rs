@@ -325,14 +325,6 @@ pub(crate) async fn reload(caps: &Caps, ctx: &Ctx) -> Reply {
     Ok(response::empty())
 }
 
-/// An endpoint whose subsystem this Caravan version does not have yet.
-pub(crate) fn not_implemented(ctx: &Ctx) -> Reply {
-    Err(ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        format!("{} is not implemented by this Caravan version", ctx.path),
-    ))
-}
-
 /// Go's `301` for a prefix route asked for without its slash.
 pub(crate) fn redirect(ctx: &Ctx, location: &str) -> Reply {
     let mut target = location.to_string();

@@ -46,6 +46,7 @@ pub mod export;
 mod forward;
 mod handlers;
 mod jobs;
+mod keyring;
 pub mod logs;
 pub mod metrics;
 pub mod monitor;
@@ -61,9 +62,9 @@ use std::time::Duration;
 use http::Method;
 
 pub use api::{
-    AclWriteError, Acls, AgentInfo, Debugging, Forwarding, JobWriteError, JobWriteResult, Jobs,
-    JoinResult, Membership, Operator, ReadError, Reload, Remote, RestoreError, Schedulers,
-    ServerList, Stats,
+    AclWriteError, Acls, AgentInfo, Debugging, Forwarding, GossipKeyring, JobWriteError,
+    JobWriteResult, Jobs, JoinResult, Membership, Operator, ReadError, Reload, Remote,
+    RestoreError, Schedulers, ServerList, Stats,
 };
 pub use app::{App, AppBuilder, BuildError, LiveConfig};
 pub use error::{ApiError, multi_error};

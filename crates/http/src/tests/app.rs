@@ -150,11 +150,6 @@ async fn every_response_rules() {
             "413 ^failed to read request body: ",
         )
         .body(&big),
-        case(
-            "keyring is not implemented",
-            "GET /v1/agent/keyring/list",
-            "501 /v1/agent/keyring/list is not implemented by this Caravan version",
-        ),
         case("an unknown path", "GET /v1/agent/nope", "404"),
         case(
             "pretty JSON",

@@ -12,6 +12,7 @@ mod agent;
 mod app;
 mod export;
 mod jobs;
+mod keyring;
 mod metrics;
 mod monitor;
 mod operator;
@@ -312,6 +313,7 @@ struct TestApp {
     info: Arc<Info>,
     acl: Arc<AclFake>,
     jobs: Arc<jobs::JobsFake>,
+    keyring: Arc<keyring::KeyringFake>,
 }
 
 impl TestApp {
@@ -326,6 +328,7 @@ impl TestApp {
         let info = Arc::new(Info::new(config(hcl)));
         let acl = Arc::new(AclFake::seeded());
         let jobs = Arc::new(jobs::JobsFake::seeded());
+        let keyring = Arc::new(keyring::KeyringFake::new());
         let mut builder = App::builder(info.clone());
         if all || info.config.acl_enabled {
             builder = builder.acls(acl.clone());
@@ -341,6 +344,7 @@ impl TestApp {
                 }))
                 .operator(Arc::new(operator::OperatorFake))
                 .metrics(crate::metrics::MetricsSink::new())
+                .keyring(keyring.clone())
                 .reload(Arc::new(operator::ReloadFake(
                     info.config.node_name.clone(),
                 )));
@@ -350,6 +354,7 @@ impl TestApp {
             info,
             acl,
             jobs,
+            keyring,
         }
     }
 
