@@ -8,6 +8,7 @@ mod endpoints;
 mod export;
 mod gossip;
 mod jobs;
+mod keyring;
 mod lifecycle;
 mod monitor;
 mod nomad_config;

@@ -42,20 +42,25 @@ impl Agent {
         level: LevelHandle,
         tls: Option<Arc<crate::tls::LiveTls>>,
         metrics: caravan_http::metrics::MetricsSink,
+        keyring: Option<Arc<crate::keyring::ServerKeyring>>,
     ) -> Result<Agent, String> {
         let server_id = id_if(config.server.enabled, &config, "server", "node-id")?;
         let node_id = id_if(config.client.enabled, &config, "client", "client-id")?;
         let node_secret = id_if(config.client.enabled, &config, "client", "secret-id")?;
         let rpc = Arc::new(Rpc::new(
-            crate::rpc::dial(&config, tls.as_ref())?,
-            crate::rpc::confirms_servers(&config),
+            crate::rpc::dial(
+                &config,
+                tls.as_ref(),
+                keyring.as_ref().map(|k| k.rpc_keys()),
+            )?,
+            crate::rpc::confirms_servers(&config, keyring.is_some()),
         ));
         let node = node_id.zip(node_secret);
         let client = Arc::new(ClientRole::new(&config, node, rpc.clone()).await);
         let local = Arc::new(Local::new(config, hub));
         let server = match server_id {
             Some(id) => Some(Arc::new(
-                ServerRole::start(local.clone(), id, rpc.clone()).await?,
+                ServerRole::start(local.clone(), id, rpc.clone(), keyring).await?,
             )),
             None => None,
         };
@@ -166,7 +171,7 @@ fn app(
         .server_list(client.clone())
         .debugging(local.clone());
     match server {
-        Some(server) => with_server_capabilities(builder, server),
+        Some(server) => with_server_capabilities(builder, server).keyring(server.clone()),
         None => with_server_capabilities(builder, &Arc::new(ClientOnly::new(client.clone()))),
     }
 }

@@ -256,6 +256,39 @@ pub enum OperatorCommand {
     /// Raft commands.
     #[command(subcommand)]
     Raft(RaftCommand),
+    /// Gossip commands.
+    #[command(subcommand)]
+    Gossip(GossipCommand),
+}
+
+/// `caravan operator gossip ...`.
+#[derive(Debug, Subcommand)]
+pub enum GossipCommand {
+    /// Manage the gossip encryption keys of the pool (agent:write), or generate a key.
+    Keyring(KeyringArgs),
+}
+
+/// `caravan operator gossip keyring -list | -install KEY | -use KEY | -remove KEY | -generate`.
+#[derive(Debug, clap::Args)]
+pub struct KeyringArgs {
+    /// Connection flags.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// List the keys installed in the pool and how many members hold each.
+    #[arg(long)]
+    pub list: bool,
+    /// Install a new key (base64) on every member; members keep sealing with the primary.
+    #[arg(long, value_name = "KEY")]
+    pub install: Option<String>,
+    /// Make an installed key the primary on every member.
+    #[arg(long = "use", value_name = "KEY")]
+    pub use_key: Option<String>,
+    /// Remove a key (not the primary) from every member.
+    #[arg(long, value_name = "KEY")]
+    pub remove: Option<String>,
+    /// Print a new random 32-byte key (base64) and do nothing else.
+    #[arg(long)]
+    pub generate: bool,
 }
 
 /// `caravan operator raft ...`.

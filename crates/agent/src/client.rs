@@ -891,6 +891,68 @@ pub fn raft_list_peers(client: &ClientArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `caravan operator gossip keyring`, as Nomad's: one action at a time.
+pub fn gossip_keyring(args: &crate::cli::KeyringArgs) -> ExitCode {
+    if args.generate {
+        let key: [u8; 32] = rand::random();
+        println!(
+            "{}",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key)
+        );
+        return ExitCode::SUCCESS;
+    }
+    let keyed = [
+        (
+            "install",
+            &args.install,
+            "Installing new gossip encryption key...",
+        ),
+        (
+            "use",
+            &args.use_key,
+            "Changing primary gossip encryption key...",
+        ),
+        ("remove", &args.remove, "Removing gossip encryption key..."),
+    ];
+    let mut actions: Vec<(&str, Option<&String>, &str)> = keyed
+        .iter()
+        .filter_map(|(op, key, note)| key.as_ref().map(|k| (*op, Some(k), *note)))
+        .collect();
+    if args.list {
+        actions.push(("list", None, "Gathering installed encryption keys..."));
+    }
+    let (op, key, note) = match actions.as_slice() {
+        [one] => *one,
+        [] => {
+            eprintln!(
+                "At least one of '-list', '-install', '-use', '-remove' or '-generate' must be given"
+            );
+            return ExitCode::from(1);
+        }
+        _ => {
+            eprintln!("Only a single action is allowed");
+            return ExitCode::from(1);
+        }
+    };
+    println!("==> {note}");
+    let body = key.map_or_else(Vec::new, |k| {
+        serde_json::json!({ "Key": k }).to_string().into_bytes()
+    });
+    let path = format!("/v1/agent/keyring/{op}");
+    let bytes = match call_ok_with(&args.client, "PUT", &path, body, "error") {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    if op == "list" {
+        let answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        println!("\nKey");
+        for (k, _) in answer["Keys"].as_object().into_iter().flatten() {
+            println!("{k}");
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 /// Nomad's `operator raft list-peers` table.
 pub fn render_peers(config: &serde_json::Value) -> String {
     let mut rows =

@@ -22,20 +22,32 @@ fn load_or_create_id(path: &Path) -> Result<String, String> {
     if let Ok(text) = std::fs::read_to_string(path) {
         let id = text.trim().to_string();
         if uuid::Uuid::parse_str(&id).is_ok() {
-            // A file restored from a backup keeps no mode of ours: set it again.
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            private_file(path)?;
             return Ok(id);
         }
         // Never the contents: the file may hold a secret (the node's).
         return Err(format!("{}: not a valid UUID", path.display()));
     }
     let id = uuid::Uuid::new_v4().to_string();
-    let tmp = path.with_extension("tmp");
-    write_private(&tmp, id.as_bytes())?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
+    write_private_atomically(path, id.as_bytes())?;
     Ok(id)
+}
+
+/// Sets an existing state file to 0600 and its directory to 0700 again (a file restored from a
+/// backup keeps no mode of ours).
+pub(crate) fn private_file(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    private_dir(path.parent().unwrap_or(Path::new(".")))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Replaces `path` with `data` (a temporary file renamed over it), 0600 in a 0700 directory.
+pub(crate) fn write_private_atomically(path: &Path, data: &[u8]) -> Result<(), String> {
+    private_dir(path.parent().unwrap_or(Path::new(".")))?;
+    let tmp = path.with_extension("tmp");
+    write_private(&tmp, data)?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Creates `dir` (and missing parents) and makes it 0700.

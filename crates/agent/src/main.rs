@@ -13,6 +13,7 @@ mod handler;
 mod host;
 mod identity;
 mod info;
+mod keyring;
 mod load;
 mod local;
 mod logfile;
@@ -85,6 +86,9 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Operator(cli::OperatorCommand::Gossip(cli::GossipCommand::Keyring(k))) => {
+            client::gossip_keyring(&k)
+        }
         Command::Operator(cli::OperatorCommand::Raft(cli::RaftCommand::ListPeers(c))) => {
             client::raft_list_peers(&c)
         }

@@ -11,7 +11,9 @@ use caravan_agent_core::config::AgentConfig;
 use caravan_rpc::method as m;
 use std::sync::OnceLock;
 
-use caravan_rpc::{BoxFuture, Call, Dial, Handler, Refusal, Reply, RpcClient, RpcError, Trust};
+use caravan_rpc::{
+    BoxFuture, Call, Dial, Handler, Refusal, Reply, RpcClient, RpcError, ServerKeys, Trust,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
@@ -25,16 +27,19 @@ pub const PING_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How this agent proves itself when it calls others: its TLS certificate, else (servers) the
 /// key derived from the gossip key, else nothing (encrypted, anonymous).
-pub fn dial(config: &AgentConfig, live: Option<&Arc<crate::tls::LiveTls>>) -> Result<Dial, String> {
+/// `keys` are a server's keys derived from its gossip keyring ([`crate::keyring`]).
+pub fn dial(
+    config: &AgentConfig,
+    live: Option<&Arc<crate::tls::LiveTls>>,
+    keys: Option<&ServerKeys>,
+) -> Result<Dial, String> {
     if let (true, Some(live)) = (config.tls.rpc, live) {
         let tls = crate::tls::rpc_client(live, &config.region)?;
         return Ok(Dial::with_tls(tls.config, tls.server_name));
     }
-    match (&config.server.encrypt_key, config.server.enabled) {
-        (Some(key), true) => Ok(Dial::with_server_key(caravan_rpc::identity::server_key(
-            key,
-        ))),
-        _ => Ok(Dial::anonymous()),
+    match keys {
+        Some(keys) => Ok(Dial::with_server_keys(keys.clone())),
+        None => Ok(Dial::anonymous()),
     }
 }
 
@@ -49,17 +54,15 @@ fn expects_peers(config: &AgentConfig) -> bool {
 pub fn trust(
     config: &AgentConfig,
     live: Option<&Arc<crate::tls::LiveTls>>,
+    keys: Option<&ServerKeys>,
 ) -> Result<Trust, String> {
     let region = &config.region;
     if let (true, Some(live)) = (config.tls.rpc, live) {
         let tls = crate::tls::server_config(live, &[], true)?;
         return Ok(Trust::with_tls(region, tls));
     }
-    if let (Some(key), true) = (&config.server.encrypt_key, config.server.enabled) {
-        return Ok(Trust::with_server_key(
-            region,
-            caravan_rpc::identity::server_key(key),
-        ));
+    if let Some(keys) = keys {
+        return Ok(Trust::with_server_keys(region, keys.clone()));
     }
     if !config.server.enabled {
         return Ok(Trust::anonymous(region));
@@ -82,9 +85,9 @@ pub fn trust(
 /// the server key, or it runs without ACLs (an open cluster, by choice), or the operator set
 /// [`INSECURE_ENV`]. Without that, no gossip claim may change Raft membership and no user's
 /// token is forwarded to another server.
-pub fn confirms_servers(config: &AgentConfig) -> bool {
+pub fn confirms_servers(config: &AgentConfig, keyring: bool) -> bool {
     config.tls.rpc
-        || (config.server.enabled && config.server.encrypt_key.is_some())
+        || (config.server.enabled && keyring)
         || !config.acl_enabled
         || std::env::var(INSECURE_ENV).is_ok_and(|v| v == "1")
 }

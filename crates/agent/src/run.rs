@@ -125,9 +125,11 @@ async fn start_and_wait(
         )?),
         _ => None,
     };
-    let trust = crate::rpc::trust(&config, live_tls.as_ref())?;
+    let keyring = crate::keyring::ServerKeyring::load(&config)?.map(Arc::new);
+    let rpc_keys = keyring.as_ref().map(|k| k.rpc_keys());
+    let trust = crate::rpc::trust(&config, live_tls.as_ref(), rpc_keys)?;
     let interval = config.telemetry.collection_interval();
-    let agent = Agent::start(config, hub, args, level, live_tls, sink).await?;
+    let agent = Agent::start(config, hub, args, level, live_tls, sink, keyring).await?;
     crate::telemetry::spawn(interval, agent.server_role());
     let app = agent.app().clone();
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -21,11 +21,13 @@ use caravan_sched::workers::WorkerPool;
 use parking_lot::Mutex;
 
 use crate::cluster::{LeaderSource, ServerPeers};
+use crate::keyring::ServerKeyring;
 use crate::local::Local;
 use crate::rpc::Rpc;
 
 mod api;
 pub use api::FORWARD_TIMEOUT;
+mod keyring;
 mod nodes;
 
 /// How often the leader enqueues a `_core` GC evaluation.
@@ -44,14 +46,21 @@ pub struct ServerRole {
     nodes: nodes::NodeConns,
     /// The client heartbeat timers (running while this server leads).
     heartbeats: Arc<Heartbeats>,
+    /// The gossip keyring (with encryption on).
+    keyring: Option<Arc<ServerKeyring>>,
 }
 
 impl ServerRole {
     /// Starts the server with ID `id`: its gossip pool on the serf listener, its cluster member
     /// (durable under `data_dir/server/raft` outside dev mode) and its worker pool.
-    pub async fn start(local: Arc<Local>, id: String, rpc: Arc<Rpc>) -> Result<ServerRole, String> {
+    pub async fn start(
+        local: Arc<Local>,
+        id: String,
+        rpc: Arc<Rpc>,
+        keyring: Option<Arc<ServerKeyring>>,
+    ) -> Result<ServerRole, String> {
         let config = &local.config;
-        let gossip = start_gossip(config, &id, &local.build).await?;
+        let gossip = start_gossip(config, &id, &local.build, keyring.as_deref()).await?;
         let dir = config
             .data_dir
             .as_ref()
@@ -71,6 +80,7 @@ impl ServerRole {
             rpc,
             nodes: nodes::NodeConns::default(),
             heartbeats,
+            keyring,
         })
     }
 
@@ -378,6 +388,7 @@ async fn start_gossip(
     config: &AgentConfig,
     server_id: &str,
     build: &BuildInfo,
+    keyring: Option<&ServerKeyring>,
 ) -> Result<Gossip, String> {
     let expect = config.server.bootstrap_expect.max(3);
     let mut node = NodeConfig::new(config.member_name(), config.advertise.serf, expect);
@@ -385,7 +396,11 @@ async fn start_gossip(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     node.tags = Some(member::server_tags(config, server_id, build));
-    node.key = config.server.encrypt_key.clone();
+    if let Some(keyring) = keyring {
+        let (primary, others) = keyring.gossip_keys();
+        node.key = Some(primary);
+        node.extra_keys = others;
+    }
     let bind = SocketAddr::new(config.addresses.serf, config.ports.serf);
     Gossip::start(node, bind).await.map_err(|e| e.to_string())
 }

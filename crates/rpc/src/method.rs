@@ -82,6 +82,9 @@ pub const CLIENT_MONITOR: &str = "ClientAgent.Monitor";
 pub const HTTP_FORWARD: &str = "HTTP.Forward";
 /// `ClientAgent.MonitorExport`: a client node's log export, through a server (agent:read).
 pub const CLIENT_MONITOR_EXPORT: &str = "ClientAgent.MonitorExport";
+/// `Keyring.Operation`: one member's part of a gossip keyring operation (the server that took
+/// the operator's request, with agent:write checked there, asks every member).
+pub const KEYRING_OPERATION: &str = "Keyring.Operation";
 /// `Eval.Dequeue`: take an evaluation from the leader's broker.
 pub const EVAL_DEQUEUE: &str = "Eval.Dequeue";
 /// `Eval.Ack`: an evaluation was processed.
@@ -135,6 +138,7 @@ pub const METHODS: &[MethodSpec] = &[
         streaming: true,
         ..m(CLIENT_MONITOR, Access::User, 2 * KIB, MIB)
     },
+    m(KEYRING_OPERATION, Access::Server, KIB, 8 * KIB),
     m(EVAL_DEQUEUE, Access::Server, 4 * KIB, 4 * MIB),
     m(EVAL_ACK, Access::Server, KIB, KIB),
     m(EVAL_NACK, Access::Server, KIB, KIB),
