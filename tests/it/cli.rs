@@ -338,7 +338,7 @@ COMP_WORDS=(caravan operator ""); COMP_CWORD=2; _caravan; print -- "${COMPREPLY[
     ) {
         Some(zsh) => assert_eq!(
             zsh,
-            "_bash_complete -o default -F _caravan\nscheduler snapshot raft\n"
+            "_bash_complete -o default -F _caravan\nscheduler snapshot raft gossip\n"
         ),
         None => eprintln!("zsh is not installed: its completion was not run"),
     }

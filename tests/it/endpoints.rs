@@ -393,11 +393,3 @@ async fn servers() {
         "Invalid method",
     );
 }
-
-#[tokio::test]
-async fn unbuilt_endpoints_say_so() {
-    let agent = Agent::dev("").await;
-    let r = agent.get("/v1/agent/keyring/list").await;
-    assert_eq!(r.status, 501);
-    assert!(r.text().contains("not implemented"), "{}", r.text());
-}

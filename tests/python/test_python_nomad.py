@@ -253,6 +253,47 @@ def test_metrics_get_metrics(metrics_agent):
     assert gauges["nomad.nomad.broker.total_unacked"] == 0
 
 
+def test_metrics_cover_raft_workers_gossip_and_heartbeats(metrics_agent):
+    """A job placed on the dev agent leaves Raft, worker, gossip and heartbeat series."""
+    n = client(metrics_agent)
+    job = {"Job": {"ID": "m", "Name": "m", "Type": "service", "Datacenters": ["dc1"],
+                   "TaskGroups": [{"Name": "g", "Count": 1, "Tasks": [
+                       {"Name": "t", "Driver": "docker", "Resources": {"CPU": 10, "MemoryMB": 16}}]}]}}
+    reply = n.job.register_job("m", job)
+    deadline = time.monotonic() + 10
+    while n.evaluation.get_evaluation(reply["EvalID"])["Status"] == "pending":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    want_samples = {"nomad.raft.commitTime", "nomad.raft.fsm.apply",
+                    "nomad.nomad.worker.dequeue_eval", "nomad.nomad.worker.invoke_scheduler.service",
+                    "nomad.nomad.worker.send_ack"}
+    deadline = time.monotonic() + 10
+    while True:
+        m = n.metrics.get_metrics()
+        samples = {s["Name"]: s for s in m["Samples"]}
+        gauges = {(g["Name"], g["Labels"].get("status")): g["Value"] for g in m["Gauges"]}
+        counters = {c["Name"]: c for c in m["Counters"]}
+        ready = (want_samples <= set(samples)
+                 and gauges.get(("nomad.nomad.heartbeat.active", None)) == 1
+                 and "nomad.nomad.heartbeat.received" in counters)
+        if ready or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert want_samples <= set(samples), sorted(samples)
+    for name in want_samples:
+        assert samples[name]["Count"] >= 1 and samples[name]["Max"] >= samples[name]["Min"] >= 0
+    assert counters["nomad.raft.apply"]["Count"] >= 1
+    # The dev agent's own node heartbeats to its leader, which runs its timer.
+    assert gauges[("nomad.nomad.heartbeat.active", None)] == 1
+    assert counters["nomad.nomad.heartbeat.received"]["Count"] >= 1
+    # One gossip member, alive; the traffic counters exist (a lone member sends nothing).
+    assert gauges[("nomad.serf.members", "alive")] == 1
+    assert gauges[("nomad.serf.members", "failed")] == 0
+    assert gauges[("nomad.nomad.broker.service_ready", None)] >= 0
+    assert {"nomad.memberlist.udp.sent", "nomad.memberlist.probeNode",
+            "nomad.memberlist.decrypt_failures"} <= set(counters)
+
+
 def test_metrics_prometheus_text_parses(metrics_agent):
     from prometheus_client.parser import text_string_to_metric_families
 

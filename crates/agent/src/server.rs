@@ -84,6 +84,16 @@ impl ServerRole {
         })
     }
 
+    /// The latest gossip snapshot (members, stats, counters).
+    pub fn gossip_snapshot(&self) -> Arc<caravan_gossip::udp::Snapshot> {
+        self.gossip.snapshot()
+    }
+
+    /// How many client nodes' heartbeat timers this server runs (0 unless it leads).
+    pub fn heartbeats_tracked(&self) -> usize {
+        self.heartbeats.tracked()
+    }
+
     /// The server's ID (its `id` gossip tag).
     pub fn id(&self) -> &str {
         &self.id

@@ -56,7 +56,17 @@ struct ServerGauges {
     unacked: metrics::Gauge,
     blocked: metrics::Gauge,
     failed: metrics::Gauge,
+    heartbeats_active: metrics::Gauge,
+    probes: metrics::Counter,
+    packets_in: metrics::Counter,
+    packets_out: metrics::Counter,
+    bytes_in: metrics::Counter,
+    bytes_out: metrics::Counter,
+    decrypt_failures: metrics::Counter,
 }
+
+/// The scheduler types whose broker queues are published.
+const SCHEDULERS: [&str; 5] = ["service", "batch", "system", "sysbatch", "_core"];
 
 impl ServerGauges {
     fn new() -> ServerGauges {
@@ -72,6 +82,13 @@ impl ServerGauges {
             unacked: metrics::gauge!("nomad.nomad.broker.total_unacked"),
             blocked: metrics::gauge!("nomad.nomad.broker.total_blocked"),
             failed: metrics::gauge!("nomad.nomad.broker.total_failed"),
+            heartbeats_active: metrics::gauge!("nomad.nomad.heartbeat.active"),
+            probes: metrics::counter!("nomad.memberlist.probeNode"),
+            packets_in: metrics::counter!("nomad.memberlist.udp.packets_received"),
+            packets_out: metrics::counter!("nomad.memberlist.udp.packets_sent"),
+            bytes_in: metrics::counter!("nomad.memberlist.udp.received"),
+            bytes_out: metrics::counter!("nomad.memberlist.udp.sent"),
+            decrypt_failures: metrics::counter!("nomad.memberlist.decrypt_failures"),
         }
     }
 
@@ -92,6 +109,37 @@ impl ServerGauges {
         self.unacked.set(broker.unacked as f64);
         self.blocked.set(broker.waiting as f64);
         self.failed.set(broker.failed as f64);
+        let by_scheduler = server.cluster().state().broker().stats_by_scheduler();
+        for scheduler in SCHEDULERS {
+            let (ready, unacked) = by_scheduler.get(scheduler).copied().unwrap_or_default();
+            let name = |what: &str| format!("nomad.nomad.broker.{scheduler}_{what}");
+            metrics::gauge!(name("ready")).set(ready as f64);
+            metrics::gauge!(name("unacked")).set(unacked as f64);
+        }
+        self.heartbeats_active
+            .set(server.heartbeats_tracked() as f64);
+        self.sample_gossip(server);
+    }
+
+    /// Serf's and memberlist's figures, from the published gossip snapshot: members by status
+    /// (gauges) and the traffic counters (absolute, as the node counts them).
+    fn sample_gossip(&self, server: &ServerRole) {
+        let snapshot = server.gossip_snapshot();
+        let mut by_status = std::collections::BTreeMap::<&str, usize>::new();
+        for m in snapshot.members.iter() {
+            *by_status.entry(m.status.as_str()).or_default() += 1;
+        }
+        for status in ["alive", "leaving", "left", "failed"] {
+            let n = by_status.get(status).copied().unwrap_or(0);
+            metrics::gauge!("nomad.serf.members", "status" => status).set(n as f64);
+        }
+        let c = snapshot.counters;
+        self.probes.absolute(c.probes);
+        self.packets_in.absolute(c.packets_in);
+        self.packets_out.absolute(c.packets_out);
+        self.bytes_in.absolute(c.bytes_in);
+        self.bytes_out.absolute(c.bytes_out);
+        self.decrypt_failures.absolute(c.decrypt_failures);
     }
 }
 

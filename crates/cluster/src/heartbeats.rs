@@ -120,6 +120,7 @@ pub async fn heartbeat(
     status: &str,
 ) -> Result<Duration, ClusterError> {
     let node = check_node_secret(cluster, node_id, secret).map_err(ClusterError::Refused)?;
+    metrics::counter!("nomad.nomad.heartbeat.received").increment(1);
     if node.status != status {
         cluster
             .write(&Command::NodeStatus {
@@ -202,6 +203,7 @@ async fn mark_down(cluster: &Cluster, node_id: String) {
     };
     match cluster.write(&command).await {
         Ok(_) => {
+            metrics::counter!("nomad.nomad.heartbeat.invalidate").increment(1);
             tracing::warn!(target: "heartbeat", node_id = %node_id, "node TTL expired; marked down")
         }
         Err(e) => {

@@ -169,6 +169,7 @@ impl ClusterState {
 
     /// Applies one encoded command at log `index`.
     pub fn apply_bytes(&self, index: u64, bytes: &[u8]) -> Outcome {
+        let started = std::time::Instant::now();
         let outcome = match command::decode::<Command>(bytes) {
             Err(e) => Outcome::Refused(format!("undecodable command: {e}")),
             Ok(c) if bytes.len() > MAX_COMMAND_BYTES && !matches!(c, Command::StateRestore(_)) => {
@@ -182,6 +183,8 @@ impl ClusterState {
         if let Outcome::Refused(why) = &outcome {
             tracing::warn!(target: "cluster", index, reason = %why, "command refused");
         }
+        metrics::histogram!("nomad.raft.fsm.apply")
+            .record(started.elapsed().as_secs_f64() * 1000.0);
         outcome
     }
 

@@ -207,6 +207,8 @@ pub struct Counters {
     pub streams_in: u64,
     /// Exchanges started over a stream that got no answer (then sent as datagrams).
     pub stream_failures: u64,
+    /// Probe rounds started (one member probed each).
+    pub probes: u64,
 }
 
 type Swim = Foca<NodeId, PostcardCodec, SmallRng, Handler>;
@@ -455,6 +457,9 @@ impl Node {
     pub fn handle_timer(&mut self, timer: NodeTimer, now: Duration) {
         match timer {
             NodeTimer::Foca(t) => {
+                if matches!(t, foca::Timer::ProbeRandomMember(_)) {
+                    self.counters.probes += 1;
+                }
                 if let Err(e) = self.swim.handle_timer(t, &mut self.rt) {
                     tracing::debug!(target: "gossip", error = %e, "timer");
                 }

@@ -74,6 +74,8 @@ pub struct Snapshot {
     pub members: MemberList,
     /// `stats.serf`.
     pub stats: BTreeMap<String, String>,
+    /// The node's traffic counters (for metrics).
+    pub counters: crate::Counters,
 }
 
 /// The result of a join: how many addresses answered, and why the others did not.
@@ -135,6 +137,7 @@ impl Gossip {
         let first = Arc::new(Snapshot {
             members: list.clone(),
             stats: node.stats(),
+            counters: node.counters(),
         });
         let (pub_tx, pub_rx) = watch::channel(first);
         let driver = Driver {
@@ -715,6 +718,7 @@ impl Driver {
         let snap = Snapshot {
             members: self.list.clone(),
             stats: self.node.stats(),
+            counters: self.node.counters(),
         };
         let _ = self.publish.send(Arc::new(snap));
     }

@@ -576,12 +576,19 @@ impl RaftNode {
         if self.lost_quorum() {
             return Err(Redirect::Unknown);
         }
+        let started = Instant::now();
         match tokio::time::timeout(timeout, self.raft.client_write(command)).await {
             Err(_) => Err(Redirect::Failed(RaftError::Timeout)),
-            Ok(Ok(r)) => Ok(Applied {
-                index: r.log_id.index,
-                response: r.data,
-            }),
+            Ok(Ok(r)) => {
+                // Hashicorp Raft's names: the leader's time from write to commit and apply.
+                metrics::histogram!("nomad.raft.commitTime")
+                    .record(started.elapsed().as_secs_f64() * 1000.0);
+                metrics::counter!("nomad.raft.apply").increment(1);
+                Ok(Applied {
+                    index: r.log_id.index,
+                    response: r.data,
+                })
+            }
             Ok(Err(openraft::error::RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 Err(self.redirect(f))
             }

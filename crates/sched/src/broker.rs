@@ -305,6 +305,19 @@ impl EvalBroker {
             failed: s.failed.len(),
         }
     }
+
+    /// Evaluations ready and delivered-but-unacked, by scheduler type.
+    pub fn stats_by_scheduler(&self) -> std::collections::BTreeMap<String, (usize, usize)> {
+        let s = self.state.lock();
+        let mut out = std::collections::BTreeMap::<String, (usize, usize)>::new();
+        for (scheduler, heap) in &s.ready {
+            out.entry(scheduler.clone()).or_default().0 += heap.len();
+        }
+        for u in s.unacked.values() {
+            out.entry(u.eval.scheduler.clone()).or_default().1 += 1;
+        }
+        out
+    }
 }
 
 #[cfg(test)]

@@ -208,6 +208,23 @@ fn pause_point(shared: &Shared) -> bool {
     true
 }
 
+fn millis_since(t: std::time::Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+/// `nomad.nomad.worker.invoke_scheduler.<type>` for the known scheduler types (a fixed set of
+/// names, so an evaluation cannot mint series).
+fn invoke_metric(scheduler: &str) -> &'static str {
+    match scheduler {
+        "service" => "nomad.nomad.worker.invoke_scheduler.service",
+        "batch" => "nomad.nomad.worker.invoke_scheduler.batch",
+        "system" => "nomad.nomad.worker.invoke_scheduler.system",
+        "sysbatch" => "nomad.nomad.worker.invoke_scheduler.sysbatch",
+        "_core" => "nomad.nomad.worker.invoke_scheduler._core",
+        _ => "nomad.nomad.worker.invoke_scheduler.other",
+    }
+}
+
 fn run(
     shared: Arc<Shared>,
     broker: Arc<dyn EvalSource>,
@@ -228,21 +245,28 @@ fn run(
             let cell = shared.cell.lock();
             cell.pause_requested || cell.stop_requested
         };
+        let waited = std::time::Instant::now();
         let Some((eval, token)) = broker.dequeue(&enabled, DEQUEUE_TIMEOUT, &cancel) else {
             continue;
         };
+        metrics::histogram!("nomad.nomad.worker.dequeue_eval").record(millis_since(waited));
         // State is local until consensus arrives: nothing to wait for, but the status is real.
         set_workload(&shared, WorkloadStatus::WaitingForRaft);
         set_workload(&shared, WorkloadStatus::Scheduling);
         // A panicking scheduler must not take the worker with it: treat it as a failure.
+        let invoked = std::time::Instant::now();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scheduler(&eval)))
             .unwrap_or_else(|_| Err("scheduler panicked".to_string()));
+        // Nomad's name, the scheduler type as its last part (`…invoke_scheduler.service`).
+        metrics::histogram!(invoke_metric(&eval.scheduler)).record(millis_since(invoked));
         match outcome {
             Ok(()) => {
                 backoff = Duration::from_millis(20);
+                let acking = std::time::Instant::now();
                 if let Err(e) = broker.ack(&eval.id, token) {
                     tracing::warn!(target: "sched", eval = %eval.id, error = %e, "ack failed");
                 }
+                metrics::histogram!("nomad.nomad.worker.send_ack").record(millis_since(acking));
             }
             Err(e) => {
                 tracing::warn!(target: "sched", eval = %eval.id, error = %e, "scheduling failed; nacking");
