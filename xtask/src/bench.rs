@@ -143,8 +143,14 @@ fn scratch_config(http: u16) -> Result<PathBuf, String> {
 }
 
 fn start_caravan(bin: &Path, http: u16) -> Result<Proc, String> {
+    start_caravan_env(bin, http, &[])
+}
+
+/// [`start_caravan`] with extra environment variables (`CARAVAN_METRICS=off`).
+fn start_caravan_env(bin: &Path, http: u16, env: &[(&str, &str)]) -> Result<Proc, String> {
     let cfg = scratch_config(http)?;
     Command::new(bin)
+        .envs(env.iter().copied())
         .args(["agent", "-dev", "-log-level=INFO"])
         .arg(format!("-config={}", cfg.display()))
         .stdout(Stdio::null())
@@ -380,6 +386,11 @@ pub fn bench_run(smoke: bool) -> Result<(), String> {
         wait_ready(api, "/v1/agent/health", Duration::from_secs(10)).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let idle_rss = rss_kib(agent.0.id())?;
+        // The same agent with no metrics recorder installed: the metrics' cost on the path.
+        let quiet_port = free_port()?;
+        let _quiet = start_caravan_env(&caravan, quiet_port, &[("CARAVAN_METRICS", "off")])?;
+        let quiet = SocketAddr::from(([127, 0, 0, 1], quiet_port));
+        wait_ready(quiet, "/v1/agent/health", Duration::from_secs(10)).await?;
 
         if smoke {
             println!("smoke run (debug build, tiny rounds): these figures are not measurements");
@@ -395,6 +406,7 @@ pub fn bench_run(smoke: bool) -> Result<(), String> {
             ("bare hyper (20 B JSON)", bare, "/"),
             ("GET /v1/agent/health", api, "/v1/agent/health"),
             ("GET /v1/agent/self", api, "/v1/agent/self"),
+            ("/health, metrics off", quiet, "/v1/agent/health"),
         ];
         // Rounds interleave the targets, so a noisy neighbour slows each of them alike.
         let mut rounds_of: Vec<Vec<Round>> = vec![Vec::new(); targets.len()];
@@ -425,6 +437,11 @@ pub fn bench_run(smoke: bool) -> Result<(), String> {
             "ratio /health ÷ bare: {health_ratio:.2} (target ≥ 0.90: {}); /self ÷ bare: {:.2}",
             verdict(health_ratio >= 0.90),
             results[2] / results[0]
+        );
+        let metrics_ratio = results[1] / results[3];
+        println!(
+            "ratio /health metrics on ÷ off: {metrics_ratio:.3} (target ≥ 0.95: {})",
+            verdict(metrics_ratio >= 0.95)
         );
         println!(
             "agent -dev RSS: idle {:.1} MiB (target ≤ 20 MiB: {}), after load {:.1} MiB",

@@ -41,7 +41,11 @@ pub fn agent(args: &AgentArgs) -> ExitCode {
     crate::load::warn_ignored(&config);
     // The recorder every `metrics::` call of the process reaches; `/v1/metrics` renders it.
     let sink = caravan_http::metrics::MetricsSink::new();
-    if metrics::set_global_recorder(sink.clone()).is_err() {
+    // `CARAVAN_METRICS=off` runs without a recorder (every `metrics::` call a no-op, and
+    // `/v1/metrics` empty): the baseline `cargo xtask bench http` measures metrics against.
+    if std::env::var("CARAVAN_METRICS").is_ok_and(|v| v == "off") {
+        tracing::info!(target: "agent", "CARAVAN_METRICS=off: no metrics are recorded");
+    } else if metrics::set_global_recorder(sink.clone()).is_err() {
         tracing::warn!(target: "agent", "a metrics recorder was already installed");
     }
     raise_open_files();
