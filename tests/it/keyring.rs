@@ -85,6 +85,31 @@ fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).expect("stat").permissions().mode() & 0o777
 }
 
+/// Installs `new` on the one server at `addr` only, as a server holding `key` would ask it
+/// (`Keyring.Operation`), so the pool is left with a member ahead of the others.
+async fn install_on_one(key: &str, addr: std::net::SocketAddr, new: &str) {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .unwrap();
+    let dial = caravan_rpc::Dial::with_server_key(caravan_rpc::identity::server_key(&raw));
+    let rpc = caravan_rpc::RpcClient::new(dial, Default::default());
+    let op = caravan_agent_core::keyring::KeyringOp::Install(new.to_string());
+    let reply = rpc
+        .call_within(
+            addr,
+            caravan_rpc::method::KEYRING_OPERATION,
+            None,
+            serde_json::to_vec(&op).unwrap(),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("Keyring.Operation");
+    let reply: caravan_agent_core::keyring::MemberKeyReply =
+        serde_json::from_slice(&reply).unwrap();
+    assert!(reply.result, "{reply:?}");
+}
+
 /// Calls `Raft.Vote` (server-only) at `addr` proving the server key derived from gossip key
 /// `key`: `Ok` when the handshake passed and the method was not refused for the caller's role
 /// (the vote itself may fail to decode: it is not a real vote).
@@ -180,6 +205,22 @@ async fn three_servers_rotate_their_gossip_key_with_no_member_failed_and_keep_it
         json!({"Messages": {}, "Keys": {K1: 3}, "NumNodes": 3})
     );
 
+    // A member that missed the install: `use` is refused before any member changes, and
+    // `remove` of a key some member seals with too.
+    install_on_one(K1, rpc_addr, K2).await;
+    let r = keyring(agents[1], "use", Some(K2)).await;
+    assert_eq!(
+        (r.status, r.text()),
+        (
+            500,
+            "cannot use the key: 2/3 nodes do not hold it (install it first)".into()
+        )
+    );
+    assert_eq!(
+        keyring(agents[0], "list", None).await.json()["Keys"],
+        json!({K1: 3, K2: 1})
+    );
+
     // Install through the CLI of one server, use through another, remove through the third.
     let out = cli(
         agents[0].http,
@@ -192,8 +233,9 @@ async fn three_servers_rotate_their_gossip_key_with_no_member_failed_and_keep_it
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("Installing new gossip encryption key...")
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Installing new gossip encryption key...\n"
     );
     let out = cli(
         agents[1].http,
@@ -202,17 +244,22 @@ async fn three_servers_rotate_their_gossip_key_with_no_member_failed_and_keep_it
     )
     .await;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(text.contains(K1) && text.contains(K2), "{text}");
+    let (a, b) = if K1 < K2 { (K1, K2) } else { (K2, K1) };
+    assert_eq!(
+        text,
+        format!("Gathering installed encryption keys...\nKey\n{a}\n{b}\n")
+    );
     let r = keyring(agents[1], "use", Some(K2)).await;
     assert_eq!(r.status, 200, "{}", r.text());
     tokio::time::sleep(Duration::from_secs(2)).await;
     let r = keyring(agents[2], "remove", Some(K1)).await;
     assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"Messages": {}, "Keys": {}, "NumNodes": 3}));
     assert_eq!(
         keyring(agents[0], "list", None).await.json()["Keys"],
         json!({K2: 3})
     );
-    // The primary cannot be removed: every member says so.
+    // The primary cannot be removed: refused before any member is asked to.
     let out = cli(
         agents[0].http,
         &["operator", "gossip", "keyring", "-remove", K2],
@@ -222,7 +269,7 @@ async fn three_servers_rotate_their_gossip_key_with_no_member_failed_and_keep_it
     assert!(!out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
-        "error: Unexpected response code: 500 (3/3 nodes reported failure)"
+        "error: Unexpected response code: 500 (cannot remove the key: it is the primary key on 3/3 nodes (use another first))"
     );
     // A few probe rounds under the new key only.
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -83,11 +83,21 @@ impl GossipKey {
         }
     }
 
-    /// A key from its standard base64 text (as `encrypt` and the keyring API take it).
+    /// A key from its standard base64 text (as `encrypt` and the keyring API take it; like
+    /// Go's `StdEncoding`, no whitespace). A decoding error names the offset, never a byte of
+    /// the text.
     pub fn from_base64(text: &str) -> Result<GossipKey, KeyringError> {
+        use base64::DecodeError as E;
         let bytes = base64::engine::general_purpose::STANDARD
-            .decode(text.trim())
-            .map_err(|e| KeyringError::NotBase64(e.to_string()))?;
+            .decode(text)
+            .map_err(|e| {
+                let at = match e {
+                    E::InvalidByte(at, _) | E::InvalidLastSymbol(at, _) => at,
+                    E::InvalidLength(len) => len,
+                    E::InvalidPadding => text.len(),
+                };
+                KeyringError::NotBase64(format!("illegal base64 data at input byte {at}"))
+            })?;
         GossipKey::from_bytes(&bytes)
     }
 
@@ -102,8 +112,8 @@ impl GossipKey {
     }
 }
 
-/// One keyring operation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One keyring operation. Its `Debug` names the operation, never the key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KeyringOp {
     /// Which keys the member holds.
     List,
@@ -115,7 +125,23 @@ pub enum KeyringOp {
     Remove(String),
 }
 
+impl std::fmt::Debug for KeyringOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl KeyringOp {
+    /// The operation's name (`list`, `install`, `use`, `remove`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            KeyringOp::List => "list",
+            KeyringOp::Install(_) => "install",
+            KeyringOp::Use(_) => "use",
+            KeyringOp::Remove(_) => "remove",
+        }
+    }
+
     /// The operation named by the last part of `/v1/agent/keyring/<op>`, with the request's key
     /// text (ignored by `list`); `None` for another name.
     pub fn from_name(name: &str, key: String) -> Option<KeyringOp> {
@@ -219,8 +245,9 @@ impl KeyList {
     }
 }
 
-/// One member's answer to a keyring operation (Serf's `nodeKeyResponse`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// One member's answer to a keyring operation (Serf's `nodeKeyResponse`). Its `Debug` counts
+/// the keys rather than showing them.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberKeyReply {
     /// Whether the operation succeeded on the member.
     pub result: bool,
@@ -228,6 +255,16 @@ pub struct MemberKeyReply {
     pub message: String,
     /// The keys the member holds, base64 (for `list`).
     pub keys: Vec<String>,
+}
+
+impl std::fmt::Debug for MemberKeyReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemberKeyReply")
+            .field("result", &self.result)
+            .field("message", &self.message)
+            .field("keys", &self.keys.len())
+            .finish()
+    }
 }
 
 impl MemberKeyReply {
@@ -251,8 +288,9 @@ impl MemberKeyReply {
     }
 }
 
-/// The pool's answer, gathered from every member's reply (Serf's `KeyResponse`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The pool's answer, gathered from every member's reply (Serf's `KeyResponse`). Its `Debug`
+/// counts the keys rather than showing them.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct KeyringAnswer {
     /// Messages by member name (failures, and notes from successes).
     pub messages: BTreeMap<String, String>,
@@ -264,6 +302,18 @@ pub struct KeyringAnswer {
     pub num_resp: usize,
     /// Members that answered with a failure.
     pub num_err: usize,
+}
+
+impl std::fmt::Debug for KeyringAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyringAnswer")
+            .field("messages", &self.messages)
+            .field("keys", &self.keys.len())
+            .field("num_nodes", &self.num_nodes)
+            .field("num_resp", &self.num_resp)
+            .field("num_err", &self.num_err)
+            .finish()
+    }
 }
 
 impl KeyringAnswer {
@@ -314,6 +364,55 @@ impl KeyringAnswer {
             ));
         }
         Ok(self)
+    }
+}
+
+/// Whether `op` may go to the pool, given every member's `list` reply: a `use` only when every
+/// member holds the key, a `remove` only when no member seals with it, and neither while some
+/// member does not answer. Serf sends them regardless; a member left behind would then seal
+/// with a key the others no longer open (or the reverse) and drop out of the pool, and with the
+/// RPC keys derived from the gossip keys, out of Raft too. `install` and `list` always may.
+pub fn check_rotation(
+    op: &KeyringOp,
+    lists: &[(String, Result<MemberKeyReply, String>)],
+) -> Result<(), String> {
+    let (verb, key) = match op {
+        KeyringOp::Use(k) => ("use", k),
+        KeyringOp::Remove(k) => ("remove", k),
+        KeyringOp::List | KeyringOp::Install(_) => return Ok(()),
+    };
+    let key = GossipKey::from_base64(key).map_err(|e| e.to_string())?;
+    let n = lists.len();
+    let is_key = |text: &String| GossipKey::from_base64(text).is_ok_and(|k| k == key);
+    let mut silent = 0usize;
+    let mut blocking = 0usize;
+    for (_, reply) in lists {
+        match reply {
+            Err(_) => silent += 1,
+            // A member without a keyring fails the operation itself, with Serf's text.
+            Ok(r) if !r.result => {}
+            Ok(r) => {
+                let blocks = match op {
+                    KeyringOp::Use(_) => !r.keys.iter().any(is_key),
+                    _ => r.keys.first().is_some_and(is_key),
+                };
+                blocking += usize::from(blocks);
+            }
+        }
+    }
+    if silent > 0 {
+        return Err(format!(
+            "cannot {verb} the key: {silent}/{n} nodes did not answer"
+        ));
+    }
+    match (op, blocking) {
+        (_, 0) => Ok(()),
+        (KeyringOp::Use(_), b) => Err(format!(
+            "cannot use the key: {b}/{n} nodes do not hold it (install it first)"
+        )),
+        (_, b) => Err(format!(
+            "cannot remove the key: it is the primary key on {b}/{n} nodes (use another first)"
+        )),
     }
 }
 
@@ -381,7 +480,7 @@ mod tests {
         check(
             &[(
                 Install("not base64!".into()),
-                Err("Invalid key: Invalid symbol 32, offset 3."),
+                Err("Invalid key: illegal base64 data at input byte 3"),
             )],
             &[1],
         );
@@ -462,8 +561,81 @@ mod tests {
     }
 
     #[test]
-    fn keys_never_show_in_debug() {
+    fn a_rotation_step_waits_for_every_member() {
+        let holding = |keys: &[u8]| {
+            Ok(MemberKeyReply {
+                result: true,
+                message: String::new(),
+                keys: keys.iter().map(|b| key(*b)).collect(),
+            })
+        };
+        let check_ = |op: KeyringOp,
+                      replies: Vec<Result<MemberKeyReply, String>>,
+                      want: Result<(), &str>| {
+            let lists: Vec<_> = replies
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| (format!("s{i}"), r))
+                .collect();
+            assert_eq!(
+                check_rotation(&op, &lists),
+                want.map_err(str::to_string),
+                "{op:?}"
+            );
+        };
+        use KeyringOp::*;
+        check_(
+            Use(key(2)),
+            vec![holding(&[1, 2]), holding(&[1, 2])],
+            Ok(()),
+        );
+        check_(
+            Use(key(2)),
+            vec![holding(&[1, 2]), holding(&[1])],
+            Err("cannot use the key: 1/2 nodes do not hold it (install it first)"),
+        );
+        check_(
+            Use(key(2)),
+            vec![holding(&[1, 2]), Err("timed out".into())],
+            Err("cannot use the key: 1/2 nodes did not answer"),
+        );
+        check_(
+            Remove(key(1)),
+            vec![holding(&[2, 1]), holding(&[2, 1])],
+            Ok(()),
+        );
+        check_(
+            Remove(key(1)),
+            vec![holding(&[2, 1]), holding(&[1, 2]), holding(&[1])],
+            Err("cannot remove the key: it is the primary key on 2/3 nodes (use another first)"),
+        );
+        check_(Install(key(3)), vec![Err("timed out".into())], Ok(()));
+        check_(List, vec![Err("timed out".into())], Ok(()));
+        // A member without encryption: the operation itself fails there, with Serf's text.
+        let plain = Ok(MemberKeyReply::of(
+            &List,
+            Err(KeyringError::NoEncryption { list: true }),
+        ));
+        check_(Use(key(2)), vec![holding(&[1, 2]), plain], Ok(()));
+    }
+
+    #[test]
+    fn keys_never_show_in_debug_or_errors() {
         let k = GossipKey::from_bytes(&[7; 16]).unwrap();
         assert_eq!(format!("{k:?}"), "GossipKey(16 bytes)");
+        let text = k.to_base64();
+        assert_eq!(format!("{:?}", KeyringOp::Use(text.clone())), "use");
+        let reply = MemberKeyReply::of(&KeyringOp::List, Ok(&KeyList::new(k)));
+        assert!(!format!("{reply:?}").contains(&text));
+        let mut answer = KeyringAnswer::asking(1);
+        answer.add("a", Ok(reply));
+        assert!(!format!("{answer:?}").contains(&text));
+        // A malformed key: the offset, not the bytes.
+        let e = GossipKey::from_base64("secretZZ$").unwrap_err().to_string();
+        assert_eq!(e, "Invalid key: illegal base64 data at input byte 8");
+        let e = GossipKey::from_base64(&format!(" {text}"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "Invalid key: illegal base64 data at input byte 0");
     }
 }

@@ -924,9 +924,8 @@ pub fn gossip_keyring(args: &crate::cli::KeyringArgs) -> ExitCode {
     let (op, key, note) = match actions.as_slice() {
         [one] => *one,
         [] => {
-            eprintln!(
-                "At least one of '-list', '-install', '-use', '-remove' or '-generate' must be given"
-            );
+            eprintln!("No actionable argument was passed");
+            eprintln!("Either the '-install', '-use', '-remove' or '-list' flag must be set");
             return ExitCode::from(1);
         }
         _ => {
@@ -934,7 +933,7 @@ pub fn gossip_keyring(args: &crate::cli::KeyringArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    println!("==> {note}");
+    println!("{note}");
     let body = key.map_or_else(Vec::new, |k| {
         serde_json::json!({ "Key": k }).to_string().into_bytes()
     });
@@ -945,7 +944,7 @@ pub fn gossip_keyring(args: &crate::cli::KeyringArgs) -> ExitCode {
     };
     if op == "list" {
         let answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        println!("\nKey");
+        println!("Key");
         for (k, _) in answer["Keys"].as_object().into_iter().flatten() {
             println!("{k}");
         }

@@ -47,7 +47,12 @@ pub(crate) fn write_private_atomically(path: &Path, data: &[u8]) -> Result<(), S
     private_dir(path.parent().unwrap_or(Path::new(".")))?;
     let tmp = path.with_extension("tmp");
     write_private(&tmp, data)?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // The rename itself survives a power loss only once the directory is synced.
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("{}: {e}", dir.display()))
 }
 
 /// Creates `dir` (and missing parents) and makes it 0700.

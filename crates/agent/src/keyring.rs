@@ -22,6 +22,9 @@ pub struct ServerKeyring {
     /// The keys, as the gossip layer holds them after the last change.
     list: parking_lot::Mutex<KeyList>,
     file: Option<PathBuf>,
+    /// What the file holds as far as this process knows (written when it differs from `list`,
+    /// so a write that failed is retried by the next operation).
+    saved: parking_lot::Mutex<Option<KeyList>>,
     rpc: ServerKeys,
     /// One operation at a time: gossip, file and RPC keys change together.
     changing: tokio::sync::Mutex<()>,
@@ -64,6 +67,7 @@ impl ServerKeyring {
         };
         let rpc = ServerKeys::new(derived(&list));
         Ok(Some(ServerKeyring {
+            saved: parking_lot::Mutex::new(file.as_ref().map(|_| list.clone())),
             list: parking_lot::Mutex::new(list),
             file,
             rpc,
@@ -87,9 +91,9 @@ impl ServerKeyring {
         (primary, others)
     }
 
-    /// Applies `op` to this member: the gossip layer first (which checks it), then the file and
-    /// the RPC keys. A file that cannot be written fails the operation (the running keys have
-    /// changed: the reply says so, and a retry writes it again).
+    /// Applies `op` to this member: the gossip layer first (which checks it), then the RPC keys
+    /// and the file. A file that cannot be written fails the operation (the running keys have
+    /// changed: the reply says so, and the next operation, a retry or a `list`, writes it).
     pub async fn apply(&self, gossip: &Gossip, op: &KeyringOp) -> MemberKeyReply {
         let _one = self.changing.lock().await;
         let list = match gossip.keyring(op.clone()).await {
@@ -97,16 +101,21 @@ impl ServerKeyring {
             Err(GossipError::Keyring(e)) => return MemberKeyReply::of(op, Err(e)),
             Err(e) => return failure(e.to_string()),
         };
-        let changed = *self.list.lock() != list;
-        if changed {
+        if *self.list.lock() != list {
             // The running keys change whatever happens to the file.
             self.rpc.set(derived(&list));
             *self.list.lock() = list.clone();
-            if let Some(Err(e)) = self.file.as_ref().map(|path| write_file(path, &list)) {
-                tracing::error!(target: "agent", error = %e, "keyring changed but not saved");
-                return failure(format!("keyring changed but not saved: {e}"));
+            tracing::info!(target: "agent", op = op.name(), keys = list.keys().len(), "gossip keyring changed");
+        }
+        if let Some(path) = &self.file {
+            let mut saved = self.saved.lock();
+            if saved.as_ref() != Some(&list) {
+                if let Err(e) = write_file(path, &list) {
+                    tracing::error!(target: "agent", error = %e, "gossip keyring not saved");
+                    return failure(format!("keyring changed but not saved: {e}"));
+                }
+                *saved = Some(list.clone());
             }
-            tracing::info!(target: "agent", keys = list.keys().len(), "gossip keyring changed");
         }
         MemberKeyReply::of(op, Ok(&list))
     }
@@ -143,4 +152,61 @@ fn read_file(path: &Path) -> Result<Option<KeyList>, String> {
 /// Writes the keyring file atomically, 0600 in a 0700 directory.
 fn write_file(path: &Path, list: &KeyList) -> Result<(), String> {
     crate::identity::write_private_atomically(path, list.to_file().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use caravan_gossip::NodeConfig;
+
+    const K1: &str = "rvnIDIw6u/l/Scc8Gb3qpRCY6CsPqYUwOOVIxN3zvxc=";
+    const K2: &str = "HD5HAaR4KRF2sOBKR9SH1+eVxyGMzXPAdgQ5j9lHEyk=";
+
+    #[tokio::test]
+    async fn a_file_that_could_not_be_written_is_written_by_the_next_operation() {
+        let dir = std::env::temp_dir().join(format!("caravan-keyring-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A plain file where the keyring's directory should be: no write can succeed (not even
+        // as root, which permissions would not stop).
+        let blocker = dir.join("server");
+        std::fs::write(&blocker, "").unwrap();
+        let k1 = GossipKey::from_base64(K1).unwrap();
+        let list = KeyList::new(k1.clone());
+        let keyring = ServerKeyring {
+            saved: parking_lot::Mutex::new(Some(list.clone())),
+            rpc: ServerKeys::new(derived(&list)),
+            list: parking_lot::Mutex::new(list),
+            file: Some(blocker.join(KEYRING_FILE)),
+            changing: tokio::sync::Mutex::new(()),
+        };
+        let addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut cfg = NodeConfig::new("a.global", addr, 1);
+        cfg.key = Some(k1.bytes().to_vec());
+        let gossip = Gossip::start(cfg, addr).await.unwrap();
+
+        let install = KeyringOp::Install(K2.into());
+        let reply = keyring.apply(&gossip, &install).await;
+        assert!(!reply.result);
+        assert!(
+            reply.message.starts_with("keyring changed but not saved: "),
+            "{reply:?}"
+        );
+        assert!(!reply.message.contains(K2));
+        // The running keys changed all the same (gossip and RPC agree).
+        assert_eq!(keyring.rpc_keys().primary(), Some(server_key(k1.bytes())));
+        assert!(
+            keyring
+                .rpc_keys()
+                .holds(&caravan_rpc::identity::key_id(&server_key(
+                    GossipKey::from_base64(K2).unwrap().bytes()
+                )))
+        );
+        // Once the directory can be made, a retry (nothing left to change) writes the file.
+        std::fs::remove_file(&blocker).unwrap();
+        let reply = keyring.apply(&gossip, &install).await;
+        assert!(reply.result, "{reply:?}");
+        let text = std::fs::read_to_string(blocker.join(KEYRING_FILE)).unwrap();
+        assert_eq!(text, format!("[\"{K1}\",\"{K2}\"]"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

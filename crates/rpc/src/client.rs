@@ -315,6 +315,9 @@ impl RpcClient {
             }
         };
         let conn = Conn::new(session, peer, true, key.as_ref().map(key_id));
+        if let (Some(id), Some(keys)) = (conn.key_id, &self.dial.keys) {
+            tokio::spawn(close_when_revoked(conn.clone(), keys.clone(), id));
+        }
         if let Some(handler) = self.handler.clone() {
             tokio::spawn(serve_calls_back(
                 inbound,
@@ -324,6 +327,23 @@ impl RpcClient {
             ));
         }
         Ok(conn)
+    }
+}
+
+/// Closes a connection this side made with server key `id` once that key is no longer held
+/// (after [`crate::server::REVOKED_DRAIN`], so calls in flight on it may finish): the pool
+/// stops reusing it at once, and the peer's calls back over it end with it.
+async fn close_when_revoked(conn: Conn, keys: ServerKeys, id: [u8; 8]) {
+    let mut changed = keys.watch();
+    while keys.holds(&id) {
+        tokio::select! {
+            c = changed.changed() => if c.is_err() { return },
+            _ = conn.session.closed() => return,
+        }
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(crate::server::REVOKED_DRAIN) => conn.session.close(),
+        _ = conn.session.closed() => {}
     }
 }
 

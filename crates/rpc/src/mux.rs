@@ -73,6 +73,11 @@ impl Session {
         self.close.waker.wake();
     }
 
+    /// Resolves once the connection's driver has stopped.
+    pub async fn closed(&self) {
+        self.opens.closed().await
+    }
+
     /// Whether the connection has ended.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire) || self.opens.is_closed()

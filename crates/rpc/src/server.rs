@@ -117,6 +117,10 @@ impl Default for ServerOptions {
     }
 }
 
+/// How long the calls in flight on a connection whose server key was removed may go on (a
+/// stream such as a log follow would otherwise keep it forever).
+pub const REVOKED_DRAIN: Duration = Duration::from_secs(30);
+
 /// How long the accept loop waits after a failed accept (usually: out of file descriptors).
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -229,11 +233,22 @@ impl Server {
         }
         let mut calls = JoinSet::new();
         // A key removed while the connection lives: no new call is taken, and the connection
-        // ends once the calls in flight are done.
+        // ends once the calls in flight are done, or after `REVOKED_DRAIN` at the latest. The
+        // check right after subscribing covers a removal during the handshake.
         let mut keys_changed = self.trust.keys.watch();
-        let mut revoked = false;
+        let still_held = |id: &[u8; 8]| self.trust.keys.holds(id);
+        let mut revoked = key_id.is_some_and(|id| !still_held(&id));
+        let drain = tokio::time::sleep(REVOKED_DRAIN);
+        tokio::pin!(drain);
+        let mut draining = false;
         loop {
             let idle = calls.is_empty();
+            if revoked && !draining {
+                draining = true;
+                drain
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + REVOKED_DRAIN);
+            }
             if revoked && idle {
                 tracing::debug!(target: "rpc", peer = %addr, "closing a connection whose server key was removed");
                 break;
@@ -251,8 +266,11 @@ impl Server {
                 }
                 Some(_) = calls.join_next(), if !calls.is_empty() => {}
                 changed = keys_changed.changed(), if key_id.is_some() && !revoked => {
-                    revoked = changed.is_err()
-                        || key_id.is_some_and(|id| !self.trust.keys.holds(&id));
+                    revoked = changed.is_err() || key_id.is_some_and(|id| !still_held(&id));
+                }
+                _ = &mut drain, if draining => {
+                    tracing::debug!(target: "rpc", peer = %addr, "ending the calls of a connection whose server key was removed");
+                    break;
                 }
                 _ = tokio::time::sleep(self.opts.idle_timeout), if idle => {
                     tracing::debug!(target: "rpc", peer = %addr, "closing idle connection");

@@ -205,6 +205,37 @@ async fn a_rotated_key_authenticates_nothing_new_and_ends_its_connections_after_
 }
 
 #[tokio::test]
+async fn a_dialer_that_drops_a_key_stops_reusing_the_connections_it_made_with_it() {
+    let (k1, k2) = (
+        server_key(KEY),
+        server_key(b"another key of 32 bytes........"),
+    );
+    let mut s = serve(
+        Trust::with_server_keys("global", ServerKeys::new(vec![k1, k2])),
+        echo(),
+        Default::default(),
+    )
+    .await;
+    let dialer_keys = ServerKeys::new(vec![k1]);
+    let c = client(Dial::with_server_keys(dialer_keys.clone()));
+    check(call(&c, s.addr, RAFT_VOTE).await, Ok("Server:tok"));
+    let first = s.accepted.recv().await.unwrap();
+    check(call(&c, s.addr, RAFT_VOTE).await, Ok("Server:tok"));
+    assert!(
+        s.accepted.try_recv().is_err(),
+        "the pool reuses its connection"
+    );
+    // Only this side drops k1 (the listener still holds it): the next call dials again.
+    dialer_keys.set(vec![k2]);
+    check(call(&c, s.addr, RAFT_VOTE).await, Ok("Server:tok"));
+    let second = tokio::time::timeout(Duration::from_secs(5), s.accepted.recv())
+        .await
+        .expect("no second connection: the pool reused one made with a dropped key")
+        .unwrap();
+    assert_ne!(first.peer().addr, second.peer().addr, "a new connection");
+}
+
+#[tokio::test]
 async fn a_wrong_key_fails_the_handshake() {
     let s = serve(
         Trust::with_server_key("global", server_key(KEY)),

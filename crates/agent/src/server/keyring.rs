@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use caravan_agent_core::keyring::{KeyringAnswer, KeyringOp, MemberKeyReply};
+use caravan_agent_core::keyring::{KeyringAnswer, KeyringOp, MemberKeyReply, check_rotation};
 use caravan_agent_core::member::{MemberStatus, ServerInfo, regions_in, servers_in};
 use caravan_rpc::method as m;
 use caravan_rpc::{Call, Refusal, Reply};
@@ -48,29 +48,45 @@ impl ServerRole {
     }
 }
 
-impl caravan_http::GossipKeyring for ServerRole {
-    async fn keyring(&self, op: KeyringOp) -> Result<KeyringAnswer, String> {
+impl ServerRole {
+    /// Asks every server in `servers` (this one directly) to apply `op`.
+    async fn ask_pool(
+        &self,
+        servers: &[ServerInfo],
+        op: &KeyringOp,
+    ) -> Vec<(String, Result<MemberKeyReply, String>)> {
         let me = self.config().member_name();
-        let servers = self.pool_servers();
-        let mut answer = KeyringAnswer::asking(servers.len());
         let asks = servers.iter().map(|s| {
-            let op = op.clone();
             let me = &me;
             async move {
                 let reply = if &s.name == me {
-                    Ok(self.keyring_here(&op).await)
+                    Ok(self.keyring_here(op).await)
                 } else {
                     self.rpc
-                        .call(s.rpc, m::KEYRING_OPERATION, None, &op, MEMBER_TIMEOUT)
+                        .call(s.rpc, m::KEYRING_OPERATION, None, op, MEMBER_TIMEOUT)
                         .await
                 };
+                if let Err(e) = &reply {
+                    tracing::warn!(target: "agent", member = %s.name, op = op.name(), error = %e, "keyring operation not answered");
+                }
                 (s.name.clone(), reply)
             }
         });
-        for (name, reply) in futures::future::join_all(asks).await {
-            if let Err(e) = &reply {
-                tracing::warn!(target: "agent", member = %name, error = %e, "keyring operation not answered");
-            }
+        futures::future::join_all(asks).await
+    }
+}
+
+impl caravan_http::GossipKeyring for ServerRole {
+    async fn keyring(&self, op: KeyringOp) -> Result<KeyringAnswer, String> {
+        let servers = self.pool_servers();
+        // A `use` or `remove` that some member could not follow would split the pool: ask
+        // first, change nothing unless every member can.
+        if matches!(op, KeyringOp::Use(_) | KeyringOp::Remove(_)) {
+            let lists = self.ask_pool(&servers, &KeyringOp::List).await;
+            check_rotation(&op, &lists)?;
+        }
+        let mut answer = KeyringAnswer::asking(servers.len());
+        for (name, reply) in self.ask_pool(&servers, &op).await {
             answer.add(&name, reply);
         }
         answer.finish()
