@@ -73,7 +73,8 @@ function headers(extra) {
 class ApiFailure extends Error {
   constructor(status, text, path) {
     const why = status === 403
-      ? "Permission denied" + (token() ? " for this token" : " (no token set)") + ": " + text
+      ? "Permission denied" + (token() ? " for this token" : " (no token set)") +
+        (text === "Permission denied" ? "" : ": " + text)
       : "HTTP " + status + ": " + text;
     super(path + ": " + why);
     this.status = status;
@@ -306,7 +307,8 @@ async function refreshJob() {
       const nodes = (await api("/v1/nodes")).data || [];
       nodeNames = new Map(nodes.map((n) => [n.ID, n.Name]));
     } catch (e) { /* node names are a nicety */ }
-    const evals = (await api("/v1/job/" + id + "/evaluations")).data || [];
+    // Caravan serves no /v1/job/<id>/evaluations: the evaluation list, this job's.
+    const evals = ((await api("/v1/evaluations")).data || []).filter((e) => e.JobID === selectedJob);
     fillTable($("job-evals"), evals.map((e) => [short(e.ID), statusCell(e.Status), e.TriggeredBy, e.StatusDescription]));
     const allocs = (await api("/v1/job/" + id + "/allocations")).data || [];
     fillTable($("job-allocs"), allocs.map((a) => [
