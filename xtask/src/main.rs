@@ -235,6 +235,7 @@ fn run_examples() -> Result<(), String> {
         ("caravan-cluster", "replicated"),
         ("caravan-rpc", "roles"),
         ("caravan-client", "one_node"),
+        ("caravan-ui", "assets"),
     ] {
         run(
             "cargo",

@@ -36,6 +36,8 @@ pub struct Chart<'a> {
     pub y: &'a str,
     /// Draw a marker at every point (few points: a sweep).
     pub markers: bool,
+    /// Where the legend goes (a corner the curves leave empty).
+    pub legend: SeriesLabelPosition,
 }
 
 const COLORS: [RGBColor; 4] = [
@@ -92,7 +94,7 @@ pub fn line_chart(path: &Path, chart: &Chart<'_>, series: &[Series]) -> Result<(
         }
     }
     c.configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(chart.legend.clone())
         .background_style(WHITE.mix(0.9))
         .border_style(RGBColor(200, 204, 212))
         .draw()
@@ -250,6 +252,7 @@ pub fn plot_timeline(
             x: "seconds since the event",
             y: "fraction of members",
             markers: false,
+            legend: SeriesLabelPosition::LowerRight,
         },
         &[
             Series {
@@ -274,6 +277,7 @@ pub fn plot_timeline(
             x: "seconds",
             y: "false failed marks (cumulative)",
             markers: false,
+            legend: SeriesLabelPosition::UpperRight,
         },
         &[Series {
             name: "false failed".into(),
@@ -292,6 +296,7 @@ pub fn plot_timeline(
             x: "seconds",
             y: "bytes / member / s",
             markers: false,
+            legend: SeriesLabelPosition::UpperRight,
         },
         &[Series {
             name: "sent".into(),
@@ -436,6 +441,7 @@ pub fn plot_sweep(
             x,
             y: "seconds (virtual time)",
             markers: true,
+            legend: SeriesLabelPosition::UpperLeft,
         },
         &series,
     )?;
