@@ -87,7 +87,7 @@ async function api(path, opts) {
     method: o.method || "GET",
     headers: headers(o.body ? { "Content-Type": "application/json" } : null),
     body: o.body,
-    signal: o.signal,
+    signal: o.signal || viewAbort.signal,
     cache: "no-store",
     credentials: "omit",
   });
@@ -105,6 +105,14 @@ async function api(path, opts) {
 
 let generation = 0;
 let currentView = "";
+// Aborts the requests of the view being left (its blocking queries would hold connections).
+let viewAbort = new AbortController();
+
+function newGeneration() {
+  generation += 1;
+  viewAbort.abort();
+  viewAbort = new AbortController();
+}
 
 function alive(gen, view) { return gen === generation && currentView === view; }
 
@@ -448,7 +456,7 @@ function route() {
   if (view === currentView) return;
   if (currentView === "logs") stopLogs();
   currentView = view;
-  generation += 1;
+  newGeneration();
   for (const v of Object.keys(starters)) {
     $("view-" + v).hidden = v !== view;
     $("nav-" + v).classList.toggle("active", v === view);
