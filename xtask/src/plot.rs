@@ -243,6 +243,20 @@ pub fn plot_timeline(
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let t = timeline(members, loss, seed, tags);
     let about = format!("{members} members, {:.0} % loss, seed {seed}", loss * 100.0);
+    let known = |points: &[(f64, f64)]| {
+        points
+            .iter()
+            .find(|p| p.1 >= 1.0)
+            .map_or("not within the run".to_string(), |p| {
+                format!("{:.1} s", p.0)
+            })
+    };
+    println!(
+        "timeline ({about}, seeded pool): join known by all after {}, crash after {}, {} healthy members marked failed",
+        known(&t.join),
+        known(&t.crash),
+        t.false_failed.last().map_or(0.0, |p| p.1)
+    );
     let mut written = Vec::new();
     let path = dir.join("knowledge.svg");
     line_chart(
