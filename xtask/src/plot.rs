@@ -9,7 +9,7 @@
 //! - `--sweep members=100,1000` or `--sweep loss=0,0.05,0.1` runs the standard measurement
 //!   ([`measure`]) once per value and writes `sweep-<key>.svg`: the time until every member
 //!   knows of a crash (detection), of a join, and (pools formed by joins) the initial
-//!   convergence, against the swept value.
+//!   convergence from the last join on, against the swept value.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -396,14 +396,15 @@ pub fn plot_sweep(
         let r = measure(cfg, plan);
         let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
         println!(
-            "sweep {} = {v}: crash known by all {:?} s, join known by all {:?} s, initial convergence {:?} s",
+            "sweep {} = {v}: crash known by all {:?} s, join known by all {:?} s, initial convergence {:?} s ({:?} s after the last join)",
             match kind {
                 Sweep::Members => "members",
                 Sweep::Loss => "loss",
             },
             secs(r.crash_known_by_all),
             secs(r.join_known_by_all),
-            secs(r.converge)
+            secs(r.converge),
+            secs(r.converge_after_last_join)
         );
         let x = match kind {
             Sweep::Members => v,
@@ -415,7 +416,7 @@ pub fn plot_sweep(
         if let Some(s) = secs(r.join_known_by_all) {
             join.push((x, s));
         }
-        if let Some(s) = secs(r.converge) {
+        if let Some(s) = secs(r.converge_after_last_join) {
             converge.push((x, s));
         }
     }
@@ -443,7 +444,7 @@ pub fn plot_sweep(
     ];
     if !converge.is_empty() {
         series.push(Series {
-            name: "initial convergence (pool formed by joins)".into(),
+            name: "initial convergence after the last join".into(),
             points: converge,
         });
     }
