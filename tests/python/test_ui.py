@@ -195,9 +195,14 @@ def shot(driver, name):
     return path
 
 
+_recorded = []
+
+
 def record(line):
+    """Appends a figure to target/ui-screens/metrics.txt (started anew by each run)."""
     os.makedirs(SCREENS, exist_ok=True)
-    with open(os.path.join(SCREENS, "metrics.txt"), "a") as f:
+    with open(os.path.join(SCREENS, "metrics.txt"), "a" if _recorded else "w") as f:
+        _recorded.append(line)
         f.write(line + "\n")
     print(line)
 
