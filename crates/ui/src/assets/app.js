@@ -192,7 +192,7 @@ function drawNodes() {
     cluster.allocs ? String(counts.get(n.ID) || 0) : "?",
   ]);
   fillTable($("nodes"), rows);
-  stamp("cluster-updated");
+  if (cluster.nodes) stamp("cluster-updated");
 }
 
 function startCluster() {
