@@ -82,7 +82,11 @@ async fn agent_self() {
 async fn routing_and_compression() {
     let agent =
         Agent::dev("http_api_response_headers {\n  \"X-Caravan-Test\" = \"yes\"\n}\n").await;
-    for path in ["/v1/agent/self/", "/v1/agent/foo", "/", "/rpc/Status.Ping"] {
+    // `/` is Nomad's redirect to the operator page (307 to /ui/); other unknown paths 404.
+    let r = agent.call("GET", "/", &[]).await;
+    assert_eq!(r.status, 307);
+    assert_eq!(r.header("location").as_deref(), Some("/ui/"));
+    for path in ["/v1/agent/self/", "/v1/agent/foo", "/rpc/Status.Ping"] {
         let r = agent.call("GET", path, &[]).await;
         assert_eq!((r.status, r.body.len()), (404, 0), "{path}");
         assert_eq!(r.header("content-type"), None, "{path}");

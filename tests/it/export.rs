@@ -249,7 +249,7 @@ async fn journald_mode_runs_journalctl_and_ends_it_with_the_stream() {
 async fn open_export(agent: &Agent, query: &str) -> (tokio::net::TcpStream, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(agent.http).await.unwrap();
-    let req = format!("GET /v1/agent/monitor/export?{query} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let req = format!("GET /v1/agent/monitor/export?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut head = Vec::new();
     let mut byte = [0u8; 1];

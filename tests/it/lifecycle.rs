@@ -13,13 +13,13 @@ async fn sigterm_with_open_connections_exits_within_5s() {
     // An idle keep-alive connection and a half-sent request stay open during shutdown.
     let _idle = TcpStream::connect(agent.http).await.unwrap();
     let mut half = TcpStream::connect(agent.http).await.unwrap();
-    half.write_all(b"GET /v1/agent/self HTTP/1.1\r\nHost: x\r\n")
+    half.write_all(b"GET /v1/agent/self HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .await
         .unwrap();
     // And an open log stream.
     let mut stream = TcpStream::connect(agent.http).await.unwrap();
     stream
-        .write_all(b"GET /v1/agent/monitor?log_level=debug HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /v1/agent/monitor?log_level=debug HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
     let started = Instant::now();
@@ -59,7 +59,7 @@ async fn connection_limit_per_client_ip() {
             break;
         }
         let mut conn = TcpStream::connect(agent.http).await.unwrap();
-        conn.write_all(b"GET /v1/agent/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        conn.write_all(b"GET /v1/agent/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             .await
             .unwrap();
         let mut head = [0u8; 12];

@@ -27,7 +27,7 @@ pub(crate) async fn open_full(
     }
     let mut s = socket.connect(agent.http).await.unwrap();
     let auth = token.map_or(String::new(), |t| format!("X-Nomad-Token: {t}\r\n"));
-    let req = format!("GET /v1/agent/monitor?{query} HTTP/1.1\r\nHost: x\r\n{auth}\r\n");
+    let req = format!("GET /v1/agent/monitor?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut head = Vec::new();
     let mut byte = [0u8; 1];

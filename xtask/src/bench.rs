@@ -169,7 +169,7 @@ async fn get_once(addr: SocketAddr, path: &str) -> Result<u16, String> {
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     let req = Request::get(path)
-        .header("host", "bench")
+        .header("host", "127.0.0.1")
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
     let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
@@ -290,7 +290,7 @@ async fn load(addr: SocketAddr, path: &'static str, duration: Duration) -> Resul
             let mut lat = Vec::with_capacity(100_000);
             while Instant::now() < deadline {
                 let req = Request::get(path)
-                    .header("host", "bench")
+                    .header("host", "127.0.0.1")
                     .body(Empty::<Bytes>::new())
                     .map_err(|e| e.to_string())?;
                 let t = Instant::now();

@@ -18,6 +18,7 @@
 mod bench;
 mod clientbench;
 mod nodesim;
+mod plot;
 mod raftbench;
 mod sim;
 
@@ -43,7 +44,7 @@ fn main() -> ExitCode {
         ["bench-run"] => bench::bench_run(false),
         ["bench-run", "--smoke"] => bench::bench_run(true),
         ["bare-server", port] => bench::bare_server(port),
-        _ => Err("usage: cargo xtask ci [--long] | bench http | bench sched | bench raft | sim [--members N] [--loss P] [--seed S] [--window SECS] [--converge-limit SECS] [--bootstrap auto|join|seed] [--join-pace-ms MS] [--no-tags] [--slow-member [--slow-delay-ms MS] [--slow-minutes M]]".to_string()),
+        _ => Err("usage: cargo xtask ci [--long] | bench http | bench sched | bench raft | sim [--members N] [--loss P] [--seed S] [--window SECS] [--converge-limit SECS] [--bootstrap auto|join|seed] [--join-pace-ms MS] [--no-tags] [--slow-member [--slow-delay-ms MS] [--slow-minutes M]] [--plot DIR] [--sweep members=N,N,...|loss=P,P,...]".to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -234,6 +235,7 @@ fn run_examples() -> Result<(), String> {
         ("caravan-cluster", "replicated"),
         ("caravan-rpc", "roles"),
         ("caravan-client", "one_node"),
+        ("caravan-ui", "assets"),
     ] {
         run(
             "cargo",
@@ -243,15 +245,19 @@ fn run_examples() -> Result<(), String> {
     Ok(())
 }
 
-/// Creates `target/py-venv` with python-nomad, pytest, requests and prometheus-client when
-/// missing, then runs the
-/// client-compatibility tests against the debug binary.
+/// Creates `target/py-venv` with python-nomad, pytest, requests, prometheus-client and selenium
+/// when missing, then runs the client-compatibility tests and the browser tests of `/ui/`
+/// (`tests/python/test_ui.py`, headless Debian chromium through chromedriver, which `.ci/run`
+/// installs) against the debug binary.
 fn python_tests() -> Result<(), String> {
     let venv = target_dir().join("py-venv");
     let python = venv.join("bin").join("python");
     let python_s = python.to_string_lossy().into_owned();
     let ready = Command::new(&python)
-        .args(["-c", "import nomad, pytest, requests, prometheus_client"])
+        .args([
+            "-c",
+            "import nomad, pytest, requests, prometheus_client, selenium",
+        ])
         .output()
         .is_ok_and(|o| o.status.success());
     if !ready {
@@ -268,6 +274,8 @@ fn python_tests() -> Result<(), String> {
                 "requests",
                 // The Prometheus text format's reference parser, for /v1/metrics.
                 "prometheus-client",
+                // The /ui/ browser tests drive Debian's chromium through its chromedriver.
+                "selenium",
             ],
         )?;
     }

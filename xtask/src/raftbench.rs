@@ -132,7 +132,7 @@ pub(crate) async fn send(
     let req = Request::builder()
         .method(method)
         .uri(path)
-        .header("host", "bench")
+        .header("host", "127.0.0.1")
         .header("X-Nomad-Token", token)
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| e.to_string())?;

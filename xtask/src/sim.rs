@@ -1,5 +1,6 @@
 //! `cargo xtask sim --members N --loss P --seed S`: the gossip simulator's figures, from a release
-//! build.
+//! build; `--plot DIR` adds SVG charts of a timeline, `--sweep members=…|loss=…` charts detection
+//! and convergence against the swept value ([`crate::plot`]).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -111,6 +112,25 @@ pub fn sim_run(args: &[String]) -> Result<(), String> {
     if args.iter().any(|a| a == "--slow-member") {
         return slow_run(args, members, loss, seed);
     }
+    let plot_dir = flag(args, "--plot", String::new())?;
+    let sweep = flag(args, "--sweep", String::new())?;
+    if !sweep.is_empty() {
+        let dir = if plot_dir.is_empty() {
+            target_dir().join("sim-plots")
+        } else {
+            plot_dir.into()
+        };
+        let path = crate::plot::plot_sweep(
+            &dir,
+            &sweep,
+            members,
+            loss,
+            seed,
+            Duration::from_secs(window),
+        )?;
+        println!("wrote {}", path.display());
+        return Ok(());
+    }
     let mut cfg = SimConfig::new(members, seed);
     cfg.loss = loss;
     // Tags on at every size unless --no-tags: they are part of what a member costs. Each node
@@ -218,6 +238,16 @@ pub fn sim_run(args: &[String]) -> Result<(), String> {
         "wall time:                  {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    if !plot_dir.is_empty() {
+        let plotted = Instant::now();
+        for path in crate::plot::plot_timeline(plot_dir.as_ref(), r.members, loss, seed, tags)? {
+            println!("wrote {}", path.display());
+        }
+        println!(
+            "plots:                      {:.1} s wall (a seeded pool of the same size, loss and seed: 5 s quiet, a join, a crash 15 s later)",
+            plotted.elapsed().as_secs_f64()
+        );
+    }
     // A figure the run could not produce is an error; a target missed is only printed.
     let mut missing = Vec::new();
     if matches!(bootstrap, Bootstrap::Join { .. }) && r.converge.is_none() {

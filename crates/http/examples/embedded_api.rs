@@ -46,7 +46,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = tokio::spawn(serving);
     for path in ["/v1/agent/health", "/v1/agent/members"] {
         let mut conn = tokio::net::TcpStream::connect(addr).await?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
         conn.write_all(request.as_bytes()).await?;
         let mut reply = String::new();
         conn.read_to_string(&mut reply).await?;

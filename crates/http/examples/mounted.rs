@@ -66,7 +66,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     for (path, want) in expected {
         let req = Request::get(path)
-            .header("Host", "x")
+            .header("Host", "127.0.0.1")
             .body(Full::<bytes::Bytes>::default())?;
         let resp = client.send_request(req).await?;
         let status = resp.status();

@@ -105,7 +105,7 @@ impl LiveConfig {
         self.0.read().config.clone()
     }
 
-    fn headers(&self) -> Arc<Vec<(HeaderName, HeaderValue)>> {
+    pub(crate) fn headers(&self) -> Arc<Vec<(HeaderName, HeaderValue)>> {
         self.0.read().headers.clone()
     }
 }
@@ -455,7 +455,14 @@ impl App {
         let result = match body {
             Ok(Ok(collected)) => {
                 ctx.body = collected.to_bytes();
-                dispatch(&self.inner.caps, &ctx).await
+                // Cross-site and rebinding guards (origin.rs), then the page (ui.rs), then the API.
+                match crate::origin::check(&parts.headers, &parts.uri, &ctx, &self.inner.live) {
+                    Err(e) => Err(e),
+                    Ok(()) => match crate::ui::serve(&ctx) {
+                        Some(reply) => reply,
+                        None => dispatch(&self.inner.caps, &ctx).await,
+                    },
+                }
             }
             Ok(Err(e)) => Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,

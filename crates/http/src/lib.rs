@@ -50,12 +50,14 @@ mod keyring;
 pub mod logs;
 pub mod metrics;
 pub mod monitor;
+mod origin;
 mod pprof;
 mod request;
 mod response;
 mod router;
 mod schedulers;
 pub mod serve;
+mod ui;
 
 use std::time::Duration;
 

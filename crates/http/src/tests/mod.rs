@@ -18,6 +18,7 @@ mod monitor;
 mod operator;
 mod pprof;
 mod schedulers;
+mod ui;
 
 use std::sync::{Arc, Mutex};
 

@@ -1,0 +1,52 @@
+//! The operator page ([`caravan_ui`]) under `/ui/`, and Nomad's redirect of `/` to it.
+//!
+//! Served before routing: `/` answers `307` to `/ui/` (Nomad's `handleRootFallthrough`), `/ui`
+//! `301` to `/ui/`, and `/ui/<name>` the embedded asset of that name (`GET`/`HEAD` only) with
+//! [`caravan_ui::SECURITY_HEADERS`]: a strict `Content-Security-Policy` and `nosniff`. A name that
+//! is not an asset is `404` with the same headers. No token is needed to load the page (it holds
+//! no cluster data); every API call the page makes is checked as any other.
+
+use http::header::{HeaderName, HeaderValue, LOCATION};
+use http::{Method, Response, StatusCode};
+
+use crate::response::{self, Body};
+use crate::{ApiError, Ctx, Reply};
+
+/// The page's answer for `ctx`, or `None` when the path is not the page's (the API's routes).
+pub(crate) fn serve(ctx: &Ctx) -> Option<Reply> {
+    match ctx.path.as_str() {
+        "/" => return Some(Ok(redirect(StatusCode::TEMPORARY_REDIRECT))),
+        "/ui" => return Some(Ok(redirect(StatusCode::MOVED_PERMANENTLY))),
+        _ => {}
+    }
+    let name = ctx.path.strip_prefix(caravan_ui::PREFIX)?;
+    Some(asset(ctx, name))
+}
+
+fn redirect(status: StatusCode) -> Response<Body> {
+    let mut resp = response::empty();
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(LOCATION, HeaderValue::from_static(caravan_ui::PREFIX));
+    resp
+}
+
+fn asset(ctx: &Ctx, name: &str) -> Reply {
+    if ctx.method != Method::GET && ctx.method != Method::HEAD {
+        return Err(ApiError::invalid_method());
+    }
+    let mut resp = match caravan_ui::asset(name) {
+        Some(a) => response::with_type(StatusCode::OK, a.content_type, a.body.to_vec()),
+        None => response::error(&ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no such page: {}{name}", caravan_ui::PREFIX),
+        )),
+    };
+    for (name, value) in caravan_ui::SECURITY_HEADERS {
+        resp.headers_mut().insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    Ok(resp)
+}
