@@ -23,6 +23,17 @@ pub(crate) fn serve(ctx: &Ctx) -> Option<Reply> {
     Some(asset(ctx, name))
 }
 
+/// The metrics label of the page's paths (`None` for the API's), so page loads are not counted
+/// as `not_found`.
+pub(crate) fn label(path: &str) -> Option<&'static str> {
+    match path {
+        "/" => Some("/"),
+        "/ui" => Some("/ui"),
+        p if p.starts_with(caravan_ui::PREFIX) => Some("/ui/:asset"),
+        _ => None,
+    }
+}
+
 fn redirect(status: StatusCode) -> Response<Body> {
     let mut resp = response::empty();
     *resp.status_mut() = status;
@@ -49,4 +60,23 @@ fn asset(ctx: &Ctx, name: &str) -> Reply {
         );
     }
     Ok(resp)
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::label;
+
+    #[test]
+    fn page_paths_get_their_own_metrics_label() {
+        for (path, want) in [
+            ("/", Some("/")),
+            ("/ui", Some("/ui")),
+            ("/ui/", Some("/ui/:asset")),
+            ("/ui/app.js", Some("/ui/:asset")),
+            ("/uix", None),
+            ("/v1/agent/self", None),
+        ] {
+            assert_eq!(label(path), want, "{path}");
+        }
+    }
 }
