@@ -12,19 +12,30 @@ use crate::support::{Agent, Ports, Resp, Scratch, cli, send};
 const K1: &str = "rvnIDIw6u/l/Scc8Gb3qpRCY6CsPqYUwOOVIxN3zvxc=";
 const K2: &str = "HD5HAaR4KRF2sOBKR9SH1+eVxyGMzXPAdgQ5j9lHEyk=";
 
-struct Server {
-    agent: Option<Agent>,
-    ports: Ports,
+pub(crate) struct Server {
+    pub(crate) agent: Option<Agent>,
+    pub(crate) ports: Ports,
     data: Scratch,
     name: String,
 }
 
 impl Server {
-    fn agent(&self) -> &Agent {
+    /// A server named `s<i>` that has not started.
+    pub(crate) fn new(i: usize) -> Server {
+        Server {
+            agent: None,
+            ports: Ports::free(),
+            data: Scratch::new(),
+            name: format!("s{i}"),
+        }
+    }
+
+    pub(crate) fn agent(&self) -> &Agent {
         self.agent.as_ref().expect("running")
     }
 
-    async fn start(&mut self, join: Option<u16>) {
+    /// Starts it (gossip key K1, no client), joining the gossip port `join`.
+    pub(crate) async fn start(&mut self, join: Option<u16>) {
         let data = format!("-data-dir={}", self.data.0.display());
         let retry = join.map_or(String::new(), |p| {
             format!("  server_join {{\n    retry_join = [\"127.0.0.1:{p}\"]\n    retry_interval = \"200ms\"\n  }}\n")
@@ -48,7 +59,7 @@ async fn keyring(agent: &Agent, op: &str, key: Option<&str>) -> Resp {
 }
 
 /// Every member `Alive` on every agent (`Err` names the first that is not).
-async fn all_alive(agents: &[&Agent], n: usize) -> Result<(), String> {
+pub(crate) async fn all_alive(agents: &[&Agent], n: usize) -> Result<(), String> {
     for a in agents {
         let r = a.get("/v1/agent/members").await;
         let members = r.json()["Members"].as_array().cloned().unwrap_or_default();
@@ -62,7 +73,7 @@ async fn all_alive(agents: &[&Agent], n: usize) -> Result<(), String> {
     Ok(())
 }
 
-async fn eventually(
+pub(crate) async fn eventually(
     limit: Duration,
     what: &str,
     mut check: impl AsyncFnMut() -> Result<(), String>,
@@ -138,14 +149,7 @@ async fn raft_vote_as(key: &str, addr: std::net::SocketAddr) -> Result<(), Strin
 
 #[tokio::test]
 async fn three_servers_rotate_their_gossip_key_with_no_member_failed_and_keep_it_on_disk() {
-    let mut servers: Vec<Server> = (1..=3)
-        .map(|i| Server {
-            agent: None,
-            ports: Ports::free(),
-            data: Scratch::new(),
-            name: format!("s{i}"),
-        })
-        .collect();
+    let mut servers: Vec<Server> = (1..=3).map(Server::new).collect();
     let first = servers[0].ports.serf;
     for (i, s) in servers.iter_mut().enumerate() {
         s.start((i > 0).then_some(first)).await;

@@ -1,6 +1,7 @@
 //! End-to-end tests: real `caravan` processes on free 127.0.0.1 ports. Every wait is bounded.
 
 mod acl;
+mod autopilot;
 mod cli;
 mod clients;
 mod config_errors;

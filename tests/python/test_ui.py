@@ -220,6 +220,16 @@ def test_cluster_page_lists_every_member(cluster, browser):
                    and sorted(x[5] for x in r) == ["follower", "follower", "leader"] else None)(rows(d, "servers")),
     )
     assert {r[0] for r in servers} == {"s1.global", XSS + ".global", "s3.global"}
+    # Every follower's last contact (autopilot's health), not only this agent's.
+    import re
+    contacts = until(
+        browser,
+        "each follower's last contact",
+        lambda d: (lambda r: r if sorted(x[6] == "(leader)" for x in r) == [False, False, True]
+                   and all(x[6] == "(leader)" or re.fullmatch(r"[0-9.]+(ns|µs|us|ms|s)", x[6]) for x in r)
+                   else None)(rows(d, "servers")),
+    )
+    assert len(contacts) == 3
     nodes = until(browser, "the client node", lambda d: rows(d, "nodes") or None)
     assert [(n[0], n[4]) for n in nodes] == [("c1", "ready")]
     # Performance figures of this first load (reported, not asserted).
@@ -366,6 +376,8 @@ def test_killed_server_shows_failed_without_reload(cluster, browser):
     s3.stop(signal.SIGKILL)
     until(browser, "s3 shown failed", lambda d: any(r and r[0] == "s3.global" and r[2] == "failed"
                                                    for r in rows(d, "servers")))
+    until(browser, "s3 judged unhealthy", lambda d: any(r and r[0] == "s3.global" and r[6].endswith("(unhealthy)")
+                                                       for r in rows(d, "servers")))
     assert browser.execute_script("return window.__noReload") == 1, "the page was reloaded"
     shot(browser, "cluster-failed.png")
 

@@ -1,5 +1,6 @@
 //! Caravan's domain model: pure types and rules, no I/O, no async runtime, no clock reads.
 //!
+//! - [`autopilot`]: server health as Nomad's autopilot judges it.
 //! - [`acl`]: ACL policy rules, capability evaluation, and the token/policy store.
 //! - [`config`]: the agent configuration file format (Nomad's HCL keys), merging of several
 //!   sources, defaults, `-dev` and validation.
@@ -17,6 +18,7 @@
 #![deny(missing_docs)]
 
 pub mod acl;
+pub mod autopilot;
 pub mod client_rpc;
 pub mod config;
 pub mod conn_limit;

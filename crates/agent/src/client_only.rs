@@ -117,6 +117,10 @@ impl Operator for ClientOnly {
         Err(ReadError::NoServer)
     }
 
+    async fn autopilot_health(&self) -> Result<caravan_http::dto::AutopilotHealthDto, ReadError> {
+        Err(ReadError::NoServer)
+    }
+
     async fn snapshot_save(&self) -> Result<Indexed<Vec<u8>>, ReadError> {
         Err(ReadError::NoServer)
     }

@@ -73,6 +73,7 @@ impl AgentHandler {
             }),
             m::LEADER => reply(&self.server()?.leader()),
             m::PEERS => reply(&self.server()?.peers()),
+            m::RAFT_STATS => reply(&self.server()?.raft_stats()),
             m::RESOLVE_TOKEN => reply(&self.resolve(call.token.as_deref())?),
             m::NODE_REGISTER => self.server()?.node_register(&call).await,
             m::NODE_UPDATE_STATUS => self.server()?.node_update_status(&call).await,

@@ -27,6 +27,7 @@ use crate::rpc::Rpc;
 
 mod api;
 pub use api::FORWARD_TIMEOUT;
+mod autopilot;
 mod keyring;
 mod nodes;
 
@@ -48,6 +49,8 @@ pub struct ServerRole {
     heartbeats: Arc<Heartbeats>,
     /// The gossip keyring (with encryption on).
     keyring: Option<Arc<ServerKeyring>>,
+    /// Autopilot's verdict on each voter (by server ID) and since when it has held.
+    stable: Mutex<std::collections::HashMap<String, (bool, std::time::SystemTime)>>,
 }
 
 impl ServerRole {
@@ -81,6 +84,7 @@ impl ServerRole {
             nodes: nodes::NodeConns::default(),
             heartbeats,
             keyring,
+            stable: Mutex::default(),
         })
     }
 

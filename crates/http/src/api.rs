@@ -353,6 +353,12 @@ pub trait Operator: Send + Sync + 'static {
     /// without a server answer [`ReadError::NoServer`].
     fn raft_configuration(&self) -> Result<crate::dto::RaftConfigurationDto, ReadError>;
 
+    /// Autopilot's health of the voters (`/v1/operator/autopilot/health`). Agents without a
+    /// server answer [`ReadError::NoServer`].
+    fn autopilot_health(
+        &self,
+    ) -> impl Future<Output = Result<crate::dto::AutopilotHealthDto, ReadError>> + Send;
+
     /// The whole replicated state as the bytes `/v1/operator/snapshot` saves, read
     /// consistently, with the index and leader facts of the read. Agents without a server
     /// answer [`ReadError::NoServer`].

@@ -554,6 +554,7 @@ async fn dispatch(caps: &Caps, ctx: &Ctx) -> Reply {
         Route::Nodes => jobs::nodes(caps, ctx).await,
         Route::OperatorSnapshot => jobs::snapshot(caps, ctx).await,
         Route::OperatorRaftConfiguration => jobs::raft_configuration(caps, ctx),
+        Route::OperatorAutopilotHealth => jobs::autopilot_health(caps, ctx).await,
         Route::Node(id) => jobs::node(caps, ctx, &id).await,
         Route::StatusLeader => handlers::status_leader(caps, ctx).await,
         Route::StatusPeers => handlers::status_peers(caps, ctx).await,

@@ -102,6 +102,49 @@ pub struct RaftConfigurationDto {
     pub index: u64,
 }
 
+/// `/v1/operator/autopilot/health` (Nomad's `OperatorHealthReply`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AutopilotHealthDto {
+    /// Every voter healthy.
+    pub healthy: bool,
+    /// Healthy voters beyond a quorum.
+    pub failure_tolerance: u64,
+    /// Each voter.
+    pub servers: Vec<ServerHealthDto>,
+}
+
+/// One voter's health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServerHealthDto {
+    /// Server ID.
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// Member name.
+    pub name: String,
+    /// RPC address.
+    pub address: String,
+    /// Gossip status.
+    pub serf_status: String,
+    /// Build version.
+    pub version: String,
+    /// Whether it leads.
+    pub leader: bool,
+    /// Time since it last heard from the leader, as a Go duration (`"0s"`, `"12ms"`).
+    pub last_contact: String,
+    /// The term of its last log entry.
+    pub last_term: u64,
+    /// Its last log index.
+    pub last_index: u64,
+    /// Its verdict.
+    pub healthy: bool,
+    /// Whether it votes.
+    pub voter: bool,
+    /// Since when its verdict has held (RFC 3339).
+    pub stable_since: String,
+}
+
 /// Build version facts (`config.Version`).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]

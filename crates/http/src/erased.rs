@@ -241,6 +241,7 @@ pub(crate) trait DynOperator: Send + Sync {
     fn status_leader(&self) -> BoxFuture<'_, Result<String, String>>;
     fn status_peers(&self) -> BoxFuture<'_, Result<Vec<String>, String>>;
     fn raft_configuration(&self) -> Result<RaftConfigurationDto, ReadError>;
+    fn autopilot_health(&self) -> BoxFuture<'_, Result<crate::dto::AutopilotHealthDto, ReadError>>;
     fn snapshot_save(&self) -> BoxFuture<'_, Result<Indexed<Vec<u8>>, ReadError>>;
     fn snapshot_restore(&self, snapshot: Vec<u8>) -> BoxFuture<'_, Result<(), RestoreError>>;
 }
@@ -254,6 +255,9 @@ impl<T: Operator> DynOperator for T {
     }
     fn raft_configuration(&self) -> Result<RaftConfigurationDto, ReadError> {
         Operator::raft_configuration(self)
+    }
+    fn autopilot_health(&self) -> BoxFuture<'_, Result<crate::dto::AutopilotHealthDto, ReadError>> {
+        Box::pin(Operator::autopilot_health(self))
     }
     fn snapshot_save(&self) -> BoxFuture<'_, Result<Indexed<Vec<u8>>, ReadError>> {
         Box::pin(Operator::snapshot_save(self))

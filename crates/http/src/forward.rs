@@ -45,6 +45,7 @@ fn is_cluster_route(route: &Route) -> bool {
             | Route::Node(_)
             | Route::OperatorSnapshot
             | Route::OperatorRaftConfiguration
+            | Route::OperatorAutopilotHealth
             | Route::StatusLeader
             | Route::StatusPeers
             | Route::Regions

@@ -169,6 +169,23 @@ pub(crate) fn raft_configuration(caps: &Caps, ctx: &Ctx) -> Reply {
     Ok(response::json(&config, ctx.query.pretty()))
 }
 
+/// `GET /v1/operator/autopilot/health` (`operator:read`): `200`, or `429` with the same body
+/// when some voter is unhealthy (Nomad's answer, so load balancers can probe it).
+pub(crate) async fn autopilot_health(caps: &Caps, ctx: &Ctx) -> Reply {
+    only(ctx, &[Method::GET])?;
+    caps.require(ctx.token.as_deref(), Acl::allow_operator_read)?;
+    let health = caps
+        .operator()?
+        .autopilot_health()
+        .await
+        .map_err(read_error)?;
+    let mut resp = response::json(&health, ctx.query.pretty());
+    if !health.healthy {
+        *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    }
+    Ok(resp)
+}
+
 fn read_error(e: ReadError) -> ApiError {
     match e {
         ReadError::NoServer => {

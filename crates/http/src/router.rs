@@ -54,6 +54,8 @@ pub enum Route {
     OperatorSnapshot,
     /// `/v1/operator/raft/configuration`.
     OperatorRaftConfiguration,
+    /// `/v1/operator/autopilot/health`.
+    OperatorAutopilotHealth,
     /// `/v1/status/leader`.
     StatusLeader,
     /// `/v1/status/peers`.
@@ -92,6 +94,7 @@ impl Route {
             "/v1/nodes" => Route::Nodes,
             "/v1/operator/snapshot" => Route::OperatorSnapshot,
             "/v1/operator/raft/configuration" => Route::OperatorRaftConfiguration,
+            "/v1/operator/autopilot/health" => Route::OperatorAutopilotHealth,
             "/v1/status/leader" => Route::StatusLeader,
             "/v1/status/peers" => Route::StatusPeers,
             "/v1/metrics" => Route::Metrics,
@@ -148,6 +151,7 @@ impl Route {
             Route::Node(_) => "/v1/node/:id",
             Route::OperatorSnapshot => "/v1/operator/snapshot",
             Route::OperatorRaftConfiguration => "/v1/operator/raft/configuration",
+            Route::OperatorAutopilotHealth => "/v1/operator/autopilot/health",
             Route::StatusLeader => "/v1/status/leader",
             Route::StatusPeers => "/v1/status/peers",
             Route::Metrics => "/v1/metrics",

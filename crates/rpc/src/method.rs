@@ -49,6 +49,9 @@ pub const PING: &str = "Status.Ping";
 pub const LEADER: &str = "Status.Leader";
 /// `Status.Peers`: the voters' RPC addresses.
 pub const PEERS: &str = "Status.Peers";
+/// `Status.RaftStats`: a server's last contact with the leader, last log term and index (for
+/// autopilot's health).
+pub const RAFT_STATS: &str = "Status.RaftStats";
 /// `Agent.Members`: the gossip member list (node:read).
 pub const MEMBERS: &str = "Agent.Members";
 /// `Agent.Host`: host data (the debug rule).
@@ -107,6 +110,7 @@ pub const METHODS: &[MethodSpec] = &[
     m(PING, Access::Public, KIB, KIB),
     m(LEADER, Access::Public, KIB, 4 * KIB),
     m(PEERS, Access::Public, KIB, 64 * KIB),
+    m(RAFT_STATS, Access::Server, KIB, KIB),
     m(MEMBERS, Access::User, KIB, 32 * MIB),
     m(HOST, Access::User, KIB, 8 * MIB),
     m(PROFILE, Access::User, KIB, 64 * MIB),

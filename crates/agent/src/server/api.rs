@@ -167,6 +167,10 @@ impl Operator for ServerRole {
         })
     }
 
+    async fn autopilot_health(&self) -> Result<caravan_http::dto::AutopilotHealthDto, ReadError> {
+        Ok(self.autopilot_health().await)
+    }
+
     async fn snapshot_save(&self) -> Result<Indexed<Vec<u8>>, ReadError> {
         self.cluster.save().await.map_err(read_error)
     }

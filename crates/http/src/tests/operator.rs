@@ -18,6 +18,26 @@ impl crate::Operator for OperatorFake {
     fn raft_configuration(&self) -> Result<crate::dto::RaftConfigurationDto, ReadError> {
         Err(ReadError::NoServer)
     }
+    async fn autopilot_health(&self) -> Result<crate::dto::AutopilotHealthDto, ReadError> {
+        Ok(crate::dto::AutopilotHealthDto {
+            healthy: false,
+            failure_tolerance: 0,
+            servers: vec![crate::dto::ServerHealthDto {
+                id: "a".into(),
+                name: "s1.global".into(),
+                address: "10.0.0.1:4647".into(),
+                serf_status: "alive".into(),
+                version: "1.10.0".into(),
+                leader: true,
+                last_contact: "0s".into(),
+                last_term: 2,
+                last_index: 9,
+                healthy: false,
+                voter: true,
+                stable_since: "2026-01-02T03:04:05Z".into(),
+            }],
+        })
+    }
     async fn snapshot_save(&self) -> Result<Indexed<Vec<u8>>, ReadError> {
         Ok(Indexed {
             value: b"SNAP".to_vec(),
@@ -143,6 +163,31 @@ async fn status_and_operator_rules() {
             "raft configuration with operator:read",
             "GET /v1/operator/raft/configuration",
             "501 this agent runs no server",
+        )
+        .config(ACLS)
+        .token(OPERATOR_READ),
+        case(
+            "an unhealthy cluster answers 429 with the health",
+            "GET /v1/operator/autopilot/health",
+            r#"429 {"Healthy":false,"FailureTolerance":0,"Servers":[{"ID":"a","Name":"s1.global","Address":"10.0.0.1:4647","SerfStatus":"alive","Version":"1.10.0","Leader":true,"LastContact":"0s","LastTerm":2,"LastIndex":9,"Healthy":false,"Voter":true,"StableSince":"2026-01-02T03:04:05Z"}]}"#,
+        )
+        .answers_header("content-type", Some("application/json")),
+        case(
+            "autopilot health by PUT",
+            "PUT /v1/operator/autopilot/health",
+            "405 Invalid method",
+        ),
+        case(
+            "autopilot health needs operator:read",
+            "GET /v1/operator/autopilot/health",
+            "403 Permission denied",
+        )
+        .config(ACLS)
+        .token(AGENT_READ),
+        case(
+            "autopilot health with operator:read",
+            "GET /v1/operator/autopilot/health",
+            "429 *",
         )
         .config(ACLS)
         .token(OPERATOR_READ),

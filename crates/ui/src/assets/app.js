@@ -78,6 +78,7 @@ class ApiFailure extends Error {
       : "HTTP " + status + ": " + text;
     super(path + ": " + why);
     this.status = status;
+    this.text = text;
   }
 }
 
@@ -157,6 +158,14 @@ async function clusterServers() {
     try { raft = (await api("/v1/operator/raft/configuration")).data; } catch (e) { raftError = e.message; }
     let self = null;
     try { self = (await api("/v1/agent/self")).data; } catch (e) { /* shown without it */ }
+    // Autopilot's health has every voter's last contact; an unhealthy cluster answers 429
+    // with the same body.
+    const health = new Map();
+    let report = null;
+    try { report = (await api("/v1/operator/autopilot/health")).data; } catch (e) {
+      if (e.status === 429) { try { report = JSON.parse(e.text); } catch (_) { report = null; } }
+    }
+    for (const s of (report && report.Servers) || []) health.set(s.Address, s);
     const byAddr = new Map();
     for (const s of (raft && raft.Servers) || []) byAddr.set(s.Address, s);
     const selfName = self && self.member ? self.member.Name : "";
@@ -168,7 +177,9 @@ async function clusterServers() {
       const r = byAddr.get(rpc);
       const role = r ? (r.Leader ? "leader" : (r.Voter ? "follower" : "non-voter")) : (raft ? "not in Raft" : "?");
       let contact = "";
-      if (m.Name === selfName) contact = r && r.Leader ? "(leader)" : (lastContact ? lastContact + " (this agent)" : "");
+      const h = health.get(rpc);
+      if (h) contact = h.Leader ? "(leader)" : (h.LastContact || "?") + (h.Healthy ? "" : " (unhealthy)");
+      else if (m.Name === selfName) contact = r && r.Leader ? "(leader)" : (lastContact ? lastContact + " (this agent)" : "");
       rows.push([m.Name, m.Addr + ":" + m.Port, statusCell(m.Status), tags.region || "", tags.dc || "", statusCell(role), contact]);
     }
     rows.sort((a, b) => (a[0] < b[0] ? -1 : 1));

@@ -1,0 +1,88 @@
+//! `/v1/operator/autopilot/health` on three real servers: healthy with a failure tolerance of
+//! one, then `429` naming the killed server unhealthy.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::keyring::{Server, all_alive, eventually};
+use crate::support::Agent;
+
+async fn health(agent: &Agent) -> (u16, Value) {
+    let r = agent.get("/v1/operator/autopilot/health").await;
+    (r.status, r.json())
+}
+
+#[tokio::test]
+async fn autopilot_health_judges_every_voter() {
+    let mut servers: Vec<Server> = (1..=3).map(Server::new).collect();
+    let first = servers[0].ports.serf;
+    for (i, s) in servers.iter_mut().enumerate() {
+        s.start((i > 0).then_some(first)).await;
+    }
+    let agents: Vec<&Agent> = servers.iter().map(Server::agent).collect();
+    eventually(Duration::from_secs(30), "a pool of three", async || {
+        all_alive(&agents, 3).await
+    })
+    .await;
+    // Asked of a follower too: every voter healthy, one of them leading.
+    eventually(Duration::from_secs(30), "a healthy cluster", async || {
+        let (status, body) = health(agents[2]).await;
+        let servers = body["Servers"].as_array().cloned().unwrap_or_default();
+        if status == 200 && body["Healthy"] == true && servers.len() == 3 {
+            Ok(())
+        } else {
+            Err(format!("{status} {body}"))
+        }
+    })
+    .await;
+    let (_, body) = health(agents[2]).await;
+    assert_eq!(body["FailureTolerance"], 1, "{body}");
+    let servers_seen = body["Servers"].as_array().unwrap();
+    assert_eq!(
+        servers_seen.iter().filter(|s| s["Leader"] == true).count(),
+        1
+    );
+    for s in servers_seen {
+        assert_eq!(s["SerfStatus"], "alive", "{s}");
+        assert_eq!(s["Voter"], true);
+        assert!(
+            s["LastContact"].as_str().is_some_and(|c| c.ends_with('s')),
+            "{s}"
+        );
+        assert!(s["LastIndex"].as_u64().unwrap() > 0, "{s}");
+        assert!(s["StableSince"].as_str().unwrap().ends_with('Z'), "{s}");
+    }
+
+    // Kill a follower: the cluster is unhealthy (429) and says which server.
+    let leader = servers_seen.iter().find(|s| s["Leader"] == true).unwrap()["Address"].clone();
+    let victim = servers
+        .iter()
+        .position(|s| Value::String(format!("127.0.0.1:{}", s.ports.rpc)) != leader)
+        .unwrap();
+    let victim_addr = format!("127.0.0.1:{}", servers[victim].ports.rpc);
+    drop(servers[victim].agent.take());
+    let asked = servers.iter().find(|s| s.agent.is_some()).unwrap().agent();
+    eventually(
+        Duration::from_secs(30),
+        "the dead server judged unhealthy",
+        async || {
+            let (status, body) = health(asked).await;
+            let dead = body["Servers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|s| s["Address"] == victim_addr.as_str())
+                .cloned()
+                .unwrap_or_default();
+            if status == 429 && body["Healthy"] == false && dead["Healthy"] == false {
+                Ok(())
+            } else {
+                Err(format!("{status} {body}"))
+            }
+        },
+    )
+    .await;
+    let (_, body) = health(asked).await;
+    assert_eq!(body["FailureTolerance"], 0, "{body}");
+}
