@@ -146,6 +146,20 @@ pub(crate) fn payload_bytes(payload: &EntryPayload<TypeConfig>) -> usize {
     }
 }
 
+/// Only an elected leader appends entries or sends snapshots, and its vote is committed:
+/// openraft's follower asserts it (`vote must be committed`) and would otherwise take a
+/// candidate's vote as a leader's.
+fn leader_vote(vote: &Vote<NodeId>) -> Result<(), RaftError> {
+    if vote.committed {
+        Ok(())
+    } else {
+        Err(RaftError::BadRequest(
+            "vote.committed is false: only an elected leader appends entries or sends snapshots"
+                .to_string(),
+        ))
+    }
+}
+
 /// A `Raft.Vote` request: its term, and a last log ID no newer than that term.
 pub(crate) fn check_vote(bounds: &Bounds, req: &VoteRequest<NodeId>) -> Result<(), RaftError> {
     bounds.vote("vote", &req.vote)?;
@@ -164,6 +178,7 @@ pub(crate) fn check_append(
     max_bytes: usize,
 ) -> Result<(), RaftError> {
     bounds.vote("vote", &req.vote)?;
+    leader_vote(&req.vote)?;
     let term = req.vote.leader_id.term;
     bounds.log_id("prev_log_id", req.prev_log_id.as_ref(), term)?;
     bounds.log_id("leader_commit", req.leader_commit.as_ref(), term)?;
@@ -213,6 +228,7 @@ pub(crate) fn check_snapshot_meta(
     req: &InstallSnapshotRequest<TypeConfig>,
 ) -> Result<(), RaftError> {
     bounds.vote("vote", &req.vote)?;
+    leader_vote(&req.vote)?;
     let term = req.vote.leader_id.term;
     bounds.log_id("meta.last_log_id", req.meta.last_log_id.as_ref(), term)?;
     bounds.log_id(

@@ -259,9 +259,20 @@ async fn out_of_bounds_terms_and_indices_are_refused_naming_the_field() {
             ae(vote(5, true), log_id(1, 2), Value::Null, vec![entry(6, 3)]),
         ),
         (
+            method::APPEND_ENTRIES,
+            "vote.committed",
+            ae(vote(4, false), Value::Null, Value::Null, vec![]),
+        ),
+        (
             method::INSTALL_SNAPSHOT,
             "vote.term",
             snapshot_chunk(max, log_id(1, 5), "s", 0, b"[]", true),
+        ),
+        (
+            method::INSTALL_SNAPSHOT,
+            "vote.committed",
+            snapshot_chunk(4, log_id(1, 5), "s", 0, b"[]", true)
+                .replace("\"committed\":true", "\"committed\":false"),
         ),
         (
             method::INSTALL_SNAPSHOT,
