@@ -160,6 +160,19 @@ fn leader_vote(vote: &Vote<NodeId>) -> Result<(), RaftError> {
     }
 }
 
+/// The vote of a peer's request (a candidate's or a leader's) names that peer, never this
+/// node: openraft takes a vote for its own ID as its own, and a leader handed an append in its
+/// own name asserts (`self.leader.is_none()`) or, in release builds, follows itself.
+pub(crate) fn check_peer_vote(local: NodeId, vote: &Vote<NodeId>) -> Result<(), RaftError> {
+    if vote.leader_id.node_id == local {
+        Err(RaftError::BadRequest(format!(
+            "vote.leader_id.node_id {local} is this node's own ID: a peer cannot vote or lead as it"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
 /// A `Raft.Vote` request: its term, and a last log ID no newer than that term.
 pub(crate) fn check_vote(bounds: &Bounds, req: &VoteRequest<NodeId>) -> Result<(), RaftError> {
     bounds.vote("vote", &req.vote)?;

@@ -197,6 +197,8 @@ async fn out_of_bounds_terms_and_indices_are_refused_naming_the_field() {
         json!({"vote": v, "prev_log_id": prev, "leader_commit": commit, "entries": entries})
             .to_string()
     };
+    // A request in the node's own name (it is node 1).
+    let own = json!({"leader_id": {"term": 4, "node_id": 1}, "committed": true});
     let cases: Vec<(&str, &str, String)> = vec![
         (
             method::VOTE,
@@ -262,6 +264,16 @@ async fn out_of_bounds_terms_and_indices_are_refused_naming_the_field() {
             method::APPEND_ENTRIES,
             "vote.committed",
             ae(vote(4, false), Value::Null, Value::Null, vec![]),
+        ),
+        (
+            method::APPEND_ENTRIES,
+            "vote.leader_id.node_id",
+            ae(own.clone(), Value::Null, Value::Null, vec![]),
+        ),
+        (
+            method::VOTE,
+            "vote.leader_id.node_id",
+            json!({"vote": own, "last_log_id": null}).to_string(),
         ),
         (
             method::INSTALL_SNAPSHOT,
