@@ -250,15 +250,15 @@ async fn out_of_bounds_terms_and_indices_are_refused_naming_the_field() {
             "entries[1].log_id.index",
             ae(
                 vote(5, true),
-                log_id(1, 2),
+                log_id(1, 7),
                 Value::Null,
-                vec![entry(5, 3), entry(5, 5)],
+                vec![entry(5, 8), entry(5, 10)],
             ),
         ),
         (
             method::APPEND_ENTRIES,
             "entries[0].log_id.term",
-            ae(vote(5, true), log_id(1, 2), Value::Null, vec![entry(6, 3)]),
+            ae(vote(5, true), log_id(1, 7), Value::Null, vec![entry(6, 8)]),
         ),
         (
             method::APPEND_ENTRIES,
@@ -274,6 +274,27 @@ async fn out_of_bounds_terms_and_indices_are_refused_naming_the_field() {
             method::VOTE,
             "vote.leader_id.node_id",
             json!({"vote": own, "last_log_id": null}).to_string(),
+        ),
+        (
+            // Two leaders of term 4: node 4242 (the vote's) and node 77. Index 2 is the last
+            // entry here, node 1's write of term 1.
+            method::APPEND_ENTRIES,
+            "entries[0].log_id.leader_id.node_id",
+            ae(
+                vote(4, true),
+                json!({"leader_id": {"term": 1, "node_id": 1}, "index": 2}),
+                Value::Null,
+                vec![
+                    json!({"log_id": {"leader_id": {"term": 4, "node_id": 77}, "index": 3},
+                            "payload": {"Normal": b"junk"}}),
+                ],
+            ),
+        ),
+        (
+            // Index 1 is committed here as node 1's entry of term 1.
+            method::APPEND_ENTRIES,
+            "prev_log_id T1-N4242-1 conflicts with the committed log",
+            ae(vote(4, true), log_id(1, 1), Value::Null, vec![]),
         ),
         (
             method::INSTALL_SNAPSHOT,
