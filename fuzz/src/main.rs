@@ -158,10 +158,14 @@ fn crash_dir(target: &str) -> PathBuf {
     target_dir.join("fuzz-crashes").join(target)
 }
 
-fn name_of(input: &[u8]) -> String {
+fn hash_of(input: &[u8]) -> u64 {
     let mut h = DefaultHasher::new();
     input.hash(&mut h);
-    format!("{:016x}", h.finish())
+    h.finish()
+}
+
+fn name_of(input: &[u8]) -> String {
+    format!("{:016x}", hash_of(input))
 }
 
 fn save_crash(target: &str, input: &[u8]) -> PathBuf {
@@ -424,7 +428,8 @@ fn run(rest: &[&str]) -> Result<(), String> {
             pool.push(Vec::new());
         }
         let corpus_len = pool.len();
-        let mut rng = Rng(seed ^ name_of(t.name.as_bytes()).len() as u64 ^ 0x9e37_79b9);
+        // xorshift must not start at 0.
+        let mut rng = Rng((seed ^ hash_of(t.name.as_bytes())) | 1);
         let mutating = Instant::now();
         let deadline = mutating + Duration::from_secs_f64(secs);
         let mut execs: u64 = 0;

@@ -1,4 +1,4 @@
-//! `cargo xtask fuzz [--secs N] [--runs N] [--stable] [--merge] [TARGET...]`: every fuzz target
+//! `cargo xtask fuzz [--secs N] [--runs N] [--seed S] [--stable] [--merge] [TARGET...]`: every fuzz target
 //! of `fuzz/` (or the ones named), each for N seconds (default 60) or N executions, whichever
 //! comes first. With a nightly toolchain and `cargo-fuzz` installed it runs libFuzzer
 //! (`cargo +nightly fuzz run`, RSS limit 2 GiB, inputs up to 64 KiB, new inputs kept in
@@ -17,6 +17,8 @@ use crate::{root, run, target_dir};
 
 /// Seconds of mutations per target in `cargo xtask ci` (after the corpus replay).
 pub const CI_SECS: u32 = 3;
+/// The stable engine's seed in `cargo xtask ci`.
+pub const CI_SEED: u64 = 18;
 /// Executions per target in `cargo xtask ci --long`.
 pub const LONG_RUNS: u64 = 1_000_000;
 /// The time cap per target in `ci --long` (a slow target stops here short of its runs).
@@ -31,6 +33,8 @@ enum Engine {
 
 struct Options {
     secs: u32,
+    /// The stable engine's random seed (default: from the clock).
+    seed: Option<u64>,
     runs: Option<u64>,
     stable: bool,
     merge: bool,
@@ -41,6 +45,7 @@ struct Options {
 pub fn fuzz(args: &[String]) -> Result<(), String> {
     let mut o = Options {
         secs: 60,
+        seed: None,
         runs: None,
         stable: false,
         merge: false,
@@ -51,6 +56,7 @@ pub fn fuzz(args: &[String]) -> Result<(), String> {
         match a.as_str() {
             "--secs" => o.secs = number(it.next(), "--secs")?,
             "--runs" => o.runs = Some(number(it.next(), "--runs")?),
+            "--seed" => o.seed = Some(number(it.next(), "--seed")?),
             "--stable" => o.stable = true,
             "--merge" => o.merge = true,
             t if !t.starts_with('-') => o.targets.push(t.to_string()),
@@ -60,10 +66,12 @@ pub fn fuzz(args: &[String]) -> Result<(), String> {
     run_all(&o)
 }
 
-/// The short form `cargo xtask ci` runs: the stable engine, [`CI_SECS`] per target.
+/// The short form `cargo xtask ci` runs: the stable engine, [`CI_SECS`] per target, with a
+/// fixed seed, so a failure is the same mutations again when rerun.
 pub fn ci_short() -> Result<(), String> {
     run_all(&Options {
         secs: CI_SECS,
+        seed: Some(CI_SEED),
         runs: None,
         stable: true,
         merge: false,
@@ -75,6 +83,7 @@ pub fn ci_short() -> Result<(), String> {
 pub fn ci_long() -> Result<(), String> {
     run_all(&Options {
         secs: LONG_SECS,
+        seed: None,
         runs: Some(LONG_RUNS),
         stable: false,
         merge: false,
@@ -130,6 +139,10 @@ fn stable(o: &Options) -> Result<(), String> {
     if let Some(r) = &runs {
         args.extend(["--runs", r.as_str()]);
     }
+    let seed = o.seed.map(|s| s.to_string());
+    if let Some(s) = &seed {
+        args.extend(["--seed", s.as_str()]);
+    }
     args.extend(o.targets.iter().map(String::as_str));
     run("cargo", &args)
 }
@@ -140,7 +153,16 @@ fn target_names(o: &Options) -> Result<Vec<String>, String> {
         return Ok(o.targets.clone());
     }
     let out = Command::new("cargo")
-        .args(["run", "-q", "-p", "caravan-fuzz", "--", "list"])
+        .args([
+            "run",
+            "-q",
+            "-p",
+            "caravan-fuzz",
+            "--bin",
+            "caravan-fuzz",
+            "--",
+            "list",
+        ])
         .current_dir(root())
         .output()
         .map_err(|e| format!("caravan-fuzz list: {e}"))?;
