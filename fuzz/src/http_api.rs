@@ -86,7 +86,7 @@ pub const ROUTES: [&str; 40] = [
 ];
 
 /// How long a response's body is read (a monitor stream never ends by itself).
-const READ_BODY_FOR: Duration = Duration::from_millis(50);
+const READ_BODY_FOR: Duration = Duration::from_millis(5);
 /// The most of a response's body read.
 const READ_BODY_MAX: usize = 1 << 20;
 /// A response must begin within this (the backend answers at once; nothing here waits).

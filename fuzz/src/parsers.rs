@@ -104,12 +104,26 @@ fn level_text(level: Level) -> Option<&'static str> {
     }
 }
 
-/// A quoted HCL string: JSON's escapes, and template openers (`${`, `%{`) doubled.
+/// A quoted HCL string: HCL's escapes (`\\`, `\"`, `\n`, `\r`, `\t`, `\uNNNN` for other control
+/// characters; not JSON's `\b` and `\f`), and template openers (`${`, `%{`) doubled.
 fn hcl_string(text: &str) -> String {
-    serde_json::to_string(text)
-        .unwrap_or_default()
-        .replace("${", "$${")
-        .replace("%{", "%%{")
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out.replace("${", "$${").replace("%{", "%%{")
 }
 
 /// Go-syntax durations (configuration values, `?wait=`, `?logs_since=`).
