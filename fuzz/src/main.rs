@@ -303,6 +303,16 @@ impl Rng {
 
 const INTERESTING: [u8; 10] = [0, 1, 0x7f, 0x80, 0xff, b'0', b'9', b'"', b'{', b'\n'];
 
+/// A random byte, three times in four a printable ASCII one (or a newline): most targets read
+/// text, and a byte over 0x7f usually makes it invalid UTF-8, which they refuse at once.
+fn random_byte(rng: &mut Rng) -> u8 {
+    const TEXT: &[u8] = b" \n!\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~";
+    match rng.below(4) {
+        0 => rng.next() as u8,
+        _ => TEXT[rng.below(TEXT.len())],
+    }
+}
+
 /// One to four stacked mutations of `input`, `other` giving splices their material.
 fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
     let mut out = input.to_vec();
@@ -318,13 +328,13 @@ fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
                 out[i] = if rng.below(2) == 0 {
                     INTERESTING[rng.below(INTERESTING.len())]
                 } else {
-                    rng.next() as u8
+                    random_byte(rng)
                 };
             }
             2 => {
                 let at = rng.below(len + 1);
                 let n = 1 + rng.below(8);
-                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                let bytes: Vec<u8> = (0..n).map(|_| random_byte(rng)).collect();
                 out.splice(at..at, bytes);
             }
             3 if len > 0 => {
@@ -364,7 +374,7 @@ fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
                 let i = rng.below(len);
                 out[i] = out[i].wrapping_add(if rng.below(2) == 0 { 1 } else { 255 });
             }
-            _ => out.push(rng.next() as u8),
+            _ => out.push(random_byte(rng)),
         }
     }
     out.truncate(MAX_INPUT);
