@@ -4,8 +4,8 @@
 //! (`cargo +nightly fuzz run`, RSS limit 2 GiB, inputs up to 64 KiB, new inputs kept in
 //! `target/fuzz-corpus/<target>` and the committed `fuzz/corpus/<target>` read as well);
 //! otherwise, or with `--stable`, the crate's stable engine (corpus replay, then mutations).
-//! `--merge` (libFuzzer) adds to the committed corpus only the inputs of `target/fuzz-corpus`
-//! that reach new coverage. Crashes are saved under `target/fuzz-crashes/<target>/`.
+//! `--merge` (libFuzzer) adds to the committed corpus a small set of the inputs of
+//! `target/fuzz-corpus` that reaches new edges. Crashes are saved under `target/fuzz-crashes/<target>/`.
 //!
 //! `cargo xtask ci` runs the stable engine for [`CI_SECS`] per target: the whole corpus
 //! replayed (a regression that panics on it fails CI) and a few seconds of mutations.
@@ -202,9 +202,15 @@ fn libfuzzer(o: &Options) -> Result<(), String> {
             .collect();
         args.push(name.clone());
         if o.merge {
-            // Into the committed corpus: only what reaches new coverage.
+            // Into the committed corpus: a small set of inputs that reaches the edges the scratch
+            // corpus reaches (edges only, not hit counts, so it stays small).
             args.extend([committed_s.to_string(), scratch_s.to_string()]);
-            args.extend(["--".into(), "-merge=1".into()]);
+            args.extend([
+                "--".into(),
+                "-merge=1".into(),
+                "-set_cover_merge=1".into(),
+                "-use_counters=0".into(),
+            ]);
         } else {
             args.extend([scratch_s.to_string(), committed_s.to_string()]);
             args.extend([
