@@ -3,8 +3,13 @@
 //! - `ci`: format check, clippy with `-D warnings`, every test (nextest or cargo test), doctests,
 //!   every criterion bench, `bench-run` and the gossip simulator once in a smoke mode, and the
 //!   python-nomad client tests in a venv under `target/`.
+//!   It also runs every fuzz target of `fuzz/` on the stable engine: its committed corpus
+//!   replayed, then a few seconds of mutations (`fuzz::CI_SECS`).
 //! - `ci --long`: `ci`, then the long gossip scenarios from a release build: the 1,000-member
-//!   pool at 5 % loss for seeds 1-5 and the slow-member comparison.
+//!   pool at 5 % loss for seeds 1-5 and the slow-member comparison; and 10^6 executions of each
+//!   fuzz target (libFuzzer on nightly when installed, else the stable engine).
+//! - `fuzz [--secs N] [--runs N] [--stable] [--merge] [TARGET...]`: the fuzz targets (see
+//!   `fuzz.rs`).
 //! - `nodesim --nodes N --servers ADDR,...`: N simulated client nodes registering and
 //!   heartbeating for real over RPC.
 //! - `bench http`: load figures for the HTTP API against a bare hyper server in the same run.
@@ -17,6 +22,7 @@
 
 mod bench;
 mod clientbench;
+mod fuzz;
 mod nodesim;
 mod plot;
 mod raftbench;
@@ -33,7 +39,10 @@ fn main() -> ExitCode {
         ["sim-run", ..] => sim::sim_run(&args[1..]),
         ["nodesim", ..] => nodesim::nodesim(&args[1..]),
         ["ci"] => ci(),
-        ["ci", "--long"] => ci().and_then(|()| long_scenarios()),
+        ["ci", "--long"] => ci()
+            .and_then(|()| long_scenarios())
+            .and_then(|()| fuzz::ci_long()),
+        ["fuzz", ..] => fuzz::fuzz(&args[1..]),
         ["bench", "http"] => bench::http(),
         ["bench", "sched"] => bench::sched(),
         ["bench", "raft"] => raftbench::raft(),
@@ -44,7 +53,7 @@ fn main() -> ExitCode {
         ["bench-run"] => bench::bench_run(false),
         ["bench-run", "--smoke"] => bench::bench_run(true),
         ["bare-server", port] => bench::bare_server(port),
-        _ => Err("usage: cargo xtask ci [--long] | bench http | bench sched | bench raft | sim [--members N] [--loss P] [--seed S] [--window SECS] [--converge-limit SECS] [--bootstrap auto|join|seed] [--join-pace-ms MS] [--no-tags] [--slow-member [--slow-delay-ms MS] [--slow-minutes M]] [--plot DIR] [--sweep members=N,N,...|loss=P,P,...]".to_string()),
+        _ => Err("usage: cargo xtask ci [--long] | fuzz [--secs N] [--runs N] [--stable] [--merge] [TARGET...] | bench http | bench sched | bench raft | sim [--members N] [--loss P] [--seed S] [--window SECS] [--converge-limit SECS] [--bootstrap auto|join|seed] [--join-pace-ms MS] [--no-tags] [--slow-member [--slow-delay-ms MS] [--slow-minutes M]] [--plot DIR] [--sweep members=N,N,...|loss=P,P,...]".to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -118,6 +127,7 @@ fn ci() -> Result<(), String> {
         )?;
     }
     run("cargo", &["test", "--workspace", "--doc"])?;
+    fuzz::ci_short()?;
     smoke_benches()?;
     foca_fork_tests()?;
     embedder_check()?;

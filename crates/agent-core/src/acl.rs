@@ -129,6 +129,12 @@ pub struct Rules {
 
 /// Parses HCL policy rules; unknown blocks, keys or values are errors naming them.
 pub fn parse_rules(text: &str) -> Result<Rules, CoreError> {
+    if let Some(line) = crate::config::file::hcl_nesting_error(text) {
+        return Err(CoreError::Invalid(format!(
+            "Failed to parse ACL policy: line {line}: blocks, lists and parentheses nested deeper than {} levels",
+            crate::config::file::MAX_HCL_NESTING
+        )));
+    }
     let (spread, _) = crate::config::oneline::spread_single_line_blocks(text);
     let text = crate::config::file::hcl1_map_blocks_to_objects(&spread);
     let file: PolicyFile = {
@@ -1079,6 +1085,14 @@ mod tests {
             ),
             ("agent {", "Failed to parse ACL policy"),
         ];
+        // Nested past MAX_HCL_NESTING (hcl-rs backtracks exponentially in the depth): refused
+        // before parsing, naming the line.
+        let deep = "oi= ae%ae%e%{\n".repeat(16);
+        let cases = [
+            cases.as_slice(),
+            &[(deep.as_str(), "line 13: blocks, lists")],
+        ]
+        .concat();
         for (text, want) in cases {
             let e = parse_rules(text).unwrap_err().to_string();
             assert!(e.contains(want), "{text}: {e}");

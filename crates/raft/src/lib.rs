@@ -672,17 +672,20 @@ impl RaftNode {
             method::APPEND_ENTRIES => {
                 let req = decode(body)?;
                 limits::check_append(&self.storage.bounds(), &req, self.max_append_bytes())?;
+                limits::check_peer_vote(self.id(), &req.vote)?;
                 *self.last_contact.lock() = Some(Instant::now());
                 encode(&self.raft.append_entries(req).await)
             }
             method::VOTE => {
                 let req = decode(body)?;
                 limits::check_vote(&self.storage.bounds(), &req)?;
+                limits::check_peer_vote(self.id(), &req.vote)?;
                 encode(&self.raft.vote(req).await)
             }
             method::INSTALL_SNAPSHOT => {
                 let req = decode(body)?;
                 limits::check_snapshot_meta(&self.storage.bounds(), &req)?;
+                limits::check_peer_vote(self.id(), &req.vote)?;
                 *self.last_contact.lock() = Some(Instant::now());
                 encode(&self.receive_snapshot(req).await?)
             }

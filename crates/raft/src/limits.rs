@@ -77,6 +77,8 @@ pub(crate) struct Bounds {
     pub term: u64,
     /// The local last log index (0 when empty); snapshot and purge points included.
     pub last_index: u64,
+    /// The newest log ID known committed here.
+    pub committed: Option<LogId<NodeId>>,
 }
 
 impl Bounds {
@@ -135,6 +137,31 @@ impl Bounds {
         }
         Ok(())
     }
+
+    /// A log ID from a peer at an index this node has committed must not be newer than the
+    /// committed one nor of another leader of its term: an honest leader has every committed
+    /// entry, and openraft asserts so (`Some(log_id) <= self.committed()`) instead of checking.
+    pub fn committed_match(
+        &self,
+        field: &str,
+        log_id: Option<&LogId<NodeId>>,
+    ) -> Result<(), RaftError> {
+        let (Some(log_id), Some(committed)) = (log_id, self.committed.as_ref()) else {
+            return Ok(());
+        };
+        let fits = log_id.index > committed.index
+            || matches!(
+                log_id.partial_cmp(committed),
+                Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+            );
+        if fits {
+            Ok(())
+        } else {
+            Err(RaftError::BadRequest(format!(
+                "{field} {log_id} conflicts with the committed log at {committed}: a leader has every committed entry"
+            )))
+        }
+    }
 }
 
 /// The payload bytes an entry adds to the log (a membership change counts its encoding).
@@ -143,6 +170,33 @@ pub(crate) fn payload_bytes(payload: &EntryPayload<TypeConfig>) -> usize {
         EntryPayload::Blank => 0,
         EntryPayload::Normal(command) => command.len(),
         EntryPayload::Membership(m) => crate::codec::encode(m).map_or(usize::MAX, |v| v.len()),
+    }
+}
+
+/// Only an elected leader appends entries or sends snapshots, and its vote is committed:
+/// openraft's follower asserts it (`vote must be committed`) and would otherwise take a
+/// candidate's vote as a leader's.
+fn leader_vote(vote: &Vote<NodeId>) -> Result<(), RaftError> {
+    if vote.committed {
+        Ok(())
+    } else {
+        Err(RaftError::BadRequest(
+            "vote.committed is false: only an elected leader appends entries or sends snapshots"
+                .to_string(),
+        ))
+    }
+}
+
+/// The vote of a peer's request (a candidate's or a leader's) names that peer, never this
+/// node: openraft takes a vote for its own ID as its own, and a leader handed an append in its
+/// own name asserts (`self.leader.is_none()`) or, in release builds, follows itself.
+pub(crate) fn check_peer_vote(local: NodeId, vote: &Vote<NodeId>) -> Result<(), RaftError> {
+    if vote.leader_id.node_id == local {
+        Err(RaftError::BadRequest(format!(
+            "vote.leader_id.node_id {local} is this node's own ID: a peer cannot vote or lead as it"
+        )))
+    } else {
+        Ok(())
     }
 }
 
@@ -164,9 +218,13 @@ pub(crate) fn check_append(
     max_bytes: usize,
 ) -> Result<(), RaftError> {
     bounds.vote("vote", &req.vote)?;
+    leader_vote(&req.vote)?;
     let term = req.vote.leader_id.term;
     bounds.log_id("prev_log_id", req.prev_log_id.as_ref(), term)?;
     bounds.log_id("leader_commit", req.leader_commit.as_ref(), term)?;
+    let leader = &req.vote.leader_id;
+    one_leader_per_term("prev_log_id", req.prev_log_id.as_ref(), leader)?;
+    one_leader_per_term("leader_commit", req.leader_commit.as_ref(), leader)?;
     if req.entries.len() > MAX_APPEND_ENTRIES {
         return Err(RaftError::BadRequest(format!(
             "entries: {} entries in one request, more than {MAX_APPEND_ENTRIES}",
@@ -195,6 +253,15 @@ pub(crate) fn check_append(
                 entry.log_id.leader_id.term
             )));
         }
+        one_leader_per_term(&field, Some(&entry.log_id), leader)?;
+        let before = i
+            .checked_sub(1)
+            .and_then(|j| req.entries.get(j))
+            .map(|e| &e.log_id)
+            .or(req.prev_log_id.as_ref());
+        if let Some(before) = before {
+            one_leader_per_term(&field, Some(&entry.log_id), &before.leader_id)?;
+        }
         last_term = entry.log_id.leader_id.term;
         expected = entry.log_id.index.checked_add(1);
         bytes = bytes.saturating_add(payload_bytes(&entry.payload));
@@ -204,7 +271,30 @@ pub(crate) fn check_append(
             )));
         }
     }
+    bounds.committed_match("prev_log_id", req.prev_log_id.as_ref())?;
+    bounds.committed_match("leader_commit", req.leader_commit.as_ref())?;
+    for (i, entry) in req.entries.iter().enumerate() {
+        bounds.committed_match(&format!("entries[{i}].log_id"), Some(&entry.log_id))?;
+    }
     Ok(())
+}
+
+/// A log ID of `leader`'s term names `leader`: a term has one leader, and openraft cannot order
+/// two log IDs of one term from different nodes (it asserts on them once one is committed).
+fn one_leader_per_term(
+    field: &str,
+    log_id: Option<&LogId<NodeId>>,
+    leader: &openraft::LeaderId<NodeId>,
+) -> Result<(), RaftError> {
+    match log_id {
+        Some(id) if id.leader_id.term == leader.term && id.leader_id.node_id != leader.node_id => {
+            Err(RaftError::BadRequest(format!(
+                "{field}.leader_id.node_id {} is not node {} that led term {}: a term has one leader",
+                id.leader_id.node_id, leader.node_id, leader.term
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The vote and metadata of a `Raft.InstallSnapshot` chunk.
@@ -213,8 +303,15 @@ pub(crate) fn check_snapshot_meta(
     req: &InstallSnapshotRequest<TypeConfig>,
 ) -> Result<(), RaftError> {
     bounds.vote("vote", &req.vote)?;
+    leader_vote(&req.vote)?;
     let term = req.vote.leader_id.term;
     bounds.log_id("meta.last_log_id", req.meta.last_log_id.as_ref(), term)?;
+    one_leader_per_term(
+        "meta.last_log_id",
+        req.meta.last_log_id.as_ref(),
+        &req.vote.leader_id,
+    )?;
+    bounds.committed_match("meta.last_log_id", req.meta.last_log_id.as_ref())?;
     bounds.log_id(
         "meta.last_membership.log_id",
         req.meta.last_membership.log_id().as_ref(),

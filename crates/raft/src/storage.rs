@@ -164,7 +164,20 @@ impl Storage {
         .flatten()
         .max()
         .unwrap_or(0);
-        Bounds { term, last_index }
+        // The newest log ID known committed here (applied and snapshot points are committed).
+        let committed = [
+            log.committed,
+            sm.last_applied,
+            sm.snapshot.as_ref().and_then(|s| s.meta.last_log_id),
+        ]
+        .into_iter()
+        .flatten()
+        .max_by_key(|l| l.index);
+        Bounds {
+            term,
+            last_index,
+            committed,
+        }
     }
 
     /// Writes through the log writer and waits until it is durable; nothing in memory.

@@ -197,6 +197,8 @@ async fn out_of_bounds_terms_and_indices_are_refused_naming_the_field() {
         json!({"vote": v, "prev_log_id": prev, "leader_commit": commit, "entries": entries})
             .to_string()
     };
+    // A request in the node's own name (it is node 1).
+    let own = json!({"leader_id": {"term": 4, "node_id": 1}, "committed": true});
     let cases: Vec<(&str, &str, String)> = vec![
         (
             method::VOTE,
@@ -248,20 +250,62 @@ async fn out_of_bounds_terms_and_indices_are_refused_naming_the_field() {
             "entries[1].log_id.index",
             ae(
                 vote(5, true),
-                log_id(1, 2),
+                log_id(1, 7),
                 Value::Null,
-                vec![entry(5, 3), entry(5, 5)],
+                vec![entry(5, 8), entry(5, 10)],
             ),
         ),
         (
             method::APPEND_ENTRIES,
             "entries[0].log_id.term",
-            ae(vote(5, true), log_id(1, 2), Value::Null, vec![entry(6, 3)]),
+            ae(vote(5, true), log_id(1, 7), Value::Null, vec![entry(6, 8)]),
+        ),
+        (
+            method::APPEND_ENTRIES,
+            "vote.committed",
+            ae(vote(4, false), Value::Null, Value::Null, vec![]),
+        ),
+        (
+            method::APPEND_ENTRIES,
+            "vote.leader_id.node_id",
+            ae(own.clone(), Value::Null, Value::Null, vec![]),
+        ),
+        (
+            method::VOTE,
+            "vote.leader_id.node_id",
+            json!({"vote": own, "last_log_id": null}).to_string(),
+        ),
+        (
+            // Two leaders of term 4: node 4242 (the vote's) and node 77. Index 2 is the last
+            // entry here, node 1's write of term 1.
+            method::APPEND_ENTRIES,
+            "entries[0].log_id.leader_id.node_id",
+            ae(
+                vote(4, true),
+                json!({"leader_id": {"term": 1, "node_id": 1}, "index": 2}),
+                Value::Null,
+                vec![
+                    json!({"log_id": {"leader_id": {"term": 4, "node_id": 77}, "index": 3},
+                            "payload": {"Normal": b"junk"}}),
+                ],
+            ),
+        ),
+        (
+            // Index 1 is committed here as node 1's entry of term 1.
+            method::APPEND_ENTRIES,
+            "prev_log_id T1-N4242-1 conflicts with the committed log",
+            ae(vote(4, true), log_id(1, 1), Value::Null, vec![]),
         ),
         (
             method::INSTALL_SNAPSHOT,
             "vote.term",
             snapshot_chunk(max, log_id(1, 5), "s", 0, b"[]", true),
+        ),
+        (
+            method::INSTALL_SNAPSHOT,
+            "vote.committed",
+            snapshot_chunk(4, log_id(1, 5), "s", 0, b"[]", true)
+                .replace("\"committed\":true", "\"committed\":false"),
         ),
         (
             method::INSTALL_SNAPSHOT,

@@ -214,8 +214,80 @@ pub struct ConfigSource {
     pub tree: Value,
 }
 
+/// The deepest nesting of blocks, objects, lists and parentheses an HCL text may have.
+/// hcl-rs's parser backtracks exponentially in the nesting depth of some malformed texts (each
+/// level about doubles the time: 22 levels of `ae%ae%e%{` take seconds, hcl-rs issue #82), and
+/// ACL policies reach every server's state machine; Nomad's own configuration and policies nest
+/// a few levels.
+pub const MAX_HCL_NESTING: usize = 12;
+
+/// The line (1-based) where an HCL text first nests deeper than [`MAX_HCL_NESTING`], counting
+/// `{`, `[` and `(` outside quoted strings and comments (heredocs are counted as code, which
+/// only refuses more).
+pub fn hcl_nesting_error(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let (mut depth, mut line, mut i) = (0usize, 1usize, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\n' => line += 1,
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    match bytes[i] {
+                        b'\\' => i += 1,
+                        b'\n' => line += 1,
+                        _ => {}
+                    }
+                    i += 1;
+                }
+            }
+            b'#' => {
+                while i + 1 < bytes.len() && bytes[i + 1] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                while i + 1 < bytes.len() && bytes[i + 1] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i < bytes.len() && !(bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/')) {
+                    if bytes[i] == b'\n' {
+                        line += 1;
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'{' | b'[' | b'(' => {
+                depth += 1;
+                if depth > MAX_HCL_NESTING {
+                    return Some(line);
+                }
+            }
+            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 /// Parses and checks a configuration text; `origin` names it in errors (usually its path).
 pub fn parse_config(origin: &str, text: &str, format: Format) -> Result<ConfigSource, CoreError> {
+    if format == Format::Hcl
+        && let Some(line) = hcl_nesting_error(text)
+    {
+        return Err(CoreError::Config {
+            origin: origin.to_string(),
+            line: Some(line),
+            message: format!(
+                "blocks, lists and parentheses nested deeper than {MAX_HCL_NESTING} levels"
+            ),
+        });
+    }
     let tree: Value = match format {
         Format::Json => serde_json::from_str(text).map_err(|e| CoreError::Config {
             origin: origin.to_string(),
@@ -548,6 +620,37 @@ fn body_starts_with_quoted_key(bytes: &[u8], from: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `check(text, expected)`: the line an HCL text first nests too deep on, if any.
+    #[test]
+    fn hcl_nesting_is_bounded_outside_strings_and_comments() {
+        let check = |text: &str, expected: Option<usize>| {
+            assert_eq!(hcl_nesting_error(text), expected, "{text:?}");
+        };
+        let deep = |n: usize| "a {\n".repeat(n);
+        check(&deep(MAX_HCL_NESTING), None);
+        check(&deep(MAX_HCL_NESTING + 1), Some(MAX_HCL_NESTING + 1));
+        check(&format!("x = \"{}\"\n", "{".repeat(40)), None);
+        check(&format!("x = \"\\\"{}\"\n", "[".repeat(40)), None);
+        check(
+            &format!(
+                "# {}\n// {}\n/* {}\n */\n",
+                "(".repeat(40),
+                "{".repeat(40),
+                "[".repeat(40)
+            ),
+            None,
+        );
+        check(
+            &format!("a {{ b = [1] }}\n{}", deep(MAX_HCL_NESTING + 1)),
+            Some(MAX_HCL_NESTING + 2),
+        );
+        // The shape of the fuzz input that took minutes in hcl-rs (each line one level deeper):
+        // refused before hcl-rs sees it, naming the line.
+        let slow = "oi= ae%ae%e%{\n".repeat(16);
+        let err = parse_config("slow.hcl", &slow, Format::Hcl).unwrap_err();
+        assert!(err.to_string().starts_with("slow.hcl:13: "), "{err}");
+    }
 
     /// `check(sources, message, expected)`: where a value error is said to come from.
     #[test]

@@ -1,0 +1,186 @@
+//! Gossip datagrams and member-list streams through the real [`Node`], with and without a key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use caravan_gossip::wire::Cipher;
+use caravan_gossip::{Node, NodeConfig, NodeTimer};
+
+/// The node under test.
+const SELF: ([u8; 4], u16) = ([10, 0, 0, 1], 4648);
+/// A peer: the source of "member" datagrams (it joins at the start of every input).
+const PEER: ([u8; 4], u16) = ([10, 0, 0, 2], 4648);
+/// A stranger.
+const STRANGER: ([u8; 4], u16) = ([10, 0, 9, 9], 4648);
+/// The gossip key of the sealed node.
+pub const KEY: [u8; 32] = *b"caravan fuzz gossip key 32 bytes";
+/// The most operations one input runs.
+const MAX_OPS: usize = 64;
+/// Timers fired per timer operation, at most.
+const MAX_TIMERS: usize = 64;
+
+/// A node at `addr` (named after it), with or without [`KEY`].
+pub fn node(addr: SocketAddr, sealed: bool) -> Node {
+    let mut cfg = NodeConfig::new(format!("n{}.global", addr.ip()), addr, 8);
+    cfg.tags = Some(BTreeMap::from([("role".to_string(), "nomad".to_string())]));
+    cfg.key = sealed.then(|| KEY.to_vec());
+    match Node::new(cfg, 7, Duration::from_secs(1)) {
+        Ok(node) => node,
+        Err(e) => panic!("a gossip node does not start: {e}"),
+    }
+}
+
+/// Gossip as the UDP driver and the stream acceptor feed it.
+///
+/// The input is a sequence of operations `[op][len: u16 BE][payload]`. `op & 7` is what
+/// arrives: 0 a datagram from the peer's address, 1 a datagram from a stranger's, 2 a member
+/// list on a stream the peer opened, 3 the reply to an exchange this node started with the
+/// peer, 4 time passing (the node's pending timers fire, 1 s apart). With `op & 8` the
+/// operation goes to a node with a gossip key and the payload is sealed with it first, so the
+/// decoders behind decryption are reached; with `op & 24 == 16` an unsealed payload goes to the
+/// sealed node.
+///
+/// Invariant: no panic, whatever arrives; a sealed node decodes nothing that is not sealed with
+/// its key (its member list and counters other than the drop counters do not move).
+pub fn gossip(data: &[u8]) {
+    let self_addr = SocketAddr::from(SELF);
+    let peer = SocketAddr::from(PEER);
+    let stranger = SocketAddr::from(STRANGER);
+    let mut open = node(self_addr, false);
+    let mut sealed = node(self_addr, true);
+    let cipher = match Cipher::new(&KEY) {
+        Ok(c) => c,
+        Err(e) => panic!("the fuzz key is refused: {e}"),
+    };
+    let mut now = Duration::from_secs(1);
+    let mut rest = data;
+    for _ in 0..MAX_OPS {
+        let [op, hi, lo, tail @ ..] = rest else {
+            break;
+        };
+        let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
+        let (payload, after) = tail.split_at(len);
+        rest = after;
+        now += Duration::from_millis(10);
+        let raw_to_sealed = op & 24 == 16;
+        let target = if op & 8 != 0 || raw_to_sealed {
+            &mut sealed
+        } else {
+            &mut open
+        };
+        let payload = if op & 8 != 0 {
+            match cipher.seal(payload) {
+                Ok(p) => p,
+                Err(_) => continue,
+            }
+        } else {
+            payload.to_vec()
+        };
+        let before = raw_to_sealed.then(|| (target.members(), target.counters()));
+        match op & 7 {
+            0 => drop(target.handle_packet(peer, &payload, now)),
+            1 => drop(target.handle_packet(stranger, &payload, now)),
+            2 => drop(target.handle_stream(SocketAddr::new(peer.ip(), 40000), &payload, now)),
+            3 => drop(target.handle_stream_reply(peer, &payload, now)),
+            4 => fire_timers(target, &mut now),
+            _ => {}
+        }
+        if let Some((members, counters)) = before
+            && op & 7 < 4
+        {
+            let after = target.counters();
+            assert_eq!(
+                target.members(),
+                members,
+                "an unsealed payload changed the members"
+            );
+            assert_eq!(
+                (
+                    after.malformed,
+                    after.spoofed,
+                    after.unknown_sender,
+                    after.rejected
+                ),
+                (
+                    counters.malformed,
+                    counters.spoofed,
+                    counters.unknown_sender,
+                    counters.rejected
+                ),
+                "an unsealed payload was decoded by a sealed node"
+            );
+        }
+        let _ = target.drain();
+    }
+}
+
+/// Fires the timers the node asked for (at most [`MAX_TIMERS`]), advancing the clock.
+fn fire_timers(node: &mut Node, now: &mut Duration) {
+    let mut timers: Vec<(Duration, NodeTimer)> = node.drain().timers;
+    timers.sort_by_key(|(after, _)| *after);
+    for (after, timer) in timers.into_iter().take(MAX_TIMERS) {
+        *now += after.min(Duration::from_secs(1));
+        node.handle_timer(timer, *now);
+    }
+}
+
+/// Seed inputs: the datagrams a real peer sends when it joins the node, and the list frames
+/// of a real exchange, as operations of this target.
+pub fn seeds() -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for sealed in [false, true] {
+        let self_addr = SocketAddr::from(SELF);
+        let mut joiner = node(SocketAddr::from(PEER), sealed);
+        let mut target = node(self_addr, sealed);
+        let now = Duration::from_secs(1);
+        if joiner.join(self_addr, now).is_err() {
+            continue;
+        }
+        let mut ops = Vec::new();
+        let flag = if sealed { 8 } else { 0 };
+        let plain = |bytes: &[u8]| -> Vec<u8> {
+            if sealed {
+                Cipher::new(&KEY)
+                    .ok()
+                    .and_then(|c| c.open(bytes))
+                    .unwrap_or_default()
+            } else {
+                bytes.to_vec()
+            }
+        };
+        let output = joiner.drain();
+        for (to, packet) in &output.packets {
+            if *to == self_addr {
+                push_op(&mut ops, flag, &plain(packet));
+                let _ = target.handle_packet(SocketAddr::from(PEER), packet, now);
+            }
+        }
+        for stream in &output.streams {
+            push_op(&mut ops, flag | 2, &plain(&stream.body));
+            if let Ok(Some(reply)) = target.handle_stream(
+                SocketAddr::new(SocketAddr::from(PEER).ip(), 40000),
+                &stream.body,
+                now,
+            ) {
+                push_op(&mut ops, flag | 3, &plain(&reply));
+            }
+        }
+        // The target's answers, as if they came back from the peer.
+        for (to, packet) in target.drain().packets {
+            if to == SocketAddr::from(PEER) {
+                push_op(&mut ops, flag, &plain(&packet));
+            }
+        }
+        push_op(&mut ops, flag | 4, &[]);
+        out.push(ops);
+    }
+    out
+}
+
+fn push_op(ops: &mut Vec<u8>, op: u8, payload: &[u8]) {
+    let len = u16::try_from(payload.len()).unwrap_or(u16::MAX);
+    ops.push(op);
+    ops.extend_from_slice(&len.to_be_bytes());
+    ops.extend_from_slice(&payload[..usize::from(len)]);
+}

@@ -1,0 +1,489 @@
+//! The stable-toolchain fuzz engine: replays a target's committed corpus, then mutates it at
+//! random (bit flips, byte sets, inserts, deletes, duplications, splices across inputs) for a
+//! time budget. Without coverage feedback it finds less than libFuzzer; it is what CI can run
+//! on stable, and a regression that panics on the corpus fails it at once.
+//!
+//! ```text
+//! caravan-fuzz list
+//! caravan-fuzz run [--secs N] [--runs N] [--seed S] [TARGET...]
+//!                                    replay + mutate for N s or N inputs (default: all, 2 s)
+//! caravan-fuzz replay TARGET FILE...                    run given inputs (a crash to reproduce)
+//! caravan-fuzz seed [TARGET...]                         write the built-in seeds to the corpus
+//! ```
+//!
+//! A failure (a panic on any thread, an allocation over [`ALLOC_LIMIT`], an input running over
+//! [`HANG_LIMIT`]) saves the input under `target/fuzz-crashes/<target>/` and fails the run.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use caravan_fuzz::{MAX_INPUT, TARGETS, Target};
+
+/// The largest single allocation an input may cause (libFuzzer's `-malloc_limit_mb` defaults
+/// to its RSS limit; inputs here are at most 64 KiB, so anything near this is unbounded).
+const ALLOC_LIMIT: usize = 512 << 20;
+/// An input running longer than this is a hang.
+const HANG_LIMIT: Duration = Duration::from_secs(60);
+/// Mutated inputs kept for further mutation, at most.
+const POOL_MAX: usize = 4096;
+
+/// The input running now and its target, for the allocation and hang checks to save.
+static CURRENT: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+static CURRENT_LEN: AtomicUsize = AtomicUsize::new(0);
+static CURRENT_TARGET: Mutex<&str> = Mutex::new("");
+/// When the current input started (ms since [`EPOCH`]); 0 when none runs.
+static STARTED_MS: AtomicU64 = AtomicU64::new(0);
+static REPORTING: AtomicBool = AtomicBool::new(false);
+/// The first panic message since the last check, from any thread.
+static PANICKED: Mutex<Option<String>> = Mutex::new(None);
+
+struct Capped;
+
+// SAFETY: every call is passed to `System` unchanged; the check only reads the layout's size.
+unsafe impl GlobalAlloc for Capped {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.size() > ALLOC_LIMIT {
+            oversized(layout.size());
+        }
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if layout.size() > ALLOC_LIMIT {
+            oversized(layout.size());
+        }
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if new_size > ALLOC_LIMIT {
+            oversized(new_size);
+        }
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Capped = Capped;
+
+fn oversized(size: usize) {
+    if REPORTING.swap(true, Ordering::SeqCst) {
+        return; // the report's own allocations
+    }
+    fail_now(&format!(
+        "an allocation of {size} bytes (limit {ALLOC_LIMIT})"
+    ));
+}
+
+/// Saves the current input and aborts (an allocation or a hang cannot be unwound).
+fn fail_now(what: &str) -> ! {
+    let ptr = CURRENT.load(Ordering::SeqCst);
+    let len = CURRENT_LEN.load(Ordering::SeqCst);
+    let target = CURRENT_TARGET.lock().map(|t| *t).unwrap_or("unknown");
+    if !ptr.is_null() {
+        // SAFETY: CURRENT points at the running input for as long as it runs (set and cleared
+        // around each run by `run_one`, which holds the input borrowed).
+        let input = unsafe { std::slice::from_raw_parts(ptr, len) };
+        let path = save_crash(target, input);
+        eprintln!(
+            "caravan-fuzz: {target}: {what}; input saved as {}",
+            path.display()
+        );
+    } else {
+        eprintln!("caravan-fuzz: {target}: {what}");
+    }
+    std::process::abort()
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match words.as_slice() {
+        ["list"] => {
+            for t in TARGETS {
+                println!("{}", t.name);
+            }
+            Ok(())
+        }
+        ["seed", names @ ..] => seed(names),
+        ["replay", name, files @ ..] => replay(name, files),
+        ["run", rest @ ..] => run(rest),
+        _ => Err("usage: caravan-fuzz list | run [--secs N] [--runs N] [--seed S] [TARGET...] | replay TARGET FILE... | seed [TARGET...]".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("caravan-fuzz: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn targets(names: &[&str]) -> Result<Vec<&'static Target>, String> {
+    if names.is_empty() {
+        return Ok(TARGETS.iter().collect());
+    }
+    names
+        .iter()
+        .map(|n| caravan_fuzz::target(n).ok_or_else(|| format!("no target {n:?}")))
+        .collect()
+}
+
+fn corpus_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus")
+        .join(target)
+}
+
+fn crash_dir(target: &str) -> PathBuf {
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+        });
+    target_dir.join("fuzz-crashes").join(target)
+}
+
+fn hash_of(input: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    input.hash(&mut h);
+    h.finish()
+}
+
+fn name_of(input: &[u8]) -> String {
+    format!("{:016x}", hash_of(input))
+}
+
+fn save_crash(target: &str, input: &[u8]) -> PathBuf {
+    let dir = crash_dir(target);
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join(format!("crash-{}", name_of(input)));
+    let _ = std::fs::write(&path, input);
+    path
+}
+
+/// Writes every target's built-in seeds into its corpus directory.
+fn seed(names: &[&str]) -> Result<(), String> {
+    for t in targets(names)? {
+        let dir = corpus_dir(t.name);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let seeds = (t.seeds)();
+        for s in &seeds {
+            let path = dir.join(format!("seed-{}", name_of(s)));
+            std::fs::write(&path, s).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        println!("{}: {} seeds", t.name, seeds.len());
+    }
+    Ok(())
+}
+
+/// The corpus files of a target (sorted by name), read.
+fn load_corpus(target: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let dir = corpus_dir(target);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    files.sort();
+    files
+        .into_iter()
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            Ok((p.display().to_string(), bytes))
+        })
+        .collect()
+}
+
+fn install_hooks() {
+    std::panic::set_hook(Box::new(|info| {
+        let mut slot = PANICKED.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            let at = info
+                .location()
+                .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            *slot = Some(format!("{}{at}", info.payload_as_str().unwrap_or("panic")));
+        }
+    }));
+    let epoch = Instant::now();
+    EPOCH.get_or_init(|| epoch);
+    std::thread::spawn(|| {
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let started = STARTED_MS.load(Ordering::SeqCst);
+            if started != 0 && now_ms().saturating_sub(started) > HANG_LIMIT.as_millis() as u64 {
+                fail_now(&format!("an input ran over {HANG_LIMIT:?}"));
+            }
+        }
+    });
+}
+
+static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+fn now_ms() -> u64 {
+    EPOCH
+        .get()
+        .map_or(0, |e| e.elapsed().as_millis() as u64)
+        .max(1)
+}
+
+/// Runs one input; the panic message if it failed (on this thread or any other).
+fn run_one(target: &Target, input: &[u8]) -> Option<String> {
+    if let Ok(mut t) = CURRENT_TARGET.lock() {
+        *t = target.name;
+    }
+    CURRENT.store(input.as_ptr().cast_mut(), Ordering::SeqCst);
+    CURRENT_LEN.store(input.len(), Ordering::SeqCst);
+    STARTED_MS.store(now_ms(), Ordering::SeqCst);
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| (target.run)(input)));
+    STARTED_MS.store(0, Ordering::SeqCst);
+    CURRENT.store(std::ptr::null_mut(), Ordering::SeqCst);
+    let message = PANICKED.lock().unwrap_or_else(|e| e.into_inner()).take();
+    match (result, message) {
+        (Ok(()), None) => None,
+        (_, Some(m)) => Some(m),
+        (Err(_), None) => Some("panic".into()),
+    }
+}
+
+fn replay(name: &str, files: &[&str]) -> Result<(), String> {
+    let t = targets(&[name])?[0];
+    install_hooks();
+    let mut failed = 0;
+    for f in files {
+        let input = std::fs::read(f).map_err(|e| format!("{f}: {e}"))?;
+        match run_one(t, &input) {
+            None => println!("{f}: ok"),
+            Some(m) => {
+                failed += 1;
+                println!("{f}: FAILED: {m}");
+            }
+        }
+    }
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(format!("{failed} of {} inputs failed", files.len()))
+    }
+}
+
+/// xorshift64*: fast, seedable, reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
+    }
+}
+
+const INTERESTING: [u8; 10] = [0, 1, 0x7f, 0x80, 0xff, b'0', b'9', b'"', b'{', b'\n'];
+
+/// A random byte, three times in four a printable ASCII one (or a newline): most targets read
+/// text, and a byte over 0x7f usually makes it invalid UTF-8, which they refuse at once.
+fn random_byte(rng: &mut Rng) -> u8 {
+    const TEXT: &[u8] = b" \n!\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~";
+    match rng.below(4) {
+        0 => rng.next() as u8,
+        _ => TEXT[rng.below(TEXT.len())],
+    }
+}
+
+/// One to four stacked mutations of `input`, `other` giving splices their material.
+fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
+    let mut out = input.to_vec();
+    for _ in 0..=rng.below(4) {
+        let len = out.len();
+        match rng.below(8) {
+            0 if len > 0 => {
+                let i = rng.below(len);
+                out[i] ^= 1 << rng.below(8);
+            }
+            1 if len > 0 => {
+                let i = rng.below(len);
+                out[i] = if rng.below(2) == 0 {
+                    INTERESTING[rng.below(INTERESTING.len())]
+                } else {
+                    random_byte(rng)
+                };
+            }
+            2 => {
+                let at = rng.below(len + 1);
+                let n = 1 + rng.below(8);
+                let bytes: Vec<u8> = (0..n).map(|_| random_byte(rng)).collect();
+                out.splice(at..at, bytes);
+            }
+            3 if len > 0 => {
+                let at = rng.below(len);
+                let n = 1 + rng.below((len - at).min(64));
+                out.drain(at..at + n);
+            }
+            4 if len > 0 => {
+                let at = rng.below(len);
+                let n = 1 + rng.below((len - at).min(64));
+                let chunk = out[at..at + n].to_vec();
+                let to = rng.below(len + 1);
+                out.splice(to..to, chunk);
+            }
+            5 if !other.is_empty() => {
+                // Cross-over: a chunk of another input inserted or written over.
+                let at = rng.below(other.len());
+                let n = 1 + rng.below((other.len() - at).min(256));
+                let chunk = &other[at..at + n];
+                let to = rng.below(len + 1);
+                if rng.below(2) == 0 {
+                    out.splice(to..to, chunk.iter().copied());
+                } else {
+                    let end = (to + n).min(len);
+                    out.splice(to..end, chunk.iter().copied());
+                }
+            }
+            6 if !other.is_empty() => {
+                // Splice: this input's head, the other's tail.
+                let head = rng.below(len + 1);
+                let tail = rng.below(other.len());
+                out.truncate(head);
+                out.extend_from_slice(&other[tail..]);
+            }
+            7 if len > 0 => {
+                // A byte range bumped, for numbers and lengths.
+                let i = rng.below(len);
+                out[i] = out[i].wrapping_add(if rng.below(2) == 0 { 1 } else { 255 });
+            }
+            _ => out.push(random_byte(rng)),
+        }
+    }
+    out.truncate(MAX_INPUT);
+    out
+}
+
+fn run(rest: &[&str]) -> Result<(), String> {
+    let mut secs = 2.0f64;
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    let mut runs = u64::MAX;
+    let mut names = Vec::new();
+    let mut it = rest.iter();
+    while let Some(w) = it.next() {
+        match *w {
+            "--secs" => {
+                secs = it
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or("--secs takes a number")?;
+            }
+            "--runs" => {
+                runs = it
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or("--runs takes a number")?;
+            }
+            "--seed" => {
+                seed = it
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or("--seed takes a number")?;
+            }
+            name => names.push(name),
+        }
+    }
+    let chosen = targets(&names)?;
+    install_hooks();
+    println!("caravan-fuzz: stable engine, seed {seed}, {secs} s per target");
+    let mut failures = Vec::new();
+    for t in chosen {
+        let mut pool: Vec<Vec<u8>> = Vec::new();
+        let corpus = load_corpus(t.name)?;
+        let started = Instant::now();
+        let mut failed = false;
+        for (path, input) in &corpus {
+            if let Some(m) = run_one(t, input) {
+                failures.push(format!("{}: corpus input {path}: {m}", t.name));
+                failed = true;
+                break;
+            }
+        }
+        let replayed = started.elapsed();
+        pool.extend(corpus.into_iter().map(|(_, b)| b));
+        pool.extend((t.seeds)());
+        pool.sort();
+        pool.dedup();
+        if pool.is_empty() {
+            pool.push(Vec::new());
+        }
+        let corpus_len = pool.len();
+        // xorshift must not start at 0.
+        let mut rng = Rng((seed ^ hash_of(t.name.as_bytes())) | 1);
+        let mutating = Instant::now();
+        let deadline = mutating + Duration::from_secs_f64(secs);
+        let mut execs: u64 = 0;
+        while !failed && execs < runs && Instant::now() < deadline {
+            let a = rng.below(pool.len());
+            let b = rng.below(pool.len());
+            let input = mutate(&mut rng, &pool[a], &pool[b]);
+            execs += 1;
+            if let Some(m) = run_one(t, &input) {
+                let path = save_crash(t.name, &input);
+                failures.push(format!(
+                    "{}: {m}\n  input saved as {}\n  reproduce: cargo run -p caravan-fuzz -- replay {} {}",
+                    t.name,
+                    path.display(),
+                    t.name,
+                    path.display()
+                ));
+                failed = true;
+            } else if rng.below(64) == 0 {
+                if pool.len() < POOL_MAX {
+                    pool.push(input);
+                } else {
+                    let i = corpus_len + rng.below(POOL_MAX - corpus_len);
+                    pool[i] = input;
+                }
+            }
+        }
+        println!(
+            "{:12} corpus {:4} replayed in {:6.2} s, then {:8} mutated inputs in {:5.1} s{}",
+            t.name,
+            corpus_len,
+            replayed.as_secs_f64(),
+            execs,
+            mutating.elapsed().as_secs_f64(),
+            if failed { "  FAILED" } else { "" }
+        );
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} target(s) failed:\n{}",
+            failures.len(),
+            failures.join("\n")
+        ))
+    }
+}
