@@ -65,10 +65,12 @@ struct Inner {
     /// One UDP socket per server, at its advertised gossip address.
     udp: Vec<Arc<UdpSocket>>,
     rng: AtomicU64,
-    /// Datagrams dropped by a fault, and datagrams or connections from nobody known.
-    pub dropped: AtomicU64,
-    pub unknown: AtomicU64,
-    pub forwarded: AtomicU64,
+    /// Datagrams and connections passed on, datagrams dropped by a fault, TCP chunks held by
+    /// one, datagrams or connections from nobody known.
+    forwarded: AtomicU64,
+    dropped: AtomicU64,
+    held: AtomicU64,
+    unknown: AtomicU64,
 }
 
 /// The proxy for a set of servers; its tasks run on the test's runtime until it is dropped.
@@ -126,6 +128,7 @@ impl Net {
             udp,
             rng: AtomicU64::new(seed | 1),
             dropped: AtomicU64::new(0),
+            held: AtomicU64::new(0),
             unknown: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
         });
@@ -192,12 +195,16 @@ impl Net {
         self.inner.faults.lock().expect("faults").clear();
     }
 
-    /// (forwarded, dropped by a fault, from nobody known) datagrams and connections so far.
-    pub fn counters(&self) -> (u64, u64, u64) {
-        (
-            self.inner.forwarded.load(Ordering::Relaxed),
-            self.inner.dropped.load(Ordering::Relaxed),
-            self.inner.unknown.load(Ordering::Relaxed),
+    /// What the proxy did so far, for a scenario's log.
+    pub fn counters(&self) -> String {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let i = &self.inner;
+        format!(
+            "{} datagrams and connections passed, {} datagrams dropped, {} TCP chunks held, {} from nobody known",
+            n(&i.forwarded),
+            n(&i.dropped),
+            n(&i.held),
+            n(&i.unknown)
         )
     }
 }
@@ -224,18 +231,23 @@ impl Inner {
 
     /// Waits while `from` → `to` is cut; then applies its delay and loss to one TCP chunk.
     async fn pass_tcp(&self, from: usize, to: usize) {
+        let mut held = false;
         loop {
             let f = self.fault(from, to);
-            if f.cut {
-                tokio::time::sleep(HOLD_POLL).await;
-                continue;
-            }
             let mut wait = f.delay;
             if f.drop > 0.0 && self.draw() < f.drop {
                 wait += TCP_RETRANSMIT;
             }
-            if wait.is_zero() {
+            if !f.cut && wait.is_zero() {
                 return;
+            }
+            if !held {
+                self.held.fetch_add(1, Ordering::Relaxed);
+                held = true;
+            }
+            if f.cut {
+                tokio::time::sleep(HOLD_POLL).await;
+                continue;
             }
             tokio::time::sleep(wait).await;
             // Cut while it waited: hold it again.
