@@ -379,3 +379,67 @@ async fn pump(
     }
     let _ = w.shutdown().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A datagram from server 1's real socket to server 0's advertised address arrives at
+    /// server 0's real socket from server 1's advertised address; one sent while 1 → 0 is cut
+    /// never arrives (the next one after the heal is the first to).
+    #[tokio::test]
+    async fn datagrams_keep_the_senders_advertised_address_and_a_cut_drops_them() {
+        let net = Net::start(2).await;
+        let (e0, e1) = (net.endpoints(0), net.endpoints(1));
+        let s0 = UdpSocket::bind(e0.real_serf).await.expect("bind 0");
+        let s1 = UdpSocket::bind(e1.real_serf).await.expect("bind 1");
+        let mut buf = [0u8; 16];
+        let recv = async |buf: &mut [u8]| {
+            tokio::time::timeout(Duration::from_secs(10), s0.recv_from(buf))
+                .await
+                .expect("a datagram within 10 s")
+                .expect("recv")
+        };
+        s1.send_to(b"one", e0.proxy_serf).await.expect("send");
+        let (n, from) = recv(&mut buf).await;
+        assert_eq!((&buf[..n], from), (&b"one"[..], e1.proxy_serf));
+
+        net.partition(&[0], &[1]);
+        s1.send_to(b"lost", e0.proxy_serf).await.expect("send");
+        // Healed once the proxy has seen it (bounded); the next one is sent after it, so if the
+        // cut had passed it, it would arrive first.
+        let started = std::time::Instant::now();
+        while net.inner.dropped.load(Ordering::Relaxed) == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "not seen in 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        net.heal();
+        s1.send_to(b"two", e0.proxy_serf).await.expect("send");
+        let (n, _) = recv(&mut buf).await;
+        assert_eq!(&buf[..n], b"two");
+        assert!(
+            net.counters().contains("1 datagrams dropped"),
+            "{}",
+            net.counters()
+        );
+    }
+
+    /// A connection is owned by the server whose process holds its socket, and by nobody when
+    /// no registered process does.
+    #[tokio::test]
+    async fn a_connection_belongs_to_the_process_holding_its_socket() {
+        let net = Net::start(2).await;
+        let to = net.endpoints(0).proxy_rpc;
+        let conn = TcpStream::connect(to).await.expect("connect");
+        let from = conn.local_addr().expect("address");
+        assert_eq!(net.inner.owner(from, to), None, "no process registered");
+        net.set_pid(1, Some(std::process::id()));
+        assert_eq!(net.inner.owner(from, to), Some(1));
+        net.set_pid(1, None);
+        net.set_pid(0, Some(1)); // init holds no such socket
+        assert_eq!(net.inner.owner(from, to), None);
+    }
+}
