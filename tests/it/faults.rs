@@ -269,17 +269,18 @@ fn workload(
     tasks
 }
 
-/// Polls `check` every 200 ms until it holds, for at most `limit`; panics naming `what`.
-async fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> Result<(), String>) {
+/// Polls `count` every 200 ms until it reaches `min`, for at most `limit`; panics naming `what`.
+async fn wait_count(limit: Duration, what: &str, min: usize, mut count: impl FnMut() -> usize) {
     let started = Instant::now();
     loop {
-        match check() {
-            Ok(()) => return,
-            Err(why) => assert!(
-                started.elapsed() < limit,
-                "{what} not within {limit:?}: {why}"
-            ),
+        let n = count();
+        if n >= min {
+            return;
         }
+        assert!(
+            started.elapsed() < limit,
+            "{what}: {n} of {min} not within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -371,14 +372,12 @@ async fn scenario(name: &str, n: usize, trouble: Trouble) {
             .count()
     };
     // A calm phase: writes go through.
-    wait_for(Duration::from_secs(60), "writes before the fault", || {
-        let n = acked_since(0, &all);
-        if n >= 20 {
-            Ok(())
-        } else {
-            Err(format!("{n} acknowledged"))
-        }
-    })
+    wait_count(
+        Duration::from_secs(60),
+        "writes before the fault",
+        20,
+        || acked_since(0, &all),
+    )
     .await;
 
     let mut small_side = Vec::new();
@@ -398,14 +397,12 @@ async fn scenario(name: &str, n: usize, trouble: Trouble) {
             eprintln!(
                 "{name}: {small_side:?} cut off (s{leader} led); s{new_leader} leads {big:?}"
             );
-            wait_for(Duration::from_secs(90), "writes on the majority", || {
-                let n = acked_since(cut_at, &big);
-                if n >= 20 {
-                    Ok(())
-                } else {
-                    Err(format!("{n} acknowledged"))
-                }
-            })
+            wait_count(
+                Duration::from_secs(90),
+                "writes on the majority",
+                20,
+                || acked_since(cut_at, &big),
+            )
             .await;
             // The small side has answered (or given up on) its share of default requests.
             let tried_small = |rec: &Recorder| {
@@ -417,14 +414,12 @@ async fn scenario(name: &str, n: usize, trouble: Trouble) {
                     .filter(|o| !matches!(o.kind, Kind::Read { stale: true, .. }))
                     .count()
             };
-            wait_for(Duration::from_secs(90), "requests on the minority", || {
-                let n = tried_small(&rec);
-                if n >= 20 {
-                    Ok(())
-                } else {
-                    Err(format!("{n} ended"))
-                }
-            })
+            wait_count(
+                Duration::from_secs(90),
+                "requests on the minority",
+                20,
+                || tried_small(&rec),
+            )
             .await;
         }
         Trouble::Flaky { fault, secs } => {
@@ -450,22 +445,12 @@ async fn scenario(name: &str, n: usize, trouble: Trouble) {
     // After the heal: one leader for all, and writes through every server again.
     c.agreed_leader(&all, Duration::from_secs(90)).await;
     let healed = rec.now();
-    wait_for(Duration::from_secs(90), "writes after the heal", || {
-        let n = acked_since(healed, &all);
-        if n >= 20 {
-            Ok(())
-        } else {
-            Err(format!("{n} acknowledged"))
-        }
+    wait_count(Duration::from_secs(90), "writes after the heal", 20, || {
+        acked_since(healed, &all)
     })
     .await;
-    wait_for(Duration::from_secs(120), "enough reads", || {
-        let n = rec.reads_ok.load(Ordering::Relaxed);
-        if n >= MIN_READS {
-            Ok(())
-        } else {
-            Err(format!("{n} reads"))
-        }
+    wait_count(Duration::from_secs(120), "enough reads", MIN_READS, || {
+        rec.reads_ok.load(Ordering::Relaxed)
     })
     .await;
     rec.stop.store(true, Ordering::Relaxed);
