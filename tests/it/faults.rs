@@ -224,7 +224,7 @@ fn workload(
             while !rec.stop.load(Ordering::Relaxed) {
                 let server = next(&mut rng) as usize % https.len();
                 let mut key = key_name(next(&mut rng) as usize % keys);
-                // Readers favour the jobs, whose default reads are linearizable.
+                // Readers favour the jobs (three reads in four).
                 if client >= writers && !next(&mut rng).is_multiple_of(4) {
                     key = JOBS[next(&mut rng) as usize % JOBS.len()];
                 }
@@ -235,12 +235,9 @@ fn workload(
                     let ok = write(https[server], &token, key, &value).await;
                     (Kind::Write(value), ok)
                 } else {
-                    let asked_stale = next(&mut rng).is_multiple_of(4);
-                    // ACL reads answer from the local replica even without `?stale`
-                    // (docs/compat.md), so the checker holds them to the stale rules.
-                    let stale = asked_stale || !key.starts_with("reg-job");
+                    let stale = next(&mut rng).is_multiple_of(4);
                     let kind = |value| Kind::Read { value, stale };
-                    match read(https[server], &token, key, asked_stale).await {
+                    match read(https[server], &token, key, stale).await {
                         Some(value) => (kind(value), true),
                         None => (kind(None), false),
                     }

@@ -169,7 +169,7 @@ pub(crate) fn raft_configuration(caps: &Caps, ctx: &Ctx) -> Reply {
     Ok(response::json(&config, ctx.query.pretty()))
 }
 
-fn read_error(e: ReadError) -> ApiError {
+pub(crate) fn read_error(e: ReadError) -> ApiError {
     match e {
         ReadError::NoServer => {
             ApiError::new(StatusCode::NOT_IMPLEMENTED, "this agent runs no server")
