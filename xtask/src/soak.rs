@@ -152,7 +152,9 @@ async fn profiles(load: Arc<Load>, https: Vec<SocketAddr>) {
     while !load.stop.load(Ordering::Relaxed) {
         let t = Instant::now();
         let path = kinds[n % kinds.len()];
-        let r = request(https[n % https.len()], "GET", path, String::new(), &[200]).await;
+        // Each server gets every kind in turn (server and kind must not move in step).
+        let http = https[(n / kinds.len()) % https.len()];
+        let r = request(http, "GET", path, String::new(), &[200]).await;
         load.record("profile", t.elapsed(), r);
         n += 1;
         tokio::time::sleep(Duration::from_secs(10)).await;
