@@ -21,10 +21,10 @@ use crate::nodesim::{Nodesim, NodesimOptions, percentile};
 use crate::raftbench::{connect, send};
 use crate::target_dir;
 
-struct Server {
-    proc: Option<Proc>,
-    http: SocketAddr,
-    rpc: SocketAddr,
+pub(crate) struct Server {
+    pub(crate) proc: Option<Proc>,
+    pub(crate) http: SocketAddr,
+    pub(crate) rpc: SocketAddr,
 }
 
 fn local(port: u16) -> SocketAddr {
@@ -47,7 +47,7 @@ fn start_agent(bin: &Path, dir: &Path, name: &str, hcl: &str) -> Result<Proc, St
     Ok(Proc(child))
 }
 
-fn servers(bin: &Path, root: &Path) -> Result<Vec<Server>, String> {
+pub(crate) fn servers(bin: &Path, root: &Path) -> Result<Vec<Server>, String> {
     let mut out = Vec::new();
     let first_serf = free_port()?;
     for i in 0..3 {
@@ -80,7 +80,7 @@ async fn get(addr: SocketAddr, path: &str) -> Result<(u16, Bytes), String> {
     send(&mut tx, "GET", path, "", String::new()).await
 }
 
-async fn leader(servers: &[Server]) -> Result<usize, String> {
+pub(crate) async fn leader(servers: &[Server]) -> Result<usize, String> {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(60) {
         for s in servers.iter().filter(|s| s.proc.is_some()) {

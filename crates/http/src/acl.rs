@@ -122,6 +122,14 @@ async fn policy(caps: &Caps, ctx: &Ctx, name: &str) -> Reply {
     )?;
     match ctx.method {
         Method::GET => {
+            // Consistent unless `?stale`, as Nomad's: a policy read never misses a write
+            // acknowledged before it began (the history checks of tests/it/faults.rs).
+            if !ctx.query.read_options()?.stale {
+                caps.acls()?
+                    .acl_barrier()
+                    .await
+                    .map_err(crate::jobs::read_error)?;
+            }
             let found = read(caps, |s| {
                 s.policies.get(name).map(|p| PolicyDto::new(p, true))
             })?;

@@ -143,6 +143,14 @@ pub trait Acls: Send + Sync + 'static {
         &self,
         write: AclWrite,
     ) -> impl Future<Output = Result<Option<Token>, AclWriteError>> + Send;
+
+    /// Waits until [`Acls::acl_read`] sees every ACL write acknowledged before the call: the
+    /// barrier of a consistent (not `stale`) read. A cluster asks its leader for the read index
+    /// (`Err(ReadError::NoLeader)` without a quorum). The default, for a host whose state is
+    /// all local, has nothing to wait for.
+    fn acl_barrier(&self) -> impl Future<Output = Result<(), ReadError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// Jobs and what they lead to: `/v1/jobs`, `/v1/job/*`, `/v1/evaluations`, `/v1/allocations`,

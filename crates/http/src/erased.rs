@@ -68,6 +68,7 @@ pub(crate) trait DynAcls: Send + Sync {
     fn resolve_token(&self, token: Option<&str>) -> Result<Acl, String>;
     fn acl_read_dyn(&self, read: &mut dyn FnMut(&AclState));
     fn acl_write(&self, write: AclWrite) -> BoxFuture<'_, Result<Option<Token>, AclWriteError>>;
+    fn acl_barrier(&self) -> BoxFuture<'_, Result<(), ReadError>>;
 }
 
 impl<T: Acls> DynAcls for T {
@@ -79,6 +80,9 @@ impl<T: Acls> DynAcls for T {
     }
     fn acl_write(&self, write: AclWrite) -> BoxFuture<'_, Result<Option<Token>, AclWriteError>> {
         Box::pin(Acls::acl_write(self, write))
+    }
+    fn acl_barrier(&self) -> BoxFuture<'_, Result<(), ReadError>> {
+        Box::pin(Acls::acl_barrier(self))
     }
 }
 

@@ -186,7 +186,7 @@ pub(crate) async fn autopilot_health(caps: &Caps, ctx: &Ctx) -> Reply {
     Ok(resp)
 }
 
-fn read_error(e: ReadError) -> ApiError {
+pub(crate) fn read_error(e: ReadError) -> ApiError {
     match e {
         ReadError::NoServer => {
             ApiError::new(StatusCode::NOT_IMPLEMENTED, "this agent runs no server")

@@ -68,6 +68,15 @@ impl Acls for ServerRole {
             Err(ClusterError::Raft(e)) => Err(AclWriteError::Unavailable(e.to_string())),
         }
     }
+
+    async fn acl_barrier(&self) -> Result<(), ReadError> {
+        self.cluster
+            .raft()
+            .read_index(caravan_cluster::WRITE_TIMEOUT)
+            .await
+            .map(|_| ())
+            .map_err(|e| read_error(ClusterError::Raft(e)))
+    }
 }
 
 impl Jobs for ServerRole {

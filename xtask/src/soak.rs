@@ -1,0 +1,378 @@
+//! `cargo xtask soak --minutes N`: three release servers under steady mixed load for N minutes,
+//! with a table of each server's resources and the load's latencies every minute.
+//!
+//! The load: 1,000 simulated client nodes (`nodesim`: real `NodeClient`s registering,
+//! heartbeating and following their allocations over RPC); job churn (a job registered every
+//! 200 ms and the one registered 20 before it deregistered, each read back); job and node list
+//! reads; four `/v1/agent/monitor` streams, each reopened every 30 s; a profile every 10 s
+//! (`heap`, `goroutine`, a 1 s CPU `profile`, in turn). Every minute it prints, per server, RSS,
+//! open file descriptors and threads (from `/proc`), and the minute's p99 latency per request
+//! kind and heartbeat, and the error responses (any status the request kind does not expect).
+//!
+//! The verdict at the end, against the targets: RSS growth ≤ 5 % from the end of minute 5 (minute
+//! 1 for shorter runs) to the end; no growth of fds or threads over the highest count seen up to
+//! that minute; no unexpected error responses. The resource verdicts are printed; an unexpected
+//! error response fails the run.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::bench::{rss_kib, verdict};
+use crate::clientbench::{Server, leader, servers};
+use crate::nodesim::{Nodesim, NodesimOptions, percentile};
+use crate::raftbench::{connect, send};
+use crate::target_dir;
+
+/// Simulated client nodes.
+const NODES: usize = 1_000;
+/// Monitor streams held open at once.
+const MONITORS: usize = 4;
+
+/// Latencies (µs) per request kind and unexpected answers, for the current minute.
+#[derive(Default)]
+struct Tally {
+    latencies: BTreeMap<&'static str, Vec<u32>>,
+    errors: BTreeMap<&'static str, u64>,
+    requests: u64,
+}
+
+struct Load {
+    tally: Mutex<Tally>,
+    stop: AtomicBool,
+    errors_total: AtomicU64,
+    last_errors: Mutex<Vec<String>>,
+}
+
+impl Load {
+    fn record(&self, kind: &'static str, took: Duration, ok: Result<(), String>) {
+        let mut t = self.tally.lock();
+        t.requests += 1;
+        t.latencies
+            .entry(kind)
+            .or_default()
+            .push(took.as_micros().min(u32::MAX as u128) as u32);
+        if let Err(e) = ok {
+            *t.errors.entry(kind).or_default() += 1;
+            self.errors_total.fetch_add(1, Ordering::Relaxed);
+            let mut last = self.last_errors.lock();
+            if last.len() < 20 {
+                last.push(format!("{kind}: {e}"));
+            }
+        }
+    }
+}
+
+/// One request on a new connection; `Err` unless its status is one of `expect`.
+async fn request(
+    http: SocketAddr,
+    method: &str,
+    path: &str,
+    body: String,
+    expect: &[u16],
+) -> Result<(), String> {
+    let work = async {
+        let mut tx = connect(http).await?;
+        let (status, body) = send(&mut tx, method, path, "", body).await?;
+        if expect.contains(&status) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{method} {path}: {status} {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            ))
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), work)
+        .await
+        .map_err(|_| format!("{method} {path}: no answer in 30 s"))?
+}
+
+fn job(id: &str) -> String {
+    serde_json::json!({"Job": {"ID": id, "Type": "service", "Datacenters": ["dc1"], "TaskGroups": [
+        {"Name": "g", "Count": 1, "Tasks": [
+            {"Name": "t", "Driver": "docker", "Resources": {"CPU": 10, "MemoryMB": 16}}]}]}})
+    .to_string()
+}
+
+/// Registers a job every 200 ms, reads it back, deregisters the one 20 before.
+async fn churn(load: Arc<Load>, https: Vec<SocketAddr>) {
+    let mut n = 0usize;
+    while !load.stop.load(Ordering::Relaxed) {
+        let http = https[n % https.len()];
+        let id = format!("churn-{n}");
+        let t = Instant::now();
+        let r = request(http, "POST", "/v1/jobs", job(&id), &[200]).await;
+        load.record("job register", t.elapsed(), r);
+        let t = Instant::now();
+        let r = request(http, "GET", &format!("/v1/job/{id}"), String::new(), &[200]).await;
+        load.record("job read", t.elapsed(), r);
+        if n >= 20 {
+            let old = format!("/v1/job/churn-{}", n - 20);
+            let t = Instant::now();
+            let r = request(http, "DELETE", &old, String::new(), &[200]).await;
+            load.record("job deregister", t.elapsed(), r);
+        }
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Lists jobs and nodes (default and stale reads) every 500 ms.
+async fn lists(load: Arc<Load>, https: Vec<SocketAddr>) {
+    let mut n = 0usize;
+    while !load.stop.load(Ordering::Relaxed) {
+        let http = https[n % https.len()];
+        let (kind, path) = if n.is_multiple_of(2) {
+            ("list jobs", "/v1/jobs")
+        } else {
+            ("list nodes", "/v1/nodes?stale")
+        };
+        let t = Instant::now();
+        let r = request(http, "GET", path, String::new(), &[200]).await;
+        load.record(kind, t.elapsed(), r);
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A profile every 10 s, kinds and servers in turn.
+async fn profiles(load: Arc<Load>, https: Vec<SocketAddr>) {
+    let kinds = [
+        "/v1/agent/pprof/heap",
+        "/v1/agent/pprof/goroutine",
+        "/v1/agent/pprof/profile?seconds=1",
+    ];
+    let mut n = 0usize;
+    while !load.stop.load(Ordering::Relaxed) {
+        let t = Instant::now();
+        let path = kinds[n % kinds.len()];
+        // Each server gets every kind in turn (server and kind must not move in step).
+        let http = https[(n / kinds.len()) % https.len()];
+        let r = request(http, "GET", path, String::new(), &[200]).await;
+        load.record("profile", t.elapsed(), r);
+        n += 1;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+}
+
+/// Holds a `/v1/agent/monitor` stream open for 30 s, then opens another; a stream that does
+/// not start with `200` is an error.
+async fn monitor(load: Arc<Load>, http: SocketAddr) {
+    while !load.stop.load(Ordering::Relaxed) {
+        let t = Instant::now();
+        let r = async {
+            let mut s = tokio::net::TcpStream::connect(http)
+                .await
+                .map_err(|e| e.to_string())?;
+            s.write_all(b"GET /v1/agent/monitor?log_level=debug HTTP/1.1\r\nhost: soak\r\n\r\n")
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut buf = vec![0u8; 16 * 1024];
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+                .await
+                .map_err(|_| "no answer in 10 s".to_string())?
+                .map_err(|e| e.to_string())?;
+            let head = String::from_utf8_lossy(&buf[..n]).to_string();
+            if !head.starts_with("HTTP/1.1 200") {
+                return Err(format!(
+                    "monitor: {}",
+                    head.lines().next().unwrap_or_default()
+                ));
+            }
+            Ok(s)
+        }
+        .await;
+        let ok = r.as_ref().map(|_| ()).map_err(|e| e.clone());
+        load.record("monitor open", t.elapsed(), ok);
+        if let Ok(mut s) = r {
+            let until = Instant::now() + Duration::from_secs(30);
+            let mut buf = vec![0u8; 16 * 1024];
+            while Instant::now() < until && !load.stop.load(Ordering::Relaxed) {
+                match tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => break,
+                    _ => {}
+                }
+            }
+        } else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// One server's `/proc` figures.
+#[derive(Clone, Copy, Default)]
+struct Sample {
+    rss_kib: u64,
+    fds: u64,
+    threads: u64,
+}
+
+fn sample(pid: u32) -> Result<Sample, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or(format!("no Threads in /proc/{pid}/status"))?;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map_err(|e| format!("/proc/{pid}/fd: {e}"))?
+        .count() as u64;
+    Ok(Sample {
+        rss_kib: rss_kib(pid)?,
+        fds,
+        threads,
+    })
+}
+
+/// `cargo xtask soak [--minutes N]`: release builds, then [`run`].
+pub fn soak(args: &[String]) -> Result<(), String> {
+    crate::bench::hand_over_with("soak-run", args)
+}
+
+/// The soak itself, from the release build: `soak-run [--minutes N]` (default 60).
+pub fn run(args: &[String]) -> Result<(), String> {
+    let minutes = match args {
+        [] => 60,
+        [flag, n] if flag == "--minutes" => n.parse::<u64>().ok().filter(|&m| m >= 1).ok_or(
+            format!("--minutes {n}: a whole number of minutes, at least 1"),
+        )?,
+        _ => return Err("usage: cargo xtask soak [--minutes N]".into()),
+    };
+    let bin = target_dir().join("release").join("caravan");
+    let root = std::env::temp_dir().join(format!("caravan-soak-{}", std::process::id()));
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let result = rt.block_on(soak_run(&bin, &root, minutes));
+    let _ = std::fs::remove_dir_all(&root);
+    result
+}
+
+async fn soak_run(
+    bin: &std::path::Path,
+    root: &std::path::Path,
+    minutes: u64,
+) -> Result<(), String> {
+    let servers: Vec<Server> = servers(bin, root)?;
+    leader(&servers).await?;
+    let pids: Vec<u32> = servers
+        .iter()
+        .map(|s| s.proc.as_ref().map_or(0, |p| p.0.id()))
+        .collect();
+    let https: Vec<SocketAddr> = servers.iter().map(|s| s.http).collect();
+    let opts = NodesimOptions {
+        nodes: NODES,
+        servers: servers.iter().map(|s| s.rpc).collect(),
+        per_conn: 8,
+        cpu: 4000,
+        memory_mb: 8192,
+        prefix: "soak".into(),
+    };
+    let sim = Nodesim::start(&opts, Duration::from_secs(20)).await;
+    let load = Arc::new(Load {
+        tally: Mutex::new(Tally::default()),
+        stop: AtomicBool::new(false),
+        errors_total: AtomicU64::new(0),
+        last_errors: Mutex::new(Vec::new()),
+    });
+    let mut tasks = vec![
+        tokio::spawn(churn(load.clone(), https.clone())),
+        tokio::spawn(lists(load.clone(), https.clone())),
+        tokio::spawn(profiles(load.clone(), https.clone())),
+    ];
+    for i in 0..MONITORS {
+        tasks.push(tokio::spawn(monitor(load.clone(), https[i % https.len()])));
+    }
+    println!(
+        "soak: 3 servers (pids {pids:?}), {NODES} simulated nodes, job churn, {MONITORS} monitor streams, profiles; {minutes} min"
+    );
+    println!(
+        "{:>3} | {:>28} | {:>14} | {:>11} | {:>7} | {:>5} | p99 ms by kind",
+        "min", "RSS MiB s0/s1/s2", "fds", "threads", "nodes", "err"
+    );
+    let started = Instant::now();
+    let mut history: Vec<Vec<Sample>> = Vec::new();
+    for minute in 1..=minutes {
+        let due = started + Duration::from_secs(minute * 60);
+        tokio::time::sleep_until(due.into()).await;
+        let samples: Vec<Sample> = pids.iter().map(|&p| sample(p)).collect::<Result<_, _>>()?;
+        let tally = std::mem::take(&mut *load.tally.lock());
+        let mut hb = sim.take_latencies();
+        let mut p99s: Vec<String> = tally
+            .latencies
+            .iter()
+            .map(|(k, v)| {
+                let mut v = v.clone();
+                format!("{k} {:.1}", f64::from(percentile(&mut v, 99.0)) / 1000.0)
+            })
+            .collect();
+        p99s.push(format!(
+            "heartbeat {:.1}",
+            f64::from(percentile(&mut hb, 99.0)) / 1000.0
+        ));
+        let errors: u64 = tally.errors.values().sum();
+        let join =
+            |f: &dyn Fn(&Sample) -> String| samples.iter().map(f).collect::<Vec<_>>().join("/");
+        println!(
+            "{minute:>3} | {:>28} | {:>14} | {:>11} | {:>7} | {:>5} | {}",
+            join(&|s| format!("{:.1}", s.rss_kib as f64 / 1024.0)),
+            join(&|s| s.fds.to_string()),
+            join(&|s| s.threads.to_string()),
+            sim.registered(),
+            errors,
+            p99s.join(", ")
+        );
+        history.push(samples);
+    }
+    load.stop.store(true, Ordering::Relaxed);
+    sim.stop();
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(40), t).await;
+    }
+    let errors = load.errors_total.load(Ordering::Relaxed);
+    verdicts(&history, errors);
+    for e in load.last_errors.lock().iter() {
+        println!("  error: {e}");
+    }
+    if errors == 0 {
+        Ok(())
+    } else {
+        Err(format!("{errors} unexpected error responses"))
+    }
+}
+
+/// Prints the verdict per target.
+fn verdicts(history: &[Vec<Sample>], errors: u64) {
+    let Some(last) = history.last() else {
+        return;
+    };
+    let base_minute = if history.len() > 5 { 5 } else { 1 };
+    let base = &history[base_minute - 1];
+    let upto = &history[..base_minute];
+    for (i, (b, l)) in base.iter().zip(last).enumerate() {
+        let growth = (l.rss_kib as f64 - b.rss_kib as f64) / b.rss_kib.max(1) as f64 * 100.0;
+        let max_fds = upto.iter().map(|m| m[i].fds).max().unwrap_or(0);
+        let max_threads = upto.iter().map(|m| m[i].threads).max().unwrap_or(0);
+        println!(
+            "s{i}: RSS {:.1} -> {:.1} MiB from minute {base_minute}: {growth:+.1} % (target ≤ 5 %: {}); fds {} -> {} (max {max_fds} up to minute {base_minute}; no growth: {}); threads {} -> {} (max {max_threads}; no growth: {})",
+            b.rss_kib as f64 / 1024.0,
+            l.rss_kib as f64 / 1024.0,
+            verdict(growth <= 5.0),
+            b.fds,
+            l.fds,
+            verdict(l.fds <= max_fds),
+            b.threads,
+            l.threads,
+            verdict(l.threads <= max_threads),
+        );
+    }
+    println!(
+        "unexpected error responses: {errors} (target 0: {})",
+        verdict(errors == 0)
+    );
+}
