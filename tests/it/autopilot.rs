@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::keyring::{Server, all_alive, eventually};
+use crate::keyring::{Server, eventually, three_servers};
 use crate::support::Agent;
 
 async fn health(agent: &Agent) -> (u16, Value) {
@@ -15,16 +15,8 @@ async fn health(agent: &Agent) -> (u16, Value) {
 
 #[tokio::test]
 async fn autopilot_health_judges_every_voter() {
-    let mut servers: Vec<Server> = (1..=3).map(Server::new).collect();
-    let first = servers[0].ports.serf;
-    for (i, s) in servers.iter_mut().enumerate() {
-        s.start((i > 0).then_some(first)).await;
-    }
+    let (mut servers, _) = three_servers().await;
     let agents: Vec<&Agent> = servers.iter().map(Server::agent).collect();
-    eventually(Duration::from_secs(30), "a pool of three", async || {
-        all_alive(&agents, 3).await
-    })
-    .await;
     // Asked of a follower too: every voter healthy, one of them leading.
     eventually(Duration::from_secs(30), "a healthy cluster", async || {
         let (status, body) = health(agents[2]).await;

@@ -58,6 +58,22 @@ async fn keyring(agent: &Agent, op: &str, key: Option<&str>) -> Resp {
     send(agent, "PUT", &format!("/v1/agent/keyring/{op}"), None, body).await
 }
 
+/// Three servers (`s1` to `s3`, gossip key K1) joined through the first one's gossip port,
+/// every member alive on every agent; and that port.
+pub(crate) async fn three_servers() -> (Vec<Server>, u16) {
+    let mut servers: Vec<Server> = (1..=3).map(Server::new).collect();
+    let first = servers[0].ports.serf;
+    for (i, s) in servers.iter_mut().enumerate() {
+        s.start((i > 0).then_some(first)).await;
+    }
+    let agents: Vec<&Agent> = servers.iter().map(Server::agent).collect();
+    eventually(Duration::from_secs(30), "a pool of three", async || {
+        all_alive(&agents, 3).await
+    })
+    .await;
+    (servers, first)
+}
+
 /// Every member `Alive` on every agent (`Err` names the first that is not).
 pub(crate) async fn all_alive(agents: &[&Agent], n: usize) -> Result<(), String> {
     for a in agents {
@@ -149,16 +165,8 @@ async fn raft_vote_as(key: &str, addr: std::net::SocketAddr) -> Result<(), Strin
 
 #[tokio::test]
 async fn three_servers_rotate_their_gossip_key_with_no_member_failed_and_keep_it_on_disk() {
-    let mut servers: Vec<Server> = (1..=3).map(Server::new).collect();
-    let first = servers[0].ports.serf;
-    for (i, s) in servers.iter_mut().enumerate() {
-        s.start((i > 0).then_some(first)).await;
-    }
+    let (mut servers, first) = three_servers().await;
     let agents: Vec<&Agent> = servers.iter().map(Server::agent).collect();
-    eventually(Duration::from_secs(30), "a pool of three", async || {
-        all_alive(&agents, 3).await
-    })
-    .await;
     for a in &agents {
         a.wait_raft_leader().await;
     }
