@@ -12,15 +12,32 @@ use http::{Method, Response, StatusCode};
 use crate::response::{self, Body};
 use crate::{ApiError, Ctx, Reply};
 
+/// What Nomad serves under `/ui/` when `ui { enabled = false }`.
+pub(crate) const DISABLED_PAGE: &str = "<html><p>Nomad UI is disabled</p></html>";
+
 /// The page's answer for `ctx`, or `None` when the path is not the page's (the API's routes).
-pub(crate) fn serve(ctx: &Ctx) -> Option<Reply> {
+/// With the page `enabled` false (`ui { enabled = false }`), every `/ui/` path answers Nomad's
+/// stub, as Nomad does; `/` still redirects there.
+pub(crate) fn serve(ctx: &Ctx, enabled: bool) -> Option<Reply> {
     match ctx.path.as_str() {
         "/" => return Some(Ok(redirect(StatusCode::TEMPORARY_REDIRECT))),
         "/ui" => return Some(Ok(redirect(StatusCode::MOVED_PERMANENTLY))),
         _ => {}
     }
     let name = ctx.path.strip_prefix(caravan_ui::PREFIX)?;
+    if !enabled {
+        return Some(Ok(response::with_type(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            DISABLED_PAGE.as_bytes().to_vec(),
+        )));
+    }
     Some(asset(ctx, name))
+}
+
+/// Whether the configuration leaves the page on (`ui { enabled = false }` turns it off).
+pub(crate) fn enabled(config: &caravan_agent_core::config::AgentConfig) -> bool {
+    config.nomad_only.nested("ui", "enabled") != Some(&serde_json::Value::Bool(false))
 }
 
 /// The metrics label of the page's paths (`None` for the API's), so page loads are not counted

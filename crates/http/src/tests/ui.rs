@@ -27,6 +27,24 @@ async fn page_and_redirects() {
             "GET /ui/index.html",
             "200 ^<!doctype html>",
         ),
+        case(
+            "a disabled page is Nomad's stub",
+            "GET /ui/",
+            "200 <html><p>Nomad UI is disabled</p></html>",
+        )
+        .config("ui {\n enabled = false\n}\n")
+        .answers_header("content-type", Some("text/html; charset=utf-8")),
+        case(
+            "every asset of a disabled page too",
+            "GET /ui/app.js",
+            "200 <html><p>Nomad UI is disabled</p></html>",
+        )
+        .config("ui {\n enabled = false\n}\n"),
+        case("root still redirects", "GET /", "307")
+            .config("ui {\n enabled = false\n}\n")
+            .answers_header("location", Some("/ui/")),
+        case("an enabled page", "GET /ui/", "200 ^<!doctype html>")
+            .config("ui {\n enabled = true\n}\n"),
         case("script", "GET /ui/app.js", "200 ~textContent")
             .answers_header("content-type", Some("text/javascript; charset=utf-8"))
             .answers_header("content-security-policy", Some(CSP)),
