@@ -458,12 +458,10 @@ impl App {
                 // Cross-site and rebinding guards (origin.rs), then the page (ui.rs), then the API.
                 match crate::origin::check(&parts.headers, &parts.uri, &ctx, &self.inner.live) {
                     Err(e) => Err(e),
-                    Ok(()) => {
-                        match crate::ui::serve(&ctx, crate::ui::enabled(self.inner.caps.config())) {
-                            Some(reply) => reply,
-                            None => dispatch(&self.inner.caps, &ctx).await,
-                        }
-                    }
+                    Ok(()) => match crate::ui::serve(&ctx, self.inner.caps.config()) {
+                        Some(reply) => reply,
+                        None => dispatch(&self.inner.caps, &ctx).await,
+                    },
                 }
             }
             Ok(Err(e)) => Err(ApiError::new(

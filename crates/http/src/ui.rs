@@ -16,16 +16,16 @@ use crate::{ApiError, Ctx, Reply};
 pub(crate) const DISABLED_PAGE: &str = "<html><p>Nomad UI is disabled</p></html>";
 
 /// The page's answer for `ctx`, or `None` when the path is not the page's (the API's routes).
-/// With the page `enabled` false (`ui { enabled = false }`), every `/ui/` path answers Nomad's
-/// stub, as Nomad does; `/` still redirects there.
-pub(crate) fn serve(ctx: &Ctx, enabled: bool) -> Option<Reply> {
+/// With the page turned off in `config` (`ui { enabled = false }`, looked up only for a `/ui/`
+/// path), every `/ui/` path answers Nomad's stub, as Nomad does; `/` still redirects there.
+pub(crate) fn serve(ctx: &Ctx, config: &caravan_agent_core::config::AgentConfig) -> Option<Reply> {
     match ctx.path.as_str() {
         "/" => return Some(Ok(redirect(StatusCode::TEMPORARY_REDIRECT))),
         "/ui" => return Some(Ok(redirect(StatusCode::MOVED_PERMANENTLY))),
         _ => {}
     }
     let name = ctx.path.strip_prefix(caravan_ui::PREFIX)?;
-    if !enabled {
+    if !enabled(config) {
         return Some(Ok(response::with_type(
             StatusCode::OK,
             "text/html; charset=utf-8",
