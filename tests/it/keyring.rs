@@ -112,15 +112,20 @@ fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).expect("stat").permissions().mode() & 0o777
 }
 
-/// Installs `new` on the one server at `addr` only, as a server holding `key` would ask it
-/// (`Keyring.Operation`), so the pool is left with a member ahead of the others.
-async fn install_on_one(key: &str, addr: std::net::SocketAddr, new: &str) {
+/// An RPC client proving the server key derived from gossip key `key` (base64).
+fn server_rpc(key: &str) -> caravan_rpc::RpcClient {
     use base64::Engine;
     let raw = base64::engine::general_purpose::STANDARD
         .decode(key)
         .unwrap();
     let dial = caravan_rpc::Dial::with_server_key(caravan_rpc::identity::server_key(&raw));
-    let rpc = caravan_rpc::RpcClient::new(dial, Default::default());
+    caravan_rpc::RpcClient::new(dial, Default::default())
+}
+
+/// Installs `new` on the one server at `addr` only, as a server holding `key` would ask it
+/// (`Keyring.Operation`), so the pool is left with a member ahead of the others.
+async fn install_on_one(key: &str, addr: std::net::SocketAddr, new: &str) {
+    let rpc = server_rpc(key);
     let op = caravan_agent_core::keyring::KeyringOp::Install(new.to_string());
     let reply = rpc
         .call_within(
@@ -141,12 +146,7 @@ async fn install_on_one(key: &str, addr: std::net::SocketAddr, new: &str) {
 /// `key`: `Ok` when the handshake passed and the method was not refused for the caller's role
 /// (the vote itself may fail to decode: it is not a real vote).
 async fn raft_vote_as(key: &str, addr: std::net::SocketAddr) -> Result<(), String> {
-    use base64::Engine;
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(key)
-        .unwrap();
-    let dial = caravan_rpc::Dial::with_server_key(caravan_rpc::identity::server_key(&raw));
-    let rpc = caravan_rpc::RpcClient::new(dial, Default::default());
+    let rpc = server_rpc(key);
     let result = rpc
         .call_within(
             addr,

@@ -202,11 +202,6 @@ impl Trust {
         }
     }
 
-    /// The server keys this listener accepts (shared: changing them changes the listener's).
-    pub fn server_keys(&self) -> &ServerKeys {
-        &self.keys
-    }
-
     /// The role a verified certificate chain's end entity gives.
     pub(crate) fn role_of_certificate(&self, cert: Option<&CertificateDer<'_>>) -> Peer0 {
         let Some(cert) = cert else {

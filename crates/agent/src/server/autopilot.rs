@@ -52,14 +52,9 @@ impl ServerRole {
                     }
                 };
                 let name = known.map(|s| s.name.clone()).unwrap_or_default();
-                let serf_status = members
-                    .iter()
-                    .find(|m| m.name == name)
-                    .map_or("none", |m| m.status.as_str())
-                    .to_string();
-                let version = members
-                    .iter()
-                    .find(|m| m.name == name)
+                let member = members.iter().find(|m| m.name == name);
+                let serf_status = member.map_or("none", |m| m.status.as_str()).to_string();
+                let version = member
                     .and_then(|m| m.tags.as_ref()?.get("build").cloned())
                     .unwrap_or_default();
                 let facts = ServerFacts {
