@@ -130,6 +130,25 @@ async fn a_client_registers_is_reached_through_any_server_fails_over_and_goes_do
             "{body}"
         );
     }
+    // Its last heartbeat as the leader saw it, through every server (followers ask the
+    // leader): within its TTL and grace, or the node would be down.
+    for s in servers.iter().flatten() {
+        let r = s.get("/v1/nodes/heartbeats").await;
+        assert!(!r.text().contains(secret.trim()), "{}", r.text());
+        let beats = r.json();
+        let beat = beats
+            .as_array()
+            .and_then(|b| b.iter().find(|b| b["NodeID"] == node_id.as_str()))
+            .unwrap_or_else(|| panic!("no heartbeat of {node_id}: {beats}"));
+        let (since, ttl) = (
+            beat["SinceLastHeartbeat"].as_u64(),
+            beat["HeartbeatTTL"].as_u64(),
+        );
+        let (Some(since), Some(ttl)) = (since, ttl) else {
+            panic!("{beat}")
+        };
+        assert!(ttl > 0 && since <= ttl + 10_000_000_000, "{beat}");
+    }
 
     // Host data of the client through each server (one holds its connection, the others
     // find that one), and through the client itself.

@@ -232,6 +232,11 @@ def test_cluster_page_lists_every_member(cluster, browser):
     assert len(contacts) == 3
     nodes = until(browser, "the client node", lambda d: rows(d, "nodes") or None)
     assert [(n[0], n[4]) for n in nodes] == [("c1", "ready")]
+    # Its last heartbeat, as the leader saw it (this agent may be a follower: it asks the leader).
+    beat = until(browser, "the client's last heartbeat",
+                 lambda d: (lambda r: r[0][5] if r and re.fullmatch(r"[0-9.]+s ago \(TTL [0-9]+s\)", r[0][5])
+                            else None)(rows(d, "nodes")))
+    assert float(beat.split("s ago")[0]) < 120, beat
     # Performance figures of this first load (reported, not asserted).
     fcp = browser.execute_script(
         "const p = performance.getEntriesByName('first-contentful-paint'); return p.length ? p[0].startTime : null;"
@@ -270,6 +275,7 @@ def test_agent_page_and_scheduler_controls(cluster, browser):
     s1 = cluster[0]
     browser.get(s1.url + "/ui/#agent")
     until(browser, "the agent's facts", lambda d: ["Member", "s1.global"] in rows(d, "agent-facts"))
+    until(browser, "the scheduler controls (no ACLs: anyone may)", lambda d: d.find_element(By.ID, "sched-form").is_displayed())
     until(browser, "two workers", lambda d: len(rows(d, "workers")) == 2)
     until(browser, "the worker count", lambda d: d.find_element(By.ID, "sched-num").get_attribute("value") == "2")
     health = until(browser, "health", lambda d: rows(d, "health") or None)
@@ -398,6 +404,19 @@ def acl_agent(workdir):
             assert time.monotonic() < deadline, f"ACL bootstrap: {r.status_code} {r.text}"
             time.sleep(0.2)
         a.secret = r.json()["SecretID"]
+
+        def token_with(rules):
+            mgmt = {"X-Nomad-Token": a.secret}
+            name = f"p{len(rules)}-{time.monotonic_ns()}"
+            r = requests.post(f"{a.url}/v1/acl/policy/{name}", json={"Name": name, "Rules": rules},
+                              headers=mgmt, timeout=5)
+            assert r.status_code == 200, r.text
+            r = requests.post(f"{a.url}/v1/acl/token", json={"Name": name, "Type": "client", "Policies": [name]},
+                              headers=mgmt, timeout=5)
+            assert r.status_code == 200, r.text
+            return r.json()["SecretID"]
+
+        a.token_with = token_with
         yield a
     finally:
         a.stop()
@@ -424,6 +443,25 @@ def test_acls_nothing_without_a_token_data_with_one(acl_agent, browser):
     assert acl_agent.secret not in browser.current_url
     until(browser, "the client node", lambda d: rows(d, "nodes") or None)
     shot(browser, "acl-token.png")
+    # The controls that write show only for a token that may: a read-only token sees the
+    # workers and the log tail but neither the scheduler controls nor the profile downloads.
+    browser.get(acl_agent.url + "/ui/#agent")
+    until(browser, "the controls for a management token", lambda d: d.find_element(By.ID, "sched-form").is_displayed())
+    browser.get(acl_agent.url + "/ui/#logs")
+    until(browser, "the downloads for a management token", lambda d: d.find_element(By.ID, "downloads").is_displayed())
+    reader = acl_agent.token_with('agent { policy = "read" }\nnode { policy = "read" }\n')
+    browser.find_element(By.ID, "token").send_keys(reader)
+    browser.find_element(By.ID, "token-save").click()
+    until(browser, "the log tail for agent:read", lambda d: d.find_element(By.ID, "log-state").text.startswith("following"))
+    probed = lambda id: lambda d: d.find_element(By.ID, id).get_attribute("data-probed")  # noqa: E731
+    assert until(browser, "the download probe", probed("downloads")) == "may not"
+    assert not browser.find_element(By.ID, "downloads").is_displayed()
+    browser.get(acl_agent.url + "/ui/#agent")
+    until(browser, "the workers for agent:read", lambda d: len(rows(d, "workers")) > 0)
+    assert until(browser, "the scheduler probe", probed("sched-form")) == "may not"
+    assert not browser.find_element(By.ID, "sched-form").is_displayed()
+    shot(browser, "acl-read-only.png")
+    browser.get(acl_agent.url + "/ui/#cluster")
     browser.find_element(By.ID, "token-clear").click()
     until(browser, "nothing shown once the token is forgotten", lambda d: rows(d, "servers") == []
           and "Permission denied" in d.find_element(By.ID, "servers-error").text)

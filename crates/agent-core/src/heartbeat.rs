@@ -5,6 +5,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 /// The leader's heartbeat settings (Nomad's server keys of the same names).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HeartbeatRule {
@@ -47,6 +49,18 @@ impl HeartbeatRule {
     pub fn deadline_after(&self, ttl: Duration) -> Duration {
         ttl.saturating_add(self.grace)
     }
+}
+
+/// A node's last heartbeat as the leader saw it: how long ago (as of the answer, so no two
+/// clocks need agree) and the TTL the node was told then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastHeartbeat {
+    /// The node.
+    pub node_id: String,
+    /// Milliseconds since its last heartbeat reached the leader.
+    pub since_ms: u64,
+    /// The TTL it was told, in milliseconds.
+    pub ttl_ms: u64,
 }
 
 /// The leader's timers: one deadline per node, the expired ones taken in deadline order.

@@ -26,6 +26,9 @@ pub enum StateQuery {
     JobAllocations(String),
     /// Every evaluation.
     Evaluations,
+    /// A job's evaluations (answered as [`StateAnswer::Evaluations`]; none for an unknown
+    /// job, as Nomad).
+    JobEvaluations(String),
     /// One evaluation by ID.
     Evaluation(String),
     /// Every allocation.

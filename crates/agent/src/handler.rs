@@ -80,6 +80,7 @@ impl AgentHandler {
             m::NODE_GET_CLIENT_ALLOCS => self.server()?.node_client_allocs(&call).await,
             m::NODE_UPDATE_ALLOC => self.server()?.node_update_alloc(&call).await,
             m::NODE_HAS_CONN => self.server()?.node_has_conn(&call),
+            m::NODE_HEARTBEATS => self.server()?.node_heartbeats(),
             m::KEYRING_OPERATION => self.server()?.keyring_member(&call).await,
             m::CLIENT_HOST | m::CLIENT_PROFILE | m::CLIENT_MONITOR | m::CLIENT_MONITOR_EXPORT => {
                 self.for_node(call).await

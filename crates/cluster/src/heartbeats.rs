@@ -4,12 +4,13 @@
 //! which re-evaluates its allocations. A server that becomes leader gives every node that is
 //! not down `failover_heartbeat_ttl`, so a leader change never marks the fleet down at once.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use caravan_agent_core::acl::secrets_equal;
-use caravan_agent_core::heartbeat::{HeartbeatRule, HeartbeatTimers};
+use caravan_agent_core::heartbeat::{HeartbeatRule, HeartbeatTimers, LastHeartbeat};
 use caravan_agent_core::jobs::Node;
 use caravan_agent_core::query::{StateAnswer, StateQuery};
 use parking_lot::Mutex;
@@ -32,6 +33,9 @@ pub const MAX_EXPIRED_PER_TICK: usize = 1024;
 pub struct Heartbeats {
     rule: HeartbeatRule,
     timers: Mutex<HeartbeatTimers>,
+    /// When each node last heartbeat here and the TTL it was told (kept for down nodes too,
+    /// dropped with the node).
+    last: Mutex<HashMap<String, (Instant, Duration)>>,
     draws: AtomicU64,
 }
 
@@ -41,6 +45,7 @@ impl Heartbeats {
         Heartbeats {
             rule,
             timers: Mutex::new(HeartbeatTimers::default()),
+            last: Mutex::new(HashMap::new()),
             draws: AtomicU64::new(seed()),
         }
     }
@@ -65,7 +70,33 @@ impl Heartbeats {
         );
         let ttl = self.rule.ttl(timers.len(), draw);
         timers.reset(node_id, now, self.rule.deadline_after(ttl));
+        drop(timers);
+        self.last.lock().insert(node_id.to_string(), (now, ttl));
         ttl
+    }
+
+    /// Every node's last heartbeat seen by this leader, as of `now`, by node ID. A leader that
+    /// took over knows a node's only once it has heartbeat again.
+    pub fn last_heartbeats(&self, now: Instant) -> Vec<LastHeartbeat> {
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let mut out: Vec<LastHeartbeat> = self
+            .last
+            .lock()
+            .iter()
+            .map(|(id, (at, ttl))| LastHeartbeat {
+                node_id: id.clone(),
+                since_ms: millis(now.saturating_duration_since(*at)),
+                ttl_ms: millis(*ttl),
+            })
+            .collect();
+        out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        out
+    }
+
+    /// Leadership lost: no timer runs and no heartbeat is remembered.
+    fn stop(&self) {
+        self.timers.lock().clear();
+        self.last.lock().clear();
     }
 
     /// Leadership gained at `now`: every node not down gets `failover_ttl`.
@@ -79,6 +110,7 @@ impl Heartbeats {
 
     /// Every node not down that has no timer gets `failover_ttl` (one registered in the log's
     /// tail that this leader had not applied when it re-armed, and that never heartbeat since).
+    /// Heartbeats of nodes no longer in the state are forgotten.
     fn arm_missing(&self, nodes: &[Node], now: Instant) {
         let mut timers = self.timers.lock();
         for n in nodes.iter().filter(|n| n.status != "down") {
@@ -86,6 +118,9 @@ impl Heartbeats {
                 timers.reset(&n.id, now, self.rule.failover_ttl);
             }
         }
+        drop(timers);
+        let known: std::collections::HashSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+        self.last.lock().retain(|id, _| known.contains(id.as_str()));
     }
 }
 
@@ -166,7 +201,7 @@ pub async fn expire(cluster: Arc<Cluster>, heartbeats: Arc<Heartbeats>) {
                     tracing::info!(target: "heartbeat", nodes = heartbeats.tracked(), ttl = ?heartbeats.rule.failover_ttl, "leader: heartbeat timers re-armed");
                 }
             } else {
-                heartbeats.timers.lock().clear();
+                heartbeats.stop();
             }
         }
         if !leading {
@@ -209,5 +244,61 @@ async fn mark_down(cluster: &Cluster, node_id: String) {
         Err(e) => {
             tracing::warn!(target: "heartbeat", node_id = %node_id, error = %e, "cannot mark an expired node down")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, status: &str) -> Node {
+        Node {
+            status: status.into(),
+            ..crate::store::tests::node(id, 1000)
+        }
+    }
+
+    /// `(node, since_ms)` pairs of what the leader reports.
+    fn check(heartbeats: &Heartbeats, now: Instant, expected: &[(&str, u64)]) {
+        let got: Vec<(String, u64)> = heartbeats
+            .last_heartbeats(now)
+            .into_iter()
+            .map(|b| (b.node_id, b.since_ms))
+            .collect();
+        let expected: Vec<(String, u64)> =
+            expected.iter().map(|(n, s)| (n.to_string(), *s)).collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn last_heartbeats_are_ages_kept_until_the_node_leaves_the_state() {
+        let hb = Heartbeats::new(HeartbeatRule::default());
+        let t0 = Instant::now();
+        let ttl = hb.beat("b", t0);
+        hb.beat("a", t0 + Duration::from_secs(2));
+        check(
+            &hb,
+            t0 + Duration::from_secs(5),
+            &[("a", 3_000), ("b", 5_000)],
+        );
+        assert!(hb.last_heartbeats(t0)[1].ttl_ms >= 10_000, "{ttl:?}");
+        // A re-arm is not a heartbeat; a node still in the state (even down) is kept.
+        hb.arm_missing(
+            &[node("a", "ready"), node("b", "down"), node("c", "ready")],
+            t0,
+        );
+        check(
+            &hb,
+            t0 + Duration::from_secs(5),
+            &[("a", 3_000), ("b", 5_000)],
+        );
+        // A node gone from the state is forgotten.
+        hb.arm_missing(&[node("a", "ready")], t0);
+        check(&hb, t0 + Duration::from_secs(5), &[("a", 3_000)]);
+        // A clock read before the beat answers 0, not an underflow.
+        check(&hb, t0, &[("a", 0)]);
+        // Leadership lost: nothing is remembered.
+        hb.stop();
+        check(&hb, t0 + Duration::from_secs(5), &[]);
     }
 }

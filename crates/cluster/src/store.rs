@@ -199,7 +199,7 @@ impl Tables {
             StateQuery::JobAllocations(_) | StateQuery::Allocations => i.allocs,
             // What a client's blocking query waits on: its own node's allocations only.
             StateQuery::NodeAllocations(id) => self.by.node_changed(id).max(1),
-            StateQuery::Evaluations => i.evals,
+            StateQuery::Evaluations | StateQuery::JobEvaluations(_) => i.evals,
             StateQuery::Evaluation(id) => self.evals.get(id).map_or(i.evals, |e| e.modify_index),
             StateQuery::Allocation(id) => self.allocs.get(id).map_or(i.allocs, |a| a.modify_index),
             StateQuery::Nodes => i.nodes,
@@ -381,6 +381,13 @@ impl Tables {
                     .map(|_| self.job_allocs(id).cloned().collect()),
             ),
             StateQuery::Evaluations => StateAnswer::Evaluations(all(&self.evals)),
+            StateQuery::JobEvaluations(id) => StateAnswer::Evaluations(
+                self.evals
+                    .values()
+                    .filter(|e| e.job_id == *id)
+                    .cloned()
+                    .collect(),
+            ),
             StateQuery::Evaluation(id) => StateAnswer::Evaluation(self.evals.get(id).cloned()),
             StateQuery::Allocations => StateAnswer::Allocations(all(&self.allocs)),
             StateQuery::Allocation(id) => StateAnswer::Allocation(self.allocs.get(id).cloned()),
@@ -927,7 +934,7 @@ fn collect_garbage(t: &mut Tables, index: u64, gc_threshold_secs: u64, now_secs:
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use caravan_agent_core::jobs::{JobType, Task, TaskGroup};
 
@@ -1048,6 +1055,27 @@ mod tests {
             (Err(e), Err(want)) => assert!(e.contains(want), "at index {index}: {e}"),
             _ => panic!("at index {index}: got {got:?}, want {expected:?}"),
         }
+    }
+
+    #[test]
+    fn a_jobs_evaluations_are_its_own_and_read_at_the_evaluation_index() {
+        let s = Store::default();
+        let web = s.register(1, job("web", JobType::Service, 1, 100)).eval.id;
+        let db = s.register(2, job("db", JobType::Service, 1, 100)).eval.id;
+        let web2 = s.register(3, job("web", JobType::Service, 2, 100)).eval.id;
+        let ids = |job: &str| match s.query(&StateQuery::JobEvaluations(job.into())) {
+            (StateAnswer::Evaluations(evals), index) => {
+                let mut ids: Vec<String> = evals.into_iter().map(|e| e.id).collect();
+                ids.sort();
+                (ids, index)
+            }
+            other => panic!("{other:?}"),
+        };
+        let mut expected = vec![web, web2];
+        expected.sort();
+        assert_eq!(ids("web"), (expected, 3));
+        assert_eq!(ids("db"), (vec![db], 3));
+        assert_eq!(ids("nope"), (vec![], 3));
     }
 
     #[test]

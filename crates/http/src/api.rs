@@ -367,6 +367,15 @@ pub trait Operator: Send + Sync + 'static {
         &self,
     ) -> impl Future<Output = Result<crate::dto::AutopilotHealthDto, ReadError>> + Send;
 
+    /// When each client node last heartbeat, as the leader saw it (`/v1/nodes/heartbeats`), by
+    /// node ID. Agents without a server answer [`ReadError::NoServer`] (the default).
+    fn node_heartbeats(
+        &self,
+    ) -> impl Future<Output = Result<Vec<caravan_agent_core::heartbeat::LastHeartbeat>, ReadError>> + Send
+    {
+        async { Err(ReadError::NoServer) }
+    }
+
     /// The whole replicated state as the bytes `/v1/operator/snapshot` saves, read
     /// consistently, with the index and leader facts of the read. Agents without a server
     /// answer [`ReadError::NoServer`].

@@ -552,6 +552,7 @@ async fn dispatch(caps: &Caps, ctx: &Ctx) -> Reply {
         Route::Allocations => jobs::allocations(caps, ctx).await,
         Route::Allocation(id) => jobs::allocation(caps, ctx, &id).await,
         Route::Nodes => jobs::nodes(caps, ctx).await,
+        Route::NodeHeartbeats => jobs::node_heartbeats(caps, ctx).await,
         Route::OperatorSnapshot => jobs::snapshot(caps, ctx).await,
         Route::OperatorRaftConfiguration => jobs::raft_configuration(caps, ctx),
         Route::OperatorAutopilotHealth => jobs::autopilot_health(caps, ctx).await,

@@ -102,6 +102,44 @@ pub struct RaftConfigurationDto {
     pub index: u64,
 }
 
+/// One client node's last heartbeat (`/v1/nodes/heartbeats`, a Caravan addition: Nomad keeps
+/// this only in the leader's timers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeHeartbeatDto {
+    /// The node.
+    #[serde(rename = "NodeID")]
+    pub node_id: String,
+    /// When its last heartbeat reached the leader, RFC 3339 on the answering server's clock.
+    pub last_heartbeat: String,
+    /// Nanoseconds since then, as of the answer (a Go `time.Duration`): what a reader whose
+    /// clock differs from the server's should use.
+    pub since_last_heartbeat: u64,
+    /// The TTL the node was told, in nanoseconds (a Go `time.Duration`).
+    #[serde(rename = "HeartbeatTTL")]
+    pub heartbeat_ttl: u64,
+}
+
+impl NodeHeartbeatDto {
+    /// The wire form of `beat`, answered at `now`.
+    pub fn new(
+        beat: &caravan_agent_core::heartbeat::LastHeartbeat,
+        now: std::time::SystemTime,
+    ) -> Self {
+        let since = std::time::Duration::from_millis(beat.since_ms);
+        let at = now
+            .checked_sub(since)
+            .filter(|t| *t >= std::time::UNIX_EPOCH)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        NodeHeartbeatDto {
+            node_id: beat.node_id.clone(),
+            last_heartbeat: humantime::format_rfc3339_millis(at).to_string(),
+            since_last_heartbeat: beat.since_ms.saturating_mul(1_000_000),
+            heartbeat_ttl: beat.ttl_ms.saturating_mul(1_000_000),
+        }
+    }
+}
+
 /// `/v1/operator/autopilot/health` (Nomad's `OperatorHealthReply`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -1268,4 +1306,36 @@ pub(crate) struct StreamFrame<'a> {
 
 fn is_zero(v: &i64) -> bool {
     *v == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use caravan_agent_core::heartbeat::LastHeartbeat;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn check(since_ms: u64, now_secs: u64, expected: (&str, u64)) {
+        let beat = LastHeartbeat {
+            node_id: "n".into(),
+            since_ms,
+            ttl_ms: 10,
+        };
+        let dto = NodeHeartbeatDto::new(&beat, UNIX_EPOCH + Duration::from_secs(now_secs));
+        assert_eq!(
+            (dto.last_heartbeat.as_str(), dto.since_last_heartbeat),
+            expected
+        );
+    }
+
+    #[test]
+    fn a_heartbeat_is_shown_at_now_minus_its_age() {
+        check(1_500, 1_000, ("1970-01-01T00:16:38.500Z", 1_500_000_000));
+        // Older than the clock, or beyond what nanoseconds hold: clamped, not wrapped.
+        check(
+            2_000_000,
+            1_000,
+            ("1970-01-01T00:00:00.000Z", 2_000_000_000_000),
+        );
+        check(u64::MAX, 1_000, ("1970-01-01T00:00:00.000Z", u64::MAX));
+    }
 }

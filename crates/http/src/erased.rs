@@ -2,6 +2,7 @@
 //! capabilities its host has behind `Arc<dyn …>` without being generic over each. Every public
 //! trait gets a blanket implementation here; nothing outside the crate sees these.
 
+use caravan_agent_core::heartbeat::LastHeartbeat;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -246,6 +247,7 @@ pub(crate) trait DynOperator: Send + Sync {
     fn status_peers(&self) -> BoxFuture<'_, Result<Vec<String>, String>>;
     fn raft_configuration(&self) -> Result<RaftConfigurationDto, ReadError>;
     fn autopilot_health(&self) -> BoxFuture<'_, Result<crate::dto::AutopilotHealthDto, ReadError>>;
+    fn node_heartbeats(&self) -> BoxFuture<'_, Result<Vec<LastHeartbeat>, ReadError>>;
     fn snapshot_save(&self) -> BoxFuture<'_, Result<Indexed<Vec<u8>>, ReadError>>;
     fn snapshot_restore(&self, snapshot: Vec<u8>) -> BoxFuture<'_, Result<(), RestoreError>>;
 }
@@ -262,6 +264,9 @@ impl<T: Operator> DynOperator for T {
     }
     fn autopilot_health(&self) -> BoxFuture<'_, Result<crate::dto::AutopilotHealthDto, ReadError>> {
         Box::pin(Operator::autopilot_health(self))
+    }
+    fn node_heartbeats(&self) -> BoxFuture<'_, Result<Vec<LastHeartbeat>, ReadError>> {
+        Box::pin(Operator::node_heartbeats(self))
     }
     fn snapshot_save(&self) -> BoxFuture<'_, Result<Indexed<Vec<u8>>, ReadError>> {
         Box::pin(Operator::snapshot_save(self))

@@ -42,6 +42,7 @@ fn is_cluster_route(route: &Route) -> bool {
             | Route::Allocations
             | Route::Allocation(_)
             | Route::Nodes
+            | Route::NodeHeartbeats
             | Route::Node(_)
             | Route::OperatorSnapshot
             | Route::OperatorRaftConfiguration

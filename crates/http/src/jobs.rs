@@ -18,7 +18,9 @@ use serde::Serialize;
 
 use crate::api::{JobWriteError, ReadError, RestoreError};
 use crate::app::Caps;
-use crate::dto::{AllocationDto, EvaluationDto, JobDto, JobWriteDto, NodeDto, RegisterRequest};
+use crate::dto::{
+    AllocationDto, EvaluationDto, JobDto, JobWriteDto, NodeDto, NodeHeartbeatDto, RegisterRequest,
+};
 use crate::response;
 use crate::{ApiError, Ctx, Reply, only};
 
@@ -275,6 +277,16 @@ pub(crate) async fn job(caps: &Caps, ctx: &Ctx, rest: &str) -> Reply {
             })
             .await
         }
+        (Some("evaluations"), &Method::GET) => {
+            let query = StateQuery::JobEvaluations(id.to_string());
+            state_read(caps, ctx, Acl::allow_job_read, query, |a, pretty| match a {
+                StateAnswer::Evaluations(evals) => {
+                    Some(Shown::all(evals.iter().map(EvaluationDto::from), pretty))
+                }
+                _ => None,
+            })
+            .await
+        }
         (Some(_), _) => Err(ApiError::invalid_method()),
         (None, &Method::GET) => {
             let query = StateQuery::Job(id.to_string());
@@ -392,6 +404,24 @@ pub(crate) async fn nodes(caps: &Caps, ctx: &Ctx) -> Reply {
         },
     )
     .await
+}
+
+/// `GET /v1/nodes/heartbeats` (`node:read`): each client node's last heartbeat as the leader
+/// saw it, by node ID (a Caravan addition for the operator page).
+pub(crate) async fn node_heartbeats(caps: &Caps, ctx: &Ctx) -> Reply {
+    only(ctx, &[Method::GET])?;
+    caps.require(ctx.token.as_deref(), Acl::allow_node_read)?;
+    let beats = caps
+        .operator()?
+        .node_heartbeats()
+        .await
+        .map_err(read_error)?;
+    let now = std::time::SystemTime::now();
+    let shown: Vec<NodeHeartbeatDto> = beats
+        .iter()
+        .map(|b| NodeHeartbeatDto::new(b, now))
+        .collect();
+    Ok(response::json(&shown, ctx.query.pretty()))
 }
 
 /// `GET /v1/node/<id>` (`node:read`).

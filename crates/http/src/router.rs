@@ -48,6 +48,8 @@ pub enum Route {
     Allocation(String),
     /// `/v1/nodes`.
     Nodes,
+    /// `/v1/nodes/heartbeats` (Caravan's: each node's last heartbeat).
+    NodeHeartbeats,
     /// `/v1/node/<id>`.
     Node(String),
     /// `/v1/operator/snapshot`: save (`GET`) or restore (`PUT`) the replicated state.
@@ -92,6 +94,7 @@ impl Route {
             "/v1/evaluations" => Route::Evaluations,
             "/v1/allocations" => Route::Allocations,
             "/v1/nodes" => Route::Nodes,
+            "/v1/nodes/heartbeats" => Route::NodeHeartbeats,
             "/v1/operator/snapshot" => Route::OperatorSnapshot,
             "/v1/operator/raft/configuration" => Route::OperatorRaftConfiguration,
             "/v1/operator/autopilot/health" => Route::OperatorAutopilotHealth,
@@ -148,6 +151,7 @@ impl Route {
             Route::Allocations => "/v1/allocations",
             Route::Allocation(_) => "/v1/allocation/:id",
             Route::Nodes => "/v1/nodes",
+            Route::NodeHeartbeats => "/v1/nodes/heartbeats",
             Route::Node(_) => "/v1/node/:id",
             Route::OperatorSnapshot => "/v1/operator/snapshot",
             Route::OperatorRaftConfiguration => "/v1/operator/raft/configuration",
@@ -192,6 +196,7 @@ mod tests {
             ("/v1/allocations", Route::Allocations),
             ("/v1/allocation/a1", Route::Allocation("a1".into())),
             ("/v1/nodes", Route::Nodes),
+            ("/v1/nodes/heartbeats", Route::NodeHeartbeats),
             ("/v1/node/n1", Route::Node("n1".into())),
             ("/v1/node", Route::NotFound),
             ("/v1/allocations/", Route::NotFound),

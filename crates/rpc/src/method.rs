@@ -74,6 +74,9 @@ pub const NODE_GET_CLIENT_ALLOCS: &str = "Node.GetClientAllocs";
 pub const NODE_UPDATE_ALLOC: &str = "Node.UpdateAlloc";
 /// `Node.HasConn`: whether this server holds a node's connection (servers ask each other).
 pub const NODE_HAS_CONN: &str = "Node.HasConn";
+/// `Node.Heartbeats`: when each client node last heartbeat, as the leader saw it (for the
+/// operator page's `/v1/nodes/heartbeats`).
+pub const NODE_HEARTBEATS: &str = "Node.Heartbeats";
 /// `ClientAgent.Host`: host data of a client node, through a server (the debug rule).
 pub const CLIENT_HOST: &str = "ClientAgent.Host";
 /// `ClientAgent.Profile`: a profile of a client node, through a server (agent:write).
@@ -128,6 +131,7 @@ pub const METHODS: &[MethodSpec] = &[
     m(NODE_GET_CLIENT_ALLOCS, Access::Public, 4 * KIB, 16 * MIB),
     m(NODE_UPDATE_ALLOC, Access::Public, 2 * MIB, KIB),
     m(NODE_HAS_CONN, Access::Server, KIB, KIB),
+    m(NODE_HEARTBEATS, Access::Server, KIB, 16 * MIB),
     MethodSpec {
         streaming: true,
         ..m(CLIENT_MONITOR_EXPORT, Access::User, 2 * KIB, MIB)

@@ -180,6 +180,12 @@ impl Operator for ServerRole {
         Ok(self.autopilot_health().await)
     }
 
+    async fn node_heartbeats(
+        &self,
+    ) -> Result<Vec<caravan_agent_core::heartbeat::LastHeartbeat>, ReadError> {
+        self.last_heartbeats().await
+    }
+
     async fn snapshot_save(&self) -> Result<Indexed<Vec<u8>>, ReadError> {
         self.cluster.save().await.map_err(read_error)
     }

@@ -5,16 +5,18 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use caravan_agent_core::client_rpc::{
     AllocUpdateRequest, ClientAllocsReply, ClientAllocsRequest, ForNode, HasConnRequest,
     HeartbeatReply, MAX_ALLOCS_WAIT_MS, RegisterRequest, UpdateStatusRequest,
 };
+use caravan_agent_core::heartbeat::LastHeartbeat;
 use caravan_agent_core::query::{ReadOptions, StateAnswer, StateQuery};
 use caravan_cluster::heartbeats::{self, check_node_secret};
 use caravan_cluster::{ClusterError, Command, seed};
+use caravan_http::api::ReadError;
 use caravan_rpc::method as m;
 use caravan_rpc::{Call, Conn, Refusal, Reply, Role, RpcError};
 use parking_lot::Mutex;
@@ -313,6 +315,27 @@ impl ServerRole {
             .await
             .map_err(cluster_refusal)?;
         reply(&serde_json::json!({}))
+    }
+
+    /// `Node.Heartbeats`: the leader's record of each node's last heartbeat; a server that is
+    /// not the leader has none to give.
+    pub fn node_heartbeats(&self) -> Result<Reply, Refusal> {
+        if !self.is_leader() {
+            return Err(Refusal::internal("No cluster leader"));
+        }
+        reply(&self.heartbeats.last_heartbeats(Instant::now()))
+    }
+
+    /// Every node's last heartbeat: this server's record when it leads, else the leader's.
+    pub async fn last_heartbeats(&self) -> Result<Vec<LastHeartbeat>, ReadError> {
+        if self.is_leader() {
+            return Ok(self.heartbeats.last_heartbeats(Instant::now()));
+        }
+        let leader: SocketAddr = self.leader().parse().map_err(|_| ReadError::NoLeader)?;
+        self.rpc
+            .call(leader, m::NODE_HEARTBEATS, None, &(), PING_TIMEOUT)
+            .await
+            .map_err(ReadError::Unavailable)
     }
 
     /// `Node.HasConn`.

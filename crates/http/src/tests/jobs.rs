@@ -132,6 +132,13 @@ impl FakeState {
                 }))
             }
             StateQuery::Evaluations => StateAnswer::Evaluations(self.evals.clone()),
+            StateQuery::JobEvaluations(id) => StateAnswer::Evaluations(
+                self.evals
+                    .iter()
+                    .filter(|e| &e.job_id == id)
+                    .cloned()
+                    .collect(),
+            ),
             StateQuery::Evaluation(id) => {
                 StateAnswer::Evaluation(find(&self.evals, |e| &e.id == id))
             }
@@ -190,10 +197,11 @@ async fn check(cases: &[Case<'_>]) {
 }
 
 /// Every state read endpoint, with an ID the fake knows.
-const READS: [&str; 9] = [
+const READS: [&str; 10] = [
     "/v1/jobs",
     "/v1/job/web",
     "/v1/job/web/allocations",
+    "/v1/job/web/evaluations",
     "/v1/evaluations",
     "/v1/evaluation/e1",
     "/v1/allocations",
@@ -232,6 +240,8 @@ async fn registration_and_lookup_rules() {
         case("the same through its path", "PUT /v1/job/web", "200 ~\"EvalID\":\"e2\"").body(WEB),
         case("unknown job", "GET /v1/job/missing", "404 job not found"),
         case("unknown job's allocations", "GET /v1/job/nope/allocations", "404 job not found"),
+        case("a job's evaluations", "GET /v1/job/web/evaluations", "200 ~\"ID\":\"e1\",\"JobID\":\"web\""),
+        case("unknown job's evaluations: none, as Nomad", "GET /v1/job/nope/evaluations", "200 []"),
         case("deregistering an unknown job", "DELETE /v1/job/missing", "404 job not found"),
         case("unknown evaluation", "GET /v1/evaluation/missing", "404 eval not found"),
         case("unknown allocation", "GET /v1/allocation/nope", "404 alloc not found"),
@@ -248,6 +258,7 @@ async fn registration_and_lookup_rules() {
             .answers_header("x-nomad-index", None),
         case("DELETE a node", "DELETE /v1/node/n1", "405 Invalid method"),
         case("PUT a job's allocations", "PUT /v1/job/web/allocations", "405 Invalid method"),
+        case("PUT a job's evaluations", "PUT /v1/job/web/evaluations", "405 Invalid method"),
         case("bad index: no read headers", "GET /v1/jobs?index=x", "400 Invalid index")
             .answers_header("x-nomad-index", None),
         // The JSON shapes are the existing ones.
@@ -445,6 +456,11 @@ async fn state_reads_pass_stale_index_and_wait() {
             "/v1/job/web/allocations?index=9",
             StateQuery::JobAllocations("web".into()),
             opts(false, 9, 0),
+        ),
+        (
+            "/v1/job/web/evaluations?stale&index=4",
+            StateQuery::JobEvaluations("web".into()),
+            opts(true, 4, 0),
         ),
         (
             "/v1/evaluations?stale",

@@ -1,7 +1,7 @@
 //! `/v1/status/leader`, `/v1/status/peers`, `/v1/operator/raft/configuration` and
 //! `/v1/operator/snapshot` over a fake cluster (`Operator`).
 
-use super::{ACLS, AGENT_READ, AGENT_WRITE, Case, MGMT, OPERATOR_READ, case, run};
+use super::{ACLS, AGENT_READ, AGENT_WRITE, Case, MGMT, NODE_READ, OPERATOR_READ, case, run};
 use crate::api::{Indexed, ReadError, RestoreError};
 
 /// Leader `10.0.0.1:4647`, the only voter; no Raft configuration (a client's answer); a
@@ -37,6 +37,15 @@ impl crate::Operator for OperatorFake {
                 stable_since: "2026-01-02T03:04:05Z".into(),
             }],
         })
+    }
+    async fn node_heartbeats(
+        &self,
+    ) -> Result<Vec<caravan_agent_core::heartbeat::LastHeartbeat>, ReadError> {
+        Ok(vec![caravan_agent_core::heartbeat::LastHeartbeat {
+            node_id: "n1".into(),
+            since_ms: 1_500,
+            ttl_ms: 10_000,
+        }])
     }
     async fn snapshot_save(&self) -> Result<Indexed<Vec<u8>>, ReadError> {
         Ok(Indexed {
@@ -191,6 +200,36 @@ async fn status_and_operator_rules() {
         )
         .config(ACLS)
         .token(OPERATOR_READ),
+        case(
+            "node heartbeats: ages in nanoseconds",
+            "GET /v1/nodes/heartbeats",
+            r#"200 ~"SinceLastHeartbeat":1500000000,"HeartbeatTTL":10000000000}]"#,
+        )
+        .answers_header("content-type", Some("application/json")),
+        case(
+            "node heartbeats: the node and a wall time",
+            "GET /v1/nodes/heartbeats",
+            r#"200 ~[{"NodeID":"n1","LastHeartbeat":"20"#,
+        ),
+        case(
+            "node heartbeats by PUT",
+            "PUT /v1/nodes/heartbeats",
+            "405 Invalid method",
+        ),
+        case(
+            "node heartbeats need node:read",
+            "GET /v1/nodes/heartbeats",
+            "403 Permission denied",
+        )
+        .config(ACLS)
+        .token(OPERATOR_READ),
+        case(
+            "node heartbeats with node:read",
+            "GET /v1/nodes/heartbeats",
+            "200 ~\"NodeID\":\"n1\"",
+        )
+        .config(ACLS)
+        .token(NODE_READ),
         case("snapshot", "GET /v1/operator/snapshot", "200 SNAP")
             .answers_header("content-type", Some("application/octet-stream"))
             .answers_header("x-nomad-index", Some("9"))

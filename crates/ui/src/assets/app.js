@@ -148,7 +148,34 @@ async function block(view, path, onData, onError) {
 
 // ---- Cluster -------------------------------------------------------------------------------
 
-const cluster = { nodes: null, allocs: null };
+const cluster = { nodes: null, allocs: null, beats: null };
+
+// "4.2s ago", from nanoseconds.
+function ago(ns) {
+  const s = ns / 1e9;
+  if (s < 60) return s.toFixed(1) + "s ago";
+  if (s < 3600) return Math.floor(s / 60) + "m" + Math.floor(s % 60) + "s ago";
+  return Math.floor(s / 3600) + "h" + Math.floor((s % 3600) / 60) + "m ago";
+}
+
+// Each node's last heartbeat as the leader saw it (ages, so the browser's clock does not matter).
+async function clusterBeats() {
+  try {
+    const list = (await api("/v1/nodes/heartbeats")).data || [];
+    const at = performance.now();
+    cluster.beats = new Map(list.map((b) => [b.NodeID, { since: b.SinceLastHeartbeat, ttl: b.HeartbeatTTL, at }]));
+  } catch (e) {
+    cluster.beats = null;
+  }
+  drawNodes();
+}
+
+function beatCell(id) {
+  if (!cluster.beats) return "?";
+  const b = cluster.beats.get(id);
+  if (!b) return "not since the leader took over";
+  return ago(b.since + (performance.now() - b.at) * 1e6) + " (TTL " + (b.ttl / 1e9).toFixed(0) + "s)";
+}
 
 async function clusterServers() {
   try {
@@ -199,7 +226,7 @@ function drawNodes() {
     counts.set(a.NodeID, (counts.get(a.NodeID) || 0) + 1);
   }
   const rows = (cluster.nodes || []).map((n) => [
-    n.Name, short(n.ID), n.Datacenter, n.NodeClass || "", statusCell(n.Status),
+    n.Name, short(n.ID), n.Datacenter, n.NodeClass || "", statusCell(n.Status), beatCell(n.ID),
     cluster.allocs ? String(counts.get(n.ID) || 0) : "?",
   ]);
   fillTable($("nodes"), rows);
@@ -208,6 +235,7 @@ function drawNodes() {
 
 function startCluster() {
   poll("cluster", clusterServers);
+  poll("cluster", clusterBeats);
   const nodesFailed = (e) => { cluster.nodes = null; fillTable($("nodes"), []); showError("nodes-error", e.message); };
   block("cluster", "/v1/nodes", (d) => { cluster.nodes = d; showError("nodes-error", ""); drawNodes(); }, nodesFailed);
   block("cluster", "/v1/allocations", (d) => { cluster.allocs = d; drawNodes(); }, () => { cluster.allocs = null; drawNodes(); });
@@ -304,7 +332,30 @@ async function putSchedulers(num) {
   agentStep();
 }
 
-function startAgent() { poll("agent", agentStep); }
+// Whether this token may change the schedulers. The endpoint checks agent:write before it reads
+// the body (spec 11.2), so an empty PUT is answered 403 without the right and 400 with it, and
+// changes nothing either way; a client agent answers "Server only endpoint".
+async function maySetSchedulers() {
+  try {
+    await api("/v1/agent/schedulers/config", { method: "PUT", body: "" });
+    return true;
+  } catch (e) {
+    return e.status === 400 && !/Server only endpoint/.test(e.text);
+  }
+}
+
+function startAgent() {
+  const gen = generation;
+  const form = $("sched-form");
+  form.hidden = true;
+  delete form.dataset.probed;
+  maySetSchedulers().then((may) => {
+    if (!alive(gen, "agent")) return;
+    form.hidden = !may;
+    form.dataset.probed = may ? "may" : "may not";
+  });
+  poll("agent", agentStep);
+}
 
 // ---- Jobs ----------------------------------------------------------------------------------
 
@@ -326,8 +377,7 @@ async function refreshJob() {
       const nodes = (await api("/v1/nodes")).data || [];
       nodeNames = new Map(nodes.map((n) => [n.ID, n.Name]));
     } catch (e) { /* node names are a nicety */ }
-    // Caravan serves no /v1/job/<id>/evaluations: the evaluation list, this job's.
-    const evals = ((await api("/v1/evaluations")).data || []).filter((e) => e.JobID === selectedJob);
+    const evals = (await api("/v1/job/" + id + "/evaluations")).data || [];
     fillTable($("job-evals"), evals.map((e) => [short(e.ID), statusCell(e.Status), e.TriggeredBy, e.StatusDescription]));
     const allocs = (await api("/v1/job/" + id + "/allocations")).data || [];
     fillTable($("job-allocs"), allocs.map((a) => [
@@ -403,6 +453,24 @@ function stopLogs() {
   $("log-state").textContent = "paused";
 }
 
+// Whether this token may download profiles: the cheapest profile (the command line) passes the
+// same agent:write and enable_debug rules as the CPU profile and the thread dump.
+async function showDownloads() {
+  const gen = generation;
+  let may = false;
+  try { await api("/v1/agent/pprof/cmdline"); may = true; } catch (e) { may = false; }
+  if (!alive(gen, "logs")) return;
+  $("downloads").hidden = !may;
+  $("downloads").dataset.probed = may ? "may" : "may not";
+}
+
+function startLogs() {
+  $("downloads").hidden = true;
+  delete $("downloads").dataset.probed;
+  showDownloads();
+  followLogs();
+}
+
 async function followLogs() {
   stopLogs();
   const ctl = new AbortController();
@@ -459,7 +527,7 @@ async function download(path, filename) {
 
 // ---- navigation and token ------------------------------------------------------------------
 
-const starters = { cluster: startCluster, agent: startAgent, jobs: startJobs, logs: followLogs };
+const starters = { cluster: startCluster, agent: startAgent, jobs: startJobs, logs: startLogs };
 
 function route() {
   const want = (location.hash || "#cluster").slice(1);
