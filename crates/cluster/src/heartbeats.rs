@@ -99,27 +99,28 @@ impl Heartbeats {
         self.last.lock().clear();
     }
 
-    /// Leadership gained at `now`: every node not down gets `failover_ttl`.
-    fn rearm(&self, nodes: &[Node], now: Instant) {
+    /// Leadership gained at `now`: every node not down (`(id, down)` pairs) gets `failover_ttl`.
+    fn rearm(&self, nodes: &[(String, bool)], now: Instant) {
         let mut timers = self.timers.lock();
         timers.clear();
-        for n in nodes.iter().filter(|n| n.status != "down") {
-            timers.reset(&n.id, now, self.rule.failover_ttl);
+        for (id, _) in nodes.iter().filter(|(_, down)| !down) {
+            timers.reset(id, now, self.rule.failover_ttl);
         }
     }
 
     /// Every node not down that has no timer gets `failover_ttl` (one registered in the log's
     /// tail that this leader had not applied when it re-armed, and that never heartbeat since).
     /// Heartbeats of nodes no longer in the state are forgotten.
-    fn arm_missing(&self, nodes: &[Node], now: Instant) {
+    fn arm_missing(&self, nodes: &[(String, bool)], now: Instant) {
         let mut timers = self.timers.lock();
-        for n in nodes.iter().filter(|n| n.status != "down") {
-            if !timers.contains(&n.id) {
-                timers.reset(&n.id, now, self.rule.failover_ttl);
+        for (id, _) in nodes.iter().filter(|(_, down)| !down) {
+            if !timers.contains(id) {
+                timers.reset(id, now, self.rule.failover_ttl);
             }
         }
         drop(timers);
-        let known: std::collections::HashSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+        let known: std::collections::HashSet<&str> =
+            nodes.iter().map(|(id, _)| id.as_str()).collect();
         self.last.lock().retain(|id, _| known.contains(id.as_str()));
     }
 }
@@ -195,11 +196,9 @@ pub async fn expire(cluster: Arc<Cluster>, heartbeats: Arc<Heartbeats>) {
         if now_leading != leading {
             leading = now_leading;
             if leading {
-                let (answer, _) = cluster.state().store().query(&StateQuery::Nodes);
-                if let StateAnswer::Nodes(nodes) = answer {
-                    heartbeats.rearm(&nodes, Instant::now());
-                    tracing::info!(target: "heartbeat", nodes = heartbeats.tracked(), ttl = ?heartbeats.rule.failover_ttl, "leader: heartbeat timers re-armed");
-                }
+                let nodes = cluster.state().store().node_liveness();
+                heartbeats.rearm(&nodes, Instant::now());
+                tracing::info!(target: "heartbeat", nodes = heartbeats.tracked(), ttl = ?heartbeats.rule.failover_ttl, "leader: heartbeat timers re-armed");
             } else {
                 heartbeats.stop();
             }
@@ -207,10 +206,8 @@ pub async fn expire(cluster: Arc<Cluster>, heartbeats: Arc<Heartbeats>) {
         if !leading {
             continue;
         }
-        if ticks.is_multiple_of(ARM_MISSING_EVERY)
-            && let (StateAnswer::Nodes(nodes), _) =
-                cluster.state().store().query(&StateQuery::Nodes)
-        {
+        if ticks.is_multiple_of(ARM_MISSING_EVERY) {
+            let nodes = cluster.state().store().node_liveness();
             heartbeats.arm_missing(&nodes, Instant::now());
         }
         let expired = heartbeats
@@ -251,11 +248,8 @@ async fn mark_down(cluster: &Cluster, node_id: String) {
 mod tests {
     use super::*;
 
-    fn node(id: &str, status: &str) -> Node {
-        Node {
-            status: status.into(),
-            ..crate::store::tests::node(id, 1000)
-        }
+    fn node(id: &str, status: &str) -> (String, bool) {
+        (id.to_string(), status == "down")
     }
 
     /// `(node, since_ms)` pairs of what the leader reports.
@@ -300,5 +294,21 @@ mod tests {
         // Leadership lost: nothing is remembered.
         hb.stop();
         check(&hb, t0 + Duration::from_secs(5), &[]);
+        assert_eq!(hb.tracked(), 0);
+    }
+
+    #[test]
+    fn live_nodes_without_a_timer_are_armed_and_down_ones_are_not() {
+        let hb = Heartbeats::new(HeartbeatRule::default());
+        let t0 = Instant::now();
+        hb.rearm(&[node("a", "ready"), node("b", "down")], t0);
+        assert_eq!(hb.tracked(), 1);
+        hb.arm_missing(
+            &[node("a", "ready"), node("b", "down"), node("c", "ready")],
+            t0,
+        );
+        assert_eq!(hb.tracked(), 2);
+        // Armed, not heartbeat: no last heartbeat is made up.
+        check(&hb, t0, &[]);
     }
 }

@@ -523,6 +523,16 @@ impl Store {
         self.tables.lock().query(query)
     }
 
+    /// Every node's ID and whether it is down: what the leader's heartbeat timers walk every
+    /// few seconds, without copying the nodes.
+    pub fn node_liveness(&self) -> Vec<(String, bool)> {
+        let t = self.tables.lock();
+        t.nodes
+            .values()
+            .map(|n| (n.id.clone(), n.status == "down"))
+            .collect()
+    }
+
     /// Whether an evaluation exists.
     pub fn has_eval(&self, id: &str) -> bool {
         self.tables.lock().evals.contains_key(id)
@@ -934,7 +944,7 @@ fn collect_garbage(t: &mut Tables, index: u64, gc_threshold_secs: u64, now_secs:
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use caravan_agent_core::jobs::{JobType, Task, TaskGroup};
 
