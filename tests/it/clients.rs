@@ -41,6 +41,15 @@ async fn eventually<T>(
     }
 }
 
+/// `(SinceLastHeartbeat, HeartbeatTTL)` of `node_id` in a `/v1/nodes/heartbeats` answer.
+fn last_heartbeat(beats: &Value, node_id: &str) -> Option<(u64, u64)> {
+    let beat = beats.as_array()?.iter().find(|b| b["NodeID"] == node_id)?;
+    Some((
+        beat["SinceLastHeartbeat"].as_u64()?,
+        beat["HeartbeatTTL"].as_u64()?,
+    ))
+}
+
 async fn nodes(agent: &Agent) -> Vec<Value> {
     let r = agent.get("/v1/nodes?stale=true").await;
     let v = serde_json::from_str::<Value>(&r.text()).unwrap_or_default();
@@ -131,23 +140,14 @@ async fn a_client_registers_is_reached_through_any_server_fails_over_and_goes_do
         );
     }
     // Its last heartbeat as the leader saw it, through every server (followers ask the
-    // leader): within its TTL and grace, or the node would be down.
-    for s in servers.iter().flatten() {
-        let r = s.get("/v1/nodes/heartbeats").await;
+    // leader) and through the client agent (which passes the request to a server): within its
+    // TTL and grace, or the node would be down.
+    for a in servers.iter().flatten().chain([&client]) {
+        let r = a.get("/v1/nodes/heartbeats").await;
         assert!(!r.text().contains(secret.trim()), "{}", r.text());
-        let beats = r.json();
-        let beat = beats
-            .as_array()
-            .and_then(|b| b.iter().find(|b| b["NodeID"] == node_id.as_str()))
-            .unwrap_or_else(|| panic!("no heartbeat of {node_id}: {beats}"));
-        let (since, ttl) = (
-            beat["SinceLastHeartbeat"].as_u64(),
-            beat["HeartbeatTTL"].as_u64(),
-        );
-        let (Some(since), Some(ttl)) = (since, ttl) else {
-            panic!("{beat}")
-        };
-        assert!(ttl > 0 && since <= ttl + 10_000_000_000, "{beat}");
+        let (since, ttl) = last_heartbeat(&r.json(), &node_id)
+            .unwrap_or_else(|| panic!("no heartbeat of {node_id} via {}: {}", a.http, r.text()));
+        assert!(ttl > 0 && since <= ttl + 10_000_000_000, "{since} {ttl}");
     }
 
     // Host data of the client through each server (one holds its connection, the others
@@ -290,6 +290,13 @@ async fn a_client_registers_is_reached_through_any_server_fails_over_and_goes_do
         );
         let r = s.get(&format!("/v1/agent/host?node_id={node_id}")).await;
         assert_eq!(r.status, 200, "via {} after failover: {}", s.http, r.text());
+        // The leader now (a new one, if the killed server led) lists it once it heartbeat.
+        eventually(
+            "its heartbeat listed after failover",
+            Duration::from_secs(30),
+            async || last_heartbeat(&s.get("/v1/nodes/heartbeats").await.json(), &node_id),
+        )
+        .await;
     }
 
     // Kill the client: down after its TTL and grace, its allocations lost.

@@ -71,7 +71,13 @@ impl Heartbeats {
         let ttl = self.rule.ttl(timers.len(), draw);
         timers.reset(node_id, now, self.rule.deadline_after(ttl));
         drop(timers);
-        self.last.lock().insert(node_id.to_string(), (now, ttl));
+        let mut last = self.last.lock();
+        match last.get_mut(node_id) {
+            Some(seen) => *seen = (now, ttl),
+            None => {
+                last.insert(node_id.to_string(), (now, ttl));
+            }
+        }
         ttl
     }
 
@@ -100,7 +106,10 @@ impl Heartbeats {
     }
 
     /// Leadership gained at `now`: every node not down (`(id, down)` pairs) gets `failover_ttl`.
+    /// Heartbeats remembered from an earlier term (one that landed after leadership was lost)
+    /// are forgotten.
     fn rearm(&self, nodes: &[(String, bool)], now: Instant) {
+        self.last.lock().clear();
         let mut timers = self.timers.lock();
         timers.clear();
         for (id, _) in nodes.iter().filter(|(_, down)| !down) {
@@ -295,6 +304,17 @@ mod tests {
         hb.stop();
         check(&hb, t0 + Duration::from_secs(5), &[]);
         assert_eq!(hb.tracked(), 0);
+    }
+
+    #[test]
+    fn a_heartbeat_from_an_earlier_term_is_not_shown_by_a_new_one() {
+        let hb = Heartbeats::new(HeartbeatRule::default());
+        let t0 = Instant::now();
+        hb.beat("a", t0);
+        hb.stop();
+        hb.beat("a", t0); // in flight when leadership was lost
+        hb.rearm(&[node("a", "ready")], t0 + Duration::from_secs(3600));
+        check(&hb, t0 + Duration::from_secs(3600), &[]);
     }
 
     #[test]

@@ -1081,11 +1081,13 @@ mod tests {
             }
             other => panic!("{other:?}"),
         };
+        // An evaluation write that touches no job: the answer's index is the evaluations'.
+        s.fail(4, &db);
         let mut expected = vec![web, web2];
         expected.sort();
-        assert_eq!(ids("web"), (expected, 3));
-        assert_eq!(ids("db"), (vec![db], 3));
-        assert_eq!(ids("nope"), (vec![], 3));
+        assert_eq!(ids("web"), (expected, 4));
+        assert_eq!(ids("db"), (vec![db], 4));
+        assert_eq!(ids("nope"), (vec![], 4));
     }
 
     #[test]

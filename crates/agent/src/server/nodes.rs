@@ -472,3 +472,26 @@ fn for_node(node_id: &str, request: &impl Serialize) -> Result<Vec<u8>, String> 
 fn jitter() -> f64 {
     (seed() >> 11) as f64 / (1u64 << 53) as f64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The leader's answer for the most nodes the state holds, each with the longest printable
+    /// ID and the largest ages, fits `Node.Heartbeats`' reply bound.
+    #[test]
+    fn every_heartbeat_the_state_can_hold_fits_one_reply() {
+        let beat = LastHeartbeat {
+            node_id: "n".repeat(128),
+            since_ms: u64::MAX,
+            ttl_ms: u64::MAX,
+        };
+        let entry = serde_json::to_vec(&beat).map(|v| v.len() + 1).unwrap_or(0);
+        let worst = entry * caravan_cluster::store::MAX_NODES;
+        let bound = caravan_rpc::method::lookup(m::NODE_HEARTBEATS).map(|s| s.max_reply);
+        assert!(
+            bound.is_some_and(|b| worst <= b),
+            "{worst} bytes > {bound:?}"
+        );
+    }
+}

@@ -5,6 +5,8 @@
 
 const TOKEN_KEY = "caravan.token";
 const POLL_MS = 1000;
+// Node heartbeats come as ages the page advances itself, so they are asked for less often.
+const BEATS_MS = 5000;
 const WAIT = "10s";
 const MAX_LOG_LINES = 2000;
 
@@ -146,6 +148,39 @@ async function block(view, path, onData, onError) {
   }
 }
 
+// ---- what the token may do ----------------------------------------------------------------
+// Controls that write are shown only once a request that cannot change anything says the token
+// may use them; the element then carries data-probed ("may" / "may not").
+
+function gate(view, id, probe) {
+  const gen = generation;
+  const e = $(id);
+  e.hidden = true;
+  delete e.dataset.probed;
+  probe().then((may) => {
+    if (!alive(gen, view)) return;
+    e.hidden = !may;
+    e.dataset.probed = may ? "may" : "may not";
+  });
+}
+
+// An empty PUT to an endpoint that checks the token before it reads the body (schedulers/config,
+// spec 11.2; /v1/jobs) is answered 403 without the right and 400 with it, and changes nothing
+// either way. A client agent answers schedulers/config with "Server only endpoint".
+async function mayWrite(path) {
+  try {
+    await api(path, { method: "PUT", body: "" });
+    return true;
+  } catch (e) {
+    return e.status === 400 && !/Server only endpoint/.test(e.text);
+  }
+}
+
+// A read that passes the given rules (pprof/cmdline: agent:write and enable_debug).
+async function mayRead(path) {
+  try { await api(path); return true; } catch (e) { return false; }
+}
+
 // ---- Cluster -------------------------------------------------------------------------------
 
 const cluster = { nodes: null, allocs: null, beats: null };
@@ -160,14 +195,21 @@ function ago(ns) {
 
 // Each node's last heartbeat as the leader saw it (ages, so the browser's clock does not matter).
 async function clusterBeats() {
-  try {
-    const list = (await api("/v1/nodes/heartbeats")).data || [];
-    const at = performance.now();
-    cluster.beats = new Map(list.map((b) => [b.NodeID, { since: b.SinceLastHeartbeat, ttl: b.HeartbeatTTL, at }]));
-  } catch (e) {
-    cluster.beats = null;
+  const gen = generation;
+  while (alive(gen, "cluster")) {
+    let ok = true;
+    try {
+      const list = (await api("/v1/nodes/heartbeats")).data || [];
+      const at = performance.now();
+      cluster.beats = new Map(list.map((b) => [b.NodeID, { since: b.SinceLastHeartbeat, ttl: b.HeartbeatTTL, at }]));
+    } catch (e) {
+      cluster.beats = null;
+      ok = false;
+    }
+    if (!alive(gen, "cluster")) return;
+    drawNodes();
+    await sleep(ok ? BEATS_MS : BEATS_MS * 2);
   }
-  drawNodes();
 }
 
 function beatCell(id) {
@@ -211,6 +253,7 @@ async function clusterServers() {
     }
     rows.sort((a, b) => (a[0] < b[0] ? -1 : 1));
     fillTable($("servers"), rows);
+    drawNodes(); // the heartbeat ages advance every second
     showError("servers-error", raftError);
     stamp("cluster-updated");
   } catch (e) {
@@ -235,7 +278,7 @@ function drawNodes() {
 
 function startCluster() {
   poll("cluster", clusterServers);
-  poll("cluster", clusterBeats);
+  clusterBeats();
   const nodesFailed = (e) => { cluster.nodes = null; fillTable($("nodes"), []); showError("nodes-error", e.message); };
   block("cluster", "/v1/nodes", (d) => { cluster.nodes = d; showError("nodes-error", ""); drawNodes(); }, nodesFailed);
   block("cluster", "/v1/allocations", (d) => { cluster.allocs = d; drawNodes(); }, () => { cluster.allocs = null; drawNodes(); });
@@ -332,28 +375,8 @@ async function putSchedulers(num) {
   agentStep();
 }
 
-// Whether this token may change the schedulers. The endpoint checks agent:write before it reads
-// the body (spec 11.2), so an empty PUT is answered 403 without the right and 400 with it, and
-// changes nothing either way; a client agent answers "Server only endpoint".
-async function maySetSchedulers() {
-  try {
-    await api("/v1/agent/schedulers/config", { method: "PUT", body: "" });
-    return true;
-  } catch (e) {
-    return e.status === 400 && !/Server only endpoint/.test(e.text);
-  }
-}
-
 function startAgent() {
-  const gen = generation;
-  const form = $("sched-form");
-  form.hidden = true;
-  delete form.dataset.probed;
-  maySetSchedulers().then((may) => {
-    if (!alive(gen, "agent")) return;
-    form.hidden = !may;
-    form.dataset.probed = may ? "may" : "may not";
-  });
+  gate("agent", "sched-form", () => mayWrite("/v1/agent/schedulers/config"));
   poll("agent", agentStep);
 }
 
@@ -412,6 +435,7 @@ function drawJobs(jobs) {
 }
 
 function startJobs() {
+  gate("jobs", "job-register", () => mayWrite("/v1/jobs"));
   block("jobs", "/v1/jobs", (d) => { showError("jobs-error", ""); drawJobs(d); },
     (e) => { drawJobs([]); showError("jobs-error", e.message); });
 }
@@ -453,21 +477,8 @@ function stopLogs() {
   $("log-state").textContent = "paused";
 }
 
-// Whether this token may download profiles: the cheapest profile (the command line) passes the
-// same agent:write and enable_debug rules as the CPU profile and the thread dump.
-async function showDownloads() {
-  const gen = generation;
-  let may = false;
-  try { await api("/v1/agent/pprof/cmdline"); may = true; } catch (e) { may = false; }
-  if (!alive(gen, "logs")) return;
-  $("downloads").hidden = !may;
-  $("downloads").dataset.probed = may ? "may" : "may not";
-}
-
 function startLogs() {
-  $("downloads").hidden = true;
-  delete $("downloads").dataset.probed;
-  showDownloads();
+  gate("logs", "downloads", () => mayRead("/v1/agent/pprof/cmdline"));
   followLogs();
 }
 
