@@ -278,14 +278,7 @@ pub(crate) async fn job(caps: &Caps, ctx: &Ctx, rest: &str) -> Reply {
             .await
         }
         (Some("evaluations"), &Method::GET) => {
-            let query = StateQuery::JobEvaluations(id.to_string());
-            state_read(caps, ctx, Acl::allow_job_read, query, |a, pretty| match a {
-                StateAnswer::Evaluations(evals) => {
-                    Some(Shown::all(evals.iter().map(EvaluationDto::from), pretty))
-                }
-                _ => None,
-            })
-            .await
+            evaluation_list(caps, ctx, StateQuery::JobEvaluations(id.to_string())).await
         }
         (Some(_), _) => Err(ApiError::invalid_method()),
         (None, &Method::GET) => {
@@ -331,18 +324,17 @@ fn job_not_found() -> ApiError {
 
 /// `GET /v1/evaluations`.
 pub(crate) async fn evaluations(caps: &Caps, ctx: &Ctx) -> Reply {
-    state_read(
-        caps,
-        ctx,
-        Acl::allow_job_read,
-        StateQuery::Evaluations,
-        |a, pretty| match a {
-            StateAnswer::Evaluations(evals) => {
-                Some(Shown::all(evals.iter().map(EvaluationDto::from), pretty))
-            }
-            _ => None,
-        },
-    )
+    evaluation_list(caps, ctx, StateQuery::Evaluations).await
+}
+
+/// A list of evaluations: every one, or a job's.
+async fn evaluation_list(caps: &Caps, ctx: &Ctx, query: StateQuery) -> Reply {
+    state_read(caps, ctx, Acl::allow_job_read, query, |a, pretty| match a {
+        StateAnswer::Evaluations(evals) => {
+            Some(Shown::all(evals.iter().map(EvaluationDto::from), pretty))
+        }
+        _ => None,
+    })
     .await
 }
 
