@@ -489,7 +489,7 @@ mod tests {
             other => panic!("expected a refusal, got {other:?}"),
         };
         // Unknown method; a server method from an anonymous caller; a user method without a
-        // token under ACLs; a body that does not decode.
+        // token under ACLs; bodies that do not decode.
         let body = || b"null".to_vec();
         let calls = [
             (Caller::Server, "Nope.Nothing", None, body(), 404),
@@ -502,6 +502,10 @@ mod tests {
                 b"{".to_vec(),
                 400,
             ),
+            // A Raft message a server sends that does not decode or breaks Raft's bounds is
+            // the caller's fault: 400, not 500 (found by the rpc_methods fuzz target).
+            (Caller::Server, m::RAFT_READ_INDEX, None, b"x".to_vec(), 400),
+            (Caller::Server, m::RAFT_VOTE, None, b"\xff".to_vec(), 400),
         ];
         for (caller, method, token, body, expected) in calls {
             let got = code(agent.call(caller, method, token, body, within).await);
