@@ -21,10 +21,13 @@ type Answered<T, E> = Result<T, openraft::error::RaftError<u64, E>>;
 /// per start, as in dev mode): the `ClientAgent.*` seeds name it so they reach the real node.
 pub const NODE_MARK: &str = "@node@";
 
-/// The most one call may take. Some methods wait by design (a blocking allocation query, an
-/// eval dequeue, a CPU profile): past this the call is dropped, which is fine as long as the
-/// agent still answers the health check.
-const CALL_WITHIN: Duration = Duration::from_secs(1);
+/// How long a call of a method that waits by design ([`may_wait`]) is given: past this it is
+/// dropped (as a caller that gives up), which is fine as long as the agent still answers the
+/// health check.
+const WAIT_WITHIN: Duration = Duration::from_secs(1);
+/// Every other method must answer (or be accepted, for a stream) within this: its longest
+/// legitimate wait is a Raft write's or read's timeout, a few seconds.
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 /// How long a streaming answer is read (a log stream never ends by itself).
 const STREAM_FOR: Duration = Duration::from_millis(50);
 /// The most of a streaming answer read.
@@ -58,10 +61,11 @@ fn agent() -> &'static InProcessAgent {
 /// Invariant: no panic on any thread; the reply is either a decoded answer (JSON for the
 /// agent's methods, the Raft response type for `Raft.*`, an `HTTP.Forward` stream starting with
 /// its response head; profiles are opaque bytes) or a clear error (a 4xx or 5xx code with a
-/// message, and a 4xx when the message says the request is bad), or the call is still waiting
-/// after [`CALL_WITHIN`]; and afterwards the agent answers `Status.Ping` over another
-/// connection within [`HEALTH_WITHIN`]. The agent lives for the whole process: its Raft log,
-/// state and connections carry over from input to input, as a real server's do.
+/// message, and a 4xx when the message says the request is bad), or, for a method that waits
+/// by design ([`may_wait`]), the call is still waiting after [`WAIT_WITHIN`] (every other
+/// method answers within [`ANSWER_WITHIN`]); and afterwards the agent answers `Status.Ping`
+/// over another connection within [`HEALTH_WITHIN`]. The agent lives for the whole process: its
+/// Raft log, state and connections carry over from input to input, as a real server's do.
 pub fn rpc_methods(data: &[u8]) {
     let [flags, pick, body @ ..] = data else {
         return;
@@ -80,8 +84,13 @@ pub fn rpc_methods(data: &[u8]) {
         _ => None,
     };
     let body = with_node(body, agent.node_id());
+    let within = if may_wait(method) {
+        WAIT_WITHIN
+    } else {
+        ANSWER_WITHIN
+    };
     crate::runtime().block_on(async {
-        let result = agent.call(caller, method, token, body, CALL_WITHIN).await;
+        let result = agent.call(caller, method, token, body, within).await;
         if let Err(problem) = judge(method, result).await {
             panic!("{method} as {caller:?}: {problem}");
         }
@@ -151,9 +160,25 @@ async fn judge(method: &str, result: Result<Answer, RpcError>) -> Result<(), Str
             Ok(())
         }
         // A method that waits by design; the health check tells a wait from a hang.
-        Err(RpcError::Timeout(_)) => Ok(()),
+        Err(RpcError::Timeout(_)) if may_wait(method) => Ok(()),
+        Err(RpcError::Timeout(t)) => Err(format!("no answer within {t:?}")),
         Err(other) => Err(format!("neither an answer nor a clear error: {other}")),
     }
+}
+
+/// The methods whose request says how long they may wait: a blocking allocation query
+/// (`wait_ms`, up to 5 minutes), an eval dequeue (`timeout_ms`, up to 5 s), a CPU profile or
+/// trace (`seconds`, up to an hour), an `HTTP.Forward` of a blocking query (`?index=&wait=`,
+/// up to 10 minutes, before its head).
+fn may_wait(method: &str) -> bool {
+    matches!(
+        method,
+        m::NODE_GET_CLIENT_ALLOCS
+            | m::EVAL_DEQUEUE
+            | m::PROFILE
+            | m::CLIENT_PROFILE
+            | m::HTTP_FORWARD
+    )
 }
 
 /// Whether a whole reply decodes as `method`'s answer.
