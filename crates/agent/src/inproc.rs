@@ -37,6 +37,9 @@ pub const SAMPLE_NODE_ID: &str = "f0220000-0000-4000-8000-00000000f022";
 /// The secret [`SAMPLE_NODE_ID`] registers with.
 pub const SAMPLE_NODE_SECRET: &str = "f0220000-0000-4000-8000-00000000cafe";
 
+/// The name of the temporary directory of an agent's log file starts with this.
+const LOG_DIR_PREFIX: &str = "caravan-inproc-";
+
 /// How long [`InProcessAgent::start`] waits for the agent to lead, bootstrap its ACLs and
 /// register its nodes.
 const START_WITHIN: Duration = Duration::from_secs(60);
@@ -69,6 +72,8 @@ pub struct InProcessAgent {
     health: RpcClient,
     management: String,
     node_id: String,
+    /// The directory of the agent's log file, removed on drop.
+    log_dir: Option<std::path::PathBuf>,
     /// Stops the RPC listener when dropped.
     _stop: watch::Sender<bool>,
 }
@@ -84,6 +89,11 @@ impl InProcessAgent {
         let rpc_port = listener.local_addr().map_err(|e| e.to_string())?.port();
         let config = config(rpc_port, free_port()?, free_port()?)?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, rpc_port));
+        let log_dir = config.log_file.as_ref().and_then(|f| {
+            std::path::Path::new(&f.path)
+                .parent()
+                .map(|d| d.to_path_buf())
+        });
         let hub = caravan_http::monitor::MonitorHub::new();
         // The process's logging (the first agent's hub gets the lines): errors on stdout.
         let level = crate::logging::init(LogLevel::Error, false, config.log_file.clone(), &hub)?;
@@ -120,6 +130,7 @@ impl InProcessAgent {
             health: RpcClient::new(dial(), ClientOptions::default()),
             management: String::new(),
             node_id: String::new(),
+            log_dir,
             _stop: stop,
         };
         tokio::time::timeout(START_WITHIN, me.settle())
@@ -259,6 +270,20 @@ impl InProcessAgent {
     }
 }
 
+impl Drop for InProcessAgent {
+    fn drop(&mut self) {
+        // Only the directory `config` made.
+        let ours = |d: &std::path::Path| {
+            d.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(LOG_DIR_PREFIX))
+        };
+        if let Some(dir) = self.log_dir.as_deref().filter(|d| ours(d)) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// The dev-mode configuration with ACLs on, a fresh gossip key, these ports on 127.0.0.1, and
 /// a log file in the temporary directory (for `Agent.MonitorExport`).
 fn config(rpc: u16, serf: u16, http: u16) -> Result<AgentConfig, String> {
@@ -269,7 +294,7 @@ fn config(rpc: u16, serf: u16, http: u16) -> Result<AgentConfig, String> {
     key[16..].copy_from_slice(b.as_bytes());
     let key = base64::engine::general_purpose::STANDARD.encode(key);
     let log_file = std::env::temp_dir()
-        .join(format!("caravan-inproc-{}-{rpc}", std::process::id()))
+        .join(format!("{LOG_DIR_PREFIX}{}-{rpc}", std::process::id()))
         .join("caravan.log");
     let mut tree = dev_defaults().tree;
     let ours = serde_json::json!({
