@@ -12,6 +12,7 @@ pub mod http_api;
 pub mod parsers;
 pub mod raft;
 pub mod rpc;
+pub mod rpc_methods;
 
 use std::sync::OnceLock;
 
@@ -21,6 +22,7 @@ pub use http_api::http_api;
 pub use parsers::{acl_policy, config_hcl, config_json, duration};
 pub use raft::raft;
 pub use rpc::rpc;
+pub use rpc_methods::rpc_methods;
 
 /// The largest input the stable engine makes; libFuzzer is run with `-max_len` of the same.
 pub const MAX_INPUT: usize = 64 * 1024;
@@ -71,6 +73,11 @@ pub const TARGETS: &[Target] = &[
         name: "rpc",
         run: rpc,
         seeds: rpc::seeds,
+    },
+    Target {
+        name: "rpc_methods",
+        run: rpc_methods,
+        seeds: rpc_methods::seeds,
     },
     Target {
         name: "raft",

@@ -7,7 +7,7 @@
 //! caravan-fuzz list
 //! caravan-fuzz run [--secs N] [--runs N] [--seed S] [TARGET...]
 //!                                    replay + mutate for N s or N inputs (default: all, 2 s)
-//! caravan-fuzz replay TARGET FILE...                    run given inputs (a crash to reproduce)
+//! caravan-fuzz replay TARGET FILE...                    run given inputs, timed (a crash to reproduce)
 //! caravan-fuzz seed [TARGET...]                         write the built-in seeds to the corpus
 //! ```
 //!
@@ -267,8 +267,9 @@ fn replay(name: &str, files: &[&str]) -> Result<(), String> {
     let mut failed = 0;
     for f in files {
         let input = std::fs::read(f).map_err(|e| format!("{f}: {e}"))?;
+        let started = Instant::now();
         match run_one(t, &input) {
-            None => println!("{f}: ok"),
+            None => println!("{f}: ok in {:.3} s", started.elapsed().as_secs_f64()),
             Some(m) => {
                 failed += 1;
                 println!("{f}: FAILED: {m}");

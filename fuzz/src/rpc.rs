@@ -1,8 +1,8 @@
 //! RPC calls through the real `caravan_rpc::Server`: a Noise handshake, yamux, the request
 //! framing, the method table and the role and size checks, on a loopback connection.
 //!
-//! The method bodies' decoders live in the agent's handler (the `caravan` binary, which has no
-//! library target); here the handler is a probe that checks what the router let through.
+//! Here the handler is a probe that checks what the router let through; the agent's own handler
+//! and the method bodies' decoders are fuzzed by [`crate::rpc_methods`].
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};

@@ -42,6 +42,15 @@ fn refusal(e: ApiError) -> Refusal {
     Refusal::new(e.status.as_u16(), e.message)
 }
 
+/// A Raft failure as the caller sees it: a request that does not decode or breaks Raft's
+/// bounds is a 400 (the caller's fault), anything else a 500.
+fn raft_refusal(e: &caravan_raft::RaftError) -> Refusal {
+    match e {
+        caravan_raft::RaftError::BadRequest(_) => Refusal::bad_request(e.to_string()),
+        _ => Refusal::internal(e.to_string()),
+    }
+}
+
 fn no_server() -> Refusal {
     Refusal::bad_request("rpc: this agent runs no server")
 }
@@ -93,9 +102,7 @@ impl AgentHandler {
             name if name.starts_with("Raft.") => {
                 let cluster = self.server()?.cluster();
                 let reply = cluster.handle(name, &call.body).await;
-                reply
-                    .map(Reply::Whole)
-                    .map_err(|e| Refusal::internal(e.to_string()))
+                reply.map(Reply::Whole).map_err(|e| raft_refusal(&e))
             }
             _ => self.dispatch_agent(call).await,
         }

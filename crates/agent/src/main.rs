@@ -1,39 +1,8 @@
 //! `caravan`: a Nomad-compatible agent. `caravan agent -dev` runs one; the other subcommands talk
-//! to a running agent's HTTP API.
-
-mod agent;
-mod certs;
-mod cli;
-mod client;
-mod client_only;
-mod client_role;
-mod cluster;
-mod completion;
-mod handler;
-mod host;
-mod identity;
-mod info;
-mod keyring;
-mod load;
-mod local;
-mod logfile;
-mod logging;
-mod notify;
-mod profiles;
-mod raftstats;
-mod reload;
-mod rpc;
-mod run;
-mod server;
-mod stacks;
-mod telemetry;
-mod tls;
+//! to a running agent's HTTP API. The agent is the `caravan_agent` library; this is its
+//! allocator and entry point.
 
 use std::process::ExitCode;
-
-use clap::Parser;
-
-use cli::{Cli, Command};
 
 /// jemalloc as the allocator, with sampled heap profiling on (one sample per 512 KiB allocated),
 /// so `/v1/agent/pprof/heap` has data from the start.
@@ -48,75 +17,5 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub static malloc_conf: &[u8] = b"prof:true,prof_active:true,lg_prof_sample:19\0";
 
 fn main() -> ExitCode {
-    let args = cli::go_style(std::env::args());
-    let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
-        Err(e) => return report_clap_error(e),
-    };
-    match cli.command {
-        Command::Version => {
-            println!(
-                "Caravan v{} ({})",
-                env!("CARGO_PKG_VERSION"),
-                env!("CARAVAN_REVISION")
-            );
-            ExitCode::SUCCESS
-        }
-        Command::Agent(args) => run::agent(&args),
-        Command::AgentInfo(args) => client::agent_info(&args),
-        Command::Server(cmd) => client::server(cmd),
-        Command::Acl(cmd) => client::acl(cmd),
-        Command::Operator(cli::OperatorCommand::Scheduler(cmd)) => client::scheduler(cmd),
-        Command::Operator(cli::OperatorCommand::Snapshot(cmd)) => client::snapshot(cmd),
-        Command::Job(cmd) => client::job(cmd),
-        Command::Node(cli::NodeCommand::Status(c)) => client::node_status(&c),
-        Command::Tls(cli::TlsCommand::Ca(cli::TlsCaCommand::Create(a))) => certs::ca_create(&a),
-        Command::Tls(cli::TlsCommand::Cert(cli::TlsCertCommand::Create(a))) => {
-            certs::cert_create(&a)
-        }
-        Command::Config(cli::ConfigCommand::Validate { paths }) => match load::validate(&paths) {
-            Ok(()) => {
-                println!("Configuration is valid!");
-                ExitCode::SUCCESS
-            }
-            Err(problems) => {
-                for p in problems {
-                    eprintln!("{p}");
-                }
-                ExitCode::from(1)
-            }
-        },
-        Command::Operator(cli::OperatorCommand::Gossip(cli::GossipCommand::Keyring(k))) => {
-            client::gossip_keyring(&k)
-        }
-        Command::Operator(cli::OperatorCommand::Raft(cli::RaftCommand::ListPeers(c))) => {
-            client::raft_list_peers(&c)
-        }
-        Command::Completion { shell } => {
-            let cmd = <cli::Cli as clap::CommandFactory>::command();
-            print!("{}", completion::script(shell, &cmd));
-            ExitCode::SUCCESS
-        }
-        Command::Monitor(m) => match m.command {
-            Some(cli::MonitorCommand::Export(e)) => client::monitor_export(&e),
-            None => client::monitor(&m.client, &m.log_level, m.json, m.node_id, m.server_id),
-        },
-    }
-}
-
-/// Help and version go to stdout in full; a usage error is one line on stderr.
-fn report_clap_error(e: clap::Error) -> ExitCode {
-    use clap::error::ErrorKind;
-    match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            let _ = e.print();
-            ExitCode::SUCCESS
-        }
-        _ => {
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("caravan: {}", first.trim_start_matches("error: "));
-            ExitCode::from(1)
-        }
-    }
+    caravan_agent::run_cli(std::env::args())
 }
