@@ -405,6 +405,7 @@ fn sample(method: &str, client_node: &str) -> Option<Vec<u8>> {
             updates: Default::default(),
         }),
         m::NODE_HAS_CONN => json(&HasConnRequest { node_id: node() }),
+        m::NODE_HEARTBEATS => json(&()),
         m::CLIENT_HOST => for_node(serde_json::Value::Null),
         m::CLIENT_PROFILE => for_node(to_value(serde_json::to_value(&profile))),
         m::CLIENT_MONITOR => for_node(to_value(serde_json::to_value(&monitor))),
