@@ -2,7 +2,9 @@
 //! driven by foca's notifications, intents and an explicit clock.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
+
+use hashbrown::DefaultHashBuilder;
 use std::time::Duration;
 
 use hashbrown::HashTable;
@@ -49,7 +51,7 @@ pub enum IntentEffect {
 #[derive(Default)]
 pub struct MemberTable {
     entries: HashTable<Entry>,
-    hasher: RandomState,
+    hasher: DefaultHashBuilder,
     /// Lamport time of the last intent applied, for the members that had one (few: leaves,
     /// force-leaves, refutations), so entries need not carry it.
     ltimes: HashMap<Box<str>, u64>,
