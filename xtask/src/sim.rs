@@ -81,7 +81,7 @@ fn resident_mb() -> u64 {
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
         .unwrap_or(0);
-    pages * 4096 >> 20
+    (pages * 4096) >> 20
 }
 
 /// `xtask sim-run`: one measurement, printed.
