@@ -75,6 +75,15 @@ fn slow_run(args: &[String], members: usize, loss: f64, seed: u64) -> Result<(),
     }
 }
 
+/// This process's resident memory in MB (Linux `/proc/self/statm`; 0 elsewhere).
+fn resident_mb() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    (pages * 4096) >> 20
+}
+
 /// `xtask sim-run`: one measurement, printed.
 pub fn sim_run(args: &[String]) -> Result<(), String> {
     let members: usize = flag(args, "--members", 1000)?;
@@ -148,8 +157,9 @@ pub fn sim_run(args: &[String]) -> Result<(), String> {
     let tags = cfg.tags;
     let r = measure_with(cfg, plan, |phase, virtual_time| {
         eprintln!(
-            "[{:.0} s wall] {phase} ({:.0} s virtual)",
+            "[{:.0} s wall, {} MB resident] {phase} ({:.0} s virtual)",
             started.elapsed().as_secs_f64(),
+            resident_mb(),
             virtual_time.as_secs_f64()
         )
     });

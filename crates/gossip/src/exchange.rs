@@ -302,5 +302,10 @@ impl Node {
             tracing::debug!(target: "gossip", error = %e, "state apply");
         }
         self.after_swim(now);
+        // A whole member list notifies once per member it brings: the runtime's queues, drained
+        // now, would keep room for all of them (a pool of N formed by joins kept N² such slots).
+        if self.rt.backlog() == 0 {
+            self.rt = foca::AccumulatingRuntime::new();
+        }
     }
 }

@@ -3,7 +3,9 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, Hash, Hasher};
+
+use hashbrown::DefaultHashBuilder;
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
@@ -40,7 +42,7 @@ struct WireRecord<'a> {
 /// Every identity alive in the process, so equal identities share one record.
 struct Interner {
     records: HashTable<Arc<Record>>,
-    hasher: RandomState,
+    hasher: DefaultHashBuilder,
     /// Size after the last sweep; the next sweep comes when the table has doubled.
     swept_at: usize,
 }
@@ -48,12 +50,12 @@ struct Interner {
 static INTERNER: LazyLock<Mutex<Interner>> = LazyLock::new(|| {
     Mutex::new(Interner {
         records: HashTable::new(),
-        hasher: RandomState::new(),
+        hasher: DefaultHashBuilder::default(),
         swept_at: 0,
     })
 });
 
-fn key_hash(hasher: &RandomState, addr: SocketAddr, name: &str, generation: u64) -> u64 {
+fn key_hash(hasher: &DefaultHashBuilder, addr: SocketAddr, name: &str, generation: u64) -> u64 {
     hasher.hash_one((addr, name, generation))
 }
 

@@ -4,7 +4,9 @@
 //! it claims to be about.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
+
+use hashbrown::DefaultHashBuilder;
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
@@ -235,7 +237,7 @@ impl Knowledge {
 #[derive(Default)]
 pub struct TagsTable {
     entries: HashTable<Arc<TagsMsg>>,
-    hasher: RandomState,
+    hasher: DefaultHashBuilder,
 }
 
 impl std::fmt::Debug for TagsTable {
@@ -321,7 +323,7 @@ impl TagsTable {
 /// every node that knows them holds them) share one allocation.
 struct TagsInterner {
     messages: HashTable<Arc<TagsMsg>>,
-    hasher: RandomState,
+    hasher: DefaultHashBuilder,
     /// Size after the last sweep; the next sweep comes when the set has doubled.
     swept_at: usize,
 }
@@ -329,7 +331,7 @@ struct TagsInterner {
 static TAGS: LazyLock<Mutex<TagsInterner>> = LazyLock::new(|| {
     Mutex::new(TagsInterner {
         messages: HashTable::new(),
-        hasher: RandomState::new(),
+        hasher: DefaultHashBuilder::default(),
         swept_at: 0,
     })
 });
@@ -356,7 +358,7 @@ pub fn intern_tags(msg: TagsMsg) -> Arc<TagsMsg> {
 }
 
 /// The hash the owned form of `msg` has (so the interner finds it without making it).
-fn ref_hash(hasher: &RandomState, msg: &crate::wire::TagsRef<'_>) -> u64 {
+fn ref_hash(hasher: &impl BuildHasher, msg: &crate::wire::TagsRef<'_>) -> u64 {
     let mut state = hasher.build_hasher();
     let tags = msg.tags.iter().copied();
     crate::wire::hash_tags(&mut state, msg.name, msg.generation, msg.version, tags);
@@ -393,6 +395,19 @@ impl foca::BroadcastHandler<NodeId> for Handler {
     ) -> Result<Option<BroadcastKey>, GossipError> {
         let local = sender.is_none();
         let mut k = self.shared.lock();
+        // Tags (postcard's variant 0), read in place: a copy of what this node holds already
+        // (every node hears each member's tags from several relays) costs no allocation, and
+        // news is shared with the process's copy (`intern_tags_ref`).
+        if let Some((&0, rest)) = data.split_first()
+            && let Ok(t) = postcard::from_bytes::<crate::wire::TagsRef<'_>>(rest)
+        {
+            if !local && k.tags.get(t.name).is_some_and(|known| t.same_as(known)) {
+                return Ok(None);
+            }
+            let key = BroadcastKey::Tags(t.name.to_string(), t.generation, t.version);
+            let shared = intern_tags_ref(&t);
+            return Ok((k.learn_shared_tags(shared) || local).then_some(key));
+        }
         Ok(match Broadcast::decode(data)? {
             Broadcast::Tags(t) => {
                 let key = BroadcastKey::Tags(t.name.clone(), t.generation, t.version);
@@ -499,7 +514,7 @@ mod tests {
         let shared = intern_tags(msg.clone());
         let bytes = postcard::to_stdvec(&msg).unwrap();
         let arrived: crate::wire::TagsRef = postcard::from_bytes(&bytes).unwrap();
-        let hasher = RandomState::new();
+        let hasher = std::hash::RandomState::new();
         assert_eq!(ref_hash(&hasher, &arrived), hasher.hash_one(&msg));
         assert!(arrived.same_as(&msg));
         assert!(Arc::ptr_eq(&shared, &intern_tags_ref(&arrived)));
@@ -513,6 +528,40 @@ mod tests {
         let made = intern_tags_ref(&arrived);
         assert_eq!(*made, newer);
         assert!(Arc::ptr_eq(&made, &intern_tags(newer)));
+    }
+
+    /// The handler's in-place reading of tags broadcasts: news once, a copy heard again is
+    /// not news (nor counted as rejected), a newer version is news, an older one is rejected.
+    #[test]
+    fn a_tags_broadcast_heard_again_is_not_news() {
+        use foca::BroadcastHandler;
+        let shared = Arc::new(Mutex::new(Knowledge::new(id("a", 1), Duration::ZERO)));
+        shared.lock().table.up(id("c", 1), Duration::ZERO);
+        let mut handler = Handler {
+            shared: shared.clone(),
+        };
+        let sender = id("b", 1);
+        let bytes = |version| Broadcast::Tags(tags("c", 1, version)).encode().unwrap();
+        let mut hear = |version| {
+            handler
+                .receive_item(&bytes(version), Some(&sender))
+                .unwrap()
+        };
+        assert_eq!(hear(1), Some(BroadcastKey::Tags("c".into(), 1, 1)));
+        assert_eq!(hear(1), None);
+        assert_eq!(shared.lock().rejected, 0);
+        assert_eq!(hear(2), Some(BroadcastKey::Tags("c".into(), 1, 2)));
+        assert_eq!(hear(1), None);
+        assert_eq!(shared.lock().rejected, 1);
+        assert_eq!(shared.lock().tags.get("c").map(|t| t.version), Some(2));
+        // Intents still go the general way.
+        let intent = Broadcast::Intent(leave("c", 1)).encode().unwrap();
+        assert!(
+            handler
+                .receive_item(&intent, Some(&sender))
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]

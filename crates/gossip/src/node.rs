@@ -43,6 +43,12 @@ pub const MAX_PENDING_SYNC_REPLIES: usize = 16;
 /// How long such a request waits for its sender to become a member.
 pub const PENDING_SYNC_REPLY_TTL: Duration = Duration::from_secs(5);
 
+/// Tag pulls from senders not known yet that are remembered, to be answered (with a push) once
+/// the sender becomes a member: a member that learns of a new one by gossip pulls its tags, and
+/// the new one may not have learned the puller yet. Members do not push their tags to every
+/// member that comes up, so this is how such a puller gets them before the next re-broadcast.
+pub const MAX_PENDING_TAG_PULLS: usize = 64;
+
 /// Addresses this node asked for their member list during a join, whose replies are applied even
 /// though the sender is not a member yet (one join call takes at most as many addresses:
 /// [`crate::udp::MAX_JOIN_ADDRESSES`]).
@@ -228,6 +234,9 @@ pub struct Node {
     /// Strangers' member-list requests waiting for the sender to become a member, with their
     /// deadlines.
     pending_replies: Vec<(SocketAddr, Duration)>,
+    /// Strangers' tag pulls waiting for the sender to become a member, with their deadlines
+    /// (at most [`MAX_PENDING_TAG_PULLS`]).
+    pending_pulls: Vec<(SocketAddr, Duration)>,
     /// Join targets whose member list is accepted until the deadline.
     solicited: Vec<(SocketAddr, Duration)>,
     /// With [`Node::track_changes`], members whose status changed since [`Node::take_changed`].
@@ -311,6 +320,7 @@ impl Node {
             counters: Counters::default(),
             pick: seed | 1,
             pending_replies: Vec::new(),
+            pending_pulls: Vec::new(),
             solicited: Vec::new(),
             changed: None,
             incoming_tags: Default::default(),
@@ -391,7 +401,15 @@ impl Node {
                 if self.is_member(from) {
                     self.push_tags(from)
                 } else {
+                    // Answered if the sender becomes a member soon (see `member_up`).
                     self.counters.unknown_sender += 1;
+                    self.pending_pulls
+                        .retain(|(a, until)| *a != from && *until > now);
+                    if self.pending_pulls.len() >= MAX_PENDING_TAG_PULLS {
+                        self.pending_pulls.remove(0);
+                    }
+                    self.pending_pulls
+                        .push((from, now + PENDING_SYNC_REPLY_TTL));
                     Err(GossipError::Rejected("tag pull from a stranger"))
                 }
             }
@@ -784,32 +802,42 @@ impl Node {
     fn member_up(&mut self, id: NodeId, now: Duration) {
         let addr = id.addr();
         let generation = id.generation();
-        let name = id.name().to_string();
-        self.knowledge.lock().table.up(id, now);
-        self.event(&name, Some(MemberStatus::Alive));
+        self.knowledge.lock().table.up(id.clone(), now);
+        let name = id.name();
+        self.event(name, Some(MemberStatus::Alive));
         if let Some(i) = self.pending_replies.iter().position(|(a, _)| *a == addr) {
             let (_, until) = self.pending_replies.swap_remove(i);
             if until > now && !self.leaving {
                 self.send_member_list(addr, false);
             }
         }
+        if let Some(i) = self.pending_pulls.iter().position(|(a, _)| *a == addr) {
+            let (_, until) = self.pending_pulls.swap_remove(i);
+            if until > now {
+                let _ = self.push_tags(addr);
+            }
+        }
         if self.cfg.tags.is_some() {
             // Listed by a member list this node asked for (its join), with the member's tags:
-            // nothing to pull, and nothing to push either, as the member pulls this node's tags
-            // when it lists this node in turn (it does not know it yet while it joins).
-            if let Some(tags) = self.incoming_tags.take(&name)
+            // nothing to pull.
+            if let Some(tags) = self.incoming_tags.take(name)
                 && tags.generation == generation
             {
                 self.knowledge.lock().learn_shared_tags(tags);
                 return;
             }
-            let _ = self.push_tags(addr);
-            let current = self
-                .knowledge
-                .lock()
-                .tags
-                .get(&name)
-                .is_some_and(|t| t.generation == generation);
+            // The member's tags broadcast often rides in the packet that brought it, and waits
+            // for the member to be listed: taken first, it spares a pull. Nothing is pushed: the
+            // member pulls this node's tags in turn when it learns this node and lacks them (a
+            // push to every member that comes up sent N² pushes while a pool formed, nearly all
+            // to joiners that had the tags from their join's member list).
+            let current = {
+                let mut k = self.knowledge.lock();
+                if !k.pending_tags.is_empty() {
+                    k.resolve_pending_tags();
+                }
+                k.tags.get(name).is_some_and(|t| t.generation == generation)
+            };
             if !current {
                 self.send(addr, KIND_TAGS_PULL, &[]);
             }
@@ -870,6 +898,7 @@ impl Node {
             gone
         };
         self.pending_replies.retain(|(_, until)| *until > now);
+        self.pending_pulls.retain(|(_, until)| *until > now);
         self.solicited.retain(|(_, until)| *until > now);
         for id in gone {
             let name = id.name().to_string();

@@ -353,6 +353,45 @@ impl Sim {
         (self.addrs.get(i) == Some(&addr)).then_some(i)
     }
 
+    /// What waits in the event queue, by kind (`kind count`, most first), with the bytes of
+    /// the payloads it holds: where a large run's memory goes.
+    pub fn queue_census(&self) -> String {
+        let mut kinds: BTreeMap<&'static str, usize> = BTreeMap::new();
+        let mut payload = 0usize;
+        for Reverse(q) in &self.queue {
+            let kind = match &q.ev {
+                Ev::Deliver { bytes, .. } => {
+                    payload += bytes.capacity();
+                    "datagram"
+                }
+                Ev::StreamOpen { frame, .. } | Ev::StreamReply { frame, .. } => {
+                    payload += frame.capacity();
+                    "stream frame"
+                }
+                Ev::StreamFailed { .. } => "stream failed",
+                Ev::Timer { timer, .. } => match timer {
+                    NodeTimer::Foca(foca::Timer::SuspicionTimeout { .. }) => "suspicion timeout",
+                    NodeTimer::Foca(foca::Timer::ChangeSuspectToDown { .. }) => "suspect to down",
+                    NodeTimer::Foca(foca::Timer::RemoveDown(_)) => "remove down",
+                    NodeTimer::Foca(foca::Timer::SendNack { .. }) => "send nack",
+                    NodeTimer::Foca(_) => "other foca timer",
+                    _ => "node timer",
+                },
+            };
+            *kinds.entry(kind).or_default() += 1;
+        }
+        let mut kinds: Vec<_> = kinds.into_iter().collect();
+        kinds.sort_by_key(|(_, n)| Reverse(*n));
+        let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        format!(
+            "queue {} events ({} B each) + {} MB of payloads: {}",
+            self.queue.len(),
+            std::mem::size_of::<Reverse<Queued>>(),
+            payload >> 20,
+            kinds.join(", ")
+        )
+    }
+
     /// Restores every link to the global loss.
     pub fn heal(&mut self) {
         self.link_loss.clear();
@@ -1177,7 +1216,7 @@ pub fn measure_with(
             (None, None)
         }
     };
-    progress("formed", sim.now());
+    progress(&format!("formed; {}", sim.queue_census()), sim.now());
     // Steady state starts once the formation's membership updates and tags have been piggybacked
     // their last time everywhere, so the windows measure the pool, not the tail of its forming.
     let settle = sim.run_until_true(
@@ -1196,7 +1235,7 @@ pub fn measure_with(
     sim.run_for(tags_interval);
     let settle = settle.map(|d| d + tags_interval);
     let missing_at_start = missing_pairs(&sim, joiner);
-    progress("settled", sim.now());
+    progress(&format!("settled; {}", sim.queue_census()), sim.now());
 
     let before: Vec<Traffic> = sim.traffic().to_vec();
     let syncs_before: u64 = sim.syncs[..joiner].iter().sum();
@@ -1266,12 +1305,19 @@ fn form_by_joins(
     let n = joiner + 1;
     let start = sim.now();
     let mut last_join = start;
+    let quarter = (joiner / 4).max(1);
     for i in 1..joiner {
         last_join = sim.now();
         sim.join(i, 0);
         sim.run_for(pace);
+        if i % quarter == 0 {
+            progress(&format!("{i} joined; {}", sim.queue_census()), sim.now());
+        }
     }
-    progress("every node has joined", sim.now());
+    progress(
+        &format!("every node has joined; {}", sim.queue_census()),
+        sim.now(),
+    );
     let check = if n > 2000 {
         Duration::from_secs(5)
     } else {

@@ -1,7 +1,10 @@
 //! Serf's member model on top of foca's Alive/Suspect/Down: `alive`, `leaving`, `left`, `failed`,
 //! driven by foca's notifications, intents and an explicit clock.
 
-use std::hash::{BuildHasher, RandomState};
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::DefaultHashBuilder;
 use std::time::Duration;
 
 use hashbrown::HashTable;
@@ -11,22 +14,23 @@ use caravan_agent_core::member::MemberStatus;
 use crate::identity::NodeId;
 use crate::wire::{IntentKind, IntentMsg};
 
-/// One member as the table knows it.
+/// One member as the table knows it: two words, in a table every member holds for every member
+/// (N² entries in a pool of N).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     /// Its identity.
     pub id: NodeId,
+    /// When the status last changed: node clock, whole seconds rounded up (4 bytes where a
+    /// `Duration` takes 16; 136 years of uptime). Only reaping reads it, against timeouts of
+    /// hours, which it may pass up to a second late.
+    pub since_s: u32,
     /// Its Serf status.
     pub status: MemberStatus,
-    /// When the status last changed (node clock, whole milliseconds: 8 bytes where a `Duration`
-    /// takes 16, in a table every member holds for every member).
-    pub since_ms: u64,
-    /// Lamport time of the last intent applied.
-    pub ltime: u64,
 }
 
-fn millis(t: Duration) -> u64 {
-    u64::try_from(t.as_millis()).unwrap_or(u64::MAX)
+fn seconds(t: Duration) -> u32 {
+    let whole = t.as_secs() + u64::from(t.subsec_nanos() > 0);
+    u32::try_from(whole).unwrap_or(u32::MAX)
 }
 
 /// What applying an intent did.
@@ -47,7 +51,10 @@ pub enum IntentEffect {
 #[derive(Default)]
 pub struct MemberTable {
     entries: HashTable<Entry>,
-    hasher: RandomState,
+    hasher: DefaultHashBuilder,
+    /// Lamport time of the last intent applied, for the members that had one (few: leaves,
+    /// force-leaves, refutations), so entries need not carry it.
+    ltimes: HashMap<Box<str>, u64>,
     /// Members by status ([`status_slot`]), kept in step with every change so counting is O(1).
     counts: [usize; 5],
 }
@@ -104,15 +111,14 @@ impl MemberTable {
                 let old = entry.status;
                 entry.id = id;
                 entry.status = MemberStatus::Alive;
-                entry.since_ms = millis(now);
+                entry.since_s = seconds(now);
                 Some(old)
             }
             hashbrown::hash_table::Entry::Vacant(free) => {
                 free.insert(Entry {
                     id,
                     status: MemberStatus::Alive,
-                    since_ms: millis(now),
-                    ltime: 0,
+                    since_s: seconds(now),
                 });
                 None
             }
@@ -134,7 +140,7 @@ impl MemberTable {
         let old = entry.status;
         if old != status {
             entry.status = status;
-            entry.since_ms = millis(now);
+            entry.since_s = seconds(now);
             self.recount(Some(old), Some(status));
         }
         Some(status)
@@ -142,26 +148,30 @@ impl MemberTable {
 
     /// Applies a join or leave intent.
     pub fn intent(&mut self, msg: &IntentMsg, now: Duration) -> IntentEffect {
-        let Some(entry) = self.get_mut(&msg.name) else {
+        let Some(status) = self.get(&msg.name).map(|e| e.status) else {
             return IntentEffect::Unknown;
         };
-        if msg.ltime <= entry.ltime {
+        let last = self.ltimes.get(msg.name.as_str()).copied().unwrap_or(0);
+        if msg.ltime <= last {
             return IntentEffect::None;
         }
-        entry.ltime = msg.ltime;
-        let next = match (msg.kind, entry.status) {
-            (IntentKind::Leave, _) if msg.prune => {
-                let gone = self.remove(&msg.name).map(|e| e.id);
-                return gone.map_or(IntentEffect::None, IntentEffect::Pruned);
-            }
+        if msg.kind == IntentKind::Leave && msg.prune {
+            let gone = self.remove(&msg.name).map(|e| e.id);
+            return gone.map_or(IntentEffect::None, IntentEffect::Pruned);
+        }
+        self.ltimes.insert(msg.name.as_str().into(), msg.ltime);
+        let next = match (msg.kind, status) {
             (IntentKind::Leave, MemberStatus::Alive) => MemberStatus::Leaving,
             (IntentKind::Leave, MemberStatus::Failed) => MemberStatus::Left,
             (IntentKind::Join, MemberStatus::Leaving) => MemberStatus::Alive,
             _ => return IntentEffect::None,
         };
+        let Some(entry) = self.get_mut(&msg.name) else {
+            return IntentEffect::Unknown;
+        };
         let old = entry.status;
         entry.status = next;
-        entry.since_ms = millis(now);
+        entry.since_s = seconds(now);
         self.recount(Some(old), Some(next));
         IntentEffect::Changed
     }
@@ -169,7 +179,7 @@ impl MemberTable {
     /// Removes failed members older than `reconnect` and left ones older than `tombstone`.
     pub fn reap(&mut self, now: Duration, reconnect: Duration, tombstone: Duration) -> Vec<NodeId> {
         let expired = |e: &Entry| {
-            let age = now.saturating_sub(Duration::from_millis(e.since_ms));
+            let age = now.saturating_sub(Duration::from_secs(u64::from(e.since_s)));
             match e.status {
                 MemberStatus::Failed => age >= reconnect,
                 MemberStatus::Left => age >= tombstone,
@@ -189,6 +199,9 @@ impl MemberTable {
         for status in gone_status {
             self.recount(Some(status), None);
         }
+        for id in &gone {
+            self.ltimes.remove(id.name());
+        }
         gone
     }
 
@@ -199,6 +212,7 @@ impl MemberTable {
         let gone = found.ok().map(|entry| entry.remove().0);
         if let Some(e) = &gone {
             self.recount(Some(e.status), None);
+            self.ltimes.remove(name);
         }
         gone
     }
@@ -234,8 +248,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_entry_is_four_words() {
-        assert_eq!(std::mem::size_of::<Entry>(), 32);
+    fn an_entry_is_two_words() {
+        assert_eq!(std::mem::size_of::<Entry>(), 16);
     }
 
     fn id(name: &str, generation: u64) -> NodeId {

@@ -196,6 +196,21 @@ impl foca::Invalidates for BroadcastKey {
             _ => false,
         }
     }
+
+    /// One slot per member and kind (its tags, its intents): a node hands foca only news (see
+    /// [`crate::knowledge::Handler`]), which replaces the pending item about the same member in
+    /// O(1), and the backlog stays bounded while thousands of members join (every node relays
+    /// every new member's tags). A collision of two members' slots (a 64-bit hash) only drops a
+    /// relay; the member's periodic re-broadcast and the pull on learning it still carry its tags.
+    fn slot(&self) -> Option<u64> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        match self {
+            BroadcastKey::Tags(name, ..) => (0u8, name).hash(&mut h),
+            BroadcastKey::Intent(name, _) => (1u8, name).hash(&mut h),
+        }
+        Some(h.finish())
+    }
 }
 
 enum Aead3 {

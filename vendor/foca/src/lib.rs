@@ -198,6 +198,9 @@ pub struct Foca<T: Identity, C, RNG, B: BroadcastHandler<T>> {
 
     broadcast_handler: B,
     custom_broadcasts: Broadcasts<B::Key>,
+    // Caravan fork: custom broadcasts whose key has a slot
+    // (`Invalidates::slot`), each stored with its length prefix.
+    custom_slotted: KeyedBroadcasts<u64>,
 
     // Caravan fork, Lifeguard (`Config::lifeguard`): the local health
     // score, the suspicions in progress by member address, and the sender
@@ -289,6 +292,7 @@ where
             updates: KeyedBroadcasts::new(),
             send_buf: Vec::with_capacity(max_bytes),
             custom_broadcasts: Broadcasts::new(),
+            custom_slotted: KeyedBroadcasts::new(),
             broadcast_handler,
             health: 0,
             suspicions: std::collections::HashMap::new(),
@@ -738,11 +742,7 @@ where
             .receive_item(data, None)
             .map_err(|e| Error::CustomBroadcast(Box::new(e)))?
         {
-            self.custom_broadcasts.add_or_replace(
-                key,
-                data.to_vec(),
-                self.config.max_transmissions.get().into(),
-            );
+            self.add_custom_broadcast(key, data);
             Ok(true)
         } else {
             Ok(false)
@@ -971,7 +971,10 @@ where
                     runtime.submit_after(Timer::PeriodicGossip(self.timer_token), params.frequency);
 
                     // Only actually gossip if there are updates to send
-                    if !self.updates.is_empty() || !self.custom_broadcasts.is_empty() {
+                    if !self.updates.is_empty()
+                        || !self.custom_broadcasts.is_empty()
+                        || !self.custom_slotted.is_empty()
+                    {
                         self.choose_and_send(params.num_members.get(), Message::Gossip, runtime)?;
                     }
                 }
@@ -1008,7 +1011,7 @@ where
     /// times at most or until they get invalidated by another custom
     /// broadcast.
     pub fn custom_broadcast_backlog(&self) -> usize {
-        self.custom_broadcasts.len()
+        self.custom_broadcasts.len() + self.custom_slotted.len()
     }
 
     /// Replaces the current configuration with a new one.
@@ -1563,6 +1566,24 @@ where
         Ok(())
     }
 
+    /// Caravan fork: puts a custom broadcast in the slotted backlog when
+    /// its key has a slot, else in the generic one.
+    fn add_custom_broadcast(&mut self, key: B::Key, data: &[u8]) {
+        let max_tx = self.config.max_transmissions.get().into();
+        match key.slot() {
+            Some(slot) => {
+                let mut item = Vec::with_capacity(data.len() + 2);
+                // Callers bound `data` by the packet size.
+                item.put_u16(u16::try_from(data.len()).unwrap_or(u16::MAX));
+                item.extend_from_slice(data);
+                self.custom_slotted.add_or_replace(slot, item, max_tx);
+            }
+            None => self
+                .custom_broadcasts
+                .add_or_replace(key, data.to_vec(), max_tx),
+        }
+    }
+
     fn handle_custom_broadcasts(&mut self, mut data: &[u8], sender: Option<&T>) -> Result<()> {
         if !data.is_empty() && data.len() < 3 {
             return Err(Error::MalformedPacket);
@@ -1582,11 +1603,7 @@ where
                 #[cfg(feature = "tracing")]
                 tracing::trace!(len = pkt_len, "received broadcast item");
 
-                self.custom_broadcasts.add_or_replace(
-                    key,
-                    pkt.to_vec(),
-                    self.config.max_transmissions.get().into(),
-                );
+                self.add_custom_broadcast(key, pkt);
             }
             data.advance(pkt_len);
         }
@@ -1769,9 +1786,10 @@ where
             // Fill the remaining space in the buffer with custom
             // broadcasts, if any
             #[cfg_attr(not(feature = "tracing"), expect(unused_variables))]
-            let num_broadcasts = self
-                .custom_broadcasts
-                .fill_with_len_prefix(&mut buf, usize::MAX);
+            let num_broadcasts = self.custom_slotted.fill(&mut buf, usize::MAX)
+                + self
+                    .custom_broadcasts
+                    .fill_with_len_prefix(&mut buf, usize::MAX);
             #[cfg(feature = "tracing")]
             span.record("num_broadcasts", num_broadcasts);
         }
@@ -3672,6 +3690,72 @@ mod tests {
             Err(Error::MalformedPacket),
             foca.handle_data(bad_data.as_ref(), AccumulatingRuntime::new()),
         );
+    }
+
+    #[test]
+    fn slotted_custom_broadcasts_replace_by_slot_are_bounded_and_travel() {
+        // Caravan fork: items whose key has a slot (`Invalidates::slot`).
+        #[derive(Debug)]
+        struct Slotted(u32);
+        impl Invalidates for Slotted {
+            fn invalidates(&self, _other: &Self) -> bool {
+                false
+            }
+            fn slot(&self) -> Option<u64> {
+                Some(u64::from(self.0 % 100_000))
+            }
+        }
+        #[derive(Debug)]
+        struct Bad;
+        impl core::fmt::Display for Bad {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("bad")
+            }
+        }
+        impl core::error::Error for Bad {}
+        struct Handler(Vec<u32>);
+        impl BroadcastHandler<ID> for Handler {
+            type Key = Slotted;
+            type Error = Bad;
+            fn receive_item(
+                &mut self,
+                mut data: &[u8],
+                _sender: Option<&ID>,
+            ) -> core::result::Result<Option<Slotted>, Bad> {
+                if data.len() != 4 {
+                    return Err(Bad);
+                }
+                let item = data.get_u32();
+                self.0.push(item);
+                Ok(Some(Slotted(item)))
+            }
+        }
+        let mut foca =
+            Foca::with_custom_broadcast(ID::new(1), config(), rng(), codec(), Handler(Vec::new()));
+        assert_eq!(Ok(true), foca.add_broadcast(&7u32.to_be_bytes()));
+        // Same slot (7 + 100,000): replaces the pending item.
+        assert_eq!(Ok(true), foca.add_broadcast(&100_007u32.to_be_bytes()));
+        assert_eq!(1, foca.custom_broadcast_backlog());
+        for i in 0..2000u32 {
+            assert_eq!(Ok(true), foca.add_broadcast(&(1000 + i).to_be_bytes()));
+        }
+        assert_eq!(
+            crate::broadcast::MAX_UPDATES_BACKLOG,
+            foca.custom_broadcast_backlog(),
+            "bounded"
+        );
+        // They travel with their length prefix, as generic items do.
+        let other = ID::new(2);
+        let mut other_foca =
+            Foca::with_custom_broadcast(other, config(), rng(), codec(), Handler(Vec::new()));
+        let mut runtime = AccumulatingRuntime::new();
+        assert_eq!(Ok(()), foca.apply(Member::alive(other), &mut runtime));
+        assert_eq!(Ok(()), foca.gossip(&mut runtime));
+        let data = runtime.take_data(other).expect("foca knows other_foca");
+        assert_eq!(Ok(()), other_foca.handle_data(&data, &mut runtime));
+        let got = &other_foca.broadcast_handler.0;
+        assert!(got.len() > 10, "{got:?}");
+        assert!(got.iter().all(|i| (1000..3000).contains(i)), "{got:?}");
     }
 
     #[test]
