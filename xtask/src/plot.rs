@@ -395,16 +395,22 @@ pub fn plot_sweep(
         };
         let r = measure(cfg, plan);
         let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
+        let shown = |d: Option<Duration>| {
+            d.map_or_else(
+                || "not reached".to_string(),
+                |d| format!("{:.2} s", d.as_secs_f64()),
+            )
+        };
         println!(
-            "sweep {} = {v}: crash known by all {:?} s, join known by all {:?} s, initial convergence {:?} s ({:?} s after the last join)",
+            "sweep {} = {v}: crash known by all {}, join known by all {}, initial convergence {} ({} after the last join)",
             match kind {
                 Sweep::Members => "members",
                 Sweep::Loss => "loss",
             },
-            secs(r.crash_known_by_all),
-            secs(r.join_known_by_all),
-            secs(r.converge),
-            secs(r.converge_after_last_join)
+            shown(r.crash_known_by_all),
+            shown(r.join_known_by_all),
+            shown(r.converge),
+            shown(r.converge_after_last_join)
         );
         let x = match kind {
             Sweep::Members => v,
