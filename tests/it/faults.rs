@@ -5,8 +5,9 @@
 //! Scenarios: five servers partitioned 3|2 with the leader on the small side, then healed (run by
 //! `cargo xtask ci`); a leader cut off from its followers but not from clients; a lossy link
 //! between the leader and a follower for 60 s (30 % of datagrams dropped and TCP chunks held a
-//! retransmission time as often, for 2 s; cut for 1 s; and again) (both `#[ignore]`d: `cargo xtask ci --long` runs them). No check reads
-//! another process's clock: every time is this process's monotonic clock.
+//! retransmission time as often, for 2 s; cut for 1 s; and again) (both `#[ignore]`d: `cargo
+//! xtask ci --long` runs them), and the flapping link's short form, 18 s, run by `cargo xtask
+//! ci`. No check reads another process's clock: every time is this process's monotonic clock.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -491,12 +492,24 @@ async fn leader_cut_off_from_followers_keeps_a_linearizable_history() {
     scenario("leader isolated", 5, Trouble::Partition { small: vec![0] }).await;
 }
 
+/// The flapping link's fault: 30 % of datagrams dropped and TCP chunks held as often.
+fn lossy() -> Fault {
+    Fault {
+        drop: 0.3,
+        ..Fault::default()
+    }
+}
+
+/// The flapping link's short form for `cargo xtask ci`: 18 s (six flaps), then the same checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flapping_link_briefly_keeps_a_linearizable_history() {
+    let fault = lossy();
+    scenario("flapping link 18 s", 5, Trouble::Flaky { fault, secs: 18 }).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long: cargo xtask ci --long"]
 async fn flapping_link_keeps_a_linearizable_history() {
-    let fault = Fault {
-        drop: 0.3,
-        ..Fault::default()
-    };
+    let fault = lossy();
     scenario("flapping link", 5, Trouble::Flaky { fault, secs: 60 }).await;
 }

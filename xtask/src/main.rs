@@ -2,10 +2,12 @@
 //!
 //! - `ci`: format check, clippy with `-D warnings`, every test (nextest or cargo test), doctests,
 //!   every criterion bench, `bench-run` and the gossip simulator once in a smoke mode, and the
-//!   python-nomad client tests in a venv under `target/`.
+//!   python-nomad client tests in a venv under `target/`. Its tests include two fault scenarios
+//!   (`tests/it/faults.rs`): the 3|2 partition and 18 s of a flapping link.
 //!   It also runs every fuzz target of `fuzz/` on the stable engine: its committed corpus
 //!   replayed, then a few seconds of mutations (`fuzz::CI_SECS`).
-//! - `ci --long`: `ci`, then the fault scenarios `ci` leaves out (isolated leader, flapping link),
+//! - `ci --long`: `ci`, then the fault scenarios `ci` leaves out (isolated leader, 60 s of a
+//!   flapping link),
 //!   the long gossip scenarios from a release build (the 1,000-member pool at 5 % loss for seeds
 //!   1-5 and the slow-member comparison), a 3-minute soak, and 10^6 executions of each fuzz
 //!   target (libFuzzer on nightly when installed, else the stable engine).
@@ -143,14 +145,14 @@ fn ci() -> Result<(), String> {
 }
 
 /// The fault scenarios `ci` does not run (`tests/it/faults.rs`, `#[ignore]`d: an isolated
-/// leader, a flapping link); the gossip scenarios too long for every CI run (a few minutes from a
+/// leader, 60 s of a flapping link); the gossip scenarios too long for every CI run (a few minutes from a
 /// release build): a pool of 1,000 formed by joins through one seed at 5 % loss, seeds 1-5 (a
 /// figure the run cannot produce fails it), and one slow member among 200 for 10 simulated
 /// minutes with and without Lifeguard (fails if Lifeguard lets a healthy member be marked
 /// `failed`); then the soak's 3-minute form (fails on an unexpected error response).
 fn long_scenarios() -> Result<(), String> {
-    // The fault scenarios `ci` leaves out (an isolated leader, a flapping link), from the debug
-    // build `ci` made.
+    // The fault scenarios `ci` leaves out (an isolated leader, 60 s of a flapping link), from
+    // the debug build `ci` made.
     run(
         "cargo",
         &[

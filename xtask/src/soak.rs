@@ -170,9 +170,11 @@ async fn monitor(load: Arc<Load>, http: SocketAddr) {
             let mut s = tokio::net::TcpStream::connect(http)
                 .await
                 .map_err(|e| e.to_string())?;
-            s.write_all(b"GET /v1/agent/monitor?log_level=debug HTTP/1.1\r\nhost: soak\r\n\r\n")
-                .await
-                .map_err(|e| e.to_string())?;
+            s.write_all(
+                b"GET /v1/agent/monitor?log_level=debug HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n",
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             let mut buf = vec![0u8; 16 * 1024];
             let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
                 .await
@@ -205,29 +207,101 @@ async fn monitor(load: Arc<Load>, http: SocketAddr) {
     }
 }
 
-/// One server's `/proc` figures.
+/// One server's figures for a minute: `/proc` at the minute's end, the fewest and most threads
+/// seen over the minute, and jemalloc's own counts (from `/v1/agent/pprof/heap?debug=1`).
 #[derive(Clone, Copy, Default)]
 struct Sample {
     rss_kib: u64,
     fds: u64,
     threads: u64,
+    /// The fewest threads seen in the minute's samples (every 2 s): the threads that stayed.
+    threads_min: u64,
+    /// The most threads seen in the minute's samples.
+    threads_max: u64,
+    /// The least RSS seen in the minute's samples (every 2 s): what stayed resident, without
+    /// the transient peak of a profile that happened to end just before the minute did.
+    rss_floor_kib: u64,
+    /// The fewest open fds seen in the minute's samples (the load's requests each hold one
+    /// for their connection while in flight).
+    fds_floor: u64,
+    /// Bytes in live allocations (jemalloc `stats.allocated`); 0 when not read.
+    heap_allocated: u64,
+    /// Bytes in pages jemalloc holds resident (`stats.resident`); 0 when not read.
+    heap_resident: u64,
 }
 
-fn sample(pid: u32) -> Result<Sample, String> {
+fn threads_now(pid: u32) -> Result<u64, String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
-    let threads = status
+    status
         .lines()
         .find_map(|l| l.strip_prefix("Threads:"))
         .and_then(|v| v.trim().parse().ok())
-        .ok_or(format!("no Threads in /proc/{pid}/status"))?;
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok_or(format!("no Threads in /proc/{pid}/status"))
+}
+
+/// Threads by name (`/proc/<pid>/task/*/comm`).
+fn thread_names(pid: u32) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in dir.flatten() {
+            if let Ok(name) = std::fs::read_to_string(t.path().join("comm")) {
+                *out.entry(name.trim().to_string()).or_default() += 1;
+            }
+        }
+    }
+    out
+}
+
+/// jemalloc's `allocated` and `resident` bytes from the server's heap statistics.
+async fn heap_stats(http: SocketAddr) -> Option<(u64, u64)> {
+    let work = async {
+        let mut tx = connect(http).await.ok()?;
+        let (status, body) = send(
+            &mut tx,
+            "GET",
+            "/v1/agent/pprof/heap?debug=1",
+            "",
+            String::new(),
+        )
+        .await
+        .ok()?;
+        if status != 200 {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&body).to_string();
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("# {name} = ")))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        Some((field("allocated")?, field("resident")?))
+    };
+    tokio::time::timeout(Duration::from_secs(10), work)
+        .await
+        .ok()
+        .flatten()
+}
+
+fn fds_now(pid: u32) -> Result<u64, String> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map_err(|e| format!("/proc/{pid}/fd: {e}"))?
-        .count() as u64;
+        .count() as u64)
+}
+
+fn sample(pid: u32) -> Result<Sample, String> {
+    let threads = threads_now(pid)?;
+    let fds = fds_now(pid)?;
     Ok(Sample {
         rss_kib: rss_kib(pid)?,
         fds,
         threads,
+        threads_min: threads,
+        threads_max: threads,
+        rss_floor_kib: 0,
+        fds_floor: fds,
+        heap_allocated: 0,
+        heap_resident: 0,
     })
 }
 
@@ -289,18 +363,61 @@ async fn soak_run(
         tasks.push(tokio::spawn(monitor(load.clone(), https[i % https.len()])));
     }
     println!(
-        "soak: 3 servers (pids {pids:?}), {NODES} simulated nodes, job churn, {MONITORS} monitor streams, profiles; {minutes} min"
+        "soak: 3 servers (pids {pids:?}, http {https:?}), {NODES} simulated nodes, job churn, {MONITORS} monitor streams, profiles; {minutes} min"
     );
     println!(
-        "{:>3} | {:>28} | {:>14} | {:>11} | {:>7} | {:>5} | p99 ms by kind",
-        "min", "RSS MiB s0/s1/s2", "fds", "threads", "nodes", "err"
+        "{:>3} | {:>20} | {:>20} | {:>20} | {:>11} | {:>17} | {:>7} | {:>5} | p99 ms by kind",
+        "min",
+        "RSS MiB s0/s1/s2",
+        "RSS floor MiB",
+        "heap MiB (jemalloc)",
+        "fds floor",
+        "threads min-max",
+        "nodes",
+        "err"
     );
     let started = Instant::now();
+    let base_minute = if minutes > 5 { 5 } else { 1 };
+    let mut base_names: Vec<BTreeMap<String, u64>> = Vec::new();
     let mut history: Vec<Vec<Sample>> = Vec::new();
     for minute in 1..=minutes {
         let due = started + Duration::from_secs(minute * 60);
-        tokio::time::sleep_until(due.into()).await;
-        let samples: Vec<Sample> = pids.iter().map(|&p| sample(p)).collect::<Result<_, _>>()?;
+        // Threads every 2 s over the minute: the blocking pool's threads come and go (an idle
+        // one lingers 10 s), so one reading at the minute's end sees them or not by chance.
+        // RSS too, for the minute's floor.
+        let mut low = vec![u64::MAX; pids.len()];
+        let mut high = vec![0u64; pids.len()];
+        let mut floor = vec![u64::MAX; pids.len()];
+        let mut fds_low = vec![u64::MAX; pids.len()];
+        loop {
+            for (i, &p) in pids.iter().enumerate() {
+                let n = threads_now(p)?;
+                low[i] = low[i].min(n);
+                high[i] = high[i].max(n);
+                floor[i] = floor[i].min(rss_kib(p)?);
+                fds_low[i] = fds_low[i].min(fds_now(p)?);
+            }
+            let now = Instant::now();
+            if now >= due {
+                break;
+            }
+            let next = (now + Duration::from_secs(2)).min(due);
+            tokio::time::sleep_until(next.into()).await;
+        }
+        let mut samples: Vec<Sample> = pids.iter().map(|&p| sample(p)).collect::<Result<_, _>>()?;
+        for (i, s) in samples.iter_mut().enumerate() {
+            s.threads_min = low[i].min(s.threads);
+            s.threads_max = high[i].max(s.threads);
+            s.rss_floor_kib = floor[i].min(s.rss_kib);
+            s.fds_floor = fds_low[i].min(s.fds);
+            if let Some((a, r)) = heap_stats(https[i]).await {
+                s.heap_allocated = a;
+                s.heap_resident = r;
+            }
+        }
+        if minute == base_minute {
+            base_names = pids.iter().map(|&p| thread_names(p)).collect();
+        }
         let tally = std::mem::take(&mut *load.tally.lock());
         let mut hb = sim.take_latencies();
         let mut p99s: Vec<String> = tally
@@ -319,15 +436,41 @@ async fn soak_run(
         let join =
             |f: &dyn Fn(&Sample) -> String| samples.iter().map(f).collect::<Vec<_>>().join("/");
         println!(
-            "{minute:>3} | {:>28} | {:>14} | {:>11} | {:>7} | {:>5} | {}",
+            "{minute:>3} | {:>20} | {:>20} | {:>20} | {:>11} | {:>17} | {:>7} | {:>5} | {}",
             join(&|s| format!("{:.1}", s.rss_kib as f64 / 1024.0)),
-            join(&|s| s.fds.to_string()),
-            join(&|s| s.threads.to_string()),
+            join(&|s| format!("{:.1}", s.rss_floor_kib as f64 / 1024.0)),
+            join(&|s| format!("{:.1}", s.heap_allocated as f64 / 1048576.0)),
+            join(&|s| s.fds_floor.to_string()),
+            join(&|s| format!("{}-{}", s.threads_min, s.threads_max)),
             sim.registered(),
             errors,
             p99s.join(", ")
         );
         history.push(samples);
+    }
+    let end_names: Vec<BTreeMap<String, u64>> = pids.iter().map(|&p| thread_names(p)).collect();
+    for (i, (b, e)) in base_names.iter().zip(&end_names).enumerate() {
+        let changed: Vec<String> = b
+            .keys()
+            .chain(e.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .filter_map(|k| {
+                let (x, y) = (
+                    b.get(k).copied().unwrap_or(0),
+                    e.get(k).copied().unwrap_or(0),
+                );
+                (x != y).then(|| format!("{k} {x} -> {y}"))
+            })
+            .collect();
+        println!(
+            "s{i}: threads by name, minute {base_minute} -> end: {}",
+            if changed.is_empty() {
+                "unchanged".to_string()
+            } else {
+                changed.join(", ")
+            }
+        );
     }
     load.stop.store(true, Ordering::Relaxed);
     sim.stop();
@@ -346,7 +489,9 @@ async fn soak_run(
     }
 }
 
-/// Prints the verdict per target.
+/// Prints the verdict per target. RSS is judged on each minute's floor and threads on the
+/// fewest seen in a minute (what stayed: a profile's transient allocations and the blocking
+/// pool's threads come and go); the end-of-minute RSS and the thread peak are printed beside.
 fn verdicts(history: &[Vec<Sample>], errors: u64) {
     let Some(last) = history.last() else {
         return;
@@ -354,21 +499,38 @@ fn verdicts(history: &[Vec<Sample>], errors: u64) {
     let base_minute = if history.len() > 5 { 5 } else { 1 };
     let base = &history[base_minute - 1];
     let upto = &history[..base_minute];
+    let pct = |from: u64, to: u64| (to as f64 - from as f64) / from.max(1) as f64 * 100.0;
     for (i, (b, l)) in base.iter().zip(last).enumerate() {
-        let growth = (l.rss_kib as f64 - b.rss_kib as f64) / b.rss_kib.max(1) as f64 * 100.0;
-        let max_fds = upto.iter().map(|m| m[i].fds).max().unwrap_or(0);
-        let max_threads = upto.iter().map(|m| m[i].threads).max().unwrap_or(0);
+        let growth = pct(b.rss_floor_kib, l.rss_floor_kib);
+        let max_fds = upto.iter().map(|m| m[i].fds_floor).max().unwrap_or(0);
+        let max_threads = upto.iter().map(|m| m[i].threads_min).max().unwrap_or(0);
+        let peak_before = upto.iter().map(|m| m[i].threads_max).max().unwrap_or(0);
+        let peak_after = history[base_minute..]
+            .iter()
+            .map(|m| m[i].threads_max)
+            .max()
+            .unwrap_or(0);
         println!(
-            "s{i}: RSS {:.1} -> {:.1} MiB from minute {base_minute}: {growth:+.1} % (target ≤ 5 %: {}); fds {} -> {} (max {max_fds} up to minute {base_minute}; no growth: {}); threads {} -> {} (max {max_threads}; no growth: {})",
+            "s{i}: RSS floor {:.1} -> {:.1} MiB from minute {base_minute}: {growth:+.1} % (target ≤ 5 %: {}; at the minute's end {:.1} -> {:.1} MiB, {:+.1} %); jemalloc allocated {:.1} -> {:.1} MiB ({:+.1} %), resident {:.1} -> {:.1} MiB; fds {} -> {} (floor {} -> {}, max floor {max_fds} up to minute {base_minute}; no growth: {}); steady threads {} -> {} (max {max_threads}; no growth: {}), peak {peak_before} up to minute {base_minute}, {peak_after} after",
+            b.rss_floor_kib as f64 / 1024.0,
+            l.rss_floor_kib as f64 / 1024.0,
+            verdict(growth <= 5.0),
             b.rss_kib as f64 / 1024.0,
             l.rss_kib as f64 / 1024.0,
-            verdict(growth <= 5.0),
+            pct(b.rss_kib, l.rss_kib),
+            b.heap_allocated as f64 / 1048576.0,
+            l.heap_allocated as f64 / 1048576.0,
+            pct(b.heap_allocated, l.heap_allocated),
+            b.heap_resident as f64 / 1048576.0,
+            l.heap_resident as f64 / 1048576.0,
             b.fds,
             l.fds,
-            verdict(l.fds <= max_fds),
-            b.threads,
-            l.threads,
-            verdict(l.threads <= max_threads),
+            b.fds_floor,
+            l.fds_floor,
+            verdict(l.fds_floor <= max_fds),
+            b.threads_min,
+            l.threads_min,
+            verdict(l.threads_min <= max_threads),
         );
     }
     println!(

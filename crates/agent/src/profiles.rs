@@ -138,14 +138,23 @@ async fn cpu(seconds: u64) -> Result<Vec<u8>, ApiError> {
     result?
 }
 
+/// Pauses (or resumes) jemalloc's heap sampling; `true` if heap profiling is on. Only
+/// `prof.active` changes: `jemalloc_pprof`'s `deactivate` also writes `prof.reset`, which drops
+/// every sample taken so far, so each CPU profile would leave the next heap profile showing only
+/// the allocations made since it (a few of the live heap's samples, not the heap).
 #[cfg(target_os = "linux")]
 async fn set_heap_profiling(on: bool) -> bool {
     let Some(ctl) = jemalloc_pprof::PROF_CTL.as_ref() else {
         return false;
     };
-    let mut ctl = ctl.lock().await;
+    // Held while sampling changes, so no heap dump runs in between.
+    let ctl = ctl.lock().await;
     let was = ctl.activated();
-    let _ = if on { ctl.activate() } else { ctl.deactivate() };
+    if was {
+        // SAFETY: "prof.active" is documented as writable and taking a bool:
+        // http://jemalloc.net/jemalloc.3.html#prof.active
+        let _ = unsafe { tikv_jemalloc_ctl::raw::write(b"prof.active\0", on) };
+    }
     was
 }
 
@@ -577,5 +586,39 @@ mod tests {
         assert_eq!(events.len(), 5);
         assert_eq!(events[4]["name"], "m4");
         drop(tx);
+    }
+
+    /// Bytes of in-use heap the current heap profile accounts for.
+    #[cfg(target_os = "linux")]
+    async fn heap_profile_bytes() -> i64 {
+        use std::io::Read;
+        let gz = heap(0).await.expect("heap profile");
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut raw)
+            .expect("gunzip");
+        let p = Profile::decode(&raw[..]).expect("pprof");
+        p.sample.iter().filter_map(|s| s.value.first()).sum()
+    }
+
+    /// A CPU profile pauses heap sampling; it must not drop the samples taken before it
+    /// (`jemalloc_pprof`'s `deactivate` resets them).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_cpu_profile_keeps_the_heap_profile() {
+        // 64 MiB in one allocation: sampled for certain (one sample per 512 KiB).
+        let held = std::hint::black_box(vec![7u8; 64 << 20]);
+        let before = heap_profile_bytes().await;
+        cpu(1).await.expect("cpu profile");
+        let after = heap_profile_bytes().await;
+        assert!(
+            before >= 64 << 20,
+            "the held block is in the profile: {before}"
+        );
+        assert!(
+            after >= 64 << 20,
+            "the held block is still in the profile after a CPU profile: {after} (was {before})"
+        );
+        drop(held);
     }
 }

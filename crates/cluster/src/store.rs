@@ -905,8 +905,10 @@ fn collect_garbage(t: &mut Tables, index: u64, gc_threshold_secs: u64, now_secs:
         .filter(|j| j.stop)
         .map(|j| j.id.clone())
         .collect();
+    // Finished evaluations of dead jobs, and of earlier `_core` runs (whose job, `core-gc`, is
+    // no job in the table, so they were never dead and stayed forever, one per GC interval).
     t.evals.retain(|_, e| {
-        !(dead.contains(&e.job_id)
+        !((dead.contains(&e.job_id) || e.scheduler == "_core")
             && matches!(
                 e.status,
                 EvalStatus::Complete | EvalStatus::Failed | EvalStatus::Canceled
@@ -1256,6 +1258,15 @@ mod tests {
         assert!(s.process(10, &core.id, 86400, 0).unwrap().is_empty());
         assert_eq!(s.export(), before);
         assert!(s.deregister(11, "nope").is_none());
+        index_in_step(&s);
+        // The next GC removes the finished `_core` evaluation before it; only its own stays.
+        let next = s.core_eval(12);
+        s.process(13, &next.id, 86400, 0).unwrap();
+        assert_eq!(
+            s.query(&StateQuery::Evaluation(core.id.clone())).0,
+            StateAnswer::Evaluation(None)
+        );
+        assert_eq!(eval(&s, &next.id).status, EvalStatus::Complete);
         index_in_step(&s);
     }
 
