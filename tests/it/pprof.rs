@@ -47,11 +47,17 @@ async fn named_profiles_are_collected() {
             "{name} has no captured stack: {frames:?}"
         );
     }
-    let captured = threads.iter().filter(|(_, f)| !f.is_empty()).count();
+    // jemalloc's background threads block every signal (jemalloc creates them so): they are
+    // listed by name, without frames, and not asked.
+    let askable: Vec<_> = threads
+        .iter()
+        .filter(|(name, _)| !name.starts_with("jemalloc_bg_thd"))
+        .collect();
+    let captured = askable.iter().filter(|(_, f)| !f.is_empty()).count();
     assert!(
-        captured * 4 > threads.len() * 3,
+        captured * 4 > askable.len() * 3,
         "only {captured} of {} threads answered: {threads:?}",
-        threads.len()
+        askable.len()
     );
     assert!(
         p.string_table.iter().any(|s| s.contains("tokio::runtime")),

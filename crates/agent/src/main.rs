@@ -13,11 +13,8 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[cfg(target_os = "linux")]
 #[allow(non_upper_case_globals)]
 #[unsafe(export_name = "malloc_conf")]
-/// jemalloc's start-up options. `background_thread:true`: freed pages go back to the system
-/// after the decay time (10 s) as Go's scavenger does, not only when their arena next allocates
-/// (without it a profile's transient 80 MiB stayed resident for minutes on an idle arena).
-pub static malloc_conf: &[u8] =
-    b"prof:true,prof_active:true,lg_prof_sample:19,background_thread:true\0";
+/// jemalloc's start-up options ([`caravan_agent::MALLOC_CONF`]).
+pub static malloc_conf: &[u8] = caravan_agent::MALLOC_CONF;
 
 fn main() -> ExitCode {
     caravan_agent::run_cli(std::env::args())

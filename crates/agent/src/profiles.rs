@@ -307,6 +307,9 @@ fn threads(
                         }
                     }
                 }
+                Some(None) if t.tid.parse().is_ok_and(crate::stacks::blocks_signal) => {
+                    text.push_str("#\t(no stack: the thread blocks signals)\n");
+                }
                 Some(None) => {
                     text.push_str("#\t(no stack: the thread did not answer in time)\n");
                 }

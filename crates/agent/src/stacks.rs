@@ -61,8 +61,25 @@ fn install() {
     });
 }
 
-/// One thread's stack as instruction addresses (innermost first); `None` when it did not answer.
+/// Whether thread `tid` of this process blocks the capture signal (jemalloc's background
+/// threads block every signal): such a thread is not asked, since it cannot answer.
+pub fn blocks_signal(tid: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1u64 << (SIGNAL - 1)) != 0)
+}
+
+/// One thread's stack as instruction addresses (innermost first); `None` when it did not answer
+/// (or blocks the signal, [`blocks_signal`]).
 pub fn capture(tid: i32) -> Option<Vec<usize>> {
+    if blocks_signal(tid) {
+        return None;
+    }
     install();
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     DONE.store(false, Ordering::Release);

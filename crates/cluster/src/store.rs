@@ -814,8 +814,17 @@ impl Store {
             }
         }
         t.finish(index, eval_id, EvalStatus::Complete, reasons, queued);
-        if let Some(j) = t.jobs.get_mut(&job.id) {
-            j.status = "running".into();
+        // A status change is a write of the job, at this index, so blocking job reads see it.
+        let changed = match t.jobs.get_mut(&job.id) {
+            Some(j) if j.status != "running" => {
+                j.status = "running".into();
+                j.modify_index = index;
+                true
+            }
+            _ => false,
+        };
+        if changed {
+            t.indexes.jobs = index;
         }
         Ok(Vec::new())
     }
@@ -1070,6 +1079,23 @@ mod tests {
     }
 
     #[test]
+    fn a_job_that_starts_running_is_written_at_that_index() {
+        let s = Store::default();
+        check(&s, 1, Write::Register(with_secret("a", "sa")), Ok(0));
+        let w = s.register(2, job("web", JobType::Service, 1, 100));
+        s.process(3, &w.eval.id, 86400, 0).unwrap();
+        let (answer, index) = s.query(&StateQuery::Job("web".into()));
+        let StateAnswer::Job(Some(j)) = answer else {
+            panic!("{answer:?}")
+        };
+        assert_eq!(
+            (j.status.as_str(), j.modify_index, index),
+            ("running", 3, 3)
+        );
+        assert_eq!(s.query(&StateQuery::Jobs).1, 3);
+    }
+
+    #[test]
     fn a_jobs_evaluations_are_its_own_and_read_at_the_evaluation_index() {
         let s = Store::default();
         let web = s.register(1, job("web", JobType::Service, 1, 100)).eval.id;
@@ -1277,12 +1303,13 @@ mod tests {
         let w = s.register(5, job("web", JobType::Service, 1, 100));
         let i = s.export().indexes;
         assert_eq!((i.nodes, i.jobs, i.evals, i.allocs), (3, 5, 5, 0));
+        // The job turns `running` at 8: a write of the job (Nomad's setJobStatus).
         s.process(8, &w.eval.id, 86400, 0).unwrap();
         let i = s.export().indexes;
-        assert_eq!((i.nodes, i.jobs, i.evals, i.allocs), (3, 5, 8, 8));
+        assert_eq!((i.nodes, i.jobs, i.evals, i.allocs), (3, 8, 8, 8));
         assert_eq!(s.query(&StateQuery::Nodes).1, 3);
-        assert_eq!(s.query(&StateQuery::Job("web".into())).1, 5);
-        assert_eq!(s.query(&StateQuery::Job("nope".into())).1, 5);
+        assert_eq!(s.query(&StateQuery::Job("web".into())).1, 8);
+        assert_eq!(s.query(&StateQuery::Job("nope".into())).1, 8);
         assert_eq!(s.query(&StateQuery::Allocations).1, 8);
     }
 
