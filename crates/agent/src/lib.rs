@@ -2,8 +2,8 @@
 //! to a running agent's HTTP API.
 //!
 //! The library holds the whole agent; the `caravan` binary is [`run_cli`] (and jemalloc as its
-//! allocator). Its only other public item is [`inproc`], a real agent started in this process
-//! for the fuzz targets and tests that need the agent's own RPC router.
+//! allocator, with [`MALLOC_CONF`]). Its only other public item is [`inproc`], a real agent
+//! started in this process for the fuzz targets and tests that need the agent's own RPC router.
 
 mod agent;
 mod certs;
