@@ -160,3 +160,33 @@ pub fn symbolize(ip: usize) -> (String, String) {
     }
     (name, location)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A thread that blocks the capture signal is seen as such (and answers `None` at once);
+    /// one that does not is asked and answers.
+    #[test]
+    fn a_thread_that_blocks_the_signal_is_not_asked() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let blocked = std::thread::spawn(move || {
+            // SAFETY: a signal set on this thread's stack, then this thread's own mask.
+            unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, SIGNAL);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            }
+            let _ = tx.send(current_tid());
+            let _ = stop_rx.recv_timeout(Duration::from_secs(30));
+        });
+        let tid = rx.recv_timeout(Duration::from_secs(10));
+        let result = tid.map(|tid| (blocks_signal(tid), capture(tid).is_none()));
+        let _ = stop_tx.send(());
+        let _ = blocked.join();
+        assert_eq!(result, Ok((true, true)));
+        assert!(!blocks_signal(current_tid()));
+    }
+}
