@@ -123,6 +123,8 @@ async fn cpu(seconds: u64) -> Result<Vec<u8>, ApiError> {
         let profile = report
             .pprof()
             .map_err(|e| internal(format!("cpu profile: {e}")))?;
+        drop(report);
+        release_symbols();
         let mut bytes = Vec::new();
         profile
             .encode(&mut bytes)
@@ -158,6 +160,15 @@ async fn set_heap_profiling(on: bool) -> bool {
     was
 }
 
+/// Frees the symbol tables a profile's symbolization loaded. `backtrace` keeps them for the
+/// process's life once loaded (the binary's symbols, and the DWARF of every library a stack went
+/// through whose debug file is installed): over 100 MiB after one profile of each kind, growing
+/// in steps as new addresses need new units parsed. Profiles are rare; reading the tables again
+/// for each costs less than holding them.
+fn release_symbols() {
+    backtrace::clear_symbol_cache();
+}
+
 #[cfg(not(target_os = "linux"))]
 async fn set_heap_profiling(_on: bool) -> bool {
     false
@@ -177,8 +188,11 @@ async fn heap(debug: i64) -> Result<Vec<u8>, ApiError> {
         if !ctl.activated() {
             return Err(internal("heap profiling is not active"));
         }
-        ctl.dump_pprof()
-            .map_err(|e| internal(format!("heap profile: {e}")))
+        let profile = ctl
+            .dump_pprof()
+            .map_err(|e| internal(format!("heap profile: {e}")));
+        release_symbols();
+        profile
     })
     .await
     .map_err(|e| internal(format!("heap profile: {e}")))?
@@ -267,7 +281,9 @@ async fn goroutine(debug: i64) -> Result<Vec<u8>, ApiError> {
                 }
             })
             .collect();
-        threads("goroutine", debug, &list, &stacks)
+        let profile = threads("goroutine", debug, &list, &stacks);
+        release_symbols();
+        profile
     })
     .await
     .map_err(|e| internal(format!("goroutine profile: {e}")));
@@ -604,11 +620,80 @@ mod tests {
         p.sample.iter().filter_map(|s| s.value.first()).sum()
     }
 
+    /// Serializes the tests that hold or measure the process's heap (`cargo test` runs a
+    /// binary's tests on threads of one process).
+    static HEAP_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    /// Bytes in live allocations, as jemalloc counts them.
+    #[cfg(target_os = "linux")]
+    fn allocated() -> u64 {
+        tikv_jemalloc_ctl::epoch::advance().expect("epoch");
+        tikv_jemalloc_ctl::stats::allocated::read().expect("stats.allocated") as u64
+    }
+
+    /// Fails when `work` leaves 16 MiB more allocated than before it (symbolizing a profile
+    /// loads the binary's symbol tables, and its DWARF in this debug build: over 50 MiB here).
+    #[cfg(target_os = "linux")]
+    async fn check_gives_back(what: &str, work: impl std::future::Future<Output = ()>) {
+        // From no tables loaded (a test before this one, or pprof-rs's start, may have).
+        backtrace::clear_symbol_cache();
+        let before = allocated();
+        work.await;
+        let after = allocated();
+        let grew = after.saturating_sub(before);
+        assert!(
+            grew < 16 << 20,
+            "{what} left {grew} more bytes allocated ({before} -> {after})"
+        );
+    }
+
+    /// The tables a heap or goroutine profile's symbolization loaded are given back when it is
+    /// done, not kept for the process's life (with a CPU profile's, they were over 100 MiB of a
+    /// release agent's heap, growing in steps as new addresses needed new DWARF units).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn heap_and_thread_profiles_give_back_their_symbol_tables() {
+        let _heap = HEAP_TESTS.lock().await;
+        check_gives_back("a heap and a goroutine profile", async {
+            heap(0).await.expect("heap profile");
+            goroutine(2).await.expect("goroutine profile");
+        })
+        .await;
+    }
+
+    /// As above, for a CPU profile of a busy thread (whose samples must be symbolized).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_cpu_profile_gives_back_its_symbol_tables() {
+        let _heap = HEAP_TESTS.lock().await;
+        // pprof-rs allocates its sample table (about 70 MiB) once per process and keeps it:
+        // made here, outside the measure, by a profile that takes no samples and symbolizes none.
+        drop(
+            pprof::ProfilerGuardBuilder::default()
+                .build()
+                .expect("profiler"),
+        );
+        check_gives_back("a CPU profile", async {
+            let spin = std::thread::spawn(|| {
+                let end = std::time::Instant::now() + Duration::from_millis(1500);
+                let mut x = 0u64;
+                while std::time::Instant::now() < end {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                }
+                x
+            });
+            cpu(1).await.expect("cpu profile");
+            spin.join().expect("spinner");
+        })
+        .await;
+    }
+
     /// A CPU profile pauses heap sampling; it must not drop the samples taken before it
     /// (`jemalloc_pprof`'s `deactivate` resets them).
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn a_cpu_profile_keeps_the_heap_profile() {
+        let _heap = HEAP_TESTS.lock().await;
         // 64 MiB in one allocation: sampled for certain (one sample per 512 KiB).
         let held = std::hint::black_box(vec![7u8; 64 << 20]);
         let before = heap_profile_bytes().await;
