@@ -289,6 +289,93 @@ fn fds_now(pid: u32) -> Result<u64, String> {
         .count() as u64)
 }
 
+/// Open fds by kind: a TCP socket by the server port it was accepted on (`tcp http`, `tcp rpc`)
+/// or dialed to (`tcp to rpc`), else `tcp other` (gossip streams among them), other sockets, pipes, eventfds and files by kind, so
+/// the end of a run can say what a change in the count was.
+fn fd_kinds(pid: u32, roles: &[(u16, &str)]) -> BTreeMap<String, u64> {
+    // inode -> (local port, remote port), from the process's view of the TCP tables.
+    let mut tcp: BTreeMap<u64, (u16, u16)> = BTreeMap::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let port = |col: Option<&&str>| {
+                col.and_then(|c| c.rsplit_once(':'))
+                    .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+            };
+            if let (Some(l), Some(r), Some(inode)) = (
+                port(cols.get(1)),
+                port(cols.get(2)),
+                cols.get(9).and_then(|i| i.parse().ok()),
+            ) {
+                tcp.insert(inode, (l, r));
+            }
+        }
+    }
+    let role = |port: u16| roles.iter().find(|(p, _)| *p == port).map(|(_, r)| *r);
+    let mut out = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return out;
+    };
+    for fd in dir.flatten() {
+        let target = std::fs::read_link(fd.path())
+            .map(|t| t.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let kind = if let Some(inode) = target
+            .strip_prefix("socket:[")
+            .and_then(|t| t.strip_suffix(']'))
+            .and_then(|i| i.parse::<u64>().ok())
+        {
+            match tcp.get(&inode).map(|&(l, r)| (role(l), role(r))) {
+                Some((Some(accepted_on), _)) => format!("tcp {accepted_on}"),
+                Some((None, Some(dialed))) => format!("tcp to {dialed}"),
+                Some((None, None)) => "tcp other".to_string(),
+                None => "socket (not tcp)".to_string(),
+            }
+        } else if target.starts_with('/') {
+            // A file by its directory's last part (data dir files, logs, the binary's libs).
+            let dir = target.rsplit_once('/').map_or("/", |(d, _)| d);
+            format!("file in {}", dir.rsplit('/').next().unwrap_or(dir))
+        } else {
+            target.split([':', '[']).next().unwrap_or("?").to_string()
+        };
+        *out.entry(kind).or_default() += 1;
+    }
+    out
+}
+
+/// Prints what changed between two readings of a per-name count (threads by name, fds by kind).
+fn print_changes(
+    what: &str,
+    base_minute: u64,
+    base: &[BTreeMap<String, u64>],
+    end: &[BTreeMap<String, u64>],
+) {
+    for (i, (b, e)) in base.iter().zip(end).enumerate() {
+        let changed: Vec<String> = b
+            .keys()
+            .chain(e.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .filter_map(|k| {
+                let (x, y) = (
+                    b.get(k).copied().unwrap_or(0),
+                    e.get(k).copied().unwrap_or(0),
+                );
+                (x != y).then(|| format!("{k} {x} -> {y}"))
+            })
+            .collect();
+        println!(
+            "s{i}: {what}, minute {base_minute} -> end: {}",
+            if changed.is_empty() {
+                "unchanged".to_string()
+            } else {
+                changed.join(", ")
+            }
+        );
+    }
+}
+
 fn sample(pid: u32) -> Result<Sample, String> {
     let threads = threads_now(pid)?;
     let fds = fds_now(pid)?;
@@ -379,6 +466,12 @@ async fn soak_run(
     let started = Instant::now();
     let base_minute = if minutes > 5 { 5 } else { 1 };
     let mut base_names: Vec<BTreeMap<String, u64>> = Vec::new();
+    let mut base_fds: Vec<BTreeMap<String, u64>> = Vec::new();
+    // The servers' ports, by role, to tell what an fd's socket is for.
+    let roles: Vec<(u16, &str)> = servers
+        .iter()
+        .flat_map(|s| [(s.http.port(), "http"), (s.rpc.port(), "rpc")])
+        .collect();
     let mut history: Vec<Vec<Sample>> = Vec::new();
     for minute in 1..=minutes {
         let due = started + Duration::from_secs(minute * 60);
@@ -417,6 +510,11 @@ async fn soak_run(
         }
         if minute == base_minute {
             base_names = pids.iter().map(|&p| thread_names(p)).collect();
+            base_fds = pids.iter().map(|&p| fd_kinds(p, &roles)).collect();
+            for (i, kinds) in base_fds.iter().enumerate() {
+                let list: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                println!("    s{i} fds at minute {minute}: {}", list.join(", "));
+            }
         }
         let tally = std::mem::take(&mut *load.tally.lock());
         let mut hb = sim.take_latencies();
@@ -449,29 +547,9 @@ async fn soak_run(
         history.push(samples);
     }
     let end_names: Vec<BTreeMap<String, u64>> = pids.iter().map(|&p| thread_names(p)).collect();
-    for (i, (b, e)) in base_names.iter().zip(&end_names).enumerate() {
-        let changed: Vec<String> = b
-            .keys()
-            .chain(e.keys())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .filter_map(|k| {
-                let (x, y) = (
-                    b.get(k).copied().unwrap_or(0),
-                    e.get(k).copied().unwrap_or(0),
-                );
-                (x != y).then(|| format!("{k} {x} -> {y}"))
-            })
-            .collect();
-        println!(
-            "s{i}: threads by name, minute {base_minute} -> end: {}",
-            if changed.is_empty() {
-                "unchanged".to_string()
-            } else {
-                changed.join(", ")
-            }
-        );
-    }
+    print_changes("threads by name", base_minute, &base_names, &end_names);
+    let end_fds: Vec<BTreeMap<String, u64>> = pids.iter().map(|&p| fd_kinds(p, &roles)).collect();
+    print_changes("fds by kind", base_minute, &base_fds, &end_fds);
     load.stop.store(true, Ordering::Relaxed);
     sim.stop();
     for t in tasks {
