@@ -193,10 +193,25 @@ async fn read(
         .await
         .ok()?;
     match r.status {
-        200 => Some(Some(r.json()[field].as_str()?.to_string())),
+        200 => Some(Some(answered_value(&r.body, field))),
         404 => Some(None),
         _ => None,
     }
+}
+
+/// The register's value in a `200` answer; an answer without it (not JSON, or no such string
+/// field) is itself a wrong answer, recorded as a value nobody wrote so the checker flags it as
+/// a phantom rather than the read being dropped.
+fn answered_value(body: &[u8], field: &str) -> String {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v[field].as_str().map(String::from))
+        .unwrap_or_else(|| {
+            format!(
+                "malformed answer: {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            )
+        })
 }
 
 /// A tiny deterministic generator per client.
@@ -453,7 +468,7 @@ async fn scenario(name: &str, n: usize, trouble: Trouble) {
     .await;
     rec.stop.store(true, Ordering::Relaxed);
     for t in tasks {
-        let _ = t.await;
+        t.await.expect("a workload client panicked");
     }
     let ops = rec.ops.lock().expect("history").clone();
     let last = finals(&c).await;
@@ -512,4 +527,39 @@ async fn flapping_link_briefly_keeps_a_linearizable_history() {
 async fn flapping_link_keeps_a_linearizable_history() {
     let fault = lossy();
     scenario("flapping link", 5, Trouble::Flaky { fault, secs: 60 }).await;
+}
+
+/// A `200` read's value, or a value nobody wrote (which the checker flags as a phantom) when the
+/// answer does not carry one.
+#[test]
+fn a_read_answer_without_its_value_is_a_wrong_answer() {
+    fn check(body: &str, field: &str, expected: &str) {
+        assert_eq!(answered_value(body.as_bytes(), field), expected, "{body}");
+    }
+    check(r#"{"Name": "w1-7"}"#, "Name", "w1-7");
+    check(
+        r#"{"Description": "w0-3", "Name": "p"}"#,
+        "Description",
+        "w0-3",
+    );
+    check("not json", "Name", "malformed answer: not json");
+    check(r#"{"Name": 7}"#, "Name", r#"malformed answer: {"Name": 7}"#);
+    check(r#"{"ID": "x"}"#, "Name", r#"malformed answer: {"ID": "x"}"#);
+    let history = vec![Op {
+        key: "reg-job-0".into(),
+        kind: Kind::Read {
+            value: Some(answered_value(b"<html>", "Name")),
+            stale: false,
+        },
+        server: 0,
+        invoked: 1,
+        answered: 2,
+        outcome: Outcome::Ok,
+    }];
+    let r = history::check(&history, &[]);
+    assert!(
+        r.violations.iter().any(|v| v.starts_with("phantom")),
+        "{:?}",
+        r.violations
+    );
 }

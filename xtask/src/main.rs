@@ -130,9 +130,33 @@ fn ci() -> Result<(), String> {
             &["nextest", "run", "--workspace", "--no-fail-fast"],
         )?;
     } else {
+        // The fault scenarios one at a time, as nextest's `faults` group runs them: five servers
+        // each, they must not share the machine with each other.
         run(
             "cargo",
-            &["test", "--workspace", "--lib", "--bins", "--tests"],
+            &[
+                "test",
+                "--workspace",
+                "--lib",
+                "--bins",
+                "--tests",
+                "--",
+                "--skip",
+                "faults::",
+            ],
+        )?;
+        run(
+            "cargo",
+            &[
+                "test",
+                "-p",
+                "caravan-tests",
+                "--test",
+                "it",
+                "--",
+                "--test-threads=1",
+                "faults::",
+            ],
         )?;
     }
     run("cargo", &["test", "--workspace", "--doc"])?;
@@ -164,6 +188,7 @@ fn long_scenarios() -> Result<(), String> {
             "--",
             "--ignored",
             "--nocapture",
+            "--test-threads=1",
             "faults::",
         ],
     )?;
