@@ -78,6 +78,20 @@ impl Nodesim {
             .count()
     }
 
+    /// Nodes a server would now consider missed: not registered, or whose last answered
+    /// heartbeat is older than the TTL that answer gave.
+    pub fn late(&self) -> usize {
+        self.clients
+            .iter()
+            .filter(|c| {
+                let s = c.status();
+                !s.registered
+                    || s.last_heartbeat
+                        .is_none_or(|t| t.elapsed() > s.heartbeat_ttl)
+            })
+            .count()
+    }
+
     /// Allocations the nodes hold (desired `run`).
     pub fn allocations(&self) -> usize {
         self.clients
