@@ -477,12 +477,15 @@ fn jitter() -> f64 {
 mod tests {
     use super::*;
 
-    /// The leader's answer for the most nodes the state holds, each with the longest printable
-    /// ID and the largest ages, fits `Node.Heartbeats`' reply bound.
+    /// The leader's answer for the most nodes the state holds, each with the longest ID as JSON
+    /// prints it (128 quotes, each escaped to two bytes; `Node::validate` refuses control
+    /// characters, which would print as six) and the largest ages, fits `Node.Heartbeats`'
+    /// reply bound.
     #[test]
     fn every_heartbeat_the_state_can_hold_fits_one_reply() {
+        let longest = "\"".repeat(128);
         let beat = LastHeartbeat {
-            node_id: "n".repeat(128),
+            node_id: longest,
             since_ms: u64::MAX,
             ttl_ms: u64::MAX,
         };
