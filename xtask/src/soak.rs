@@ -225,6 +225,13 @@ struct Sample {
     /// The fewest open fds seen in the minute's samples (the load's requests each hold one
     /// for their connection while in flight).
     fds_floor: u64,
+    /// The fewest fds the server opened itself (every fd but the connections peers opened:
+    /// files, pipes, listeners, sockets it dialed): what no load explains.
+    own_fds_floor: u64,
+    /// The fewest connections accepted on the RPC port (node groups and the other servers).
+    rpc_conns_floor: u64,
+    /// The fewest connections accepted on the HTTP port (monitor streams; requests come and go).
+    http_conns_floor: u64,
     /// Bytes in live allocations (jemalloc `stats.allocated`); 0 when not read.
     heap_allocated: u64,
     /// Bytes in pages jemalloc holds resident (`stats.resident`); 0 when not read.
@@ -290,12 +297,13 @@ fn fds_now(pid: u32) -> Result<u64, String> {
         .count() as u64)
 }
 
-/// Open fds by kind: a TCP socket by the server port it was accepted on (`tcp http`, `tcp rpc`)
-/// or dialed to (`tcp to rpc`), else `tcp other` (gossip streams among them), other sockets, pipes, eventfds and files by kind, so
+/// Open fds by kind: a TCP socket by the server port it listens on (`listening rpc`), was
+/// accepted on (`tcp http`, `tcp rpc`) or dialed to (`tcp to rpc`), else `tcp other` (gossip
+/// streams among them), other sockets, pipes, eventfds and files by kind, so
 /// the end of a run can say what a change in the count was.
 fn fd_kinds(pid: u32, roles: &[(u16, &str)]) -> BTreeMap<String, u64> {
     // inode -> (local port, remote port), from the process's view of the TCP tables.
-    let mut tcp: BTreeMap<u64, (u16, u16)> = BTreeMap::new();
+    let mut tcp: BTreeMap<u64, (u16, u16, bool)> = BTreeMap::new();
     for table in ["tcp", "tcp6"] {
         let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
         for line in text.lines().skip(1) {
@@ -309,7 +317,8 @@ fn fd_kinds(pid: u32, roles: &[(u16, &str)]) -> BTreeMap<String, u64> {
                 port(cols.get(2)),
                 cols.get(9).and_then(|i| i.parse().ok()),
             ) {
-                tcp.insert(inode, (l, r));
+                // State 0A is LISTEN.
+                tcp.insert(inode, (l, r, cols.get(3) == Some(&"0A")));
             }
         }
     }
@@ -327,10 +336,14 @@ fn fd_kinds(pid: u32, roles: &[(u16, &str)]) -> BTreeMap<String, u64> {
             .and_then(|t| t.strip_suffix(']'))
             .and_then(|i| i.parse::<u64>().ok())
         {
-            match tcp.get(&inode).map(|&(l, r)| (role(l), role(r))) {
-                Some((Some(accepted_on), _)) => format!("tcp {accepted_on}"),
-                Some((None, Some(dialed))) => format!("tcp to {dialed}"),
-                Some((None, None)) => "tcp other".to_string(),
+            match tcp
+                .get(&inode)
+                .map(|&(l, r, listening)| (role(l), role(r), listening))
+            {
+                Some((Some(port), _, true)) => format!("listening {port}"),
+                Some((Some(accepted_on), _, false)) => format!("tcp {accepted_on}"),
+                Some((None, Some(dialed), _)) => format!("tcp to {dialed}"),
+                Some((None, None, _)) => "tcp other".to_string(),
                 None => "socket (not tcp)".to_string(),
             }
         } else if target.starts_with('/') {
@@ -388,6 +401,9 @@ fn sample(pid: u32) -> Result<Sample, String> {
         threads_max: threads,
         rss_floor_kib: 0,
         fds_floor: fds,
+        own_fds_floor: 0,
+        rpc_conns_floor: 0,
+        http_conns_floor: 0,
         heap_allocated: 0,
         heap_resident: 0,
     })
@@ -485,13 +501,23 @@ async fn soak_run(
         let mut high = vec![0u64; pids.len()];
         let mut floor = vec![u64::MAX; pids.len()];
         let mut fds_low = vec![u64::MAX; pids.len()];
+        let mut own_low = vec![u64::MAX; pids.len()];
+        let mut rpc_low = vec![u64::MAX; pids.len()];
+        let mut http_low = vec![u64::MAX; pids.len()];
         loop {
             for (i, &p) in pids.iter().enumerate() {
                 let n = threads_now(p)?;
                 low[i] = low[i].min(n);
                 high[i] = high[i].max(n);
                 floor[i] = floor[i].min(rss_kib(p)?);
-                fds_low[i] = fds_low[i].min(fds_now(p)?);
+                let kinds = fd_kinds(p, &roles);
+                let count = |k: &str| kinds.get(k).copied().unwrap_or(0);
+                let (rpc, http) = (count("tcp rpc"), count("tcp http"));
+                let all: u64 = kinds.values().sum();
+                fds_low[i] = fds_low[i].min(all);
+                own_low[i] = own_low[i].min(all.saturating_sub(rpc + http));
+                rpc_low[i] = rpc_low[i].min(rpc);
+                http_low[i] = http_low[i].min(http);
             }
             let now = Instant::now();
             if now >= due {
@@ -506,6 +532,9 @@ async fn soak_run(
             s.threads_max = high[i].max(s.threads);
             s.rss_floor_kib = floor[i].min(s.rss_kib);
             s.fds_floor = fds_low[i].min(s.fds);
+            s.own_fds_floor = own_low[i];
+            s.rpc_conns_floor = rpc_low[i];
+            s.http_conns_floor = http_low[i];
             if let Some((a, r)) = heap_stats(https[i]).await {
                 s.heap_allocated = a;
                 s.heap_resident = r;
@@ -563,7 +592,10 @@ async fn soak_run(
         let _ = tokio::time::timeout(Duration::from_secs(40), t).await;
     }
     let errors = load.errors_total.load(Ordering::Relaxed);
-    let mut missed = verdicts(&history, errors);
+    // Each node group's RPC client holds at most one connection to each server, and each
+    // server at most one to each other (Raft and forwarding share it).
+    let rpc_bound = (NODES.div_ceil(opts.per_conn) + servers.len() - 1) as u64;
+    let mut missed = verdicts(&history, errors, rpc_bound);
     for e in load.last_errors.lock().iter() {
         println!("  error: {e}");
     }
@@ -590,7 +622,7 @@ async fn soak_run(
 /// allocations and the blocking pool's threads come and go); the end-of-minute RSS and the
 /// thread peak are printed beside. The resource targets fail only runs of [`JUDGED_FROM`]
 /// minutes or more; error responses and late nodes fail any run.
-fn verdicts(history: &[Vec<Sample>], errors: u64) -> Vec<String> {
+fn verdicts(history: &[Vec<Sample>], errors: u64, rpc_bound: u64) -> Vec<String> {
     let mut missed = Vec::new();
     let Some(last) = history.last() else {
         return vec!["no minute was measured".to_string()];
@@ -602,6 +634,8 @@ fn verdicts(history: &[Vec<Sample>], errors: u64) -> Vec<String> {
     for (i, (b, l)) in base.iter().zip(last).enumerate() {
         let growth = pct(b.rss_floor_kib, l.rss_floor_kib);
         let max_fds = upto.iter().map(|m| m[i].fds_floor).max().unwrap_or(0);
+        let max_own = upto.iter().map(|m| m[i].own_fds_floor).max().unwrap_or(0);
+        let conns_ok = l.rpc_conns_floor <= rpc_bound && l.http_conns_floor <= MONITORS as u64;
         let max_threads = upto.iter().map(|m| m[i].threads_min).max().unwrap_or(0);
         let peak_before = upto.iter().map(|m| m[i].threads_max).max().unwrap_or(0);
         let peak_after = history[base_minute..]
@@ -610,7 +644,7 @@ fn verdicts(history: &[Vec<Sample>], errors: u64) -> Vec<String> {
             .max()
             .unwrap_or(0);
         println!(
-            "s{i}: RSS floor {:.1} -> {:.1} MiB from minute {base_minute}: {growth:+.1} % (target ≤ 5 %: {}; at the minute's end {:.1} -> {:.1} MiB, {:+.1} %); jemalloc allocated {:.1} -> {:.1} MiB ({:+.1} %), resident {:.1} -> {:.1} MiB; fds {} -> {} (floor {} -> {}, max floor {max_fds} up to minute {base_minute}; no growth: {}); steady threads {} -> {} (max {max_threads}; no growth: {}), peak {peak_before} up to minute {base_minute}, {peak_after} after",
+            "s{i}: RSS floor {:.1} -> {:.1} MiB from minute {base_minute}: {growth:+.1} % (target ≤ 5 %: {}; at the minute's end {:.1} -> {:.1} MiB, {:+.1} %); jemalloc allocated {:.1} -> {:.1} MiB ({:+.1} %), resident {:.1} -> {:.1} MiB; fds {} -> {} (floor {} -> {}, max floor {max_fds} up to minute {base_minute}); fds the server opened itself: floor {} -> {} (max {max_own} up to minute {base_minute}; no growth: {}); connections peers hold, floor at the end: rpc {} (bound {rpc_bound}: node groups and the other servers), http {} (bound {MONITORS}: the monitor streams): {}; steady threads {} -> {} (max {max_threads}; no growth: {}), peak {peak_before} up to minute {base_minute}, {peak_after} after",
             b.rss_floor_kib as f64 / 1024.0,
             l.rss_floor_kib as f64 / 1024.0,
             verdict(growth <= 5.0),
@@ -626,7 +660,12 @@ fn verdicts(history: &[Vec<Sample>], errors: u64) -> Vec<String> {
             l.fds,
             b.fds_floor,
             l.fds_floor,
-            verdict(l.fds_floor <= max_fds),
+            b.own_fds_floor,
+            l.own_fds_floor,
+            verdict(l.own_fds_floor <= max_own),
+            l.rpc_conns_floor,
+            l.http_conns_floor,
+            verdict(conns_ok),
             b.threads_min,
             l.threads_min,
             verdict(l.threads_min <= max_threads),
@@ -635,8 +674,14 @@ fn verdicts(history: &[Vec<Sample>], errors: u64) -> Vec<String> {
             if growth > 5.0 {
                 missed.push(format!("s{i} RSS {growth:+.1} %"));
             }
-            if l.fds_floor > max_fds {
-                missed.push(format!("s{i} fds {max_fds} -> {}", l.fds_floor));
+            if l.own_fds_floor > max_own {
+                missed.push(format!("s{i} own fds {max_own} -> {}", l.own_fds_floor));
+            }
+            if !conns_ok {
+                missed.push(format!(
+                    "s{i} connections rpc {} http {} over their bounds",
+                    l.rpc_conns_floor, l.http_conns_floor
+                ));
             }
             if l.threads_min > max_threads {
                 missed.push(format!("s{i} threads {max_threads} -> {}", l.threads_min));
@@ -658,3 +703,31 @@ fn verdicts(history: &[Vec<Sample>], errors: u64) -> Vec<String> {
 /// connection groups first reach the servers they draw at their first rebalance (2 min), so in a
 /// 3-minute run minute 1 is no baseline.
 const JUDGED_FROM: usize = 10;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listener, a connection it accepted and the one that dialed it, all in this process,
+    /// each classified by the port's role; what the server opened itself is told apart from what
+    /// peers opened.
+    #[test]
+    fn fds_are_told_apart_by_the_port_they_belong_to() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let dialed = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let (accepted, _) = listener.accept().expect("accept");
+        let file = std::fs::File::open("/proc/self/status").expect("open");
+        let kinds = fd_kinds(std::process::id(), &[(port, "rpc")]);
+        let count = |k: &str| kinds.get(k).copied().unwrap_or(0);
+        assert_eq!(count("listening rpc"), 1, "{kinds:?}");
+        assert_eq!(count("tcp rpc"), 1, "{kinds:?}");
+        assert_eq!(count("tcp to rpc"), 1, "{kinds:?}");
+        // /proc/self/status is /proc/<pid>/status: a file in the directory named by the pid.
+        assert!(
+            count(&format!("file in {}", std::process::id())) >= 1,
+            "{kinds:?}"
+        );
+        drop((dialed, accepted, file));
+    }
+}
