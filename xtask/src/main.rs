@@ -130,8 +130,6 @@ fn ci() -> Result<(), String> {
             &["nextest", "run", "--workspace", "--no-fail-fast"],
         )?;
     } else {
-        // The fault scenarios one at a time, as nextest's `faults` group runs them: five servers
-        // each, they must not share the machine with each other.
         run(
             "cargo",
             &[
@@ -145,19 +143,7 @@ fn ci() -> Result<(), String> {
                 "faults::",
             ],
         )?;
-        run(
-            "cargo",
-            &[
-                "test",
-                "-p",
-                "caravan-tests",
-                "--test",
-                "it",
-                "--",
-                "--test-threads=1",
-                "faults::",
-            ],
-        )?;
+        fault_scenarios(&[])?;
     }
     run("cargo", &["test", "--workspace", "--doc"])?;
     fuzz::ci_short()?;
@@ -168,30 +154,27 @@ fn ci() -> Result<(), String> {
     python_tests()
 }
 
+/// The fault scenarios of `tests/it/faults.rs` through `cargo test` with `flags`, one at a time
+/// (five servers each: two must not share the machine, as nextest's `faults` group ensures).
+fn fault_scenarios(flags: &[&str]) -> Result<(), String> {
+    let args = ["test", "-p", "caravan-tests", "--test", "it", "--"];
+    run(
+        "cargo",
+        &[&args[..], flags, &["--test-threads=1", "faults::"]].concat(),
+    )
+}
+
 /// The fault scenarios `ci` does not run (`tests/it/faults.rs`, `#[ignore]`d: an isolated
 /// leader, 60 s of a flapping link); the gossip scenarios too long for every CI run (a few minutes from a
 /// release build): a pool of 1,000 formed by joins through one seed at 5 % loss, seeds 1-5 (a
 /// figure the run cannot produce fails it), and one slow member among 200 for 10 simulated
 /// minutes with and without Lifeguard (fails if Lifeguard lets a healthy member be marked
-/// `failed`); then the soak's 3-minute form (fails on an unexpected error response).
+/// `failed`); then the soak's 3-minute form (fails on an unexpected error response or a node
+/// past its heartbeat TTL).
 fn long_scenarios() -> Result<(), String> {
     // The fault scenarios `ci` leaves out (an isolated leader, 60 s of a flapping link), from
     // the debug build `ci` made.
-    run(
-        "cargo",
-        &[
-            "test",
-            "-p",
-            "caravan-tests",
-            "--test",
-            "it",
-            "--",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-            "faults::",
-        ],
-    )?;
+    fault_scenarios(&["--ignored", "--nocapture"])?;
     run(
         "cargo",
         &["build", "--release", "-p", "caravan-agent", "-p", "xtask"],
