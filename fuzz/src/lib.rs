@@ -185,6 +185,7 @@ mod seeds {
         const PUT: u8 = 1;
         const POST: u8 = 2;
         const DELETE: u8 = 3;
+        const HEAD: u8 = 4;
         vec![
             req(GET, 0, "/v1/agent/self", ["", "pretty", "", ""]),
             req(GET, 1, "/v1/agent/members", ["", "stale", "", ""]),
@@ -305,6 +306,22 @@ mod seeds {
             req(GET, 9, "/v1/acl/tokens", ["", "", "", ""]),
             req(GET, 11, "/v1/acl/policies", ["", "", "", ""]),
             req(GET, 0, "/v1/agent/keyring/", ["list", "", "", ""]),
+            req(GET, 1, "/v1/nodes/heartbeats", ["", "pretty", "", ""]),
+            req(GET, 11, "/v1/nodes/heartbeats", ["", "", "", ""]),
+            req(
+                GET,
+                1,
+                "/v1/operator/autopilot/health",
+                ["", "stale=true", "", ""],
+            ),
+            req(GET, 10, "/v1/operator/autopilot/health", ["", "", "", ""]),
+            req(GET, 0, "/ui/", ["", "", "", ""]),
+            req(GET, 16, "/ui/", ["app.js", "", "", ""]),
+            req(HEAD, 0, "/ui/", ["app.css", "", "", ""]),
+            req(GET, 0, "/ui/", ["../Cargo.toml", "", "", ""]),
+            req(POST, 0, "/ui/", ["index.html", "", "", "x"]),
+            req(GET, 0, "/ui", ["", "", "", ""]),
+            req(GET, 0, "/", ["", "", "", ""]),
         ]
     }
 }
