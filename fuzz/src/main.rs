@@ -33,6 +33,9 @@ use caravan_fuzz::{MAX_INPUT, TARGETS, Target};
 const ALLOC_LIMIT: usize = 512 << 20;
 /// An input running longer than this is a hang.
 const HANG_LIMIT: Duration = Duration::from_secs(60);
+/// The first word of the line `run` prints per target for tools to read:
+/// `caravan-fuzz-stat TARGET EXECUTIONS SECONDS ok|failed`.
+const STAT: &str = "caravan-fuzz-stat";
 /// Mutated inputs kept for further mutation, at most.
 const POOL_MAX: usize = 4096;
 /// The most resident memory the process may hold, sampled once a second (libFuzzer's
@@ -544,6 +547,13 @@ fn run(rest: &[&str]) -> Result<(), String> {
             execs,
             mutating.elapsed().as_secs_f64(),
             if failed { "  FAILED" } else { "" }
+        );
+        // For `cargo xtask fuzz`'s summary (executions are the mutated inputs, the corpus aside).
+        println!(
+            "{STAT} {} {execs} {:.3} {}",
+            t.name,
+            mutating.elapsed().as_secs_f64(),
+            if failed { "failed" } else { "ok" }
         );
     }
     if failures.is_empty() {
