@@ -325,3 +325,31 @@ mod seeds {
         ]
     }
 }
+
+/// Codecs for the round-trip checks' own tests.
+#[cfg(test)]
+pub(crate) mod test_codecs {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// A value whose encoding says one more than it holds: it decodes, but decoding what it
+    /// encodes to gives another value (the bug a round trip exists to catch).
+    #[derive(Debug, PartialEq)]
+    pub struct Lossy(pub u8);
+
+    impl Serialize for Lossy {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_u8(self.0.wrapping_add(1))
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Lossy {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Lossy, D::Error> {
+            u8::deserialize(d).map(Lossy)
+        }
+    }
+
+    /// Whether `f` panics (its message printed as usual).
+    pub fn panics(f: impl FnOnce()) -> bool {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err()
+    }
+}
