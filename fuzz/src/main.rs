@@ -491,12 +491,16 @@ fn run(rest: &[&str]) -> Result<(), String> {
         }
     }
     let chosen = targets(&names)?;
+    // Every corpus first: a missing one fails the run before any target has used its time.
+    let corpora = chosen
+        .iter()
+        .map(|t| load_corpus(t.name))
+        .collect::<Result<Vec<_>, String>>()?;
     install_hooks();
     println!("caravan-fuzz: stable engine, seed {seed}, {secs} s per target");
     let mut failures = Vec::new();
-    for t in chosen {
+    for (t, corpus) in chosen.into_iter().zip(corpora) {
         let mut pool: Vec<Vec<u8>> = Vec::new();
-        let corpus = load_corpus(t.name)?;
         let started = Instant::now();
         let mut failed = false;
         for (path, input) in &corpus {
