@@ -4,8 +4,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use caravan_gossip::wire::Cipher;
-use caravan_gossip::{Node, NodeConfig, NodeTimer};
+use caravan_gossip::foca::{Header, Member};
+use caravan_gossip::wire::{
+    Broadcast, Cipher, KIND_FOCA, KIND_STATE, KIND_SYNC, KIND_TAGS_PUSH, StateMsg, TagsMsg,
+};
+use caravan_gossip::{Node, NodeConfig, NodeId, NodeTimer};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// The node under test.
 const SELF: ([u8; 4], u16) = ([10, 0, 0, 1], 4648);
@@ -42,7 +47,9 @@ pub fn node(addr: SocketAddr, sealed: bool) -> Node {
 /// sealed node.
 ///
 /// Invariant: no panic, whatever arrives; a sealed node decodes nothing that is not sealed with
-/// its key (its member list and counters other than the drop counters do not move).
+/// its key (its member list and counters other than the drop counters do not move); and every
+/// wire message the (plain) payload holds that decodes, encodes back to bytes that decode to the
+/// same value (decode → encode → decode round trip, see [`wire_round_trips`]).
 pub fn gossip(data: &[u8]) {
     let self_addr = SocketAddr::from(SELF);
     let peer = SocketAddr::from(PEER);
@@ -63,6 +70,7 @@ pub fn gossip(data: &[u8]) {
         let (payload, after) = tail.split_at(len);
         rest = after;
         now += Duration::from_millis(10);
+        wire_round_trips(op & 7, payload);
         let raw_to_sealed = op & 24 == 16;
         let target = if op & 8 != 0 || raw_to_sealed {
             &mut sealed
@@ -113,6 +121,79 @@ pub fn gossip(data: &[u8]) {
         }
         let _ = target.drain();
     }
+}
+
+/// The round trip of every message a node decodes from `plain` as operation `op` brings it
+/// (0 and 1 a datagram, 2 and 3 a stream frame), with the node's framing: a foca packet's
+/// header, each member update and each custom broadcast ([`Broadcast`], `[u16 length][item]`
+/// after the updates); a pushed [`TagsMsg`]; an anti-entropy sync's entries and clock; a
+/// [`StateMsg`] frame. Each must decode, from what it encodes to, to the same value.
+pub fn wire_round_trips(op: u8, plain: &[u8]) {
+    match (op, plain) {
+        (0 | 1, [KIND_FOCA, packet @ ..]) => {
+            let Some(after) = round_trip::<Header<NodeId>>("a foca header", packet) else {
+                return;
+            };
+            let [hi, lo, updates @ ..] = after else {
+                return;
+            };
+            let mut rest = updates;
+            for _ in 0..u16::from_be_bytes([*hi, *lo]) {
+                match round_trip::<Member<NodeId>>("a member update", rest) {
+                    Some(next) => rest = next,
+                    None => return,
+                }
+            }
+            while let [hi, lo, tail @ ..] = rest {
+                let len = usize::from(u16::from_be_bytes([*hi, *lo]));
+                let Some((item, next)) = tail.split_at_checked(len) else {
+                    return;
+                };
+                if let Ok(b) = Broadcast::decode(item) {
+                    let again = b.encode().and_then(|bytes| Broadcast::decode(&bytes));
+                    assert_eq!(
+                        again.as_ref().ok(),
+                        Some(&b),
+                        "a broadcast decoded, encoded and decoded again is another"
+                    );
+                }
+                rest = next;
+            }
+        }
+        (0 | 1, [KIND_TAGS_PUSH, msg @ ..]) => {
+            round_trip::<TagsMsg>("a tags push", msg);
+        }
+        (0 | 1, [KIND_SYNC, _want, entries @ ..]) => {
+            if let Some(tail) = round_trip::<Vec<(NodeId, u16)>>("a sync's entries", entries) {
+                round_trip::<Option<u64>>("a sync's clock", tail);
+            }
+        }
+        (2 | 3, [KIND_STATE, want, msg @ ..]) if *want <= 1 => {
+            round_trip::<StateMsg>("a state frame", msg);
+        }
+        _ => {}
+    }
+}
+
+/// Decodes a `T` from the front of `bytes` as the node does (postcard); when it decodes, checks
+/// that it encodes to bytes that decode to the same value, all of them taken. What followed it.
+fn round_trip<'a, T>(what: &str, bytes: &'a [u8]) -> Option<&'a [u8]>
+where
+    T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let (value, rest) = postcard::take_from_bytes::<T>(bytes).ok()?;
+    let printed = match postcard::to_stdvec(&value) {
+        Ok(p) => p,
+        Err(e) => panic!("{what} decoded ({value:?}) does not encode: {e}"),
+    };
+    match postcard::from_bytes::<T>(&printed) {
+        Ok(again) => assert_eq!(
+            again, value,
+            "{what} decoded, encoded and decoded again is another"
+        ),
+        Err(e) => panic!("{what} decoded ({value:?}) encodes to bytes that do not decode: {e}"),
+    }
+    Some(rest)
 }
 
 /// Fires the timers the node asked for (at most [`MAX_TIMERS`]), advancing the clock.
@@ -183,4 +264,70 @@ fn push_op(ops: &mut Vec<u8>, op: u8, payload: &[u8]) {
     ops.push(op);
     ops.extend_from_slice(&len.to_be_bytes());
     ops.extend_from_slice(&payload[..usize::from(len)]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_codecs::{Lossy, panics};
+
+    #[test]
+    fn the_round_trip_check_fails_a_codec_that_encodes_otherwise() {
+        // (what, bytes, whether the check must fail)
+        let rows: [(&str, &dyn Fn(), bool); 4] = [
+            (
+                "a faithful u8",
+                &|| {
+                    let _ = round_trip::<u8>("u8", &[7]);
+                },
+                false,
+            ),
+            (
+                "a lossy u8",
+                &|| {
+                    let _ = round_trip::<Lossy>("lossy", &[7]);
+                },
+                true,
+            ),
+            (
+                "nothing decodes",
+                &|| {
+                    let _ = round_trip::<Lossy>("lossy", &[]);
+                },
+                false,
+            ),
+            (
+                "the seeds' messages",
+                &|| {
+                    for seed in seeds() {
+                        gossip(&seed);
+                    }
+                },
+                false,
+            ),
+        ];
+        for (what, f, fails) in rows {
+            assert_eq!(panics(f), fails, "{what}");
+        }
+    }
+
+    #[test]
+    fn the_seeds_reach_every_message_kind_a_round_trip_checks() {
+        // The seeds' payloads, as the target splits them, hold each framing wire_round_trips
+        // reads: a foca packet (header and updates), a tags push or sync, a state frame.
+        let mut kinds = std::collections::BTreeSet::new();
+        for seed in seeds() {
+            let mut rest = seed.as_slice();
+            while let [op, hi, lo, tail @ ..] = rest {
+                let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
+                let (payload, after) = tail.split_at(len);
+                if let Some(kind) = payload.first() {
+                    kinds.insert((op & 7, *kind));
+                }
+                rest = after;
+            }
+        }
+        assert!(kinds.contains(&(0, KIND_FOCA)), "{kinds:?}");
+        assert!(kinds.contains(&(2, KIND_STATE)), "{kinds:?}");
+    }
 }

@@ -41,8 +41,10 @@ const METHODS: [&str; 8] = [
 ];
 
 /// Route prefixes an input picks from (byte 2); its path text follows the prefix, so every
-/// endpoint is one byte away and the rest of the path is the input's.
-pub const ROUTES: [&str; 40] = [
+/// endpoint is one byte away and the rest of the path is the input's. Every pattern the
+/// application routes ([`caravan_http::route_patterns`]) has an entry (a test checks it); new
+/// entries go at the end, so the committed corpus keeps reaching the routes it reached.
+pub const ROUTES: [&str; 44] = [
     "/v1/agent/self",
     "/v1/agent/join",
     "/v1/agent/members",
@@ -83,6 +85,10 @@ pub const ROUTES: [&str; 40] = [
     "/v1/",
     "/",
     "",
+    "/v1/nodes/heartbeats",
+    "/v1/operator/autopilot/health",
+    "/ui/",
+    "/ui",
 ];
 
 /// How long a response's body is read (a monitor stream never ends by itself).
@@ -487,6 +493,21 @@ impl Operator for Backend {
             index: 1,
         })
     }
+    async fn node_heartbeats(
+        &self,
+    ) -> Result<Vec<caravan_agent_core::heartbeat::LastHeartbeat>, ReadError> {
+        // As the leader's timers answer, with the extremes a clock can give.
+        let beat = |node_id: &str, since_ms, ttl_ms| caravan_agent_core::heartbeat::LastHeartbeat {
+            node_id: node_id.into(),
+            since_ms,
+            ttl_ms,
+        };
+        Ok(vec![
+            beat("node-1", 0, 10_000),
+            beat("node-2", 25_000, 10_000),
+            beat("node-3", u64::MAX, u64::MAX),
+        ])
+    }
     async fn autopilot_health(&self) -> Result<caravan_http::dto::AutopilotHealthDto, ReadError> {
         Ok(caravan_http::dto::AutopilotHealthDto {
             healthy: true,
@@ -518,5 +539,41 @@ impl Operator for Backend {
 impl Reload for Backend {
     async fn reload(&self) -> Result<(), String> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ROUTES;
+
+    /// The patterns the table's entries reach, each as it is and with a path parameter after it.
+    fn reached() -> Vec<&'static str> {
+        ROUTES
+            .iter()
+            .flat_map(|entry| [entry.to_string(), format!("{entry}x")])
+            .map(|path| caravan_http::route_pattern(&path))
+            .collect()
+    }
+
+    #[test]
+    fn every_route_the_application_knows_is_in_the_table() {
+        let reached = reached();
+        let missing: Vec<&str> = caravan_http::route_patterns()
+            .into_iter()
+            .filter(|p| !reached.contains(p))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "routes without an entry in http_api::ROUTES (add them at its end): {missing:?}"
+        );
+    }
+
+    #[test]
+    fn every_entry_is_one_route_apart() {
+        let mut entries = ROUTES.to_vec();
+        entries.sort();
+        entries.dedup();
+        assert_eq!(entries.len(), ROUTES.len(), "duplicate entries");
+        assert!(ROUTES.len() <= 256, "a route is picked by one byte");
     }
 }

@@ -185,6 +185,7 @@ mod seeds {
         const PUT: u8 = 1;
         const POST: u8 = 2;
         const DELETE: u8 = 3;
+        const HEAD: u8 = 4;
         vec![
             req(GET, 0, "/v1/agent/self", ["", "pretty", "", ""]),
             req(GET, 1, "/v1/agent/members", ["", "stale", "", ""]),
@@ -305,6 +306,50 @@ mod seeds {
             req(GET, 9, "/v1/acl/tokens", ["", "", "", ""]),
             req(GET, 11, "/v1/acl/policies", ["", "", "", ""]),
             req(GET, 0, "/v1/agent/keyring/", ["list", "", "", ""]),
+            req(GET, 1, "/v1/nodes/heartbeats", ["", "pretty", "", ""]),
+            req(GET, 11, "/v1/nodes/heartbeats", ["", "", "", ""]),
+            req(
+                GET,
+                1,
+                "/v1/operator/autopilot/health",
+                ["", "stale=true", "", ""],
+            ),
+            req(GET, 10, "/v1/operator/autopilot/health", ["", "", "", ""]),
+            req(GET, 0, "/ui/", ["", "", "", ""]),
+            req(GET, 16, "/ui/", ["app.js", "", "", ""]),
+            req(HEAD, 0, "/ui/", ["app.css", "", "", ""]),
+            req(GET, 0, "/ui/", ["../Cargo.toml", "", "", ""]),
+            req(POST, 0, "/ui/", ["index.html", "", "", "x"]),
+            req(GET, 0, "/ui", ["", "", "", ""]),
+            req(GET, 0, "/", ["", "", "", ""]),
         ]
+    }
+}
+
+/// Codecs for the round-trip checks' own tests.
+#[cfg(test)]
+pub(crate) mod test_codecs {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// A value whose encoding says one more than it holds: it decodes, but decoding what it
+    /// encodes to gives another value (the bug a round trip exists to catch).
+    #[derive(Debug, PartialEq)]
+    pub struct Lossy(pub u8);
+
+    impl Serialize for Lossy {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_u8(self.0.wrapping_add(1))
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Lossy {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Lossy, D::Error> {
+            u8::deserialize(d).map(Lossy)
+        }
+    }
+
+    /// Whether `f` panics (its message printed as usual).
+    pub fn panics(f: impl FnOnce()) -> bool {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err()
     }
 }

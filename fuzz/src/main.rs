@@ -5,14 +5,16 @@
 //!
 //! ```text
 //! caravan-fuzz list
-//! caravan-fuzz run [--secs N] [--runs N] [--seed S] [TARGET...]
+//! caravan-fuzz run [--secs N] [--runs N] [--seed S] [--rss-limit-mb M] [TARGET...]
 //!                                    replay + mutate for N s or N inputs (default: all, 2 s)
 //! caravan-fuzz replay TARGET FILE...                    run given inputs, timed (a crash to reproduce)
 //! caravan-fuzz seed [TARGET...]                         write the built-in seeds to the corpus
 //! ```
 //!
-//! A failure (a panic on any thread, an allocation over [`ALLOC_LIMIT`], an input running over
-//! [`HANG_LIMIT`]) saves the input under `target/fuzz-crashes/<target>/` and fails the run.
+//! A failure (a panic on any thread, an allocation over [`ALLOC_LIMIT`], the process's resident
+//! memory over [`RSS_LIMIT`], an input running over [`HANG_LIMIT`]) saves the input under
+//! `target/fuzz-crashes/<target>/` and fails the run. The committed corpus of every target run
+//! must exist and hold inputs (`fuzz/corpus/<target>/`; `seed` starts one).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::hash_map::DefaultHasher;
@@ -31,8 +33,16 @@ use caravan_fuzz::{MAX_INPUT, TARGETS, Target};
 const ALLOC_LIMIT: usize = 512 << 20;
 /// An input running longer than this is a hang.
 const HANG_LIMIT: Duration = Duration::from_secs(60);
+/// The first word of the line `run` prints per target for tools to read:
+/// `caravan-fuzz-stat TARGET EXECUTIONS SECONDS ok|failed`.
+const STAT: &str = "caravan-fuzz-stat";
 /// Mutated inputs kept for further mutation, at most.
 const POOL_MAX: usize = 4096;
+/// The most resident memory the process may hold, sampled once a second (libFuzzer's
+/// `-rss_limit_mb=2048`): a leak or an input that builds a huge structure from small
+/// allocations, which [`ALLOC_LIMIT`] does not see. `run --rss-limit-mb N` changes it.
+const RSS_LIMIT: u64 = 2048 << 20;
+static RSS_LIMIT_NOW: AtomicU64 = AtomicU64::new(RSS_LIMIT);
 
 /// The input running now and its target, for the allocation and hang checks to save.
 static CURRENT: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
@@ -120,7 +130,7 @@ fn main() -> ExitCode {
         ["seed", names @ ..] => seed(names),
         ["replay", name, files @ ..] => replay(name, files),
         ["run", rest @ ..] => run(rest),
-        _ => Err("usage: caravan-fuzz list | run [--secs N] [--runs N] [--seed S] [TARGET...] | replay TARGET FILE... | seed [TARGET...]".into()),
+        _ => Err("usage: caravan-fuzz list | run [--secs N] [--runs N] [--seed S] [--rss-limit-mb M] [TARGET...] | replay TARGET FILE... | seed [TARGET...]".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -193,20 +203,36 @@ fn seed(names: &[&str]) -> Result<(), String> {
 
 /// The corpus files of a target (sorted by name), read.
 fn load_corpus(target: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
-    let dir = corpus_dir(target);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Ok(Vec::new());
-    };
+    load_corpus_from(&corpus_dir(target), target)
+}
+
+/// The files of corpus directory `dir` (sorted by name), read. A missing or empty directory is
+/// an error: a run would otherwise mutate the built-in seeds only and pass without saying that
+/// the committed corpus (the regressions it holds) was never replayed.
+fn load_corpus_from(dir: &Path, target: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        format!(
+            "{target}: no corpus at {} ({e}); start one with `caravan-fuzz seed {target}`",
+            dir.display()
+        )
+    })?;
     let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     files.sort();
-    files
+    let corpus = files
         .into_iter()
         .filter(|p| p.is_file())
         .map(|p| {
             let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
             Ok((p.display().to_string(), bytes))
         })
-        .collect()
+        .collect::<Result<Vec<_>, String>>()?;
+    if corpus.is_empty() {
+        return Err(format!(
+            "{target}: the corpus at {} has no inputs; start one with `caravan-fuzz seed {target}`",
+            dir.display()
+        ));
+    }
+    Ok(corpus)
 }
 
 fn install_hooks() {
@@ -229,8 +255,38 @@ fn install_hooks() {
             if started != 0 && now_ms().saturating_sub(started) > HANG_LIMIT.as_millis() as u64 {
                 fail_now(&format!("an input ran over {HANG_LIMIT:?}"));
             }
+            // Not on Linux: no /proc, no check (libFuzzer's is Linux-only as well).
+            if let Ok(status) = std::fs::read_to_string("/proc/self/status")
+                && let Some(what) = rss_over(&status, RSS_LIMIT_NOW.load(Ordering::SeqCst))
+            {
+                fail_now(&what);
+            }
         }
     });
+}
+
+/// The resident set size (`VmRSS`) of a `/proc/<pid>/status` text, in bytes.
+fn vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    let mut words = line.split_whitespace();
+    let kib: u64 = words.next()?.parse().ok()?;
+    match words.next() {
+        Some("kB") => kib.checked_mul(1024),
+        _ => None,
+    }
+}
+
+/// Why the process fails the RSS check, from its `/proc/self/status` text: `Some` when its
+/// `VmRSS` is over `limit` bytes (a status without a readable `VmRSS` passes).
+fn rss_over(status: &str, limit: u64) -> Option<String> {
+    let rss = vm_rss(status)?;
+    (rss > limit).then(|| {
+        format!(
+            "the process's RSS of {} MiB is over the limit of {} MiB",
+            rss >> 20,
+            limit >> 20
+        )
+    })
 }
 
 static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -382,6 +438,19 @@ fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Keeps a mutated input in the pool for further mutation: the first `corpus_len` inputs (the
+/// corpus and the seeds) stay; mutated ones fill the pool up to [`POOL_MAX`] (or one past the
+/// corpus, when the corpus alone fills it), then replace a random mutated one.
+fn keep(pool: &mut Vec<Vec<u8>>, corpus_len: usize, input: Vec<u8>, rng: &mut Rng) {
+    let cap = POOL_MAX.max(corpus_len + 1);
+    if pool.len() < cap {
+        pool.push(input);
+    } else {
+        let i = corpus_len + rng.below(cap - corpus_len);
+        pool[i] = input;
+    }
+}
+
 fn run(rest: &[&str]) -> Result<(), String> {
     let mut secs = 2.0f64;
     let mut seed = std::time::SystemTime::now()
@@ -411,16 +480,27 @@ fn run(rest: &[&str]) -> Result<(), String> {
                     .and_then(|s| s.parse().ok())
                     .ok_or("--seed takes a number")?;
             }
+            "--rss-limit-mb" => {
+                let mb: u64 = it
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or("--rss-limit-mb takes a number")?;
+                RSS_LIMIT_NOW.store(mb.saturating_mul(1 << 20), Ordering::SeqCst);
+            }
             name => names.push(name),
         }
     }
     let chosen = targets(&names)?;
+    // Every corpus first: a missing one fails the run before any target has used its time.
+    let corpora = chosen
+        .iter()
+        .map(|t| load_corpus(t.name))
+        .collect::<Result<Vec<_>, String>>()?;
     install_hooks();
     println!("caravan-fuzz: stable engine, seed {seed}, {secs} s per target");
     let mut failures = Vec::new();
-    for t in chosen {
+    for (t, corpus) in chosen.into_iter().zip(corpora) {
         let mut pool: Vec<Vec<u8>> = Vec::new();
-        let corpus = load_corpus(t.name)?;
         let started = Instant::now();
         let mut failed = false;
         for (path, input) in &corpus {
@@ -460,12 +540,7 @@ fn run(rest: &[&str]) -> Result<(), String> {
                 ));
                 failed = true;
             } else if rng.below(64) == 0 {
-                if pool.len() < POOL_MAX {
-                    pool.push(input);
-                } else {
-                    let i = corpus_len + rng.below(POOL_MAX - corpus_len);
-                    pool[i] = input;
-                }
+                keep(&mut pool, corpus_len, input, &mut rng);
             }
         }
         println!(
@@ -477,6 +552,13 @@ fn run(rest: &[&str]) -> Result<(), String> {
             mutating.elapsed().as_secs_f64(),
             if failed { "  FAILED" } else { "" }
         );
+        // For `cargo xtask fuzz`'s summary (executions are the mutated inputs, the corpus aside).
+        println!(
+            "{STAT} {} {execs} {:.3} {}",
+            t.name,
+            mutating.elapsed().as_secs_f64(),
+            if failed { "failed" } else { "ok" }
+        );
     }
     if failures.is_empty() {
         Ok(())
@@ -486,5 +568,142 @@ fn run(rest: &[&str]) -> Result<(), String> {
             failures.len(),
             failures.join("\n")
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh, empty scratch directory under the system's temporary directory.
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("caravan-fuzz-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn a_missing_or_empty_corpus_is_an_error_naming_its_path() {
+        // (setup, Ok(number of inputs) or Err(words the message must hold))
+        let check = |name: &str, setup: &dyn Fn(&Path), want: Result<usize, &[&str]>| {
+            let dir = scratch(name);
+            setup(&dir);
+            let got = load_corpus_from(&dir, "duration");
+            let _ = std::fs::remove_dir_all(&dir);
+            match (got, want) {
+                (Ok(corpus), Ok(n)) => assert_eq!(corpus.len(), n, "{name}"),
+                (Err(e), Err(words)) => {
+                    assert!(e.contains(&dir.display().to_string()), "{name}: {e}");
+                    for w in words {
+                        assert!(e.contains(w), "{name}: {e:?} lacks {w:?}");
+                    }
+                }
+                (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+            }
+        };
+        check("missing", &|_| {}, Err(&["no corpus at", "seed duration"]));
+        check(
+            "empty",
+            &|d| std::fs::create_dir_all(d).unwrap(),
+            Err(&["has no inputs", "seed duration"]),
+        );
+        check(
+            "subdirectory-only",
+            &|d| std::fs::create_dir_all(d.join("sub")).unwrap(),
+            Err(&["has no inputs"]),
+        );
+        check(
+            "two-inputs",
+            &|d| {
+                std::fs::create_dir_all(d).unwrap();
+                std::fs::write(d.join("a"), b"1s").unwrap();
+                std::fs::write(d.join("b"), b"").unwrap();
+            },
+            Ok(2),
+        );
+    }
+
+    #[test]
+    fn every_committed_corpus_loads() {
+        for t in caravan_fuzz::TARGETS {
+            let corpus = load_corpus(t.name).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!corpus.is_empty(), "{}", t.name);
+        }
+    }
+
+    #[test]
+    fn the_pool_keeps_mutations_whatever_the_corpus_size() {
+        // A corpus (with seeds) under, at and over POOL_MAX: keeping many mutated inputs never
+        // indexes out of the pool, never replaces a corpus input, and bounds the pool.
+        for corpus_len in [1, 10, POOL_MAX - 1, POOL_MAX, POOL_MAX + 1, POOL_MAX + 500] {
+            let corpus: Vec<Vec<u8>> = (0..corpus_len)
+                .map(|i| format!("corpus {i}").into_bytes())
+                .collect();
+            let mut pool = corpus.clone();
+            let mut rng = Rng(18);
+            for i in 0..(POOL_MAX + 2_000) {
+                keep(
+                    &mut pool,
+                    corpus_len,
+                    format!("mutated {i}").into_bytes(),
+                    &mut rng,
+                );
+            }
+            assert_eq!(&pool[..corpus_len], &corpus[..], "corpus of {corpus_len}");
+            assert_eq!(
+                pool.len(),
+                POOL_MAX.max(corpus_len + 1),
+                "corpus of {corpus_len}"
+            );
+            assert!(
+                pool[corpus_len..].iter().all(|p| p.starts_with(b"mutated")),
+                "corpus of {corpus_len}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_rss_check_reads_vmrss_and_fails_over_the_limit() {
+        const MIB: u64 = 1 << 20;
+        let status = |rss: &str| {
+            format!("Name:\tcaravan-fuzz\nVmPeak:\t 9999999 kB\nVmRSS:\t{rss}\nThreads:\t3\n")
+        };
+        // (status text, limit, Some(words of the failure) or None when it passes)
+        let rows: &[(String, u64, Option<&str>)] = &[
+            (status("  1024 kB"), MIB, None), // exactly at the limit
+            (
+                status("  1025 kB"),
+                MIB,
+                Some("RSS of 1 MiB is over the limit of 1 MiB"),
+            ),
+            (status(" 2097152 kB"), RSS_LIMIT, None),
+            (
+                status(" 2097153 kB"),
+                RSS_LIMIT,
+                Some("over the limit of 2048 MiB"),
+            ),
+            (status(" 3145728 kB"), RSS_LIMIT, Some("RSS of 3072 MiB")),
+            (status("  512 kB"), RSS_LIMIT, None),
+            // Unreadable or absent: no verdict (VmPeak is not VmRSS).
+            (status("  lots kB"), 0, None),
+            (status("  1024 MB"), 0, None),
+            (status(""), 0, None),
+            ("Name:\tx\nVmPeak:\t 9999999 kB\n".to_string(), 0, None),
+            (String::new(), 0, None),
+        ];
+        for (text, limit, want) in rows {
+            let got = rss_over(text, *limit);
+            match (&got, want) {
+                (None, None) => {}
+                (Some(m), Some(words)) => assert!(m.contains(words), "{text:?}: {m}"),
+                _ => panic!("{text:?} at {limit}: got {got:?}, want {want:?}"),
+            }
+        }
+        assert_eq!(vm_rss(&status(" 7 kB")), Some(7 * 1024));
+        // This process's own status has a VmRSS line (the check is live on Linux).
+        if let Ok(own) = std::fs::read_to_string("/proc/self/status") {
+            assert!(vm_rss(&own).is_some_and(|b| b > 0), "{own}");
+        }
     }
 }

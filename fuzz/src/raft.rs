@@ -69,14 +69,17 @@ fn node() -> &'static RaftNode {
 /// sends (postcard requests, or a command's bytes for `Raft.Apply`).
 ///
 /// Invariant: no panic (openraft asserts on peers' numbers; `caravan_raft::limits` must refuse
-/// those first) and an answer within [`ANSWER_WITHIN`], whatever a peer sends. The node lives
-/// for the whole process: its term, log and snapshot buffer carry over from input to input, as
-/// a real server's do.
+/// those first) and an answer within [`ANSWER_WITHIN`], whatever a peer sends; a request body
+/// that decodes ([`codec`]) encodes back to bytes that decode to the same request (decode →
+/// encode → decode round trip, see [`request_round_trip`]). The node lives for the whole
+/// process: its term, log and snapshot buffer carry over from input to input, as a real
+/// server's do.
 pub fn raft(data: &[u8]) {
     let [pick, body @ ..] = data else {
         return;
     };
     let method = METHODS[usize::from(*pick) % METHODS.len()];
+    request_round_trip(method, body);
     let node = node();
     let answered = crate::runtime()
         .block_on(async { tokio::time::timeout(ANSWER_WITHIN, node.handle(method, body)).await });
@@ -84,6 +87,56 @@ pub fn raft(data: &[u8]) {
         answered.is_ok(),
         "{method}: no answer within {ANSWER_WITHIN:?}"
     );
+}
+
+/// The round trip of the request `method` carries, when `body` decodes as it: encoded again and
+/// decoded, it is the same request (compared as values where openraft's type compares, and
+/// always as encodings: the second encoding equals the first). `Raft.Apply`'s body is a
+/// command's bytes (the `cluster` target's round trip) and `Raft.ReadIndex`'s is empty.
+pub fn request_round_trip(method: &str, body: &[u8]) {
+    match method {
+        method::APPEND_ENTRIES => {
+            round_trip::<AppendEntriesRequest<TypeConfig>>(method, body);
+        }
+        method::VOTE => {
+            if let Some((first, again)) = round_trip::<VoteRequest<u64>>(method, body) {
+                assert_eq!(again, first, "{method}: decoded again, another request");
+            }
+        }
+        method::INSTALL_SNAPSHOT => {
+            if let Some((first, again)) =
+                round_trip::<InstallSnapshotRequest<TypeConfig>>(method, body)
+            {
+                assert_eq!(again, first, "{method}: decoded again, another request");
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `body` decoded, encoded, decoded and encoded again: the two values, after checking that the
+/// two encodings are equal; `None` when `body` does not decode.
+fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(
+    what: &str,
+    body: &[u8],
+) -> Option<(T, T)> {
+    let first: T = codec::decode(body).ok()?;
+    let printed = match codec::encode(&first) {
+        Ok(p) => p,
+        Err(e) => panic!("{what}: a decoded request does not encode: {e}"),
+    };
+    let again: T = match codec::decode(&printed) {
+        Ok(a) => a,
+        Err(e) => panic!("{what}: a decoded request encodes to bytes that do not decode: {e}"),
+    };
+    match codec::encode(&again) {
+        Ok(reprinted) => assert_eq!(
+            reprinted, printed,
+            "{what}: decoded, encoded and decoded again, it encodes otherwise"
+        ),
+        Err(e) => panic!("{what}: a request decoded twice does not encode: {e}"),
+    }
+    Some((first, again))
 }
 
 fn log_id(term: u64, index: u64) -> Value {
@@ -160,4 +213,78 @@ pub fn seeds() -> Vec<Vec<u8>> {
         with_method(3, snapshot.clone()),
         with_method(4, Vec::new()),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_codecs::{Lossy, panics};
+
+    #[test]
+    fn the_round_trip_check_fails_a_codec_that_encodes_otherwise() {
+        let rows: [(&str, &dyn Fn(), bool); 4] = [
+            (
+                "a faithful u64",
+                &|| {
+                    let _ = round_trip::<u64>("u64", &[7]);
+                },
+                false,
+            ),
+            (
+                "a lossy u8",
+                &|| {
+                    let _ = round_trip::<Lossy>("lossy", &[7]);
+                },
+                true,
+            ),
+            (
+                "trailing bytes: no decode",
+                &|| {
+                    let _ = round_trip::<Lossy>("lossy", &[7, 7]);
+                },
+                false,
+            ),
+            (
+                "the seeds' requests",
+                &|| {
+                    for seed in seeds() {
+                        let [pick, body @ ..] = seed.as_slice() else {
+                            continue;
+                        };
+                        let method = METHODS[usize::from(*pick) % METHODS.len()];
+                        request_round_trip(method, body);
+                    }
+                },
+                false,
+            ),
+        ];
+        for (what, f, fails) in rows {
+            assert_eq!(panics(f), fails, "{what}");
+        }
+    }
+
+    #[test]
+    fn the_seeds_hold_a_request_of_every_checked_kind() {
+        let decoded = |method: &str| {
+            seeds().iter().any(|seed| match seed.as_slice() {
+                [pick, body @ ..] if METHODS[usize::from(*pick) % METHODS.len()] == method => {
+                    match method {
+                        method::APPEND_ENTRIES => {
+                            codec::decode::<AppendEntriesRequest<TypeConfig>>(body).is_ok()
+                        }
+                        method::VOTE => codec::decode::<VoteRequest<u64>>(body).is_ok(),
+                        _ => codec::decode::<InstallSnapshotRequest<TypeConfig>>(body).is_ok(),
+                    }
+                }
+                _ => false,
+            })
+        };
+        for method in [
+            method::APPEND_ENTRIES,
+            method::VOTE,
+            method::INSTALL_SNAPSHOT,
+        ] {
+            assert!(decoded(method), "no seed of {method} decodes");
+        }
+    }
 }

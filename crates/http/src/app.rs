@@ -504,8 +504,7 @@ impl App {
             resp = response::compress_response(resp, encoding).await;
         }
         let elapsed = started.elapsed();
-        let route = crate::ui::label(&ctx.path)
-            .unwrap_or_else(|| crate::router::Route::of(&ctx.path).label());
+        let route = crate::route_pattern(&ctx.path);
         metrics::counter!(
             "nomad.http.requests",
             "route" => route,

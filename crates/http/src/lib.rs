@@ -73,6 +73,23 @@ pub use error::{ApiError, multi_error};
 use request::Query;
 pub use response::Body;
 
+/// The pattern of the route a request path (without its query) reaches: `/v1/job/:id`,
+/// `/ui/:asset`, `redirect` (a prefix route without its slash), `not_found`. It is the `route`
+/// label of the HTTP metrics.
+pub fn route_pattern(path: &str) -> &'static str {
+    ui::label(path).unwrap_or_else(|| router::Route::of(path).label())
+}
+
+/// Every pattern [`route_pattern`] can answer, one per route the application knows (the API's,
+/// then the page's), for tools that must cover every endpoint.
+pub fn route_patterns() -> Vec<&'static str> {
+    router::Route::EVERY
+        .iter()
+        .map(router::Route::label)
+        .chain(ui::LABELS)
+        .collect()
+}
+
 /// What a handler knows about the request it serves.
 #[derive(Debug)]
 pub(crate) struct Ctx {

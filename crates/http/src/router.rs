@@ -73,6 +73,45 @@ pub enum Route {
 }
 
 impl Route {
+    /// One route of every kind, in declaration order (payloads empty): what
+    /// [`crate::route_patterns`] lists, so a tool that must cover every endpoint (the HTTP fuzz
+    /// target's table) learns of a new one. A test checks it against the enum's declaration.
+    pub(crate) const EVERY: [Route; 33] = [
+        Route::AgentSelf,
+        Route::Regions,
+        Route::Join,
+        Route::Members,
+        Route::ForceLeave,
+        Route::Servers,
+        Route::Schedulers,
+        Route::SchedulersConfig,
+        Route::Health,
+        Route::Host,
+        Route::Reload,
+        Route::Monitor,
+        Route::MonitorExport,
+        Route::Pprof(String::new()),
+        Route::Keyring(String::new()),
+        Route::Jobs,
+        Route::Job(String::new()),
+        Route::Evaluations,
+        Route::Evaluation(String::new()),
+        Route::Allocations,
+        Route::Allocation(String::new()),
+        Route::Nodes,
+        Route::NodeHeartbeats,
+        Route::Node(String::new()),
+        Route::OperatorSnapshot,
+        Route::OperatorRaftConfiguration,
+        Route::OperatorAutopilotHealth,
+        Route::StatusLeader,
+        Route::StatusPeers,
+        Route::Metrics,
+        Route::Acl(String::new()),
+        Route::Redirect("/v1/agent/pprof/"),
+        Route::NotFound,
+    ];
+
     /// Matches a request path (without the query).
     pub fn of(path: &str) -> Route {
         match path {
@@ -202,6 +241,44 @@ mod tests {
             ("/v1/allocations/", Route::NotFound),
         ] {
             assert_eq!(Route::of(path), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn every_lists_each_declared_route_and_its_pattern_routes_back() {
+        // The variants as declared in this file's `enum Route`, in order.
+        let source = include_str!("router.rs");
+        let body = source
+            .split("pub enum Route {")
+            .nth(1)
+            .and_then(|rest| rest.split("\n}").next())
+            .unwrap();
+        let declared: Vec<&str> = body
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("//"))
+            .map(|l| l.split(['(', ',']).next().unwrap())
+            .collect();
+        let listed: Vec<String> = Route::EVERY
+            .iter()
+            .map(|r| format!("{r:?}").split('(').next().unwrap().to_string())
+            .collect();
+        assert_eq!(listed, declared, "Route::EVERY must list every variant");
+        let mut patterns: Vec<&str> = Route::EVERY.iter().map(Route::label).collect();
+        patterns.sort();
+        patterns.dedup();
+        assert_eq!(patterns.len(), Route::EVERY.len(), "patterns are distinct");
+        // Each API pattern, its parameter filled in, routes to itself.
+        for route in &Route::EVERY {
+            let pattern = route.label();
+            if !pattern.starts_with('/') {
+                continue; // redirect, not_found
+            }
+            let path = match pattern.split_once(':') {
+                Some((prefix, _)) => format!("{prefix}x"),
+                None => pattern.to_string(),
+            };
+            assert_eq!(Route::of(&path).label(), pattern, "{path}");
         }
     }
 }

@@ -40,13 +40,16 @@ pub(crate) fn enabled(config: &caravan_agent_core::config::AgentConfig) -> bool 
     config.nomad_only.nested("ui", "enabled") != Some(&serde_json::Value::Bool(false))
 }
 
+/// Every [`label`] of the page's paths: `/`, `/ui` and `/ui/:asset`.
+pub(crate) const LABELS: [&str; 3] = ["/", "/ui", "/ui/:asset"];
+
 /// The metrics label of the page's paths (`None` for the API's), so page loads are not counted
 /// as `not_found`.
 pub(crate) fn label(path: &str) -> Option<&'static str> {
     match path {
-        "/" => Some("/"),
-        "/ui" => Some("/ui"),
-        p if p.starts_with(caravan_ui::PREFIX) => Some("/ui/:asset"),
+        "/" => Some(LABELS[0]),
+        "/ui" => Some(LABELS[1]),
+        p if p.starts_with(caravan_ui::PREFIX) => Some(LABELS[2]),
         _ => None,
     }
 }
