@@ -232,10 +232,27 @@ struct Sample {
     rpc_conns_floor: u64,
     /// The fewest connections accepted on the HTTP port (monitor streams; requests come and go).
     http_conns_floor: u64,
+    /// The least anonymous RSS (`RssAnon`) seen in the minute's samples: RSS without the
+    /// file-backed pages (the binary's code, faulted in as code paths first run).
+    anon_floor_kib: u64,
+    /// File-backed RSS (`RssFile`) at the minute's end.
+    file_kib: u64,
     /// Bytes in live allocations (jemalloc `stats.allocated`); 0 when not read.
     heap_allocated: u64,
     /// Bytes in pages jemalloc holds resident (`stats.resident`); 0 when not read.
     heap_resident: u64,
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`RssAnon:`, `RssFile:`).
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn threads_now(pid: u32) -> Result<u64, String> {
@@ -401,6 +418,8 @@ fn sample(pid: u32) -> Result<Sample, String> {
         threads_max: threads,
         rss_floor_kib: 0,
         fds_floor: fds,
+        anon_floor_kib: 0,
+        file_kib: status_kib(pid, "RssFile:").unwrap_or(0),
         own_fds_floor: 0,
         rpc_conns_floor: 0,
         http_conns_floor: 0,
@@ -502,6 +521,7 @@ async fn soak_run(
         let mut floor = vec![u64::MAX; pids.len()];
         let mut fds_low = vec![u64::MAX; pids.len()];
         let mut own_low = vec![u64::MAX; pids.len()];
+        let mut anon_low = vec![u64::MAX; pids.len()];
         let mut rpc_low = vec![u64::MAX; pids.len()];
         let mut http_low = vec![u64::MAX; pids.len()];
         loop {
@@ -510,6 +530,7 @@ async fn soak_run(
                 low[i] = low[i].min(n);
                 high[i] = high[i].max(n);
                 floor[i] = floor[i].min(rss_kib(p)?);
+                anon_low[i] = anon_low[i].min(status_kib(p, "RssAnon:").unwrap_or(0));
                 let kinds = fd_kinds(p, &roles);
                 let count = |k: &str| kinds.get(k).copied().unwrap_or(0);
                 let (rpc, http) = (count("tcp rpc"), count("tcp http"));
@@ -533,6 +554,7 @@ async fn soak_run(
             s.rss_floor_kib = floor[i].min(s.rss_kib);
             s.fds_floor = fds_low[i].min(s.fds);
             s.own_fds_floor = own_low[i];
+            s.anon_floor_kib = anon_low[i];
             s.rpc_conns_floor = rpc_low[i];
             s.http_conns_floor = http_low[i];
             if let Some((a, r)) = heap_stats(https[i]).await {
@@ -644,13 +666,18 @@ fn verdicts(history: &[Vec<Sample>], errors: u64, rpc_bound: u64) -> Vec<String>
             .max()
             .unwrap_or(0);
         println!(
-            "s{i}: RSS floor {:.1} -> {:.1} MiB from minute {base_minute}: {growth:+.1} % (target ≤ 5 %: {}; at the minute's end {:.1} -> {:.1} MiB, {:+.1} %); jemalloc allocated {:.1} -> {:.1} MiB ({:+.1} %), resident {:.1} -> {:.1} MiB; fds {} -> {} (floor {} -> {}, max floor {max_fds} up to minute {base_minute}); fds the server opened itself: floor {} -> {} (max {max_own} up to minute {base_minute}; no growth: {}); connections peers hold, floor at the end: rpc {} (bound {rpc_bound}: node groups and the other servers), http {} (bound {MONITORS}: the monitor streams): {}; steady threads {} -> {} (max {max_threads}; no growth: {}), peak {peak_before} up to minute {base_minute}, {peak_after} after",
+            "s{i}: RSS floor {:.1} -> {:.1} MiB from minute {base_minute}: {growth:+.1} % (target ≤ 5 %: {}; at the minute's end {:.1} -> {:.1} MiB, {:+.1} %; anonymous floor {:.1} -> {:.1} MiB, {:+.1} %, file-backed {:.1} -> {:.1} MiB); jemalloc allocated {:.1} -> {:.1} MiB ({:+.1} %), resident {:.1} -> {:.1} MiB; fds {} -> {} (floor {} -> {}, max floor {max_fds} up to minute {base_minute}); fds the server opened itself: floor {} -> {} (max {max_own} up to minute {base_minute}; no growth: {}); connections peers hold, floor at the end: rpc {} (bound {rpc_bound}: node groups and the other servers), http {} (bound {MONITORS}: the monitor streams): {}; steady threads {} -> {} (max {max_threads}; no growth: {}), peak {peak_before} up to minute {base_minute}, {peak_after} after",
             b.rss_floor_kib as f64 / 1024.0,
             l.rss_floor_kib as f64 / 1024.0,
             verdict(growth <= 5.0),
             b.rss_kib as f64 / 1024.0,
             l.rss_kib as f64 / 1024.0,
             pct(b.rss_kib, l.rss_kib),
+            b.anon_floor_kib as f64 / 1024.0,
+            l.anon_floor_kib as f64 / 1024.0,
+            pct(b.anon_floor_kib, l.anon_floor_kib),
+            b.file_kib as f64 / 1024.0,
+            l.file_kib as f64 / 1024.0,
             b.heap_allocated as f64 / 1048576.0,
             l.heap_allocated as f64 / 1048576.0,
             pct(b.heap_allocated, l.heap_allocated),
