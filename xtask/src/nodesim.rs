@@ -78,16 +78,18 @@ impl Nodesim {
             .count()
     }
 
-    /// Nodes a server would now consider missed: not registered, or whose last answered
-    /// heartbeat is older than the TTL that answer gave.
-    pub fn late(&self) -> usize {
+    /// Nodes a server would now mark down: not registered, or whose last answered heartbeat is
+    /// older than the TTL that answer gave plus `grace` (the servers' `heartbeat_grace`). A
+    /// client heartbeats once per TTL, as Nomad's does, so a heartbeat in flight is past its
+    /// TTL alone for a round trip; the grace is what the server allows for it.
+    pub fn late(&self, grace: Duration) -> usize {
         self.clients
             .iter()
             .filter(|c| {
                 let s = c.status();
                 !s.registered
                     || s.last_heartbeat
-                        .is_none_or(|t| t.elapsed() > s.heartbeat_ttl)
+                        .is_none_or(|t| t.elapsed() > s.heartbeat_ttl.saturating_add(grace))
             })
             .count()
     }

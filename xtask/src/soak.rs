@@ -12,7 +12,7 @@
 //! The verdict at the end, against the targets: RSS growth ≤ 5 % from the end of minute 5 (minute
 //! 1 for shorter runs) to the end; no growth of fds or threads over the highest count seen up to
 //! that minute; no unexpected error responses; every node registered and heartbeating within its
-//! TTL at every minute's end (the `reg/late` column). A missed target fails the run: the resource
+//! TTL and the servers' grace at every minute's end (the `reg/late` column). A missed target fails the run: the resource
 //! targets in runs of 10 minutes or more, errors and late nodes in any run.
 
 use std::collections::BTreeMap;
@@ -585,7 +585,8 @@ async fn soak_run(
             f64::from(percentile(&mut hb, 99.0)) / 1000.0
         ));
         let errors: u64 = tally.errors.values().sum();
-        let late = sim.late();
+        // The soak's servers run with the default heartbeat rule.
+        let late = sim.late(caravan_agent_core::heartbeat::HeartbeatRule::default().grace);
         if minute >= 1 && late > 0 {
             late_minutes.push(format!("minute {minute}: {late} nodes late"));
         }
@@ -653,6 +654,14 @@ fn verdicts(history: &[Vec<Sample>], errors: u64, rpc_bound: u64) -> Vec<String>
     let base = &history[base_minute - 1];
     let upto = &history[..base_minute];
     let pct = |from: u64, to: u64| (to as f64 - from as f64) / from.max(1) as f64 * 100.0;
+    // A short run's resource figures are printed, not judged (see JUDGED_FROM).
+    let judged = |ok: bool| {
+        if history.len() >= JUDGED_FROM {
+            verdict(ok)
+        } else {
+            "not judged in a run under 10 minutes"
+        }
+    };
     for (i, (b, l)) in base.iter().zip(last).enumerate() {
         let growth = pct(b.rss_floor_kib, l.rss_floor_kib);
         let max_fds = upto.iter().map(|m| m[i].fds_floor).max().unwrap_or(0);
@@ -669,7 +678,7 @@ fn verdicts(history: &[Vec<Sample>], errors: u64, rpc_bound: u64) -> Vec<String>
             "s{i}: RSS floor {:.1} -> {:.1} MiB from minute {base_minute}: {growth:+.1} % (target ≤ 5 %: {}; at the minute's end {:.1} -> {:.1} MiB, {:+.1} %; anonymous floor {:.1} -> {:.1} MiB, {:+.1} %, file-backed {:.1} -> {:.1} MiB); jemalloc allocated {:.1} -> {:.1} MiB ({:+.1} %), resident {:.1} -> {:.1} MiB; fds {} -> {} (floor {} -> {}, max floor {max_fds} up to minute {base_minute}); fds the server opened itself: floor {} -> {} (max {max_own} up to minute {base_minute}; no growth: {}); connections peers hold, floor at the end: rpc {} (bound {rpc_bound}: node groups and the other servers), http {} (bound {MONITORS}: the monitor streams): {}; steady threads {} -> {} (max {max_threads}; no growth: {}), peak {peak_before} up to minute {base_minute}, {peak_after} after",
             b.rss_floor_kib as f64 / 1024.0,
             l.rss_floor_kib as f64 / 1024.0,
-            verdict(growth <= 5.0),
+            judged(growth <= 5.0),
             b.rss_kib as f64 / 1024.0,
             l.rss_kib as f64 / 1024.0,
             pct(b.rss_kib, l.rss_kib),
@@ -689,13 +698,13 @@ fn verdicts(history: &[Vec<Sample>], errors: u64, rpc_bound: u64) -> Vec<String>
             l.fds_floor,
             b.own_fds_floor,
             l.own_fds_floor,
-            verdict(l.own_fds_floor <= max_own),
+            judged(l.own_fds_floor <= max_own),
             l.rpc_conns_floor,
             l.http_conns_floor,
-            verdict(conns_ok),
+            judged(conns_ok),
             b.threads_min,
             l.threads_min,
-            verdict(l.threads_min <= max_threads),
+            judged(l.threads_min <= max_threads),
         );
         if history.len() >= JUDGED_FROM {
             if growth > 5.0 {
