@@ -398,6 +398,20 @@ impl foca::BroadcastHandler<NodeId> for Handler {
         // Tags (postcard's variant 0), read in place: a copy of what this node holds already
         // (every node hears each member's tags from several relays) costs no allocation, and
         // news is shared with the process's copy (`intern_tags_ref`).
+        // A member's version is bumped on every change of its tags, so the same generation and
+        // version is the message this node holds: heard again from another relay (nearly every
+        // copy a node hears), it is not news, decided from the message's head alone (neither
+        // the tags are read nor the held ones compared). A forged message reusing a held
+        // version is dropped here too, uncounted (it would not have been accepted either).
+        if let Some((&0, rest)) = data.split_first()
+            && !local
+            && let Ok((head, _)) = postcard::take_from_bytes::<crate::wire::TagsHead<'_>>(rest)
+            && k.tags.get(head.name).is_some_and(|known| {
+                known.generation == head.generation && known.version == head.version
+            })
+        {
+            return Ok(None);
+        }
         if let Some((&0, rest)) = data.split_first()
             && let Ok(t) = postcard::from_bytes::<crate::wire::TagsRef<'_>>(rest)
         {
@@ -562,6 +576,35 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
+    }
+
+    /// A copy of held tags is told from its head (member, generation, version) alone: one
+    /// whose tags part does not even decode is not news and not an error.
+    #[test]
+    fn a_copy_of_held_tags_is_told_from_its_head_alone() {
+        use foca::BroadcastHandler;
+        let shared = Arc::new(Mutex::new(Knowledge::new(id("a", 1), Duration::ZERO)));
+        shared.lock().table.up(id("c", 1), Duration::ZERO);
+        let mut handler = Handler {
+            shared: shared.clone(),
+        };
+        let sender = id("b", 1);
+        let whole = Broadcast::Tags(tags("c", 1, 1)).encode().unwrap();
+        assert!(
+            handler
+                .receive_item(&whole, Some(&sender))
+                .unwrap()
+                .is_some()
+        );
+        // The head, then a tags part cut short.
+        let head = postcard::to_stdvec(&("c", 1u64, 1u64)).unwrap();
+        let cut = [&[0u8][..], &head, &[5u8]].concat();
+        assert_eq!(handler.receive_item(&cut, Some(&sender)).unwrap(), None);
+        // The same cut message at a version not held is read whole, and fails to decode.
+        let head = postcard::to_stdvec(&("c", 1u64, 2u64)).unwrap();
+        let cut = [&[0u8][..], &head, &[5u8]].concat();
+        assert!(handler.receive_item(&cut, Some(&sender)).is_err());
+        assert_eq!(shared.lock().tags.get("c").map(|t| t.version), Some(1));
     }
 
     #[test]
