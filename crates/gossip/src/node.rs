@@ -907,12 +907,16 @@ impl Node {
                 .table
                 .reap(now, self.cfg.reconnect_timeout, self.cfg.tombstone_timeout);
             k.sweep();
-            // Whether the table lists every active member again (see `table_complete_at`).
-            let complete = self
-                .swim
-                .iter_members()
-                .all(|m| k.table.get(m.id().name()).is_some());
-            self.table_complete_at = complete.then(|| k.table.removals());
+            // Whether the table lists every active member again (see `table_complete_at`):
+            // looked at only after a removal since it was last seen complete.
+            let removals = k.table.removals();
+            if self.table_complete_at != Some(removals) {
+                let complete = self
+                    .swim
+                    .iter_members()
+                    .all(|m| k.table.get(m.id().name()).is_some());
+                self.table_complete_at = complete.then_some(removals);
+            }
             gone
         };
         self.pending_replies.retain(|(_, until)| *until > now);
