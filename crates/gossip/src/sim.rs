@@ -1168,8 +1168,8 @@ pub enum Bootstrap {
 impl Bootstrap {
     /// Joins at 20 ms intervals up to 2,000 members; above that a seeded pool. N joins cost
     /// every node N broadcasts to apply and relay about `6·log10(N+1)` times over: at 10,000
-    /// members the 40 s join storm alone took 18 minutes of simulation, and the run passed
-    /// 16.7 GB soon after; the figures measured after it are the same.
+    /// members the whole run by joins takes 34 minutes of wall time (its 40 s join storm 7 of
+    /// them) and 10.6 GB; the figures measured after it are the same.
     pub fn for_members(n: usize) -> Bootstrap {
         if n <= 2000 {
             Bootstrap::Join {
