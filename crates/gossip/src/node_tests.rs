@@ -797,3 +797,81 @@ fn a_tags_push_follows_every_change() {
     assert_eq!(second.version, first.version + 1);
     assert_eq!(second.tags, tags);
 }
+
+/// A member foca still lists but the table lost (removed behind foca's back, as a prune whose
+/// refutation got lost leaves it) is listed again when it talks, although datagrams skip the
+/// table look-up while the table is known complete; the next reap sees the table complete again.
+#[test]
+fn a_member_the_table_lost_is_listed_again_when_it_talks() {
+    let mut a = pool(3);
+    let ping = |a: &mut Node| {
+        let packet = foca_packet(&id(2), a.identity(), Message::Ping(1), &[], &[]);
+        let _ = a.handle_packet(addr(2), &packet, T0);
+    };
+    // Complete from the start: a datagram needs no look-up.
+    ping(&mut a);
+    assert_eq!(a.table_complete_at, Some(0));
+    assert!(a.knowledge.lock().table.remove(&name(2)).is_some());
+    assert_eq!(a.status_of(&name(2)), None);
+    ping(&mut a);
+    assert_eq!(a.status_of(&name(2)), Some(MemberStatus::Alive));
+    assert_eq!(a.table_complete_at, Some(0), "not seen complete since");
+    a.handle_timer(NodeTimer::Reap, T0 * 2);
+    assert_eq!(a.table_complete_at, Some(1), "the reap saw it complete");
+}
+
+/// The cluster updates a foca packet carries (after its header).
+fn updates_of(packet: &[u8]) -> Vec<Member<NodeId>> {
+    let (_, mut rest): (Header<NodeId>, _) =
+        postcard::take_from_bytes(&packet[1..]).expect("a foca packet");
+    let Some((count, tail)) = rest.split_first_chunk::<2>() else {
+        return Vec::new();
+    };
+    rest = tail;
+    (0..u16::from_be_bytes(*count))
+        .map(|_| {
+            let (m, tail) = postcard::take_from_bytes::<Member<NodeId>>(rest).expect("a member");
+            rest = tail;
+            m
+        })
+        .collect()
+}
+
+/// Lifeguard's buddy system: whatever this node sends a member it holds suspect carries the
+/// suspicion first, even once the backlog has sent it as often as it sends anything.
+#[test]
+fn a_message_to_a_suspect_carries_the_suspicion() {
+    let mut a = pool(6);
+    suspicion_of_3_from(&mut a, 2);
+    for _ in 0..8 {
+        a.swim.gossip(&mut a.rt).expect("gossip");
+    }
+    a.after_swim(T0);
+    let _ = a.drain();
+    assert_eq!(a.updates_backlog(), 0, "the backlog still holds updates");
+    let me = a.identity().clone();
+    let ping = foca_packet(&id(3), &me, Message::Ping(9), &[], &[]);
+    a.handle_packet(addr(3), &ping, T0).expect("accepted");
+    let out = a.drain();
+    let (_, ack) = out
+        .packets
+        .iter()
+        .find(|(to, p)| *to == addr(3) && header_of(p).message == Message::Ack(9))
+        .expect("an ack to 3");
+    let updates = updates_of(ack);
+    assert_eq!(
+        updates.first().map(|m| (m.id().clone(), m.state())),
+        Some((id(3), foca::State::Suspect)),
+        "{updates:?}"
+    );
+    // To a member that is not suspect, nothing of the kind.
+    let ping = foca_packet(&id(4), &me, Message::Ping(10), &[], &[]);
+    a.handle_packet(addr(4), &ping, T0).expect("accepted");
+    let out = a.drain();
+    let (_, ack) = out
+        .packets
+        .iter()
+        .find(|(to, _)| *to == addr(4))
+        .expect("an ack to 4");
+    assert!(updates_of(ack).is_empty(), "{:?}", updates_of(ack));
+}

@@ -57,6 +57,9 @@ pub struct MemberTable {
     ltimes: HashMap<Box<str>, u64>,
     /// Members by status ([`status_slot`]), kept in step with every change so counting is O(1).
     counts: [usize; 5],
+    /// Entries removed so far (pruned, reaped, renamed away): while it has not moved, every
+    /// member foca lists active is still in the table (see [`MemberTable::removals`]).
+    removals: u64,
 }
 
 fn status_slot(status: MemberStatus) -> usize {
@@ -196,6 +199,7 @@ impl MemberTable {
             }
             keep
         });
+        self.removals += gone_status.len() as u64;
         for status in gone_status {
             self.recount(Some(status), None);
         }
@@ -211,10 +215,20 @@ impl MemberTable {
         let found = self.entries.find_entry(hash, |e| e.id.name() == name);
         let gone = found.ok().map(|entry| entry.remove().0);
         if let Some(e) = &gone {
+            self.removals += 1;
             self.recount(Some(e.status), None);
             self.ltimes.remove(name);
         }
         gone
+    }
+
+    /// How many entries have been removed so far (by [`MemberTable::remove`] and
+    /// [`MemberTable::reap`]). Entries are only added by [`MemberTable::up`], which every member
+    /// foca brings up goes through, so a member foca lists can be missing here only after a
+    /// removal: a caller that saw the table complete at one count need not look again until it
+    /// moves.
+    pub fn removals(&self) -> u64 {
+        self.removals
     }
 
     /// Looks a member up by name.

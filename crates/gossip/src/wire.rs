@@ -98,6 +98,18 @@ pub(crate) struct TagsRef<'a> {
     pub tags: Vec<(&'a str, &'a str)>,
 }
 
+/// The head of a [`TagsMsg`] as it arrives (the fields before the tags): enough to tell a copy of
+/// what a node holds from news without reading (or allocating for) the tags.
+#[derive(Debug, Deserialize)]
+pub(crate) struct TagsHead<'a> {
+    /// The member.
+    pub name: &'a str,
+    /// Its generation.
+    pub generation: u64,
+    /// Its version.
+    pub version: u64,
+}
+
 impl TagsRef<'_> {
     /// Whether `msg` says the same.
     pub(crate) fn same_as(&self, msg: &TagsMsg) -> bool {

@@ -252,15 +252,32 @@ where
 /// and goes on sending them (to members that have long learned them
 /// elsewhere) for minutes after the joins end.
 pub(crate) struct KeyedBroadcasts<K> {
-    /// `buckets[r]`: entries with `r` transmissions left (bucket 0 unused).
-    buckets: Vec<VecDeque<KeyedEntry<K>>>,
+    /// `lanes[l][r]`: entries of lane `l` ([`NORMAL`] or [`URGENT`]) with `r`
+    /// transmissions left (bucket 0 unused).
+    lanes: [Vec<VecDeque<KeyedEntry<K>>>; 2],
     /// Entries stored in the buckets, replaced ones included.
     stored: usize,
     /// Taken entries on their way back to a bucket, during a fill.
     flop: Vec<(usize, KeyedEntry<K>)>,
-    live: HashMap<K, u64, DefaultHashBuilder>,
+    live: HashMap<K, Live, DefaultHashBuilder>,
     next_seq: u64,
+    /// Caravan fork: transmissions the live entries still owe (the sum of
+    /// their `left`), at most [`MAX_PENDING_TRANSMISSIONS`].
+    pending: usize,
 }
+
+/// The live entry of a key: its sequence number (older entries of the key
+/// are stale) and the transmissions it has left.
+struct Live {
+    seq: u64,
+    left: usize,
+}
+
+/// The lane of ordinary items.
+const NORMAL: usize = 0;
+/// Caravan fork: the lane a fill drains first, and the bound drops from last
+/// (see [`KeyedBroadcasts::add_or_replace_urgent`]).
+const URGENT: usize = 1;
 
 /// How many items in a row may not fit before a fill stops looking.
 pub(crate) const MAX_MISSES: usize = 16;
@@ -272,6 +289,17 @@ pub(crate) const MAX_MISSES: usize = 16;
 /// joins, what it drops has been sent the most already.
 pub(crate) const MAX_UPDATES_BACKLOG: usize = 1024;
 
+/// Caravan fork: most transmissions a [`KeyedBroadcasts`] backlog owes: about
+/// a hundred full packets of updates, which a member sends within some
+/// fifteen seconds. Beyond, as beyond [`MAX_UPDATES_BACKLOG`], what has been
+/// sent the most is dropped. [`MAX_UPDATES_BACKLOG`] items owing
+/// `max_transmissions` each (24 at 10,000 members) kept every member of a
+/// simulated 10,000-member pool sending full packets of updates that every
+/// receiver knew for minutes after a join storm (each costing its receivers
+/// a look-up per update); an item is dropped only after most of its
+/// transmissions (a burst of news leaves the items sent least, the newest).
+pub(crate) const MAX_PENDING_TRANSMISSIONS: usize = 4 * MAX_UPDATES_BACKLOG;
+
 struct KeyedEntry<K> {
     data: Vec<u8>,
     key: K,
@@ -281,11 +309,12 @@ struct KeyedEntry<K> {
 impl<K: Hash + Eq + Clone> KeyedBroadcasts<K> {
     pub(crate) fn new() -> Self {
         Self {
-            buckets: Vec::new(),
+            lanes: [Vec::new(), Vec::new()],
             stored: 0,
             flop: Vec::new(),
             live: HashMap::default(),
             next_seq: 0,
+            pending: 0,
         }
     }
 
@@ -297,27 +326,49 @@ impl<K: Hash + Eq + Clone> KeyedBroadcasts<K> {
         self.live.is_empty()
     }
 
-    fn is_live(live: &HashMap<K, u64, DefaultHashBuilder>, entry: &KeyedEntry<K>) -> bool {
-        live.get(&entry.key) == Some(&entry.seq)
+    fn is_live(live: &HashMap<K, Live, DefaultHashBuilder>, entry: &KeyedEntry<K>) -> bool {
+        live.get(&entry.key).is_some_and(|l| l.seq == entry.seq)
     }
 
     pub(crate) fn add_or_replace(&mut self, key: K, data: Vec<u8>, max_tx: usize) {
+        self.add(key, data, max_tx, NORMAL);
+    }
+
+    /// Caravan fork: [`Self::add_or_replace`] in the urgent lane, which a
+    /// fill drains before the other and the bound drops from only when the
+    /// other is empty. The cluster updates that keep the failure detector
+    /// right (a suspicion, a member down, a refutation) go there: while
+    /// thousands of members join, every packet is full of their
+    /// introductions, each sent once and buried by newer ones, and a
+    /// suspicion that travelled with them reached the suspect too late to
+    /// be refuted (healthy members were declared down in the middle of
+    /// a join storm).
+    pub(crate) fn add_or_replace_urgent(&mut self, key: K, data: Vec<u8>, max_tx: usize) {
+        self.add(key, data, max_tx, URGENT);
+    }
+
+    fn add(&mut self, key: K, data: Vec<u8>, max_tx: usize, lane: usize) {
         debug_assert!(max_tx > 0);
         let max_tx = max_tx.max(1);
         self.next_seq += 1;
         let seq = self.next_seq;
-        self.live.insert(key.clone(), seq);
-        if self.buckets.len() <= max_tx {
-            self.buckets.resize_with(max_tx + 1, VecDeque::new);
+        let fresh = Live { seq, left: max_tx };
+        if let Some(old) = self.live.insert(key.clone(), fresh) {
+            self.pending -= old.left;
         }
-        self.buckets[max_tx].push_back(KeyedEntry { data, key, seq });
+        self.pending += max_tx;
+        let buckets = &mut self.lanes[lane];
+        if buckets.len() <= max_tx {
+            buckets.resize_with(max_tx + 1, VecDeque::new);
+        }
+        buckets[max_tx].push_back(KeyedEntry { data, key, seq });
         self.stored += 1;
-        while self.live.len() > MAX_UPDATES_BACKLOG {
-            self.drop_closest_to_done();
-        }
+        while (self.live.len() > MAX_UPDATES_BACKLOG || self.pending > MAX_PENDING_TRANSMISSIONS)
+            && self.drop_closest_to_done()
+        {}
         if self.stored > 2 * self.live.len() + 64 {
             let live = &self.live;
-            for bucket in &mut self.buckets {
+            for bucket in self.lanes.iter_mut().flatten() {
                 bucket.retain(|e| Self::is_live(live, e));
                 Self::trim(bucket);
             }
@@ -326,18 +377,24 @@ impl<K: Hash + Eq + Clone> KeyedBroadcasts<K> {
     }
 
     /// Drops the live entry with the fewest transmissions left (the oldest
-    /// of those), with the replaced entries found on the way.
-    fn drop_closest_to_done(&mut self) {
-        for bucket in self.buckets.iter_mut().skip(1) {
-            while let Some(entry) = bucket.pop_front() {
-                self.stored -= 1;
-                if Self::is_live(&self.live, &entry) {
-                    self.live.remove(&entry.key);
-                    Self::trim(bucket);
-                    return;
+    /// of those), with the replaced entries found on the way; from the
+    /// urgent lane only when the other holds none.
+    fn drop_closest_to_done(&mut self) -> bool {
+        for lane in [NORMAL, URGENT] {
+            for bucket in self.lanes[lane].iter_mut().skip(1) {
+                while let Some(entry) = bucket.pop_front() {
+                    self.stored -= 1;
+                    if Self::is_live(&self.live, &entry) {
+                        if let Some(gone) = self.live.remove(&entry.key) {
+                            self.pending -= gone.left;
+                        }
+                        Self::trim(bucket);
+                        return true;
+                    }
                 }
             }
         }
+        false
     }
 
     pub(crate) fn fill(&mut self, mut buffer: impl BufMut, max_items: usize) -> usize {
@@ -350,44 +407,51 @@ impl<K: Hash + Eq + Clone> KeyedBroadcasts<K> {
         let mut remaining = max_items;
         let mut misses = 0;
 
-        // Most transmissions left first; within a bucket, the newest first.
-        let mut lowest = self.buckets.len();
-        'buckets: for left in (1..self.buckets.len()).rev() {
-            lowest = left;
-            while buffer.has_remaining_mut() && remaining > 0 && misses < MAX_MISSES {
-                let Some(entry) = self.buckets[left].pop_back() else {
-                    continue 'buckets;
-                };
-                if !Self::is_live(&self.live, &entry) {
-                    self.stored -= 1;
-                    continue;
-                }
-                if buffer.remaining_mut() >= entry.data.len() {
-                    num_taken += 1;
-                    remaining -= 1;
-                    misses = 0;
-                    buffer.put_slice(&entry.data);
-                    if left > 1 {
-                        self.flop.push((left - 1, entry));
-                    } else {
+        // The urgent lane first. In a lane, most transmissions left first;
+        // within a bucket, the newest first.
+        for lane in [URGENT, NORMAL] {
+            let buckets = &mut self.lanes[lane];
+            let mut lowest = buckets.len();
+            'buckets: for left in (1..buckets.len()).rev() {
+                lowest = left;
+                while buffer.has_remaining_mut() && remaining > 0 && misses < MAX_MISSES {
+                    let Some(entry) = buckets[left].pop_back() else {
+                        continue 'buckets;
+                    };
+                    let Some(live) = self.live.get_mut(&entry.key).filter(|l| l.seq == entry.seq)
+                    else {
                         self.stored -= 1;
-                        self.live.remove(&entry.key);
+                        continue;
+                    };
+                    if buffer.remaining_mut() >= entry.data.len() {
+                        num_taken += 1;
+                        remaining -= 1;
+                        misses = 0;
+                        buffer.put_slice(&entry.data);
+                        live.left -= 1;
+                        self.pending -= 1;
+                        if left > 1 {
+                            self.flop.push((left - 1, entry));
+                        } else {
+                            self.stored -= 1;
+                            self.live.remove(&entry.key);
+                        }
+                    } else {
+                        misses += 1;
+                        self.flop.push((left, entry));
                     }
-                } else {
-                    misses += 1;
-                    self.flop.push((left, entry));
                 }
+                break;
             }
-            break;
-        }
 
-        // Back in their buckets, where the next fill finds them first among
-        // those with as many transmissions left.
-        for (left, entry) in self.flop.drain(..).rev() {
-            self.buckets[left].push_back(entry);
-        }
-        for bucket in self.buckets.iter_mut().skip(lowest) {
-            Self::trim(bucket);
+            // Back in their buckets, where the next fill finds them first
+            // among those with as many transmissions left.
+            for (left, entry) in self.flop.drain(..).rev() {
+                buckets[left].push_back(entry);
+            }
+            for bucket in buckets.iter_mut().skip(lowest) {
+                Self::trim(bucket);
+            }
         }
 
         num_taken
@@ -548,11 +612,77 @@ mod tests {
         assert!(buf.iter().all(|&b| b == 3), "only the kept items are sent");
     }
 
+    // Caravan fork: past MAX_PENDING_TRANSMISSIONS owed, what has been sent
+    // the most goes first, whatever the number of items.
+    #[test]
+    fn keyed_backlog_owes_a_bounded_number_of_transmissions() {
+        let mut backlog = KeyedBroadcasts::new();
+        let owed = |b: &KeyedBroadcasts<u32>| b.live.values().map(|l| l.left).sum::<usize>();
+        for i in 0..100u32 {
+            backlog.add_or_replace(i, alloc::vec![1u8], 10);
+        }
+        // Send each of them once: they owe 9 each now.
+        let mut buf = Vec::new();
+        assert_eq!(100, backlog.fill(&mut buf, usize::MAX));
+        for i in 100..1000u32 {
+            backlog.add_or_replace(i, alloc::vec![2u8], 10);
+        }
+        assert_eq!(backlog.pending, owed(&backlog));
+        assert!(
+            backlog.pending <= MAX_PENDING_TRANSMISSIONS,
+            "{}",
+            backlog.pending
+        );
+        assert_eq!(MAX_PENDING_TRANSMISSIONS / 10, backlog.len());
+        assert!(
+            (0..100u32).all(|i| !backlog.live.contains_key(&i)),
+            "the items sent already go first"
+        );
+        assert!(backlog.live.contains_key(&999), "the newest stays");
+        // Replacing an item counts what it owed no more.
+        backlog.add_or_replace(999, alloc::vec![3u8], 2);
+        assert_eq!(backlog.pending, owed(&backlog));
+        let mut sent = 0;
+        while !backlog.is_empty() {
+            let mut buf = Vec::new();
+            sent += backlog.fill((&mut buf).limit(1400), usize::MAX);
+        }
+        assert_eq!(sent, (MAX_PENDING_TRANSMISSIONS / 10 - 1) * 10 + 2);
+        assert_eq!(0, backlog.pending);
+    }
+
+    // Caravan fork: the urgent lane is sent before items with more
+    // transmissions left and newer than it, and the bound drops it last.
+    #[test]
+    fn keyed_backlog_sends_urgent_items_first_and_drops_them_last() {
+        let mut backlog = KeyedBroadcasts::new();
+        backlog.add_or_replace_urgent(0u32, alloc::vec![9u8], 2);
+        for i in 1..=(MAX_UPDATES_BACKLOG as u32 + 10) {
+            backlog.add_or_replace(i, alloc::vec![1u8], 3);
+        }
+        assert_eq!(MAX_UPDATES_BACKLOG, backlog.len());
+        assert!(backlog.live.contains_key(&0), "the urgent item was dropped");
+        for _ in 0..2 {
+            let mut buf = Vec::new();
+            assert_eq!(3, backlog.fill(&mut buf, 3));
+            assert_eq!(buf, [9, 1, 1], "the urgent item goes first");
+        }
+        let mut buf = Vec::new();
+        backlog.fill(&mut buf, 3);
+        assert_eq!(buf, [1, 1, 1], "sent as many times as asked");
+        // Replacing an urgent item with an ordinary one moves it.
+        backlog.add_or_replace_urgent(7u32, alloc::vec![8u8], 1);
+        backlog.add_or_replace(7u32, alloc::vec![2u8], 1);
+        let mut buf = Vec::new();
+        backlog.fill(&mut buf, 1);
+        assert_eq!(buf, [1], "the replaced urgent item is not sent");
+    }
+
     #[test]
     fn keyed_backlog_gives_back_the_room_of_drained_buckets() {
         let mut backlog = KeyedBroadcasts::new();
         for i in 0..1000u32 {
-            backlog.add_or_replace(i, alloc::vec![7u8; 20], 20);
+            backlog.add_or_replace(i, alloc::vec![7u8; 20], 4);
         }
         // Drain it a packet at a time: every item passes through every bucket.
         let mut sent = 0;
@@ -560,12 +690,13 @@ mod tests {
             let mut buf = Vec::new();
             sent += backlog.fill((&mut buf).limit(1400), usize::MAX);
         }
-        assert_eq!(sent, 1000 * 20);
-        let room: usize = backlog.buckets.iter().map(VecDeque::capacity).sum();
+        assert_eq!(sent, 1000 * 4);
+        let buckets = &backlog.lanes[NORMAL];
+        let room: usize = buckets.iter().map(VecDeque::capacity).sum();
         assert!(
-            room <= 8 * backlog.buckets.len(),
+            room <= 8 * buckets.len(),
             "{room} slots kept by {} empty buckets",
-            backlog.buckets.len()
+            buckets.len()
         );
     }
 

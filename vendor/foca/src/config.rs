@@ -187,7 +187,7 @@ pub struct Config {
     /// disabled if you're aiming at pure SWIM behavior.
     pub periodic_gossip: Option<PeriodicParams>,
 
-    /// Caravan fork: HashiCorp's Lifeguard extensions, as memberlist ships
+    /// Caravan fork: the Lifeguard extensions of `HashiCorp`, as memberlist ships
     /// them (see [`Lifeguard`]). `None`, the default of every
     /// constructor, keeps foca's behaviour.
     pub lifeguard: Option<Lifeguard>,

@@ -466,8 +466,11 @@ where
             if !previous_is_down {
                 let addr = Addr(previous_id.addr());
                 let data = self.serialize_member(Member::down(previous_id))?;
-                self.updates
-                    .add_or_replace(addr, data, self.config.max_transmissions.get().into());
+                self.updates.add_or_replace_urgent(
+                    addr,
+                    data,
+                    self.config.max_transmissions.get().into(),
+                );
             }
 
             self.gossip(runtime)?;
@@ -713,7 +716,7 @@ where
         let addr = Addr(self.identity().addr());
         let data = self.serialize_member(Member::down(self.identity().clone()))?;
         self.updates
-            .add_or_replace(addr, data, self.config.max_transmissions.get().into());
+            .add_or_replace_urgent(addr, data, self.config.max_transmissions.get().into());
 
         self.gossip(&mut runtime)?;
 
@@ -1527,9 +1530,18 @@ where
             // Cluster state changed, start broadcasting it
             if do_broadcast {
                 let addr = Addr(id.addr());
+                // Caravan fork: what the failure detector depends on (a
+                // suspicion, a member down, a refutation: an incarnation
+                // past the first) goes before introductions and alive
+                // news (see `KeyedBroadcasts::add_or_replace_urgent`).
+                let urgent = update.state() != State::Alive || update.incarnation() > 0;
                 let data = self.serialize_member(update)?;
-                self.updates
-                    .add_or_replace(addr, data, self.config.max_transmissions.get().into());
+                let max_tx = self.config.max_transmissions.get().into();
+                if urgent {
+                    self.updates.add_or_replace_urgent(addr, data, max_tx);
+                } else {
+                    self.updates.add_or_replace(addr, data, max_tx);
+                }
             }
 
             // Down is a terminal state, so set up a handler for removing
@@ -1765,10 +1777,29 @@ where
                     num_items += 1;
                 }
             } else {
+                // Caravan fork, Lifeguard's buddy system (memberlist does
+                // the same): a message to a member this node holds suspect
+                // carries that suspicion first, so the suspect learns of it
+                // and refutes it however long the backlog is.
+                let mut buddy = 0;
+                if self.config.lifeguard.is_some()
+                    && let Some(suspect) = self
+                        .members
+                        .at(&dst.addr())
+                        .filter(|m| m.id() == &dst && m.state() == State::Suspect)
+                        .cloned()
+                {
+                    let pos = buf.get_ref().len();
+                    if self.codec.encode_member(&suspect, &mut buf).is_ok() {
+                        buddy = 1;
+                    } else {
+                        buf.get_mut().truncate(pos);
+                    }
+                }
                 // u16::MAX guarantees that num_events can be safely
                 // cast from usize to u16
-                let num_updates = self.updates.fill(&mut buf, u16::MAX.into());
-                num_items = u16::try_from(num_updates).expect("usize bound by u16::MAX");
+                let num_updates = self.updates.fill(&mut buf, usize::from(u16::MAX) - buddy);
+                num_items = u16::try_from(num_updates + buddy).expect("usize bound by u16::MAX");
             }
 
             // Seek back and write the correct number of items added
@@ -3739,8 +3770,10 @@ mod tests {
         for i in 0..2000u32 {
             assert_eq!(Ok(true), foca.add_broadcast(&(1000 + i).to_be_bytes()));
         }
+        let max_tx = usize::from(config().max_transmissions.get());
         assert_eq!(
-            crate::broadcast::MAX_UPDATES_BACKLOG,
+            crate::broadcast::MAX_UPDATES_BACKLOG
+                .min(crate::broadcast::MAX_PENDING_TRANSMISSIONS / max_tx),
             foca.custom_broadcast_backlog(),
             "bounded"
         );

@@ -204,6 +204,21 @@ where
             .map(|&i| i as usize)
     }
 
+    /// Where the member with this identity's address sits in `inner`. An
+    /// entry holding an equal identity is taken without reading its address:
+    /// for identities that compare cheaply (a shared pointer), finding the
+    /// member an update is about reads no identity record.
+    fn position_of(&self, id: &T) -> Option<usize> {
+        let addr = id.addr();
+        let hash = Self::hash_addr(&self.hasher, &addr);
+        self.index
+            .find(hash, |&i| {
+                let known = &self.inner[i as usize].id;
+                known == id || known.addr() == addr
+            })
+            .map(|&i| i as usize)
+    }
+
     /// Points the index entry for position `from` at position `to`.
     fn move_entry(&mut self, from: usize, to: usize) {
         let hash = Self::hash_addr(&self.hasher, &self.inner[from].id.addr());
@@ -392,7 +407,7 @@ where
 
     pub(crate) fn remove_if_down(&mut self, id: &T) -> Option<Member<T>> {
         let pos = self
-            .position(&id.addr())
+            .position_of(id)
             .filter(|&pos| &self.inner[pos].id == id && self.inner[pos].state == State::Down)?;
         Some(self.swap_remove(pos))
     }
@@ -408,7 +423,7 @@ where
     }
 
     pub(crate) fn is_active(&self, id: &T) -> bool {
-        self.position(&id.addr())
+        self.position_of(id)
             .is_some_and(|pos| &self.inner[pos].id == id && self.inner[pos].is_active())
     }
 
@@ -418,7 +433,7 @@ where
         condition: F,
     ) -> Option<ApplySummary<T>> {
         if let Some(known_member) = self
-            .position(&update.id().addr())
+            .position_of(update.id())
             .and_then(|pos| self.inner.get_mut(pos))
         {
             let id_conflict = known_member.id != update.id;
@@ -574,6 +589,7 @@ mod tests {
         let check = |members: &Members<Id>| {
             for (pos, m) in members.inner.iter().enumerate() {
                 assert_eq!(members.position(&m.id.addr()), Some(pos));
+                assert_eq!(members.position_of(&m.id), Some(pos));
             }
             assert_eq!(members.index.len(), members.inner.len());
         };

@@ -135,7 +135,7 @@ impl<T: Clone + PartialEq> Probe<T> {
 
     /// Caravan fork: indirect probes that got neither an ack nor a nack
     /// (Lifeguard counts each against this member's health).
-    pub(crate) fn missing_nacks(&self) -> usize {
+    pub(crate) const fn missing_nacks(&self) -> usize {
         self.indirect_requested
             .saturating_sub(self.indirect_ack_count + self.nackers.len())
     }
