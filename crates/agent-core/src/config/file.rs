@@ -304,9 +304,38 @@ pub fn parse_config(origin: &str, text: &str, format: Format) -> Result<ConfigSo
             })?
         }
     };
+    if tree_depth(&tree) > MAX_CONFIG_DEPTH {
+        return Err(CoreError::Config {
+            origin: origin.to_string(),
+            line: None,
+            message: format!("keys nested deeper than {MAX_CONFIG_DEPTH} levels"),
+        });
+    }
     let tree = merge_repeated_blocks(tree);
     check_tree(origin, text, &tree)?;
     Ok(ConfigSource { tree })
+}
+
+/// The deepest nesting of keys a configuration may have, whatever its format. HCL's block labels
+/// nest without braces (`a b c {}` is three levels), so [`MAX_HCL_NESTING`] alone does not bound
+/// the tree: a text of a few hundred labels made a tree whose JSON no JSON parser takes back
+/// (serde_json stops at 128 levels), found by fuzzing. Nomad's deepest keys nest a handful.
+pub const MAX_CONFIG_DEPTH: usize = 32;
+
+/// The nesting depth of a JSON value (a scalar is 0, `{}` and `[]` are 1), without recursion.
+fn tree_depth(tree: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(tree, 0usize)];
+    while let Some((value, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Object(map) => Box::new(map.values()),
+            Value::Array(items) => Box::new(items.iter()),
+            _ => continue,
+        };
+        deepest = deepest.max(depth + 1);
+        stack.extend(children.map(|child| (child, depth + 1)));
+    }
+    deepest
 }
 
 /// Validates a tree against [`ConfigFile`], naming the key path of the first problem. Nomad's
@@ -620,6 +649,40 @@ fn body_starts_with_quoted_key(bytes: &[u8], from: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `check(text, format, ok)`: block labels and JSON objects nest only so deep.
+    #[test]
+    fn configuration_keys_nest_at_most_max_config_depth() {
+        let check = |text: &str, format: Format, ok: bool| {
+            let got = parse_config("t", text, format);
+            match (&got, ok) {
+                (Err(CoreError::Config { message, .. }), false) => assert_eq!(
+                    message,
+                    &format!("keys nested deeper than {MAX_CONFIG_DEPTH} levels"),
+                    "{text:?}"
+                ),
+                (Err(e), true) => panic!("{text:?}: {e}"),
+                (Ok(_), false) => panic!("{text:?}: accepted"),
+                _ => {}
+            }
+        };
+        // Nomad-only keys take any value, so only the depth decides.
+        let labels = |n: usize| format!("syslog_facility {} {{}}\n", "l ".repeat(n - 2));
+        check(&labels(MAX_CONFIG_DEPTH), Format::Hcl, true);
+        check(&labels(MAX_CONFIG_DEPTH + 1), Format::Hcl, false);
+        check(&labels(300), Format::Hcl, false);
+        let json = |n: usize| {
+            format!(
+                "{{\"syslog_facility\": {}{}}}",
+                "{\"l\": ".repeat(n - 2) + "{}",
+                "}".repeat(n - 2)
+            )
+        };
+        check(&json(MAX_CONFIG_DEPTH), Format::Json, true);
+        check(&json(MAX_CONFIG_DEPTH + 1), Format::Json, false);
+        assert_eq!(tree_depth(&Value::Null), 0);
+        assert_eq!(tree_depth(&serde_json::json!({"a": [1, {"b": {}}]})), 4);
+    }
 
     /// `check(text, expected)`: the line an HCL text first nests too deep on, if any.
     #[test]
