@@ -341,12 +341,26 @@ pub fn rss_kib(pid: u32) -> Result<u64, String> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path)
         .map_err(|e| format!("agent RSS not produced: {path}: {e}"))?;
+    status_field_kib(&status, "VmRSS:")
+        .ok_or_else(|| format!("agent RSS not produced: no VmRSS in {path}"))
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`RssAnon:`, `RssFile:`), if the process and field exist.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    status_field_kib(
+        &std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?,
+        field,
+    )
+}
+
+fn status_field_kib(status: &str, field: &str) -> Option<u64> {
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| format!("agent RSS not produced: no VmRSS in {path}"))
+        .find_map(|l| l.strip_prefix(field))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// How a figure stands against its target: printed, never an error.

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::bench::{rss_kib, verdict};
+use crate::bench::{rss_kib, status_kib, verdict};
 use crate::clientbench::{Server, leader, servers};
 use crate::nodesim::{Nodesim, NodesimOptions, percentile};
 use crate::raftbench::{connect, send};
@@ -241,18 +241,6 @@ struct Sample {
     heap_allocated: u64,
     /// Bytes in pages jemalloc holds resident (`stats.resident`); 0 when not read.
     heap_resident: u64,
-}
-
-/// A `kB` field of `/proc/<pid>/status` (`RssAnon:`, `RssFile:`).
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix(field))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 fn threads_now(pid: u32) -> Result<u64, String> {
