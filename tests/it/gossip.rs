@@ -288,12 +288,25 @@ async fn five_encrypted_servers_form_one_pool_by_retry_join_through_one_address(
         all_up.elapsed(),
         first.elapsed()
     );
-    let stats = s1.get("/v1/agent/self").await.json()["stats"]["serf"].clone();
-    assert_eq!(stats["encrypted"], "true");
-    assert_eq!(stats["decrypt_failures"], "0", "{stats}");
-    let streams: u64 = stats["streams_in"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    assert!(streams >= 1, "no member list came over TCP: {stats}");
+    // The announce travels by datagram and the member list by stream, so the pool can be whole
+    // before the seed has read a joiner's list: wait for one (bounded), as the pool's forming
+    // does not say the streams are done.
+    let started = Instant::now();
+    loop {
+        let stats = s1.get("/v1/agent/self").await.json()["stats"]["serf"].clone();
+        assert_eq!(stats["encrypted"], "true");
+        assert_eq!(stats["decrypt_failures"], "0", "{stats}");
+        let streams: u64 = stats["streams_in"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if streams >= 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < LIMIT,
+            "no member list came over TCP within {LIMIT:?}: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
