@@ -237,10 +237,25 @@ struct Sample {
     anon_floor_kib: u64,
     /// File-backed RSS (`RssFile`) at the minute's end.
     file_kib: u64,
-    /// Bytes in live allocations (jemalloc `stats.allocated`); 0 when not read.
-    heap_allocated: u64,
-    /// Bytes in pages jemalloc holds resident (`stats.resident`); 0 when not read.
-    heap_resident: u64,
+    /// jemalloc's statistics at the minute's end (zeros when not read).
+    heap: HeapStats,
+    /// The process's memory mappings (`/proc/<pid>/maps` lines): with jemalloc's `retain:false`
+    /// freed extents are unmapped, and a map count that only grew would show the holes that
+    /// option is known to leave on Linux.
+    maps: u64,
+}
+
+/// jemalloc's statistics as the server's `/v1/agent/pprof/heap?debug=1` reports them, in bytes.
+#[derive(Clone, Copy, Debug, Default)]
+struct HeapStats {
+    /// In live allocations (`stats.allocated`).
+    allocated: u64,
+    /// In pages jemalloc holds resident (`stats.resident`).
+    resident: u64,
+    /// jemalloc's own bookkeeping (`stats.metadata`); never given back.
+    metadata: u64,
+    /// Address space unmapped from use but kept for reuse (`stats.retained`).
+    retained: u64,
 }
 
 fn threads_now(pid: u32) -> Result<u64, String> {
@@ -266,8 +281,8 @@ fn thread_names(pid: u32) -> BTreeMap<String, u64> {
     out
 }
 
-/// jemalloc's `allocated` and `resident` bytes from the server's heap statistics.
-async fn heap_stats(http: SocketAddr) -> Option<(u64, u64)> {
+/// jemalloc's statistics from the server's heap profile endpoint.
+async fn heap_stats(http: SocketAddr) -> Option<HeapStats> {
     let work = async {
         let mut tx = connect(http).await.ok()?;
         let (status, body) = send(
@@ -288,7 +303,12 @@ async fn heap_stats(http: SocketAddr) -> Option<(u64, u64)> {
                 .find_map(|l| l.strip_prefix(&format!("# {name} = ")))
                 .and_then(|v| v.trim().parse::<u64>().ok())
         };
-        Some((field("allocated")?, field("resident")?))
+        Some(HeapStats {
+            allocated: field("allocated")?,
+            resident: field("resident")?,
+            metadata: field("metadata")?,
+            retained: field("retained")?,
+        })
     };
     tokio::time::timeout(Duration::from_secs(10), work)
         .await
@@ -411,9 +431,16 @@ fn sample(pid: u32) -> Result<Sample, String> {
         own_fds_floor: 0,
         rpc_conns_floor: 0,
         http_conns_floor: 0,
-        heap_allocated: 0,
-        heap_resident: 0,
+        heap: HeapStats::default(),
+        maps: maps_now(pid),
     })
+}
+
+/// The number of the process's memory mappings; 0 when unreadable.
+fn maps_now(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map(|m| m.lines().count() as u64)
+        .unwrap_or(0)
 }
 
 /// `cargo xtask soak [--minutes N]`: release builds, then [`run`].
@@ -545,9 +572,8 @@ async fn soak_run(
             s.anon_floor_kib = anon_low[i];
             s.rpc_conns_floor = rpc_low[i];
             s.http_conns_floor = http_low[i];
-            if let Some((a, r)) = heap_stats(https[i]).await {
-                s.heap_allocated = a;
-                s.heap_resident = r;
+            if let Some(h) = heap_stats(https[i]).await {
+                s.heap = h;
             }
         }
         if minute == base_minute {
@@ -584,7 +610,7 @@ async fn soak_run(
             "{minute:>3} | {:>20} | {:>20} | {:>20} | {:>11} | {:>17} | {:>7} | {:>5} | {}",
             join(&|s| format!("{:.1}", s.rss_kib as f64 / 1024.0)),
             join(&|s| format!("{:.1}", s.rss_floor_kib as f64 / 1024.0)),
-            join(&|s| format!("{:.1}", s.heap_allocated as f64 / 1048576.0)),
+            join(&|s| format!("{:.1}", s.heap.allocated as f64 / 1048576.0)),
             join(&|s| s.fds_floor.to_string()),
             join(&|s| format!("{}-{}", s.threads_min, s.threads_max)),
             format!("{}/{late}", sim.registered()),
@@ -663,7 +689,7 @@ fn verdicts(history: &[Vec<Sample>], errors: u64, rpc_bound: u64) -> Vec<String>
             .max()
             .unwrap_or(0);
         println!(
-            "s{i}: RSS floor {:.1} -> {:.1} MiB from minute {base_minute}: {growth:+.1} % (target ≤ 5 %: {}; at the minute's end {:.1} -> {:.1} MiB, {:+.1} %; anonymous floor {:.1} -> {:.1} MiB, {:+.1} %, file-backed {:.1} -> {:.1} MiB); jemalloc allocated {:.1} -> {:.1} MiB ({:+.1} %), resident {:.1} -> {:.1} MiB; fds {} -> {} (floor {} -> {}, max floor {max_fds} up to minute {base_minute}); fds the server opened itself: floor {} -> {} (max {max_own} up to minute {base_minute}; no growth: {}); connections peers hold, floor at the end: rpc {} (bound {rpc_bound}: node groups and the other servers), http {} (bound {MONITORS}: the monitor streams): {}; steady threads {} -> {} (max {max_threads}; no growth: {}), peak {peak_before} up to minute {base_minute}, {peak_after} after",
+            "s{i}: RSS floor {:.1} -> {:.1} MiB from minute {base_minute}: {growth:+.1} % (target ≤ 5 %: {}; at the minute's end {:.1} -> {:.1} MiB, {:+.1} %; anonymous floor {:.1} -> {:.1} MiB, {:+.1} %, file-backed {:.1} -> {:.1} MiB); jemalloc allocated {:.1} -> {:.1} MiB ({:+.1} %), resident {:.1} -> {:.1} MiB, metadata {:.1} -> {:.1} MiB, retained {:.1} -> {:.1} MiB; memory maps {} -> {}; fds {} -> {} (floor {} -> {}, max floor {max_fds} up to minute {base_minute}); fds the server opened itself: floor {} -> {} (max {max_own} up to minute {base_minute}; no growth: {}); connections peers hold, floor at the end: rpc {} (bound {rpc_bound}: node groups and the other servers), http {} (bound {MONITORS}: the monitor streams): {}; steady threads {} -> {} (max {max_threads}; no growth: {}), peak {peak_before} up to minute {base_minute}, {peak_after} after",
             b.rss_floor_kib as f64 / 1024.0,
             l.rss_floor_kib as f64 / 1024.0,
             judged(growth <= 5.0),
@@ -675,11 +701,17 @@ fn verdicts(history: &[Vec<Sample>], errors: u64, rpc_bound: u64) -> Vec<String>
             pct(b.anon_floor_kib, l.anon_floor_kib),
             b.file_kib as f64 / 1024.0,
             l.file_kib as f64 / 1024.0,
-            b.heap_allocated as f64 / 1048576.0,
-            l.heap_allocated as f64 / 1048576.0,
-            pct(b.heap_allocated, l.heap_allocated),
-            b.heap_resident as f64 / 1048576.0,
-            l.heap_resident as f64 / 1048576.0,
+            b.heap.allocated as f64 / 1048576.0,
+            l.heap.allocated as f64 / 1048576.0,
+            pct(b.heap.allocated, l.heap.allocated),
+            b.heap.resident as f64 / 1048576.0,
+            l.heap.resident as f64 / 1048576.0,
+            b.heap.metadata as f64 / 1048576.0,
+            l.heap.metadata as f64 / 1048576.0,
+            b.heap.retained as f64 / 1048576.0,
+            l.heap.retained as f64 / 1048576.0,
+            b.maps,
+            l.maps,
             b.fds,
             l.fds,
             b.fds_floor,
