@@ -56,8 +56,9 @@ async fn state_survives_kill_9() {
     let _ = agent.child.wait();
     drop(agent);
     let agent = Agent::start_at(ports, &args, hcl).await;
-    let r = api(&agent, "GET", "/v1/agent/self", Some(&reader), Value::Null).await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    // A default read first: it waits until the restarted server has applied everything
+    // committed, the reader token's entry included (its commit mark may not have reached the
+    // disk before the kill; the entry itself had).
     let r = api(
         &agent,
         "GET",
@@ -67,6 +68,8 @@ async fn state_survives_kill_9() {
     )
     .await;
     assert_eq!(r.json()["Rules"], "agent {\n  policy = \"read\"\n}");
+    let r = api(&agent, "GET", "/v1/agent/self", Some(&reader), Value::Null).await;
+    assert_eq!(r.status, 200, "{}", r.text());
     let r = api(&agent, "POST", "/v1/acl/bootstrap", None, Value::Null).await;
     assert_eq!(r.status, 400, "bootstrap stays done after restart");
 }

@@ -282,12 +282,19 @@ async fn a_client_registers_is_reached_through_any_server_fails_over_and_goes_do
     )
     .await;
     for s in &alive {
-        let n = nodes(s).await;
-        assert!(
-            n.iter()
-                .any(|n| n["ID"] == node_id.as_str() && n["Status"] == "ready"),
-            "{n:?}"
-        );
+        // Read with `?stale`: a server still applying a down-then-ready of a slow failover
+        // catches up within the wait.
+        eventually(
+            "the node ready on every server",
+            Duration::from_secs(20),
+            async || {
+                let n = nodes(s).await;
+                n.iter()
+                    .any(|n| n["ID"] == node_id.as_str() && n["Status"] == "ready")
+                    .then_some(())
+            },
+        )
+        .await;
         let r = s.get(&format!("/v1/agent/host?node_id={node_id}")).await;
         assert_eq!(r.status, 200, "via {} after failover: {}", s.http, r.text());
         // The leader now (a new one, if the killed server led) lists it once it heartbeat.

@@ -89,15 +89,16 @@ pub(crate) async fn all_alive(agents: &[&Agent], n: usize) -> Result<(), String>
     Ok(())
 }
 
-pub(crate) async fn eventually(
+/// Asks `check` until it answers `Ok` (its value is returned), failing after `limit`.
+pub(crate) async fn eventually<T>(
     limit: Duration,
     what: &str,
-    mut check: impl AsyncFnMut() -> Result<(), String>,
-) {
+    mut check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
     let started = Instant::now();
     loop {
         match check().await {
-            Ok(()) => return,
+            Ok(v) => return v,
             Err(why) => assert!(
                 started.elapsed() < limit,
                 "{what} not within {limit:?}: {why}"

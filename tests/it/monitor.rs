@@ -56,10 +56,11 @@ async fn read_for(s: &mut TcpStream, window: Duration) -> Vec<u8> {
     out
 }
 
-/// Reads until `done` holds for what arrived (or 5 s pass), then returns it all.
+/// Reads until `done` holds for what arrived (or 20 s pass, as the other waits on events of a
+/// loaded machine: elections, reconcile ticks, relays), then returns it all.
 pub(crate) async fn read_until(s: &mut TcpStream, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
     let mut all = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline && !done(&all) {
         all.extend(read_for(s, Duration::from_millis(100)).await);
     }
@@ -151,7 +152,9 @@ async fn a_reader_that_never_reads_slows_nothing_and_learns_of_drops() {
     let took = started.elapsed();
     assert_eq!(r.status, 200);
     eprintln!("/health with a stalled monitor reader answered in {took:?}");
-    assert!(took < Duration::from_secs(1), "{took:?}");
+    // A logger blocked on the stalled stream would hold the request for good; 5 s tells that
+    // from a loaded machine's stall.
+    assert!(took < Duration::from_secs(5), "{took:?}");
     let mut seen = String::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline && !seen.contains("Monitor dropped") {

@@ -850,6 +850,23 @@ async fn follower_reads_are_consistent_unless_stale_and_block_on_index() {
         async move { send(agent, "GET", &path, Some(&mgmt), Value::Null).await }
     };
 
+    // The token is resolved from the follower's own state before its read waits for the
+    // leader's index, and the bootstrap may have committed with the other follower's ack: wait
+    // until this follower knows the token.
+    eventually(
+        Duration::from_secs(20),
+        "the follower knows the token",
+        async || {
+            let r = get(f, "/v1/acl/token/self".to_string()).await;
+            if r.status == 200 {
+                Ok(())
+            } else {
+                Err(format!("{} {}", r.status, r.text()))
+            }
+        },
+    )
+    .await;
+
     // A default read through a follower sees every write acknowledged before it started.
     for k in 0..10 {
         let id = format!("seen-{k}");

@@ -179,10 +179,11 @@ impl Agent {
         panic!("the node did not register within 15 s (last answer {last})");
     }
 
-    /// Waits (bounded) until this server knows a Raft leader (`/v1/status/leader` needs no
-    /// token; enough to bootstrap ACLs).
+    /// Waits (bounded: 30 s, as the raft and fault tests wait for an election of three
+    /// servers on a loaded machine) until this server knows a Raft leader (`/v1/status/leader`
+    /// needs no token; enough to bootstrap ACLs).
     pub async fn wait_raft_leader(&self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if get(self.http, "/v1/status/leader")
                 .await
@@ -192,7 +193,7 @@ impl Agent {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("no Raft leader on {} within 15 s", self.http);
+        panic!("no Raft leader on {} within 30 s", self.http);
     }
 
     /// Waits (bounded) until this server knows a Raft leader and its workers have settled

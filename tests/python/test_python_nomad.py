@@ -140,6 +140,12 @@ def test_acl_bootstrap_policy_token(acl_agent):
 
 def test_register_job_and_see_allocations(agent):
     n = client(agent)
+    # Healthy means a leader, not that the dev agent's node has registered: a job evaluated
+    # before it has no node to place on.
+    deadline = time.monotonic() + 15
+    while not n.nodes.get_nodes():
+        assert time.monotonic() < deadline, "the dev agent's node did not register"
+        time.sleep(0.05)
     job = {
         "Job": {
             "ID": "web",

@@ -320,7 +320,8 @@ mod tests {
         std::fs::set_permissions(dir.join("a.log"), std::fs::Permissions::from_mode(0o644))
             .unwrap();
         let path = format!("{}/a.log", dir.display());
-        let config = LogFileConfig::new(&path, 0, Duration::from_millis(50), 0);
+        // An age a stalled thread cannot pass between the open and the first write.
+        let config = LogFileConfig::new(&path, 0, Duration::from_secs(1), 0);
         let mut log = LogFile::open(config).unwrap();
         assert_eq!(
             std::fs::metadata(dir.join("a.log")).unwrap().mode() & 0o777,
@@ -332,7 +333,7 @@ mod tests {
             std::fs::read_to_string(dir.join("a.log")).unwrap(),
             "old\nnew\n"
         );
-        std::thread::sleep(Duration::from_millis(60));
+        std::thread::sleep(Duration::from_millis(1100));
         log.write_event(b"later\n").unwrap();
         let names = files(&dir);
         assert_eq!(names.len(), 2, "{names:?}");
