@@ -33,9 +33,9 @@ pub use knowledge::{
     MAX_LTIME_AHEAD, MAX_ORPHAN_INTENTS, MAX_PENDING_TAGS, MAX_TAGS_VERSION_AHEAD,
 };
 pub use node::{
-    Counters, MAX_DATAGRAM, MAX_PENDING_SYNC_REPLIES, MAX_SOLICITED_SYNCS,
-    MAX_UNKNOWN_INTRODUCTIONS, MemberEvent, Node, NodeConfig, NodeTimer, Output,
-    PENDING_SYNC_REPLY_TTL, SOLICITED_SYNC_WINDOW, swim_config, sync_interval,
+    Counters, EARLY_SYNC_CHECK, EARLY_SYNC_ROUNDS, MAX_DATAGRAM, MAX_PENDING_SYNC_REPLIES,
+    MAX_SOLICITED_SYNCS, MAX_UNKNOWN_INTRODUCTIONS, MemberEvent, Node, NodeConfig, NodeTimer,
+    Output, PENDING_SYNC_REPLY_TTL, SOLICITED_SYNC_WINDOW, swim_config, sync_interval,
 };
 
 /// Every error this crate returns.

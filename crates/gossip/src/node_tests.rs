@@ -875,3 +875,69 @@ fn a_message_to_a_suspect_carries_the_suspicion() {
         .expect("an ack to 4");
     assert!(updates_of(ack).is_empty(), "{:?}", updates_of(ack));
 }
+
+/// Fires the early anti-entropy checks a node asked for (and no other timer), `step` apart,
+/// delivering each stream it opens to `peer` (it is node 200) and the answer back (streams to
+/// other members go unanswered); returns how many it opened.
+fn run_early_syncs(j: &mut Node, peer: &mut Node, mut out: Output, from: Duration) -> usize {
+    let mut now = from;
+    let mut opened = 0;
+    for _ in 0..20 {
+        for req in std::mem::take(&mut out.streams) {
+            opened += 1;
+            if req.to != peer.identity().addr() {
+                continue;
+            }
+            let reply = peer
+                .handle_stream(ephemeral(200), &req.body, now)
+                .expect("accepted")
+                .expect("a reply");
+            j.handle_stream_reply(req.to, &reply, now).expect("applied");
+        }
+        let Some((delay, _)) = out
+            .timers
+            .iter()
+            .find(|(_, t)| *t == NodeTimer::EarlySync)
+            .cloned()
+        else {
+            break;
+        };
+        assert!(
+            delay >= EARLY_SYNC_CHECK && delay <= EARLY_SYNC_CHECK * 3 / 2,
+            "{delay:?}"
+        );
+        now += delay;
+        j.handle_timer(NodeTimer::EarlySync, now);
+        out = j.drain();
+    }
+    opened
+}
+
+/// A member that joined repairs what its join missed within seconds, not at its first periodic
+/// anti-entropy round: once its member list stops growing it runs [`EARLY_SYNC_ROUNDS`]
+/// push/pulls, and no more. Here member 9 joins member 1 after the join's exchange (its
+/// broadcast never reaches the joiner), so only an anti-entropy round can teach it.
+#[test]
+fn a_joiner_repairs_what_its_join_missed_in_early_anti_entropy_rounds() {
+    let mut a = node(1);
+    let mut j = node(200);
+    j.join(addr(1), T0).expect("join");
+    let out = j.drain();
+    let request = out.streams.first().expect("the join's stream").clone();
+    let reply = a
+        .handle_stream(ephemeral(200), &request.body, T0)
+        .expect("accepted")
+        .expect("a reply");
+    j.handle_stream_reply(addr(1), &reply, T0).expect("applied");
+    let mut after_join = j.drain();
+    after_join.timers.extend(out.timers);
+    assert_eq!(j.count(MemberStatus::Alive), 2);
+    // Member 9 comes after the exchange; the broadcast of it is lost on the way to the joiner.
+    a.learn([id(9)], T0);
+    let _ = a.drain();
+    let opened = run_early_syncs(&mut j, &mut a, after_join, T0);
+    assert_eq!(opened, usize::from(EARLY_SYNC_ROUNDS), "early rounds run");
+    assert_eq!(j.status_of(&name(9)), Some(MemberStatus::Alive));
+    // Well within the first periodic round's interval at this size.
+    assert!(EARLY_SYNC_CHECK * 8 < j.cfg.sync_interval);
+}
