@@ -69,6 +69,32 @@ struct Received {
     tags: Vec<Arc<TagsMsg>>,
 }
 
+/// The members an asker's list named, with their incarnations, by identity record: an answer
+/// leaves out every member the asker named with the incarnation the answerer knows or a newer
+/// one, as applying it there changes nothing (an alive entry never overrides a state of the same
+/// incarnation). So an anti-entropy round between members that agree carries one list, not two:
+/// the answer is the answerer alone, plus what the asker lacks. The answer is still a member list
+/// as before, so an older node that asks applies it as it always did.
+pub(crate) struct PeerList(hashbrown::HashMap<usize, u16>);
+
+impl PeerList {
+    fn of(entries: &[(NodeId, u16)]) -> PeerList {
+        PeerList(
+            entries
+                .iter()
+                .map(|(id, incarnation)| (id.record_key(), *incarnation))
+                .collect(),
+        )
+    }
+
+    /// Whether the list named `id` with `incarnation` or a newer one.
+    fn names(&self, id: &NodeId, incarnation: u16) -> bool {
+        self.0
+            .get(&id.record_key())
+            .is_some_and(|theirs| *theirs >= incarnation)
+    }
+}
+
 impl Node {
     /// Starts a push/pull with `to`: over a stream, or by datagrams when streams are off. With
     /// `ask_tags` (a join) the answer is asked to carry the members' tags.
@@ -77,7 +103,7 @@ impl Node {
             self.send_member_list(to, true);
             return;
         }
-        match self.state_frame(true, ask_tags, false) {
+        match self.state_frame(true, ask_tags, false, None) {
             Some(body) => {
                 self.counters.streams_out += 1;
                 self.out.streams.push(StreamRequest { to, body });
@@ -89,18 +115,23 @@ impl Node {
     /// This node's member list as one frame: `[KIND_STATE][want_reply][StateMsg][StateExtra]`,
     /// sealed; the extra part only when tags are asked for (`ask_tags`) or given (`give_tags`:
     /// the known tags of the members listed). Members and tags beyond [`MAX_STATE_BYTES`] are
-    /// left out.
+    /// left out. An answer leaves out what the asker's list already named (`known`, see
+    /// [`PeerList`]).
     pub(crate) fn state_frame(
         &mut self,
         want_reply: bool,
         ask_tags: bool,
         give_tags: bool,
+        known: Option<&PeerList>,
     ) -> Option<Vec<u8>> {
         let me = self.identity().clone();
         let mut entries = Vec::with_capacity(self.swim.num_members() + 1);
         // addr (≤ 19) + name length (≤ 5) + generation (≤ 10) + incarnation (≤ 3).
         let mut size = 64 + me.name().len();
         for m in self.swim.iter_members() {
+            if known.is_some_and(|k| k.names(m.id(), m.incarnation())) {
+                continue;
+            }
             size += 40 + m.id().name().len();
             if size > MAX_STATE_BYTES {
                 break;
@@ -213,6 +244,8 @@ impl Node {
         } = self.open_state(frame)?;
         let sender = msg.sender.clone();
         let sender_addr = canonical(sender.addr());
+        // What the asker named, to leave out of the answer (taken before the list is applied).
+        let known = want_reply.then(|| PeerList::of(&msg.entries));
         if sender_addr.ip() != canonical(peer).ip() {
             self.counters.spoofed += 1;
             return Err(GossipError::Rejected(
@@ -240,7 +273,7 @@ impl Node {
         if !want_reply || self.leaving || !self.is_member(sender_addr) {
             return Ok(None);
         }
-        Ok(self.state_frame(false, false, ask_tags))
+        Ok(self.state_frame(false, false, ask_tags, known.as_ref()))
     }
 
     /// The answer to an exchange this node started with `to`: applied whole (this node asked

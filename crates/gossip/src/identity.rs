@@ -110,6 +110,13 @@ impl NodeId {
     pub fn generation(&self) -> u64 {
         self.0.generation
     }
+
+    /// The interned record's address: equal identities decoded in this process share one
+    /// record, so this tells them apart without hashing the name (two records of one identity,
+    /// should there be any, only look different).
+    pub(crate) fn record_key(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
 }
 
 impl PartialEq for NodeId {

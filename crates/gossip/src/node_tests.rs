@@ -941,3 +941,64 @@ fn a_joiner_repairs_what_its_join_missed_in_early_anti_entropy_rounds() {
     // Well within the first periodic round's interval at this size.
     assert!(EARLY_SYNC_CHECK * 8 < j.cfg.sync_interval);
 }
+
+/// The members an anti-entropy answer lists, by node number (the answerer included).
+fn answer_lists(reply: &[u8]) -> Vec<u8> {
+    let [crate::wire::KIND_STATE, 0, rest @ ..] = reply else {
+        panic!("not an answer: {:?}", &reply[..2]);
+    };
+    let (msg, _): (crate::wire::StateMsg, _) = postcard::take_from_bytes(rest).expect("decode");
+    let mut listed: Vec<u8> = msg
+        .entries
+        .iter()
+        .map(|(id, _)| {
+            id.name()[1..]
+                .trim_end_matches(".global")
+                .parse()
+                .expect("n<i>")
+        })
+        .collect();
+    listed.sort();
+    listed
+}
+
+/// An anti-entropy answer leaves out what the asker's list named with the incarnation the
+/// answerer knows (or a newer one): between members that agree it is the answerer alone. The
+/// asker's frame is built as older nodes build theirs (no trailer), and the answer is a member
+/// list as before.
+#[test]
+fn an_anti_entropy_answer_carries_only_what_the_asker_lacks() {
+    // Node 1 knows 2..=20; member 5 at incarnation 3 (a refutation it heard of).
+    let refuted = state_frame(&id(3), vec![(id(5), 3)]);
+    let all: Vec<(NodeId, u16)> = (1..=20)
+        .map(|i| (id(i), if i == 5 { 3 } else { 0 }))
+        .collect();
+    let check = |asker_names: Vec<(NodeId, u16)>, expected: Vec<u8>| {
+        let mut a = pool(20);
+        a.handle_stream(ephemeral(3), &refuted, T0)
+            .expect("applied");
+        let frame = state_frame(&id(2), asker_names);
+        let reply = a
+            .handle_stream(ephemeral(2), &frame, T0)
+            .expect("accepted")
+            .expect("an answer");
+        assert_eq!(answer_lists(&reply), expected);
+    };
+    // Agreeing lists: the answerer alone.
+    check(all.clone(), vec![1]);
+    // Members the asker lacks.
+    let lacking: Vec<(NodeId, u16)> = all
+        .iter()
+        .filter(|(id, _)| id.name() != name(7) && id.name() != name(9))
+        .cloned()
+        .collect();
+    check(lacking, vec![1, 7, 9]);
+    // A member the asker knows at an older incarnation.
+    let older: Vec<(NodeId, u16)> = all
+        .iter()
+        .map(|(id, inc)| (id.clone(), if id.name() == name(5) { 0 } else { *inc }))
+        .collect();
+    check(older, vec![1, 5]);
+    // An asker that knows only itself (a join) gets everything.
+    check(vec![(id(2), 0)], (1..=20).filter(|i| *i != 2).collect());
+}
