@@ -26,7 +26,8 @@ pub mod wire;
 pub use foca;
 
 pub use exchange::{
-    MAX_STATE_BYTES, MAX_STATE_FRAME, STREAM_CONNECT_TIMEOUT, STREAM_TIMEOUT, StreamRequest,
+    ListDigest, MAX_STATE_BYTES, MAX_STATE_FRAME, STREAM_CONNECT_TIMEOUT, STREAM_TIMEOUT,
+    StreamRequest,
 };
 pub use identity::NodeId;
 pub use knowledge::{

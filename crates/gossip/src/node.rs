@@ -229,6 +229,8 @@ pub struct Counters {
     pub streams_in: u64,
     /// Exchanges started over a stream that got no answer (then sent as datagrams).
     pub stream_failures: u64,
+    /// Anti-entropy digests that differed from this node's list (a whole list followed).
+    pub digest_mismatches: u64,
     /// Probe rounds started (one member probed each).
     pub probes: u64,
 }
@@ -698,7 +700,7 @@ impl Node {
             return;
         }
         let to = active[(self.next_random() % active.len() as u64) as usize];
-        self.push_pull(to, false);
+        self.anti_entropy(to);
     }
 
     /// xorshift: a cheap, seeded choice, so simulations stay reproducible.
