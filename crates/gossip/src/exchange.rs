@@ -67,9 +67,89 @@ struct Received {
     ask_tags: bool,
     /// The tags that came with the list, as the process's shared copies.
     tags: Vec<Arc<TagsMsg>>,
+    /// The digest of the sender's member list, when the frame is a digest round's (it then
+    /// lists the sender alone).
+    digest: Option<ListDigest>,
+}
+
+/// A digest of a member list: how many active members it holds (the node itself included) and
+/// the sum of their identities' mixed [`NodeId::stable_hash`]es, so the order does not matter.
+/// Anti-entropy rounds send it instead of the list (it trails the frame's [`StateExtra`], where
+/// older nodes neither send nor read it): members that agree exchange 30 bytes, not N entries;
+/// when the digests differ the asker follows with a whole list, as before. Incarnations are left
+/// out (SWIM's gossip and refutations carry them; in a large pool some refutation is always in
+/// flight, so digests with them would rarely agree).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ListDigest {
+    /// Active members, the node itself included.
+    pub members: u32,
+    /// The sum of their mixed stable hashes.
+    pub sum: u64,
+}
+
+/// splitmix64's finaliser: spreads a hash's bits before it is summed.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The members an asker's list named, with their incarnations, by identity record: an answer
+/// leaves out every member the asker named with the incarnation the answerer knows or a newer
+/// one, as applying it there changes nothing (an alive entry never overrides a state of the same
+/// incarnation). So an anti-entropy round between members that agree carries one list, not two:
+/// the answer is the answerer alone, plus what the asker lacks. The answer is still a member list
+/// as before, so an older node that asks applies it as it always did.
+pub(crate) struct PeerList(hashbrown::HashMap<usize, u16>);
+
+impl PeerList {
+    fn of(entries: &[(NodeId, u16)]) -> PeerList {
+        PeerList(
+            entries
+                .iter()
+                .map(|(id, incarnation)| (id.record_key(), *incarnation))
+                .collect(),
+        )
+    }
+
+    /// Whether the list named `id` with `incarnation` or a newer one.
+    fn names(&self, id: &NodeId, incarnation: u16) -> bool {
+        self.0
+            .get(&id.record_key())
+            .is_some_and(|theirs| *theirs >= incarnation)
+    }
 }
 
 impl Node {
+    /// Starts an anti-entropy round with `to`: its digest first over a stream (see
+    /// [`ListDigest`]); by datagrams, whole, when streams are off.
+    pub(crate) fn anti_entropy(&mut self, to: SocketAddr) {
+        if !self.cfg.streams {
+            self.send_member_list(to, true);
+            return;
+        }
+        match self.state_frame(true, false, false, None, true) {
+            Some(body) => {
+                self.counters.streams_out += 1;
+                self.out.streams.push(StreamRequest { to, body });
+            }
+            None => self.send_member_list(to, true),
+        }
+    }
+
+    /// The digest of this node's member list: its active members and itself.
+    pub fn list_digest(&self) -> ListDigest {
+        let mut digest = ListDigest {
+            members: 1,
+            sum: mix(self.identity().stable_hash()),
+        };
+        for m in self.swim.iter_members() {
+            digest.members = digest.members.saturating_add(1);
+            digest.sum = digest.sum.wrapping_add(mix(m.id().stable_hash()));
+        }
+        digest
+    }
+
     /// Starts a push/pull with `to`: over a stream, or by datagrams when streams are off. With
     /// `ask_tags` (a join) the answer is asked to carry the members' tags.
     pub(crate) fn push_pull(&mut self, to: SocketAddr, ask_tags: bool) {
@@ -77,7 +157,7 @@ impl Node {
             self.send_member_list(to, true);
             return;
         }
-        match self.state_frame(true, ask_tags, false) {
+        match self.state_frame(true, ask_tags, false, None, false) {
             Some(body) => {
                 self.counters.streams_out += 1;
                 self.out.streams.push(StreamRequest { to, body });
@@ -89,18 +169,26 @@ impl Node {
     /// This node's member list as one frame: `[KIND_STATE][want_reply][StateMsg][StateExtra]`,
     /// sealed; the extra part only when tags are asked for (`ask_tags`) or given (`give_tags`:
     /// the known tags of the members listed). Members and tags beyond [`MAX_STATE_BYTES`] are
-    /// left out.
+    /// left out. An answer leaves out what the asker's list already named (`known`, see
+    /// [`PeerList`]). With `digest` the frame lists this node alone and carries the digest of
+    /// its list after the extra part (a digest round's ask and answer).
     pub(crate) fn state_frame(
         &mut self,
         want_reply: bool,
         ask_tags: bool,
         give_tags: bool,
+        known: Option<&PeerList>,
+        digest: bool,
     ) -> Option<Vec<u8>> {
+        let list_digest = digest.then(|| self.list_digest());
         let me = self.identity().clone();
         let mut entries = Vec::with_capacity(self.swim.num_members() + 1);
         // addr (≤ 19) + name length (≤ 5) + generation (≤ 10) + incarnation (≤ 3).
         let mut size = 64 + me.name().len();
-        for m in self.swim.iter_members() {
+        for m in self.swim.iter_members().filter(|_| !digest) {
+            if known.is_some_and(|k| k.names(m.id(), m.incarnation())) {
+                continue;
+            }
             size += 40 + m.id().name().len();
             if size > MAX_STATE_BYTES {
                 break;
@@ -139,8 +227,12 @@ impl Node {
         };
         let mut plain = vec![KIND_STATE, u8::from(want_reply)];
         let encoded = postcard::to_io(&msg, &mut plain).and_then(|plain| {
-            if extra.ask_tags || !extra.tags.is_empty() {
-                postcard::to_io(&extra, plain).map(|_| ())
+            if extra.ask_tags || !extra.tags.is_empty() || list_digest.is_some() {
+                let plain = postcard::to_io(&extra, plain)?;
+                match &list_digest {
+                    Some(d) => postcard::to_io(d, plain).map(|_| ()),
+                    None => Ok(()),
+                }
             } else {
                 Ok(())
             }
@@ -172,16 +264,22 @@ impl Node {
             [KIND_STATE, want, rest @ ..] if *want <= 1 => {
                 postcard::take_from_bytes::<StateMsg>(rest)
                     .and_then(|(msg, tail)| {
-                        let extra = if tail.is_empty() {
-                            StateExtra::default()
+                        let (extra, rest) = if tail.is_empty() {
+                            (StateExtra::default(), tail)
                         } else {
-                            postcard::from_bytes(tail)?
+                            postcard::take_from_bytes::<StateExtra>(tail)?
+                        };
+                        let digest = if rest.is_empty() {
+                            None
+                        } else {
+                            Some(postcard::from_bytes::<ListDigest>(rest)?)
                         };
                         Ok(Received {
                             want_reply: *want == 1,
                             msg,
                             ask_tags: extra.ask_tags,
                             tags: extra.tags.iter().map(intern_tags_ref).collect(),
+                            digest,
                         })
                     })
                     .map_err(|e| GossipError::Decode(e.to_string()))
@@ -209,10 +307,13 @@ impl Node {
             want_reply,
             msg,
             ask_tags,
+            digest,
             ..
         } = self.open_state(frame)?;
         let sender = msg.sender.clone();
         let sender_addr = canonical(sender.addr());
+        // What the asker named, to leave out of the answer (taken before the list is applied).
+        let known = want_reply.then(|| PeerList::of(&msg.entries));
         if sender_addr.ip() != canonical(peer).ip() {
             self.counters.spoofed += 1;
             return Err(GossipError::Rejected(
@@ -240,7 +341,8 @@ impl Node {
         if !want_reply || self.leaving || !self.is_member(sender_addr) {
             return Ok(None);
         }
-        Ok(self.state_frame(false, false, ask_tags))
+        // A digest round is answered with this node's digest; a list with what it lacks.
+        Ok(self.state_frame(false, false, ask_tags, known.as_ref(), digest.is_some()))
     }
 
     /// The answer to an exchange this node started with `to`: applied whole (this node asked
@@ -251,12 +353,23 @@ impl Node {
         frame: &[u8],
         now: Duration,
     ) -> Result<(), GossipError> {
-        let Received { msg, tags, .. } = self.open_state(frame)?;
+        let Received {
+            msg, tags, digest, ..
+        } = self.open_state(frame)?;
         if canonical(msg.sender.addr()) != canonical(to) {
             self.counters.spoofed += 1;
             return Err(GossipError::Rejected("state reply from another member"));
         }
         self.apply_state(msg, tags, now);
+        // A digest round whose lists differ: the whole list follows (its answer carries what
+        // this node lacks, and no digest, so this happens once per round).
+        if let Some(theirs) = digest
+            && theirs != self.list_digest()
+            && !self.leaving
+        {
+            self.counters.digest_mismatches += 1;
+            self.push_pull(to, false);
+        }
         Ok(())
     }
 

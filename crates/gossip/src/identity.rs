@@ -27,6 +27,31 @@ struct Record {
     addr: SocketAddr,
     name: Box<str>,
     generation: u64,
+    /// [`stable_hash`] of the three, computed once (not on the wire).
+    #[serde(skip)]
+    stable: u64,
+}
+
+/// FNV-1a over an identity's address, name and generation: the same in every process and
+/// build, so two nodes can compare digests of their member lists (see
+/// [`crate::exchange::ListDigest`]).
+fn stable_hash(addr: SocketAddr, name: &str, generation: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    match addr.ip().to_canonical() {
+        std::net::IpAddr::V4(ip) => eat(&ip.octets()),
+        std::net::IpAddr::V6(ip) => eat(&ip.octets()),
+    }
+    eat(&addr.port().to_be_bytes());
+    eat(name.as_bytes());
+    eat(&[0xff]);
+    eat(&generation.to_le_bytes());
+    h
 }
 
 /// A record as it arrives: the name borrowed from the packet, so finding a known identity
@@ -76,6 +101,7 @@ fn intern(addr: SocketAddr, name: &str, generation: u64) -> NodeId {
         addr,
         name: name.into(),
         generation,
+        stable: stable_hash(addr, name, generation),
     });
     let hasher = &interner.hasher;
     interner.records.insert_unique(hash, shared.clone(), |r| {
@@ -109,6 +135,18 @@ impl NodeId {
     /// Bumped on restart and on rejoin after being declared down.
     pub fn generation(&self) -> u64 {
         self.0.generation
+    }
+
+    /// The interned record's address: equal identities decoded in this process share one
+    /// record, so this tells them apart without hashing the name (two records of one identity,
+    /// should there be any, only look different).
+    pub(crate) fn record_key(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
+
+    /// A hash of the address, name and generation that every process and build computes alike.
+    pub(crate) fn stable_hash(&self) -> u64 {
+        self.0.stable
     }
 }
 

@@ -26,16 +26,17 @@ pub mod wire;
 pub use foca;
 
 pub use exchange::{
-    MAX_STATE_BYTES, MAX_STATE_FRAME, STREAM_CONNECT_TIMEOUT, STREAM_TIMEOUT, StreamRequest,
+    ListDigest, MAX_STATE_BYTES, MAX_STATE_FRAME, STREAM_CONNECT_TIMEOUT, STREAM_TIMEOUT,
+    StreamRequest,
 };
 pub use identity::NodeId;
 pub use knowledge::{
     MAX_LTIME_AHEAD, MAX_ORPHAN_INTENTS, MAX_PENDING_TAGS, MAX_TAGS_VERSION_AHEAD,
 };
 pub use node::{
-    Counters, MAX_DATAGRAM, MAX_PENDING_SYNC_REPLIES, MAX_SOLICITED_SYNCS,
-    MAX_UNKNOWN_INTRODUCTIONS, MemberEvent, Node, NodeConfig, NodeTimer, Output,
-    PENDING_SYNC_REPLY_TTL, SOLICITED_SYNC_WINDOW, swim_config, sync_interval,
+    Counters, EARLY_SYNC_CHECK, EARLY_SYNC_ROUNDS, MAX_DATAGRAM, MAX_PENDING_SYNC_REPLIES,
+    MAX_SOLICITED_SYNCS, MAX_UNKNOWN_INTRODUCTIONS, MemberEvent, Node, NodeConfig, NodeTimer,
+    Output, PENDING_SYNC_REPLY_TTL, SOLICITED_SYNC_WINDOW, swim_config, sync_interval,
 };
 
 /// Every error this crate returns.

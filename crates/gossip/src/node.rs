@@ -57,6 +57,19 @@ pub const MAX_SOLICITED_SYNCS: usize = 64;
 /// How long after a join the target's member list is accepted as a reply.
 pub const SOLICITED_SYNC_WINDOW: Duration = Duration::from_secs(5);
 
+/// Anti-entropy rounds a member runs early after it joins, once its member list has stopped
+/// growing, instead of waiting for its first periodic round (up to [`sync_interval`]: 300 s at
+/// 10,000 members). A pool formed by many joins at once (a fleet started together) leaves each
+/// member missing the few joins whose broadcasts it did not get; one push/pull with a random
+/// member repairs nearly all of them, the second what the first peer lacked too. Two streams per
+/// join, jittered: never a storm of them.
+pub const EARLY_SYNC_ROUNDS: u8 = 2;
+
+/// How often a member that joined looks whether its member list is still growing (its early
+/// rounds wait until it is not), with up to half of it again at random; the early rounds are
+/// this far apart too.
+pub const EARLY_SYNC_CHECK: Duration = Duration::from_secs(2);
+
 /// An address in the form identities carry (an IPv4-mapped IPv6 source becomes IPv4), so a
 /// datagram's source compares equal to the address its sender advertises.
 pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
@@ -159,6 +172,9 @@ pub enum NodeTimer {
     Tags,
     /// Exchange member lists with a random member.
     Sync,
+    /// After a join: look whether the member list stopped growing, and if so run an early
+    /// anti-entropy round ([`EARLY_SYNC_ROUNDS`]).
+    EarlySync,
 }
 
 /// A change in the member list.
@@ -213,8 +229,24 @@ pub struct Counters {
     pub streams_in: u64,
     /// Exchanges started over a stream that got no answer (then sent as datagrams).
     pub stream_failures: u64,
+    /// Anti-entropy digests that differed from this node's list (a whole list followed).
+    pub digest_mismatches: u64,
     /// Probe rounds started (one member probed each).
     pub probes: u64,
+}
+
+/// The early anti-entropy rounds a member still owes after its join.
+#[derive(Clone, Copy, Debug)]
+struct EarlySync {
+    /// Rounds still to run.
+    rounds_left: u8,
+    /// Active members at the last check.
+    last_count: usize,
+    /// Whether a round ran already (the later ones do not wait for the list to stop growing:
+    /// the round itself grows it).
+    ran: bool,
+    /// After this instant the periodic round takes over.
+    until: Duration,
 }
 
 type Swim = Foca<NodeId, PostcardCodec, SmallRng, Handler>;
@@ -239,6 +271,8 @@ pub struct Node {
     pending_pulls: Vec<(SocketAddr, Duration)>,
     /// Join targets whose member list is accepted until the deadline.
     solicited: Vec<(SocketAddr, Duration)>,
+    /// The early anti-entropy rounds still owed after a join (see [`EARLY_SYNC_ROUNDS`]).
+    early_sync: Option<EarlySync>,
     /// With [`Node::track_changes`], members whose status changed since [`Node::take_changed`].
     changed: Option<std::collections::HashSet<String>>,
     /// While a member list this node asked for is applied, the tags that came with it, by member
@@ -326,6 +360,7 @@ impl Node {
             pending_replies: Vec::new(),
             pending_pulls: Vec::new(),
             solicited: Vec::new(),
+            early_sync: None,
             changed: None,
             incoming_tags: Default::default(),
             own_tags_encoded: None,
@@ -374,7 +409,56 @@ impl Node {
         }
         self.solicited.push((addr, now + SOLICITED_SYNC_WINDOW));
         self.push_pull(addr, true);
+        self.plan_early_sync(now);
         result.map_err(GossipError::from)
+    }
+
+    /// After a join: owes [`EARLY_SYNC_ROUNDS`] anti-entropy rounds, the first once the member
+    /// list stops growing, all within one [`sync_interval`] of the join (the periodic round takes
+    /// over after that). Another join restarts the count; one check timer runs at a time.
+    fn plan_early_sync(&mut self, now: Duration) {
+        let pending = self.early_sync.is_some();
+        self.early_sync = Some(EarlySync {
+            rounds_left: EARLY_SYNC_ROUNDS,
+            last_count: self.swim.num_members(),
+            ran: false,
+            until: now + self.cfg.sync_interval,
+        });
+        if !pending {
+            let delay = self.early_sync_delay();
+            self.out.timers.push((delay, NodeTimer::EarlySync));
+        }
+    }
+
+    /// [`EARLY_SYNC_CHECK`] and up to half of it again, at random.
+    fn early_sync_delay(&mut self) -> Duration {
+        let r = self.next_random() % 1000;
+        EARLY_SYNC_CHECK + EARLY_SYNC_CHECK.mul_f64(r as f64 / 2000.0)
+    }
+
+    /// An early round's check (see [`Node::plan_early_sync`]): while the member list grows it
+    /// waits; once it has not grown since the last check (or a round ran), one push/pull with a
+    /// random member.
+    fn early_sync_check(&mut self, now: Duration) {
+        let Some(mut early) = self.early_sync.take() else {
+            return;
+        };
+        if self.leaving || now >= early.until {
+            return;
+        }
+        let count = self.swim.num_members();
+        if count == 0 || (!early.ran && count > early.last_count) {
+            early.last_count = count;
+        } else {
+            self.start_sync();
+            early.ran = true;
+            early.rounds_left = early.rounds_left.saturating_sub(1);
+        }
+        if early.rounds_left > 0 {
+            self.early_sync = Some(early);
+            let delay = self.early_sync_delay();
+            self.out.timers.push((delay, NodeTimer::EarlySync));
+        }
     }
 
     /// Teaches the node members known from elsewhere (a previous run, a seed list), as alive,
@@ -509,6 +593,7 @@ impl Node {
                     .timers
                     .push((self.cfg.sync_interval, NodeTimer::Sync));
             }
+            NodeTimer::EarlySync => self.early_sync_check(now),
             NodeTimer::Tags => {
                 if !self.leaving {
                     self.announce_tags();
@@ -614,12 +699,16 @@ impl Node {
         if active.is_empty() {
             return;
         }
-        // xorshift: a cheap, seeded choice, so simulations stay reproducible.
+        let to = active[(self.next_random() % active.len() as u64) as usize];
+        self.anti_entropy(to);
+    }
+
+    /// xorshift: a cheap, seeded choice, so simulations stay reproducible.
+    fn next_random(&mut self) -> u64 {
         self.pick ^= self.pick << 13;
         self.pick ^= self.pick >> 7;
         self.pick ^= self.pick << 17;
-        let to = active[(self.pick % active.len() as u64) as usize];
-        self.push_pull(to, false);
+        self.pick
     }
 
     /// Sends the active members (and this node) in as many datagrams as needed.

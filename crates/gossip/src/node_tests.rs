@@ -875,3 +875,208 @@ fn a_message_to_a_suspect_carries_the_suspicion() {
         .expect("an ack to 4");
     assert!(updates_of(ack).is_empty(), "{:?}", updates_of(ack));
 }
+
+/// Fires the early anti-entropy checks a node asked for (and no other timer), `step` apart,
+/// delivering each stream it opens to `peer` (it is node 200) and the answer back (streams to
+/// other members go unanswered); returns how many rounds it started (a whole list following a
+/// digest is part of its round).
+fn run_early_syncs(j: &mut Node, peer: &mut Node, mut out: Output, from: Duration) -> usize {
+    let mut now = from;
+    let mut opened = 0;
+    for _ in 0..20 {
+        opened += out.streams.len();
+        // The round's streams, and the whole list that follows a digest that differs.
+        let mut streams = std::mem::take(&mut out.streams);
+        while let Some(req) = streams.pop() {
+            if req.to != peer.identity().addr() {
+                continue;
+            }
+            let reply = peer
+                .handle_stream(ephemeral(200), &req.body, now)
+                .expect("accepted")
+                .expect("a reply");
+            j.handle_stream_reply(req.to, &reply, now).expect("applied");
+            let more = j.drain();
+            streams.extend(more.streams);
+            out.timers.extend(more.timers);
+        }
+        let Some((delay, _)) = out
+            .timers
+            .iter()
+            .find(|(_, t)| *t == NodeTimer::EarlySync)
+            .cloned()
+        else {
+            break;
+        };
+        assert!(
+            delay >= EARLY_SYNC_CHECK && delay <= EARLY_SYNC_CHECK * 3 / 2,
+            "{delay:?}"
+        );
+        now += delay;
+        j.handle_timer(NodeTimer::EarlySync, now);
+        out = j.drain();
+    }
+    opened
+}
+
+/// A member that joined repairs what its join missed within seconds, not at its first periodic
+/// anti-entropy round: once its member list stops growing it runs [`EARLY_SYNC_ROUNDS`]
+/// push/pulls, and no more. Here member 9 joins member 1 after the join's exchange (its
+/// broadcast never reaches the joiner), so only an anti-entropy round can teach it.
+#[test]
+fn a_joiner_repairs_what_its_join_missed_in_early_anti_entropy_rounds() {
+    let mut a = node(1);
+    let mut j = node(200);
+    j.join(addr(1), T0).expect("join");
+    let out = j.drain();
+    let request = out.streams.first().expect("the join's stream").clone();
+    let reply = a
+        .handle_stream(ephemeral(200), &request.body, T0)
+        .expect("accepted")
+        .expect("a reply");
+    j.handle_stream_reply(addr(1), &reply, T0).expect("applied");
+    let mut after_join = j.drain();
+    after_join.timers.extend(out.timers);
+    assert_eq!(j.count(MemberStatus::Alive), 2);
+    // Member 9 comes after the exchange; the broadcast of it is lost on the way to the joiner.
+    a.learn([id(9)], T0);
+    let _ = a.drain();
+    let opened = run_early_syncs(&mut j, &mut a, after_join, T0);
+    assert_eq!(opened, usize::from(EARLY_SYNC_ROUNDS), "early rounds run");
+    assert_eq!(j.status_of(&name(9)), Some(MemberStatus::Alive));
+    // Well within the first periodic round's interval at this size.
+    assert!(EARLY_SYNC_CHECK * 8 < j.cfg.sync_interval);
+}
+
+/// The members an anti-entropy answer lists, by node number (the answerer included).
+fn answer_lists(reply: &[u8]) -> Vec<u8> {
+    let [crate::wire::KIND_STATE, 0, rest @ ..] = reply else {
+        panic!("not an answer: {:?}", &reply[..2]);
+    };
+    let (msg, _): (crate::wire::StateMsg, _) = postcard::take_from_bytes(rest).expect("decode");
+    let mut listed: Vec<u8> = msg
+        .entries
+        .iter()
+        .map(|(id, _)| {
+            id.name()[1..]
+                .trim_end_matches(".global")
+                .parse()
+                .expect("n<i>")
+        })
+        .collect();
+    listed.sort();
+    listed
+}
+
+/// An anti-entropy answer leaves out what the asker's list named with the incarnation the
+/// answerer knows (or a newer one): between members that agree it is the answerer alone. The
+/// asker's frame is built as older nodes build theirs (no trailer), and the answer is a member
+/// list as before.
+#[test]
+fn an_anti_entropy_answer_carries_only_what_the_asker_lacks() {
+    // Node 1 knows 2..=20; member 5 at incarnation 3 (a refutation it heard of).
+    let refuted = state_frame(&id(3), vec![(id(5), 3)]);
+    let all: Vec<(NodeId, u16)> = (1..=20)
+        .map(|i| (id(i), if i == 5 { 3 } else { 0 }))
+        .collect();
+    let check = |asker_names: Vec<(NodeId, u16)>, expected: Vec<u8>| {
+        let mut a = pool(20);
+        a.handle_stream(ephemeral(3), &refuted, T0)
+            .expect("applied");
+        let frame = state_frame(&id(2), asker_names);
+        let reply = a
+            .handle_stream(ephemeral(2), &frame, T0)
+            .expect("accepted")
+            .expect("an answer");
+        assert_eq!(answer_lists(&reply), expected);
+    };
+    // Agreeing lists: the answerer alone.
+    check(all.clone(), vec![1]);
+    // Members the asker lacks.
+    let lacking: Vec<(NodeId, u16)> = all
+        .iter()
+        .filter(|(id, _)| id.name() != name(7) && id.name() != name(9))
+        .cloned()
+        .collect();
+    check(lacking, vec![1, 7, 9]);
+    // A member the asker knows at an older incarnation.
+    let older: Vec<(NodeId, u16)> = all
+        .iter()
+        .map(|(id, inc)| (id.clone(), if id.name() == name(5) { 0 } else { *inc }))
+        .collect();
+    check(older, vec![1, 5]);
+    // An asker that knows only itself (a join) gets everything.
+    check(vec![(id(2), 0)], (1..=20).filter(|i| *i != 2).collect());
+}
+
+/// Node `i` knowing the members `others` as alive.
+fn knowing(i: u8, others: impl IntoIterator<Item = u8>) -> Node {
+    let mut n = node(i);
+    n.learn(others.into_iter().map(id), T0);
+    let _ = n.drain();
+    n
+}
+
+/// Runs one anti-entropy round of `b` (node 2) with `a` (node 1), every stream it leads to
+/// delivered; returns the bytes of the round's first ask and answer, and how many streams `b`
+/// opened in all.
+fn digest_round(a: &mut Node, b: &mut Node) -> (usize, usize, usize) {
+    b.anti_entropy(addr(1));
+    let mut streams = b.drain().streams;
+    let mut sizes = None;
+    let mut opened = 0;
+    while let Some(req) = streams.pop() {
+        opened += 1;
+        assert!(opened <= 4, "a round that does not end");
+        let reply = a
+            .handle_stream(ephemeral(2), &req.body, T0)
+            .expect("accepted")
+            .expect("an answer");
+        sizes.get_or_insert((req.body.len(), reply.len()));
+        b.handle_stream_reply(addr(1), &reply, T0).expect("applied");
+        streams.extend(b.drain().streams);
+    }
+    let (ask, answer) = sizes.expect("a stream");
+    (ask, answer, opened)
+}
+
+/// Anti-entropy sends digests first: members that agree exchange a few bytes each way and
+/// nothing follows; when the lists differ the asker follows with its whole list, and both end
+/// knowing what either knew. An answer from an older node (a whole list, no digest) is applied
+/// and ends the round.
+#[test]
+fn anti_entropy_sends_digests_first_and_whole_lists_only_when_they_differ() {
+    // Agreeing: 1 knows 2..=40, 2 knows 1 and 3..=40.
+    let mut a = pool(40);
+    let mut b = knowing(2, std::iter::once(1).chain(3..=40));
+    assert_eq!(a.list_digest(), b.list_digest());
+    let (ask, answer, opened) = digest_round(&mut a, &mut b);
+    assert!(ask < 100 && answer < 100, "{ask} and {answer} bytes");
+    assert_eq!(opened, 1);
+    assert_eq!(b.counters().digest_mismatches, 0);
+
+    // Differing: 2 lacks 9; 1 lacks 41, which 2 knows.
+    let mut a = pool(40);
+    let mut b = knowing(2, [1].into_iter().chain(3..=41).filter(|i| *i != 9));
+    let (ask, _, opened) = digest_round(&mut a, &mut b);
+    assert!(ask < 100, "{ask} bytes");
+    assert_eq!(opened, 2, "the digest, then the whole list");
+    assert_eq!(b.counters().digest_mismatches, 1);
+    assert_eq!(b.status_of(&name(9)), Some(MemberStatus::Alive));
+    assert_eq!(a.status_of(&name(41)), Some(MemberStatus::Alive));
+    assert_eq!(a.list_digest(), b.list_digest());
+
+    // An older answerer sends its whole list without a digest: applied, and the round ends.
+    let mut b = knowing(2, [1]);
+    b.anti_entropy(addr(1));
+    assert_eq!(b.drain().streams.len(), 1);
+    let mut old_answer = state_frame(
+        &id(1),
+        (1..=40).filter(|i| *i != 2).map(|i| (id(i), 0)).collect(),
+    );
+    old_answer[1] = 0;
+    b.handle_stream_reply(addr(1), &old_answer, T0)
+        .expect("applied");
+    assert_eq!(b.count(MemberStatus::Alive), 40);
+    assert!(b.drain().streams.is_empty());
+}

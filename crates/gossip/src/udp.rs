@@ -944,6 +944,37 @@ mod tests {
         assert_eq!(a.snapshot().stats["decrypt_failures"], "0");
     }
 
+    /// After its join a member runs its early anti-entropy rounds (a digest each, sealed, over
+    /// TCP): the target reads the join's list and then both rounds' frames, and no stream fails.
+    #[tokio::test]
+    async fn with_a_key_a_joiners_early_anti_entropy_rounds_go_over_tcp() {
+        let keyed = |name: &str| {
+            let addr = free_addr();
+            let mut cfg = NodeConfig::new(name, addr, 3);
+            cfg.generation = 1;
+            cfg.key = Some(vec![6; 32]);
+            // No periodic round in the test's seconds: only the join and the early rounds.
+            cfg.sync_interval = Duration::from_secs(1_000_000);
+            (cfg, addr)
+        };
+        let (cfg, addr) = keyed("a.global");
+        let a = Gossip::start(cfg, addr).await.unwrap();
+        let (cfg, addr) = keyed("b.global");
+        let b = Gossip::start(cfg, addr).await.unwrap();
+        let outcome = b.join(vec![a.local_addr().to_string()]).await;
+        assert_eq!(outcome.joined, 1, "{outcome:?}");
+        // The join's stream and one per early round.
+        let expected = 1 + u64::from(crate::node::EARLY_SYNC_ROUNDS);
+        assert!(
+            wait_stat(&a, "streams_in", |n| n >= expected).await,
+            "{:?}",
+            a.snapshot().stats
+        );
+        assert_eq!(b.snapshot().stats["stream_failures"], "0");
+        assert_eq!(a.snapshot().stats["decrypt_failures"], "0");
+        assert_eq!(b.snapshot().stats["decrypt_failures"], "0");
+    }
+
     #[tokio::test]
     async fn a_key_rotation_keeps_the_pool_whole_and_shuts_out_the_old_key() {
         use caravan_agent_core::keyring::{GossipKey, KeyringOp};
