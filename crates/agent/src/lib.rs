@@ -36,22 +36,13 @@ mod tls;
 
 use std::process::ExitCode;
 
-/// jemalloc's start-up options for the `caravan` binary (its `malloc_conf`):
-/// - sampled heap profiling on from the start (one sample per 512 KiB allocated), so
-///   `/v1/agent/pprof/heap` has data;
-/// - `background_thread:true`: freed pages go back to the system after the decay time (10 s) as
-///   Go's scavenger does, not only when their arena next allocates (without it a profile's
-///   transient 80 MiB stayed resident for minutes on an idle arena);
-/// - `retain:false`: address space freed and purged is unmapped, not kept for reuse. Retained
-///   ranges are never given back and each new one costs jemalloc metadata that is never freed
-///   either: a CPU profile's 80 MiB sample tables and report outgrow the fragmented retained
-///   ranges now and then, and a soak leader's `retained` grew 673 -> 1,074 MiB in 50 minutes with
-///   its metadata 9.4 -> 13.5 MiB, a third of its RSS growth. With `retain:false` sixty profiles
-///   of an idle agent leave metadata flat (4.7 MiB; with retention 5.1 -> 5.6 and retained
-///   255 -> 770 MiB). Unmapping can leave holes in the process's map on Linux (why jemalloc
-///   retains there by default); the soak counts the mappings.
+/// jemalloc's start-up options for the `caravan` binary (its `malloc_conf`): sampled heap
+/// profiling on from the start (one sample per 512 KiB allocated), so `/v1/agent/pprof/heap` has
+/// data, and `background_thread:true`: freed pages go back to the system after the decay time
+/// (10 s) as Go's scavenger does, not only when their arena next allocates (without it a
+/// profile's transient 80 MiB stayed resident for minutes on an idle arena).
 pub const MALLOC_CONF: &[u8] =
-    b"prof:true,prof_active:true,lg_prof_sample:19,background_thread:true,retain:false\0";
+    b"prof:true,prof_active:true,lg_prof_sample:19,background_thread:true\0";
 
 /// The unit tests run on the binary's allocator with its options, so the profile tests see
 /// what the agent serves.

@@ -691,27 +691,6 @@ mod tests {
     /// A CPU profile pauses heap sampling; it must not drop the samples taken before it
     /// (`jemalloc_pprof`'s `deactivate` resets them).
     #[cfg(target_os = "linux")]
-    /// The binary's `malloc_conf` takes effect and jemalloc unmaps what it purges (`retain:false`,
-    /// see [`crate::MALLOC_CONF`]): after a large block comes and goes, no address space is kept
-    /// back (with retention on, this process retains tens of MiB by now).
-    #[cfg(target_os = "linux")]
-    #[tokio::test]
-    async fn freed_address_space_is_unmapped_not_retained() {
-        let _guard = HEAP_TESTS.lock().await;
-        // http://jemalloc.net/jemalloc.3.html#opt.retain
-        let retain: bool =
-            unsafe { tikv_jemalloc_ctl::raw::read(b"opt.retain\0") }.expect("opt.retain");
-        let block = vec![1u8; 64 << 20];
-        std::hint::black_box(&block);
-        drop(block);
-        tikv_jemalloc_ctl::epoch::advance().expect("epoch");
-        let retained = tikv_jemalloc_ctl::stats::retained::read().expect("stats.retained");
-        assert!(
-            !retain && retained == 0,
-            "opt.retain {retain}, {retained} bytes of address space retained"
-        );
-    }
-
     #[tokio::test]
     async fn a_cpu_profile_keeps_the_heap_profile() {
         let _heap = HEAP_TESTS.lock().await;
