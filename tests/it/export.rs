@@ -164,9 +164,9 @@ async fn the_log_file_rotates_and_keeps_max_files() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let names = loop {
         let names = list();
-        let logged = names.iter().any(|n| {
-            std::fs::read_to_string(dir.join(n)).is_ok_and(|t| t.contains("rotation-59"))
-        });
+        let logged = names
+            .iter()
+            .any(|n| std::fs::read_to_string(dir.join(n)).is_ok_and(|t| t.contains("rotation-59")));
         let rotated = names.iter().filter(|n| n.starts_with("agent-")).count();
         if logged && rotated == 2 {
             break names;
