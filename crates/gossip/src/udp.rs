@@ -918,19 +918,23 @@ mod tests {
         .await
     }
 
-    #[tokio::test]
-    async fn with_a_key_a_join_exchanges_member_lists_over_tcp() {
-        let keyed = |name: &str| {
+    /// Two started members `a.global` and `b.global` sharing gossip key `[key; 32]`, each
+    /// config passed through `tweak` first.
+    async fn keyed_pair(key: u8, tweak: impl Fn(&mut NodeConfig)) -> (Gossip, Gossip) {
+        let start = async |name: &str| {
             let addr = free_addr();
             let mut cfg = NodeConfig::new(name, addr, 3);
             cfg.generation = 1;
-            cfg.key = Some(vec![5; 32]);
-            (cfg, addr)
+            cfg.key = Some(vec![key; 32]);
+            tweak(&mut cfg);
+            Gossip::start(cfg, addr).await.unwrap()
         };
-        let (cfg, addr) = keyed("a.global");
-        let a = Gossip::start(cfg, addr).await.unwrap();
-        let (cfg, addr) = keyed("b.global");
-        let b = Gossip::start(cfg, addr).await.unwrap();
+        (start("a.global").await, start("b.global").await)
+    }
+
+    #[tokio::test]
+    async fn with_a_key_a_join_exchanges_member_lists_over_tcp() {
+        let (a, b) = keyed_pair(5, |_| {}).await;
         let outcome = b.join(vec![a.local_addr().to_string()]).await;
         assert_eq!(outcome.joined, 1, "{outcome:?}");
         assert!(wait_for(&b, |s| s.members.len() == 2).await);
@@ -948,19 +952,8 @@ mod tests {
     /// TCP): the target reads the join's list and then both rounds' frames, and no stream fails.
     #[tokio::test]
     async fn with_a_key_a_joiners_early_anti_entropy_rounds_go_over_tcp() {
-        let keyed = |name: &str| {
-            let addr = free_addr();
-            let mut cfg = NodeConfig::new(name, addr, 3);
-            cfg.generation = 1;
-            cfg.key = Some(vec![6; 32]);
-            // No periodic round in the test's seconds: only the join and the early rounds.
-            cfg.sync_interval = Duration::from_secs(1_000_000);
-            (cfg, addr)
-        };
-        let (cfg, addr) = keyed("a.global");
-        let a = Gossip::start(cfg, addr).await.unwrap();
-        let (cfg, addr) = keyed("b.global");
-        let b = Gossip::start(cfg, addr).await.unwrap();
+        // No periodic round in the test's seconds: only the join and the early rounds.
+        let (a, b) = keyed_pair(6, |cfg| cfg.sync_interval = Duration::from_secs(1_000_000)).await;
         let outcome = b.join(vec![a.local_addr().to_string()]).await;
         assert_eq!(outcome.joined, 1, "{outcome:?}");
         // The join's stream and one per early round.
