@@ -124,17 +124,7 @@ impl Node {
     /// Starts an anti-entropy round with `to`: its digest first over a stream (see
     /// [`ListDigest`]); by datagrams, whole, when streams are off.
     pub(crate) fn anti_entropy(&mut self, to: SocketAddr) {
-        if !self.cfg.streams {
-            self.send_member_list(to, true);
-            return;
-        }
-        match self.state_frame(true, false, false, None, true) {
-            Some(body) => {
-                self.counters.streams_out += 1;
-                self.out.streams.push(StreamRequest { to, body });
-            }
-            None => self.send_member_list(to, true),
-        }
+        self.open_exchange(to, false, true);
     }
 
     /// The digest of this node's member list: its active members and itself.
@@ -153,11 +143,18 @@ impl Node {
     /// Starts a push/pull with `to`: over a stream, or by datagrams when streams are off. With
     /// `ask_tags` (a join) the answer is asked to carry the members' tags.
     pub(crate) fn push_pull(&mut self, to: SocketAddr, ask_tags: bool) {
+        self.open_exchange(to, ask_tags, false);
+    }
+
+    /// Opens an exchange with `to` that wants an answer: the frame [`Self::state_frame`] makes
+    /// (`ask_tags`, `digest` as there) over a stream, or the whole list by datagrams when
+    /// streams are off or no frame can be made.
+    fn open_exchange(&mut self, to: SocketAddr, ask_tags: bool, digest: bool) {
         if !self.cfg.streams {
             self.send_member_list(to, true);
             return;
         }
-        match self.state_frame(true, ask_tags, false, None, false) {
+        match self.state_frame(true, ask_tags, false, None, digest) {
             Some(body) => {
                 self.counters.streams_out += 1;
                 self.out.streams.push(StreamRequest { to, body });
