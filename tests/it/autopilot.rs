@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::keyring::{Server, eventually, three_servers};
-use crate::support::Agent;
+use crate::keyring::{Server, three_servers};
+use crate::support::{Agent, eventually};
 
 async fn health(agent: &Agent) -> (u16, Value) {
     let r = agent.get("/v1/operator/autopilot/health").await;

@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Agent, Ports, Resp, Scratch, cli, send};
+use crate::support::{Agent, Ports, Resp, Scratch, cli, eventually, send};
 
 const K1: &str = "rvnIDIw6u/l/Scc8Gb3qpRCY6CsPqYUwOOVIxN3zvxc=";
 const K2: &str = "HD5HAaR4KRF2sOBKR9SH1+eVxyGMzXPAdgQ5j9lHEyk=";
@@ -87,25 +87,6 @@ pub(crate) async fn all_alive(agents: &[&Agent], n: usize) -> Result<(), String>
         }
     }
     Ok(())
-}
-
-/// Asks `check` until it answers `Ok` (its value is returned), failing after `limit`.
-pub(crate) async fn eventually<T>(
-    limit: Duration,
-    what: &str,
-    mut check: impl AsyncFnMut() -> Result<T, String>,
-) -> T {
-    let started = Instant::now();
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(why) => assert!(
-                started.elapsed() < limit,
-                "{what} not within {limit:?}: {why}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn mode(path: &std::path::Path) -> u32 {

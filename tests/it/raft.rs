@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Agent, Ports, Resp, Scratch, send};
+use crate::support::{Agent, Ports, Resp, Scratch, eventually, send};
 
 /// One server of a test cluster: its process, data dir, ports and fault file.
 struct Server {
@@ -80,26 +80,6 @@ async fn leader_of(agent: &Agent) -> String {
     match crate::support::get(agent.http, "/v1/status/leader").await {
         Ok(r) if r.status == 200 => r.json().as_str().unwrap_or_default().to_string(),
         _ => String::new(),
-    }
-}
-
-/// Polls `check` every 50 ms until it yields a value; panics with `what` (and the last
-/// reason `check` gave) after `limit`.
-async fn eventually<T>(
-    limit: Duration,
-    what: &str,
-    mut check: impl AsyncFnMut() -> Result<T, String>,
-) -> T {
-    let started = Instant::now();
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(why) => assert!(
-                started.elapsed() < limit,
-                "{what} not within {limit:?}: {why}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -522,3 +522,23 @@ pub fn stdout_ok(out: &Output) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Polls `check` every 50 ms until it yields a value; panics with `what` (and the last
+/// reason `check` gave) after `limit`.
+pub(crate) async fn eventually<T>(
+    limit: Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let started = Instant::now();
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(why) => assert!(
+                started.elapsed() < limit,
+                "{what} not within {limit:?}: {why}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
