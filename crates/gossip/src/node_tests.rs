@@ -9,6 +9,7 @@ use caravan_agent_core::member::MemberStatus;
 use foca::{Header, Member, Message};
 
 use super::*;
+use crate::exchange::ListDigest;
 use crate::wire::{IntentKind, IntentMsg, KIND_FOCA, KIND_SYNC, KIND_TAGS_PULL, KIND_TAGS_PUSH};
 
 const T0: Duration = Duration::from_secs(1);
@@ -1041,7 +1042,8 @@ fn digest_round(a: &mut Node, b: &mut Node) -> (usize, usize, usize) {
 }
 
 /// Anti-entropy sends digests first: members that agree exchange a few bytes each way and
-/// nothing follows; when the lists differ the asker follows with its whole list, and both end
+/// nothing follows; when the lists differ the asker follows with a list (of the differing
+/// buckets: see the next test), and both end
 /// knowing what either knew. An answer from an older node (a whole list, no digest) is applied
 /// and ends the round.
 #[test]
@@ -1060,7 +1062,7 @@ fn anti_entropy_sends_digests_first_and_whole_lists_only_when_they_differ() {
     let mut b = knowing(2, [1].into_iter().chain(3..=41).filter(|i| *i != 9));
     let (ask, _, opened) = digest_round(&mut a, &mut b);
     assert!(ask < 100, "{ask} bytes");
-    assert_eq!(opened, 2, "the digest, then the whole list");
+    assert_eq!(opened, 2, "the digest, then a list");
     assert_eq!(b.counters().digest_mismatches, 1);
     assert_eq!(b.status_of(&name(9)), Some(MemberStatus::Alive));
     assert_eq!(a.status_of(&name(41)), Some(MemberStatus::Alive));
@@ -1079,4 +1081,100 @@ fn anti_entropy_sends_digests_first_and_whole_lists_only_when_they_differ() {
         .expect("applied");
     assert_eq!(b.count(MemberStatus::Alive), 40);
     assert!(b.drain().streams.is_empty());
+}
+
+/// When digests differ, the answer carries its sums per bucket and the asker follows with the
+/// members of the differing buckets only: one member apart (each way) in a pool of 250, the
+/// follow-up lists a few members, not 250, and both end knowing what either knew.
+#[test]
+fn a_differing_digest_is_followed_by_the_differing_buckets_only() {
+    let mut a = pool(250);
+    // 2 lacks 9; 1 lacks 251, which 2 knows.
+    let mut b = knowing(2, [1].into_iter().chain(3..=251).filter(|i| *i != 9));
+    let whole = b
+        .state_frame(crate::exchange::FrameSpec {
+            want_reply: true,
+            ..Default::default()
+        })
+        .expect("a frame")
+        .len();
+    b.anti_entropy(addr(1));
+    let ask = b.drain().streams.pop().expect("the digest");
+    let answer = a
+        .handle_stream(ephemeral(2), &ask.body, T0)
+        .expect("accepted")
+        .expect("an answer");
+    b.handle_stream_reply(addr(1), &answer, T0)
+        .expect("applied");
+    let follow = b.drain().streams.pop().expect("the differing buckets");
+    assert!(
+        follow.body.len() * 10 < whole,
+        "{} bytes follow, the whole list is {whole}",
+        follow.body.len()
+    );
+    let reply = a
+        .handle_stream(ephemeral(2), &follow.body, T0)
+        .expect("accepted")
+        .expect("an answer");
+    assert!(
+        answer_lists(&reply).len() < 10,
+        "{:?}",
+        answer_lists(&reply)
+    );
+    b.handle_stream_reply(addr(1), &reply, T0).expect("applied");
+    assert!(b.drain().streams.is_empty(), "the round ends");
+    assert_eq!(b.status_of(&name(9)), Some(MemberStatus::Alive));
+    assert_eq!(a.status_of(&name(251)), Some(MemberStatus::Alive));
+    assert_eq!(a.list_digest(), b.list_digest());
+}
+
+/// `[StateExtra][ListDigest][Buckets]` as they trail a frame's member list.
+fn trailer(digest: ListDigest, sums: Vec<u32>, of: u32, wanted: Vec<u32>) -> Vec<u8> {
+    let mut out = vec![0u8, 0u8]; // ask_tags false, no tags
+    out.extend(postcard::to_stdvec(&digest).expect("encode"));
+    out.extend(postcard::to_stdvec(&(sums, of, wanted)).expect("encode"));
+    out
+}
+
+/// A list that names its buckets badly (not a power of two, too many, a bucket beyond them) is
+/// refused as malformed, and nothing is answered.
+#[test]
+fn a_list_naming_impossible_buckets_is_refused() {
+    let check = |of: u32, wanted: Vec<u32>, accepted: bool| {
+        let mut a = pool(40);
+        let mut frame = state_frame(&id(2), vec![(id(2), 0)]);
+        let digest = ListDigest { members: 2, sum: 5 };
+        frame.extend(trailer(digest, Vec::new(), of, wanted.clone()));
+        let result = a.handle_stream(ephemeral(2), &frame, T0);
+        assert_eq!(
+            result.is_ok(),
+            accepted,
+            "of {of}, wanted {wanted:?}: {result:?}"
+        );
+        assert_eq!(a.counters().malformed, u64::from(!accepted));
+    };
+    check(64, vec![0, 63], true);
+    check(48, vec![1], false);
+    check(8192, vec![1], false);
+    check(64, vec![64], false);
+    check(2, vec![0, 1, 0], false);
+}
+
+/// An answer with a digest but no sums (an older node) is followed by the whole list.
+#[test]
+fn a_digest_answer_without_sums_is_followed_by_the_whole_list() {
+    let mut b = knowing(2, [1].into_iter().chain(3..=40));
+    b.anti_entropy(addr(1));
+    let _ = b.drain();
+    let mut old = state_frame(&id(1), vec![(id(1), 0)]);
+    old[1] = 0;
+    old.extend(vec![0u8, 0u8]);
+    old.extend(postcard::to_stdvec(&ListDigest { members: 7, sum: 7 }).expect("encode"));
+    b.handle_stream_reply(addr(1), &old, T0).expect("applied");
+    let follow = b.drain().streams.pop().expect("the whole list");
+    let [crate::wire::KIND_STATE, 1, rest @ ..] = follow.body.as_slice() else {
+        panic!("not an ask");
+    };
+    let (msg, _): (crate::wire::StateMsg, _) = postcard::take_from_bytes(rest).expect("decode");
+    assert_eq!(msg.entries.len(), 40);
 }
