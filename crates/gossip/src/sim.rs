@@ -1478,7 +1478,10 @@ fn form_by_joins(
         &format!("every node has joined; {}", sim.queue_census()),
         sim.now(),
     );
-    let check = if n > 2000 {
+    // Completeness is looked at every second (a count per node); lone nodes rejoin every
+    // second, or every 5 s above 2,000 members.
+    let check = Duration::from_secs(1);
+    let rejoin = if n > 2000 {
         Duration::from_secs(5)
     } else {
         Duration::from_secs(1)
@@ -1486,6 +1489,7 @@ fn form_by_joins(
     let converge_limit = plan.converge_bound(n);
     let deadline = sim.now() + converge_limit;
     let mut reported = sim.now();
+    let mut rejoined: Option<Duration> = None;
     while sim.now() <= deadline {
         let missing = missing_pairs(sim, joiner);
         if missing == 0 {
@@ -1496,9 +1500,12 @@ fn form_by_joins(
             reported = sim.now();
             progress(&format!("{missing} member-pairs missing"), sim.now());
         }
-        for i in 1..joiner {
-            if sim.node(i).is_some_and(|node| node.num_active() == 0) {
-                sim.join(i, 0);
+        if rejoined.is_none_or(|at| sim.now() - at >= rejoin) {
+            rejoined = Some(sim.now());
+            for i in 1..joiner {
+                if sim.node(i).is_some_and(|node| node.num_active() == 0) {
+                    sim.join(i, 0);
+                }
             }
         }
         sim.run_for(check);
