@@ -36,6 +36,13 @@ pub const MAX_DATAGRAM: usize = 1400;
 /// A member-list exchange ([`crate::wire::KIND_SYNC`]) from a stranger introduces no member at all.
 pub const MAX_UNKNOWN_INTRODUCTIONS: usize = 64;
 
+/// No cluster update encodes in fewer bytes (an IPv4 address and port take at least six, the
+/// name's length, the generation, the incarnation and the state one each): a foca packet of at
+/// most `MAX_UNKNOWN_INTRODUCTIONS` times this many bytes cannot carry more updates than a stranger
+/// may introduce, so its sender is not looked up (a look-up per packet was a tenth of a large
+/// pool's steady state, where most packets are probes and acks of a few hundred bytes).
+const MIN_UPDATE_BYTES: usize = 10;
+
 /// Member-list requests from senders not known yet that are remembered, to be answered once the
 /// sender becomes a member (a join's announce and its request may arrive in either order).
 pub const MAX_PENDING_SYNC_REPLIES: usize = 16;
@@ -533,11 +540,12 @@ impl Node {
             self.counters.spoofed += 1;
             return Err(GossipError::Rejected("claimed source is not the sender"));
         }
-        let capped = if self.is_member(from) {
-            None
-        } else {
-            cap_updates(data, MAX_UNKNOWN_INTRODUCTIONS)?
-        };
+        let capped =
+            if data.len() <= MAX_UNKNOWN_INTRODUCTIONS * MIN_UPDATE_BYTES || self.is_member(from) {
+                None
+            } else {
+                cap_updates(data, MAX_UNKNOWN_INTRODUCTIONS)?
+            };
         if capped.is_some() {
             self.counters.unknown_sender += 1;
         }

@@ -1178,3 +1178,16 @@ fn a_digest_answer_without_sums_is_followed_by_the_whole_list() {
     let (msg, _): (crate::wire::StateMsg, _) = postcard::take_from_bytes(rest).expect("decode");
     assert_eq!(msg.entries.len(), 40);
 }
+
+/// A foca packet of at most `MAX_UNKNOWN_INTRODUCTIONS * MIN_UPDATE_BYTES` bytes skips the
+/// sender's look-up; that is only safe if no update encodes in fewer bytes.
+#[test]
+fn no_cluster_update_encodes_in_fewer_than_min_update_bytes() {
+    let smallest = Member::new(
+        NodeId::new(SocketAddr::from(([0, 0, 0, 0], 0)), "", 0),
+        0,
+        foca::State::Alive,
+    );
+    let bytes = postcard::to_stdvec(&smallest).expect("encode");
+    assert!(bytes.len() >= MIN_UPDATE_BYTES, "{} bytes", bytes.len());
+}
