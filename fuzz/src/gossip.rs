@@ -254,6 +254,41 @@ pub fn seeds() -> Vec<Vec<u8>> {
             }
         }
         push_op(&mut ops, flag | 4, &[]);
+        // An anti-entropy round whose digests differ (the peer knows a member the target does
+        // not): the target's digest ask answered by the peer with its sums per bucket (which the
+        // target replays as the reply), then the target's list of the differing buckets.
+        let other = SocketAddr::from(([10, 0, 0, 3], 4648));
+        joiner.learn([NodeId::new(other, "n10.0.0.3.global", 1)], now);
+        let _ = joiner.drain();
+        let _ = target.drain();
+        target.handle_timer(NodeTimer::Sync, now);
+        for ask in target.drain().streams {
+            let Ok(Some(answer)) =
+                joiner.handle_stream(SocketAddr::new(self_addr.ip(), 40000), &ask.body, now)
+            else {
+                continue;
+            };
+            push_op(&mut ops, flag | 3, &plain(&answer));
+            let _ = target.handle_stream_reply(SocketAddr::from(PEER), &answer, now);
+            let _ = target.drain();
+        }
+        // The same round led by the peer: its list of the buckets that differ from the
+        // target's sums, on a stream it opened.
+        joiner.handle_timer(NodeTimer::Sync, now);
+        for ask in joiner.drain().streams {
+            let Ok(Some(answer)) = target.handle_stream(
+                SocketAddr::new(SocketAddr::from(PEER).ip(), 40000),
+                &ask.body,
+                now,
+            ) else {
+                continue;
+            };
+            if joiner.handle_stream_reply(self_addr, &answer, now).is_ok() {
+                for follow in joiner.drain().streams {
+                    push_op(&mut ops, flag | 2, &plain(&follow.body));
+                }
+            }
+        }
         out.push(ops);
     }
     out
@@ -270,6 +305,25 @@ fn push_op(ops: &mut Vec<u8>, op: u8, payload: &[u8]) {
 mod tests {
     use super::*;
     use crate::test_codecs::{Lossy, panics};
+
+    /// The seeds reach the anti-entropy round whose digests differ: after the join's
+    /// operations and time passing, a reply from the peer (its sums per bucket) and a list the
+    /// peer sends of the differing buckets.
+    #[test]
+    fn the_seeds_hold_a_digest_round_whose_lists_differ() {
+        for seed in seeds() {
+            let mut ops = Vec::new();
+            let mut rest = seed.as_slice();
+            while let [op, hi, lo, tail @ ..] = rest {
+                let len = usize::from(u16::from_be_bytes([*hi, *lo]));
+                ops.push(*op & 7);
+                rest = tail.get(len..).unwrap_or_default();
+            }
+            let after_time = ops.iter().position(|op| *op == 4).expect("time passes");
+            let round = &ops[after_time + 1..];
+            assert_eq!(round, [3, 2], "operations {ops:?}");
+        }
+    }
 
     #[test]
     fn the_round_trip_check_fails_a_codec_that_encodes_otherwise() {
