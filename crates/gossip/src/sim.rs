@@ -1307,9 +1307,9 @@ pub enum Bootstrap {
 impl Bootstrap {
     /// Joins at 20 ms intervals up to 2,000 members; above that a seeded pool. N joins cost
     /// every node N broadcasts to apply and relay about `6·log10(N+1)` times over: at 10,000
-    /// members the whole run by joins takes 24 minutes of wall time (its 40 s join storm 9 of
-    /// them, the early anti-entropy rounds that complete the pool 80 s after the last join
-    /// another 9) and 10.7 GB; the figures measured after it are the same.
+    /// members the whole run by joins takes 19 minutes of wall time (its 40 s join storm 8 of
+    /// them, the early anti-entropy rounds that complete the pool 49 s after the last join
+    /// another 6) and 11 GB; the figures measured after it are the same.
     pub fn for_members(n: usize) -> Bootstrap {
         if n <= 2000 {
             Bootstrap::Join {
