@@ -254,11 +254,15 @@ pub fn seeds() -> Vec<Vec<u8>> {
             }
         }
         push_op(&mut ops, flag | 4, &[]);
-        // An anti-entropy round whose digests differ (the peer knows a member the target does
-        // not): the target's digest ask answered by the peer with its sums per bucket (which the
-        // target replays as the reply), then the target's list of the differing buckets.
-        let other = SocketAddr::from(([10, 0, 0, 3], 4648));
-        joiner.learn([NodeId::new(other, "n10.0.0.3.global", 1)], now);
+        // An anti-entropy round whose digests differ (the peer knows 20 members the target does
+        // not, so the lists fall in several buckets): the target's digest ask answered by the
+        // peer with its sums per bucket (which the target replays as the reply), then the
+        // target's list of the differing buckets.
+        let others = (3..23u8).map(|i| {
+            let at = SocketAddr::from(([10, 0, 0, i], 4648));
+            NodeId::new(at, &format!("n{}.global", at.ip()), 1)
+        });
+        joiner.learn(others, now);
         let _ = joiner.drain();
         let _ = target.drain();
         target.handle_timer(NodeTimer::Sync, now);
@@ -319,10 +323,37 @@ mod tests {
                 ops.push(*op & 7);
                 rest = tail.get(len..).unwrap_or_default();
             }
-            let after_time = ops.iter().position(|op| *op == 4).expect("time passes");
-            let round = &ops[after_time + 1..];
+            let after_time = ops.iter().position(|op| *op & 7 == 4).expect("time passes");
+            let round: Vec<u8> = ops[after_time + 1..].iter().map(|op| op & 7).collect();
             assert_eq!(round, [3, 2], "operations {ops:?}");
         }
+        // In the unsealed seed, the reply's sums and the list's buckets are several.
+        let seed = &seeds()[0];
+        let mut payloads = Vec::new();
+        let mut rest = seed.as_slice();
+        while let [op, hi, lo, tail @ ..] = rest {
+            let len = usize::from(u16::from_be_bytes([*hi, *lo]));
+            payloads.push((*op, tail.get(..len).unwrap_or_default().to_vec()));
+            rest = tail.get(len..).unwrap_or_default();
+        }
+        let n = payloads.len();
+        let (sums, _, _) = buckets_part(&payloads[n - 2].1);
+        let (_, of, wanted) = buckets_part(&payloads[n - 1].1);
+        assert!(sums.len() > 1, "{} sums", sums.len());
+        assert!(
+            of > 1 && !wanted.is_empty(),
+            "{of} buckets, {wanted:?} wanted"
+        );
+    }
+
+    /// The `Buckets` part that trails a state frame's digest: sums, count, wanted.
+    fn buckets_part(frame: &[u8]) -> (Vec<[u8; 4]>, u32, Vec<u32>) {
+        let rest = &frame[2..];
+        let (_, rest): (StateMsg, _) = postcard::take_from_bytes(rest).expect("state");
+        let (_, rest): ((bool, Vec<TagsMsg>), _) = postcard::take_from_bytes(rest).expect("extra");
+        let (_, rest): (caravan_gossip::ListDigest, _) =
+            postcard::take_from_bytes(rest).expect("digest");
+        postcard::from_bytes(rest).expect("buckets")
     }
 
     #[test]

@@ -73,8 +73,9 @@ pub(crate) struct FrameSpec<'a> {
     /// List this node alone, and its [`ListDigest`] (a digest round's ask and answer).
     pub digest: bool,
     /// With `digest`: the asker's digest, when it differs from this node's (the answer then
-    /// carries its per-bucket sums, see [`Buckets`]).
-    pub differs: bool,
+    /// carries its per-bucket sums, see [`Buckets`], as many buckets as the longer of the two
+    /// lists calls for).
+    pub differs: Option<ListDigest>,
     /// List only the members in these buckets, and name them (see [`Buckets`]).
     pub only: Option<&'a BucketFilter>,
 }
@@ -91,7 +92,7 @@ struct Received {
     /// lists the sender alone) or restricted to some buckets.
     digest: Option<ListDigest>,
     /// What trails the digest, from nodes that know [`Buckets`].
-    buckets: Buckets,
+    buckets: Option<Buckets>,
 }
 
 /// A digest of a member list: how many active members it holds (the node itself included) and
@@ -114,8 +115,8 @@ pub struct ListDigest {
 /// of about five bytes each.
 pub const MAX_DIGEST_BUCKETS: usize = 4096;
 
-/// How many buckets a list of `members` is split into: about four members each, a power of two,
-/// at most [`MAX_DIGEST_BUCKETS`].
+/// How many buckets a list of `members` is split into: two to four members each (a quarter of
+/// the count, rounded up to a power of two), at most [`MAX_DIGEST_BUCKETS`].
 fn bucket_count(members: u32) -> usize {
     (members as usize / 4)
         .next_power_of_two()
@@ -128,16 +129,56 @@ fn bucket_count(members: u32) -> usize {
 /// asker then sends only the members of the buckets whose sums differ, naming those buckets, so
 /// the answer lists only those buckets' members the asker lacks. A member missing one member
 /// used to send its whole list (10,000 entries, 400 KB, decoded and looked up one by one at the
-/// other end) to repair it; now a few dozen.
+/// other end) to repair it; now a handful, after 16 KB of sums. A digest answer whose digest
+/// agreed carries an empty part (3 bytes): an asker whose list changed since it asked then ends
+/// the round (the answerer held everything the asker held when it asked), where an answer
+/// without the part (an older node) is followed by the whole list.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Buckets {
-    /// A digest round's answer: the answerer's sum per bucket (a power of two of them).
-    sums: Vec<u32>,
+    /// A digest round's answer: the answerer's sum per bucket (a power of two of them, at most
+    /// [`MAX_DIGEST_BUCKETS`]), four bytes each, little-endian.
+    #[serde(deserialize_with = "bounded")]
+    sums: Vec<[u8; 4]>,
     /// A list restricted to some buckets: how many buckets the list was split into (a power of
     /// two; 0 in a digest answer) ...
     of: u32,
-    /// ... and the ones it covers, which the answer covers too.
+    /// ... and the ones it covers, which the answer covers too (at most
+    /// [`MAX_DIGEST_BUCKETS`]).
+    #[serde(deserialize_with = "bounded")]
     wanted: Vec<u32>,
+}
+
+/// A sequence from a peer of at most [`MAX_DIGEST_BUCKETS`] items: a longer one is refused
+/// when its length is read, before anything is allocated for it.
+fn bounded<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    struct Bounded<T>(std::marker::PhantomData<T>);
+    impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Bounded<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "at most {MAX_DIGEST_BUCKETS} items")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            if seq.size_hint().is_some_and(|n| n > MAX_DIGEST_BUCKETS) {
+                return Err(serde::de::Error::invalid_length(
+                    seq.size_hint().unwrap_or(0),
+                    &self,
+                ));
+            }
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(item) = seq.next_element()? {
+                if out.len() == MAX_DIGEST_BUCKETS {
+                    return Err(serde::de::Error::invalid_length(out.len() + 1, &self));
+                }
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_seq(Bounded(std::marker::PhantomData))
 }
 
 /// The buckets a list restricted by [`Buckets::wanted`] covers.
@@ -245,7 +286,7 @@ impl Node {
 
     /// The buckets whose sums differ from `theirs` (a digest answer's), as a filter; `None` when
     /// `theirs` is not a power of two of at most [`MAX_DIGEST_BUCKETS`] sums.
-    fn differing_buckets(&self, theirs: &[u32]) -> Option<BucketFilter> {
+    fn differing_buckets(&self, theirs: &[[u8; 4]]) -> Option<BucketFilter> {
         let len = theirs.len();
         if !len.is_power_of_two() || len > MAX_DIGEST_BUCKETS {
             return None;
@@ -253,7 +294,7 @@ impl Node {
         let mine = self.bucket_sums(len);
         let wanted: Vec<u32> = (0u32..)
             .zip(mine.iter().zip(theirs))
-            .filter(|(_, (a, b))| a != b)
+            .filter(|(_, (a, b))| a.to_le_bytes() != **b)
             .map(|(i, _)| i)
             .collect();
         BucketFilter::new(len as u32, &wanted)
@@ -331,10 +372,20 @@ impl Node {
         let list_digest = (digest || only.is_some()).then(|| self.list_digest());
         let buckets = match only {
             Some(filter) => Some(filter.to_wire()),
-            None if digest && differs => Some(Buckets {
-                sums: self.bucket_sums(bucket_count(list_digest.map_or(1, |d| d.members))),
+            None if digest && differs.is_some() => Some(Buckets {
+                sums: self
+                    .bucket_sums(bucket_count(
+                        list_digest
+                            .map_or(1, |d| d.members)
+                            .max(differs.map_or(1, |d| d.members)),
+                    ))
+                    .iter()
+                    .map(|s| s.to_le_bytes())
+                    .collect(),
                 ..Buckets::default()
             }),
+            // An answer that agreed says so with an empty part (see [`Buckets`]).
+            None if digest && !want_reply => Some(Buckets::default()),
             None => None,
         };
         let me = self.identity().clone();
@@ -441,13 +492,13 @@ impl Node {
                             postcard::take_from_bytes::<StateExtra>(tail)?
                         };
                         let (digest, buckets) = if rest.is_empty() {
-                            (None, Buckets::default())
+                            (None, None)
                         } else {
                             let (digest, rest) = postcard::take_from_bytes::<ListDigest>(rest)?;
                             let buckets = if rest.is_empty() {
-                                Buckets::default()
+                                None
                             } else {
-                                postcard::from_bytes::<Buckets>(rest)?
+                                Some(postcard::from_bytes::<Buckets>(rest)?)
                             };
                             (Some(digest), buckets)
                         };
@@ -489,18 +540,6 @@ impl Node {
             buckets,
             ..
         } = self.open_state(frame)?;
-        // A list restricted to some buckets names them; one that names them badly is refused.
-        let only = if buckets.of == 0 {
-            None
-        } else {
-            match BucketFilter::new(buckets.of, &buckets.wanted) {
-                Some(filter) => Some(filter),
-                None => {
-                    self.counters.malformed += 1;
-                    return Err(GossipError::Decode("bad bucket filter".into()));
-                }
-            }
-        };
         let sender = msg.sender.clone();
         let sender_addr = canonical(sender.addr());
         // What the asker named, to leave out of the answer (taken before the list is applied).
@@ -511,6 +550,17 @@ impl Node {
                 "state sender is not the stream's source",
             ));
         }
+        // A list restricted to some buckets names them; one that names them badly is refused.
+        let only = match buckets.as_ref().filter(|b| b.of != 0) {
+            None => None,
+            Some(b) => match BucketFilter::new(b.of, &b.wanted) {
+                Some(filter) => Some(filter),
+                None => {
+                    self.counters.malformed += 1;
+                    return Err(GossipError::Decode("bad bucket filter".into()));
+                }
+            },
+        };
         if sender_addr == canonical(self.identity().addr()) {
             return Err(GossipError::Rejected("state sent as this node"));
         }
@@ -535,7 +585,7 @@ impl Node {
         // A digest round is answered with this node's digest (and its per-bucket sums when the
         // digests differ); a list with what it lacks (of the buckets it names, if it does).
         let digest_round = digest.is_some() && only.is_none();
-        let differs = digest_round && digest != Some(self.list_digest());
+        let differs = digest.filter(|theirs| digest_round && *theirs != self.list_digest());
         Ok(self.state_frame(FrameSpec {
             give_tags: ask_tags,
             known: known.as_ref(),
@@ -565,26 +615,45 @@ impl Node {
             self.counters.spoofed += 1;
             return Err(GossipError::Rejected("state reply from another member"));
         }
-        self.apply_state(msg, tags, now);
-        // A digest round whose lists differ: the members of the buckets whose sums differ follow
-        // (the whole list if the answer has no sums: an older node); the answer carries what
-        // this node lacks, and no digest, so this happens once per round.
-        if let Some(theirs) = digest
-            && buckets.of == 0
-            && theirs != self.list_digest()
-            && !self.leaving
+        if buckets
+            .as_ref()
+            .is_some_and(|b| !b.sums.is_empty() && !b.sums.len().is_power_of_two())
         {
-            self.counters.digest_mismatches += 1;
-            match self.differing_buckets(&buckets.sums) {
-                Some(only) if !buckets.sums.is_empty() => self.open_exchange_with(
-                    to,
-                    FrameSpec {
-                        want_reply: true,
-                        only: Some(&only),
-                        ..FrameSpec::default()
-                    },
-                ),
-                _ => self.push_pull(to, false),
+            self.counters.malformed += 1;
+            return Err(GossipError::Decode("bad bucket sums".into()));
+        }
+        self.apply_state(msg, tags, now);
+        // A digest round whose lists differ: the members of the buckets whose sums differ follow;
+        // the answer carries what this node lacks there, and no digest, so this happens once per
+        // round. An answer whose digest agreed with this node's list as it was when it asked
+        // (empty sums; the list changed since) ends the round: the answerer held all of it. An
+        // older node's answer (no sums part) is followed by the whole list.
+        let Some(theirs) = digest else {
+            return Ok(());
+        };
+        if buckets.as_ref().is_some_and(|b| b.of != 0)
+            || theirs == self.list_digest()
+            || self.leaving
+        {
+            return Ok(());
+        }
+        self.counters.digest_mismatches += 1;
+        match buckets {
+            None => self.push_pull(to, false),
+            Some(b) => {
+                if let Some(only) = self
+                    .differing_buckets(&b.sums)
+                    .filter(|_| !b.sums.is_empty())
+                {
+                    self.open_exchange_with(
+                        to,
+                        FrameSpec {
+                            want_reply: true,
+                            only: Some(&only),
+                            ..FrameSpec::default()
+                        },
+                    );
+                }
             }
         }
         Ok(())

@@ -1128,12 +1128,70 @@ fn a_differing_digest_is_followed_by_the_differing_buckets_only() {
     assert_eq!(a.list_digest(), b.list_digest());
 }
 
+/// An asker whose list changed between its digest and the answer, from an answerer whose list
+/// agreed with the digest asked with: the answer says it agreed (an empty sums part) and the
+/// round ends, rather than the whole list following.
+#[test]
+fn a_round_ends_when_the_answerer_agreed_with_the_list_asked_about() {
+    let mut a = pool(40);
+    let mut b = knowing(2, [1].into_iter().chain(3..=40));
+    b.anti_entropy(addr(1));
+    let ask = b.drain().streams.pop().expect("the digest");
+    let answer = a
+        .handle_stream(ephemeral(2), &ask.body, T0)
+        .expect("accepted")
+        .expect("an answer");
+    // 2 learns 41 while the answer travels.
+    b.learn([id(41)], T0);
+    let _ = b.drain();
+    b.handle_stream_reply(addr(1), &answer, T0)
+        .expect("applied");
+    assert!(b.drain().streams.is_empty(), "the round ends");
+    assert_eq!(b.counters().digest_mismatches, 1);
+}
+
 /// `[StateExtra][ListDigest][Buckets]` as they trail a frame's member list.
 fn trailer(digest: ListDigest, sums: Vec<u32>, of: u32, wanted: Vec<u32>) -> Vec<u8> {
     let mut out = vec![0u8, 0u8]; // ask_tags false, no tags
     out.extend(postcard::to_stdvec(&digest).expect("encode"));
+    let sums: Vec<[u8; 4]> = sums.iter().map(|s| s.to_le_bytes()).collect();
     out.extend(postcard::to_stdvec(&(sums, of, wanted)).expect("encode"));
     out
+}
+
+/// A digest answer with sums that are not a power of two is refused as malformed, and with more
+/// than 4,096 sums (or wanted buckets) refused when the length is read, before the items are.
+#[test]
+fn bucket_parts_of_impossible_lengths_are_refused() {
+    let answer = |sums: usize| {
+        let mut frame = state_frame(&id(1), vec![(id(1), 0)]);
+        frame[1] = 0;
+        frame.extend(trailer(
+            ListDigest { members: 9, sum: 9 },
+            vec![1; sums],
+            0,
+            Vec::new(),
+        ));
+        frame
+    };
+    let check = |frame: Vec<u8>, accepted: bool| {
+        let mut b = knowing(2, [1]);
+        b.anti_entropy(addr(1));
+        let _ = b.drain();
+        let result = b.handle_stream_reply(addr(1), &frame, T0);
+        assert_eq!(result.is_ok(), accepted, "{result:?}");
+        assert_eq!(b.counters().malformed, u64::from(!accepted));
+    };
+    check(answer(4), true);
+    check(answer(3), false);
+    check(answer(8192), false);
+    // A length prefix of a million sums with none behind it.
+    let mut huge = state_frame(&id(1), vec![(id(1), 0)]);
+    huge[1] = 0;
+    huge.extend([0u8, 0u8]);
+    huge.extend(postcard::to_stdvec(&ListDigest { members: 9, sum: 9 }).expect("encode"));
+    huge.extend(postcard::to_stdvec(&1_000_000u32).expect("encode"));
+    check(huge, false);
 }
 
 /// A list that names its buckets badly (not a power of two, too many, a bucket beyond them) is
