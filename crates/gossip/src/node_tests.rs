@@ -1083,6 +1083,15 @@ fn anti_entropy_sends_digests_first_and_whole_lists_only_when_they_differ() {
     assert!(b.drain().streams.is_empty());
 }
 
+/// `b` (node 2) starts an anti-entropy round with `a` (node 1): `a`'s answer to its digest.
+fn digest_answer(a: &mut Node, b: &mut Node) -> Vec<u8> {
+    b.anti_entropy(addr(1));
+    let ask = b.drain().streams.pop().expect("the digest");
+    a.handle_stream(ephemeral(2), &ask.body, T0)
+        .expect("accepted")
+        .expect("an answer")
+}
+
 /// When digests differ, the answer carries its sums per bucket and the asker follows with the
 /// members of the differing buckets only: one member apart (each way) in a pool of 250, the
 /// follow-up lists a few members, not 250, and both end knowing what either knew.
@@ -1098,12 +1107,7 @@ fn a_differing_digest_is_followed_by_the_differing_buckets_only() {
         })
         .expect("a frame")
         .len();
-    b.anti_entropy(addr(1));
-    let ask = b.drain().streams.pop().expect("the digest");
-    let answer = a
-        .handle_stream(ephemeral(2), &ask.body, T0)
-        .expect("accepted")
-        .expect("an answer");
+    let answer = digest_answer(&mut a, &mut b);
     b.handle_stream_reply(addr(1), &answer, T0)
         .expect("applied");
     let follow = b.drain().streams.pop().expect("the differing buckets");
@@ -1135,12 +1139,7 @@ fn a_differing_digest_is_followed_by_the_differing_buckets_only() {
 fn a_round_ends_when_the_answerer_agreed_with_the_list_asked_about() {
     let mut a = pool(40);
     let mut b = knowing(2, [1].into_iter().chain(3..=40));
-    b.anti_entropy(addr(1));
-    let ask = b.drain().streams.pop().expect("the digest");
-    let answer = a
-        .handle_stream(ephemeral(2), &ask.body, T0)
-        .expect("accepted")
-        .expect("an answer");
+    let answer = digest_answer(&mut a, &mut b);
     // 2 learns 41 while the answer travels.
     b.learn([id(41)], T0);
     let _ = b.drain();
