@@ -96,8 +96,8 @@ struct Received {
 }
 
 /// A digest of a member list: how many active members it holds (the node itself included) and
-/// the sum of their identities' mixed [`NodeId::stable_hash`]es, so the order does not matter.
-/// Anti-entropy rounds send it instead of the list (it trails the frame's [`StateExtra`], where
+/// the sum of their identities' mixed stable hashes (`NodeId::stable_hash`), so the order does not matter.
+/// Anti-entropy rounds send it instead of the list (it trails the frame's `StateExtra`, where
 /// older nodes neither send nor read it): members that agree exchange 30 bytes, not N entries;
 /// when the digests differ the asker follows with a whole list, as before. Incarnations are left
 /// out (SWIM's gossip and refutations carry them; in a large pool some refutation is always in

@@ -210,7 +210,7 @@ impl foca::Invalidates for BroadcastKey {
     }
 
     /// One slot per member and kind (its tags, its intents): a node hands foca only news (see
-    /// [`crate::knowledge::Handler`]), which replaces the pending item about the same member in
+    /// `knowledge::Handler`), which replaces the pending item about the same member in
     /// O(1), and the backlog stays bounded while thousands of members join (every node relays
     /// every new member's tags). A collision of two members' slots (a 64-bit hash) only drops a
     /// relay; the member's periodic re-broadcast and the pull on learning it still carry its tags.
