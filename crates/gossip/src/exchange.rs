@@ -72,10 +72,10 @@ pub(crate) struct FrameSpec<'a> {
     pub known: Option<&'a PeerList>,
     /// List this node alone, and its [`ListDigest`] (a digest round's ask and answer).
     pub digest: bool,
-    /// With `digest`: the asker's digest, when it differs from this node's (the answer then
-    /// carries its per-bucket sums, see [`Buckets`], as many buckets as the longer of the two
-    /// lists calls for).
-    pub differs: Option<ListDigest>,
+    /// With `digest`, in an answer: the asker's digest. When it differs from this node's the
+    /// answer carries its per-bucket sums (see [`Buckets`], as many buckets as the longer of
+    /// the two lists calls for).
+    pub asker: Option<ListDigest>,
     /// List only the members in these buckets, and name them (see [`Buckets`]).
     pub only: Option<&'a BucketFilter>,
 }
@@ -357,8 +357,8 @@ impl Node {
     /// Members and tags beyond [`MAX_STATE_BYTES`] are left out. An answer leaves out what the
     /// asker's list already named (`known`, see [`PeerList`]). With `digest` the frame lists
     /// this node alone and carries the digest of its list after the extra part (a digest
-    /// round's ask and answer), and the per-bucket sums too when `differs`; with `only`, the
-    /// members of those buckets, the digest and the buckets named.
+    /// round's ask and answer), and the per-bucket sums too when the `asker`'s digest differs;
+    /// with `only`, the members of those buckets, the digest and the buckets named.
     pub(crate) fn state_frame(&mut self, spec: FrameSpec<'_>) -> Option<Vec<u8>> {
         let FrameSpec {
             want_reply,
@@ -366,18 +366,18 @@ impl Node {
             give_tags,
             known,
             digest,
-            differs,
+            asker,
             only,
         } = spec;
         let list_digest = (digest || only.is_some()).then(|| self.list_digest());
         let buckets = match only {
             Some(filter) => Some(filter.to_wire()),
-            None if digest && differs.is_some() => Some(Buckets {
+            None if digest && asker.is_some_and(|a| Some(a) != list_digest) => Some(Buckets {
                 sums: self
                     .bucket_sums(bucket_count(
                         list_digest
                             .map_or(1, |d| d.members)
-                            .max(differs.map_or(1, |d| d.members)),
+                            .max(asker.map_or(1, |d| d.members)),
                     ))
                     .iter()
                     .map(|s| s.to_le_bytes())
@@ -585,12 +585,11 @@ impl Node {
         // A digest round is answered with this node's digest (and its per-bucket sums when the
         // digests differ); a list with what it lacks (of the buckets it names, if it does).
         let digest_round = digest.is_some() && only.is_none();
-        let differs = digest.filter(|theirs| digest_round && *theirs != self.list_digest());
         Ok(self.state_frame(FrameSpec {
             give_tags: ask_tags,
             known: known.as_ref(),
             digest: digest_round,
-            differs,
+            asker: digest,
             only: only.as_ref(),
             ..FrameSpec::default()
         }))
