@@ -9,6 +9,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use caravan_agent_core::member::MemberStatus;
@@ -18,6 +19,9 @@ use rand::{RngExt, SeedableRng};
 use crate::exchange::{STREAM_CONNECT_TIMEOUT, StreamRequest};
 use crate::identity::NodeId;
 use crate::node::{MemberEvent, Node, NodeConfig, NodeTimer, Output};
+
+mod pool;
+use pool::Pool;
 
 /// Payload bytes per simulated TCP segment.
 const SEGMENT: usize = 1400;
@@ -45,6 +49,10 @@ pub struct SimConfig {
     /// Lifeguard on every node (the default, [`crate::swim_config`]); `false` runs plain SWIM,
     /// for comparison.
     pub lifeguard: bool,
+    /// Threads that run nodes at once: every event due within one latency of the first one
+    /// pending is delivered together, each node running its own in order, and what they sent
+    /// is then queued in the order one thread would have (a run is the same on any number).
+    pub threads: usize,
 }
 
 impl SimConfig {
@@ -59,6 +67,7 @@ impl SimConfig {
             tags: true,
             key: None,
             lifeguard: true,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -247,9 +256,10 @@ pub struct Traffic {
 /// The simulated cluster.
 pub struct Sim {
     cfg: SimConfig,
-    nodes: Vec<Option<Node>>,
+    /// Boxed, so a batch moves each into the task that runs it.
+    nodes: Vec<Option<Box<Node>>>,
     lives: Vec<u32>,
-    addrs: Vec<SocketAddr>,
+    addrs: Arc<[SocketAddr]>,
     queue: EventQueue,
     seq: u64,
     now: Duration,
@@ -260,6 +270,14 @@ pub struct Sim {
     traffic: Vec<Traffic>,
     /// Anti-entropy timers that fired on each node.
     syncs: Vec<u64>,
+    /// Fewer events than this in a batch are delivered one by one ([`PARALLEL_MIN_EVENTS`]).
+    batch_min: usize,
+    /// Batches delivered on more than one thread.
+    batches: u64,
+    /// The threads that run batches, when `cfg.threads` is more than one.
+    pool: Option<Pool<NodeTask>>,
+    /// Which task of the batch being built runs each node ([`NO_TASK`]: none).
+    task_of: Vec<u32>,
     /// Every member event other than a member coming up alive (N² of those while a pool
     /// forms), with the time and the node that saw it.
     pub events: Vec<(Duration, usize, MemberEvent)>,
@@ -279,7 +297,7 @@ pub fn sim_name(i: usize) -> String {
 impl Sim {
     /// Creates the nodes; none knows another yet.
     pub fn new(cfg: SimConfig) -> Sim {
-        let addrs: Vec<SocketAddr> = (0..cfg.members).map(sim_addr).collect();
+        let addrs: Arc<[SocketAddr]> = (0..cfg.members).map(sim_addr).collect();
         let mut sim = Sim {
             nodes: (0..cfg.members).map(|_| None).collect(),
             lives: vec![0; cfg.members],
@@ -292,6 +310,10 @@ impl Sim {
             slow: HashMap::new(),
             traffic: vec![Traffic::default(); cfg.members],
             syncs: vec![0; cfg.members],
+            batch_min: PARALLEL_MIN_EVENTS,
+            batches: 0,
+            pool: (cfg.threads > 1).then(|| Pool::new(cfg.threads - 1, run_task)),
+            task_of: vec![NO_TASK; cfg.members],
             events: Vec::new(),
             cfg,
         };
@@ -330,7 +352,7 @@ impl Sim {
         match Node::new(cfg, seed, self.now) {
             Ok(mut node) => {
                 let out = node.drain();
-                self.nodes[i] = Some(node);
+                self.nodes[i] = Some(Box::new(node));
                 self.absorb(i, out);
             }
             Err(e) => panic!("sim node {i} failed to start: {e}"),
@@ -344,7 +366,7 @@ impl Sim {
 
     /// Node `i`, unless crashed.
     pub fn node(&self, i: usize) -> Option<&Node> {
-        self.nodes[i].as_ref()
+        self.nodes[i].as_deref()
     }
 
     /// Node `i` starts joining through node `via`.
@@ -654,22 +676,14 @@ impl Sim {
         );
     }
 
-    fn open_stream(&mut self, to: usize, from: usize, life: u32, frame: Vec<u8>) {
-        let now = self.now;
+    /// Sends node `to`'s answer to the stream `from` opened (in its life `life`), or fails the
+    /// stream when there is none.
+    fn answer_stream(&mut self, to: usize, from: usize, life: u32, answer: Option<Vec<u8>>) {
         let to_addr = self.addrs[to];
-        let Some(node) = self.nodes[to].as_mut() else {
-            // Nobody listens: refused.
-            return self.stream_failed(from, life, to_addr);
-        };
-        // The stream comes from the node's IP and an ephemeral port.
-        let peer = SocketAddr::new(self.addrs[from].ip(), 40000);
-        let answer = node.handle_stream(peer, &frame, now).ok().flatten();
-        let out = node.drain();
-        self.absorb(to, out);
         match answer {
             Some(reply) => {
                 self.count_frame(to, &reply);
-                let at = now + self.stream_delay(to, from, reply.len()) + self.slowness(to);
+                let at = self.now + self.stream_delay(to, from, reply.len()) + self.slowness(to);
                 self.push(
                     at,
                     Ev::StreamReply {
@@ -686,9 +700,29 @@ impl Sim {
 
     /// Processes events until virtual time `until`.
     pub fn run_until(&mut self, until: Duration) {
+        // Nothing a node sends arrives sooner than one latency later, so the events due within
+        // a latency of the first one pending cannot have caused each other.
+        let lookahead = self.cfg.latency;
+        let parallel = self.cfg.threads > 1 && !lookahead.is_zero();
         while let Some((at, ev)) = self.queue.pop_due(until) {
-            self.now = at;
-            self.deliver(ev);
+            if !parallel {
+                self.now = at;
+                self.deliver(ev);
+                continue;
+            }
+            let last = (at + lookahead - Duration::from_nanos(1)).min(until);
+            let mut batch = vec![(at, ev)];
+            while let Some(next) = self.queue.pop_due(last) {
+                batch.push(next);
+            }
+            if batch.len() < self.batch_min {
+                for (at, ev) in batch {
+                    self.now = at;
+                    self.deliver(ev);
+                }
+            } else {
+                self.deliver_batch(batch);
+            }
         }
         self.now = until;
     }
@@ -717,62 +751,133 @@ impl Sim {
     }
 
     fn deliver(&mut self, ev: Ev) {
-        let now = self.now;
+        let at = self.now;
+        let handled = match self.target(&ev) {
+            Some(i) => self.nodes[i]
+                .as_mut()
+                .map(|node| run_on(node, at, &ev, &self.addrs)),
+            None => None,
+        };
+        self.settle(ev, handled);
+    }
+
+    /// The node `ev` runs on, if it runs on one: that node is up and, for an event of a life
+    /// (a timer, a stream's answer), still lives it.
+    fn target(&self, ev: &Ev) -> Option<usize> {
+        let (node, life) = match *ev {
+            Ev::Deliver { to, .. } => (to, None),
+            Ev::StreamOpen { to, from, life, .. } => {
+                if self.lives[from] != life {
+                    return None;
+                }
+                (to, None)
+            }
+            Ev::StreamReply { node, life, .. }
+            | Ev::StreamFailed { node, life, .. }
+            | Ev::Timer { node, life, .. } => (node, Some(life)),
+        };
+        let alive = self.nodes[node].is_some() && life.is_none_or(|l| self.lives[node] == l);
+        alive.then_some(node)
+    }
+
+    /// The simulator's side of an event, once its node (if any) has run it: what the node
+    /// produced is sent, a stream's answer travels back, a refused stream fails.
+    fn settle(&mut self, ev: Ev, handled: Option<Handled>) {
         match ev {
-            Ev::Deliver { to, from, bytes } => {
-                if let Some(node) = self.nodes[to].as_mut() {
-                    let _ = node.handle_packet(from, &bytes, now);
-                    let out = node.drain();
-                    self.absorb(to, out);
+            Ev::StreamOpen { to, from, life, .. } => {
+                if self.lives[from] != life {
+                    return;
+                }
+                let Some(handled) = handled else {
+                    // Nobody listens: refused.
+                    return self.stream_failed(from, life, self.addrs[to]);
+                };
+                self.absorb(to, handled.out);
+                self.answer_stream(to, from, life, handled.answer);
+            }
+            Ev::Timer { node, timer, .. } => {
+                if let Some(handled) = handled {
+                    if timer == NodeTimer::Sync {
+                        self.syncs[node] += 1;
+                    }
+                    self.absorb(node, handled.out);
                 }
             }
-            Ev::StreamOpen {
-                to,
-                from,
-                life,
-                frame,
-            } => {
-                if self.lives[from] == life {
-                    self.open_stream(to, from, life, frame);
+            Ev::Deliver { to: node, .. }
+            | Ev::StreamReply { node, .. }
+            | Ev::StreamFailed { node, .. } => {
+                if let Some(handled) = handled {
+                    self.absorb(node, handled.out);
                 }
-            }
-            Ev::StreamReply {
-                node,
-                life,
-                to,
-                frame,
-            } => self.on_node(node, life, |n| {
-                let _ = n.handle_stream_reply(to, &frame, now);
-            }),
-            Ev::StreamFailed { node, life, to } => {
-                self.on_node(node, life, |n| n.stream_failed(to, now))
-            }
-            Ev::Timer { node, life, timer } => {
-                if self.lives[node] == life
-                    && self.nodes[node].is_some()
-                    && timer == NodeTimer::Sync
-                {
-                    self.syncs[node] += 1;
-                }
-                self.on_node(node, life, |n| n.handle_timer(timer, now))
             }
         }
     }
 
-    /// Runs `act` on node `node` if it still lives the life `life` (an event of an earlier
-    /// life is dropped), then sends what it produced.
-    fn on_node(&mut self, node: usize, life: u32, act: impl FnOnce(&mut Node)) {
-        if self.lives[node] != life {
-            return;
-        }
-        let out = match self.nodes[node].as_mut() {
-            Some(n) => {
-                act(n);
-                n.drain()
+    /// Delivers a batch of events that no other event of the batch can have caused (all due
+    /// within one latency of the first: whatever a node sends arrives a latency or more after
+    /// it was sent). Each node runs its own events in order, as one task of the pool; what the
+    /// nodes produced is then settled on this thread in the batch's order, so a run is the same
+    /// event for event as one event at a time.
+    fn deliver_batch(&mut self, batch: Vec<(Duration, Ev)>) {
+        let Some(pool) = self.pool.take() else {
+            for (at, ev) in batch {
+                self.now = at;
+                self.deliver(ev);
             }
-            None => return,
+            return;
         };
-        self.absorb(node, out);
+        self.batches += 1;
+        let targets: Vec<Option<usize>> = batch.iter().map(|(_, ev)| self.target(ev)).collect();
+        let mut times = Vec::with_capacity(batch.len());
+        let mut slots: Vec<Option<(Ev, Option<Handled>)>> = Vec::with_capacity(batch.len());
+        let mut tasks: Vec<NodeTask> = Vec::new();
+        for (j, ((at, ev), target)) in batch.into_iter().zip(targets).enumerate() {
+            times.push(at);
+            let task = target.and_then(|i| self.task_for(i, &mut tasks));
+            match task {
+                Some(t) => {
+                    tasks[t].events.push((j, at, ev));
+                    slots.push(None);
+                }
+                None => slots.push(Some((ev, None))),
+            }
+        }
+        let done = pool.run_all(tasks);
+        self.pool = Some(pool);
+        for task in done {
+            self.task_of[task.index] = NO_TASK;
+            for ((j, _, ev), handled) in task.events.into_iter().zip(task.handled) {
+                slots[j] = Some((ev, Some(handled)));
+            }
+            self.nodes[task.index] = Some(task.node);
+        }
+        for (at, slot) in times.into_iter().zip(slots) {
+            if let Some((ev, handled)) = slot {
+                self.now = at;
+                self.settle(ev, handled);
+            }
+        }
+    }
+
+    /// The task of this batch that runs node `i`'s events: made (the node moved into it) for
+    /// the node's first event.
+    fn task_for(&mut self, i: usize, tasks: &mut Vec<NodeTask>) -> Option<usize> {
+        if let Some(&t) = self.task_of.get(i)
+            && t != NO_TASK
+        {
+            return Some(t as usize);
+        }
+        let node = self.nodes.get_mut(i)?.take()?;
+        let t = tasks.len();
+        self.task_of[i] = u32::try_from(t).ok()?;
+        tasks.push(NodeTask {
+            index: i,
+            node,
+            events: Vec::new(),
+            handled: Vec::new(),
+            addrs: self.addrs.clone(),
+        });
+        Some(t)
     }
 
     /// Whether every running node other than `subject` sees member `name` with `status`.
@@ -814,6 +919,61 @@ impl Sim {
                     && !crashed_names.contains(&e.name)
             })
             .count()
+    }
+}
+
+/// What a node did with an event: what it produced, and for a stream opened to it, its answer.
+struct Handled {
+    out: Output,
+    answer: Option<Vec<u8>>,
+}
+
+/// Fewer events than this in a batch are delivered one by one on the simulator's thread (the
+/// threads would cost more than they share).
+const PARALLEL_MIN_EVENTS: usize = 8;
+
+/// Runs event `ev`, due at `at`, on `node`, the node [`Sim::target`] chose for it.
+fn run_on(node: &mut Node, at: Duration, ev: &Ev, addrs: &[SocketAddr]) -> Handled {
+    let mut answer = None;
+    match ev {
+        Ev::Deliver { from, bytes, .. } => {
+            let _ = node.handle_packet(*from, bytes, at);
+        }
+        Ev::StreamOpen { from, frame, .. } => {
+            // The stream comes from the node's IP and an ephemeral port.
+            let peer = SocketAddr::new(addrs[*from].ip(), 40000);
+            answer = node.handle_stream(peer, frame, at).ok().flatten();
+        }
+        Ev::StreamReply { to, frame, .. } => {
+            let _ = node.handle_stream_reply(*to, frame, at);
+        }
+        Ev::StreamFailed { to, .. } => node.stream_failed(*to, at),
+        Ev::Timer { timer, .. } => node.handle_timer(timer.clone(), at),
+    }
+    Handled {
+        out: node.drain(),
+        answer,
+    }
+}
+
+/// `task_of` for a node with no task in the batch.
+const NO_TASK: u32 = u32::MAX;
+
+/// One node and its events of a batch, run on whichever thread of the pool takes it.
+struct NodeTask {
+    index: usize,
+    node: Box<Node>,
+    events: Vec<(usize, Duration, Ev)>,
+    /// What the node did with each event, in order.
+    handled: Vec<Handled>,
+    addrs: Arc<[SocketAddr]>,
+}
+
+/// Runs a task's events on its node, in order.
+fn run_task(task: &mut NodeTask) {
+    for (_, at, ev) in &task.events {
+        let handled = run_on(&mut task.node, *at, ev, &task.addrs);
+        task.handled.push(handled);
     }
 }
 
@@ -1079,7 +1239,7 @@ mod tests {
         other.key = Some(vec![2; 32]);
         let mut node = Node::new(other, 99, sim.now()).unwrap();
         let out = node.drain();
-        sim.nodes[1] = Some(node);
+        sim.nodes[1] = Some(Box::new(node));
         sim.absorb(1, out);
         sim.join(1, 0);
         sim.run_for(S * 10);
@@ -1133,6 +1293,37 @@ mod tests {
             let clock = sim.node(2).map(|n| n.stats()["member_time"].clone());
             assert_ne!(clock.as_deref(), Some(u64::MAX.to_string().as_str()));
         }
+    }
+
+    /// A pool that forms by joins, with loss, a crash and a restart, runs the same event for
+    /// event with its nodes on two threads (every batch of two or more events split between
+    /// them) as on one.
+    #[test]
+    fn threads_run_the_same_events_as_one_thread() {
+        let run = |threads| {
+            let mut cfg = SimConfig::new(40, 5);
+            cfg.loss = 0.05;
+            cfg.threads = threads;
+            let mut sim = Sim::new(cfg);
+            sim.batch_min = 2;
+            for i in 1..40 {
+                sim.join(i, 0);
+                sim.run_for(S / 100);
+            }
+            sim.run_for(S * 5);
+            sim.crash(7);
+            sim.run_for(S * 10);
+            sim.restart(7, 0);
+            sim.run_for(S * 5);
+            let traffic: Vec<(u64, u64)> =
+                sim.traffic().iter().map(|t| (t.packets, t.bytes)).collect();
+            (traffic, sim.events.clone(), sim.batches)
+        };
+        let (one, two) = (run(1), run(2));
+        assert_eq!(one.2, 0, "one thread delivers one event at a time");
+        assert!(two.2 > 100, "only {} batches ran on two threads", two.2);
+        assert_eq!(one.0, two.0, "traffic differs");
+        assert_eq!(one.1, two.1, "member events differ");
     }
 
     #[test]
