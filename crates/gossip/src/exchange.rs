@@ -630,10 +630,17 @@ impl Node {
         let Some(theirs) = digest else {
             return Ok(());
         };
-        if buckets.as_ref().is_some_and(|b| b.of != 0)
-            || theirs == self.list_digest()
-            || self.leaving
+        let same_now = theirs == self.list_digest();
+        // A round that found nothing to repair (its digest's answer agreed) ends the early
+        // rounds; one that repaired something does not, even though the two lists now agree:
+        // the peer may lack what this node lacks while the pool is still forming.
+        if buckets
+            .as_ref()
+            .is_some_and(|b| b.of == 0 && (b.sums.is_empty() || same_now))
         {
+            self.lists_agreed();
+        }
+        if buckets.as_ref().is_some_and(|b| b.of != 0) || same_now || self.leaving {
             return Ok(());
         }
         self.counters.digest_mismatches += 1;

@@ -64,38 +64,58 @@ struct WireRecord<'a> {
     generation: u64,
 }
 
-/// Every identity alive in the process, so equal identities share one record.
+/// Every identity alive in the process, so equal identities share one record: in
+/// [`INTERNER_SHARDS`] tables by hash, each behind its own lock, so threads decoding packets at
+/// once (the simulator runs nodes on every core) seldom wait on each other.
 struct Interner {
-    records: HashTable<Arc<Record>>,
+    shards: [Mutex<Shard>; INTERNER_SHARDS],
     hasher: DefaultHashBuilder,
+}
+
+/// Tables of the interner.
+const INTERNER_SHARDS: usize = 16;
+
+/// One table of the interner.
+struct Shard {
+    records: HashTable<Arc<Record>>,
     /// Size after the last sweep; the next sweep comes when the table has doubled.
     swept_at: usize,
 }
 
-static INTERNER: LazyLock<Mutex<Interner>> = LazyLock::new(|| {
-    Mutex::new(Interner {
-        records: HashTable::new(),
-        hasher: DefaultHashBuilder::default(),
-        swept_at: 0,
-    })
+static INTERNER: LazyLock<Interner> = LazyLock::new(|| Interner {
+    shards: std::array::from_fn(|_| {
+        Mutex::new(Shard {
+            records: HashTable::new(),
+            swept_at: 0,
+        })
+    }),
+    hasher: DefaultHashBuilder::default(),
 });
 
 fn key_hash(hasher: &DefaultHashBuilder, addr: SocketAddr, name: &str, generation: u64) -> u64 {
     hasher.hash_one((addr, name, generation))
 }
 
+/// The shard a hash falls in: middle bits (the table uses the low ones for its buckets and the
+/// top seven for its control bytes).
+fn shard_of(hash: u64) -> usize {
+    (hash >> 32) as usize % INTERNER_SHARDS
+}
+
 fn intern(addr: SocketAddr, name: &str, generation: u64) -> NodeId {
-    let mut guard = INTERNER.lock();
-    let interner = &mut *guard;
-    let hash = key_hash(&interner.hasher, addr, name, generation);
+    let interner = &*INTERNER;
+    let hasher = &interner.hasher;
+    let hash = key_hash(hasher, addr, name, generation);
+    let mut shard = interner.shards[shard_of(hash)].lock();
     let same = |r: &Arc<Record>| r.addr == addr && *r.name == *name && r.generation == generation;
-    if let Some(known) = interner.records.find(hash, same) {
+    if let Some(known) = shard.records.find(hash, same) {
         return NodeId(known.clone());
     }
     // Forget records nobody holds any more (restarted members' old generations); amortised O(1).
-    if interner.records.len() >= 2 * interner.swept_at.max(512) {
-        interner.records.retain(|r| Arc::strong_count(r) > 1);
-        interner.swept_at = interner.records.len();
+    // Nobody can take a new hold on one meanwhile: that goes through this shard's lock.
+    if shard.records.len() >= 2 * shard.swept_at.max(512) {
+        shard.records.retain(|r| Arc::strong_count(r) > 1);
+        shard.swept_at = shard.records.len();
     }
     let shared = Arc::new(Record {
         addr,
@@ -103,8 +123,7 @@ fn intern(addr: SocketAddr, name: &str, generation: u64) -> NodeId {
         generation,
         stable: stable_hash(addr, name, generation),
     });
-    let hasher = &interner.hasher;
-    interner.records.insert_unique(hash, shared.clone(), |r| {
+    shard.records.insert_unique(hash, shared.clone(), |r| {
         key_hash(hasher, r.addr, &r.name, r.generation)
     });
     NodeId(shared)
@@ -239,11 +258,12 @@ mod tests {
     #[test]
     fn records_nobody_holds_are_swept() {
         let keep = NodeId::new(addr(2), "keep.global", 1);
-        for generation in 0..5_000 {
+        // Spread over every shard: each sweeps once it holds 1,024 records or more.
+        for generation in 0..50_000 {
             drop(NodeId::new(addr(3), "churn.global", generation));
         }
-        let live = INTERNER.lock().records.len();
-        assert!(live < 2_000, "{live} records kept");
+        let live: usize = INTERNER.shards.iter().map(|s| s.lock().records.len()).sum();
+        assert!(live < 20_000, "{live} records kept");
         assert_eq!(keep, NodeId::new(addr(2), "keep.global", 1));
     }
 }

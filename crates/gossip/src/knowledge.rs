@@ -333,38 +333,54 @@ impl TagsTable {
 }
 
 /// Every tag message some node holds, so equal messages (one member's tags at one version, as
-/// every node that knows them holds them) share one allocation.
+/// every node that knows them holds them) share one allocation: in [`TAGS_SHARDS`] sets by hash,
+/// each behind its own lock, so threads decoding at once seldom wait on each other.
 struct TagsInterner {
-    messages: HashTable<Arc<TagsMsg>>,
+    shards: [Mutex<TagsShard>; TAGS_SHARDS],
     hasher: DefaultHashBuilder,
+}
+
+/// Sets of the tags interner.
+const TAGS_SHARDS: usize = 16;
+
+/// One set of the tags interner.
+struct TagsShard {
+    messages: HashTable<Arc<TagsMsg>>,
     /// Size after the last sweep; the next sweep comes when the set has doubled.
     swept_at: usize,
 }
 
-static TAGS: LazyLock<Mutex<TagsInterner>> = LazyLock::new(|| {
-    Mutex::new(TagsInterner {
-        messages: HashTable::new(),
-        hasher: DefaultHashBuilder::default(),
-        swept_at: 0,
-    })
+static TAGS: LazyLock<TagsInterner> = LazyLock::new(|| TagsInterner {
+    shards: std::array::from_fn(|_| {
+        Mutex::new(TagsShard {
+            messages: HashTable::new(),
+            swept_at: 0,
+        })
+    }),
+    hasher: DefaultHashBuilder::default(),
 });
+
+/// The shard a hash falls in: middle bits (the set uses the low ones for its buckets and the
+/// top seven for its control bytes).
+fn tags_shard(hash: u64) -> &'static Mutex<TagsShard> {
+    &TAGS.shards[(hash >> 32) as usize % TAGS_SHARDS]
+}
 
 /// The process's shared copy of `msg` (made from `msg` if there is none yet).
 pub fn intern_tags(msg: TagsMsg) -> Arc<TagsMsg> {
-    let mut guard = TAGS.lock();
-    let interner = &mut *guard;
-    let hash = interner.hasher.hash_one(&msg);
-    if let Some(known) = interner.messages.find(hash, |t| **t == msg) {
+    let hasher = &TAGS.hasher;
+    let hash = hasher.hash_one(&msg);
+    let mut shard = tags_shard(hash).lock();
+    if let Some(known) = shard.messages.find(hash, |t| **t == msg) {
         return known.clone();
     }
     // Forget messages nobody holds any more (older versions, reaped members); amortised O(1).
-    if interner.messages.len() >= 2 * interner.swept_at.max(512) {
-        interner.messages.retain(|t| Arc::strong_count(t) > 1);
-        interner.swept_at = interner.messages.len();
+    if shard.messages.len() >= 2 * shard.swept_at.max(512) {
+        shard.messages.retain(|t| Arc::strong_count(t) > 1);
+        shard.swept_at = shard.messages.len();
     }
     let shared = Arc::new(msg);
-    let hasher = &interner.hasher;
-    interner
+    shard
         .messages
         .insert_unique(hash, shared.clone(), |t| hasher.hash_one(&**t));
     shared
@@ -381,12 +397,13 @@ fn ref_hash(hasher: &impl BuildHasher, msg: &crate::wire::TagsRef<'_>) -> u64 {
 /// [`intern_tags`] for a message as it arrived: nothing is allocated when the process holds it
 /// already.
 pub(crate) fn intern_tags_ref(msg: &crate::wire::TagsRef<'_>) -> Arc<TagsMsg> {
+    let hash = ref_hash(&TAGS.hasher, msg);
+    if let Some(known) = tags_shard(hash)
+        .lock()
+        .messages
+        .find(hash, |t| msg.same_as(t))
     {
-        let interner = TAGS.lock();
-        let hash = ref_hash(&interner.hasher, msg);
-        if let Some(known) = interner.messages.find(hash, |t| msg.same_as(t)) {
-            return known.clone();
-        }
+        return known.clone();
     }
     intern_tags(msg.to_owned())
 }

@@ -877,17 +877,26 @@ fn a_message_to_a_suspect_carries_the_suspicion() {
     assert!(updates_of(ack).is_empty(), "{:?}", updates_of(ack));
 }
 
-/// Fires the early anti-entropy checks a node asked for (and no other timer), `step` apart,
-/// delivering each stream it opens to `peer` (it is node 200) and the answer back (streams to
-/// other members go unanswered); returns how many rounds it started (a whole list following a
-/// digest is part of its round).
-fn run_early_syncs(j: &mut Node, peer: &mut Node, mut out: Output, from: Duration) -> usize {
+/// Fires the early anti-entropy checks a node asked for (and no other timer), delivering each
+/// stream it opens to `peer` (it is node 200) and the answer back (streams to other members go
+/// unanswered); `between(peer)` runs before each check. Returns how many rounds it started (a
+/// list following a digest is part of its round) and, for each check, the delay it asked for
+/// the next one and whether it started a round.
+fn run_early_syncs(
+    j: &mut Node,
+    peer: &mut Node,
+    mut out: Output,
+    from: Duration,
+    mut between: impl FnMut(&mut Node),
+) -> (usize, Vec<(Duration, bool)>) {
     let mut now = from;
     let mut opened = 0;
-    for _ in 0..20 {
+    let mut checks = Vec::new();
+    for _ in 0..40 {
         opened += out.streams.len();
-        // The round's streams, and the whole list that follows a digest that differs.
+        // The round's streams, and the list that follows a digest that differs.
         let mut streams = std::mem::take(&mut out.streams);
+        let started = !streams.is_empty();
         while let Some(req) = streams.pop() {
             if req.to != peer.identity().addr() {
                 continue;
@@ -909,25 +918,21 @@ fn run_early_syncs(j: &mut Node, peer: &mut Node, mut out: Output, from: Duratio
         else {
             break;
         };
-        assert!(
-            delay >= EARLY_SYNC_CHECK && delay <= EARLY_SYNC_CHECK * 3 / 2,
-            "{delay:?}"
-        );
+        checks.push((delay, started));
         now += delay;
+        between(peer);
         j.handle_timer(NodeTimer::EarlySync, now);
         out = j.drain();
     }
-    opened
+    (opened, checks)
 }
 
-/// A member that joined repairs what its join missed within seconds, not at its first periodic
-/// anti-entropy round: once its member list stops growing it runs [`EARLY_SYNC_ROUNDS`]
-/// push/pulls, and no more. Here member 9 joins member 1 after the join's exchange (its
-/// broadcast never reaches the joiner), so only an anti-entropy round can teach it.
-#[test]
-fn a_joiner_repairs_what_its_join_missed_in_early_anti_entropy_rounds() {
+/// A joiner and the member it joined, with the join's exchange done; the joiner's output
+/// since (its early check timer among it). Anti-entropy's periodic round is far off.
+fn joined_pair() -> (Node, Node, Output) {
     let mut a = node(1);
     let mut j = node(200);
+    j.cfg.sync_interval = Duration::from_secs(100_000);
     j.join(addr(1), T0).expect("join");
     let out = j.drain();
     let request = out.streams.first().expect("the join's stream").clone();
@@ -939,14 +944,62 @@ fn a_joiner_repairs_what_its_join_missed_in_early_anti_entropy_rounds() {
     let mut after_join = j.drain();
     after_join.timers.extend(out.timers);
     assert_eq!(j.count(MemberStatus::Alive), 2);
+    (a, j, after_join)
+}
+
+/// A member that joined repairs what its join missed within seconds, not at its first periodic
+/// anti-entropy round: once its member list stops growing it runs an early push/pull, and the
+/// rounds end at the first whose answer agrees. Here member 9 joins member 1 after the join's
+/// exchange (its broadcast never reaches the joiner), so only an anti-entropy round can teach
+/// it. Rounds the joiner then opens to member 9 (not run by the test) get no answer and do not
+/// end the rounds; the first answered by member 1 does.
+#[test]
+fn a_joiner_repairs_what_its_join_missed_in_early_anti_entropy_rounds() {
+    let (mut a, mut j, after_join) = joined_pair();
     // Member 9 comes after the exchange; the broadcast of it is lost on the way to the joiner.
     a.learn([id(9)], T0);
     let _ = a.drain();
-    let opened = run_early_syncs(&mut j, &mut a, after_join, T0);
-    assert_eq!(opened, usize::from(EARLY_SYNC_ROUNDS), "early rounds run");
+    let (opened, checks) = run_early_syncs(&mut j, &mut a, after_join, T0, |_| {});
     assert_eq!(j.status_of(&name(9)), Some(MemberStatus::Alive));
-    // Well within the first periodic round's interval at this size.
-    assert!(EARLY_SYNC_CHECK * 8 < j.cfg.sync_interval);
+    // The list had grown at the first check (the join's answer), so the first round came a
+    // check later; the rounds then doubled their gaps.
+    let delays: Vec<Duration> = checks.iter().map(|(d, _)| *d).collect();
+    for (k, delay) in delays.iter().enumerate() {
+        let base = EARLY_SYNC_CHECK * (1 << k.saturating_sub(2));
+        assert!(*delay >= base && *delay <= base * 3 / 2, "{delays:?}");
+    }
+    assert!(
+        opened >= 2 && opened < usize::from(EARLY_SYNC_ROUNDS),
+        "the rounds end at the first that agrees: {opened} rounds, {checks:?}"
+    );
+    assert_eq!(
+        opened,
+        checks.iter().filter(|(_, started)| *started).count()
+    );
+    assert!(j.early_sync.is_none(), "no round is owed any more");
+}
+
+/// While each early round's answer differs (the pool is still forming), the rounds go on, each
+/// twice as far from the one before, up to [`EARLY_SYNC_ROUNDS`].
+#[test]
+fn early_rounds_go_on_while_answers_differ_each_twice_as_far_apart() {
+    let (mut a, mut j, after_join) = joined_pair();
+    let mut next = 10u8;
+    let (opened, checks) = run_early_syncs(&mut j, &mut a, after_join, T0, |a| {
+        a.learn([id(next)], T0);
+        let _ = a.drain();
+        next += 1;
+    });
+    assert_eq!(opened, usize::from(EARLY_SYNC_ROUNDS), "{checks:?}");
+    let gaps: Vec<Duration> = checks
+        .iter()
+        .filter(|(_, started)| *started)
+        .map(|(d, _)| *d)
+        .collect();
+    for (k, gap) in gaps.iter().enumerate() {
+        let base = EARLY_SYNC_CHECK * (1 << k);
+        assert!(*gap >= base && *gap <= base * 3 / 2, "round {k}: {gaps:?}");
+    }
 }
 
 /// The members an anti-entropy answer lists, by node number (the answerer included).
