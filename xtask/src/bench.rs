@@ -7,16 +7,14 @@
 //! Everything runs from release builds: `cargo xtask` (a debug build) builds them and hands over to
 //! `target/release/xtask bench-run`.
 
-use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::service::service_fn;
-use hyper::{Request, Response};
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
 use hyper_util::rt::TokioIo;
 
 use crate::{run, target_dir};
@@ -79,38 +77,6 @@ pub fn hand_over_with(task: &str, args: &[String]) -> Result<(), String> {
         Err(format!("{task} failed: {status}"))
     }
 }
-
-/// `xtask bare-server PORT`: the baseline, hyper answering `{"ok":true,"n":1234}`.
-pub fn bare_server(port: &str) -> Result<(), String> {
-    let port: u16 = port.parse().map_err(|_| format!("bad port {port}"))?;
-    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .map_err(|e| e.to_string())?;
-        loop {
-            let (stream, _) = listener.accept().await.map_err(|e| e.to_string())?;
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(async move {
-                let svc = service_fn(|_req: Request<hyper::body::Incoming>| async {
-                    let mut resp = Response::new(Full::new(Bytes::from_static(BARE_BODY)));
-                    resp.headers_mut().insert(
-                        "content-type",
-                        "application/json"
-                            .parse()
-                            .unwrap_or_else(|_| unreachable!()),
-                    );
-                    Ok::<_, Infallible>(resp)
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    })
-}
-
-const BARE_BODY: &[u8; 20] = br#"{"ok":true,"n":1234}"#;
 
 pub fn free_port() -> Result<u16, String> {
     StdListener::bind("127.0.0.1:0")
@@ -386,8 +352,8 @@ pub fn bench_run(smoke: bool) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
         let bare_port = free_port()?;
-        let _bare = Command::new(release.join("xtask"))
-            .args(["bare-server", &bare_port.to_string()])
+        let _bare = Command::new(release.join("bare-server"))
+            .arg(bare_port.to_string())
             .spawn()
             .map(Proc)
             .map_err(|e| e.to_string())?;

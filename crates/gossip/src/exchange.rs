@@ -633,11 +633,13 @@ impl Node {
         let same_now = theirs == self.list_digest();
         // A round that found nothing to repair (its digest's answer agreed) ends the early
         // rounds; one that repaired something does not, even though the two lists now agree:
-        // the peer may lack what this node lacks while the pool is still forming.
-        if buckets
-            .as_ref()
-            .is_some_and(|b| b.of == 0 && (b.sums.is_empty() || same_now))
-        {
+        // the peer may lack what this node lacks while the pool is still forming. An older
+        // node's answer (no sums part) agreed if the lists are the same now.
+        let agreed = match &buckets {
+            Some(b) => b.of == 0 && (b.sums.is_empty() || same_now),
+            None => same_now,
+        };
+        if agreed {
             self.lists_agreed();
         }
         if buckets.as_ref().is_some_and(|b| b.of != 0) || same_now || self.leaving {
@@ -669,6 +671,7 @@ impl Node {
     /// the member lists go by datagrams instead.
     pub fn stream_failed(&mut self, to: SocketAddr, now: Duration) {
         self.counters.stream_failures += 1;
+        self.early_round_failed();
         if !self.leaving {
             self.send_member_list(to, true);
         }

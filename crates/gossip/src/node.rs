@@ -71,7 +71,8 @@ pub const SOLICITED_SYNC_WINDOW: Duration = Duration::from_secs(5);
 /// waits until the member list stops growing; each later one waits twice as long as the one
 /// before ([`EARLY_SYNC_CHECK`], then twice, four times that...), and the rounds end at the
 /// first whose answer agrees with this node's list (a round between members that agree costs
-/// a few dozen bytes). So a member that a join's gossip missed while the pool was still forming
+/// a few dozen bytes), and stop at two when a round's stream fails (its list then goes whole, by
+/// datagrams). So a member that a join's gossip missed while the pool was still forming
 /// is repaired soon after the pool has formed, whenever that is, not at its first periodic
 /// round: with a fixed two rounds, spent while a 10,000-member pool formed, one or two such
 /// pairs stayed apart for up to 100 s in 3 runs of 5. A few streams per join, jittered: never
@@ -79,8 +80,8 @@ pub const SOLICITED_SYNC_WINDOW: Duration = Duration::from_secs(5);
 pub const EARLY_SYNC_ROUNDS: u8 = 8;
 
 /// How often a member that joined looks whether its member list is still growing (its early
-/// rounds wait until it is not), with up to half of it again at random; the early rounds are
-/// this far apart too.
+/// rounds wait until it is not), with up to half of it again at random; the first two early
+/// rounds are this far apart too (later ones twice as far as the gap before).
 pub const EARLY_SYNC_CHECK: Duration = Duration::from_secs(2);
 
 /// An address in the form identities carry (an IPv4-mapped IPv6 source becomes IPv4), so a
@@ -262,6 +263,9 @@ struct EarlySync {
     gap: Duration,
     /// An answer agreed with this node's list: no round is owed any more.
     agreed: bool,
+    /// A round's stream failed (its list then went by datagrams, whole): no round beyond the
+    /// second is run, since such a round cannot end in agreement.
+    failed: bool,
     /// After this instant the periodic round takes over.
     until: Duration,
 }
@@ -442,6 +446,7 @@ impl Node {
             ran: false,
             gap: EARLY_SYNC_CHECK,
             agreed: false,
+            failed: false,
             until: now + self.cfg.sync_interval,
         });
         if !pending {
@@ -463,7 +468,8 @@ impl Node {
         let Some(mut early) = self.early_sync.take() else {
             return;
         };
-        if self.leaving || now >= early.until || early.agreed {
+        let past_second = early.rounds_left <= EARLY_SYNC_ROUNDS.saturating_sub(2);
+        if self.leaving || now >= early.until || early.agreed || (early.failed && past_second) {
             return;
         }
         let count = self.swim.num_members();
@@ -484,10 +490,18 @@ impl Node {
         }
     }
 
-    /// An anti-entropy answer agreed with this node's member list: the early rounds end.
+    /// An anti-entropy answer agreed with this node's member list: the early rounds end (once
+    /// one of them ran: an answer to a round opened before a new join does not end that join's).
     pub(crate) fn lists_agreed(&mut self) {
-        if let Some(early) = self.early_sync.as_mut() {
+        if let Some(early) = self.early_sync.as_mut().filter(|e| e.ran) {
             early.agreed = true;
+        }
+    }
+
+    /// An exchange's stream failed: the early rounds stop at two (see [`EarlySync::failed`]).
+    pub(crate) fn early_round_failed(&mut self) {
+        if let Some(early) = self.early_sync.as_mut().filter(|e| e.ran) {
+            early.failed = true;
         }
     }
 

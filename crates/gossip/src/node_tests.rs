@@ -885,9 +885,21 @@ fn a_message_to_a_suspect_carries_the_suspicion() {
 fn run_early_syncs(
     j: &mut Node,
     peer: &mut Node,
+    out: Output,
+    from: Duration,
+    between: impl FnMut(&mut Node),
+) -> (usize, Vec<(Duration, bool)>) {
+    run_early_syncs_with(j, peer, out, from, between, false)
+}
+
+/// [`run_early_syncs`], where with `fail` every stream the joiner opens fails instead.
+fn run_early_syncs_with(
+    j: &mut Node,
+    peer: &mut Node,
     mut out: Output,
     from: Duration,
     mut between: impl FnMut(&mut Node),
+    fail: bool,
 ) -> (usize, Vec<(Duration, bool)>) {
     let mut now = from;
     let mut opened = 0;
@@ -898,6 +910,12 @@ fn run_early_syncs(
         let mut streams = std::mem::take(&mut out.streams);
         let started = !streams.is_empty();
         while let Some(req) = streams.pop() {
+            if fail {
+                j.stream_failed(req.to, now);
+                let more = j.drain();
+                out.timers.extend(more.timers);
+                continue;
+            }
             if req.to != peer.identity().addr() {
                 continue;
             }
@@ -977,6 +995,26 @@ fn a_joiner_repairs_what_its_join_missed_in_early_anti_entropy_rounds() {
         checks.iter().filter(|(_, started)| *started).count()
     );
     assert!(j.early_sync.is_none(), "no round is owed any more");
+}
+
+/// A round whose stream fails sends its list whole by datagrams and cannot end in agreement:
+/// the early rounds then stop at two, even though nothing agreed.
+#[test]
+fn early_rounds_stop_at_two_when_their_streams_fail() {
+    let (mut a, mut j, after_join) = joined_pair();
+    let (opened, checks) = run_early_syncs_with(&mut j, &mut a, after_join, T0, |_| {}, true);
+    assert_eq!(opened, 2, "{checks:?}");
+    assert!(j.early_sync.is_none(), "no round is owed any more");
+}
+
+/// An answer to a round opened before a join's early rounds began (a periodic one, or an
+/// earlier join's) does not end them: only an answer to one of them does.
+#[test]
+fn an_agreement_before_the_first_early_round_does_not_end_them() {
+    let (mut a, mut j, after_join) = joined_pair();
+    j.lists_agreed();
+    let (opened, checks) = run_early_syncs(&mut j, &mut a, after_join, T0, |_| {});
+    assert_eq!(opened, 1, "one round, which agrees: {checks:?}");
 }
 
 /// While each early round's answer differs (the pool is still forming), the rounds go on, each

@@ -274,6 +274,9 @@ pub struct Sim {
     batch_min: usize,
     /// Batches delivered on more than one thread.
     batches: u64,
+    /// The last instant of the batch being delivered, if one is: nothing it makes may be due
+    /// by then.
+    window_end: Option<Duration>,
     /// The threads that run batches, when `cfg.threads` is more than one.
     pool: Option<Pool<NodeTask>>,
     /// Which task of the batch being built runs each node ([`NO_TASK`]: none).
@@ -312,6 +315,7 @@ impl Sim {
             syncs: vec![0; cfg.members],
             batch_min: PARALLEL_MIN_EVENTS,
             batches: 0,
+            window_end: None,
             pool: (cfg.threads > 1).then(|| Pool::new(cfg.threads - 1, run_task)),
             task_of: vec![NO_TASK; cfg.members],
             events: Vec::new(),
@@ -535,6 +539,11 @@ impl Sim {
     }
 
     fn push(&mut self, at: Duration, ev: Ev) {
+        debug_assert!(
+            self.window_end.is_none_or(|end| at > end),
+            "an event for {at:?} made inside the batch window ending {:?}: a timer shorter than MAX_LOOKAHEAD?",
+            self.window_end
+        );
         self.seq += 1;
         self.queue.push(at, self.seq, ev);
     }
@@ -700,9 +709,11 @@ impl Sim {
 
     /// Processes events until virtual time `until`.
     pub fn run_until(&mut self, until: Duration) {
-        // Nothing a node sends arrives sooner than one latency later, so the events due within
-        // a latency of the first one pending cannot have caused each other.
-        let lookahead = self.cfg.latency;
+        // Nothing a node sends arrives sooner than one latency later, and no timer a running
+        // node asks for fires sooner than `MAX_LOOKAHEAD` (foca's shortest is 200 ms), so the
+        // events due within the smaller of the two after the first one pending cannot have
+        // caused each other.
+        let lookahead = self.cfg.latency.min(MAX_LOOKAHEAD);
         let parallel = self.cfg.threads > 1 && !lookahead.is_zero();
         while let Some((at, ev)) = self.queue.pop_due(until) {
             if !parallel {
@@ -711,6 +722,7 @@ impl Sim {
                 continue;
             }
             let last = (at + lookahead - Duration::from_nanos(1)).min(until);
+            self.window_end = Some(last);
             let mut batch = vec![(at, ev)];
             while let Some(next) = self.queue.pop_due(last) {
                 batch.push(next);
@@ -723,6 +735,7 @@ impl Sim {
             } else {
                 self.deliver_batch(batch);
             }
+            self.window_end = None;
         }
         self.now = until;
     }
@@ -927,6 +940,10 @@ struct Handled {
     out: Output,
     answer: Option<Vec<u8>>,
 }
+
+/// The widest batch window: no timer a running node asks for is shorter (foca's shortest, its
+/// periodic gossip, is 200 ms; the node's own are seconds).
+const MAX_LOOKAHEAD: Duration = Duration::from_millis(1);
 
 /// Fewer events than this in a batch are delivered one by one on the simulator's thread (the
 /// threads would cost more than they share).

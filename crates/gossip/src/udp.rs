@@ -958,12 +958,14 @@ mod tests {
         let outcome = b.join(vec![a.local_addr().to_string()]).await;
         assert_eq!(outcome.joined, 1, "{outcome:?}");
         // The join's stream and the early round's.
-        let expected = 2;
         assert!(
-            wait_stat(&a, "streams_in", |n| n >= expected).await,
+            wait_stat(&a, "streams_in", |n| n >= 2).await,
             "{:?}",
             a.snapshot().stats
         );
+        // No round after the one that agreed (a second would come 2-3 s after it).
+        tokio::time::sleep(crate::node::EARLY_SYNC_CHECK * 2).await;
+        assert_eq!(a.snapshot().stats["streams_in"], "2");
         assert_eq!(b.snapshot().stats["stream_failures"], "0");
         assert_eq!(a.snapshot().stats["decrypt_failures"], "0");
         assert_eq!(b.snapshot().stats["decrypt_failures"], "0");
