@@ -9,9 +9,9 @@ use hashbrown::DefaultHashBuilder;
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
-use hashbrown::HashTable;
-use parking_lot::Mutex;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::intern::Interner;
 
 /// Who a member is: its gossip address, its Serf name (`node.region`) and a generation that a
 /// restart bumps, so the restarted process wins over the stale identity at the same address.
@@ -64,68 +64,29 @@ struct WireRecord<'a> {
     generation: u64,
 }
 
-/// Every identity alive in the process, so equal identities share one record: in
-/// [`INTERNER_SHARDS`] tables by hash, each behind its own lock, so threads decoding packets at
-/// once (the simulator runs nodes on every core) seldom wait on each other.
-struct Interner {
-    shards: [Mutex<Shard>; INTERNER_SHARDS],
-    hasher: DefaultHashBuilder,
-}
-
-/// Tables of the interner.
-const INTERNER_SHARDS: usize = 16;
-
-/// One table of the interner.
-struct Shard {
-    records: HashTable<Arc<Record>>,
-    /// Size after the last sweep; the next sweep comes when the table has doubled.
-    swept_at: usize,
-}
-
-static INTERNER: LazyLock<Interner> = LazyLock::new(|| Interner {
-    shards: std::array::from_fn(|_| {
-        Mutex::new(Shard {
-            records: HashTable::new(),
-            swept_at: 0,
-        })
-    }),
-    hasher: DefaultHashBuilder::default(),
-});
+/// Every identity alive in the process, so equal identities share one record.
+static INTERNER: LazyLock<Interner<Record>> = LazyLock::new(Interner::new);
 
 fn key_hash(hasher: &DefaultHashBuilder, addr: SocketAddr, name: &str, generation: u64) -> u64 {
     hasher.hash_one((addr, name, generation))
 }
 
-/// The shard a hash falls in: middle bits (the table uses the low ones for its buckets and the
-/// top seven for its control bytes).
-fn shard_of(hash: u64) -> usize {
-    (hash >> 32) as usize % INTERNER_SHARDS
-}
-
 fn intern(addr: SocketAddr, name: &str, generation: u64) -> NodeId {
-    let interner = &*INTERNER;
-    let hasher = &interner.hasher;
-    let hash = key_hash(hasher, addr, name, generation);
-    let mut shard = interner.shards[shard_of(hash)].lock();
-    let same = |r: &Arc<Record>| r.addr == addr && *r.name == *name && r.generation == generation;
-    if let Some(known) = shard.records.find(hash, same) {
-        return NodeId(known.clone());
-    }
-    // Forget records nobody holds any more (restarted members' old generations); amortised O(1).
-    // Nobody can take a new hold on one meanwhile: that goes through this shard's lock.
-    if shard.records.len() >= 2 * shard.swept_at.max(512) {
-        shard.records.retain(|r| Arc::strong_count(r) > 1);
-        shard.swept_at = shard.records.len();
-    }
-    let shared = Arc::new(Record {
-        addr,
-        name: name.into(),
-        generation,
-        stable: stable_hash(addr, name, generation),
-    });
-    shard.records.insert_unique(hash, shared.clone(), |r| {
-        key_hash(hasher, r.addr, &r.name, r.generation)
-    });
+    let hasher = INTERNER.hasher();
+    let shared = INTERNER.get_or_insert(
+        key_hash(hasher, addr, name, generation),
+        (addr, name, generation),
+        |r, &(addr, name, generation)| {
+            r.addr == addr && *r.name == *name && r.generation == generation
+        },
+        |(addr, name, generation)| Record {
+            addr,
+            name: name.into(),
+            generation,
+            stable: stable_hash(addr, name, generation),
+        },
+        |r| key_hash(hasher, r.addr, &r.name, r.generation),
+    );
     NodeId(shared)
 }
 
@@ -262,7 +223,7 @@ mod tests {
         for generation in 0..50_000 {
             drop(NodeId::new(addr(3), "churn.global", generation));
         }
-        let live: usize = INTERNER.shards.iter().map(|s| s.lock().records.len()).sum();
+        let live = INTERNER.len();
         assert!(live < 20_000, "{live} records kept");
         assert_eq!(keep, NodeId::new(addr(2), "keep.global", 1));
     }

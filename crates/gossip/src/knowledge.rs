@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 
 use crate::GossipError;
 use crate::identity::NodeId;
+use crate::intern::Interner;
 use crate::table::MemberTable;
 use crate::wire::{Broadcast, BroadcastKey, IntentMsg, TagsMsg};
 
@@ -333,57 +334,19 @@ impl TagsTable {
 }
 
 /// Every tag message some node holds, so equal messages (one member's tags at one version, as
-/// every node that knows them holds them) share one allocation: in [`TAGS_SHARDS`] sets by hash,
-/// each behind its own lock, so threads decoding at once seldom wait on each other.
-struct TagsInterner {
-    shards: [Mutex<TagsShard>; TAGS_SHARDS],
-    hasher: DefaultHashBuilder,
-}
-
-/// Sets of the tags interner.
-const TAGS_SHARDS: usize = 16;
-
-/// One set of the tags interner.
-struct TagsShard {
-    messages: HashTable<Arc<TagsMsg>>,
-    /// Size after the last sweep; the next sweep comes when the set has doubled.
-    swept_at: usize,
-}
-
-static TAGS: LazyLock<TagsInterner> = LazyLock::new(|| TagsInterner {
-    shards: std::array::from_fn(|_| {
-        Mutex::new(TagsShard {
-            messages: HashTable::new(),
-            swept_at: 0,
-        })
-    }),
-    hasher: DefaultHashBuilder::default(),
-});
-
-/// The shard a hash falls in: middle bits (the set uses the low ones for its buckets and the
-/// top seven for its control bytes).
-fn tags_shard(hash: u64) -> &'static Mutex<TagsShard> {
-    &TAGS.shards[(hash >> 32) as usize % TAGS_SHARDS]
-}
+/// every node that knows them holds them) share one allocation.
+static TAGS: LazyLock<Interner<TagsMsg>> = LazyLock::new(Interner::new);
 
 /// The process's shared copy of `msg` (made from `msg` if there is none yet).
 pub fn intern_tags(msg: TagsMsg) -> Arc<TagsMsg> {
-    let hasher = &TAGS.hasher;
-    let hash = hasher.hash_one(&msg);
-    let mut shard = tags_shard(hash).lock();
-    if let Some(known) = shard.messages.find(hash, |t| **t == msg) {
-        return known.clone();
-    }
-    // Forget messages nobody holds any more (older versions, reaped members); amortised O(1).
-    if shard.messages.len() >= 2 * shard.swept_at.max(512) {
-        shard.messages.retain(|t| Arc::strong_count(t) > 1);
-        shard.swept_at = shard.messages.len();
-    }
-    let shared = Arc::new(msg);
-    shard
-        .messages
-        .insert_unique(hash, shared.clone(), |t| hasher.hash_one(&**t));
-    shared
+    let hasher = TAGS.hasher();
+    TAGS.get_or_insert(
+        hasher.hash_one(&msg),
+        msg,
+        |held, msg| held == msg,
+        |msg| msg,
+        |held| hasher.hash_one(held),
+    )
 }
 
 /// The hash the owned form of `msg` has (so the interner finds it without making it).
@@ -397,15 +360,9 @@ fn ref_hash(hasher: &impl BuildHasher, msg: &crate::wire::TagsRef<'_>) -> u64 {
 /// [`intern_tags`] for a message as it arrived: nothing is allocated when the process holds it
 /// already.
 pub(crate) fn intern_tags_ref(msg: &crate::wire::TagsRef<'_>) -> Arc<TagsMsg> {
-    let hash = ref_hash(&TAGS.hasher, msg);
-    if let Some(known) = tags_shard(hash)
-        .lock()
-        .messages
-        .find(hash, |t| msg.same_as(t))
-    {
-        return known.clone();
-    }
-    intern_tags(msg.to_owned())
+    let hash = ref_hash(TAGS.hasher(), msg);
+    TAGS.find(hash, |held| msg.same_as(held))
+        .unwrap_or_else(|| intern_tags(msg.to_owned()))
 }
 
 /// foca's broadcast handler: decodes items and keeps only news in flight.

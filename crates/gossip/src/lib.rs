@@ -12,6 +12,7 @@
 
 mod exchange;
 mod identity;
+mod intern;
 pub mod keyring;
 mod knowledge;
 pub mod list;

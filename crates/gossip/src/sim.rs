@@ -714,7 +714,7 @@ impl Sim {
         // events due within the smaller of the two after the first one pending cannot have
         // caused each other.
         let lookahead = self.cfg.latency.min(MAX_LOOKAHEAD);
-        let parallel = self.cfg.threads > 1 && !lookahead.is_zero();
+        let parallel = self.pool.is_some() && !lookahead.is_zero();
         while let Some((at, ev)) = self.queue.pop_due(until) {
             if !parallel {
                 self.now = at;
