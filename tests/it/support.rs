@@ -1,6 +1,6 @@
 //! Starting agents and talking HTTP to them.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -26,21 +26,137 @@ pub fn caravan_bin() -> PathBuf {
     bin
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, for TCP and UDP alike (see [`ports`]).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    ports::take()
 }
 
-/// A free UDP port on 127.0.0.1 (for the gossip socket: a port free for TCP may be another
-/// agent's UDP port).
+/// A free UDP port on 127.0.0.1 (for the gossip socket); the same allocator as [`free_port`],
+/// whose ports are free for both.
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("free UDP port")
+    ports::take()
+}
+
+/// The ports tests give the agents they start.
+///
+/// A port chosen free is bound later, by another process, so three things could take it in
+/// between: an outgoing connection's local port (the kernel draws those from its ephemeral
+/// range), another pick in this process, and a pick in another test process (nextest runs one
+/// process per test, several at once). So ports are drawn *below* the ephemeral range, never
+/// twice in a process, and each is reserved across processes by an exclusive lock on a file
+/// named after it, held until this process exits (the kernel drops the lock then, even on a
+/// crash).
+pub mod ports {
+    use std::collections::HashSet;
+    use std::fs::File;
+    use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+    use std::path::PathBuf;
+    use std::sync::Mutex;
+
+    /// The ports this process has taken, and the locks that reserve them.
+    static TAKEN: Mutex<(Vec<File>, Option<HashSet<u16>>)> = Mutex::new((Vec::new(), None));
+
+    /// How many candidates one pick tries before it gives up.
+    const TRIES: usize = 2_000;
+
+    /// A port below the ephemeral range, free for TCP and UDP on 127.0.0.1, reserved for this
+    /// process.
+    pub fn take() -> u16 {
+        let (low, high) = range();
+        let dir = lock_dir();
+        let mut rng = seed();
+        let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..TRIES {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let port = low + (rng % u64::from(high - low)) as u16;
+            if taken.1.get_or_insert_with(HashSet::new).contains(&port) {
+                continue;
+            }
+            let Some(lock) = reserve(&dir, port) else {
+                continue;
+            };
+            if !free_for_both(port) {
+                continue;
+            }
+            taken.0.push(lock);
+            taken.1.get_or_insert_with(HashSet::new).insert(port);
+            return port;
+        }
+        panic!("no free port in {low}..{high} after {TRIES} tries");
+    }
+
+    /// `[low, high)`: the 16,384 ports just below the kernel's ephemeral range.
+    pub fn range() -> (u16, u16) {
+        let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+            .unwrap_or(32_768);
+        let high = ephemeral_low.max(2_048);
+        (high.saturating_sub(16_384).max(1_024), high)
+    }
+
+    fn lock_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join("caravan-it-ports");
+        let _ = std::fs::create_dir_all(&dir);
+        dir
+    }
+
+    /// The lock on `port`'s file, if no other live process holds it.
+    fn reserve(dir: &std::path::Path, port: u16) -> Option<File> {
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(port.to_string()))
+            .ok()?;
+        file.try_lock().ok()?;
+        Some(file)
+    }
+
+    fn free_for_both(port: u16) -> bool {
+        TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+            && UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+    }
+
+    fn seed() -> u64 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        (nanos ^ (u64::from(std::process::id()) << 32)) | 1
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn ports_are_below_the_ephemeral_range_distinct_and_reserved() {
+            let (low, high) = range();
+            let mut seen = HashSet::new();
+            for _ in 0..64 {
+                let port = take();
+                assert!((low..high).contains(&port), "{port} outside {low}..{high}");
+                assert!(seen.insert(port), "{port} handed out twice");
+                // Another process's attempt is another open file description: it must fail.
+                assert!(
+                    reserve(&lock_dir(), port).is_none(),
+                    "{port} is not reserved"
+                );
+            }
+            let (ephemeral_low, _) =
+                std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+                    .ok()
+                    .and_then(|s| {
+                        let mut it = s.split_whitespace().map(|p| p.parse::<u16>().ok());
+                        Some((it.next()??, it.next()??))
+                    })
+                    .unwrap_or((32_768, 60_999));
+            assert!(high <= ephemeral_low.max(2_048));
+        }
+    }
 }
 
 /// A unique scratch directory, removed on drop.
