@@ -17,7 +17,7 @@ use crate::GossipError;
 use crate::identity::NodeId;
 use crate::intern::Interner;
 use crate::table::MemberTable;
-use crate::wire::{Broadcast, BroadcastKey, IntentMsg, TagsMsg};
+use crate::wire::{Broadcast, BroadcastKey, IntentMsg, Origin, TagsMsg};
 
 /// How far ahead of the local Lamport clock a peer's intent may be; one further ahead is ignored.
 ///
@@ -381,6 +381,7 @@ impl foca::BroadcastHandler<NodeId> for Handler {
         sender: Option<&NodeId>,
     ) -> Result<Option<BroadcastKey>, GossipError> {
         let local = sender.is_none();
+        let origin = if local { Origin::Own } else { Origin::Relayed };
         let mut k = self.shared.lock();
         // Tags (postcard's variant 0), read in place: a copy of what this node holds already
         // (every node hears each member's tags from several relays) costs no allocation, and
@@ -405,13 +406,13 @@ impl foca::BroadcastHandler<NodeId> for Handler {
             if !local && k.tags.get(t.name).is_some_and(|known| t.same_as(known)) {
                 return Ok(None);
             }
-            let key = BroadcastKey::Tags(t.name.to_string(), t.generation, t.version);
+            let key = BroadcastKey::Tags(t.name.to_string(), t.generation, t.version, origin);
             let shared = intern_tags_ref(&t);
             return Ok((k.learn_shared_tags(shared) || local).then_some(key));
         }
         Ok(match Broadcast::decode(data)? {
             Broadcast::Tags(t) => {
-                let key = BroadcastKey::Tags(t.name.clone(), t.generation, t.version);
+                let key = BroadcastKey::Tags(t.name.clone(), t.generation, t.version, origin);
                 // Our own tags are always (re)sent; others' only when they are news.
                 (k.learn_tags(t) || local).then_some(key)
             }
@@ -548,10 +549,16 @@ mod tests {
                 .receive_item(&bytes(version), Some(&sender))
                 .unwrap()
         };
-        assert_eq!(hear(1), Some(BroadcastKey::Tags("c".into(), 1, 1)));
+        assert_eq!(
+            hear(1),
+            Some(BroadcastKey::Tags("c".into(), 1, 1, Origin::Relayed))
+        );
         assert_eq!(hear(1), None);
         assert_eq!(shared.lock().rejected, 0);
-        assert_eq!(hear(2), Some(BroadcastKey::Tags("c".into(), 1, 2)));
+        assert_eq!(
+            hear(2),
+            Some(BroadcastKey::Tags("c".into(), 1, 2, Origin::Relayed))
+        );
         assert_eq!(hear(1), None);
         assert_eq!(shared.lock().rejected, 1);
         assert_eq!(shared.lock().tags.get("c").map(|t| t.version), Some(2));

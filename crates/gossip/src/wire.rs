@@ -192,16 +192,42 @@ impl Broadcast {
 /// Identifies a broadcast in foca's backlog, so a newer one replaces an older one still in flight.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BroadcastKey {
-    /// Tags of `name` at `(generation, version)`.
-    Tags(String, u64, u64),
+    /// Tags of `name` at `(generation, version)`, the member's own or relayed.
+    Tags(String, u64, u64, Origin),
     /// Intent about `name` at `ltime`.
     Intent(String, u64),
 }
 
+/// Whose broadcast a node sends: its own (sent foca's configured number of times) or one it
+/// relays (its tags relayed [`RELAYED_TAGS_SHARE`] as often).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The node's own.
+    Own,
+    /// Heard from a member and passed on.
+    Relayed,
+}
+
+/// Relayed tags are sent this fraction (1/n) of foca's configured transmissions, and at least
+/// [`MIN_RELAYED_TAGS_TRANSMISSIONS`] times.
+///
+/// Tags have other ways to every member: a member that learns another without its tags pulls
+/// them from it, a join's member list carries them, and every member re-broadcasts its own
+/// every `tags_interval`. So their epidemic need not reach every member
+/// by itself, and it is the costliest one a pool runs: every member's tags are news to nearly
+/// every other member, each relayed `k` times, N²·k copies heard while a pool forms (at 10,000
+/// members and the configured 24, most of what a simulated pool did once its joins were
+/// over). With a quarter, an epidemic still misses only about e^-k of the pairs (0.25 % at
+/// k = 6), which the pulls and re-broadcasts repair.
+pub const RELAYED_TAGS_SHARE: u8 = 4;
+
+/// The fewest transmissions of relayed tags (see [`RELAYED_TAGS_SHARE`]).
+pub const MIN_RELAYED_TAGS_TRANSMISSIONS: u8 = 3;
+
 impl foca::Invalidates for BroadcastKey {
     fn invalidates(&self, other: &Self) -> bool {
         match (self, other) {
-            (BroadcastKey::Tags(a, ga, va), BroadcastKey::Tags(b, gb, vb)) => {
+            (BroadcastKey::Tags(a, ga, va, _), BroadcastKey::Tags(b, gb, vb, _)) => {
                 a == b && (ga, va) > (gb, vb)
             }
             (BroadcastKey::Intent(a, la), BroadcastKey::Intent(b, lb)) => a == b && la > lb,
@@ -222,6 +248,19 @@ impl foca::Invalidates for BroadcastKey {
             BroadcastKey::Intent(name, _) => (1u8, name).hash(&mut h),
         }
         Some(h.finish())
+    }
+
+    /// Relayed tags: [`RELAYED_TAGS_SHARE`]; everything else as configured.
+    fn max_transmissions(&self, configured: std::num::NonZeroU8) -> std::num::NonZeroU8 {
+        match self {
+            BroadcastKey::Tags(.., Origin::Relayed) => {
+                let share = (configured.get() / RELAYED_TAGS_SHARE)
+                    .max(MIN_RELAYED_TAGS_TRANSMISSIONS)
+                    .min(configured.get());
+                std::num::NonZeroU8::new(share).unwrap_or(configured)
+            }
+            _ => configured,
+        }
     }
 }
 
@@ -304,14 +343,38 @@ mod tests {
 
     #[test]
     fn newer_keys_invalidate_older() {
-        let t = |g, v| BroadcastKey::Tags("a".into(), g, v);
+        let t = |g, v| BroadcastKey::Tags("a".into(), g, v, Origin::Relayed);
         assert!(t(1, 2).invalidates(&t(1, 1)));
         assert!(t(2, 0).invalidates(&t(1, 9)));
         assert!(!t(1, 1).invalidates(&t(1, 1)));
-        assert!(!BroadcastKey::Tags("b".into(), 9, 9).invalidates(&t(1, 1)));
+        let own = BroadcastKey::Tags("a".into(), 1, 3, Origin::Own);
+        assert!(own.invalidates(&t(1, 2)) && t(1, 4).invalidates(&own));
+        assert!(!BroadcastKey::Tags("b".into(), 9, 9, Origin::Own).invalidates(&t(1, 1)));
         let i = |l| BroadcastKey::Intent("a".into(), l);
         assert!(i(3).invalidates(&i(2)));
         assert!(!i(3).invalidates(&t(0, 0)));
+    }
+
+    #[test]
+    fn relayed_tags_are_sent_a_share_of_the_configured_times() {
+        fn check(configured: u8, origin: Origin, expected: u8) {
+            let key = BroadcastKey::Tags("a".into(), 1, 1, origin);
+            let configured = std::num::NonZeroU8::new(configured).unwrap();
+            assert_eq!(
+                key.max_transmissions(configured).get(),
+                expected,
+                "{configured} {origin:?}"
+            );
+        }
+        check(24, Origin::Relayed, 6);
+        check(24, Origin::Own, 24);
+        check(18, Origin::Relayed, 4);
+        check(9, Origin::Relayed, 3);
+        check(2, Origin::Relayed, 2);
+        check(1, Origin::Relayed, 1);
+        let intent = BroadcastKey::Intent("a".into(), 1);
+        let configured = std::num::NonZeroU8::new(24).unwrap();
+        assert_eq!(intent.max_transmissions(configured).get(), 24);
     }
 
     #[test]

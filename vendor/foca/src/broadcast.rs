@@ -112,6 +112,17 @@ pub trait Invalidates {
     fn slot(&self) -> Option<u64> {
         None
     }
+
+    /// Caravan fork: how many times this item is transmitted, given
+    /// [`crate::Config::max_transmissions`] (which it returns by default).
+    /// Items that have another way to reach every member (a periodic
+    /// re-broadcast, a pull on demand) can spread with fewer: an epidemic
+    /// whose every relay sends `k` copies reaches all but about `e^-k` of
+    /// the members, while its cost grows with `k` times the square of the
+    /// pool's size.
+    fn max_transmissions(&self, configured: core::num::NonZeroU8) -> core::num::NonZeroU8 {
+        configured
+    }
 }
 
 impl Invalidates for &[u8] {

@@ -1580,8 +1580,12 @@ where
 
     /// Caravan fork: puts a custom broadcast in the slotted backlog when
     /// its key has a slot, else in the generic one.
+    /// Sent [`Invalidates::max_transmissions`] times.
     fn add_custom_broadcast(&mut self, key: B::Key, data: &[u8]) {
-        let max_tx = self.config.max_transmissions.get().into();
+        let max_tx = key
+            .max_transmissions(self.config.max_transmissions)
+            .get()
+            .into();
         match key.slot() {
             Some(slot) => {
                 let mut item = Vec::with_capacity(data.len() + 2);
@@ -3789,6 +3793,83 @@ mod tests {
         let got = &other_foca.broadcast_handler.0;
         assert!(got.len() > 10, "{got:?}");
         assert!(got.iter().all(|i| (1000..3000).contains(i)), "{got:?}");
+    }
+
+    #[test]
+    fn custom_broadcasts_are_sent_as_many_times_as_their_key_says() {
+        // Caravan fork: `Invalidates::max_transmissions`.
+        #[derive(Debug)]
+        struct Few(u32);
+        impl Invalidates for Few {
+            fn invalidates(&self, _other: &Self) -> bool {
+                false
+            }
+            fn slot(&self) -> Option<u64> {
+                Some(u64::from(self.0))
+            }
+            fn max_transmissions(&self, configured: NonZeroU8) -> NonZeroU8 {
+                match self.0 {
+                    1 => NonZeroU8::MIN.saturating_add(1),
+                    _ => configured,
+                }
+            }
+        }
+        #[derive(Debug)]
+        struct Bad;
+        impl core::fmt::Display for Bad {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("bad")
+            }
+        }
+        impl core::error::Error for Bad {}
+        struct Handler(Vec<u32>);
+        impl BroadcastHandler<ID> for Handler {
+            type Key = Few;
+            type Error = Bad;
+            fn receive_item(
+                &mut self,
+                mut data: &[u8],
+                _sender: Option<&ID>,
+            ) -> core::result::Result<Option<Few>, Bad> {
+                if data.len() != 4 {
+                    return Err(Bad);
+                }
+                let item = data.get_u32();
+                self.0.push(item);
+                Ok(Some(Few(item)))
+            }
+        }
+        let mut foca =
+            Foca::with_custom_broadcast(ID::new(1), config(), rng(), codec(), Handler(Vec::new()));
+        let other = ID::new(2);
+        let mut other_foca =
+            Foca::with_custom_broadcast(other, config(), rng(), codec(), Handler(Vec::new()));
+        let mut runtime = AccumulatingRuntime::new();
+        assert_eq!(Ok(()), foca.apply(Member::alive(other), &mut runtime));
+        assert_eq!(Ok(true), foca.add_broadcast(&1u32.to_be_bytes()));
+        assert_eq!(Ok(true), foca.add_broadcast(&2u32.to_be_bytes()));
+        let max_tx = usize::from(config().max_transmissions.get());
+        assert!(max_tx > 2, "the test needs a configured count above 2");
+        for _ in 0..max_tx + 2 {
+            runtime.clear();
+            assert_eq!(Ok(()), foca.gossip(&mut runtime));
+            if let Some(data) = runtime.take_data(other) {
+                assert_eq!(
+                    Ok(()),
+                    other_foca.handle_data(&data, AccumulatingRuntime::new())
+                );
+            }
+        }
+        let heard = |item| {
+            other_foca
+                .broadcast_handler
+                .0
+                .iter()
+                .filter(|&&i| i == item)
+                .count()
+        };
+        assert_eq!(heard(1), 2, "the key's own count");
+        assert_eq!(heard(2), max_tx, "the configured count");
     }
 
     #[test]
