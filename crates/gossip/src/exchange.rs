@@ -13,7 +13,7 @@ use crate::node::{Node, canonical};
 use std::sync::Arc;
 
 use crate::knowledge::intern_tags_ref;
-use crate::wire::{KIND_STATE, StateMsg, TagsMsg, TagsRef};
+use crate::wire::{KIND_PING, KIND_PONG, KIND_STATE, PingMsg, PongMsg, StateMsg, TagsMsg, TagsRef};
 
 /// Largest member-list frame a node sends or accepts on a stream (before sealing): about 100,000
 /// members with 16-byte names. A node with a longer list sends as many members as fit; a frame
@@ -38,7 +38,35 @@ pub struct StreamRequest {
     pub to: SocketAddr,
     /// The frame to write, sealed when the node has a key.
     pub body: Vec<u8>,
+    /// What the stream is for: how long it may take and what its failure means.
+    pub purpose: StreamPurpose,
 }
+
+/// What a [`StreamRequest`] is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamPurpose {
+    /// An exchange of member lists, within [`STREAM_TIMEOUT`]; when it gets no answer the
+    /// driver calls [`Node::stream_failed`] (the lists then go by datagrams).
+    Exchange,
+    /// A probe's fallback ping (memberlist's TCP ping), within [`PING_TIMEOUT`]; its answer goes
+    /// to [`Node::handle_stream_reply`] as an exchange's does, and its failure needs nothing
+    /// (the probe fails as it would have without it).
+    Ping,
+}
+
+impl StreamPurpose {
+    /// How long the whole stream may take, connecting included.
+    pub fn timeout(self) -> Duration {
+        match self {
+            StreamPurpose::Exchange => STREAM_TIMEOUT,
+            StreamPurpose::Ping => PING_TIMEOUT,
+        }
+    }
+}
+
+/// How long a fallback ping may take: one probe period (an answer after the probe ended no
+/// longer counts).
+pub const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What may follow a frame's [`StateMsg`] (absent in frames from nodes that predate it, and
 /// ignored by them): whether the sender wants tags with the answer, and the tags of the members
@@ -78,6 +106,16 @@ pub(crate) struct FrameSpec<'a> {
     pub asker: Option<ListDigest>,
     /// List only the members in these buckets, and name them (see [`Buckets`]).
     pub only: Option<&'a BucketFilter>,
+}
+
+/// A stream frame, authenticated and decoded.
+enum Opened {
+    /// A member list.
+    State(Received),
+    /// A probe's fallback ping.
+    Ping(PingMsg),
+    /// The answer to one.
+    Pong(PongMsg),
 }
 
 /// What one frame's decoding found.
@@ -344,7 +382,11 @@ impl Node {
         match self.state_frame(spec) {
             Some(body) => {
                 self.counters.streams_out += 1;
-                self.out.streams.push(StreamRequest { to, body });
+                self.out.streams.push(StreamRequest {
+                    to,
+                    body,
+                    purpose: StreamPurpose::Exchange,
+                });
             }
             None => self.send_member_list(to, true),
         }
@@ -474,7 +516,7 @@ impl Node {
     }
 
     /// Authenticates (with a key) and decodes one frame; `None`-free: errors say why.
-    fn open_state(&mut self, frame: &[u8]) -> Result<Received, GossipError> {
+    fn open_stream(&mut self, frame: &[u8]) -> Result<Opened, GossipError> {
         self.counters.bytes_in += frame.len() as u64;
         if frame.len() > MAX_STATE_FRAME {
             self.counters.malformed += 1;
@@ -502,17 +544,23 @@ impl Node {
                             };
                             (Some(digest), buckets)
                         };
-                        Ok(Received {
+                        Ok(Opened::State(Received {
                             want_reply: *want == 1,
                             msg,
                             ask_tags: extra.ask_tags,
                             tags: extra.tags.iter().map(intern_tags_ref).collect(),
                             digest,
                             buckets,
-                        })
+                        }))
                     })
                     .map_err(|e| GossipError::Decode(e.to_string()))
             }
+            [KIND_PING, rest @ ..] => postcard::from_bytes::<PingMsg>(rest)
+                .map(Opened::Ping)
+                .map_err(|e| GossipError::Decode(e.to_string())),
+            [KIND_PONG, rest @ ..] => postcard::from_bytes::<PongMsg>(rest)
+                .map(Opened::Pong)
+                .map_err(|e| GossipError::Decode(e.to_string())),
             _ => Err(GossipError::Decode("not a state frame".into())),
         };
         if decoded.is_err() {
@@ -531,6 +579,14 @@ impl Node {
         frame: &[u8],
         now: Duration,
     ) -> Result<Option<Vec<u8>>, GossipError> {
+        let received = match self.open_stream(frame)? {
+            Opened::State(received) => received,
+            Opened::Ping(ping) => return self.answer_ping(peer, &ping),
+            Opened::Pong(_) => {
+                self.counters.malformed += 1;
+                return Err(GossipError::Decode("a pong opened a stream".into()));
+            }
+        };
         self.counters.streams_in += 1;
         let Received {
             want_reply,
@@ -539,7 +595,7 @@ impl Node {
             digest,
             buckets,
             ..
-        } = self.open_state(frame)?;
+        } = received;
         let sender = msg.sender.clone();
         let sender_addr = canonical(sender.addr());
         // What the asker named, to leave out of the answer (taken before the list is applied).
@@ -603,13 +659,21 @@ impl Node {
         frame: &[u8],
         now: Duration,
     ) -> Result<(), GossipError> {
+        let received = match self.open_stream(frame)? {
+            Opened::State(received) => received,
+            Opened::Pong(pong) => return self.pong_received(to, &pong),
+            Opened::Ping(_) => {
+                self.counters.malformed += 1;
+                return Err(GossipError::Decode("a ping answered a stream".into()));
+            }
+        };
         let Received {
             msg,
             tags,
             digest,
             buckets,
             ..
-        } = self.open_state(frame)?;
+        } = received;
         if canonical(msg.sender.addr()) != canonical(to) {
             self.counters.spoofed += 1;
             return Err(GossipError::Rejected("state reply from another member"));

@@ -17,6 +17,7 @@ pub mod keyring;
 mod knowledge;
 pub mod list;
 mod node;
+mod ping;
 pub mod sim;
 pub mod table;
 pub mod udp;
@@ -27,8 +28,8 @@ pub mod wire;
 pub use foca;
 
 pub use exchange::{
-    ListDigest, MAX_STATE_BYTES, MAX_STATE_FRAME, STREAM_CONNECT_TIMEOUT, STREAM_TIMEOUT,
-    StreamRequest,
+    ListDigest, MAX_STATE_BYTES, MAX_STATE_FRAME, PING_TIMEOUT, STREAM_CONNECT_TIMEOUT,
+    STREAM_TIMEOUT, StreamPurpose, StreamRequest,
 };
 pub use identity::NodeId;
 pub use knowledge::{

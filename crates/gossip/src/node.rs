@@ -247,6 +247,12 @@ pub struct Counters {
     pub digest_mismatches: u64,
     /// Probe rounds started (one member probed each).
     pub probes: u64,
+    /// Fallback pings sent over a stream to a probed member whose ping went unanswered.
+    pub pings_out: u64,
+    /// Fallback pings answered for other members.
+    pub pings_in: u64,
+    /// Probes that a fallback ping's answer saved from failing.
+    pub pings_reached: u64,
 }
 
 /// The early anti-entropy rounds a member still owes after its join.
@@ -287,6 +293,8 @@ pub struct Node {
     /// Strangers' member-list requests waiting for the sender to become a member, with their
     /// deadlines.
     pending_replies: Vec<(SocketAddr, Duration)>,
+    /// The member and probe of the last fallback ping sent (see `ping.rs`).
+    pub(crate) probe_ping: Option<(NodeId, foca::ProbeNumber)>,
     /// Strangers' tag pulls waiting for the sender to become a member, with their deadlines
     /// (at most [`MAX_PENDING_TAG_PULLS`]).
     pending_pulls: Vec<(SocketAddr, Duration)>,
@@ -379,6 +387,7 @@ impl Node {
             counters: Counters::default(),
             pick: seed | 1,
             pending_replies: Vec::new(),
+            probe_ping: None,
             pending_pulls: Vec::new(),
             solicited: Vec::new(),
             early_sync: None,
@@ -619,8 +628,12 @@ impl Node {
                 if matches!(t, foca::Timer::ProbeRandomMember(_)) {
                     self.counters.probes += 1;
                 }
+                let indirect = matches!(t, foca::Timer::SendIndirectProbe { .. });
                 if let Err(e) = self.swim.handle_timer(t, &mut self.rt) {
                     tracing::debug!(target: "gossip", error = %e, "timer");
+                }
+                if indirect {
+                    self.ping_unanswered_probe();
                 }
                 self.after_swim(now);
             }
@@ -1239,6 +1252,9 @@ impl Node {
             ("streams_out".into(), c.streams_out.to_string()),
             ("streams_in".into(), c.streams_in.to_string()),
             ("stream_failures".into(), c.stream_failures.to_string()),
+            ("stream_pings_out".into(), c.pings_out.to_string()),
+            ("stream_pings_in".into(), c.pings_in.to_string()),
+            ("stream_pings_reached".into(), c.pings_reached.to_string()),
         ])
     }
 }

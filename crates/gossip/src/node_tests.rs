@@ -9,7 +9,7 @@ use caravan_agent_core::member::MemberStatus;
 use foca::{Header, Member, Message};
 
 use super::*;
-use crate::exchange::ListDigest;
+use crate::exchange::{ListDigest, StreamPurpose, StreamRequest};
 use crate::wire::{IntentKind, IntentMsg, KIND_FOCA, KIND_SYNC, KIND_TAGS_PULL, KIND_TAGS_PUSH};
 
 const T0: Duration = Duration::from_secs(1);
@@ -1338,4 +1338,147 @@ fn no_cluster_update_encodes_in_fewer_than_min_update_bytes() {
     );
     let bytes = postcard::to_stdvec(&smallest).expect("encode");
     assert!(bytes.len() >= MIN_UPDATE_BYTES, "{} bytes", bytes.len());
+}
+
+/// Node 1, knowing nodes 2..=4, runs one probe whose ping nobody acks up to its indirect stage;
+/// returns the member probed (its index), the fallback pings it asked for, and the timer that
+/// ends the probe (the next one's start).
+fn probe_left_unanswered(a: &mut Node) -> (u8, Vec<StreamRequest>, NodeTimer) {
+    a.learn((2..=4).map(id), T0);
+    let first = a
+        .drain()
+        .timers
+        .into_iter()
+        .find(|(_, t)| matches!(t, NodeTimer::Foca(foca::Timer::ProbeRandomMember(_))))
+        .expect("a probe timer")
+        .1;
+    a.handle_timer(first, T0);
+    let out = a.drain();
+    let probed = out
+        .packets
+        .iter()
+        .find(|(_, p)| matches!(header_of(p).message, Message::Ping(_)))
+        .map(|(to, _)| *to)
+        .expect("a ping");
+    let timer = |wanted: fn(&foca::Timer<NodeId>) -> bool| {
+        out.timers
+            .iter()
+            .find(|(_, t)| matches!(t, NodeTimer::Foca(f) if wanted(f)))
+            .map(|(_, t)| t.clone())
+            .expect("a timer")
+    };
+    let indirect = timer(|t| matches!(t, foca::Timer::SendIndirectProbe { .. }));
+    let next = timer(|t| matches!(t, foca::Timer::ProbeRandomMember(_)));
+    let no_pings = a.drain().streams;
+    assert!(
+        no_pings.is_empty(),
+        "no fallback ping before the ping is late"
+    );
+    a.handle_timer(indirect, T0 + Duration::from_millis(500));
+    let streams = a.drain().streams;
+    let index = (2..=4).find(|&i| addr(i) == probed).expect("a member");
+    (index, streams, next)
+}
+
+/// The state node 1 holds for member `i` once its probe of `i` ended.
+fn probed_state(a: &mut Node, i: u8, next: NodeTimer) -> Option<foca::State> {
+    a.handle_timer(next, T0 + Duration::from_secs(1));
+    a.swim.member_at(&addr(i)).map(|m| m.state())
+}
+
+#[test]
+fn a_probe_whose_fallback_ping_is_answered_suspects_nobody() {
+    let mut a = node(1);
+    let (probed, pings, next) = probe_left_unanswered(&mut a);
+    assert_eq!(pings.len(), 1, "{pings:?}");
+    assert_eq!(pings[0].to, addr(probed));
+    assert_eq!(pings[0].purpose, StreamPurpose::Ping);
+    // The probed member answers: it knows node 1, and the ping names its identity.
+    let mut b = node(probed);
+    b.learn([id(1)], T0);
+    let pong = b
+        .handle_stream(ephemeral(1), &pings[0].body, T0)
+        .expect("answered")
+        .expect("a pong");
+    a.handle_stream_reply(addr(probed), &pong, T0)
+        .expect("accepted");
+    assert_eq!(probed_state(&mut a, probed, next), Some(foca::State::Alive));
+    assert_eq!(a.stats()["stream_pings_out"], "1");
+    assert_eq!(a.stats()["stream_pings_reached"], "1");
+    assert_eq!(b.stats()["stream_pings_in"], "1");
+}
+
+#[test]
+fn a_probe_whose_fallback_ping_goes_unanswered_suspects_its_member() {
+    let mut a = node(1);
+    let (probed, pings, next) = probe_left_unanswered(&mut a);
+    assert_eq!(pings.len(), 1);
+    assert_eq!(
+        probed_state(&mut a, probed, next),
+        Some(foca::State::Suspect)
+    );
+    assert_eq!(a.stats()["stream_pings_reached"], "0");
+}
+
+#[test]
+fn fallback_pings_are_answered_only_for_the_current_identity_by_members_and_pongs_only_count_from_the_probed()
+ {
+    let mut a = node(1);
+    let (probed, pings, next) = probe_left_unanswered(&mut a);
+    let body = &pings[0].body;
+    // A restarted process at the probed address does not answer for the identity it replaced.
+    let mut cfg = NodeConfig::new(name(probed), addr(probed), 3);
+    cfg.generation = 8;
+    let mut restarted = Node::new(cfg, 9, T0).expect("node");
+    restarted.learn([id(1)], T0);
+    assert!(restarted.handle_stream(ephemeral(1), body, T0).is_err());
+    // A member that does not know the pinger does not answer.
+    let mut stranger_to_it = node(probed);
+    assert!(
+        stranger_to_it
+            .handle_stream(ephemeral(1), body, T0)
+            .is_err()
+    );
+    // Nor for a ping whose sender is not the stream's source.
+    let mut b = node(probed);
+    b.learn([id(1)], T0);
+    assert!(b.handle_stream(ephemeral(9), body, T0).is_err());
+    // A pong from another member, or about another identity, does not save the probe.
+    let other = (2..=4).find(|&i| i != probed).expect("another member");
+    let mut c = node(other);
+    c.learn([id(1)], T0);
+    let ping_c = crate::wire::PingMsg {
+        sender: id(1),
+        target: id(other),
+    };
+    let mut plain = vec![crate::wire::KIND_PING];
+    postcard::to_io(&ping_c, &mut plain).expect("encoded");
+    let pong_c = c
+        .handle_stream(ephemeral(1), &plain, T0)
+        .expect("answered")
+        .expect("a pong");
+    assert!(a.handle_stream_reply(addr(probed), &pong_c, T0).is_err());
+    assert!(a.handle_stream_reply(addr(other), &pong_c, T0).is_err());
+    // A ping where a member list belongs, and a pong opening a stream, are refused.
+    let pong_b = b
+        .handle_stream(ephemeral(1), body, T0)
+        .expect("answered")
+        .expect("a pong");
+    assert!(b.handle_stream(ephemeral(1), &pong_b, T0).is_err());
+    assert!(a.handle_stream_reply(addr(probed), body, T0).is_err());
+    assert_eq!(
+        probed_state(&mut a, probed, next),
+        Some(foca::State::Suspect)
+    );
+}
+
+#[test]
+fn no_fallback_ping_without_streams() {
+    let mut cfg = NodeConfig::new(name(1), addr(1), 3);
+    cfg.generation = 7;
+    cfg.streams = false;
+    let mut a = Node::new(cfg, 1, Duration::ZERO).expect("node");
+    let _ = a.drain();
+    let (_, pings, _) = probe_left_unanswered(&mut a);
+    assert!(pings.is_empty(), "{pings:?}");
 }

@@ -16,7 +16,7 @@ use caravan_agent_core::member::MemberStatus;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::exchange::{STREAM_CONNECT_TIMEOUT, StreamRequest};
+use crate::exchange::{STREAM_CONNECT_TIMEOUT, StreamPurpose, StreamRequest};
 use crate::identity::NodeId;
 use crate::node::{MemberEvent, Node, NodeConfig, NodeTimer, Output};
 
@@ -89,6 +89,7 @@ enum Ev {
         from: usize,
         life: u32,
         frame: Vec<u8>,
+        purpose: StreamPurpose,
     },
     /// The answer reaches node `node` (if it is still in life `life`).
     StreamReply {
@@ -102,6 +103,7 @@ enum Ev {
         node: usize,
         life: u32,
         to: SocketAddr,
+        purpose: StreamPurpose,
     },
 }
 
@@ -649,7 +651,13 @@ impl Sim {
         let now = self.now;
         let life = self.lives[i];
         self.count_frame(i, &req.body);
-        let failed = |to| Ev::StreamFailed { node: i, life, to };
+        let purpose = req.purpose;
+        let failed = |to| Ev::StreamFailed {
+            node: i,
+            life,
+            to,
+            purpose,
+        };
         let Some(dst) = self.node_at(req.to) else {
             self.push(now + STREAM_CONNECT_TIMEOUT, failed(req.to));
             return;
@@ -668,12 +676,13 @@ impl Sim {
                 from: i,
                 life,
                 frame: req.body,
+                purpose,
             },
         );
     }
 
     /// Tells `from` (in its life `life`), one latency from now, that its stream to `to` failed.
-    fn stream_failed(&mut self, from: usize, life: u32, to: SocketAddr) {
+    fn stream_failed(&mut self, from: usize, life: u32, to: SocketAddr, purpose: StreamPurpose) {
         let at = self.now + self.cfg.latency;
         self.push(
             at,
@@ -681,13 +690,21 @@ impl Sim {
                 node: from,
                 life,
                 to,
+                purpose,
             },
         );
     }
 
     /// Sends node `to`'s answer to the stream `from` opened (in its life `life`), or fails the
     /// stream when there is none.
-    fn answer_stream(&mut self, to: usize, from: usize, life: u32, answer: Option<Vec<u8>>) {
+    fn answer_stream(
+        &mut self,
+        to: usize,
+        from: usize,
+        life: u32,
+        answer: Option<Vec<u8>>,
+        purpose: StreamPurpose,
+    ) {
         let to_addr = self.addrs[to];
         match answer {
             Some(reply) => {
@@ -703,7 +720,7 @@ impl Sim {
                     },
                 );
             }
-            None => self.stream_failed(from, life, to_addr),
+            None => self.stream_failed(from, life, to_addr, purpose),
         }
     }
 
@@ -797,16 +814,22 @@ impl Sim {
     /// produced is sent, a stream's answer travels back, a refused stream fails.
     fn settle(&mut self, ev: Ev, handled: Option<Handled>) {
         match ev {
-            Ev::StreamOpen { to, from, life, .. } => {
+            Ev::StreamOpen {
+                to,
+                from,
+                life,
+                purpose,
+                ..
+            } => {
                 if self.lives[from] != life {
                     return;
                 }
                 let Some(handled) = handled else {
                     // Nobody listens: refused.
-                    return self.stream_failed(from, life, self.addrs[to]);
+                    return self.stream_failed(from, life, self.addrs[to], purpose);
                 };
                 self.absorb(to, handled.out);
-                self.answer_stream(to, from, life, handled.answer);
+                self.answer_stream(to, from, life, handled.answer, purpose);
             }
             Ev::Timer { node, timer, .. } => {
                 if let Some(handled) = handled {
@@ -964,7 +987,16 @@ fn run_on(node: &mut Node, at: Duration, ev: &Ev, addrs: &[SocketAddr]) -> Handl
         Ev::StreamReply { to, frame, .. } => {
             let _ = node.handle_stream_reply(*to, frame, at);
         }
-        Ev::StreamFailed { to, .. } => node.stream_failed(*to, at),
+        Ev::StreamFailed {
+            to,
+            purpose: StreamPurpose::Exchange,
+            ..
+        } => node.stream_failed(*to, at),
+        // A fallback ping's failure needs nothing: the probe fails as it would have.
+        Ev::StreamFailed {
+            purpose: StreamPurpose::Ping,
+            ..
+        } => {}
         Ev::Timer { timer, .. } => node.handle_timer(timer.clone(), at),
     }
     Handled {

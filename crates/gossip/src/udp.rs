@@ -33,7 +33,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::GossipError;
-use crate::exchange::{MAX_STATE_FRAME, STREAM_CONNECT_TIMEOUT, STREAM_TIMEOUT, StreamRequest};
+use crate::exchange::{
+    MAX_STATE_FRAME, STREAM_CONNECT_TIMEOUT, STREAM_TIMEOUT, StreamPurpose, StreamRequest,
+};
 use crate::list::MemberList;
 use crate::node::{MAX_DATAGRAM, Node, NodeConfig, NodeTimer, Output};
 
@@ -442,10 +444,18 @@ enum StreamEvent {
         frame: Vec<u8>,
         reply: oneshot::Sender<Option<Vec<u8>>>,
     },
-    /// The answer to an exchange started with `to`.
-    Reply { to: SocketAddr, frame: Vec<u8> },
-    /// An exchange with `to` got no answer.
-    Failed { to: SocketAddr, error: String },
+    /// The answer to an exchange (or a fallback ping) started with `to`.
+    Reply {
+        to: SocketAddr,
+        frame: Vec<u8>,
+        purpose: StreamPurpose,
+    },
+    /// An exchange (or a fallback ping) with `to` got no answer.
+    Failed {
+        to: SocketAddr,
+        error: String,
+        purpose: StreamPurpose,
+    },
 }
 
 /// Reads one `[length u32 BE][frame]`, refusing a length beyond [`MAX_STATE_FRAME`] before
@@ -535,7 +545,8 @@ async fn exchange(
     events: mpsc::Sender<StreamEvent>,
     permit: OwnedSemaphorePermit,
 ) {
-    let to = req.to;
+    let (to, purpose) = (req.to, req.purpose);
+    let timeout = purpose.timeout();
     let run = async {
         let mut conn = tokio::time::timeout(STREAM_CONNECT_TIMEOUT, TcpStream::connect(to))
             .await
@@ -543,17 +554,19 @@ async fn exchange(
         write_frame(&mut conn, &req.body).await?;
         read_frame(&mut conn).await
     };
-    let result = tokio::time::timeout(STREAM_TIMEOUT, run).await;
+    let result = tokio::time::timeout(timeout, run).await;
     drop(permit);
     let event = match result {
-        Ok(Ok(frame)) => StreamEvent::Reply { to, frame },
+        Ok(Ok(frame)) => StreamEvent::Reply { to, frame, purpose },
         Ok(Err(e)) => StreamEvent::Failed {
             to,
             error: e.to_string(),
+            purpose,
         },
         Err(_) => StreamEvent::Failed {
             to,
-            error: format!("no answer within {STREAM_TIMEOUT:?}"),
+            error: format!("no answer within {timeout:?}"),
+            purpose,
         },
     };
     let _ = events.send(event).await;
@@ -633,17 +646,23 @@ impl Driver {
                             }
                             let _ = reply.send(answer.ok().flatten());
                         }
-                        StreamEvent::Reply { to, frame } => {
+                        StreamEvent::Reply { to, frame, purpose } => {
                             match self.node.handle_stream_reply(to, &frame, now) {
-                                Ok(()) => self.joins.answered(to),
+                                Ok(()) if purpose == StreamPurpose::Exchange => {
+                                    self.joins.answered(to);
+                                }
+                                Ok(()) => {}
                                 Err(e) => {
                                     tracing::debug!(target: "gossip", %to, error = %e, "member-list reply refused");
                                 }
                             }
                         }
-                        StreamEvent::Failed { to, error } => {
+                        StreamEvent::Failed { to, error, purpose: StreamPurpose::Exchange } => {
                             tracing::debug!(target: "gossip", %to, %error, "member-list stream failed; sending datagrams");
                             self.node.stream_failed(to, now);
+                        }
+                        StreamEvent::Failed { to, error, purpose: StreamPurpose::Ping } => {
+                            tracing::debug!(target: "gossip", %to, %error, "fallback ping failed");
                         }
                     }
                     let out = self.node.drain();
@@ -762,10 +781,11 @@ impl Driver {
                     tokio::spawn(exchange(req, events, permit));
                 }
                 Err(_) => {
-                    let to = req.to;
+                    let (to, purpose) = (req.to, req.purpose);
                     let error = "too many member-list streams".to_string();
                     tokio::spawn(async move {
-                        let _ = events.send(StreamEvent::Failed { to, error }).await;
+                        let failed = StreamEvent::Failed { to, error, purpose };
+                        let _ = events.send(failed).await;
                     });
                 }
             }
@@ -1060,6 +1080,39 @@ mod tests {
         assert_eq!(outcome.joined, 1, "{outcome:?}");
         assert!(wait_for(&a, |s| s.members.len() == 2).await);
         assert!(wait_stat(&b, "stream_failures", |n| n >= 1).await);
+    }
+
+    /// A member whose datagrams all go unanswered (its UDP socket is never read) but whose TCP
+    /// port answers as a node would: memberlist's fallback ping keeps it alive.
+    #[tokio::test]
+    async fn a_member_unreachable_by_datagram_is_kept_alive_by_fallback_pings() {
+        let addr_b = free_addr();
+        let _black_hole = tokio::net::UdpSocket::bind(addr_b).await.unwrap();
+        let listener = TcpListener::bind(addr_b).await.unwrap();
+        let mut cfg = NodeConfig::new("b.global", addr_b, 3);
+        cfg.generation = 1;
+        let started = Instant::now();
+        let mut b = Node::new(cfg, 2, Duration::ZERO).unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, peer)) = listener.accept().await {
+                let Ok(frame) = read_frame(&mut conn).await else {
+                    continue;
+                };
+                let answer = b.handle_stream(peer, &frame, started.elapsed());
+                let _ = b.drain();
+                if let Ok(Some(answer)) = answer {
+                    let _ = write_frame(&mut conn, &answer).await;
+                }
+            }
+        });
+        let a = start("a.global").await;
+        let outcome = a.join(vec![addr_b.to_string()]).await;
+        assert_eq!(outcome.joined, 1, "{outcome:?}");
+        assert!(wait_stat(&a, "stream_pings_reached", |n| n >= 3).await);
+        let snapshot = a.snapshot();
+        let b_status = snapshot.members.iter().find(|m| m.name == "b.global");
+        assert_eq!(b_status.map(|m| m.status), Some(MemberStatus::Alive));
+        assert_eq!(snapshot.stats["stream_failures"], "0");
     }
 
     #[tokio::test]

@@ -26,6 +26,29 @@ pub const KIND_SYNC: u8 = 3;
 /// first payload byte is 1 when the sender wants the receiver's list back.
 pub const KIND_STATE: u8 = 4;
 
+/// Stream frame kind: a probe's fallback ping ([`PingMsg`]), answered with a [`PongMsg`].
+pub const KIND_PING: u8 = 5;
+
+/// Stream frame kind: the answer to a [`PingMsg`].
+pub const KIND_PONG: u8 = 6;
+
+/// memberlist's TCP fallback ping: a member whose probe went unanswered by datagram is also
+/// pinged over a stream, so a lossy or UDP-blocked path does not get it suspected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingMsg {
+    /// The pinging member (its address's IP must be the stream's source IP).
+    pub sender: crate::NodeId,
+    /// The identity probed: a member answers only for its current one.
+    pub target: crate::NodeId,
+}
+
+/// The answer to a [`PingMsg`]: the answering member's identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PongMsg {
+    /// The member that was pinged.
+    pub sender: crate::NodeId,
+}
+
 /// A node's member list as it travels over a stream (push/pull): who sends it, every active
 /// member with its incarnation (the sender last), and the sender's Lamport clock.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -727,6 +727,26 @@ where
         Ok(())
     }
 
+    /// Caravan fork: the member the current probe waits on once its ping
+    /// has gone unanswered (the indirect stage has begun), with the probe's
+    /// number, until something answers for it. memberlist then also pings
+    /// the member over TCP; a driver that does the same reports an answer
+    /// with [`Foca::probe_reached`].
+    pub fn unanswered_probe(&self) -> Option<(&T, ProbeNumber)> {
+        self.probe
+            .unanswered()
+            .map(|id| (id, self.probe.probe_number()))
+    }
+
+    /// Caravan fork: the member probe `probe_number` is about answered
+    /// another way (memberlist's TCP fallback ping): the probe succeeds, so
+    /// the member is not suspected, and Lifeguard counts it as answered,
+    /// as memberlist does. Whether `id` is that probe's member and the probe
+    /// is still the current one.
+    pub fn probe_reached(&mut self, id: &T, probe_number: ProbeNumber) -> bool {
+        self.probe.reach(id, probe_number)
+    }
+
     /// Register some data to be broadcast along with Foca messages.
     ///
     /// Calls into this instance's `BroadcastHandler` and reacts accordingly.
@@ -3360,6 +3380,42 @@ mod tests {
                 foca.probe().succeeded(),
                 "Probe should succeed with any expected ForwardedAck"
             );
+        }
+    }
+
+    #[test]
+    fn a_probe_answered_another_way_suspects_nobody() {
+        // Caravan fork: `Foca::unanswered_probe` and `Foca::probe_reached`
+        // (memberlist's TCP fallback ping).
+        for reached in [false, true] {
+            let (mut foca, probed, send_indirect_probe) = craft_probing_foca(5, config());
+            let mut runtime = AccumulatingRuntime::new();
+            assert_eq!(None, foca.unanswered_probe(), "only once the ping is late");
+            assert_eq!(Ok(()), foca.handle_timer(send_indirect_probe, &mut runtime));
+            let number = foca.probe().probe_number();
+            assert_eq!(Some((&probed, number)), foca.unanswered_probe());
+            assert!(
+                !foca.probe_reached(&ID::new(42), number),
+                "not the probed member"
+            );
+            assert!(
+                !foca.probe_reached(&probed, number.wrapping_add(1)),
+                "not this probe"
+            );
+            if reached {
+                assert!(foca.probe_reached(&probed, number));
+                assert_eq!(None, foca.unanswered_probe());
+            }
+            // The probe ends as the next one starts.
+            let next = Timer::ProbeRandomMember(foca.timer_token());
+            assert_eq!(Ok(()), foca.handle_timer(next, &mut runtime));
+            let state = foca.member_at(&probed.addr()).map(|m| m.state());
+            let expected = if reached {
+                State::Alive
+            } else {
+                State::Suspect
+            };
+            assert_eq!(Some(expected), state, "reached: {reached}");
         }
     }
 

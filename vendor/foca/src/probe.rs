@@ -17,6 +17,9 @@ pub(crate) struct Probe<T> {
     /// members that answered one with a nack.
     indirect_requested: usize,
     nackers: Vec<T>,
+    /// Caravan fork: the target answered another way (memberlist's TCP
+    /// fallback ping, reported with `Foca::probe_reached`).
+    reached_otherwise: bool,
 
     reached_indirect_probe_stage: bool,
 }
@@ -30,6 +33,7 @@ impl<T: Clone + PartialEq> Probe<T> {
             indirect_ack_count: 0,
             indirect_requested: 0,
             nackers: Vec::new(),
+            reached_otherwise: false,
             reached_indirect_probe_stage: false,
             probe_number: ProbeNumber::default(),
         }
@@ -54,6 +58,7 @@ impl<T: Clone + PartialEq> Probe<T> {
         self.indirect_ack_count = 0;
         self.indirect_requested = 0;
         self.nackers.clear();
+        self.reached_otherwise = false;
         self.reached_indirect_probe_stage = false;
         // do NOT reset probe_number
     }
@@ -94,7 +99,28 @@ impl<T: Clone + PartialEq> Probe<T> {
     }
 
     pub(crate) const fn succeeded(&self) -> bool {
-        self.direct_ack_ok || self.indirect_ack_count > 0
+        self.direct_ack_ok || self.indirect_ack_count > 0 || self.reached_otherwise
+    }
+
+    /// Caravan fork: the target, while its ping has gone unanswered (the
+    /// indirect stage has begun) and nothing has answered for it yet.
+    pub(crate) fn unanswered(&self) -> Option<&T> {
+        if self.reached_indirect_probe_stage && !self.succeeded() {
+            self.direct.as_ref().map(|probed| probed.id())
+        } else {
+            None
+        }
+    }
+
+    /// Caravan fork: probe `probeno`'s target answered another way; whether
+    /// `id` is the target of that probe, the current one.
+    pub(crate) fn reach(&mut self, id: &T, probeno: ProbeNumber) -> bool {
+        if probeno == self.probe_number && self.is_probing(id) {
+            self.reached_otherwise = true;
+            true
+        } else {
+            false
+        }
     }
 
     pub(crate) fn receive_ack(&mut self, from: &T, probeno: ProbeNumber) -> bool {
