@@ -49,8 +49,8 @@ pub enum StreamPurpose {
     /// driver calls [`Node::stream_failed`] (the lists then go by datagrams).
     Exchange,
     /// A probe's fallback ping (memberlist's TCP ping), within [`PING_TIMEOUT`]; its answer goes
-    /// to [`Node::handle_stream_reply`] as an exchange's does, and its failure needs nothing
-    /// (the probe fails as it would have without it).
+    /// to [`Node::handle_ping_reply`], and its failure needs nothing (the probe fails as it
+    /// would have without it).
     Ping,
 }
 
@@ -64,8 +64,10 @@ impl StreamPurpose {
     }
 }
 
-/// How long a fallback ping may take: one probe period (an answer after the probe ended no
-/// longer counts).
+/// How long a fallback ping may take. It starts at a probe's indirect stage, half a probe period
+/// in; an answer after the probe ended no longer counts (memberlist's ping lasts to the probe's
+/// end). One second bounds the ping for a healthy node; Lifeguard stretches an unhealthy node's
+/// probes beyond it.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What may follow a frame's [`StateMsg`] (absent in frames from nodes that predate it, and
@@ -109,7 +111,7 @@ pub(crate) struct FrameSpec<'a> {
 }
 
 /// A stream frame, authenticated and decoded.
-enum Opened {
+pub(crate) enum Opened {
     /// A member list.
     State(Received),
     /// A probe's fallback ping.
@@ -119,7 +121,7 @@ enum Opened {
 }
 
 /// What one frame's decoding found.
-struct Received {
+pub(crate) struct Received {
     want_reply: bool,
     msg: StateMsg,
     /// The sender asks for tags with the answer.
@@ -516,7 +518,7 @@ impl Node {
     }
 
     /// Authenticates (with a key) and decodes one frame; `None`-free: errors say why.
-    fn open_stream(&mut self, frame: &[u8]) -> Result<Opened, GossipError> {
+    pub(crate) fn open_stream(&mut self, frame: &[u8]) -> Result<Opened, GossipError> {
         self.counters.bytes_in += frame.len() as u64;
         if frame.len() > MAX_STATE_FRAME {
             self.counters.malformed += 1;
@@ -661,10 +663,11 @@ impl Node {
     ) -> Result<(), GossipError> {
         let received = match self.open_stream(frame)? {
             Opened::State(received) => received,
-            Opened::Pong(pong) => return self.pong_received(to, &pong),
-            Opened::Ping(_) => {
+            Opened::Ping(_) | Opened::Pong(_) => {
                 self.counters.malformed += 1;
-                return Err(GossipError::Decode("a ping answered a stream".into()));
+                return Err(GossipError::Decode(
+                    "a member-list stream answered with a ping or pong".into(),
+                ));
             }
         };
         let Received {

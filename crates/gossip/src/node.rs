@@ -293,8 +293,11 @@ pub struct Node {
     /// Strangers' member-list requests waiting for the sender to become a member, with their
     /// deadlines.
     pending_replies: Vec<(SocketAddr, Duration)>,
-    /// The member and probe of the last fallback ping sent (see `ping.rs`).
-    pub(crate) probe_ping: Option<(NodeId, foca::ProbeNumber)>,
+    /// The last fallback ping sent (see `ping.rs`).
+    pub(crate) probe_ping: Option<crate::ping::ProbePing>,
+    /// When a fallback ping last saved a probe that datagrams could not (warned at most once a
+    /// minute).
+    pub(crate) ping_warned: Option<Duration>,
     /// Strangers' tag pulls waiting for the sender to become a member, with their deadlines
     /// (at most [`MAX_PENDING_TAG_PULLS`]).
     pending_pulls: Vec<(SocketAddr, Duration)>,
@@ -388,6 +391,7 @@ impl Node {
             pick: seed | 1,
             pending_replies: Vec::new(),
             probe_ping: None,
+            ping_warned: None,
             pending_pulls: Vec::new(),
             solicited: Vec::new(),
             early_sync: None,
@@ -762,7 +766,7 @@ impl Node {
     }
 
     /// xorshift: a cheap, seeded choice, so simulations stay reproducible.
-    fn next_random(&mut self) -> u64 {
+    pub(crate) fn next_random(&mut self) -> u64 {
         self.pick ^= self.pick << 13;
         self.pick ^= self.pick >> 7;
         self.pick ^= self.pick << 17;

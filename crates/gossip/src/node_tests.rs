@@ -1340,6 +1340,16 @@ fn no_cluster_update_encodes_in_fewer_than_min_update_bytes() {
     assert!(bytes.len() >= MIN_UPDATE_BYTES, "{} bytes", bytes.len());
 }
 
+/// Node `i` as [`node`] makes it, sealing with `key` when there is one.
+fn keyed_node(i: u8, key: Option<u8>) -> Node {
+    let mut cfg = NodeConfig::new(name(i), addr(i), 3);
+    cfg.generation = 7;
+    cfg.key = key.map(|k| vec![k; 32]);
+    let mut node = Node::new(cfg, u64::from(i), Duration::ZERO).expect("node");
+    let _ = node.drain();
+    node
+}
+
 /// Node 1, knowing nodes 2..=4, runs one probe whose ping nobody acks up to its indirect stage;
 /// returns the member probed (its index), the fallback pings it asked for, and the timer that
 /// ends the probe (the next one's start).
@@ -1352,13 +1362,21 @@ fn probe_left_unanswered(a: &mut Node) -> (u8, Vec<StreamRequest>, NodeTimer) {
         .find(|(_, t)| matches!(t, NodeTimer::Foca(foca::Timer::ProbeRandomMember(_))))
         .expect("a probe timer")
         .1;
-    a.handle_timer(first, T0);
+    run_probe(a, first)
+}
+
+/// Runs the probe `start` starts, up to its indirect stage (see [`probe_left_unanswered`]).
+fn run_probe(a: &mut Node, start: NodeTimer) -> (u8, Vec<StreamRequest>, NodeTimer) {
+    a.handle_timer(start, T0);
     let out = a.drain();
     let probed = out
         .packets
         .iter()
-        .find(|(_, p)| matches!(header_of(p).message, Message::Ping(_)))
-        .map(|(to, _)| *to)
+        .find_map(|(to, p)| {
+            let plain = a.unseal(p).ok()?.into_owned();
+            let (header, _): (Header<NodeId>, _) = postcard::take_from_bytes(&plain[1..]).ok()?;
+            matches!(header.message, Message::Ping(_)).then_some(*to)
+        })
         .expect("a ping");
     let timer = |wanted: fn(&foca::Timer<NodeId>) -> bool| {
         out.timers
@@ -1369,9 +1387,8 @@ fn probe_left_unanswered(a: &mut Node) -> (u8, Vec<StreamRequest>, NodeTimer) {
     };
     let indirect = timer(|t| matches!(t, foca::Timer::SendIndirectProbe { .. }));
     let next = timer(|t| matches!(t, foca::Timer::ProbeRandomMember(_)));
-    let no_pings = a.drain().streams;
     assert!(
-        no_pings.is_empty(),
+        out.streams.is_empty(),
         "no fallback ping before the ping is late"
     );
     a.handle_timer(indirect, T0 + Duration::from_millis(500));
@@ -1386,26 +1403,38 @@ fn probed_state(a: &mut Node, i: u8, next: NodeTimer) -> Option<foca::State> {
     a.swim.member_at(&addr(i)).map(|m| m.state())
 }
 
-#[test]
-fn a_probe_whose_fallback_ping_is_answered_suspects_nobody() {
-    let mut a = node(1);
-    let (probed, pings, next) = probe_left_unanswered(&mut a);
-    assert_eq!(pings.len(), 1, "{pings:?}");
-    assert_eq!(pings[0].to, addr(probed));
-    assert_eq!(pings[0].purpose, StreamPurpose::Ping);
-    // The probed member answers: it knows node 1, and the ping names its identity.
-    let mut b = node(probed);
+/// Member `i`, knowing node 1, answers `ping` (a stream from node 1's IP).
+fn pong_from(i: u8, key: Option<u8>, ping: &[u8]) -> Vec<u8> {
+    let mut b = keyed_node(i, key);
     b.learn([id(1)], T0);
     let pong = b
-        .handle_stream(ephemeral(1), &pings[0].body, T0)
+        .handle_stream(ephemeral(1), ping, T0)
         .expect("answered")
         .expect("a pong");
-    a.handle_stream_reply(addr(probed), &pong, T0)
-        .expect("accepted");
-    assert_eq!(probed_state(&mut a, probed, next), Some(foca::State::Alive));
-    assert_eq!(a.stats()["stream_pings_out"], "1");
-    assert_eq!(a.stats()["stream_pings_reached"], "1");
     assert_eq!(b.stats()["stream_pings_in"], "1");
+    pong
+}
+
+#[test]
+fn a_probe_whose_fallback_ping_is_answered_suspects_nobody() {
+    // Sealed and in the clear alike.
+    for key in [None, Some(5)] {
+        let mut a = keyed_node(1, key);
+        let (probed, pings, next) = probe_left_unanswered(&mut a);
+        assert_eq!(pings.len(), 1, "{pings:?}");
+        assert_eq!(pings[0].to, addr(probed));
+        assert_eq!(pings[0].purpose, StreamPurpose::Ping);
+        let pong = pong_from(probed, key, &pings[0].body);
+        a.handle_ping_reply(addr(probed), &pong, T0)
+            .expect("accepted");
+        assert_eq!(
+            probed_state(&mut a, probed, next),
+            Some(foca::State::Alive),
+            "key {key:?}"
+        );
+        assert_eq!(a.stats()["stream_pings_out"], "1");
+        assert_eq!(a.stats()["stream_pings_reached"], "1");
+    }
 }
 
 #[test]
@@ -1443,33 +1472,59 @@ fn fallback_pings_are_answered_only_for_the_current_identity_by_members_and_pong
     let mut b = node(probed);
     b.learn([id(1)], T0);
     assert!(b.handle_stream(ephemeral(9), body, T0).is_err());
-    // A pong from another member, or about another identity, does not save the probe.
+    // A pong from another member, or with another nonce, does not save the probe.
     let other = (2..=4).find(|&i| i != probed).expect("another member");
-    let mut c = node(other);
-    c.learn([id(1)], T0);
-    let ping_c = crate::wire::PingMsg {
-        sender: id(1),
-        target: id(other),
+    let ping_to = |target: u8, nonce: u64| {
+        let ping = crate::wire::PingMsg {
+            sender: id(1),
+            target: id(target),
+            nonce,
+        };
+        let mut plain = vec![crate::wire::KIND_PING];
+        postcard::to_io(&ping, &mut plain).expect("encoded");
+        plain
     };
-    let mut plain = vec![crate::wire::KIND_PING];
-    postcard::to_io(&ping_c, &mut plain).expect("encoded");
-    let pong_c = c
-        .handle_stream(ephemeral(1), &plain, T0)
-        .expect("answered")
-        .expect("a pong");
-    assert!(a.handle_stream_reply(addr(probed), &pong_c, T0).is_err());
-    assert!(a.handle_stream_reply(addr(other), &pong_c, T0).is_err());
-    // A ping where a member list belongs, and a pong opening a stream, are refused.
-    let pong_b = b
-        .handle_stream(ephemeral(1), body, T0)
-        .expect("answered")
-        .expect("a pong");
-    assert!(b.handle_stream(ephemeral(1), &pong_b, T0).is_err());
+    let pong_other = pong_from(other, None, &ping_to(other, 1));
+    assert!(a.handle_ping_reply(addr(probed), &pong_other, T0).is_err());
+    assert!(a.handle_ping_reply(addr(other), &pong_other, T0).is_err());
+    let guessed = pong_from(probed, None, &ping_to(probed, 1));
+    assert!(a.handle_ping_reply(addr(probed), &guessed, T0).is_err());
+    // A ping where a member list belongs, a pong where a ping does, and a member list where a
+    // pong does, are refused.
+    let pong = pong_from(probed, None, body);
+    assert!(b.handle_stream(ephemeral(1), &pong, T0).is_err());
     assert!(a.handle_stream_reply(addr(probed), body, T0).is_err());
+    assert!(a.handle_stream_reply(addr(probed), &pong, T0).is_err());
+    assert!(a.handle_ping_reply(addr(probed), body, T0).is_err());
+    assert_eq!(a.stats()["stream_pings_reached"], "0");
     assert_eq!(
         probed_state(&mut a, probed, next),
         Some(foca::State::Suspect)
     );
+}
+
+#[test]
+fn a_pong_recorded_once_answers_no_later_ping() {
+    let mut a = node(1);
+    let (probed, pings, next) = probe_left_unanswered(&mut a);
+    let old_pong = pong_from(probed, None, &pings[0].body);
+    // The probe ends unanswered; the probes after it run until one of them is the same
+    // member's again.
+    let mut next = Some(next);
+    for _ in 0..8 {
+        let start = next.take().expect("a next probe");
+        let (again, pings, after) = run_probe(&mut a, start);
+        next = Some(after);
+        if again == probed && !pings.is_empty() {
+            assert!(a.handle_ping_reply(addr(probed), &old_pong, T0).is_err());
+            assert_eq!(a.stats()["stream_pings_reached"], "0");
+            let fresh = pong_from(probed, None, &pings[0].body);
+            a.handle_ping_reply(addr(probed), &fresh, T0)
+                .expect("the fresh pong counts");
+            return;
+        }
+    }
+    panic!("member {probed} was not probed again within 8 probes");
 }
 
 #[test]

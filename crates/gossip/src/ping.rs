@@ -7,14 +7,30 @@
 //!
 //! A member answers a ping only for its current identity (a restarted process does not answer
 //! for the one it replaced), only from a member, and only when the ping's sender has the
-//! stream's source IP.
+//! stream's source IP. A pong counts only on the stream of the current probe's ping, from the
+//! identity probed, naming this node and echoing the ping's nonce (a pong recorded once answers
+//! no other ping). When one saves a probe, the node warns (at most once a minute), as memberlist
+//! does: datagrams to that member are being lost.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::GossipError;
-use crate::exchange::{StreamPurpose, StreamRequest};
+use crate::exchange::{Opened, StreamPurpose, StreamRequest};
+use crate::identity::NodeId;
 use crate::node::{Node, canonical};
 use crate::wire::{KIND_PING, KIND_PONG, PingMsg, PongMsg};
+
+/// The fallback ping a node last sent.
+#[derive(Clone, Debug)]
+pub(crate) struct ProbePing {
+    target: NodeId,
+    number: foca::ProbeNumber,
+    nonce: u64,
+}
+
+/// How often a node warns that a fallback ping saved a probe.
+const PING_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 impl Node {
     /// Pings the member of a probe whose ping went unanswered (foca's indirect stage has begun)
@@ -30,9 +46,11 @@ impl Node {
         else {
             return;
         };
+        let nonce = self.next_random();
         let ping = PingMsg {
             sender: self.identity().clone(),
             target: target.clone(),
+            nonce,
         };
         let Some(body) = self.stream_frame(KIND_PING, &ping) else {
             return;
@@ -43,7 +61,11 @@ impl Node {
             body,
             purpose: StreamPurpose::Ping,
         });
-        self.probe_ping = Some((target, number));
+        self.probe_ping = Some(ProbePing {
+            target,
+            number,
+            nonce,
+        });
     }
 
     /// The answer to a ping a member sent on a stream from `peer`.
@@ -69,27 +91,50 @@ impl Node {
         self.counters.pings_in += 1;
         let pong = PongMsg {
             sender: self.identity().clone(),
+            pinger: ping.sender.clone(),
+            nonce: ping.nonce,
         };
         Ok(self.stream_frame(KIND_PONG, &pong))
     }
 
-    /// A pong on the stream this node's last ping opened to `to`: the probe succeeds if it is
-    /// still the current one and the pong comes from the identity probed.
-    pub(crate) fn pong_received(
+    /// The answer on a stream this node opened to `to` for a fallback ping
+    /// ([`StreamPurpose::Ping`]): the probe succeeds if the pong answers this node's last ping,
+    /// from the identity probed, while that probe is the current one.
+    pub fn handle_ping_reply(
         &mut self,
         to: SocketAddr,
-        pong: &PongMsg,
+        frame: &[u8],
+        now: Duration,
     ) -> Result<(), GossipError> {
-        let Some((target, number)) = self.probe_ping.clone() else {
-            return Err(GossipError::Rejected("a pong without a ping"));
+        let pong = match self.open_stream(frame)? {
+            Opened::Pong(pong) => pong,
+            Opened::State(_) | Opened::Ping(_) => {
+                self.counters.malformed += 1;
+                return Err(GossipError::Decode("a ping answered with no pong".into()));
+            }
         };
-        if canonical(target.addr()) != canonical(to) || pong.sender != target {
+        if canonical(pong.sender.addr()) != canonical(to) {
             self.counters.spoofed += 1;
             return Err(GossipError::Rejected("pong from another member"));
         }
-        self.probe_ping = None;
-        if self.swim.probe_reached(&target, number) {
+        let me = self.identity().clone();
+        let Some(ping) = self
+            .probe_ping
+            .take_if(|p| p.target == pong.sender && p.nonce == pong.nonce && pong.pinger == me)
+        else {
+            // Late (another ping went since), or about an identity since replaced.
+            return Err(GossipError::Rejected("a pong to no current ping"));
+        };
+        if self.swim.probe_reached(&ping.target, ping.number) {
             self.counters.pings_reached += 1;
+            if self
+                .ping_warned
+                .is_none_or(|at| now.saturating_sub(at) >= PING_WARNING_EVERY)
+            {
+                self.ping_warned = Some(now);
+                let member = crate::udp::printable(ping.target.name());
+                tracing::warn!(target: "gossip", %member, "was able to reach a member over TCP but not over UDP; the network may be misconfigured or lossy");
+            }
         }
         Ok(())
     }

@@ -29,6 +29,15 @@ const SEGMENT: usize = 1400;
 /// What a lost segment costs a simulated stream: Linux's minimum retransmission timeout.
 const RETRANSMIT: Duration = Duration::from_millis(200);
 
+/// Linux's initial retransmission timeout for a SYN (or SYN-ACK) that got no answer; it doubles
+/// with each retry.
+const SYN_RETRANSMIT: Duration = Duration::from_secs(1);
+
+/// The TCP segments `bytes` of stream data take.
+fn segments(bytes: usize) -> u64 {
+    (bytes / SEGMENT + 1) as u64
+}
+
 /// How a simulation is set up.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -97,6 +106,7 @@ enum Ev {
         life: u32,
         to: SocketAddr,
         frame: Vec<u8>,
+        purpose: StreamPurpose,
     },
     /// The stream node `node` opened to `to` got no answer.
     StreamFailed {
@@ -243,7 +253,7 @@ impl EventQueue {
 /// Per-node traffic totals.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Traffic {
-    /// Datagrams sent.
+    /// Datagrams sent, and TCP segments (with data or without: SYN, ACK, FIN).
     pub packets: u64,
     /// Bytes sent.
     pub bytes: u64,
@@ -624,14 +634,36 @@ impl Sim {
         }
     }
 
-    /// Counts a stream frame as sent by node `i`, in segments.
-    fn count_frame(&mut self, i: usize, frame: &[u8]) {
+    /// Counts a stream frame as sent by node `i`, in segments (a member list as anti-entropy
+    /// bytes when there is no key to hide its kind).
+    fn count_frame(&mut self, i: usize, frame: &[u8], purpose: StreamPurpose) {
         let t = &mut self.traffic[i];
-        t.packets += (frame.len() / SEGMENT + 1) as u64;
+        t.packets += segments(frame.len());
         t.bytes += frame.len() as u64;
-        if self.cfg.key.is_none() {
+        if self.cfg.key.is_none() && purpose == StreamPurpose::Exchange {
             t.sync_bytes += frame.len() as u64;
         }
+    }
+
+    /// Counts TCP's segments without data (SYN, SYN-ACK, ACK, FIN) as packets node `i` sent;
+    /// they carry no payload, so no bytes.
+    fn count_control(&mut self, i: usize, n: u64) {
+        self.traffic[i].packets += n;
+    }
+
+    /// How long a connection from `from` to `to` takes to open: a round trip, plus Linux's
+    /// initial retransmission timeout (1 s, doubling) for each SYN or SYN-ACK the links lose.
+    fn handshake_delay(&mut self, from: usize, to: usize) -> Duration {
+        let mut delay = self.cfg.latency * 2 + self.jitter();
+        for (a, b) in [(from, to), (to, from)] {
+            let loss = self.loss(a, b);
+            let mut timeout = SYN_RETRANSMIT;
+            while loss > 0.0 && self.rng.random::<f64>() < loss && timeout <= SYN_RETRANSMIT * 4 {
+                delay += timeout;
+                timeout *= 2;
+            }
+        }
+        delay
     }
 
     /// How long `bytes` take from node `from` to node `to` on a stream: one-way latency, plus a
@@ -650,8 +682,10 @@ impl Sim {
     fn start_stream(&mut self, i: usize, req: StreamRequest) {
         let now = self.now;
         let life = self.lives[i];
-        self.count_frame(i, &req.body);
         let purpose = req.purpose;
+        self.count_frame(i, &req.body, purpose);
+        // SYN, ACK and FIN.
+        self.count_control(i, 3);
         let failed = |to| Ev::StreamFailed {
             node: i,
             life,
@@ -666,8 +700,10 @@ impl Sim {
             self.push(now + STREAM_CONNECT_TIMEOUT, failed(req.to));
             return;
         }
-        // The handshake (a round trip) before the frame's one-way trip.
-        let handshake = self.cfg.latency * 2 + self.jitter();
+        // The handshake before the frame's one-way trip; the receiver's SYN-ACK, FIN and an ACK
+        // a segment.
+        let handshake = self.handshake_delay(i, dst);
+        self.count_control(dst, 2 + segments(req.body.len()));
         let at = now + handshake + self.stream_delay(i, dst, req.body.len()) + self.slowness(i);
         self.push(
             at,
@@ -708,7 +744,8 @@ impl Sim {
         let to_addr = self.addrs[to];
         match answer {
             Some(reply) => {
-                self.count_frame(to, &reply);
+                self.count_frame(to, &reply, purpose);
+                self.count_control(from, segments(reply.len()));
                 let at = self.now + self.stream_delay(to, from, reply.len()) + self.slowness(to);
                 self.push(
                     at,
@@ -717,6 +754,7 @@ impl Sim {
                         life,
                         to: to_addr,
                         frame: reply,
+                        purpose,
                     },
                 );
             }
@@ -984,8 +1022,13 @@ fn run_on(node: &mut Node, at: Duration, ev: &Ev, addrs: &[SocketAddr]) -> Handl
             let peer = SocketAddr::new(addrs[*from].ip(), 40000);
             answer = node.handle_stream(peer, frame, at).ok().flatten();
         }
-        Ev::StreamReply { to, frame, .. } => {
-            let _ = node.handle_stream_reply(*to, frame, at);
+        Ev::StreamReply {
+            to, frame, purpose, ..
+        } => {
+            let _ = match purpose {
+                StreamPurpose::Exchange => node.handle_stream_reply(*to, frame, at),
+                StreamPurpose::Ping => node.handle_ping_reply(*to, frame, at),
+            };
         }
         Ev::StreamFailed {
             to,

@@ -646,12 +646,14 @@ impl Driver {
                             }
                             let _ = reply.send(answer.ok().flatten());
                         }
-                        StreamEvent::Reply { to, frame, purpose } => {
+                        StreamEvent::Reply { to, frame, purpose: StreamPurpose::Ping } => {
+                            if let Err(e) = self.node.handle_ping_reply(to, &frame, now) {
+                                tracing::debug!(target: "gossip", %to, error = %e, "pong refused");
+                            }
+                        }
+                        StreamEvent::Reply { to, frame, purpose: StreamPurpose::Exchange } => {
                             match self.node.handle_stream_reply(to, &frame, now) {
-                                Ok(()) if purpose == StreamPurpose::Exchange => {
-                                    self.joins.answered(to);
-                                }
-                                Ok(()) => {}
+                                Ok(()) => self.joins.answered(to),
                                 Err(e) => {
                                     tracing::debug!(target: "gossip", %to, error = %e, "member-list reply refused");
                                 }
@@ -1083,7 +1085,8 @@ mod tests {
     }
 
     /// A member whose datagrams all go unanswered (its UDP socket is never read) but whose TCP
-    /// port answers as a node would: memberlist's fallback ping keeps it alive.
+    /// port answers as a node would: memberlist's fallback ping, sealed with the pool's key,
+    /// keeps it alive.
     #[tokio::test]
     async fn a_member_unreachable_by_datagram_is_kept_alive_by_fallback_pings() {
         let addr_b = free_addr();
@@ -1091,6 +1094,7 @@ mod tests {
         let listener = TcpListener::bind(addr_b).await.unwrap();
         let mut cfg = NodeConfig::new("b.global", addr_b, 3);
         cfg.generation = 1;
+        cfg.key = Some(vec![3; 32]);
         let started = Instant::now();
         let mut b = Node::new(cfg, 2, Duration::ZERO).unwrap();
         tokio::spawn(async move {
@@ -1105,7 +1109,11 @@ mod tests {
                 }
             }
         });
-        let a = start("a.global").await;
+        let addr_a = free_addr();
+        let mut cfg = NodeConfig::new("a.global", addr_a, 3);
+        cfg.generation = 1;
+        cfg.key = Some(vec![3; 32]);
+        let a = Gossip::start(cfg, addr_a).await.unwrap();
         let outcome = a.join(vec![addr_b.to_string()]).await;
         assert_eq!(outcome.joined, 1, "{outcome:?}");
         assert!(wait_stat(&a, "stream_pings_reached", |n| n >= 3).await);

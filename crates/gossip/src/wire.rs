@@ -40,13 +40,20 @@ pub struct PingMsg {
     pub sender: crate::NodeId,
     /// The identity probed: a member answers only for its current one.
     pub target: crate::NodeId,
+    /// A number the pinging member chose for this ping alone, echoed by the pong: a pong
+    /// recorded once answers no other ping.
+    pub nonce: u64,
 }
 
-/// The answer to a [`PingMsg`]: the answering member's identity.
+/// The answer to a [`PingMsg`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PongMsg {
     /// The member that was pinged.
     pub sender: crate::NodeId,
+    /// The member that pinged it.
+    pub pinger: crate::NodeId,
+    /// The ping's nonce.
+    pub nonce: u64,
 }
 
 /// A node's member list as it travels over a stream (push/pull): who sends it, every active

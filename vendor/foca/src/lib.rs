@@ -735,6 +735,7 @@ where
     pub fn unanswered_probe(&self) -> Option<(&T, ProbeNumber)> {
         self.probe
             .unanswered()
+            .filter(|id| self.members.is_active(id))
             .map(|id| (id, self.probe.probe_number()))
     }
 
@@ -3853,15 +3854,16 @@ mod tests {
 
     #[test]
     fn custom_broadcasts_are_sent_as_many_times_as_their_key_says() {
-        // Caravan fork: `Invalidates::max_transmissions`.
+        // Caravan fork: `Invalidates::max_transmissions`, in the slotted
+        // backlog and in the generic one.
         #[derive(Debug)]
-        struct Few(u32);
+        struct Few(u32, bool);
         impl Invalidates for Few {
             fn invalidates(&self, _other: &Self) -> bool {
                 false
             }
             fn slot(&self) -> Option<u64> {
-                Some(u64::from(self.0))
+                self.1.then_some(u64::from(self.0))
             }
             fn max_transmissions(&self, configured: NonZeroU8) -> NonZeroU8 {
                 match self.0 {
@@ -3878,7 +3880,7 @@ mod tests {
             }
         }
         impl core::error::Error for Bad {}
-        struct Handler(Vec<u32>);
+        struct Handler(Vec<u32>, bool);
         impl BroadcastHandler<ID> for Handler {
             type Key = Few;
             type Error = Bad;
@@ -3892,40 +3894,39 @@ mod tests {
                 }
                 let item = data.get_u32();
                 self.0.push(item);
-                Ok(Some(Few(item)))
+                Ok(Some(Few(item, self.1)))
             }
         }
-        let mut foca =
-            Foca::with_custom_broadcast(ID::new(1), config(), rng(), codec(), Handler(Vec::new()));
-        let other = ID::new(2);
-        let mut other_foca =
-            Foca::with_custom_broadcast(other, config(), rng(), codec(), Handler(Vec::new()));
-        let mut runtime = AccumulatingRuntime::new();
-        assert_eq!(Ok(()), foca.apply(Member::alive(other), &mut runtime));
-        assert_eq!(Ok(true), foca.add_broadcast(&1u32.to_be_bytes()));
-        assert_eq!(Ok(true), foca.add_broadcast(&2u32.to_be_bytes()));
-        let max_tx = usize::from(config().max_transmissions.get());
-        assert!(max_tx > 2, "the test needs a configured count above 2");
-        for _ in 0..max_tx + 2 {
-            runtime.clear();
-            assert_eq!(Ok(()), foca.gossip(&mut runtime));
-            if let Some(data) = runtime.take_data(other) {
-                assert_eq!(
-                    Ok(()),
-                    other_foca.handle_data(&data, AccumulatingRuntime::new())
-                );
+        for slotted in [true, false] {
+            let handler = || Handler(Vec::new(), slotted);
+            let mut foca =
+                Foca::with_custom_broadcast(ID::new(1), config(), rng(), codec(), handler());
+            let other = ID::new(2);
+            let mut other_foca =
+                Foca::with_custom_broadcast(other, config(), rng(), codec(), handler());
+            let mut runtime = AccumulatingRuntime::new();
+            assert_eq!(Ok(()), foca.apply(Member::alive(other), &mut runtime));
+            assert_eq!(Ok(true), foca.add_broadcast(&1u32.to_be_bytes()));
+            assert_eq!(Ok(true), foca.add_broadcast(&2u32.to_be_bytes()));
+            let max_tx = usize::from(config().max_transmissions.get());
+            assert!(max_tx > 2, "the test needs a configured count above 2");
+            for _ in 0..max_tx + 2 {
+                runtime.clear();
+                assert_eq!(Ok(()), foca.gossip(&mut runtime));
+                if let Some(data) = runtime.take_data(other) {
+                    assert_eq!(
+                        Ok(()),
+                        other_foca.handle_data(&data, AccumulatingRuntime::new())
+                    );
+                }
             }
+            let heard = |item| {
+                let got = &other_foca.broadcast_handler.0;
+                got.iter().filter(|&&i| i == item).count()
+            };
+            assert_eq!(heard(1), 2, "the key's own count, slotted: {slotted}");
+            assert_eq!(heard(2), max_tx, "the configured count, slotted: {slotted}");
         }
-        let heard = |item| {
-            other_foca
-                .broadcast_handler
-                .0
-                .iter()
-                .filter(|&&i| i == item)
-                .count()
-        };
-        assert_eq!(heard(1), 2, "the key's own count");
-        assert_eq!(heard(2), max_tx, "the configured count");
     }
 
     #[test]
