@@ -1538,6 +1538,12 @@ where
         do_broadcast: bool,
         mut runtime: impl Runtime<T>,
     ) -> Result<()> {
+        // Caravan fork: an update that changed nothing (nearly every one a
+        // large pool gossips) needs no copy of its identity.
+        let renamed = matches!(summary.conflict, member::ConflictResult::Replaced(_));
+        if !summary.apply_successful && !summary.changed_active_set && !renamed {
+            return Ok(());
+        }
         let id = update.id().clone();
 
         if summary.apply_successful {

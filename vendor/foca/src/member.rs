@@ -429,20 +429,31 @@ where
 
     pub(crate) fn apply_existing_if<F: Fn(&Member<T>) -> bool>(
         &mut self,
-        mut update: Member<T>,
+        update: Member<T>,
         condition: F,
     ) -> Option<ApplySummary<T>> {
-        if let Some(known_member) = self
-            .position_of(update.id())
-            .and_then(|pos| self.inner.get_mut(pos))
-        {
+        let pos = self.position_of(update.id())?;
+        self.apply_at(pos, update, condition).ok()
+    }
+
+    /// Caravan fork: [`Members::apply_existing_if`] for the member at `pos`
+    /// (found by the caller), so [`Members::apply`] looks the member up once
+    /// and copies no identity; the update comes back when `pos` holds no
+    /// member.
+    fn apply_at<F: Fn(&Member<T>) -> bool>(
+        &mut self,
+        pos: usize,
+        mut update: Member<T>,
+        condition: F,
+    ) -> Result<ApplySummary<T>, Member<T>> {
+        if let Some(known_member) = self.inner.get_mut(pos) {
             let id_conflict = known_member.id != update.id;
 
             // If the update wins the conflict, the full member
             // state is replaced (it's essentially a rejoin)
             // If it doesn't, it gets discarded
             if id_conflict && known_member.id.win_addr_conflict(&update.id) {
-                return Some(ApplySummary {
+                return Ok(ApplySummary {
                     is_active_now: known_member.is_active(),
                     apply_successful: false,
                     changed_active_set: false,
@@ -451,7 +462,7 @@ where
             }
 
             if !condition(known_member) {
-                return Some(ApplySummary {
+                return Ok(ApplySummary {
                     is_active_now: known_member.is_active(),
                     apply_successful: false,
                     changed_active_set: false,
@@ -488,45 +499,51 @@ where
                 }
             }
 
-            Some(ApplySummary {
+            Ok(ApplySummary {
                 is_active_now,
                 apply_successful,
                 changed_active_set,
                 conflict,
             })
         } else {
-            None
+            Err(update)
         }
     }
 
     pub(crate) fn apply(&mut self, update: Member<T>, mut rng: impl RngExt) -> ApplySummary<T> {
-        self.apply_existing_if(update.clone(), |_member| true)
-            .unwrap_or_else(|| {
-                // Unknown member, we'll register it
-                let is_active_now = update.is_active();
+        let update = match self.position_of(update.id()) {
+            Some(pos) => match self.apply_at(pos, update, |_member| true) {
+                Ok(summary) => return summary,
+                Err(update) => update,
+            },
+            None => update,
+        };
+        {
+            // Unknown member, we'll register it
+            let is_active_now = update.is_active();
 
-                // Insert at the end and swap with a random position.
-                self.push(update);
-                let inserted_at = self.inner.len() - 1;
+            // Insert at the end and swap with a random position.
+            self.push(update);
+            let inserted_at = self.inner.len() - 1;
 
-                let swap_idx = (0..self.inner.len())
-                    .choose(&mut rng)
-                    .unwrap_or(inserted_at);
+            let swap_idx = (0..self.inner.len())
+                .choose(&mut rng)
+                .unwrap_or(inserted_at);
 
-                self.swap(swap_idx, inserted_at);
+            self.swap(swap_idx, inserted_at);
 
-                if is_active_now {
-                    self.num_active = self.num_active.saturating_add(1);
-                }
+            if is_active_now {
+                self.num_active = self.num_active.saturating_add(1);
+            }
 
-                ApplySummary {
-                    is_active_now,
-                    apply_successful: true,
-                    // Registering a new active member changes the active set
-                    changed_active_set: is_active_now,
-                    conflict: ConflictResult::NoConflict,
-                }
-            })
+            ApplySummary {
+                is_active_now,
+                apply_successful: true,
+                // Registering a new active member changes the active set
+                changed_active_set: is_active_now,
+                conflict: ConflictResult::NoConflict,
+            }
+        }
     }
 }
 
