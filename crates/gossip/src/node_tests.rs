@@ -1374,6 +1374,9 @@ fn run_probe(a: &mut Node, start: NodeTimer) -> (u8, Vec<StreamRequest>, NodeTim
         .iter()
         .find_map(|(to, p)| {
             let plain = a.unseal(p).ok()?.into_owned();
+            if plain.first() != Some(&KIND_FOCA) {
+                return None;
+            }
             let (header, _): (Header<NodeId>, _) = postcard::take_from_bytes(&plain[1..]).ok()?;
             matches!(header.message, Message::Ping(_)).then_some(*to)
         })
@@ -1518,6 +1521,11 @@ fn a_pong_recorded_once_answers_no_later_ping() {
         if again == probed && !pings.is_empty() {
             assert!(a.handle_ping_reply(addr(probed), &old_pong, T0).is_err());
             assert_eq!(a.stats()["stream_pings_reached"], "0");
+            assert_eq!(
+                a.stats()["spoofed_packets"],
+                "0",
+                "a late pong is no forgery"
+            );
             let fresh = pong_from(probed, None, &pings[0].body);
             a.handle_ping_reply(addr(probed), &fresh, T0)
                 .expect("the fresh pong counts");

@@ -3427,6 +3427,16 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_of_a_member_gone_down_names_nobody_to_reach() {
+        // Caravan fork: `Foca::unanswered_probe` skips inactive members.
+        let (mut foca, probed, send_indirect_probe) = craft_probing_foca(5, config());
+        let mut runtime = AccumulatingRuntime::new();
+        assert_eq!(Ok(()), foca.apply(Member::down(probed), &mut runtime));
+        assert_eq!(Ok(()), foca.handle_timer(send_indirect_probe, &mut runtime));
+        assert_eq!(None, foca.unanswered_probe());
+    }
+
+    #[test]
     fn probe_receiving_ping_replies_with_ack() {
         let mut foca = Foca::new(ID::new(1), config(), rng(), codec());
         let mut runtime = AccumulatingRuntime::new();
