@@ -517,6 +517,12 @@ impl Node {
         Some(frame)
     }
 
+    /// A frame of a kind this stream does not carry: counted as malformed.
+    pub(crate) fn wrong_kind(&mut self, what: &'static str) -> GossipError {
+        self.counters.malformed += 1;
+        GossipError::Decode(what.into())
+    }
+
     /// Authenticates (with a key) and decodes one frame; `None`-free: errors say why.
     pub(crate) fn open_stream(&mut self, frame: &[u8]) -> Result<Opened, GossipError> {
         self.counters.bytes_in += frame.len() as u64;
@@ -584,10 +590,7 @@ impl Node {
         let received = match self.open_stream(frame)? {
             Opened::State(received) => received,
             Opened::Ping(ping) => return self.answer_ping(peer, &ping),
-            Opened::Pong(_) => {
-                self.counters.malformed += 1;
-                return Err(GossipError::Decode("a pong opened a stream".into()));
-            }
+            Opened::Pong(_) => return Err(self.wrong_kind("a pong opened a stream")),
         };
         self.counters.streams_in += 1;
         let Received {
@@ -664,10 +667,7 @@ impl Node {
         let received = match self.open_stream(frame)? {
             Opened::State(received) => received,
             Opened::Ping(_) | Opened::Pong(_) => {
-                self.counters.malformed += 1;
-                return Err(GossipError::Decode(
-                    "a member-list stream answered with a ping or pong".into(),
-                ));
+                return Err(self.wrong_kind("a member-list stream answered with a ping or pong"));
             }
         };
         let Received {

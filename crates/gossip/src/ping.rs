@@ -109,8 +109,7 @@ impl Node {
         let pong = match self.open_stream(frame)? {
             Opened::Pong(pong) => pong,
             Opened::State(_) | Opened::Ping(_) => {
-                self.counters.malformed += 1;
-                return Err(GossipError::Decode("a ping answered with no pong".into()));
+                return Err(self.wrong_kind("a ping answered with no pong"));
             }
         };
         if canonical(pong.sender.addr()) != canonical(to) {
