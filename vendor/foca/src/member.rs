@@ -227,27 +227,28 @@ where
         }
     }
 
-    /// Swaps two members, keeping the index in step.
-    fn swap(&mut self, a: usize, b: usize) {
-        if a == b {
-            return;
-        }
-        // Entries are told apart by position, so park `a` on a position no
-        // entry uses while `b` moves into its place.
-        let parked = self.inner.len();
-        self.move_entry(a, parked);
-        self.move_entry(b, a);
-        let hash = Self::hash_addr(&self.hasher, &self.inner[a].id.addr());
-        if let Some(slot) = self.index.find_mut(hash, |&i| i as usize == parked) {
-            *slot = b as u32;
-        }
-        self.inner.swap(a, b);
-    }
-
     fn push(&mut self, member: Member<T>) {
         let pos = self.inner.len();
         let hash = Self::hash_addr(&self.hasher, &member.id.addr());
         self.inner.push(member);
+        let (inner, hasher) = (&self.inner, &self.hasher);
+        self.index.insert_unique(hash, pos as u32, |&i| {
+            Self::hash_addr(hasher, &inner[i as usize].id.addr())
+        });
+    }
+
+    /// Puts `member` at `pos`, moving the member there to the end (a push
+    /// when `pos` is the end).
+    fn insert_at(&mut self, pos: usize, member: Member<T>) {
+        let last = self.inner.len();
+        if pos >= last {
+            self.push(member);
+            return;
+        }
+        self.move_entry(pos, last);
+        let hash = Self::hash_addr(&self.hasher, &member.id.addr());
+        let displaced = core::mem::replace(&mut self.inner[pos], member);
+        self.inner.push(displaced);
         let (inner, hasher) = (&self.inner, &self.hasher);
         self.index.insert_unique(hash, pos as u32, |&i| {
             Self::hash_addr(hasher, &inner[i as usize].id.addr())
@@ -523,14 +524,13 @@ where
             let is_active_now = update.is_active();
 
             // Insert at the end and swap with a random position.
-            self.push(update);
-            let inserted_at = self.inner.len() - 1;
-
-            let swap_idx = (0..self.inner.len())
-                .choose(&mut rng)
-                .unwrap_or(inserted_at);
-
-            self.swap(swap_idx, inserted_at);
+            // Caravan fork: done as one move (the member at that position
+            // goes to the end, the new one takes its place), two index
+            // look-ups fewer than a push and a swap; the same draw and the
+            // same order.
+            let inserted_at = self.inner.len();
+            let swap_idx = (0..inserted_at + 1).choose(&mut rng).unwrap_or(inserted_at);
+            self.insert_at(swap_idx, update);
 
             if is_active_now {
                 self.num_active = self.num_active.saturating_add(1);
@@ -628,6 +628,30 @@ mod tests {
         assert!(!members.is_active(&Id("a")));
         assert_eq!(members.at(&Id("b").addr()).map(|m| m.id()), Some(&Id("b")));
         assert!(members.at(&Id("a").addr()).is_none());
+    }
+
+    // Caravan fork: a new member lands where upstream's push and swap with the
+    // same draw put it (so the probe order is upstream's).
+    #[test]
+    fn an_insert_lands_where_a_push_and_a_swap_put_it() {
+        let names: Vec<&'static str> = (0..60)
+            .map(|i| &*alloc::boxed::Box::leak(alloc::format!("n{i}").into_boxed_str()))
+            .collect();
+        let mut rng = SmallRng::seed_from_u64(11);
+        let mut members = Members::new(Vec::new());
+        let mut upstream_rng = SmallRng::seed_from_u64(11);
+        let mut upstream: Vec<Id> = Vec::new();
+        for name in &names {
+            let _ = members.apply(Member::alive(Id(name)), &mut rng);
+            upstream.push(Id(name));
+            let last = upstream.len() - 1;
+            let at = (0..upstream.len())
+                .choose(&mut upstream_rng)
+                .unwrap_or(last);
+            upstream.swap(at, last);
+        }
+        let order: Vec<Id> = members.inner.iter().map(|m| m.id.clone()).collect();
+        assert_eq!(order, upstream);
     }
 
     // Caravan fork: choosing by draws in a large pool yields distinct, eligible
