@@ -231,6 +231,11 @@ where
         let pos = self.inner.len();
         let hash = Self::hash_addr(&self.hasher, &member.id.addr());
         self.inner.push(member);
+        self.index_insert(hash, pos);
+    }
+
+    /// Indexes position `pos`, whose member's address hashes to `hash`.
+    fn index_insert(&mut self, hash: u64, pos: usize) {
         let (inner, hasher) = (&self.inner, &self.hasher);
         self.index.insert_unique(hash, pos as u32, |&i| {
             Self::hash_addr(hasher, &inner[i as usize].id.addr())
@@ -249,10 +254,7 @@ where
         let hash = Self::hash_addr(&self.hasher, &member.id.addr());
         let displaced = core::mem::replace(&mut self.inner[pos], member);
         self.inner.push(displaced);
-        let (inner, hasher) = (&self.inner, &self.hasher);
-        self.index.insert_unique(hash, pos as u32, |&i| {
-            Self::hash_addr(hasher, &inner[i as usize].id.addr())
-        });
+        self.index_insert(hash, pos);
     }
 
     fn swap_remove(&mut self, pos: usize) -> Member<T> {
