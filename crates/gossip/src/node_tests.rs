@@ -1545,3 +1545,25 @@ fn no_fallback_ping_without_streams() {
     let (_, pings, _) = probe_left_unanswered(&mut a);
     assert!(pings.is_empty(), "{pings:?}");
 }
+
+/// Each membership update is piggybacked memberlist's retransmit limit of times: 4 times
+/// `ceil(log10(n + 1))`, four per decimal digit of the pool's size.
+#[test]
+fn updates_are_piggybacked_four_times_per_digit_of_the_pool_size() {
+    let check = |members: u32, expected: u8| {
+        assert_eq!(
+            swim_config(members).max_transmissions.get(),
+            expected,
+            "{members} members"
+        );
+    };
+    check(0, 4);
+    check(1, 4);
+    check(9, 4);
+    check(10, 8);
+    check(999, 12);
+    check(1_000, 16);
+    check(9_999, 16);
+    check(10_000, 20);
+    check(u32::MAX, 40);
+}

@@ -1589,10 +1589,10 @@ pub enum Bootstrap {
 
 impl Bootstrap {
     /// Joins at 20 ms intervals up to 2,000 members; above that a seeded pool. N joins cost
-    /// every node N broadcasts to apply and relay about `6·log10(N+1)` times over: at 10,000
-    /// members the whole run by joins takes 19 minutes of wall time (its 40 s join storm 8 of
-    /// them, the early anti-entropy rounds that complete the pool 49 s after the last join
-    /// another 6) and 11 GB; the figures measured after it are the same.
+    /// every node N broadcasts to apply and relay up to `4·ceil(log10(N+1))` times over: at
+    /// 10,000 members the whole run by joins takes 7.5 to 10 minutes of wall time on two vCPUs
+    /// (its 40 s join storm 4 to 6 of them, the forming that completes the pool 39 s after the
+    /// last join another 2 to 2.5) and 13 GB; the figures measured after it are the same.
     pub fn for_members(n: usize) -> Bootstrap {
         if n <= 2000 {
             Bootstrap::Join {

@@ -304,7 +304,7 @@ pub(crate) const MAX_UPDATES_BACKLOG: usize = 1024;
 /// a hundred full packets of updates, which a member sends within some
 /// fifteen seconds. Beyond, as beyond [`MAX_UPDATES_BACKLOG`], what has been
 /// sent the most is dropped. [`MAX_UPDATES_BACKLOG`] items owing
-/// `max_transmissions` each (24 at 10,000 members) kept every member of a
+/// `max_transmissions` each (24 at 10,000 members then) kept every member of a
 /// simulated 10,000-member pool sending full packets of updates that every
 /// receiver knew for minutes after a join storm (each costing its receivers
 /// a look-up per update); an item is dropped only after most of its
