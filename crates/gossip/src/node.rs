@@ -176,8 +176,9 @@ pub fn swim_config(cluster_size: u32) -> foca::Config {
 /// the few member-pairs that fewer relays miss are repaired by the early anti-entropy rounds
 /// ([`EARLY_SYNC_ROUNDS`]). Six times `log10(n + 1)`, 24 at 10,000, made the simulator's
 /// 10,000-member run take 8 % longer (475 and 503 s of wall time, against 450 s at 20, run
-/// back to back), for the same formation (79 s); four times `log10(n + 1)` without the ceiling (12 at 1,000) let a crash at 1,000
-/// members take up to 7.8 s to be known everywhere, against 6.0 s at 16.
+/// back to back), for the same formation (79 s); four times `log10(n + 1)` without the
+/// ceiling (12 at 1,000) let a crash at 1,000 members take up to 7.8 s to be known everywhere,
+/// against 6.0 s at 16.
 fn transmissions(n: NonZeroU32) -> std::num::NonZeroU8 {
     let digits = n.get().ilog10() + 1;
     let limit = u8::try_from(digits.saturating_mul(4)).unwrap_or(u8::MAX);
